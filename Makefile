@@ -1,0 +1,26 @@
+# Thin wrapper over CMake. `make demo` = set up and run the main job; `make test` = the whole suite.
+.PHONY: all build setup model demo test clean
+
+MODEL := models/gemma-3-270m-q4_k_m.gguf
+
+all: build
+
+build:
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build build -j2
+
+setup:
+	bash scripts/setup.sh
+
+model:
+	python3 scripts/fetch_model.py
+
+demo: setup build
+	build/trinity info $(MODEL) | head -40
+	build/trinity tokenize -m $(MODEL) "The capital of France is"
+
+test: setup
+	bash tests/run_all.sh
+
+clean:
+	rm -rf build build-asan build-fuzz

@@ -1,0 +1,244 @@
+/* trinity.h — the whole public surface of the Trinity inference engine.
+ *
+ * The CLI and the server use only what is declared here, the way llama.cpp's
+ * tools use llama.h. Conventions: every fallible function returns a
+ * tr_status and fills a caller-provided tr_error with one line that names the
+ * file, tensor, field or parameter at fault. Objects have one owner and one
+ * _free/_close. Little-endian hosts only (x86-64, aarch64). */
+#ifndef TRINITY_H
+#define TRINITY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ errors */
+
+typedef enum tr_status {
+    TR_OK = 0,
+    TR_ERR_IO,          /* a file could not be opened, read, mapped or written */
+    TR_ERR_FORMAT,      /* malformed input (file, JSON, text) */
+    TR_ERR_UNSUPPORTED, /* well-formed but not supported by this build */
+    TR_ERR_NOMEM,       /* an allocation failed or would be unreasonably large */
+    TR_ERR_ARG,         /* the caller passed a bad argument */
+    TR_ERR_NOT_FOUND,   /* a key, tensor or token that was asked for is absent */
+} tr_status;
+
+typedef struct tr_error {
+    char msg[512]; /* one line, no trailing newline; "" when no error */
+} tr_error;
+
+const char *tr_status_str(tr_status s);
+
+/* ----------------------------------------------------------- tensor types */
+
+/* ggml's numbering: these values are what GGUF files store. */
+typedef enum tr_type {
+    TR_TYPE_F32 = 0,
+    TR_TYPE_F16 = 1,
+    TR_TYPE_Q4_0 = 2,
+    TR_TYPE_Q4_1 = 3,
+    TR_TYPE_Q5_0 = 6,
+    TR_TYPE_Q5_1 = 7,
+    TR_TYPE_Q8_0 = 8,
+    TR_TYPE_Q8_1 = 9,
+    TR_TYPE_Q2_K = 10,
+    TR_TYPE_Q3_K = 11,
+    TR_TYPE_Q4_K = 12,
+    TR_TYPE_Q5_K = 13,
+    TR_TYPE_Q6_K = 14,
+    TR_TYPE_Q8_K = 15,
+    TR_TYPE_IQ2_XXS = 16,
+    TR_TYPE_IQ2_XS = 17,
+    TR_TYPE_IQ3_XXS = 18,
+    TR_TYPE_IQ1_S = 19,
+    TR_TYPE_IQ4_NL = 20,
+    TR_TYPE_IQ3_S = 21,
+    TR_TYPE_IQ2_S = 22,
+    TR_TYPE_IQ4_XS = 23,
+    TR_TYPE_I8 = 24,
+    TR_TYPE_I16 = 25,
+    TR_TYPE_I32 = 26,
+    TR_TYPE_I64 = 27,
+    TR_TYPE_F64 = 28,
+    TR_TYPE_IQ1_M = 29,
+    TR_TYPE_BF16 = 30,
+    TR_TYPE_TQ1_0 = 34,
+    TR_TYPE_TQ2_0 = 35,
+    TR_TYPE_MXFP4 = 39,
+    TR_TYPE_COUNT = 40,
+} tr_type;
+
+/* Name as ggml spells it ("Q4_K"), or NULL when `type` is not a ggml type. */
+const char *tr_type_name(int type);
+/* Elements per block and bytes per block; 0 when `type` is not a ggml type. */
+int64_t tr_type_block_size(int type);
+size_t tr_type_block_bytes(int type);
+/* Bytes of a row of ne0 elements; 0 if ne0 is not a multiple of the block. */
+size_t tr_row_size(int type, int64_t ne0);
+/* Whether this build can convert the type to / from float. */
+bool tr_type_can_dequantize(int type);
+bool tr_type_can_quantize(int type);
+/* Convert n elements (a multiple of the block size). Return TR_ERR_ARG for a
+ * bad n, TR_ERR_UNSUPPORTED when the type has no converter. */
+tr_status tr_dequantize(int type, const void *src, float *dst, int64_t n);
+tr_status tr_quantize(int type, const float *src, void *dst, int64_t n);
+
+/* ------------------------------------------------------------------- GGUF */
+
+typedef enum tr_gguf_type {
+    TR_GGUF_UINT8 = 0,
+    TR_GGUF_INT8 = 1,
+    TR_GGUF_UINT16 = 2,
+    TR_GGUF_INT16 = 3,
+    TR_GGUF_UINT32 = 4,
+    TR_GGUF_INT32 = 5,
+    TR_GGUF_FLOAT32 = 6,
+    TR_GGUF_BOOL = 7,
+    TR_GGUF_STRING = 8,
+    TR_GGUF_ARRAY = 9,
+    TR_GGUF_UINT64 = 10,
+    TR_GGUF_INT64 = 11,
+    TR_GGUF_FLOAT64 = 12,
+    TR_GGUF_TYPE_COUNT = 13,
+} tr_gguf_type;
+
+const char *tr_gguf_type_name(tr_gguf_type t);
+
+/* A string inside the file: not NUL-terminated, valid while the file is open. */
+typedef struct tr_str {
+    const char *ptr;
+    uint64_t len;
+} tr_str;
+
+/* One metadata value. Scalars are decoded; strings and arrays point into the
+ * mapping. */
+typedef struct tr_gguf_value {
+    tr_gguf_type type;
+    union {
+        uint64_t u64;  /* UINT8/16/32/64 */
+        int64_t i64;   /* INT8/16/32/64 */
+        double f64;    /* FLOAT32/64 */
+        bool b;        /* BOOL */
+        tr_str str;    /* STRING */
+        struct {
+            tr_gguf_type type;  /* element type */
+            uint64_t n;         /* element count */
+            const uint8_t *data; /* raw little-endian elements (fixed-size element types) */
+            const uint64_t *str_off; /* STRING elements: offset of element j's length field from data */
+            const struct tr_gguf_value *items; /* ARRAY elements: each decoded */
+        } arr;
+    } v;
+} tr_gguf_value;
+
+typedef struct tr_gguf_tensor {
+    const char *name;  /* NUL-terminated */
+    tr_type type;
+    int n_dims;        /* 1..4 */
+    int64_t ne[4];     /* ne[0] varies fastest (ggml order); unused dims are 1 */
+    uint64_t offset;   /* from the start of the data section */
+    uint64_t nbytes;
+    const void *data;  /* points into the mapping: never copied */
+} tr_gguf_tensor;
+
+typedef struct tr_gguf tr_gguf;
+
+/* mmap and validate a GGUF v2/v3 file. Every inconsistency is an error that
+ * names the file and the problem; nothing is trusted before it is checked. */
+tr_status tr_gguf_open(const char *path, tr_gguf **out, tr_error *err);
+/* The same over bytes in memory (not copied: keep them alive until close).
+ * `name` is used in error messages. */
+tr_status tr_gguf_open_memory(const void *data, size_t size, const char *name,
+                              tr_gguf **out, tr_error *err);
+void tr_gguf_close(tr_gguf *g);
+
+const char *tr_gguf_path(const tr_gguf *g);
+uint32_t tr_gguf_version(const tr_gguf *g);
+uint64_t tr_gguf_file_size(const tr_gguf *g);
+uint64_t tr_gguf_alignment(const tr_gguf *g);
+uint64_t tr_gguf_data_offset(const tr_gguf *g);
+
+int64_t tr_gguf_n_kv(const tr_gguf *g);
+const char *tr_gguf_kv_key(const tr_gguf *g, int64_t i);           /* NUL-terminated */
+const tr_gguf_value *tr_gguf_kv_value(const tr_gguf *g, int64_t i);
+int64_t tr_gguf_find_kv(const tr_gguf *g, const char *key);        /* -1 if absent */
+const tr_gguf_value *tr_gguf_get(const tr_gguf *g, const char *key); /* NULL if absent */
+
+/* Typed look-ups: false when the key is absent or of an incompatible type.
+ * get_int accepts every integer type (and BOOL); get_float also integers. */
+bool tr_gguf_get_int(const tr_gguf *g, const char *key, int64_t *out);
+bool tr_gguf_get_float(const tr_gguf *g, const char *key, double *out);
+bool tr_gguf_get_bool(const tr_gguf *g, const char *key, bool *out);
+bool tr_gguf_get_str(const tr_gguf *g, const char *key, tr_str *out);
+
+/* Element j of an array value (j < n). */
+tr_str tr_gguf_arr_str(const tr_gguf_value *arr, uint64_t j);
+int64_t tr_gguf_arr_int(const tr_gguf_value *arr, uint64_t j);
+double tr_gguf_arr_float(const tr_gguf_value *arr, uint64_t j);
+
+int64_t tr_gguf_n_tensors(const tr_gguf *g);
+const tr_gguf_tensor *tr_gguf_tensor_at(const tr_gguf *g, int64_t i);
+const tr_gguf_tensor *tr_gguf_find_tensor(const tr_gguf *g, const char *name); /* NULL if absent */
+
+/* Writer: collects metadata and tensors, then writes a GGUF v3 file. */
+typedef struct tr_gguf_writer tr_gguf_writer;
+
+tr_gguf_writer *tr_gguf_writer_new(void);
+void tr_gguf_writer_free(tr_gguf_writer *w);
+/* Set (or replace) a key. The value is deep-copied, strings and arrays too. */
+tr_status tr_gguf_writer_set(tr_gguf_writer *w, const char *key, const tr_gguf_value *v, tr_error *err);
+tr_status tr_gguf_writer_set_str(tr_gguf_writer *w, const char *key, const char *s, tr_error *err);
+tr_status tr_gguf_writer_set_u32(tr_gguf_writer *w, const char *key, uint32_t x, tr_error *err);
+tr_status tr_gguf_writer_set_f32(tr_gguf_writer *w, const char *key, float x, tr_error *err);
+/* Copy every key of an open file. */
+tr_status tr_gguf_writer_copy_kv(tr_gguf_writer *w, const tr_gguf *g, tr_error *err);
+/* Add a tensor; `data` (nbytes = tr_row_size * rows) must stay valid until the write. */
+tr_status tr_gguf_writer_add_tensor(tr_gguf_writer *w, const char *name, tr_type type, int n_dims,
+                                    const int64_t ne[], const void *data, tr_error *err);
+tr_status tr_gguf_writer_write(tr_gguf_writer *w, const char *path, tr_error *err);
+
+/* -------------------------------------------------------------- tokenizer */
+
+typedef struct tr_vocab tr_vocab;
+
+typedef enum tr_vocab_kind {
+    TR_VOCAB_SPM = 1, /* tokenizer.ggml.model = "llama": SentencePiece-style with byte fallback */
+    TR_VOCAB_BPE = 2, /* tokenizer.ggml.model = "gpt2": byte-level BPE */
+} tr_vocab_kind;
+
+/* Read tokenizer.ggml.* from an open file (tensors are not needed). */
+tr_status tr_vocab_load(const tr_gguf *g, tr_vocab **out, tr_error *err);
+void tr_vocab_free(tr_vocab *v);
+
+tr_vocab_kind tr_vocab_kind_of(const tr_vocab *v);
+int32_t tr_vocab_n_tokens(const tr_vocab *v);
+int32_t tr_vocab_bos(const tr_vocab *v); /* -1 if none */
+int32_t tr_vocab_eos(const tr_vocab *v); /* -1 if none */
+/* End of generation: EOS, EOT, <end_of_turn>, <|im_end|>, ... as the file declares. */
+bool tr_vocab_is_eog(const tr_vocab *v, int32_t id);
+/* Text of token `id` as stored in the vocabulary (NUL-terminated). */
+const char *tr_vocab_token_text(const tr_vocab *v, int32_t id);
+
+/* Text -> ids. add_special: BOS/EOS as the file's add_bos/add_eos say.
+ * parse_special: text of control tokens becomes those tokens (user-defined
+ * tokens always match, as in llama.cpp). *ids is malloc'ed; the caller frees. */
+tr_status tr_tokenize(const tr_vocab *v, const char *text, size_t len, bool add_special,
+                      bool parse_special, int32_t **ids, size_t *n_ids, tr_error *err);
+
+/* The bytes token `id` stands for (byte-fallback tokens give their one byte;
+ * control tokens give "" unless `special`). Returns the length; writes at most
+ * cap bytes (no NUL). A piece may end in the middle of a UTF-8 character. */
+size_t tr_token_to_piece(const tr_vocab *v, int32_t id, bool special, char *buf, size_t cap);
+
+/* Length of the longest prefix of s[0..n) that does not end inside a UTF-8
+ * character: what a stream may print now, keeping the rest for later. */
+size_t tr_utf8_complete_prefix(const char *s, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,10 @@
+/* The subcommands of the `trinity` binary. Each lives in its own cmd_*.c and
+ * returns the process exit status (0 ok, 1 runtime error, 2 usage error). */
+#ifndef TR_CLI_H
+#define TR_CLI_H
+
+#include "trinity.h"
+
+#define TRINITY_VERSION "0.1.0"
+
+#endif

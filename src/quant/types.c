@@ -1,0 +1,97 @@
+/* The row of every ggml type: names and block geometry match ggml exactly
+ * (checked against the gguf package's GGML_QUANT_SIZES in the tests). */
+#include "quant.h"
+
+#include <string.h>
+
+static void f32_to_float(const void *src, float *dst, int64_t n) { memcpy(dst, src, (size_t)n * sizeof(float)); }
+static void f32_from_float(const float *src, void *dst, int64_t n) { memcpy(dst, src, (size_t)n * sizeof(float)); }
+
+static const tr_type_traits type_traits[TR_TYPE_COUNT] = {
+    [TR_TYPE_F32] = {"F32", 1, 4, false, f32_to_float, f32_from_float},
+    [TR_TYPE_F16] = {"F16", 1, 2, false, NULL, NULL},
+    [TR_TYPE_Q4_0] = {"Q4_0", 32, 18, true, NULL, NULL},
+    [TR_TYPE_Q4_1] = {"Q4_1", 32, 20, true, NULL, NULL},
+    [TR_TYPE_Q5_0] = {"Q5_0", 32, 22, true, NULL, NULL},
+    [TR_TYPE_Q5_1] = {"Q5_1", 32, 24, true, NULL, NULL},
+    [TR_TYPE_Q8_0] = {"Q8_0", 32, 34, true, NULL, NULL},
+    [TR_TYPE_Q8_1] = {"Q8_1", 32, 36, true, NULL, NULL},
+    [TR_TYPE_Q2_K] = {"Q2_K", 256, 84, true, NULL, NULL},
+    [TR_TYPE_Q3_K] = {"Q3_K", 256, 110, true, NULL, NULL},
+    [TR_TYPE_Q4_K] = {"Q4_K", 256, 144, true, NULL, NULL},
+    [TR_TYPE_Q5_K] = {"Q5_K", 256, 176, true, NULL, NULL},
+    [TR_TYPE_Q6_K] = {"Q6_K", 256, 210, true, NULL, NULL},
+    [TR_TYPE_Q8_K] = {"Q8_K", 256, 292, true, NULL, NULL},
+    [TR_TYPE_IQ2_XXS] = {"IQ2_XXS", 256, 66, true, NULL, NULL},
+    [TR_TYPE_IQ2_XS] = {"IQ2_XS", 256, 74, true, NULL, NULL},
+    [TR_TYPE_IQ3_XXS] = {"IQ3_XXS", 256, 98, true, NULL, NULL},
+    [TR_TYPE_IQ1_S] = {"IQ1_S", 256, 50, true, NULL, NULL},
+    [TR_TYPE_IQ4_NL] = {"IQ4_NL", 32, 18, true, NULL, NULL},
+    [TR_TYPE_IQ3_S] = {"IQ3_S", 256, 110, true, NULL, NULL},
+    [TR_TYPE_IQ2_S] = {"IQ2_S", 256, 82, true, NULL, NULL},
+    [TR_TYPE_IQ4_XS] = {"IQ4_XS", 256, 136, true, NULL, NULL},
+    [TR_TYPE_I8] = {"I8", 1, 1, false, NULL, NULL},
+    [TR_TYPE_I16] = {"I16", 1, 2, false, NULL, NULL},
+    [TR_TYPE_I32] = {"I32", 1, 4, false, NULL, NULL},
+    [TR_TYPE_I64] = {"I64", 1, 8, false, NULL, NULL},
+    [TR_TYPE_F64] = {"F64", 1, 8, false, NULL, NULL},
+    [TR_TYPE_IQ1_M] = {"IQ1_M", 256, 56, true, NULL, NULL},
+    [TR_TYPE_BF16] = {"BF16", 1, 2, false, NULL, NULL},
+    [TR_TYPE_TQ1_0] = {"TQ1_0", 256, 54, true, NULL, NULL},
+    [TR_TYPE_TQ2_0] = {"TQ2_0", 256, 66, true, NULL, NULL},
+    [TR_TYPE_MXFP4] = {"MXFP4", 32, 17, true, NULL, NULL},
+};
+
+const tr_type_traits *tr_type_traits_get(int type) {
+    if (type < 0 || type >= TR_TYPE_COUNT || !type_traits[type].name) return NULL;
+    return &type_traits[type];
+}
+
+const char *tr_type_name(int type) {
+    const tr_type_traits *t = tr_type_traits_get(type);
+    return t ? t->name : NULL;
+}
+
+int64_t tr_type_block_size(int type) {
+    const tr_type_traits *t = tr_type_traits_get(type);
+    return t ? t->blck_size : 0;
+}
+
+size_t tr_type_block_bytes(int type) {
+    const tr_type_traits *t = tr_type_traits_get(type);
+    return t ? t->type_size : 0;
+}
+
+size_t tr_row_size(int type, int64_t ne0) {
+    const tr_type_traits *t = tr_type_traits_get(type);
+    if (!t || ne0 < 0 || ne0 % t->blck_size) return 0;
+    return (size_t)(ne0 / t->blck_size) * t->type_size;
+}
+
+bool tr_type_can_dequantize(int type) {
+    const tr_type_traits *t = tr_type_traits_get(type);
+    return t && t->to_float;
+}
+
+bool tr_type_can_quantize(int type) {
+    const tr_type_traits *t = tr_type_traits_get(type);
+    return t && t->from_float;
+}
+
+tr_status tr_dequantize(int type, const void *src, float *dst, int64_t n) {
+    const tr_type_traits *t = tr_type_traits_get(type);
+    if (!t) return TR_ERR_ARG;
+    if (n < 0 || n % t->blck_size) return TR_ERR_ARG;
+    if (!t->to_float) return TR_ERR_UNSUPPORTED;
+    t->to_float(src, dst, n);
+    return TR_OK;
+}
+
+tr_status tr_quantize(int type, const float *src, void *dst, int64_t n) {
+    const tr_type_traits *t = tr_type_traits_get(type);
+    if (!t) return TR_ERR_ARG;
+    if (n < 0 || n % t->blck_size) return TR_ERR_ARG;
+    if (!t->from_float) return TR_ERR_UNSUPPORTED;
+    t->from_float(src, dst, n);
+    return TR_OK;
+}
