@@ -238,6 +238,101 @@ size_t tr_token_to_piece(const tr_vocab *v, int32_t id, bool special, char *buf,
  * character: what a stream may print now, keeping the rest for later. */
 size_t tr_utf8_complete_prefix(const char *s, size_t n);
 
+
+/* ------------------------------------------------------------------ model */
+
+typedef struct tr_model tr_model;
+
+/* Load a model: mmap the GGUF, read the architecture's hyperparameters, find
+ * and shape-check every weight (views into the mapping, never copied), load
+ * the vocabulary. Unsupported architectures or features are errors. */
+tr_status tr_model_load(const char *path, tr_model **out, tr_error *err);
+void tr_model_free(tr_model *m);
+
+const tr_gguf *tr_model_gguf(const tr_model *m);
+const tr_vocab *tr_model_vocab(const tr_model *m);
+const char *tr_model_arch(const tr_model *m);      /* general.architecture */
+const char *tr_model_name(const tr_model *m);      /* general.name, or the file's base name */
+int32_t tr_model_n_vocab(const tr_model *m);
+int32_t tr_model_n_ctx_train(const tr_model *m);
+uint64_t tr_model_n_params(const tr_model *m);
+uint64_t tr_model_weight_bytes(const tr_model *m);
+
+/* --------------------------------------------------------------- context */
+
+/* A context holds the KV cache and scratch for up to n_seq_max sequences of
+ * up to n_ctx positions each. All memory is allocated here, none per token. */
+typedef struct tr_context tr_context;
+
+typedef struct tr_context_params {
+    int32_t n_ctx;     /* positions per sequence; 0 = the model's training context, capped at 4096 */
+    int32_t n_batch;   /* most tokens one tr_decode takes; 0 = 512 */
+    int32_t n_seq_max; /* sequences (server slots); 0 = 1 */
+    int32_t n_threads; /* 0 = all cores */
+} tr_context_params;
+
+tr_context_params tr_context_default_params(void);
+tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **out, tr_error *err);
+void tr_context_free(tr_context *c);
+int32_t tr_context_n_ctx(const tr_context *c);
+
+/* One forward pass over tokens of one or more sequences (like llama_batch). */
+typedef struct tr_batch {
+    int32_t n_tokens;
+    const int32_t *token;  /* [n_tokens] */
+    const int32_t *pos;    /* [n_tokens] position within its sequence */
+    const int32_t *seq_id; /* [n_tokens] 0 .. n_seq_max-1 */
+    const int8_t *logits;  /* [n_tokens] nonzero: keep this token's logits; NULL = only the last token's */
+} tr_batch;
+
+/* Positions must follow on from what the sequence already holds. Errors (a
+ * position past n_ctx, a bad token id) leave the cache as it was. */
+tr_status tr_decode(tr_context *c, const tr_batch *b, tr_error *err);
+/* Logits (n_vocab floats) of token i of the last batch, which asked for them. */
+const float *tr_get_logits(tr_context *c, int32_t i);
+/* Forget positions [p0, p1) of a sequence (p1 < 0: to the end). */
+void tr_kv_seq_rm(tr_context *c, int32_t seq, int32_t p0, int32_t p1);
+/* Positions a sequence holds. */
+int32_t tr_kv_seq_len(const tr_context *c, int32_t seq);
+
+/* --------------------------------------------------------------- sampling */
+
+typedef struct tr_sampler_params {
+    float temp;              /* <= 0: greedy */
+    int32_t top_k;           /* <= 0: off */
+    float top_p;             /* >= 1: off */
+    float min_p;             /* <= 0: off */
+    float repeat_penalty;    /* 1: off */
+    int32_t repeat_last_n;   /* tokens the penalties look back over; -1: all */
+    float presence_penalty;  /* 0: off */
+    float frequency_penalty; /* 0: off */
+    uint64_t seed;
+} tr_sampler_params;
+
+typedef struct tr_sampler tr_sampler;
+
+tr_sampler_params tr_sampler_default_params(void); /* llama.cpp's defaults */
+tr_sampler *tr_sampler_new(const tr_sampler_params *p, int32_t n_vocab);
+void tr_sampler_free(tr_sampler *s);
+/* Pick the next token from logits and remember it for the penalties. */
+int32_t tr_sampler_sample(tr_sampler *s, const float *logits);
+/* Remember a token (prompt tokens, for the penalties) without sampling. */
+void tr_sampler_accept(tr_sampler *s, int32_t id);
+
+/* ---------------------------------------------------------- chat templates */
+
+typedef struct tr_chat_msg {
+    const char *role;    /* "system", "user", "assistant" */
+    const char *content;
+} tr_chat_msg;
+
+/* Format a conversation with the model's template (tokenizer.chat_template,
+ * recognised as one of the known formats), or with `format` when not NULL
+ * ("gemma", "chatml", "llama3", "llama2"). add_assistant: end with the
+ * prompt of the assistant's turn. *out is malloc'ed. */
+tr_status tr_chat_format(const tr_model *m, const char *format, const tr_chat_msg *msgs, size_t n,
+                         bool add_assistant, char **out, tr_error *err);
+
 #ifdef __cplusplus
 }
 #endif
