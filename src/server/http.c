@@ -34,6 +34,8 @@ struct srv_server {
     srv_metrics metrics;
     pthread_mutex_t mu; /* guards ready, stopping (and publishes eng/sched with ready) */
     bool ready, stopping;
+    int n_busy;          /* generation requests not yet completed (last byte sent) */
+    pthread_cond_t idle; /* signalled when n_busy drops */
     srv_engine eng;
     srv_sched *sched;
     uint64_t next_id;
@@ -68,6 +70,7 @@ typedef struct conn_req {
     double t0;
     srv_buf body;
     bool body_too_big;
+    bool busy; /* counted in n_busy */
     int status;
 } conn_req;
 
@@ -392,6 +395,10 @@ static enum MHD_Result handle_generate(struct MHD_Connection *c, conn_req *r, sr
                         "the server is busy: every slot is generating and the queue is full; retry later");
         return fail(c, r, 503, "server_error", "shutting_down", NULL, "the server is shutting down");
     }
+    pthread_mutex_lock(&s->mu);
+    s->n_busy++;
+    r->busy = true;
+    pthread_mutex_unlock(&s->mu);
     /* Generation may take longer than the idle timeout; the request timeout
      * bounds it instead. */
     MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0);
@@ -628,6 +635,12 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     double dt = srv_now() - r->t0;
     int status = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? r->status : (r->status == 200 ? 499 : r->status);
     srv_metrics_request(&s->metrics, r->ep, status, dt);
+    if (r->busy) {
+        pthread_mutex_lock(&s->mu);
+        s->n_busy--;
+        pthread_cond_broadcast(&s->idle);
+        pthread_mutex_unlock(&s->mu);
+    }
     if (s->cfg.log_requests)
         fprintf(stderr, "trinity serve: %s %s %d %.3f s\n", r->method, r->path, status, dt);
     srv_buf_free(&r->body);
@@ -669,6 +682,7 @@ tr_status srv_start(const srv_config *cfg, srv_server **out, tr_error *err) {
     s->created = srv_unix_time();
     srv_metrics_init(&s->metrics);
     pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->idle, NULL);
     json_object_seed(0); /* before any thread builds a JSON object */
 
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC;
@@ -719,6 +733,15 @@ void srv_stop(srv_server *s) {
     /* Finish (or, past the grace period, cancel) what is generating; every
      * waiting HTTP thread then sees its job done and returns. */
     srv_sched_stop(s->sched, s->cfg.shutdown_grace);
+    /* Let those threads send their last bytes before the sockets close (a
+     * reader that never reads gets a few seconds, then is cut off). */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 3;
+    pthread_mutex_lock(&s->mu);
+    while (s->n_busy > 0)
+        if (pthread_cond_timedwait(&s->idle, &s->mu, &ts) == ETIMEDOUT) break;
+    pthread_mutex_unlock(&s->mu);
     if (s->d) MHD_stop_daemon(s->d);
     s->d = NULL;
 }
@@ -729,6 +752,7 @@ void srv_free(srv_server *s) {
     srv_sched_free(s->sched);
     srv_metrics_destroy(&s->metrics);
     pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->idle);
     free(s->host);
     free(s->model_id);
     free(s->api_key);
