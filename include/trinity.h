@@ -333,6 +333,14 @@ typedef struct tr_chat_msg {
 tr_status tr_chat_format(const tr_model *m, const char *format, const tr_chat_msg *msgs, size_t n,
                          bool add_assistant, char **out, tr_error *err);
 
+/* ----------------------------------------------------------------- system */
+
+/* The CPU features the kernels may use, e.g. "avx2 fma f16c avx512f ...". */
+const char *tr_system_info(void);
+/* Memory read bandwidth in GB/s with n_threads threads streaming a 512 MiB
+ * buffer (best of 5 passes): the ceiling generation speed is compared to. */
+double tr_read_bandwidth_gbs(int n_threads);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,274 @@
+/* trinity bench — prompt and generation speed, like llama-bench.
+ *
+ *   pp<P>        one batch of P tokens from an empty cache: tokens / second
+ *   tg<N>        N single-token steps from an empty cache
+ *   tg<N>@d<D>   the same after D tokens already in the cache (not timed)
+ *
+ * Tokens are random ids (the speed of a dense forward does not depend on
+ * them). Generation is also given as a share of the bandwidth ceiling: each
+ * step reads every weight matrix once (the embedding table only one row of,
+ * unless the output reuses it), so tokens/s x those bytes / the read
+ * bandwidth this machine shows now is the fraction of the limit reached. */
+#include "cli.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: trinity bench -m MODEL [-p 128] [-n 64] [-t THREADS] [-r 3] [-d DEPTH] [--json]\n"
+            "  -p N      prompt tokens of the pp test (0: skip)\n"
+            "  -n N      generated tokens of the tg test (0: skip)\n"
+            "  -d D      also run tg at depth D (D tokens in the cache first)\n"
+            "  -r R      repetitions; the table gives mean +/- standard deviation\n"
+            "  -t T      threads (default: all cores)\n"
+            "  --no-bw   skip the bandwidth measurement\n"
+            "  --json    one JSON object per test on stdout instead of the table\n");
+}
+
+static bool parse_int(const char *s, long lo, long hi, long *out) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+/* Bytes one generation step reads from the weights. */
+static double bytes_per_token(const tr_model *m) {
+    const tr_gguf *g = tr_model_gguf(m);
+    const tr_gguf_tensor *emb = tr_gguf_find_tensor(g, "token_embd.weight");
+    const tr_gguf_tensor *out = tr_gguf_find_tensor(g, "output.weight");
+    double b = (double)tr_model_weight_bytes(m);
+    if (emb && out) b -= (double)emb->nbytes; /* only a row of the table is read */
+    return b;
+}
+
+typedef struct stats {
+    double mean, sd;
+} stats;
+
+static stats summarize(const double *x, int n) {
+    stats s = {0, 0};
+    for (int i = 0; i < n; i++) s.mean += x[i];
+    s.mean /= n;
+    for (int i = 0; i < n; i++) s.sd += (x[i] - s.mean) * (x[i] - s.mean);
+    s.sd = n > 1 ? sqrt(s.sd / (n - 1)) : 0;
+    return s;
+}
+
+/* Decode `n` tokens of sequence 0 starting at `pos`, in batches of at most
+ * n_batch, or one at a time when `single`. Returns seconds, or -1. */
+static double run_tokens(tr_context *c, int32_t n_vocab, int32_t n_batch, int32_t pos, int32_t n,
+                         bool single, unsigned *rng, int32_t *tok, int32_t *p, int32_t *seq) {
+    tr_error err = {{0}};
+    double t0 = now_s();
+    for (int32_t done = 0; done < n;) {
+        int32_t k = single ? 1 : (n - done < n_batch ? n - done : n_batch);
+        for (int32_t i = 0; i < k; i++) {
+            *rng = *rng * 1103515245u + 12345u;
+            tok[i] = (int32_t)((*rng >> 8) % (unsigned)n_vocab);
+            p[i] = pos + done + i;
+            seq[i] = 0;
+        }
+        tr_batch b = {.n_tokens = k, .token = tok, .pos = p, .seq_id = seq, .logits = NULL};
+        if (tr_decode(c, &b, &err) != TR_OK) {
+            fprintf(stderr, "trinity bench: %s\n", err.msg);
+            return -1;
+        }
+        done += k;
+    }
+    return now_s() - t0;
+}
+
+static long rss_kib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6)) kb = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return kb;
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *model_path = NULL;
+    long n_prompt = 128, n_gen = 64, n_threads = 0, reps = 3, depth = 0;
+    bool json = false, do_bw = true;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long *target = NULL;
+        long lo = 0, hi = 1 << 20;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--json")) {
+            json = true;
+            continue;
+        } else if (!strcmp(a, "--no-bw")) {
+            do_bw = false;
+            continue;
+        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            if (!v) goto missing;
+            model_path = v;
+            i++;
+            continue;
+        } else if (!strcmp(a, "-p")) target = &n_prompt;
+        else if (!strcmp(a, "-n")) target = &n_gen;
+        else if (!strcmp(a, "-t")) target = &n_threads, lo = 1, hi = 256;
+        else if (!strcmp(a, "-r")) target = &reps, lo = 1, hi = 1000;
+        else if (!strcmp(a, "-d")) target = &depth;
+        else {
+            fprintf(stderr, "trinity bench: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+        if (!v) goto missing;
+        if (!parse_int(v, lo, hi, target)) {
+            fprintf(stderr, "trinity bench: %s wants a whole number from %ld to %ld, not '%s'\n", a, lo, hi, v);
+            return 2;
+        }
+        i++;
+        continue;
+    missing:
+        fprintf(stderr, "trinity bench: %s needs a value\n", a);
+        return 2;
+    }
+    if (!model_path) {
+        fprintf(stderr, "trinity bench: no model: pass -m MODEL\n");
+        usage(stderr);
+        return 2;
+    }
+    if (n_prompt == 0 && n_gen == 0) {
+        fprintf(stderr, "trinity bench: nothing to measure: -p and -n are both 0\n");
+        return 2;
+    }
+
+    tr_error err = {{0}};
+    tr_model *m = NULL;
+    double t0 = now_s();
+    if (tr_model_load(model_path, &m, &err) != TR_OK) {
+        fprintf(stderr, "trinity bench: %s\n", err.msg);
+        return 1;
+    }
+    double load_s = now_s() - t0;
+    long rss_after_load = rss_kib();
+
+    tr_context_params cp = tr_context_default_params();
+    long need = n_prompt > depth + n_gen ? n_prompt : depth + n_gen;
+    cp.n_ctx = (int32_t)(need + 1);
+    cp.n_batch = (int32_t)(n_prompt > 0 && n_prompt < 512 ? n_prompt : 512);
+    cp.n_threads = (int32_t)(n_threads > 0 ? n_threads : sysconf(_SC_NPROCESSORS_ONLN));
+    if (cp.n_threads < 1) cp.n_threads = 1;
+    tr_context *c = NULL;
+    if (tr_context_new(m, &cp, &c, &err) != TR_OK) {
+        fprintf(stderr, "trinity bench: %s\n", err.msg);
+        tr_model_free(m);
+        return 1;
+    }
+    int32_t n_vocab = tr_model_n_vocab(m);
+    int32_t n_batch = cp.n_batch;
+    int32_t *tok = malloc(sizeof(int32_t) * 3 * (size_t)n_batch);
+    if (!tok) {
+        fprintf(stderr, "trinity bench: out of memory\n");
+        tr_context_free(c);
+        tr_model_free(m);
+        return 1;
+    }
+    int32_t *pos = tok + n_batch, *seq = pos + n_batch;
+    int threads_used = (int)cp.n_threads;
+
+    double bw = do_bw && n_gen > 0 ? tr_read_bandwidth_gbs(threads_used) : 0;
+    double bpt = bytes_per_token(m);
+
+    struct test {
+        char name[48];
+        long n_tok;
+        long depth;
+        bool gen;
+    } tests[3];
+    int n_tests = 0;
+    if (n_prompt > 0) {
+        tests[n_tests] = (struct test){.n_tok = n_prompt, .depth = 0, .gen = false};
+        snprintf(tests[n_tests++].name, sizeof tests[0].name, "pp%ld", n_prompt);
+    }
+    if (n_gen > 0) {
+        tests[n_tests] = (struct test){.n_tok = n_gen, .depth = 0, .gen = true};
+        snprintf(tests[n_tests++].name, sizeof tests[0].name, "tg%ld", n_gen);
+    }
+    if (n_gen > 0 && depth > 0) {
+        tests[n_tests] = (struct test){.n_tok = n_gen, .depth = depth, .gen = true};
+        snprintf(tests[n_tests++].name, sizeof tests[0].name, "tg%ld@d%ld", n_gen, depth);
+    }
+
+    const char *name = tr_model_name(m);
+    double size_gib = (double)tr_model_weight_bytes(m) / (1024.0 * 1024.0 * 1024.0);
+    double params_b = (double)tr_model_n_params(m) / 1e9;
+    if (!json) {
+        fprintf(stderr, "load %.3f s, resident %.1f MiB after load; read bandwidth %.1f GB/s; cpu: %s\n", load_s,
+                rss_after_load / 1024.0, bw, tr_system_info());
+        printf("| %-24s | %9s | %8s | %7s | %14s | %16s | %7s |\n", "model", "size", "params", "threads", "test",
+               "t/s", "bw %");
+        printf("| %.24s | %.9s | %.8s | %.7s | %.14s | %.16s | %.7s |\n", "-------------------------",
+               "----------", "---------", "--------", "---------------", "-----------------", "--------");
+    }
+
+    unsigned rng = 1234;
+    int status = 0;
+    double *rates = malloc(sizeof(double) * (size_t)reps);
+    for (int ti = 0; ti < n_tests && !status && rates; ti++) {
+        const struct test *t = &tests[ti];
+        /* one warm-up run (page faults, caches), then the measured ones */
+        for (long r = -1; r < reps; r++) {
+            tr_kv_seq_rm(c, 0, 0, -1);
+            if (t->depth > 0 &&
+                run_tokens(c, n_vocab, n_batch, 0, (int32_t)t->depth, false, &rng, tok, pos, seq) < 0) {
+                status = 1;
+                break;
+            }
+            double s = run_tokens(c, n_vocab, n_batch, (int32_t)t->depth, (int32_t)t->n_tok, t->gen, &rng, tok,
+                                  pos, seq);
+            if (s < 0) {
+                status = 1;
+                break;
+            }
+            if (r >= 0) rates[r] = (double)t->n_tok / s;
+        }
+        if (status) break;
+        stats st = summarize(rates, (int)reps);
+        double share = t->gen && bw > 0 ? st.mean * bpt / (bw * 1e9) * 100.0 : NAN;
+        if (json) {
+            printf("{\"model\": \"%s\", \"size_bytes\": %llu, \"n_params\": %llu, \"threads\": %d, \"test\": \"%s\", "
+                   "\"n_tokens\": %ld, \"depth\": %ld, \"reps\": %ld, \"tps_mean\": %.4f, \"tps_sd\": %.4f, "
+                   "\"bandwidth_gbs\": %.3f, \"bytes_per_token\": %.0f, \"bw_share\": %.4f, \"load_s\": %.4f, "
+                   "\"rss_kib\": %ld}\n",
+                   name, (unsigned long long)tr_model_weight_bytes(m), (unsigned long long)tr_model_n_params(m),
+                   threads_used, t->name, t->n_tok, t->depth, reps, st.mean, st.sd, bw, bpt,
+                   isnan(share) ? 0.0 : share / 100.0, load_s, rss_after_load);
+        } else {
+            char bws[16] = "-";
+            if (!isnan(share)) snprintf(bws, sizeof bws, "%.1f", share);
+            printf("| %-24.24s | %5.2f GiB | %6.3f B | %7d | %14s | %8.2f ± %5.2f | %7s |\n", name, size_gib,
+                   params_b, threads_used, t->name, st.mean, st.sd, bws);
+        }
+        fflush(stdout);
+    }
+    free(rates);
+    free(tok);
+    tr_context_free(c);
+    tr_model_free(m);
+    return status;
+}
