@@ -28,4 +28,29 @@ void tr_matmul(tr_pool *pool, int type, const void *W, int64_t rows, int64_t col
 void tr_matmul_ref(int type, const void *W, int64_t rows, int64_t cols,
                    const float *X, int64_t n_tokens, float *Y);
 
+/* ---------------------------------------------- the forward pass's other ops
+ * (nn.c). Scalar, in float; each is small beside the matmuls. */
+
+/* IEEE half <-> float, round to nearest even (the KV cache stores halves). */
+uint16_t tr_fp32_to_fp16(float f);
+float tr_fp16_to_fp32(uint16_t h);
+
+/* y[i] = x[i] / sqrt(mean(x^2) + eps) * w[i]; w may be NULL (no weight). y may be x. */
+void tr_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
+
+/* Rotary position embedding of one head vector x[0..head_dim) at position pos,
+ * over its first n_rot dimensions. neox: pairs (i, i + n_rot/2) as GPT-NeoX
+ * (Qwen, Gemma); otherwise adjacent pairs (2i, 2i+1) as the original Llama.
+ * theta_i = pos * freq_scale * base^(-2i/n_rot) / freq_factors[i] (factors may be NULL). */
+void tr_rope(float *x, int n_rot, int32_t pos, float freq_base, float freq_scale,
+             const float *freq_factors, bool neox);
+
+/* In place: x = exp(x - max) / sum. */
+void tr_softmax(float *x, int64_t n);
+
+/* out[i] = act(gate[i]) * up[i]: SiLU (SwiGLU) or GELU with the tanh
+ * approximation (GeGLU). */
+void tr_swiglu(float *out, const float *gate, const float *up, int64_t n);
+void tr_geglu(float *out, const float *gate, const float *up, int64_t n);
+
 #endif
