@@ -7,4 +7,8 @@
 
 #define TRINITY_VERSION "0.1.0"
 
+int cmd_run(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
+
 #endif

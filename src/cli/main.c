@@ -18,6 +18,9 @@ static int cmd_version(int argc, char **argv) {
 
 static const command commands[] = {
     {"version", cmd_version, "print the version"},
+    {"run", cmd_run, "generate a continuation of a prompt"},
+    {"chat", cmd_chat, "chat with a model in the terminal"},
+    {"perplexity", cmd_perplexity, "perplexity of a model on a text (llama.cpp's method)"},
 };
 
 static void usage(FILE *f) {

@@ -75,7 +75,7 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     c->att = alloc_array((size_t)n_batch, (size_t)o_dim * sizeof(float), &ok);
     c->hb = alloc_array((size_t)n_batch, (size_t)hp->n_ff * sizeof(float), &ok);
     c->hb2 = alloc_array((size_t)n_batch, (size_t)hp->n_ff * sizeof(float), &ok);
-    c->scores = alloc_array((size_t)n_threads, (size_t)n_ctx * sizeof(float), &ok);
+    c->scores = alloc_array((size_t)n_threads, ((size_t)n_ctx + (size_t)hp->head_k + 8 * (size_t)hp->head_v) * sizeof(float), &ok);
     c->out_row = alloc_array((size_t)n_batch, sizeof(int32_t), &ok);
     /* One logits row per sequence is the common case (decoding); more rows
      * are added when a batch first asks for them. */

@@ -36,10 +36,26 @@ typedef struct attn_job {
     bool swa;
 } attn_job;
 
+/* Sum of 8 partial sums in the order of an 8-wide SIMD horizontal add
+ * (halves, then pairs, then the last two). */
+static float hsum8(const float *l) {
+    const float a0 = l[0] + l[4], a1 = l[1] + l[5], a2 = l[2] + l[6], a3 = l[3] + l[7];
+    return (a0 + a2) + (a1 + a3);
+}
+
 /* One (token, head) pair: softmax(q . k_p * scale) over the valid positions
  * p <= pos of the token's own sequence (and within the window on local
- * layers), then the weighted sum of v_p. */
-static void attend_one(tr_context *c, const tr_batch *b, int layer, bool swa, int32_t t, int32_t h, float *scores) {
+ * layers), then the weighted sum of v_p.
+ *
+ * The roundings follow llama.cpp's CPU graph (without flash attention), so
+ * that quantized models, whose activation quantization turns tiny
+ * differences into whole quantization steps, stay close to it: q meets the
+ * half-precision cache as halves, the scores and softmax are float, and the
+ * weights meet the values as halves again. Dot products keep 8 partial
+ * sums (element i into lane i mod 8), the order of llama.cpp's 8-wide
+ * kernels, so that float rounding differs as little as possible. */
+static void attend_one(tr_context *c, const tr_batch *b, int layer, bool swa, int32_t t, int32_t h, float *scores,
+                       float *qh, float *acc) {
     const tr_hparams *hp = &c->model->hp;
     const int32_t pos = b->pos[t], seq = b->seq_id[t];
     const int32_t hk = hp->head_k, hv = hp->head_v;
@@ -52,14 +68,17 @@ static void attend_one(tr_context *c, const tr_batch *b, int layer, bool swa, in
     const uint8_t *valid = c->valid + (size_t)seq * c->n_ctx;
     int32_t p_lo = 0;
     if (swa && pos - hp->n_swa + 1 > 0) p_lo = pos - hp->n_swa + 1; /* masked when pos - p >= n_swa */
-    const float scale = hp->attn_scale;
+    /* Same math either way; the rounding differs (q is rounded to halves). */
+    const bool scale_q = c->model->arch->scale_q;
+    const float q_scale = scale_q ? hp->attn_scale : 1.0f, scale = scale_q ? 1.0f : hp->attn_scale;
+    for (int32_t i = 0; i < hk; i++) qh[i] = tr_half_to_float(tr_half_from_float(q[i] * q_scale));
     float max = -INFINITY;
     for (int32_t p = p_lo; p <= pos; p++) {
         if (!valid[p]) continue;
         const uint16_t *kp = kc + (size_t)p * c->k_dim;
-        float s = 0;
-        for (int32_t i = 0; i < hk; i++) s += q[i] * tr_fp16_to_fp32(kp[i]);
-        s *= scale;
+        float lane[8] = {0};
+        for (int32_t i = 0; i < hk; i++) lane[i & 7] += qh[i] * tr_half_to_float(kp[i]);
+        float s = hsum8(lane) * scale;
         scores[p - p_lo] = s;
         if (s > max) max = s;
     }
@@ -70,14 +89,16 @@ static void attend_one(tr_context *c, const tr_batch *b, int layer, bool swa, in
         scores[p - p_lo] = e;
         sum += e;
     }
-    memset(out, 0, (size_t)hv * sizeof(float));
+    memset(acc, 0, (size_t)hv * 8 * sizeof(float));
     const float inv = (float)(1.0 / sum);
     for (int32_t p = p_lo; p <= pos; p++) {
         if (!valid[p]) continue;
-        const float w = scores[p - p_lo] * inv;
+        const float w = tr_half_to_float(tr_half_from_float(scores[p - p_lo] * inv));
         const uint16_t *vp = vc + (size_t)p * c->v_dim;
-        for (int32_t i = 0; i < hv; i++) out[i] += w * tr_fp16_to_fp32(vp[i]);
+        float *a = acc + (p & 7);
+        for (int32_t i = 0; i < hv; i++) a[i * 8] += w * tr_half_to_float(vp[i]);
     }
+    for (int32_t i = 0; i < hv; i++) out[i] = hsum8(acc + i * 8);
 }
 
 static void attn_worker(void *arg, int ith, int nth) {
@@ -87,9 +108,11 @@ static void attn_worker(void *arg, int ith, int nth) {
     const int64_t total = (int64_t)j->b->n_tokens * n_head;
     const int64_t per = (total + nth - 1) / nth;
     const int64_t lo = per * ith, hi = lo + per < total ? lo + per : total;
-    float *scores = c->scores + (size_t)ith * c->n_ctx;
+    float *scores = c->scores + (size_t)ith * (c->n_ctx + c->model->hp.head_k + 8 * c->model->hp.head_v);
+    float *qh = scores + c->n_ctx;
+    float *acc = qh + c->model->hp.head_k;
     for (int64_t w = lo; w < hi; w++)
-        attend_one(c, j->b, j->layer, j->swa, (int32_t)(w / n_head), (int32_t)(w % n_head), scores);
+        attend_one(c, j->b, j->layer, j->swa, (int32_t)(w / n_head), (int32_t)(w % n_head), scores, qh, acc);
 }
 
 /* ------------------------------------------------------------------ forward */
@@ -140,8 +163,8 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
             const size_t slot = ((size_t)il * c->n_seq_max + (size_t)b->seq_id[t]) * (size_t)c->n_ctx + (size_t)b->pos[t];
             uint16_t *kc = c->k_cache + slot * (size_t)k_dim, *vc = c->v_cache + slot * (size_t)v_dim;
             const float *v = c->v + t * v_dim;
-            for (int64_t i = 0; i < k_dim; i++) kc[i] = tr_fp32_to_fp16(k[i]);
-            for (int64_t i = 0; i < v_dim; i++) vc[i] = tr_fp32_to_fp16(v[i]);
+            for (int64_t i = 0; i < k_dim; i++) kc[i] = tr_half_from_float(k[i]);
+            for (int64_t i = 0; i < v_dim; i++) vc[i] = tr_half_from_float(v[i]);
         }
         attn_job job = {.c = c, .b = b, .layer = il, .swa = l->swa};
         tr_pool_run(c->pool, attn_worker, &job);

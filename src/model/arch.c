@@ -17,7 +17,7 @@ static const tr_arch arches[] = {
      * 10000) then 1 global (the file's base). Final logit soft-capping is
      * applied when the file sets it (Gemma 3 releases do not). */
     {.name = "gemma3", .rope_neox = true, .act = TR_ACT_GELU, .qk_norm = true, .post_norms = true,
-     .embd_scale = true, .swa_pattern = 6, .rope_base_swa = 10000.0f, .final_softcap = true},
+     .embd_scale = true, .swa_pattern = 6, .rope_base_swa = 10000.0f, .final_softcap = true, .scale_q = true},
 };
 
 const tr_arch *tr_arch_find(const char *name, size_t len) {

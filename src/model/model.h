@@ -25,6 +25,7 @@ typedef struct tr_arch {
     int swa_pattern;          /* with a sliding window: every swa_pattern-th layer is global, the others local */
     float rope_base_swa;      /* RoPE base of the local layers (their scale is 1) */
     bool final_softcap;       /* {arch}.final_logit_softcapping is applied when set (else setting it is an error) */
+    bool scale_q;             /* the attention scale multiplies q before q.k (Gemma), not the scores */
 } tr_arch;
 
 /* The descriptor of an architecture, NULL when unsupported. */

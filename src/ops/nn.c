@@ -6,7 +6,7 @@
 #include <math.h>
 #include <string.h>
 
-uint16_t tr_fp32_to_fp16(float f) {
+uint16_t tr_half_from_float(float f) {
     uint32_t x;
     memcpy(&x, &f, 4);
     uint32_t sign = (x >> 16) & 0x8000u;
@@ -32,7 +32,7 @@ uint16_t tr_fp32_to_fp16(float f) {
     return (uint16_t)half;
 }
 
-float tr_fp16_to_fp32(uint16_t h) {
+float tr_half_to_float(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t exp = (h >> 10) & 0x1fu;
     uint32_t man = h & 0x3ffu;
@@ -60,7 +60,7 @@ float tr_fp16_to_fp32(uint16_t h) {
 
 void tr_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {
     double ss = 0;
-    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    for (int64_t i = 0; i < n; i++) ss += (double)(x[i] * x[i]); /* float square, double sum: as ggml */
     const float scale = 1.0f / sqrtf((float)(ss / (double)n) + eps);
     if (w)
         for (int64_t i = 0; i < n; i++) y[i] = x[i] * scale * w[i];
@@ -110,11 +110,24 @@ void tr_swiglu(float *out, const float *gate, const float *up, int64_t n) {
     }
 }
 
-void tr_geglu(float *out, const float *gate, const float *up, int64_t n) {
+static float gelu_tanh(float x) {
     const float sqrt_2_over_pi = 0.79788456080286535587989211986876f;
+    return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * x * (1.0f + 0.044715f * x * x)));
+}
+
+void tr_geglu(float *out, const float *gate, const float *up, int64_t n) {
+    /* GELU as llama.cpp's CPU backend computes it: of the gate rounded to a
+     * half, rounded to a half (ggml's GELU table), exact outside [-10, 10].
+     * Matching this rounding keeps Gemma's logits within llama.cpp's. */
     for (int64_t i = 0; i < n; i++) {
         const float g = gate[i];
-        const float gelu = 0.5f * g * (1.0f + tanhf(sqrt_2_over_pi * g * (1.0f + 0.044715f * g * g)));
+        float gelu;
+        if (g <= -10.0f)
+            gelu = 0.0f;
+        else if (g >= 10.0f)
+            gelu = g;
+        else
+            gelu = tr_half_to_float(tr_half_from_float(gelu_tanh(tr_half_to_float(tr_half_from_float(g)))));
         out[i] = gelu * up[i];
     }
 }

@@ -39,8 +39,8 @@ void tr_matmul_ref(int type, const void *W, int64_t rows, int64_t cols,
  * (nn.c). Scalar, in float; each is small beside the matmuls. */
 
 /* IEEE half <-> float, round to nearest even (the KV cache stores halves). */
-uint16_t tr_fp32_to_fp16(float f);
-float tr_fp16_to_fp32(uint16_t h);
+uint16_t tr_half_from_float(float f);
+float tr_half_to_float(uint16_t h);
 
 /* y[i] = x[i] / sqrt(mean(x^2) + eps) * w[i]; w may be NULL (no weight). y may be x. */
 void tr_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
@@ -56,7 +56,7 @@ void tr_rope(float *x, int n_rot, int32_t pos, float freq_base, float freq_scale
 void tr_softmax(float *x, int64_t n);
 
 /* out[i] = act(gate[i]) * up[i]: SiLU (SwiGLU) or GELU with the tanh
- * approximation (GeGLU). */
+ * approximation (GeGLU, evaluated at half precision as ggml does). out may be gate. */
 void tr_swiglu(float *out, const float *gate, const float *up, int64_t n);
 void tr_geglu(float *out, const float *gate, const float *up, int64_t n);
 
