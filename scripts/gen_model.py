@@ -29,7 +29,7 @@ ARCHES = ("llama", "qwen2", "qwen3", "gemma3")
 
 # name -> hyperparameters. head_dim may differ from n_embd / n_head (key_length).
 SHAPES = {
-    "tiny": dict(n_embd=256, n_layer=2, n_head=4, n_head_kv=2, head_dim=64, n_ff=512, n_vocab=1024),
+    "tiny": dict(n_embd=256, n_layer=2, n_head=4, n_head_kv=2, head_dim=64, n_ff=512, n_vocab=512),
     "tinyllama": dict(n_embd=2048, n_layer=22, n_head=32, n_head_kv=4, head_dim=64, n_ff=5632, n_vocab=32000),
 }
 
@@ -209,7 +209,7 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None):
     E, L, H, HKV, D, F, V = (hp[k] for k in ("n_embd", "n_layer", "n_head", "n_head_kv", "head_dim", "n_ff", "n_vocab"))
     rng = np.random.default_rng(seed)
     if tied is None:
-        tied = arch in ("gemma3", "qwen3")  # as the real small models of these families
+        tied = arch == "gemma3"  # as the real Gemma 3 models
 
     tensors = []  # (name, float32 array in numpy (rows, cols) order, is_matrix, layer)
 
@@ -238,13 +238,15 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None):
             vec(p + "attn_k_norm.weight", D, layer=i)
         mat(p + "attn_output.weight", E, H * D, layer=i)
         if arch == "gemma3":
-            vec(p + "post_attention_norm.weight", E, layer=i)
+            # Larger than 1 so that the layers, not the input embedding that
+            # the tied output would read back, decide the next token.
+            vec(p + "post_attention_norm.weight", E, mean=3.0, std=0.3, layer=i)
         vec(p + "ffn_norm.weight", E, layer=i)
         mat(p + "ffn_gate.weight", F, E, layer=i)
         mat(p + "ffn_up.weight", F, E, layer=i)
         mat(p + "ffn_down.weight", E, F, layer=i)
         if arch == "gemma3":
-            vec(p + "post_ffw_norm.weight", E, layer=i)
+            vec(p + "post_ffw_norm.weight", E, mean=3.0, std=0.3, layer=i)
     vec("output_norm.weight", E)
     if not tied:
         mat("output.weight", V, E, std=3.0 / np.sqrt(E))
