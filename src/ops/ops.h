@@ -15,8 +15,15 @@ typedef struct tr_pool tr_pool; /* persistent worker threads (pool.c) */
 tr_pool *tr_pool_new(int n_threads);
 void tr_pool_free(tr_pool *p);
 int tr_pool_size(const tr_pool *p);
-/* Run fn(arg, i, n) for i in [0, n) on all workers and the caller; returns when all are done. */
+/* Run fn(arg, i, n) for i in [0, n) on all workers and the caller; returns when all are done.
+ * Workers persist between calls (spin briefly, then sleep): no thread is created per operation.
+ * Not reentrant: one tr_pool_run at a time per pool. */
 void tr_pool_run(tr_pool *p, void (*fn)(void *arg, int ith, int nth), void *arg);
+/* A buffer of at least `bytes`, 64-byte aligned, owned by the pool and reused
+ * by the kernels (tr_matmul, tr_attention) for their per-call temporaries; it
+ * grows on demand, so after the first forward pass nothing is allocated per
+ * token. Valid until the next call on this pool. NULL if p is NULL or on OOM. */
+void *tr_pool_scratch(tr_pool *p, size_t bytes);
 
 /* Y[t][r] = sum_c W[r][c] * X[t][c] for t < n_tokens, r < rows.
  * X: n_tokens x cols, Y: n_tokens x rows (float32). Any weight type with a

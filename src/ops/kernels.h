@@ -1,0 +1,129 @@
+/* Internal to the matmul kernels: the activation formats that weights pair
+ * with, and the per-type kernel table (the ops side of the format table in
+ * src/quant: which activation format a weight type is multiplied with, its
+ * scalar reference and its SIMD variants).
+ *
+ * Every kernel has one shape, a small matrix product over whole rows:
+ *   y[t * y_stride + r] = dot(weight row r, activation row t)
+ * for r < nr, t < nt, rows n elements long. Weight row r starts at
+ * w + r * w_stride bytes, activation row t at a + t * a_stride bytes. A
+ * matrix-vector product is nt = 1; the matrix-matrix path hands tiles so each
+ * weight block is decoded once for several tokens. */
+#ifndef TR_KERNELS_H
+#define TR_KERNELS_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "trinity.h"
+
+/* Activation formats. */
+enum {
+    TR_ACT_F32 = 0, /* float as is (F32 weights) */
+    TR_ACT_F16,     /* IEEE half (F16 weights, as ggml does) */
+    TR_ACT_BF16,    /* bfloat16 (BF16 weights) */
+    TR_ACT_Q8,      /* tr_q8a: 32 int8 with a scale and their sum (legacy quants) */
+    TR_ACT_Q8K,     /* tr_q8k: 256 int8 with a scale and sums per 16 (k-quants) */
+    TR_ACT_COUNT
+};
+
+/* Legacy-quant activations: like ggml's Q8_0 (scale rounded through fp16,
+ * so products match llama.cpp's) plus the integer sum of the quants, which
+ * lets kernels multiply unsigned weight nibbles and subtract the offset once
+ * per block instead of sign-fixing every weight. */
+typedef struct tr_q8a {
+    int8_t qs[32];
+    float d;
+    int32_t sum;
+} tr_q8a;
+
+/* K-quant activations: ggml's Q8_K (float scale, sums per 16 for the mins). */
+typedef struct tr_q8k {
+    float d;
+    int8_t qs[256];
+    int16_t bsums[16];
+} tr_q8k;
+
+typedef void (*tr_gemm_fn)(int64_t n, const void *w, size_t w_stride, int nr, const void *a,
+                           size_t a_stride, int nt, float *y, size_t y_stride);
+typedef void (*tr_act_fn)(const float *x, void *dst, int64_t n);
+
+typedef struct tr_kernel {
+    int act;          /* activation format */
+    int64_t blck;     /* weight elements per block (rows must be a multiple) */
+    tr_gemm_fn ref;   /* scalar reference: the truth */
+    tr_gemm_fn avx2;  /* AVX2 + FMA (+F16C) variant, NULL when none */
+    tr_gemm_fn avx512; /* AVX-512 variant, NULL when none */
+} tr_kernel;
+
+/* NULL when the type has no kernel (tr_matmul then dequantizes rows). */
+const tr_kernel *tr_kernel_get(int type);
+/* The variant tr_matmul uses on this CPU. */
+tr_gemm_fn tr_kernel_best(const tr_kernel *k);
+
+size_t tr_act_row_size(int act, int64_t n);
+/* Convert a row of n floats (n a multiple of the format's block) to `act`. */
+void tr_act_convert(int act, const float *x, void *dst, int64_t n);
+int64_t tr_act_block(int act);
+
+/* Variants defined in matmul_avx2.c / matmul_avx512.c (NULL-safe lookups). */
+tr_gemm_fn tr_gemm_avx2_for(int type);
+tr_gemm_fn tr_gemm_avx512_for(int type);
+
+/* IEEE half and bfloat16 conversions (round to nearest even). */
+static inline float tr_fp16_to_fp32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    uint32_t bits;
+    if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else if (exp == 0) {
+        if (!man) {
+            bits = sign;
+        } else { /* subnormal: scale exactly */
+            float f = (float)man * 0x1p-24f;
+            memcpy(&bits, &f, 4);
+            bits |= sign;
+        }
+    } else {
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline uint16_t tr_fp32_to_fp16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) return sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0); /* inf, nan */
+    if (ax >= 0x477ff000u) return sign | 0x7c00; /* rounds past the largest half */
+    if (ax < 0x38800000u) { /* below the smallest normal half: subnormal or zero */
+        float a;
+        memcpy(&a, &ax, 4);
+        float s = a * 0x1p24f; /* in units of the smallest subnormal */
+        return sign | (uint16_t)lrintf(s);
+    }
+    uint32_t r = ax + 0xfff + ((ax >> 13) & 1); /* round to nearest even */
+    return sign | (uint16_t)((r - 0x38000000u) >> 13);
+}
+
+static inline float tr_bf16_to_fp32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline uint16_t tr_fp32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40); /* quiet nan */
+    return (uint16_t)((x + 0x7fff + ((x >> 16) & 1)) >> 16);
+}
+
+#endif

@@ -1,0 +1,152 @@
+/* tr_matmul: Y = X W^T with W in any GGUF format.
+ *
+ * The activations are converted once per call to the format the weight type
+ * pairs with (int8 blocks for quantized weights, so the inner loops are
+ * integer dot products; half/bfloat for F16/BF16), shared by all threads. The
+ * weight rows are then cut into chunks that threads take from an atomic
+ * counter (a busy core on a shared machine does not hold the others up).
+ * Within a chunk, tiles of TILE_T tokens go to the kernel, which decodes each
+ * weight block once for the whole tile; the chunk's weights stay in cache
+ * while every tile of tokens passes over them.
+ *
+ * Types without a kernel fall back to dequantizing each row to float. */
+#include "kernels.h"
+#include "ops.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+
+enum {
+    TILE_T = 4,       /* tokens per kernel call: the register-blocked width */
+    CHUNK_ROWS = 16,  /* rows per work item when there are many tokens */
+};
+
+typedef struct mm_job {
+    tr_gemm_fn gemm;
+    const char *w;
+    size_t w_stride;
+    int64_t rows, cols;
+    const float *x;
+    const char *act; /* converted activations, act_stride bytes per token */
+    size_t act_stride;
+    int act_type;
+    int64_t n_tokens;
+    float *y;
+    int64_t chunk; /* rows per work item */
+    atomic_llong next;
+    float *deq; /* fallback: one dequantized row per thread */
+    int type;
+} mm_job;
+
+static void convert_part(void *arg, int ith, int nth) {
+    mm_job *j = arg;
+    for (int64_t t = ith; t < j->n_tokens; t += nth)
+        tr_act_convert(j->act_type, j->x + t * j->cols, (char *)j->act + (size_t)t * j->act_stride, j->cols);
+}
+
+static void gemm_part(void *arg, int ith, int nth) {
+    (void)ith, (void)nth;
+    mm_job *j = arg;
+    for (;;) {
+        int64_t r0 = atomic_fetch_add_explicit(&j->next, j->chunk, memory_order_relaxed);
+        if (r0 >= j->rows) break;
+        int64_t nr = j->rows - r0 < j->chunk ? j->rows - r0 : j->chunk;
+        const char *w = j->w + (size_t)r0 * j->w_stride;
+        for (int64_t t0 = 0; t0 < j->n_tokens; t0 += TILE_T) {
+            int nt = j->n_tokens - t0 < TILE_T ? (int)(j->n_tokens - t0) : TILE_T;
+            j->gemm(j->cols, w, j->w_stride, (int)nr, j->act + (size_t)t0 * j->act_stride, j->act_stride, nt,
+                    j->y + t0 * j->rows + r0, (size_t)j->rows);
+        }
+    }
+}
+
+static float dot_f(const float *a, const float *b, int64_t n) {
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static void fallback_part(void *arg, int ith, int nth) {
+    (void)nth;
+    mm_job *j = arg;
+    float *row = j->deq + (size_t)ith * (size_t)j->cols;
+    for (;;) {
+        int64_t r0 = atomic_fetch_add_explicit(&j->next, j->chunk, memory_order_relaxed);
+        if (r0 >= j->rows) break;
+        int64_t r1 = r0 + j->chunk < j->rows ? r0 + j->chunk : j->rows;
+        for (int64_t r = r0; r < r1; r++) {
+            if (tr_dequantize(j->type, j->w + (size_t)r * j->w_stride, row, j->cols) != TR_OK)
+                memset(row, 0, (size_t)j->cols * sizeof(float));
+            for (int64_t t = 0; t < j->n_tokens; t++) j->y[t * j->rows + r] = dot_f(row, j->x + t * j->cols, j->cols);
+        }
+    }
+}
+
+/* Rows per work item: small enough that both threads get several, large
+ * enough that the atomic counter is noise. */
+static int64_t pick_chunk(int64_t rows, int64_t n_tokens, int nth) {
+    if (n_tokens > 1) return CHUNK_ROWS;
+    int64_t c = rows / (8 * (int64_t)nth);
+    if (c < 4) c = 4;
+    if (c > 256) c = 256;
+    return c;
+}
+
+void tr_matmul(tr_pool *pool, int type, const void *W, int64_t rows, int64_t cols, const float *X,
+               int64_t n_tokens, float *Y) {
+    if (rows <= 0 || n_tokens <= 0) return;
+    int nth = tr_pool_size(pool);
+    mm_job j = {0};
+    j.w = W;
+    j.w_stride = tr_row_size(type, cols);
+    j.rows = rows;
+    j.cols = cols;
+    j.x = X;
+    j.n_tokens = n_tokens;
+    j.y = Y;
+    j.type = type;
+    j.chunk = pick_chunk(rows, n_tokens, nth);
+    atomic_init(&j.next, 0);
+
+    const tr_kernel *k = tr_kernel_get(type);
+    if (k && cols % k->blck == 0 && cols % tr_act_block(k->act) == 0) {
+        j.gemm = tr_kernel_best(k);
+        j.act_type = k->act;
+        j.act_stride = tr_act_row_size(k->act, cols);
+        size_t bytes = j.act_stride * (size_t)n_tokens;
+        void *owned = NULL, *buf = tr_pool_scratch(pool, bytes);
+        if (!buf) buf = owned = malloc(bytes);
+        if (buf) {
+            j.act = buf;
+            if (n_tokens >= 2 * nth && nth > 1) tr_pool_run(pool, convert_part, &j);
+            else convert_part(&j, 0, 1);
+            tr_pool_run(pool, gemm_part, &j);
+            free(owned);
+            return;
+        }
+    }
+    /* No kernel (or no memory for the converted activations): dequantize rows. */
+    size_t bytes = (size_t)nth * (size_t)cols * sizeof(float);
+    void *owned = NULL, *buf = tr_pool_scratch(pool, bytes);
+    if (!buf) buf = owned = malloc(bytes);
+    if (!buf) {
+        tr_matmul_ref(type, W, rows, cols, X, n_tokens, Y);
+        return;
+    }
+    j.deq = buf;
+    tr_pool_run(pool, fallback_part, &j);
+    free(owned);
+}
+
+void tr_matmul_ref(int type, const void *W, int64_t rows, int64_t cols, const float *X, int64_t n_tokens,
+                   float *Y) {
+    size_t stride = tr_row_size(type, cols);
+    float *row = malloc((size_t)cols * sizeof(float));
+    if (!row) return;
+    for (int64_t r = 0; r < rows; r++) {
+        if (tr_dequantize(type, (const char *)W + (size_t)r * stride, row, cols) != TR_OK)
+            memset(row, 0, (size_t)cols * sizeof(float));
+        for (int64_t t = 0; t < n_tokens; t++) Y[t * rows + r] = dot_f(row, X + t * cols, cols);
+    }
+    free(row);
+}

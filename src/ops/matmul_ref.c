@@ -1,0 +1,401 @@
+/* Scalar references for every weight format's dot product with its
+ * activation format. These define the truth the SIMD variants are tested
+ * against: integer products summed exactly per block, then scaled in float,
+ * the arithmetic ggml's reference kernels use (block layouts are ggml's). */
+#include "kernels.h"
+#include "cpu.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+static inline float h2f(const uint8_t *p) { return tr_fp16_to_fp32((uint16_t)(p[0] | (p[1] << 8))); }
+
+/* ---------------------------------------------------------------- activations */
+
+int64_t tr_act_block(int act) {
+    switch (act) {
+    case TR_ACT_Q8: return 32;
+    case TR_ACT_Q8K: return 256;
+    default: return 1;
+    }
+}
+
+size_t tr_act_row_size(int act, int64_t n) {
+    switch (act) {
+    case TR_ACT_F32: return (size_t)n * 4;
+    case TR_ACT_F16:
+    case TR_ACT_BF16: return (size_t)n * 2;
+    case TR_ACT_Q8: return (size_t)(n / 32) * sizeof(tr_q8a);
+    case TR_ACT_Q8K: return (size_t)(n / 256) * sizeof(tr_q8k);
+    default: return 0;
+    }
+}
+
+static void act_q8(const float *x, tr_q8a *y, int64_t n) {
+    for (int64_t b = 0; b < n / 32; b++, x += 32, y++) {
+        float amax = 0;
+        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
+        float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+        int32_t sum = 0;
+        for (int i = 0; i < 32; i++) {
+            int q = (int)roundf(x[i] * id);
+            y->qs[i] = (int8_t)q;
+            sum += q;
+        }
+        y->d = tr_fp16_to_fp32(tr_fp32_to_fp16(d));
+        y->sum = sum;
+    }
+}
+
+static void act_q8k(const float *x, tr_q8k *y, int64_t n) {
+    for (int64_t b = 0; b < n / 256; b++, x += 256, y++) {
+        /* Scale by the signed value of largest magnitude so it maps to -127
+         * exactly (ggml's Q8_K convention); the rest rounds to nearest. */
+        float amax = 0, max = 0;
+        for (int i = 0; i < 256; i++) {
+            if (fabsf(x[i]) > amax) {
+                amax = fabsf(x[i]);
+                max = x[i];
+            }
+        }
+        if (amax == 0) {
+            memset(y, 0, sizeof *y);
+            continue;
+        }
+        float iscale = -127.0f / max;
+        for (int i = 0; i < 256; i++) {
+            long v = lrintf(iscale * x[i]);
+            y->qs[i] = (int8_t)(v > 127 ? 127 : v);
+        }
+        for (int j = 0; j < 16; j++) {
+            int s = 0;
+            for (int i = 0; i < 16; i++) s += y->qs[16 * j + i];
+            y->bsums[j] = (int16_t)s;
+        }
+        y->d = 1.0f / iscale;
+    }
+}
+
+void tr_act_convert(int act, const float *x, void *dst, int64_t n) {
+    switch (act) {
+    case TR_ACT_F32: memcpy(dst, x, (size_t)n * 4); break;
+    case TR_ACT_F16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = tr_fp32_to_fp16(x[i]);
+        break;
+    case TR_ACT_BF16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = tr_fp32_to_bf16(x[i]);
+        break;
+    case TR_ACT_Q8: act_q8(x, dst, n); break;
+    case TR_ACT_Q8K: act_q8k(x, dst, n); break;
+    }
+}
+
+/* ---------------------------------------------------------------- float types */
+
+static float dot_f32(int64_t n, const void *w_, const void *a_) {
+    const float *w = w_, *a = a_;
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) s += w[i] * a[i];
+    return s;
+}
+
+static float dot_f16(int64_t n, const void *w_, const void *a_) {
+    const uint16_t *w = w_, *a = a_;
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) s += tr_fp16_to_fp32(w[i]) * tr_fp16_to_fp32(a[i]);
+    return s;
+}
+
+static float dot_bf16(int64_t n, const void *w_, const void *a_) {
+    const uint16_t *w = w_, *a = a_;
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) s += tr_bf16_to_fp32(w[i]) * tr_bf16_to_fp32(a[i]);
+    return s;
+}
+
+/* ---------------------------------------------------------------- legacy quants */
+
+static float dot_q8_0(int64_t n, const void *w_, const void *a_) {
+    const uint8_t *w = w_;
+    const tr_q8a *a = a_;
+    float s = 0;
+    for (int64_t b = 0; b < n / 32; b++, w += 34, a++) {
+        int32_t sumi = 0;
+        for (int i = 0; i < 32; i++) sumi += (int8_t)w[2 + i] * a->qs[i];
+        s += h2f(w) * a->d * (float)sumi;
+    }
+    return s;
+}
+
+static float dot_q4_0(int64_t n, const void *w_, const void *a_) {
+    const uint8_t *w = w_;
+    const tr_q8a *a = a_;
+    float s = 0;
+    for (int64_t b = 0; b < n / 32; b++, w += 18, a++) {
+        int32_t sumi = 0;
+        for (int i = 0; i < 16; i++) {
+            sumi += ((w[2 + i] & 0xf) - 8) * a->qs[i];
+            sumi += ((w[2 + i] >> 4) - 8) * a->qs[i + 16];
+        }
+        s += h2f(w) * a->d * (float)sumi;
+    }
+    return s;
+}
+
+static float dot_q4_1(int64_t n, const void *w_, const void *a_) {
+    const uint8_t *w = w_;
+    const tr_q8a *a = a_;
+    float s = 0;
+    for (int64_t b = 0; b < n / 32; b++, w += 20, a++) {
+        int32_t sumi = 0;
+        for (int i = 0; i < 16; i++) {
+            sumi += (w[4 + i] & 0xf) * a->qs[i];
+            sumi += (w[4 + i] >> 4) * a->qs[i + 16];
+        }
+        s += h2f(w) * a->d * (float)sumi + h2f(w + 2) * a->d * (float)a->sum;
+    }
+    return s;
+}
+
+static float dot_q5_0(int64_t n, const void *w_, const void *a_) {
+    const uint8_t *w = w_;
+    const tr_q8a *a = a_;
+    float s = 0;
+    for (int64_t b = 0; b < n / 32; b++, w += 22, a++) {
+        uint32_t qh = (uint32_t)w[2] | (uint32_t)w[3] << 8 | (uint32_t)w[4] << 16 | (uint32_t)w[5] << 24;
+        int32_t sumi = 0;
+        for (int i = 0; i < 16; i++) {
+            int lo = (w[6 + i] & 0xf) | (int)((qh >> i) & 1) << 4;
+            int hi = (w[6 + i] >> 4) | (int)((qh >> (i + 16)) & 1) << 4;
+            sumi += (lo - 16) * a->qs[i] + (hi - 16) * a->qs[i + 16];
+        }
+        s += h2f(w) * a->d * (float)sumi;
+    }
+    return s;
+}
+
+static float dot_q5_1(int64_t n, const void *w_, const void *a_) {
+    const uint8_t *w = w_;
+    const tr_q8a *a = a_;
+    float s = 0;
+    for (int64_t b = 0; b < n / 32; b++, w += 24, a++) {
+        uint32_t qh = (uint32_t)w[4] | (uint32_t)w[5] << 8 | (uint32_t)w[6] << 16 | (uint32_t)w[7] << 24;
+        int32_t sumi = 0;
+        for (int i = 0; i < 16; i++) {
+            int lo = (w[8 + i] & 0xf) | (int)((qh >> i) & 1) << 4;
+            int hi = (w[8 + i] >> 4) | (int)((qh >> (i + 16)) & 1) << 4;
+            sumi += lo * a->qs[i] + hi * a->qs[i + 16];
+        }
+        s += h2f(w) * a->d * (float)sumi + h2f(w + 2) * a->d * (float)a->sum;
+    }
+    return s;
+}
+
+/* ---------------------------------------------------------------- k-quants */
+
+/* The 6-bit scale and min of sub-block j (of 8) packed in 12 bytes (Q4_K, Q5_K). */
+static inline void scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+static float dot_q4_k(int64_t n, const void *w_, const void *a_) {
+    const uint8_t *w = w_;
+    const tr_q8k *a = a_;
+    float s = 0;
+    for (int64_t b = 0; b < n / 256; b++, w += 144, a++) {
+        const uint8_t *scales = w + 4, *qs = w + 16;
+        int32_t sumi = 0, summ = 0;
+        for (int j = 0; j < 8; j++) {
+            int sc, m;
+            scale_min_k4(j, scales, &sc, &m);
+            const uint8_t *q = qs + 32 * (j / 2);
+            int shift = (j & 1) * 4;
+            int32_t d = 0;
+            for (int i = 0; i < 32; i++) d += ((q[i] >> shift) & 0xf) * a->qs[32 * j + i];
+            sumi += sc * d;
+            summ += m * (a->bsums[2 * j] + a->bsums[2 * j + 1]);
+        }
+        s += a->d * (h2f(w) * (float)sumi - h2f(w + 2) * (float)summ);
+    }
+    return s;
+}
+
+static float dot_q5_k(int64_t n, const void *w_, const void *a_) {
+    const uint8_t *w = w_;
+    const tr_q8k *a = a_;
+    float s = 0;
+    for (int64_t b = 0; b < n / 256; b++, w += 176, a++) {
+        const uint8_t *scales = w + 4, *qh = w + 16, *qs = w + 48;
+        int32_t sumi = 0, summ = 0;
+        for (int j = 0; j < 8; j++) {
+            int sc, m;
+            scale_min_k4(j, scales, &sc, &m);
+            const uint8_t *q = qs + 32 * (j / 2);
+            int shift = (j & 1) * 4;
+            int32_t d = 0;
+            for (int i = 0; i < 32; i++) {
+                int v = ((q[i] >> shift) & 0xf) | ((qh[i] >> j) & 1) << 4;
+                d += v * a->qs[32 * j + i];
+            }
+            sumi += sc * d;
+            summ += m * (a->bsums[2 * j] + a->bsums[2 * j + 1]);
+        }
+        s += a->d * (h2f(w) * (float)sumi - h2f(w + 2) * (float)summ);
+    }
+    return s;
+}
+
+/* Q6_K: 256 values of 6 bits (4 low in ql, 2 high in qh) minus 32, with a
+ * signed 8-bit scale per 16. Element e of a 128-half: l = e % 32, group
+ * g = e / 32: low nibble of ql[l + 32*(g&1)] (g < 2) or high (g >= 2), high
+ * bits (qh[l] >> 2g) & 3. */
+static float dot_q6_k(int64_t n, const void *w_, const void *a_) {
+    const uint8_t *w = w_;
+    const tr_q8k *a = a_;
+    float s = 0;
+    for (int64_t b = 0; b < n / 256; b++, w += 210, a++) {
+        const uint8_t *ql = w, *qh = w + 128;
+        const int8_t *sc = (const int8_t *)(w + 192);
+        int32_t sumi = 0;
+        for (int half = 0; half < 2; half++) {
+            for (int g = 0; g < 4; g++) {
+                for (int k = 0; k < 2; k++) { /* two scale groups of 16 per 32 */
+                    int32_t d = 0;
+                    for (int i = 0; i < 16; i++) {
+                        int l = 16 * k + i;
+                        int lo = (ql[64 * half + l + 32 * (g & 1)] >> (4 * (g >> 1))) & 0xf;
+                        int hi = (qh[32 * half + l] >> (2 * g)) & 3;
+                        d += ((lo | hi << 4) - 32) * a->qs[128 * half + 32 * g + l];
+                    }
+                    sumi += sc[8 * half + 2 * g + k] * d;
+                }
+            }
+        }
+        s += a->d * h2f(w + 208) * (float)sumi;
+    }
+    return s;
+}
+
+static float dot_q2_k(int64_t n, const void *w_, const void *a_) {
+    const uint8_t *w = w_;
+    const tr_q8k *a = a_;
+    float s = 0;
+    for (int64_t b = 0; b < n / 256; b++, w += 84, a++) {
+        const uint8_t *scales = w, *qs = w + 16;
+        int32_t sumi = 0, summ = 0;
+        for (int g = 0; g < 16; g++) { /* 16 groups of 16 */
+            int half = g / 8, shift = 2 * ((g % 8) / 2), off = 16 * (g & 1);
+            int32_t d = 0;
+            for (int i = 0; i < 16; i++)
+                d += ((qs[32 * half + off + i] >> shift) & 3) * a->qs[16 * g + i];
+            sumi += (scales[g] & 0xf) * d;
+            summ += (scales[g] >> 4) * a->bsums[g];
+        }
+        s += a->d * (h2f(w + 80) * (float)sumi - h2f(w + 82) * (float)summ);
+    }
+    return s;
+}
+
+/* Q3_K: 2 low bits in qs (like Q2_K), a high bit in hmask that, when clear,
+ * subtracts 4; 6-bit scales (minus 32) per 16 packed in 12 bytes. */
+static void q3k_scales(const uint8_t *p, int8_t out[16]) {
+    for (int j = 0; j < 16; j++) {
+        int lo = j < 8 ? (p[j] & 0xf) : (p[j - 8] >> 4);
+        int hi = (p[8 + (j % 4)] >> (2 * (j / 4))) & 3;
+        out[j] = (int8_t)((lo | hi << 4) - 32);
+    }
+}
+
+static float dot_q3_k(int64_t n, const void *w_, const void *a_) {
+    const uint8_t *w = w_;
+    const tr_q8k *a = a_;
+    float s = 0;
+    for (int64_t b = 0; b < n / 256; b++, w += 110, a++) {
+        const uint8_t *hm = w, *qs = w + 32;
+        int8_t sc[16];
+        q3k_scales(w + 96, sc);
+        int32_t sumi = 0;
+        for (int g = 0; g < 16; g++) {
+            int half = g / 8, j = (g % 8) / 2, off = 16 * (g & 1);
+            int32_t d = 0;
+            for (int i = 0; i < 16; i++) {
+                int l = off + i;
+                int v = ((qs[32 * half + l] >> (2 * j)) & 3) - ((hm[l] >> (4 * half + j)) & 1 ? 0 : 4);
+                d += v * a->qs[16 * g + i];
+            }
+            sumi += sc[g] * d;
+        }
+        s += a->d * h2f(w + 108) * (float)sumi;
+    }
+    return s;
+}
+
+/* ---------------------------------------------------------------- the table */
+
+#define GEMM_FROM_DOT(name, dot)                                                             \
+    static void name(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, \
+                     int nt, float *y, size_t ys) {                                         \
+        for (int t = 0; t < nt; t++)                                                        \
+            for (int r = 0; r < nr; r++)                                                    \
+                y[(size_t)t * ys + r] =                                                     \
+                    dot(n, (const char *)w + (size_t)r * ws, (const char *)a + (size_t)t * as); \
+    }
+
+GEMM_FROM_DOT(gemm_f32, dot_f32)
+GEMM_FROM_DOT(gemm_f16, dot_f16)
+GEMM_FROM_DOT(gemm_bf16, dot_bf16)
+GEMM_FROM_DOT(gemm_q8_0, dot_q8_0)
+GEMM_FROM_DOT(gemm_q4_0, dot_q4_0)
+GEMM_FROM_DOT(gemm_q4_1, dot_q4_1)
+GEMM_FROM_DOT(gemm_q5_0, dot_q5_0)
+GEMM_FROM_DOT(gemm_q5_1, dot_q5_1)
+GEMM_FROM_DOT(gemm_q2_k, dot_q2_k)
+GEMM_FROM_DOT(gemm_q3_k, dot_q3_k)
+GEMM_FROM_DOT(gemm_q4_k, dot_q4_k)
+GEMM_FROM_DOT(gemm_q5_k, dot_q5_k)
+GEMM_FROM_DOT(gemm_q6_k, dot_q6_k)
+
+static tr_kernel kernels[TR_TYPE_COUNT] = {
+    [TR_TYPE_F32] = {TR_ACT_F32, 1, gemm_f32, NULL, NULL},
+    [TR_TYPE_F16] = {TR_ACT_F16, 1, gemm_f16, NULL, NULL},
+    [TR_TYPE_BF16] = {TR_ACT_BF16, 1, gemm_bf16, NULL, NULL},
+    [TR_TYPE_Q8_0] = {TR_ACT_Q8, 32, gemm_q8_0, NULL, NULL},
+    [TR_TYPE_Q4_0] = {TR_ACT_Q8, 32, gemm_q4_0, NULL, NULL},
+    [TR_TYPE_Q4_1] = {TR_ACT_Q8, 32, gemm_q4_1, NULL, NULL},
+    [TR_TYPE_Q5_0] = {TR_ACT_Q8, 32, gemm_q5_0, NULL, NULL},
+    [TR_TYPE_Q5_1] = {TR_ACT_Q8, 32, gemm_q5_1, NULL, NULL},
+    [TR_TYPE_Q2_K] = {TR_ACT_Q8K, 256, gemm_q2_k, NULL, NULL},
+    [TR_TYPE_Q3_K] = {TR_ACT_Q8K, 256, gemm_q3_k, NULL, NULL},
+    [TR_TYPE_Q4_K] = {TR_ACT_Q8K, 256, gemm_q4_k, NULL, NULL},
+    [TR_TYPE_Q5_K] = {TR_ACT_Q8K, 256, gemm_q5_k, NULL, NULL},
+    [TR_TYPE_Q6_K] = {TR_ACT_Q8K, 256, gemm_q6_k, NULL, NULL},
+};
+
+static pthread_once_t kernels_once = PTHREAD_ONCE_INIT;
+
+static void kernels_init(void) {
+    for (int t = 0; t < TR_TYPE_COUNT; t++) {
+        if (!kernels[t].ref) continue;
+        kernels[t].avx2 = tr_gemm_avx2_for(t);
+        kernels[t].avx512 = tr_gemm_avx512_for(t);
+    }
+}
+
+const tr_kernel *tr_kernel_get(int type) {
+    if (type < 0 || type >= TR_TYPE_COUNT) return NULL;
+    pthread_once(&kernels_once, kernels_init);
+    return kernels[type].ref ? &kernels[type] : NULL;
+}
+
+tr_gemm_fn tr_kernel_best(const tr_kernel *k) {
+    const tr_cpu_features *f = tr_cpu_get();
+    if (k->avx512 && f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni && f->f16c) return k->avx512;
+    if (k->avx2 && f->avx2 && f->fma && f->f16c) return k->avx2;
+    return k->ref;
+}

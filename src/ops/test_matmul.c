@@ -1,0 +1,228 @@
+/* Matmul kernels against their scalar references, and the references
+ * against float arithmetic on dequantized weights.
+ *
+ * Weights are random bytes with sane scale fields (every bit pattern of the
+ * quants is a valid weight), so no quantizer is needed; ragged sizes: rows
+ * not a multiple of any tile, 1..17 tokens, 1..3 threads. */
+#include "ops/cpu.h"
+#include "ops/kernels.h"
+#include "ops/ops.h"
+#include "tt.h"
+
+#include <stdint.h>
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 16);
+}
+static float rndf(void) { return (float)(rnd() & 0xffffff) / (float)0x1000000 * 2.0f - 1.0f; } /* [-1, 1) */
+
+/* Byte offsets of the fp16 scale fields inside a block, -1 terminated. */
+static const int *scale_fields(int type) {
+    static const int q40[] = {0, -1}, q41[] = {0, 2, -1}, q2k[] = {80, 82, -1}, q3k[] = {108, -1},
+                     q6k[] = {208, -1}, none[] = {-1};
+    switch (type) {
+    case TR_TYPE_Q4_0:
+    case TR_TYPE_Q5_0:
+    case TR_TYPE_Q8_0: return q40;
+    case TR_TYPE_Q4_1:
+    case TR_TYPE_Q5_1:
+    case TR_TYPE_Q4_K:
+    case TR_TYPE_Q5_K: return q41;
+    case TR_TYPE_Q2_K: return q2k;
+    case TR_TYPE_Q3_K: return q3k;
+    case TR_TYPE_Q6_K: return q6k;
+    default: return none;
+    }
+}
+
+static void put16(uint8_t *p, uint16_t v) {
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+/* rows x cols of `type` with random content and scales around 1/64. */
+static uint8_t *random_weights(int type, int64_t rows, int64_t cols) {
+    size_t rs = tr_row_size(type, cols), total = rs * (size_t)rows;
+    uint8_t *w = malloc(total);
+    if (type == TR_TYPE_F32) {
+        for (size_t i = 0; i < total / 4; i++) ((float *)w)[i] = rndf();
+    } else if (type == TR_TYPE_F16) {
+        for (size_t i = 0; i < total / 2; i++) put16(w + 2 * i, tr_fp32_to_fp16(rndf()));
+    } else if (type == TR_TYPE_BF16) {
+        for (size_t i = 0; i < total / 2; i++) put16(w + 2 * i, tr_fp32_to_bf16(rndf()));
+    } else {
+        for (size_t i = 0; i < total; i++) w[i] = (uint8_t)rnd();
+        size_t bb = tr_type_block_bytes(type);
+        const int *f = scale_fields(type);
+        for (size_t b = 0; b < total / bb; b++)
+            for (int k = 0; f[k] >= 0; k++)
+                put16(w + b * bb + f[k], tr_fp32_to_fp16((0.5f + 0.5f * (rndf() + 1)) / 64.0f));
+    }
+    return w;
+}
+
+static float *random_floats(int64_t n) {
+    float *x = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) x[i] = rndf();
+    return x;
+}
+
+static const int types[] = {TR_TYPE_F32,  TR_TYPE_F16,  TR_TYPE_BF16, TR_TYPE_Q8_0, TR_TYPE_Q4_0,
+                            TR_TYPE_Q4_1, TR_TYPE_Q5_0, TR_TYPE_Q5_1, TR_TYPE_Q2_K, TR_TYPE_Q3_K,
+                            TR_TYPE_Q4_K, TR_TYPE_Q5_K, TR_TYPE_Q6_K};
+#define N_TYPES (int)(sizeof types / sizeof types[0])
+
+/* Reference results through the kernel's scalar reference: the activations
+ * converted exactly as tr_matmul does, then ref(). */
+static void kernel_ref(int type, const uint8_t *w, int64_t rows, int64_t cols, const float *x, int64_t nt,
+                       float *y) {
+    const tr_kernel *k = tr_kernel_get(type);
+    size_t as = tr_act_row_size(k->act, cols);
+    char *a = malloc(as * (size_t)nt);
+    for (int64_t t = 0; t < nt; t++) tr_act_convert(k->act, x + t * cols, a + t * as, cols);
+    k->ref(cols, w, tr_row_size(type, cols), (int)rows, a, as, (int)nt, y, (size_t)rows);
+    free(a);
+}
+
+/* Float sums in a different order differ by rounding: compare against the
+ * scale of the terms, not the (possibly cancelling) result. */
+static double term_scale(int type, const uint8_t *w, int64_t rows, int64_t cols) {
+    (void)w, (void)rows;
+    double per = type == TR_TYPE_F32 || type == TR_TYPE_F16 || type == TR_TYPE_BF16 ? 1.0 : 0.6;
+    return per * sqrt((double)cols) + 1.0;
+}
+
+TT_TEST(variants_match_scalar_reference) {
+    const tr_cpu_features *f = tr_cpu_get();
+    printf("     cpu: %s\n", tr_cpu_describe());
+    int tested = 0;
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        int type = types[ti];
+        const tr_kernel *k = tr_kernel_get(type);
+        TT_CHECK(k != NULL);
+        if (!k) continue;
+        struct { tr_gemm_fn fn; bool ok; const char *name; } vs[] = {
+            {k->avx2, f->avx2 && f->fma && f->f16c, "avx2"},
+            {k->avx512, f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni && f->f16c, "avx512"},
+        };
+        for (int v = 0; v < 2; v++) {
+            if (!vs[v].fn || !vs[v].ok) continue;
+            tested++;
+            int64_t bl = k->blck < 32 ? 32 : k->blck;
+            for (int rep = 0; rep < 6; rep++) {
+                int64_t cols = bl * (1 + rnd() % 9), rows = 1 + rnd() % 37;
+                int nt = 1 + rnd() % 17;
+                uint8_t *w = random_weights(type, rows, cols);
+                float *x = random_floats(cols * nt);
+                size_t as = tr_act_row_size(k->act, cols), ws = tr_row_size(type, cols);
+                char *a = malloc(as * (size_t)nt);
+                for (int t = 0; t < nt; t++) tr_act_convert(k->act, x + (int64_t)t * cols, a + t * as, cols);
+                float *y0 = malloc(sizeof(float) * (size_t)(rows * nt)), *y1 = malloc(sizeof(float) * (size_t)(rows * nt));
+                k->ref(cols, w, ws, (int)rows, a, as, nt, y0, (size_t)rows);
+                vs[v].fn(cols, w, ws, (int)rows, a, as, nt, y1, (size_t)rows);
+                double tol = 1e-5 * term_scale(type, w, rows, cols);
+                int bad = 0;
+                for (int64_t i = 0; i < rows * nt; i++)
+                    if (!(fabs(y0[i] - y1[i]) <= tol)) bad++;
+                if (bad) {
+                    fprintf(stderr, "  %s %s rows=%lld cols=%lld nt=%d: %d mismatches (first %g vs %g)\n",
+                            tr_type_name(type), vs[v].name, (long long)rows, (long long)cols, nt, bad, y0[0], y1[0]);
+                }
+                TT_CHECK_EQ_INT(bad, 0);
+                free(w), free(x), free(a), free(y0), free(y1);
+            }
+        }
+    }
+    printf("     %d SIMD variants tested on this CPU\n", tested);
+}
+
+TT_TEST(matmul_matches_reference_any_threads_and_tokens) {
+    tr_pool *pools[3] = {tr_pool_new(1), tr_pool_new(2), tr_pool_new(3)};
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        int type = types[ti];
+        const tr_kernel *k = tr_kernel_get(type);
+        int64_t bl = k->blck < 32 ? 32 : k->blck;
+        for (int nt = 1; nt <= 17; nt += (nt < 5 ? 1 : 4)) {
+            int64_t cols = bl * (1 + rnd() % 4), rows = 1 + rnd() % 75;
+            uint8_t *w = random_weights(type, rows, cols);
+            float *x = random_floats(cols * nt);
+            float *ref = malloc(sizeof(float) * (size_t)(rows * nt)), *y = malloc(sizeof(float) * (size_t)(rows * nt));
+            kernel_ref(type, w, rows, cols, x, nt, ref);
+            double tol = 1e-5 * term_scale(type, w, rows, cols);
+            for (int p = 0; p <= 3; p++) {
+                tr_matmul(p ? pools[p - 1] : NULL, type, w, rows, cols, x, nt, y);
+                int bad = 0;
+                for (int64_t i = 0; i < rows * nt; i++)
+                    if (!(fabs(ref[i] - y[i]) <= tol)) bad++;
+                if (bad)
+                    fprintf(stderr, "  %s threads=%d rows=%lld nt=%d: %d bad\n", tr_type_name(type), p,
+                            (long long)rows, nt, bad);
+                TT_CHECK_EQ_INT(bad, 0);
+            }
+            free(w), free(x), free(ref), free(y);
+        }
+    }
+    for (int p = 0; p < 3; p++) tr_pool_free(pools[p]);
+}
+
+/* The quantized-activation product stays within the error that int8
+ * activations introduce of the exact float product (dequantized weights). */
+TT_TEST(matmul_close_to_float_on_dequantized_weights) {
+    tr_pool *pool = tr_pool_new(2);
+    int checked = 0;
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        int type = types[ti];
+        if (!tr_type_can_dequantize(type)) {
+            printf("     (no dequantizer for %s in this build: skipped)\n", tr_type_name(type));
+            continue;
+        }
+        checked++;
+        int64_t cols = 512, rows = 33;
+        int nt = 5;
+        uint8_t *w = random_weights(type, rows, cols);
+        float *x = random_floats(cols * nt);
+        float *ref = malloc(sizeof(float) * (size_t)(rows * nt)), *y = malloc(sizeof(float) * (size_t)(rows * nt));
+        tr_matmul_ref(type, w, rows, cols, x, nt, ref);
+        tr_matmul(pool, type, w, rows, cols, x, nt, y);
+        /* Error bound: each activation is off by at most half a quantization
+         * step (amax/254 of its block); sum |w| * step. */
+        float *row = malloc(sizeof(float) * (size_t)cols);
+        for (int64_t r = 0; r < rows; r++) {
+            tr_dequantize(type, w + (size_t)r * tr_row_size(type, cols), row, cols);
+            double wabs = 0;
+            for (int64_t c = 0; c < cols; c++) wabs += fabs(row[c]);
+            double step = type == TR_TYPE_F32 ? 1e-6 : type == TR_TYPE_BF16 ? 1.0 / 256 : type == TR_TYPE_F16 ? 1.0 / 2048 : 1.0 / 254;
+            for (int t = 0; t < nt; t++) TT_CHECK_NEAR(y[t * rows + r], ref[t * rows + r], wabs * step + 1e-4);
+        }
+        free(row), free(w), free(x), free(ref), free(y);
+    }
+    printf("     %d types checked against dequantized float\n", checked);
+    tr_pool_free(pool);
+}
+
+TT_TEST(half_conversions_round_to_nearest_even) {
+    TT_CHECK_EQ_INT(tr_fp32_to_fp16(1.0f), 0x3c00);
+    TT_CHECK_EQ_INT(tr_fp32_to_fp16(-2.0f), 0xc000);
+    TT_CHECK_EQ_INT(tr_fp32_to_fp16(65504.0f), 0x7bff);
+    TT_CHECK_EQ_INT(tr_fp32_to_fp16(65520.0f), 0x7c00);
+    TT_CHECK_EQ_INT(tr_fp32_to_fp16(1.0f + 0x1p-11f), 0x3c00); /* tie to even */
+    TT_CHECK_EQ_INT(tr_fp32_to_fp16(1.0f + 3 * 0x1p-11f), 0x3c02);
+    TT_CHECK_EQ_INT(tr_fp32_to_fp16(0x1p-24f), 0x0001);
+    TT_CHECK_EQ_INT(tr_fp32_to_fp16(0x1p-14f), 0x0400);
+    for (uint32_t h = 0; h < 0x7c00; h++) TT_CHECK_EQ_INT(tr_fp32_to_fp16(tr_fp16_to_fp32((uint16_t)h)), h);
+    TT_CHECK_EQ_INT(tr_fp32_to_bf16(1.0f), 0x3f80);
+    TT_CHECK_EQ_INT(tr_fp32_to_bf16(1.0f + 0x1p-8f), 0x3f80); /* tie to even */
+    TT_CHECK(tr_bf16_to_fp32(0x3f81) == 1.0f + 0x1p-7f);
+}
+
+int main(void) {
+    TT_RUN(half_conversions_round_to_nearest_even);
+    TT_RUN(variants_match_scalar_reference);
+    TT_RUN(matmul_matches_reference_any_threads_and_tokens);
+    TT_RUN(matmul_close_to_float_on_dequantized_weights);
+    return TT_DONE();
+}

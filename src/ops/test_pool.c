@@ -1,0 +1,93 @@
+/* The thread pool runs every share exactly once per job, with the caller
+ * taking share 0, across many back-to-back jobs (the pattern of a forward
+ * pass) and after idle periods long enough for workers to sleep. */
+#include "ops/ops.h"
+#include "tt.h"
+
+#include <stdatomic.h>
+#include <time.h>
+
+typedef struct {
+    atomic_int hits[8];
+    atomic_int total;
+    int nth_seen;
+} counter;
+
+static void count(void *arg, int ith, int nth) {
+    counter *c = arg;
+    atomic_fetch_add(&c->hits[ith], 1);
+    atomic_fetch_add(&c->total, 1);
+    c->nth_seen = nth;
+}
+
+TT_TEST(every_share_runs_once_per_job) {
+    for (int n = 1; n <= 4; n++) {
+        tr_pool *p = tr_pool_new(n);
+        TT_CHECK(p != NULL);
+        TT_CHECK_EQ_INT(tr_pool_size(p), n);
+        counter c = {0};
+        for (int job = 0; job < 300; job++) tr_pool_run(p, count, &c);
+        for (int i = 0; i < n; i++) TT_CHECK_EQ_INT(atomic_load(&c.hits[i]), 300);
+        TT_CHECK_EQ_INT(atomic_load(&c.total), 300 * n);
+        TT_CHECK_EQ_INT(c.nth_seen, n);
+        tr_pool_free(p);
+    }
+}
+
+TT_TEST(wakes_after_sleeping) {
+    tr_pool *p = tr_pool_new(3);
+    counter c = {0};
+    for (int job = 0; job < 5; job++) {
+        struct timespec ts = {0, 30 * 1000 * 1000}; /* longer than the spin */
+        nanosleep(&ts, NULL);
+        tr_pool_run(p, count, &c);
+    }
+    TT_CHECK_EQ_INT(atomic_load(&c.total), 15);
+    tr_pool_free(p);
+}
+
+typedef struct {
+    long *sums;
+    int n;
+} sum_job;
+
+static void partial_sums(void *arg, int ith, int nth) {
+    sum_job *j = arg;
+    long s = 0;
+    for (int i = ith; i < j->n; i += nth) s += i;
+    j->sums[ith] = s;
+}
+
+TT_TEST(shares_see_the_callers_writes) {
+    tr_pool *p = tr_pool_new(2);
+    long sums[2];
+    for (int n = 0; n < 500; n++) {
+        sum_job j = {sums, n};
+        tr_pool_run(p, partial_sums, &j);
+        TT_CHECK_EQ_INT(sums[0] + sums[1], (long)n * (n - 1) / 2);
+    }
+    tr_pool_free(p);
+}
+
+TT_TEST(null_pool_runs_inline) {
+    counter c = {0};
+    tr_pool_run(NULL, count, &c);
+    TT_CHECK_EQ_INT(atomic_load(&c.total), 1);
+    TT_CHECK_EQ_INT(tr_pool_size(NULL), 1);
+    TT_CHECK(tr_pool_scratch(NULL, 16) == NULL);
+    tr_pool *p = tr_pool_new(0);
+    TT_CHECK_EQ_INT(tr_pool_size(p), 1);
+    char *s = tr_pool_scratch(p, 1000);
+    TT_CHECK(s != NULL);
+    memset(s, 1, 1000);
+    TT_CHECK(tr_pool_scratch(p, 100000) != NULL);
+    tr_pool_free(p);
+}
+
+int main(void) {
+    TT_RUN(every_share_runs_once_per_job);
+    TT_RUN(wakes_after_sleeping);
+    TT_RUN(shares_see_the_callers_writes);
+    TT_RUN(null_pool_runs_inline);
+    return TT_DONE();
+}
