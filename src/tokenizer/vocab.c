@@ -5,6 +5,7 @@
  * default ids and flags per tokenizer family, which tokens count as special,
  * the EOG set, and how pieces are rendered. Where llama.cpp would abort or
  * crash on malformed metadata, we return an error that names the field. */
+#define _GNU_SOURCE /* memmem */
 #include "core/util.h"
 #include "tokenizer/unicode.h"
 #include "tokenizer/vocab_impl.h"
@@ -128,12 +129,6 @@ static const char *const eog_texts[] = {
     "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
     "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
     "<\xef\xbd\x9c" "end\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>", "[e~[", NULL};
-
-static bool text_in(const tr_vocab *v, int32_t id, const char *const *list) {
-    for (; *list; list++)
-        if (strlen(*list) == v->text_len[id] && !memcmp(*list, tr_vocab_text(v, id), v->text_len[id])) return true;
-    return false;
-}
 
 static bool text_is(const tr_vocab *v, int32_t id, const char *s) {
     return id >= 0 && strlen(s) == v->text_len[id] && !memcmp(s, tr_vocab_text(v, id), v->text_len[id]);
@@ -367,13 +362,17 @@ static tr_status finish_specials(tr_vocab *v, const tr_gguf *g, tr_error *err) {
     } detect[] = {{&v->eot, eot_texts},         {&v->eom, eom_texts},         {&v->fim_pre, fim_pre_texts},
                   {&v->fim_suf, fim_suf_texts}, {&v->fim_mid, fim_mid_texts}, {&v->fim_pad, fim_pad_texts},
                   {&v->fim_rep, fim_rep_texts}, {&v->fim_sep, fim_sep_texts}};
-    /* llama.cpp walks its hash map here; we walk ids in order, which only
-     * matters if a file has two candidates for the same role. */
-    for (int32_t id = 0; id < n; id++) {
-        for (size_t k = 0; k < sizeof detect / sizeof detect[0]; k++) {
-            if (*detect[k].id < 0 && text_in(v, id, detect[k].texts)) {
+    /* llama.cpp takes the first candidate its hash map yields, an order we
+     * cannot reproduce; we take the first of the list that exists, which puts
+     * <|im_end|> before <|endoftext|> as the end of a turn. */
+    for (size_t k = 0; k < sizeof detect / sizeof detect[0]; k++) {
+        if (*detect[k].id >= 0) continue;
+        for (const char *const *t = detect[k].texts; *t; t++) {
+            int32_t id = find_cstr(v, *t);
+            if (id >= 0) {
                 *detect[k].id = id;
                 attr[id] |= TR_TOKEN_ATTR_CONTROL;
+                break;
             }
         }
     }
@@ -386,16 +385,19 @@ static tr_status finish_specials(tr_vocab *v, const tr_gguf *g, tr_error *err) {
     if (v->fim_pad >= 0) eog[v->fim_pad] = 1;
     if (v->fim_rep >= 0) eog[v->fim_rep] = 1;
     if (v->fim_sep >= 0) eog[v->fim_sep] = 1;
-    for (int32_t id = 0; id < n; id++) {
-        if (text_in(v, id, eog_texts)) {
+    for (const char *const *t = eog_texts; *t; t++) {
+        int32_t id = find_cstr(v, *t);
+        if (id >= 0) {
             eog[id] = 1;
             attr[id] |= TR_TOKEN_ATTR_CONTROL;
         }
     }
     /* gpt-oss: these are always rendered. */
     static const char *const always_rendered[] = {"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>", NULL};
-    for (int32_t id = 0; id < n; id++)
-        if (text_in(v, id, always_rendered)) attr[id] = TR_TOKEN_ATTR_USER_DEFINED;
+    for (const char *const *t = always_rendered; *t; t++) {
+        int32_t id = find_cstr(v, *t);
+        if (id >= 0) attr[id] = TR_TOKEN_ATTR_USER_DEFINED;
+    }
     if (v->eos >= 0) eog[v->eos] = 1;
     if (v->eot >= 0) eog[v->eot] = 1;
     if (v->eom >= 0) eog[v->eom] = 1;
