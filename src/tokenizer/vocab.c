@@ -170,6 +170,15 @@ static tr_status get_special(const tr_vocab *v, const tr_gguf *g, const char *ke
     return TR_OK;
 }
 
+/* Up to 40 bytes of s for an error message: control bytes become '?', so
+ * the message stays on one line. */
+static const char *quote(char out[48], const char *s, size_t n) {
+    size_t k = n < 40 ? n : 40;
+    for (size_t i = 0; i < k; i++) out[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7F ? '?' : s[i];
+    out[k] = 0;
+    return out;
+}
+
 static tr_status load_tokens(tr_vocab *v, const tr_gguf *g, tr_error *err) {
     const tr_gguf_value *toks = tr_gguf_get(g, KEY("tokens"));
     if (!toks) return tr_err_set(err, TR_ERR_FORMAT, "%s is missing", KEY("tokens"));
@@ -216,6 +225,7 @@ static tr_status load_tokens(tr_vocab *v, const tr_gguf *g, tr_error *err) {
     memset(v->map.slot, 0xFF, cap * sizeof *v->map.slot);
 
     uint64_t off = 0;
+    char q[48];
     for (uint64_t i = 0; i < n; i++) {
         tr_str s = tr_gguf_arr_str(toks, i);
         char *dst = v->arena + off;
@@ -237,8 +247,8 @@ static tr_status load_tokens(tr_vocab *v, const tr_gguf *g, tr_error *err) {
             int32_t o = v->map.slot[h];
             if (o < 0) break;
             if (v->text_len[o] == len && !memcmp(tr_vocab_text(v, o), dst, len))
-                return tr_err_set(err, TR_ERR_FORMAT, "%s: tokens %d and %llu have the same text '%.40s'", KEY("tokens"), o,
-                                  (unsigned long long)i, dst);
+                return tr_err_set(err, TR_ERR_FORMAT, "%s: tokens %d and %llu have the same text '%s'", KEY("tokens"), o,
+                                  (unsigned long long)i, quote(q, dst, len));
         }
         v->map.slot[h] = (int32_t)i;
 
@@ -274,7 +284,7 @@ static tr_status load_merges(tr_vocab *v, const tr_gguf *g, tr_error *err) {
     if (!v->merges) return tr_err_set(err, TR_ERR_NOMEM, "%s: out of memory for %llu merges", KEY("merges"), (unsigned long long)n);
     v->merge_mask = cap - 1;
     for (uint64_t i = 0; i < cap; i++) v->merges[i].left = -1;
-    char *cat = NULL;
+    char *cat = NULL, q[48];
     size_t cat_cap = 0;
     tr_status st = TR_OK;
     for (uint64_t i = 0; i < n && st == TR_OK; i++) {
@@ -282,8 +292,8 @@ static tr_status load_merges(tr_vocab *v, const tr_gguf *g, tr_error *err) {
         /* "left right": the first space after the first byte separates them. */
         const char *sp = s.len > 1 ? memchr(s.ptr + 1, ' ', s.len - 1) : NULL;
         if (!sp) {
-            st = tr_err_set(err, TR_ERR_FORMAT, "%s[%llu] '%.40s' is not two tokens separated by a space", KEY("merges"),
-                            (unsigned long long)i, s.len ? s.ptr : "");
+            st = tr_err_set(err, TR_ERR_FORMAT, "%s[%llu] '%s' is not two tokens separated by a space", KEY("merges"),
+                            (unsigned long long)i, quote(q, s.ptr, s.len));
             break;
         }
         size_t ll = (size_t)(sp - s.ptr), rl = s.len - ll - 1;
@@ -302,8 +312,8 @@ static tr_status load_merges(tr_vocab *v, const tr_gguf *g, tr_error *err) {
         int32_t res = tr_text_map_find(v, cat, ll + rl);
         if (l < 0 || r < 0 || res < 0) {
             const char *what = l < 0 ? "its left part is" : r < 0 ? "its right part is" : "the merged text is";
-            st = tr_err_set(err, TR_ERR_FORMAT, "%s[%llu] '%.60s': %s not a token", KEY("merges"), (unsigned long long)i,
-                            s.ptr, what);
+            st = tr_err_set(err, TR_ERR_FORMAT, "%s[%llu] '%s': %s not a token", KEY("merges"), (unsigned long long)i,
+                            quote(q, s.ptr, s.len), what);
             break;
         }
         uint64_t h = pair_hash(l, r) & v->merge_mask;
@@ -476,14 +486,15 @@ static tr_status finish_specials(tr_vocab *v, const tr_gguf *g, tr_error *err) {
 tr_status tr_vocab_load(const tr_gguf *g, tr_vocab **out, tr_error *err) {
     *out = NULL;
     tr_str model;
+    char q[48];
     if (!tr_gguf_get(g, KEY("model"))) return tr_err_set(err, TR_ERR_FORMAT, "%s is missing", KEY("model"));
     if (!tr_gguf_get_str(g, KEY("model"), &model)) return tr_err_set(err, TR_ERR_FORMAT, "%s: expected a string", KEY("model"));
     tr_vocab_kind kind;
     if (model.len == 5 && !memcmp(model.ptr, "llama", 5)) kind = TR_VOCAB_SPM;
     else if (model.len == 4 && !memcmp(model.ptr, "gpt2", 4)) kind = TR_VOCAB_BPE;
     else
-        return tr_err_set(err, TR_ERR_UNSUPPORTED, "%s = '%.*s' is not supported (only 'llama' and 'gpt2')", KEY("model"),
-                          (int)(model.len > 40 ? 40 : model.len), model.ptr);
+        return tr_err_set(err, TR_ERR_UNSUPPORTED, "%s = '%s' is not supported (only 'llama' and 'gpt2')", KEY("model"),
+                          quote(q, model.ptr, model.len));
 
     tr_vocab *v = calloc(1, sizeof *v);
     if (!v) return tr_err_set(err, TR_ERR_NOMEM, "vocabulary: out of memory");
@@ -511,7 +522,7 @@ tr_status tr_vocab_load(const tr_gguf *g, tr_vocab **out, tr_error *err) {
         const char *name = v->pre_name[0] ? v->pre_name : "default";
         const pre_def *pd = find_pre(name, &style);
         if (!pd) {
-            st = tr_err_set(err, TR_ERR_UNSUPPORTED, "%s = '%s': this pre-tokenizer is not supported", KEY("pre"), name);
+            st = tr_err_set(err, TR_ERR_UNSUPPORTED, "%s = '%s': this pre-tokenizer is not supported", KEY("pre"), quote(q, name, strlen(name)));
             goto fail;
         }
         v->ignore_merges = pd->ignore_merges;
