@@ -7,4 +7,6 @@
 
 #define TRINITY_VERSION "0.1.0"
 
+int cmd_info(int argc, char **argv);
+
 #endif
