@@ -90,6 +90,8 @@ def _elem(lib, vp, etype, j):
         return bool(lib.tr_gguf_arr_int(vp, j))
     if etype in FLOATS:
         return lib.tr_gguf_arr_float(vp, j)
+    if etype == UINT64:  # tr_gguf_arr_int returns the bits as int64
+        return lib.tr_gguf_arr_int(vp, j) % 2**64
     return lib.tr_gguf_arr_int(vp, j)
 
 
@@ -177,3 +179,66 @@ class Gguf:
 
     def __del__(self):
         self.close()
+
+
+_NP = {UINT8: "<u1", INT8: "<i1", UINT16: "<u2", INT16: "<i2", UINT32: "<u4", INT32: "<i4", FLOAT32: "<f4",
+       BOOL: "<u1", UINT64: "<u8", INT64: "<i8", FLOAT64: "<f8"}
+
+
+class ValueBuilder:
+    """Builds tr_gguf_value structs from Python values for the writer; keeps
+    the buffers they point to alive as long as the builder lives."""
+
+    def __init__(self):
+        self.keep = []
+
+    def _buf(self, b):
+        buf = ctypes.create_string_buffer(bytes(b), max(len(b), 1))
+        self.keep.append(buf)
+        return ctypes.cast(buf, c_void_p).value
+
+    def fill(self, v, types, x):
+        """Fill Value v with x; types is the chain, e.g. [UINT32] or [ARRAY, ARRAY, STRING]."""
+        import numpy as np
+        t = types[0]
+        v.type = t
+        if t in (UINT8, UINT16, UINT32, UINT64):
+            v.v.u64 = x
+        elif t in (INT8, INT16, INT32, INT64):
+            v.v.i64 = x
+        elif t in FLOATS:
+            v.v.f64 = x
+        elif t == BOOL:
+            v.v.b = bool(x)
+        elif t == STRING:
+            b = x.encode("utf-8")
+            v.v.str.ptr = self._buf(b)
+            v.v.str.len = len(b)
+        else:
+            et = types[1]
+            v.v.arr.type = et
+            v.v.arr.n = len(x)
+            if et == STRING:
+                blob, offs = bytearray(), []
+                for s in x:
+                    b = s.encode("utf-8")
+                    offs.append(len(blob))
+                    blob += len(b).to_bytes(8, "little") + b
+                v.v.arr.data = self._buf(blob)
+                off_arr = (c_uint64 * max(len(offs), 1))(*offs)
+                self.keep.append(off_arr)
+                v.v.arr.str_off = ctypes.cast(off_arr, POINTER(c_uint64))
+            elif et == ARRAY:
+                items = (Value * max(len(x), 1))()
+                self.keep.append(items)
+                for j, e in enumerate(x):
+                    self.fill(items[j], types[1:], e)
+                v.v.arr.items = ctypes.cast(items, POINTER(Value))
+            else:
+                v.v.arr.data = self._buf(np.array(x, dtype=_NP[et]).tobytes())
+        return v
+
+    def value(self, types, x):
+        v = Value()
+        self.keep.append(v)
+        return self.fill(v, types, x)

@@ -20,4 +20,43 @@ typedef struct tr_type_traits {
 /* NULL when `type` is not a ggml type. */
 const tr_type_traits *tr_type_traits_get(int type);
 
+/* The scalar reference converters behind the table: n elements, a multiple of
+ * the type's block size. Quantizers write whole blocks; dequantizers read
+ * them. They define the truth that faster variants are tested against. */
+void tr_dequantize_row_f16(const void *src, float *dst, int64_t n);
+void tr_quantize_row_f16(const float *src, void *dst, int64_t n);
+void tr_dequantize_row_bf16(const void *src, float *dst, int64_t n);
+void tr_quantize_row_bf16(const float *src, void *dst, int64_t n);
+void tr_dequantize_row_q4_0(const void *src, float *dst, int64_t n);
+void tr_quantize_row_q4_0(const float *src, void *dst, int64_t n);
+void tr_dequantize_row_q4_1(const void *src, float *dst, int64_t n);
+void tr_quantize_row_q4_1(const float *src, void *dst, int64_t n);
+void tr_dequantize_row_q5_0(const void *src, float *dst, int64_t n);
+void tr_quantize_row_q5_0(const float *src, void *dst, int64_t n);
+void tr_dequantize_row_q5_1(const void *src, float *dst, int64_t n);
+void tr_quantize_row_q5_1(const float *src, void *dst, int64_t n);
+void tr_dequantize_row_q8_0(const void *src, float *dst, int64_t n);
+void tr_quantize_row_q8_0(const float *src, void *dst, int64_t n);
+void tr_dequantize_row_q8_1(const void *src, float *dst, int64_t n);
+void tr_quantize_row_q8_1(const float *src, void *dst, int64_t n);
+void tr_dequantize_row_q2_K(const void *src, float *dst, int64_t n);
+void tr_quantize_row_q2_K(const float *src, void *dst, int64_t n);
+void tr_dequantize_row_q3_K(const void *src, float *dst, int64_t n);
+void tr_quantize_row_q3_K(const float *src, void *dst, int64_t n);
+void tr_dequantize_row_q4_K(const void *src, float *dst, int64_t n);
+void tr_quantize_row_q4_K(const float *src, void *dst, int64_t n);
+void tr_dequantize_row_q5_K(const void *src, float *dst, int64_t n);
+void tr_quantize_row_q5_K(const float *src, void *dst, int64_t n);
+void tr_dequantize_row_q6_K(const void *src, float *dst, int64_t n);
+void tr_quantize_row_q6_K(const float *src, void *dst, int64_t n);
+void tr_dequantize_row_q8_K(const void *src, float *dst, int64_t n);
+void tr_quantize_row_q8_K(const float *src, void *dst, int64_t n);
+void tr_dequantize_row_tq1_0(const void *src, float *dst, int64_t n);
+void tr_quantize_row_tq1_0(const float *src, void *dst, int64_t n);
+void tr_dequantize_row_tq2_0(const void *src, float *dst, int64_t n);
+void tr_quantize_row_tq2_0(const float *src, void *dst, int64_t n);
+void tr_dequantize_row_iq4_nl(const void *src, float *dst, int64_t n);
+void tr_dequantize_row_mxfp4(const void *src, float *dst, int64_t n);
+void tr_quantize_row_mxfp4(const float *src, void *dst, int64_t n);
+
 #endif

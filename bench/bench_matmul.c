@@ -1,0 +1,137 @@
+/* Matmul micro-benchmark on TinyLlama-shaped layers (not a test: it prints
+ * numbers and never fails). Build: cmake --build build --target bench_matmul
+ *
+ *   build/bench_matmul [types...]          e.g. build/bench_matmul Q4_0 Q8_0
+ *
+ * For each weight type and 1 and 2 threads: generation (one token: GB/s of
+ * weights streamed, the figure that bounds tokens/s) and prompt (64 tokens:
+ * effective tokens/s through one layer set). The weights cycle through
+ * enough copies (>= 256 MB) that they come from memory, not cache, like a
+ * real model's. The machine may be shared and noisy: take the best of a few
+ * repetitions and compare runs made side by side. */
+#include "ops/kernels.h"
+#include "ops/ops.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Wall time, or (TRINITY_BENCH_CPU=1, meaningful with 1 thread) the calling
+ * thread's CPU time, which a busy shared machine disturbs less. */
+static int use_cpu_time;
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(use_cpu_time ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint64_t rng = 88172645463325252ull;
+static uint32_t rnd(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)rng;
+}
+
+/* Fill a weight matrix with random quants and fp16 scales near 1/64 (every
+ * block field that is a half-float scale gets a sane value). */
+static void fill(int type, uint8_t *w, size_t bytes) {
+    for (size_t i = 0; i < bytes; i++) w[i] = (uint8_t)rnd();
+    static const struct { int type; int off[3]; } sc[] = {
+        {TR_TYPE_Q4_0, {0, -1}}, {TR_TYPE_Q5_0, {0, -1}}, {TR_TYPE_Q8_0, {0, -1}},
+        {TR_TYPE_Q4_1, {0, 2, -1}}, {TR_TYPE_Q5_1, {0, 2, -1}}, {TR_TYPE_Q4_K, {0, 2, -1}},
+        {TR_TYPE_Q5_K, {0, 2, -1}}, {TR_TYPE_Q2_K, {80, 82, -1}}, {TR_TYPE_Q3_K, {108, -1}},
+        {TR_TYPE_Q6_K, {208, -1}},
+    };
+    uint16_t h = tr_fp32_to_fp16(1.0f / 64);
+    if (type == TR_TYPE_F16 || type == TR_TYPE_BF16) {
+        for (size_t i = 0; i + 1 < bytes; i += 2) {
+            uint16_t v = type == TR_TYPE_F16 ? tr_fp32_to_fp16((float)(rnd() % 2001) / 1000 - 1)
+                                             : tr_fp32_to_bf16((float)(rnd() % 2001) / 1000 - 1);
+            memcpy(w + i, &v, 2);
+        }
+        return;
+    }
+    if (type == TR_TYPE_F32) {
+        for (size_t i = 0; i + 3 < bytes; i += 4) {
+            float f = (float)(rnd() % 2001) / 1000 - 1;
+            memcpy(w + i, &f, 4);
+        }
+        return;
+    }
+    size_t bb = tr_type_block_bytes(type);
+    for (size_t k = 0; k < sizeof sc / sizeof sc[0]; k++) {
+        if (sc[k].type != type) continue;
+        for (size_t b = 0; b < bytes / bb; b++)
+            for (int f = 0; sc[k].off[f] >= 0; f++) memcpy(w + b * bb + sc[k].off[f], &h, 2);
+    }
+}
+
+/* One TinyLlama layer's matmuls: q, k, v, o, gate, up, down (rows x cols). */
+static const int64_t shapes[][2] = {{2048, 2048}, {256, 2048}, {256, 2048}, {2048, 2048},
+                                    {5632, 2048}, {5632, 2048}, {2048, 5632}};
+#define N_SHAPES 7
+
+static void bench_type(int type) {
+    size_t layer = 0;
+    for (int s = 0; s < N_SHAPES; s++) layer += tr_row_size(type, shapes[s][1]) * (size_t)shapes[s][0];
+    int copies = (int)((256u << 20) / layer) + 1;
+    uint8_t *w = malloc(layer * (size_t)copies);
+    if (!w) return;
+    fill(type, w, layer * (size_t)copies);
+    enum { PROMPT = 64 };
+    float *x = malloc(sizeof(float) * 5632 * PROMPT), *y = malloc(sizeof(float) * 5632 * PROMPT);
+    for (int i = 0; i < 5632 * PROMPT; i++) x[i] = (float)(rnd() % 2001) / 1000 - 1;
+
+    for (int nth = 1; nth <= 2; nth++) {
+        tr_pool *pool = tr_pool_new(nth);
+        double best_gen = 1e9, best_pp = 1e9;
+        for (int rep = 0; rep < 3; rep++) {
+            double t0 = now();
+            for (int c = 0; c < copies; c++) {
+                const uint8_t *p = w + layer * (size_t)c;
+                for (int s = 0; s < N_SHAPES; s++) {
+                    tr_matmul(pool, type, p, shapes[s][0], shapes[s][1], x, 1, y);
+                    p += tr_row_size(type, shapes[s][1]) * (size_t)shapes[s][0];
+                }
+            }
+            double t = (now() - t0) / copies;
+            if (t < best_gen) best_gen = t;
+            t0 = now();
+            int pc = copies < 2 ? copies : 2;
+            for (int c = 0; c < pc; c++) {
+                const uint8_t *p = w + layer * (size_t)c;
+                for (int s = 0; s < N_SHAPES; s++) {
+                    tr_matmul(pool, type, p, shapes[s][0], shapes[s][1], x, PROMPT, y);
+                    p += tr_row_size(type, shapes[s][1]) * (size_t)shapes[s][0];
+                }
+            }
+            t = (now() - t0) / pc;
+            if (t < best_pp) best_pp = t;
+        }
+        /* A 22-layer TinyLlama reads 22 such layers per token (plus the output matrix). */
+        printf("%-5s threads=%d  gen: %6.2f GB/s  %7.3f ms/layer (~%5.1f tok/s for 22 layers)   "
+               "prompt(64): %8.3f ms/layer (~%6.1f tok/s for 22 layers)\n",
+               tr_type_name(type), nth, layer / best_gen / 1e9, best_gen * 1e3, 1.0 / (22 * best_gen),
+               best_pp * 1e3, PROMPT / (22 * best_pp));
+        fflush(stdout);
+        tr_pool_free(pool);
+    }
+    free(w), free(x), free(y);
+}
+
+int main(int argc, char **argv) {
+    use_cpu_time = getenv("TRINITY_BENCH_CPU") && atoi(getenv("TRINITY_BENCH_CPU"));
+    if (use_cpu_time) printf("(CPU time of the calling thread: read the threads=1 lines)\n");
+    static const int all[] = {TR_TYPE_Q4_0, TR_TYPE_Q8_0, TR_TYPE_Q4_K, TR_TYPE_Q6_K, TR_TYPE_F16, TR_TYPE_BF16,
+                              TR_TYPE_Q5_K, TR_TYPE_Q5_0, TR_TYPE_Q4_1, TR_TYPE_Q5_1, TR_TYPE_Q2_K, TR_TYPE_Q3_K};
+    if (argc > 1) {
+        for (int i = 1; i < argc; i++)
+            for (int t = 0; t < TR_TYPE_COUNT; t++)
+                if (tr_type_name(t) && !strcmp(tr_type_name(t), argv[i])) bench_type(t);
+    } else {
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) bench_type(all[i]);
+    }
+    return 0;
+}

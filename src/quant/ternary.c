@@ -1,0 +1,89 @@
+/* The ternary formats of BitNet-style models: every element is d * {-1, 0, 1}.
+ * TQ1_0 packs five trits per byte (1.6875 bits per weight), TQ2_0 four
+ * two-bit codes per byte (2.0625 bits, simpler to unpack). The quantizers
+ * match ggml's reference (d = largest magnitude, q = round(x / d)) byte for
+ * byte. */
+#include "blocks.h"
+#include "qround.h"
+#include "quant.h"
+
+static float absmax(const float *x, int n) {
+    float amax = 0.0f;
+    for (int j = 0; j < n; j++) amax = fmaxf(amax, fabsf(x[j]));
+    return amax;
+}
+
+/* ----------------------------------------------------------------- TQ1_0 */
+
+/* A byte holds five trits t0..t4 as the fraction (t0*81 + t1*27 + t2*9 +
+ * t3*3 + t4) / 243 scaled to 256 (rounded up), so that multiplying by 3^k
+ * modulo 256 brings trit k to the top and (byte * 3) >> 8 reads it. */
+static const uint8_t pow3[6] = {1, 3, 9, 27, 81, 243};
+
+static int trit_at(uint8_t byte, int k) {
+    const uint8_t q = (uint8_t)(byte * pow3[k]);
+    return (int)(((uint16_t)q * 3) >> 8) - 1;
+}
+
+static uint8_t pack_trits(const int *t, int count, int stride) {
+    unsigned v = 0;
+    for (int k = 0; k < count; k++) v = v * 3 + (unsigned)t[k * stride];
+    for (int k = count; k < 5; k++) v *= 3; /* qh bytes hold four trits, aligned to the top */
+    return (uint8_t)((v * 256 + 242) / 243);
+}
+
+void tr_dequantize_row_tq1_0(const void *src, float *dst, int64_t n) {
+    const tr_block_tq1_0 *x = src;
+    for (int64_t i = 0; i < n / TR_QK_K; i++, dst += TR_QK_K) {
+        const float d = tr_fp16_to_fp32(x[i].d);
+        /* qs[0..31]: elements k*32 + j; qs[32..47]: 160 + k*16 + j; qh[0..3]: 240 + k*4 + j */
+        for (int k = 0; k < 5; k++)
+            for (int j = 0; j < 32; j++) dst[k * 32 + j] = d * (float)trit_at(x[i].qs[j], k);
+        for (int k = 0; k < 5; k++)
+            for (int j = 0; j < 16; j++) dst[160 + k * 16 + j] = d * (float)trit_at(x[i].qs[32 + j], k);
+        for (int k = 0; k < 4; k++)
+            for (int j = 0; j < 4; j++) dst[240 + k * 4 + j] = d * (float)trit_at(x[i].qh[j], k);
+    }
+}
+
+void tr_quantize_row_tq1_0(const float *src, void *dst, int64_t n) {
+    tr_block_tq1_0 *y = dst;
+    for (int64_t i = 0; i < n / TR_QK_K; i++, src += TR_QK_K) {
+        const float d = absmax(src, TR_QK_K);
+        const float id = d ? 1.0f / d : 0.0f;
+        int t[TR_QK_K];
+        for (int j = 0; j < TR_QK_K; j++) t[j] = tr_q_round(src[j] * id, -1, 1) + 1;
+        for (int j = 0; j < 32; j++) y[i].qs[j] = pack_trits(t + j, 5, 32);
+        for (int j = 0; j < 16; j++) y[i].qs[32 + j] = pack_trits(t + 160 + j, 5, 16);
+        for (int j = 0; j < 4; j++) y[i].qh[j] = pack_trits(t + 240 + j, 4, 4);
+        y[i].d = tr_fp32_to_fp16(d);
+    }
+}
+
+/* ----------------------------------------------------------------- TQ2_0 */
+
+void tr_dequantize_row_tq2_0(const void *src, float *dst, int64_t n) {
+    const tr_block_tq2_0 *x = src;
+    for (int64_t i = 0; i < n / TR_QK_K; i++, dst += TR_QK_K) {
+        const float d = tr_fp16_to_fp32(x[i].d);
+        /* element e: bits 2*((e/32)%4) of qs[(e/128)*32 + e%32], stored as q + 1 */
+        for (int e = 0; e < TR_QK_K; e++) {
+            const int q = (x[i].qs[(e / 128) * 32 + e % 32] >> (2 * ((e / 32) % 4))) & 3;
+            dst[e] = d * (float)(q - 1);
+        }
+    }
+}
+
+void tr_quantize_row_tq2_0(const float *src, void *dst, int64_t n) {
+    tr_block_tq2_0 *y = dst;
+    for (int64_t i = 0; i < n / TR_QK_K; i++, src += TR_QK_K) {
+        const float d = absmax(src, TR_QK_K);
+        const float id = d ? 1.0f / d : 0.0f;
+        memset(y[i].qs, 0, sizeof y[i].qs);
+        for (int e = 0; e < TR_QK_K; e++) {
+            const int q = tr_q_round(src[e] * id, -1, 1) + 1;
+            y[i].qs[(e / 128) * 32 + e % 32] |= (uint8_t)(q << (2 * ((e / 32) % 4)));
+        }
+        y[i].d = tr_fp32_to_fp16(d);
+    }
+}

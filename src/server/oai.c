@@ -1,0 +1,537 @@
+#include "oai.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void srv_error_set(srv_error *e, int status, const char *type, const char *code, const char *param,
+                   const char *fmt, ...) {
+    e->status = status;
+    e->type = type;
+    e->code = code;
+    snprintf(e->param, sizeof e->param, "%s", param ? param : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+}
+
+char *srv_error_json(const srv_error *e) {
+    srv_buf msg = {0};
+    /* A message may quote the client's bytes: keep the JSON valid whatever they were. */
+    if (!srv_utf8_sanitize(&msg, e->message, strlen(e->message))) return NULL;
+    json_t *o = json_pack("{s:{s:s, s:s, s:o, s:o}}", "error", "message", msg.p ? msg.p : "",
+                          "type", e->type ? e->type : "invalid_request_error", "param",
+                          e->param[0] ? json_string(e->param) : json_null(), "code",
+                          e->code ? json_string(e->code) : json_null());
+    srv_buf_free(&msg);
+    if (!o) return NULL;
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
+
+const char *srv_finish_str(srv_finish f) {
+    switch (f) {
+    case SRV_FINISH_STOP: return "stop";
+    case SRV_FINISH_LENGTH: return "length";
+    default: return NULL;
+    }
+}
+
+/* ------------------------------------------------------------- parsing */
+
+#define BAD(param, ...) (srv_error_set(e, 400, "invalid_request_error", NULL, param, __VA_ARGS__), false)
+
+static const char *json_kind(const json_t *v) {
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    case JSON_NULL: return "null";
+    }
+    return "a value";
+}
+
+/* A field that is absent or null counts as not given. */
+static json_t *field(json_t *root, const char *name) {
+    json_t *v = json_object_get(root, name);
+    return v && !json_is_null(v) ? v : NULL;
+}
+
+static bool get_number(json_t *root, const char *name, double lo, double hi, float *out, srv_error *e) {
+    json_t *v = field(root, name);
+    if (!v) return true;
+    if (!json_is_number(v)) return BAD(name, "'%s' must be a number, not %s", name, json_kind(v));
+    double x = json_number_value(v);
+    if (!(x >= lo && x <= hi)) return BAD(name, "'%s' must be between %g and %g, got %g", name, lo, hi, x);
+    *out = (float)x;
+    return true;
+}
+
+/* Integers; a real with no fractional part (2.0) is accepted as JSON
+ * libraries in some languages write them so. */
+static bool get_int(json_t *root, const char *name, int64_t lo, int64_t hi, int64_t *out, bool *given,
+                    srv_error *e) {
+    json_t *v = field(root, name);
+    if (given) *given = v != NULL;
+    if (!v) return true;
+    int64_t x;
+    if (json_is_integer(v)) {
+        x = (int64_t)json_integer_value(v);
+    } else if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
+               fabs(json_real_value(v)) < 9e18) {
+        x = (int64_t)json_real_value(v);
+    } else {
+        return BAD(name, "'%s' must be an integer, not %s", name, json_kind(v));
+    }
+    if (x < lo || x > hi)
+        return BAD(name, "'%s' must be between %lld and %lld, got %lld", name, (long long)lo,
+                   (long long)hi, (long long)x);
+    *out = x;
+    return true;
+}
+
+static bool get_bool(json_t *root, const char *name, bool *out, srv_error *e) {
+    json_t *v = field(root, name);
+    if (!v) return true;
+    if (!json_is_boolean(v)) return BAD(name, "'%s' must be a boolean, not %s", name, json_kind(v));
+    *out = json_is_true(v);
+    return true;
+}
+
+static char *dup_n(const char *s, size_t n) {
+    char *d = malloc(n + 1);
+    if (d) {
+        memcpy(d, s, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+static bool oom(srv_error *e) {
+    srv_error_set(e, 500, "server_error", NULL, NULL, "out of memory while reading the request");
+    return false;
+}
+
+/* A message's content: a string, or an array of {"type": "text", "text": ...}
+ * parts, concatenated. */
+static bool parse_content(json_t *c, size_t i, bool assistant, char **out, srv_error *e) {
+    char name[96];
+    snprintf(name, sizeof name, "messages[%zu].content", i);
+    if (!c) {
+        if (assistant) { /* an assistant turn that only called tools */
+            *out = dup_n("", 0);
+            return *out ? true : oom(e);
+        }
+        return BAD(name, "'%s' is missing", name);
+    }
+    if (json_is_string(c)) {
+        if (memchr(json_string_value(c), '\0', json_string_length(c)))
+            return BAD(name, "'%s' must not contain NUL characters", name);
+        *out = dup_n(json_string_value(c), json_string_length(c));
+        return *out ? true : oom(e);
+    }
+    if (!json_is_array(c)) return BAD(name, "'%s' must be a string or an array of parts, not %s", name, json_kind(c));
+    srv_buf b = {0};
+    if (!srv_buf_append(&b, "", 0)) return oom(e);
+    for (size_t j = 0; j < json_array_size(c); j++) {
+        json_t *part = json_array_get(c, j);
+        char pname[128];
+        snprintf(pname, sizeof pname, "%s[%zu]", name, j);
+        if (!json_is_object(part)) {
+            srv_buf_free(&b);
+            return BAD(pname, "'%s' must be an object, not %s", pname, json_kind(part));
+        }
+        json_t *type = json_object_get(part, "type"), *text = json_object_get(part, "text");
+        if (!json_is_string(type) || strcmp(json_string_value(type), "text")) {
+            srv_buf_free(&b);
+            if (json_is_string(type))
+                return BAD(pname, "'%s.type' '%s' is not supported: only text parts are", pname,
+                           json_string_value(type));
+            return BAD(pname, "'%s.type' must be the string \"text\"", pname);
+        }
+        if (!json_is_string(text) || memchr(json_string_value(text), '\0', json_string_length(text))) {
+            srv_buf_free(&b);
+            return BAD(pname, "'%s.text' must be a string without NUL characters", pname);
+        }
+        if (!srv_buf_append(&b, json_string_value(text), json_string_length(text))) {
+            srv_buf_free(&b);
+            return oom(e);
+        }
+    }
+    *out = b.p;
+    return true;
+}
+
+static bool parse_messages(json_t *root, srv_request *r, srv_error *e) {
+    json_t *m = json_object_get(root, "messages");
+    if (!m || json_is_null(m)) return BAD("messages", "'messages' is required");
+    if (!json_is_array(m)) return BAD("messages", "'messages' must be an array, not %s", json_kind(m));
+    size_t n = json_array_size(m);
+    if (n == 0) return BAD("messages", "'messages' must hold at least one message");
+    r->msgs = calloc(n, sizeof *r->msgs);
+    if (!r->msgs) return oom(e);
+    for (size_t i = 0; i < n; i++) {
+        json_t *msg = json_array_get(m, i);
+        char name[64];
+        snprintf(name, sizeof name, "messages[%zu]", i);
+        if (!json_is_object(msg)) return BAD(name, "'%s' must be an object, not %s", name, json_kind(msg));
+        json_t *role = json_object_get(msg, "role");
+        snprintf(name, sizeof name, "messages[%zu].role", i);
+        if (!json_is_string(role) || strlen(json_string_value(role)) != json_string_length(role))
+            return BAD(name, "'%s' must be a string", name);
+        const char *rs = json_string_value(role);
+        const char *canon;
+        if (!strcmp(rs, "system") || !strcmp(rs, "developer")) canon = "system";
+        else if (!strcmp(rs, "user")) canon = "user";
+        else if (!strcmp(rs, "assistant")) canon = "assistant";
+        else return BAD(name, "'%s' '%s' is not supported: use system, user or assistant", name, rs);
+        char *content = NULL;
+        if (!parse_content(field(msg, "content"), i, !strcmp(rs, "assistant"), &content, e)) return false;
+        r->msgs[i].role = canon; /* static strings */
+        r->msgs[i].content = content;
+        r->n_msgs = i + 1;
+    }
+    return true;
+}
+
+static bool parse_prompt(json_t *root, int32_t n_vocab, srv_request *r, srv_error *e) {
+    json_t *p = json_object_get(root, "prompt");
+    if (!p || json_is_null(p)) return BAD("prompt", "'prompt' is required");
+    if (json_is_string(p)) {
+        if (memchr(json_string_value(p), '\0', json_string_length(p)))
+            return BAD("prompt", "'prompt' must not contain NUL characters");
+        r->prompt = dup_n(json_string_value(p), json_string_length(p));
+        return r->prompt ? true : oom(e);
+    }
+    if (!json_is_array(p)) return BAD("prompt", "'prompt' must be a string or an array, not %s", json_kind(p));
+    size_t n = json_array_size(p);
+    if (n == 0) return BAD("prompt", "'prompt' must not be an empty array");
+    json_t *first = json_array_get(p, 0);
+    if (json_is_string(first)) {
+        if (memchr(json_string_value(first), '\0', json_string_length(first)))
+            return BAD("prompt", "'prompt' must not contain NUL characters");
+        if (n > 1) return BAD("prompt", "'prompt' holds %zu prompts: only one per request is supported", n);
+        r->prompt = dup_n(json_string_value(first), json_string_length(first));
+        return r->prompt ? true : oom(e);
+    }
+    if (json_is_array(first)) return BAD("prompt", "'prompt' as a list of token lists is not supported: send one prompt");
+    /* A list of token ids. */
+    r->prompt_ids = malloc(n * sizeof *r->prompt_ids);
+    if (!r->prompt_ids) return oom(e);
+    for (size_t i = 0; i < n; i++) {
+        json_t *t = json_array_get(p, i);
+        char name[48];
+        snprintf(name, sizeof name, "prompt[%zu]", i);
+        if (!json_is_integer(t)) return BAD(name, "'%s' must be a token id (an integer), not %s", name, json_kind(t));
+        json_int_t id = json_integer_value(t);
+        if (id < 0 || id >= n_vocab)
+            return BAD(name, "'%s' = %lld is not a token id: the vocabulary has %d tokens", name,
+                       (long long)id, (int)n_vocab);
+        r->prompt_ids[i] = (int32_t)id;
+    }
+    r->n_prompt_ids = n;
+    return true;
+}
+
+static bool parse_stop(json_t *root, srv_request *r, srv_error *e) {
+    json_t *s = field(root, "stop");
+    if (!s) return true;
+    json_t *one[1] = {s};
+    size_t n;
+    if (json_is_string(s)) {
+        n = 1;
+    } else if (json_is_array(s)) {
+        n = json_array_size(s);
+        if (n > SRV_MAX_STOP) return BAD("stop", "'stop' holds %zu strings: at most %d are allowed", n, SRV_MAX_STOP);
+    } else {
+        return BAD("stop", "'stop' must be a string or an array of strings, not %s", json_kind(s));
+    }
+    r->stop = calloc(n ? n : 1, sizeof *r->stop);
+    if (!r->stop) return oom(e);
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_is_string(s) ? one[0] : json_array_get(s, i);
+        if (!json_is_string(v)) return BAD("stop", "'stop[%zu]' must be a string, not %s", i, json_kind(v));
+        size_t len = json_string_length(v);
+        if (len > SRV_MAX_STOP_LEN) return BAD("stop", "'stop[%zu]' is %zu bytes: at most %d are allowed", i, len, SRV_MAX_STOP_LEN);
+        if (len == 0 || memchr(json_string_value(v), '\0', len)) continue; /* an empty stop string never ends anything */
+        if (!(r->stop[r->n_stop] = dup_n(json_string_value(v), len))) return oom(e);
+        r->n_stop++;
+    }
+    return true;
+}
+
+static bool parse_fields(json_t *root, srv_kind kind, const char *model_id, int32_t n_vocab,
+                         srv_request *r, srv_error *e) {
+    json_t *model = field(root, "model");
+    if (model) {
+        if (!json_is_string(model)) return BAD("model", "'model' must be a string, not %s", json_kind(model));
+        if (strcmp(json_string_value(model), model_id) || strlen(model_id) != json_string_length(model)) {
+            srv_error_set(e, 404, "invalid_request_error", "model_not_found", "model",
+                          "The model '%s' does not exist: this server serves '%s'",
+                          json_string_value(model), model_id);
+            return false;
+        }
+    }
+    if (kind == SRV_KIND_CHAT ? !parse_messages(root, r, e) : !parse_prompt(root, n_vocab, r, e)) return false;
+
+    int64_t x;
+    bool given;
+    r->max_tokens = -1;
+    if (!get_int(root, "max_tokens", 1, INT32_MAX, &x, &given, e)) return false;
+    if (given) r->max_tokens = (int32_t)x;
+    if (!get_int(root, "max_completion_tokens", 1, INT32_MAX, &x, &given, e)) return false;
+    if (given) r->max_tokens = (int32_t)x;
+    /* llama.cpp's name for the same thing */
+    if (r->max_tokens < 0) {
+        if (!get_int(root, "n_predict", -1, INT32_MAX, &x, &given, e)) return false;
+        if (given && x > 0) r->max_tokens = (int32_t)x;
+    }
+
+    tr_sampler_params *sp = &r->sampling;
+    if (!get_number(root, "temperature", 0, 2, &sp->temp, e)) return false;
+    if (!get_number(root, "top_p", 0, 1, &sp->top_p, e)) return false;
+    if (!get_number(root, "presence_penalty", -2, 2, &sp->presence_penalty, e)) return false;
+    if (!get_number(root, "frequency_penalty", -2, 2, &sp->frequency_penalty, e)) return false;
+    if (!get_number(root, "min_p", 0, 1, &sp->min_p, e)) return false;
+    if (!get_number(root, "repeat_penalty", 0, 100, &sp->repeat_penalty, e)) return false;
+    if (sp->repeat_penalty == 0) return BAD("repeat_penalty", "'repeat_penalty' must be above 0 (1 turns it off)");
+    if (!get_int(root, "top_k", 0, INT32_MAX, &x, &given, e)) return false;
+    if (given) sp->top_k = (int32_t)x;
+    if (!get_int(root, "repeat_last_n", -1, INT32_MAX, &x, &given, e)) return false;
+    if (given) sp->repeat_last_n = (int32_t)x;
+    if (!get_int(root, "seed", INT64_MIN, INT64_MAX, &x, &r->has_seed, e)) return false;
+    if (r->has_seed) sp->seed = (uint64_t)x;
+
+    if (!get_int(root, "n", 1, 1, &x, &given, e)) {
+        if (field(root, "n") && json_is_integer(field(root, "n")) && json_integer_value(field(root, "n")) > 1)
+            srv_error_set(e, 400, "invalid_request_error", NULL, "n",
+                          "'n' = %lld is not supported: this server returns one choice per request (n = 1)",
+                          (long long)json_integer_value(field(root, "n")));
+        return false;
+    }
+    if (!get_int(root, "best_of", 1, 1, &x, &given, e)) {
+        snprintf(e->message, sizeof e->message, "'best_of' other than 1 is not supported");
+        return false;
+    }
+
+    if (!get_bool(root, "stream", &r->stream, e)) return false;
+    json_t *so = field(root, "stream_options");
+    if (so) {
+        if (!json_is_object(so)) return BAD("stream_options", "'stream_options' must be an object, not %s", json_kind(so));
+        json_t *iu = field(so, "include_usage");
+        if (iu && !json_is_boolean(iu))
+            return BAD("stream_options.include_usage", "'stream_options.include_usage' must be a boolean, not %s", json_kind(iu));
+        r->include_usage = iu && json_is_true(iu);
+    }
+
+    if (kind == SRV_KIND_CHAT) {
+        if (!get_bool(root, "logprobs", &r->logprobs, e)) return false;
+        if (!get_int(root, "top_logprobs", 0, SRV_MAX_TOP_LOGPROBS, &x, &given, e)) return false;
+        if (given) {
+            if (!r->logprobs) return BAD("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+            r->top_logprobs = (int)x;
+        }
+        json_t *tools = field(root, "tools");
+        if (tools && (!json_is_array(tools) || json_array_size(tools) > 0))
+            return BAD("tools", "'tools' (function calling) is not supported");
+        json_t *rf = field(root, "response_format");
+        if (rf) {
+            json_t *t = json_is_object(rf) ? json_object_get(rf, "type") : NULL;
+            if (!json_is_string(t)) return BAD("response_format", "'response_format' must be an object with a string 'type'");
+            if (strcmp(json_string_value(t), "text"))
+                return BAD("response_format", "'response_format' type '%s' is not supported: only \"text\"", json_string_value(t));
+        }
+    } else {
+        /* The legacy endpoint: logprobs is the number of alternatives (0..5). */
+        if (!get_int(root, "logprobs", 0, 5, &x, &given, e)) return false;
+        if (given) {
+            r->logprobs = true;
+            r->top_logprobs = (int)x;
+        }
+        bool echo = false;
+        if (!get_bool(root, "echo", &echo, e)) return false;
+        if (echo) return BAD("echo", "'echo' is not supported");
+        json_t *suffix = field(root, "suffix");
+        if (suffix && (!json_is_string(suffix) || json_string_length(suffix) > 0))
+            return BAD("suffix", "'suffix' (insertion) is not supported");
+    }
+    return parse_stop(root, r, e);
+}
+
+bool srv_request_parse(srv_kind kind, const char *body, size_t len, const char *model_id,
+                       int32_t n_vocab, const tr_sampler_params *defaults, srv_request *out,
+                       srv_error *e) {
+    memset(out, 0, sizeof *out);
+    out->kind = kind;
+    out->sampling = *defaults;
+    if (len == 0) return BAD(NULL, "the request body is empty: send a JSON object");
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    if (!root)
+        return BAD(NULL, "the request body is not valid JSON: %s (line %d, column %d)", jerr.text,
+                   jerr.line, jerr.column);
+    bool ok;
+    if (!json_is_object(root)) ok = BAD(NULL, "the request body must be a JSON object, not %s", json_kind(root));
+    else ok = parse_fields(root, kind, model_id, n_vocab, out, e);
+    json_decref(root);
+    if (!ok) srv_request_free(out);
+    return ok;
+}
+
+void srv_request_free(srv_request *r) {
+    for (size_t i = 0; i < r->n_msgs; i++) free((char *)r->msgs[i].content);
+    free(r->msgs);
+    free(r->prompt);
+    free(r->prompt_ids);
+    for (size_t i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    free(r->stop);
+    memset(r, 0, sizeof *r);
+}
+
+/* ----------------------------------------------------------- responses */
+
+static json_t *text_json(const char *s, size_t n) {
+    srv_buf b = {0};
+    if (!srv_utf8_sanitize(&b, s, n)) return NULL;
+    json_t *j = json_stringn(b.p ? b.p : "", b.len);
+    srv_buf_free(&b);
+    return j;
+}
+
+/* -inf (a token the model rules out) has no JSON spelling: OpenAI reports -9999. */
+static json_t *lp_json(float lp) { return json_real(isfinite(lp) ? (double)lp : -9999.0); }
+
+static json_t *piece_json(const srv_result *r, int32_t id, json_t **bytes) {
+    char buf[256];
+    size_t n = r->piece(r->piece_ctx, id, buf, sizeof buf);
+    if (n > sizeof buf) n = sizeof buf;
+    if (bytes) {
+        *bytes = json_array();
+        for (size_t i = 0; i < n; i++) json_array_append_new(*bytes, json_integer((unsigned char)buf[i]));
+    }
+    return text_json(buf, n);
+}
+
+static json_t *chat_logprobs_json(const srv_result *r) {
+    json_t *content = json_array();
+    for (size_t i = 0; i < r->n_lp; i++) {
+        const srv_token_lp *t = &r->lp[i];
+        json_t *bytes, *tok = piece_json(r, t->id, &bytes);
+        json_t *top = json_array();
+        for (int j = 0; j < t->n_top; j++) {
+            json_t *tb, *tt = piece_json(r, t->top[j].id, &tb);
+            json_array_append_new(top, json_pack("{s:o, s:o, s:o}", "token", tt, "logprob",
+                                                 lp_json(t->top[j].logprob), "bytes", tb));
+        }
+        json_array_append_new(content, json_pack("{s:o, s:o, s:o, s:o}", "token", tok, "logprob",
+                                                 lp_json(t->logprob), "bytes", bytes, "top_logprobs", top));
+    }
+    return json_pack("{s:o}", "content", content);
+}
+
+static json_t *completion_logprobs_json(const srv_result *r) {
+    json_t *tokens = json_array(), *lps = json_array(), *tops = json_array(), *offs = json_array();
+    for (size_t i = 0; i < r->n_lp; i++) {
+        const srv_token_lp *t = &r->lp[i];
+        json_array_append_new(tokens, piece_json(r, t->id, NULL));
+        json_array_append_new(lps, lp_json(t->logprob));
+        json_t *top = json_object();
+        for (int j = 0; j < t->n_top; j++) {
+            json_t *k = piece_json(r, t->top[j].id, NULL);
+            /* two ids may share a spelling: keep the more likely (first) one */
+            if (k && !json_object_get(top, json_string_value(k)))
+                json_object_set_new(top, json_string_value(k), lp_json(t->top[j].logprob));
+            json_decref(k);
+        }
+        json_array_append_new(tops, top);
+        json_array_append_new(offs, json_integer(t->off));
+    }
+    return json_pack("{s:o, s:o, s:o, s:o}", "tokens", tokens, "token_logprobs", lps, "top_logprobs",
+                     tops, "text_offset", offs);
+}
+
+static json_t *logprobs_json(const srv_result *r) {
+    if (!r->lp) return json_null();
+    return r->kind == SRV_KIND_CHAT ? chat_logprobs_json(r) : completion_logprobs_json(r);
+}
+
+static json_t *finish_json(srv_finish f) {
+    const char *s = srv_finish_str(f);
+    return s ? json_string(s) : json_null();
+}
+
+static json_t *usage_json(const srv_result *r) {
+    if (r->prompt_tokens < 0) return json_null();
+    return json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)r->prompt_tokens,
+                     "completion_tokens", (json_int_t)r->completion_tokens, "total_tokens",
+                     (json_int_t)(r->prompt_tokens + r->completion_tokens));
+}
+
+static json_t *envelope(const srv_result *r, const char *object, json_t *choices) {
+    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:o}", "id", r->id, "object", object, "created",
+                     (json_int_t)r->created, "model", r->model, "system_fingerprint",
+                     "trinity", "choices", choices);
+}
+
+json_t *srv_response_json(const srv_result *r) {
+    json_t *choice;
+    if (r->kind == SRV_KIND_CHAT)
+        choice = json_pack("{s:i, s:{s:s, s:o}, s:o, s:o}", "index", 0, "message", "role", "assistant",
+                           "content", text_json(r->text, r->text_len), "logprobs", logprobs_json(r),
+                           "finish_reason", finish_json(r->finish));
+    else
+        choice = json_pack("{s:i, s:o, s:o, s:o}", "index", 0, "text", text_json(r->text, r->text_len),
+                           "logprobs", logprobs_json(r), "finish_reason", finish_json(r->finish));
+    json_t *o = envelope(r, r->kind == SRV_KIND_CHAT ? "chat.completion" : "text_completion",
+                         json_pack("[o]", choice));
+    if (o) json_object_set_new(o, "usage", usage_json(r));
+    return o;
+}
+
+json_t *srv_chunk_json(const srv_result *r) {
+    json_t *choice;
+    if (r->kind == SRV_KIND_CHAT) {
+        json_t *delta = json_object();
+        if (r->first) json_object_set_new(delta, "role", json_string("assistant"));
+        /* The final chunk carries only finish_reason, with an empty delta. */
+        if (r->text_len || (r->finish == SRV_FINISH_NONE))
+            json_object_set_new(delta, "content", text_json(r->text, r->text_len));
+        choice = json_pack("{s:i, s:o, s:o, s:o}", "index", 0, "delta", delta, "logprobs",
+                           logprobs_json(r), "finish_reason", finish_json(r->finish));
+    } else {
+        choice = json_pack("{s:i, s:o, s:o, s:o}", "index", 0, "text", text_json(r->text, r->text_len),
+                           "logprobs", logprobs_json(r), "finish_reason", finish_json(r->finish));
+    }
+    json_t *o = envelope(r, r->kind == SRV_KIND_CHAT ? "chat.completion.chunk" : "text_completion",
+                         json_pack("[o]", choice));
+    if (o) json_object_set_new(o, "usage", usage_json(r));
+    return o;
+}
+
+json_t *srv_usage_chunk_json(const srv_result *r) {
+    json_t *o = envelope(r, r->kind == SRV_KIND_CHAT ? "chat.completion.chunk" : "text_completion",
+                         json_array());
+    if (o) json_object_set_new(o, "usage", usage_json(r));
+    return o;
+}
+
+bool srv_sse_event(srv_buf *out, json_t *obj) {
+    if (!obj) return false;
+    /* Compact JSON never holds a raw newline (strings escape it), so one
+     * "data:" line is the whole event. */
+    char *s = json_dumps(obj, JSON_COMPACT);
+    if (!s) return false;
+    bool ok = srv_buf_puts(out, "data: ") && srv_buf_puts(out, s) && srv_buf_puts(out, "\n\n");
+    free(s);
+    return ok;
+}
+
+bool srv_sse_done(srv_buf *out) { return srv_buf_puts(out, "data: [DONE]\n\n"); }

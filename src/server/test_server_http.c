@@ -1,0 +1,642 @@
+/* The whole server in-process over real sockets, with a scripted engine in
+ * place of a model: routing, limits, auth, errors, responses, SSE streams,
+ * stop strings, the queue and its 429, cancellation when a client leaves, and
+ * shutdown. The scripted engine also checks every batch the scheduler builds
+ * (positions follow on per sequence, ids in range), so a scheduling bug shows
+ * up as a failed request.
+ *
+ * The script: after any prompt byte the "model" says "Hello", " wor", "ld",
+ * "</", "stop", ">", a euro sign split over two tokens, then "x" forever; a
+ * prompt ending in '!' gets end-of-generation at once. */
+#define _GNU_SOURCE
+#include "server/server.h"
+#include "tt.h"
+
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+enum { NV = 300, T_EOS = 0, T_HELLO = 257, T_WOR, T_LD, T_LT, T_STOP, T_GT, T_EURO1, T_EURO2 };
+#define BYTE(b) ((int32_t)(unsigned char)(b) + 1)
+
+typedef struct fake {
+    int n_seq, n_batch;
+    int32_t seq_len[8];
+    int32_t last[8];
+    float *rows;          /* n_batch x NV */
+    int32_t row_of[512];  /* batch index -> row */
+    useconds_t delay;
+    int errors;           /* batches that broke the rules */
+} fake;
+
+static int32_t next_of(int32_t t) {
+    if (t == BYTE('!')) return T_EOS;
+    if (t >= 1 && t <= 256) return T_HELLO;
+    if (t >= T_HELLO && t < T_EURO2) return t + 1;
+    return BYTE('x');
+}
+
+static tr_status f_decode(void *self, const tr_batch *b, tr_error *err) {
+    fake *f = self;
+    int32_t len[8];
+    memcpy(len, f->seq_len, sizeof len);
+    for (int32_t i = 0; i < b->n_tokens; i++) {
+        int32_t s = b->seq_id[i];
+        if (s < 0 || s >= f->n_seq || b->pos[i] != len[s] || b->token[i] < 0 || b->token[i] >= NV) {
+            f->errors++;
+            snprintf(err->msg, sizeof err->msg, "bad batch entry %d: seq %d pos %d (holds %d) token %d", i, s,
+                     b->pos[i], s >= 0 && s < 8 ? len[s] : -1, b->token[i]);
+            return TR_ERR_ARG;
+        }
+        len[s]++;
+    }
+    if (f->delay) usleep(f->delay);
+    int rows = 0;
+    for (int32_t i = 0; i < b->n_tokens; i++) {
+        f->seq_len[b->seq_id[i]]++;
+        f->last[b->seq_id[i]] = b->token[i];
+        f->row_of[i] = -1;
+        if (b->logits[i]) {
+            float *r = f->rows + (size_t)rows * NV;
+            for (int k = 0; k < NV; k++) r[k] = -1.0f - (float)k * 0.001f;
+            r[next_of(b->token[i])] = 5.0f;
+            f->row_of[i] = rows++;
+        }
+    }
+    return TR_OK;
+}
+static const float *f_logits(void *self, int32_t i) {
+    fake *f = self;
+    return f->rows + (size_t)f->row_of[i] * NV;
+}
+static void f_seq_clear(void *self, int32_t seq) { ((fake *)self)->seq_len[seq] = 0; }
+static void *f_sampler_new(void *self, const tr_sampler_params *p) { (void)self, (void)p; return malloc(1); }
+static int32_t f_sample(void *self, void *s, const float *l) {
+    (void)self, (void)s;
+    int32_t best = 0;
+    for (int32_t i = 1; i < NV; i++)
+        if (l[i] > l[best]) best = i;
+    return best;
+}
+static void f_accept(void *self, void *s, int32_t id) { (void)self, (void)s, (void)id; }
+static void f_sampler_free(void *self, void *s) { (void)self; free(s); }
+static tr_status f_tokenize(void *self, const char *text, size_t len, int32_t **ids, size_t *n, tr_error *err) {
+    (void)self, (void)err;
+    *ids = malloc((len ? len : 1) * sizeof **ids);
+    for (size_t i = 0; i < len; i++) (*ids)[i] = BYTE(text[i]);
+    *n = len;
+    return TR_OK;
+}
+static tr_status f_chat(void *self, const tr_chat_msg *m, size_t n, char **out, tr_error *err) {
+    (void)self, (void)err;
+    size_t cap = 64;
+    for (size_t i = 0; i < n; i++) cap += strlen(m[i].role) + strlen(m[i].content) + 4;
+    *out = malloc(cap);
+    (*out)[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        strcat(*out, "<");
+        strcat(*out, m[i].role);
+        strcat(*out, ">");
+        strcat(*out, m[i].content);
+    }
+    strcat(*out, "<assistant>");
+    return TR_OK;
+}
+static size_t f_piece(void *self, int32_t id, char *buf, size_t cap) {
+    (void)self;
+    static const char *multi[] = {"Hello", " wor", "ld", "</", "stop", ">", "\xE2\x82", "\xAC"};
+    char one[2] = {0};
+    const char *p;
+    if (id == T_EOS) p = "";
+    else if (id <= 256) one[0] = (char)(id - 1), p = one;
+    else p = multi[id - T_HELLO];
+    size_t n = id >= 1 && id <= 256 ? 1 : strlen(p);
+    memcpy(buf, p, n < cap ? n : cap);
+    return n;
+}
+static bool f_is_eog(void *self, int32_t id) { (void)self; return id == T_EOS; }
+
+static srv_engine fake_engine(fake *f, int n_ctx) {
+    f->n_batch = 64;
+    f->rows = malloc((size_t)f->n_batch * NV * sizeof *f->rows);
+    return (srv_engine){.self = f, .n_vocab = NV, .n_ctx = n_ctx, .n_batch = f->n_batch,
+                        .defaults = {.temp = 0.8f, .top_k = 40, .top_p = 0.95f, .repeat_penalty = 1.0f},
+                        .decode = f_decode, .logits = f_logits, .seq_clear = f_seq_clear,
+                        .sampler_new = f_sampler_new, .sample = f_sample, .accept = f_accept,
+                        .sampler_free = f_sampler_free, .tokenize = f_tokenize, .chat_format = f_chat,
+                        .piece = f_piece, .is_eog = f_is_eog};
+}
+
+/* ------------------------------------------------------------- a client */
+
+static int dial(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void send_all(int fd, const char *s, size_t n) {
+    while (n) {
+        ssize_t k = send(fd, s, n, MSG_NOSIGNAL);
+        if (k <= 0) return;
+        s += k;
+        n -= (size_t)k;
+    }
+}
+
+static void send_request(int fd, const char *method, const char *path, const char *auth, const char *body) {
+    char head[512];
+    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s%s%s"
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                     method, path, auth ? "Authorization: Bearer " : "", auth ? auth : "", auth ? "\r\n" : "",
+                     body ? strlen(body) : 0);
+    send_all(fd, head, (size_t)n);
+    if (body) send_all(fd, body, strlen(body));
+}
+
+typedef struct resp {
+    int status;
+    char *head; /* status line and headers */
+    char *body; /* de-chunked */
+} resp;
+
+static void resp_free(resp *r) { free(r->head); free(r->body); }
+
+/* Read to EOF, split head and body, undo chunked transfer coding. */
+static resp read_resp(int fd) {
+    size_t cap = 4096, len = 0;
+    char *all = malloc(cap);
+    for (;;) {
+        if (len + 2048 > cap) all = realloc(all, cap *= 2);
+        ssize_t k = recv(fd, all + len, cap - len - 1, 0);
+        if (k <= 0) break;
+        len += (size_t)k;
+    }
+    all[len] = '\0';
+    close(fd);
+    resp r = {0};
+    char *sep = strstr(all, "\r\n\r\n");
+    if (!sep) {
+        r.head = all;
+        r.body = strdup("");
+        return r;
+    }
+    *sep = '\0';
+    r.head = strdup(all);
+    sscanf(all, "HTTP/1.%*d %d", &r.status);
+    char *b = sep + 4;
+    if (strcasestr(r.head, "Transfer-Encoding: chunked")) {
+        char *out = malloc(strlen(b) + 1);
+        size_t o = 0;
+        for (;;) {
+            size_t n = strtoul(b, &b, 16);
+            b = strstr(b, "\r\n");
+            if (!n || !b) break;
+            b += 2;
+            memcpy(out + o, b, n);
+            o += n;
+            b += n + 2;
+        }
+        out[o] = '\0';
+        r.body = out;
+    } else {
+        r.body = strdup(b);
+    }
+    free(all);
+    return r;
+}
+
+static resp call(int port, const char *method, const char *path, const char *auth, const char *body) {
+    int fd = dial(port);
+    send_request(fd, method, path, auth, body);
+    return read_resp(fd);
+}
+
+#define KEY "sekret"
+
+/* The error body of a response: checks OpenAI's shape, returns the message. */
+static void check_error(resp *r, int status, const char *code, const char *needle) {
+    TT_CHECK_EQ_INT(r->status, status);
+    json_t *o = json_loads(r->body, 0, NULL);
+    json_t *e = json_object_get(o, "error");
+    TT_CHECK(json_is_string(json_object_get(e, "message")));
+    TT_CHECK(json_is_string(json_object_get(e, "type")));
+    TT_CHECK(json_object_get(e, "param") != NULL);
+    if (code) TT_CHECK_STR(json_string_value(json_object_get(e, "code")), code);
+    const char *m = json_string_value(json_object_get(e, "message"));
+    TT_CHECK(m && strstr(m, needle));
+    if (!m || !strstr(m, needle)) fprintf(stderr, "    body: %s\n", r->body);
+    json_decref(o);
+}
+
+static srv_server *start(srv_config *c, tr_error *err) {
+    srv_server *s = NULL;
+    c->port = 0;
+    c->log_requests = false;
+    TT_CHECK(srv_start(c, &s, err) == TR_OK);
+    return s;
+}
+
+/* Concatenate the content of every SSE event; count events; find finish. */
+typedef struct sse_sum {
+    char text[4096];
+    int n_events, n_done;
+    char finish[16];
+    bool role_first, usage_seen, error_seen;
+    long usage_prompt, usage_completion;
+    bool malformed;
+} sse_sum;
+
+static sse_sum parse_sse(const char *body, bool chat) {
+    sse_sum s = {0};
+    const char *p = body;
+    while (*p) {
+        const char *end = strstr(p, "\n\n");
+        if (!end || strncmp(p, "data: ", 6)) {
+            s.malformed = true;
+            break;
+        }
+        char *ev = strndup(p + 6, (size_t)(end - p - 6));
+        if (strchr(ev, '\n')) s.malformed = true;
+        if (!strcmp(ev, "[DONE]")) {
+            s.n_done++;
+        } else {
+            json_t *o = json_loads(ev, 0, NULL);
+            if (!o) s.malformed = true;
+            if (s.n_done) s.malformed = true; /* nothing after [DONE] */
+            if (json_object_get(o, "error")) s.error_seen = true;
+            json_t *ch = json_array_get(json_object_get(o, "choices"), 0);
+            json_t *u = json_object_get(o, "usage");
+            if (json_is_object(u)) {
+                s.usage_seen = true;
+                s.usage_prompt = (long)json_integer_value(json_object_get(u, "prompt_tokens"));
+                s.usage_completion = (long)json_integer_value(json_object_get(u, "completion_tokens"));
+            }
+            if (ch) {
+                json_t *d = chat ? json_object_get(ch, "delta") : ch;
+                if (s.n_events == 0 && chat) s.role_first = json_object_get(d, "role") != NULL;
+                json_t *t = json_object_get(d, chat ? "content" : "text");
+                if (json_is_string(t)) strncat(s.text, json_string_value(t), sizeof s.text - strlen(s.text) - 1);
+                json_t *f = json_object_get(ch, "finish_reason");
+                if (json_is_string(f)) snprintf(s.finish, sizeof s.finish, "%s", json_string_value(f));
+            }
+            json_decref(o);
+        }
+        s.n_events++;
+        free(ev);
+        p = end + 2;
+    }
+    return s;
+}
+
+static long metric(int port, const char *name) {
+    resp r = call(port, "GET", "/metrics", KEY, NULL);
+    long v = -1;
+    char *m = strstr(r.body, name);
+    while (m && (m != r.body && m[-1] != '\n')) m = strstr(m + 1, name);
+    if (m) v = atol(m + strlen(name) + 1);
+    resp_free(&r);
+    return v;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static fake F1;
+static srv_server *S1;
+static int P1;
+
+TT_TEST(health_before_and_after_the_model) {
+    tr_error err = {{0}};
+    srv_config c = srv_default_config();
+    c.model_id = "gemma";
+    c.api_key = KEY;
+    c.n_slots = 2;
+    c.max_body = 4096;
+    S1 = start(&c, &err);
+    P1 = srv_port(S1);
+    TT_CHECK(P1 > 0);
+    resp r = call(P1, "GET", "/health", NULL, NULL);
+    check_error(&r, 503, "model_loading", "loading");
+    resp_free(&r);
+    r = call(P1, "POST", "/v1/completions", KEY, "{\"prompt\":\"a\"}");
+    TT_CHECK_EQ_INT(r.status, 503);
+    resp_free(&r);
+    F1.n_seq = 2;
+    srv_engine e = fake_engine(&F1, 64);
+    TT_CHECK(srv_set_engine(S1, &e, &err) == TR_OK);
+    r = call(P1, "GET", "/health", NULL, NULL);
+    TT_CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+}
+
+TT_TEST(routing_auth_and_limits) {
+    resp r = call(P1, "GET", "/v1/nothing", KEY, NULL);
+    check_error(&r, 404, "not_found", "no such endpoint");
+    resp_free(&r);
+    r = call(P1, "GET", "/v1/chat/completions", KEY, NULL);
+    check_error(&r, 405, "method_not_allowed", "GET is not allowed");
+    TT_CHECK(strcasestr(r.head, "Allow: POST") != NULL);
+    resp_free(&r);
+    r = call(P1, "DELETE", "/v1/models", KEY, NULL);
+    check_error(&r, 405, "method_not_allowed", "DELETE");
+    resp_free(&r);
+    r = call(P1, "GET", "/v1/models", NULL, NULL);
+    check_error(&r, 401, "invalid_api_key", "API key");
+    resp_free(&r);
+    r = call(P1, "GET", "/v1/models", "wrong", NULL);
+    check_error(&r, 401, "invalid_api_key", "API key");
+    resp_free(&r);
+    r = call(P1, "GET", "/v1/models", KEY, NULL);
+    TT_CHECK_EQ_INT(r.status, 200);
+    json_t *o = json_loads(r.body, 0, NULL);
+    TT_CHECK_STR(json_string_value(json_object_get(json_array_get(json_object_get(o, "data"), 0), "id")), "gemma");
+    json_decref(o);
+    resp_free(&r);
+    /* Over --max-body (4096): declared length refused before the body is read. */
+    char *big = malloc(5001);
+    memset(big, ' ', 5000);
+    big[5000] = '\0';
+    big[0] = '{';
+    big[4999] = '}';
+    r = call(P1, "POST", "/v1/completions", KEY, big);
+    check_error(&r, 413, "request_too_large", "over the limit");
+    resp_free(&r);
+    free(big);
+    r = call(P1, "POST", "/v1/completions", KEY, "{\"prompt\": ");
+    check_error(&r, 400, NULL, "not valid JSON");
+    resp_free(&r);
+    r = call(P1, "POST", "/v1/completions", KEY, "{\"prompt\": \"hi\", \"model\": \"gpt-4o\"}");
+    check_error(&r, 404, "model_not_found", "gpt-4o");
+    resp_free(&r);
+    /* 64 positions: a 70-byte prompt cannot fit. */
+    r = call(P1, "POST", "/v1/completions", KEY,
+             "{\"prompt\": \"0123456789012345678901234567890123456789012345678901234567890123456789\"}");
+    check_error(&r, 400, "context_length_exceeded", "70 tokens");
+    TT_CHECK(strstr(r.body, "64") != NULL);
+    resp_free(&r);
+}
+
+TT_TEST(chat_with_stop_split_across_tokens) {
+    resp r = call(P1, "POST", "/v1/chat/completions", KEY,
+                  "{\"model\":\"gemma\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stop\":\"</stop>\"}");
+    TT_CHECK_EQ_INT(r.status, 200);
+    json_t *o = json_loads(r.body, 0, NULL);
+    json_t *ch = json_array_get(json_object_get(o, "choices"), 0);
+    TT_CHECK_STR(json_string_value(json_object_get(json_object_get(ch, "message"), "content")), "Hello world");
+    TT_CHECK_STR(json_string_value(json_object_get(ch, "finish_reason")), "stop");
+    json_t *u = json_object_get(o, "usage");
+    /* "<user>hi<assistant>" is 19 bytes = 19 tokens; 6 generated up to the ">" */
+    TT_CHECK_EQ_INT(json_integer_value(json_object_get(u, "prompt_tokens")), 19);
+    TT_CHECK_EQ_INT(json_integer_value(json_object_get(u, "completion_tokens")), 6);
+    TT_CHECK_STR(json_string_value(json_object_get(o, "object")), "chat.completion");
+    TT_CHECK(json_is_string(json_object_get(o, "id")) && json_is_integer(json_object_get(o, "created")));
+    json_decref(o);
+    resp_free(&r);
+}
+
+TT_TEST(completion_lengths_eos_and_utf8) {
+    resp r = call(P1, "POST", "/v1/completions", KEY, "{\"prompt\":\"a\",\"max_tokens\":3}");
+    json_t *o = json_loads(r.body, 0, NULL);
+    json_t *ch = json_array_get(json_object_get(o, "choices"), 0);
+    TT_CHECK_STR(json_string_value(json_object_get(ch, "text")), "Hello world");
+    TT_CHECK_STR(json_string_value(json_object_get(ch, "finish_reason")), "length");
+    TT_CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(o, "usage"), "completion_tokens")), 3);
+    json_decref(o);
+    resp_free(&r);
+    /* max_tokens 7 ends between the euro sign's two bytes: the half is replaced. */
+    r = call(P1, "POST", "/v1/completions", KEY, "{\"prompt\":\"a\",\"max_tokens\":7}");
+    o = json_loads(r.body, 0, NULL);
+    TT_CHECK_STR(json_string_value(json_object_get(json_array_get(json_object_get(o, "choices"), 0), "text")),
+                 "Hello world</stop>\xEF\xBF\xBD");
+    json_decref(o);
+    resp_free(&r);
+    r = call(P1, "POST", "/v1/completions", KEY, "{\"prompt\":\"a\",\"max_tokens\":9}");
+    o = json_loads(r.body, 0, NULL);
+    TT_CHECK_STR(json_string_value(json_object_get(json_array_get(json_object_get(o, "choices"), 0), "text")),
+                 "Hello world</stop>\xE2\x82\xACx");
+    json_decref(o);
+    resp_free(&r);
+    r = call(P1, "POST", "/v1/completions", KEY, "{\"prompt\":\"go!\"}");
+    o = json_loads(r.body, 0, NULL);
+    ch = json_array_get(json_object_get(o, "choices"), 0);
+    TT_CHECK_STR(json_string_value(json_object_get(ch, "text")), "");
+    TT_CHECK_STR(json_string_value(json_object_get(ch, "finish_reason")), "stop");
+    json_decref(o);
+    resp_free(&r);
+    /* No max_tokens: runs until the 64-position context is full. */
+    r = call(P1, "POST", "/v1/completions", KEY, "{\"prompt\":\"abcd\"}");
+    o = json_loads(r.body, 0, NULL);
+    ch = json_array_get(json_object_get(o, "choices"), 0);
+    TT_CHECK_STR(json_string_value(json_object_get(ch, "finish_reason")), "length");
+    TT_CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(o, "usage"), "completion_tokens")), 61);
+    json_decref(o);
+    resp_free(&r);
+}
+
+TT_TEST(streams) {
+    resp r = call(P1, "POST", "/v1/chat/completions", KEY,
+                  "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stop\":[\"</stop>\"],\"stream\":true,"
+                  "\"stream_options\":{\"include_usage\":true}}");
+    TT_CHECK_EQ_INT(r.status, 200);
+    TT_CHECK(strcasestr(r.head, "Content-Type: text/event-stream") != NULL);
+    sse_sum s = parse_sse(r.body, true);
+    TT_CHECK(!s.malformed);
+    TT_CHECK(s.role_first);
+    TT_CHECK_STR(s.text, "Hello world");
+    TT_CHECK_STR(s.finish, "stop");
+    TT_CHECK_EQ_INT(s.n_done, 1);
+    TT_CHECK(s.usage_seen && s.usage_prompt == 19 && s.usage_completion == 6);
+    resp_free(&r);
+    r = call(P1, "POST", "/v1/completions", KEY, "{\"prompt\":\"a\",\"max_tokens\":9,\"stream\":true}");
+    s = parse_sse(r.body, false);
+    TT_CHECK(!s.malformed && !s.usage_seen);
+    TT_CHECK_STR(s.text, "Hello world</stop>\xE2\x82\xACx");
+    TT_CHECK_STR(s.finish, "length");
+    resp_free(&r);
+    TT_CHECK_EQ_INT(F1.errors, 0);
+}
+
+typedef struct par_arg {
+    int port;
+    char body[256];
+    char out[256];
+} par_arg;
+
+static void *par_call(void *p) {
+    par_arg *a = p;
+    resp r = call(a->port, "POST", "/v1/completions", KEY, a->body);
+    json_t *o = json_loads(r.body, 0, NULL);
+    const char *t = json_string_value(json_object_get(json_array_get(json_object_get(o, "choices"), 0), "text"));
+    snprintf(a->out, sizeof a->out, "%s", t ? t : "(none)");
+    json_decref(o);
+    resp_free(&r);
+    return NULL;
+}
+
+TT_TEST(concurrent_requests_share_batches) {
+    /* Two slots, six requests of different prompt lengths at once: each
+     * answer must be what it is alone, and no batch may break the rules. */
+    par_arg a[6];
+    pthread_t th[6];
+    for (int i = 0; i < 6; i++) {
+        a[i].port = P1;
+        snprintf(a[i].body, sizeof a[i].body, "{\"prompt\":\"%.*s\",\"max_tokens\":%d}", 1 + i * 5,
+                 "abcdefghijklmnopqrstuvwxyzabcdefghijklmnop", 4 + i);
+        pthread_create(&th[i], NULL, par_call, &a[i]);
+    }
+    for (int i = 0; i < 6; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 6; i++) {
+        par_arg alone = a[i];
+        par_call(&alone);
+        TT_CHECK_STR(a[i].out, alone.out);
+    }
+    TT_CHECK_EQ_INT(F1.errors, 0);
+}
+
+/* A slow engine: one slot, one queue place. */
+static fake F2;
+static srv_server *S2;
+static int P2;
+
+TT_TEST(queue_full_429_and_disconnect_cancels) {
+    tr_error err = {{0}};
+    srv_config c = srv_default_config();
+    c.model_id = "gemma";
+    c.api_key = KEY;
+    c.n_slots = 1;
+    c.queue_max = 1;
+    c.shutdown_grace = 0;
+    S2 = start(&c, &err);
+    P2 = srv_port(S2);
+    F2.n_seq = 1;
+    F2.delay = 20000; /* 20 ms a step: 4000 positions would take 80 s */
+    srv_engine e = fake_engine(&F2, 4096);
+    TT_CHECK(srv_set_engine(S2, &e, &err) == TR_OK);
+
+    /* A: a long stream; wait for its first content so it surely holds the slot. */
+    int a = dial(P2);
+    send_request(a, "POST", "/v1/completions", KEY, "{\"prompt\":\"a\",\"stream\":true}");
+    char buf[4096];
+    size_t got = 0;
+    while (!memmem(buf, got, "Hello", 5) && got < sizeof buf) {
+        ssize_t k = recv(a, buf + got, sizeof buf - got, 0);
+        if (k <= 0) break;
+        got += (size_t)k;
+    }
+    TT_CHECK(memmem(buf, got, "Hello", 5) != NULL);
+    /* B: waits in the queue. */
+    par_arg b = {.port = P2};
+    snprintf(b.body, sizeof b.body, "{\"prompt\":\"b\",\"max_tokens\":2}");
+    pthread_t tb;
+    pthread_create(&tb, NULL, par_call, &b);
+    while (metric(P2, "trinity_requests_queued") != 1) usleep(10000);
+    /* C: no room. */
+    resp r = call(P2, "POST", "/v1/completions", KEY, "{\"prompt\":\"c\",\"max_tokens\":2}");
+    check_error(&r, 429, "rate_limit_exceeded", "busy");
+    TT_CHECK(strcasestr(r.head, "Retry-After: 1") != NULL);
+    resp_free(&r);
+    /* A hangs up: its generation stops and B gets the slot. */
+    close(a);
+    pthread_join(tb, NULL);
+    TT_CHECK_STR(b.out, "Hello wor");
+    TT_CHECK_EQ_INT(metric(P2, "trinity_requests_cancelled_total"), 1);
+    /* A generated far fewer than the 4095 tokens it would have. */
+    TT_CHECK(metric(P2, "trinity_generated_tokens_total") < 1000);
+    TT_CHECK_EQ_INT(metric(P2, "trinity_requests_in_flight"), 0);
+    TT_CHECK_EQ_INT(F2.errors, 0);
+}
+
+TT_TEST(request_time_and_header_limits) {
+    /* --timeout 2.5 s over a 20 ms/step engine, --idle-timeout 1 s: the
+     * generation outlives the idle timeout (it must not be cut by it) and is
+     * stopped by the request timeout with what it has. */
+    static fake f3;
+    tr_error err = {{0}};
+    srv_config c = srv_default_config();
+    c.model_id = "gemma";
+    c.idle_timeout = 1;
+    c.request_timeout = 2.5;
+    c.max_header = 2048;
+    srv_server *s = start(&c, &err);
+    int port = srv_port(s);
+    f3.n_seq = 1;
+    f3.delay = 20000;
+    srv_engine e = fake_engine(&f3, 4096);
+    TT_CHECK(srv_set_engine(s, &e, &err) == TR_OK);
+    resp r = call(port, "POST", "/v1/completions", NULL, "{\"prompt\":\"a\"}");
+    TT_CHECK_EQ_INT(r.status, 200);
+    json_t *o = json_loads(r.body, 0, NULL);
+    json_t *ch = json_array_get(json_object_get(o, "choices"), 0);
+    TT_CHECK_STR(json_string_value(json_object_get(ch, "finish_reason")), "length");
+    json_int_t n = json_integer_value(json_object_get(json_object_get(o, "usage"), "completion_tokens"));
+    TT_CHECK(n > 0 && n < 4000);
+    json_decref(o);
+    resp_free(&r);
+    /* Headers over --max-header: 431 (or, past MHD's own buffer, its refusal). */
+    int fd = dial(port);
+    char big[4096];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    char head[4400];
+    snprintf(head, sizeof head, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: %s\r\n\r\n", big);
+    send_all(fd, head, strlen(head));
+    r = read_resp(fd);
+    TT_CHECK_EQ_INT(r.status, 431);
+    resp_free(&r);
+    srv_free(s);
+    free(f3.rows);
+}
+
+TT_TEST(metrics_text) {
+    resp r = call(P1, "GET", "/metrics", KEY, NULL);
+    TT_CHECK_EQ_INT(r.status, 200);
+    TT_CHECK(strstr(r.body, "trinity_requests_total{endpoint=\"/v1/completions\",status=\"200\"}") != NULL);
+    TT_CHECK(strstr(r.body, "trinity_requests_total{endpoint=\"/v1/completions\",status=\"413\"} 1") != NULL);
+    TT_CHECK(strstr(r.body, "# TYPE trinity_request_duration_seconds histogram") != NULL);
+    TT_CHECK(strstr(r.body, "trinity_request_duration_seconds_bucket{endpoint=\"/v1/chat/completions\",le=\"+Inf\"}") != NULL);
+    TT_CHECK(strstr(r.body, "trinity_prompt_tokens_total ") != NULL);
+    TT_CHECK(strstr(r.body, "trinity_generated_tokens_per_second ") != NULL);
+    resp_free(&r);
+}
+
+TT_TEST(shutdown_ends_streams) {
+    /* A stream in flight when the server stops (grace 0) ends with an error
+     * event and [DONE]; srv_free returns. */
+    int a = dial(P2);
+    send_request(a, "POST", "/v1/completions", KEY, "{\"prompt\":\"a\",\"stream\":true}");
+    char buf[64];
+    TT_CHECK(recv(a, buf, sizeof buf, 0) > 0);
+    srv_free(S2);
+    resp r = read_resp(a);
+    sse_sum s = parse_sse(r.body, false);
+    (void)s;
+    TT_CHECK(strstr(r.body, "shutting down") != NULL);
+    TT_CHECK(strstr(r.body, "data: [DONE]") != NULL);
+    resp_free(&r);
+    srv_free(S1);
+    free(F1.rows);
+    free(F2.rows);
+}
+
+int main(void) {
+    TT_RUN(health_before_and_after_the_model);
+    TT_RUN(routing_auth_and_limits);
+    TT_RUN(chat_with_stop_split_across_tokens);
+    TT_RUN(completion_lengths_eos_and_utf8);
+    TT_RUN(streams);
+    TT_RUN(concurrent_requests_share_batches);
+    TT_RUN(queue_full_429_and_disconnect_cancels);
+    TT_RUN(request_time_and_header_limits);
+    TT_RUN(metrics_text);
+    TT_RUN(shutdown_ends_streams);
+    return TT_DONE();
+}
