@@ -17,6 +17,10 @@ Tolerances (max |delta logit| relative to the row set's max |logit|):
     upstream flips an activation's rounding, which moves a dot product by a
     whole quantization step: quantized models differ from llama.cpp about as
     much as llama.cpp differs from the exact math (measured in the report).
+Perplexity (of the prompt's second half, llama-perplexity's scoring) within
+0.5 % (F32, F16) or 1 % (Q8_0, Q4_K: random prompts on random weights give
+perplexities in the tens of thousands, where logit noise weighs more); the
+real model's perplexity on the GPL-3 is held to 0.5 %.
 Argmax must agree at every position where llama.cpp's best two logits are
 further apart than the tolerance (for F32/F16 that is every position seen);
 greedy tokens must agree up to the first such near-tie.
@@ -141,7 +145,8 @@ def test_random_model_perplexity_matches_llamacpp(elib, models, key):
     ours = eval_prompt(elib, models[key], prompt)
     a = nll_ppl(RANDOM[key + "_logits"], prompt, len(prompt) // 2)
     b = nll_ppl(ours, prompt, len(prompt) // 2)
-    assert abs(a - b) <= 0.005 * a, f"{key}: perplexity {b:.4f} vs llama.cpp's {a:.4f}"
+    tol = 0.005 if META["random"][key]["type"] in ("F32", "F16") else 0.01
+    assert abs(a - b) <= tol * a, f"{key}: perplexity {b:.4f} vs llama.cpp's {a:.4f}"
 
 
 def test_multi_sequence_matches_single(elib, models):

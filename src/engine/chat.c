@@ -72,6 +72,22 @@ static void put(sbuf *b, const char *s) {
 
 static bool is_role(const char *r, const char *want) { return r && !strcmp(r, want); }
 
+/* Append s without leading and trailing white space (the templates' | trim). */
+static void put_trimmed(sbuf *b, const char *s) {
+    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r') s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r')) n--;
+    char *t = malloc(n + 1);
+    if (!t) {
+        b->oom = true;
+        return;
+    }
+    memcpy(t, s, n);
+    t[n] = 0;
+    put(b, t);
+    free(t);
+}
+
 static void format_gemma(sbuf *b, const tr_chat_msg *msgs, size_t n, bool add_assistant) {
     /* Gemma has no system role: the system text opens the first user turn. */
     const char *system = NULL;
@@ -84,12 +100,13 @@ static void format_gemma(sbuf *b, const tr_chat_msg *msgs, size_t n, bool add_as
         put(b, "<start_of_turn>");
         put(b, role);
         put(b, "\n");
-        if (system && is_role(msgs[i].role, "user")) {
+        /* The system text opens the first turn after it (Gemma 3's template). */
+        if (system) {
             put(b, system);
             put(b, "\n\n");
             system = NULL;
         }
-        put(b, msgs[i].content);
+        put_trimmed(b, msgs[i].content);
         put(b, "<end_of_turn>\n");
     }
     if (add_assistant) put(b, "<start_of_turn>model\n");
@@ -111,7 +128,7 @@ static void format_llama3(sbuf *b, const tr_chat_msg *msgs, size_t n, bool add_a
         put(b, "<|start_header_id|>");
         put(b, msgs[i].role);
         put(b, "<|end_header_id|>\n\n");
-        put(b, msgs[i].content);
+        put_trimmed(b, msgs[i].content);
         put(b, "<|eot_id|>");
     }
     if (add_assistant) put(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
