@@ -19,6 +19,10 @@ static int cmd_version(int argc, char **argv) {
 static const command commands[] = {
     {"info", cmd_info, "print a GGUF file's metadata and tensor table"},
     {"version", cmd_version, "print the version"},
+    {"run", cmd_run, "generate a continuation of a prompt"},
+    {"chat", cmd_chat, "chat with a model in the terminal"},
+    {"perplexity", cmd_perplexity, "perplexity of a model on a text (llama.cpp's method)"},
+    {"tokenize", cmd_tokenize, "print the token ids of a text"},
 };
 
 static void usage(FILE *f) {

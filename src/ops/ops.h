@@ -35,4 +35,67 @@ void tr_matmul(tr_pool *pool, int type, const void *W, int64_t rows, int64_t col
 void tr_matmul_ref(int type, const void *W, int64_t rows, int64_t cols,
                    const float *X, int64_t n_tokens, float *Y);
 
+/* ---------------------------------------------- the forward pass's other ops
+ * (nn.c). Scalar, in float; each is small beside the matmuls. */
+
+/* IEEE half <-> float, round to nearest even (the KV cache stores halves). */
+uint16_t tr_half_from_float(float f);
+float tr_half_to_float(uint16_t h);
+
+/* y[i] = x[i] / sqrt(mean(x^2) + eps) * w[i]; w may be NULL (no weight). y may be x. */
+void tr_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
+
+/* Rotary position embedding of one head vector x[0..head_dim) at position pos,
+ * over its first n_rot dimensions. neox: pairs (i, i + n_rot/2) as GPT-NeoX
+ * (Qwen, Gemma); otherwise adjacent pairs (2i, 2i+1) as the original Llama.
+ * theta_i = pos * freq_scale * base^(-2i/n_rot) / freq_factors[i] (factors may be NULL). */
+void tr_rope(float *x, int n_rot, int32_t pos, float freq_base, float freq_scale,
+             const float *freq_factors, bool neox);
+
+/* In place: x = exp(x - max) / sum. */
+void tr_softmax(float *x, int64_t n);
+
+/* out[i] = act(gate[i]) * up[i]: SiLU (SwiGLU) or GELU with the tanh
+ * approximation (GeGLU, evaluated at half precision as ggml does). out may be gate. */
+void tr_swiglu(float *out, const float *gate, const float *up, int64_t n);
+void tr_geglu(float *out, const float *gate, const float *up, int64_t n);
+/* ------------------------------------------------------------------ attention
+ * Flash attention: softmax(scale * Q K^T + mask) V computed with an online
+ * softmax over tiles of the KV cache, so no n_tokens x n_kv score matrix is
+ * ever built. Grouped-query attention: query head h reads KV head
+ * h / (n_head / n_head_kv); the heads of one group are processed together so
+ * each K/V tile is loaded once for all of them (and for several tokens).
+ *
+ * Layouts (all row-major):
+ *   q    n_tokens x n_head x head_dim floats: query t, head h at q + (t*n_head + h)*head_dim
+ *   out  same shape as q
+ *   k, v the cache of one layer: slot i (0 <= i < n_kv) holds, for every KV
+ *        head, head_dim elements of kv_type (TR_TYPE_F32 or TR_TYPE_F16):
+ *        head g of slot i at (char *)k + i*k_stride + g*head_dim*elem_size;
+ *        k_stride/v_stride are bytes between slots (n_head_kv*head_dim*elem_size
+ *        when packed).
+ * Masking: slot i holds position kv_pos[i] (kv_pos NULL: position i) of
+ * sequence kv_seq[i] (NULL: all one sequence). Query t (position q_pos[t],
+ * sequence q_seq[t]) sees slot i iff same sequence, kv_pos[i] <= q_pos[t]
+ * and, when window > 0, q_pos[t] - kv_pos[i] < window (llama.cpp's sliding
+ * window). A query that sees no slot gets zeros.
+ * softcap > 0 applies cap * tanh(s / cap) to the scaled scores (Gemma 2). */
+typedef struct tr_attn_params {
+    int n_tokens, n_kv;
+    int head_dim, n_head, n_head_kv;
+    int kv_type; /* TR_TYPE_F32 or TR_TYPE_F16 */
+    size_t k_stride, v_stride;
+    const int32_t *q_pos;  /* n_tokens positions (required) */
+    const int32_t *kv_pos; /* n_kv positions, or NULL: slot i is position i */
+    const int32_t *q_seq, *kv_seq; /* sequence ids, or NULL: one sequence */
+    int window;   /* sliding window, 0: none */
+    float scale;  /* usually 1/sqrt(head_dim) */
+    float softcap; /* 0: none */
+} tr_attn_params;
+
+/* Returns TR_ERR_ARG for inconsistent parameters (head counts, types,
+ * strides), TR_ERR_NOMEM if no scratch could be had; pool may be NULL. */
+tr_status tr_attention(tr_pool *pool, const tr_attn_params *p, const float *q, const void *k,
+                       const void *v, float *out);
+
 #endif

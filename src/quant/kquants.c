@@ -31,6 +31,17 @@ static void get_scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
     }
 }
 
+static void set_scale_min_k4(int j, uint8_t *q, int sc, int m) {
+    if (j < 4) {
+        q[j] = (uint8_t)((q[j] & 0xc0) | sc);
+        q[j + 4] = (uint8_t)((q[j + 4] & 0xc0) | m);
+    } else {
+        q[j + 4] = (uint8_t)((sc & 0x0f) | ((m & 0x0f) << 4));
+        q[j - 4] = (uint8_t)((q[j - 4] & 0x3f) | ((sc >> 4) << 6));
+        q[j] = (uint8_t)((q[j] & 0x3f) | ((m >> 4) << 6));
+    }
+}
+
 /* Q3_K: sixteen 6-bit scales (stored +32) in 12 bytes: low nibbles of
  * scales 0-7 and 8-15 share bytes 0-7; the top two bits of scale j are in
  * byte 8 + j%4 at bit 2*(j/4). */
@@ -138,5 +149,326 @@ void tr_dequantize_row_q8_K(const void *src, float *dst, int64_t n) {
     const tr_block_q8_K *x = src;
     for (int64_t i = 0; i < n / TR_QK_K; i++, dst += TR_QK_K) {
         for (int j = 0; j < TR_QK_K; j++) dst[j] = x[i].d * (float)x[i].qs[j];
+    }
+}
+
+/* ============================================================ quantizers */
+
+/* Weighted least squares for a symmetric scale: x[i] ~ scale * (L[i] - nmax)
+ * with L[i] in [0, 2*nmax), weights x^2 (large elements matter most). The
+ * plain choice scale = max/-nmax is refined by trying nearby inverse scales
+ * and keeping the one whose re-fitted scale explains the most of x. */
+static float make_qx_quants(int n, int nmax, const float *x, uint8_t *L) {
+    float max = 0.0f, amax = 0.0f;
+    for (int i = 0; i < n; i++) {
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            max = x[i];
+        }
+    }
+    if (!(amax > 1e-30f) || !isfinite(amax)) {
+        memset(L, nmax, (size_t)n);
+        return 0.0f;
+    }
+    float best_scale = 0.0f, best = -1.0f;
+    for (int is = -9; is <= 9; is++) {
+        const float iscale = -((float)nmax + 0.1f * (float)is) / max;
+        float sumlx = 0.0f, suml2 = 0.0f;
+        for (int i = 0; i < n; i++) {
+            const int l = tr_q_rint(iscale * x[i], -nmax, nmax - 1);
+            const float w = x[i] * x[i];
+            sumlx += w * x[i] * (float)l;
+            suml2 += w * (float)l * (float)l;
+        }
+        /* the fitted scale sumlx/suml2 reduces the squared error by sumlx^2/suml2 */
+        if (suml2 > 0.0f && (best < 0.0f || sumlx * sumlx > best * suml2)) {
+            best_scale = sumlx / suml2;
+            best = best_scale * sumlx;
+        }
+    }
+    if (best_scale == 0.0f) {
+        memset(L, nmax, (size_t)n);
+        return 0.0f;
+    }
+    const float inv = 1.0f / best_scale;
+    for (int i = 0; i < n; i++) L[i] = (uint8_t)(tr_q_rint(inv * x[i], -nmax, nmax - 1) + nmax);
+    return best_scale;
+}
+
+/* Weighted least squares for a scale and a min: x[i] ~ scale * L[i] - min,
+ * L[i] in [0, nmax], min >= 0 (the levels always include 0 or below). Tries
+ * a range of inverse scales around nmax / (max - min), fits scale and min in
+ * closed form for each set of levels, keeps the best by weighted squared
+ * (or, with use_mad, absolute) error. */
+static float make_qkx_quants(int n, int nmax, const float *x, const float *w, uint8_t *L, float *the_min,
+                             float rmin, float rdelta, int nstep, bool use_mad) {
+    float min = x[0], max = x[0], sum_w = 0.0f, sum_x = 0.0f;
+    for (int i = 0; i < n; i++) {
+        min = fminf(min, x[i]);
+        max = fmaxf(max, x[i]);
+        sum_w += w[i];
+        sum_x += w[i] * x[i];
+    }
+    if (min > 0.0f) min = 0.0f;
+    if (!(max > min) || !isfinite(max - min)) {
+        memset(L, 0, (size_t)n);
+        *the_min = isfinite(min) ? -min : 0.0f;
+        return 0.0f;
+    }
+    float iscale = (float)nmax / (max - min);
+    float scale = 1.0f / iscale;
+    float best_err = 0.0f;
+    for (int i = 0; i < n; i++) {
+        L[i] = (uint8_t)tr_q_rint(iscale * (x[i] - min), 0, nmax);
+        const float diff = scale * (float)L[i] + min - x[i];
+        best_err += w[i] * (use_mad ? fabsf(diff) : diff * diff);
+    }
+    uint8_t Laux[32];
+    for (int is = 0; is <= nstep; is++) {
+        iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
+        float sum_l = 0.0f, sum_l2 = 0.0f, sum_xl = 0.0f;
+        for (int i = 0; i < n; i++) {
+            Laux[i] = (uint8_t)tr_q_rint(iscale * (x[i] - min), 0, nmax);
+            sum_l += w[i] * (float)Laux[i];
+            sum_l2 += w[i] * (float)Laux[i] * (float)Laux[i];
+            sum_xl += w[i] * (float)Laux[i] * x[i];
+        }
+        const float D = sum_w * sum_l2 - sum_l * sum_l;
+        if (!(D > 0.0f)) continue;
+        float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+        float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+        if (this_min > 0.0f) { /* the min may only shift levels down: refit the scale alone */
+            this_min = 0.0f;
+            this_scale = sum_xl / sum_l2;
+        }
+        float err = 0.0f;
+        for (int i = 0; i < n; i++) {
+            const float diff = this_scale * (float)Laux[i] + this_min - x[i];
+            err += w[i] * (use_mad ? fabsf(diff) : diff * diff);
+        }
+        if (err < best_err) {
+            memcpy(L, Laux, (size_t)n);
+            best_err = err;
+            scale = this_scale;
+            min = this_min;
+        }
+    }
+    *the_min = -min;
+    return scale;
+}
+
+/* ------------------------------------------------------------------ Q2_K */
+
+void tr_quantize_row_q2_K(const float *src, void *dst, int64_t n) {
+    tr_block_q2_K *y = dst;
+    for (int64_t i = 0; i < n / TR_QK_K; i++, src += TR_QK_K) {
+        uint8_t L[TR_QK_K];
+        float weights[16], scales[16], mins[16];
+        float max_scale = 0.0f, max_min = 0.0f;
+        for (int j = 0; j < 16; j++) {
+            for (int l = 0; l < 16; l++) weights[l] = fabsf(src[16 * j + l]);
+            scales[j] = make_qkx_quants(16, 3, src + 16 * j, weights, L + 16 * j, &mins[j], -0.5f, 0.1f, 15, true);
+            max_scale = fmaxf(max_scale, scales[j]);
+            max_min = fmaxf(max_min, mins[j]);
+        }
+        /* sub-block scales and mins as 4-bit multiples of d and dmin */
+        const float iscale = max_scale > 0.0f ? 15.0f / max_scale : 0.0f;
+        const float imin = max_min > 0.0f ? 15.0f / max_min : 0.0f;
+        for (int j = 0; j < 16; j++) {
+            const int ls = tr_q_rint(iscale * scales[j], 0, 15);
+            const int lm = tr_q_rint(imin * mins[j], 0, 15);
+            y[i].scales[j] = (uint8_t)(ls | (lm << 4));
+        }
+        y[i].d = tr_fp32_to_fp16(max_scale / 15.0f);
+        y[i].dmin = tr_fp32_to_fp16(max_min / 15.0f);
+        /* requantize against the scales as stored */
+        const float d = tr_fp16_to_fp32(y[i].d), dmin = tr_fp16_to_fp32(y[i].dmin);
+        for (int j = 0; j < 16; j++) {
+            const float dl = d * (float)(y[i].scales[j] & 0x0f);
+            const float ml = dmin * (float)(y[i].scales[j] >> 4);
+            for (int l = 0; l < 16; l++)
+                L[16 * j + l] = dl != 0.0f ? (uint8_t)tr_q_rint((src[16 * j + l] + ml) / dl, 0, 3) : 0;
+        }
+        memset(y[i].qs, 0, sizeof y[i].qs);
+        for (int e = 0; e < TR_QK_K; e++) y[i].qs[(e / 128) * 32 + e % 32] |= (uint8_t)(L[e] << (2 * ((e / 32) % 4)));
+    }
+}
+
+/* ------------------------------------------------------------------ Q3_K */
+
+void tr_quantize_row_q3_K(const float *src, void *dst, int64_t n) {
+    tr_block_q3_K *y = dst;
+    for (int64_t i = 0; i < n / TR_QK_K; i++, src += TR_QK_K) {
+        uint8_t L[TR_QK_K];
+        float scales[16], max_scale = 0.0f, amax = 0.0f;
+        for (int j = 0; j < 16; j++) {
+            scales[j] = make_qx_quants(16, 4, src + 16 * j, L + 16 * j);
+            if (fabsf(scales[j]) > amax) {
+                amax = fabsf(scales[j]);
+                max_scale = scales[j];
+            }
+        }
+        memset(y[i].scales, 0, sizeof y[i].scales);
+        if (max_scale != 0.0f) {
+            /* 6-bit signed sub-scales, the largest mapped to -32 */
+            const float iscale = -32.0f / max_scale;
+            for (int j = 0; j < 16; j++) {
+                const int l = tr_q_rint(iscale * scales[j], -32, 31) + 32;
+                if (j < 8)
+                    y[i].scales[j] = (uint8_t)(l & 0x0f);
+                else
+                    y[i].scales[j - 8] |= (uint8_t)((l & 0x0f) << 4);
+                y[i].scales[8 + j % 4] |= (uint8_t)((l >> 4) << (2 * (j / 4)));
+            }
+            y[i].d = tr_fp32_to_fp16(1.0f / iscale);
+        } else {
+            y[i].d = tr_fp32_to_fp16(0.0f);
+        }
+        const float d = tr_fp16_to_fp32(y[i].d);
+        for (int j = 0; j < 16; j++) {
+            const float dl = d * (float)get_scale_q3_K(j, y[i].scales);
+            for (int l = 0; l < 16; l++)
+                L[16 * j + l] = (uint8_t)(dl != 0.0f ? tr_q_rint(src[16 * j + l] / dl, -4, 3) + 4 : 4);
+        }
+        memset(y[i].hmask, 0, sizeof y[i].hmask);
+        memset(y[i].qs, 0, sizeof y[i].qs);
+        for (int e = 0; e < TR_QK_K; e++) {
+            int q = L[e];
+            if (q > 3) { /* high bit set means "no -4 offset" */
+                y[i].hmask[e % 32] |= (uint8_t)(1 << (e / 32));
+                q -= 4;
+            }
+            y[i].qs[(e / 128) * 32 + e % 32] |= (uint8_t)(q << (2 * ((e / 32) % 4)));
+        }
+    }
+}
+
+/* ------------------------------------------------------------ Q4_K, Q5_K */
+
+/* Shared by Q4_K (nmax 15) and Q5_K (nmax 31): eight sub-blocks of 32 with a
+ * scale and a min each, then both sets quantized to 6 bits against their
+ * largest. Weights favour larger elements (rms of the sub-block + |x|). */
+static void quantize_k4_block(const float *x, int nmax, float rmin, int nstep, tr_fp16 *dd, tr_fp16 *dmin,
+                              uint8_t scales_packed[TR_K_SCALE_SIZE], uint8_t L[TR_QK_K]) {
+    float weights[32], scales[8], mins[8];
+    float max_scale = 0.0f, max_min = 0.0f;
+    for (int j = 0; j < 8; j++) {
+        float sum_x2 = 0.0f;
+        for (int l = 0; l < 32; l++) sum_x2 += x[32 * j + l] * x[32 * j + l];
+        const float av_x = sqrtf(sum_x2 / 32);
+        for (int l = 0; l < 32; l++) weights[l] = av_x + fabsf(x[32 * j + l]);
+        scales[j] = make_qkx_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], rmin, 0.1f, nstep, false);
+        max_scale = fmaxf(max_scale, scales[j]);
+        max_min = fmaxf(max_min, mins[j]);
+    }
+    const float inv_scale = max_scale > 0.0f ? 63.0f / max_scale : 0.0f;
+    const float inv_min = max_min > 0.0f ? 63.0f / max_min : 0.0f;
+    memset(scales_packed, 0, TR_K_SCALE_SIZE);
+    for (int j = 0; j < 8; j++)
+        set_scale_min_k4(j, scales_packed, tr_q_rint(inv_scale * scales[j], 0, 63), tr_q_rint(inv_min * mins[j], 0, 63));
+    *dd = tr_fp32_to_fp16(max_scale / 63.0f);
+    *dmin = tr_fp32_to_fp16(max_min / 63.0f);
+    /* requantize every element against the scale and min as stored */
+    const float d = tr_fp16_to_fp32(*dd), m = tr_fp16_to_fp32(*dmin);
+    for (int j = 0; j < 8; j++) {
+        int sc, mn;
+        get_scale_min_k4(j, scales_packed, &sc, &mn);
+        const float d1 = d * (float)sc, m1 = m * (float)mn;
+        for (int l = 0; l < 32; l++)
+            L[32 * j + l] = d1 != 0.0f ? (uint8_t)tr_q_rint((x[32 * j + l] + m1) / d1, 0, nmax) : 0;
+    }
+}
+
+void tr_quantize_row_q4_K(const float *src, void *dst, int64_t n) {
+    tr_block_q4_K *y = dst;
+    for (int64_t i = 0; i < n / TR_QK_K; i++, src += TR_QK_K) {
+        uint8_t L[TR_QK_K];
+        quantize_k4_block(src, 15, -1.0f, 20, &y[i].d, &y[i].dmin, y[i].scales, L);
+        /* sub-block j: low nibbles (even j) or high nibbles (odd j) of qs[32*(j/2) ..] */
+        for (int j = 0; j < TR_QK_K; j += 64)
+            for (int l = 0; l < 32; l++) y[i].qs[j / 2 + l] = (uint8_t)(L[j + l] | (L[j + 32 + l] << 4));
+    }
+}
+
+void tr_quantize_row_q5_K(const float *src, void *dst, int64_t n) {
+    tr_block_q5_K *y = dst;
+    for (int64_t i = 0; i < n / TR_QK_K; i++, src += TR_QK_K) {
+        uint8_t L[TR_QK_K];
+        quantize_k4_block(src, 31, -0.5f, 15, &y[i].d, &y[i].dmin, y[i].scales, L);
+        memset(y[i].qh, 0, sizeof y[i].qh);
+        for (int e = 0; e < TR_QK_K; e++)
+            if (L[e] > 15) y[i].qh[e % 32] |= (uint8_t)(1 << (e / 32));
+        for (int j = 0; j < TR_QK_K; j += 64)
+            for (int l = 0; l < 32; l++)
+                y[i].qs[j / 2 + l] = (uint8_t)((L[j + l] & 0x0f) | ((L[j + 32 + l] & 0x0f) << 4));
+    }
+}
+
+/* ------------------------------------------------------------------ Q6_K */
+
+void tr_quantize_row_q6_K(const float *src, void *dst, int64_t n) {
+    tr_block_q6_K *y = dst;
+    for (int64_t i = 0; i < n / TR_QK_K; i++, src += TR_QK_K) {
+        uint8_t L[TR_QK_K];
+        float scales[16], max_scale = 0.0f, amax = 0.0f;
+        for (int j = 0; j < 16; j++) {
+            scales[j] = make_qx_quants(16, 32, src + 16 * j, L + 16 * j);
+            if (fabsf(scales[j]) > amax) {
+                amax = fabsf(scales[j]);
+                max_scale = scales[j];
+            }
+        }
+        if (!(amax > 1e-30f)) {
+            memset(&y[i], 0, sizeof y[i]);
+            continue;
+        }
+        /* 8-bit signed sub-scales, the largest mapped to -128 */
+        const float iscale = -128.0f / max_scale;
+        y[i].d = tr_fp32_to_fp16(1.0f / iscale);
+        for (int j = 0; j < 16; j++) y[i].scales[j] = (int8_t)tr_q_rint(iscale * scales[j], -128, 127);
+        const float d = tr_fp16_to_fp32(y[i].d);
+        for (int j = 0; j < 16; j++) {
+            const float dl = d * (float)y[i].scales[j];
+            for (int l = 0; l < 16; l++)
+                L[16 * j + l] = (uint8_t)(dl != 0.0f ? tr_q_rint(src[16 * j + l] / dl, -32, 31) + 32 : 32);
+        }
+        /* each half of 128: ql[0..63] low nibbles hold elements 0..63, high nibbles 64..127;
+         * qh[0..31] holds the top two bits of elements l, l+32, l+64, l+96 */
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *q = L + 128 * h;
+            for (int l = 0; l < 64; l++) y[i].ql[64 * h + l] = (uint8_t)((q[l] & 0x0f) | ((q[l + 64] & 0x0f) << 4));
+            for (int l = 0; l < 32; l++)
+                y[i].qh[32 * h + l] = (uint8_t)((q[l] >> 4) | ((q[l + 32] >> 4) << 2) | ((q[l + 64] >> 4) << 4) |
+                                                ((q[l + 96] >> 4) << 6));
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ Q8_K */
+
+/* The element of largest magnitude maps to -127 exactly (its sign kept in the
+ * float scale); sums of each 16 quants let dot products apply mins cheaply. */
+void tr_quantize_row_q8_K(const float *src, void *dst, int64_t n) {
+    tr_block_q8_K *y = dst;
+    for (int64_t i = 0; i < n / TR_QK_K; i++, src += TR_QK_K) {
+        float max = 0.0f, amax = 0.0f;
+        for (int j = 0; j < TR_QK_K; j++) {
+            if (fabsf(src[j]) > amax) {
+                amax = fabsf(src[j]);
+                max = src[j];
+            }
+        }
+        if (!(amax > 0.0f) || !isfinite(amax)) {
+            memset(&y[i], 0, sizeof y[i]);
+            continue;
+        }
+        const float iscale = -127.0f / max;
+        for (int j = 0; j < TR_QK_K; j++) y[i].qs[j] = (int8_t)tr_q_rint(iscale * src[j], -128, 127);
+        for (int j = 0; j < TR_QK_K / 16; j++) {
+            int sum = 0;
+            for (int l = 0; l < 16; l++) sum += y[i].qs[16 * j + l];
+            y[i].bsums[j] = (int16_t)sum;
+        }
+        y[i].d = 1.0f / iscale;
     }
 }

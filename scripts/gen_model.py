@@ -1,0 +1,326 @@
+#!/usr/bin/env python3
+"""Write a random-weight GGUF model of a given architecture, shape and weight type.
+
+The files are what llama.cpp (and Trinity) load like a real model: the
+architecture's hyperparameters, every tensor of the architecture with the
+shapes llama.cpp expects, and a small synthetic SentencePiece vocabulary
+(byte fallback tokens, control tokens, English words, letter pieces).
+
+Output is deterministic: the same arguments give the same bytes (the parity
+fixtures store the file's SHA-256 and check it).
+
+  scripts/gen_model.py --arch llama --type Q8_0 -o /tmp/m.gguf
+  scripts/gen_model.py --arch llama --shape tinyllama --type Q4_K_M -o /tmp/tl.gguf
+
+Weights are scaled so activations keep their size through the layers
+(normal * 1/sqrt(fan_in)), norms near 1, and logits spread over a few units:
+argmax decisions are then clear, not near-ties.
+"""
+import argparse
+import hashlib
+import sys
+
+import numpy as np
+
+import gguf
+from gguf import GGMLQuantizationType as QT
+
+ARCHES = ("llama", "qwen2", "qwen3", "gemma3")
+
+# name -> hyperparameters. head_dim may differ from n_embd / n_head (key_length).
+SHAPES = {
+    "tiny": dict(n_embd=256, n_layer=2, n_head=4, n_head_kv=2, head_dim=64, n_ff=512, n_vocab=512),
+    "tinyllama": dict(n_embd=2048, n_layer=22, n_head=32, n_head_kv=4, head_dim=64, n_ff=5632, n_vocab=32000),
+}
+
+# Per-architecture variations of the tiny shape, so that each one exercises
+# what makes the architecture different: Gemma 3 has 6 layers (5 local, 1
+# global), one KV head (MQA), head_dim * n_head != n_embd and a short window.
+TINY_OVERRIDES = {
+    "qwen3": dict(head_dim=128),
+    "gemma3": dict(n_layer=6, n_head_kv=1, head_dim=128, sliding_window=16),
+}
+
+WORDS = """the of and to in is was that for it with as his on be at by had are but from or
+have an they which one you were her all she there would their we him been has when who
+will more no if out so said what up its about into than them can only other new some
+could time these two may then do first any my now such like our over man me even most
+made after also did many before must through back years where much your way well down
+should because each just those people how too little state good very make world still
+own see men work long get here between both life being under never day same another
+know while last might us great old year off come since against go came right used take
+three states himself few house use during without again place american around however
+home small found thought went say part once general high upon school every does got
+united left number course war until always away something fact though water less public
+put think almost hand enough far took head yet government system better set told nothing
+night end why called didn eyes find going look asked later knew point next program city
+business give group toward young days let room president side social given present
+several order national possible rather second face per among form important often things
+looking early white case john become large big need four within felt along children saw
+best church ever least power development light thing seemed family interest want members
+mind country area others done turned although open god service certain kind problem
+began different door thus help sense means whole matter perhaps itself york times law
+human line above name example action company hands local show whether five history gave
+today either act feet across taken past quite anything having seen death experience body
+word half really week free software license copyright program code source public terms
+conditions distribute modify version foundation warranty""".split()
+
+
+def synthetic_vocab(n_vocab, arch):
+    """A SentencePiece-style vocabulary: <unk> <s> </s>, (for Gemma) the turn
+    markers, 256 byte tokens, then pieces, best score first."""
+    toks, scores, types = [], [], []
+
+    def add(text, score, ttype):
+        toks.append(text)
+        scores.append(score)
+        types.append(ttype)
+
+    add("<unk>", 0.0, gguf.TokenType.UNKNOWN)
+    add("<s>", 0.0, gguf.TokenType.CONTROL)
+    add("</s>", 0.0, gguf.TokenType.CONTROL)
+    if arch == "gemma3":
+        add("<start_of_turn>", 0.0, gguf.TokenType.CONTROL)
+        add("<end_of_turn>", 0.0, gguf.TokenType.CONTROL)
+    for b in range(256):
+        add("<0x%02X>" % b, 0.0, gguf.TokenType.BYTE)
+    pieces = ["\u2581"] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    pieces += [chr(c) for c in range(ord("A"), ord("Z") + 1)] + list(".,;:!?'\"()-0123456789")
+    pieces += ["\u2581" + w for w in WORDS]
+    letters = "etaoinshrdlcumwfgypbvkjxqz"
+    pieces += ["\u2581" + a for a in letters] + [a + b for a in letters for b in letters]
+    pieces += ["\u2581" + a + b for a in letters for b in letters]
+    pieces += [a + b + c for a in letters for b in letters for c in letters]
+    seen = set(toks)
+    rank = 0
+    for p in pieces:
+        if len(toks) >= n_vocab:
+            break
+        if p in seen:
+            continue
+        seen.add(p)
+        # Longer pieces score higher, as in a trained SentencePiece model, so
+        # that whole words win over their letters.
+        add(p, -10.0 + len(p) - rank * 1e-4, gguf.TokenType.NORMAL)
+        rank += 1
+    if len(toks) < n_vocab:
+        sys.exit(f"gen_model: vocabulary of {n_vocab} is larger than the synthetic pieces available")
+    return toks, scores, types
+
+
+# ---------------------------------------------------------------- quantizers
+# The gguf package quantizes F16/Q8_0/Q4_0 but not the K-quants; these follow
+# ggml's block layouts (checked by dequantizing with gguf.quants below).
+
+def _f16(x):
+    return np.asarray(x, dtype=np.float32).astype(np.float16)
+
+
+def quantize_q4_k(x):
+    """Q4_K: super-blocks of 256 = 8 sub-blocks of 32, x ~ d*sc*q - dmin*m,
+    q in 0..15, 6-bit sc and m, d and dmin in f16. Block: d, dmin, scales[12], qs[128]."""
+    rows = x.reshape(-1, 256).astype(np.float32)
+    nb = rows.shape[0]
+    sub = rows.reshape(nb, 8, 32)
+    mn = np.minimum(sub.min(axis=2), 0.0)          # <= 0
+    mx = sub.max(axis=2)
+    scale = (mx - mn) / 15.0                        # per sub-block step
+    mins = -mn                                      # >= 0
+    d = _f16(scale.max(axis=1) / 63.0).astype(np.float32)
+    dmin = _f16(mins.max(axis=1) / 63.0).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sc = np.where(d[:, None] > 0, np.rint(scale / d[:, None]), 0).clip(0, 63).astype(np.uint8)
+        m = np.where(dmin[:, None] > 0, np.rint(mins / dmin[:, None]), 0).clip(0, 63).astype(np.uint8)
+        step = d[:, None] * sc
+        off = dmin[:, None] * m
+        q = np.where(step[:, :, None] > 0, np.rint((sub + off[:, :, None]) / step[:, :, None]), 0)
+    q = q.clip(0, 15).astype(np.uint8)
+    scales = np.zeros((nb, 12), dtype=np.uint8)
+    scales[:, 0:4] = (sc[:, 0:4] & 63) | ((sc[:, 4:8] >> 4) << 6)
+    scales[:, 4:8] = (m[:, 0:4] & 63) | ((m[:, 4:8] >> 4) << 6)
+    scales[:, 8:12] = (sc[:, 4:8] & 15) | ((m[:, 4:8] & 15) << 4)
+    qs = (q[:, 0::2, :] | (q[:, 1::2, :] << 4)).reshape(nb, 128)
+    out = np.concatenate([_f16(d).view(np.uint8).reshape(nb, 2), _f16(dmin).view(np.uint8).reshape(nb, 2),
+                          scales, qs], axis=1)
+    return out.reshape(x.shape[0], -1) if x.ndim == 2 else out.reshape(-1)
+
+
+def quantize_q6_k(x):
+    """Q6_K: 256 = 16 sub-blocks of 16, x ~ d*sc*(q-32), q in 0..63, int8 sc.
+    Block: ql[128], qh[64], scales[16], d (f16)."""
+    rows = x.reshape(-1, 256).astype(np.float32)
+    nb = rows.shape[0]
+    sub = rows.reshape(nb, 16, 16)
+    amax = np.abs(sub).max(axis=2)
+    step = amax / 31.0
+    d = _f16(step.max(axis=1) / 127.0).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sc = np.where(d[:, None] > 0, np.rint(step / d[:, None]), 0).clip(-128, 127).astype(np.int8)
+        eff = d[:, None] * sc.astype(np.float32)
+        q = np.where(eff[:, :, None] > 0, np.rint(sub / eff[:, :, None]), 0)
+    q = (q.clip(-32, 31) + 32).astype(np.uint8).reshape(nb, 256)
+    ql = np.zeros((nb, 128), dtype=np.uint8)
+    qh = np.zeros((nb, 64), dtype=np.uint8)
+    for h in range(2):  # two halves of 128 elements
+        base = q[:, h * 128:(h + 1) * 128]
+        q1, q2, q3, q4 = base[:, 0:32], base[:, 32:64], base[:, 64:96], base[:, 96:128]
+        ql[:, h * 64:h * 64 + 32] = (q1 & 15) | ((q3 & 15) << 4)
+        ql[:, h * 64 + 32:h * 64 + 64] = (q2 & 15) | ((q4 & 15) << 4)
+        qh[:, h * 32:h * 32 + 32] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6)
+    out = np.concatenate([ql, qh, sc.view(np.uint8), _f16(d).view(np.uint8).reshape(nb, 2)], axis=1)
+    return out.reshape(x.shape[0], -1) if x.ndim == 2 else out.reshape(-1)
+
+
+def encode(x, qtype):
+    """numpy float32 array (rows, cols) -> (array to write, its ggml type)."""
+    if qtype == QT.F32:
+        return x.astype(np.float32), qtype
+    if qtype == QT.F16:
+        return x.astype(np.float16), qtype
+    if qtype == QT.Q4_K:
+        return quantize_q4_k(x), qtype
+    if qtype == QT.Q6_K:
+        return quantize_q6_k(x), qtype
+    return gguf.quants.quantize(x.astype(np.float32), qtype), qtype
+
+
+def use_more_bits(i, n):
+    # llama.cpp's Q4_K_M recipe gives these layers' attn_v and ffn_down Q6_K.
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def weight_type(name, layer, n_layer, wtype):
+    """The ggml type of a 2-D weight under the requested scheme."""
+    if wtype == "Q4_K_M":
+        if name == "output.weight":
+            return QT.Q6_K
+        if name.endswith(("attn_v.weight", "ffn_down.weight")) and use_more_bits(layer, n_layer):
+            return QT.Q6_K
+        return QT.Q4_K
+    return QT[wtype]
+
+
+def build(arch, shape, wtype, seed, n_vocab=None, tied=None):
+    hp = dict(SHAPES[shape])
+    if shape == "tiny":
+        hp.update(TINY_OVERRIDES.get(arch, {}))
+    if n_vocab:
+        hp["n_vocab"] = n_vocab
+    E, L, H, HKV, D, F, V = (hp[k] for k in ("n_embd", "n_layer", "n_head", "n_head_kv", "head_dim", "n_ff", "n_vocab"))
+    rng = np.random.default_rng(seed)
+    if tied is None:
+        tied = arch == "gemma3"  # as the real Gemma 3 models
+
+    tensors = []  # (name, float32 array in numpy (rows, cols) order, is_matrix, layer)
+
+    def mat(name, rows, cols, layer=-1, std=None):
+        s = std if std is not None else 1.0 / np.sqrt(cols)
+        tensors.append((name, (rng.standard_normal((rows, cols)) * s).astype(np.float32), True, layer))
+
+    def vec(name, n, mean=1.0, std=0.1, layer=-1):
+        tensors.append((name, (mean + rng.standard_normal(n) * std).astype(np.float32), False, layer))
+
+    # Embeddings: Gemma scales them by sqrt(n_embd) itself, the others use them as they are.
+    emb_std = 1.0 / np.sqrt(E) if arch == "gemma3" else 1.0
+    mat("token_embd.weight", V, E, std=emb_std)
+    for i in range(L):
+        p = f"blk.{i}."
+        vec(p + "attn_norm.weight", E, layer=i)
+        mat(p + "attn_q.weight", H * D, E, layer=i)
+        mat(p + "attn_k.weight", HKV * D, E, layer=i)
+        mat(p + "attn_v.weight", HKV * D, E, layer=i)
+        if arch == "qwen2":
+            vec(p + "attn_q.bias", H * D, mean=0.0, std=0.5, layer=i)
+            vec(p + "attn_k.bias", HKV * D, mean=0.0, std=0.5, layer=i)
+            vec(p + "attn_v.bias", HKV * D, mean=0.0, std=0.5, layer=i)
+        if arch in ("qwen3", "gemma3"):
+            vec(p + "attn_q_norm.weight", D, layer=i)
+            vec(p + "attn_k_norm.weight", D, layer=i)
+        mat(p + "attn_output.weight", E, H * D, layer=i)
+        if arch == "gemma3":
+            # Larger than 1 so that the layers, not the input embedding that
+            # the tied output would read back, decide the next token.
+            vec(p + "post_attention_norm.weight", E, mean=3.0, std=0.3, layer=i)
+        vec(p + "ffn_norm.weight", E, layer=i)
+        mat(p + "ffn_gate.weight", F, E, layer=i)
+        mat(p + "ffn_up.weight", F, E, layer=i)
+        mat(p + "ffn_down.weight", E, F, layer=i)
+        if arch == "gemma3":
+            vec(p + "post_ffw_norm.weight", E, mean=3.0, std=0.3, layer=i)
+    vec("output_norm.weight", E)
+    if not tied:
+        mat("output.weight", V, E, std=3.0 / np.sqrt(E))
+
+    w = gguf.GGUFWriter(path=None, arch=arch)
+    w.add_name(f"random {arch} {shape} {wtype}")
+    w.add_context_length(4096)
+    w.add_embedding_length(E)
+    w.add_block_count(L)
+    w.add_feed_forward_length(F)
+    w.add_head_count(H)
+    w.add_head_count_kv(HKV)
+    if D * H != E or arch in ("qwen3", "gemma3"):
+        w.add_key_length(D)
+        w.add_value_length(D)
+    w.add_layer_norm_rms_eps(1e-6 if arch in ("gemma3", "qwen2", "qwen3") else 1e-5)
+    if arch == "llama":
+        w.add_rope_freq_base(10000.0)
+        w.add_rope_dimension_count(D)
+    elif arch in ("qwen2", "qwen3"):
+        w.add_rope_freq_base(1000000.0)
+    else:
+        w.add_rope_freq_base(1000000.0)
+        w.add_sliding_window(hp["sliding_window"])
+    toks, scores, types = synthetic_vocab(V, arch)
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(toks)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(False)
+    if arch == "gemma3":
+        w.add_eot_token_id(4)
+        w.add_add_space_prefix(False)
+    w.add_file_type({"F32": 0, "F16": 1, "Q4_0": 2, "Q8_0": 7, "Q5_0": 8, "Q4_K": 15, "Q4_K_M": 15}[wtype])
+
+    for name, x, is_matrix, layer in tensors:
+        if is_matrix:
+            data, qt = encode(x, weight_type(name, layer, L, wtype))
+        else:
+            data, qt = x, QT.F32
+        if qt in (QT.F32, QT.F16):
+            w.add_tensor(name, data)
+        else:
+            w.add_tensor(name, data, raw_shape=data.shape, raw_dtype=qt)
+    return w
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--arch", choices=ARCHES, required=True)
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    ap.add_argument("--type", dest="wtype", default="F32",
+                    choices=("F32", "F16", "Q8_0", "Q5_0", "Q4_0", "Q4_K", "Q4_K_M"),
+                    help="weight type of the 2-D tensors (norms and biases stay F32)")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--vocab", type=int, default=0, help="vocabulary size (default: the shape's)")
+    ap.add_argument("--tied", choices=("auto", "yes", "no"), default="auto",
+                    help="no output.weight: the output reuses token_embd (auto: as the family's small models)")
+    ap.add_argument("-o", "--output", required=True)
+    a = ap.parse_args()
+    tied = None if a.tied == "auto" else a.tied == "yes"
+    w = build(a.arch, a.shape, a.wtype, a.seed, a.vocab or None, tied)
+    w.write_header_to_file(a.output)
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with open(a.output, "rb") as f:
+        print(hashlib.sha256(f.read()).hexdigest())
+
+
+if __name__ == "__main__":
+    main()

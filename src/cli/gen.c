@@ -1,0 +1,196 @@
+#include "gen.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void gen_opts_init(gen_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->n_predict = -1;
+    o->n_batch = 512;
+    o->sp = tr_sampler_default_params();
+}
+
+static int parse_int(const char *cmd, const char *flag, const char *s, int32_t lo, int32_t hi, int32_t *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < lo || v > hi) {
+        fprintf(stderr, "trinity %s: %s expects an integer in [%d, %d], got '%s'\n", cmd, flag, lo, hi, s);
+        return -1;
+    }
+    *out = (int32_t)v;
+    return 1;
+}
+
+static int parse_float(const char *cmd, const char *flag, const char *s, float lo, float hi, float *out) {
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (errno || *end || end == s || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "trinity %s: %s expects a number in [%g, %g], got '%s'\n", cmd, flag, lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 1;
+}
+
+int gen_parse_flag(gen_opts *o, const char *cmd, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    static const char *const with_value[] = {"-m", "--model", "-p", "--prompt", "-f", "--file", "-n", "--n-predict",
+                                             "-t", "--threads", "-c", "--ctx-size", "-b", "--batch-size", "--temp",
+                                             "--top-k", "--top-p", "--min-p", "--repeat-penalty", "--repeat-last-n",
+                                             "--presence-penalty", "--frequency-penalty", "--seed", "-s",
+                                             "--chat-format", "-sys", "--system-prompt"};
+    bool known = false;
+    for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
+        if (!strcmp(a, with_value[k])) known = true;
+    if (!known) return 0;
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "trinity %s: %s needs a value\n", cmd, a);
+        return -1;
+    }
+    const char *v = argv[++*i];
+    if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->model = v;
+    else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) o->prompt = v;
+    else if (!strcmp(a, "-f") || !strcmp(a, "--file")) o->file = v;
+    else if (!strcmp(a, "--chat-format")) o->chat_format = v;
+    else if (!strcmp(a, "-sys") || !strcmp(a, "--system-prompt")) o->system = v;
+    else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) return parse_int(cmd, a, v, -1, INT32_MAX, &o->n_predict);
+    else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) return parse_int(cmd, a, v, 0, 256, &o->n_threads);
+    else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) return parse_int(cmd, a, v, 0, 1 << 22, &o->n_ctx);
+    else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) return parse_int(cmd, a, v, 1, 1 << 16, &o->n_batch);
+    else if (!strcmp(a, "--temp")) return parse_float(cmd, a, v, 0, 1000, &o->sp.temp);
+    else if (!strcmp(a, "--top-k")) return parse_int(cmd, a, v, 0, INT32_MAX, &o->sp.top_k);
+    else if (!strcmp(a, "--top-p")) return parse_float(cmd, a, v, 0, 1, &o->sp.top_p);
+    else if (!strcmp(a, "--min-p")) return parse_float(cmd, a, v, 0, 1, &o->sp.min_p);
+    else if (!strcmp(a, "--repeat-penalty")) return parse_float(cmd, a, v, 0, 100, &o->sp.repeat_penalty);
+    else if (!strcmp(a, "--repeat-last-n")) return parse_int(cmd, a, v, -1, 1 << 20, &o->sp.repeat_last_n);
+    else if (!strcmp(a, "--presence-penalty")) return parse_float(cmd, a, v, -100, 100, &o->sp.presence_penalty);
+    else if (!strcmp(a, "--frequency-penalty")) return parse_float(cmd, a, v, -100, 100, &o->sp.frequency_penalty);
+    else if (!strcmp(a, "--seed") || !strcmp(a, "-s")) {
+        char *end;
+        errno = 0;
+        unsigned long long s = strtoull(v, &end, 10);
+        if (errno || *end || end == v || v[0] == '-') {
+            fprintf(stderr, "trinity %s: %s expects a non-negative integer, got '%s'\n", cmd, a, v);
+            return -1;
+        }
+        o->sp.seed = s;
+        o->seed_set = true;
+    }
+    return 1;
+}
+
+void gen_flags_help(FILE *f, bool sampling) {
+    fprintf(f, "  -m, --model FILE        GGUF model (required)\n"
+               "  -t, --threads N         threads (default: all cores)\n"
+               "  -c, --ctx-size N        context size in tokens (default: the model's, at most 4096)\n"
+               "  -b, --batch-size N      tokens per forward pass of the prompt (default 512)\n");
+    if (sampling)
+        fprintf(f, "  -n, --n-predict N       tokens to generate (-1: until end of generation or context; default -1)\n"
+                   "  --temp T                temperature (default 0.8; 0 = greedy)\n"
+                   "  --top-k K               top-k (default 40; 0 = off)\n"
+                   "  --top-p P               top-p (default 0.95; 1 = off)\n"
+                   "  --min-p M               min-p (default 0.05; 0 = off)\n"
+                   "  --repeat-penalty R      repetition penalty (default 1.0 = off)\n"
+                   "  --repeat-last-n N       tokens the penalties look at (default 64; -1 = all)\n"
+                   "  --presence-penalty X    presence penalty (default 0)\n"
+                   "  --frequency-penalty X   frequency penalty (default 0)\n"
+                   "  -s, --seed S            random seed (default: random)\n");
+}
+
+char *gen_read_file(const char *path, size_t *len, tr_error *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err->msg, sizeof err->msg, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (n + 1 >= cap) {
+            if (cap > ((size_t)1 << 31)) {
+                snprintf(err->msg, sizeof err->msg, "%s: file is larger than 2 GiB", path);
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) break;
+            buf = nb;
+            cap *= 2;
+        }
+        size_t r = fread(buf + n, 1, cap - n - 1, f);
+        n += r;
+        if (r == 0) break;
+    }
+    if (!buf) {
+        snprintf(err->msg, sizeof err->msg, "%s: out of memory", path);
+        fclose(f);
+        return NULL;
+    }
+    if (ferror(f)) {
+        snprintf(err->msg, sizeof err->msg, "%s: read error", path);
+        free(buf);
+        fclose(f);
+        return NULL;
+    }
+    fclose(f);
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+tr_status gen_eval(tr_context *c, int32_t n_batch, const int32_t *toks, int32_t n, int32_t pos0, int32_t seq,
+                   tr_error *err) {
+    int32_t *pos = malloc((size_t)(n_batch > 0 ? n_batch : 1) * 2 * sizeof(int32_t));
+    if (!pos) {
+        snprintf(err->msg, sizeof err->msg, "out of memory");
+        return TR_ERR_NOMEM;
+    }
+    int32_t *seqs = pos + n_batch;
+    tr_status st = TR_OK;
+    for (int32_t s = 0; s < n && st == TR_OK; s += n_batch) {
+        int32_t k = n - s < n_batch ? n - s : n_batch;
+        for (int32_t j = 0; j < k; j++) {
+            pos[j] = pos0 + s + j;
+            seqs[j] = seq;
+        }
+        tr_batch b = {.n_tokens = k, .token = toks + s, .pos = pos, .seq_id = seqs, .logits = NULL};
+        st = tr_decode(c, &b, err);
+    }
+    free(pos);
+    return st;
+}
+
+void gen_stream_put(gen_stream *s, const tr_vocab *v, int32_t id) {
+    char piece[256];
+    size_t n = tr_token_to_piece(v, id, false, piece, sizeof piece);
+    if (n > sizeof piece) n = sizeof piece;
+    for (size_t i = 0; i < n; i++) {
+        if (s->len == sizeof s->buf) gen_stream_flush(s); /* not UTF-8 after all: let it out */
+        s->buf[s->len++] = piece[i];
+    }
+    size_t ok = tr_utf8_complete_prefix(s->buf, s->len);
+    if (ok) {
+        fwrite(s->buf, 1, ok, s->out);
+        memmove(s->buf, s->buf + ok, s->len - ok);
+        s->len -= ok;
+        fflush(s->out);
+    }
+}
+
+void gen_stream_flush(gen_stream *s) {
+    if (s->len) fwrite(s->buf, 1, s->len, s->out);
+    s->len = 0;
+    fflush(s->out);
+}
+
+double gen_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}

@@ -1,0 +1,170 @@
+/* The sampler against what each setting means: frequencies against the
+ * softmax computed here independently, truncations against hand-worked
+ * cases, penalties against llama.cpp's formula, seeds for reproducibility. */
+#include "tt.h"
+
+#include "trinity.h"
+
+#include <math.h>
+
+static tr_sampler_params plain(void) {
+    tr_sampler_params p = tr_sampler_default_params();
+    p.temp = 1.0f;
+    p.top_k = 0;
+    p.top_p = 1.0f;
+    p.min_p = 0.0f;
+    p.seed = 42;
+    return p;
+}
+
+TT_TEST(greedy_picks_the_largest) {
+    tr_sampler_params p = plain();
+    p.temp = 0;
+    float logits[5] = {0.1f, 2.0f, -1.0f, 1.9f, 0.0f};
+    tr_sampler *s = tr_sampler_new(&p, 5);
+    TT_CHECK(s != NULL);
+    for (int i = 0; i < 10; i++) TT_CHECK_EQ_INT(tr_sampler_sample(s, logits), 1);
+    tr_sampler_free(s);
+}
+
+TT_TEST(frequencies_follow_softmax_over_temperature) {
+    const float logits[4] = {1.0f, 0.5f, 0.0f, -1.0f};
+    const float temps[2] = {1.0f, 0.5f};
+    for (int k = 0; k < 2; k++) {
+        tr_sampler_params p = plain();
+        p.temp = temps[k];
+        tr_sampler *s = tr_sampler_new(&p, 4);
+        int counts[4] = {0};
+        const int n = 40000;
+        for (int i = 0; i < n; i++) counts[tr_sampler_sample(s, logits)]++;
+        double z = 0, prob[4];
+        for (int i = 0; i < 4; i++) z += exp(logits[i] / temps[k]);
+        for (int i = 0; i < 4; i++) {
+            prob[i] = exp(logits[i] / temps[k]) / z;
+            /* 5 standard deviations of a binomial count */
+            double sd = sqrt(n * prob[i] * (1 - prob[i]));
+            TT_CHECK(fabs(counts[i] - n * prob[i]) <= 5 * sd + 1);
+        }
+        tr_sampler_free(s);
+    }
+}
+
+TT_TEST(top_k_keeps_only_the_k_best) {
+    tr_sampler_params p = plain();
+    p.top_k = 2;
+    float logits[5] = {0.0f, 3.0f, 2.9f, 2.8f, -5.0f};
+    tr_sampler *s = tr_sampler_new(&p, 5);
+    for (int i = 0; i < 2000; i++) {
+        int t = tr_sampler_sample(s, logits);
+        TT_CHECK(t == 1 || t == 2);
+    }
+    tr_sampler_free(s);
+}
+
+TT_TEST(top_p_cuts_at_the_cumulative_probability) {
+    /* probabilities 0.5, 0.3, 0.2 (from logs); top-p 0.7 keeps the first two
+     * (0.5 < 0.7 <= 0.8), never the third */
+    tr_sampler_params p = plain();
+    p.top_p = 0.7f;
+    float logits[3] = {logf(0.5f), logf(0.3f), logf(0.2f)};
+    tr_sampler *s = tr_sampler_new(&p, 3);
+    int seen[3] = {0};
+    for (int i = 0; i < 4000; i++) seen[tr_sampler_sample(s, logits)]++;
+    TT_CHECK(seen[0] > 0 && seen[1] > 0);
+    TT_CHECK_EQ_INT(seen[2], 0);
+    tr_sampler_free(s);
+}
+
+TT_TEST(min_p_drops_tokens_below_a_fraction_of_the_best) {
+    /* p = 0.6, 0.3, 0.1: min-p 0.2 keeps p >= 0.12, so not the third */
+    tr_sampler_params p = plain();
+    p.min_p = 0.2f;
+    float logits[3] = {logf(0.6f), logf(0.3f), logf(0.1f)};
+    tr_sampler *s = tr_sampler_new(&p, 3);
+    int seen[3] = {0};
+    for (int i = 0; i < 4000; i++) seen[tr_sampler_sample(s, logits)]++;
+    TT_CHECK(seen[0] > 0 && seen[1] > 0);
+    TT_CHECK_EQ_INT(seen[2], 0);
+    tr_sampler_free(s);
+}
+
+TT_TEST(repeat_penalty_follows_llamacpp) {
+    /* Token 0 seen: its positive logit is divided by the penalty, so token 1
+     * wins greedy; a negative logit would be multiplied. */
+    tr_sampler_params p = plain();
+    p.temp = 0;
+    p.repeat_penalty = 1.5f;
+    float logits[3] = {3.0f, 2.5f, -1.0f};
+    tr_sampler *s = tr_sampler_new(&p, 3);
+    tr_sampler_accept(s, 0);
+    TT_CHECK_EQ_INT(tr_sampler_sample(s, logits), 1); /* 3/1.5 = 2 < 2.5 */
+    tr_sampler_free(s);
+
+    p.repeat_penalty = 1.0f;
+    p.presence_penalty = 0.4f;
+    p.frequency_penalty = 0.1f;
+    s = tr_sampler_new(&p, 3);
+    tr_sampler_accept(s, 0);
+    tr_sampler_accept(s, 0);
+    TT_CHECK_EQ_INT(tr_sampler_sample(s, logits), 1); /* 3 - 2 * 0.1 - 0.4 = 2.4 < 2.5 */
+    tr_sampler_free(s);
+}
+
+TT_TEST(penalty_window_forgets_old_tokens) {
+    tr_sampler_params p = plain();
+    p.temp = 0;
+    p.repeat_penalty = 2.0f;
+    p.repeat_last_n = 2;
+    float logits[3] = {3.0f, 2.0f, 0.0f};
+    tr_sampler *s = tr_sampler_new(&p, 3);
+    tr_sampler_accept(s, 0);
+    tr_sampler_accept(s, 2);
+    tr_sampler_accept(s, 2); /* token 0 has left the window of 2 */
+    TT_CHECK_EQ_INT(tr_sampler_sample(s, logits), 0);
+    tr_sampler_free(s);
+}
+
+TT_TEST(same_seed_same_tokens) {
+    float logits[64];
+    for (int i = 0; i < 64; i++) logits[i] = sinf((float)i) * 2;
+    tr_sampler_params p = plain();
+    p.seed = 7;
+    tr_sampler *a = tr_sampler_new(&p, 64), *b = tr_sampler_new(&p, 64);
+    p.seed = 8;
+    tr_sampler *c = tr_sampler_new(&p, 64);
+    int differ = 0;
+    for (int i = 0; i < 200; i++) {
+        int x = tr_sampler_sample(a, logits), y = tr_sampler_sample(b, logits), z = tr_sampler_sample(c, logits);
+        TT_CHECK_EQ_INT(x, y);
+        differ += x != z;
+    }
+    TT_CHECK(differ > 0);
+    tr_sampler_free(a);
+    tr_sampler_free(b);
+    tr_sampler_free(c);
+}
+
+TT_TEST(bad_arguments) {
+    tr_sampler_params p = plain();
+    TT_CHECK(tr_sampler_new(&p, 0) == NULL);
+    TT_CHECK(tr_sampler_new(NULL, 10) == NULL);
+    tr_sampler *s = tr_sampler_new(&p, 4);
+    TT_CHECK_EQ_INT(tr_sampler_sample(s, NULL), -1);
+    tr_sampler_accept(s, 99); /* out of range: ignored */
+    tr_sampler_accept(s, -1);
+    tr_sampler_free(s);
+    tr_sampler_free(NULL);
+}
+
+int main(void) {
+    TT_RUN(greedy_picks_the_largest);
+    TT_RUN(frequencies_follow_softmax_over_temperature);
+    TT_RUN(top_k_keeps_only_the_k_best);
+    TT_RUN(top_p_cuts_at_the_cumulative_probability);
+    TT_RUN(min_p_drops_tokens_below_a_fraction_of_the_best);
+    TT_RUN(repeat_penalty_follows_llamacpp);
+    TT_RUN(penalty_window_forgets_old_tokens);
+    TT_RUN(same_seed_same_tokens);
+    TT_RUN(bad_arguments);
+    return TT_DONE();
+}

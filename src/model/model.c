@@ -1,0 +1,338 @@
+/* Loading a model: hyperparameters from {arch}.* metadata, every weight found
+ * and shape-checked as a view into the mapping (never copied), the
+ * vocabulary checked against the embedding. What the file asks for and we do
+ * not implement is an error that names it, never a silently different model. */
+#include "model/model.h"
+
+#include "core/util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct loader {
+    const tr_gguf *g;
+    const char *path;
+    char arch[64];
+    tr_error *err;
+} loader;
+
+static void key_name(char *buf, size_t cap, const loader *L, const char *suffix) {
+    snprintf(buf, cap, "%s.%s", L->arch, suffix);
+}
+
+/* An integer hyperparameter {arch}.suffix within [lo, hi]. */
+static tr_status get_int(loader *L, const char *suffix, bool required, int64_t def, int64_t lo, int64_t hi,
+                         int32_t *out) {
+    char key[160];
+    key_name(key, sizeof key, L, suffix);
+    const tr_gguf_value *v = tr_gguf_get(L->g, key);
+    int64_t x = def;
+    if (!v) {
+        if (required) return tr_err_set(L->err, TR_ERR_FORMAT, "%s: missing metadata key %s", L->path, key);
+    } else if (v->type == TR_GGUF_ARRAY) {
+        return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: %s is per-layer (an array): not supported", L->path, key);
+    } else if (!tr_gguf_get_int(L->g, key, &x)) {
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s is a %s, expected an integer", L->path, key,
+                          tr_gguf_type_name(v->type));
+    }
+    if (x < lo || x > hi)
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s = %lld is out of range [%lld, %lld]", L->path, key,
+                          (long long)x, (long long)lo, (long long)hi);
+    *out = (int32_t)x;
+    return TR_OK;
+}
+
+static tr_status get_float(loader *L, const char *suffix, bool required, double def, float *out) {
+    char key[160];
+    key_name(key, sizeof key, L, suffix);
+    const tr_gguf_value *v = tr_gguf_get(L->g, key);
+    double x = def;
+    if (!v) {
+        if (required) return tr_err_set(L->err, TR_ERR_FORMAT, "%s: missing metadata key %s", L->path, key);
+    } else if (!tr_gguf_get_float(L->g, key, &x)) {
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s is a %s, expected a number", L->path, key,
+                          tr_gguf_type_name(v->type));
+    }
+    if (!isfinite(x))
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s is not a finite number", L->path, key);
+    *out = (float)x;
+    return TR_OK;
+}
+
+static bool has_key(const loader *L, const char *suffix) {
+    char key[160];
+    key_name(key, sizeof key, L, suffix);
+    return tr_gguf_get(L->g, key) != NULL;
+}
+
+static const tr_gguf_tensor *find(loader *L, const char *name) { return tr_gguf_find_tensor(L->g, name); }
+
+/* A 2-D weight of exactly rows x cols (ggml: ne[0] = cols, ne[1] = rows). */
+static tr_status get_weight(loader *L, const char *name, int64_t rows, int64_t cols, bool required, tr_weight *w) {
+    const tr_gguf_tensor *t = find(L, name);
+    memset(w, 0, sizeof *w);
+    if (!t) {
+        if (required) return tr_err_set(L->err, TR_ERR_FORMAT, "%s: missing tensor %s", L->path, name);
+        return TR_OK;
+    }
+    if (t->ne[0] != cols || t->ne[1] != rows || t->ne[2] != 1 || t->ne[3] != 1)
+        return tr_err_set(L->err, TR_ERR_FORMAT,
+                          "%s: tensor %s has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]", L->path,
+                          name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
+                          (long long)t->ne[3], (long long)cols, (long long)rows);
+    if (!tr_type_can_dequantize(t->type)) {
+        const char *tn = tr_type_name(t->type);
+        return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s has type %s, which this build cannot compute with",
+                          L->path, name, tn ? tn : "(unknown)");
+    }
+    if (tr_row_size(t->type, cols) == 0)
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: tensor %s: row of %lld is not a whole number of %s blocks",
+                          L->path, name, (long long)cols, tr_type_name(t->type));
+    w->type = t->type;
+    w->data = t->data;
+    w->rows = rows;
+    w->cols = cols;
+    w->name = t->name;
+    return TR_OK;
+}
+
+/* A 1-D F32 vector of n (norm weights, biases). */
+static tr_status get_vec(loader *L, const char *name, int64_t n, bool required, const float **out) {
+    const tr_gguf_tensor *t = find(L, name);
+    *out = NULL;
+    if (!t) {
+        if (required) return tr_err_set(L->err, TR_ERR_FORMAT, "%s: missing tensor %s", L->path, name);
+        return TR_OK;
+    }
+    if (t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1)
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: tensor %s has shape [%lld, %lld], expected [%lld]", L->path,
+                          name, (long long)t->ne[0], (long long)t->ne[1], (long long)n);
+    if (t->type != TR_TYPE_F32)
+        return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s has type %s, expected F32", L->path, name,
+                          tr_type_name(t->type) ? tr_type_name(t->type) : "(unknown)");
+    if (((uintptr_t)t->data & 3) != 0)
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: tensor %s is not 4-byte aligned", L->path, name);
+    *out = (const float *)t->data;
+    return TR_OK;
+}
+
+/* Metadata that would change the computation in ways we do not implement. */
+static tr_status check_unsupported(loader *L, const tr_arch *arch) {
+    static const char *const int_keys[] = {"expert_count", "attention.q_lora_rank", "attention.kv_lora_rank"};
+    for (size_t i = 0; i < sizeof int_keys / sizeof int_keys[0]; i++) {
+        char key[160];
+        key_name(key, sizeof key, L, int_keys[i]);
+        int64_t x = 0;
+        if (tr_gguf_get(L->g, key) && (!tr_gguf_get_int(L->g, key, &x) || x != 0))
+            return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: %s is set: not supported", L->path, key);
+    }
+    static const char *const float_keys[] = {"attn_logit_softcapping", "logit_scale", "attention.clamp_kqv",
+                                             "rope.scaling.attn_factor", "embedding_scale", "residual_scale",
+                                             "attention.scale"};
+    for (size_t i = 0; i < sizeof float_keys / sizeof float_keys[0]; i++) {
+        char key[160];
+        key_name(key, sizeof key, L, float_keys[i]);
+        double x = 0;
+        if (tr_gguf_get(L->g, key) && (!tr_gguf_get_float(L->g, key, &x) || (x != 0 && x != 1)))
+            return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: %s = %g: not supported", L->path, key, x);
+    }
+    if (!arch->final_softcap) {
+        float cap = 0;
+        if (get_float(L, "final_logit_softcapping", false, 0, &cap) != TR_OK) return TR_ERR_FORMAT;
+        if (cap != 0)
+            return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: %s.final_logit_softcapping is set: not supported for %s",
+                              L->path, L->arch, L->arch);
+    }
+    char key[160];
+    key_name(key, sizeof key, L, "rope.scaling.type");
+    tr_str st;
+    if (tr_gguf_get_str(L->g, key, &st)) {
+        bool ok = (st.len == 4 && !memcmp(st.ptr, "none", 4)) || (st.len == 6 && !memcmp(st.ptr, "linear", 6));
+        if (!ok)
+            return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: %s = '%.*s': only 'none' and 'linear' are supported",
+                              L->path, key, (int)(st.len > 32 ? 32 : st.len), st.ptr);
+    }
+    return TR_OK;
+}
+
+static tr_status load_hparams(loader *L, tr_model *m) {
+    tr_hparams *hp = &m->hp;
+    const tr_arch *arch = m->arch;
+    tr_status st;
+    if ((st = check_unsupported(L, arch))) return st;
+    if ((st = get_int(L, "embedding_length", true, 0, 1, 1 << 17, &hp->n_embd))) return st;
+    if ((st = get_int(L, "block_count", true, 0, 1, 4096, &hp->n_layer))) return st;
+    if ((st = get_int(L, "attention.head_count", true, 0, 1, 4096, &hp->n_head))) return st;
+    if ((st = get_int(L, "attention.head_count_kv", false, hp->n_head, 1, hp->n_head, &hp->n_head_kv))) return st;
+    if ((st = get_int(L, "feed_forward_length", true, 0, 1, 1 << 20, &hp->n_ff))) return st;
+    if ((st = get_int(L, "context_length", false, 2048, 1, 1 << 24, &hp->n_ctx_train))) return st;
+    if (hp->n_head % hp->n_head_kv != 0)
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s.attention.head_count (%d) is not a multiple of head_count_kv (%d)",
+                          L->path, L->arch, hp->n_head, hp->n_head_kv);
+    int32_t def_head = hp->n_embd / hp->n_head;
+    if ((st = get_int(L, "attention.key_length", false, def_head, 1, 1 << 12, &hp->head_k))) return st;
+    if ((st = get_int(L, "attention.value_length", false, def_head, 1, 1 << 12, &hp->head_v))) return st;
+    if ((st = get_int(L, "rope.dimension_count", false, hp->head_k, 2, hp->head_k, &hp->n_rot))) return st;
+    if (hp->n_rot % 2)
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s.rope.dimension_count = %d is odd", L->path, L->arch, hp->n_rot);
+    if ((st = get_float(L, "attention.layer_norm_rms_epsilon", true, 0, &hp->norm_eps))) return st;
+    if (has_key(L, "attention.layer_norm_epsilon") && !has_key(L, "attention.layer_norm_rms_epsilon"))
+        return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: LayerNorm (not RMSNorm) is not supported", L->path);
+    if ((st = get_float(L, "rope.freq_base", false, 10000.0, &hp->rope_base))) return st;
+    if (!(hp->rope_base > 0))
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s.rope.freq_base must be positive", L->path, L->arch);
+    float factor = 0;
+    if ((st = get_float(L, "rope.scaling.factor", false, 0.0, &factor))) return st;
+    if (factor == 0 && (st = get_float(L, "rope.scale_linear", false, 0.0, &factor))) return st;
+    if (factor < 0) return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s.rope.scaling.factor is negative", L->path, L->arch);
+    hp->rope_scale = factor > 0 ? 1.0f / factor : 1.0f;
+    hp->n_swa = 0;
+    if (arch->swa_pattern > 0 && (st = get_int(L, "attention.sliding_window", false, 0, 0, 1 << 24, &hp->n_swa)))
+        return st;
+    hp->final_softcap = 0;
+    if (arch->final_softcap && (st = get_float(L, "final_logit_softcapping", false, 0.0, &hp->final_softcap)))
+        return st;
+    if (hp->final_softcap < 0)
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s.final_logit_softcapping is negative", L->path, L->arch);
+    /* Gemma 3 27B scales queries by 1/sqrt(n_embd/n_head) (query_pre_attn_scalar),
+     * which the file does not record; llama.cpp recognises it by its 62 layers. */
+    if (arch->embd_scale && hp->n_layer == 62)
+        hp->attn_scale = 1.0f / sqrtf((float)(hp->n_embd / hp->n_head));
+    else
+        hp->attn_scale = 1.0f / sqrtf((float)hp->head_k);
+    return TR_OK;
+}
+
+static tr_status load_weights(loader *L, tr_model *m) {
+    tr_hparams *hp = &m->hp;
+    const tr_arch *arch = m->arch;
+    tr_status st;
+    const tr_gguf_tensor *te = find(L, "token_embd.weight");
+    if (!te) return tr_err_set(L->err, TR_ERR_FORMAT, "%s: missing tensor token_embd.weight", L->path);
+    if (te->ne[1] < 1 || te->ne[1] > (1 << 24))
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: tensor token_embd.weight has %lld rows", L->path,
+                          (long long)te->ne[1]);
+    hp->n_vocab = (int32_t)te->ne[1];
+    if ((st = get_weight(L, "token_embd.weight", hp->n_vocab, hp->n_embd, true, &m->tok_embd))) return st;
+    if ((st = get_vec(L, "output_norm.weight", hp->n_embd, true, &m->output_norm))) return st;
+    if ((st = get_weight(L, "output.weight", hp->n_vocab, hp->n_embd, false, &m->output))) return st;
+    if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
+    if ((st = get_vec(L, "rope_freqs.weight", hp->n_rot / 2, false, &m->rope_freqs))) return st;
+
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers) return tr_err_set(L->err, TR_ERR_NOMEM, "%s: out of memory for %d layers", L->path, hp->n_layer);
+    const int64_t E = hp->n_embd, Q = (int64_t)hp->n_head * hp->head_k, K = (int64_t)hp->n_head_kv * hp->head_k,
+                  V = (int64_t)hp->n_head_kv * hp->head_v, O = (int64_t)hp->n_head * hp->head_v, F = hp->n_ff;
+    for (int i = 0; i < hp->n_layer; i++) {
+        tr_layer *l = &m->layers[i];
+        char n[96];
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", i, s), n)
+        if ((st = get_vec(L, NAME("attn_norm.weight"), E, true, &l->attn_norm))) return st;
+        if ((st = get_weight(L, NAME("attn_q.weight"), Q, E, true, &l->wq))) return st;
+        if ((st = get_weight(L, NAME("attn_k.weight"), K, E, true, &l->wk))) return st;
+        if ((st = get_weight(L, NAME("attn_v.weight"), V, E, true, &l->wv))) return st;
+        if ((st = get_weight(L, NAME("attn_output.weight"), E, O, true, &l->wo))) return st;
+        if ((st = get_vec(L, NAME("attn_q.bias"), Q, arch->qkv_bias, &l->bq))) return st;
+        if ((st = get_vec(L, NAME("attn_k.bias"), K, arch->qkv_bias, &l->bk))) return st;
+        if ((st = get_vec(L, NAME("attn_v.bias"), V, arch->qkv_bias, &l->bv))) return st;
+        if (find(L, NAME("attn_output.bias")))
+            return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s is not supported", L->path, n);
+        if (arch->qk_norm) {
+            if ((st = get_vec(L, NAME("attn_q_norm.weight"), hp->head_k, true, &l->q_norm))) return st;
+            if ((st = get_vec(L, NAME("attn_k_norm.weight"), hp->head_k, true, &l->k_norm))) return st;
+        } else if (find(L, NAME("attn_q_norm.weight"))) {
+            return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s is not supported for %s", L->path, n, L->arch);
+        }
+        if (arch->post_norms) {
+            if ((st = get_vec(L, NAME("post_attention_norm.weight"), E, true, &l->post_attn_norm))) return st;
+            if ((st = get_vec(L, NAME("post_ffw_norm.weight"), E, true, &l->post_ffn_norm))) return st;
+        }
+        if ((st = get_vec(L, NAME("ffn_norm.weight"), E, true, &l->ffn_norm))) return st;
+        if ((st = get_weight(L, NAME("ffn_gate.weight"), F, E, true, &l->w_gate))) return st;
+        if ((st = get_weight(L, NAME("ffn_up.weight"), F, E, true, &l->w_up))) return st;
+        if ((st = get_weight(L, NAME("ffn_down.weight"), E, F, true, &l->w_down))) return st;
+        if (find(L, NAME("ffn_gate_inp.weight")))
+            return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s (mixture of experts) is not supported",
+                              L->path, n);
+#undef NAME
+        /* Local (sliding-window) layers: all but every swa_pattern-th. */
+        l->swa = hp->n_swa > 0 && arch->swa_pattern > 0 && (i % arch->swa_pattern) < arch->swa_pattern - 1;
+        l->rope_base = l->swa ? arch->rope_base_swa : hp->rope_base;
+        l->rope_scale = l->swa ? 1.0f : hp->rope_scale;
+    }
+    return TR_OK;
+}
+
+static void base_name(char *dst, size_t cap, const char *path) {
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    snprintf(dst, cap, "%s", b);
+}
+
+tr_status tr_model_load(const char *path, tr_model **out, tr_error *err) {
+    *out = NULL;
+    tr_model *m = calloc(1, sizeof *m);
+    if (!m) return tr_err_set(err, TR_ERR_NOMEM, "%s: out of memory", path);
+    tr_status st = tr_gguf_open(path, &m->gguf, err);
+    if (st) {
+        free(m);
+        return st;
+    }
+    loader L = {.g = m->gguf, .path = path, .err = err};
+    tr_str a;
+    if (!tr_gguf_get_str(m->gguf, "general.architecture", &a)) {
+        st = tr_err_set(err, TR_ERR_FORMAT, "%s: missing metadata key general.architecture", path);
+        goto fail;
+    }
+    m->arch = tr_arch_find(a.ptr, a.len);
+    if (!m->arch || a.len >= sizeof L.arch) {
+        st = tr_err_set(err, TR_ERR_UNSUPPORTED, "%s: architecture '%.*s' is not supported (supported: %s)", path,
+                        (int)(a.len > 64 ? 64 : a.len), a.ptr, tr_arch_supported_list());
+        goto fail;
+    }
+    memcpy(L.arch, a.ptr, a.len);
+    L.arch[a.len] = 0;
+    memcpy(m->arch_name, L.arch, a.len + 1);
+    if ((st = load_hparams(&L, m))) goto fail;
+    if ((st = load_weights(&L, m))) goto fail;
+    if ((st = tr_vocab_load(m->gguf, &m->vocab, err))) goto fail;
+    if (tr_vocab_n_tokens(m->vocab) != m->hp.n_vocab) {
+        st = tr_err_set(err, TR_ERR_FORMAT, "%s: vocabulary has %d tokens but token_embd.weight has %d rows", path,
+                        tr_vocab_n_tokens(m->vocab), m->hp.n_vocab);
+        goto fail;
+    }
+    tr_str name;
+    if (tr_gguf_get_str(m->gguf, "general.name", &name) && name.len > 0)
+        snprintf(m->name, sizeof m->name, "%.*s", (int)(name.len > 200 ? 200 : name.len), name.ptr);
+    else
+        base_name(m->name, sizeof m->name, path);
+    for (int64_t i = 0; i < tr_gguf_n_tensors(m->gguf); i++) {
+        const tr_gguf_tensor *t = tr_gguf_tensor_at(m->gguf, i);
+        m->n_params += (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
+        m->weight_bytes += t->nbytes;
+    }
+    *out = m;
+    return TR_OK;
+fail:
+    tr_model_free(m);
+    return st;
+}
+
+void tr_model_free(tr_model *m) {
+    if (!m) return;
+    tr_vocab_free(m->vocab);
+    free(m->layers);
+    tr_gguf_close(m->gguf);
+    free(m);
+}
+
+const tr_gguf *tr_model_gguf(const tr_model *m) { return m->gguf; }
+const tr_vocab *tr_model_vocab(const tr_model *m) { return m->vocab; }
+const char *tr_model_arch(const tr_model *m) { return m->arch_name; }
+const char *tr_model_name(const tr_model *m) { return m->name; }
+int32_t tr_model_n_vocab(const tr_model *m) { return m->hp.n_vocab; }
+int32_t tr_model_n_ctx_train(const tr_model *m) { return m->hp.n_ctx_train; }
+uint64_t tr_model_n_params(const tr_model *m) { return m->n_params; }
+uint64_t tr_model_weight_bytes(const tr_model *m) { return m->weight_bytes; }

@@ -1,0 +1,133 @@
+/* The forward pass's small ops: norms, RoPE, softmax, gated activations, and
+ * half-precision conversion for the KV cache. Sums are accumulated in double
+ * where a long reduction would otherwise lose digits (as ggml does). */
+#include "ops/ops.h"
+
+#include <math.h>
+#include <string.h>
+
+uint16_t tr_half_from_float(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t exp = (x >> 23) & 0xffu;
+    uint32_t man = x & 0x7fffffu;
+    if (exp == 0xffu) return (uint16_t)(sign | 0x7c00u | (man ? 0x200u : 0)); /* inf / nan */
+    int32_t e = (int32_t)exp - 127 + 15;
+    if (e >= 31) return (uint16_t)(sign | 0x7c00u); /* overflow: inf */
+    if (e <= 0) {
+        /* subnormal half (or zero): shift the mantissa with its implicit 1 */
+        if (e < -10) return (uint16_t)sign;
+        man |= 0x800000u;
+        uint32_t shift = (uint32_t)(14 - e);
+        uint32_t half = man >> shift;
+        uint32_t rem = man & ((1u << shift) - 1);
+        uint32_t mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1))) half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t half = sign | ((uint32_t)e << 10) | (man >> 13);
+    uint32_t rem = man & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (half & 1))) half++; /* may carry into the exponent: correct */
+    return (uint16_t)half;
+}
+
+float tr_half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t man = h & 0x3ffu;
+    uint32_t x;
+    if (exp == 0) {
+        if (man == 0) {
+            x = sign;
+        } else { /* subnormal: normalise */
+            int e = -1;
+            do {
+                man <<= 1;
+                e++;
+            } while (!(man & 0x400u));
+            x = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ffu) << 13);
+        }
+    } else if (exp == 31) {
+        x = sign | 0x7f800000u | (man << 13);
+    } else {
+        x = sign | ((exp - 15 + 127) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+void tr_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++) ss += (double)(x[i] * x[i]); /* float square, double sum: as ggml */
+    const float scale = 1.0f / sqrtf((float)(ss / (double)n) + eps);
+    if (w)
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] * scale * w[i];
+    else
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] * scale;
+}
+
+void tr_rope(float *x, int n_rot, int32_t pos, float freq_base, float freq_scale,
+             const float *freq_factors, bool neox) {
+    /* theta_i = pos * base^(-2i/n_rot), built by repeated multiplication in
+     * float as ggml does, so that long positions round the same way. */
+    const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
+    float theta_base = (float)pos;
+    const int half = n_rot / 2;
+    for (int i = 0; i < half; i++) {
+        float theta = theta_base;
+        if (freq_factors) theta /= freq_factors[i];
+        theta *= freq_scale;
+        const float c = cosf(theta), s = sinf(theta);
+        const int a = neox ? i : 2 * i;
+        const int b = neox ? i + half : 2 * i + 1;
+        const float x0 = x[a], x1 = x[b];
+        x[a] = x0 * c - x1 * s;
+        x[b] = x0 * s + x1 * c;
+        theta_base *= theta_scale;
+    }
+}
+
+void tr_softmax(float *x, int64_t n) {
+    float max = -INFINITY;
+    for (int64_t i = 0; i < n; i++)
+        if (x[i] > max) max = x[i];
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const float e = expf(x[i] - max);
+        x[i] = e;
+        sum += e;
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+void tr_swiglu(float *out, const float *gate, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+static float gelu_tanh(float x) {
+    const float sqrt_2_over_pi = 0.79788456080286535587989211986876f;
+    return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * x * (1.0f + 0.044715f * x * x)));
+}
+
+void tr_geglu(float *out, const float *gate, const float *up, int64_t n) {
+    /* GELU as llama.cpp's CPU backend computes it: of the gate rounded to a
+     * half, rounded to a half (ggml's GELU table), exact outside [-10, 10].
+     * Matching this rounding keeps Gemma's logits within llama.cpp's. */
+    for (int64_t i = 0; i < n; i++) {
+        const float g = gate[i];
+        float gelu;
+        if (g <= -10.0f)
+            gelu = 0.0f;
+        else if (g >= 10.0f)
+            gelu = g;
+        else
+            gelu = tr_half_to_float(tr_half_from_float(gelu_tanh(tr_half_to_float(tr_half_from_float(g)))));
+        out[i] = gelu * up[i];
+    }
+}

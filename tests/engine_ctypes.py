@@ -1,0 +1,113 @@
+"""ctypes binding of the engine's public API (include/trinity.h): load a model,
+make a context, decode token ids, read logits. Used by the parity tests."""
+import ctypes
+import os
+
+import numpy as np
+
+
+class Error(ctypes.Structure):
+    _fields_ = [("msg", ctypes.c_char * 512)]
+
+
+class ContextParams(ctypes.Structure):
+    _fields_ = [("n_ctx", ctypes.c_int32), ("n_batch", ctypes.c_int32),
+                ("n_seq_max", ctypes.c_int32), ("n_threads", ctypes.c_int32)]
+
+
+class Batch(ctypes.Structure):
+    _fields_ = [("n_tokens", ctypes.c_int32), ("token", ctypes.POINTER(ctypes.c_int32)),
+                ("pos", ctypes.POINTER(ctypes.c_int32)), ("seq_id", ctypes.POINTER(ctypes.c_int32)),
+                ("logits", ctypes.POINTER(ctypes.c_int8))]
+
+
+def load_lib(path=None):
+    lib = ctypes.CDLL(path or os.environ.get("TRINITY_LIB", os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build", "libtrinity.so")))
+    vp = ctypes.c_void_p
+    lib.tr_model_load.argtypes = [ctypes.c_char_p, ctypes.POINTER(vp), ctypes.POINTER(Error)]
+    lib.tr_model_free.argtypes = [vp]
+    lib.tr_model_n_vocab.argtypes = [vp]
+    lib.tr_context_new.argtypes = [vp, ctypes.POINTER(ContextParams), ctypes.POINTER(vp), ctypes.POINTER(Error)]
+    lib.tr_context_free.argtypes = [vp]
+    lib.tr_decode.argtypes = [vp, ctypes.POINTER(Batch), ctypes.POINTER(Error)]
+    lib.tr_get_logits.argtypes = [vp, ctypes.c_int32]
+    lib.tr_get_logits.restype = ctypes.POINTER(ctypes.c_float)
+    lib.tr_kv_seq_rm.argtypes = [vp, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32]
+    lib.tr_kv_seq_len.argtypes = [vp, ctypes.c_int32]
+    return lib
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+class Model:
+    def __init__(self, lib, path):
+        self.lib = lib
+        self.ptr = ctypes.c_void_p()
+        err = Error()
+        st = lib.tr_model_load(path.encode(), ctypes.byref(self.ptr), ctypes.byref(err))
+        if st != 0:
+            raise EngineError(err.msg.decode())
+        self.n_vocab = lib.tr_model_n_vocab(self.ptr)
+
+    def close(self):
+        if self.ptr:
+            self.lib.tr_model_free(self.ptr)
+            self.ptr = None
+
+
+class Context:
+    def __init__(self, model, n_ctx=512, n_batch=512, n_seq_max=1, n_threads=2):
+        self.lib, self.model = model.lib, model
+        self.ptr = ctypes.c_void_p()
+        p = ContextParams(n_ctx, n_batch, n_seq_max, n_threads)
+        err = Error()
+        st = self.lib.tr_context_new(model.ptr, ctypes.byref(p), ctypes.byref(self.ptr), ctypes.byref(err))
+        if st != 0:
+            raise EngineError(err.msg.decode())
+
+    def decode(self, tokens, pos, seq=None, logits=None):
+        n = len(tokens)
+        tok = (ctypes.c_int32 * n)(*tokens)
+        ps = (ctypes.c_int32 * n)(*pos)
+        sq = (ctypes.c_int32 * n)(*(seq if seq is not None else [0] * n))
+        lg = ctypes.cast((ctypes.c_int8 * n)(*logits), ctypes.POINTER(ctypes.c_int8)) if logits is not None else None
+        b = Batch(n, tok, ps, sq, lg)
+        err = Error()
+        st = self.lib.tr_decode(self.ptr, ctypes.byref(b), ctypes.byref(err))
+        if st != 0:
+            raise EngineError(err.msg.decode())
+
+    def logits(self, i):
+        p = self.lib.tr_get_logits(self.ptr, i)
+        if not p:
+            return None
+        return np.ctypeslib.as_array(p, shape=(self.model.n_vocab,)).copy()
+
+    def eval_all(self, tokens, n_batch=None):
+        """Logits of every position of one sequence from position 0."""
+        n_batch = n_batch or len(tokens)
+        out = []
+        for s in range(0, len(tokens), n_batch):
+            chunk = tokens[s:s + n_batch]
+            self.decode(chunk, list(range(s, s + len(chunk))), logits=[1] * len(chunk))
+            out.extend(self.logits(i) for i in range(len(chunk)))
+        return np.stack(out)
+
+    def greedy(self, prompt, n):
+        """Prompt then n greedy tokens (stops early at the context's end)."""
+        self.decode(prompt, list(range(len(prompt))))
+        pos, out = len(prompt), []
+        for _ in range(n):
+            t = int(np.argmax(self.logits(-1)))
+            out.append(t)
+            self.decode([t], [pos])
+            pos += 1
+        return out
+
+    def close(self):
+        if self.ptr:
+            self.lib.tr_context_free(self.ptr)
+            self.ptr = None

@@ -1,0 +1,188 @@
+"""Bad input to the model layer and the CLI: each is a one-line error that
+names what is wrong (exit 1), a usage error (exit 2), or a well-defined
+result -- never a crash. Broken models are copies of a generated random
+model with one thing changed (gguf package)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gguf
+from gguf import GGUFReader, GGUFWriter
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from conftest import run_trinity  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("bad") / "llama.gguf")
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_model.py"), "--arch", "llama", "--type",
+                    "F32", "-o", path], check=True, capture_output=True)
+    return path
+
+
+def copy_model(src, dst, set_keys=None, drop_keys=(), drop_tensors=(), replace=None, arch=None):
+    """Copy a GGUF, changing keys and tensors."""
+    r = GGUFReader(src)
+    a = arch or bytes(r.fields["general.architecture"].parts[-1]).decode()
+    w = GGUFWriter(dst, a)
+    for k, f in r.fields.items():
+        if k.startswith("GGUF.") or k == "general.architecture" or k in drop_keys:
+            continue
+        if set_keys and k in set_keys:
+            continue
+        k2 = k.replace(bytes(r.fields["general.architecture"].parts[-1]).decode() + ".", a + ".", 1) if arch else k
+        vt = f.types[0]
+        if vt == gguf.GGUFValueType.ARRAY:
+            w.add_key_value(k2, f.contents(), vt, sub_type=f.types[1])
+        else:
+            w.add_key_value(k2, f.contents(), vt)
+    for k, (v, vt) in (set_keys or {}).items():
+        if vt == gguf.GGUFValueType.ARRAY:
+            w.add_key_value(k, v, vt, sub_type=gguf.GGUFValueType.STRING if isinstance(v[0], str) else
+                            gguf.GGUFValueType.FLOAT32 if isinstance(v[0], float) else gguf.GGUFValueType.INT32)
+        else:
+            w.add_key_value(k, v, vt)
+    for t in r.tensors:
+        if t.name in drop_tensors:
+            continue
+        data = replace[t.name] if replace and t.name in replace else np.asarray(t.data)
+        w.add_tensor(t.name, data)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return dst
+
+
+def expect_error(p, *words):
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    err = p.stderr.strip()
+    assert "\n" not in err, f"not one line: {err!r}"
+    for w in words:
+        assert w in err, f"{w!r} not in {err!r}"
+
+
+def run(model, *extra):
+    p = subprocess.run([os.environ.get("TRINITY_BIN", os.path.join(ROOT, "build", "trinity")), "run", "-m", model,
+                        "-p", "hello world", "-n", "4", "--temp", "0", "-t", "1", *map(str, extra)],
+                       capture_output=True, timeout=300)
+    p.stdout = p.stdout.decode("utf-8", "replace")
+    p.stderr = p.stderr.decode("utf-8", "replace")
+    return p
+
+
+def test_unsupported_architecture(base, tmp_path):
+    m = copy_model(base, str(tmp_path / "m.gguf"), arch="gpt2")
+    expect_error(run(m), "architecture 'gpt2' is not supported")
+
+
+def test_missing_tensor(base, tmp_path):
+    m = copy_model(base, str(tmp_path / "m.gguf"), drop_tensors={"blk.1.ffn_up.weight"})
+    expect_error(run(m), "missing tensor blk.1.ffn_up.weight")
+
+
+def test_wrongly_shaped_tensor(base, tmp_path):
+    bad = np.zeros((100, 256), dtype=np.float32)
+    m = copy_model(base, str(tmp_path / "m.gguf"), replace={"blk.0.attn_k.weight": bad})
+    expect_error(run(m), "blk.0.attn_k.weight", "shape")
+
+
+def test_vocabulary_embedding_mismatch(base, tmp_path):
+    r = GGUFReader(base)
+    toks = r.fields["tokenizer.ggml.tokens"].contents()[:-1]
+    scores = [float(x) for x in r.fields["tokenizer.ggml.scores"].contents()[:-1]]
+    types = [int(x) for x in r.fields["tokenizer.ggml.token_type"].contents()[:-1]]
+    A = gguf.GGUFValueType.ARRAY
+    m = copy_model(base, str(tmp_path / "m.gguf"), set_keys={"tokenizer.ggml.tokens": (toks, A),
+                                                             "tokenizer.ggml.scores": (scores, A),
+                                                             "tokenizer.ggml.token_type": (types, A)})
+    expect_error(run(m), "vocabulary has 511 tokens", "token_embd.weight has 512 rows")
+
+
+def test_mixture_of_experts_is_refused(base, tmp_path):
+    m = copy_model(base, str(tmp_path / "m.gguf"), set_keys={"llama.expert_count": (8, gguf.GGUFValueType.UINT32)})
+    expect_error(run(m), "llama.expert_count")
+
+
+def test_yarn_rope_scaling_is_refused(base, tmp_path):
+    m = copy_model(base, str(tmp_path / "m.gguf"),
+                   set_keys={"llama.rope.scaling.type": ("yarn", gguf.GGUFValueType.STRING)})
+    expect_error(run(m), "llama.rope.scaling.type", "yarn")
+
+
+def test_missing_hyperparameter(base, tmp_path):
+    m = copy_model(base, str(tmp_path / "m.gguf"), drop_keys={"llama.embedding_length"})
+    expect_error(run(m), "llama.embedding_length")
+
+
+def test_prompt_longer_than_context(base):
+    p = run_trinity("run", "-m", base, "-p", "the of and to in is was that for it " * 4, "-c", 8, "-n", 4, "-t", 1)
+    expect_error(p, "context (-c) holds 8")
+
+
+def test_n_zero_generates_nothing(base):
+    p = run(base, "-n", 0)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == ""
+    assert "generation: 0 tokens" in p.stderr
+
+
+def test_empty_prompt_continues_from_bos(base):
+    p = subprocess.run([os.environ.get("TRINITY_BIN", os.path.join(ROOT, "build", "trinity")), "run", "-m", base,
+                        "-p", "", "-n", "3", "--temp", "0", "-t", "1"], capture_output=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    p.stderr = p.stderr.decode()
+    assert "prompt: 1 tokens" in p.stderr
+    assert "generation: 3 tokens" in p.stderr
+
+
+def test_generation_stops_at_the_context(base):
+    # random weights emit arbitrary bytes: read the output as bytes
+    p = subprocess.run([os.environ.get("TRINITY_BIN", os.path.join(ROOT, "build", "trinity")), "run", "-m", base,
+                        "-p", "hello", "-c", "12", "--temp", "0", "-t", "1"], capture_output=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    p.stderr = p.stderr.decode()
+    n = int(p.stderr.split("generation: ")[1].split(" ")[0])
+    n_prompt = int(p.stderr.split("prompt: ")[1].split(" ")[0])
+    assert n_prompt + n <= 13  # the last token is printed without being evaluated
+
+
+def test_missing_model_file():
+    expect_error(run_trinity("run", "-m", "/nonexistent/m.gguf", "-p", "x"), "/nonexistent/m.gguf")
+
+
+def test_usage_errors(base):
+    assert run_trinity("run", "-p", "x").returncode == 2
+    assert run_trinity("run", "-m", base).returncode == 2
+    assert run_trinity("run", "-m", base, "-p", "x", "-n", "abc").returncode == 2
+    assert run_trinity("run", "-m", base, "-p", "x", "--top-p", "2").returncode == 2
+    assert run_trinity("run", "-m", base, "-p", "x", "--bogus").returncode == 2
+    assert run_trinity("perplexity", "-m", base).returncode == 2
+
+
+def test_perplexity_needs_two_windows(base, tmp_path):
+    f = tmp_path / "short.txt"
+    f.write_text("the of and to in is was")
+    expect_error(run_trinity("perplexity", "-m", base, "-f", str(f), "-c", 64), "needs at least 128")
+
+
+def test_chat_unknown_format(base):
+    p = run_trinity("chat", "-m", base, "--chat-format", "nope", input="hi\n")
+    expect_error(p, "chat format 'nope' is unknown")
+
+
+def test_chat_without_template_asks_for_a_format(base):
+    p = run_trinity("chat", "-m", base, input="hi\n")
+    expect_error(p, "--chat-format")
+
+
+def test_chat_with_a_format_answers(base):
+    p = subprocess.run([os.environ.get("TRINITY_BIN", os.path.join(ROOT, "build", "trinity")), "chat", "-m", base,
+                        "--chat-format", "chatml", "-n", "3", "--temp", "0", "-t", "1"], input=b"hello\n\n",
+                       capture_output=True, timeout=300)
+    assert p.returncode == 0, p.stderr
