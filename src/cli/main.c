@@ -23,6 +23,7 @@ static const command commands[] = {
     {"chat", cmd_chat, "chat with a model in the terminal"},
     {"perplexity", cmd_perplexity, "perplexity of a model on a text (llama.cpp's method)"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
+    {"bench", cmd_bench, "measure prompt and generation speed (like llama-bench)"},
 };
 
 static void usage(FILE *f) {
