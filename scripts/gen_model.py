@@ -91,6 +91,7 @@ def synthetic_vocab(n_vocab, arch):
     pieces += ["\u2581" + a for a in letters] + [a + b for a in letters for b in letters]
     pieces += ["\u2581" + a + b for a in letters for b in letters]
     pieces += [a + b + c for a in letters for b in letters for c in letters]
+    pieces += ["\u2581" + a + b + c for a in letters for b in letters for c in letters]  # room for 32k vocabularies
     seen = set(toks)
     rank = 0
     for p in pieces:
