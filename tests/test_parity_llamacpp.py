@@ -218,3 +218,26 @@ def test_fixtures_are_for_this_model(model_path):
         pytest.skip("no real-model fixtures")
     with open(model_path, "rb") as fh:
         assert hashlib.sha256(fh.read()).hexdigest() == REAL["sha256"]
+
+
+def test_kv_seq_rm_then_redecode_matches(elib, models):
+    """Forgetting the end of a sequence and decoding other tokens there gives
+    what a fresh context gives (the server reuses prefixes this way)."""
+    key = "llama_F32"
+    prompt = list(map(int, RANDOM[key + "_prompt"]))
+    m = E.Model(elib, models[key])
+    c = E.Context(m, n_ctx=128, n_batch=128, n_threads=2)
+    try:
+        c.decode(prompt, list(range(len(prompt))))
+        assert elib.tr_kv_seq_len(c.ptr, 0) == len(prompt)
+        keep = 40
+        elib.tr_kv_seq_rm(c.ptr, 0, keep, -1)
+        assert elib.tr_kv_seq_len(c.ptr, 0) == keep
+        tail = prompt[keep:][::-1]
+        c.decode(tail, list(range(keep, keep + len(tail))), logits=[1] * len(tail))
+        got = np.stack([c.logits(i) for i in range(len(tail))])
+    finally:
+        c.close()
+        m.close()
+    fresh = eval_prompt(elib, models[key], prompt[:keep] + tail, n_ctx=128)[keep:]
+    assert np.abs(got - fresh).max() <= 1e-5 * np.abs(fresh).max()
