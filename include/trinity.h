@@ -148,7 +148,10 @@ typedef struct tr_gguf_tensor {
 typedef struct tr_gguf tr_gguf;
 
 /* mmap and validate a GGUF v2/v3 file. Every inconsistency is an error that
- * names the file and the problem; nothing is trusted before it is checked. */
+ * names the file and the problem; nothing is trusted before it is checked.
+ * Keys and tensor names containing a NUL byte, duplicates, BOOL values other
+ * than 0/1 and arrays nested deeper than 16 levels are refused (src/gguf/gguf.c
+ * lists every rule). */
 tr_status tr_gguf_open(const char *path, tr_gguf **out, tr_error *err);
 /* The same over bytes in memory (not copied: keep them alive until close).
  * `name` is used in error messages. */
@@ -175,7 +178,9 @@ bool tr_gguf_get_float(const tr_gguf *g, const char *key, double *out);
 bool tr_gguf_get_bool(const tr_gguf *g, const char *key, bool *out);
 bool tr_gguf_get_str(const tr_gguf *g, const char *key, tr_str *out);
 
-/* Element j of an array value (j < n). */
+/* Element j of an array value (j < n; out of range or a wrong element type
+ * gives 0 / ""). arr_int converts floats by truncation and returns UINT64
+ * elements' bits as int64; arr_float converts integers. */
 tr_str tr_gguf_arr_str(const tr_gguf_value *arr, uint64_t j);
 int64_t tr_gguf_arr_int(const tr_gguf_value *arr, uint64_t j);
 double tr_gguf_arr_float(const tr_gguf_value *arr, uint64_t j);

@@ -72,6 +72,13 @@ int64_t tr_act_block(int act);
 tr_gemm_fn tr_gemm_avx2_for(int type);
 tr_gemm_fn tr_gemm_avx512_for(int type);
 
+/* tr_attention with the SIMD inner loops (simd) or the scalar reference
+ * (!simd), for tests that compare the two. */
+struct tr_pool;
+struct tr_attn_params;
+tr_status tr_attention_variant(struct tr_pool *pool, const struct tr_attn_params *p, const float *q,
+                               const void *k, const void *v, float *out, bool simd);
+
 /* IEEE half and bfloat16 conversions (round to nearest even). */
 static inline float tr_fp16_to_fp32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;

@@ -35,4 +35,43 @@ void tr_matmul(tr_pool *pool, int type, const void *W, int64_t rows, int64_t col
 void tr_matmul_ref(int type, const void *W, int64_t rows, int64_t cols,
                    const float *X, int64_t n_tokens, float *Y);
 
+/* ------------------------------------------------------------------ attention
+ * Flash attention: softmax(scale * Q K^T + mask) V computed with an online
+ * softmax over tiles of the KV cache, so no n_tokens x n_kv score matrix is
+ * ever built. Grouped-query attention: query head h reads KV head
+ * h / (n_head / n_head_kv); the heads of one group are processed together so
+ * each K/V tile is loaded once for all of them (and for several tokens).
+ *
+ * Layouts (all row-major):
+ *   q    n_tokens x n_head x head_dim floats: query t, head h at q + (t*n_head + h)*head_dim
+ *   out  same shape as q
+ *   k, v the cache of one layer: slot i (0 <= i < n_kv) holds, for every KV
+ *        head, head_dim elements of kv_type (TR_TYPE_F32 or TR_TYPE_F16):
+ *        head g of slot i at (char *)k + i*k_stride + g*head_dim*elem_size;
+ *        k_stride/v_stride are bytes between slots (n_head_kv*head_dim*elem_size
+ *        when packed).
+ * Masking: slot i holds position kv_pos[i] (kv_pos NULL: position i) of
+ * sequence kv_seq[i] (NULL: all one sequence). Query t (position q_pos[t],
+ * sequence q_seq[t]) sees slot i iff same sequence, kv_pos[i] <= q_pos[t]
+ * and, when window > 0, q_pos[t] - kv_pos[i] < window (llama.cpp's sliding
+ * window). A query that sees no slot gets zeros.
+ * softcap > 0 applies cap * tanh(s / cap) to the scaled scores (Gemma 2). */
+typedef struct tr_attn_params {
+    int n_tokens, n_kv;
+    int head_dim, n_head, n_head_kv;
+    int kv_type; /* TR_TYPE_F32 or TR_TYPE_F16 */
+    size_t k_stride, v_stride;
+    const int32_t *q_pos;  /* n_tokens positions (required) */
+    const int32_t *kv_pos; /* n_kv positions, or NULL: slot i is position i */
+    const int32_t *q_seq, *kv_seq; /* sequence ids, or NULL: one sequence */
+    int window;   /* sliding window, 0: none */
+    float scale;  /* usually 1/sqrt(head_dim) */
+    float softcap; /* 0: none */
+} tr_attn_params;
+
+/* Returns TR_ERR_ARG for inconsistent parameters (head counts, types,
+ * strides), TR_ERR_NOMEM if no scratch could be had; pool may be NULL. */
+tr_status tr_attention(tr_pool *pool, const tr_attn_params *p, const float *q, const void *k,
+                       const void *v, float *out);
+
 #endif
