@@ -20,7 +20,8 @@ Tolerances (max |delta logit| relative to the row set's max |logit|):
 Perplexity (of the prompt's second half, llama-perplexity's scoring) within
 0.5 % (F32, F16) or 1 % (Q8_0, Q4_K: random prompts on random weights give
 perplexities in the tens of thousands, where logit noise weighs more); the
-real model's perplexity on the GPL-3 is held to 0.5 %.
+real model's perplexity on the first two GPL-3 windows to 1 % (the whole
+file, too slow for CI, agrees to 0.30 %: docs/PARITY.md).
 Argmax must agree at every position where llama.cpp's best two logits are
 further apart than the tolerance (for F32/F16 that is every position seen);
 greedy tokens must agree up to the first such near-tie.
@@ -196,6 +197,35 @@ def test_real_model_logits_match_llamacpp(elib, model_path):
 
 
 @needs_real
+def test_real_model_greedy_matches_llamacpp(elib, model_path):
+    """128 greedy tokens after the GPL-3 prompt: equal up to the first place
+    where Trinity's own best two logits are a near-tie (within the logit
+    tolerance), where the two engines may legitimately part."""
+    f = np.load(os.path.join(FIX, "gemma3_270m.npz"))
+    ref = f["greedy"].tolist()
+    scale = np.abs(f["top_vals"]).max()
+    m = E.Model(elib, model_path)
+    c = E.Context(m, n_ctx=512, n_batch=512, n_threads=2)
+    try:
+        prompt = list(map(int, f["prompt"]))
+        c.decode(prompt, list(range(len(prompt))))
+        pos = len(prompt)
+        for i, want in enumerate(ref):
+            logits = c.logits(-1)
+            got = int(np.argmax(logits))
+            if got != want:
+                top2 = np.sort(logits)[-2:]
+                assert top2[1] - top2[0] <= 0.15 * scale, \
+                    f"greedy token {i} is {got}, llama.cpp's {want}, not a near-tie ({top2[1] - top2[0]:.3g})"
+                break
+            c.decode([got], [pos])
+            pos += 1
+    finally:
+        c.close()
+        m.close()
+
+
+@needs_real
 def test_real_model_run_matches_llamacpp_continuation(trinity_bin, model_path):
     p = run_trinity("run", "-m", model_path, "-p", REAL["capital_prompt"], "-n", 32, "--temp", 0, "-t", 2,
                     check=True)
@@ -210,7 +240,10 @@ def test_real_model_perplexity_matches_llamacpp(trinity_bin, model_path):
     line = [ln for ln in p.stdout.splitlines() if ln.startswith("Final estimate: PPL = ")]
     assert line, p.stdout
     ppl = float(line[0].split("=")[1].split("+/-")[0])
-    assert abs(ppl - REAL["ppl_test"]) <= 0.005 * REAL["ppl_test"], f"PPL {ppl} vs llama.cpp's {REAL['ppl_test']}"
+    # Two windows (510 scored tokens) keep CI short; on so few tokens the
+    # quantization noise weighs more: 1 % here (measured 0.64 %). On the
+    # whole file (14 windows, docs/PARITY.md) the two differ by 0.30 %.
+    assert abs(ppl - REAL["ppl_test"]) <= 0.01 * REAL["ppl_test"], f"PPL {ppl} vs llama.cpp's {REAL['ppl_test']}"
 
 
 def test_fixtures_are_for_this_model(model_path):
