@@ -22,8 +22,9 @@
 /* Activation formats. */
 enum {
     TR_ACT_F32 = 0, /* float as is (F32 weights) */
-    TR_ACT_F16,     /* IEEE half (F16 weights, as ggml does) */
-    TR_ACT_BF16,    /* bfloat16 (BF16 weights) */
+    TR_ACT_F16,     /* floats rounded to IEEE half (F16 weights: ggml's arithmetic), kept as float so
+                       kernels do not convert the activations again for every weight row */
+    TR_ACT_BF16,    /* floats rounded to bfloat16 (BF16 weights), kept as float likewise */
     TR_ACT_Q8,      /* tr_q8a: 32 int8 with a scale and their sum (legacy quants) */
     TR_ACT_Q8K,     /* tr_q8k: 256 int8 with a scale and sums per 16 (k-quants) */
     TR_ACT_COUNT

@@ -102,15 +102,15 @@ TILE void f16_tile(int64_t n, const uint8_t *w_, const char *a, size_t as, int N
         __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i)));
         __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 8)));
         FOR_T(j) {
-            const uint16_t *x = (const uint16_t *)(a + (size_t)j * as);
-            acc[j][0] = _mm256_fmadd_ps(w0, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))), acc[j][0]);
-            acc[j][1] = _mm256_fmadd_ps(w1, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i + 8))), acc[j][1]);
+            const float *x = (const float *)(a + (size_t)j * as);
+            acc[j][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), acc[j][0]);
+            acc[j][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), acc[j][1]);
         }
     }
     FOR_T(j) {
-        const uint16_t *x = (const uint16_t *)(a + (size_t)j * as);
+        const float *x = (const float *)(a + (size_t)j * as);
         float s = hsum_ps(_mm256_add_ps(acc[j][0], acc[j][1]));
-        for (int64_t k = i; k < n; k++) s += _cvtsh_ss(w[k]) * _cvtsh_ss(x[k]);
+        for (int64_t k = i; k < n; k++) s += _cvtsh_ss(w[k]) * x[k];
         out[j] = s;
     }
 }
@@ -127,15 +127,15 @@ TILE void bf16_tile(int64_t n, const uint8_t *w_, const char *a, size_t as, int 
     for (; i + 16 <= n; i += 16) {
         __m256 w0 = bf16x8(w + i), w1 = bf16x8(w + i + 8);
         FOR_T(j) {
-            const uint16_t *x = (const uint16_t *)(a + (size_t)j * as);
-            acc[j][0] = _mm256_fmadd_ps(w0, bf16x8(x + i), acc[j][0]);
-            acc[j][1] = _mm256_fmadd_ps(w1, bf16x8(x + i + 8), acc[j][1]);
+            const float *x = (const float *)(a + (size_t)j * as);
+            acc[j][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), acc[j][0]);
+            acc[j][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), acc[j][1]);
         }
     }
     FOR_T(j) {
-        const uint16_t *x = (const uint16_t *)(a + (size_t)j * as);
+        const float *x = (const float *)(a + (size_t)j * as);
         float s = hsum_ps(_mm256_add_ps(acc[j][0], acc[j][1]));
-        for (int64_t k = i; k < n; k++) s += tr_bf16_to_fp32(w[k]) * tr_bf16_to_fp32(x[k]);
+        for (int64_t k = i; k < n; k++) s += tr_bf16_to_fp32(w[k]) * x[k];
         out[j] = s;
     }
 }

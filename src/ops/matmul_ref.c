@@ -22,9 +22,9 @@ int64_t tr_act_block(int act) {
 
 size_t tr_act_row_size(int act, int64_t n) {
     switch (act) {
-    case TR_ACT_F32: return (size_t)n * 4;
+    case TR_ACT_F32:
     case TR_ACT_F16:
-    case TR_ACT_BF16: return (size_t)n * 2;
+    case TR_ACT_BF16: return (size_t)n * 4;
     case TR_ACT_Q8: return (size_t)(n / 32) * sizeof(tr_q8a);
     case TR_ACT_Q8K: return (size_t)(n / 256) * sizeof(tr_q8k);
     default: return 0;
@@ -80,10 +80,10 @@ void tr_act_convert(int act, const float *x, void *dst, int64_t n) {
     switch (act) {
     case TR_ACT_F32: memcpy(dst, x, (size_t)n * 4); break;
     case TR_ACT_F16:
-        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = tr_fp32_to_fp16(x[i]);
+        for (int64_t i = 0; i < n; i++) ((float *)dst)[i] = tr_fp16_to_fp32(tr_fp32_to_fp16(x[i]));
         break;
     case TR_ACT_BF16:
-        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = tr_fp32_to_bf16(x[i]);
+        for (int64_t i = 0; i < n; i++) ((float *)dst)[i] = tr_bf16_to_fp32(tr_fp32_to_bf16(x[i]));
         break;
     case TR_ACT_Q8: act_q8(x, dst, n); break;
     case TR_ACT_Q8K: act_q8k(x, dst, n); break;
@@ -100,16 +100,18 @@ static float dot_f32(int64_t n, const void *w_, const void *a_) {
 }
 
 static float dot_f16(int64_t n, const void *w_, const void *a_) {
-    const uint16_t *w = w_, *a = a_;
+    const uint16_t *w = w_;
+    const float *a = a_;
     float s = 0;
-    for (int64_t i = 0; i < n; i++) s += tr_fp16_to_fp32(w[i]) * tr_fp16_to_fp32(a[i]);
+    for (int64_t i = 0; i < n; i++) s += tr_fp16_to_fp32(w[i]) * a[i];
     return s;
 }
 
 static float dot_bf16(int64_t n, const void *w_, const void *a_) {
-    const uint16_t *w = w_, *a = a_;
+    const uint16_t *w = w_;
+    const float *a = a_;
     float s = 0;
-    for (int64_t i = 0; i < n; i++) s += tr_bf16_to_fp32(w[i]) * tr_bf16_to_fp32(a[i]);
+    for (int64_t i = 0; i < n; i++) s += tr_bf16_to_fp32(w[i]) * a[i];
     return s;
 }
 
