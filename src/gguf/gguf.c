@@ -11,16 +11,20 @@
  * Rules this reader enforces (and why):
  * - Every length or count is checked against the bytes that remain BEFORE
  *   anything is allocated for it, so a hostile count (2^60) is an error, not a
- *   malloc attempt; every allocation is thus bounded by a multiple of the file
- *   size.
+ *   malloc attempt. Tables then grow with what has actually been parsed (not
+ *   with the count a header claims), so memory stays proportional to the
+ *   bytes consumed: a few times the metadata's size at most.
  * - Keys and tensor names are handed out NUL-terminated, so a key or name with
  *   an embedded NUL byte cannot be represented and is rejected. Duplicates are
  *   rejected (a hash index makes that check linear, not quadratic).
  * - Tensors: 1..4 dimensions, each >= 0 (ggml allows empty tensors), element
  *   count fitting int64, ne[0] a multiple of the type's block, a type from the
  *   ggml table, offset a multiple of the alignment, bytes inside the file.
- *   Unlike ggml we do not require tensors to be packed in order: the gguf
- *   Python reader does not either, and nothing here depends on it.
+ * - Where we differ from ggml's gguf.cpp: it also requires tensors packed in
+ *   order (offset == sum of the previous padded sizes) and names shorter than
+ *   64 bytes, and refuses arrays of arrays; we accept all three, as the gguf
+ *   Python package does (nothing here depends on packing). It accepts
+ *   n_dims == 0 (a scalar); we refuse it, since tr_gguf_tensor promises 1..4.
  * - BOOL values must be 0 or 1.
  * - With no tensors, the padding after the header may be missing (the file
  *   ends where its content ends); ggml accepts such files too. */
@@ -45,6 +49,7 @@
 typedef struct name_index {
     int64_t *slots; /* -1 = empty */
     uint64_t mask;
+    uint64_t count;
 } name_index;
 
 static uint64_t hash_name(const char *s) {
@@ -53,14 +58,9 @@ static uint64_t hash_name(const char *s) {
     return h;
 }
 
-static bool name_index_init(name_index *ni, int64_t n) {
-    uint64_t cap = 16;
-    while (cap < (uint64_t)n * 2) cap <<= 1;
-    ni->slots = malloc(cap * sizeof *ni->slots);
-    if (!ni->slots) return false;
-    memset(ni->slots, 0xff, cap * sizeof *ni->slots);
-    ni->mask = cap - 1;
-    return true;
+static void name_index_place(int64_t *slots, uint64_t mask, uint64_t h, int64_t i) {
+    for (h &= mask; slots[h] >= 0; h = (h + 1) & mask) {}
+    slots[h] = i;
 }
 
 /* Index of `name` in names[], or -1. */
@@ -73,16 +73,41 @@ static int64_t name_index_find(const name_index *ni, const char *const *names, c
     }
 }
 
-/* Insert names[i]; returns the index of an earlier equal name, or -1. */
+/* Insert names[i]: returns -1, or the index of an earlier equal name (not
+ * inserted), or -2 when out of memory. Grows to stay at most half full. */
 static int64_t name_index_insert(name_index *ni, const char *const *names, int64_t i) {
-    for (uint64_t h = hash_name(names[i]) & ni->mask;; h = (h + 1) & ni->mask) {
-        int64_t j = ni->slots[h];
-        if (j < 0) {
-            ni->slots[h] = i;
-            return -1;
-        }
-        if (!strcmp(names[j], names[i])) return j;
+    int64_t j = name_index_find(ni, names, names[i]);
+    if (j >= 0) return j;
+    uint64_t cap = ni->slots ? ni->mask + 1 : 0;
+    if ((ni->count + 1) * 2 > cap) {
+        uint64_t ncap = cap ? cap * 2 : 64;
+        int64_t *slots = malloc(ncap * sizeof *slots);
+        if (!slots) return -2;
+        memset(slots, 0xff, ncap * sizeof *slots);
+        for (uint64_t k = 0; k < cap; k++)
+            if (ni->slots[k] >= 0) name_index_place(slots, ncap - 1, hash_name(names[ni->slots[k]]), ni->slots[k]);
+        free(ni->slots);
+        ni->slots = slots;
+        ni->mask = ncap - 1;
     }
+    name_index_place(ni->slots, ni->mask, hash_name(names[i]), i);
+    ni->count++;
+    return -1;
+}
+
+/* Make room for element i of an array that will hold at most n elements of
+ * `elem` bytes: capacity doubles (zero-filled) as parsing actually reaches
+ * further, instead of trusting a count from the file. */
+static bool grow(void **p, uint64_t *cap, uint64_t i, uint64_t n, size_t elem) {
+    if (i < *cap) return true;
+    uint64_t c = *cap ? *cap * 2 : 64;
+    if (c > n) c = n;
+    void *q = realloc(*p, c * elem);
+    if (!q) return false;
+    memset((char *)q + *cap * elem, 0, (c - *cap) * elem);
+    *p = q;
+    *cap = c;
+    return true;
 }
 
 /* ------------------------------------------------------------ the object */
@@ -98,11 +123,13 @@ struct tr_gguf {
     uint64_t data_offset;
 
     int64_t n_kv;
+    uint64_t cap_kv;
     char **keys;
     tr_gguf_value *values;
     name_index key_index;
 
     int64_t n_tensors;
+    uint64_t cap_tensors;
     tr_gguf_tensor *tensors;
     const char **tensor_names; /* tensors[i].name, for the index */
     name_index tensor_index;
@@ -332,28 +359,35 @@ static bool read_array(parser *r, tr_gguf_value *v, int depth) {
     }
     if (n == 0) return true;
     if (et == TR_GGUF_STRING) {
-        uint64_t *off = malloc(n * sizeof *off);
-        if (!off) return fail(r, TR_ERR_NOMEM, "out of memory for an array of strings");
-        v->v.arr.str_off = off;
-        v->v.arr.n = n;
+        uint64_t cap = 0;
         /* One pass: vocabularies hold ~262k strings. */
         uint64_t start = r->off;
         for (uint64_t j = 0; j < n; j++) {
+            void *p = (void *)v->v.arr.str_off;
+            if (!grow(&p, &cap, j, n, sizeof(uint64_t)))
+                return fail(r, TR_ERR_NOMEM, "out of memory for an array of strings");
+            uint64_t *off = p;
+            v->v.arr.str_off = off;
             off[j] = r->off - start;
             uint64_t len;
             if (!rd_u64(r, &len)) return false;
             if (!need(r, len)) return false;
             r->off += len;
         }
+        v->v.arr.n = n;
         return true;
     }
     /* Arrays of arrays: each element decoded. */
-    tr_gguf_value *items = calloc(n, sizeof *items);
-    if (!items) return fail(r, TR_ERR_NOMEM, "out of memory for an array of arrays");
-    v->v.arr.items = items;
-    v->v.arr.n = n; /* items are zeroed: freeing a partly read array is safe */
-    for (uint64_t j = 0; j < n; j++)
+    uint64_t cap = 0;
+    for (uint64_t j = 0; j < n; j++) {
+        void *p = (void *)v->v.arr.items;
+        if (!grow(&p, &cap, j, n, sizeof(tr_gguf_value)))
+            return fail(r, TR_ERR_NOMEM, "out of memory for an array of arrays");
+        tr_gguf_value *items = p;
+        v->v.arr.items = items;
+        v->v.arr.n = cap; /* spare items are zeroed (UINT8): freeing a partial array is safe */
         if (!read_array(r, &items[j], depth + 1)) return false;
+    }
     return true;
 }
 
@@ -386,11 +420,14 @@ static bool parse_kvs(parser *r, tr_gguf *g, uint64_t n_kv) {
                  (unsigned long long)n_kv, (unsigned long long)remaining(r));
         return fail(r, TR_ERR_FORMAT, msg);
     }
-    g->keys = calloc(n_kv ? n_kv : 1, sizeof *g->keys);
-    g->values = calloc(n_kv ? n_kv : 1, sizeof *g->values);
-    if (!g->keys || !g->values || !name_index_init(&g->key_index, (int64_t)n_kv))
-        return fail(r, TR_ERR_NOMEM, "out of memory for the key/value table");
     for (uint64_t i = 0; i < n_kv; i++) {
+        uint64_t cap = g->cap_kv;
+        void *k = g->keys, *v = g->values;
+        bool ok = grow(&k, &cap, i, n_kv, sizeof *g->keys);
+        g->keys = k;
+        ok = ok && grow(&v, &g->cap_kv, i, n_kv, sizeof *g->values);
+        g->values = v;
+        if (!ok) return fail(r, TR_ERR_NOMEM, "out of memory for the key/value table");
         r->part = PART_KEY;
         r->idx = (int64_t)i;
         r->item = NULL;
@@ -402,6 +439,7 @@ static bool parse_kvs(parser *r, tr_gguf *g, uint64_t n_kv) {
         g->n_kv = (int64_t)i + 1; /* owned from here: close frees it */
         r->item = key;
         int64_t dup = name_index_insert(&g->key_index, (const char *const *)g->keys, (int64_t)i);
+        if (dup == -2) return fail(r, TR_ERR_NOMEM, "out of memory for the key index");
         if (dup >= 0) {
             char msg[96];
             snprintf(msg, sizeof msg, "duplicate key (also key %lld)", (long long)dup);
@@ -425,11 +463,14 @@ static bool parse_tensor_infos(parser *r, tr_gguf *g, uint64_t n_tensors) {
                  (unsigned long long)n_tensors, (unsigned long long)remaining(r));
         return fail(r, TR_ERR_FORMAT, msg);
     }
-    g->tensors = calloc(n_tensors ? n_tensors : 1, sizeof *g->tensors);
-    g->tensor_names = calloc(n_tensors ? n_tensors : 1, sizeof *g->tensor_names);
-    if (!g->tensors || !g->tensor_names || !name_index_init(&g->tensor_index, (int64_t)n_tensors))
-        return fail(r, TR_ERR_NOMEM, "out of memory for the tensor table");
     for (uint64_t i = 0; i < n_tensors; i++) {
+        uint64_t cap = g->cap_tensors;
+        void *t_ = g->tensors, *n_ = (void *)g->tensor_names;
+        bool ok = grow(&t_, &cap, i, n_tensors, sizeof *g->tensors);
+        g->tensors = t_;
+        ok = ok && grow(&n_, &g->cap_tensors, i, n_tensors, sizeof *g->tensor_names);
+        g->tensor_names = n_;
+        if (!ok) return fail(r, TR_ERR_NOMEM, "out of memory for the tensor table");
         tr_gguf_tensor *t = &g->tensors[i];
         r->part = PART_TENSOR;
         r->idx = (int64_t)i;
@@ -443,6 +484,7 @@ static bool parse_tensor_infos(parser *r, tr_gguf *g, uint64_t n_tensors) {
         g->n_tensors = (int64_t)i + 1;
         r->item = name;
         int64_t dup = name_index_insert(&g->tensor_index, g->tensor_names, (int64_t)i);
+        if (dup == -2) return fail(r, TR_ERR_NOMEM, "out of memory for the tensor index");
         if (dup >= 0) {
             char msg[96];
             snprintf(msg, sizeof msg, "duplicate tensor name (also tensor %lld)", (long long)dup);

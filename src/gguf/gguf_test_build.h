@@ -13,7 +13,7 @@ typedef struct tb {
     size_t n, cap;
 } tb;
 
-static void tb_bytes(tb *b, const void *src, size_t n) {
+static inline void tb_bytes(tb *b, const void *src, size_t n) {
     if (b->n + n > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->n + n) cap *= 2;
@@ -25,32 +25,32 @@ static void tb_bytes(tb *b, const void *src, size_t n) {
     if (n) memcpy(b->p + b->n, src, n);
     b->n += n;
 }
-static void tb_u8(tb *b, uint8_t x) { tb_bytes(b, &x, 1); }
-static void tb_u16(tb *b, uint16_t x) { tb_bytes(b, &x, 2); }
-static void tb_u32(tb *b, uint32_t x) { tb_bytes(b, &x, 4); }
-static void tb_u64(tb *b, uint64_t x) { tb_bytes(b, &x, 8); }
-static void tb_f32(tb *b, float x) { tb_bytes(b, &x, 4); }
-static void tb_f64(tb *b, double x) { tb_bytes(b, &x, 8); }
-static void tb_strn(tb *b, const char *s, size_t n) {
+static inline void tb_u8(tb *b, uint8_t x) { tb_bytes(b, &x, 1); }
+static inline void tb_u16(tb *b, uint16_t x) { tb_bytes(b, &x, 2); }
+static inline void tb_u32(tb *b, uint32_t x) { tb_bytes(b, &x, 4); }
+static inline void tb_u64(tb *b, uint64_t x) { tb_bytes(b, &x, 8); }
+static inline void tb_f32(tb *b, float x) { tb_bytes(b, &x, 4); }
+static inline void tb_f64(tb *b, double x) { tb_bytes(b, &x, 8); }
+static inline void tb_strn(tb *b, const char *s, size_t n) {
     tb_u64(b, n);
     tb_bytes(b, s, n);
 }
-static void tb_str(tb *b, const char *s) { tb_strn(b, s, strlen(s)); }
-static void tb_pad(tb *b, size_t align) {
+static inline void tb_str(tb *b, const char *s) { tb_strn(b, s, strlen(s)); }
+static inline void tb_pad(tb *b, size_t align) {
     while (b->n % align) tb_u8(b, 0);
 }
-static void tb_header(tb *b, uint32_t version, uint64_t n_tensors, uint64_t n_kv) {
+static inline void tb_header(tb *b, uint32_t version, uint64_t n_tensors, uint64_t n_kv) {
     tb_bytes(b, "GGUF", 4);
     tb_u32(b, version);
     tb_u64(b, n_tensors);
     tb_u64(b, n_kv);
 }
 /* key + type; the caller appends the value */
-static void tb_key(tb *b, const char *key, uint32_t type) {
+static inline void tb_key(tb *b, const char *key, uint32_t type) {
     tb_str(b, key);
     tb_u32(b, type);
 }
-static void tb_tensor_info(tb *b, const char *name, uint32_t n_dims, const uint64_t *ne, uint32_t type,
+static inline void tb_tensor_info(tb *b, const char *name, uint32_t n_dims, const uint64_t *ne, uint32_t type,
                            uint64_t offset) {
     tb_str(b, name);
     tb_u32(b, n_dims);
@@ -58,7 +58,7 @@ static void tb_tensor_info(tb *b, const char *name, uint32_t n_dims, const uint6
     tb_u32(b, type);
     tb_u64(b, offset);
 }
-static void tb_free(tb *b) {
+static inline void tb_free(tb *b) {
     free(b->p);
     memset(b, 0, sizeof *b);
 }

@@ -189,6 +189,54 @@ TT_TEST(version_2_reads_like_3) {
     tb_free(&b);
 }
 
+/* Tables and name indexes grow while parsing: thousands of keys and tensors
+ * (past several rehashes) are all found, and a duplicate at the end is seen. */
+TT_TEST(many_keys_and_tensors) {
+    enum { NK = 5000, NT = 3000 };
+    for (int dup = 0; dup < 2; dup++) {
+        tb b = {0};
+        tb_header(&b, 3, NT, NK);
+        char name[32];
+        for (int i = 0; i < NK; i++) {
+            snprintf(name, sizeof name, "key.%d", dup && i == NK - 1 ? 17 : i);
+            tb_key(&b, name, 4);
+            tb_u32(&b, (uint32_t)i * 3);
+        }
+        uint64_t ne[1] = {8};
+        for (int i = 0; i < NT; i++) {
+            snprintf(name, sizeof name, "blk.%d.w", i);
+            tb_tensor_info(&b, name, 1, ne, 0, (uint64_t)i * 32);
+        }
+        tb_pad(&b, 32);
+        for (int i = 0; i < NT * 8; i++) tb_f32(&b, (float)i);
+        tr_gguf *g = NULL;
+        tr_error err = {{0}};
+        tr_status st = tr_gguf_open_memory(b.p, b.n, "many.gguf", &g, &err);
+        if (dup) {
+            TT_CHECK_EQ_INT(st, TR_ERR_FORMAT);
+            TT_CHECK(strstr(err.msg, "key 4999 ('key.17') value: duplicate key (also key 17)") != NULL);
+        } else {
+            TT_CHECK_EQ_INT(st, TR_OK);
+            if (g) {
+                int64_t x;
+                for (int i = 0; i < NK; i++) {
+                    snprintf(name, sizeof name, "key.%d", i);
+                    TT_CHECK(tr_gguf_find_kv(g, name) == i && tr_gguf_get_int(g, name, &x) && x == i * 3);
+                }
+                for (int i = 0; i < NT; i++) {
+                    snprintf(name, sizeof name, "blk.%d.w", i);
+                    const tr_gguf_tensor *t = tr_gguf_find_tensor(g, name);
+                    TT_CHECK(t == tr_gguf_tensor_at(g, i));
+                    if (t) TT_CHECK(((const float *)t->data)[0] == (float)(i * 8));
+                }
+                TT_CHECK(tr_gguf_find_kv(g, "key.5000") == -1);
+            }
+        }
+        tr_gguf_close(g);
+        tb_free(&b);
+    }
+}
+
 TT_TEST(missing_file_is_an_io_error_naming_it) {
     tr_gguf *g = (tr_gguf *)1;
     tr_error err = {{0}};
@@ -203,6 +251,7 @@ int main(void) {
     TT_RUN(reads_every_value_type_from_memory);
     TT_RUN(reads_the_same_from_a_mapped_file);
     TT_RUN(version_2_reads_like_3);
+    TT_RUN(many_keys_and_tensors);
     TT_RUN(missing_file_is_an_io_error_naming_it);
     return TT_DONE();
 }

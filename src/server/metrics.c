@@ -71,7 +71,7 @@ bool srv_metrics_render(srv_metrics *m, srv_buf *o) {
                          (unsigned long long)m->rejected_busy, (unsigned long long)m->cancelled,
                          (unsigned long long)m->prompt_tokens, (unsigned long long)m->gen_tokens);
     double ptps = m->prompt_seconds > 0 ? (double)m->prompt_tokens / m->prompt_seconds : 0;
-    double gtps = m->gen_seconds > 0 ? (double)m->gen_tokens / m->gen_seconds : 0;
+    double gtps = m->gen_seconds > 0 ? (double)m->gen_timed_tokens / m->gen_seconds : 0;
     ok &= srv_buf_printf(o,
                          "# HELP trinity_prompt_tokens_per_second Prompt evaluation speed since start.\n"
                          "# TYPE trinity_prompt_tokens_per_second gauge\n"

@@ -38,6 +38,7 @@ typedef struct srv_metrics {
     uint64_t gen_tokens;      /* tokens generated */
     double prompt_seconds;    /* scheduler time spent in steps that evaluated prompt tokens */
     double gen_seconds;       /* scheduler time spent in steps that only generated */
+    uint64_t gen_timed_tokens;/* tokens sampled in those steps */
     double last_gen_tps;      /* generation speed of the last finished request */
     uint64_t cancelled;       /* generations cut short by a client leaving */
     uint64_t rejected_busy;   /* 429s */

@@ -133,6 +133,8 @@ static bool parse_content(json_t *c, size_t i, bool assistant, char **out, srv_e
         return BAD(name, "'%s' is missing", name);
     }
     if (json_is_string(c)) {
+        if (memchr(json_string_value(c), '\0', json_string_length(c)))
+            return BAD(name, "'%s' must not contain NUL characters", name);
         *out = dup_n(json_string_value(c), json_string_length(c));
         return *out ? true : oom(e);
     }
@@ -155,9 +157,9 @@ static bool parse_content(json_t *c, size_t i, bool assistant, char **out, srv_e
                            json_string_value(type));
             return BAD(pname, "'%s.type' must be the string \"text\"", pname);
         }
-        if (!json_is_string(text)) {
+        if (!json_is_string(text) || memchr(json_string_value(text), '\0', json_string_length(text))) {
             srv_buf_free(&b);
-            return BAD(pname, "'%s.text' must be a string", pname);
+            return BAD(pname, "'%s.text' must be a string without NUL characters", pname);
         }
         if (!srv_buf_append(&b, json_string_value(text), json_string_length(text))) {
             srv_buf_free(&b);
@@ -183,7 +185,8 @@ static bool parse_messages(json_t *root, srv_request *r, srv_error *e) {
         if (!json_is_object(msg)) return BAD(name, "'%s' must be an object, not %s", name, json_kind(msg));
         json_t *role = json_object_get(msg, "role");
         snprintf(name, sizeof name, "messages[%zu].role", i);
-        if (!json_is_string(role)) return BAD(name, "'%s' must be a string", name);
+        if (!json_is_string(role) || strlen(json_string_value(role)) != json_string_length(role))
+            return BAD(name, "'%s' must be a string", name);
         const char *rs = json_string_value(role);
         const char *canon;
         if (!strcmp(rs, "system") || !strcmp(rs, "developer")) canon = "system";
@@ -203,6 +206,8 @@ static bool parse_prompt(json_t *root, int32_t n_vocab, srv_request *r, srv_erro
     json_t *p = json_object_get(root, "prompt");
     if (!p || json_is_null(p)) return BAD("prompt", "'prompt' is required");
     if (json_is_string(p)) {
+        if (memchr(json_string_value(p), '\0', json_string_length(p)))
+            return BAD("prompt", "'prompt' must not contain NUL characters");
         r->prompt = dup_n(json_string_value(p), json_string_length(p));
         return r->prompt ? true : oom(e);
     }
@@ -211,6 +216,8 @@ static bool parse_prompt(json_t *root, int32_t n_vocab, srv_request *r, srv_erro
     if (n == 0) return BAD("prompt", "'prompt' must not be an empty array");
     json_t *first = json_array_get(p, 0);
     if (json_is_string(first)) {
+        if (memchr(json_string_value(first), '\0', json_string_length(first)))
+            return BAD("prompt", "'prompt' must not contain NUL characters");
         if (n > 1) return BAD("prompt", "'prompt' holds %zu prompts: only one per request is supported", n);
         r->prompt = dup_n(json_string_value(first), json_string_length(first));
         return r->prompt ? true : oom(e);
@@ -266,7 +273,7 @@ static bool parse_fields(json_t *root, srv_kind kind, const char *model_id, int3
     json_t *model = field(root, "model");
     if (model) {
         if (!json_is_string(model)) return BAD("model", "'model' must be a string, not %s", json_kind(model));
-        if (strcmp(json_string_value(model), model_id)) {
+        if (strcmp(json_string_value(model), model_id) || strlen(model_id) != json_string_length(model)) {
             srv_error_set(e, 404, "invalid_request_error", "model_not_found", "model",
                           "The model '%s' does not exist: this server serves '%s'",
                           json_string_value(model), model_id);
@@ -367,7 +374,7 @@ bool srv_request_parse(srv_kind kind, const char *body, size_t len, const char *
     out->sampling = *defaults;
     if (len == 0) return BAD(NULL, "the request body is empty: send a JSON object");
     json_error_t jerr;
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!root)
         return BAD(NULL, "the request body is not valid JSON: %s (line %d, column %d)", jerr.text,
                    jerr.line, jerr.column);

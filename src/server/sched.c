@@ -277,7 +277,7 @@ static srv_finish slot_take(srv_sched *s, slot *sl, const float *logits, bool *o
 
 /* One step over every active slot. Called without the lock. */
 static void step(srv_sched *s) {
-    int32_t n = 0, n_prompt_tok = 0, n_gen_tok = 0;
+    int32_t n = 0, n_prompt_tok = 0;
     int32_t cap = s->eng.n_batch;
     /* Generating slots first, one token each: they are what clients wait on. */
     for (int i = 0; i < s->n_slots; i++) {
@@ -289,7 +289,6 @@ static void step(srv_sched *s) {
         s->b_seq[n] = i;
         s->b_logits[n] = 1;
         sl->logits_row = n++;
-        n_gen_tok++;
     }
     /* Then prompt chunks with what room is left. */
     for (int i = 0; i < s->n_slots && n < cap; i++) {
@@ -357,6 +356,7 @@ static void step(srv_sched *s) {
     }
     pthread_mutex_lock(&s->metrics->mu);
     s->metrics->gen_tokens += (uint64_t)sampled;
+    if (!n_prompt_tok) s->metrics->gen_timed_tokens += (uint64_t)sampled;
     pthread_mutex_unlock(&s->metrics->mu);
 
     pthread_mutex_lock(&s->mu);

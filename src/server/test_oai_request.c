@@ -104,6 +104,9 @@ TT_TEST(wrong_field_types_and_ranges) {
     E("\"min_p\": 2", 400, "min_p", "between 0 and 1");
     E("\"repeat_penalty\": 0", 400, "repeat_penalty", "above 0");
     E("\"tools\": [{\"type\":\"function\"}]", 400, "tools", "not supported");
+    expect_error(SRV_KIND_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\\u0000b\"}]}", 400,
+                 "messages[0].content", "NUL");
+    expect_error(SRV_KIND_COMPLETION, "{\"prompt\":\"a\\u0000b\"}", 400, "prompt", "NUL");
     E("\"response_format\": {\"type\":\"json_object\"}", 400, "response_format", "not supported");
 #undef E
 }

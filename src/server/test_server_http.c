@@ -555,6 +555,47 @@ TT_TEST(queue_full_429_and_disconnect_cancels) {
     TT_CHECK_EQ_INT(F2.errors, 0);
 }
 
+TT_TEST(request_time_and_header_limits) {
+    /* --timeout 2.5 s over a 20 ms/step engine, --idle-timeout 1 s: the
+     * generation outlives the idle timeout (it must not be cut by it) and is
+     * stopped by the request timeout with what it has. */
+    static fake f3;
+    tr_error err = {{0}};
+    srv_config c = srv_default_config();
+    c.model_id = "gemma";
+    c.idle_timeout = 1;
+    c.request_timeout = 2.5;
+    c.max_header = 2048;
+    srv_server *s = start(&c, &err);
+    int port = srv_port(s);
+    f3.n_seq = 1;
+    f3.delay = 20000;
+    srv_engine e = fake_engine(&f3, 4096);
+    TT_CHECK(srv_set_engine(s, &e, &err) == TR_OK);
+    resp r = call(port, "POST", "/v1/completions", NULL, "{\"prompt\":\"a\"}");
+    TT_CHECK_EQ_INT(r.status, 200);
+    json_t *o = json_loads(r.body, 0, NULL);
+    json_t *ch = json_array_get(json_object_get(o, "choices"), 0);
+    TT_CHECK_STR(json_string_value(json_object_get(ch, "finish_reason")), "length");
+    json_int_t n = json_integer_value(json_object_get(json_object_get(o, "usage"), "completion_tokens"));
+    TT_CHECK(n > 0 && n < 4000);
+    json_decref(o);
+    resp_free(&r);
+    /* Headers over --max-header: 431 (or, past MHD's own buffer, its refusal). */
+    int fd = dial(port);
+    char big[4096];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    char head[4400];
+    snprintf(head, sizeof head, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: %s\r\n\r\n", big);
+    send_all(fd, head, strlen(head));
+    r = read_resp(fd);
+    TT_CHECK_EQ_INT(r.status, 431);
+    resp_free(&r);
+    srv_free(s);
+    free(f3.rows);
+}
+
 TT_TEST(metrics_text) {
     resp r = call(P1, "GET", "/metrics", KEY, NULL);
     TT_CHECK_EQ_INT(r.status, 200);
@@ -594,6 +635,7 @@ int main(void) {
     TT_RUN(streams);
     TT_RUN(concurrent_requests_share_batches);
     TT_RUN(queue_full_429_and_disconnect_cancels);
+    TT_RUN(request_time_and_header_limits);
     TT_RUN(metrics_text);
     TT_RUN(shutdown_ends_streams);
     return TT_DONE();

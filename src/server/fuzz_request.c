@@ -1,0 +1,28 @@
+/* libFuzzer: any bytes as a request body, for both endpoints. Parsing must
+ * never crash or leak, and every error must serialise to valid JSON; every
+ * accepted request's fields must be within their documented ranges. */
+#include "server/oai.h"
+
+#include <stdlib.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    tr_sampler_params d = {.temp = 0.8f, .top_k = 40, .top_p = 0.95f, .repeat_penalty = 1.0f};
+    for (int k = 1; k <= 2; k++) {
+        srv_request r;
+        srv_error e;
+        if (srv_request_parse((srv_kind)k, (const char *)data, size, "m", 1000, &d, &r, &e)) {
+            if (r.max_tokens == 0 || r.n_stop > SRV_MAX_STOP || r.top_logprobs > SRV_MAX_TOP_LOGPROBS) abort();
+            if (r.sampling.temp < 0 || r.sampling.temp > 2 || r.sampling.top_p < 0 || r.sampling.top_p > 1) abort();
+            for (size_t i = 0; i < r.n_prompt_ids; i++)
+                if (r.prompt_ids[i] < 0 || r.prompt_ids[i] >= 1000) abort();
+            srv_request_free(&r);
+        } else {
+            char *js = srv_error_json(&e);
+            json_t *o = js ? json_loads(js, 0, NULL) : NULL;
+            if (!o || (e.status != 400 && e.status != 404 && e.status != 500)) abort();
+            json_decref(o);
+            free(js);
+        }
+    }
+    return 0;
+}
