@@ -55,8 +55,7 @@ typedef struct tr_kernel {
     int act;          /* activation format */
     int64_t blck;     /* weight elements per block (rows must be a multiple) */
     tr_gemm_fn ref;   /* scalar reference: the truth */
-    tr_gemm_fn avx2;  /* AVX2 + FMA (+F16C) variant, NULL when none */
-    tr_gemm_fn avx512; /* AVX-512 variant, NULL when none */
+    tr_gemm_fn avx2;  /* AVX2 + FMA + F16C variant, NULL when none */
 } tr_kernel;
 
 /* NULL when the type has no kernel (tr_matmul then dequantizes rows). */
@@ -69,9 +68,8 @@ size_t tr_act_row_size(int act, int64_t n);
 void tr_act_convert(int act, const float *x, void *dst, int64_t n);
 int64_t tr_act_block(int act);
 
-/* Variants defined in matmul_avx2.c / matmul_avx512.c (NULL-safe lookups). */
+/* The AVX2 variant of a type (matmul_avx2.c), NULL when none. */
 tr_gemm_fn tr_gemm_avx2_for(int type);
-tr_gemm_fn tr_gemm_avx512_for(int type);
 
 /* tr_attention with the SIMD inner loops (simd) or the scalar reference
  * (!simd), for tests that compare the two. */

@@ -541,6 +541,98 @@ TILE void q2_k_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int N
     FOR_T(j) out[j] = r[j] - corr[j];
 }
 
+/* Q3_K: 2 low bits in qs, the third in hmask (set: +0, clear: -4). Used as
+ * q3 = low | high << 2 in 0..7 and the -4 removed through the activation
+ * sums; 16 signed 6-bit scales (minus 32) per 16 elements. */
+TILE __m128i scales_q3k(const uint8_t *p) {
+    uint32_t u[3];
+    memcpy(u, p, 12);
+    uint32_t s0 = (u[0] & 0x0f0f0f0f) | ((u[2] & 0x03030303) << 4);
+    uint32_t s1 = (u[1] & 0x0f0f0f0f) | (((u[2] >> 2) & 0x03030303) << 4);
+    uint32_t s2 = ((u[0] >> 4) & 0x0f0f0f0f) | (((u[2] >> 4) & 0x03030303) << 4);
+    uint32_t s3 = ((u[1] >> 4) & 0x0f0f0f0f) | (((u[2] >> 6) & 0x03030303) << 4);
+    return _mm_sub_epi8(_mm_setr_epi32((int)s0, (int)s1, (int)s2, (int)s3), _mm_set1_epi8(32));
+}
+
+TILE void q3_k_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {
+    __m128 acc = _mm_setzero_ps();
+    float corr[4] = {0};
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    for (int64_t b = 0; b < n / 256; b++, w += 110) {
+        float dw = h2f(w + 108);
+        __m128i sc8 = scales_q3k(w + 96);
+        int8_t sc[16];
+        _mm_storeu_si128((__m128i *)sc, sc8);
+        __m256i S2[2] = {_mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(sc8)),
+                         _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_srli_si128(sc8, 8)))};
+        __m256i hm = _mm256_loadu_si256((const __m256i *)w);
+        __m256i isum[4];
+        for (int j = 0; j < 4; j++) isum[j] = _mm256_setzero_si256();
+        _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
+            __m256i raw = _mm256_loadu_si256((const __m256i *)(w + 32 + 32 * h));
+            _Pragma("GCC unroll 4") for (int s = 0; s < 4; s++) {
+                __m256i lo = _mm256_and_si256(_mm256_srli_epi16(raw, 2 * s), m3);
+                __m256i hb = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + s), one);
+                __m256i q = _mm256_or_si256(lo, _mm256_slli_epi16(hb, 2));
+                __m256i sv = pair_scale(S2[h], 2 * s);
+                FOR_T(j) {
+                    const int8_t *x = ACTK(j, b)->qs + 128 * h + 32 * s;
+                    __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)x)), sv);
+                    isum[j] = _mm256_add_epi32(isum[j], p);
+                }
+            }
+        }
+        float dd[4] = {0};
+        FOR_T(j) {
+            const tr_q8k *x = ACTK(j, b);
+            float d = dw * x->d;
+            dd[j] = d;
+            corr[j] += d * (float)(4 * scales16_dot(sc, x->bsums));
+        }
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(reduce4(isum[0], isum[1], isum[2], isum[3])), _mm_loadu_ps(dd), acc);
+    }
+    float r[4];
+    _mm_storeu_ps(r, acc);
+    FOR_T(j) out[j] = r[j] - corr[j];
+}
+
+/* TQ2_0: codes 0..2 for -1..1, the -1 removed through the activation sums. */
+TILE void tq2_0_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {
+    __m128 acc = _mm_setzero_ps();
+    float corr[4] = {0};
+    const __m256i m3 = _mm256_set1_epi8(3);
+    for (int64_t b = 0; b < n / 256; b++, w += 66) {
+        float dw = h2f(w + 64);
+        __m256i isum[4];
+        for (int j = 0; j < 4; j++) isum[j] = _mm256_setzero_si256();
+        _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
+            __m256i raw = _mm256_loadu_si256((const __m256i *)(w + 32 * h));
+            _Pragma("GCC unroll 4") for (int l = 0; l < 4; l++) {
+                __m256i q = _mm256_and_si256(_mm256_srli_epi16(raw, 2 * l), m3);
+                FOR_T(j) {
+                    const int8_t *x = ACTK(j, b)->qs + 128 * h + 32 * l;
+                    isum[j] = _mm256_add_epi32(isum[j], dot_us(q, _mm256_loadu_si256((const __m256i *)x)));
+                }
+            }
+        }
+        float dd[4] = {0};
+        FOR_T(j) {
+            const tr_q8k *x = ACTK(j, b);
+            __m256i bs = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x->bsums), _mm256_set1_epi16(1));
+            __m128i t = _mm_add_epi32(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+            t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+            t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+            float d = dw * x->d;
+            dd[j] = d;
+            corr[j] += d * (float)_mm_cvtsi128_si32(t);
+        }
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(reduce4(isum[0], isum[1], isum[2], isum[3])), _mm_loadu_ps(dd), acc);
+    }
+    float r[4];
+    _mm_storeu_ps(r, acc);
+    FOR_T(j) out[j] = r[j] - corr[j];
+}
+
 GEMM_FROM_TILE(gemm_f32, f32_tile)
 GEMM_FROM_TILE(gemm_f16, f16_tile)
 GEMM_FROM_TILE(gemm_bf16, bf16_tile)
@@ -558,6 +650,8 @@ GEMM_FROM_TILE(gemm_q2_k, q2_k_tile)
 GEMM_FROM_TILE(gemm_q4_k, q4_k_tile)
 GEMM_FROM_TILE(gemm_q5_k, q5_k_tile)
 GEMM_FROM_TILE(gemm_q6_k, q6_k_tile)
+GEMM_FROM_TILE(gemm_q3_k, q3_k_tile)
+GEMM_FROM_TILE(gemm_tq2_0, tq2_0_tile)
 
 tr_gemm_fn tr_gemm_avx2_for(int type) {
     switch (type) {
@@ -573,6 +667,8 @@ tr_gemm_fn tr_gemm_avx2_for(int type) {
     case TR_TYPE_Q4_K: return gemm_q4_k;
     case TR_TYPE_Q5_K: return gemm_q5_k;
     case TR_TYPE_Q6_K: return gemm_q6_k;
+    case TR_TYPE_Q3_K: return gemm_q3_k;
+    case TR_TYPE_TQ2_0: return gemm_tq2_0;
     default: return NULL;
     }
 }
