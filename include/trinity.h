@@ -243,6 +243,36 @@ size_t tr_token_to_piece(const tr_vocab *v, int32_t id, bool special, char *buf,
  * character: what a stream may print now, keeping the rest for later. */
 size_t tr_utf8_complete_prefix(const char *s, size_t n);
 
+/* Token attributes (llama.cpp's values), from tokenizer.ggml.token_type and
+ * the fix-ups llama.cpp applies (e.g. EOG-looking tokens become CONTROL). */
+typedef enum tr_token_attr {
+    TR_TOKEN_ATTR_UNDEFINED = 0,
+    TR_TOKEN_ATTR_UNKNOWN = 1 << 0,
+    TR_TOKEN_ATTR_UNUSED = 1 << 1,
+    TR_TOKEN_ATTR_NORMAL = 1 << 2,
+    TR_TOKEN_ATTR_CONTROL = 1 << 3,
+    TR_TOKEN_ATTR_USER_DEFINED = 1 << 4,
+    TR_TOKEN_ATTR_BYTE = 1 << 5,
+    TR_TOKEN_ATTR_NORMALIZED = 1 << 6,
+    TR_TOKEN_ATTR_LSTRIP = 1 << 7,
+    TR_TOKEN_ATTR_RSTRIP = 1 << 8,
+    TR_TOKEN_ATTR_SINGLE_WORD = 1 << 9,
+} tr_token_attr;
+
+/* Attribute bits of token `id` (0 for an id out of range). */
+uint32_t tr_vocab_token_attr(const tr_vocab *v, int32_t id);
+float tr_vocab_token_score(const tr_vocab *v, int32_t id);
+/* Id of the token whose text is exactly text[0..len), or -1. */
+int32_t tr_vocab_find(const tr_vocab *v, const char *text, size_t len);
+int32_t tr_vocab_eot(const tr_vocab *v); /* end of turn (<end_of_turn>, <|im_end|>, ...), -1 if none */
+int32_t tr_vocab_eom(const tr_vocab *v); /* end of message (<|eom_id|>), -1 if none */
+int32_t tr_vocab_unk(const tr_vocab *v); /* -1 if none */
+int32_t tr_vocab_pad(const tr_vocab *v); /* -1 if none */
+bool tr_vocab_add_bos(const tr_vocab *v); /* tr_tokenize(add_special) prepends BOS */
+bool tr_vocab_add_eos(const tr_vocab *v); /* ... and appends EOS */
+/* tokenizer.ggml.pre as the file names it ("" for SPM or when absent). */
+const char *tr_vocab_pre(const tr_vocab *v);
+
 
 /* ------------------------------------------------------------------ model */
 

@@ -8,5 +8,6 @@
 #define TRINITY_VERSION "0.1.0"
 
 int cmd_info(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 #endif

@@ -19,6 +19,7 @@ static int cmd_version(int argc, char **argv) {
 static const command commands[] = {
     {"info", cmd_info, "print a GGUF file's metadata and tensor table"},
     {"version", cmd_version, "print the version"},
+    {"tokenize", cmd_tokenize, "print the token ids of a text"},
 };
 
 static void usage(FILE *f) {
