@@ -502,6 +502,23 @@ TT_TEST(concurrent_requests_share_batches) {
     TT_CHECK_EQ_INT(F1.errors, 0);
 }
 
+TT_TEST(slow_and_silent_clients_block_nobody) {
+    /* One client sends half a request line and stops; another starts a long
+     * stream and never reads it. Others are still answered. */
+    int half = dial(P1);
+    send_all(half, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Le", 44);
+    int mute = dial(P1);
+    send_request(mute, "POST", "/v1/completions", KEY, "{\"prompt\":\"a\",\"stream\":true}");
+    for (int i = 0; i < 3; i++) {
+        resp r = call(P1, "POST", "/v1/completions", KEY, "{\"prompt\":\"a\",\"max_tokens\":3}");
+        TT_CHECK_EQ_INT(r.status, 200);
+        TT_CHECK(strstr(r.body, "Hello world") != NULL);
+        resp_free(&r);
+    }
+    close(half);
+    close(mute);
+}
+
 /* A slow engine: one slot, one queue place. */
 static fake F2;
 static srv_server *S2;
@@ -634,6 +651,7 @@ int main(void) {
     TT_RUN(completion_lengths_eos_and_utf8);
     TT_RUN(streams);
     TT_RUN(concurrent_requests_share_batches);
+    TT_RUN(slow_and_silent_clients_block_nobody);
     TT_RUN(queue_full_429_and_disconnect_cancels);
     TT_RUN(request_time_and_header_limits);
     TT_RUN(metrics_text);
