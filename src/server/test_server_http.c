@@ -489,8 +489,9 @@ TT_TEST(concurrent_requests_share_batches) {
     pthread_t th[6];
     for (int i = 0; i < 6; i++) {
         a[i].port = P1;
-        snprintf(a[i].body, sizeof a[i].body, "{\"prompt\":\"%.*s\",\"max_tokens\":%d}", 1 + i * 5,
-                 "abcdefghijklmnopqrstuvwxyzabcdefghijklmnop", 4 + i);
+        /* up to 46 tokens: more than one prompt piece (32) while others generate */
+        snprintf(a[i].body, sizeof a[i].body, "{\"prompt\":\"%.*s\",\"max_tokens\":%d}", 1 + i * 9,
+                 "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz", 4 + i);
         pthread_create(&th[i], NULL, par_call, &a[i]);
     }
     for (int i = 0; i < 6; i++) pthread_join(th[i], NULL);
