@@ -4,7 +4,7 @@
  * and lengths of 1..N blocks. Plus the special values of F16/BF16, exactness
  * where the format can represent the input exactly, and no writes past the
  * last block. (Bit-identity with ggml's reference quantizers is checked
- * against the gguf package in test_quant_reference.py.) */
+ * against the gguf package and ggml itself in test_quant_reference.py.) */
 #include "tt.h"
 
 #include "quant/blocks.h"
