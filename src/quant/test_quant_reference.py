@@ -5,9 +5,10 @@
    the real model (bit-identical float32), and quantization to identical
    bytes wherever the package has a quantizer.
 2. ggml itself: the libggml-base.so that llama-cpp-python ships exports
-   ggml's reference quantizers (quantize_row_*_ref), its dequantizers and its
-   type table. Same geometry, bit-identical dequantization, byte-identical
-   quantization (k-quants included) on synthetic data and on real weights.
+   ggml_quantize_chunk (what llama-quantize calls), the reference quantizers
+   (quantize_row_*_ref), the dequantizers and the type table. Same geometry,
+   bit-identical dequantization, byte-identical quantization (k-quants
+   included) on synthetic data and on real weights.
 
 One file, so the slow GGUFReader (its Python metadata parsing takes most of
 this test's time) runs once."""
@@ -32,7 +33,7 @@ REQUIRED_QUANT = [T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_K,
 FP16_FIELDS = {
     T.Q4_0: [0], T.Q4_1: [0, 2], T.Q5_0: [0], T.Q5_1: [0, 2], T.Q8_0: [0],
     T.Q2_K: [80, 82], T.Q3_K: [108], T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208],
-    T.TQ1_0: [52], T.TQ2_0: [64], T.IQ4_NL: [0],
+    T.TQ1_0: [52], T.TQ2_0: [64], T.IQ4_NL: [0], T.IQ4_XS: [0],
 }
 
 
@@ -300,8 +301,8 @@ GGML = os.path.join(os.path.dirname(llama_cpp.__file__), "lib", "libggml-base.so
 
 # Every format whose row functions ggml exports under these names.
 QUANT_TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q8_1, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.Q8_K,
-               T.TQ1_0, T.TQ2_0, T.MXFP4]
-DEQUANT_TYPES = [t for t in QUANT_TYPES if t != T.Q8_1] + [T.IQ4_NL]  # ggml has no dequantize_row_q8_1
+               T.TQ1_0, T.TQ2_0, T.MXFP4, T.IQ4_NL]
+DEQUANT_TYPES = [t for t in QUANT_TYPES if t != T.Q8_1] + [T.IQ4_XS]  # ggml has no dequantize_row_q8_1
 
 
 def fn_name(qtype):
@@ -321,9 +322,12 @@ def g():
                  "ggml_fp32_to_bf16_row_ref"]:
         getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
         getattr(lib, name).restype = None
-    for t in QUANT_TYPES:
+    for t in (T.Q8_1, T.Q8_K):
         f = getattr(lib, f"quantize_row_{fn_name(t)}_ref")
         f.argtypes, f.restype = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64], None
+    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                        ctypes.c_int64, ctypes.c_void_p]
+    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
     for t in DEQUANT_TYPES:
         f = getattr(lib, f"dequantize_row_{fn_name(t)}")
         f.argtypes, f.restype = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64], None
@@ -331,10 +335,18 @@ def g():
 
 
 def ggml_quantize(g, qtype, x):
+    """What llama-quantize writes (ggml_quantize_chunk, no importance matrix); for
+    the activation-only formats, which that entry point refuses, the _ref quantizer.
+    The two agree for every other format except IQ4_NL, whose _ref skips the scale
+    search that llama-quantize does."""
     x = np.ascontiguousarray(x, dtype=np.float32).ravel()
     bs, ts = g.ggml_blck_size(int(qtype)), g.ggml_type_size(int(qtype))
     out = np.zeros(x.size // bs * ts, dtype=np.uint8)
-    getattr(g, f"quantize_row_{fn_name(qtype)}_ref")(x.ctypes.data, out.ctypes.data, x.size)
+    if qtype in (T.Q8_1, T.Q8_K):
+        getattr(g, f"quantize_row_{fn_name(qtype)}_ref")(x.ctypes.data, out.ctypes.data, x.size)
+    else:
+        n_per_row = 256 if x.size % 256 == 0 else bs
+        g.ggml_quantize_chunk(int(qtype), x.ctypes.data, out.ctypes.data, 0, x.size // n_per_row, n_per_row, None)
     return out
 
 
