@@ -22,7 +22,8 @@ import tokref  # noqa: E402
 # (and a few aliases that share an expression but differ in flags).
 BPE_PRES = ["default", "gpt-2", "llama-bpe", "qwen2", "smollm", "deepseek-llm", "deepseek-coder", "falcon",
             "starcoder", "refact", "command-r", "stablelm2", "dbrx", "mpt", "chatglm-bpe", "poro-chat", "bloom",
-            "viking", None]
+            "viking", "deepseek-v3", "gpt-4o", "llama4", "tekken", "seed-coder", "grok-2", "ufakzeka", "bailingmoe",
+            "minicpm5", "exaone-moe", "laguna", "hunyuan", None]
 
 
 def compare_ids(trinity_bin, model, ref, texts):

@@ -138,6 +138,17 @@ static const pre_def pre_defs[] = {
     {"stablelm2 megrez", "qwen2", false, false, false, false},
     {"poro-chat viking", NULL, false, false, true, false}, /* style = the name itself, below */
     {"bloom gpt3-finnish", "bloom", false, false, false, false},
+    {"deepseek-v3 hunyuan-dense joyai-llm hy_v4", "deepseek-v3", false, false, true, false},
+    {"gpt-4o llama4 kanana2 talkie minimax-m2", "gpt-4o", false, false, true, false},
+    {"tekken", "tekken", true, true, true, false},
+    {"seed-coder", "seed-coder", false, false, true, false},
+    {"grok-2", "grok-2", false, false, true, false},
+    {"ufakzeka", "ufakzeka", false, false, true, false},
+    {"bailingmoe bailingmoe2 llada-moe", "bailingmoe", false, false, true, false},
+    {"minicpm5", "minicpm5", true, false, false, false},
+    {"exaone-moe", "exaone-moe", false, false, false, false},
+    {"laguna", "laguna", false, false, true, false},
+    {"hunyuan solar-open", "qwen2", false, false, true, false},
 };
 
 static const pre_def *find_pre(const char *name, const char **style) {
