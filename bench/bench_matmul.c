@@ -2,6 +2,9 @@
  * numbers and never fails). Build: cmake --build build --target bench_matmul
  *
  *   build/bench_matmul [types...]          e.g. build/bench_matmul Q4_0 Q8_0
+ *   env: TRINITY_BENCH_MB (weights cycled, default 256), TRINITY_BENCH_REPS (3),
+ *        TRINITY_BENCH_THREADS (2), TRINITY_BENCH_CPU=1 (thread CPU time),
+ *        TRINITY_BENCH_PROMPT (prompt tokens, 64)
  *
  * For each weight type and 1 and 2 threads: generation (one token: GB/s of
  * weights streamed, the figure that bounds tokens/s) and prompt (64 tokens:
@@ -73,21 +76,28 @@ static const int64_t shapes[][2] = {{2048, 2048}, {256, 2048}, {256, 2048}, {204
                                     {5632, 2048}, {5632, 2048}, {2048, 5632}};
 #define N_SHAPES 7
 
+static int env_int(const char *name, int def) {
+    const char *v = getenv(name);
+    return v && atoi(v) > 0 ? atoi(v) : def;
+}
+
 static void bench_type(int type) {
+    int mb = env_int("TRINITY_BENCH_MB", 256), reps = env_int("TRINITY_BENCH_REPS", 3);
+    int max_threads = env_int("TRINITY_BENCH_THREADS", 2);
     size_t layer = 0;
     for (int s = 0; s < N_SHAPES; s++) layer += tr_row_size(type, shapes[s][1]) * (size_t)shapes[s][0];
-    int copies = (int)((256u << 20) / layer) + 1;
+    int copies = (int)(((size_t)mb << 20) / layer) + 1;
     uint8_t *w = malloc(layer * (size_t)copies);
     if (!w) return;
     fill(type, w, layer * (size_t)copies);
-    enum { PROMPT = 64 };
-    float *x = malloc(sizeof(float) * 5632 * PROMPT), *y = malloc(sizeof(float) * 5632 * PROMPT);
+    const int PROMPT = env_int("TRINITY_BENCH_PROMPT", 64);
+    float *x = malloc(sizeof(float) * 5632 * (size_t)PROMPT), *y = malloc(sizeof(float) * 5632 * (size_t)PROMPT);
     for (int i = 0; i < 5632 * PROMPT; i++) x[i] = (float)(rnd() % 2001) / 1000 - 1;
 
-    for (int nth = 1; nth <= 2; nth++) {
+    for (int nth = 1; nth <= max_threads; nth++) {
         tr_pool *pool = tr_pool_new(nth);
         double best_gen = 1e9, best_pp = 1e9;
-        for (int rep = 0; rep < 3; rep++) {
+        for (int rep = 0; rep < reps; rep++) {
             double t0 = now();
             for (int c = 0; c < copies; c++) {
                 const uint8_t *p = w + layer * (size_t)c;

@@ -84,7 +84,9 @@ size_t tr_row_size(int type, int64_t ne0);
 bool tr_type_can_dequantize(int type);
 bool tr_type_can_quantize(int type);
 /* Convert n elements (a multiple of the block size). Return TR_ERR_ARG for a
- * bad n, TR_ERR_UNSUPPORTED when the type has no converter. */
+ * bad n, TR_ERR_UNSUPPORTED when the type has no converter. Blocks are read
+ * in place: src/dst must be aligned like the block's fields (2 bytes for the
+ * fp16-scaled formats, 4 for F32 and Q8_K), as tensor data in a GGUF is. */
 tr_status tr_dequantize(int type, const void *src, float *dst, int64_t n);
 tr_status tr_quantize(int type, const float *src, void *dst, int64_t n);
 

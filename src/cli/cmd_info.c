@@ -20,9 +20,9 @@ static size_t utf8_cut(const char *s, size_t n, size_t cap) {
     return k;
 }
 
-static void print_str(const char *s, uint64_t len, bool full) {
-    size_t n = full ? (size_t)len : utf8_cut(s, (size_t)len, INFO_STRING_BYTES);
-    putchar('"');
+/* Bytes with quotes, backslashes and control characters escaped, so that a
+ * hostile key or value cannot break the one-line-per-entry layout. */
+static void put_escaped(const char *s, size_t n) {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         switch (c) {
@@ -36,6 +36,19 @@ static void print_str(const char *s, uint64_t len, bool full) {
             else putchar(c);
         }
     }
+}
+
+/* A NUL-terminated name (key, tensor) escaped and padded to `width`. */
+static void print_name(const char *s, size_t width) {
+    size_t n = strlen(s);
+    put_escaped(s, n);
+    for (; n < width; n++) putchar(' ');
+}
+
+static void print_str(const char *s, uint64_t len, bool full) {
+    size_t n = full ? (size_t)len : utf8_cut(s, (size_t)len, INFO_STRING_BYTES);
+    putchar('"');
+    put_escaped(s, n);
     putchar('"');
     if (n < len) printf("...(%" PRIu64 " bytes)", len);
 }
@@ -164,7 +177,9 @@ int cmd_info(int argc, char **argv) {
         const tr_gguf_value *v = tr_gguf_kv_value(g, i);
         char ts[40];
         type_str(v, ts, sizeof ts);
-        printf("%5" PRId64 "  %-*s  %-15s ", i, (int)kw, tr_gguf_kv_key(g, i), ts);
+        printf("%5" PRId64 "  ", i);
+        print_name(tr_gguf_kv_key(g, i), kw);
+        printf("  %-15s ", ts);
         if (v->type == TR_GGUF_STRING) {
             print_str(v->v.str.ptr, v->v.str.len, full);
         } else if (v->type == TR_GGUF_ARRAY) {
@@ -190,8 +205,9 @@ int cmd_info(int argc, char **argv) {
         const tr_gguf_tensor *t = tr_gguf_tensor_at(g, i);
         char shape[128];
         print_shape(t, shape, sizeof shape);
-        printf("%5" PRId64 "  %-*s  %-8s %-28s %14" PRIu64 " %14" PRIu64 "\n", i, (int)nw, t->name,
-               tr_type_name(t->type), shape, t->offset, t->nbytes);
+        printf("%5" PRId64 "  ", i);
+        print_name(t->name, nw);
+        printf("  %-8s %-28s %14" PRIu64 " %14" PRIu64 "\n", tr_type_name(t->type), shape, t->offset, t->nbytes);
         total_bytes += t->nbytes;
         total_elems += (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
     }

@@ -29,6 +29,8 @@ struct tr_context {
     float *hb, *hb2;             /* [n_batch][n_ff] */
     float *scores;               /* [n_threads][n_ctx + head_k + 8*head_v]: a worker's attention weights, query, sums */
 
+    float *half_to_float;        /* [65536]: every half's float, for the attention's inner loops */
+
     /* Outputs of the last batch. */
     int32_t *out_row;            /* [n_batch]: row of token i in logits, or -1 */
     int32_t n_out, n_batch_last;

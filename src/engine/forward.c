@@ -71,13 +71,14 @@ static void attend_one(tr_context *c, const tr_batch *b, int layer, bool swa, in
     /* Same math either way; the rounding differs (q is rounded to halves). */
     const bool scale_q = c->model->arch->scale_q;
     const float q_scale = scale_q ? hp->attn_scale : 1.0f, scale = scale_q ? 1.0f : hp->attn_scale;
-    for (int32_t i = 0; i < hk; i++) qh[i] = tr_half_to_float(tr_half_from_float(q[i] * q_scale));
+    const float *h2f = c->half_to_float;
+    for (int32_t i = 0; i < hk; i++) qh[i] = h2f[tr_half_from_float(q[i] * q_scale)];
     float max = -INFINITY;
     for (int32_t p = p_lo; p <= pos; p++) {
         if (!valid[p]) continue;
         const uint16_t *kp = kc + (size_t)p * c->k_dim;
         float lane[8] = {0};
-        for (int32_t i = 0; i < hk; i++) lane[i & 7] += qh[i] * tr_half_to_float(kp[i]);
+        for (int32_t i = 0; i < hk; i++) lane[i & 7] += qh[i] * h2f[kp[i]];
         float s = hsum8(lane) * scale;
         scores[p - p_lo] = s;
         if (s > max) max = s;
@@ -93,10 +94,10 @@ static void attend_one(tr_context *c, const tr_batch *b, int layer, bool swa, in
     const float inv = (float)(1.0 / sum);
     for (int32_t p = p_lo; p <= pos; p++) {
         if (!valid[p]) continue;
-        const float w = tr_half_to_float(tr_half_from_float(scores[p - p_lo] * inv));
+        const float w = h2f[tr_half_from_float(scores[p - p_lo] * inv)];
         const uint16_t *vp = vc + (size_t)p * c->v_dim;
         float *a = acc + (p & 7);
-        for (int32_t i = 0; i < hv; i++) a[i * 8] += w * tr_half_to_float(vp[i]);
+        for (int32_t i = 0; i < hv; i++) a[i * 8] += w * h2f[vp[i]];
     }
     for (int32_t i = 0; i < hv; i++) out[i] = hsum8(acc + i * 8);
 }

@@ -20,8 +20,11 @@
  * - Tensors: 1..4 dimensions, each >= 0 (ggml allows empty tensors), element
  *   count fitting int64, ne[0] a multiple of the type's block, a type from the
  *   ggml table, offset a multiple of the alignment, bytes inside the file.
- *   Unlike ggml we do not require tensors to be packed in order: the gguf
- *   Python reader does not either, and nothing here depends on it.
+ * - Where we differ from ggml's gguf.cpp: it also requires tensors packed in
+ *   order (offset == sum of the previous padded sizes) and names shorter than
+ *   64 bytes, and refuses arrays of arrays; we accept all three, as the gguf
+ *   Python package does (nothing here depends on packing). It accepts
+ *   n_dims == 0 (a scalar); we refuse it, since tr_gguf_tensor promises 1..4.
  * - BOOL values must be 0 or 1.
  * - With no tensors, the padding after the header may be missing (the file
  *   ends where its content ends); ggml accepts such files too. */

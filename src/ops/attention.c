@@ -26,8 +26,10 @@
 enum { TOK_BLOCK = 4, TILE = 64 };
 
 typedef struct attn_fns {
-    float (*dot)(const float *q, const void *k, int d);
-    void (*axpy)(float *o, float a, const void *v, int d);
+    /* s[i] = scale * q . k_i for n slots k_i = k + i*stride bytes */
+    void (*scores)(const float *q, const char *k, size_t stride, int n, int d, float scale, float *s);
+    /* o += sum_i p[i] v_i over n slots (p[i] == 0 skipped) */
+    void (*pv)(float *o, const float *p, const char *v, size_t stride, int n, int d);
     float (*exp_sum)(float *s, int n, float m); /* s[i] = exp(s[i] - m) (-inf -> 0); returns the sum */
 } attn_fns;
 
@@ -60,6 +62,21 @@ static float exp_sum_ref(float *s, int n, float m) {
         sum += s[i];
     }
     return sum;
+}
+
+static void scores_f32(const float *q, const char *k, size_t stride, int n, int d, float scale, float *s) {
+    for (int i = 0; i < n; i++) s[i] = scale * dot_f32(q, k + (size_t)i * stride, d);
+}
+static void scores_f16(const float *q, const char *k, size_t stride, int n, int d, float scale, float *s) {
+    for (int i = 0; i < n; i++) s[i] = scale * dot_f16(q, k + (size_t)i * stride, d);
+}
+static void pv_f32(float *o, const float *p, const char *v, size_t stride, int n, int d) {
+    for (int i = 0; i < n; i++)
+        if (p[i] != 0) axpy_f32(o, p[i], v + (size_t)i * stride, d);
+}
+static void pv_f16(float *o, const float *p, const char *v, size_t stride, int n, int d) {
+    for (int i = 0; i < n; i++)
+        if (p[i] != 0) axpy_f16(o, p[i], v + (size_t)i * stride, d);
 }
 
 /* ---------------------------------------------------------------- AVX2 */
@@ -104,24 +121,6 @@ TGT static float dot_f16_avx2(const float *q, const void *k_, int d) {
     return s;
 }
 
-TGT static void axpy_f32_avx2(float *o, float a, const void *v_, int d) {
-    const float *v = v_;
-    __m256 av = _mm256_set1_ps(a);
-    int i = 0;
-    for (; i + 8 <= d; i += 8) _mm256_storeu_ps(o + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(v + i), _mm256_loadu_ps(o + i)));
-    for (; i < d; i++) o[i] += a * v[i];
-}
-
-TGT static void axpy_f16_avx2(float *o, float a, const void *v_, int d) {
-    const uint16_t *v = v_;
-    __m256 av = _mm256_set1_ps(a);
-    int i = 0;
-    for (; i + 8 <= d; i += 8)
-        _mm256_storeu_ps(o + i, _mm256_fmadd_ps(av, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i))),
-                                                _mm256_loadu_ps(o + i)));
-    for (; i < d; i++) o[i] += a * _cvtsh_ss(v[i]);
-}
-
 /* exp for x <= 0 (scores minus their max): 2^n * p(r) with r = x - n ln2 in
  * [-ln2/2, ln2/2], p a degree-6 Taylor polynomial (relative error ~2e-7);
  * below -87 the result is flushed to 0, which -inf also takes. */
@@ -160,13 +159,63 @@ TGT static float exp_sum_avx2(float *s, int n, float m) {
     }
     return sum;
 }
+/* Scores of a tile: the per-slot dot is inlined (no call per slot). */
+#define SCORES_AVX2(name, dotfn)                                                                      \
+    TGT static void name(const float *q, const char *k, size_t stride, int n, int d, float scale, float *s) { \
+        for (int i = 0; i < n; i++) s[i] = scale * dotfn(q, k + (size_t)i * stride, d);             \
+    }
+SCORES_AVX2(scores_f32_avx2, dot_f32_avx2)
+SCORES_AVX2(scores_f16_avx2, dot_f16_avx2)
+
+/* o += sum p[i] v_i, 32 output lanes at a time held in registers across
+ * all slots of the tile, so o is loaded and stored once per tile. */
+#define PV_AVX2(name, LOAD8)                                                                          \
+    TGT static void name(float *o, const float *p, const char *v_, size_t stride, int n, int d) {   \
+        int x = 0;                                                                                   \
+        for (; x + 32 <= d; x += 32) {                                                               \
+            __m256 o0 = _mm256_loadu_ps(o + x), o1 = _mm256_loadu_ps(o + x + 8);                     \
+            __m256 o2 = _mm256_loadu_ps(o + x + 16), o3 = _mm256_loadu_ps(o + x + 24);               \
+            for (int i = 0; i < n; i++) {                                                            \
+                if (p[i] == 0) continue;                                                             \
+                __m256 pi = _mm256_set1_ps(p[i]);                                                    \
+                const char *vr = v_ + (size_t)i * stride;                                            \
+                o0 = _mm256_fmadd_ps(pi, LOAD8(vr, x), o0);                                          \
+                o1 = _mm256_fmadd_ps(pi, LOAD8(vr, x + 8), o1);                                      \
+                o2 = _mm256_fmadd_ps(pi, LOAD8(vr, x + 16), o2);                                     \
+                o3 = _mm256_fmadd_ps(pi, LOAD8(vr, x + 24), o3);                                     \
+            }                                                                                        \
+            _mm256_storeu_ps(o + x, o0);                                                             \
+            _mm256_storeu_ps(o + x + 8, o1);                                                         \
+            _mm256_storeu_ps(o + x + 16, o2);                                                        \
+            _mm256_storeu_ps(o + x + 24, o3);                                                        \
+        }                                                                                            \
+        if (x < d) {                                                                                 \
+            for (int i = 0; i < n; i++) {                                                            \
+                if (p[i] == 0) continue;                                                             \
+                const char *vr = v_ + (size_t)i * stride;                                            \
+                int y = x;                                                                           \
+                for (; y + 8 <= d; y += 8)                                                           \
+                    _mm256_storeu_ps(o + y, _mm256_fmadd_ps(_mm256_set1_ps(p[i]), LOAD8(vr, y), _mm256_loadu_ps(o + y))); \
+                for (; y < d; y++) o[y] += p[i] * LOAD1(vr, y);                                       \
+            }                                                                                        \
+        }                                                                                            \
+    }
+#define LOAD8_F32(vr, x) _mm256_loadu_ps((const float *)(vr) + (x))
+#define LOAD8_F16(vr, x) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)(vr) + (x))))
+#define LOAD1 LOAD1_F32
+#define LOAD1_F32(vr, y) (((const float *)(vr))[y])
+PV_AVX2(pv_f32_avx2, LOAD8_F32)
+#undef LOAD1
+#define LOAD1(vr, y) _cvtsh_ss(((const uint16_t *)(vr))[y])
+PV_AVX2(pv_f16_avx2, LOAD8_F16)
+#undef LOAD1
 #endif
 
 static const attn_fns *pick_fns(int kv_type, bool simd) {
-    static const attn_fns ref32 = {dot_f32, axpy_f32, exp_sum_ref}, ref16 = {dot_f16, axpy_f16, exp_sum_ref};
+    static const attn_fns ref32 = {scores_f32, pv_f32, exp_sum_ref}, ref16 = {scores_f16, pv_f16, exp_sum_ref};
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    static const attn_fns avx32 = {dot_f32_avx2, axpy_f32_avx2, exp_sum_avx2},
-                          avx16 = {dot_f16_avx2, axpy_f16_avx2, exp_sum_avx2};
+    static const attn_fns avx32 = {scores_f32_avx2, pv_f32_avx2, exp_sum_avx2},
+                          avx16 = {scores_f16_avx2, pv_f16_avx2, exp_sum_avx2};
     const tr_cpu_features *f = tr_cpu_get();
     if (simd && f->avx2 && f->fma && f->f16c) return kv_type == TR_TYPE_F16 ? &avx16 : &avx32;
 #else
@@ -236,21 +285,29 @@ static void run_unit(attn_job *j, int64_t u, float *scr) {
     }
     memset(o, 0, sizeof(float) * (size_t)nq * d);
 
+    bool plain = !p->kv_pos && !(p->kv_seq && p->q_seq); /* slot i is position i, one sequence */
     for (int i0 = lo; i0 < hi; i0 += TILE) {
-        int n = hi - i0 < TILE ? hi - i0 : TILE;
+        int i1 = hi - i0 < TILE ? hi : i0 + TILE;
         for (int t = t0; t < t1; t++) {
+            /* With plain positions the visible slots of a query are one
+             * range: score only those (a causal prompt skips half the work). */
+            int a = i0, e = i1;
+            if (plain) {
+                if (p->q_pos[t] + 1 < e) e = p->q_pos[t] + 1;
+                if (p->window > 0 && p->q_pos[t] - p->window + 1 > a) a = p->q_pos[t] - p->window + 1;
+                if (a >= e) continue;
+            }
+            int n = e - a;
             for (int hg = 0; hg < G; hg++) {
                 int qi = (t - t0) * G + hg, h = g * G + hg;
                 const float *qv = j->q + ((size_t)t * p->n_head + h) * d;
+                j->fn->scores(qv, j->k + (size_t)a * p->k_stride + (size_t)g * d * j->esize, p->k_stride, n, d,
+                              p->scale, s);
                 float mt = -INFINITY;
                 for (int i = 0; i < n; i++) {
-                    float sc = -INFINITY;
-                    if (visible(p, t, i0 + i)) {
-                        sc = p->scale * j->fn->dot(qv, j->k + (size_t)(i0 + i) * p->k_stride + (size_t)g * d * j->esize, d);
-                        if (p->softcap > 0) sc = p->softcap * tanhf(sc / p->softcap);
-                    }
-                    s[i] = sc;
-                    if (sc > mt) mt = sc;
+                    if (!plain && !visible(p, t, a + i)) s[i] = -INFINITY;
+                    else if (p->softcap > 0) s[i] = p->softcap * tanhf(s[i] / p->softcap);
+                    if (s[i] > mt) mt = s[i];
                 }
                 if (mt == -INFINITY) continue;
                 float *oq = o + (size_t)qi * d;
@@ -261,8 +318,7 @@ static void run_unit(attn_job *j, int64_t u, float *scr) {
                     m[qi] = mt;
                 }
                 l[qi] += j->fn->exp_sum(s, n, m[qi]);
-                for (int i = 0; i < n; i++)
-                    if (s[i] != 0) j->fn->axpy(oq, s[i], j->v + (size_t)(i0 + i) * p->v_stride + (size_t)g * d * j->esize, d);
+                j->fn->pv(oq, s, j->v + (size_t)a * p->v_stride + (size_t)g * d * j->esize, p->v_stride, n, d);
             }
         }
     }

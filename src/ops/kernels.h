@@ -22,8 +22,9 @@
 /* Activation formats. */
 enum {
     TR_ACT_F32 = 0, /* float as is (F32 weights) */
-    TR_ACT_F16,     /* IEEE half (F16 weights, as ggml does) */
-    TR_ACT_BF16,    /* bfloat16 (BF16 weights) */
+    TR_ACT_F16,     /* floats rounded to IEEE half (F16 weights: ggml's arithmetic), kept as float so
+                       kernels do not convert the activations again for every weight row */
+    TR_ACT_BF16,    /* floats rounded to bfloat16 (BF16 weights), kept as float likewise */
     TR_ACT_Q8,      /* tr_q8a: 32 int8 with a scale and their sum (legacy quants) */
     TR_ACT_Q8K,     /* tr_q8k: 256 int8 with a scale and sums per 16 (k-quants) */
     TR_ACT_COUNT
@@ -54,8 +55,7 @@ typedef struct tr_kernel {
     int act;          /* activation format */
     int64_t blck;     /* weight elements per block (rows must be a multiple) */
     tr_gemm_fn ref;   /* scalar reference: the truth */
-    tr_gemm_fn avx2;  /* AVX2 + FMA (+F16C) variant, NULL when none */
-    tr_gemm_fn avx512; /* AVX-512 variant, NULL when none */
+    tr_gemm_fn avx2;  /* AVX2 + FMA + F16C variant, NULL when none */
 } tr_kernel;
 
 /* NULL when the type has no kernel (tr_matmul then dequantizes rows). */
@@ -68,9 +68,8 @@ size_t tr_act_row_size(int act, int64_t n);
 void tr_act_convert(int act, const float *x, void *dst, int64_t n);
 int64_t tr_act_block(int act);
 
-/* Variants defined in matmul_avx2.c / matmul_avx512.c (NULL-safe lookups). */
+/* The AVX2 variant of a type (matmul_avx2.c), NULL when none. */
 tr_gemm_fn tr_gemm_avx2_for(int type);
-tr_gemm_fn tr_gemm_avx512_for(int type);
 
 /* tr_attention with the SIMD inner loops (simd) or the scalar reference
  * (!simd), for tests that compare the two. */

@@ -85,6 +85,9 @@ static void fallback_part(void *arg, int ith, int nth) {
 /* Rows per work item: small enough that both threads get several, large
  * enough that the atomic counter is noise. */
 static int64_t pick_chunk(int64_t rows, int64_t n_tokens, int nth) {
+    /* Many tokens: every chunk streams all the activations past its rows, so
+     * bigger chunks (64 rows of weights still fit L2) mean fewer passes. */
+    if (n_tokens >= 16 && rows >= 4 * CHUNK_ROWS * 4 * (int64_t)nth) return 4 * CHUNK_ROWS;
     if (n_tokens > 1) return CHUNK_ROWS;
     int64_t c = rows / (8 * (int64_t)nth);
     if (c < 4) c = 4;

@@ -22,9 +22,9 @@ int64_t tr_act_block(int act) {
 
 size_t tr_act_row_size(int act, int64_t n) {
     switch (act) {
-    case TR_ACT_F32: return (size_t)n * 4;
+    case TR_ACT_F32:
     case TR_ACT_F16:
-    case TR_ACT_BF16: return (size_t)n * 2;
+    case TR_ACT_BF16: return (size_t)n * 4;
     case TR_ACT_Q8: return (size_t)(n / 32) * sizeof(tr_q8a);
     case TR_ACT_Q8K: return (size_t)(n / 256) * sizeof(tr_q8k);
     default: return 0;
@@ -80,10 +80,10 @@ void tr_act_convert(int act, const float *x, void *dst, int64_t n) {
     switch (act) {
     case TR_ACT_F32: memcpy(dst, x, (size_t)n * 4); break;
     case TR_ACT_F16:
-        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = tr_fp32_to_fp16(x[i]);
+        for (int64_t i = 0; i < n; i++) ((float *)dst)[i] = tr_fp16_to_fp32(tr_fp32_to_fp16(x[i]));
         break;
     case TR_ACT_BF16:
-        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = tr_fp32_to_bf16(x[i]);
+        for (int64_t i = 0; i < n; i++) ((float *)dst)[i] = tr_bf16_to_fp32(tr_fp32_to_bf16(x[i]));
         break;
     case TR_ACT_Q8: act_q8(x, dst, n); break;
     case TR_ACT_Q8K: act_q8k(x, dst, n); break;
@@ -100,16 +100,18 @@ static float dot_f32(int64_t n, const void *w_, const void *a_) {
 }
 
 static float dot_f16(int64_t n, const void *w_, const void *a_) {
-    const uint16_t *w = w_, *a = a_;
+    const uint16_t *w = w_;
+    const float *a = a_;
     float s = 0;
-    for (int64_t i = 0; i < n; i++) s += tr_fp16_to_fp32(w[i]) * tr_fp16_to_fp32(a[i]);
+    for (int64_t i = 0; i < n; i++) s += tr_fp16_to_fp32(w[i]) * a[i];
     return s;
 }
 
 static float dot_bf16(int64_t n, const void *w_, const void *a_) {
-    const uint16_t *w = w_, *a = a_;
+    const uint16_t *w = w_;
+    const float *a = a_;
     float s = 0;
-    for (int64_t i = 0; i < n; i++) s += tr_bf16_to_fp32(w[i]) * tr_bf16_to_fp32(a[i]);
+    for (int64_t i = 0; i < n; i++) s += tr_bf16_to_fp32(w[i]) * a[i];
     return s;
 }
 
@@ -336,6 +338,56 @@ static float dot_q3_k(int64_t n, const void *w_, const void *a_) {
     return s;
 }
 
+/* ---------------------------------------------------------------- ternary */
+
+/* TQ2_0: 2-bit codes 0..2 meaning -1..1; byte m of a 32-byte half holds
+ * elements 128*half + 32*l + m in bits 2l..2l+1. */
+static float dot_tq2_0(int64_t n, const void *w_, const void *a_) {
+    const uint8_t *w = w_;
+    const tr_q8k *a = a_;
+    float s = 0;
+    for (int64_t b = 0; b < n / 256; b++, w += 66, a++) {
+        int32_t sumi = 0, suma = 0;
+        for (int half = 0; half < 2; half++)
+            for (int l = 0; l < 4; l++)
+                for (int m = 0; m < 32; m++)
+                    sumi += ((w[32 * half + m] >> (2 * l)) & 3) * a->qs[128 * half + 32 * l + m];
+        for (int g = 0; g < 16; g++) suma += a->bsums[g];
+        s += h2f(w + 64) * a->d * (float)(sumi - suma);
+    }
+    return s;
+}
+
+/* TQ1_0: five trits per byte in base 3, read most significant first by
+ * multiplying the byte by 3^k (mod 256) and taking the top of byte * 3.
+ * qs[0..31] give elements 0..159 (32 per power), qs[32..47] elements
+ * 160..239 (16 per power), qh[0..3] (four trits each) elements 240..255. */
+static inline int trit(uint8_t byte, int k) {
+    static const uint8_t pow3[6] = {1, 3, 9, 27, 81, 243};
+    uint8_t q = (uint8_t)(byte * pow3[k]);
+    return ((uint16_t)q * 3) >> 8;
+}
+
+static float dot_tq1_0(int64_t n, const void *w_, const void *a_) {
+    const uint8_t *w = w_;
+    const tr_q8k *a = a_;
+    float s = 0;
+    for (int64_t b = 0; b < n / 256; b++, w += 54, a++) {
+        const uint8_t *qs = w, *qh = w + 48;
+        const int8_t *x = a->qs;
+        int32_t sumi = 0, suma = 0;
+        for (int k = 0; k < 5; k++)
+            for (int m = 0; m < 32; m++) sumi += trit(qs[m], k) * x[32 * k + m];
+        for (int k = 0; k < 5; k++)
+            for (int m = 0; m < 16; m++) sumi += trit(qs[32 + m], k) * x[160 + 16 * k + m];
+        for (int k = 0; k < 4; k++)
+            for (int m = 0; m < 4; m++) sumi += trit(qh[m], k) * x[240 + 4 * k + m];
+        for (int g = 0; g < 16; g++) suma += a->bsums[g];
+        s += h2f(w + 52) * a->d * (float)(sumi - suma);
+    }
+    return s;
+}
+
 /* ---------------------------------------------------------------- the table */
 
 #define GEMM_FROM_DOT(name, dot)                                                             \
@@ -360,21 +412,25 @@ GEMM_FROM_DOT(gemm_q3_k, dot_q3_k)
 GEMM_FROM_DOT(gemm_q4_k, dot_q4_k)
 GEMM_FROM_DOT(gemm_q5_k, dot_q5_k)
 GEMM_FROM_DOT(gemm_q6_k, dot_q6_k)
+GEMM_FROM_DOT(gemm_tq1_0, dot_tq1_0)
+GEMM_FROM_DOT(gemm_tq2_0, dot_tq2_0)
 
 static tr_kernel kernels[TR_TYPE_COUNT] = {
-    [TR_TYPE_F32] = {TR_ACT_F32, 1, gemm_f32, NULL, NULL},
-    [TR_TYPE_F16] = {TR_ACT_F16, 1, gemm_f16, NULL, NULL},
-    [TR_TYPE_BF16] = {TR_ACT_BF16, 1, gemm_bf16, NULL, NULL},
-    [TR_TYPE_Q8_0] = {TR_ACT_Q8, 32, gemm_q8_0, NULL, NULL},
-    [TR_TYPE_Q4_0] = {TR_ACT_Q8, 32, gemm_q4_0, NULL, NULL},
-    [TR_TYPE_Q4_1] = {TR_ACT_Q8, 32, gemm_q4_1, NULL, NULL},
-    [TR_TYPE_Q5_0] = {TR_ACT_Q8, 32, gemm_q5_0, NULL, NULL},
-    [TR_TYPE_Q5_1] = {TR_ACT_Q8, 32, gemm_q5_1, NULL, NULL},
-    [TR_TYPE_Q2_K] = {TR_ACT_Q8K, 256, gemm_q2_k, NULL, NULL},
-    [TR_TYPE_Q3_K] = {TR_ACT_Q8K, 256, gemm_q3_k, NULL, NULL},
-    [TR_TYPE_Q4_K] = {TR_ACT_Q8K, 256, gemm_q4_k, NULL, NULL},
-    [TR_TYPE_Q5_K] = {TR_ACT_Q8K, 256, gemm_q5_k, NULL, NULL},
-    [TR_TYPE_Q6_K] = {TR_ACT_Q8K, 256, gemm_q6_k, NULL, NULL},
+    [TR_TYPE_F32] = {TR_ACT_F32, 1, gemm_f32, NULL},
+    [TR_TYPE_F16] = {TR_ACT_F16, 1, gemm_f16, NULL},
+    [TR_TYPE_BF16] = {TR_ACT_BF16, 1, gemm_bf16, NULL},
+    [TR_TYPE_Q8_0] = {TR_ACT_Q8, 32, gemm_q8_0, NULL},
+    [TR_TYPE_Q4_0] = {TR_ACT_Q8, 32, gemm_q4_0, NULL},
+    [TR_TYPE_Q4_1] = {TR_ACT_Q8, 32, gemm_q4_1, NULL},
+    [TR_TYPE_Q5_0] = {TR_ACT_Q8, 32, gemm_q5_0, NULL},
+    [TR_TYPE_Q5_1] = {TR_ACT_Q8, 32, gemm_q5_1, NULL},
+    [TR_TYPE_Q2_K] = {TR_ACT_Q8K, 256, gemm_q2_k, NULL},
+    [TR_TYPE_Q3_K] = {TR_ACT_Q8K, 256, gemm_q3_k, NULL},
+    [TR_TYPE_Q4_K] = {TR_ACT_Q8K, 256, gemm_q4_k, NULL},
+    [TR_TYPE_Q5_K] = {TR_ACT_Q8K, 256, gemm_q5_k, NULL},
+    [TR_TYPE_Q6_K] = {TR_ACT_Q8K, 256, gemm_q6_k, NULL},
+    [TR_TYPE_TQ1_0] = {TR_ACT_Q8K, 256, gemm_tq1_0, NULL},
+    [TR_TYPE_TQ2_0] = {TR_ACT_Q8K, 256, gemm_tq2_0, NULL},
 };
 
 static pthread_once_t kernels_once = PTHREAD_ONCE_INIT;
@@ -383,7 +439,6 @@ static void kernels_init(void) {
     for (int t = 0; t < TR_TYPE_COUNT; t++) {
         if (!kernels[t].ref) continue;
         kernels[t].avx2 = tr_gemm_avx2_for(t);
-        kernels[t].avx512 = tr_gemm_avx512_for(t);
     }
 }
 
@@ -395,7 +450,6 @@ const tr_kernel *tr_kernel_get(int type) {
 
 tr_gemm_fn tr_kernel_best(const tr_kernel *k) {
     const tr_cpu_features *f = tr_cpu_get();
-    if (k->avx512 && f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni && f->f16c) return k->avx512;
     if (k->avx2 && f->avx2 && f->fma && f->f16c) return k->avx2;
     return k->ref;
 }

@@ -26,8 +26,14 @@ void tr_pool_run(tr_pool *p, void (*fn)(void *arg, int ith, int nth), void *arg)
 void *tr_pool_scratch(tr_pool *p, size_t bytes);
 
 /* Y[t][r] = sum_c W[r][c] * X[t][c] for t < n_tokens, r < rows.
- * X: n_tokens x cols, Y: n_tokens x rows (float32). Any weight type with a
- * dequantizer works; fast paths per type. pool may be NULL (single thread). */
+ * X: n_tokens x cols, Y: n_tokens x rows (float32). pool may be NULL (single thread).
+ * As in llama.cpp, X is first converted to the activation format the weight
+ * type pairs with (int8 blocks of 32 with a half-rounded scale for Q4_0..Q8_0,
+ * int8 blocks of 256 for k-quants and TQ1_0/TQ2_0, half- or bfloat-rounded
+ * floats for F16/BF16, exact for F32), so results differ from a float product
+ * by that rounding. Kernels (scalar reference + AVX2) exist for F32, F16, BF16,
+ * Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, TQ1_0, TQ2_0; any other type with a
+ * dequantizer is computed by dequantizing rows (slow). Uses tr_pool_scratch. */
 void tr_matmul(tr_pool *pool, int type, const void *W, int64_t rows, int64_t cols,
                const float *X, int64_t n_tokens, float *Y);
 

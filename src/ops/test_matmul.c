@@ -23,7 +23,7 @@ static float rndf(void) { return (float)(rnd() & 0xffffff) / (float)0x1000000 * 
 /* Byte offsets of the fp16 scale fields inside a block, -1 terminated. */
 static const int *scale_fields(int type) {
     static const int q40[] = {0, -1}, q41[] = {0, 2, -1}, q2k[] = {80, 82, -1}, q3k[] = {108, -1},
-                     q6k[] = {208, -1}, none[] = {-1};
+                     q6k[] = {208, -1}, tq1[] = {52, -1}, tq2[] = {64, -1}, none[] = {-1};
     switch (type) {
     case TR_TYPE_Q4_0:
     case TR_TYPE_Q5_0:
@@ -35,6 +35,8 @@ static const int *scale_fields(int type) {
     case TR_TYPE_Q2_K: return q2k;
     case TR_TYPE_Q3_K: return q3k;
     case TR_TYPE_Q6_K: return q6k;
+    case TR_TYPE_TQ1_0: return tq1;
+    case TR_TYPE_TQ2_0: return tq2;
     default: return none;
     }
 }
@@ -73,7 +75,7 @@ static float *random_floats(int64_t n) {
 
 static const int types[] = {TR_TYPE_F32,  TR_TYPE_F16,  TR_TYPE_BF16, TR_TYPE_Q8_0, TR_TYPE_Q4_0,
                             TR_TYPE_Q4_1, TR_TYPE_Q5_0, TR_TYPE_Q5_1, TR_TYPE_Q2_K, TR_TYPE_Q3_K,
-                            TR_TYPE_Q4_K, TR_TYPE_Q5_K, TR_TYPE_Q6_K};
+                            TR_TYPE_Q4_K, TR_TYPE_Q5_K, TR_TYPE_Q6_K, TR_TYPE_TQ1_0, TR_TYPE_TQ2_0};
 #define N_TYPES (int)(sizeof types / sizeof types[0])
 
 /* Reference results through the kernel's scalar reference: the activations
@@ -108,9 +110,8 @@ TT_TEST(variants_match_scalar_reference) {
         if (!k) continue;
         struct { tr_gemm_fn fn; bool ok; const char *name; } vs[] = {
             {k->avx2, f->avx2 && f->fma && f->f16c, "avx2"},
-            {k->avx512, f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni && f->f16c, "avx512"},
         };
-        for (int v = 0; v < 2; v++) {
+        for (int v = 0; v < (int)(sizeof vs / sizeof vs[0]); v++) {
             if (!vs[v].fn || !vs[v].ok) continue;
             tested++;
             int64_t bl = k->blck < 32 ? 32 : k->blck;

@@ -160,6 +160,16 @@ typedef struct {
 } tr_block_iq4_nl;
 static_assert(sizeof(tr_block_iq4_nl) == 18, "IQ4_NL block is 18 bytes");
 
+/* 8 sub-blocks of 32: x = d * (scale - 32) * kvalues_iq4nl[q], 6-bit scales
+ * (low nibbles in scales_l, top two bits in scales_h at bit 2*j). */
+typedef struct {
+    tr_fp16 d;
+    uint16_t scales_h;
+    uint8_t scales_l[TR_QK_K / 64];
+    uint8_t qs[TR_QK_K / 2];
+} tr_block_iq4_xs;
+static_assert(sizeof(tr_block_iq4_xs) == 136, "IQ4_XS block is 136 bytes");
+
 /* x = 2^(e-128) * e2m1_doubled[q]: an E8M0 shared exponent and FP4 (E2M1) elements. */
 typedef struct {
     uint8_t e;

@@ -5,10 +5,13 @@
  *
  * Dequantizers reproduce ggml's arithmetic order exactly (scale * sub-scale
  * first, then times q, then minus the min), so results are bit-identical to
- * ggml and the gguf package. Quantizers use ggml's approach (a weighted
- * least-squares search for each sub-block's scale and min, then 6/4-bit
- * quantization of those against the block's largest) but are our own code
- * and are held to error bounds, not to ggml's exact bytes. */
+ * ggml and the gguf package. Quantizers follow ggml's reference ("_ref")
+ * quantizers step by step (a weighted least-squares search for each
+ * sub-block's scale and min, then 4/6/8-bit quantization of those against the
+ * block's largest, then every element requantized against the scales as
+ * stored), so they write the same bytes as ggml's; test_quant_reference.py checks
+ * that against llama.cpp's own library. Without an importance matrix: the
+ * imatrix-weighted variants llama-quantize can use are not implemented. */
 #include "blocks.h"
 #include "qround.h"
 #include "quant.h"
@@ -154,25 +157,38 @@ void tr_dequantize_row_q8_K(const void *src, float *dst, int64_t n) {
 
 /* ============================================================ quantizers */
 
-/* Weighted least squares for a symmetric scale: x[i] ~ scale * (L[i] - nmax)
- * with L[i] in [0, 2*nmax), weights x^2 (large elements matter most). The
- * plain choice scale = max/-nmax is refined by trying nearby inverse scales
- * and keeping the one whose re-fitted scale explains the most of x. */
-static float make_qx_quants(int n, int nmax, const float *x, uint8_t *L) {
-    float max = 0.0f, amax = 0.0f;
+/* Below this a group's largest magnitude counts as zero (ggml's GROUP_MAX_EPS). */
+#define GROUP_MAX_EPS 1e-15f
+
+/* The first element of largest magnitude, with its sign; its magnitude in *amax. */
+static float signed_absmax(int n, const float *x, float *amax) {
+    float max = 0.0f, a = 0.0f;
     for (int i = 0; i < n; i++) {
-        if (fabsf(x[i]) > amax) {
-            amax = fabsf(x[i]);
+        if (fabsf(x[i]) > a) {
+            a = fabsf(x[i]);
             max = x[i];
         }
     }
-    if (!(amax > 1e-30f) || !isfinite(amax)) {
-        memset(L, nmax, (size_t)n);
+    *amax = a;
+    return max;
+}
+
+/* Weighted least squares for a symmetric scale: x[i] ~ scale * (L[i] - nmax)
+ * with L[i] in [0, 2*nmax), weights x^2 (large elements matter most). Start
+ * from scale = max / -nmax; try inverse scales (nmax +- 0.1k) / -max and keep
+ * the levels whose fitted scale sumlx/suml2 removes the most squared error
+ * (sumlx^2/suml2), replacing only on strict improvement. */
+static float make_qx_quants(int n, int nmax, const float *x, uint8_t *L) {
+    float amax;
+    const float max = signed_absmax(n, x, &amax);
+    if (!(amax >= GROUP_MAX_EPS) || !isfinite(amax)) {
+        memset(L, 0, (size_t)n);
         return 0.0f;
     }
-    float best_scale = 0.0f, best = -1.0f;
-    for (int is = -9; is <= 9; is++) {
-        const float iscale = -((float)nmax + 0.1f * (float)is) / max;
+    float scale = 0.0f, best = 0.0f;
+    for (int k = 0; k <= 18; k++) {
+        const int is = k == 0 ? 0 : k - 10 + (k >= 10); /* 0 first, then -9..-1, 1..9 */
+        const float iscale = is == 0 ? -(float)nmax / max : -((float)nmax + 0.1f * (float)is) / max;
         float sumlx = 0.0f, suml2 = 0.0f;
         for (int i = 0; i < n; i++) {
             const int l = tr_q_rint(iscale * x[i], -nmax, nmax - 1);
@@ -180,19 +196,56 @@ static float make_qx_quants(int n, int nmax, const float *x, uint8_t *L) {
             sumlx += w * x[i] * (float)l;
             suml2 += w * (float)l * (float)l;
         }
-        /* the fitted scale sumlx/suml2 reduces the squared error by sumlx^2/suml2 */
-        if (suml2 > 0.0f && (best < 0.0f || sumlx * sumlx > best * suml2)) {
-            best_scale = sumlx / suml2;
-            best = best_scale * sumlx;
+        if (k == 0 || (suml2 > 0.0f && sumlx * sumlx > best * suml2)) {
+            for (int i = 0; i < n; i++) L[i] = (uint8_t)(tr_q_rint(iscale * x[i], -nmax, nmax - 1) + nmax);
+            scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
+            best = scale * sumlx;
         }
     }
-    if (best_scale == 0.0f) {
-        memset(L, nmax, (size_t)n);
+    return scale;
+}
+
+/* Q3_K's search: start from the levels of scale max / -nmax, then move single
+ * elements to the level the others' fit suggests whenever that improves the
+ * weighted fit (sumlx^2 / suml2), for up to five sweeps. */
+static float make_q3_quants(int n, int nmax, const float *x, uint8_t *L) {
+    float amax;
+    const float max = signed_absmax(n, x, &amax);
+    if (!(amax >= GROUP_MAX_EPS) || !isfinite(amax)) {
+        memset(L, 0, (size_t)n);
         return 0.0f;
     }
-    const float inv = 1.0f / best_scale;
-    for (int i = 0; i < n; i++) L[i] = (uint8_t)(tr_q_rint(inv * x[i], -nmax, nmax - 1) + nmax);
-    return best_scale;
+    const float iscale = -(float)nmax / max;
+    int l8[32];
+    float sumlx = 0.0f, suml2 = 0.0f;
+    for (int i = 0; i < n; i++) {
+        l8[i] = tr_q_rint(iscale * x[i], -nmax, nmax - 1);
+        const float w = x[i] * x[i];
+        sumlx += w * x[i] * (float)l8[i];
+        suml2 += w * (float)l8[i] * (float)l8[i];
+    }
+    for (int itry = 0; itry < 5; itry++) {
+        int changed = 0;
+        for (int i = 0; i < n; i++) {
+            const float w = x[i] * x[i];
+            float slx = sumlx - w * x[i] * (float)l8[i];
+            if (!(slx > 0.0f)) continue;
+            float sl2 = suml2 - w * (float)l8[i] * (float)l8[i];
+            const int new_l = tr_q_rint(x[i] * sl2 / slx, -nmax, nmax - 1);
+            if (new_l == l8[i]) continue;
+            slx += w * x[i] * (float)new_l;
+            sl2 += w * (float)new_l * (float)new_l;
+            if (sl2 > 0.0f && slx * slx * suml2 > sumlx * sumlx * sl2) {
+                l8[i] = new_l;
+                sumlx = slx;
+                suml2 = sl2;
+                changed++;
+            }
+        }
+        if (!changed) break;
+    }
+    for (int i = 0; i < n; i++) L[i] = (uint8_t)(l8[i] + nmax);
+    return suml2 != 0.0f ? sumlx / suml2 : 0.0f;
 }
 
 /* Weighted least squares for a scale and a min: x[i] ~ scale * L[i] - min,
@@ -286,8 +339,8 @@ void tr_quantize_row_q2_K(const float *src, void *dst, int64_t n) {
         for (int j = 0; j < 16; j++) {
             const float dl = d * (float)(y[i].scales[j] & 0x0f);
             const float ml = dmin * (float)(y[i].scales[j] >> 4);
-            for (int l = 0; l < 16; l++)
-                L[16 * j + l] = dl != 0.0f ? (uint8_t)tr_q_rint((src[16 * j + l] + ml) / dl, 0, 3) : 0;
+            if (dl == 0.0f) continue; /* the levels are moot: keep the search's */
+            for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)tr_q_rint((src[16 * j + l] + ml) / dl, 0, 3);
         }
         memset(y[i].qs, 0, sizeof y[i].qs);
         for (int e = 0; e < TR_QK_K; e++) y[i].qs[(e / 128) * 32 + e % 32] |= (uint8_t)(L[e] << (2 * ((e / 32) % 4)));
@@ -302,7 +355,7 @@ void tr_quantize_row_q3_K(const float *src, void *dst, int64_t n) {
         uint8_t L[TR_QK_K];
         float scales[16], max_scale = 0.0f, amax = 0.0f;
         for (int j = 0; j < 16; j++) {
-            scales[j] = make_qx_quants(16, 4, src + 16 * j, L + 16 * j);
+            scales[j] = make_q3_quants(16, 4, src + 16 * j, L + 16 * j);
             if (fabsf(scales[j]) > amax) {
                 amax = fabsf(scales[j]);
                 max_scale = scales[j];
@@ -327,8 +380,8 @@ void tr_quantize_row_q3_K(const float *src, void *dst, int64_t n) {
         const float d = tr_fp16_to_fp32(y[i].d);
         for (int j = 0; j < 16; j++) {
             const float dl = d * (float)get_scale_q3_K(j, y[i].scales);
-            for (int l = 0; l < 16; l++)
-                L[16 * j + l] = (uint8_t)(dl != 0.0f ? tr_q_rint(src[16 * j + l] / dl, -4, 3) + 4 : 4);
+            if (dl == 0.0f) continue; /* the levels are moot: keep the search's */
+            for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)(tr_q_rint(src[16 * j + l] / dl, -4, 3) + 4);
         }
         memset(y[i].hmask, 0, sizeof y[i].hmask);
         memset(y[i].qs, 0, sizeof y[i].qs);
@@ -374,8 +427,8 @@ static void quantize_k4_block(const float *x, int nmax, float rmin, int nstep, t
         int sc, mn;
         get_scale_min_k4(j, scales_packed, &sc, &mn);
         const float d1 = d * (float)sc, m1 = m * (float)mn;
-        for (int l = 0; l < 32; l++)
-            L[32 * j + l] = d1 != 0.0f ? (uint8_t)tr_q_rint((x[32 * j + l] + m1) / d1, 0, nmax) : 0;
+        if (d1 == 0.0f) continue; /* the levels are moot: keep the search's */
+        for (int l = 0; l < 32; l++) L[32 * j + l] = (uint8_t)tr_q_rint((x[32 * j + l] + m1) / d1, 0, nmax);
     }
 }
 
@@ -418,7 +471,7 @@ void tr_quantize_row_q6_K(const float *src, void *dst, int64_t n) {
                 max_scale = scales[j];
             }
         }
-        if (!(amax > 1e-30f)) {
+        if (!(amax >= GROUP_MAX_EPS)) {
             memset(&y[i], 0, sizeof y[i]);
             continue;
         }
@@ -429,8 +482,8 @@ void tr_quantize_row_q6_K(const float *src, void *dst, int64_t n) {
         const float d = tr_fp16_to_fp32(y[i].d);
         for (int j = 0; j < 16; j++) {
             const float dl = d * (float)y[i].scales[j];
-            for (int l = 0; l < 16; l++)
-                L[16 * j + l] = (uint8_t)(dl != 0.0f ? tr_q_rint(src[16 * j + l] / dl, -32, 31) + 32 : 32);
+            if (dl == 0.0f) continue; /* the levels are moot: keep the search's */
+            for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)(tr_q_rint(src[16 * j + l] / dl, -32, 31) + 32);
         }
         /* each half of 128: ql[0..63] low nibbles hold elements 0..63, high nibbles 64..127;
          * qh[0..31] holds the top two bits of elements l, l+32, l+64, l+96 */

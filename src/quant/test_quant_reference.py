@@ -1,10 +1,22 @@
-"""Our tensor formats against the gguf package's numpy reference (itself a
-port of ggml's reference code): the type table's geometry, dequantization of
-random blocks and of every tensor of the real model (bit-identical float32),
-and quantization to identical bytes wherever the package has a quantizer."""
+"""Our tensor formats against two independent references.
+
+1. The gguf package's numpy code (a port of ggml's reference code): the type
+   table's geometry, dequantization of random blocks and of every tensor of
+   the real model (bit-identical float32), and quantization to identical
+   bytes wherever the package has a quantizer.
+2. ggml itself: the libggml-base.so that llama-cpp-python ships exports
+   ggml_quantize_chunk (what llama-quantize calls), the reference quantizers
+   (quantize_row_*_ref), the dequantizers and the type table. Same geometry,
+   bit-identical dequantization, byte-identical quantization (k-quants
+   included) on synthetic data and on real weights.
+
+One file, so the slow GGUFReader (its Python metadata parsing takes most of
+this test's time) runs once."""
 import ctypes
+import os
 
 import gguf
+import llama_cpp
 import numpy as np
 import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
@@ -21,7 +33,7 @@ REQUIRED_QUANT = [T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_K,
 FP16_FIELDS = {
     T.Q4_0: [0], T.Q4_1: [0, 2], T.Q5_0: [0], T.Q5_1: [0, 2], T.Q8_0: [0],
     T.Q2_K: [80, 82], T.Q3_K: [108], T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208],
-    T.TQ1_0: [52], T.TQ2_0: [64], T.IQ4_NL: [0],
+    T.TQ1_0: [52], T.TQ2_0: [64], T.IQ4_NL: [0], T.IQ4_XS: [0],
 }
 
 
@@ -128,7 +140,7 @@ def random_blocks(rng, qtype, n_blocks, finite_scales):
 
 # ------------------------------------------------------------------ the table
 
-def test_table_geometry_matches_ggml(q):
+def test_table_geometry_matches_gguf_package(q):
     for qtype, (bs, ts) in GGML_QUANT_SIZES.items():
         if int(qtype) >= 40:  # types newer than our enum (e.g. NVFP4) are not ours to know
             assert q.tr_type_name(int(qtype)) is None
@@ -202,8 +214,13 @@ def test_bf16_every_value(q):
     assert_same_floats(ours_dequantize(q, T.BF16, vals), ref_dequantize(T.BF16, vals), "BF16 all 65536 values")
 
 
-def test_dequantize_every_tensor_of_the_model(q, model_path):
-    reader = gguf.GGUFReader(model_path)
+@pytest.fixture(scope="module")
+def model_reader(model_path):
+    return gguf.GGUFReader(model_path)
+
+
+def test_dequantize_every_tensor_of_the_model(q, model_reader):
+    reader = model_reader
     seen = set()
     for t in reader.tensors:
         qtype = t.tensor_type
@@ -276,3 +293,155 @@ def test_f16_bf16_encode_every_float_class(q):
     oursbf = ours_quantize(q, T.BF16, x)
     refbf = np.ascontiguousarray(quants.quantize(x, T.BF16)).view(np.uint8).ravel()
     assert np.array_equal(oursbf, refbf)
+
+
+# ======================================================= against ggml itself
+
+GGML = os.path.join(os.path.dirname(llama_cpp.__file__), "lib", "libggml-base.so")
+
+# Every format whose row functions ggml exports under these names.
+QUANT_TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q8_1, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.Q8_K,
+               T.TQ1_0, T.TQ2_0, T.MXFP4, T.IQ4_NL]
+DEQUANT_TYPES = [t for t in QUANT_TYPES if t != T.Q8_1] + [T.IQ4_XS]  # ggml has no dequantize_row_q8_1
+
+
+def fn_name(qtype):
+    return qtype.name.lower().replace("_k", "_K")
+
+
+@pytest.fixture(scope="module")
+def g():
+    lib = ctypes.CDLL(GGML)
+    lib.ggml_type_size.argtypes = [ctypes.c_int]
+    lib.ggml_type_size.restype = ctypes.c_size_t
+    lib.ggml_blck_size.argtypes = [ctypes.c_int]
+    lib.ggml_blck_size.restype = ctypes.c_int64
+    lib.ggml_type_name.argtypes = [ctypes.c_int]
+    lib.ggml_type_name.restype = ctypes.c_char_p
+    for name in ["ggml_fp16_to_fp32_row", "ggml_bf16_to_fp32_row", "ggml_fp32_to_fp16_row",
+                 "ggml_fp32_to_bf16_row_ref"]:
+        getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+        getattr(lib, name).restype = None
+    for t in (T.Q8_1, T.Q8_K):
+        f = getattr(lib, f"quantize_row_{fn_name(t)}_ref")
+        f.argtypes, f.restype = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64], None
+    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                        ctypes.c_int64, ctypes.c_void_p]
+    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+    for t in DEQUANT_TYPES:
+        f = getattr(lib, f"dequantize_row_{fn_name(t)}")
+        f.argtypes, f.restype = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64], None
+    return lib
+
+
+def ggml_quantize(g, qtype, x):
+    """What llama-quantize writes (ggml_quantize_chunk, no importance matrix); for
+    the activation-only formats, which that entry point refuses, the _ref quantizer.
+    The two agree for every other format except IQ4_NL, whose _ref skips the scale
+    search that llama-quantize does."""
+    x = np.ascontiguousarray(x, dtype=np.float32).ravel()
+    bs, ts = g.ggml_blck_size(int(qtype)), g.ggml_type_size(int(qtype))
+    out = np.zeros(x.size // bs * ts, dtype=np.uint8)
+    if qtype in (T.Q8_1, T.Q8_K):
+        getattr(g, f"quantize_row_{fn_name(qtype)}_ref")(x.ctypes.data, out.ctypes.data, x.size)
+    else:
+        n_per_row = 256 if x.size % 256 == 0 else bs
+        g.ggml_quantize_chunk(int(qtype), x.ctypes.data, out.ctypes.data, 0, x.size // n_per_row, n_per_row, None)
+    return out
+
+
+def ggml_dequantize(g, qtype, raw):
+    raw = np.ascontiguousarray(raw).view(np.uint8).ravel()
+    bs, ts = g.ggml_blck_size(int(qtype)), g.ggml_type_size(int(qtype))
+    out = np.empty(raw.size // ts * bs, dtype=np.float32)
+    getattr(g, f"dequantize_row_{fn_name(qtype)}")(raw.ctypes.data, out.ctypes.data, out.size)
+    return out
+
+
+def assert_same_bytes(ours, ref, qtype, ts):
+    if not np.array_equal(ours, ref):
+        i = int(np.flatnonzero(ours != ref)[0])
+        nb = ours.size // ts
+        bad = int((ours.reshape(nb, ts) != ref.reshape(nb, ts)).any(axis=1).sum())
+        pytest.fail(f"{qtype.name}: {bad} of {nb} blocks differ; first at block {i // ts} byte {i % ts}: "
+                    f"ours {ours[i]:#04x} vs ggml {ref[i]:#04x}")
+
+
+def test_geometry_matches_ggml(q, g):
+    for t in range(40):
+        bs = g.ggml_blck_size(t)
+        if bs == 0:  # a removed type number
+            assert q.tr_type_name(t) is None, t
+            continue
+        assert q.tr_type_name(t).lower() == g.ggml_type_name(t).lower(), t
+        assert q.tr_type_block_size(t) == bs, t
+        assert q.tr_type_block_bytes(t) == g.ggml_type_size(t), t
+
+
+@pytest.mark.parametrize("finite_scales", [True, False], ids=["finite-scales", "raw-bytes"])
+def test_dequantize_random_blocks_like_ggml(q, g, finite_scales):
+    rng = np.random.default_rng(99 + finite_scales)
+    for qtype in DEQUANT_TYPES:
+        raw = random_blocks(rng, qtype, 2048, finite_scales)
+        if qtype == T.Q8_K and finite_scales:  # its scale is a float
+            raw[:, 0:4] = (rng.standard_normal(2048).astype(np.float32) * 0.01).view(np.uint8).reshape(2048, 4)
+        assert_same_floats(ours_dequantize(q, qtype, raw), ggml_dequantize(g, qtype, raw), qtype.name)
+    halves = np.arange(65536, dtype=np.uint32).astype(np.uint16)
+    for qtype, fn in ((T.F16, g.ggml_fp16_to_fp32_row), (T.BF16, g.ggml_bf16_to_fp32_row)):
+        ref = np.empty(65536, dtype=np.float32)
+        fn(halves.ctypes.data, ref.ctypes.data, 65536)
+        assert_same_floats(ours_dequantize(q, qtype, halves), ref, qtype.name)
+
+
+def varied_data(rng, n_blocks):
+    """sample_data plus values on coarse grids, where rounding ties are common."""
+    x = sample_data(rng, 256, n_blocks)
+    k = n_blocks // 8
+    x[-k:] = rng.integers(-16, 17, size=(k, 256)).astype(np.float32) * np.float32(0.125)
+    x[-2 * k:-k] = rng.integers(-2, 3, size=(k, 256)).astype(np.float32)  # ternary-ish, ties at .5
+    return x
+
+
+def test_quantizers_match_ggml_bytes(q, g):
+    rng = np.random.default_rng(2024)
+    x = varied_data(rng, 1024)
+    for qtype in QUANT_TYPES:
+        assert q.tr_type_can_quantize(int(qtype)), qtype.name
+        assert_same_bytes(ours_quantize_any(q, g, qtype, x), ggml_quantize(g, qtype, x), qtype,
+                          g.ggml_type_size(int(qtype)))
+
+
+def ours_quantize_any(q, g, qtype, x):
+    # ours_quantize sizes its buffer from gguf's table, which is stale for Q8_1
+    x = np.ascontiguousarray(x, dtype=np.float32).ravel()
+    out = np.zeros(x.size // g.ggml_blck_size(int(qtype)) * g.ggml_type_size(int(qtype)), dtype=np.uint8)
+    assert q.tr_quantize(int(qtype), x.ctypes.data, out.ctypes.data, x.size) == 0
+    return out
+
+
+def test_f16_bf16_encoders_match_ggml(q, g):
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 2**32, size=1 << 20, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    ref16 = np.empty(x.size, dtype=np.uint16)
+    g.ggml_fp32_to_fp16_row(x.ctypes.data, ref16.ctypes.data, x.size)
+    ours16 = ours_quantize(q, T.F16, x).view(np.uint16)
+    nan = np.isnan(x)  # NaN payloads may differ between encoders; NaN-ness may not
+    assert np.array_equal(ours16[~nan], ref16[~nan])
+    assert np.isnan(ours16[nan].view(np.float16)).all() and np.isnan(ref16[nan].view(np.float16)).all()
+    refbf = np.empty(x.size, dtype=np.uint16)
+    g.ggml_fp32_to_bf16_row_ref(x.ctypes.data, refbf.ctypes.data, x.size)
+    assert np.array_equal(ours_quantize(q, T.BF16, x).view(np.uint16), refbf)
+
+
+def test_quantize_model_weights_like_ggml(q, g, model_reader):
+    """Real weight distributions: a few of the model's matrices, dequantized,
+    then quantized to every format by us and by ggml."""
+    picked = [t for t in model_reader.tensors if t.name in ("blk.0.attn_q.weight", "blk.5.ffn_down.weight",
+                                                      "blk.17.attn_output.weight", "blk.3.ffn_gate.weight")]
+    assert len(picked) == 4
+    for t in picked:
+        x = np.asarray(quants.dequantize(np.asarray(t.data), t.tensor_type), dtype=np.float32).ravel()
+        x = x[: (x.size // 256) * 256][: 256 * 1024]
+        for qtype in QUANT_TYPES:
+            assert_same_bytes(ours_quantize_any(q, g, qtype, x), ggml_quantize(g, qtype, x), qtype,
+                              g.ggml_type_size(int(qtype)))

@@ -290,12 +290,19 @@ static void step(srv_sched *s) {
         s->b_logits[n] = 1;
         sl->logits_row = n++;
     }
-    /* Then prompt chunks with what room is left. */
-    for (int i = 0; i < s->n_slots && n < cap; i++) {
+    /* Then prompt chunks with what room is left. While others are generating,
+     * a long prompt goes in smaller pieces, so that it delays their next
+     * token by a fraction of a full batch, not by the whole prompt. */
+    int32_t prompt_cap = cap;
+    if (n > 0) {
+        int32_t piece = cap / 8 > 32 ? cap / 8 : 32;
+        if (n + piece < prompt_cap) prompt_cap = n + piece;
+    }
+    for (int i = 0; i < s->n_slots && n < prompt_cap; i++) {
         slot *sl = &s->slots[i];
         if (!sl->job || !sl->ready || sl->n_fed >= sl->job->n_prompt) continue;
         int32_t take = sl->job->n_prompt - sl->n_fed;
-        if (take > cap - n) take = cap - n;
+        if (take > prompt_cap - n) take = prompt_cap - n;
         for (int32_t k = 0; k < take; k++) {
             s->b_tok[n] = sl->job->prompt[sl->n_fed + k];
             s->b_pos[n] = sl->n_past + k;

@@ -489,8 +489,9 @@ TT_TEST(concurrent_requests_share_batches) {
     pthread_t th[6];
     for (int i = 0; i < 6; i++) {
         a[i].port = P1;
-        snprintf(a[i].body, sizeof a[i].body, "{\"prompt\":\"%.*s\",\"max_tokens\":%d}", 1 + i * 5,
-                 "abcdefghijklmnopqrstuvwxyzabcdefghijklmnop", 4 + i);
+        /* up to 46 tokens: more than one prompt piece (32) while others generate */
+        snprintf(a[i].body, sizeof a[i].body, "{\"prompt\":\"%.*s\",\"max_tokens\":%d}", 1 + i * 9,
+                 "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz", 4 + i);
         pthread_create(&th[i], NULL, par_call, &a[i]);
     }
     for (int i = 0; i < 6; i++) pthread_join(th[i], NULL);
@@ -500,6 +501,23 @@ TT_TEST(concurrent_requests_share_batches) {
         TT_CHECK_STR(a[i].out, alone.out);
     }
     TT_CHECK_EQ_INT(F1.errors, 0);
+}
+
+TT_TEST(slow_and_silent_clients_block_nobody) {
+    /* One client sends half a request line and stops; another starts a long
+     * stream and never reads it. Others are still answered. */
+    int half = dial(P1);
+    send_all(half, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Le", 44);
+    int mute = dial(P1);
+    send_request(mute, "POST", "/v1/completions", KEY, "{\"prompt\":\"a\",\"stream\":true}");
+    for (int i = 0; i < 3; i++) {
+        resp r = call(P1, "POST", "/v1/completions", KEY, "{\"prompt\":\"a\",\"max_tokens\":3}");
+        TT_CHECK_EQ_INT(r.status, 200);
+        TT_CHECK(strstr(r.body, "Hello world") != NULL);
+        resp_free(&r);
+    }
+    close(half);
+    close(mute);
 }
 
 /* A slow engine: one slot, one queue place. */
@@ -634,6 +652,7 @@ int main(void) {
     TT_RUN(completion_lengths_eos_and_utf8);
     TT_RUN(streams);
     TT_RUN(concurrent_requests_share_batches);
+    TT_RUN(slow_and_silent_clients_block_nobody);
     TT_RUN(queue_full_429_and_disconnect_cancels);
     TT_RUN(request_time_and_header_limits);
     TT_RUN(metrics_text);

@@ -67,6 +67,30 @@ static const style_def styles[] = {
       {TR_PRETOK_REGEX, "\\p{N}"}}},
     {"bloom", {{TR_PRETOK_REGEX, " ?[^(\\s|.,!?\u2026\u3002\uff0c\u3001\u0964\u06d4\u060c)]+"}}},
     {"viking", {{TR_PRETOK_REGEX, " ?[^(\\s|.,!?\u2026\u3002\uff0c\u3001\u0964\u06d4\u060c)]+"}, {TR_PRETOK_REGEX, "\\p{N}"}}},
+    {"deepseek-v3",
+     {{TR_PRETOK_REGEX, "\\p{N}{1,3}"},
+      {TR_PRETOK_REGEX, "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+"},
+      {TR_PRETOK_REGEX, "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+"}}},
+    {"gpt-4o",
+     {{TR_PRETOK_REGEX, "[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))*((?=[\\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))+((?=[\\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}}},
+    {"tekken",
+     {{TR_PRETOK_REGEX, "[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))*((?=[\\p{L}])([^A-Z]))+|[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))+((?=[\\p{L}])([^A-Z]))*|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}}},
+    {"seed-coder",
+     {{TR_PRETOK_REGEX, "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1}| ?[^\\s\\p{L}\\p{N}\\r\\n]+|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}}},
+    {"grok-2",
+     {{TR_PRETOK_REGEX, "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}}},
+    {"ufakzeka",
+     {{TR_PRETOK_REGEX, "[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}}},
+    {"bailingmoe",
+     {{TR_PRETOK_REGEX, "'(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]|\\s+(?!\\S)|\\s+"}}},
+    {"minicpm5",
+     {{TR_PRETOK_REGEX, "\\p{N}{1,3}"},
+      {TR_PRETOK_REGEX, "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}+| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}}},
+    {"exaone-moe",
+     {{TR_PRETOK_REGEX, "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?(?:\\p{L}\\p{M}*(?: \\p{L}\\p{M}*)*)+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]?|\\s*[\\r\\n]|\\s+(?!\\S)|\\s+"}}},
+    {"laguna",
+     {{TR_PRETOK_REGEX, "[^\\n]+|[\\n]+"},
+      {TR_PRETOK_REGEX, "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}}},
 };
 
 /* The category stand-ins of a collapsed text, and the ASCII members of each
@@ -139,6 +163,18 @@ static uint32_t *translate(const char *re, bool *collapsed, size_t *out_len) {
     return out;
 }
 
+/* Expressions llama.cpp does not run as regular expressions but with the
+ * hand-written scanners below, wherever they appear. */
+static const step_def scanned[] = {
+    {TR_PRETOK_GPT2, "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)"},
+    {TR_PRETOK_LLAMA3,
+     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
+    {TR_PRETOK_LLAMA3,
+     "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
+    {TR_PRETOK_QWEN2,
+     "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
+};
+
 tr_status tr_pretok_init(tr_pretok *p, const char *style, tr_error *err) {
     memset(p, 0, sizeof *p);
     const style_def *def = NULL;
@@ -149,7 +185,10 @@ tr_status tr_pretok_init(tr_pretok *p, const char *style, tr_error *err) {
         const step_def *sd = &def->steps[s];
         tr_pretok_step *st = &p->steps[p->n_steps];
         st->kind = sd->kind;
-        if (sd->kind == TR_PRETOK_REGEX) {
+        /* llama.cpp replaces these exact expressions by its scanners */
+        for (size_t k = 0; sd->kind == TR_PRETOK_REGEX && k < sizeof scanned / sizeof scanned[0]; k++)
+            if (!strcmp(sd->regex, scanned[k].regex)) st->kind = scanned[k].kind;
+        if (st->kind == TR_PRETOK_REGEX) {
             size_t plen;
             uint32_t *pat = translate(sd->regex, &st->collapsed, &plen);
             if (!pat) {

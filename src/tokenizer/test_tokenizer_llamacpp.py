@@ -22,7 +22,8 @@ import tokref  # noqa: E402
 # (and a few aliases that share an expression but differ in flags).
 BPE_PRES = ["default", "gpt-2", "llama-bpe", "qwen2", "smollm", "deepseek-llm", "deepseek-coder", "falcon",
             "starcoder", "refact", "command-r", "stablelm2", "dbrx", "mpt", "chatglm-bpe", "poro-chat", "bloom",
-            "viking", None]
+            "viking", "deepseek-v3", "gpt-4o", "llama4", "tekken", "seed-coder", "grok-2", "ufakzeka", "bailingmoe",
+            "minicpm5", "exaone-moe", "laguna", "hunyuan", None]
 
 
 def compare_ids(trinity_bin, model, ref, texts):
@@ -139,3 +140,46 @@ def test_bpe_add_eos_and_no_bos(trinity_bin, bpe_vocab, bpe_dir):
                           extra={"tokenizer.ggml.add_bos_token": False, "tokenizer.ggml.add_eos_token": True})
     ref = tokref.RefVocab(path)
     compare_ids(trinity_bin, path, ref, [b"", b"Hello world", b"<|im_start|>x<|im_end|>"])
+
+
+# ------------------------------------- SPM variants on Gemma's vocabulary
+
+def write_spm_vocab_only(lib, src, dst, add_space_prefix, add_eos):
+    """Gemma's metadata copied into a vocabulary-only GGUF (no tensors, as
+    llama.cpp's vocab files are) with Llama-2-style flags changed:
+    add_space_prefix (Llama 2, TinyLlama) and add_eos. Copied with our
+    writer (the gguf package's reader needs minutes for 262144 tokens);
+    llama.cpp reads the result on its own."""
+    import ctypes
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gguf"))
+    import gguf_ctypes as gc
+    P = ctypes.c_void_p
+    lib.tr_gguf_writer_new.restype = P
+    lib.tr_gguf_writer_free.argtypes = [P]
+    lib.tr_gguf_writer_copy_kv.argtypes = [P, P, ctypes.POINTER(tokref.TrError)]
+    lib.tr_gguf_writer_set.argtypes = [P, ctypes.c_char_p, ctypes.POINTER(gc.Value), ctypes.POINTER(tokref.TrError)]
+    lib.tr_gguf_writer_write.argtypes = [P, ctypes.c_char_p, ctypes.POINTER(tokref.TrError)]
+    err = tokref.TrError()
+    g = P()
+    assert lib.tr_gguf_open(src.encode(), ctypes.byref(g), ctypes.byref(err)) == 0, err.msg
+    w = lib.tr_gguf_writer_new()
+    try:
+        assert lib.tr_gguf_writer_copy_kv(w, g, ctypes.byref(err)) == 0, err.msg
+        for key, val in (("tokenizer.ggml.add_space_prefix", add_space_prefix), ("tokenizer.ggml.add_eos_token", add_eos)):
+            v = gc.Value()
+            v.type = gc.BOOL
+            v.v.b = val
+            assert lib.tr_gguf_writer_set(w, key.encode(), ctypes.byref(v), ctypes.byref(err)) == 0, err.msg
+        assert lib.tr_gguf_writer_write(w, dst.encode(), ctypes.byref(err)) == 0, err.msg
+    finally:
+        lib.tr_gguf_writer_free(w)
+        lib.tr_gguf_close(g)
+
+
+def test_spm_space_prefix_and_eos_vocab_only(trinity_bin, lib, model_path, tmp_path):
+    path = str(tmp_path / "spm-prefix.gguf")
+    write_spm_vocab_only(lib, model_path, path, add_space_prefix=True, add_eos=True)
+    ref = tokref.RefVocab(path)
+    texts = tokref.corpus()
+    compare_ids(trinity_bin, path, ref, texts)
+    compare_pieces(lib, path, ref, texts[:40])

@@ -63,6 +63,52 @@ const tr_merge *tr_merge_find(const tr_vocab *v, int32_t left, int32_t right) {
     }
 }
 
+static inline uint64_t edge_hash(int32_t from, uint8_t b) {
+    uint64_t h = ((uint64_t)(uint32_t)from << 8 | b) * 0x9E3779B97F4A7C15ull;
+    return h ^ (h >> 29);
+}
+
+static int32_t trie_child(const tr_vocab *v, int32_t from, uint8_t b) {
+    for (uint64_t i = edge_hash(from, b) & v->edge_mask;; i = (i + 1) & v->edge_mask) {
+        const struct tr_trie_edge *e = &v->edges[i];
+        if (e->from < 0) return -1;
+        if (e->from == from && e->byte == b) return e->to;
+    }
+}
+
+/* Trie of the texts of v->special (built after they are sorted). */
+static bool build_trie(tr_vocab *v) {
+    uint64_t total = 1;
+    for (size_t k = 0; k < v->n_special; k++) total += v->text_len[v->special[k]];
+    uint64_t cap = 16;
+    while (cap < 2 * total) cap <<= 1;
+    v->edges = malloc(cap * sizeof *v->edges);
+    v->node_special = malloc(total * sizeof *v->node_special);
+    if (!v->edges || !v->node_special) return false;
+    v->edge_mask = cap - 1;
+    for (uint64_t i = 0; i < cap; i++) v->edges[i].from = -1;
+    v->n_nodes = 1;
+    v->node_special[0] = -1;
+    for (size_t k = 0; k < v->n_special; k++) {
+        const char *t = tr_vocab_text(v, v->special[k]);
+        int32_t node = 0;
+        for (uint32_t j = 0; j < v->text_len[v->special[k]]; j++) {
+            uint8_t b = (uint8_t)t[j];
+            int32_t next = trie_child(v, node, b);
+            if (next < 0) {
+                next = v->n_nodes++;
+                v->node_special[next] = -1;
+                uint64_t i = edge_hash(node, b) & v->edge_mask;
+                while (v->edges[i].from >= 0) i = (i + 1) & v->edge_mask;
+                v->edges[i] = (struct tr_trie_edge){node, next, b};
+            }
+            node = next;
+        }
+        v->node_special[node] = (int32_t)k;
+    }
+    return true;
+}
+
 /* ------------------------------------------------------------- loading */
 
 /* Pre-tokenizer names llama.cpp knows, grouped by the expressions they use
@@ -92,6 +138,17 @@ static const pre_def pre_defs[] = {
     {"stablelm2 megrez", "qwen2", false, false, false, false},
     {"poro-chat viking", NULL, false, false, true, false}, /* style = the name itself, below */
     {"bloom gpt3-finnish", "bloom", false, false, false, false},
+    {"deepseek-v3 hunyuan-dense joyai-llm hy_v4", "deepseek-v3", false, false, true, false},
+    {"gpt-4o llama4 kanana2 talkie minimax-m2", "gpt-4o", false, false, true, false},
+    {"tekken", "tekken", true, true, true, false},
+    {"seed-coder", "seed-coder", false, false, true, false},
+    {"grok-2", "grok-2", false, false, true, false},
+    {"ufakzeka", "ufakzeka", false, false, true, false},
+    {"bailingmoe bailingmoe2 llada-moe", "bailingmoe", false, false, true, false},
+    {"minicpm5", "minicpm5", true, false, false, false},
+    {"exaone-moe", "exaone-moe", false, false, false, false},
+    {"laguna", "laguna", false, false, true, false},
+    {"hunyuan solar-open", "qwen2", false, false, true, false},
 };
 
 static const pre_def *find_pre(const char *name, const char **style) {
@@ -461,6 +518,7 @@ static tr_status finish_specials(tr_vocab *v, const tr_gguf *g, tr_error *err) {
     qsort(order, v->n_special, sizeof *order, cmp_len_id);
     for (size_t i = 0; i < v->n_special; i++) v->special[i] = order[i].id;
     free(order);
+    if (!build_trie(v)) return tr_err_set(err, TR_ERR_NOMEM, "vocabulary: out of memory");
 
     /* Per-model attributes llama.cpp sets by name. */
     char name[128], arch[64];
@@ -588,6 +646,8 @@ void tr_vocab_free(tr_vocab *v) {
     free(v->map.slot);
     free(v->merges);
     free(v->special);
+    free(v->edges);
+    free(v->node_special);
     free(v->eog);
     tr_pretok_free(&v->pre);
     free(v);
@@ -659,50 +719,46 @@ static bool partition(const tr_vocab *v, const char *text, size_t len, bool pars
     frags cur = {0}, next = {0};
     bool ok = false;
     if (!frags_push(&cur, (frag){-1, 0, len})) goto done;
-    /* Byte pairs present in the text: a token whose first two bytes never
-     * occur can be skipped without searching. */
-    uint64_t *pairs = calloc(65536 / 64, sizeof *pairs);
-    bool bytes[256] = {false};
-    if (!pairs) goto done;
-    for (size_t i = 0; i < len; i++) {
-        bytes[(uint8_t)text[i]] = true;
-        if (i + 1 < len) {
-            unsigned p = (uint8_t)text[i] << 8 | (uint8_t)text[i + 1];
-            pairs[p >> 6] |= 1ull << (p & 63);
+    /* Which special tokens occur in the text at all: one walk of the trie
+     * from each position. Only those need searching below. */
+    uint8_t *present = calloc(v->n_special ? v->n_special : 1, 1);
+    if (!present) goto done;
+    for (size_t p = 0; p < len; p++) {
+        int32_t node = 0;
+        for (size_t i = p; i < len; i++) {
+            node = trie_child(v, node, (uint8_t)text[i]);
+            if (node < 0) break;
+            if (v->node_special[node] >= 0) present[v->node_special[node]] = 1;
         }
     }
     for (size_t k = 0; k < v->n_special; k++) {
+        if (!present[k]) continue;
         int32_t id = v->special[k];
         uint32_t a = v->attr[id];
         if (!parse_special && (a & (TR_TOKEN_ATTR_CONTROL | TR_TOKEN_ATTR_UNKNOWN))) continue;
         const char *t = tr_vocab_text(v, id);
         size_t tl = v->text_len[id];
-        if (tl > len || !bytes[(uint8_t)t[0]]) continue;
-        if (tl >= 2) {
-            unsigned p = (uint8_t)t[0] << 8 | (uint8_t)t[1];
-            if (!(pairs[p >> 6] & (1ull << (p & 63)))) continue;
-        }
         next.n = 0;
         bool found = false;
         for (size_t i = 0; i < cur.n; i++) {
             frag f = cur.v[i];
             if (f.token >= 0) {
-                if (!frags_push(&next, f)) goto done_pairs;
+                if (!frags_push(&next, f)) goto done_present;
                 continue;
             }
             size_t off = f.off, rem = f.len;
             for (;;) {
                 const char *m = rem >= tl ? memmem(text + off, rem, t, tl) : NULL;
                 if (!m) {
-                    if (rem > 0 && !frags_push(&next, (frag){-1, off, rem})) goto done_pairs;
+                    if (rem > 0 && !frags_push(&next, (frag){-1, off, rem})) goto done_present;
                     break;
                 }
                 found = true;
                 size_t mo = (size_t)(m - text), ll = mo - off;
                 if (a & TR_TOKEN_ATTR_LSTRIP)
                     while (ll > 0 && isspace((unsigned char)text[off + ll - 1])) ll--;
-                if (ll > 0 && !frags_push(&next, (frag){-1, off, ll})) goto done_pairs;
-                if (!frags_push(&next, (frag){id, 0, 0})) goto done_pairs;
+                if (ll > 0 && !frags_push(&next, (frag){-1, off, ll})) goto done_present;
+                if (!frags_push(&next, (frag){id, 0, 0})) goto done_present;
                 size_t ro = mo + tl, rl = off + rem - ro;
                 if (a & TR_TOKEN_ATTR_RSTRIP)
                     while (rl > 0 && isspace((unsigned char)text[ro])) ro++, rl--;
@@ -717,8 +773,8 @@ static bool partition(const tr_vocab *v, const char *text, size_t len, bool pars
         }
     }
     ok = true;
-done_pairs:
-    free(pairs);
+done_present:
+    free(present);
 done:
     free(next.v);
     if (ok) *out = cur;

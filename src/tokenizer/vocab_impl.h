@@ -70,6 +70,17 @@ struct tr_vocab {
      * first), and a filter on their first two bytes for quick rejection. */
     int32_t *special;
     size_t n_special;
+    /* A trie of the special tokens' texts, to find in one pass over a text
+     * which of them occur at all. Edges live in a hash table keyed by
+     * (node, byte); node_special[n] is the index in `special` of the token
+     * ending at node n, or -1. */
+    struct tr_trie_edge {
+        int32_t from, to; /* from = -1: empty slot */
+        uint8_t byte;
+    } *edges;
+    uint64_t edge_mask;
+    int32_t *node_special;
+    int32_t n_nodes;
 
     int32_t *eog; /* sorted ids that end generation */
     size_t n_eog;
