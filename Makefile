@@ -1,5 +1,5 @@
 # Thin wrapper over CMake. `make demo` = set up and run the main job; `make test` = the whole suite.
-.PHONY: all build setup model demo test clean
+.PHONY: all build setup model demo test bench clean
 
 MODEL := models/gemma-3-270m-q4_k_m.gguf
 
@@ -16,8 +16,11 @@ model:
 	python3 scripts/fetch_model.py
 
 demo: setup build
-	build/trinity info $(MODEL) | head -40
-	build/trinity tokenize -m $(MODEL) "The capital of France is"
+	build/trinity run -m $(MODEL) -p "The capital of France is" -n 32 --temp 0
+
+# Trinity against llama.cpp, interleaved, same files and threads (minutes; see docs/BENCHMARKS.md).
+bench: setup build
+	python3 bench/compare.py
 
 test: setup
 	bash tests/run_all.sh

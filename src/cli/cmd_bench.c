@@ -55,6 +55,22 @@ static double bytes_per_token(const tr_model *m) {
     return b;
 }
 
+/* The model's name as a JSON string body (names come from the file). */
+static void json_escape(const char *in, char *out, size_t cap) {
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p && o + 7 < cap; p++) {
+        if (*p == '"' || *p == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)*p;
+        } else if (*p < 0x20) {
+            o += (size_t)snprintf(out + o, cap - o, "\\u%04x", *p);
+        } else {
+            out[o++] = (char)*p;
+        }
+    }
+    out[o] = 0;
+}
+
 typedef struct stats {
     double mean, sd;
 } stats;
@@ -215,6 +231,8 @@ int cmd_bench(int argc, char **argv) {
     }
 
     const char *name = tr_model_name(m);
+    char name_json[256];
+    json_escape(name, name_json, sizeof name_json);
     double size_gib = (double)tr_model_weight_bytes(m) / (1024.0 * 1024.0 * 1024.0);
     double params_b = (double)tr_model_n_params(m) / 1e9;
     if (!json) {
@@ -255,7 +273,7 @@ int cmd_bench(int argc, char **argv) {
                    "\"n_tokens\": %ld, \"depth\": %ld, \"reps\": %ld, \"tps_mean\": %.4f, \"tps_sd\": %.4f, "
                    "\"bandwidth_gbs\": %.3f, \"bytes_per_token\": %.0f, \"bw_share\": %.4f, \"load_s\": %.4f, "
                    "\"rss_kib\": %ld}\n",
-                   name, (unsigned long long)tr_model_weight_bytes(m), (unsigned long long)tr_model_n_params(m),
+                   name_json, (unsigned long long)tr_model_weight_bytes(m), (unsigned long long)tr_model_n_params(m),
                    threads_used, t->name, t->n_tok, t->depth, reps, st.mean, st.sd, bw, bpt,
                    isnan(share) ? 0.0 : share / 100.0, load_s, rss_after_load);
         } else {
