@@ -24,6 +24,7 @@ static const command commands[] = {
     {"perplexity", cmd_perplexity, "perplexity of a model on a text (llama.cpp's method)"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"bench", cmd_bench, "measure prompt and generation speed (like llama-bench)"},
+    {"serve", cmd_serve, "OpenAI-compatible HTTP server (chat, completions, streaming)"},
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,291 @@
+/* trinity serve: the OpenAI-compatible HTTP server (src/server) over the
+ * engine of include/trinity.h.
+ *
+ * The main thread only waits for signals. The server listens at once (so
+ * /health can say 503 while the model loads); a loader thread loads the
+ * model, makes the context with one sequence per --parallel slot and hands
+ * the engine to the server. SIGINT/SIGTERM: stop accepting, let in-flight
+ * generations finish for --shutdown-grace seconds, cancel the rest, exit 0. */
+#include "cli.h"
+#include "server/server.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------ the engine, as srv_engine */
+
+typedef struct engine {
+    tr_model *model;
+    tr_context *ctx;
+    const tr_vocab *vocab;
+    int32_t n_vocab;
+} engine;
+
+static tr_status e_decode(void *self, const tr_batch *b, tr_error *err) {
+    return tr_decode(((engine *)self)->ctx, b, err);
+}
+static const float *e_logits(void *self, int32_t i) { return tr_get_logits(((engine *)self)->ctx, i); }
+static void e_seq_clear(void *self, int32_t seq) { tr_kv_seq_rm(((engine *)self)->ctx, seq, 0, -1); }
+static void *e_sampler_new(void *self, const tr_sampler_params *p) {
+    return tr_sampler_new(p, ((engine *)self)->n_vocab);
+}
+static int32_t e_sample(void *self, void *s, const float *logits) {
+    (void)self;
+    return tr_sampler_sample(s, logits);
+}
+static void e_accept(void *self, void *s, int32_t id) {
+    (void)self;
+    tr_sampler_accept(s, id);
+}
+static void e_sampler_free(void *self, void *s) {
+    (void)self;
+    tr_sampler_free(s);
+}
+/* As llama.cpp's server: BOS as the model asks, special-token text parsed
+ * (a chat template's markers are tokens, not words). */
+static tr_status e_tokenize(void *self, const char *text, size_t len, int32_t **ids, size_t *n, tr_error *err) {
+    return tr_tokenize(((engine *)self)->vocab, text, len, true, true, ids, n, err);
+}
+static tr_status e_chat(void *self, const tr_chat_msg *m, size_t n, char **out, tr_error *err) {
+    return tr_chat_format(((engine *)self)->model, NULL, m, n, true, out, err);
+}
+static size_t e_piece(void *self, int32_t id, char *buf, size_t cap) {
+    return tr_token_to_piece(((engine *)self)->vocab, id, false, buf, cap);
+}
+static bool e_is_eog(void *self, int32_t id) { return tr_vocab_is_eog(((engine *)self)->vocab, id); }
+
+/* ------------------------------------------------------------- options */
+
+typedef struct opts {
+    const char *model;
+    srv_config cfg;
+    int32_t n_ctx, n_batch, n_threads;
+} opts;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: trinity serve -m MODEL [options]\n"
+            "\n"
+            "An OpenAI-compatible HTTP server: POST /v1/chat/completions, POST /v1/completions,\n"
+            "GET /v1/models, GET /health, GET /metrics. Point any OpenAI client at http://HOST:PORT/v1.\n"
+            "\n"
+            "  -m, --model PATH          GGUF model file (required)\n"
+            "      --host ADDR           address to listen on (default 127.0.0.1)\n"
+            "      --port N              port (default 8080; 0 picks a free one)\n"
+            "      --alias NAME          model name in /v1/models and requests (default: the file's name)\n"
+            "  -c, --ctx-size N          context per request, in tokens (default: the model's, at most 4096)\n"
+            "  -np, --parallel N         requests generated at once (default 1)\n"
+            "  -b, --batch-size N        most tokens per forward pass (default 512)\n"
+            "  -t, --threads N           CPU threads (default: all cores)\n"
+            "      --api-key KEY         require 'Authorization: Bearer KEY' (not on /health)\n"
+            "      --queue N             requests that may wait for a slot before 429 (default 64)\n"
+            "      --max-body BYTES      request body limit, 413 above (default 8388608)\n"
+            "      --max-header BYTES    request line + headers limit, 431 above (default 16384)\n"
+            "      --max-connections N   open connections at most (default 256)\n"
+            "      --idle-timeout SECS   close a connection idle this long (default 30)\n"
+            "      --timeout SECS        longest a request may take, queue included; 0: none (default 600)\n"
+            "      --shutdown-grace SECS on SIGINT/SIGTERM, time in-flight requests get to finish (default 5)\n"
+            "  -q, --quiet               no per-request log lines\n");
+}
+
+/* Parse an integer option in [lo, hi]; false (message printed) otherwise. */
+static bool num(const char *flag, const char *v, long long lo, long long hi, long long *out) {
+    char *end;
+    errno = 0;
+    long long x = v ? strtoll(v, &end, 10) : 0;
+    if (!v || errno || *end || end == v || x < lo || x > hi) {
+        fprintf(stderr, "trinity serve: %s %s: expected an integer between %lld and %lld\n", flag,
+                v ? v : "(missing)", lo, hi);
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+static int parse(int argc, char **argv, opts *o) {
+    o->cfg = srv_default_config();
+    o->cfg.model_id = NULL;
+    o->n_batch = 512;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long long x;
+#define IS(s) (!strcmp(a, s))
+#define INT(lo, hi, dst)                                  \
+    do {                                                  \
+        if (!num(a, v, lo, hi, &x)) return 2;             \
+        dst = x;                                          \
+        i++;                                              \
+    } while (0)
+#define STR(dst)                                                             \
+    do {                                                                     \
+        if (!v) {                                                            \
+            fprintf(stderr, "trinity serve: %s needs a value\n", a);         \
+            return 2;                                                        \
+        }                                                                    \
+        dst = v;                                                             \
+        i++;                                                                 \
+    } while (0)
+        if (IS("-h") || IS("--help")) {
+            usage(stdout);
+            return 0;
+        } else if (IS("-m") || IS("--model")) STR(o->model);
+        else if (IS("--host")) STR(o->cfg.host);
+        else if (IS("--port")) INT(0, 65535, o->cfg.port);
+        else if (IS("--alias")) STR(o->cfg.model_id);
+        else if (IS("-c") || IS("--ctx-size")) INT(0, 1 << 20, o->n_ctx);
+        else if (IS("-np") || IS("--parallel")) INT(1, 256, o->cfg.n_slots);
+        else if (IS("-b") || IS("--batch-size")) INT(1, 1 << 16, o->n_batch);
+        else if (IS("-t") || IS("--threads")) INT(0, 1024, o->n_threads);
+        else if (IS("--api-key")) STR(o->cfg.api_key);
+        else if (IS("--queue")) INT(0, 1 << 20, o->cfg.queue_max);
+        else if (IS("--max-body")) INT(64, 1LL << 32, o->cfg.max_body);
+        else if (IS("--max-header")) INT(1024, 1 << 20, o->cfg.max_header);
+        else if (IS("--max-connections")) INT(1, 1 << 16, o->cfg.max_connections);
+        else if (IS("--idle-timeout")) INT(1, 86400, o->cfg.idle_timeout);
+        else if (IS("--timeout")) INT(0, 86400 * 7, o->cfg.request_timeout);
+        else if (IS("--shutdown-grace")) INT(0, 3600, o->cfg.shutdown_grace);
+        else if (IS("-q") || IS("--quiet")) o->cfg.log_requests = false;
+        else {
+            fprintf(stderr, "trinity serve: unknown option '%s' (see trinity serve --help)\n", a);
+            return 2;
+        }
+#undef IS
+#undef INT
+#undef STR
+    }
+    if (!o->model) {
+        fprintf(stderr, "trinity serve: -m MODEL is required (see trinity serve --help)\n");
+        return 2;
+    }
+    if (o->cfg.n_slots > o->n_batch) {
+        fprintf(stderr, "trinity serve: --parallel %d is more than --batch-size %d\n", o->cfg.n_slots, (int)o->n_batch);
+        return 2;
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------ loading */
+
+typedef struct loader {
+    const opts *o;
+    srv_server *srv;
+    pthread_t main_thread;
+    engine eng;
+    bool ok;
+    tr_error err;
+} loader;
+
+static void *load_main(void *arg) {
+    loader *l = arg;
+    const opts *o = l->o;
+    if (tr_model_load(o->model, &l->eng.model, &l->err) != TR_OK) goto done;
+    tr_context_params cp = tr_context_default_params();
+    cp.n_ctx = o->n_ctx;
+    cp.n_batch = o->n_batch;
+    cp.n_seq_max = o->cfg.n_slots;
+    cp.n_threads = o->n_threads;
+    if (tr_context_new(l->eng.model, &cp, &l->eng.ctx, &l->err) != TR_OK) goto done;
+    l->eng.vocab = tr_model_vocab(l->eng.model);
+    l->eng.n_vocab = tr_model_n_vocab(l->eng.model);
+    srv_engine se = {
+        .self = &l->eng, .n_vocab = l->eng.n_vocab, .n_ctx = tr_context_n_ctx(l->eng.ctx),
+        .n_batch = o->n_batch, .defaults = tr_sampler_default_params(),
+        .decode = e_decode, .logits = e_logits, .seq_clear = e_seq_clear, .sampler_new = e_sampler_new,
+        .sample = e_sample, .accept = e_accept, .sampler_free = e_sampler_free, .tokenize = e_tokenize,
+        .chat_format = e_chat, .piece = e_piece, .is_eog = e_is_eog,
+    };
+    if (srv_set_engine(l->srv, &se, &l->err) != TR_OK) goto done;
+    fprintf(stderr, "trinity serve: model %s ready (%s, context %d tokens, %d slot%s)\n", o->cfg.model_id,
+            tr_model_arch(l->eng.model), (int)se.n_ctx, o->cfg.n_slots, o->cfg.n_slots == 1 ? "" : "s");
+    l->ok = true;
+done:
+    pthread_kill(l->main_thread, SIGUSR1); /* wake the main thread either way */
+    return NULL;
+}
+
+/* The model's name for /v1/models: the file name without its folder and .gguf. */
+static char *default_alias(const char *path) {
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    char *s = strdup(b);
+    if (!s) return NULL;
+    size_t n = strlen(s);
+    if (n > 5 && !strcmp(s + n - 5, ".gguf")) s[n - 5] = '\0';
+    return s;
+}
+
+int cmd_serve(int argc, char **argv) {
+    opts o = {0};
+    int rc = parse(argc, argv, &o);
+    if (rc >= 0) return rc;
+    char *alias = NULL;
+    if (!o.cfg.model_id) {
+        if (!(alias = default_alias(o.model))) return 1;
+        o.cfg.model_id = alias;
+    }
+
+    /* Signals go to sigwait() here, never to a handler in some other thread. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a client that hung up is an error return, not a death */
+
+    tr_error err = {{0}};
+    srv_server *srv = NULL;
+    if (srv_start(&o.cfg, &srv, &err) != TR_OK) {
+        fprintf(stderr, "trinity serve: %s\n", err.msg);
+        free(alias);
+        return 1;
+    }
+    const char *h = o.cfg.host;
+    bool v6 = strchr(h, ':') != NULL;
+    fprintf(stderr, "trinity serve: listening on http://%s%s%s:%d/v1 (loading %s)\n", v6 ? "[" : "", h,
+            v6 ? "]" : "", srv_port(srv), o.model);
+
+    loader l = {.o = &o, .srv = srv, .main_thread = pthread_self()};
+    pthread_t lt;
+    bool loading = pthread_create(&lt, NULL, load_main, &l) == 0;
+    if (!loading) {
+        fprintf(stderr, "trinity serve: cannot start the loader thread\n");
+        srv_free(srv);
+        free(alias);
+        return 1;
+    }
+    int status = 0;
+    for (;;) {
+        int sig = 0;
+        sigwait(&set, &sig);
+        if (sig == SIGUSR1) {
+            if (!loading) continue;
+            pthread_join(lt, NULL);
+            loading = false;
+            if (!l.ok) {
+                fprintf(stderr, "trinity serve: %s\n", l.err.msg);
+                status = 1;
+                break;
+            }
+            continue;
+        }
+        fprintf(stderr, "trinity serve: %s: shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        if (loading) { /* a load cannot be interrupted: let it end first */
+            pthread_join(lt, NULL);
+            loading = false;
+        }
+        break;
+    }
+    srv_free(srv);
+    tr_context_free(l.eng.ctx);
+    tr_model_free(l.eng.model);
+    free(alias);
+    if (status == 0) fprintf(stderr, "trinity serve: stopped\n");
+    return status;
+}

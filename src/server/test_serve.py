@@ -1,0 +1,439 @@
+"""trinity serve against the official openai Python client and raw HTTP,
+with the real Gemma 3 270M model.
+
+References: the text at temperature 0 is compared with `trinity run` for the
+same prompt (and with the server's own sequential answers under concurrency);
+prompt token counts with llama.cpp's tokenizer (llama-cpp-python) over the
+Gemma chat format written out here by hand; error bodies with OpenAI's
+documented shape."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import openai
+import pytest
+
+from conftest import run_trinity
+from serve_fixture import Server
+
+KEY = "test-key-123"
+CTX = 512
+MAX_BODY = 65536
+
+
+@pytest.fixture(scope="module")
+def server(trinity_bin, model_path):
+    s = Server(trinity_bin, model_path, "--alias", "gemma", "--parallel", 4, "-c", CTX, "--api-key", KEY,
+               "--max-body", MAX_BODY, "-t", 2)
+    yield s
+    assert s.stop() == 0, s.log()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def llama_tok(model_path):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    return llama_cpp.Llama(model_path=model_path, n_ctx=CTX, n_threads=2, verbose=False)
+
+
+AUTH = {"Authorization": f"Bearer {KEY}"}
+PROMPT = "The three primary colors are"
+CHAT = [{"role": "user", "content": "Name three fruits."}]
+
+
+def gemma_chat_text(messages):
+    """Gemma's chat format, written out independently of src/engine/chat.c."""
+    out, system = "", None
+    for m in messages:
+        if m["role"] == "system":
+            system = m["content"]
+            continue
+        role = "model" if m["role"] == "assistant" else "user"
+        content = m["content"]
+        if system is not None and role == "user":
+            content, system = system + "\n\n" + content, None
+        out += f"<start_of_turn>{role}\n{content}<end_of_turn>\n"
+    return out + "<start_of_turn>model\n"
+
+
+def chat(client, **kw):
+    kw.setdefault("model", "gemma")
+    kw.setdefault("messages", CHAT)
+    return client.chat.completions.create(**kw)
+
+
+def complete(client, **kw):
+    kw.setdefault("model", "gemma")
+    kw.setdefault("prompt", PROMPT)
+    return client.completions.create(**kw)
+
+
+def stream_text(stream, chat_mode=True):
+    text, finish, usage, n = "", None, None, 0
+    for ch in stream:
+        n += 1
+        if ch.usage is not None:
+            usage = ch.usage
+        if not ch.choices:
+            continue
+        c = ch.choices[0]
+        piece = c.delta.content if chat_mode else c.text
+        text += piece or ""
+        if c.finish_reason:
+            finish = c.finish_reason
+    return text, finish, usage, n
+
+
+# ---------------------------------------------------------------- basics
+
+def test_models_and_health(server, client):
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["gemma"]
+    assert server.request("GET", "/health")[0] == 200
+
+
+def test_chat_non_streamed(client, llama_tok):
+    r = chat(client, temperature=0, max_tokens=24)
+    c = r.choices[0]
+    assert r.object == "chat.completion" and r.model == "gemma" and r.id and r.created > 0
+    assert c.message.role == "assistant"
+    assert isinstance(c.message.content, str) and c.message.content.strip()
+    assert c.finish_reason in ("stop", "length")
+    want = llama_tok.tokenize(gemma_chat_text(CHAT).encode(), add_bos=True, special=True)
+    assert r.usage.prompt_tokens == len(want)
+    assert 1 <= r.usage.completion_tokens <= 24
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    if c.finish_reason == "length":
+        assert r.usage.completion_tokens == 24
+
+
+def test_completion_counts_and_max_tokens(client, llama_tok):
+    r = complete(client, temperature=0, max_tokens=7)
+    assert r.object == "text_completion"
+    assert r.usage.prompt_tokens == len(llama_tok.tokenize(PROMPT.encode(), add_bos=True, special=True))
+    assert r.choices[0].finish_reason == "length"
+    assert r.usage.completion_tokens == 7
+    # the 7 tokens, spelled out by llama.cpp's tokenizer, are the text
+    r1 = complete(client, temperature=0, max_tokens=1)
+    assert r.choices[0].text.startswith(r1.choices[0].text)
+
+
+def test_prompt_as_list_of_one_string(client):
+    a = complete(client, temperature=0, max_tokens=5)
+    b = complete(client, prompt=[PROMPT], temperature=0, max_tokens=5)
+    assert a.choices[0].text == b.choices[0].text
+
+
+def test_temperature_zero_equals_trinity_run(client, model_path):
+    if "unknown command" in run_trinity("run", "--help").stderr:
+        pytest.skip("this build has no `trinity run` yet")
+    n = 24
+    r = complete(client, temperature=0, max_tokens=n)
+    p = run_trinity("run", "-m", model_path, "-p", PROMPT, "-n", n, "--temp", 0, timeout=600, check=True)
+    assert r.choices[0].text == p.stdout
+
+
+def test_temperature_zero_equals_llama_cpp(client, llama_tok):
+    """Greedy text through the server, for a completion and a chat, is llama.cpp's."""
+    for prompt in (PROMPT, "Count: 1, 2, 3,"):
+        want = llama_tok.create_completion(prompt, max_tokens=16, temperature=0, top_k=1)["choices"][0]["text"]
+        assert complete(client, prompt=prompt, temperature=0, max_tokens=16).choices[0].text == want
+    msgs = [{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "What color is the sky?"}]
+    # Fewer tokens here: this tiny model's chat answer soon reaches near-ties
+    # where the last bits of float rounding decide.
+    want = llama_tok.create_completion(gemma_chat_text(msgs), max_tokens=8, temperature=0, top_k=1)
+    got = chat(client, messages=msgs, temperature=0, max_tokens=8)
+    assert got.choices[0].message.content == want["choices"][0]["text"]
+    assert got.usage.prompt_tokens == want["usage"]["prompt_tokens"]
+
+
+def test_streams_equal_non_streamed(client):
+    full = chat(client, temperature=0, max_tokens=20)
+    text, finish, usage, n = stream_text(
+        chat(client, temperature=0, max_tokens=20, stream=True, stream_options={"include_usage": True}))
+    assert text == full.choices[0].message.content
+    assert finish == full.choices[0].finish_reason
+    assert n >= 3  # role chunk, content, finish (+ usage)
+    assert usage.prompt_tokens == full.usage.prompt_tokens
+    assert usage.completion_tokens == full.usage.completion_tokens
+
+    fullc = complete(client, temperature=0, max_tokens=12)
+    text, finish, usage, _ = stream_text(complete(client, temperature=0, max_tokens=12, stream=True), chat_mode=False)
+    assert text == fullc.choices[0].text and finish == "length" and usage is None
+
+
+def test_sse_wire_format(server):
+    """The bytes themselves: data: lines, a finish chunk, then data: [DONE]."""
+    status, headers, body = server.request("POST", "/v1/chat/completions", headers=AUTH, body={
+        "model": "gemma", "messages": CHAT, "max_tokens": 4, "temperature": 0, "stream": True})
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    events = body.decode().split("\n\n")
+    assert events[-1] == "" and events[-2] == "data: [DONE]"
+    chunks = [json.loads(e[len("data: "):]) for e in events[:-2]]
+    assert all(e.startswith("data: ") for e in events[:-1])
+    assert chunks[0]["choices"][0]["delta"].get("role") == "assistant"
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
+
+
+def test_stop_strings_across_token_boundaries(client):
+    base = complete(client, temperature=0, max_tokens=40).choices[0].text
+    assert len(base) > 20, base
+    # Several cut points, most of which fall inside tokens or span two.
+    for start, length in ((5, 3), (11, 4), (17, 6)):
+        stop = base[start:start + length]
+        want = base[:base.index(stop)]
+        r = complete(client, temperature=0, max_tokens=40, stop=stop)
+        assert r.choices[0].text == want, (stop, base)
+        assert r.choices[0].finish_reason == "stop"
+        text, finish, _, _ = stream_text(
+            complete(client, temperature=0, max_tokens=40, stop=[stop, "never-appears-ZZZ"], stream=True), chat_mode=False)
+        assert text == want and finish == "stop"
+
+
+def test_seed_reproducibility(client):
+    kw = dict(temperature=1.0, top_p=1.0, max_tokens=24)
+    a = complete(client, seed=42, **kw).choices[0].text
+    b = complete(client, seed=42, **kw).choices[0].text
+    assert a == b
+    others = {complete(client, seed=s, **kw).choices[0].text for s in (1, 2, 3)}
+    assert len(others | {a}) > 1  # sampling does depend on the seed
+
+
+def test_logprobs(client, model_path):
+    r = chat(client, temperature=0, max_tokens=6, logprobs=True, top_logprobs=3)
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens or r.choices[0].finish_reason == "stop"
+    for t in content:
+        assert t.logprob <= 0
+        assert len(t.top_logprobs) == 3
+        lps = [x.logprob for x in t.top_logprobs]
+        assert lps == sorted(lps, reverse=True)
+        assert t.top_logprobs[0].token == t.token  # greedy picks the most likely
+        assert abs(t.top_logprobs[0].logprob - t.logprob) < 1e-6
+    assert b"".join(bytes(t.bytes) for t in content) == r.choices[0].message.content.encode()
+
+
+# ---------------------------------------------------------------- errors
+
+def error_of(server, method, path, body=None, headers=AUTH, raw=None):
+    status, hdrs, data = server.request(method, path, body=raw if raw is not None else body, headers=headers)
+    e = json.loads(data)["error"]
+    assert set(e) >= {"message", "type", "param", "code"} and e["message"], e
+    return status, e, hdrs
+
+
+def test_errors(server, client):
+    chat_path, comp_path = "/v1/chat/completions", "/v1/completions"
+    s, e, _ = error_of(server, "POST", chat_path, raw="{\"messages\": [")
+    assert s == 400 and "JSON" in e["message"]
+    s, e, _ = error_of(server, "POST", chat_path, body={"model": "gemma", "messages": CHAT, "temperature": "hot"})
+    assert s == 400 and e["param"] == "temperature" and "temperature" in e["message"]
+    s, e, _ = error_of(server, "POST", chat_path, body={"model": "gemma", "messages": "hi"})
+    assert s == 400 and e["param"] == "messages"
+    s, e, _ = error_of(server, "POST", chat_path, body={"model": "gemma"})
+    assert s == 400 and e["param"] == "messages"
+    s, e, _ = error_of(server, "POST", comp_path, body={"model": "gemma"})
+    assert s == 400 and e["param"] == "prompt"
+    s, e, _ = error_of(server, "POST", comp_path, body={"model": "gemma", "prompt": "x", "max_tokens": "9"})
+    assert s == 400 and e["param"] == "max_tokens"
+    s, e, _ = error_of(server, "POST", comp_path, body={"model": "gemma", "prompt": "x", "n": 2})
+    assert s == 400 and e["param"] == "n"
+    s, e, _ = error_of(server, "POST", comp_path, body={"model": "nope", "prompt": "x"})
+    assert s == 404 and e["code"] == "model_not_found"
+    long_prompt = "hello " * (CTX + 50)
+    s, e, _ = error_of(server, "POST", comp_path, body={"model": "gemma", "prompt": long_prompt})
+    assert s == 400 and e["code"] == "context_length_exceeded"
+    assert str(CTX) in e["message"] and "tokens" in e["message"]
+    s, e, _ = error_of(server, "POST", comp_path, raw=json.dumps({"prompt": "x" * (MAX_BODY + 10)}))
+    assert s == 413
+    s, e, hdrs = error_of(server, "GET", chat_path)
+    assert s == 405 and "POST" in hdrs["allow"]
+    s, e, _ = error_of(server, "PUT", "/v1/models")
+    assert s == 405
+    s, e, _ = error_of(server, "GET", "/v1/embeddings")
+    assert s == 404
+    s, e, _ = error_of(server, "GET", "/v1/models", headers={})
+    assert s == 401 and e["code"] == "invalid_api_key"
+    s, e, _ = error_of(server, "GET", "/v1/models", headers={"Authorization": "Bearer wrong"})
+    assert s == 401
+    # The same through the official client: typed exceptions.
+    with pytest.raises(openai.NotFoundError):
+        complete(client, model="gpt-4o")
+    with pytest.raises(openai.BadRequestError):
+        complete(client, max_tokens=5, n=3)
+    bad = openai.OpenAI(base_url=server.base_url, api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
+    # And the server is still fine.
+    assert complete(client, temperature=0, max_tokens=2).usage.completion_tokens == 2
+
+
+def test_metrics(server):
+    m = server.metrics(AUTH)
+    assert m['trinity_requests_total{endpoint="/v1/completions",status="200"}'] >= 1
+    assert m["trinity_requests_in_flight"] == 0 and m["trinity_requests_queued"] == 0
+    assert m["trinity_prompt_tokens_total"] > 0 and m["trinity_generated_tokens_total"] > 0
+    assert m["trinity_generated_tokens_per_second"] > 0
+    assert 'trinity_request_duration_seconds_bucket{endpoint="/v1/chat/completions",le="+Inf"}' in m
+
+
+# ----------------------------------------------------------- concurrency
+
+def test_eight_concurrent_streams_equal_sequential(client):
+    prompts = [f"Write a short sentence about the number {i}." for i in range(8)]
+    msgs = [[{"role": "user", "content": p}] for p in prompts]
+    sequential = [chat(client, messages=m, temperature=0, max_tokens=16).choices[0].message.content for m in msgs]
+    results = [None] * 8
+    errors = []
+
+    def worker(i):
+        try:
+            results[i] = stream_text(chat(client, messages=msgs[i], temperature=0, max_tokens=16, stream=True))[0]
+        except Exception as ex:  # reported below
+            errors.append(repr(ex))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert results == sequential
+
+
+KILLED_CLIENT = r"""
+import sys, openai
+c = openai.OpenAI(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0)
+for ch in c.completions.create(model="gemma", prompt="Count: 1, 2, 3,", max_tokens=100000, temperature=0, stream=True):
+    print("chunk", flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def one_slot(trinity_bin, model_path):
+    s = Server(trinity_bin, model_path, "--alias", "gemma", "--parallel", 1, "--queue", 1, "-c", 1024, "-t", 2)
+    yield s
+    assert s.stop() == 0, s.log()
+
+
+def test_killed_client_frees_its_slot(one_slot):
+    c = openai.OpenAI(base_url=one_slot.base_url, api_key="x", max_retries=0, timeout=300)
+    before = one_slot.metrics()
+    p = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT, one_slot.base_url, "x"], stdout=subprocess.PIPE)
+    try:
+        for _ in range(3):
+            assert p.stdout.readline() == b"chunk\n"
+    finally:
+        p.kill()
+        p.wait()
+    # The next request gets the only slot and is answered.
+    r = complete(c, temperature=0, max_tokens=3)
+    assert r.usage.completion_tokens == 3
+    after = one_slot.metrics()
+    assert after["trinity_requests_cancelled_total"] == before["trinity_requests_cancelled_total"] + 1
+    # The killed stream stopped far short of the ~1000 tokens its context allowed.
+    assert after["trinity_generated_tokens_total"] - before["trinity_generated_tokens_total"] < 500
+    assert after["trinity_requests_in_flight"] == 0
+
+
+def test_full_queue_answers_429(one_slot):
+    c = openai.OpenAI(base_url=one_slot.base_url, api_key="x", max_retries=0, timeout=300)
+    holder = c.completions.create(model="gemma", prompt="Count: 1, 2, 3,", max_tokens=100000, temperature=0, stream=True)
+    it = iter(holder)
+    next(it)
+    queued = {}
+    t = threading.Thread(target=lambda: queued.setdefault("r", complete(c, temperature=0, max_tokens=2)))
+    t.start()
+    deadline = time.monotonic() + 120
+    while one_slot.metrics()["trinity_requests_queued"] != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    status, headers, body = one_slot.request("POST", "/v1/completions", body={"prompt": "x", "max_tokens": 2})
+    assert status == 429 and headers["retry-after"] == "1"
+    assert json.loads(body)["error"]["code"] == "rate_limit_exceeded"
+    with pytest.raises(openai.RateLimitError):
+        complete(c, max_tokens=2)
+    holder.close()  # hang up: the queued request gets the slot
+    t.join(timeout=300)
+    assert queued["r"].usage.completion_tokens == 2
+
+
+def test_memory_flat_over_200_requests(one_slot):
+    c = openai.OpenAI(base_url=one_slot.base_url, api_key="x", max_retries=0, timeout=300)
+
+    def burst(n):
+        for i in range(n):
+            k = i % 4
+            if k == 0:
+                complete(c, prompt=f"Item {i}:", max_tokens=2, temperature=0)
+            elif k == 1:
+                stream_text(chat(c, messages=[{"role": "user", "content": f"Say {i}"}], max_tokens=2, stream=True,
+                                 logprobs=True, top_logprobs=2))
+            elif k == 2:
+                one_slot.request("POST", "/v1/completions", body={"prompt": i})
+            else:
+                one_slot.request("POST", "/v1/chat/completions", body="{not json")
+
+    burst(40)  # warm up: allocator pools, thread stacks
+    rss0 = one_slot.rss_kb()
+    burst(200)
+    rss1 = one_slot.rss_kb()
+    assert rss1 - rss0 < 16 * 1024, (rss0, rss1)
+
+
+def test_sigterm_shuts_down_cleanly(trinity_bin, model_path):
+    s = Server(trinity_bin, model_path, "--parallel", 2, "-c", 1024, "--shutdown-grace", 1, "-t", 2)
+    try:
+        c = openai.OpenAI(base_url=s.base_url, api_key="x", max_retries=0, timeout=120)
+        stream = c.completions.create(model="gemma-3-270m-q4_k_m", prompt="Count: 1, 2,",
+                                      max_tokens=100000, stream=True)
+        it = iter(stream)
+        next(it)
+        s.proc.send_signal(signal.SIGTERM)
+        # the stream ends (cancelled after the grace second) rather than hanging
+        with pytest.raises(openai.APIError):
+            for _ in it:
+                pass
+        assert s.proc.wait(timeout=60) == 0
+        assert "shutting down" in s.log()
+    finally:
+        s.stop(signal.SIGKILL)
+
+
+LEAVER = r"""
+import os, signal, sys
+sys.path.insert(0, sys.argv[3])
+from serve_fixture import Server
+s = Server(sys.argv[1], sys.argv[2], "-c", 128)
+print(s.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # a test run that dies without cleaning up
+"""
+
+
+def test_no_server_left_behind_when_the_test_process_dies(trinity_bin, model_path):
+    here = os.path.dirname(os.path.abspath(__file__))
+    p = subprocess.run([sys.executable, "-c", LEAVER, trinity_bin, model_path, here], capture_output=True,
+                       text=True, timeout=300)
+    pid = int(p.stdout.split()[0])
+    deadline = time.monotonic() + 60
+
+    def alive():
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                return "\nState:\tZ" not in f.read()
+        except FileNotFoundError:
+            return False
+
+    while alive():
+        assert time.monotonic() < deadline, f"trinity serve {pid} outlived its test process"
+        time.sleep(0.1)
