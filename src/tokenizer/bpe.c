@@ -23,48 +23,11 @@ typedef struct bigram {
     int32_t rank, left_id, right_id, result;
 } bigram;
 
-typedef struct heap {
-    bigram *v;
-    size_t n, cap;
-} heap;
-
 static inline bool before(const bigram *a, const bigram *b) {
     return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
 }
 
-static bool heap_push(heap *h, bigram x) {
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 64;
-        bigram *nv = realloc(h->v, cap * sizeof *nv);
-        if (!nv) return false;
-        h->v = nv;
-        h->cap = cap;
-    }
-    size_t i = h->n++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!before(&x, &h->v[p])) break;
-        h->v[i] = h->v[p];
-        i = p;
-    }
-    h->v[i] = x;
-    return true;
-}
-
-static bigram heap_pop(heap *h) {
-    bigram top = h->v[0], x = h->v[--h->n];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= h->n) break;
-        if (c + 1 < h->n && before(&h->v[c + 1], &h->v[c])) c++;
-        if (!before(&h->v[c], &x)) break;
-        h->v[i] = h->v[c];
-        i = c;
-    }
-    if (h->n) h->v[i] = x;
-    return top;
-}
+#include "tokenizer/merge_heap.h"
 
 static bool add_bigram(const tr_vocab *v, sym *s, heap *q, int left, int right) {
     if (left < 0 || right < 0 || s[left].id < 0 || s[right].id < 0) return true;
