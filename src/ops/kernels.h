@@ -68,8 +68,12 @@ size_t tr_act_row_size(int act, int64_t n);
 void tr_act_convert(int act, const float *x, void *dst, int64_t n);
 int64_t tr_act_block(int act);
 
-/* The AVX2 variant of a type (matmul_avx2.c), NULL when none. */
+/* The AVX2 variant of a type (matmul_avx2.c), NULL when none; the legacy
+ * formats' and the k-quants' live in matmul_avx2_legacy.c and
+ * matmul_avx2_kquant.c. */
 tr_gemm_fn tr_gemm_avx2_for(int type);
+tr_gemm_fn tr_gemm_avx2_legacy(int type);
+tr_gemm_fn tr_gemm_avx2_kquant(int type);
 
 /* tr_attention with the SIMD inner loops (simd) or the scalar reference
  * (!simd), for tests that compare the two. */

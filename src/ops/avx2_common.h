@@ -1,0 +1,72 @@
+/* Shared pieces of the AVX2 + FMA + F16C matmul kernels (matmul_avx2*.c):
+ * reductions, half loads, the tile-to-kernel wrapper. Included only by
+ * files that compile these with per-function target attributes, so the rest
+ * of the binary stays baseline x86-64. */
+#ifndef TR_AVX2_COMMON_H
+#define TR_AVX2_COMMON_H
+
+#include "kernels.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define TR_HAVE_AVX2_KERNELS 1
+
+#define TGT __attribute__((target("avx2,fma,f16c")))
+#define TILE static inline __attribute__((always_inline)) TGT
+
+
+TILE float hsum_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+TILE float h2f(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+/* Sum of unsigned bytes u times signed bytes s, as 8 int32 lanes. */
+TILE __m256i dot_us(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+/* Loops over the tile's tokens must unroll so accumulators live in registers. */
+#define FOR_T(j) _Pragma("GCC unroll 4") for (int j = 0; j < NT; j++)
+
+/* Lane t of the result: the sum of the 8 int32 lanes of v[t], t < 4. */
+TILE __m128i reduce4(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
+    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+#define ACT(j, b) ((const tr_q8a *)(a + (size_t)(j) * as) + (b))
+#define ACTK(j, b) ((const tr_q8k *)(a + (size_t)(j) * as) + (b))
+
+/* Wrap a tile into the kernel shape: rows outer, tokens in fours inner, so a
+ * weight row is read from memory once and reused from L1 by the token tiles. */
+#define GEMM_FROM_TILE(name, tile)                                                               \
+    TGT static void name(int64_t n, const void *w, size_t ws, int nr, const void *a_, size_t as, \
+                         int nt, float *y, size_t ys) {                                         \
+        const char *a = a_;                                                                     \
+        for (int r = 0; r < nr; r++) {                                                          \
+            const uint8_t *wr = (const uint8_t *)w + (size_t)r * ws;                            \
+            float out[4];                                                                       \
+            int t = 0;                                                                          \
+            for (; t + 4 <= nt; t += 4) {                                                       \
+                tile(n, wr, a + (size_t)t * as, as, 4, out);                                    \
+                for (int k = 0; k < 4; k++) y[(size_t)(t + k) * ys + r] = out[k];               \
+            }                                                                                   \
+            int left = nt - t;                                                                  \
+            if (left == 3) tile(n, wr, a + (size_t)t * as, as, 3, out);                         \
+            else if (left == 2) tile(n, wr, a + (size_t)t * as, as, 2, out);                    \
+            else if (left == 1) tile(n, wr, a + (size_t)t * as, as, 1, out);                    \
+            for (int k = 0; k < left; k++) y[(size_t)(t + k) * ys + r] = out[k];                \
+        }                                                                                       \
+    }
+
+
+#endif
+#endif

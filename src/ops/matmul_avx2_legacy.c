@@ -1,0 +1,213 @@
+/* AVX2 kernels for the legacy block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)
+ * against tr_q8a activations; see matmul_avx2.c for the common scheme. */
+#include "avx2_common.h"
+
+#ifdef TR_HAVE_AVX2_KERNELS
+
+/* ---------------------------------------------------------------- legacy quants */
+
+TILE void q8_0_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {
+    __m256 acc[4];
+    FOR_T(j) acc[j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / 32; b++, w += 34) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)(w + 2));
+        __m256i aq = _mm256_abs_epi8(q); /* |w| unsigned, sign moved onto x */
+        float dw = h2f(w);
+        FOR_T(j) {
+            const tr_q8a *x = ACT(j, b);
+            __m256i sx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)x->qs), q);
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_us(aq, sx)), _mm256_set1_ps(dw * x->d), acc[j]);
+        }
+    }
+    FOR_T(j) out[j] = hsum_ps(acc[j]);
+}
+
+/* 32 nibbles: low halves are elements 0..15, high halves 16..31. */
+TILE __m256i nibbles32(const uint8_t *p) {
+    __m128i raw = _mm_loadu_si128((const __m128i *)p);
+    __m256i v = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+}
+
+TILE void q4_0_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {
+    __m256 acc[4];
+    float corr[4] = {0};
+    FOR_T(j) acc[j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / 32; b++, w += 18) {
+        __m256i q = nibbles32(w + 2);
+        float dw = h2f(w);
+        FOR_T(j) {
+            const tr_q8a *x = ACT(j, b);
+            float d = dw * x->d;
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_us(q, _mm256_loadu_si256((const __m256i *)x->qs))),
+                                     _mm256_set1_ps(d), acc[j]);
+            corr[j] += d * (float)x->sum;
+        }
+    }
+    FOR_T(j) out[j] = hsum_ps(acc[j]) - 8.0f * corr[j];
+}
+
+TILE void q4_1_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {
+    __m256 acc[4];
+    float corr[4] = {0};
+    FOR_T(j) acc[j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / 32; b++, w += 20) {
+        __m256i q = nibbles32(w + 4);
+        float dw = h2f(w), mw = h2f(w + 2);
+        FOR_T(j) {
+            const tr_q8a *x = ACT(j, b);
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_us(q, _mm256_loadu_si256((const __m256i *)x->qs))),
+                                     _mm256_set1_ps(dw * x->d), acc[j]);
+            corr[j] += mw * x->d * (float)x->sum;
+        }
+    }
+    FOR_T(j) out[j] = hsum_ps(acc[j]) + corr[j];
+}
+
+/* The fifth bits of 32 elements (bit i of qh for element i) as 0x10 bytes. */
+TILE __m256i bits5(const uint8_t *qh) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    /* Broadcast the 4 bytes so byte i holds the byte containing bit i, then test its bit. */
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h),
+                                    _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101,
+                                                       0x0202020202020202, 0x0303030303030303));
+    __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+TILE void q5_0_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {
+    __m256 acc[4];
+    float corr[4] = {0};
+    FOR_T(j) acc[j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / 32; b++, w += 22) {
+        __m256i q = _mm256_or_si256(nibbles32(w + 6), bits5(w + 2));
+        float dw = h2f(w);
+        FOR_T(j) {
+            const tr_q8a *x = ACT(j, b);
+            float d = dw * x->d;
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_us(q, _mm256_loadu_si256((const __m256i *)x->qs))),
+                                     _mm256_set1_ps(d), acc[j]);
+            corr[j] += d * (float)x->sum;
+        }
+    }
+    FOR_T(j) out[j] = hsum_ps(acc[j]) - 16.0f * corr[j];
+}
+
+TILE void q5_1_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {
+    __m256 acc[4];
+    float corr[4] = {0};
+    FOR_T(j) acc[j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / 32; b++, w += 24) {
+        __m256i q = _mm256_or_si256(nibbles32(w + 8), bits5(w + 4));
+        float dw = h2f(w), mw = h2f(w + 2);
+        FOR_T(j) {
+            const tr_q8a *x = ACT(j, b);
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_us(q, _mm256_loadu_si256((const __m256i *)x->qs))),
+                                     _mm256_set1_ps(dw * x->d), acc[j]);
+            corr[j] += mw * x->d * (float)x->sum;
+        }
+    }
+    FOR_T(j) out[j] = hsum_ps(acc[j]) + corr[j];
+}
+
+/* Four weight rows at a time for the legacy formats: the 32-byte activation
+ * block is loaded once for four rows, the four int32 dot products are folded
+ * into one 4-lane vector (one lane per row) with a horizontal-add tree, and
+ * the block scales of the four rows become one vector, so the per-block float
+ * work (convert, scale, accumulate) is shared by four rows. */
+enum { F_Q4_0, F_Q4_1, F_Q5_0, F_Q5_1, F_Q8_0 };
+
+TILE void legacy_tile4(int64_t n, const uint8_t *w, size_t ws, const char *a, size_t as, int NT, __m128 *out,
+                       const int F) {
+    const int bs = F == F_Q4_0 ? 18 : F == F_Q4_1 ? 20 : F == F_Q5_0 ? 22 : F == F_Q5_1 ? 24 : 34;
+    const int has_m = F == F_Q4_1 || F == F_Q5_1;
+    const int off = F == F_Q4_0 ? 8 : F == F_Q5_0 ? 16 : 0;
+    __m128 acc[4];
+    FOR_T(j) acc[j] = _mm_setzero_ps();
+    const uint8_t *w0 = w, *w1 = w + ws, *w2 = w + 2 * ws, *w3 = w + 3 * ws;
+    for (int64_t b = 0; b < n / 32; b++) {
+        size_t o = (size_t)b * bs;
+        __m256i q[4];
+        const uint8_t *wr[4] = {w0 + o, w1 + o, w2 + o, w3 + o};
+        _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {
+            if (F == F_Q4_0) q[r] = nibbles32(wr[r] + 2);
+            else if (F == F_Q4_1) q[r] = nibbles32(wr[r] + 4);
+            else if (F == F_Q5_0) q[r] = _mm256_or_si256(nibbles32(wr[r] + 6), bits5(wr[r] + 2));
+            else if (F == F_Q5_1) q[r] = _mm256_or_si256(nibbles32(wr[r] + 8), bits5(wr[r] + 4));
+            else q[r] = _mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)(wr[r] + 2)));
+        }
+        uint16_t h[4], hm[4];
+        _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {
+            memcpy(&h[r], wr[r], 2);
+            if (has_m) memcpy(&hm[r], wr[r] + 2, 2);
+        }
+        __m128 dw = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)h));
+        __m128 mw = has_m ? _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)hm)) : _mm_setzero_ps();
+        FOR_T(j) {
+            const tr_q8a *x = ACT(j, b);
+            __m256i xv = _mm256_loadu_si256((const __m256i *)x->qs);
+            __m256i p[4];
+            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {
+                if (F == F_Q8_0)
+                    p[r] = dot_us(q[r], _mm256_sign_epi8(xv, _mm256_loadu_si256((const __m256i *)(wr[r] + 2))));
+                else
+                    p[r] = dot_us(q[r], xv);
+            }
+            __m128i isum = reduce4(p[0], p[1], p[2], p[3]);
+            if (off) isum = _mm_sub_epi32(isum, _mm_set1_epi32(off * x->sum));
+            __m128 da = _mm_set1_ps(x->d);
+            acc[j] = _mm_fmadd_ps(_mm_cvtepi32_ps(isum), _mm_mul_ps(dw, da), acc[j]);
+            if (has_m) acc[j] = _mm_fmadd_ps(mw, _mm_set1_ps(x->d * (float)x->sum), acc[j]);
+        }
+    }
+    FOR_T(j) out[j] = acc[j];
+}
+
+/* Rows in fours through tile4, the remaining rows through the one-row tile. */
+#define GEMM_ROWS4(name, F, tile1)                                                                \
+    TGT static void name(int64_t n, const void *w, size_t ws, int nr, const void *a_, size_t as,  \
+                         int nt, float *y, size_t ys) {                                          \
+        const char *a = a_;                                                                      \
+        int r = 0;                                                                               \
+        for (; r + 4 <= nr; r += 4) {                                                            \
+            const uint8_t *wr = (const uint8_t *)w + (size_t)r * ws;                             \
+            __m128 out[4];                                                                       \
+            int t = 0;                                                                           \
+            for (; t + 4 <= nt; t += 4) {                                                        \
+                legacy_tile4(n, wr, ws, a + (size_t)t * as, as, 4, out, F);                      \
+                for (int k = 0; k < 4; k++) _mm_storeu_ps(y + (size_t)(t + k) * ys + r, out[k]); \
+            }                                                                                    \
+            int left = nt - t;                                                                   \
+            if (left == 3) legacy_tile4(n, wr, ws, a + (size_t)t * as, as, 3, out, F);          \
+            else if (left == 2) legacy_tile4(n, wr, ws, a + (size_t)t * as, as, 2, out, F);     \
+            else if (left == 1) legacy_tile4(n, wr, ws, a + (size_t)t * as, as, 1, out, F);     \
+            for (int k = 0; k < left; k++) _mm_storeu_ps(y + (size_t)(t + k) * ys + r, out[k]);  \
+        }                                                                                        \
+        if (r < nr) tile1(n, (const uint8_t *)w + (size_t)r * ws, ws, nr - r, a, as, nt, y + r, ys); \
+    }
+
+GEMM_FROM_TILE(gemm1_q8_0, q8_0_tile)
+GEMM_ROWS4(gemm_q8_0, F_Q8_0, gemm1_q8_0)
+GEMM_FROM_TILE(gemm1_q4_0, q4_0_tile)
+GEMM_ROWS4(gemm_q4_0, F_Q4_0, gemm1_q4_0)
+GEMM_FROM_TILE(gemm1_q4_1, q4_1_tile)
+GEMM_ROWS4(gemm_q4_1, F_Q4_1, gemm1_q4_1)
+GEMM_FROM_TILE(gemm1_q5_0, q5_0_tile)
+GEMM_ROWS4(gemm_q5_0, F_Q5_0, gemm1_q5_0)
+GEMM_FROM_TILE(gemm1_q5_1, q5_1_tile)
+GEMM_ROWS4(gemm_q5_1, F_Q5_1, gemm1_q5_1)
+
+tr_gemm_fn tr_gemm_avx2_legacy(int type) {
+    switch (type) {
+    case TR_TYPE_Q8_0: return gemm_q8_0;
+    case TR_TYPE_Q4_0: return gemm_q4_0;
+    case TR_TYPE_Q4_1: return gemm_q4_1;
+    case TR_TYPE_Q5_0: return gemm_q5_0;
+    case TR_TYPE_Q5_1: return gemm_q5_1;
+    default: return NULL;
+    }
+}
+
+#endif
