@@ -75,11 +75,7 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     c->att = alloc_array((size_t)n_batch, (size_t)o_dim * sizeof(float), &ok);
     c->hb = alloc_array((size_t)n_batch, (size_t)hp->n_ff * sizeof(float), &ok);
     c->hb2 = alloc_array((size_t)n_batch, (size_t)hp->n_ff * sizeof(float), &ok);
-    c->scores = alloc_array((size_t)n_threads, ((size_t)n_ctx + (size_t)hp->head_k + 8 * (size_t)hp->head_v) * sizeof(float), &ok);
     c->out_row = alloc_array((size_t)n_batch, sizeof(int32_t), &ok);
-    c->half_to_float = alloc_array(65536, sizeof(float), &ok);
-    if (c->half_to_float)
-        for (uint32_t h = 0; h < 65536; h++) c->half_to_float[h] = tr_half_to_float((uint16_t)h);
     /* One logits row per sequence is the common case (decoding); more rows
      * are added when a batch first asks for them. */
     c->logits_cap = n_seq;
@@ -116,9 +112,7 @@ void tr_context_free(tr_context *c) {
     free(c->att);
     free(c->hb);
     free(c->hb2);
-    free(c->scores);
     free(c->out_row);
-    free(c->half_to_float);
     free(c->logits);
     free(c);
 }

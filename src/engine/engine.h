@@ -27,9 +27,6 @@ struct tr_context {
     float *x, *xb, *xb2;         /* [n_batch][n_embd] */
     float *q, *k, *v, *att;      /* [n_batch][q_dim | k_dim | v_dim | n_head*head_v] */
     float *hb, *hb2;             /* [n_batch][n_ff] */
-    float *scores;               /* [n_threads][n_ctx + head_k + 8*head_v]: a worker's attention weights, query, sums */
-
-    float *half_to_float;        /* [65536]: every half's float, for the attention's inner loops */
 
     /* Outputs of the last batch. */
     int32_t *out_row;            /* [n_batch]: row of token i in logits, or -1 */

@@ -14,6 +14,8 @@
  * weights are read in place from the mapping. */
 #include "engine/engine.h"
 
+#include "core/util.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -29,97 +31,55 @@ static void add_bias(float *y, const float *bias, int64_t n_tokens, int64_t dim)
 
 /* ---------------------------------------------------------------- attention */
 
-typedef struct attn_job {
-    tr_context *c;
-    const tr_batch *b;
-    int layer;
-    bool swa;
-} attn_job;
-
-/* Sum of 8 partial sums in the order of an 8-wide SIMD horizontal add
- * (halves, then pairs, then the last two). */
-static float hsum8(const float *l) {
-    const float a0 = l[0] + l[4], a1 = l[1] + l[5], a2 = l[2] + l[6], a3 = l[3] + l[7];
-    return (a0 + a2) + (a1 + a3);
-}
-
-/* One (token, head) pair: softmax(q . k_p * scale) over the valid positions
- * p <= pos of the token's own sequence (and within the window on local
- * layers), then the weighted sum of v_p.
+/* softmax(q k^T * scale) v for every (token, head) of the batch, over the
+ * valid slots of the token's own sequence at or before its position (and
+ * within the window on local layers): one call of the attention kernel on
+ * this layer's cache, whose per-sequence regions are the kernel's.
  *
- * The roundings follow llama.cpp's CPU graph (without flash attention), so
- * that quantized models, whose activation quantization turns tiny
- * differences into whole quantization steps, stay close to it: q meets the
- * half-precision cache as halves, the scores and softmax are float, and the
- * weights meet the values as halves again. Dot products keep 8 partial
- * sums (element i into lane i mod 8), the order of llama.cpp's 8-wide
- * kernels, so that float rounding differs as little as possible. */
-static void attend_one(tr_context *c, const tr_batch *b, int layer, bool swa, int32_t t, int32_t h, float *scores,
-                       float *qh, float *acc) {
+ * The roundings follow llama.cpp's CPU graph without flash attention, so
+ * that models stay close to it (quantized ones turn tiny differences into
+ * whole quantization steps of the activations, and the parity tests' greedy
+ * continuations meet near-ties a few ulps wide): q meets the half-precision
+ * cache as halves, the scores and softmax are float, and the normalised
+ * weights meet the values as halves again (TR_ATTN_HALF_P: the kernel's
+ * normalised-weights path, not the online softmax, whose running weights
+ * would round differently). The sums keep 8 partial sums in the order of
+ * llama.cpp's 8-wide kernels (the kernel's "lanes" order). */
+static tr_status attention(tr_context *c, const tr_batch *b, int layer, bool swa) {
     const tr_hparams *hp = &c->model->hp;
-    const int32_t pos = b->pos[t], seq = b->seq_id[t];
-    const int32_t hk = hp->head_k, hv = hp->head_v;
-    const int32_t kvh = h / (hp->n_head / hp->n_head_kv);
-    const float *q = c->q + (size_t)t * hp->n_head * hk + (size_t)h * hk;
-    float *out = c->att + (size_t)t * hp->n_head * hv + (size_t)h * hv;
-    const size_t slot0 = ((size_t)layer * c->n_seq_max + (size_t)seq) * (size_t)c->n_ctx;
-    const uint16_t *kc = c->k_cache + slot0 * (size_t)c->k_dim + (size_t)kvh * hk;
-    const uint16_t *vc = c->v_cache + slot0 * (size_t)c->v_dim + (size_t)kvh * hv;
-    const uint8_t *valid = c->valid + (size_t)seq * c->n_ctx;
-    int32_t p_lo = 0;
-    if (swa && pos - hp->n_swa + 1 > 0) p_lo = pos - hp->n_swa + 1; /* masked when pos - p >= n_swa */
-    /* Same math either way; the rounding differs (q is rounded to halves). */
+    const size_t layer_slots = (size_t)layer * c->n_seq_max * (size_t)c->n_ctx;
+    /* Same math either way; the rounding differs (q is rounded to halves
+     * after the scale when the architecture scales q). */
     const bool scale_q = c->model->arch->scale_q;
-    const float q_scale = scale_q ? hp->attn_scale : 1.0f, scale = scale_q ? 1.0f : hp->attn_scale;
-    const float *h2f = c->half_to_float;
-    for (int32_t i = 0; i < hk; i++) qh[i] = h2f[tr_half_from_float(q[i] * q_scale)];
-    float max = -INFINITY;
-    for (int32_t p = p_lo; p <= pos; p++) {
-        if (!valid[p]) continue;
-        const uint16_t *kp = kc + (size_t)p * c->k_dim;
-        float lane[8] = {0};
-        for (int32_t i = 0; i < hk; i++) lane[i & 7] += qh[i] * h2f[kp[i]];
-        float s = hsum8(lane) * scale;
-        scores[p - p_lo] = s;
-        if (s > max) max = s;
+    if (scale_q) {
+        const int64_t n = (int64_t)b->n_tokens * hp->n_head * hp->head_k;
+        for (int64_t i = 0; i < n; i++) c->q[i] *= hp->attn_scale;
     }
-    double sum = 0;
-    for (int32_t p = p_lo; p <= pos; p++) {
-        if (!valid[p]) continue;
-        const float e = expf(scores[p - p_lo] - max);
-        scores[p - p_lo] = e;
-        sum += e;
-    }
-    memset(acc, 0, (size_t)hv * 8 * sizeof(float));
-    const float inv = (float)(1.0 / sum);
-    for (int32_t p = p_lo; p <= pos; p++) {
-        if (!valid[p]) continue;
-        const float w = h2f[tr_half_from_float(scores[p - p_lo] * inv)];
-        const uint16_t *vp = vc + (size_t)p * c->v_dim;
-        float *a = acc + (p & 7);
-        for (int32_t i = 0; i < hv; i++) a[i * 8] += w * h2f[vp[i]];
-    }
-    for (int32_t i = 0; i < hv; i++) out[i] = hsum8(acc + i * 8);
-}
-
-static void attn_worker(void *arg, int ith, int nth) {
-    attn_job *j = arg;
-    tr_context *c = j->c;
-    const int64_t n_head = c->model->hp.n_head;
-    const int64_t total = (int64_t)j->b->n_tokens * n_head;
-    const int64_t per = (total + nth - 1) / nth;
-    const int64_t lo = per * ith, hi = lo + per < total ? lo + per : total;
-    float *scores = c->scores + (size_t)ith * (c->n_ctx + c->model->hp.head_k + 8 * c->model->hp.head_v);
-    float *qh = scores + c->n_ctx;
-    float *acc = qh + c->model->hp.head_k;
-    for (int64_t w = lo; w < hi; w++)
-        attend_one(c, j->b, j->layer, j->swa, (int32_t)(w / n_head), (int32_t)(w % n_head), scores, qh, acc);
+    tr_attn_params p = {
+        .n_tokens = b->n_tokens,
+        .n_kv = c->n_ctx,
+        .head_dim = hp->head_k,
+        .head_dim_v = hp->head_v,
+        .n_head = hp->n_head,
+        .n_head_kv = hp->n_head_kv,
+        .kv_type = TR_TYPE_F16,
+        .k_stride = (size_t)c->k_dim * sizeof(uint16_t),
+        .v_stride = (size_t)c->v_dim * sizeof(uint16_t),
+        .q_pos = b->pos,
+        .q_seq = b->seq_id,
+        .n_seq = c->n_seq_max,
+        .kv_valid = c->valid,
+        .window = swa ? hp->n_swa : 0, /* masked when pos - p >= n_swa */
+        .scale = scale_q ? 1.0f : hp->attn_scale,
+        .flags = TR_ATTN_HALF_Q | TR_ATTN_HALF_P,
+    };
+    return tr_attention(c->pool, &p, c->q, c->k_cache + layer_slots * (size_t)c->k_dim,
+                        c->v_cache + layer_slots * (size_t)c->v_dim, c->att);
 }
 
 /* ------------------------------------------------------------------ forward */
 
 tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
-    (void)err;
     const tr_model *m = c->model;
     const tr_arch *arch = m->arch;
     const tr_hparams *hp = &m->hp;
@@ -167,8 +127,8 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
             for (int64_t i = 0; i < k_dim; i++) kc[i] = tr_half_from_float(k[i]);
             for (int64_t i = 0; i < v_dim; i++) vc[i] = tr_half_from_float(v[i]);
         }
-        attn_job job = {.c = c, .b = b, .layer = il, .swa = l->swa};
-        tr_pool_run(c->pool, attn_worker, &job);
+        tr_status st = attention(c, b, il, l->swa);
+        if (st != TR_OK) return tr_err_set(err, st, "forward: attention of layer %d failed (out of memory?)", il);
         matmul(c, &l->wo, c->att, n, xb2);
         (void)o_dim;
         if (l->post_attn_norm)

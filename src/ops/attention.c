@@ -23,7 +23,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
-enum { TOK_BLOCK = 4, TILE = 64 };
+enum { TOK_BLOCK = 4, TILE = 64, TILE_X = 32 };
 
 typedef struct attn_fns {
     /* s[i] = scale * q . k_i for n slots k_i = k + i*stride bytes */
@@ -31,6 +31,15 @@ typedef struct attn_fns {
     /* o += sum_i p[i] v_i over n slots (p[i] == 0 skipped) */
     void (*pv)(float *o, const float *p, const char *v, size_t stride, int n, int d);
     float (*exp_sum)(float *s, int n, float m); /* s[i] = exp(s[i] - m) (-inf -> 0); returns the sum */
+    void (*round_half)(float *dst, const float *src, int n); /* dst[i] = src[i] rounded to a half (nearest even) */
+    /* The normalised-weights path (TR_ATTN_HALF_P), in a fixed summation
+     * order (see "lanes" below):
+     * s[qq*s_stride + i] = scale * q_qq . k_i for nq (1..4) queries q_qq =
+     * q + qq*d and n slots k_i, each dot in 8 lanes (element e into lane e mod 8). */
+    void (*scores_x)(const float *q, int nq, const char *k, size_t stride, int n, int d, float scale, float *s,
+                     size_t s_stride);
+    /* acc[lanes] += w[i] v_i for n slots at positions p0 + i, slot p into lane p mod 8. */
+    void (*pv_x)(float *acc, const float *w, const char *v, size_t stride, int p0, int n, int dv);
 } attn_fns;
 
 /* ---------------------------------------------------------------- scalar reference */
@@ -62,6 +71,63 @@ static float exp_sum_ref(float *s, int n, float m) {
         sum += s[i];
     }
     return sum;
+}
+
+static void round_half_ref(float *dst, const float *src, int n) {
+    for (int i = 0; i < n; i++) dst[i] = tr_fp16_to_fp32(tr_fp32_to_fp16(src[i]));
+}
+
+/* ---- lanes: the fixed summation order of the normalised-weights path.
+ * A dot product of d elements keeps 8 partial sums, element e into lane
+ * e mod 8, summed at the end as ((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7)) (an
+ * 8-wide SIMD register reduced by halves). The weighted sum of V keeps, for
+ * every output element, 8 partial sums too, slot p into lane p mod 8, by
+ * position, so the result does not depend on how the range was cut into
+ * tiles. Products of halves are exact in float, so an FMA and a multiply
+ * then add give the same bits: the scalar reference and the SIMD variant
+ * agree bit for bit on a half-precision cache with half queries.
+ * The accumulator of pv_x is [ceil(dv/8) blocks][8 lanes][8 elements]. */
+static inline float lanes_sum(const float *l, size_t step) {
+    const float a0 = l[0] + l[4 * step], a1 = l[step] + l[5 * step], a2 = l[2 * step] + l[6 * step],
+                a3 = l[3 * step] + l[7 * step];
+    return (a0 + a2) + (a1 + a3);
+}
+
+static float kv_f32(const char *row, int e) { return ((const float *)row)[e]; }
+static float kv_f16(const char *row, int e) { return tr_fp16_to_fp32(((const uint16_t *)row)[e]); }
+
+static void scores_x_ref(float (*kv)(const char *, int), const float *q, int nq, const char *k, size_t stride,
+                         int n, int d, float scale, float *s, size_t s_stride) {
+    for (int qq = 0; qq < nq; qq++)
+        for (int i = 0; i < n; i++) {
+            const char *kr = k + (size_t)i * stride;
+            float lane[8] = {0};
+            for (int e = 0; e < d; e++) lane[e & 7] += q[(size_t)qq * d + e] * kv(kr, e);
+            s[(size_t)qq * s_stride + i] = lanes_sum(lane, 1) * scale;
+        }
+}
+static void scores_x_f32(const float *q, int nq, const char *k, size_t stride, int n, int d, float scale, float *s,
+                         size_t s_stride) {
+    scores_x_ref(kv_f32, q, nq, k, stride, n, d, scale, s, s_stride);
+}
+static void scores_x_f16(const float *q, int nq, const char *k, size_t stride, int n, int d, float scale, float *s,
+                         size_t s_stride) {
+    scores_x_ref(kv_f16, q, nq, k, stride, n, d, scale, s, s_stride);
+}
+static void pv_x_ref(float (*kv)(const char *, int), float *acc, const float *w, const char *v, size_t stride, int p0,
+                     int n, int dv) {
+    for (int i = 0; i < n; i++) {
+        if (w[i] == 0) continue;
+        const char *vr = v + (size_t)i * stride;
+        const int lane = (p0 + i) & 7;
+        for (int x = 0; x < dv; x++) acc[((x >> 3) * 8 + lane) * 8 + (x & 7)] += w[i] * kv(vr, x);
+    }
+}
+static void pv_x_f32(float *acc, const float *w, const char *v, size_t stride, int p0, int n, int dv) {
+    pv_x_ref(kv_f32, acc, w, v, stride, p0, n, dv);
+}
+static void pv_x_f16(float *acc, const float *w, const char *v, size_t stride, int p0, int n, int dv) {
+    pv_x_ref(kv_f16, acc, w, v, stride, p0, n, dv);
 }
 
 static void scores_f32(const float *q, const char *k, size_t stride, int n, int d, float scale, float *s) {
@@ -159,6 +225,13 @@ TGT static float exp_sum_avx2(float *s, int n, float m) {
     }
     return sum;
 }
+TGT static void round_half_avx2(float *dst, const float *src, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT)));
+    for (; i < n; i++) dst[i] = _cvtsh_ss(_cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT));
+}
+
 /* Scores of a tile: the per-slot dot is inlined (no call per slot). */
 #define SCORES_AVX2(name, dotfn)                                                                      \
     TGT static void name(const float *q, const char *k, size_t stride, int n, int d, float scale, float *s) { \
@@ -209,13 +282,118 @@ PV_AVX2(pv_f32_avx2, LOAD8_F32)
 #define LOAD1(vr, y) _cvtsh_ss(((const uint16_t *)(vr))[y])
 PV_AVX2(pv_f16_avx2, LOAD8_F16)
 #undef LOAD1
+
+/* The lanes order (see above) in SIMD: one 8-wide accumulator per query is
+ * exactly the 8 lanes; nq queries share each converted K row. */
+#define SCORES_X_AVX2(name, LOADK, NQ)                                                                 \
+    TGT static void name(const float *q, const char *k, size_t stride, int n, int d, float scale, float *s, \
+                         size_t s_stride) {                                                          \
+        const int d8 = d & ~7;                                                                       \
+        for (int i = 0; i < n; i++) {                                                                \
+            const char *kr = k + (size_t)i * stride;                                                 \
+            __m256 acc[NQ];                                                                          \
+            for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm256_setzero_ps();                           \
+            for (int e = 0; e < d8; e += 8) {                                                        \
+                const __m256 kv = LOADK(kr, e);                                                      \
+                for (int qq = 0; qq < NQ; qq++)                                                      \
+                    acc[qq] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)qq * d + e), kv, acc[qq]); \
+            }                                                                                        \
+            if (d8 < d) { /* ragged head: the missing elements are zeros, which add nothing */       \
+                float kt[8] = {0}, qt[8] = {0};                                                      \
+                for (int e = d8; e < d; e++) kt[e - d8] = LOAD1K(kr, e);                             \
+                for (int qq = 0; qq < NQ; qq++) {                                                    \
+                    for (int e = d8; e < d; e++) qt[e - d8] = q[(size_t)qq * d + e];                 \
+                    acc[qq] = _mm256_fmadd_ps(_mm256_loadu_ps(qt), _mm256_loadu_ps(kt), acc[qq]);    \
+                }                                                                                    \
+            }                                                                                        \
+            for (int qq = 0; qq < NQ; qq++) s[(size_t)qq * s_stride + i] = hsum8(acc[qq]) * scale;   \
+        }                                                                                            \
+    }
+#define LOADK_F32(kr, e) _mm256_loadu_ps((const float *)(kr) + (e))
+#define LOADK_F16(kr, e) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)(kr) + (e))))
+#define LOAD1K(kr, e) (((const float *)(kr))[e])
+SCORES_X_AVX2(scores_x1_f32_avx2, LOADK_F32, 1)
+SCORES_X_AVX2(scores_x2_f32_avx2, LOADK_F32, 2)
+SCORES_X_AVX2(scores_x4_f32_avx2, LOADK_F32, 4)
+#undef LOAD1K
+#define LOAD1K(kr, e) _cvtsh_ss(((const uint16_t *)(kr))[e])
+SCORES_X_AVX2(scores_x1_f16_avx2, LOADK_F16, 1)
+SCORES_X_AVX2(scores_x2_f16_avx2, LOADK_F16, 2)
+SCORES_X_AVX2(scores_x4_f16_avx2, LOADK_F16, 4)
+#undef LOAD1K
+
+#define SCORES_X_DISPATCH(name, suffix)                                                               \
+    TGT static void name(const float *q, int nq, const char *k, size_t stride, int n, int d, float scale, float *s, \
+                         size_t s_stride) {                                                          \
+        for (; nq >= 4; nq -= 4, q += (size_t)4 * d, s += 4 * s_stride)                              \
+            scores_x4_##suffix(q, k, stride, n, d, scale, s, s_stride);                              \
+        for (; nq >= 2; nq -= 2, q += (size_t)2 * d, s += 2 * s_stride)                              \
+            scores_x2_##suffix(q, k, stride, n, d, scale, s, s_stride);                              \
+        if (nq) scores_x1_##suffix(q, k, stride, n, d, scale, s, s_stride);                          \
+    }
+SCORES_X_DISPATCH(scores_x_f32_avx2, f32_avx2)
+SCORES_X_DISPATCH(scores_x_f16_avx2, f16_avx2)
+
+#define AINL static inline __attribute__((always_inline)) TGT
+AINL __m256 load8_kv(const char *row, int x, bool f16) {
+    return f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + x)))
+               : _mm256_loadu_ps((const float *)row + x);
+}
+AINL float load1_kv(const char *row, int x, bool f16) {
+    return f16 ? _cvtsh_ss(((const uint16_t *)row)[x]) : ((const float *)row)[x];
+}
+
+/* One slot into its lane, through memory. */
+AINL void pv_x_one(float *acc, float w, const char *vr, int lane, int dv, bool f16) {
+    if (w == 0) return;
+    const int dv8 = dv & ~7;
+    const __m256 wv = _mm256_set1_ps(w);
+    for (int x = 0; x < dv8; x += 8) {
+        float *ab = acc + ((size_t)x + lane) * 8;
+        _mm256_storeu_ps(ab, _mm256_fmadd_ps(wv, load8_kv(vr, x, f16), _mm256_loadu_ps(ab)));
+    }
+    for (int x = dv8; x < dv; x++) acc[((x >> 3) * 8 + lane) * 8 + (x & 7)] += w * load1_kv(vr, x, f16);
+}
+
+/* Slots before the first position that is a multiple of 8, and after the
+ * last whole group of 8, go through memory one at a time; whole groups keep
+ * the 8 lanes of one block of 8 output elements in registers, the lane of
+ * each slot of a group then known at compile time. */
+AINL void pv_x_avx2(float *acc, const float *w, const char *v, size_t stride, int p0, int n, int dv, bool f16) {
+    int head = (8 - (p0 & 7)) & 7;
+    if (head > n) head = n;
+    const int tail = head + ((n - head) & ~7), dv8 = dv & ~7;
+    for (int i = 0; i < head; i++) pv_x_one(acc, w[i], v + (size_t)i * stride, (p0 + i) & 7, dv, f16);
+    for (int x = 0; x < dv8; x += 8) {
+        float *ab = acc + (size_t)x * 8;
+        __m256 a[8];
+        for (int l = 0; l < 8; l++) a[l] = _mm256_loadu_ps(ab + 8 * l);
+        for (int g = head; g < tail; g += 8) {
+            const char *vr = v + (size_t)g * stride;
+            for (int l = 0; l < 8; l++)
+                a[l] = _mm256_fmadd_ps(_mm256_broadcast_ss(w + g + l), load8_kv(vr + (size_t)l * stride, x, f16), a[l]);
+        }
+        for (int l = 0; l < 8; l++) _mm256_storeu_ps(ab + 8 * l, a[l]);
+    }
+    for (int g = head; g < tail; g++) /* ragged output tail */
+        for (int x = dv8; x < dv; x++)
+            acc[((x >> 3) * 8 + ((p0 + g) & 7)) * 8 + (x & 7)] += w[g] * load1_kv(v + (size_t)g * stride, x, f16);
+    for (int i = tail; i < n; i++) pv_x_one(acc, w[i], v + (size_t)i * stride, (p0 + i) & 7, dv, f16);
+}
+TGT static void pv_x_f32_avx2(float *acc, const float *w, const char *v, size_t stride, int p0, int n, int dv) {
+    pv_x_avx2(acc, w, v, stride, p0, n, dv, false);
+}
+TGT static void pv_x_f16_avx2(float *acc, const float *w, const char *v, size_t stride, int p0, int n, int dv) {
+    pv_x_avx2(acc, w, v, stride, p0, n, dv, true);
+}
 #endif
 
 static const attn_fns *pick_fns(int kv_type, bool simd) {
-    static const attn_fns ref32 = {scores_f32, pv_f32, exp_sum_ref}, ref16 = {scores_f16, pv_f16, exp_sum_ref};
+    static const attn_fns ref32 = {scores_f32, pv_f32, exp_sum_ref, round_half_ref, scores_x_f32, pv_x_f32},
+                          ref16 = {scores_f16, pv_f16, exp_sum_ref, round_half_ref, scores_x_f16, pv_x_f16};
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    static const attn_fns avx32 = {scores_f32_avx2, pv_f32_avx2, exp_sum_avx2},
-                          avx16 = {scores_f16_avx2, pv_f16_avx2, exp_sum_avx2};
+    static const attn_fns avx32 = {scores_f32_avx2, pv_f32_avx2, exp_sum_avx2, round_half_avx2, scores_x_f32_avx2, pv_x_f32_avx2},
+                          avx16 = {scores_f16_avx2, pv_f16_avx2, exp_sum_avx2, round_half_avx2, scores_x_f16_avx2, pv_x_f16_avx2};
     const tr_cpu_features *f = tr_cpu_get();
     if (simd && f->avx2 && f->fma && f->f16c) return kv_type == TR_TYPE_F16 ? &avx16 : &avx32;
 #else
@@ -234,8 +412,15 @@ typedef struct attn_job {
     float *out;
     size_t esize;
     int group; /* query heads per KV head */
-    int n_tblocks, n_split;
+    int dv;    /* head size of the values (and of out) */
+    int n_blocks, n_split;
     int64_t n_units;
+    /* Token blocks: block b is the tokens order[bstart[b] .. bstart[b+1]),
+     * all of one sequence when the cache has regions, and sees at most the
+     * slots [blo[b], bhi[b]) of its region. */
+    const int32_t *order, *bstart, *blo, *bhi;
+    int n_sub, sub; /* normalised-weights path: query heads of a group cut into n_sub units of sub heads */
+    int maxlen;     /* the longest block range */
     atomic_llong next;
     float *scratch; /* per thread: per_thread floats */
     size_t per_thread;
@@ -252,43 +437,47 @@ static inline bool visible(const tr_attn_params *p, int t, int i) {
 
 static void run_unit(attn_job *j, int64_t u, float *scr) {
     const tr_attn_params *p = j->p;
-    int d = p->head_dim, G = j->group;
+    int d = p->head_dim, dv = j->dv, G = j->group;
     int split = (int)(u % j->n_split);
     int g = (int)((u / j->n_split) % p->n_head_kv);
-    int tb = (int)(u / j->n_split / p->n_head_kv);
-    int t0 = tb * TOK_BLOCK, t1 = t0 + TOK_BLOCK < p->n_tokens ? t0 + TOK_BLOCK : p->n_tokens;
-    int nq = (t1 - t0) * G;
+    int b = (int)(u / j->n_split / p->n_head_kv);
+    const int32_t *tok = j->order + j->bstart[b];
+    int nt = j->bstart[b + 1] - j->bstart[b], nq = nt * G;
 
-    /* The slots any query of the unit can see: positions are slot indices
-     * when kv_pos is NULL, so the causal limit and window bound the range. */
-    int lo = 0, hi = p->n_kv;
-    if (!p->kv_pos) {
-        int32_t pmax = INT32_MIN, pmin = INT32_MAX;
-        for (int t = t0; t < t1; t++) {
-            if (p->q_pos[t] > pmax) pmax = p->q_pos[t];
-            if (p->q_pos[t] < pmin) pmin = p->q_pos[t];
-        }
-        if ((int64_t)pmax + 1 < hi) hi = pmax + 1 < 0 ? 0 : pmax + 1;
-        if (p->window > 0 && (int64_t)pmin - p->window + 1 > lo) lo = pmin - p->window + 1;
-    }
+    /* This block's region of the cache (the whole cache without regions). */
+    size_t region = p->n_seq > 0 ? (size_t)p->q_seq[tok[0]] * (size_t)p->n_kv : 0;
+    const char *kb = j->k + region * p->k_stride + (size_t)g * d * j->esize;
+    const char *vb = j->v + region * p->v_stride + (size_t)g * dv * j->esize;
+    const uint8_t *valid = p->kv_valid ? p->kv_valid + region : NULL;
+
+    int lo = j->blo[b], hi = j->bhi[b];
     if (j->n_split > 1) { /* this unit's slice of [lo, hi) */
         int64_t len = hi > lo ? hi - lo : 0, per = (len + j->n_split - 1) / j->n_split;
-        int64_t a = lo + per * split, b = a + per;
+        int64_t a = lo + per * split, e = a + per;
         lo = (int)(a < hi ? a : hi);
-        hi = (int)(b < hi ? b : hi);
+        hi = (int)(e < hi ? e : hi);
     }
 
-    float *m = scr, *l = m + nq, *o = l + nq, *s = o + (size_t)nq * d;
+    float *m = scr, *l = m + nq, *o = l + nq, *s = o + (size_t)nq * dv, *qh = s + TILE;
     for (int i = 0; i < nq; i++) {
         m[i] = -INFINITY;
         l[i] = 0;
     }
-    memset(o, 0, sizeof(float) * (size_t)nq * d);
+    memset(o, 0, sizeof(float) * (size_t)nq * dv);
+    /* The unit's queries, rounded to halves if asked (as they would be
+     * meeting a half-precision cache in llama.cpp's graph). */
+    const bool half_q = p->flags & TR_ATTN_HALF_Q, half_p = p->flags & TR_ATTN_HALF_P;
+    if (half_q && hi > lo)
+        for (int ti = 0; ti < nt; ti++)
+            for (int hg = 0; hg < G; hg++)
+                j->fn->round_half(qh + (size_t)(ti * G + hg) * d,
+                                  j->q + ((size_t)tok[ti] * p->n_head + (size_t)g * G + hg) * d, d);
 
     bool plain = !p->kv_pos && !(p->kv_seq && p->q_seq); /* slot i is position i, one sequence */
     for (int i0 = lo; i0 < hi; i0 += TILE) {
         int i1 = hi - i0 < TILE ? hi : i0 + TILE;
-        for (int t = t0; t < t1; t++) {
+        for (int ti = 0; ti < nt; ti++) {
+            const int t = tok[ti];
             /* With plain positions the visible slots of a query are one
              * range: score only those (a causal prompt skips half the work). */
             int a = i0, e = i1;
@@ -299,45 +488,141 @@ static void run_unit(attn_job *j, int64_t u, float *scr) {
             }
             int n = e - a;
             for (int hg = 0; hg < G; hg++) {
-                int qi = (t - t0) * G + hg, h = g * G + hg;
-                const float *qv = j->q + ((size_t)t * p->n_head + h) * d;
-                j->fn->scores(qv, j->k + (size_t)a * p->k_stride + (size_t)g * d * j->esize, p->k_stride, n, d,
-                              p->scale, s);
+                int qi = ti * G + hg, h = g * G + hg;
+                const float *qv = half_q ? qh + (size_t)qi * d : j->q + ((size_t)t * p->n_head + h) * d;
+                j->fn->scores(qv, kb + (size_t)a * p->k_stride, p->k_stride, n, d, p->scale, s);
                 float mt = -INFINITY;
                 for (int i = 0; i < n; i++) {
-                    if (!plain && !visible(p, t, a + i)) s[i] = -INFINITY;
+                    if ((!plain && !visible(p, t, a + i)) || (valid && !valid[a + i])) s[i] = -INFINITY;
                     else if (p->softcap > 0) s[i] = p->softcap * tanhf(s[i] / p->softcap);
                     if (s[i] > mt) mt = s[i];
                 }
                 if (mt == -INFINITY) continue;
-                float *oq = o + (size_t)qi * d;
+                float *oq = o + (size_t)qi * dv;
                 if (mt > m[qi]) {
                     float c = expf(m[qi] - mt); /* 0 on the first visible tile */
                     l[qi] *= c;
-                    for (int x = 0; x < d; x++) oq[x] *= c;
+                    for (int x = 0; x < dv; x++) oq[x] *= c;
                     m[qi] = mt;
                 }
                 l[qi] += j->fn->exp_sum(s, n, m[qi]);
-                j->fn->pv(oq, s, j->v + (size_t)a * p->v_stride + (size_t)g * d * j->esize, p->v_stride, n, d);
+                if (half_p) j->fn->round_half(s, s, n);
+                j->fn->pv(oq, s, vb + (size_t)a * p->v_stride, p->v_stride, n, dv);
             }
         }
     }
 
-    for (int t = t0; t < t1; t++) {
+    for (int ti = 0; ti < nt; ti++) {
+        const int t = tok[ti];
         for (int hg = 0; hg < G; hg++) {
-            int qi = (t - t0) * G + hg, h = g * G + hg;
+            int qi = ti * G + hg, h = g * G + hg;
             if (j->n_split > 1) {
-                float *dst = j->partial + (((size_t)t * p->n_head + h) * j->n_split + split) * (size_t)(d + 2);
+                float *dst = j->partial + (((size_t)t * p->n_head + h) * j->n_split + split) * (size_t)(dv + 2);
                 dst[0] = m[qi];
                 dst[1] = l[qi];
-                memcpy(dst + 2, o + (size_t)qi * d, sizeof(float) * (size_t)d);
+                memcpy(dst + 2, o + (size_t)qi * dv, sizeof(float) * (size_t)dv);
             } else {
-                float *dst = j->out + ((size_t)t * p->n_head + h) * d;
+                float *dst = j->out + ((size_t)t * p->n_head + h) * dv;
                 float inv = l[qi] > 0 ? 1.0f / l[qi] : 0.0f;
-                for (int x = 0; x < d; x++) dst[x] = o[(size_t)qi * d + x] * inv;
+                for (int x = 0; x < dv; x++) dst[x] = o[(size_t)qi * dv + x] * inv;
             }
         }
     }
+}
+
+/* The normalised-weights path (TR_ATTN_HALF_P): as llama.cpp's graph
+ * without flash attention, every query's whole row of scores is made first,
+ * then its softmax, whose weights are rounded to halves, then their sum with
+ * V. A unit is (token block, KV head, a subset of that head's query heads);
+ * the K rows of a tile serve all its queries of one token. All sums run in
+ * the lanes order, by position, so a query's result does not depend on the
+ * unit or thread that computed it. */
+static void run_unit_exact(attn_job *j, int64_t u, float *scr) {
+    const tr_attn_params *p = j->p;
+    const int d = p->head_dim, dv = j->dv, G = j->group;
+    const int sg = (int)(u % j->n_sub);
+    const int g = (int)((u / j->n_sub) % p->n_head_kv);
+    const int b = (int)(u / j->n_sub / p->n_head_kv);
+    const int h0 = sg * j->sub, nh = G - h0 < j->sub ? G - h0 : j->sub; /* query heads g*G + h0 .. + nh */
+    if (nh <= 0) return;
+    const int32_t *tok = j->order + j->bstart[b];
+    const int nt = j->bstart[b + 1] - j->bstart[b];
+    const size_t region = p->n_seq > 0 ? (size_t)p->q_seq[tok[0]] * (size_t)p->n_kv : 0;
+    const char *kb = j->k + region * p->k_stride + (size_t)g * d * j->esize;
+    const char *vb = j->v + region * p->v_stride + (size_t)g * dv * j->esize;
+    const uint8_t *valid = p->kv_valid ? p->kv_valid + region : NULL;
+    const int lo = j->blo[b], hi = j->bhi[b], len = hi - lo;
+    const bool plain = !p->kv_pos && !(p->kv_seq && p->q_seq);
+
+    /* scratch: queries [nt*nh][d], scores then weights [nt*nh][maxlen], lanes [8 * ceil(dv/8) * 8] */
+    float *qh = scr, *S = qh + (size_t)nt * nh * d, *acc = S + (size_t)nt * nh * j->maxlen;
+    const size_t acc_n = (size_t)((dv + 7) / 8) * 64;
+    for (int ti = 0; ti < nt; ti++) {
+        const float *src = j->q + ((size_t)tok[ti] * p->n_head + (size_t)g * G + h0) * d;
+        if (p->flags & TR_ATTN_HALF_Q) j->fn->round_half(qh + (size_t)ti * nh * d, src, nh * d);
+        else memcpy(qh + (size_t)ti * nh * d, src, sizeof(float) * (size_t)nh * d);
+    }
+
+    /* Scores, a tile of K at a time for all the block's queries. */
+    for (int i0 = lo; i0 < hi; i0 += TILE_X) {
+        const int i1 = hi - i0 < TILE_X ? hi : i0 + TILE_X;
+        for (int ti = 0; ti < nt; ti++) {
+            int a = i0, e = i1;
+            if (plain) {
+                const int32_t qp = p->q_pos[tok[ti]];
+                if (qp + 1 < e) e = qp + 1;
+                if (p->window > 0 && qp - p->window + 1 > a) a = qp - p->window + 1;
+                if (a >= e) continue;
+            }
+            j->fn->scores_x(qh + (size_t)ti * nh * d, nh, kb + (size_t)a * p->k_stride, p->k_stride, e - a, d,
+                            p->scale, S + (size_t)ti * nh * j->maxlen + (a - lo), (size_t)j->maxlen);
+        }
+    }
+
+    for (int ti = 0; ti < nt; ti++) {
+        const int t = tok[ti];
+        int a = lo, e = hi;
+        if (plain) {
+            const int32_t qp = p->q_pos[t];
+            if (qp + 1 < e) e = qp + 1;
+            if (p->window > 0 && qp - p->window + 1 > a) a = qp - p->window + 1;
+        }
+        for (int hh = 0; hh < nh; hh++) {
+            float *out = j->out + ((size_t)t * p->n_head + (size_t)g * G + h0 + hh) * dv;
+            float *w = S + ((size_t)ti * nh + hh) * j->maxlen - lo; /* w[i] for slot i */
+            /* softmax over the visible slots: max, exp and a double sum in
+             * position order, then the normalised weights rounded */
+            float mx = -INFINITY;
+            for (int i = a; i < e; i++) {
+                if ((!plain && !visible(p, t, i)) || (valid && !valid[i])) {
+                    w[i] = -INFINITY;
+                    continue;
+                }
+                if (p->softcap > 0) w[i] = p->softcap * tanhf(w[i] / p->softcap);
+                if (w[i] > mx) mx = w[i];
+            }
+            if (mx == -INFINITY) { /* sees nothing */
+                memset(out, 0, sizeof(float) * (size_t)dv);
+                continue;
+            }
+            double sum = 0;
+            for (int i = a; i < e; i++) {
+                const float ei = w[i] == -INFINITY ? 0.0f : expf(w[i] - mx);
+                w[i] = ei;
+                sum += ei;
+            }
+            const float inv = (float)(1.0 / sum);
+            for (int i = a; i < e; i++) w[i] *= inv;
+            if (p->flags & TR_ATTN_HALF_P) j->fn->round_half(w + a, w + a, e - a);
+            memset(acc, 0, sizeof(float) * acc_n);
+            for (int i0 = a; i0 < e; i0 += TILE_X) {
+                const int n = e - i0 < TILE_X ? e - i0 : TILE_X;
+                j->fn->pv_x(acc, w + i0, vb + (size_t)i0 * p->v_stride, p->v_stride, i0, n, dv);
+            }
+            for (int x = 0; x < dv; x++) out[x] = lanes_sum(acc + (size_t)(x >> 3) * 64 + (x & 7), 8);
+        }
+    }
+    (void)len;
 }
 
 static void attn_part(void *arg, int ith, int nth) {
@@ -347,7 +632,8 @@ static void attn_part(void *arg, int ith, int nth) {
     for (;;) {
         int64_t u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (u >= j->n_units) break;
-        run_unit(j, u, scr);
+        if (j->n_sub) run_unit_exact(j, u, scr);
+        else run_unit(j, u, scr);
     }
 }
 
@@ -355,7 +641,7 @@ static void attn_part(void *arg, int ith, int nth) {
 static void merge_part(void *arg, int ith, int nth) {
     attn_job *j = arg;
     const tr_attn_params *p = j->p;
-    int d = p->head_dim;
+    int d = j->dv;
     for (int64_t th = ith; th < (int64_t)p->n_tokens * p->n_head; th += nth) {
         const float *src = j->partial + (size_t)th * j->n_split * (size_t)(d + 2);
         float M = -INFINITY;
@@ -378,16 +664,73 @@ static void merge_part(void *arg, int ith, int nth) {
     }
 }
 
+/* Token blocks of up to TOK_BLOCK tokens (of one sequence when the cache
+ * has regions: the tokens are grouped by sequence, stably) and the range of
+ * slots each block can see, into ints (the tables' storage). Returns the
+ * longest range. */
+static int build_blocks(attn_job *j, int32_t *ints) {
+    const tr_attn_params *p = j->p;
+    const int nt = p->n_tokens, n_seq = p->n_seq;
+    int32_t *order = ints, *bstart = order + nt, *blo = bstart + nt + 1, *bhi = blo + nt, *cnt = bhi + nt;
+    if (n_seq > 0) {
+        memset(cnt, 0, sizeof(int32_t) * ((size_t)n_seq + 1));
+        for (int t = 0; t < nt; t++) cnt[p->q_seq[t] + 1]++;
+        for (int s = 0; s < n_seq; s++) cnt[s + 1] += cnt[s];
+        for (int t = 0; t < nt; t++) order[cnt[p->q_seq[t]]++] = t;
+    } else {
+        for (int t = 0; t < nt; t++) order[t] = t;
+    }
+    int nb = 0, maxlen = 0;
+    for (int i = 0; i < nt; i++)
+        if (i == 0 || i - bstart[nb - 1] == TOK_BLOCK || (n_seq > 0 && p->q_seq[order[i]] != p->q_seq[order[i - 1]]))
+            bstart[nb++] = i;
+    bstart[nb] = nt;
+    for (int b = 0; b < nb; b++) {
+        /* Positions are slot indices when kv_pos is NULL, so the causal
+         * limit and the window bound the range. */
+        int lo = 0, hi = p->n_kv;
+        if (!p->kv_pos) {
+            int32_t pmax = INT32_MIN, pmin = INT32_MAX;
+            for (int i = bstart[b]; i < bstart[b + 1]; i++) {
+                int32_t qp = p->q_pos[order[i]];
+                if (qp > pmax) pmax = qp;
+                if (qp < pmin) pmin = qp;
+            }
+            if ((int64_t)pmax + 1 < hi) hi = pmax + 1 < 0 ? 0 : pmax + 1;
+            if (p->window > 0 && (int64_t)pmin - p->window + 1 > lo) lo = pmin - p->window + 1;
+        }
+        if (hi < lo) hi = lo;
+        blo[b] = lo;
+        bhi[b] = hi;
+        if (hi - lo > maxlen) maxlen = hi - lo;
+    }
+    j->order = order;
+    j->bstart = bstart;
+    j->blo = blo;
+    j->bhi = bhi;
+    j->n_blocks = nb;
+    return maxlen;
+}
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
 tr_status tr_attention_variant(tr_pool *pool, const tr_attn_params *p, const float *q, const void *k,
                                const void *v, float *out, bool simd) {
     if (!p || !q || !k || !v || !out || !p->q_pos) return TR_ERR_ARG;
     if (p->n_tokens < 0 || p->n_kv < 0 || p->head_dim <= 0 || p->n_head <= 0 || p->n_head_kv <= 0 ||
-        p->n_head % p->n_head_kv)
+        p->n_head % p->n_head_kv || p->n_seq < 0)
         return TR_ERR_ARG;
     if (p->kv_type != TR_TYPE_F32 && p->kv_type != TR_TYPE_F16) return TR_ERR_ARG;
     size_t esize = p->kv_type == TR_TYPE_F16 ? 2 : 4;
-    size_t row = (size_t)p->n_head_kv * p->head_dim * esize;
-    if (p->n_kv > 1 && (p->k_stride < row || p->v_stride < row)) return TR_ERR_ARG;
+    if (p->head_dim_v < 0) return TR_ERR_ARG;
+    const int dv = p->head_dim_v ? p->head_dim_v : p->head_dim;
+    size_t row = (size_t)p->n_head_kv * p->head_dim * esize, row_v = (size_t)p->n_head_kv * dv * esize;
+    if (p->n_kv > 1 && (p->k_stride < row || p->v_stride < row_v)) return TR_ERR_ARG;
+    if (p->n_seq > 0) { /* regions: each query reads its own sequence's region only */
+        if (!p->q_seq || p->kv_pos || p->kv_seq) return TR_ERR_ARG;
+        for (int t = 0; t < p->n_tokens; t++)
+            if (p->q_seq[t] < 0 || p->q_seq[t] >= p->n_seq) return TR_ERR_ARG;
+    }
     if (p->n_tokens == 0) return TR_OK;
 
     int nth = tr_pool_size(pool);
@@ -400,25 +743,64 @@ tr_status tr_attention_variant(tr_pool *pool, const tr_attn_params *p, const flo
     j.out = out;
     j.esize = esize;
     j.group = p->n_head / p->n_head_kv;
-    j.n_tblocks = (p->n_tokens + TOK_BLOCK - 1) / TOK_BLOCK;
-    int64_t base = (int64_t)j.n_tblocks * p->n_head_kv;
-    /* Too few units to feed every thread (generation): split the KV range. */
-    j.n_split = base < nth && p->n_kv >= 2 * TILE ? (int)((2 * nth + base - 1) / base) : 1;
-    j.n_units = base * j.n_split;
+    j.dv = dv;
+
+    /* The block tables come first in the scratch: the rest's size depends
+     * on them (the longest range), and is asked for once they are known. */
+    const int nt = p->n_tokens;
+    size_t int_bytes = align64(sizeof(int32_t) * ((size_t)nt * 4 + 2 + (p->n_seq > 0 ? (size_t)p->n_seq + 1 : 0)));
+    void *owned = NULL, *buf = tr_pool_scratch(pool, int_bytes);
+    if (!buf) buf = owned = malloc(int_bytes);
+    if (!buf) return TR_ERR_NOMEM;
+    int maxlen = build_blocks(&j, buf);
+
+    size_t per_thread, part_floats = 0;
+    const int64_t base = (int64_t)j.n_blocks * p->n_head_kv;
+    if (p->flags & TR_ATTN_HALF_P) {
+        /* Too few units to feed every thread (generation): cut each group's
+         * query heads into several units (each reads the K/V range again;
+         * the results do not change). */
+        j.n_sub = base < nth ? (int)((nth + base - 1) / base) : 1;
+        if (j.n_sub > j.group) j.n_sub = j.group;
+        j.sub = (j.group + j.n_sub - 1) / j.n_sub;
+        j.n_split = 1;
+        j.maxlen = maxlen;
+        j.n_units = base * j.n_sub;
+        size_t nq = (size_t)TOK_BLOCK * j.sub;
+        per_thread = nq * ((size_t)p->head_dim + (size_t)maxlen) + (size_t)((dv + 7) / 8) * 64;
+    } else {
+        /* Too few units to feed every thread (generation): split the KV range. */
+        j.n_split = base < nth && maxlen >= 2 * TILE ? (int)((2 * nth + base - 1) / base) : 1;
+        if (j.n_split > 2 * nth) j.n_split = 2 * nth;
+        j.n_units = base * j.n_split;
+        size_t nq = (size_t)TOK_BLOCK * j.group;
+        per_thread = nq * (2 + (size_t)p->head_dim + (size_t)dv) + TILE;
+        if (j.n_split > 1) part_floats = (size_t)nt * p->n_head * j.n_split * (size_t)(dv + 2);
+    }
+    j.per_thread = (per_thread + 15) & ~(size_t)15;
+    size_t bytes = int_bytes + align64(sizeof(float) * j.per_thread * (size_t)nth) + sizeof(float) * part_floats;
+    if (owned) {
+        void *nb = realloc(owned, bytes);
+        if (!nb) {
+            free(owned);
+            return TR_ERR_NOMEM;
+        }
+        buf = owned = nb;
+    } else {
+        buf = tr_pool_scratch(pool, bytes);
+        if (!buf) return TR_ERR_NOMEM;
+    }
+    build_blocks(&j, buf); /* again: growing the scratch may have moved it */
+    j.scratch = (float *)((char *)buf + int_bytes);
+    j.partial = j.scratch + j.per_thread * (size_t)nth;
     atomic_init(&j.next, 0);
 
-    size_t nq = (size_t)TOK_BLOCK * j.group;
-    j.per_thread = (nq * (2 + (size_t)p->head_dim) + TILE + 15) & ~(size_t)15;
-    size_t partial = j.n_split > 1 ? (size_t)p->n_tokens * p->n_head * j.n_split * (size_t)(p->head_dim + 2) : 0;
-    size_t bytes = sizeof(float) * (j.per_thread * (size_t)nth + partial);
-    void *owned = NULL, *buf = tr_pool_scratch(pool, bytes);
-    if (!buf) buf = owned = malloc(bytes);
-    if (!buf) return TR_ERR_NOMEM;
-    j.scratch = buf;
-    j.partial = j.scratch + j.per_thread * (size_t)nth;
-
     tr_pool_run(pool, attn_part, &j);
-    if (j.n_split > 1) tr_pool_run(pool, merge_part, &j);
+    if (j.n_split > 1) {
+        /* Small merges (generation) are not worth waking the pool for. */
+        if ((int64_t)nt * p->n_head * j.n_split * dv < 65536) merge_part(&j, 0, 1);
+        else tr_pool_run(pool, merge_part, &j);
+    }
     free(owned);
     return TR_OK;
 }

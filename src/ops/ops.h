@@ -74,7 +74,7 @@ void tr_geglu(float *out, const float *gate, const float *up, int64_t n);
  *
  * Layouts (all row-major):
  *   q    n_tokens x n_head x head_dim floats: query t, head h at q + (t*n_head + h)*head_dim
- *   out  same shape as q
+ *   out  n_tokens x n_head x head_dim_v (the same shape as q when head_dim_v is head_dim)
  *   k, v the cache of one layer: slot i (0 <= i < n_kv) holds, for every KV
  *        head, head_dim elements of kv_type (TR_TYPE_F32 or TR_TYPE_F16):
  *        head g of slot i at (char *)k + i*k_stride + g*head_dim*elem_size;
@@ -85,10 +85,23 @@ void tr_geglu(float *out, const float *gate, const float *up, int64_t n);
  * sequence q_seq[t]) sees slot i iff same sequence, kv_pos[i] <= q_pos[t]
  * and, when window > 0, q_pos[t] - kv_pos[i] < window (llama.cpp's sliding
  * window). A query that sees no slot gets zeros.
- * softcap > 0 applies cap * tanh(s / cap) to the scaled scores (Gemma 2). */
+ * softcap > 0 applies cap * tanh(s / cap) to the scaled scores (Gemma 2).
+ *
+ * Regions (n_seq > 0): k and v hold n_seq regions of n_kv slots each, region
+ * s (slots s*n_kv .. s*n_kv + n_kv - 1) for sequence s, its slot i holding
+ * position i (an engine's per-sequence cache); query t reads only region
+ * q_seq[t] (required; kv_pos and kv_seq must be NULL).
+ * kv_valid (NULL: all valid) flags the slots holding an entry (n_kv flags,
+ * n_seq * n_kv with regions): the others are never seen.
+ * flags TR_ATTN_HALF_Q / TR_ATTN_HALF_P round the queries / the softmax
+ * weights to halves before they meet the cache, the roundings of llama.cpp's
+ * CPU graph with a half-precision cache; the weights rounded are the
+ * unnormalised exp(s - running max), so the result is not bit-equal to
+ * rounding the normalised weights, only as close to it. */
 typedef struct tr_attn_params {
     int n_tokens, n_kv;
     int head_dim, n_head, n_head_kv;
+    int head_dim_v; /* head size of v and out; 0: head_dim */
     int kv_type; /* TR_TYPE_F32 or TR_TYPE_F16 */
     size_t k_stride, v_stride;
     const int32_t *q_pos;  /* n_tokens positions (required) */
@@ -97,7 +110,12 @@ typedef struct tr_attn_params {
     int window;   /* sliding window, 0: none */
     float scale;  /* usually 1/sqrt(head_dim) */
     float softcap; /* 0: none */
+    int n_seq;                /* > 0: per-sequence regions (above) */
+    const uint8_t *kv_valid;  /* NULL or one flag per slot */
+    unsigned flags;           /* TR_ATTN_HALF_Q | TR_ATTN_HALF_P */
 } tr_attn_params;
+
+enum { TR_ATTN_HALF_Q = 1u, TR_ATTN_HALF_P = 2u };
 
 /* Returns TR_ERR_ARG for inconsistent parameters (head counts, types,
  * strides), TR_ERR_NOMEM if no scratch could be had; pool may be NULL. */

@@ -22,17 +22,34 @@ typedef struct {
     float *q, *out;
     void *k, *v;
     int32_t *q_pos, *kv_pos, *q_seq, *kv_seq;
+    uint8_t *valid;
 } case_t;
 
-static float kv_at(const case_t *c, const void *base, size_t stride, int i, int g, int x) {
-    const char *row = (const char *)base + (size_t)i * stride;
-    if (c->p.kv_type == TR_TYPE_F16) return tr_fp16_to_fp32(((const uint16_t *)row)[g * c->p.head_dim + x]);
-    return ((const float *)row)[g * c->p.head_dim + x];
+/* Slot i of the cache as the kernel addresses it: with regions, query t's
+ * slot i is slot q_seq[t] * n_kv + i of the cache. */
+static size_t slot_of(const case_t *c, int t, int i) {
+    return c->p.n_seq > 0 ? (size_t)c->q_seq[t] * (size_t)c->p.n_kv + (size_t)i : (size_t)i;
 }
+
+static bool sees(const case_t *c, int t, int i) {
+    const tr_attn_params *p = &c->p;
+    int pos = c->kv_pos ? c->kv_pos[i] : i;
+    if (pos > c->q_pos[t] || (p->window && c->q_pos[t] - pos >= p->window)) return false;
+    if (p->n_seq == 0 && c->kv_seq && c->kv_seq[i] != c->q_seq[t]) return false;
+    if (c->valid && !c->valid[slot_of(c, t, i)]) return false;
+    return true;
+}
+
+static float kv_at(const case_t *c, const void *base, size_t stride, size_t i, int g, int dim, int x) {
+    const char *row = (const char *)base + i * stride;
+    if (c->p.kv_type == TR_TYPE_F16) return tr_fp16_to_fp32(((const uint16_t *)row)[g * dim + x]);
+    return ((const float *)row)[g * dim + x];
+}
+static int dim_v(const case_t *c) { return c->p.head_dim_v ? c->p.head_dim_v : c->p.head_dim; }
 
 static void naive(const case_t *c, float *out) {
     const tr_attn_params *p = &c->p;
-    int d = p->head_dim, G = p->n_head / p->n_head_kv;
+    int d = p->head_dim, dv = dim_v(c), G = p->n_head / p->n_head_kv;
     double *s = malloc(sizeof(double) * (size_t)(p->n_kv + 1));
     for (int t = 0; t < p->n_tokens; t++) {
         for (int h = 0; h < p->n_head; h++) {
@@ -40,25 +57,26 @@ static void naive(const case_t *c, float *out) {
             const float *q = c->q + ((size_t)t * p->n_head + h) * d;
             double mx = -INFINITY;
             for (int i = 0; i < p->n_kv; i++) {
-                int pos = c->kv_pos ? c->kv_pos[i] : i;
-                bool vis = pos <= c->q_pos[t] && (!p->window || c->q_pos[t] - pos < p->window) &&
-                           (!c->kv_seq || c->kv_seq[i] == c->q_seq[t]);
                 s[i] = -INFINITY;
-                if (!vis) continue;
+                if (!sees(c, t, i)) continue;
                 double dot = 0;
-                for (int x = 0; x < d; x++) dot += (double)q[x] * kv_at(c, c->k, p->k_stride, i, g, x);
+                for (int x = 0; x < d; x++) {
+                    /* with TR_ATTN_HALF_Q the query is halves: the reference takes them too */
+                    double qx = p->flags & TR_ATTN_HALF_Q ? tr_fp16_to_fp32(tr_fp32_to_fp16(q[x])) : q[x];
+                    dot += qx * kv_at(c, c->k, p->k_stride, slot_of(c, t, i), g, d, x);
+                }
                 dot *= p->scale;
                 if (p->softcap > 0) dot = p->softcap * tanh(dot / p->softcap);
                 s[i] = dot;
                 if (dot > mx) mx = dot;
             }
-            float *o = out + ((size_t)t * p->n_head + h) * d;
+            float *o = out + ((size_t)t * p->n_head + h) * dv;
             double sum = 0;
             for (int i = 0; i < p->n_kv; i++) sum += s[i] == -INFINITY ? 0 : exp(s[i] - mx);
-            for (int x = 0; x < d; x++) {
+            for (int x = 0; x < dv; x++) {
                 double acc = 0;
                 for (int i = 0; i < p->n_kv; i++)
-                    if (s[i] != -INFINITY) acc += exp(s[i] - mx) * kv_at(c, c->v, p->v_stride, i, g, x);
+                    if (s[i] != -INFINITY) acc += exp(s[i] - mx) * kv_at(c, c->v, p->v_stride, slot_of(c, t, i), g, dv, x);
                 o[x] = sum > 0 ? (float)(acc / sum) : 0.0f;
             }
         }
@@ -130,12 +148,123 @@ static case_t make_case(int n_tokens, int n_kv, int d, int n_head, int n_head_kv
 
 static void free_case(case_t *c) {
     free(c->q), free(c->out), free(c->k), free(c->v), free(c->q_pos), free(c->kv_pos), free(c->q_seq), free(c->kv_seq);
+    free(c->valid);
+}
+
+/* An engine's cache: n_seq regions of n_kv slots (slot i = position i), a
+ * valid flag per slot (some cleared at random), head sizes d for K and dv for
+ * V, tokens of random sequences at random positions (distinct per sequence),
+ * in random order. */
+static case_t make_region_case(int n_tokens, int n_kv, int n_seq, int d, int dv, int n_head, int n_head_kv,
+                               int kv_type, int window, unsigned flags) {
+    case_t c = {0};
+    tr_attn_params *p = &c.p;
+    p->n_tokens = n_tokens;
+    p->n_kv = n_kv;
+    p->n_seq = n_seq;
+    p->head_dim = d;
+    p->head_dim_v = dv;
+    p->n_head = n_head;
+    p->n_head_kv = n_head_kv;
+    p->kv_type = kv_type;
+    p->window = window;
+    p->flags = flags;
+    p->scale = 1.0f / sqrtf((float)d) * 3.0f;
+    size_t es = kv_type == TR_TYPE_F16 ? 2 : 4, slots = (size_t)n_seq * n_kv;
+    p->k_stride = (size_t)n_head_kv * d * es;
+    p->v_stride = (size_t)n_head_kv * dv * es;
+    c.q = malloc(sizeof(float) * (size_t)n_tokens * n_head * d);
+    c.out = malloc(sizeof(float) * (size_t)n_tokens * n_head * dv);
+    for (size_t i = 0; i < (size_t)n_tokens * n_head * d; i++) c.q[i] = rndf();
+    c.k = malloc(p->k_stride * slots);
+    c.v = malloc(p->v_stride * slots);
+    for (size_t i = 0; i < p->k_stride * slots / es; i++) {
+        if (es == 2) ((uint16_t *)c.k)[i] = tr_fp32_to_fp16(rndf());
+        else ((float *)c.k)[i] = rndf();
+    }
+    for (size_t i = 0; i < p->v_stride * slots / es; i++) {
+        if (es == 2) ((uint16_t *)c.v)[i] = tr_fp32_to_fp16(rndf());
+        else ((float *)c.v)[i] = rndf();
+    }
+    c.valid = malloc(slots);
+    for (size_t i = 0; i < slots; i++) c.valid[i] = rnd() % 8 != 0;
+    c.q_pos = malloc(sizeof(int32_t) * (size_t)n_tokens);
+    c.q_seq = malloc(sizeof(int32_t) * (size_t)n_tokens);
+    for (int t = 0; t < n_tokens; t++) {
+        bool dup;
+        do { /* a (sequence, position) at most once, as a batch has it */
+            c.q_seq[t] = (int32_t)(rnd() % (uint32_t)n_seq);
+            c.q_pos[t] = (int32_t)(rnd() % (uint32_t)n_kv);
+            dup = false;
+            for (int u = 0; u < t; u++) dup |= c.q_seq[u] == c.q_seq[t] && c.q_pos[u] == c.q_pos[t];
+        } while (dup);
+        c.valid[slot_of(&c, t, c.q_pos[t])] = 1; /* a token's own entry is in the cache */
+    }
+    p->q_pos = c.q_pos;
+    p->q_seq = c.q_seq;
+    p->kv_valid = c.valid;
+    return c;
+}
+
+/* The normalised-weights path's arithmetic written out plainly: halves of q,
+ * 8-lane dot products, expf and a double sum in position order, normalised
+ * weights rounded to halves, 8-lane weighted sums by position. */
+static float lanes8(const float *l) { return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7])); }
+
+static void naive_lanes(const case_t *c, float *out) {
+    const tr_attn_params *p = &c->p;
+    int d = p->head_dim, dv = dim_v(c), G = p->n_head / p->n_head_kv;
+    float *s = malloc(sizeof(float) * (size_t)p->n_kv), *acc = malloc(sizeof(float) * 8 * (size_t)dv);
+    for (int t = 0; t < p->n_tokens; t++) {
+        for (int h = 0; h < p->n_head; h++) {
+            int g = h / G;
+            const float *q = c->q + ((size_t)t * p->n_head + h) * d;
+            float mx = -INFINITY;
+            for (int i = 0; i < p->n_kv; i++) {
+                s[i] = -INFINITY;
+                if (!sees(c, t, i)) continue;
+                float lane[8] = {0};
+                for (int x = 0; x < d; x++) {
+                    float qx = p->flags & TR_ATTN_HALF_Q ? tr_fp16_to_fp32(tr_fp32_to_fp16(q[x])) : q[x];
+                    lane[x & 7] += qx * kv_at(c, c->k, p->k_stride, slot_of(c, t, i), g, d, x);
+                }
+                s[i] = lanes8(lane) * p->scale;
+                if (p->softcap > 0) s[i] = p->softcap * tanhf(s[i] / p->softcap);
+                if (s[i] > mx) mx = s[i];
+            }
+            float *o = out + ((size_t)t * p->n_head + h) * dv;
+            memset(acc, 0, sizeof(float) * 8 * (size_t)dv);
+            if (mx != -INFINITY) {
+                double sum = 0;
+                for (int i = 0; i < p->n_kv; i++) {
+                    s[i] = s[i] == -INFINITY ? 0.0f : expf(s[i] - mx);
+                    sum += s[i];
+                }
+                float inv = (float)(1.0 / sum);
+                for (int i = 0; i < p->n_kv; i++) {
+                    if (s[i] == 0) continue;
+                    float w = s[i] * inv;
+                    if (p->flags & TR_ATTN_HALF_P) w = tr_fp16_to_fp32(tr_fp32_to_fp16(w));
+                    for (int x = 0; x < dv; x++)
+                        acc[x * 8 + (i & 7)] += w * kv_at(c, c->v, p->v_stride, slot_of(c, t, i), g, dv, x);
+                }
+            }
+            for (int x = 0; x < dv; x++) o[x] = lanes8(acc + x * 8);
+        }
+    }
+    free(s), free(acc);
 }
 
 static int check_case(case_t *c, tr_pool **pools) {
-    size_t n = (size_t)c->p.n_tokens * c->p.n_head * c->p.head_dim;
-    float *want = malloc(sizeof(float) * n);
+    size_t n = (size_t)c->p.n_tokens * c->p.n_head * dim_v(c);
+    float *want = malloc(sizeof(float) * n), *exact = malloc(sizeof(float) * n);
     naive(c, want);
+    /* Weights rounded to halves are off the exact softmax by up to 2^-11. */
+    const float tol = c->p.flags & TR_ATTN_HALF_P ? 2e-3f : 2e-5f;
+    /* The normalised-weights path on a half cache with half queries is the
+     * lanes arithmetic to the bit, whatever the threads and inner loops. */
+    const bool bitwise = (c->p.flags & TR_ATTN_HALF_P) && (c->p.flags & TR_ATTN_HALF_Q) && c->p.kv_type == TR_TYPE_F16;
+    if (bitwise) naive_lanes(c, exact);
     int bad_total = 0;
     for (int simd = 0; simd <= 1; simd++) {
         for (int pi = 0; pi < 4; pi++) {
@@ -144,15 +273,15 @@ static int check_case(case_t *c, tr_pool **pools) {
             TT_CHECK_EQ_INT(st, TR_OK);
             int bad = 0;
             for (size_t i = 0; i < n; i++)
-                if (!(fabsf(c->out[i] - want[i]) <= 2e-5f)) bad++;
+                if (!(fabsf(c->out[i] - want[i]) <= tol) || (bitwise && c->out[i] != exact[i])) bad++;
             if (bad)
-                fprintf(stderr, "  tokens=%d kv=%d d=%d heads=%d/%d type=%d window=%d simd=%d threads=%d: %d bad\n",
-                        c->p.n_tokens, c->p.n_kv, c->p.head_dim, c->p.n_head, c->p.n_head_kv, c->p.kv_type,
-                        c->p.window, simd, pi, bad);
+                fprintf(stderr, "  tokens=%d kv=%d seqs=%d d=%d/%d heads=%d/%d type=%d window=%d flags=%u simd=%d threads=%d: "
+                                "%d bad\n", c->p.n_tokens, c->p.n_kv, c->p.n_seq, c->p.head_dim, dim_v(c), c->p.n_head,
+                        c->p.n_head_kv, c->p.kv_type, c->p.window, c->p.flags, simd, pi, bad);
             bad_total += bad;
         }
     }
-    free(want);
+    free(want), free(exact);
     return bad_total;
 }
 
@@ -195,6 +324,49 @@ TT_TEST(sliding_window_positions_sequences_softcap) {
     free_case(&c);
 }
 
+TT_TEST(normalised_weights_path_is_the_lanes_arithmetic) {
+    /* Gemma-, TinyLlama- and Qwen-like groups, ragged head sizes (not
+     * multiples of 8), windows that start ranges off a multiple of 8. */
+    static const int shapes[][4] = {{256, 256, 4, 1}, {64, 64, 32, 4}, {40, 40, 6, 2}, {72, 72, 4, 4}, {20, 20, 3, 1}};
+    for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++) {
+        for (int rep = 0; rep < 4; rep++) {
+            const unsigned flags = rep == 3 ? TR_ATTN_HALF_P : TR_ATTN_HALF_Q | TR_ATTN_HALF_P;
+            const int type = rep == 2 ? TR_TYPE_F32 : TR_TYPE_F16;
+            /* prompt: several tokens of one sequence, then one decode token */
+            case_t c = make_case(1 + (int)(rnd() % 17), 20 + (int)(rnd() % 200), shapes[sh][0], shapes[sh][2],
+                                 shapes[sh][3], type, rep == 1 ? 1 + (int)(rnd() % 50) : 0, false, false, 0);
+            c.p.flags = flags;
+            TT_CHECK_EQ_INT(check_case(&c, pools), 0);
+            free_case(&c);
+            c = make_case(1, 100 + (int)(rnd() % 300), shapes[sh][0], shapes[sh][2], shapes[sh][3], type, 0, false,
+                          false, 0);
+            c.p.flags = flags;
+            TT_CHECK_EQ_INT(check_case(&c, pools), 0);
+            free_case(&c);
+        }
+    }
+}
+
+TT_TEST(sequence_regions_and_empty_slots) {
+    /* Both paths; tokens of several sequences interleaved, each reading only
+     * its own region, skipping cleared slots; V heads of another size. */
+    for (int rep = 0; rep < 12; rep++) {
+        const unsigned flags = rep % 3 == 0 ? 0 : TR_ATTN_HALF_Q | TR_ATTN_HALF_P;
+        const int d = rep & 1 ? 64 : 40, dv = rep % 4 == 1 ? 24 : d;
+        case_t c = make_region_case(1 + (int)(rnd() % 20), 30 + (int)(rnd() % 150), 1 + (int)(rnd() % 4), d, dv,
+                                    4, rep & 2 ? 2 : 1, rep & 4 ? TR_TYPE_F16 : TR_TYPE_F32,
+                                    rep % 5 == 0 ? 16 : 0, flags);
+        TT_CHECK_EQ_INT(check_case(&c, pools), 0);
+        free_case(&c);
+    }
+    /* a token whose sequence holds only itself */
+    case_t c = make_region_case(3, 40, 3, 32, 32, 2, 1, TR_TYPE_F16, 0, TR_ATTN_HALF_Q | TR_ATTN_HALF_P);
+    memset(c.valid, 0, (size_t)3 * 40);
+    for (int t = 0; t < 3; t++) c.valid[slot_of(&c, t, c.q_pos[t])] = 1;
+    TT_CHECK_EQ_INT(check_case(&c, pools), 0);
+    free_case(&c);
+}
+
 TT_TEST(rejects_bad_parameters) {
     case_t c = make_case(2, 10, 64, 4, 2, TR_TYPE_F32, 0, false, false, 0);
     c.p.n_head_kv = 3;
@@ -206,12 +378,22 @@ TT_TEST(rejects_bad_parameters) {
     c.p.k_stride = 4;
     TT_CHECK_EQ_INT(tr_attention(NULL, &c.p, c.q, c.k, c.v, c.out), TR_ERR_ARG);
     free_case(&c);
+    /* regions need the queries' sequences, inside [0, n_seq) */
+    c = make_region_case(2, 10, 2, 64, 64, 4, 2, TR_TYPE_F32, 0, 0);
+    c.p.q_seq = NULL;
+    TT_CHECK_EQ_INT(tr_attention(NULL, &c.p, c.q, c.k, c.v, c.out), TR_ERR_ARG);
+    c.p.q_seq = c.q_seq;
+    c.q_seq[1] = 2;
+    TT_CHECK_EQ_INT(tr_attention(NULL, &c.p, c.q, c.k, c.v, c.out), TR_ERR_ARG);
+    free_case(&c);
 }
 
 int main(void) {
     for (int i = 0; i < 3; i++) pools[i] = tr_pool_new(i + 1);
     TT_RUN(prompt_and_decode_match_naive_softmax);
     TT_RUN(sliding_window_positions_sequences_softcap);
+    TT_RUN(normalised_weights_path_is_the_lanes_arithmetic);
+    TT_RUN(sequence_regions_and_empty_slots);
     TT_RUN(rejects_bad_parameters);
     for (int i = 0; i < 3; i++) tr_pool_free(pools[i]);
     return TT_DONE();
