@@ -82,6 +82,11 @@ struct tr_attn_params;
 tr_status tr_attention_variant(struct tr_pool *pool, const struct tr_attn_params *p, const float *q,
                                const void *k, const void *v, float *out, bool simd);
 
+/* tr_geglu through its table with the AVX2 loop (simd) or the scalar loop,
+ * and its direct reference (a tanhf per element), for tests. */
+void tr_geglu_variant(float *out, const float *gate, const float *up, int64_t n, bool simd);
+void tr_geglu_ref(float *out, const float *gate, const float *up, int64_t n);
+
 /* IEEE half and bfloat16 conversions (round to nearest even). */
 static inline float tr_fp16_to_fp32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;

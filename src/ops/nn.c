@@ -3,7 +3,11 @@
  * where a long reduction would otherwise lose digits (as ggml does). */
 #include "ops/ops.h"
 
+#include "ops/cpu.h"
+#include "ops/kernels.h"
+
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 uint16_t tr_half_from_float(float f) {
@@ -115,19 +119,63 @@ static float gelu_tanh(float x) {
     return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * x * (1.0f + 0.044715f * x * x)));
 }
 
-void tr_geglu(float *out, const float *gate, const float *up, int64_t n) {
-    /* GELU as llama.cpp's CPU backend computes it: of the gate rounded to a
-     * half, rounded to a half (ggml's GELU table), exact outside [-10, 10].
-     * Matching this rounding keeps Gemma's logits within llama.cpp's. */
-    for (int64_t i = 0; i < n; i++) {
-        const float g = gate[i];
-        float gelu;
-        if (g <= -10.0f)
-            gelu = 0.0f;
-        else if (g >= 10.0f)
-            gelu = g;
-        else
-            gelu = tr_half_to_float(tr_half_from_float(gelu_tanh(tr_half_to_float(tr_half_from_float(g)))));
-        out[i] = gelu * up[i];
-    }
+/* GELU as llama.cpp's CPU backend computes it: of the gate rounded to a
+ * half, rounded to a half (ggml's GELU table), exact outside [-10, 10].
+ * Matching this rounding keeps Gemma's logits within llama.cpp's. */
+static float geglu_one(float g, const float *table) {
+    if (g <= -10.0f) return 0.0f;
+    if (g >= 10.0f) return g;
+    return table ? table[tr_half_from_float(g)]
+                 : tr_half_to_float(tr_half_from_float(gelu_tanh(tr_half_to_float(tr_half_from_float(g)))));
 }
+
+void tr_geglu_ref(float *out, const float *gate, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = geglu_one(gate[i], NULL) * up[i];
+}
+
+/* The input being a half, GELU has only 65536 arguments: a table of its
+ * rounded values, filled once per process (the same tanhf, so the same bits
+ * as the reference), replaces a tanhf per element. Immutable once built. */
+static float gelu_table[65536];
+static pthread_once_t gelu_once = PTHREAD_ONCE_INIT;
+static void gelu_table_init(void) {
+    for (uint32_t h = 0; h < 65536; h++)
+        gelu_table[h] = tr_half_to_float(tr_half_from_float(gelu_tanh(tr_half_to_float((uint16_t)h))));
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define TGT __attribute__((target("avx2,fma,f16c")))
+
+/* F16C rounds to the nearest half (ties to even, subnormals kept) as
+ * tr_half_from_float does; the 8 table entries are gathered. */
+TGT static void geglu_avx2(float *out, const float *gate, const float *up, int64_t n) {
+    const __m256 lo = _mm256_set1_ps(-10.0f), hi = _mm256_set1_ps(10.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 g = _mm256_loadu_ps(gate + i);
+        const __m256i h = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(g, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        __m256 v = _mm256_i32gather_ps(gelu_table, h, 4);
+        v = _mm256_blendv_ps(v, g, _mm256_cmp_ps(g, hi, _CMP_GE_OQ));
+        v = _mm256_andnot_ps(_mm256_cmp_ps(g, lo, _CMP_LE_OQ), v);
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(v, _mm256_loadu_ps(up + i)));
+    }
+    for (; i < n; i++) out[i] = geglu_one(gate[i], gelu_table) * up[i];
+}
+#endif
+
+void tr_geglu_variant(float *out, const float *gate, const float *up, int64_t n, bool simd) {
+    pthread_once(&gelu_once, gelu_table_init);
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    const tr_cpu_features *f = tr_cpu_get();
+    if (simd && f->avx2 && f->f16c) {
+        geglu_avx2(out, gate, up, n);
+        return;
+    }
+#else
+    (void)simd;
+#endif
+    for (int64_t i = 0; i < n; i++) out[i] = geglu_one(gate[i], gelu_table) * up[i];
+}
+
+void tr_geglu(float *out, const float *gate, const float *up, int64_t n) { tr_geglu_variant(out, gate, up, n, true); }
