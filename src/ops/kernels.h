@@ -40,11 +40,17 @@ typedef struct tr_q8a {
     int32_t sum;
 } tr_q8a;
 
-/* K-quant activations: ggml's Q8_K (float scale, sums per 16 for the mins). */
+/* K-quant activations: ggml's Q8_K (float scale, sums per 16 for the mins),
+ * laid out for the kernels: quants first and the block padded to 320 bytes,
+ * so in a 32-byte aligned buffer (tr_pool_scratch) every 32-byte load of
+ * quants or sums is aligned; unaligned loads that cross a cache line cost
+ * extra on the Zen cores this was tuned on. */
 typedef struct tr_q8k {
-    float d;
     int8_t qs[256];
     int16_t bsums[16];
+    float d;
+    int16_t bsums32[8]; /* sums per 32 (bsums pairwise): Q4_K/Q5_K mins in one 128-bit vpmaddwd */
+    uint8_t pad_[12];
 } tr_q8k;
 
 typedef void (*tr_gemm_fn)(int64_t n, const void *w, size_t w_stride, int nr, const void *a,

@@ -72,6 +72,7 @@ static void act_q8k(const float *x, tr_q8k *y, int64_t n) {
             for (int i = 0; i < 16; i++) s += y->qs[16 * j + i];
             y->bsums[j] = (int16_t)s;
         }
+        for (int j = 0; j < 8; j++) y->bsums32[j] = (int16_t)(y->bsums[2 * j] + y->bsums[2 * j + 1]);
         y->d = 1.0f / iscale;
     }
 }
