@@ -74,6 +74,14 @@ size_t tr_act_row_size(int act, int64_t n);
 void tr_act_convert(int act, const float *x, void *dst, int64_t n);
 int64_t tr_act_block(int act);
 
+/* Row conversion to tr_q8k: the scalar reference and the AVX2 variant
+ * (matmul_avx2_kquant.c; NULL-safe only where TR_HAVE_AVX2_KERNELS), which
+ * produces the same bytes. tr_act_convert picks the variant. */
+void tr_act_q8k_ref(const float *x, tr_q8k *y, int64_t n);
+void tr_act_q8k_avx2(const float *x, tr_q8k *y, int64_t n);
+/* Whether tr_act_q8k_avx2 exists in this build. */
+bool tr_act_q8k_have_avx2(void);
+
 /* The AVX2 variant of a type (matmul_avx2.c), NULL when none; the legacy
  * formats' and the k-quants' live in matmul_avx2_legacy.c and
  * matmul_avx2_kquant.c. */
