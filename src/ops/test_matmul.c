@@ -256,8 +256,42 @@ TT_TEST(legacy_extreme_values_match_reference) {
     }
 }
 
+/* The AVX2 tr_q8k conversion writes the same bytes as the scalar reference:
+ * random rows, a zero block, the largest magnitude present with both signs
+ * (the first one sets the sign), and halves that round to even. */
+TT_TEST(q8k_conversion_avx2_matches_reference) {
+    const tr_cpu_features *f = tr_cpu_get();
+    if (!tr_act_q8k_have_avx2() || !(f->avx2 && f->fma && f->f16c)) {
+        printf("     (no AVX2 conversion on this CPU/build: skipped)\n");
+        return;
+    }
+    int64_t n = 256 * 8;
+    float *x = malloc(sizeof(float) * (size_t)n);
+    tr_q8k *a = malloc(sizeof(tr_q8k) * 8), *b = malloc(sizeof(tr_q8k) * 8);
+    for (int rep = 0; rep < 50; rep++) {
+        for (int64_t i = 0; i < n; i++) x[i] = rndf() * (float)(1 + rep);
+        for (int i = 0; i < 256; i++) x[256 + i] = 0.0f;             /* block 1: zeros */
+        x[512 + 7] = -3.0f * (float)(1 + rep), x[512 + 100] = 3.0f * (float)(1 + rep); /* block 2: -max first */
+        x[768 + 3] = 2.0f, x[768 + 200] = -2.0f;                      /* block 3: +max first */
+        for (int i = 0; i < 256; i++) if (i != 3 && i != 200) x[768 + i] = 2.0f * (float)((i % 255) - 127) / 127.0f + (i & 1 ? 1.0f / 127 : 0); /* near-halves */
+        memset(a, 0, sizeof(tr_q8k) * 8), memset(b, 0, sizeof(tr_q8k) * 8);
+        tr_act_q8k_ref(x, a, n);
+        tr_act_q8k_avx2(x, b, n);
+        int bad = 0;
+        for (int k = 0; k < 8; k++) {
+            bad += memcmp(a[k].qs, b[k].qs, 256) != 0;
+            bad += memcmp(a[k].bsums, b[k].bsums, sizeof a[k].bsums) != 0;
+            bad += memcmp(a[k].bsums32, b[k].bsums32, sizeof a[k].bsums32) != 0;
+            bad += memcmp(&a[k].d, &b[k].d, sizeof(float)) != 0;
+        }
+        TT_CHECK_EQ_INT(bad, 0);
+    }
+    free(x), free(a), free(b);
+}
+
 int main(void) {
     TT_RUN(half_conversions_round_to_nearest_even);
+    TT_RUN(q8k_conversion_avx2_matches_reference);
     TT_RUN(variants_match_scalar_reference);
     TT_RUN(legacy_extreme_values_match_reference);
     TT_RUN(matmul_matches_reference_any_threads_and_tokens);
