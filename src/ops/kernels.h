@@ -74,6 +74,12 @@ size_t tr_act_row_size(int act, int64_t n);
 void tr_act_convert(int act, const float *x, void *dst, int64_t n);
 int64_t tr_act_block(int act);
 
+/* Row conversion to tr_q8a likewise: the scalar reference and the AVX2
+ * variant (matmul_avx2_legacy.c), which writes the same bytes. */
+void tr_act_q8_ref(const float *x, tr_q8a *y, int64_t n);
+void tr_act_q8_avx2(const float *x, tr_q8a *y, int64_t n);
+bool tr_act_q8_have_avx2(void);
+
 /* Row conversion to tr_q8k: the scalar reference and the AVX2 variant
  * (matmul_avx2_kquant.c; NULL-safe only where TR_HAVE_AVX2_KERNELS), which
  * produces the same bytes. tr_act_convert picks the variant. */

@@ -239,4 +239,54 @@ tr_gemm_fn tr_gemm_avx2_legacy(int type) {
     }
 }
 
+/* tr_q8a conversion, the same bytes as tr_act_q8_ref: the same float
+ * scale and inverse (scalar, once per block), the same products x * id, and
+ * roundf's halves-away-from-zero rebuilt exactly: truncate, and step away
+ * from zero when the (exact) remainder is at least one half. The scalar
+ * version's roundf per element made the conversion cost as much as a small
+ * matrix product at one token. */
+TGT void tr_act_q8_avx2(const float *x, tr_q8a *y, int64_t n) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 signmask = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
+    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+    for (int64_t b = 0; b < n / 32; b++, x += 32, y++) {
+        __m256 v[4];
+        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_ps(x + 8 * k);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v[0], absmask), _mm256_and_ps(v[1], absmask)),
+                                 _mm256_max_ps(_mm256_and_ps(v[2], absmask), _mm256_and_ps(v[3], absmask)));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        float amax = _mm_cvtss_f32(h);
+        float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+        __m256 idv = _mm256_set1_ps(id);
+        __m256i q[4];
+        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+            __m256 p = _mm256_mul_ps(v[k], idv);
+            __m256 t = _mm256_round_ps(p, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            __m256 up = _mm256_cmp_ps(_mm256_and_ps(_mm256_sub_ps(p, t), absmask), half, _CMP_GE_OQ);
+            __m256 step = _mm256_or_ps(_mm256_and_ps(p, signmask), one); /* +-1 with p's sign */
+            q[k] = _mm256_cvttps_epi32(_mm256_add_ps(t, _mm256_and_ps(up, step)));
+        }
+        __m256i s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        /* Packing works within 128-bit lanes: 32-bit groups come out as
+         * q0[0..3] q1[0..3] q2[0..3] q3[0..3] | q0[4..7] ...; one permute
+         * restores element order. Values are within +-127: no saturation. */
+        __m256i p16a = _mm256_packs_epi32(q[0], q[1]), p16b = _mm256_packs_epi32(q[2], q[3]);
+        __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+        p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)y->qs, p8);
+        y->d = tr_fp16_to_fp32(tr_fp32_to_fp16(d));
+        y->sum = _mm_cvtsi128_si32(s4);
+    }
+}
+
+bool tr_act_q8_have_avx2(void) { return true; }
+
+#else
+void tr_act_q8_avx2(const float *x, tr_q8a *y, int64_t n) { tr_act_q8_ref(x, y, n); }
+bool tr_act_q8_have_avx2(void) { return false; }
 #endif

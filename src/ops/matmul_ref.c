@@ -31,7 +31,7 @@ size_t tr_act_row_size(int act, int64_t n) {
     }
 }
 
-static void act_q8(const float *x, tr_q8a *y, int64_t n) {
+void tr_act_q8_ref(const float *x, tr_q8a *y, int64_t n) {
     for (int64_t b = 0; b < n / 32; b++, x += 32, y++) {
         float amax = 0;
         for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
@@ -86,7 +86,12 @@ void tr_act_convert(int act, const float *x, void *dst, int64_t n) {
     case TR_ACT_BF16:
         for (int64_t i = 0; i < n; i++) ((float *)dst)[i] = tr_bf16_to_fp32(tr_fp32_to_bf16(x[i]));
         break;
-    case TR_ACT_Q8: act_q8(x, dst, n); break;
+    case TR_ACT_Q8: {
+        const tr_cpu_features *f = tr_cpu_get();
+        if (tr_act_q8_have_avx2() && f->avx2 && f->fma && f->f16c) tr_act_q8_avx2(x, dst, n);
+        else tr_act_q8_ref(x, dst, n);
+        break;
+    }
     case TR_ACT_Q8K: {
         const tr_cpu_features *f = tr_cpu_get();
         if (tr_act_q8k_have_avx2() && f->avx2 && f->fma && f->f16c) tr_act_q8k_avx2(x, dst, n);

@@ -289,9 +289,44 @@ TT_TEST(q8k_conversion_avx2_matches_reference) {
     free(x), free(a), free(b);
 }
 
+/* The AVX2 tr_q8a conversion writes the same bytes as the scalar reference:
+ * random rows, a zero block, exact halves after scaling (127 and -127 at the
+ * block maximum make id = 1, so k + 0.5 must round away from zero), values
+ * just below a half, and negative maxima. */
+TT_TEST(q8a_conversion_avx2_matches_reference) {
+    const tr_cpu_features *f = tr_cpu_get();
+    if (!tr_act_q8_have_avx2() || !(f->avx2 && f->fma && f->f16c)) {
+        printf("     (no AVX2 conversion on this CPU/build: skipped)\n");
+        return;
+    }
+    int64_t n = 32 * 8;
+    float *x = malloc(sizeof(float) * (size_t)n);
+    tr_q8a *a = malloc(sizeof(tr_q8a) * 8), *b = malloc(sizeof(tr_q8a) * 8);
+    for (int rep = 0; rep < 200; rep++) {
+        for (int64_t i = 0; i < n; i++) x[i] = rndf() * (float)(1 + rep);
+        for (int i = 0; i < 32; i++) x[32 + i] = 0.0f;                       /* block 1: zeros */
+        x[64] = 127.0f;                                                        /* block 2: id = 1 */
+        for (int i = 1; i < 32; i++) x[64 + i] = (float)((i * 37) % 253 - 126) + 0.5f * (float)(i & 1);
+        x[96] = -127.0f;                                                       /* block 3: negative max */
+        for (int i = 1; i < 32; i++) x[96 + i] = (float)(i - 16) + ((i & 1) ? 0.49999997f : -0.5f);
+        memset(a, 0, sizeof(tr_q8a) * 8), memset(b, 0, sizeof(tr_q8a) * 8);
+        tr_act_q8_ref(x, a, n);
+        tr_act_q8_avx2(x, b, n);
+        int bad = 0;
+        for (int k = 0; k < 8; k++) {
+            bad += memcmp(a[k].qs, b[k].qs, 32) != 0;
+            bad += a[k].sum != b[k].sum;
+            bad += memcmp(&a[k].d, &b[k].d, sizeof(float)) != 0;
+        }
+        TT_CHECK_EQ_INT(bad, 0);
+    }
+    free(x), free(a), free(b);
+}
+
 int main(void) {
     TT_RUN(half_conversions_round_to_nearest_even);
     TT_RUN(q8k_conversion_avx2_matches_reference);
+    TT_RUN(q8a_conversion_avx2_matches_reference);
     TT_RUN(variants_match_scalar_reference);
     TT_RUN(legacy_extreme_values_match_reference);
     TT_RUN(matmul_matches_reference_any_threads_and_tokens);
