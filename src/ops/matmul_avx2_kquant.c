@@ -84,28 +84,42 @@ TILE __m256i k4_quad(__m256i qa, __m256i qb, __m256i qc, __m256i qd, const int8_
     return _mm256_madd_epi16(fold64(fold32(pa, pb), fold32(pc, pd)), S);
 }
 
+/* Four sub-blocks folded to [a a b b c c d d] int16 lanes (no scale yet). */
+TILE __m256i k4_fold(__m256i qa, __m256i qb, __m256i qc, __m256i qd, const int8_t *x) {
+    __m256i pa = _mm256_maddubs_epi16(qa, _mm256_loadu_si256((const __m256i *)x));
+    __m256i pb = _mm256_maddubs_epi16(qb, _mm256_loadu_si256((const __m256i *)(x + 32)));
+    __m256i pc = _mm256_maddubs_epi16(qc, _mm256_loadu_si256((const __m256i *)(x + 64)));
+    __m256i pd = _mm256_maddubs_epi16(qd, _mm256_loadu_si256((const __m256i *)(x + 96)));
+    return fold64(fold32(pa, pb), fold32(pc, pd));
+}
+
 TILE void q4_k_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {
     __m256 acc[4];
     FOR_T(j) acc[j] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0f);
+    /* Q4_K only (4-bit weights): the two lanes of each sub-block sum to at
+     * most 8 * 2 * 15 * 127 = 30480, so the two quads' folds merge into one
+     * vector [s0 s4 s1 s5 s2 s6 s3 s7] and a single vpmaddwd */
+    const __m256i idx = _mm256_setr_epi8(0, -128, 4, -128, 1, -128, 5, -128, 2, -128, 6, -128, 3, -128, 7, -128, 0,
+                                         -128, 4, -128, 1, -128, 5, -128, 2, -128, 6, -128, 3, -128, 7, -128);
     for (int64_t b = 0; b < n / 256; b++, w += 144) {
         __m256i scb = _mm256_broadcastsi128_si256(scales_k4(w + 4));
-        __m256i S[2] = {_mm256_shuffle_epi8(scb, K4_SCALE_IDX(0)), _mm256_shuffle_epi8(scb, K4_SCALE_IDX(4))};
+        __m256i S = _mm256_shuffle_epi8(scb, idx);
         __m128i m16 = _mm_unpackhi_epi8(_mm256_castsi256_si128(scb), _mm_setzero_si128());
         __m128 dwm = k4_dwm(w);
-        __m256i V[4];
+        __m256i C[4];
         _Pragma("GCC unroll 2") for (int q = 0; q < 2; q++) {
-            /* 32 bytes: sub-block 4q in the low nibbles, 4q+1 in the high; then 4q+2, 4q+3 */
             __m256i r0 = _mm256_loadu_si256((const __m256i *)(w + 16 + 64 * q));
             __m256i r1 = _mm256_loadu_si256((const __m256i *)(w + 48 + 64 * q));
             __m256i qa = _mm256_and_si256(r0, m4), qb = _mm256_and_si256(_mm256_srli_epi16(r0, 4), m4);
             __m256i qc = _mm256_and_si256(r1, m4), qd = _mm256_and_si256(_mm256_srli_epi16(r1, 4), m4);
             FOR_T(j) {
-                __m256i v = k4_quad(qa, qb, qc, qd, ACTK(j, b)->qs + 128 * q, S[q]);
-                V[j] = q ? _mm256_add_epi32(V[j], v) : v;
+                __m256i c = k4_fold(qa, qb, qc, qd, ACTK(j, b)->qs + 128 * q);
+                if (q == 0) C[j] = _mm256_add_epi16(c, _mm256_srli_epi32(c, 16));
+                else C[j] = _mm256_blend_epi16(C[j], _mm256_add_epi16(c, _mm256_slli_epi32(c, 16)), 0xaa);
             }
         }
-        FOR_T(j) acc[j] = k4_accumulate(acc[j], V[j], m16, ACTK(j, b), dwm);
+        FOR_T(j) acc[j] = k4_accumulate(acc[j], _mm256_madd_epi16(C[j], S), m16, ACTK(j, b), dwm);
     }
     FOR_T(j) out[j] = hsum_ps(acc[j]);
 }
