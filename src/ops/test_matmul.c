@@ -221,6 +221,41 @@ TT_TEST(half_conversions_round_to_nearest_even) {
     TT_CHECK(tr_bf16_to_fp32(0x3f81) == 1.0f + 0x1p-7f);
 }
 
+/* Legacy kernels add maddubs pair sums in 16 bits before widening: the
+ * largest weights times full-scale activations of one sign (and alternating
+ * signs, and all-equal rows) must still match the reference exactly up to
+ * float rounding. Every quant byte is 0xff (top nibbles, all fifth bits set;
+ * Q8_0: -1) or 0x80 (Q8_0: -128), activations all +1 or all -1 per block. */
+TT_TEST(legacy_extreme_values_match_reference) {
+    const tr_cpu_features *f = tr_cpu_get();
+    static const int lt[] = {TR_TYPE_Q8_0, TR_TYPE_Q4_0, TR_TYPE_Q4_1, TR_TYPE_Q5_0, TR_TYPE_Q5_1};
+    for (int ti = 0; ti < 5; ti++) {
+        int type = lt[ti];
+        const tr_kernel *k = tr_kernel_get(type);
+        if (!k->avx2 || !(f->avx2 && f->fma && f->f16c)) continue;
+        for (int fillv = 0; fillv < 2; fillv++) {
+            int64_t cols = 32 * 7, rows = 11;
+            int nt = 6;
+            size_t ws = tr_row_size(type, cols), as = tr_act_row_size(k->act, cols);
+            uint8_t *w = malloc(ws * (size_t)rows);
+            memset(w, fillv ? 0x80 : 0xff, ws * (size_t)rows);
+            const int *sf = scale_fields(type);
+            size_t bb = tr_type_block_bytes(type);
+            for (size_t b = 0; b < ws * (size_t)rows / bb; b++)
+                for (int q = 0; sf[q] >= 0; q++) put16(w + b * bb + sf[q], tr_fp32_to_fp16(1.0f / 64));
+            float *x = malloc(sizeof(float) * (size_t)(cols * nt));
+            for (int64_t i = 0; i < cols * nt; i++) x[i] = ((i / 32 + i / cols) % 2) ? -1.0f : 1.0f;
+            char *a = malloc(as * (size_t)nt);
+            for (int t = 0; t < nt; t++) tr_act_convert(k->act, x + (int64_t)t * cols, a + t * as, cols);
+            float *y0 = malloc(sizeof(float) * (size_t)(rows * nt)), *y1 = malloc(sizeof(float) * (size_t)(rows * nt));
+            k->ref(cols, w, ws, (int)rows, a, as, nt, y0, (size_t)rows);
+            k->avx2(cols, w, ws, (int)rows, a, as, nt, y1, (size_t)rows);
+            for (int64_t i = 0; i < rows * nt; i++) TT_CHECK_NEAR(y1[i], y0[i], 1e-4 * (1 + fabs(y0[i])));
+            free(w), free(x), free(a), free(y0), free(y1);
+        }
+    }
+}
+
 /* The AVX2 tr_q8k conversion writes the same bytes as the scalar reference:
  * random rows, a zero block, the largest magnitude present with both signs
  * (the first one sets the sign), and halves that round to even. */
@@ -303,6 +338,7 @@ int main(void) {
     TT_RUN(half_conversions_round_to_nearest_even);
     TT_RUN(q8k_conversion_avx2_matches_reference);
     TT_RUN(variants_match_scalar_reference);
+    TT_RUN(legacy_extreme_values_match_reference);
     TT_RUN(kquant_extreme_values_match_reference);
     TT_RUN(matmul_matches_reference_any_threads_and_tokens);
     TT_RUN(matmul_close_to_float_on_dequantized_weights);
