@@ -323,12 +323,58 @@ TT_TEST(q8a_conversion_avx2_matches_reference) {
     free(x), free(a), free(b);
 }
 
+/* The k-quant kernels add int16 partial sums before widening (see
+ * matmul_avx2_kquant.c): with every quant at its largest value and every
+ * activation at +-127 those sums reach their bounds, where an overflow would
+ * show as a large error. Scales stay sane, quants are all-ones bytes. */
+TT_TEST(kquant_extreme_values_match_reference) {
+    const tr_cpu_features *f = tr_cpu_get();
+    static const int kt[] = {TR_TYPE_Q2_K, TR_TYPE_Q3_K, TR_TYPE_Q4_K, TR_TYPE_Q5_K, TR_TYPE_Q6_K, TR_TYPE_TQ2_0};
+    int64_t cols = 512;
+    for (size_t ti = 0; ti < sizeof kt / sizeof kt[0]; ti++) {
+        int type = kt[ti];
+        const tr_kernel *k = tr_kernel_get(type);
+        if (!k->avx2 || !(f->avx2 && f->fma && f->f16c)) continue;
+        for (int pat = 0; pat < 3; pat++) {
+            int rows = 3;
+            uint8_t *w = random_weights(type, rows, cols);
+            size_t ws = tr_row_size(type, cols), bb = tr_type_block_bytes(type);
+            /* every byte 0xff except the fp16 scales (sub-block scales then hit their maxima too) */
+            for (size_t i = 0; i < ws * (size_t)rows; i++) {
+                size_t off = i % bb;
+                bool scale = false;
+                for (const int *sf = scale_fields(type); *sf >= 0; sf++)
+                    if (off == (size_t)*sf || off == (size_t)*sf + 1) scale = true;
+                if (!scale) w[i] = 0xff;
+            }
+            int nt = 4;
+            float *x = malloc(sizeof(float) * (size_t)(cols * nt));
+            for (int64_t i = 0; i < cols * nt; i++) x[i] = pat == 0 ? 1.0f : pat == 1 ? -1.0f : (i & 1 ? 1.0f : -1.0f);
+            size_t as = tr_act_row_size(k->act, cols);
+            char *a = malloc(as * (size_t)nt);
+            for (int t = 0; t < nt; t++) tr_act_convert(k->act, x + (int64_t)t * cols, a + t * as, cols);
+            float y0[12], y1[12];
+            for (int ntt = 1; ntt <= nt; ntt += 3) {
+                k->ref(cols, w, ws, rows, a, as, ntt, y0, (size_t)rows);
+                k->avx2(cols, w, ws, rows, a, as, ntt, y1, (size_t)rows);
+                int bad = 0;
+                for (int i = 0; i < rows * ntt; i++)
+                    if (!(fabs(y0[i] - y1[i]) <= 1e-5 * (fabs(y0[i]) + term_scale(type, w, rows, cols)))) bad++;
+                if (bad) fprintf(stderr, "  %s pattern %d nt=%d: %g vs %g\n", tr_type_name(type), pat, ntt, y0[0], y1[0]);
+                TT_CHECK_EQ_INT(bad, 0);
+            }
+            free(w), free(x), free(a);
+        }
+    }
+}
+
 int main(void) {
     TT_RUN(half_conversions_round_to_nearest_even);
     TT_RUN(q8k_conversion_avx2_matches_reference);
     TT_RUN(q8a_conversion_avx2_matches_reference);
     TT_RUN(variants_match_scalar_reference);
     TT_RUN(legacy_extreme_values_match_reference);
+    TT_RUN(kquant_extreme_values_match_reference);
     TT_RUN(matmul_matches_reference_any_threads_and_tokens);
     TT_RUN(matmul_close_to_float_on_dequantized_weights);
     return TT_DONE();
