@@ -113,10 +113,20 @@ TILE void q5_1_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int N
 }
 
 /* Four weight rows at a time for the legacy formats: the 32-byte activation
- * block is loaded once for four rows, the four int32 dot products are folded
- * into one 4-lane vector (one lane per row) with a horizontal-add tree, and
- * the block scales of the four rows become one vector, so the per-block float
- * work (convert, scale, accumulate) is shared by four rows. */
+ * block is loaded once for four rows, the four rows' dot products are folded
+ * into one 4-lane vector (one lane per row: reduce4_small for the 4- and
+ * 5-bit formats, widening multiplies and a horizontal-add tree for Q8_0,
+ * whose pair sums fill 16 bits), and the block scales of the four rows
+ * become one vector, so the per-block float work (convert, scale,
+ * accumulate) is shared by four rows.
+ *
+ * Measured on the Zen 1 development machine (TRINITY_BENCH_HOT=1): the
+ * 256-bit multiplies (vpmaddubsw, vpmaddwd) issue on one pipe at two cycles
+ * each, so a block costs at least 4 cycles per token with both; Q8_0 sits
+ * near 1.5x that. Tried and slower there: 8-lane float accumulators per row
+ * (a convert and a broadcast per block), Q8_0 through 16-bit products
+ * (vpunpck + vpmaddwd, no sign trick), blends instead of unpacks in
+ * reduce4_small, vpsrlvd for the nibble split, software prefetch. */
 /* Four fp16 values from four addresses as the low 64 bits of a vector. They
  * are merged in a general register: going through a small stack array makes
  * the 8-byte reload wait on four 2-byte stores (no store forwarding). */
