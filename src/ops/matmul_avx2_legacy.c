@@ -123,10 +123,11 @@ TILE void q5_1_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int N
  * Measured on the Zen 1 development machine (TRINITY_BENCH_HOT=1): the
  * 256-bit multiplies (vpmaddubsw, vpmaddwd) issue on one pipe at two cycles
  * each, so a block costs at least 4 cycles per token with both; Q8_0 sits
- * near 1.5x that. Tried and slower there: 8-lane float accumulators per row
+ * near 1.5-1.7x that. Tried and slower there: 8-lane float accumulators per row
  * (a convert and a broadcast per block), Q8_0 through 16-bit products
  * (vpunpck + vpmaddwd, no sign trick), blends instead of unpacks in
- * reduce4_small, vpsrlvd for the nibble split, software prefetch. */
+ * reduce4_small, vpsrlvd for the nibble split. Software prefetch of the
+ * weight rows showed no clear gain (runs too noisy to tell). */
 /* Four fp16 values from four addresses as the low 64 bits of a vector. They
  * are merged in a general register: going through a small stack array makes
  * the 8-byte reload wait on four 2-byte stores (no store forwarding). */
