@@ -128,9 +128,10 @@ TILE void q5_1_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int N
  * (vpunpck + vpmaddwd, no sign trick), blends instead of unpacks in
  * reduce4_small, vpsrlvd for the nibble split. Software prefetch of the
  * weight rows showed no clear gain (runs too noisy to tell). */
-/* Four fp16 values from four addresses as the low 64 bits of a vector. They
- * are merged in a general register: going through a small stack array makes
- * the 8-byte reload wait on four 2-byte stores (no store forwarding). */
+/* Four fp16 values from four addresses as the low 64 bits of a vector,
+ * merged in a general register rather than through a small stack array
+ * (whose 8-byte reload cannot be forwarded from four 2-byte stores; on Zen 1
+ * the out-of-order window hid that, so this measured the same). */
 TILE __m128i halves4(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3) {
     uint16_t h0, h1, h2, h3;
     memcpy(&h0, p0, 2), memcpy(&h1, p1, 2), memcpy(&h2, p2, 2), memcpy(&h3, p3, 2);
