@@ -4,7 +4,8 @@
  *   build/bench_matmul [types...]          e.g. build/bench_matmul Q4_0 Q8_0
  *   env: TRINITY_BENCH_MB (weights cycled, default 256), TRINITY_BENCH_REPS (3),
  *        TRINITY_BENCH_THREADS (2), TRINITY_BENCH_CPU=1 (thread CPU time),
- *        TRINITY_BENCH_PROMPT (prompt tokens, 64)
+ *        TRINITY_BENCH_PROMPT (prompt tokens, 64), TRINITY_BENCH_HOT=1 (kernel
+ *        alone on cached weights: ns per weight block and token)
  *
  * For each weight type and 1 and 2 threads: generation (one token: GB/s of
  * weights streamed, the figure that bounds tokens/s) and prompt (64 tokens:
@@ -81,7 +82,48 @@ static int env_int(const char *name, int def) {
     return v && atoi(v) > 0 ? atoi(v) : def;
 }
 
+/* TRINITY_BENCH_HOT=1: the kernel alone on 64 weight rows x 2048 columns
+ * that stay in L2, one thread, best of many runs: the compute cost per
+ * weight block and token without memory in the way (what a kernel change
+ * moves; the memory-bound figures above hide it). Less disturbed by other
+ * load than wall time: short runs, the best one kept. */
+static void bench_hot(int type) {
+    const tr_kernel *k = tr_kernel_get(type);
+    if (!k) return;
+    const int rows = 64, cols = 2048, NTMAX = 16;
+    size_t ws = tr_row_size(type, cols), as = tr_act_row_size(k->act, cols);
+    uint8_t *w = malloc(ws * rows);
+    float *x = malloc(sizeof(float) * cols * NTMAX), *y = malloc(sizeof(float) * rows * NTMAX);
+    char *a = malloc(as * NTMAX);
+    if (!w || !x || !y || !a) return;
+    fill(type, w, ws * rows);
+    for (int i = 0; i < cols * NTMAX; i++) x[i] = (float)(rnd() % 2001) / 1000 - 1;
+    for (int t = 0; t < NTMAX; t++) tr_act_convert(k->act, x + (size_t)t * cols, a + (size_t)t * as, cols);
+    tr_gemm_fn g = tr_kernel_best(k);
+    printf("%-5s hot kernel (64x2048 in L2, 1 thread):", tr_type_name(type));
+    static const int nts[] = {1, 2, 4, 16};
+    for (int i = 0; i < 4; i++) {
+        int nt = nts[i];
+        double best = 1e9;
+        for (int rep = 0; rep < 300; rep++) {
+            double t0 = now();
+            for (int t = 0; t < nt; t += 4)
+                g(cols, w, ws, rows, a + (size_t)t * as, as, nt - t < 4 ? nt - t : 4, y + (size_t)t * rows, rows);
+            double d = now() - t0;
+            if (d < best) best = d;
+        }
+        double blocks = (double)rows * cols / tr_type_block_size(type) * nt;
+        printf("  nt=%-2d %6.2f ns/blk/tok", nt, best / blocks * 1e9);
+    }
+    printf("\n");
+    free(w), free(x), free(y), free(a);
+}
+
 static void bench_type(int type) {
+    if (getenv("TRINITY_BENCH_HOT") && atoi(getenv("TRINITY_BENCH_HOT"))) {
+        bench_hot(type);
+        return;
+    }
     int mb = env_int("TRINITY_BENCH_MB", 256), reps = env_int("TRINITY_BENCH_REPS", 3);
     int max_threads = env_int("TRINITY_BENCH_THREADS", 2);
     size_t layer = 0;

@@ -86,10 +86,13 @@ def main() -> int:
     size = os.path.getsize(a.model)
     for name, n_tok, depth, gen in tests:
         rates = []
+        # the depth is filled once per test; each repetition drops what the
+        # previous one added after it (trinity bench does the same)
+        L.llama_memory_clear(mem, True)
+        if depth:
+            run(0, depth, False)
         for r in range(-1, a.r):
-            L.llama_memory_clear(mem, True)
-            if depth:
-                run(0, depth, False)
+            L.llama_memory_seq_rm(mem, 0, depth, -1)
             s = run(depth, n_tok, gen)
             if r >= 0:
                 rates.append(n_tok / s)

@@ -40,11 +40,17 @@ typedef struct tr_q8a {
     int32_t sum;
 } tr_q8a;
 
-/* K-quant activations: ggml's Q8_K (float scale, sums per 16 for the mins). */
+/* K-quant activations: ggml's Q8_K (float scale, sums per 16 for the mins),
+ * laid out for the kernels: quants first and the block padded to 320 bytes,
+ * so in a 32-byte aligned buffer (tr_pool_scratch) every 32-byte load of
+ * quants or sums is aligned; unaligned loads that cross a cache line cost
+ * extra on the Zen cores this was tuned on. */
 typedef struct tr_q8k {
-    float d;
     int8_t qs[256];
     int16_t bsums[16];
+    float d;
+    int16_t bsums32[8]; /* sums per 32 (bsums pairwise): Q4_K/Q5_K mins in one 128-bit vpmaddwd */
+    uint8_t pad_[12];
 } tr_q8k;
 
 typedef void (*tr_gemm_fn)(int64_t n, const void *w, size_t w_stride, int nr, const void *a,
@@ -67,6 +73,20 @@ size_t tr_act_row_size(int act, int64_t n);
 /* Convert a row of n floats (n a multiple of the format's block) to `act`. */
 void tr_act_convert(int act, const float *x, void *dst, int64_t n);
 int64_t tr_act_block(int act);
+
+/* Row conversion to tr_q8a likewise: the scalar reference and the AVX2
+ * variant (matmul_avx2_legacy.c), which writes the same bytes. */
+void tr_act_q8_ref(const float *x, tr_q8a *y, int64_t n);
+void tr_act_q8_avx2(const float *x, tr_q8a *y, int64_t n);
+bool tr_act_q8_have_avx2(void);
+
+/* Row conversion to tr_q8k: the scalar reference and the AVX2 variant
+ * (matmul_avx2_kquant.c; NULL-safe only where TR_HAVE_AVX2_KERNELS), which
+ * produces the same bytes. tr_act_convert picks the variant. */
+void tr_act_q8k_ref(const float *x, tr_q8k *y, int64_t n);
+void tr_act_q8k_avx2(const float *x, tr_q8k *y, int64_t n);
+/* Whether tr_act_q8k_avx2 exists in this build. */
+bool tr_act_q8k_have_avx2(void);
 
 /* The AVX2 variant of a type (matmul_avx2.c), NULL when none; the legacy
  * formats' and the k-quants' live in matmul_avx2_legacy.c and

@@ -113,10 +113,52 @@ TILE void q5_1_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int N
 }
 
 /* Four weight rows at a time for the legacy formats: the 32-byte activation
- * block is loaded once for four rows, the four int32 dot products are folded
- * into one 4-lane vector (one lane per row) with a horizontal-add tree, and
- * the block scales of the four rows become one vector, so the per-block float
- * work (convert, scale, accumulate) is shared by four rows. */
+ * block is loaded once for four rows, the four rows' dot products are folded
+ * into one 4-lane vector (one lane per row: reduce4_small for the 4- and
+ * 5-bit formats, widening multiplies and a horizontal-add tree for Q8_0,
+ * whose pair sums fill 16 bits), and the block scales of the four rows
+ * become one vector, so the per-block float work (convert, scale,
+ * accumulate) is shared by four rows.
+ *
+ * Measured on the Zen 1 development machine (TRINITY_BENCH_HOT=1): the
+ * 256-bit multiplies (vpmaddubsw, vpmaddwd) issue on one pipe at two cycles
+ * each, so a block costs at least 4 cycles per token with both; Q8_0 sits
+ * near 1.5-1.7x that. Tried and slower there: 8-lane float accumulators per row
+ * (a convert and a broadcast per block), Q8_0 through 16-bit products
+ * (vpunpck + vpmaddwd, no sign trick), blends instead of unpacks in
+ * reduce4_small, vpsrlvd for the nibble split. Software prefetch of the
+ * weight rows showed no clear gain (runs too noisy to tell). */
+/* Four fp16 values from four addresses as the low 64 bits of a vector,
+ * merged in a general register rather than through a small stack array
+ * (whose 8-byte reload cannot be forwarded from four 2-byte stores; on Zen 1
+ * the out-of-order window hid that, so this measured the same). */
+TILE __m128i halves4(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3) {
+    uint16_t h0, h1, h2, h3;
+    memcpy(&h0, p0, 2), memcpy(&h1, p1, 2), memcpy(&h2, p2, 2), memcpy(&h3, p3, 2);
+    uint64_t v = (uint64_t)h0 | (uint64_t)h1 << 16 | (uint64_t)h2 << 32 | (uint64_t)h3 << 48;
+    return _mm_cvtsi64_si128((long long)v);
+}
+
+/* reduce4 for int16 vectors whose lanes are at most 8191 in magnitude (the
+ * maddubs output of weights below 32 and int8 activations: 2 * 31 * 128),
+ * so sums of four lanes still fit 16 bits. Two transposing unpack-and-add
+ * rounds leave each 64-bit group holding one partial sum per input; one
+ * shuffle puts a group's partners side by side and a single multiply-add
+ * with ones widens them to 32 bits. Instead of four widening multiplies and
+ * three horizontal adds (the slow instructions here), one multiply and six
+ * cheap shuffles. */
+TILE __m128i reduce4_small(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
+    __m256i u01 = _mm256_add_epi16(_mm256_unpacklo_epi16(p0, p1), _mm256_unpackhi_epi16(p0, p1));
+    __m256i u23 = _mm256_add_epi16(_mm256_unpacklo_epi16(p2, p3), _mm256_unpackhi_epi16(p2, p3));
+    /* 32-bit lanes of u01: (p0, p1) partial sums; of u23: (p2, p3). */
+    __m256i v = _mm256_add_epi16(_mm256_unpacklo_epi32(u01, u23), _mm256_unpackhi_epi32(u01, u23));
+    /* 64-bit groups of v: (p0, p1, p2, p3), each the sum of four original lanes. */
+    v = _mm256_shuffle_epi8(v, _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15, 0, 1, 8, 9, 2,
+                                                3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15));
+    v = _mm256_madd_epi16(v, _mm256_set1_epi16(1));
+    return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+}
+
 enum { F_Q4_0, F_Q4_1, F_Q5_0, F_Q5_1, F_Q8_0 };
 
 TILE void legacy_tile4(int64_t n, const uint8_t *w, size_t ws, const char *a, size_t as, int NT, __m128 *out,
@@ -138,24 +180,23 @@ TILE void legacy_tile4(int64_t n, const uint8_t *w, size_t ws, const char *a, si
             else if (F == F_Q5_1) q[r] = _mm256_or_si256(nibbles32(wr[r] + 8), bits5(wr[r] + 4));
             else q[r] = _mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)(wr[r] + 2)));
         }
-        uint16_t h[4], hm[4];
-        _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {
-            memcpy(&h[r], wr[r], 2);
-            if (has_m) memcpy(&hm[r], wr[r] + 2, 2);
-        }
-        __m128 dw = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)h));
-        __m128 mw = has_m ? _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)hm)) : _mm_setzero_ps();
+        __m128 dw = _mm_cvtph_ps(halves4(wr[0], wr[1], wr[2], wr[3]));
+        __m128 mw = has_m ? _mm_cvtph_ps(halves4(wr[0] + 2, wr[1] + 2, wr[2] + 2, wr[3] + 2)) : _mm_setzero_ps();
         FOR_T(j) {
             const tr_q8a *x = ACT(j, b);
             __m256i xv = _mm256_loadu_si256((const __m256i *)x->qs);
             __m256i p[4];
-            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {
-                if (F == F_Q8_0)
+            __m128i isum;
+            if (F == F_Q8_0) {
+                _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++)
                     p[r] = dot_us(q[r], _mm256_sign_epi8(xv, _mm256_loadu_si256((const __m256i *)(wr[r] + 2))));
-                else
-                    p[r] = dot_us(q[r], xv);
+                isum = reduce4(p[0], p[1], p[2], p[3]);
+            } else {
+                /* Weights of at most 5 bits: the int16 pair sums stay small enough to be
+                 * added in 16 bits, which saves three of the four widening multiplies. */
+                _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) p[r] = _mm256_maddubs_epi16(q[r], xv);
+                isum = reduce4_small(p[0], p[1], p[2], p[3]);
             }
-            __m128i isum = reduce4(p[0], p[1], p[2], p[3]);
             if (off) isum = _mm_sub_epi32(isum, _mm_set1_epi32(off * x->sum));
             __m128 da = _mm_set1_ps(x->d);
             acc[j] = _mm_fmadd_ps(_mm_cvtepi32_ps(isum), _mm_mul_ps(dw, da), acc[j]);
@@ -210,4 +251,54 @@ tr_gemm_fn tr_gemm_avx2_legacy(int type) {
     }
 }
 
+/* tr_q8a conversion, the same bytes as tr_act_q8_ref: the same float
+ * scale and inverse (scalar, once per block), the same products x * id, and
+ * roundf's halves-away-from-zero rebuilt exactly: truncate, and step away
+ * from zero when the (exact) remainder is at least one half. The scalar
+ * version's roundf per element made the conversion cost as much as a small
+ * matrix product at one token. */
+TGT void tr_act_q8_avx2(const float *x, tr_q8a *y, int64_t n) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 signmask = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
+    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+    for (int64_t b = 0; b < n / 32; b++, x += 32, y++) {
+        __m256 v[4];
+        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_ps(x + 8 * k);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v[0], absmask), _mm256_and_ps(v[1], absmask)),
+                                 _mm256_max_ps(_mm256_and_ps(v[2], absmask), _mm256_and_ps(v[3], absmask)));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        float amax = _mm_cvtss_f32(h);
+        float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+        __m256 idv = _mm256_set1_ps(id);
+        __m256i q[4];
+        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+            __m256 p = _mm256_mul_ps(v[k], idv);
+            __m256 t = _mm256_round_ps(p, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            __m256 up = _mm256_cmp_ps(_mm256_and_ps(_mm256_sub_ps(p, t), absmask), half, _CMP_GE_OQ);
+            __m256 step = _mm256_or_ps(_mm256_and_ps(p, signmask), one); /* +-1 with p's sign */
+            q[k] = _mm256_cvttps_epi32(_mm256_add_ps(t, _mm256_and_ps(up, step)));
+        }
+        __m256i s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        /* Packing works within 128-bit lanes: 32-bit groups come out as
+         * q0[0..3] q1[0..3] q2[0..3] q3[0..3] | q0[4..7] ...; one permute
+         * restores element order. Values are within +-127: no saturation. */
+        __m256i p16a = _mm256_packs_epi32(q[0], q[1]), p16b = _mm256_packs_epi32(q[2], q[3]);
+        __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+        p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)y->qs, p8);
+        y->d = tr_fp16_to_fp32(tr_fp32_to_fp16(d));
+        y->sum = _mm_cvtsi128_si32(s4);
+    }
+}
+
+bool tr_act_q8_have_avx2(void) { return true; }
+
+#else
+void tr_act_q8_avx2(const float *x, tr_q8a *y, int64_t n) { tr_act_q8_ref(x, y, n); }
+bool tr_act_q8_have_avx2(void) { return false; }
 #endif

@@ -31,7 +31,7 @@ size_t tr_act_row_size(int act, int64_t n) {
     }
 }
 
-static void act_q8(const float *x, tr_q8a *y, int64_t n) {
+void tr_act_q8_ref(const float *x, tr_q8a *y, int64_t n) {
     for (int64_t b = 0; b < n / 32; b++, x += 32, y++) {
         float amax = 0;
         for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
@@ -47,7 +47,7 @@ static void act_q8(const float *x, tr_q8a *y, int64_t n) {
     }
 }
 
-static void act_q8k(const float *x, tr_q8k *y, int64_t n) {
+void tr_act_q8k_ref(const float *x, tr_q8k *y, int64_t n) {
     for (int64_t b = 0; b < n / 256; b++, x += 256, y++) {
         /* Scale by the signed value of largest magnitude so it maps to -127
          * exactly (ggml's Q8_K convention); the rest rounds to nearest. */
@@ -72,6 +72,7 @@ static void act_q8k(const float *x, tr_q8k *y, int64_t n) {
             for (int i = 0; i < 16; i++) s += y->qs[16 * j + i];
             y->bsums[j] = (int16_t)s;
         }
+        for (int j = 0; j < 8; j++) y->bsums32[j] = (int16_t)(y->bsums[2 * j] + y->bsums[2 * j + 1]);
         y->d = 1.0f / iscale;
     }
 }
@@ -85,8 +86,18 @@ void tr_act_convert(int act, const float *x, void *dst, int64_t n) {
     case TR_ACT_BF16:
         for (int64_t i = 0; i < n; i++) ((float *)dst)[i] = tr_bf16_to_fp32(tr_fp32_to_bf16(x[i]));
         break;
-    case TR_ACT_Q8: act_q8(x, dst, n); break;
-    case TR_ACT_Q8K: act_q8k(x, dst, n); break;
+    case TR_ACT_Q8: {
+        const tr_cpu_features *f = tr_cpu_get();
+        if (tr_act_q8_have_avx2() && f->avx2 && f->fma && f->f16c) tr_act_q8_avx2(x, dst, n);
+        else tr_act_q8_ref(x, dst, n);
+        break;
+    }
+    case TR_ACT_Q8K: {
+        const tr_cpu_features *f = tr_cpu_get();
+        if (tr_act_q8k_have_avx2() && f->avx2 && f->fma && f->f16c) tr_act_q8k_avx2(x, dst, n);
+        else tr_act_q8k_ref(x, dst, n);
+        break;
+    }
     }
 }
 

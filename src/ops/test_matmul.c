@@ -221,9 +221,160 @@ TT_TEST(half_conversions_round_to_nearest_even) {
     TT_CHECK(tr_bf16_to_fp32(0x3f81) == 1.0f + 0x1p-7f);
 }
 
+/* Legacy kernels add maddubs pair sums in 16 bits before widening: the
+ * largest weights times full-scale activations of one sign (and alternating
+ * signs, and all-equal rows) must still match the reference exactly up to
+ * float rounding. Every quant byte is 0xff (top nibbles, all fifth bits set;
+ * Q8_0: -1) or 0x80 (Q8_0: -128), activations all +1 or all -1 per block. */
+TT_TEST(legacy_extreme_values_match_reference) {
+    const tr_cpu_features *f = tr_cpu_get();
+    static const int lt[] = {TR_TYPE_Q8_0, TR_TYPE_Q4_0, TR_TYPE_Q4_1, TR_TYPE_Q5_0, TR_TYPE_Q5_1};
+    for (int ti = 0; ti < 5; ti++) {
+        int type = lt[ti];
+        const tr_kernel *k = tr_kernel_get(type);
+        if (!k->avx2 || !(f->avx2 && f->fma && f->f16c)) continue;
+        for (int fillv = 0; fillv < 2; fillv++) {
+            int64_t cols = 32 * 7, rows = 11;
+            int nt = 6;
+            size_t ws = tr_row_size(type, cols), as = tr_act_row_size(k->act, cols);
+            uint8_t *w = malloc(ws * (size_t)rows);
+            memset(w, fillv ? 0x80 : 0xff, ws * (size_t)rows);
+            const int *sf = scale_fields(type);
+            size_t bb = tr_type_block_bytes(type);
+            for (size_t b = 0; b < ws * (size_t)rows / bb; b++)
+                for (int q = 0; sf[q] >= 0; q++) put16(w + b * bb + sf[q], tr_fp32_to_fp16(1.0f / 64));
+            float *x = malloc(sizeof(float) * (size_t)(cols * nt));
+            for (int64_t i = 0; i < cols * nt; i++) x[i] = ((i / 32 + i / cols) % 2) ? -1.0f : 1.0f;
+            char *a = malloc(as * (size_t)nt);
+            for (int t = 0; t < nt; t++) tr_act_convert(k->act, x + (int64_t)t * cols, a + t * as, cols);
+            float *y0 = malloc(sizeof(float) * (size_t)(rows * nt)), *y1 = malloc(sizeof(float) * (size_t)(rows * nt));
+            k->ref(cols, w, ws, (int)rows, a, as, nt, y0, (size_t)rows);
+            k->avx2(cols, w, ws, (int)rows, a, as, nt, y1, (size_t)rows);
+            for (int64_t i = 0; i < rows * nt; i++) TT_CHECK_NEAR(y1[i], y0[i], 1e-4 * (1 + fabs(y0[i])));
+            free(w), free(x), free(a), free(y0), free(y1);
+        }
+    }
+}
+
+/* The AVX2 tr_q8k conversion writes the same bytes as the scalar reference:
+ * random rows, a zero block, the largest magnitude present with both signs
+ * (the first one sets the sign), and halves that round to even. */
+TT_TEST(q8k_conversion_avx2_matches_reference) {
+    const tr_cpu_features *f = tr_cpu_get();
+    if (!tr_act_q8k_have_avx2() || !(f->avx2 && f->fma && f->f16c)) {
+        printf("     (no AVX2 conversion on this CPU/build: skipped)\n");
+        return;
+    }
+    int64_t n = 256 * 8;
+    float *x = malloc(sizeof(float) * (size_t)n);
+    tr_q8k *a = malloc(sizeof(tr_q8k) * 8), *b = malloc(sizeof(tr_q8k) * 8);
+    for (int rep = 0; rep < 50; rep++) {
+        for (int64_t i = 0; i < n; i++) x[i] = rndf() * (float)(1 + rep);
+        for (int i = 0; i < 256; i++) x[256 + i] = 0.0f;             /* block 1: zeros */
+        x[512 + 7] = -3.0f * (float)(1 + rep), x[512 + 100] = 3.0f * (float)(1 + rep); /* block 2: -max first */
+        x[768 + 3] = 2.0f, x[768 + 200] = -2.0f;                      /* block 3: +max first */
+        for (int i = 0; i < 256; i++) if (i != 3 && i != 200) x[768 + i] = 2.0f * (float)((i % 255) - 127) / 127.0f + (i & 1 ? 1.0f / 127 : 0); /* near-halves */
+        memset(a, 0, sizeof(tr_q8k) * 8), memset(b, 0, sizeof(tr_q8k) * 8);
+        tr_act_q8k_ref(x, a, n);
+        tr_act_q8k_avx2(x, b, n);
+        int bad = 0;
+        for (int k = 0; k < 8; k++) {
+            bad += memcmp(a[k].qs, b[k].qs, 256) != 0;
+            bad += memcmp(a[k].bsums, b[k].bsums, sizeof a[k].bsums) != 0;
+            bad += memcmp(a[k].bsums32, b[k].bsums32, sizeof a[k].bsums32) != 0;
+            bad += memcmp(&a[k].d, &b[k].d, sizeof(float)) != 0;
+        }
+        TT_CHECK_EQ_INT(bad, 0);
+    }
+    free(x), free(a), free(b);
+}
+
+/* The AVX2 tr_q8a conversion writes the same bytes as the scalar reference:
+ * random rows, a zero block, exact halves after scaling (127 and -127 at the
+ * block maximum make id = 1, so k + 0.5 must round away from zero), values
+ * just below a half, and negative maxima. */
+TT_TEST(q8a_conversion_avx2_matches_reference) {
+    const tr_cpu_features *f = tr_cpu_get();
+    if (!tr_act_q8_have_avx2() || !(f->avx2 && f->fma && f->f16c)) {
+        printf("     (no AVX2 conversion on this CPU/build: skipped)\n");
+        return;
+    }
+    int64_t n = 32 * 8;
+    float *x = malloc(sizeof(float) * (size_t)n);
+    tr_q8a *a = malloc(sizeof(tr_q8a) * 8), *b = malloc(sizeof(tr_q8a) * 8);
+    for (int rep = 0; rep < 200; rep++) {
+        for (int64_t i = 0; i < n; i++) x[i] = rndf() * (float)(1 + rep);
+        for (int i = 0; i < 32; i++) x[32 + i] = 0.0f;                       /* block 1: zeros */
+        x[64] = 127.0f;                                                        /* block 2: id = 1 */
+        for (int i = 1; i < 32; i++) x[64 + i] = (float)((i * 37) % 253 - 126) + 0.5f * (float)(i & 1);
+        x[96] = -127.0f;                                                       /* block 3: negative max */
+        for (int i = 1; i < 32; i++) x[96 + i] = (float)(i - 16) + ((i & 1) ? 0.49999997f : -0.5f);
+        memset(a, 0, sizeof(tr_q8a) * 8), memset(b, 0, sizeof(tr_q8a) * 8);
+        tr_act_q8_ref(x, a, n);
+        tr_act_q8_avx2(x, b, n);
+        int bad = 0;
+        for (int k = 0; k < 8; k++) {
+            bad += memcmp(a[k].qs, b[k].qs, 32) != 0;
+            bad += a[k].sum != b[k].sum;
+            bad += memcmp(&a[k].d, &b[k].d, sizeof(float)) != 0;
+        }
+        TT_CHECK_EQ_INT(bad, 0);
+    }
+    free(x), free(a), free(b);
+}
+
+/* The k-quant kernels add int16 partial sums before widening (see
+ * matmul_avx2_kquant.c): with every quant at its largest value and every
+ * activation at +-127 those sums reach their bounds, where an overflow would
+ * show as a large error. Scales stay sane, quants are all-ones bytes. */
+TT_TEST(kquant_extreme_values_match_reference) {
+    const tr_cpu_features *f = tr_cpu_get();
+    static const int kt[] = {TR_TYPE_Q2_K, TR_TYPE_Q3_K, TR_TYPE_Q4_K, TR_TYPE_Q5_K, TR_TYPE_Q6_K, TR_TYPE_TQ2_0};
+    int64_t cols = 512;
+    for (size_t ti = 0; ti < sizeof kt / sizeof kt[0]; ti++) {
+        int type = kt[ti];
+        const tr_kernel *k = tr_kernel_get(type);
+        if (!k->avx2 || !(f->avx2 && f->fma && f->f16c)) continue;
+        for (int pat = 0; pat < 3; pat++) {
+            int rows = 3;
+            uint8_t *w = random_weights(type, rows, cols);
+            size_t ws = tr_row_size(type, cols), bb = tr_type_block_bytes(type);
+            /* every byte 0xff except the fp16 scales (sub-block scales then hit their maxima too) */
+            for (size_t i = 0; i < ws * (size_t)rows; i++) {
+                size_t off = i % bb;
+                bool scale = false;
+                for (const int *sf = scale_fields(type); *sf >= 0; sf++)
+                    if (off == (size_t)*sf || off == (size_t)*sf + 1) scale = true;
+                if (!scale) w[i] = 0xff;
+            }
+            int nt = 4;
+            float *x = malloc(sizeof(float) * (size_t)(cols * nt));
+            for (int64_t i = 0; i < cols * nt; i++) x[i] = pat == 0 ? 1.0f : pat == 1 ? -1.0f : (i & 1 ? 1.0f : -1.0f);
+            size_t as = tr_act_row_size(k->act, cols);
+            char *a = malloc(as * (size_t)nt);
+            for (int t = 0; t < nt; t++) tr_act_convert(k->act, x + (int64_t)t * cols, a + t * as, cols);
+            float y0[12], y1[12];
+            for (int ntt = 1; ntt <= nt; ntt += 3) {
+                k->ref(cols, w, ws, rows, a, as, ntt, y0, (size_t)rows);
+                k->avx2(cols, w, ws, rows, a, as, ntt, y1, (size_t)rows);
+                int bad = 0;
+                for (int i = 0; i < rows * ntt; i++)
+                    if (!(fabs(y0[i] - y1[i]) <= 1e-5 * (fabs(y0[i]) + term_scale(type, w, rows, cols)))) bad++;
+                if (bad) fprintf(stderr, "  %s pattern %d nt=%d: %g vs %g\n", tr_type_name(type), pat, ntt, y0[0], y1[0]);
+                TT_CHECK_EQ_INT(bad, 0);
+            }
+            free(w), free(x), free(a);
+        }
+    }
+}
+
 int main(void) {
     TT_RUN(half_conversions_round_to_nearest_even);
+    TT_RUN(q8k_conversion_avx2_matches_reference);
+    TT_RUN(q8a_conversion_avx2_matches_reference);
     TT_RUN(variants_match_scalar_reference);
+    TT_RUN(legacy_extreme_values_match_reference);
+    TT_RUN(kquant_extreme_values_match_reference);
     TT_RUN(matmul_matches_reference_any_threads_and_tokens);
     TT_RUN(matmul_close_to_float_on_dequantized_weights);
     return TT_DONE();
