@@ -795,7 +795,7 @@ tr_status tr_attention_variant(tr_pool *pool, const tr_attn_params *p, const flo
     j.partial = j.scratch + j.per_thread * (size_t)nth;
     atomic_init(&j.next, 0);
 
-    tr_pool_run(pool, attn_part, &j);
+    tr_pool_run_shared(pool, attn_part, &j);
     if (j.n_split > 1) {
         /* Small merges (generation) are not worth waking the pool for. */
         if ((int64_t)nt * p->n_head * j.n_split * dv < 65536) merge_part(&j, 0, 1);

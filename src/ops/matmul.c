@@ -123,7 +123,7 @@ void tr_matmul(tr_pool *pool, int type, const void *W, int64_t rows, int64_t col
             j.act = buf;
             if (n_tokens >= 2 * nth && nth > 1) tr_pool_run(pool, convert_part, &j);
             else convert_part(&j, 0, 1);
-            tr_pool_run(pool, gemm_part, &j);
+            tr_pool_run_shared(pool, gemm_part, &j);
             free(owned);
             return;
         }
@@ -137,7 +137,7 @@ void tr_matmul(tr_pool *pool, int type, const void *W, int64_t rows, int64_t col
         return;
     }
     j.deq = buf;
-    tr_pool_run(pool, fallback_part, &j);
+    tr_pool_run_shared(pool, fallback_part, &j);
     free(owned);
 }
 

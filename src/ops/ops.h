@@ -19,6 +19,13 @@ int tr_pool_size(const tr_pool *p);
  * Workers persist between calls (spin briefly, then sleep): no thread is created per operation.
  * Not reentrant: one tr_pool_run at a time per pool. */
 void tr_pool_run(tr_pool *p, void (*fn)(void *arg, int ith, int nth), void *arg);
+/* As tr_pool_run, for jobs whose shares take their work from a counter of
+ * the job's own until none is left (so any one share can do it all): returns
+ * when the caller's share is done and every worker that joined meanwhile has
+ * left; a worker that had not joined by then skips the job. A worker that the
+ * OS has not scheduled (a busy machine) then costs nothing, where tr_pool_run
+ * would wait for it. fn must not rely on every ith running. */
+void tr_pool_run_shared(tr_pool *p, void (*fn)(void *arg, int ith, int nth), void *arg);
 /* A buffer of at least `bytes`, 64-byte aligned, owned by the pool and reused
  * by the kernels (tr_matmul, tr_attention) for their per-call temporaries; it
  * grows on demand, so after the first forward pass nothing is allocated per

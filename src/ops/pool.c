@@ -7,6 +7,8 @@
 #include "ops.h"
 
 #include <pthread.h>
+#include <sched.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -31,8 +33,13 @@ struct tr_pool {
     worker *workers;
     void (*fn)(void *arg, int ith, int nth);
     void *arg;
-    atomic_uint generation; /* bumped once per job; workers wait for a change */
-    atomic_int pending;     /* workers not yet done with the current job */
+    bool shared; /* the current job was started by tr_pool_run_shared */
+    /* (generation << 1) | open: the generation is bumped once per job and
+     * workers wait for a change; open while workers may join the job. One
+     * word, so a worker that joins learns which job it joined. */
+    atomic_uint state;
+    atomic_int active;  /* workers inside a job (joined, not yet left) */
+    atomic_int pending; /* tr_pool_run: workers not yet done with the job */
     atomic_bool stop;
     pthread_mutex_t mu;
     pthread_cond_t work_cv, done_cv;
@@ -40,30 +47,41 @@ struct tr_pool {
     size_t scratch_size;
 };
 
+/* A worker joins a job by counting itself active, then looking whether the
+ * job is still open; the caller closes a job, then waits until no worker is
+ * active. Both sides are sequentially consistent, so either the worker sees
+ * the job closed (and leaves) or the caller sees the worker (and waits for
+ * it). While a worker is active the job's fields cannot change. */
 static void *worker_main(void *p_) {
     worker *w = p_;
     struct tr_pool *p = w->pool;
-    unsigned seen = 0;
+    unsigned seen = 0; /* generation of the last job this worker ran or skipped */
     for (;;) {
-        unsigned g = atomic_load_explicit(&p->generation, memory_order_acquire);
-        for (int i = 0; i < SPIN_ITERS && g == seen; i++) {
+        unsigned st = atomic_load_explicit(&p->state, memory_order_acquire);
+        for (int i = 0; i < SPIN_ITERS && st >> 1 == seen; i++) {
             cpu_relax();
-            g = atomic_load_explicit(&p->generation, memory_order_acquire);
+            st = atomic_load_explicit(&p->state, memory_order_acquire);
         }
-        if (g == seen) {
+        if (st >> 1 == seen) {
             pthread_mutex_lock(&p->mu);
-            while ((g = atomic_load(&p->generation)) == seen) pthread_cond_wait(&p->work_cv, &p->mu);
+            while ((st = atomic_load(&p->state)) >> 1 == seen) pthread_cond_wait(&p->work_cv, &p->mu);
             pthread_mutex_unlock(&p->mu);
         }
-        seen = g;
         if (atomic_load(&p->stop)) return NULL;
-        p->fn(p->arg, w->ith, p->n);
-        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
-            /* Taking the lock orders this signal after the caller's check. */
-            pthread_mutex_lock(&p->mu);
-            pthread_cond_signal(&p->done_cv);
-            pthread_mutex_unlock(&p->mu);
+        atomic_fetch_add(&p->active, 1);
+        st = atomic_load(&p->state);
+        seen = st >> 1;
+        if (st & 1) {
+            const bool shared = p->shared;
+            p->fn(p->arg, w->ith, p->n);
+            if (!shared && atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
+                /* Taking the lock orders this signal after the caller's check. */
+                pthread_mutex_lock(&p->mu);
+                pthread_cond_signal(&p->done_cv);
+                pthread_mutex_unlock(&p->mu);
+            }
         }
+        atomic_fetch_sub_explicit(&p->active, 1, memory_order_release);
     }
 }
 
@@ -73,7 +91,8 @@ tr_pool *tr_pool_new(int n_threads) {
     struct tr_pool *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->n = n_threads;
-    atomic_init(&p->generation, 0);
+    atomic_init(&p->state, 0);
+    atomic_init(&p->active, 0);
     atomic_init(&p->pending, 0);
     atomic_init(&p->stop, false);
     pthread_mutex_init(&p->mu, NULL);
@@ -102,7 +121,7 @@ void tr_pool_free(tr_pool *p) {
     if (p->workers) {
         pthread_mutex_lock(&p->mu);
         atomic_store(&p->stop, true);
-        atomic_fetch_add(&p->generation, 1);
+        atomic_fetch_add(&p->state, 2);
         pthread_cond_broadcast(&p->work_cv);
         pthread_mutex_unlock(&p->mu);
         for (int i = 1; i < p->n; i++) pthread_join(p->workers[i].thread, NULL);
@@ -117,21 +136,35 @@ void tr_pool_free(tr_pool *p) {
 
 int tr_pool_size(const tr_pool *p) { return p ? p->n : 1; }
 
+/* Start a job: its fields, then the new generation, open. */
+static void start(tr_pool *p, void (*fn)(void *arg, int ith, int nth), void *arg, bool shared) {
+    p->fn = fn;
+    p->arg = arg;
+    p->shared = shared;
+    atomic_store_explicit(&p->pending, shared ? 0 : p->n - 1, memory_order_relaxed);
+    pthread_mutex_lock(&p->mu);
+    unsigned gen = (atomic_load_explicit(&p->state, memory_order_relaxed) >> 1) + 1;
+    atomic_store(&p->state, gen << 1 | 1u);
+    pthread_cond_broadcast(&p->work_cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Close the job and wait for the workers inside it to leave. */
+static void finish(tr_pool *p) {
+    atomic_store(&p->state, atomic_load_explicit(&p->state, memory_order_relaxed) & ~1u);
+    for (int i = 0; atomic_load(&p->active); i++) {
+        cpu_relax();
+        if (i >= SPIN_ITERS) sched_yield(); /* a worker preempted mid-share */
+    }
+}
+
 void tr_pool_run(tr_pool *p, void (*fn)(void *arg, int ith, int nth), void *arg) {
     if (!p || p->n == 1) {
         fn(arg, 0, 1);
         return;
     }
-    p->fn = fn;
-    p->arg = arg;
-    atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
-    pthread_mutex_lock(&p->mu);
-    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
-    pthread_cond_broadcast(&p->work_cv);
-    pthread_mutex_unlock(&p->mu);
-
+    start(p, fn, arg, false);
     fn(arg, 0, p->n);
-
     for (int i = 0; i < SPIN_ITERS && atomic_load_explicit(&p->pending, memory_order_acquire); i++)
         cpu_relax();
     if (atomic_load_explicit(&p->pending, memory_order_acquire)) {
@@ -139,6 +172,17 @@ void tr_pool_run(tr_pool *p, void (*fn)(void *arg, int ith, int nth), void *arg)
         while (atomic_load(&p->pending)) pthread_cond_wait(&p->done_cv, &p->mu);
         pthread_mutex_unlock(&p->mu);
     }
+    finish(p);
+}
+
+void tr_pool_run_shared(tr_pool *p, void (*fn)(void *arg, int ith, int nth), void *arg) {
+    if (!p || p->n == 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    start(p, fn, arg, true);
+    fn(arg, 0, p->n);
+    finish(p);
 }
 
 void *tr_pool_scratch(tr_pool *p, size_t bytes) {

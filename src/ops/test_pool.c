@@ -69,6 +69,44 @@ TT_TEST(shares_see_the_callers_writes) {
     tr_pool_free(p);
 }
 
+/* A shared job: items taken from a counter; shares other than the caller's
+ * may start late (here: on purpose, every few jobs) or not at all. */
+typedef struct {
+    atomic_int next;
+    int n_items;
+    atomic_int *done; /* times each item was done */
+    int slow_every, job;
+} items_job;
+
+static void take_items(void *arg, int ith, int nth) {
+    (void)nth;
+    items_job *j = arg;
+    if (ith != 0 && j->slow_every && j->job % j->slow_every == 0) {
+        struct timespec ts = {0, 200 * 1000}; /* a worker the OS has not run yet */
+        nanosleep(&ts, NULL);
+    }
+    for (int i; (i = atomic_fetch_add(&j->next, 1)) < j->n_items;) atomic_fetch_add(&j->done[i], 1);
+}
+
+TT_TEST(shared_jobs_do_every_item_once_mixed_with_full_jobs) {
+    for (int n = 1; n <= 4; n++) {
+        tr_pool *p = tr_pool_new(n);
+        atomic_int done[64];
+        counter c = {0};
+        for (int job = 0; job < 400; job++) {
+            items_job j = {.n_items = job % 64, .done = done, .slow_every = 7, .job = job};
+            atomic_init(&j.next, 0);
+            for (int i = 0; i < 64; i++) atomic_init(&done[i], 0);
+            tr_pool_run_shared(p, take_items, &j);
+            /* everything is done, once, by the time the call returns */
+            for (int i = 0; i < 64; i++) TT_CHECK_EQ_INT(atomic_load(&done[i]), i < j.n_items ? 1 : 0);
+            if (job % 3 == 0) tr_pool_run(p, count, &c); /* full jobs still run every share */
+        }
+        for (int i = 0; i < n; i++) TT_CHECK_EQ_INT(atomic_load(&c.hits[i]), 134);
+        tr_pool_free(p);
+    }
+}
+
 TT_TEST(null_pool_runs_inline) {
     counter c = {0};
     tr_pool_run(NULL, count, &c);
@@ -88,6 +126,7 @@ int main(void) {
     TT_RUN(every_share_runs_once_per_job);
     TT_RUN(wakes_after_sleeping);
     TT_RUN(shares_see_the_callers_writes);
+    TT_RUN(shared_jobs_do_every_item_once_mixed_with_full_jobs);
     TT_RUN(null_pool_runs_inline);
     return TT_DONE();
 }
