@@ -161,49 +161,61 @@ TILE __m128i reduce4_small(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
 
 enum { F_Q4_0, F_Q4_1, F_Q5_0, F_Q5_1, F_Q8_0 };
 
-TILE void legacy_tile4(int64_t n, const uint8_t *w, size_t ws, const char *a, size_t as, int NT, __m128 *out,
+/* One block b of four rows into the NT accumulators acc. */
+TILE void legacy_block(const uint8_t *w, size_t ws, int64_t b, const char *a, size_t as, int NT, __m128 *acc,
                        const int F) {
     const int bs = F == F_Q4_0 ? 18 : F == F_Q4_1 ? 20 : F == F_Q5_0 ? 22 : F == F_Q5_1 ? 24 : 34;
     const int has_m = F == F_Q4_1 || F == F_Q5_1;
     const int off = F == F_Q4_0 ? 8 : F == F_Q5_0 ? 16 : 0;
-    __m128 acc[4];
-    FOR_T(j) acc[j] = _mm_setzero_ps();
-    const uint8_t *w0 = w, *w1 = w + ws, *w2 = w + 2 * ws, *w3 = w + 3 * ws;
-    for (int64_t b = 0; b < n / 32; b++) {
-        size_t o = (size_t)b * bs;
-        __m256i q[4];
-        const uint8_t *wr[4] = {w0 + o, w1 + o, w2 + o, w3 + o};
-        _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {
-            if (F == F_Q4_0) q[r] = nibbles32(wr[r] + 2);
-            else if (F == F_Q4_1) q[r] = nibbles32(wr[r] + 4);
-            else if (F == F_Q5_0) q[r] = _mm256_or_si256(nibbles32(wr[r] + 6), bits5(wr[r] + 2));
-            else if (F == F_Q5_1) q[r] = _mm256_or_si256(nibbles32(wr[r] + 8), bits5(wr[r] + 4));
-            else q[r] = _mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)(wr[r] + 2)));
-        }
-        __m128 dw = _mm_cvtph_ps(halves4(wr[0], wr[1], wr[2], wr[3]));
-        __m128 mw = has_m ? _mm_cvtph_ps(halves4(wr[0] + 2, wr[1] + 2, wr[2] + 2, wr[3] + 2)) : _mm_setzero_ps();
-        FOR_T(j) {
-            const tr_q8a *x = ACT(j, b);
-            __m256i xv = _mm256_loadu_si256((const __m256i *)x->qs);
-            __m256i p[4];
-            __m128i isum;
-            if (F == F_Q8_0) {
-                _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++)
-                    p[r] = dot_us(q[r], _mm256_sign_epi8(xv, _mm256_loadu_si256((const __m256i *)(wr[r] + 2))));
-                isum = reduce4(p[0], p[1], p[2], p[3]);
-            } else {
-                /* Weights of at most 5 bits: the int16 pair sums stay small enough to be
-                 * added in 16 bits, which saves three of the four widening multiplies. */
-                _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) p[r] = _mm256_maddubs_epi16(q[r], xv);
-                isum = reduce4_small(p[0], p[1], p[2], p[3]);
-            }
-            if (off) isum = _mm_sub_epi32(isum, _mm_set1_epi32(off * x->sum));
-            __m128 da = _mm_set1_ps(x->d);
-            acc[j] = _mm_fmadd_ps(_mm_cvtepi32_ps(isum), _mm_mul_ps(dw, da), acc[j]);
-            if (has_m) acc[j] = _mm_fmadd_ps(mw, _mm_set1_ps(x->d * (float)x->sum), acc[j]);
-        }
+    size_t o = (size_t)b * bs;
+    __m256i q[4];
+    const uint8_t *wr[4] = {w + o, w + ws + o, w + 2 * ws + o, w + 3 * ws + o};
+    _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {
+        if (F == F_Q4_0) q[r] = nibbles32(wr[r] + 2);
+        else if (F == F_Q4_1) q[r] = nibbles32(wr[r] + 4);
+        else if (F == F_Q5_0) q[r] = _mm256_or_si256(nibbles32(wr[r] + 6), bits5(wr[r] + 2));
+        else if (F == F_Q5_1) q[r] = _mm256_or_si256(nibbles32(wr[r] + 8), bits5(wr[r] + 4));
+        else q[r] = _mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)(wr[r] + 2)));
     }
-    FOR_T(j) out[j] = acc[j];
+    __m128 dw = _mm_cvtph_ps(halves4(wr[0], wr[1], wr[2], wr[3]));
+    __m128 mw = has_m ? _mm_cvtph_ps(halves4(wr[0] + 2, wr[1] + 2, wr[2] + 2, wr[3] + 2)) : _mm_setzero_ps();
+    FOR_T(j) {
+        const tr_q8a *x = ACT(j, b);
+        __m256i xv = _mm256_loadu_si256((const __m256i *)x->qs);
+        __m256i p[4];
+        __m128i isum;
+        if (F == F_Q8_0) {
+            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++)
+                p[r] = dot_us(q[r], _mm256_sign_epi8(xv, _mm256_loadu_si256((const __m256i *)(wr[r] + 2))));
+            isum = reduce4(p[0], p[1], p[2], p[3]);
+        } else {
+            /* Weights of at most 5 bits: the int16 pair sums stay small enough to be
+             * added in 16 bits, which saves three of the four widening multiplies. */
+            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) p[r] = _mm256_maddubs_epi16(q[r], xv);
+            isum = reduce4_small(p[0], p[1], p[2], p[3]);
+        }
+        if (off) isum = _mm_sub_epi32(isum, _mm_set1_epi32(off * x->sum));
+        __m128 da = _mm_set1_ps(x->d);
+        acc[j] = _mm_fmadd_ps(_mm_cvtepi32_ps(isum), _mm_mul_ps(dw, da), acc[j]);
+        if (has_m) acc[j] = _mm_fmadd_ps(mw, _mm_set1_ps(x->d * (float)x->sum), acc[j]);
+    }
+}
+
+TILE void legacy_tile4(int64_t n, const uint8_t *w, size_t ws, const char *a, size_t as, int NT, __m128 *out,
+                       const int F) {
+    __m128 acc[4], acc2[4];
+    FOR_T(j) acc[j] = acc2[j] = _mm_setzero_ps();
+    int64_t nb = n / 32, b = 0;
+    /* With one or two tokens, a single accumulator per token would chain every
+     * block's multiply-add (5 cycles of latency each on Zen 1) while a block
+     * takes about that long: even and odd blocks go to separate sums. */
+    if (NT <= 2)
+        for (; b + 2 <= nb; b += 2) {
+            legacy_block(w, ws, b, a, as, NT, acc, F);
+            legacy_block(w, ws, b + 1, a, as, NT, acc2, F);
+        }
+    for (; b < nb; b++) legacy_block(w, ws, b, a, as, NT, acc, F);
+    FOR_T(j) out[j] = _mm_add_ps(acc[j], acc2[j]);
 }
 
 /* Rows in fours through tile4, the remaining rows through the one-row tile. */
