@@ -92,7 +92,11 @@ static int64_t pick_chunk(int64_t rows, int64_t n_tokens, int nth) {
     int64_t c = rows / (8 * (int64_t)nth);
     if (c < 4) c = 4;
     if (c > 256) c = 256;
-    return c;
+    /* A multiple of 4, like the sizes above: kernels take rows in fours
+     * from the start of a chunk and sum a lone row in another order, so
+     * chunks aligned to 4 give every row the same kernel path whatever the
+     * number of tokens (a token's result must not depend on its batch). */
+    return (c + 3) & ~(int64_t)3;
 }
 
 void tr_matmul(tr_pool *pool, int type, const void *W, int64_t rows, int64_t cols, const float *X,

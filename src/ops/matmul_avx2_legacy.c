@@ -208,12 +208,13 @@ TILE void legacy_tile4(int64_t n, const uint8_t *w, size_t ws, const char *a, si
     int64_t nb = n / 32, b = 0;
     /* With one or two tokens, a single accumulator per token would chain every
      * block's multiply-add (5 cycles of latency each on Zen 1) while a block
-     * takes about that long: even and odd blocks go to separate sums. */
-    if (NT <= 2)
-        for (; b + 2 <= nb; b += 2) {
-            legacy_block(w, ws, b, a, as, NT, acc, F);
-            legacy_block(w, ws, b + 1, a, as, NT, acc2, F);
-        }
+     * takes about that long: even and odd blocks go to separate sums. Every
+     * tile width sums this way, so that a token's result is the same bits
+     * whatever batch it came in (test_matmul: batch_results_equal_...). */
+    for (; b + 2 <= nb; b += 2) {
+        legacy_block(w, ws, b, a, as, NT, acc, F);
+        legacy_block(w, ws, b + 1, a, as, NT, acc2, F);
+    }
     for (; b < nb; b++) legacy_block(w, ws, b, a, as, NT, acc, F);
     FOR_T(j) out[j] = _mm_add_ps(acc[j], acc2[j]);
 }

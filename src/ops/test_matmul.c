@@ -368,6 +368,41 @@ TT_TEST(kquant_extreme_values_match_reference) {
     }
 }
 
+
+/* A token's result does not depend on the batch it came in: the server
+ * decodes many sequences in one batch, and a sequence's text at temperature
+ * 0 must not change with how many others share its steps. So every tile
+ * width of a kernel sums in the same order, and tr_matmul of a batch equals,
+ * bit for bit, tr_matmul of each of its tokens alone (any thread count). */
+TT_TEST(batch_results_equal_single_token_results) {
+    tr_pool *pools[2] = {tr_pool_new(1), tr_pool_new(2)};
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        int type = types[ti];
+        const tr_kernel *k = tr_kernel_get(type);
+        int64_t bl = k->blck < 32 ? 32 : k->blck;
+        for (int nt = 2; nt <= 9; nt++) {
+            int64_t cols = bl * (1 + rnd() % 4), rows = 1 + rnd() % 45;
+            uint8_t *w = random_weights(type, rows, cols);
+            float *x = random_floats(cols * nt);
+            float *yb = malloc(sizeof(float) * (size_t)(rows * nt)), *y1 = malloc(sizeof(float) * (size_t)rows);
+            for (int p = 0; p < 2; p++) {
+                tr_matmul(pools[p], type, w, rows, cols, x, nt, yb);
+                int bad = 0;
+                for (int t = 0; t < nt; t++) {
+                    tr_matmul(pools[p], type, w, rows, cols, x + (int64_t)t * cols, 1, y1);
+                    if (memcmp(y1, yb + (int64_t)t * rows, sizeof(float) * (size_t)rows)) bad++;
+                }
+                if (bad)
+                    fprintf(stderr, "  %s threads=%d rows=%lld cols=%lld nt=%d: %d tokens differ alone\n",
+                            tr_type_name(type), p + 1, (long long)rows, (long long)cols, nt, bad);
+                TT_CHECK_EQ_INT(bad, 0);
+            }
+            free(w), free(x), free(yb), free(y1);
+        }
+    }
+    for (int p = 0; p < 2; p++) tr_pool_free(pools[p]);
+}
+
 int main(void) {
     TT_RUN(half_conversions_round_to_nearest_even);
     TT_RUN(q8k_conversion_avx2_matches_reference);
@@ -377,5 +412,6 @@ int main(void) {
     TT_RUN(kquant_extreme_values_match_reference);
     TT_RUN(matmul_matches_reference_any_threads_and_tokens);
     TT_RUN(matmul_close_to_float_on_dequantized_weights);
+    TT_RUN(batch_results_equal_single_token_results);
     return TT_DONE();
 }
