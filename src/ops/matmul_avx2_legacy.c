@@ -29,41 +29,6 @@ TILE __m256i nibbles32(const uint8_t *p) {
     return _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
 }
 
-TILE void q4_0_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {
-    __m256 acc[4];
-    float corr[4] = {0};
-    FOR_T(j) acc[j] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < n / 32; b++, w += 18) {
-        __m256i q = nibbles32(w + 2);
-        float dw = h2f(w);
-        FOR_T(j) {
-            const tr_q8a *x = ACT(j, b);
-            float d = dw * x->d;
-            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_us(q, _mm256_loadu_si256((const __m256i *)x->qs))),
-                                     _mm256_set1_ps(d), acc[j]);
-            corr[j] += d * (float)x->sum;
-        }
-    }
-    FOR_T(j) out[j] = hsum_ps(acc[j]) - 8.0f * corr[j];
-}
-
-TILE void q4_1_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {
-    __m256 acc[4];
-    float corr[4] = {0};
-    FOR_T(j) acc[j] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < n / 32; b++, w += 20) {
-        __m256i q = nibbles32(w + 4);
-        float dw = h2f(w), mw = h2f(w + 2);
-        FOR_T(j) {
-            const tr_q8a *x = ACT(j, b);
-            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_us(q, _mm256_loadu_si256((const __m256i *)x->qs))),
-                                     _mm256_set1_ps(dw * x->d), acc[j]);
-            corr[j] += mw * x->d * (float)x->sum;
-        }
-    }
-    FOR_T(j) out[j] = hsum_ps(acc[j]) + corr[j];
-}
-
 /* The fifth bits of 32 elements (bit i of qh for element i) as 0x10 bytes. */
 TILE __m256i bits5(const uint8_t *qh) {
     uint32_t h;
@@ -77,40 +42,53 @@ TILE __m256i bits5(const uint8_t *qh) {
     return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
 }
 
-TILE void q5_0_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {
+enum { F_Q4_0, F_Q4_1, F_Q5_0, F_Q5_1, F_Q8_0 };
+
+/* Bytes per block, and the offset the unsigned quants carry (removed through
+ * the activation sums). */
+TILE int legacy_bytes(const int F) {
+    return F == F_Q4_0 ? 18 : F == F_Q4_1 ? 20 : F == F_Q5_0 ? 22 : F == F_Q5_1 ? 24 : 34;
+}
+TILE int legacy_offset(const int F) { return F == F_Q4_0 ? 8 : F == F_Q5_0 ? 16 : 0; }
+
+/* A block's 32 quants as unsigned bytes (Q8_0: their magnitudes; the signs
+ * are moved onto the activations). */
+TILE __m256i legacy_quants(const uint8_t *blk, const int F) {
+    if (F == F_Q4_0) return nibbles32(blk + 2);
+    if (F == F_Q4_1) return nibbles32(blk + 4);
+    if (F == F_Q5_0) return _mm256_or_si256(nibbles32(blk + 6), bits5(blk + 2));
+    if (F == F_Q5_1) return _mm256_or_si256(nibbles32(blk + 8), bits5(blk + 4));
+    return _mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)(blk + 2)));
+}
+
+/* One weight row of a 4- or 5-bit legacy format against NT tokens (the rows
+ * left over after the four-row tiles). */
+TILE void legacy_tile1(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out, const int F) {
+    const int bs = legacy_bytes(F), has_m = F == F_Q4_1 || F == F_Q5_1, off = legacy_offset(F);
     __m256 acc[4];
     float corr[4] = {0};
     FOR_T(j) acc[j] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < n / 32; b++, w += 22) {
-        __m256i q = _mm256_or_si256(nibbles32(w + 6), bits5(w + 2));
-        float dw = h2f(w);
+    for (int64_t b = 0; b < n / 32; b++, w += bs) {
+        __m256i q = legacy_quants(w, F);
+        float dw = h2f(w), mw = has_m ? h2f(w + 2) : 0.0f;
         FOR_T(j) {
             const tr_q8a *x = ACT(j, b);
             float d = dw * x->d;
             acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_us(q, _mm256_loadu_si256((const __m256i *)x->qs))),
                                      _mm256_set1_ps(d), acc[j]);
-            corr[j] += d * (float)x->sum;
+            corr[j] += has_m ? mw * x->d * (float)x->sum : d * (float)x->sum;
         }
     }
-    FOR_T(j) out[j] = hsum_ps(acc[j]) - 16.0f * corr[j];
+    FOR_T(j) out[j] = has_m ? hsum_ps(acc[j]) + corr[j] : hsum_ps(acc[j]) - (float)off * corr[j];
 }
-
-TILE void q5_1_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {
-    __m256 acc[4];
-    float corr[4] = {0};
-    FOR_T(j) acc[j] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < n / 32; b++, w += 24) {
-        __m256i q = _mm256_or_si256(nibbles32(w + 8), bits5(w + 4));
-        float dw = h2f(w), mw = h2f(w + 2);
-        FOR_T(j) {
-            const tr_q8a *x = ACT(j, b);
-            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_us(q, _mm256_loadu_si256((const __m256i *)x->qs))),
-                                     _mm256_set1_ps(dw * x->d), acc[j]);
-            corr[j] += mw * x->d * (float)x->sum;
-        }
+#define LEGACY_TILE1(name, F) \
+    TILE void name(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) { \
+        legacy_tile1(n, w, a, as, NT, out, F);                                                  \
     }
-    FOR_T(j) out[j] = hsum_ps(acc[j]) + corr[j];
-}
+LEGACY_TILE1(q4_0_tile, F_Q4_0)
+LEGACY_TILE1(q4_1_tile, F_Q4_1)
+LEGACY_TILE1(q5_0_tile, F_Q5_0)
+LEGACY_TILE1(q5_1_tile, F_Q5_1)
 
 /* Four weight rows at a time for the legacy formats: the 32-byte activation
  * block is loaded once for four rows, the four rows' dot products are folded
@@ -159,23 +137,15 @@ TILE __m128i reduce4_small(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
     return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
 }
 
-enum { F_Q4_0, F_Q4_1, F_Q5_0, F_Q5_1, F_Q8_0 };
-
 /* One block b of four rows into the NT accumulators acc. */
 TILE void legacy_block(const uint8_t *w, size_t ws, int64_t b, const char *a, size_t as, int NT, __m128 *acc,
                        const int F) {
-    const int bs = F == F_Q4_0 ? 18 : F == F_Q4_1 ? 20 : F == F_Q5_0 ? 22 : F == F_Q5_1 ? 24 : 34;
-    const int has_m = F == F_Q4_1 || F == F_Q5_1;
-    const int off = F == F_Q4_0 ? 8 : F == F_Q5_0 ? 16 : 0;
+    const int bs = legacy_bytes(F), has_m = F == F_Q4_1 || F == F_Q5_1, off = legacy_offset(F);
     size_t o = (size_t)b * bs;
     __m256i q[4];
     const uint8_t *wr[4] = {w + o, w + ws + o, w + 2 * ws + o, w + 3 * ws + o};
     _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {
-        if (F == F_Q4_0) q[r] = nibbles32(wr[r] + 2);
-        else if (F == F_Q4_1) q[r] = nibbles32(wr[r] + 4);
-        else if (F == F_Q5_0) q[r] = _mm256_or_si256(nibbles32(wr[r] + 6), bits5(wr[r] + 2));
-        else if (F == F_Q5_1) q[r] = _mm256_or_si256(nibbles32(wr[r] + 8), bits5(wr[r] + 4));
-        else q[r] = _mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)(wr[r] + 2)));
+        q[r] = legacy_quants(wr[r], F);
     }
     __m128 dw = _mm_cvtph_ps(halves4(wr[0], wr[1], wr[2], wr[3]));
     __m128 mw = has_m ? _mm_cvtph_ps(halves4(wr[0] + 2, wr[1] + 2, wr[2] + 2, wr[3] + 2)) : _mm_setzero_ps();
