@@ -27,6 +27,7 @@ enum {
     TR_ACT_BF16,    /* floats rounded to bfloat16 (BF16 weights), kept as float likewise */
     TR_ACT_Q8,      /* tr_q8a: 32 int8 with a scale and their sum (legacy quants) */
     TR_ACT_Q8K,     /* tr_q8k: 256 int8 with a scale and sums per 16 (k-quants) */
+    TR_ACT_Q8KP,    /* tr_q8k with the quants in pair order (tr_q8kp_pos): Q4_K */
     TR_ACT_COUNT
 };
 
@@ -87,6 +88,23 @@ void tr_act_q8k_ref(const float *x, tr_q8k *y, int64_t n);
 void tr_act_q8k_avx2(const float *x, tr_q8k *y, int64_t n);
 /* Whether tr_act_q8k_avx2 exists in this build. */
 bool tr_act_q8k_have_avx2(void);
+
+/* TR_ACT_Q8KP: the same block as tr_q8k (same d, bsums, bsums32) with the
+ * 256 quants stored in "pair order", which lets the AVX2 Q4_K kernel add the
+ * products of two sub-blocks of 32 with one vpaddw instead of folding them
+ * with unpacks (matmul_avx2_kquant.c explains the layout). Each 64 quants
+ * of sub-blocks a = 2k, b = 2k + 1 (natural order x_a[0..31], x_b[0..31])
+ * become two vectors of 16 two-byte slots s = 0..15:
+ *   X1 (bytes 64k + 0..31):  slot s even: x_a[2s], x_a[2s+1];  odd: x_b[2s], x_b[2s+1]
+ *   X2 (bytes 64k + 32..63): slot s even: x_a[2s+2], x_a[2s+3]; odd: x_b[2s-2], x_b[2s-1]
+ * tr_q8kp_pos maps a natural index 0..255 to its byte in qs. */
+static inline int tr_q8kp_pos(int e) {
+    int k = e >> 6, sub = (e >> 5) & 1, i = e & 31, t = i >> 1;
+    if ((t & 1) == sub) return 64 * k + i;
+    return 64 * k + 32 + i + (sub ? 2 : -2);
+}
+void tr_act_q8kp_ref(const float *x, tr_q8k *y, int64_t n);
+void tr_act_q8kp_avx2(const float *x, tr_q8k *y, int64_t n);
 
 /* The AVX2 variant of a type (matmul_avx2.c), NULL when none; the legacy
  * formats' and the k-quants' live in matmul_avx2_legacy.c and

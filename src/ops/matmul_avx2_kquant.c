@@ -84,60 +84,55 @@ TILE __m256i k4_quad(__m256i qa, __m256i qb, __m256i qc, __m256i qd, const int8_
     return _mm256_madd_epi16(fold64(fold32(pa, pb), fold32(pc, pd)), S);
 }
 
-/* Four sub-blocks folded to [a a b b c c d d] int16 lanes (no scale yet). */
-TILE __m256i k4_fold(__m256i qa, __m256i qb, __m256i qc, __m256i qd, const int8_t *x) {
-    __m256i pa = _mm256_maddubs_epi16(qa, _mm256_loadu_si256((const __m256i *)x));
-    __m256i pb = _mm256_maddubs_epi16(qb, _mm256_loadu_si256((const __m256i *)(x + 32)));
-    __m256i pc = _mm256_maddubs_epi16(qc, _mm256_loadu_si256((const __m256i *)(x + 64)));
-    __m256i pd = _mm256_maddubs_epi16(qd, _mm256_loadu_si256((const __m256i *)(x + 96)));
-    return fold64(fold32(pa, pb), fold32(pc, pd));
-}
-
-TILE void q4_k_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {
-    __m256 acc[4];
-    FOR_T(j) acc[j] = _mm256_setzero_ps();
+/* Q4_K against pair-ordered activations (TR_ACT_Q8KP, kernels.h). The
+ * weights of sub-blocks a = 2k, b = 2k + 1 are the low and high nibbles of
+ * the same 32 bytes; the kernel makes of them v1 (two-byte slots: even from
+ * a, odd from b, in place) and v2 (the other nibbles, adjacent slots
+ * swapped: even slots hold a's quants of the odd slots, odd slots b's of
+ * the even ones). The activations were stored in the matching order at
+ * conversion, so vpmaddubsw(v1, X1) + vpmaddubsw(v2, X2) has a's products
+ * in every even int16 lane and b's in every odd one: the two sub-blocks are
+ * combined by one vpaddw, where folding two homogeneous product vectors
+ * costs two unpacks and an add per token. The slot swap is a vpshufb on the
+ * weights, paid once per super-block for the 4 tokens of a tile. Three
+ * folds then leave [s0 s1 .. s7] per 128-bit half (16 quants of each
+ * sub-block per lane: at most 16 * 15 * 127 = 30480, no int16 overflow) and
+ * one vpmaddwd applies the 8 scales. One super-block of one row against NT
+ * tokens: the tile and the one-token block share it, so a row's int32
+ * lanes and float operations are the same at every batch width. Measured
+ * (bench_matmul HOT, ns per super-block and token) against the previous
+ * homogeneous products + 6 folds + shift/blend merge: nt=4 11.61 -> 10.97,
+ * nt=1 16.24 -> 15.42. */
+TILE void q4_k_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    /* Q4_K only (4-bit weights): the two lanes of each sub-block sum to at
-     * most 8 * 2 * 15 * 127 = 30480, so the two quads' folds merge into one
-     * vector [s0 s4 s1 s5 s2 s6 s3 s7] and a single vpmaddwd */
-    const __m256i idx = _mm256_setr_epi8(0, -128, 4, -128, 1, -128, 5, -128, 2, -128, 6, -128, 3, -128, 7, -128, 0,
-                                         -128, 4, -128, 1, -128, 5, -128, 2, -128, 6, -128, 3, -128, 7, -128);
-    for (int64_t b = 0; b < n / 256; b++, w += 144) {
-        __m256i scb = _mm256_broadcastsi128_si256(scales_k4(w + 4));
-        __m256i S = _mm256_shuffle_epi8(scb, idx);
-        __m128i m16 = _mm_unpackhi_epi8(_mm256_castsi256_si128(scb), _mm_setzero_si128());
-        __m128 dwm = k4_dwm(w);
-        __m256i C[4];
-        _Pragma("GCC unroll 2") for (int q = 0; q < 2; q++) {
-            __m256i r0 = _mm256_loadu_si256((const __m256i *)(w + 16 + 64 * q));
-            __m256i r1 = _mm256_loadu_si256((const __m256i *)(w + 48 + 64 * q));
-            __m256i qa = _mm256_and_si256(r0, m4), qb = _mm256_and_si256(_mm256_srli_epi16(r0, 4), m4);
-            __m256i qc = _mm256_and_si256(r1, m4), qd = _mm256_and_si256(_mm256_srli_epi16(r1, 4), m4);
-            FOR_T(j) {
-                __m256i c = k4_fold(qa, qb, qc, qd, ACTK(j, b)->qs + 128 * q);
-                if (q == 0) C[j] = _mm256_add_epi16(c, _mm256_srli_epi32(c, 16));
-                else C[j] = _mm256_blend_epi16(C[j], _mm256_add_epi16(c, _mm256_slli_epi32(c, 16)), 0xaa);
-            }
-        }
-        FOR_T(j) acc[j] = k4_accumulate(acc[j], _mm256_madd_epi16(C[j], S), m16, ACTK(j, b), dwm);
-    }
-    FOR_T(j) out[j] = hsum_ps(acc[j]);
-}
-
-/* One super-block of one row against one token (generation). */
-TILE __m256 q4_k_block(__m256 acc, const uint8_t *w, const tr_q8k *x) {
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i swp = _mm256_setr_epi8(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13, 2, 3, 0, 1, 6, 7,
+                                         4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    const __m256i idx = _mm256_setr_epi8(0, -128, 1, -128, 2, -128, 3, -128, 4, -128, 5, -128, 6, -128, 7, -128,
+                                         0, -128, 1, -128, 2, -128, 3, -128, 4, -128, 5, -128, 6, -128, 7, -128);
     __m256i scb = _mm256_broadcastsi128_si256(scales_k4(w + 4));
-    __m256i V = _mm256_setzero_si256();
-    _Pragma("GCC unroll 2") for (int q = 0; q < 2; q++) {
-        __m256i r0 = _mm256_loadu_si256((const __m256i *)(w + 16 + 64 * q));
-        __m256i r1 = _mm256_loadu_si256((const __m256i *)(w + 48 + 64 * q));
-        __m256i qa = _mm256_and_si256(r0, m4), qb = _mm256_and_si256(_mm256_srli_epi16(r0, 4), m4);
-        __m256i qc = _mm256_and_si256(r1, m4), qd = _mm256_and_si256(_mm256_srli_epi16(r1, 4), m4);
-        __m256i S = _mm256_shuffle_epi8(scb, q ? K4_SCALE_IDX(4) : K4_SCALE_IDX(0));
-        V = _mm256_add_epi32(V, k4_quad(qa, qb, qc, qd, x->qs + 128 * q, S));
+    __m256i S = _mm256_shuffle_epi8(scb, idx);
+    __m128i m16 = _mm_unpackhi_epi8(_mm256_castsi256_si128(scb), _mm_setzero_si128());
+    __m128 dwm = k4_dwm(w);
+    __m256i U[4];
+    _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
+        __m256i v[4];
+        for (int k = 0; k < 2; k++) {
+            __m256i r = _mm256_loadu_si256((const __m256i *)(w + 16 + 64 * h + 32 * k));
+            __m256i lo = _mm256_and_si256(r, m4), hi = _mm256_and_si256(_mm256_srli_epi16(r, 4), m4);
+            v[2 * k] = _mm256_blend_epi16(lo, hi, 0xaa);
+            v[2 * k + 1] = _mm256_shuffle_epi8(_mm256_blend_epi16(lo, hi, 0x55), swp);
+        }
+        FOR_T(j) {
+            const int8_t *x = ACTK(j, b)->qs + 128 * h;
+            __m256i c0 = _mm256_add_epi16(_mm256_maddubs_epi16(v[0], _mm256_loadu_si256((const __m256i *)x)),
+                                          _mm256_maddubs_epi16(v[1], _mm256_loadu_si256((const __m256i *)(x + 32))));
+            __m256i c1 = _mm256_add_epi16(_mm256_maddubs_epi16(v[2], _mm256_loadu_si256((const __m256i *)(x + 64))),
+                                          _mm256_maddubs_epi16(v[3], _mm256_loadu_si256((const __m256i *)(x + 96))));
+            __m256i u = fold32(c0, c1); /* [s(4h) s(4h+1) s(4h+2) s(4h+3)] twice per half */
+            if (h == 0) U[j] = u;
+            else acc[j] = k4_accumulate(acc[j], _mm256_madd_epi16(fold64(U[j], u), S), m16, ACTK(j, b), dwm);
+        }
     }
-    return k4_accumulate(acc, V, _mm_unpackhi_epi8(_mm256_castsi256_si128(scb), _mm_setzero_si128()), x, k4_dwm(w));
 }
 
 TILE void q5_k_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {
@@ -413,6 +408,7 @@ TILE void tq2_0_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int6
     }
 
 TILE_FROM_SB(q2_k, q2_k_sb, 84)
+TILE_FROM_SB(q4_k, q4_k_sb, 144)
 TILE_FROM_SB(q3_k, q3_k_sb, 110)
 TILE_FROM_SB(tq2_0, tq2_0_sb, 66)
 
@@ -482,7 +478,7 @@ tr_gemm_fn tr_gemm_avx2_kquant(int type) {
  * max, its first occurrence (the sign the reference keeps) by compare masks,
  * the same float product rounded by cvtps (nearest even, like lrintf), the
  * clamp at 127 by signed saturation. */
-TGT void tr_act_q8k_avx2(const float *x, tr_q8k *y, int64_t n) {
+TILE void act_q8k_avx2(const float *x, tr_q8k *y, int64_t n, bool pairs) {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
     for (int64_t b = 0; b < n / 256; b++, x += 256, y++) {
@@ -517,7 +513,18 @@ TGT void tr_act_q8k_avx2(const float *x, tr_q8k *y, int64_t n) {
             /* the packs work per 128-bit half: dwords come out a0lo a1lo a2lo a3lo a0hi ... */
             __m256i v = _mm256_packs_epi16(_mm256_packs_epi32(a0, a1), _mm256_packs_epi32(a2, a3));
             q[k] = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-            _mm256_storeu_si256((__m256i *)(y->qs + 32 * k), q[k]);
+            if (!pairs) _mm256_storeu_si256((__m256i *)(y->qs + 32 * k), q[k]);
+        }
+        if (pairs) {
+            /* pair order (kernels.h): X1 takes a's even slots and b's odd
+             * ones, X2 the others with adjacent slots swapped */
+            const __m256i swp = _mm256_setr_epi8(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13, 2, 3, 0, 1,
+                                                 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+            for (int k = 0; k < 4; k++) {
+                _mm256_storeu_si256((__m256i *)(y->qs + 64 * k), _mm256_blend_epi16(q[2 * k], q[2 * k + 1], 0xaa));
+                _mm256_storeu_si256((__m256i *)(y->qs + 64 * k + 32),
+                                    _mm256_shuffle_epi8(_mm256_blend_epi16(q[2 * k], q[2 * k + 1], 0x55), swp));
+            }
         }
         /* sums per 16: 4-byte partial sums, two rounds of hadd leave groups
          * (0 2 4 6 | 1 3 5 7) per half, interleaved back by the unpacks */
@@ -535,9 +542,13 @@ TGT void tr_act_q8k_avx2(const float *x, tr_q8k *y, int64_t n) {
     }
 }
 
+TGT void tr_act_q8k_avx2(const float *x, tr_q8k *y, int64_t n) { act_q8k_avx2(x, y, n, false); }
+TGT void tr_act_q8kp_avx2(const float *x, tr_q8k *y, int64_t n) { act_q8k_avx2(x, y, n, true); }
+
 bool tr_act_q8k_have_avx2(void) { return true; }
 
 #else
 void tr_act_q8k_avx2(const float *x, tr_q8k *y, int64_t n) { tr_act_q8k_ref(x, y, n); }
+void tr_act_q8kp_avx2(const float *x, tr_q8k *y, int64_t n) { tr_act_q8kp_ref(x, y, n); }
 bool tr_act_q8k_have_avx2(void) { return false; }
 #endif

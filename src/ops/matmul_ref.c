@@ -15,7 +15,8 @@ static inline float h2f(const uint8_t *p) { return tr_fp16_to_fp32((uint16_t)(p[
 int64_t tr_act_block(int act) {
     switch (act) {
     case TR_ACT_Q8: return 32;
-    case TR_ACT_Q8K: return 256;
+    case TR_ACT_Q8K:
+    case TR_ACT_Q8KP: return 256;
     default: return 1;
     }
 }
@@ -26,7 +27,8 @@ size_t tr_act_row_size(int act, int64_t n) {
     case TR_ACT_F16:
     case TR_ACT_BF16: return (size_t)n * 4;
     case TR_ACT_Q8: return (size_t)(n / 32) * sizeof(tr_q8a);
-    case TR_ACT_Q8K: return (size_t)(n / 256) * sizeof(tr_q8k);
+    case TR_ACT_Q8K:
+    case TR_ACT_Q8KP: return (size_t)(n / 256) * sizeof(tr_q8k);
     default: return 0;
     }
 }
@@ -77,6 +79,16 @@ void tr_act_q8k_ref(const float *x, tr_q8k *y, int64_t n) {
     }
 }
 
+/* tr_q8k with its quants moved to pair order (kernels.h). */
+void tr_act_q8kp_ref(const float *x, tr_q8k *y, int64_t n) {
+    tr_act_q8k_ref(x, y, n);
+    for (int64_t b = 0; b < n / 256; b++) {
+        int8_t nat[256];
+        memcpy(nat, y[b].qs, 256);
+        for (int e = 0; e < 256; e++) y[b].qs[tr_q8kp_pos(e)] = nat[e];
+    }
+}
+
 void tr_act_convert(int act, const float *x, void *dst, int64_t n) {
     switch (act) {
     case TR_ACT_F32: memcpy(dst, x, (size_t)n * 4); break;
@@ -96,6 +108,12 @@ void tr_act_convert(int act, const float *x, void *dst, int64_t n) {
         const tr_cpu_features *f = tr_cpu_get();
         if (tr_act_q8k_have_avx2() && f->avx2 && f->fma && f->f16c) tr_act_q8k_avx2(x, dst, n);
         else tr_act_q8k_ref(x, dst, n);
+        break;
+    }
+    case TR_ACT_Q8KP: {
+        const tr_cpu_features *f = tr_cpu_get();
+        if (tr_act_q8k_have_avx2() && f->avx2 && f->fma && f->f16c) tr_act_q8kp_avx2(x, dst, n);
+        else tr_act_q8kp_ref(x, dst, n);
         break;
     }
     }
@@ -217,6 +235,7 @@ static inline void scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
     }
 }
 
+/* Q4_K's activations are TR_ACT_Q8KP: quant e of a block is at qs[tr_q8kp_pos(e)]. */
 static float dot_q4_k(int64_t n, const void *w_, const void *a_) {
     const uint8_t *w = w_;
     const tr_q8k *a = a_;
@@ -230,7 +249,7 @@ static float dot_q4_k(int64_t n, const void *w_, const void *a_) {
             const uint8_t *q = qs + 32 * (j / 2);
             int shift = (j & 1) * 4;
             int32_t d = 0;
-            for (int i = 0; i < 32; i++) d += ((q[i] >> shift) & 0xf) * a->qs[32 * j + i];
+            for (int i = 0; i < 32; i++) d += ((q[i] >> shift) & 0xf) * a->qs[tr_q8kp_pos(32 * j + i)];
             sumi += sc * d;
             summ += m * (a->bsums[2 * j] + a->bsums[2 * j + 1]);
         }
@@ -437,7 +456,7 @@ static tr_kernel kernels[TR_TYPE_COUNT] = {
     [TR_TYPE_Q5_1] = {TR_ACT_Q8, 32, gemm_q5_1, NULL},
     [TR_TYPE_Q2_K] = {TR_ACT_Q8K, 256, gemm_q2_k, NULL},
     [TR_TYPE_Q3_K] = {TR_ACT_Q8K, 256, gemm_q3_k, NULL},
-    [TR_TYPE_Q4_K] = {TR_ACT_Q8K, 256, gemm_q4_k, NULL},
+    [TR_TYPE_Q4_K] = {TR_ACT_Q8KP, 256, gemm_q4_k, NULL},
     [TR_TYPE_Q5_K] = {TR_ACT_Q8K, 256, gemm_q5_k, NULL},
     [TR_TYPE_Q6_K] = {TR_ACT_Q8K, 256, gemm_q6_k, NULL},
     [TR_TYPE_TQ1_0] = {TR_ACT_Q8K, 256, gemm_tq1_0, NULL},
