@@ -99,11 +99,14 @@ TILE __m256i k4_quad(__m256i qa, __m256i qb, __m256i qc, __m256i qd, const int8_
  * sub-block per lane: at most 16 * 15 * 127 = 30480, no int16 overflow) and
  * one vpmaddwd applies the 8 scales. One super-block of one row against NT
  * tokens: the tile and the one-token block share it, so a row's int32
- * lanes and float operations are the same at every batch width. Measured
- * (bench_matmul HOT, ns per super-block and token) against the previous
- * homogeneous products + 6 folds + shift/blend merge: nt=4 11.61 -> 10.97,
- * nt=1 16.24 -> 15.42. */
-TILE void q4_k_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
+ * lanes and float operations are the same at every batch width. The mins
+ * go to their own 4-lane accumulator (madd, cvt, fnmadd: no 256-bit
+ * subtract per token). Measured (bench_matmul HOT, ns per super-block and
+ * token) against the previous homogeneous products + 6 folds + shift/blend
+ * merge with the mins subtracted into the main accumulator: pair order
+ * nt=4 11.61 -> 10.97, nt=1 16.24 -> 15.42; mins accumulator nt=4 10.70,
+ * nt=1 14.32. */
+TILE void q4_k_sb(__m256 *acc, __m128 *accm, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     const __m256i swp = _mm256_setr_epi8(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13, 2, 3, 0, 1, 6, 7,
                                          4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
@@ -130,9 +133,51 @@ TILE void q4_k_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int64
                                           _mm256_maddubs_epi16(v[3], _mm256_loadu_si256((const __m256i *)(x + 96))));
             __m256i u = fold32(c0, c1); /* [s(4h) s(4h+1) s(4h+2) s(4h+3)] twice per half */
             if (h == 0) U[j] = u;
-            else acc[j] = k4_accumulate(acc[j], _mm256_madd_epi16(fold64(U[j], u), S), m16, ACTK(j, b), dwm);
+            else {
+                /* the mins in their own 4-lane accumulator: one fnmadd
+                 * instead of a mul and a 256-bit subtract */
+                const tr_q8k *xb = ACTK(j, b);
+                __m128 f = _mm_mul_ps(dwm, _mm_set1_ps(xb->d));
+                __m256i V = _mm256_madd_epi16(fold64(U[j], u), S);
+                acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(V), _mm256_broadcastss_ps(f), acc[j]);
+                __m128i M = _mm_madd_epi16(m16, _mm_loadu_si128((const __m128i *)xb->bsums32));
+                accm[j] = _mm_fnmadd_ps(_mm_cvtepi32_ps(M), _mm_shuffle_ps(f, f, 0x55), accm[j]);
+            }
         }
     }
+}
+
+/* The row's result from the two accumulators (same operations for the
+ * tile and the one-token block). Note: the random-model perplexity in
+ * tests/test_parity_llamacpp.py moves by ~1 % with the order of these last
+ * adds alone (57290 vs 57756 against llama.cpp's 58013, tolerance 1 %): the
+ * random network amplifies rounding; this kernel's error against exact
+ * products is 1.6e-7 rms relative (the previous one 1.8e-7). */
+TILE float q4_k_sum(__m256 acc, __m128 accm) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    s = _mm_add_ps(s, accm);
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+/* One-token accumulators of a Q4_K row, for GEMM_KQUANT. */
+typedef struct {
+    __m256 v;
+    __m128 m;
+} k4acc;
+TILE k4acc k4acc_zero(void) { return (k4acc){_mm256_setzero_ps(), _mm_setzero_ps()}; }
+TILE float k4acc_sum(k4acc a) { return q4_k_sum(a.v, a.m); }
+TILE k4acc q4_k_block(k4acc acc, const uint8_t *w, const tr_q8k *x) {
+    q4_k_sb(&acc.v, &acc.m, w, (const char *)x, 0, 0, 1);
+    return acc;
+}
+
+TILE void q4_k_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {
+    __m256 acc[4];
+    __m128 accm[4];
+    FOR_T(j) acc[j] = _mm256_setzero_ps(), accm[j] = _mm_setzero_ps();
+    for (int64_t b = 0; b < n / 256; b++, w += 144) q4_k_sb(acc, accm, w, a, as, b, NT);
+    FOR_T(j) out[j] = q4_k_sum(acc[j], accm[j]);
 }
 
 TILE void q5_k_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {
@@ -408,7 +453,6 @@ TILE void tq2_0_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int6
     }
 
 TILE_FROM_SB(q2_k, q2_k_sb, 84)
-TILE_FROM_SB(q4_k, q4_k_sb, 144)
 TILE_FROM_SB(q3_k, q3_k_sb, 110)
 TILE_FROM_SB(tq2_0, tq2_0_sb, 66)
 
@@ -419,7 +463,7 @@ TILE_FROM_SB(tq2_0, tq2_0_sb, 66)
  * time (the hardware prefetcher loses the pattern), two far-apart streams
  * as fast as in cache. A software prefetch one row ahead in each stream
  * covers the rest. */
-#define GEMM_KQUANT(name, tile, block, bytes)                                                       \
+#define GEMM_KQUANT(name, tile, block, bytes, acc_t, zero, sum)                                                     \
     GEMM_FROM_TILE(name##_tiles, tile)                                                              \
     TGT static void name(int64_t n, const void *w_, size_t ws, int nr, const void *a, size_t as,    \
                          int nt, float *y, size_t ys) {                                             \
@@ -432,7 +476,7 @@ TILE_FROM_SB(tq2_0, tq2_0_sb, 66)
         int h = nr / 2;                                                                             \
         for (int r = 0; r < h; r++) {                                                               \
             const uint8_t *w0 = w + (size_t)r * ws, *w1 = w + (size_t)(r + h) * ws;                 \
-            __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                          \
+            acc_t acc0 = zero, acc1 = zero;                                                         \
             for (int64_t b = 0; b < n / 256; b++, w0 += bytes, w1 += bytes) {                       \
                 for (int l = 0; l < bytes; l += 64) {                                               \
                     _mm_prefetch((const char *)w0 + ws + l, _MM_HINT_T0);                           \
@@ -441,23 +485,23 @@ TILE_FROM_SB(tq2_0, tq2_0_sb, 66)
                 acc0 = block(acc0, w0, x + b);                                                      \
                 acc1 = block(acc1, w1, x + b);                                                      \
             }                                                                                       \
-            y[r] = hsum_ps(acc0);                                                                   \
-            y[r + h] = hsum_ps(acc1);                                                               \
+            y[r] = sum(acc0);                                                                       \
+            y[r + h] = sum(acc1);                                                                   \
         }                                                                                           \
         if (nr & 1) {                                                                               \
             const uint8_t *w0 = w + (size_t)(nr - 1) * ws;                                          \
-            __m256 acc = _mm256_setzero_ps();                                                       \
+            acc_t acc = zero;                                                                       \
             for (int64_t b = 0; b < n / 256; b++, w0 += bytes) acc = block(acc, w0, x + b);         \
-            y[nr - 1] = hsum_ps(acc);                                                               \
+            y[nr - 1] = sum(acc);                                                                   \
         }                                                                                           \
     }
 
-GEMM_KQUANT(gemm_q2_k, q2_k_tile, q2_k_block, 84)
-GEMM_KQUANT(gemm_q4_k, q4_k_tile, q4_k_block, 144)
-GEMM_KQUANT(gemm_q5_k, q5_k_tile, q5_k_block, 176)
-GEMM_KQUANT(gemm_q6_k, q6_k_tile, q6_k_block, 210)
-GEMM_KQUANT(gemm_q3_k, q3_k_tile, q3_k_block, 110)
-GEMM_KQUANT(gemm_tq2_0, tq2_0_tile, tq2_0_block, 66)
+GEMM_KQUANT(gemm_q2_k, q2_k_tile, q2_k_block, 84, __m256, _mm256_setzero_ps(), hsum_ps)
+GEMM_KQUANT(gemm_q4_k, q4_k_tile, q4_k_block, 144, k4acc, k4acc_zero(), k4acc_sum)
+GEMM_KQUANT(gemm_q5_k, q5_k_tile, q5_k_block, 176, __m256, _mm256_setzero_ps(), hsum_ps)
+GEMM_KQUANT(gemm_q6_k, q6_k_tile, q6_k_block, 210, __m256, _mm256_setzero_ps(), hsum_ps)
+GEMM_KQUANT(gemm_q3_k, q3_k_tile, q3_k_block, 110, __m256, _mm256_setzero_ps(), hsum_ps)
+GEMM_KQUANT(gemm_tq2_0, tq2_0_tile, tq2_0_block, 66, __m256, _mm256_setzero_ps(), hsum_ps)
 
 tr_gemm_fn tr_gemm_avx2_kquant(int type) {
     switch (type) {

@@ -275,16 +275,24 @@ TT_TEST(q8k_conversion_avx2_matches_reference) {
         x[768 + 3] = 2.0f, x[768 + 200] = -2.0f;                      /* block 3: +max first */
         for (int i = 0; i < 256; i++) if (i != 3 && i != 200) x[768 + i] = 2.0f * (float)((i % 255) - 127) / 127.0f + (i & 1 ? 1.0f / 127 : 0); /* near-halves */
         memset(a, 0, sizeof(tr_q8k) * 8), memset(b, 0, sizeof(tr_q8k) * 8);
-        tr_act_q8k_ref(x, a, n);
-        tr_act_q8k_avx2(x, b, n);
-        int bad = 0;
-        for (int k = 0; k < 8; k++) {
-            bad += memcmp(a[k].qs, b[k].qs, 256) != 0;
-            bad += memcmp(a[k].bsums, b[k].bsums, sizeof a[k].bsums) != 0;
-            bad += memcmp(a[k].bsums32, b[k].bsums32, sizeof a[k].bsums32) != 0;
-            bad += memcmp(&a[k].d, &b[k].d, sizeof(float)) != 0;
+        for (int pairs = 0; pairs < 2; pairs++) {
+            if (pairs) tr_act_q8kp_ref(x, a, n), tr_act_q8kp_avx2(x, b, n);
+            else tr_act_q8k_ref(x, a, n), tr_act_q8k_avx2(x, b, n);
+            int bad = 0;
+            for (int k = 0; k < 8; k++) {
+                bad += memcmp(a[k].qs, b[k].qs, 256) != 0;
+                bad += memcmp(a[k].bsums, b[k].bsums, sizeof a[k].bsums) != 0;
+                bad += memcmp(a[k].bsums32, b[k].bsums32, sizeof a[k].bsums32) != 0;
+                bad += memcmp(&a[k].d, &b[k].d, sizeof(float)) != 0;
+            }
+            TT_CHECK_EQ_INT(bad, 0);
         }
-        TT_CHECK_EQ_INT(bad, 0);
+        /* pair order is a permutation of the natural order (tr_q8kp_pos) */
+        tr_act_q8k_ref(x, b, n);
+        int moved = 0;
+        for (int k = 0; k < 8; k++)
+            for (int e = 0; e < 256; e++) moved += a[k].qs[tr_q8kp_pos(e)] != b[k].qs[e];
+        TT_CHECK_EQ_INT(moved, 0);
     }
     free(x), free(a), free(b);
 }
