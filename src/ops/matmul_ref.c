@@ -27,8 +27,8 @@ size_t tr_act_row_size(int act, int64_t n) {
     case TR_ACT_F16:
     case TR_ACT_BF16: return (size_t)n * 4;
     case TR_ACT_Q8: return (size_t)(n / 32) * sizeof(tr_q8a);
-    case TR_ACT_Q8K:
-    case TR_ACT_Q8KP: return (size_t)(n / 256) * sizeof(tr_q8k);
+    case TR_ACT_Q8K: return (size_t)(n / 256) * sizeof(tr_q8k);
+    case TR_ACT_Q8KP: return (size_t)(n / 256) * sizeof(tr_q8kp);
     default: return 0;
     }
 }
@@ -79,13 +79,16 @@ void tr_act_q8k_ref(const float *x, tr_q8k *y, int64_t n) {
     }
 }
 
-/* tr_q8k with its quants moved to pair order (kernels.h). */
-void tr_act_q8kp_ref(const float *x, tr_q8k *y, int64_t n) {
-    tr_act_q8k_ref(x, y, n);
-    for (int64_t b = 0; b < n / 256; b++) {
-        int8_t nat[256];
-        memcpy(nat, y[b].qs, 256);
-        for (int e = 0; e < 256; e++) y[b].qs[tr_q8kp_pos(e)] = nat[e];
+/* tr_q8k's values with the quants in the two permuted orders (kernels.h). */
+void tr_act_q8kp_ref(const float *x, tr_q8kp *y, int64_t n) {
+    for (int64_t b = 0; b < n / 256; b++, x += 256, y++) {
+        tr_q8k k;
+        tr_act_q8k_ref(x, &k, 256);
+        for (int e = 0; e < 256; e++) y->qs4[tr_q8kp_pos4(e)] = k.qs[e], y->qs2[tr_q8kp_pos2(e)] = k.qs[e];
+        memcpy(y->bsums, k.bsums, sizeof y->bsums);
+        memcpy(y->bsums32, k.bsums32, sizeof y->bsums32);
+        y->d = k.d;
+        memset(y->pad_, 0, sizeof y->pad_);
     }
 }
 
@@ -235,10 +238,10 @@ static inline void scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
     }
 }
 
-/* Q4_K's activations are TR_ACT_Q8KP: quant e of a block is at qs[tr_q8kp_pos(e)]. */
+/* Q4_K's activations are TR_ACT_Q8KP: quant e of a block is at qs4[tr_q8kp_pos4(e)]. */
 static float dot_q4_k(int64_t n, const void *w_, const void *a_) {
     const uint8_t *w = w_;
-    const tr_q8k *a = a_;
+    const tr_q8kp *a = a_;
     float s = 0;
     for (int64_t b = 0; b < n / 256; b++, w += 144, a++) {
         const uint8_t *scales = w + 4, *qs = w + 16;
@@ -249,7 +252,7 @@ static float dot_q4_k(int64_t n, const void *w_, const void *a_) {
             const uint8_t *q = qs + 32 * (j / 2);
             int shift = (j & 1) * 4;
             int32_t d = 0;
-            for (int i = 0; i < 32; i++) d += ((q[i] >> shift) & 0xf) * a->qs[tr_q8kp_pos(32 * j + i)];
+            for (int i = 0; i < 32; i++) d += ((q[i] >> shift) & 0xf) * a->qs4[tr_q8kp_pos4(32 * j + i)];
             sumi += sc * d;
             summ += m * (a->bsums[2 * j] + a->bsums[2 * j + 1]);
         }

@@ -268,6 +268,7 @@ TT_TEST(q8k_conversion_avx2_matches_reference) {
     int64_t n = 256 * 8;
     float *x = malloc(sizeof(float) * (size_t)n);
     tr_q8k *a = malloc(sizeof(tr_q8k) * 8), *b = malloc(sizeof(tr_q8k) * 8);
+    tr_q8kp *pa = malloc(sizeof(tr_q8kp) * 8), *pb = malloc(sizeof(tr_q8kp) * 8);
     for (int rep = 0; rep < 50; rep++) {
         for (int64_t i = 0; i < n; i++) x[i] = rndf() * (float)(1 + rep);
         for (int i = 0; i < 256; i++) x[256 + i] = 0.0f;             /* block 1: zeros */
@@ -275,26 +276,31 @@ TT_TEST(q8k_conversion_avx2_matches_reference) {
         x[768 + 3] = 2.0f, x[768 + 200] = -2.0f;                      /* block 3: +max first */
         for (int i = 0; i < 256; i++) if (i != 3 && i != 200) x[768 + i] = 2.0f * (float)((i % 255) - 127) / 127.0f + (i & 1 ? 1.0f / 127 : 0); /* near-halves */
         memset(a, 0, sizeof(tr_q8k) * 8), memset(b, 0, sizeof(tr_q8k) * 8);
-        for (int pairs = 0; pairs < 2; pairs++) {
-            if (pairs) tr_act_q8kp_ref(x, a, n), tr_act_q8kp_avx2(x, b, n);
-            else tr_act_q8k_ref(x, a, n), tr_act_q8k_avx2(x, b, n);
-            int bad = 0;
-            for (int k = 0; k < 8; k++) {
-                bad += memcmp(a[k].qs, b[k].qs, 256) != 0;
-                bad += memcmp(a[k].bsums, b[k].bsums, sizeof a[k].bsums) != 0;
-                bad += memcmp(a[k].bsums32, b[k].bsums32, sizeof a[k].bsums32) != 0;
-                bad += memcmp(&a[k].d, &b[k].d, sizeof(float)) != 0;
-            }
-            TT_CHECK_EQ_INT(bad, 0);
+        memset(pa, 0x55, sizeof(tr_q8kp) * 8), memset(pb, 0xaa, sizeof(tr_q8kp) * 8);
+        tr_act_q8k_ref(x, a, n), tr_act_q8k_avx2(x, b, n);
+        int bad = 0;
+        for (int k = 0; k < 8; k++) {
+            bad += memcmp(a[k].qs, b[k].qs, 256) != 0;
+            bad += memcmp(a[k].bsums, b[k].bsums, sizeof a[k].bsums) != 0;
+            bad += memcmp(a[k].bsums32, b[k].bsums32, sizeof a[k].bsums32) != 0;
+            bad += memcmp(&a[k].d, &b[k].d, sizeof(float)) != 0;
         }
-        /* pair order is a permutation of the natural order (tr_q8kp_pos) */
-        tr_act_q8k_ref(x, b, n);
+        TT_CHECK_EQ_INT(bad, 0);
+        /* Q4_K's permuted block: the same bytes from both conversions, the
+         * natural quants at tr_q8kp_pos4/2, the same sums and scale */
+        tr_act_q8kp_ref(x, pa, n), tr_act_q8kp_avx2(x, pb, n);
+        TT_CHECK(memcmp(pa, pb, sizeof(tr_q8kp) * 8) == 0);
         int moved = 0;
-        for (int k = 0; k < 8; k++)
-            for (int e = 0; e < 256; e++) moved += a[k].qs[tr_q8kp_pos(e)] != b[k].qs[e];
+        for (int k = 0; k < 8; k++) {
+            for (int e = 0; e < 256; e++)
+                moved += pa[k].qs4[tr_q8kp_pos4(e)] != a[k].qs[e], moved += pa[k].qs2[tr_q8kp_pos2(e)] != a[k].qs[e];
+            moved += memcmp(pa[k].bsums, a[k].bsums, sizeof a[k].bsums) != 0;
+            moved += memcmp(pa[k].bsums32, a[k].bsums32, sizeof a[k].bsums32) != 0;
+            moved += memcmp(&pa[k].d, &a[k].d, sizeof(float)) != 0;
+        }
         TT_CHECK_EQ_INT(moved, 0);
     }
-    free(x), free(a), free(b);
+    free(x), free(a), free(b), free(pa), free(pb);
 }
 
 /* The AVX2 tr_q8a conversion writes the same bytes as the scalar reference:
