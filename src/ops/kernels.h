@@ -90,22 +90,18 @@ void tr_act_q8k_avx2(const float *x, tr_q8k *y, int64_t n);
 bool tr_act_q8k_have_avx2(void);
 
 /* TR_ACT_Q8KP (Q4_K): the quants, sums and scale of tr_q8k (the same
- * values), with the 256 quants stored twice, permuted for the AVX2 Q4_K
- * kernels (matmul_avx2_kquant.c explains why): qs4 for the prompt tiles,
- * qs2 for the one-token kernel; both orders make a row's int32 lanes the
- * same, so a token's result does not depend on its batch.
- *
+ * values), with the 256 quants stored twice: qs in natural order for the
+ * one-token kernel, qs4 permuted for the prompt tiles of the AVX2 Q4_K
+ * kernel (matmul_avx2_kquant.c explains why); both make a row's int32
+ * lanes the same, so a token's result does not depend on its batch.
  * qs4: each 128 quants of sub-blocks 4h + 0..3 become four vectors X_0..X_3
  * (bytes 128h + 32d) of 16 two-byte slots; in every vector, slot s holds
  * quants of sub-block 4h + s % 4, namely that sub-block's pair of quants at
  * natural slot s ^ d (d flips the low two bits of the slot index).
- * qs2: each 64 quants of sub-blocks a = 2k, b = 2k + 1 become two vectors:
- *   X1 (bytes 64k + 0..31):  slot s even: a's slot s;     odd: b's slot s
- *   X2 (bytes 64k + 32..63): slot s even: a's slot s + 1; odd: b's slot s - 1
- * tr_q8kp_pos4/2 map a natural index 0..255 to its byte in qs4/qs2. */
+ * tr_q8kp_pos4 maps a natural index 0..255 to its byte in qs4. */
 typedef struct tr_q8kp {
     int8_t qs4[256];
-    int8_t qs2[256];
+    int8_t qs[256];
     int16_t bsums[16];
     float d;
     int16_t bsums32[8];
@@ -116,11 +112,6 @@ static inline int tr_q8kp_pos4(int e) {
     int h = e >> 7, p = (e >> 5) & 3, i = e & 31, t = i >> 1;
     int d = (t & 3) ^ p;
     return 128 * h + 32 * d + 2 * ((t & ~3) | p) + (i & 1);
-}
-static inline int tr_q8kp_pos2(int e) {
-    int k = e >> 6, sub = (e >> 5) & 1, i = e & 31, t = i >> 1;
-    if ((t & 1) == sub) return 64 * k + i;
-    return 64 * k + 32 + i + (sub ? 2 : -2);
 }
 void tr_act_q8kp_ref(const float *x, tr_q8kp *y, int64_t n);
 void tr_act_q8kp_avx2(const float *x, tr_q8kp *y, int64_t n);

@@ -106,12 +106,13 @@ TILE __m256i k4_quad(__m256i qa, __m256i qb, __m256i qc, __m256i qd, const int8_
  * and one vpmaddwd applies the scales: 13 vector ops per token after the
  * products where the homogeneous products and folds took 23.
  *
- * One token (qs2): the rearrangement is not shared, and for one token the
- * 4-way one (15-17 ops per 128 weights) costs more than it saves (nt=1 15.75
- * ns vs 14.32), so the one-token kernel uses a 2-way order (sub-block
- * pairs: 6 ops per 64 weights) and folds the pairs with one unpack fold.
- * Both orders put the same 16 products in each int16 lane before the
- * scales, so a row's int32 lanes, and its float operations (k4_tail,
+ * One token (natural qs): the rearrangement is not shared, and for one
+ * token the 4-way one (15-17 ops per 128 weights) costs more than it saves
+ * (nt=1 15.75 ns vs 14.3); a 2-way order (sub-block pairs, 6 ops per 64
+ * weights) and the natural order with folds 16 -> 32 -> 64 bits measured
+ * the same (14.32 vs 14.30), so the one-token kernel reads the natural
+ * quants. Both paths put the same 16 products in each int16 lane before
+ * the scales, so a row's int32 lanes, and its float operations (k4_tail,
  * q4_k_sum), are the same at every batch width: the results are bit for
  * bit those of the kernel before these changes.
  *
@@ -123,9 +124,11 @@ TILE __m256i k4_quad(__m256i qa, __m256i qb, __m256i qc, __m256i qd, const int8_
  *   2-way order everywhere                  15.42  12.19  10.97
  *   + mins accumulator                      14.32  12.06  10.70
  *   4-way order everywhere                  15.75  11.70   9.9 
- *   4-way tiles, 2-way one token (this)     14.32  11.66   9.92
+ *   4-way tiles, natural one token (this)   14.30  11.66   9.92
  * Without the float part (k4_tail) the tile ran at 8.7 ns: the 11 uops of
- * the scaling and the mins cost ~2 ns per super-block and token. */
+ * the scaling and the mins cost ~2 ns per super-block and token; in the
+ * one-token kernel they cost 1.5 ns and the scale unpacking 0.7 ns (12.1
+ * ns without both). */
 
 /* The interleaved vectors from [A B A B], [C D C D], [B A B A], [D C D C]
  * (two-byte slots): dword blends give the slot patterns [t ^ d] in place,
@@ -150,15 +153,6 @@ TILE void k4_interleave(__m256i A, __m256i B, __m256i C, __m256i D, __m256i out[
     k4_interleave_q(AB, CD, BA, DC, out);
 }
 
-/* Sub-blocks a, b (one vector of 32 quants each, natural order; weights
- * or activations) in qs2's pair order. */
-TILE void k4_pair(__m256i A, __m256i B, __m256i out[2]) {
-    const __m256i swap1 = _mm256_setr_epi8(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13, 2, 3, 0, 1, 6, 7,
-                                           4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
-    out[0] = _mm256_blend_epi16(A, B, 0xaa);
-    out[1] = _mm256_shuffle_epi8(_mm256_blend_epi16(A, B, 0x55), swap1);
-}
-
 #define ACTKP(j, b) ((const tr_q8kp *)(a + (size_t)(j) * as) + (b))
 
 /* The float part of a Q4_K super-block, shared by the tile and the block:
@@ -181,11 +175,9 @@ TILE __m256i k4_scales(const uint8_t *w, __m128i *m16, __m128 *dwm) {
     return _mm256_shuffle_epi8(scb, idx);
 }
 
-/* One token (qs2): per pair of sub-blocks, the weights split into v1 (in
- * place) and v2 (slots swapped), whose products add with one vpaddw into
- * [a b a b ..]; a 32-bit fold of pairs (4h, 4h+1) and (4h+2, 4h+3) gives
- * [4h 4h+1 4h+2 4h+3] twice per 128-bit half, the tile's lanes, and the
- * rest is the tile's. */
+/* One token (natural qs): homogeneous products folded 16 -> 32 -> 64 bits
+ * give [s0 s1 .. s7] per 128-bit half, each lane the 16 products of its
+ * sub-block in that half: the tile's lanes; the rest is the tile's. */
 TILE void q4_k_one(__m256 *acc, __m128 *accm, const uint8_t *w, const tr_q8kp *x) {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     __m128i m16;
@@ -196,11 +188,11 @@ TILE void q4_k_one(__m256 *acc, __m128 *accm, const uint8_t *w, const tr_q8kp *x
         __m256i c[2];
         _Pragma("GCC unroll 2") for (int k = 0; k < 2; k++) {
             __m256i r = _mm256_loadu_si256((const __m256i *)(w + 16 + 64 * h + 32 * k));
-            __m256i v[2];
-            k4_pair(_mm256_and_si256(r, m4), _mm256_and_si256(_mm256_srli_epi16(r, 4), m4), v);
-            const int8_t *xq = x->qs2 + 128 * h + 64 * k;
-            c[k] = _mm256_add_epi16(_mm256_maddubs_epi16(v[0], _mm256_loadu_si256((const __m256i *)xq)),
-                                    _mm256_maddubs_epi16(v[1], _mm256_loadu_si256((const __m256i *)(xq + 32))));
+            const int8_t *xq = x->qs + 128 * h + 64 * k;
+            __m256i pa = _mm256_maddubs_epi16(_mm256_and_si256(r, m4), _mm256_loadu_si256((const __m256i *)xq));
+            __m256i pb = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(r, 4), m4),
+                                              _mm256_loadu_si256((const __m256i *)(xq + 32)));
+            c[k] = _mm256_add_epi16(_mm256_unpacklo_epi16(pa, pb), _mm256_unpackhi_epi16(pa, pb));
         }
         U[h] = fold32(c[0], c[1]);
     }
@@ -670,8 +662,8 @@ TILE void act_q8k_avx2(const float *x, tr_q8k *y, int64_t n) {
 
 TGT void tr_act_q8k_avx2(const float *x, tr_q8k *y, int64_t n) { act_q8k_avx2(x, y, n); }
 
-/* The natural block, then the quants in the two orders the Q4_K kernels
- * read (kernels.h), built with the same helpers as their weights. */
+/* The natural block, then the quants also in the order the Q4_K tiles
+ * read (kernels.h), built with the same helper as their weights. */
 TGT void tr_act_q8kp_avx2(const float *x, tr_q8kp *y, int64_t n) {
     for (int64_t b = 0; b < n / 256; b++, x += 256, y++) {
         tr_q8k k;
@@ -683,12 +675,7 @@ TGT void tr_act_q8kp_avx2(const float *x, tr_q8kp *y, int64_t n) {
             k4_interleave(q[4 * h], q[4 * h + 1], q[4 * h + 2], q[4 * h + 3], X);
             for (int d = 0; d < 4; d++) _mm256_storeu_si256((__m256i *)(y->qs4 + 128 * h + 32 * d), X[d]);
         }
-        for (int i = 0; i < 4; i++) {
-            __m256i X[2];
-            k4_pair(q[2 * i], q[2 * i + 1], X);
-            _mm256_storeu_si256((__m256i *)(y->qs2 + 64 * i), X[0]);
-            _mm256_storeu_si256((__m256i *)(y->qs2 + 64 * i + 32), X[1]);
-        }
+        memcpy(y->qs, k.qs, 256);
         memcpy(y->bsums, k.bsums, sizeof y->bsums);
         memcpy(y->bsums32, k.bsums32, sizeof y->bsums32);
         y->d = k.d;

@@ -79,12 +79,13 @@ void tr_act_q8k_ref(const float *x, tr_q8k *y, int64_t n) {
     }
 }
 
-/* tr_q8k's values with the quants in the two permuted orders (kernels.h). */
+/* tr_q8k's values with the quants also in qs4's order (kernels.h). */
 void tr_act_q8kp_ref(const float *x, tr_q8kp *y, int64_t n) {
     for (int64_t b = 0; b < n / 256; b++, x += 256, y++) {
         tr_q8k k;
         tr_act_q8k_ref(x, &k, 256);
-        for (int e = 0; e < 256; e++) y->qs4[tr_q8kp_pos4(e)] = k.qs[e], y->qs2[tr_q8kp_pos2(e)] = k.qs[e];
+        for (int e = 0; e < 256; e++) y->qs4[tr_q8kp_pos4(e)] = k.qs[e];
+        memcpy(y->qs, k.qs, 256);
         memcpy(y->bsums, k.bsums, sizeof y->bsums);
         memcpy(y->bsums32, k.bsums32, sizeof y->bsums32);
         y->d = k.d;

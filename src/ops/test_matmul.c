@@ -293,7 +293,7 @@ TT_TEST(q8k_conversion_avx2_matches_reference) {
         int moved = 0;
         for (int k = 0; k < 8; k++) {
             for (int e = 0; e < 256; e++)
-                moved += pa[k].qs4[tr_q8kp_pos4(e)] != a[k].qs[e], moved += pa[k].qs2[tr_q8kp_pos2(e)] != a[k].qs[e];
+                moved += pa[k].qs4[tr_q8kp_pos4(e)] != a[k].qs[e], moved += pa[k].qs[e] != a[k].qs[e];
             moved += memcmp(pa[k].bsums, a[k].bsums, sizeof a[k].bsums) != 0;
             moved += memcmp(pa[k].bsums32, a[k].bsums32, sizeof a[k].bsums32) != 0;
             moved += memcmp(&pa[k].d, &a[k].d, sizeof(float)) != 0;
