@@ -35,7 +35,9 @@ TILE __m128i scales_k4(const uint8_t *q) {
  * sub-blocks at once (Q4_K/Q5_K: sums of 4 lanes stay below 32767) or two
  * (Q6_K: 6-bit weights allow sums of 2). The per-token result stays a vector
  * of 8 int32 per super-block, scaled into a float vector accumulator; the
- * horizontal sum is done once per row, not per super-block. */
+ * horizontal sum is done once per row, not per super-block. Q4_K's prompt
+ * tiles go further and avoid most of the folds with an interleaved order of
+ * weights and activations (see q4_k_sb). */
 
 /* Lane-wise fold of two int16 vectors into one: per 128-bit half, lanes of a
  * and b interleaved in pairs [a a b b a a b b], each the sum of two lanes
@@ -118,7 +120,9 @@ TILE __m256i k4_quad(__m256i qa, __m256i qb, __m256i qc, __m256i qd, const int8_
  *
  * The mins go to their own 4-lane accumulator (madd, cvt, fnmadd: no
  * 256-bit subtract per token). Measured (bench_matmul HOT, ns per
- * super-block and token; Q4_K, 64x2048):
+ * super-block and token; Q4_K, 64x2048), step by step in one session (the
+ * host's load moves these by up to ~10 % between time windows, nt=1 most;
+ * compare runs made back to back):
  *                                            nt=1   nt=2   nt=4
  *   homogeneous products + folds (before)   16.24  12.29  11.61
  *   2-way order everywhere                  15.42  12.19  10.97
@@ -128,7 +132,10 @@ TILE __m256i k4_quad(__m256i qa, __m256i qb, __m256i qc, __m256i qd, const int8_
  * Without the float part (k4_tail) the tile ran at 8.7 ns: the 11 uops of
  * the scaling and the mins cost ~2 ns per super-block and token; in the
  * one-token kernel they cost 1.5 ns and the scale unpacking 0.7 ns (12.1
- * ns without both). */
+ * ns without both). Without the weight rearrangement (wrong results, for
+ * timing) the tile ran at 8.8 ns: it costs ~1.1 ns per token at nt=4.
+ * Before and after, interleaved A/B in one window: nt=1 13.85 -> 13.09,
+ * nt=2 12.3 -> 12.05, nt=4 11.6 -> 10.35. */
 
 /* The interleaved vectors from [A B A B], [C D C D], [B A B A], [D C D C]
  * (two-byte slots): dword blends give the slot patterns [t ^ d] in place,
