@@ -27,7 +27,7 @@ enum {
     TR_ACT_BF16,    /* floats rounded to bfloat16 (BF16 weights), kept as float likewise */
     TR_ACT_Q8,      /* tr_q8a: 32 int8 with a scale and their sum (legacy quants) */
     TR_ACT_Q8K,     /* tr_q8k: 256 int8 with a scale and sums per 16 (k-quants) */
-    TR_ACT_Q8KP,    /* tr_q8k with the quants permuted (tr_q8kp_pos): Q4_K */
+    TR_ACT_Q8KP,    /* tr_q8kp: tr_q8k's values, quants also in a tile order (tr_q8kp_pos4): Q4_K */
     TR_ACT_COUNT
 };
 

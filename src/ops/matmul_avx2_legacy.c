@@ -205,8 +205,8 @@ TILE void legacy_tile4(int64_t n, const uint8_t *w, size_t ws, const char *a, si
  * each with a prefetch one row ahead. Four neighbouring rows at a time (what
  * the prompt tiles do) interleave four streams inside a few pages, which the
  * hardware prefetcher follows badly: measured with build/bench_matmul (2
- * threads, weights from memory), Q8_0 17.7 -> 23.3 GB/s and Q4_0 11.6 ->
- * 16.1 GB/s, against about 26 GB/s for a plain read loop. Every row still
+ * threads, weights from memory), Q8_0 17.7 -> 23.3-24.9 GB/s and Q4_0
+ * 11.6 -> 16.0 GB/s, against about 26 GB/s for a plain read loop. Every row still
  * goes through the same arithmetic as in a batch (same kernel, its own lane). */
 TILE void legacy_streams4(int64_t n, const uint8_t *w, size_t ws, int nr, const char *a, float *y, const int F) {
     int h = nr / 4;
@@ -234,7 +234,7 @@ TILE void legacy_streams4(int64_t n, const uint8_t *w, size_t ws, int nr, const 
             __m128 out[4];                                                                       \
             int t = 0;                                                                           \
             for (; t + 4 <= nt; t += 4) {                                                        \
-                legacy_tile4(n, wr, ws, a + (size_t)t * as, as, 4, out, F, 0);                      \
+                legacy_tile4(n, wr, ws, a + (size_t)t * as, as, 4, out, F, 0);                     \
                 for (int k = 0; k < 4; k++) _mm_storeu_ps(y + (size_t)(t + k) * ys + r, out[k]); \
             }                                                                                    \
             int left = nt - t;                                                                   \
