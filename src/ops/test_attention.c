@@ -8,14 +8,6 @@
 #include "ops/ops.h"
 #include "tt.h"
 
-static uint64_t rng = 0x243f6a8885a308d3ull;
-static uint32_t rnd(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng >> 16);
-}
-static float rndf(void) { return (float)(rnd() & 0xffffff) / (float)0x1000000 * 2.0f - 1.0f; }
 
 typedef struct {
     tr_attn_params p;
@@ -103,12 +95,12 @@ static case_t make_case(int n_tokens, int n_kv, int d, int n_head, int n_head_kv
     p->softcap = softcap;
     c.q = malloc(sizeof(float) * (size_t)n_tokens * n_head * d);
     c.out = malloc(sizeof(float) * (size_t)n_tokens * n_head * d);
-    for (size_t i = 0; i < (size_t)n_tokens * n_head * d; i++) c.q[i] = rndf();
+    for (size_t i = 0; i < (size_t)n_tokens * n_head * d; i++) c.q[i] = tt_rndf();
     c.k = malloc(p->k_stride * (size_t)(n_kv + 1));
     c.v = malloc(p->v_stride * (size_t)(n_kv + 1));
     for (int i = 0; i < n_kv; i++) {
         for (size_t x = 0; x < p->k_stride / es; x++) {
-            float a = rndf(), b = rndf();
+            float a = tt_rndf(), b = tt_rndf();
             if (es == 2) {
                 ((uint16_t *)((char *)c.k + i * p->k_stride))[x] = tr_fp32_to_fp16(a);
             } else {
@@ -127,7 +119,7 @@ static case_t make_case(int n_tokens, int n_kv, int d, int n_head, int n_head_kv
         c.kv_pos = malloc(sizeof(int32_t) * (size_t)n_kv);
         for (int i = 0; i < n_kv; i++) c.kv_pos[i] = i;
         for (int i = n_kv - 1; i > 0; i--) {
-            int r = (int)(rnd() % (uint32_t)(i + 1));
+            int r = (int)(tt_rnd() % (uint32_t)(i + 1));
             int32_t tmp = c.kv_pos[i];
             c.kv_pos[i] = c.kv_pos[r];
             c.kv_pos[r] = tmp;
@@ -136,8 +128,8 @@ static case_t make_case(int n_tokens, int n_kv, int d, int n_head, int n_head_kv
     if (seqs) {
         c.q_seq = malloc(sizeof(int32_t) * (size_t)n_tokens);
         c.kv_seq = malloc(sizeof(int32_t) * (size_t)n_kv);
-        for (int t = 0; t < n_tokens; t++) c.q_seq[t] = (int32_t)(rnd() % 2);
-        for (int i = 0; i < n_kv; i++) c.kv_seq[i] = (int32_t)(rnd() % 3); /* seq 2: nobody's */
+        for (int t = 0; t < n_tokens; t++) c.q_seq[t] = (int32_t)(tt_rnd() % 2);
+        for (int i = 0; i < n_kv; i++) c.kv_seq[i] = (int32_t)(tt_rnd() % 3); /* seq 2: nobody's */
     }
     p->q_pos = c.q_pos;
     p->kv_pos = c.kv_pos;
@@ -175,26 +167,26 @@ static case_t make_region_case(int n_tokens, int n_kv, int n_seq, int d, int dv,
     p->v_stride = (size_t)n_head_kv * dv * es;
     c.q = malloc(sizeof(float) * (size_t)n_tokens * n_head * d);
     c.out = malloc(sizeof(float) * (size_t)n_tokens * n_head * dv);
-    for (size_t i = 0; i < (size_t)n_tokens * n_head * d; i++) c.q[i] = rndf();
+    for (size_t i = 0; i < (size_t)n_tokens * n_head * d; i++) c.q[i] = tt_rndf();
     c.k = malloc(p->k_stride * slots);
     c.v = malloc(p->v_stride * slots);
     for (size_t i = 0; i < p->k_stride * slots / es; i++) {
-        if (es == 2) ((uint16_t *)c.k)[i] = tr_fp32_to_fp16(rndf());
-        else ((float *)c.k)[i] = rndf();
+        if (es == 2) ((uint16_t *)c.k)[i] = tr_fp32_to_fp16(tt_rndf());
+        else ((float *)c.k)[i] = tt_rndf();
     }
     for (size_t i = 0; i < p->v_stride * slots / es; i++) {
-        if (es == 2) ((uint16_t *)c.v)[i] = tr_fp32_to_fp16(rndf());
-        else ((float *)c.v)[i] = rndf();
+        if (es == 2) ((uint16_t *)c.v)[i] = tr_fp32_to_fp16(tt_rndf());
+        else ((float *)c.v)[i] = tt_rndf();
     }
     c.valid = malloc(slots);
-    for (size_t i = 0; i < slots; i++) c.valid[i] = rnd() % 8 != 0;
+    for (size_t i = 0; i < slots; i++) c.valid[i] = tt_rnd() % 8 != 0;
     c.q_pos = malloc(sizeof(int32_t) * (size_t)n_tokens);
     c.q_seq = malloc(sizeof(int32_t) * (size_t)n_tokens);
     for (int t = 0; t < n_tokens; t++) {
         bool dup;
         do { /* a (sequence, position) at most once, as a batch has it */
-            c.q_seq[t] = (int32_t)(rnd() % (uint32_t)n_seq);
-            c.q_pos[t] = (int32_t)(rnd() % (uint32_t)n_kv);
+            c.q_seq[t] = (int32_t)(tt_rnd() % (uint32_t)n_seq);
+            c.q_pos[t] = (int32_t)(tt_rnd() % (uint32_t)n_kv);
             dup = false;
             for (int u = 0; u < t; u++) dup |= c.q_seq[u] == c.q_seq[t] && c.q_pos[u] == c.q_pos[t];
         } while (dup);
@@ -291,14 +283,14 @@ TT_TEST(prompt_and_decode_match_naive_softmax) {
     static const int shapes[][3] = {{64, 4, 1}, {64, 32, 4}, {72, 6, 2}, {128, 4, 4}, {256, 4, 1}, {40, 3, 3}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         for (int kvt = 0; kvt < 2; kvt++) {
-            int nt = 1 + (int)(rnd() % 17);
-            int n_kv = nt + (int)(rnd() % 300);
+            int nt = 1 + (int)(tt_rnd() % 17);
+            int n_kv = nt + (int)(tt_rnd() % 300);
             case_t c = make_case(nt, n_kv, shapes[s][0], shapes[s][1], shapes[s][2],
                                  kvt ? TR_TYPE_F16 : TR_TYPE_F32, 0, false, false, 0);
             TT_CHECK_EQ_INT(check_case(&c, pools), 0);
             free_case(&c);
             /* decode: one token over a long cache (the split-KV path) */
-            c = make_case(1, 200 + (int)(rnd() % 400), shapes[s][0], shapes[s][1], shapes[s][2],
+            c = make_case(1, 200 + (int)(tt_rnd() % 400), shapes[s][0], shapes[s][1], shapes[s][2],
                           kvt ? TR_TYPE_F16 : TR_TYPE_F32, 0, false, false, 0);
             TT_CHECK_EQ_INT(check_case(&c, pools), 0);
             free_case(&c);
@@ -308,8 +300,8 @@ TT_TEST(prompt_and_decode_match_naive_softmax) {
 
 TT_TEST(sliding_window_positions_sequences_softcap) {
     for (int rep = 0; rep < 8; rep++) {
-        int nt = 1 + (int)(rnd() % 17), n_kv = nt + (int)(rnd() % 260);
-        int window = 1 + (int)(rnd() % 64);
+        int nt = 1 + (int)(tt_rnd() % 17), n_kv = nt + (int)(tt_rnd() % 260);
+        int window = 1 + (int)(tt_rnd() % 64);
         case_t c = make_case(nt, n_kv, 64, 4, 2, rep & 1 ? TR_TYPE_F16 : TR_TYPE_F32, window, rep & 2, rep & 4,
                              rep >= 4 ? 2.0f : 0.0f);
         TT_CHECK_EQ_INT(check_case(&c, pools), 0);
@@ -333,12 +325,12 @@ TT_TEST(normalised_weights_path_is_the_lanes_arithmetic) {
             const unsigned flags = rep == 3 ? TR_ATTN_HALF_P : TR_ATTN_HALF_Q | TR_ATTN_HALF_P;
             const int type = rep == 2 ? TR_TYPE_F32 : TR_TYPE_F16;
             /* prompt: several tokens of one sequence, then one decode token */
-            case_t c = make_case(1 + (int)(rnd() % 17), 20 + (int)(rnd() % 200), shapes[sh][0], shapes[sh][2],
-                                 shapes[sh][3], type, rep == 1 ? 1 + (int)(rnd() % 50) : 0, false, false, 0);
+            case_t c = make_case(1 + (int)(tt_rnd() % 17), 20 + (int)(tt_rnd() % 200), shapes[sh][0], shapes[sh][2],
+                                 shapes[sh][3], type, rep == 1 ? 1 + (int)(tt_rnd() % 50) : 0, false, false, 0);
             c.p.flags = flags;
             TT_CHECK_EQ_INT(check_case(&c, pools), 0);
             free_case(&c);
-            c = make_case(1, 100 + (int)(rnd() % 300), shapes[sh][0], shapes[sh][2], shapes[sh][3], type, 0, false,
+            c = make_case(1, 100 + (int)(tt_rnd() % 300), shapes[sh][0], shapes[sh][2], shapes[sh][3], type, 0, false,
                           false, 0);
             c.p.flags = flags;
             TT_CHECK_EQ_INT(check_case(&c, pools), 0);
@@ -353,7 +345,7 @@ TT_TEST(sequence_regions_and_empty_slots) {
     for (int rep = 0; rep < 12; rep++) {
         const unsigned flags = rep % 3 == 0 ? 0 : TR_ATTN_HALF_Q | TR_ATTN_HALF_P;
         const int d = rep & 1 ? 64 : 40, dv = rep % 4 == 1 ? 24 : d;
-        case_t c = make_region_case(1 + (int)(rnd() % 20), 30 + (int)(rnd() % 150), 1 + (int)(rnd() % 4), d, dv,
+        case_t c = make_region_case(1 + (int)(tt_rnd() % 20), 30 + (int)(tt_rnd() % 150), 1 + (int)(tt_rnd() % 4), d, dv,
                                     4, rep & 2 ? 2 : 1, rep & 4 ? TR_TYPE_F16 : TR_TYPE_F32,
                                     rep % 5 == 0 ? 16 : 0, flags);
         TT_CHECK_EQ_INT(check_case(&c, pools), 0);
@@ -389,6 +381,7 @@ TT_TEST(rejects_bad_parameters) {
 }
 
 int main(void) {
+    tt_seed(0x243f6a8885a308d3ull); /* this file's inputs since it was written */
     for (int i = 0; i < 3; i++) pools[i] = tr_pool_new(i + 1);
     TT_RUN(prompt_and_decode_match_naive_softmax);
     TT_RUN(sliding_window_positions_sequences_softcap);

@@ -11,14 +11,6 @@
 
 #include <stdint.h>
 
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static uint32_t rnd(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng >> 16);
-}
-static float rndf(void) { return (float)(rnd() & 0xffffff) / (float)0x1000000 * 2.0f - 1.0f; } /* [-1, 1) */
 
 /* Byte offsets of the fp16 scale fields inside a block, -1 terminated. */
 static const int *scale_fields(int type) {
@@ -51,25 +43,25 @@ static uint8_t *random_weights(int type, int64_t rows, int64_t cols) {
     size_t rs = tr_row_size(type, cols), total = rs * (size_t)rows;
     uint8_t *w = malloc(total);
     if (type == TR_TYPE_F32) {
-        for (size_t i = 0; i < total / 4; i++) ((float *)w)[i] = rndf();
+        for (size_t i = 0; i < total / 4; i++) ((float *)w)[i] = tt_rndf();
     } else if (type == TR_TYPE_F16) {
-        for (size_t i = 0; i < total / 2; i++) put16(w + 2 * i, tr_fp32_to_fp16(rndf()));
+        for (size_t i = 0; i < total / 2; i++) put16(w + 2 * i, tr_fp32_to_fp16(tt_rndf()));
     } else if (type == TR_TYPE_BF16) {
-        for (size_t i = 0; i < total / 2; i++) put16(w + 2 * i, tr_fp32_to_bf16(rndf()));
+        for (size_t i = 0; i < total / 2; i++) put16(w + 2 * i, tr_fp32_to_bf16(tt_rndf()));
     } else {
-        for (size_t i = 0; i < total; i++) w[i] = (uint8_t)rnd();
+        for (size_t i = 0; i < total; i++) w[i] = (uint8_t)tt_rnd();
         size_t bb = tr_type_block_bytes(type);
         const int *f = scale_fields(type);
         for (size_t b = 0; b < total / bb; b++)
             for (int k = 0; f[k] >= 0; k++)
-                put16(w + b * bb + f[k], tr_fp32_to_fp16((0.5f + 0.5f * (rndf() + 1)) / 64.0f));
+                put16(w + b * bb + f[k], tr_fp32_to_fp16((0.5f + 0.5f * (tt_rndf() + 1)) / 64.0f));
     }
     return w;
 }
 
 static float *random_floats(int64_t n) {
     float *x = malloc((size_t)n * sizeof(float));
-    for (int64_t i = 0; i < n; i++) x[i] = rndf();
+    for (int64_t i = 0; i < n; i++) x[i] = tt_rndf();
     return x;
 }
 
@@ -116,8 +108,8 @@ TT_TEST(variants_match_scalar_reference) {
             tested++;
             int64_t bl = k->blck < 32 ? 32 : k->blck;
             for (int rep = 0; rep < 6; rep++) {
-                int64_t cols = bl * (1 + rnd() % 9), rows = 1 + rnd() % 37;
-                int nt = 1 + rnd() % 17;
+                int64_t cols = bl * (1 + tt_rnd() % 9), rows = 1 + tt_rnd() % 37;
+                int nt = 1 + tt_rnd() % 17;
                 uint8_t *w = random_weights(type, rows, cols);
                 float *x = random_floats(cols * nt);
                 size_t as = tr_act_row_size(k->act, cols), ws = tr_row_size(type, cols);
@@ -149,7 +141,7 @@ TT_TEST(matmul_matches_reference_any_threads_and_tokens) {
         const tr_kernel *k = tr_kernel_get(type);
         int64_t bl = k->blck < 32 ? 32 : k->blck;
         for (int nt = 1; nt <= 17; nt += (nt < 5 ? 1 : 4)) {
-            int64_t cols = bl * (1 + rnd() % 4), rows = 1 + rnd() % 75;
+            int64_t cols = bl * (1 + tt_rnd() % 4), rows = 1 + tt_rnd() % 75;
             uint8_t *w = random_weights(type, rows, cols);
             float *x = random_floats(cols * nt);
             float *ref = malloc(sizeof(float) * (size_t)(rows * nt)), *y = malloc(sizeof(float) * (size_t)(rows * nt));
@@ -270,7 +262,7 @@ TT_TEST(q8k_conversion_avx2_matches_reference) {
     tr_q8k *a = malloc(sizeof(tr_q8k) * 8), *b = malloc(sizeof(tr_q8k) * 8);
     tr_q8kp *pa = malloc(sizeof(tr_q8kp) * 8), *pb = malloc(sizeof(tr_q8kp) * 8);
     for (int rep = 0; rep < 50; rep++) {
-        for (int64_t i = 0; i < n; i++) x[i] = rndf() * (float)(1 + rep);
+        for (int64_t i = 0; i < n; i++) x[i] = tt_rndf() * (float)(1 + rep);
         for (int i = 0; i < 256; i++) x[256 + i] = 0.0f;             /* block 1: zeros */
         x[512 + 7] = -3.0f * (float)(1 + rep), x[512 + 100] = 3.0f * (float)(1 + rep); /* block 2: -max first */
         x[768 + 3] = 2.0f, x[768 + 200] = -2.0f;                      /* block 3: +max first */
@@ -317,7 +309,7 @@ TT_TEST(q8a_conversion_avx2_matches_reference) {
     float *x = malloc(sizeof(float) * (size_t)n);
     tr_q8a *a = malloc(sizeof(tr_q8a) * 8), *b = malloc(sizeof(tr_q8a) * 8);
     for (int rep = 0; rep < 200; rep++) {
-        for (int64_t i = 0; i < n; i++) x[i] = rndf() * (float)(1 + rep);
+        for (int64_t i = 0; i < n; i++) x[i] = tt_rndf() * (float)(1 + rep);
         for (int i = 0; i < 32; i++) x[32 + i] = 0.0f;                       /* block 1: zeros */
         x[64] = 127.0f;                                                        /* block 2: id = 1 */
         for (int i = 1; i < 32; i++) x[64 + i] = (float)((i * 37) % 253 - 126) + 0.5f * (float)(i & 1);
@@ -395,7 +387,7 @@ TT_TEST(batch_results_equal_single_token_results) {
         const tr_kernel *k = tr_kernel_get(type);
         int64_t bl = k->blck < 32 ? 32 : k->blck;
         for (int nt = 2; nt <= 9; nt++) {
-            int64_t cols = bl * (1 + rnd() % 4), rows = 1 + rnd() % 45;
+            int64_t cols = bl * (1 + tt_rnd() % 4), rows = 1 + tt_rnd() % 45;
             uint8_t *w = random_weights(type, rows, cols);
             float *x = random_floats(cols * nt);
             float *yb = malloc(sizeof(float) * (size_t)(rows * nt)), *y1 = malloc(sizeof(float) * (size_t)rows);

@@ -5,15 +5,8 @@
 #include "ops/ops.h"
 #include "tt.h"
 
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static uint32_t rnd(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng >> 16);
-}
-/* uniform in [-a, a] */
-static float rndf(float a) { return ((float)(rnd() & 0xffffff) / (float)0x1000000 * 2.0f - 1.0f) * a; }
+/* uniform in [-a, a) */
+static float rndf(float a) { return tt_rndf() * a; }
 
 static int bits_differ(const float *a, const float *b, int64_t n) {
     int bad = 0;
@@ -31,7 +24,7 @@ TT_TEST(geglu_table_and_simd_equal_the_direct_formula) {
         float *g = malloc(sizeof(float) * n), *u = malloc(sizeof(float) * n);
         float *want = malloc(sizeof(float) * n), *got = malloc(sizeof(float) * n);
         for (int64_t i = 0; i < n; i++) {
-            g[i] = rnd() % 4 == 0 ? edges[rnd() % (sizeof edges / sizeof edges[0])] : rndf(rnd() % 2 ? 12.0f : 0.01f);
+            g[i] = tt_rnd() % 4 == 0 ? edges[tt_rnd() % (sizeof edges / sizeof edges[0])] : rndf(tt_rnd() % 2 ? 12.0f : 0.01f);
             u[i] = rndf(3.0f);
         }
         tr_geglu_ref(want, g, u, n);

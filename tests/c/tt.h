@@ -9,9 +9,27 @@
 #define TT_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The tests' random inputs: xorshift64 from a fixed seed (tt_seed to pick
+ * another), so a failing input comes back on every run. */
+static inline uint64_t *tt_rng_state(void) {
+    static uint64_t s = 0x9e3779b97f4a7c15ull;
+    return &s;
+}
+static inline void tt_seed(uint64_t seed) { *tt_rng_state() = seed; }
+static inline uint32_t tt_rnd(void) {
+    uint64_t *s = tt_rng_state();
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return (uint32_t)(*s >> 16);
+}
+/* Uniform in [-1, 1), on a grid of 2^-23. */
+static inline float tt_rndf(void) { return (float)(tt_rnd() & 0xffffff) / (float)0x1000000 * 2.0f - 1.0f; }
 
 static int tt_failed_checks;
 static int tt_tests_run, tt_tests_failed;
