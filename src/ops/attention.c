@@ -435,6 +435,14 @@ static inline bool visible(const tr_attn_params *p, int t, int i) {
     return true;
 }
 
+/* With plain positions (slot i is position i), narrow [*a, *e) to the slots
+ * query t can see: at or before its position, and within the window. */
+static inline void narrow_to_query(const tr_attn_params *p, int t, int *a, int *e) {
+    const int32_t qp = p->q_pos[t];
+    if (qp + 1 < *e) *e = qp + 1;
+    if (p->window > 0 && qp - p->window + 1 > *a) *a = qp - p->window + 1;
+}
+
 static void run_unit(attn_job *j, int64_t u, float *scr) {
     const tr_attn_params *p = j->p;
     int d = p->head_dim, dv = j->dv, G = j->group;
@@ -482,8 +490,7 @@ static void run_unit(attn_job *j, int64_t u, float *scr) {
              * range: score only those (a causal prompt skips half the work). */
             int a = i0, e = i1;
             if (plain) {
-                if (p->q_pos[t] + 1 < e) e = p->q_pos[t] + 1;
-                if (p->window > 0 && p->q_pos[t] - p->window + 1 > a) a = p->q_pos[t] - p->window + 1;
+                narrow_to_query(p, t, &a, &e);
                 if (a >= e) continue;
             }
             int n = e - a;
@@ -551,7 +558,7 @@ static void run_unit_exact(attn_job *j, int64_t u, float *scr) {
     const char *kb = j->k + region * p->k_stride + (size_t)g * d * j->esize;
     const char *vb = j->v + region * p->v_stride + (size_t)g * dv * j->esize;
     const uint8_t *valid = p->kv_valid ? p->kv_valid + region : NULL;
-    const int lo = j->blo[b], hi = j->bhi[b], len = hi - lo;
+    const int lo = j->blo[b], hi = j->bhi[b];
     const bool plain = !p->kv_pos && !(p->kv_seq && p->q_seq);
 
     /* scratch: queries [nt*nh][d], scores then weights [nt*nh][maxlen], lanes [8 * ceil(dv/8) * 8] */
@@ -569,9 +576,7 @@ static void run_unit_exact(attn_job *j, int64_t u, float *scr) {
         for (int ti = 0; ti < nt; ti++) {
             int a = i0, e = i1;
             if (plain) {
-                const int32_t qp = p->q_pos[tok[ti]];
-                if (qp + 1 < e) e = qp + 1;
-                if (p->window > 0 && qp - p->window + 1 > a) a = qp - p->window + 1;
+                narrow_to_query(p, tok[ti], &a, &e);
                 if (a >= e) continue;
             }
             j->fn->scores_x(qh + (size_t)ti * nh * d, nh, kb + (size_t)a * p->k_stride, p->k_stride, e - a, d,
@@ -582,11 +587,7 @@ static void run_unit_exact(attn_job *j, int64_t u, float *scr) {
     for (int ti = 0; ti < nt; ti++) {
         const int t = tok[ti];
         int a = lo, e = hi;
-        if (plain) {
-            const int32_t qp = p->q_pos[t];
-            if (qp + 1 < e) e = qp + 1;
-            if (p->window > 0 && qp - p->window + 1 > a) a = qp - p->window + 1;
-        }
+        if (plain) narrow_to_query(p, t, &a, &e);
         for (int hh = 0; hh < nh; hh++) {
             float *out = j->out + ((size_t)t * p->n_head + (size_t)g * G + h0 + hh) * dv;
             float *w = S + ((size_t)ti * nh + hh) * j->maxlen - lo; /* w[i] for slot i */
@@ -622,7 +623,6 @@ static void run_unit_exact(attn_job *j, int64_t u, float *scr) {
             for (int x = 0; x < dv; x++) out[x] = lanes_sum(acc + (size_t)(x >> 3) * 64 + (x & 7), 8);
         }
     }
-    (void)len;
 }
 
 static void attn_part(void *arg, int ith, int nth) {
