@@ -93,6 +93,12 @@ void tr_act_q8kp_ref(const float *x, tr_q8kp *y, int64_t n) {
     }
 }
 
+/* Whether this CPU runs the AVX2 + FMA + F16C variants. */
+static bool cpu_avx2(void) {
+    const tr_cpu_features *f = tr_cpu_get();
+    return f->avx2 && f->fma && f->f16c;
+}
+
 void tr_act_convert(int act, const float *x, void *dst, int64_t n) {
     switch (act) {
     case TR_ACT_F32: memcpy(dst, x, (size_t)n * 4); break;
@@ -102,24 +108,18 @@ void tr_act_convert(int act, const float *x, void *dst, int64_t n) {
     case TR_ACT_BF16:
         for (int64_t i = 0; i < n; i++) ((float *)dst)[i] = tr_bf16_to_fp32(tr_fp32_to_bf16(x[i]));
         break;
-    case TR_ACT_Q8: {
-        const tr_cpu_features *f = tr_cpu_get();
-        if (tr_act_q8_have_avx2() && f->avx2 && f->fma && f->f16c) tr_act_q8_avx2(x, dst, n);
+    case TR_ACT_Q8:
+        if (tr_act_q8_have_avx2() && cpu_avx2()) tr_act_q8_avx2(x, dst, n);
         else tr_act_q8_ref(x, dst, n);
         break;
-    }
-    case TR_ACT_Q8K: {
-        const tr_cpu_features *f = tr_cpu_get();
-        if (tr_act_q8k_have_avx2() && f->avx2 && f->fma && f->f16c) tr_act_q8k_avx2(x, dst, n);
+    case TR_ACT_Q8K:
+        if (tr_act_q8k_have_avx2() && cpu_avx2()) tr_act_q8k_avx2(x, dst, n);
         else tr_act_q8k_ref(x, dst, n);
         break;
-    }
-    case TR_ACT_Q8KP: {
-        const tr_cpu_features *f = tr_cpu_get();
-        if (tr_act_q8k_have_avx2() && f->avx2 && f->fma && f->f16c) tr_act_q8kp_avx2(x, dst, n);
+    case TR_ACT_Q8KP:
+        if (tr_act_q8k_have_avx2() && cpu_avx2()) tr_act_q8kp_avx2(x, dst, n);
         else tr_act_q8kp_ref(x, dst, n);
         break;
-    }
     }
 }
 
@@ -483,7 +483,6 @@ const tr_kernel *tr_kernel_get(int type) {
 }
 
 tr_gemm_fn tr_kernel_best(const tr_kernel *k) {
-    const tr_cpu_features *f = tr_cpu_get();
-    if (k->avx2 && f->avx2 && f->fma && f->f16c) return k->avx2;
+    if (k->avx2 && cpu_avx2()) return k->avx2;
     return k->ref;
 }
