@@ -474,7 +474,7 @@ static void run_unit(attn_job *j, int64_t u, float *scr) {
     memset(o, 0, sizeof(float) * (size_t)nq * dv);
     /* The unit's queries, rounded to halves if asked (as they would be
      * meeting a half-precision cache in llama.cpp's graph). */
-    const bool half_q = p->flags & TR_ATTN_HALF_Q, half_p = p->flags & TR_ATTN_HALF_P;
+    const bool half_q = p->flags & TR_ATTN_HALF_Q;
     if (half_q && hi > lo)
         for (int ti = 0; ti < nt; ti++)
             for (int hg = 0; hg < G; hg++)
@@ -513,7 +513,6 @@ static void run_unit(attn_job *j, int64_t u, float *scr) {
                     m[qi] = mt;
                 }
                 l[qi] += j->fn->exp_sum(s, n, m[qi]);
-                if (half_p) j->fn->round_half(s, s, n);
                 j->fn->pv(oq, s, vb + (size_t)a * p->v_stride, p->v_stride, n, dv);
             }
         }

@@ -100,11 +100,13 @@ void tr_geglu(float *out, const float *gate, const float *up, int64_t n);
  * q_seq[t] (required; kv_pos and kv_seq must be NULL).
  * kv_valid (NULL: all valid) flags the slots holding an entry (n_kv flags,
  * n_seq * n_kv with regions): the others are never seen.
- * flags TR_ATTN_HALF_Q / TR_ATTN_HALF_P round the queries / the softmax
- * weights to halves before they meet the cache, the roundings of llama.cpp's
- * CPU graph with a half-precision cache; the weights rounded are the
- * unnormalised exp(s - running max), so the result is not bit-equal to
- * rounding the normalised weights, only as close to it. */
+ * flags TR_ATTN_HALF_Q rounds the queries to halves before they meet the
+ * cache. TR_ATTN_HALF_P selects the normalised-weights path: each query's
+ * whole row of scores, its softmax, the normalised weights rounded to halves,
+ * then their sum with V, every sum in a fixed 8-lane order (the roundings of
+ * llama.cpp's CPU graph with a half-precision cache, and results that do not
+ * depend on tiling or threads). Without it the tiled online softmax (flash
+ * attention) runs. */
 typedef struct tr_attn_params {
     int n_tokens, n_kv;
     int head_dim, n_head, n_head_kv;
