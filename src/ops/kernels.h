@@ -113,6 +113,14 @@ static inline int tr_q8kp_pos4(int e) {
     int d = (t & 3) ^ p;
     return 128 * h + 32 * d + 2 * ((t & ~3) | p) + (i & 1);
 }
+/* Everything of a tr_q8kp but qs4, from the tr_q8k of the same values. */
+static inline void tr_q8kp_set_natural(tr_q8kp *y, const tr_q8k *k) {
+    memcpy(y->qs, k->qs, sizeof y->qs);
+    memcpy(y->bsums, k->bsums, sizeof y->bsums);
+    memcpy(y->bsums32, k->bsums32, sizeof y->bsums32);
+    y->d = k->d;
+    memset(y->pad_, 0, sizeof y->pad_);
+}
 void tr_act_q8kp_ref(const float *x, tr_q8kp *y, int64_t n);
 void tr_act_q8kp_avx2(const float *x, tr_q8kp *y, int64_t n);
 

@@ -682,11 +682,7 @@ TGT void tr_act_q8kp_avx2(const float *x, tr_q8kp *y, int64_t n) {
             k4_interleave(q[4 * h], q[4 * h + 1], q[4 * h + 2], q[4 * h + 3], X);
             for (int d = 0; d < 4; d++) _mm256_storeu_si256((__m256i *)(y->qs4 + 128 * h + 32 * d), X[d]);
         }
-        memcpy(y->qs, k.qs, 256);
-        memcpy(y->bsums, k.bsums, sizeof y->bsums);
-        memcpy(y->bsums32, k.bsums32, sizeof y->bsums32);
-        y->d = k.d;
-        memset(y->pad_, 0, sizeof y->pad_);
+        tr_q8kp_set_natural(y, &k);
     }
 }
 

@@ -85,11 +85,7 @@ void tr_act_q8kp_ref(const float *x, tr_q8kp *y, int64_t n) {
         tr_q8k k;
         tr_act_q8k_ref(x, &k, 256);
         for (int e = 0; e < 256; e++) y->qs4[tr_q8kp_pos4(e)] = k.qs[e];
-        memcpy(y->qs, k.qs, 256);
-        memcpy(y->bsums, k.bsums, sizeof y->bsums);
-        memcpy(y->bsums32, k.bsums32, sizeof y->bsums32);
-        y->d = k.d;
-        memset(y->pad_, 0, sizeof y->pad_);
+        tr_q8kp_set_natural(y, &k);
     }
 }
 
