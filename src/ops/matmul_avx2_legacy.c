@@ -50,6 +50,8 @@ TILE int legacy_bytes(const int F) {
     return F == F_Q4_0 ? 18 : F == F_Q4_1 ? 20 : F == F_Q5_0 ? 22 : F == F_Q5_1 ? 24 : 34;
 }
 TILE int legacy_offset(const int F) { return F == F_Q4_0 ? 8 : F == F_Q5_0 ? 16 : 0; }
+/* Whether the block carries a min (added through the activation sums). */
+TILE int legacy_has_min(const int F) { return F == F_Q4_1 || F == F_Q5_1; }
 
 /* A block's 32 quants as unsigned bytes (Q8_0: their magnitudes; the signs
  * are moved onto the activations). */
@@ -64,7 +66,7 @@ TILE __m256i legacy_quants(const uint8_t *blk, const int F) {
 /* One weight row of a 4- or 5-bit legacy format against NT tokens (the rows
  * left over after the four-row tiles). */
 TILE void legacy_tile1(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out, const int F) {
-    const int bs = legacy_bytes(F), has_m = F == F_Q4_1 || F == F_Q5_1, off = legacy_offset(F);
+    const int bs = legacy_bytes(F), has_m = legacy_has_min(F), off = legacy_offset(F);
     __m256 acc[4];
     float corr[4] = {0};
     FOR_T(j) acc[j] = _mm256_setzero_ps();
@@ -100,12 +102,14 @@ LEGACY_TILE1(q5_1_tile, F_Q5_1)
  *
  * Measured on the Zen 1 development machine (TRINITY_BENCH_HOT=1): the
  * 256-bit multiplies (vpmaddubsw, vpmaddwd) issue on one pipe at two cycles
- * each, so a block costs at least 4 cycles per token with both; Q8_0 sits
- * near 1.5-1.7x that. Tried and slower there: 8-lane float accumulators per row
- * (a convert and a broadcast per block), Q8_0 through 16-bit products
- * (vpunpck + vpmaddwd, no sign trick), blends instead of unpacks in
- * reduce4_small, vpsrlvd for the nibble split. Software prefetch of the
- * weight rows showed no clear gain (runs too noisy to tell). */
+ * each, so a block costs at least 4 cycles per token with both; Q8_0
+ * measures about 2.06 ns per block and token at 2.0 GHz, at that floor.
+ * Tried and slower there: 8-lane float accumulators per row (a convert and a
+ * broadcast per block), Q8_0 through 16-bit products (vpunpck + vpmaddwd, no
+ * sign trick), Q8_0 pair sums of some rows widened with shifts instead of
+ * vpmaddwd, blends instead of unpacks in reduce4_small, vpsrlvd for the
+ * nibble split. Software prefetch over neighbouring rows showed no clear
+ * gain; over far-apart rows it does (legacy_streams4, below). */
 /* Four fp16 values from four addresses as the low 64 bits of a vector,
  * merged in a general register rather than through a small stack array
  * (whose 8-byte reload cannot be forwarded from four 2-byte stores; on Zen 1
@@ -140,7 +144,7 @@ TILE __m128i reduce4_small(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
 /* One block b of four rows into the NT accumulators acc. */
 TILE void legacy_block(const uint8_t *w, size_t ws, int64_t b, const char *a, size_t as, int NT, __m128 *acc,
                        const int F) {
-    const int bs = legacy_bytes(F), has_m = F == F_Q4_1 || F == F_Q5_1, off = legacy_offset(F);
+    const int bs = legacy_bytes(F), has_m = legacy_has_min(F), off = legacy_offset(F);
     size_t o = (size_t)b * bs;
     __m256i q[4];
     const uint8_t *wr[4] = {w + o, w + ws + o, w + 2 * ws + o, w + 3 * ws + o};
