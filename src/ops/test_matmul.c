@@ -11,7 +11,6 @@
 
 #include <stdint.h>
 
-
 /* Byte offsets of the fp16 scale fields inside a block, -1 terminated. */
 static const int *scale_fields(int type) {
     static const int q40[] = {0, -1}, q41[] = {0, 2, -1}, q2k[] = {80, 82, -1}, q3k[] = {108, -1},
@@ -373,7 +372,6 @@ TT_TEST(kquant_extreme_values_match_reference) {
         }
     }
 }
-
 
 /* A token's result does not depend on the batch it came in: the server
  * decodes many sequences in one batch, and a sequence's text at temperature
