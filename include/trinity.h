@@ -297,15 +297,20 @@ uint64_t tr_model_weight_bytes(const tr_model *m);
 
 /* --------------------------------------------------------------- context */
 
-/* A context holds the KV cache and scratch for up to n_seq_max sequences of
- * up to n_ctx positions each. All memory is allocated here, none per token. */
+/* A context holds the KV cache and scratch. The cache is one pool of n_ctx
+ * token slots in blocks, shared by up to n_seq_max sequences (like
+ * llama-server's unified KV cache); one sequence holds at most n_ctx_seq
+ * positions. All memory is allocated here, none per token. */
 typedef struct tr_context tr_context;
 
 typedef struct tr_context_params {
-    int32_t n_ctx;     /* positions per sequence; 0 = the model's training context, capped at 4096 */
+    int32_t n_ctx;     /* KV pool size in tokens, all sequences together; 0 = the model's training context, capped at 4096 */
     int32_t n_batch;   /* most tokens one tr_decode takes; 0 = 512 */
-    int32_t n_seq_max; /* sequences (server slots); 0 = 1 */
+    int32_t n_seq_max; /* sequences; 0 = 1 */
     int32_t n_threads; /* 0 = all cores */
+    int32_t n_ctx_seq; /* most positions one sequence holds; 0 = min(n_ctx, the model's training context) */
+    int32_t kv_block;  /* tokens per KV block; 0 = 32 */
+    bool prefix_cache; /* register computed blocks for reuse (tr_kv_seq_reuse) */
 } tr_context_params;
 
 tr_context_params tr_context_default_params(void);
@@ -322,15 +327,38 @@ typedef struct tr_batch {
     const int8_t *logits;  /* [n_tokens] nonzero: keep this token's logits; NULL = only the last token's */
 } tr_batch;
 
-/* Positions must follow on from what the sequence already holds. Errors (a
- * position past n_ctx, a bad token id) leave the cache as it was. */
+/* Each sequence's tokens in the batch must be its next positions, in order
+ * (a sequence holding len positions takes len, len+1, ...). Errors (a
+ * position out of order or past n_ctx_seq, a bad token id, a full cache:
+ * TR_ERR_NOMEM) leave the cache as it was. */
 tr_status tr_decode(tr_context *c, const tr_batch *b, tr_error *err);
 /* Logits (n_vocab floats) of token i of the last batch, which asked for them. */
 const float *tr_get_logits(tr_context *c, int32_t i);
-/* Forget positions [p0, p1) of a sequence (p1 < 0: to the end). */
-void tr_kv_seq_rm(tr_context *c, int32_t seq, int32_t p0, int32_t p1);
+/* Forget positions [p0, p1) of a sequence (seq < 0: every sequence). A
+ * sequence's positions stay contiguous, so only a suffix can go: p1 < 0 or
+ * p1 >= its length. Returns false (nothing changed) for a range inside it. */
+bool tr_kv_seq_rm(tr_context *c, int32_t seq, int32_t p0, int32_t p1);
 /* Positions a sequence holds. */
 int32_t tr_kv_seq_len(const tr_context *c, int32_t seq);
+/* dst (empty) shares src's positions (blocks are shared, copied on write). */
+tr_status tr_kv_seq_cp(tr_context *c, int32_t src, int32_t dst, tr_error *err);
+/* Prefix cache: an empty sequence takes the cached leading blocks of
+ * tokens[0..n), always leaving the last token to decode. Returns the
+ * positions it now holds (a multiple of the block size; 0 with the cache off). */
+int32_t tr_kv_seq_reuse(tr_context *c, int32_t seq, const int32_t *tokens, int32_t n);
+
+/* KV-cache occupancy. */
+typedef struct tr_kv_stats {
+    int32_t block_size, n_blocks;
+    int32_t blocks_used;    /* held by sequences */
+    int32_t blocks_cached;  /* unused, kept for the prefix cache (evicted when the pool needs them) */
+    int64_t tokens_held;    /* positions held by sequences */
+    uint64_t evictions;     /* cached blocks given to new content */
+    uint64_t hit_tokens;    /* prompt positions taken from the prefix cache */
+    uint64_t lookup_tokens; /* prompt positions looked up */
+    size_t bytes_per_block; /* K and V of one block, all layers */
+} tr_kv_stats;
+void tr_context_kv_stats(const tr_context *c, tr_kv_stats *out);
 
 /* --------------------------------------------------------------- sampling */
 

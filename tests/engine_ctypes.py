@@ -12,7 +12,8 @@ class Error(ctypes.Structure):
 
 class ContextParams(ctypes.Structure):
     _fields_ = [("n_ctx", ctypes.c_int32), ("n_batch", ctypes.c_int32),
-                ("n_seq_max", ctypes.c_int32), ("n_threads", ctypes.c_int32)]
+                ("n_seq_max", ctypes.c_int32), ("n_threads", ctypes.c_int32),
+                ("n_ctx_seq", ctypes.c_int32), ("kv_block", ctypes.c_int32), ("prefix_cache", ctypes.c_bool)]
 
 
 class Batch(ctypes.Structure):
@@ -34,6 +35,7 @@ def load_lib(path=None):
     lib.tr_get_logits.argtypes = [vp, ctypes.c_int32]
     lib.tr_get_logits.restype = ctypes.POINTER(ctypes.c_float)
     lib.tr_kv_seq_rm.argtypes = [vp, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32]
+    lib.tr_kv_seq_rm.restype = ctypes.c_bool
     lib.tr_kv_seq_len.argtypes = [vp, ctypes.c_int32]
     return lib
 

@@ -10,7 +10,8 @@
 #include <unistd.h>
 
 tr_context_params tr_context_default_params(void) {
-    tr_context_params p = {.n_ctx = 0, .n_batch = 0, .n_seq_max = 0, .n_threads = 0};
+    tr_context_params p = {.n_ctx = 0, .n_batch = 0, .n_seq_max = 0, .n_threads = 0, .n_ctx_seq = 0,
+                           .kv_block = 0, .prefix_cache = false};
     return p;
 }
 
@@ -32,14 +33,20 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     if (!p) p = &d;
     const tr_hparams *hp = &m->hp;
     int32_t n_ctx = p->n_ctx, n_batch = p->n_batch, n_seq = p->n_seq_max, n_threads = p->n_threads;
+    int32_t n_ctx_seq = p->n_ctx_seq, bs = p->kv_block;
     if (n_ctx < 0) return tr_err_set(err, TR_ERR_ARG, "context: n_ctx (-c) = %d is negative", n_ctx);
     if (n_batch < 0) return tr_err_set(err, TR_ERR_ARG, "context: n_batch = %d is negative", n_batch);
     if (n_seq < 0) return tr_err_set(err, TR_ERR_ARG, "context: n_seq_max = %d is negative", n_seq);
     if (n_threads < 0) return tr_err_set(err, TR_ERR_ARG, "context: n_threads (-t) = %d is negative", n_threads);
+    if (n_ctx_seq < 0) return tr_err_set(err, TR_ERR_ARG, "context: n_ctx_seq = %d is negative", n_ctx_seq);
+    if (bs < 0 || bs > 4096) return tr_err_set(err, TR_ERR_ARG, "context: kv_block = %d is outside [1, 4096]", bs);
     if (n_ctx == 0) n_ctx = hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
     if (n_ctx > (1 << 22)) return tr_err_set(err, TR_ERR_ARG, "context: n_ctx (-c) = %d is too large", n_ctx);
+    if (n_ctx_seq == 0) n_ctx_seq = n_ctx < hp->n_ctx_train ? n_ctx : hp->n_ctx_train;
+    if (n_ctx_seq > n_ctx) n_ctx_seq = n_ctx;
+    if (bs == 0) bs = 32;
     if (n_batch == 0) n_batch = 512;
-    if (n_batch > n_ctx * (n_seq ? n_seq : 1)) n_batch = n_ctx * (n_seq ? n_seq : 1);
+    if (n_batch > n_ctx) n_batch = n_ctx;
     if (n_seq == 0) n_seq = 1;
     if (n_seq > 4096) return tr_err_set(err, TR_ERR_ARG, "context: n_seq_max = %d is too large", n_seq);
     if (n_threads == 0) {
@@ -52,20 +59,27 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     if (!c) return tr_err_set(err, TR_ERR_NOMEM, "context: out of memory");
     c->model = m;
     c->n_ctx = n_ctx;
+    c->n_ctx_seq = n_ctx_seq;
     c->n_batch = n_batch;
     c->n_seq_max = n_seq;
     c->n_threads = n_threads;
+    c->prefix_cache = p->prefix_cache;
     c->k_dim = (int64_t)hp->n_head_kv * hp->head_k;
     c->v_dim = (int64_t)hp->n_head_kv * hp->head_v;
-    const size_t slots = (size_t)n_seq * (size_t)n_ctx;
     const int64_t q_dim = (int64_t)hp->n_head * hp->head_k, o_dim = (int64_t)hp->n_head * hp->head_v;
     const int64_t wide = hp->n_embd > q_dim ? hp->n_embd : q_dim;
+    /* The pool rounds n_ctx up to whole blocks; one sequence may span all of it. */
+    tr_kv_params kp = {.n_blocks = (n_ctx + bs - 1) / bs, .block_size = bs, .n_seq = n_seq,
+                       .max_blocks = (n_ctx_seq + bs - 1) / bs, .n_layer = hp->n_layer,
+                       .k_row = (size_t)c->k_dim * 2, .v_row = (size_t)c->v_dim * 2};
+    tr_status st = tr_kv_new(&kp, &c->kv, err);
+    if (st != TR_OK) {
+        tr_context_free(c);
+        return st;
+    }
     bool ok = true;
-    c->k_cache = alloc_array(slots * (size_t)hp->n_layer, (size_t)c->k_dim * 2, &ok);
-    c->v_cache = alloc_array(slots * (size_t)hp->n_layer, (size_t)c->v_dim * 2, &ok);
-    c->valid = alloc_array(slots, 1, &ok);
-    c->stamp = alloc_array(slots, sizeof(uint32_t), &ok);
-    c->seq_len = alloc_array((size_t)n_seq, sizeof(int32_t), &ok);
+    c->seq_next = alloc_array((size_t)n_seq, sizeof(int32_t), &ok);
+    c->seq_len0 = alloc_array((size_t)n_seq, sizeof(int32_t), &ok);
     c->x = alloc_array((size_t)n_batch, (size_t)hp->n_embd * sizeof(float), &ok);
     c->xb = alloc_array((size_t)n_batch, (size_t)wide * sizeof(float), &ok);
     c->xb2 = alloc_array((size_t)n_batch, (size_t)hp->n_embd * sizeof(float), &ok);
@@ -78,18 +92,15 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     c->out_row = alloc_array((size_t)n_batch, sizeof(int32_t), &ok);
     /* One logits row per sequence is the common case (decoding); more rows
      * are added when a batch first asks for them. */
-    c->logits_cap = n_seq;
-    c->logits = alloc_array((size_t)n_seq, (size_t)hp->n_vocab * sizeof(float), &ok);
+    c->logits_cap = n_seq < n_batch ? n_seq : n_batch;
+    c->logits = alloc_array((size_t)c->logits_cap, (size_t)hp->n_vocab * sizeof(float), &ok);
     if (ok) {
         c->pool = tr_pool_new(n_threads);
         if (!c->pool) ok = false;
     }
     if (!ok) {
         tr_context_free(c);
-        return tr_err_set(err, TR_ERR_NOMEM,
-                          "context: out of memory for n_ctx = %d, n_seq_max = %d, n_batch = %d (KV cache %.1f MiB)",
-                          n_ctx, n_seq, n_batch,
-                          (double)slots * hp->n_layer * (double)(c->k_dim + c->v_dim) * 2 / (1024.0 * 1024.0));
+        return tr_err_set(err, TR_ERR_NOMEM, "context: out of memory for n_seq_max = %d, n_batch = %d", n_seq, n_batch);
     }
     *out = c;
     return TR_OK;
@@ -98,11 +109,9 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
 void tr_context_free(tr_context *c) {
     if (!c) return;
     if (c->pool) tr_pool_free(c->pool);
-    free(c->k_cache);
-    free(c->v_cache);
-    free(c->valid);
-    free(c->stamp);
-    free(c->seq_len);
+    tr_kv_free(c->kv);
+    free(c->seq_next);
+    free(c->seq_len0);
     free(c->x);
     free(c->xb);
     free(c->xb2);
@@ -117,7 +126,7 @@ void tr_context_free(tr_context *c) {
     free(c);
 }
 
-int32_t tr_context_n_ctx(const tr_context *c) { return c->n_ctx; }
+int32_t tr_context_n_ctx(const tr_context *c) { return c->n_ctx_seq; }
 
 tr_status tr_decode(tr_context *c, const tr_batch *b, tr_error *err) {
     if (!c || !b) return tr_err_set(err, TR_ERR_ARG, "decode: no context or batch");
@@ -129,9 +138,9 @@ tr_status tr_decode(tr_context *c, const tr_batch *b, tr_error *err) {
     const int32_t n_vocab = c->model->hp.n_vocab;
     /* Validate everything before touching the cache, so that an error
      * leaves it as it was. */
-    if (++c->stamp_now == 0) { /* wrapped: clear the stamps once */
-        memset(c->stamp, 0, (size_t)c->n_seq_max * (size_t)c->n_ctx * sizeof(uint32_t));
-        c->stamp_now = 1;
+    for (int32_t i = 0; i < n; i++) {
+        const int32_t seq = b->seq_id[i];
+        if (seq >= 0 && seq < c->n_seq_max) c->seq_next[seq] = c->seq_len0[seq] = tr_kv_len(c->kv, seq);
     }
     int32_t n_out = 0;
     for (int32_t i = 0; i < n; i++) {
@@ -142,18 +151,31 @@ tr_status tr_decode(tr_context *c, const tr_batch *b, tr_error *err) {
         if (seq < 0 || seq >= c->n_seq_max)
             return tr_err_set(err, TR_ERR_ARG, "decode: token %d of the batch has seq_id %d, outside [0, %d)", i, seq,
                               c->n_seq_max);
-        if (pos < 0 || pos >= c->n_ctx)
+        if (pos < 0 || pos >= c->n_ctx_seq)
             return tr_err_set(err, TR_ERR_ARG,
                               "decode: token %d of the batch is at position %d, outside the context [0, %d) (-c)", i,
-                              pos, c->n_ctx);
-        uint32_t *st = &c->stamp[(size_t)seq * c->n_ctx + pos];
-        if (*st == c->stamp_now)
-            return tr_err_set(err, TR_ERR_ARG, "decode: position %d of sequence %d appears twice in the batch", pos,
-                              seq);
-        *st = c->stamp_now;
+                              pos, c->n_ctx_seq);
+        if (pos != c->seq_next[seq])
+            return tr_err_set(err, TR_ERR_ARG,
+                              "decode: token %d of the batch is at position %d of sequence %d, which expects position %d "
+                              "next",
+                              i, pos, seq, c->seq_next[seq]);
+        c->seq_next[seq]++;
         const bool want = b->logits ? b->logits[i] != 0 : i == n - 1;
         c->out_row[i] = want ? n_out++ : -1;
     }
+    /* Blocks for every sequence's new positions, or none. */
+    int64_t need = 0;
+    for (int32_t i = 0; i < n; i++) {
+        const int32_t seq = b->seq_id[i];
+        if (c->seq_next[seq] < 0) continue; /* counted */
+        need += tr_kv_blocks_needed(c->kv, seq, c->seq_next[seq] - c->seq_len0[seq]);
+        c->seq_next[seq] = -1;
+    }
+    if (need > tr_kv_available(c->kv))
+        return tr_err_set(err, TR_ERR_NOMEM,
+                          "decode: the KV cache is full: the batch needs %lld more blocks of %d tokens, %d are free (-c %d)",
+                          (long long)need, tr_kv_block_size(c->kv), tr_kv_available(c->kv), c->n_ctx);
     if (n_out > c->logits_cap) {
         float *nl = realloc(c->logits, (size_t)n_out * (size_t)n_vocab * sizeof(float));
         if (!nl) return tr_err_set(err, TR_ERR_NOMEM, "decode: out of memory for %d rows of logits", n_out);
@@ -163,11 +185,23 @@ tr_status tr_decode(tr_context *c, const tr_batch *b, tr_error *err) {
     c->n_out = n_out;
     c->n_batch_last = n;
     for (int32_t i = 0; i < n; i++) {
-        const int32_t pos = b->pos[i], seq = b->seq_id[i];
-        c->valid[(size_t)seq * c->n_ctx + pos] = 1;
-        if (pos + 1 > c->seq_len[seq]) c->seq_len[seq] = pos + 1;
+        tr_status st = tr_kv_append(c->kv, b->seq_id[i], &b->token[i], 1, err);
+        if (st != TR_OK) { /* cannot happen after the checks above; roll back all the same */
+            for (int32_t k = 0; k < i; k++) tr_kv_truncate(c->kv, b->seq_id[k], c->seq_len0[b->seq_id[k]]);
+            c->n_out = 0;
+            return st;
+        }
     }
-    return tr_forward(c, b, err);
+    tr_status st = tr_forward(c, b, err);
+    if (st != TR_OK) {
+        for (int32_t i = 0; i < n; i++) tr_kv_truncate(c->kv, b->seq_id[i], c->seq_len0[b->seq_id[i]]);
+        c->n_out = 0;
+        return st;
+    }
+    if (c->prefix_cache)
+        for (int32_t i = 0; i < n; i++)
+            if (i == 0 || b->seq_id[i] != b->seq_id[i - 1]) tr_kv_publish(c->kv, b->seq_id[i]);
+    return TR_OK;
 }
 
 const float *tr_get_logits(tr_context *c, int32_t i) {
@@ -177,27 +211,42 @@ const float *tr_get_logits(tr_context *c, int32_t i) {
     return c->logits + (size_t)c->out_row[i] * (size_t)c->model->hp.n_vocab;
 }
 
-static void seq_rm_one(tr_context *c, int32_t seq, int32_t p0, int32_t p1) {
-    uint8_t *v = c->valid + (size_t)seq * c->n_ctx;
-    if (p0 < p1) memset(v + p0, 0, (size_t)(p1 - p0));
-    int32_t len = c->seq_len[seq];
-    while (len > 0 && !v[len - 1]) len--;
-    c->seq_len[seq] = len;
-}
-
-void tr_kv_seq_rm(tr_context *c, int32_t seq, int32_t p0, int32_t p1) {
-    if (!c) return;
+bool tr_kv_seq_rm(tr_context *c, int32_t seq, int32_t p0, int32_t p1) {
+    if (!c) return false;
     if (p0 < 0) p0 = 0;
-    if (p1 < 0 || p1 > c->n_ctx) p1 = c->n_ctx;
-    if (p0 > c->n_ctx) p0 = c->n_ctx;
-    if (seq < 0) { /* every sequence, as llama.cpp's seq_id -1 */
-        for (int32_t s = 0; s < c->n_seq_max; s++) seq_rm_one(c, s, p0, p1);
-    } else if (seq < c->n_seq_max) {
-        seq_rm_one(c, seq, p0, p1);
-    }
+    const int32_t s0 = seq < 0 ? 0 : seq, s1 = seq < 0 ? c->n_seq_max : seq + 1;
+    if (seq >= c->n_seq_max) return false;
+    for (int32_t s = s0; s < s1; s++) /* all or nothing */
+        if (p1 >= 0 && p1 < tr_kv_len(c->kv, s) && p0 < p1) return false;
+    for (int32_t s = s0; s < s1; s++) tr_kv_truncate(c->kv, s, p0);
+    return true;
 }
 
 int32_t tr_kv_seq_len(const tr_context *c, int32_t seq) {
     if (!c || seq < 0 || seq >= c->n_seq_max) return 0;
-    return c->seq_len[seq];
+    return tr_kv_len(c->kv, seq);
+}
+
+tr_status tr_kv_seq_cp(tr_context *c, int32_t src, int32_t dst, tr_error *err) {
+    if (!c) return tr_err_set(err, TR_ERR_ARG, "kv: no context");
+    return tr_kv_fork(c->kv, src, dst, err);
+}
+
+int32_t tr_kv_seq_reuse(tr_context *c, int32_t seq, const int32_t *tokens, int32_t n) {
+    if (!c || !c->prefix_cache || seq < 0 || seq >= c->n_seq_max || n > c->n_ctx_seq) return 0;
+    return tr_kv_reuse(c->kv, seq, tokens, n, true);
+}
+
+void tr_context_kv_stats(const tr_context *c, tr_kv_stats *o) {
+    tr_kv_counts k;
+    tr_kv_counts_get(c->kv, &k);
+    o->block_size = tr_kv_block_size(c->kv);
+    o->n_blocks = k.n_blocks;
+    o->blocks_used = k.used;
+    o->blocks_cached = k.cached;
+    o->tokens_held = k.tokens_held;
+    o->evictions = k.evictions;
+    o->hit_tokens = k.hit_tokens;
+    o->lookup_tokens = k.lookup_tokens;
+    o->bytes_per_block = (size_t)o->block_size * (size_t)c->model->hp.n_layer * (size_t)(c->k_dim + c->v_dim) * 2;
 }

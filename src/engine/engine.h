@@ -4,24 +4,24 @@
 #define TR_ENGINE_H
 
 #include "model/model.h"
+#include "kv/kv.h"
 #include "ops/ops.h"
 
-/* The KV cache gives each sequence its own region of n_ctx slots; the
- * entry of position p lives in slot p. A sequence's positions are valid or
- * not (valid[]), so removing a range leaves the rest in place, and attention
- * only ever reads the valid slots of its own sequence at or before its own
- * position. Entries are IEEE halves, as llama.cpp's default cache. */
+/* The KV cache is src/kv's pool of blocks, shared by every sequence (n_ctx
+ * tokens in all); a sequence holds positions [0, len) through its block
+ * table, at most n_ctx_seq of them. Entries are IEEE halves, as llama.cpp's
+ * default cache. With the prefix cache on, the full blocks a batch computed
+ * are registered for reuse once the forward pass has written them. */
 struct tr_context {
     const tr_model *model;
-    int32_t n_ctx, n_batch, n_seq_max, n_threads;
+    int32_t n_ctx, n_ctx_seq, n_batch, n_seq_max, n_threads;
+    bool prefix_cache;
     tr_pool *pool;
 
     int64_t k_dim, v_dim;        /* n_head_kv * head_k, n_head_kv * head_v */
-    uint16_t *k_cache, *v_cache; /* [n_layer][n_seq_max][n_ctx][k_dim or v_dim] */
-    uint8_t *valid;              /* [n_seq_max][n_ctx] */
-    int32_t *seq_len;            /* [n_seq_max]: highest valid position + 1 */
-    uint32_t *stamp;             /* [n_seq_max][n_ctx]: finds repeated positions in a batch */
-    uint32_t stamp_now;
+    tr_kv *kv;
+    int32_t *seq_next;           /* [n_seq_max] validation: the next position each sequence expects */
+    int32_t *seq_len0;           /* [n_seq_max] lengths before the batch, to roll back a failure */
 
     /* Scratch for n_batch tokens. */
     float *x, *xb, *xb2;         /* [n_batch][n_embd] */

@@ -32,9 +32,9 @@ static void add_bias(float *y, const float *bias, int64_t n_tokens, int64_t dim)
 /* ---------------------------------------------------------------- attention */
 
 /* softmax(q k^T * scale) v for every (token, head) of the batch, over the
- * valid slots of the token's own sequence at or before its position (and
- * within the window on local layers): one call of the attention kernel on
- * this layer's cache, whose per-sequence regions are the kernel's.
+ * positions of the token's own sequence at or before its own (and within
+ * the window on local layers): one call of the attention kernel, which
+ * reads each sequence's K/V through its block table.
  *
  * The roundings follow llama.cpp's CPU graph without flash attention, so
  * that models stay close to it (quantized ones turn tiny differences into
@@ -47,7 +47,6 @@ static void add_bias(float *y, const float *bias, int64_t n_tokens, int64_t dim)
  * llama.cpp's 8-wide kernels (the kernel's "lanes" order). */
 static tr_status attention(tr_context *c, const tr_batch *b, int layer, bool swa) {
     const tr_hparams *hp = &c->model->hp;
-    const size_t layer_slots = (size_t)layer * c->n_seq_max * (size_t)c->n_ctx;
     /* Same math either way; the rounding differs (q is rounded to halves
      * after the scale when the architecture scales q). */
     const bool scale_q = c->model->arch->scale_q;
@@ -57,7 +56,7 @@ static tr_status attention(tr_context *c, const tr_batch *b, int layer, bool swa
     }
     tr_attn_params p = {
         .n_tokens = b->n_tokens,
-        .n_kv = c->n_ctx,
+        .n_kv = c->n_ctx_seq,
         .head_dim = hp->head_k,
         .head_dim_v = hp->head_v,
         .n_head = hp->n_head,
@@ -68,13 +67,14 @@ static tr_status attention(tr_context *c, const tr_batch *b, int layer, bool swa
         .q_pos = b->pos,
         .q_seq = b->seq_id,
         .n_seq = c->n_seq_max,
-        .kv_valid = c->valid,
+        .block_size = tr_kv_block_size(c->kv),
+        .blocks = tr_kv_tables(c->kv),
+        .max_blocks = tr_kv_max_blocks(c->kv),
         .window = swa ? hp->n_swa : 0, /* masked when pos - p >= n_swa */
         .scale = scale_q ? 1.0f : hp->attn_scale,
         .flags = TR_ATTN_HALF_Q | TR_ATTN_HALF_P,
     };
-    return tr_attention(c->pool, &p, c->q, c->k_cache + layer_slots * (size_t)c->k_dim,
-                        c->v_cache + layer_slots * (size_t)c->v_dim, c->att);
+    return tr_attention(c->pool, &p, c->q, tr_kv_k_layer(c->kv, layer), tr_kv_v_layer(c->kv, layer), c->att);
 }
 
 /* ------------------------------------------------------------------ forward */
@@ -121,8 +121,9 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
                 tr_rope(k + h * hk, hp->n_rot, b->pos[t], l->rope_base, l->rope_scale, m->rope_freqs, arch->rope_neox);
             }
             /* Into the cache, at this token's slot of its sequence. */
-            const size_t slot = ((size_t)il * c->n_seq_max + (size_t)b->seq_id[t]) * (size_t)c->n_ctx + (size_t)b->pos[t];
-            uint16_t *kc = c->k_cache + slot * (size_t)k_dim, *vc = c->v_cache + slot * (size_t)v_dim;
+            const int64_t slot = tr_kv_slot(tr_kv_table(c->kv, b->seq_id[t]), tr_kv_block_size(c->kv), b->pos[t]);
+            uint16_t *kc = (uint16_t *)tr_kv_k_layer(c->kv, il) + slot * k_dim;
+            uint16_t *vc = (uint16_t *)tr_kv_v_layer(c->kv, il) + slot * v_dim;
             const float *v = c->v + t * v_dim;
             for (int64_t i = 0; i < k_dim; i++) kc[i] = tr_half_from_float(k[i]);
             for (int64_t i = 0; i < v_dim; i++) vc[i] = tr_half_from_float(v[i]);

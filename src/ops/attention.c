@@ -416,8 +416,8 @@ typedef struct attn_job {
     int n_blocks, n_split;
     int64_t n_units;
     /* Token blocks: block b is the tokens order[bstart[b] .. bstart[b+1]),
-     * all of one sequence when the cache has regions, and sees at most the
-     * slots [blo[b], bhi[b]) of its region. */
+     * all of one sequence when the cache is paged, and sees at most the
+     * positions [blo[b], bhi[b]) of that sequence. */
     const int32_t *order, *bstart, *blo, *bhi;
     int n_sub, sub; /* normalised-weights path: query heads of a group cut into n_sub units of sub heads */
     int maxlen;     /* the longest block range */
@@ -443,6 +443,20 @@ static inline void narrow_to_query(const tr_attn_params *p, int t, int *a, int *
     if (p->window > 0 && qp - p->window + 1 > *a) *a = qp - p->window + 1;
 }
 
+/* Paged caches: where position i of a sequence lives (table NULL: slot i),
+ * and the end of the run of positions from i that sit in consecutive slots
+ * (the end of i's block), at most e. Tiles never cross it. */
+static inline const char *kv_at(const tr_attn_params *p, const int32_t *table, const char *base, size_t stride,
+                                int i) {
+    if (!table) return base + (size_t)i * stride;
+    return base + ((size_t)table[i / p->block_size] * p->block_size + (size_t)(i % p->block_size)) * stride;
+}
+static inline int run_end(const tr_attn_params *p, const int32_t *table, int i, int e) {
+    if (!table) return e;
+    const int be = (i / p->block_size + 1) * p->block_size;
+    return be < e ? be : e;
+}
+
 static void run_unit(attn_job *j, int64_t u, float *scr) {
     const tr_attn_params *p = j->p;
     int d = p->head_dim, dv = j->dv, G = j->group;
@@ -452,11 +466,10 @@ static void run_unit(attn_job *j, int64_t u, float *scr) {
     const int32_t *tok = j->order + j->bstart[b];
     int nt = j->bstart[b + 1] - j->bstart[b], nq = nt * G;
 
-    /* This block's region of the cache (the whole cache without regions). */
-    size_t region = p->n_seq > 0 ? (size_t)p->q_seq[tok[0]] * (size_t)p->n_kv : 0;
-    const char *kb = j->k + region * p->k_stride + (size_t)g * d * j->esize;
-    const char *vb = j->v + region * p->v_stride + (size_t)g * dv * j->esize;
-    const uint8_t *valid = p->kv_valid ? p->kv_valid + region : NULL;
+    /* This block's sequence's table (paged), this KV head's columns. */
+    const int32_t *table = p->n_seq > 0 ? p->blocks + (size_t)p->q_seq[tok[0]] * p->max_blocks : NULL;
+    const char *kb = j->k + (size_t)g * d * j->esize;
+    const char *vb = j->v + (size_t)g * dv * j->esize;
 
     int lo = j->blo[b], hi = j->bhi[b];
     if (j->n_split > 1) { /* this unit's slice of [lo, hi) */
@@ -482,8 +495,8 @@ static void run_unit(attn_job *j, int64_t u, float *scr) {
                                   j->q + ((size_t)tok[ti] * p->n_head + (size_t)g * G + hg) * d, d);
 
     bool plain = !p->kv_pos && !(p->kv_seq && p->q_seq); /* slot i is position i, one sequence */
-    for (int i0 = lo; i0 < hi; i0 += TILE) {
-        int i1 = hi - i0 < TILE ? hi : i0 + TILE;
+    for (int i0 = lo, i1; i0 < hi; i0 = i1) {
+        i1 = run_end(p, table, i0, hi - i0 < TILE ? hi : i0 + TILE);
         for (int ti = 0; ti < nt; ti++) {
             const int t = tok[ti];
             /* With plain positions the visible slots of a query are one
@@ -497,10 +510,10 @@ static void run_unit(attn_job *j, int64_t u, float *scr) {
             for (int hg = 0; hg < G; hg++) {
                 int qi = ti * G + hg, h = g * G + hg;
                 const float *qv = half_q ? qh + (size_t)qi * d : j->q + ((size_t)t * p->n_head + h) * d;
-                j->fn->scores(qv, kb + (size_t)a * p->k_stride, p->k_stride, n, d, p->scale, s);
+                j->fn->scores(qv, kv_at(p, table, kb, p->k_stride, a), p->k_stride, n, d, p->scale, s);
                 float mt = -INFINITY;
                 for (int i = 0; i < n; i++) {
-                    if ((!plain && !visible(p, t, a + i)) || (valid && !valid[a + i])) s[i] = -INFINITY;
+                    if (!plain && !visible(p, t, a + i)) s[i] = -INFINITY;
                     else if (p->softcap > 0) s[i] = p->softcap * tanhf(s[i] / p->softcap);
                     if (s[i] > mt) mt = s[i];
                 }
@@ -513,7 +526,7 @@ static void run_unit(attn_job *j, int64_t u, float *scr) {
                     m[qi] = mt;
                 }
                 l[qi] += j->fn->exp_sum(s, n, m[qi]);
-                j->fn->pv(oq, s, vb + (size_t)a * p->v_stride, p->v_stride, n, dv);
+                j->fn->pv(oq, s, kv_at(p, table, vb, p->v_stride, a), p->v_stride, n, dv);
             }
         }
     }
@@ -553,10 +566,9 @@ static void run_unit_exact(attn_job *j, int64_t u, float *scr) {
     if (nh <= 0) return;
     const int32_t *tok = j->order + j->bstart[b];
     const int nt = j->bstart[b + 1] - j->bstart[b];
-    const size_t region = p->n_seq > 0 ? (size_t)p->q_seq[tok[0]] * (size_t)p->n_kv : 0;
-    const char *kb = j->k + region * p->k_stride + (size_t)g * d * j->esize;
-    const char *vb = j->v + region * p->v_stride + (size_t)g * dv * j->esize;
-    const uint8_t *valid = p->kv_valid ? p->kv_valid + region : NULL;
+    const int32_t *table = p->n_seq > 0 ? p->blocks + (size_t)p->q_seq[tok[0]] * p->max_blocks : NULL;
+    const char *kb = j->k + (size_t)g * d * j->esize;
+    const char *vb = j->v + (size_t)g * dv * j->esize;
     const int lo = j->blo[b], hi = j->bhi[b];
     const bool plain = !p->kv_pos && !(p->kv_seq && p->q_seq);
 
@@ -570,15 +582,15 @@ static void run_unit_exact(attn_job *j, int64_t u, float *scr) {
     }
 
     /* Scores, a tile of K at a time for all the block's queries. */
-    for (int i0 = lo; i0 < hi; i0 += TILE_X) {
-        const int i1 = hi - i0 < TILE_X ? hi : i0 + TILE_X;
+    for (int i0 = lo, i1; i0 < hi; i0 = i1) {
+        i1 = run_end(p, table, i0, hi - i0 < TILE_X ? hi : i0 + TILE_X);
         for (int ti = 0; ti < nt; ti++) {
             int a = i0, e = i1;
             if (plain) {
                 narrow_to_query(p, tok[ti], &a, &e);
                 if (a >= e) continue;
             }
-            j->fn->scores_x(qh + (size_t)ti * nh * d, nh, kb + (size_t)a * p->k_stride, p->k_stride, e - a, d,
+            j->fn->scores_x(qh + (size_t)ti * nh * d, nh, kv_at(p, table, kb, p->k_stride, a), p->k_stride, e - a, d,
                             p->scale, S + (size_t)ti * nh * j->maxlen + (a - lo), (size_t)j->maxlen);
         }
     }
@@ -594,7 +606,7 @@ static void run_unit_exact(attn_job *j, int64_t u, float *scr) {
              * position order, then the normalised weights rounded */
             float mx = -INFINITY;
             for (int i = a; i < e; i++) {
-                if ((!plain && !visible(p, t, i)) || (valid && !valid[i])) {
+                if (!plain && !visible(p, t, i)) {
                     w[i] = -INFINITY;
                     continue;
                 }
@@ -615,9 +627,11 @@ static void run_unit_exact(attn_job *j, int64_t u, float *scr) {
             for (int i = a; i < e; i++) w[i] *= inv;
             if (p->flags & TR_ATTN_HALF_P) j->fn->round_half(w + a, w + a, e - a);
             memset(acc, 0, sizeof(float) * acc_n);
-            for (int i0 = a; i0 < e; i0 += TILE_X) {
-                const int n = e - i0 < TILE_X ? e - i0 : TILE_X;
-                j->fn->pv_x(acc, w + i0, vb + (size_t)i0 * p->v_stride, p->v_stride, i0, n, dv);
+            /* Runs of slots in position order (the lanes make the sum
+             * independent of where the runs are cut). */
+            for (int i0 = a, i1; i0 < e; i0 = i1) {
+                i1 = run_end(p, table, i0, e - i0 < TILE_X ? e : i0 + TILE_X);
+                j->fn->pv_x(acc, w + i0, kv_at(p, table, vb, p->v_stride, i0), p->v_stride, i0, i1 - i0, dv);
             }
             for (int x = 0; x < dv; x++) out[x] = lanes_sum(acc + (size_t)(x >> 3) * 64 + (x & 7), 8);
         }
@@ -664,7 +678,7 @@ static void merge_part(void *arg, int ith, int nth) {
 }
 
 /* Token blocks of up to TOK_BLOCK tokens (of one sequence when the cache
- * has regions: the tokens are grouped by sequence, stably) and the range of
+ * is paged: the tokens are grouped by sequence, stably) and the range of
  * slots each block can see, into ints (the tables' storage). Returns the
  * longest range. */
 static int build_blocks(attn_job *j, int32_t *ints) {
@@ -725,10 +739,12 @@ tr_status tr_attention_variant(tr_pool *pool, const tr_attn_params *p, const flo
     const int dv = p->head_dim_v ? p->head_dim_v : p->head_dim;
     size_t row = (size_t)p->n_head_kv * p->head_dim * esize, row_v = (size_t)p->n_head_kv * dv * esize;
     if (p->n_kv > 1 && (p->k_stride < row || p->v_stride < row_v)) return TR_ERR_ARG;
-    if (p->n_seq > 0) { /* regions: each query reads its own sequence's region only */
-        if (!p->q_seq || p->kv_pos || p->kv_seq) return TR_ERR_ARG;
+    if (p->n_seq > 0) { /* paged: each query reads its own sequence through its block table */
+        if (!p->q_seq || !p->blocks || p->kv_pos || p->kv_seq || p->block_size <= 0 ||
+            p->max_blocks <= 0 || (int64_t)p->n_kv > (int64_t)p->max_blocks * p->block_size)
+            return TR_ERR_ARG;
         for (int t = 0; t < p->n_tokens; t++)
-            if (p->q_seq[t] < 0 || p->q_seq[t] >= p->n_seq) return TR_ERR_ARG;
+            if (p->q_seq[t] < 0 || p->q_seq[t] >= p->n_seq || p->q_pos[t] >= p->n_kv) return TR_ERR_ARG;
     }
     if (p->n_tokens == 0) return TR_OK;
 

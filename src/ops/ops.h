@@ -94,12 +94,12 @@ void tr_geglu(float *out, const float *gate, const float *up, int64_t n);
  * window). A query that sees no slot gets zeros.
  * softcap > 0 applies cap * tanh(s / cap) to the scaled scores (Gemma 2).
  *
- * Regions (n_seq > 0): k and v hold n_seq regions of n_kv slots each, region
- * s (slots s*n_kv .. s*n_kv + n_kv - 1) for sequence s, its slot i holding
- * position i (an engine's per-sequence cache); query t reads only region
- * q_seq[t] (required; kv_pos and kv_seq must be NULL).
- * kv_valid (NULL: all valid) flags the slots holding an entry (n_kv flags,
- * n_seq * n_kv with regions): the others are never seen.
+ * Paged (n_seq > 0): k and v are a pool of blocks of block_size slots, and
+ * sequence s's position i lives in slot blocks[s*max_blocks + i/block_size]
+ * * block_size + i % block_size (src/kv's block tables). Query t reads
+ * positions 0 .. q_pos[t] of its own sequence q_seq[t] through that table
+ * (q_seq required; kv_pos and kv_seq must be NULL; n_kv is the most
+ * positions a sequence holds, at most max_blocks * block_size).
  * flags TR_ATTN_HALF_Q rounds the queries to halves before they meet the
  * cache. TR_ATTN_HALF_P selects the normalised-weights path: each query's
  * whole row of scores, its softmax, the normalised weights rounded to halves,
@@ -119,8 +119,9 @@ typedef struct tr_attn_params {
     int window;   /* sliding window, 0: none */
     float scale;  /* usually 1/sqrt(head_dim) */
     float softcap; /* 0: none */
-    int n_seq;                /* > 0: per-sequence regions (above) */
-    const uint8_t *kv_valid;  /* NULL or one flag per slot */
+    int n_seq;                /* > 0: paged, n_seq block tables (above) */
+    int block_size, max_blocks;
+    const int32_t *blocks;    /* [n_seq][max_blocks] */
     unsigned flags;           /* TR_ATTN_HALF_Q | TR_ATTN_HALF_P */
 } tr_attn_params;
 

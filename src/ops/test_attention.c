@@ -14,13 +14,15 @@ typedef struct {
     float *q, *out;
     void *k, *v;
     int32_t *q_pos, *kv_pos, *q_seq, *kv_seq;
-    uint8_t *valid;
+    int32_t *blocks; /* paged: block tables */
 } case_t;
 
-/* Slot i of the cache as the kernel addresses it: with regions, query t's
- * slot i is slot q_seq[t] * n_kv + i of the cache. */
+/* Slot i of the cache as the kernel addresses it: paged, query t's
+ * position i is in block blocks[q_seq[t]][i / block_size] of the pool. */
 static size_t slot_of(const case_t *c, int t, int i) {
-    return c->p.n_seq > 0 ? (size_t)c->q_seq[t] * (size_t)c->p.n_kv + (size_t)i : (size_t)i;
+    if (c->p.n_seq == 0) return (size_t)i;
+    const int bs = c->p.block_size;
+    return (size_t)c->blocks[(size_t)c->q_seq[t] * c->p.max_blocks + i / bs] * bs + (size_t)(i % bs);
 }
 
 static bool sees(const case_t *c, int t, int i) {
@@ -28,7 +30,6 @@ static bool sees(const case_t *c, int t, int i) {
     int pos = c->kv_pos ? c->kv_pos[i] : i;
     if (pos > c->q_pos[t] || (p->window && c->q_pos[t] - pos >= p->window)) return false;
     if (p->n_seq == 0 && c->kv_seq && c->kv_seq[i] != c->q_seq[t]) return false;
-    if (c->valid && !c->valid[slot_of(c, t, i)]) return false;
     return true;
 }
 
@@ -140,20 +141,23 @@ static case_t make_case(int n_tokens, int n_kv, int d, int n_head, int n_head_kv
 
 static void free_case(case_t *c) {
     free(c->q), free(c->out), free(c->k), free(c->v), free(c->q_pos), free(c->kv_pos), free(c->q_seq), free(c->kv_seq);
-    free(c->valid);
+    free(c->blocks);
 }
 
-/* An engine's cache: n_seq regions of n_kv slots (slot i = position i), a
- * valid flag per slot (some cleared at random), head sizes d for K and dv for
- * V, tokens of random sequences at random positions (distinct per sequence),
- * in random order. */
-static case_t make_region_case(int n_tokens, int n_kv, int n_seq, int d, int dv, int n_head, int n_head_kv,
-                               int kv_type, int window, unsigned flags) {
+/* An engine's cache: a pool of blocks of bs slots, handed to n_seq
+ * sequences in a random order (so neighbouring positions sit in scattered
+ * blocks), each sequence holding up to n_kv positions; head sizes d for K
+ * and dv for V; tokens of random sequences at random positions (distinct per
+ * sequence), in random order. */
+static case_t make_paged_case(int n_tokens, int n_kv, int n_seq, int bs, int d, int dv, int n_head, int n_head_kv,
+                              int kv_type, int window, unsigned flags) {
     case_t c = {0};
     tr_attn_params *p = &c.p;
     p->n_tokens = n_tokens;
     p->n_kv = n_kv;
     p->n_seq = n_seq;
+    p->block_size = bs;
+    p->max_blocks = (n_kv + bs - 1) / bs;
     p->head_dim = d;
     p->head_dim_v = dv;
     p->n_head = n_head;
@@ -162,7 +166,8 @@ static case_t make_region_case(int n_tokens, int n_kv, int n_seq, int d, int dv,
     p->window = window;
     p->flags = flags;
     p->scale = 1.0f / sqrtf((float)d) * 3.0f;
-    size_t es = kv_type == TR_TYPE_F16 ? 2 : 4, slots = (size_t)n_seq * n_kv;
+    const int n_blocks = n_seq * p->max_blocks + 3; /* a few never used */
+    size_t es = kv_type == TR_TYPE_F16 ? 2 : 4, slots = (size_t)n_blocks * bs;
     p->k_stride = (size_t)n_head_kv * d * es;
     p->v_stride = (size_t)n_head_kv * dv * es;
     c.q = malloc(sizeof(float) * (size_t)n_tokens * n_head * d);
@@ -178,8 +183,18 @@ static case_t make_region_case(int n_tokens, int n_kv, int n_seq, int d, int dv,
         if (es == 2) ((uint16_t *)c.v)[i] = tr_fp32_to_fp16(tt_rndf());
         else ((float *)c.v)[i] = tt_rndf();
     }
-    c.valid = malloc(slots);
-    for (size_t i = 0; i < slots; i++) c.valid[i] = tt_rnd() % 8 != 0;
+    /* a random permutation of the pool's blocks, dealt out to the tables */
+    int32_t *perm = malloc(sizeof(int32_t) * (size_t)n_blocks);
+    for (int i = 0; i < n_blocks; i++) perm[i] = i;
+    for (int i = n_blocks - 1; i > 0; i--) {
+        int j = (int)(tt_rnd() % (uint32_t)(i + 1));
+        int32_t x = perm[i];
+        perm[i] = perm[j];
+        perm[j] = x;
+    }
+    c.blocks = malloc(sizeof(int32_t) * (size_t)n_seq * p->max_blocks);
+    for (int i = 0; i < n_seq * p->max_blocks; i++) c.blocks[i] = perm[i];
+    free(perm);
     c.q_pos = malloc(sizeof(int32_t) * (size_t)n_tokens);
     c.q_seq = malloc(sizeof(int32_t) * (size_t)n_tokens);
     for (int t = 0; t < n_tokens; t++) {
@@ -190,11 +205,10 @@ static case_t make_region_case(int n_tokens, int n_kv, int n_seq, int d, int dv,
             dup = false;
             for (int u = 0; u < t; u++) dup |= c.q_seq[u] == c.q_seq[t] && c.q_pos[u] == c.q_pos[t];
         } while (dup);
-        c.valid[slot_of(&c, t, c.q_pos[t])] = 1; /* a token's own entry is in the cache */
     }
     p->q_pos = c.q_pos;
     p->q_seq = c.q_seq;
-    p->kv_valid = c.valid;
+    p->blocks = c.blocks;
     return c;
 }
 
@@ -339,24 +353,54 @@ TT_TEST(normalised_weights_path_is_the_lanes_arithmetic) {
     }
 }
 
-TT_TEST(sequence_regions_and_empty_slots) {
+TT_TEST(paged_cache_through_block_tables) {
     /* Both paths; tokens of several sequences interleaved, each reading only
-     * its own region, skipping cleared slots; V heads of another size. */
-    for (int rep = 0; rep < 12; rep++) {
+     * its own positions through its block table; blocks of several sizes
+     * (tiles cut at block ends); V heads of another size. */
+    const int sizes[] = {1, 3, 16, 32, 64};
+    for (int rep = 0; rep < 15; rep++) {
         const unsigned flags = rep % 3 == 0 ? 0 : TR_ATTN_HALF_Q | TR_ATTN_HALF_P;
         const int d = rep & 1 ? 64 : 40, dv = rep % 4 == 1 ? 24 : d;
-        case_t c = make_region_case(1 + (int)(tt_rnd() % 20), 30 + (int)(tt_rnd() % 150), 1 + (int)(tt_rnd() % 4), d, dv,
-                                    4, rep & 2 ? 2 : 1, rep & 4 ? TR_TYPE_F16 : TR_TYPE_F32,
-                                    rep % 5 == 0 ? 16 : 0, flags);
+        case_t c = make_paged_case(1 + (int)(tt_rnd() % 20), 30 + (int)(tt_rnd() % 150), 1 + (int)(tt_rnd() % 4),
+                                   sizes[rep % 5], d, dv, 4, rep & 2 ? 2 : 1, rep & 4 ? TR_TYPE_F16 : TR_TYPE_F32,
+                                   rep % 5 == 0 ? 16 : 0, flags);
         TT_CHECK_EQ_INT(check_case(&c, pools), 0);
         free_case(&c);
     }
-    /* a token whose sequence holds only itself */
-    case_t c = make_region_case(3, 40, 3, 32, 32, 2, 1, TR_TYPE_F16, 0, TR_ATTN_HALF_Q | TR_ATTN_HALF_P);
-    memset(c.valid, 0, (size_t)3 * 40);
-    for (int t = 0; t < 3; t++) c.valid[slot_of(&c, t, c.q_pos[t])] = 1;
-    TT_CHECK_EQ_INT(check_case(&c, pools), 0);
-    free_case(&c);
+}
+
+/* The forward pass's promise: with the normalised-weights path, a query's
+ * result is the same bits whatever the block size and block placement
+ * (the same K/V rows, laid out in a pool differently). */
+TT_TEST(paged_result_does_not_depend_on_block_layout) {
+    const unsigned flags = TR_ATTN_HALF_Q | TR_ATTN_HALF_P;
+    case_t a = make_paged_case(9, 150, 2, 150, 64, 64, 4, 1, TR_TYPE_F16, 0, flags);
+    float *ref = malloc(sizeof(float) * 9 * 4 * 64);
+    TT_CHECK_EQ_INT(tr_attention(pools[1], &a.p, a.q, a.k, a.v, a.out), TR_OK);
+    memcpy(ref, a.out, sizeof(float) * 9 * 4 * 64);
+    const int sizes[] = {1, 7, 16, 32, 64};
+    for (int si = 0; si < 5; si++) {
+        const int bs = sizes[si];
+        case_t b = make_paged_case(9, 150, 2, bs, 64, 64, 4, 1, TR_TYPE_F16, 0, flags);
+        /* a's queries and entries, moved to b's layout */
+        memcpy(b.q, a.q, sizeof(float) * 9 * 4 * 64);
+        memcpy(b.q_pos, a.q_pos, sizeof(int32_t) * 9);
+        memcpy(b.q_seq, a.q_seq, sizeof(int32_t) * 9);
+        for (int s = 0; s < 2; s++)
+            for (int i = 0; i < 150; i++) {
+                const size_t from = (size_t)a.blocks[(size_t)s * a.p.max_blocks] * 150 + (size_t)i;
+                const size_t to = (size_t)b.blocks[(size_t)s * b.p.max_blocks + i / bs] * bs + (size_t)(i % bs);
+                memcpy((char *)b.k + to * b.p.k_stride, (char *)a.k + from * a.p.k_stride, a.p.k_stride);
+                memcpy((char *)b.v + to * b.p.v_stride, (char *)a.v + from * a.p.v_stride, a.p.v_stride);
+            }
+        for (int th = 0; th < 3; th++) {
+            TT_CHECK_EQ_INT(tr_attention(pools[th], &b.p, b.q, b.k, b.v, b.out), TR_OK);
+            TT_CHECK(memcmp(b.out, ref, sizeof(float) * 9 * 4 * 64) == 0);
+        }
+        free_case(&b);
+    }
+    free(ref);
+    free_case(&a);
 }
 
 TT_TEST(rejects_bad_parameters) {
@@ -370,12 +414,18 @@ TT_TEST(rejects_bad_parameters) {
     c.p.k_stride = 4;
     TT_CHECK_EQ_INT(tr_attention(NULL, &c.p, c.q, c.k, c.v, c.out), TR_ERR_ARG);
     free_case(&c);
-    /* regions need the queries' sequences, inside [0, n_seq) */
-    c = make_region_case(2, 10, 2, 64, 64, 4, 2, TR_TYPE_F32, 0, 0);
+    /* paged caches need the queries' sequences, inside [0, n_seq), and positions inside n_kv */
+    c = make_paged_case(2, 10, 2, 4, 64, 64, 4, 2, TR_TYPE_F32, 0, 0);
     c.p.q_seq = NULL;
     TT_CHECK_EQ_INT(tr_attention(NULL, &c.p, c.q, c.k, c.v, c.out), TR_ERR_ARG);
     c.p.q_seq = c.q_seq;
     c.q_seq[1] = 2;
+    TT_CHECK_EQ_INT(tr_attention(NULL, &c.p, c.q, c.k, c.v, c.out), TR_ERR_ARG);
+    c.q_seq[1] = 1;
+    c.q_pos[0] = 10;
+    TT_CHECK_EQ_INT(tr_attention(NULL, &c.p, c.q, c.k, c.v, c.out), TR_ERR_ARG);
+    c.q_pos[0] = 0;
+    c.p.blocks = NULL;
     TT_CHECK_EQ_INT(tr_attention(NULL, &c.p, c.q, c.k, c.v, c.out), TR_ERR_ARG);
     free_case(&c);
 }
@@ -386,7 +436,8 @@ int main(void) {
     TT_RUN(prompt_and_decode_match_naive_softmax);
     TT_RUN(sliding_window_positions_sequences_softcap);
     TT_RUN(normalised_weights_path_is_the_lanes_arithmetic);
-    TT_RUN(sequence_regions_and_empty_slots);
+    TT_RUN(paged_cache_through_block_tables);
+    TT_RUN(paged_result_does_not_depend_on_block_layout);
     TT_RUN(rejects_bad_parameters);
     for (int i = 0; i < 3; i++) tr_pool_free(pools[i]);
     return TT_DONE();
