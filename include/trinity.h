@@ -384,6 +384,89 @@ int32_t tr_sampler_sample(tr_sampler *s, const float *logits);
 /* Remember a token (prompt tokens, for the penalties) without sampling. */
 void tr_sampler_accept(tr_sampler *s, int32_t id);
 
+/* ------------------------------------------------------------------ engine */
+
+/* The engine: a context plus the scheduler every caller shares (the server,
+ * run, chat, perplexity, bench). Submit sequences, call tr_engine_step until
+ * they are done, take their sampled tokens. Each step builds one batch from
+ * every running sequence, decode tokens first, then chunks of prompts with
+ * the room left; new sequences are admitted while the KV pool has blocks for
+ * their prompt, and reuse the leading blocks of their prompt already in the
+ * prefix cache. A sequence's tokens and logits are the same bits whether it
+ * runs alone or with others, whatever the chunks its prompt is cut into, and
+ * whether its prefix came from the cache. Not thread-safe: one thread owns
+ * an engine. */
+typedef struct tr_engine tr_engine;
+
+typedef struct tr_engine_params {
+    tr_context_params ctx;  /* n_ctx: the KV pool; n_seq_max: sequences running at once */
+    int32_t prefill_chunk;  /* prompt tokens per step while others decode; 0: max(n_batch / 8, 32) */
+    bool no_prefix_cache;   /* neither reuse nor keep computed blocks */
+} tr_engine_params;
+
+tr_engine_params tr_engine_default_params(void);
+tr_status tr_engine_new(tr_model *m, const tr_engine_params *p, tr_engine **out, tr_error *err);
+void tr_engine_free(tr_engine *e);
+tr_context *tr_engine_context(tr_engine *e);
+
+typedef struct tr_seq_params {
+    const int32_t *prompt;     /* copied by submit */
+    int32_t n_prompt;
+    int32_t n_predict;         /* tokens to generate; -1: until end of generation or the sequence's limit; 0: none */
+    tr_sampler_params sampling;
+    bool ignore_eog;           /* generate past end-of-generation tokens (benchmarks) */
+    bool no_cache;             /* this sequence neither reuses nor keeps prefix-cache blocks */
+    /* Called during tr_engine_step with the logits of every prompt token
+     * from position logits_from on (pos: its position), for perplexity;
+     * NULL: only the last one is computed. */
+    void (*on_prompt_logits)(void *user, int32_t pos, const float *logits);
+    int32_t logits_from;
+    void *user;
+} tr_seq_params;
+
+/* Queue a sequence; returns its id (>= 0), or -1 with err: an empty prompt,
+ * or one longer than a sequence may hold (TR_ERR_ARG, naming both lengths). */
+int64_t tr_engine_submit(tr_engine *e, const tr_seq_params *p, tr_error *err);
+/* What one step did. */
+typedef struct tr_step_stats {
+    int32_t n_tokens;        /* tokens the forward pass ran (0: nothing to do) */
+    int32_t n_prompt_tokens; /* of which prompt (prefill) tokens */
+    int32_t n_sampled;       /* tokens sampled */
+} tr_step_stats;
+/* One step (stats may be NULL). An error of the forward pass ends the
+ * sequences of that batch (TR_FINISH_ERROR, err says why); the engine goes on. */
+tr_status tr_engine_step(tr_engine *e, tr_step_stats *stats, tr_error *err);
+
+typedef enum tr_finish {
+    TR_FINISH_NONE = 0,   /* still running (or waiting) */
+    TR_FINISH_EOG,        /* an end-of-generation token (not included in the tokens) */
+    TR_FINISH_LENGTH,     /* n_predict tokens generated (or n_predict = 0 and the prompt is done) */
+    TR_FINISH_CONTEXT,    /* the sequence reached the most positions it may hold */
+    TR_FINISH_CANCELLED,
+    TR_FINISH_ERROR,      /* the step failed for it */
+} tr_finish;
+
+typedef struct tr_seq_info {
+    tr_finish finish;
+    bool running;           /* admitted (not waiting for room) */
+    int32_t n_prompt, n_cached; /* prompt tokens, of which reused from the prefix cache */
+    int32_t n_generated;
+} tr_seq_info;
+
+/* Copy up to cap tokens sampled since the last take into tokens; returns
+ * how many. When the sequence is finished and every token was taken, its
+ * record is released: the id is unknown afterwards (info->finish says
+ * why it ended). -1: unknown id. */
+int32_t tr_engine_take(tr_engine *e, int64_t id, int32_t *tokens, int32_t cap, tr_seq_info *info);
+/* Logits of the sequence's latest sampled token: valid until the next step. */
+const float *tr_engine_logits(tr_engine *e, int64_t id);
+/* End a sequence now: its KV blocks are released at once (take still
+ * reports it, finished CANCELLED, unless release is true: then it is gone). */
+void tr_engine_cancel(tr_engine *e, int64_t id, bool release);
+/* Sequences waiting for room and running; sequences preempted so far (their
+ * cache released for lack of blocks, recomputed later). Pointers may be NULL. */
+void tr_engine_load(const tr_engine *e, int32_t *n_waiting, int32_t *n_running, int64_t *n_preempted);
+
 /* ---------------------------------------------------------- chat templates */
 
 typedef struct tr_chat_msg {

@@ -49,6 +49,33 @@ static void convo_free(convo *cv) {
     free(cv->msgs);
 }
 
+/* The reply of a turn: streamed to stdout and kept for the conversation. */
+typedef struct reply_buf {
+    gen_stream st;
+    char *p;
+    size_t len, cap;
+    bool ok;
+} reply_buf;
+
+static bool reply_token(void *user, int32_t id) {
+    reply_buf *r = user;
+    gen_stream_put(&r->st, r->st.vocab, id);
+    char piece[256];
+    size_t pn = tr_token_to_piece(r->st.vocab, id, false, piece, sizeof piece);
+    if (pn > sizeof piece) pn = sizeof piece;
+    if (r->len + pn + 1 > r->cap) {
+        size_t nc = (r->cap ? r->cap * 2 : 1024) + pn;
+        char *np = realloc(r->p, nc);
+        if (!np) return r->ok = false;
+        r->p = np;
+        r->cap = nc;
+    }
+    memcpy(r->p + r->len, piece, pn);
+    r->len += pn;
+    r->p[r->len] = 0;
+    return true;
+}
+
 int cmd_chat(int argc, char **argv) {
     gen_opts o;
     gen_opts_init(&o);
@@ -74,36 +101,28 @@ int cmd_chat(int argc, char **argv) {
     tr_error err = {{0}};
     int rc = 1;
     tr_model *m = NULL;
-    tr_context *c = NULL;
-    tr_sampler *s = NULL;
+    tr_engine *e = NULL;
     convo cv = {0};
-    int32_t *cached = NULL; /* tokens the cache holds, in order */
-    size_t n_cached = 0, cap_cached = 0;
-    char *formatted = NULL, *reply = NULL;
+    char *formatted = NULL;
     int32_t *toks = NULL;
-    size_t n_toks = 0, reply_len = 0, reply_cap = 0;
+    size_t n_toks = 0;
+    reply_buf reply = {0};
     char line[8192];
 
     if (tr_model_load(o.model, &m, &err)) goto fail;
-    tr_context_params cp = tr_context_default_params();
-    cp.n_ctx = o.n_ctx;
-    cp.n_batch = o.n_batch;
-    cp.n_threads = o.n_threads;
-    if (tr_context_new(m, &cp, &c, &err)) goto fail;
+    /* The prefix cache keeps the conversation between turns: each turn's
+     * prompt (the whole conversation, rendered again) finds every block the
+     * earlier turns computed, their replies included. */
+    if (gen_engine(&o, m, true, &e, &err)) goto fail;
     const tr_vocab *v = tr_model_vocab(m);
-    const int32_t n_ctx = tr_context_n_ctx(c);
+    const int32_t n_ctx = tr_context_n_ctx(tr_engine_context(e));
     /* Check the template before the first message. */
     if (tr_chat_format(m, o.chat_format, NULL, 0, true, &formatted, &err)) goto fail;
     free(formatted);
     formatted = NULL;
-    s = tr_sampler_new(&o.sp, tr_model_n_vocab(m));
-    if (!s) {
-        snprintf(err.msg, sizeof err.msg, "out of memory for the sampler");
-        goto fail;
-    }
     if (o.system && !convo_add(&cv, "system", o.system)) goto oom;
 
-    for (;;) {
+    for (uint64_t turn = 0;; turn++) {
         fputs("> ", stderr);
         fflush(stderr);
         if (!fgets(line, sizeof line, stdin)) break;
@@ -115,63 +134,25 @@ int cmd_chat(int argc, char **argv) {
         if (tr_tokenize(v, formatted, strlen(formatted), true, true, &toks, &n_toks, &err)) goto fail;
         free(formatted);
         formatted = NULL;
-        /* Reuse what the cache already holds. */
-        size_t common = 0;
-        while (common < n_cached && common < n_toks && cached[common] == toks[common]) common++;
-        if (common == n_toks && common > 0) common--; /* re-evaluate one token to get its logits */
         if (n_toks + 1 >= (size_t)n_ctx) {
             snprintf(err.msg, sizeof err.msg, "the conversation is %zu tokens, the context (-c) holds %d", n_toks,
                      n_ctx);
             goto fail;
         }
-        tr_kv_seq_rm(c, 0, (int32_t)common, -1);
-        if (gen_eval(c, o.n_batch, toks + common, (int32_t)(n_toks - common), (int32_t)common, 0, &err)) goto fail;
-        if (cap_cached < (size_t)n_ctx) {
-            free(cached);
-            cap_cached = (size_t)n_ctx;
-            cached = malloc(cap_cached * sizeof *cached);
-            if (!cached) goto oom;
-        }
-        memcpy(cached, toks, n_toks * sizeof *toks);
-        n_cached = n_toks;
-        for (size_t i = 0; i < n_toks; i++) tr_sampler_accept(s, toks[i]);
-
-        gen_stream st = {.out = stdout};
-        reply_len = 0;
-        int32_t n_gen = 0;
-        for (;;) {
-            int32_t id = tr_sampler_sample(s, tr_get_logits(c, -1));
-            if (tr_vocab_is_eog(v, id)) break;
-            gen_stream_put(&st, v, id);
-            char piece[256];
-            size_t pn = tr_token_to_piece(v, id, false, piece, sizeof piece);
-            if (pn > sizeof piece) pn = sizeof piece;
-            if (reply_len + pn + 1 > reply_cap) {
-                size_t nc = (reply_cap ? reply_cap * 2 : 1024) + pn;
-                char *nr = realloc(reply, nc);
-                if (!nr) goto oom;
-                reply = nr;
-                reply_cap = nc;
-            }
-            memcpy(reply + reply_len, piece, pn);
-            reply_len += pn;
-            n_gen++;
-            if (o.n_predict > 0 && n_gen >= o.n_predict) break;
-            int32_t pos = (int32_t)n_cached;
-            if (pos >= n_ctx) {
-                gen_stream_flush(&st);
-                fprintf(stderr, "\n[context full]\n");
-                break;
-            }
-            tr_batch b = {.n_tokens = 1, .token = &id, .pos = &pos, .seq_id = &(int32_t){0}, .logits = NULL};
-            if (tr_decode(c, &b, &err)) goto fail;
-            cached[n_cached++] = id;
-        }
-        gen_stream_flush(&st);
+        reply.len = 0;
+        if (reply.p) reply.p[0] = 0;
+        reply.ok = true;
+        reply.st = (gen_stream){.out = stdout, .vocab = v};
+        tr_seq_params sp = {.prompt = toks, .n_prompt = (int32_t)n_toks, .n_predict = o.n_predict, .sampling = o.sp};
+        sp.sampling.seed = o.sp.seed + turn; /* each turn its own stream of random numbers, reproducible */
+        gen_result res;
+        if (gen_sequence(e, &sp, reply_token, &reply, &res, &err)) goto fail;
+        if (!reply.ok) goto oom;
+        gen_stream_flush(&reply.st);
+        if (res.finish == TR_FINISH_CONTEXT) fprintf(stderr, "\n[context full]");
         fputc('\n', stdout);
         fflush(stdout);
-        if (reply) reply[reply_len] = 0;
-        if (!convo_add(&cv, "assistant", reply ? reply : "")) goto oom;
+        if (!convo_add(&cv, "assistant", reply.p ? reply.p : "")) goto oom;
         free(toks);
         toks = NULL;
     }
@@ -184,11 +165,9 @@ fail:
 done:
     free(toks);
     free(formatted);
-    free(reply);
-    free(cached);
+    free(reply.p);
     convo_free(&cv);
-    tr_sampler_free(s);
-    tr_context_free(c);
+    tr_engine_free(e);
     tr_model_free(m);
     return rc;
 }

@@ -30,6 +30,22 @@ static double log_softmax_at(const float *logits, int32_t n_vocab, int32_t tok) 
     return (double)(logits[tok] - max) - log(sum);
 }
 
+/* The scored tokens: position p's logits predict window[p + 1]. */
+typedef struct score {
+    const int32_t *window;
+    int32_t n_vocab;
+    double nll, nll2;
+    int64_t count;
+} score;
+
+static void score_token(void *user, int32_t pos, const float *logits) {
+    score *sc = user;
+    const double lp = log_softmax_at(logits, sc->n_vocab, sc->window[pos + 1]);
+    sc->nll -= lp;
+    sc->nll2 += lp * lp;
+    sc->count++;
+}
+
 int cmd_perplexity(int argc, char **argv) {
     gen_opts o;
     gen_opts_init(&o);
@@ -80,22 +96,19 @@ int cmd_perplexity(int argc, char **argv) {
         return 1;
     }
     tr_model *m = NULL;
-    tr_context *c = NULL;
-    int32_t *toks = NULL, *probe = NULL, *pos = NULL, *seq = NULL;
-    int8_t *want = NULL;
+    tr_engine *e = NULL;
+    int32_t *toks = NULL, *probe = NULL;
     size_t n_toks = 0, n_probe = 0;
     if (tr_model_load(o.model, &m, &err)) goto fail;
     const tr_vocab *v = tr_model_vocab(m);
     const int32_t n_ctx = o.n_ctx, n_vocab = tr_model_n_vocab(m);
-    /* Scoring reads logits a slice at a time so that memory stays small even
-     * with a large vocabulary (Gemma's 262144). */
-    const int32_t n_slice = 64;
-    tr_context_params cp = tr_context_default_params();
-    cp.n_ctx = n_ctx;
-    cp.n_batch = o.n_batch < n_ctx ? o.n_batch : n_ctx;
-    cp.n_threads = o.n_threads;
-    if (tr_context_new(m, &cp, &c, &err)) goto fail;
-    const int32_t n_batch = cp.n_batch;
+    /* One sequence per window; the engine hands the logits of the scored
+     * half a slice at a time, so memory stays small even with a large
+     * vocabulary (Gemma's 262144). */
+    gen_opts eo = o;
+    eo.n_batch = o.n_batch < n_ctx ? o.n_batch : n_ctx;
+    eo.n_ctx = n_ctx;
+    if (gen_engine(&eo, m, false, &e, &err)) goto fail;
     if (tr_tokenize(v, text, text_len, true, false, &toks, &n_toks, &err)) goto fail;
     /* Does the model add BOS? Then every window starts with it. */
     if (tr_tokenize(v, "", 0, true, false, &probe, &n_probe, &err)) goto fail;
@@ -108,53 +121,28 @@ int cmd_perplexity(int argc, char **argv) {
     }
     int32_t n_chunk = (int32_t)(n_toks / (size_t)n_ctx);
     if (max_chunks > 0 && max_chunks < n_chunk) n_chunk = max_chunks;
-    pos = malloc((size_t)n_batch * sizeof *pos);
-    seq = calloc((size_t)n_batch, sizeof *seq);
-    want = malloc((size_t)n_batch);
-    if (!pos || !seq || !want) {
-        snprintf(err.msg, sizeof err.msg, "out of memory");
-        goto fail;
-    }
     fprintf(stderr, "perplexity: %zu tokens, %d chunks of %d, scoring the second half of each\n", n_toks, n_chunk,
             n_ctx);
-    const int32_t first = n_ctx / 2;
-    double nll = 0, nll2 = 0;
-    int64_t count = 0;
+    score sc = {.n_vocab = n_vocab};
     const double t0 = gen_now();
     for (int32_t ci = 0; ci < n_chunk; ci++) {
         int32_t *w = toks + (size_t)ci * n_ctx;
         const int32_t saved = w[0];
         if (add_bos) w[0] = tr_vocab_bos(v);
-        tr_kv_seq_rm(c, -1, 0, -1);
-        /* Up to `first`: context only, no logits. Then slices whose logits
-         * are scored before the next slice overwrites them. The last token
-         * predicts nothing inside the window: it need not be evaluated. */
-        for (int32_t s = 0; s < n_ctx - 1;) {
-            int32_t lim = s < first ? first - s : n_ctx - 1 - s;
-            if (s >= first && lim > n_slice) lim = n_slice;
-            if (lim > n_batch) lim = n_batch;
-            for (int32_t j = 0; j < lim; j++) {
-                pos[j] = s + j;
-                want[j] = s + j >= first;
-            }
-            tr_batch b = {.n_tokens = lim, .token = w + s, .pos = pos, .seq_id = seq, .logits = want};
-            if (tr_decode(c, &b, &err)) {
-                w[0] = saved;
-                goto fail;
-            }
-            for (int32_t j = 0; j < lim; j++) {
-                if (!want[j]) continue;
-                const double lp = log_softmax_at(tr_get_logits(c, j), n_vocab, w[s + j + 1]);
-                nll -= lp;
-                nll2 += lp * lp;
-                count++;
-            }
-            s += lim;
-        }
+        /* Context up to n_ctx/2, then every token scored on the next one.
+         * The last token predicts nothing inside the window: it is not fed. */
+        sc.window = w;
+        tr_seq_params sp = {.prompt = w, .n_prompt = n_ctx - 1, .n_predict = 0, .no_cache = true,
+                            .on_prompt_logits = score_token, .logits_from = n_ctx / 2, .user = &sc};
+        gen_result res;
+        tr_status st = gen_sequence(e, &sp, NULL, NULL, &res, &err);
         w[0] = saved;
-        fprintf(stderr, "[%d]%.4f,", ci + 1, exp(nll / (double)count));
+        if (st) goto fail;
+        fprintf(stderr, "[%d]%.4f,", ci + 1, exp(sc.nll / (double)sc.count));
         if (ci == 0) fprintf(stderr, " (%.2f s per chunk) ", gen_now() - t0);
     }
+    const double nll = sc.nll, nll2 = sc.nll2;
+    const int64_t count = sc.count;
     fprintf(stderr, "\n");
     const double mean = nll / (double)count, mean2 = nll2 / (double)count;
     const double ppl = exp(mean);
@@ -165,12 +153,9 @@ int cmd_perplexity(int argc, char **argv) {
     rc = 0;
 fail:
     if (rc) fprintf(stderr, "trinity perplexity: %s\n", err.msg);
-    free(pos);
-    free(seq);
-    free(want);
     free(toks);
     free(probe);
-    tr_context_free(c);
+    tr_engine_free(e);
     tr_model_free(m);
     free(text);
     return rc;

@@ -62,17 +62,12 @@ int cmd_run(int argc, char **argv) {
 
     int rc = 1;
     tr_model *m = NULL;
-    tr_context *c = NULL;
-    tr_sampler *s = NULL;
+    tr_engine *e = NULL;
     int32_t *toks = NULL;
     size_t n_toks = 0;
     const double t0 = gen_now();
     if (tr_model_load(o.model, &m, &err)) goto fail;
-    tr_context_params cp = tr_context_default_params();
-    cp.n_ctx = o.n_ctx;
-    cp.n_batch = o.n_batch;
-    cp.n_threads = o.n_threads;
-    if (tr_context_new(m, &cp, &c, &err)) goto fail;
+    if (gen_engine(&o, m, false, &e, &err)) goto fail;
     const double t_load = gen_now() - t0;
     const tr_vocab *v = tr_model_vocab(m);
     if (tr_tokenize(v, prompt, prompt_len, true, true, &toks, &n_toks, &err)) goto fail;
@@ -80,42 +75,22 @@ int cmd_run(int argc, char **argv) {
         snprintf(err.msg, sizeof err.msg, "the prompt is empty and the model adds no BOS token: nothing to continue");
         goto fail;
     }
-    const int32_t n_ctx = tr_context_n_ctx(c);
+    const int32_t n_ctx = tr_context_n_ctx(tr_engine_context(e));
     if (n_toks >= (size_t)n_ctx) {
         snprintf(err.msg, sizeof err.msg, "the prompt is %zu tokens, the context (-c) holds %d: no room to generate",
                  n_toks, n_ctx);
         goto fail;
     }
-    s = tr_sampler_new(&o.sp, tr_model_n_vocab(m));
-    if (!s) {
-        snprintf(err.msg, sizeof err.msg, "out of memory for the sampler");
-        goto fail;
-    }
-    for (size_t i = 0; i < n_toks; i++) tr_sampler_accept(s, toks[i]);
 
-    int32_t n_gen = 0;
-    double t_prompt = 0, t_gen = 0;
+    gen_result res = {0};
     if (o.n_predict != 0) {
-        const double tp = gen_now();
-        if (gen_eval(c, o.n_batch, toks, (int32_t)n_toks, 0, 0, &err)) goto fail;
-        t_prompt = gen_now() - tp;
-        gen_stream st = {.out = stdout};
-        const double tg = gen_now();
-        int32_t pos = (int32_t)n_toks;
-        for (;;) {
-            int32_t id = tr_sampler_sample(s, tr_get_logits(c, -1));
-            if (tr_vocab_is_eog(v, id)) break;
-            gen_stream_put(&st, v, id);
-            n_gen++;
-            if (o.n_predict > 0 && n_gen >= o.n_predict) break;
-            if (pos >= n_ctx) break; /* context full */
-            tr_batch b = {.n_tokens = 1, .token = &id, .pos = &pos, .seq_id = &(int32_t){0}, .logits = NULL};
-            if (tr_decode(c, &b, &err)) goto fail;
-            pos++;
-        }
+        gen_stream st = {.out = stdout, .vocab = v};
+        tr_seq_params sp = {.prompt = toks, .n_prompt = (int32_t)n_toks, .n_predict = o.n_predict, .sampling = o.sp};
+        if (gen_sequence(e, &sp, gen_stream_token, &st, &res, &err)) goto fail;
         gen_stream_flush(&st);
-        t_gen = gen_now() - tg;
     }
+    const int32_t n_gen = res.n_gen;
+    const double t_prompt = res.t_prompt, t_gen = res.t_gen;
     fprintf(stderr, "\n\nload time: %.2f ms\n", t_load * 1e3);
     fprintf(stderr, "prompt: %zu tokens in %.2f ms (%.2f tokens/s)\n", n_toks, t_prompt * 1e3,
             t_prompt > 0 ? (double)n_toks / t_prompt : 0.0);
@@ -125,8 +100,7 @@ int cmd_run(int argc, char **argv) {
 fail:
     if (rc) fprintf(stderr, "trinity run: %s\n", err.msg);
     free(toks);
-    tr_sampler_free(s);
-    tr_context_free(c);
+    tr_engine_free(e);
     tr_model_free(m);
     free(file_text);
     return rc;

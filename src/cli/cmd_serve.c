@@ -21,30 +21,24 @@
 
 typedef struct engine {
     tr_model *model;
-    tr_context *ctx;
+    tr_engine *eng;
     const tr_vocab *vocab;
     int32_t n_vocab;
 } engine;
 
-static tr_status e_decode(void *self, const tr_batch *b, tr_error *err) {
-    return tr_decode(((engine *)self)->ctx, b, err);
+static int64_t e_submit(void *self, const tr_seq_params *p, tr_error *err) {
+    return tr_engine_submit(((engine *)self)->eng, p, err);
 }
-static const float *e_logits(void *self, int32_t i) { return tr_get_logits(((engine *)self)->ctx, i); }
-static void e_seq_clear(void *self, int32_t seq) { tr_kv_seq_rm(((engine *)self)->ctx, seq, 0, -1); }
-static void *e_sampler_new(void *self, const tr_sampler_params *p) {
-    return tr_sampler_new(p, ((engine *)self)->n_vocab);
+static tr_status e_step(void *self, tr_step_stats *st, tr_error *err) {
+    return tr_engine_step(((engine *)self)->eng, st, err);
 }
-static int32_t e_sample(void *self, void *s, const float *logits) {
-    (void)self;
-    return tr_sampler_sample(s, logits);
+static int32_t e_take(void *self, int64_t id, int32_t *tokens, int32_t cap, tr_seq_info *info) {
+    return tr_engine_take(((engine *)self)->eng, id, tokens, cap, info);
 }
-static void e_accept(void *self, void *s, int32_t id) {
-    (void)self;
-    tr_sampler_accept(s, id);
-}
-static void e_sampler_free(void *self, void *s) {
-    (void)self;
-    tr_sampler_free(s);
+static const float *e_logits(void *self, int64_t id) { return tr_engine_logits(((engine *)self)->eng, id); }
+static void e_release(void *self, int64_t id) { tr_engine_cancel(((engine *)self)->eng, id, true); }
+static void e_kv_stats(void *self, tr_kv_stats *out) {
+    tr_context_kv_stats(tr_engine_context(((engine *)self)->eng), out);
 }
 /* As llama.cpp's server: BOS as the model asks, special-token text parsed
  * (a chat template's markers are tokens, not words). */
@@ -57,14 +51,14 @@ static tr_status e_chat(void *self, const tr_chat_msg *m, size_t n, char **out, 
 static size_t e_piece(void *self, int32_t id, char *buf, size_t cap) {
     return tr_token_to_piece(((engine *)self)->vocab, id, false, buf, cap);
 }
-static bool e_is_eog(void *self, int32_t id) { return tr_vocab_is_eog(((engine *)self)->vocab, id); }
 
 /* ------------------------------------------------------------- options */
 
 typedef struct opts {
     const char *model;
     srv_config cfg;
-    int32_t n_ctx, n_batch, n_threads;
+    int32_t n_ctx, n_ctx_seq, n_batch, n_threads, kv_block;
+    bool no_prefix_cache;
 } opts;
 
 static void usage(FILE *f) {
@@ -78,7 +72,13 @@ static void usage(FILE *f) {
             "      --host ADDR           address to listen on (default 127.0.0.1)\n"
             "      --port N              port (default 8080; 0 picks a free one)\n"
             "      --alias NAME          model name in /v1/models and requests (default: the file's name)\n"
-            "  -c, --ctx-size N          context per request, in tokens (default: the model's, at most 4096)\n"
+            "  -c, --ctx-size N          KV cache size in tokens, shared by all requests (default: the model's\n"
+            "                            context, at most 4096)\n"
+            "      --ctx-per-seq N       most tokens one request holds, prompt and answer (default: -c, at most\n"
+            "                            the model's context)\n"
+            "      --no-prefix-cache     do not reuse the KV of earlier requests' prompts (default: reuse;\n"
+            "                            per request: \"cache_prompt\": false)\n"
+            "      --kv-block N          tokens per KV-cache block (default 32)\n"
             "  -np, --parallel N         requests generated at once (default 1)\n"
             "  -b, --batch-size N        most tokens per forward pass (default 512)\n"
             "  -t, --threads N           CPU threads (default: all cores)\n"
@@ -139,6 +139,9 @@ static int parse(int argc, char **argv, opts *o) {
         else if (IS("--port")) INT(0, 65535, o->cfg.port);
         else if (IS("--alias")) STR(o->cfg.model_id);
         else if (IS("-c") || IS("--ctx-size")) INT(0, 1 << 20, o->n_ctx);
+        else if (IS("--ctx-per-seq")) INT(1, 1 << 20, o->n_ctx_seq);
+        else if (IS("--kv-block")) INT(1, 4096, o->kv_block);
+        else if (IS("--no-prefix-cache")) o->no_prefix_cache = true;
         else if (IS("-np") || IS("--parallel")) INT(1, 256, o->cfg.n_slots);
         else if (IS("-b") || IS("--batch-size")) INT(1, 1 << 16, o->n_batch);
         else if (IS("-t") || IS("--threads")) INT(0, 1024, o->n_threads);
@@ -185,24 +188,31 @@ static void *load_main(void *arg) {
     loader *l = arg;
     const opts *o = l->o;
     if (tr_model_load(o->model, &l->eng.model, &l->err) != TR_OK) goto done;
-    tr_context_params cp = tr_context_default_params();
-    cp.n_ctx = o->n_ctx;
-    cp.n_batch = o->n_batch;
-    cp.n_seq_max = o->cfg.n_slots;
-    cp.n_threads = o->n_threads;
-    if (tr_context_new(l->eng.model, &cp, &l->eng.ctx, &l->err) != TR_OK) goto done;
+    tr_engine_params ep = tr_engine_default_params();
+    ep.ctx.n_ctx = o->n_ctx;
+    ep.ctx.n_ctx_seq = o->n_ctx_seq;
+    ep.ctx.n_batch = o->n_batch;
+    ep.ctx.n_seq_max = o->cfg.n_slots;
+    ep.ctx.n_threads = o->n_threads;
+    ep.ctx.kv_block = o->kv_block;
+    ep.no_prefix_cache = o->no_prefix_cache;
+    if (tr_engine_new(l->eng.model, &ep, &l->eng.eng, &l->err) != TR_OK) goto done;
     l->eng.vocab = tr_model_vocab(l->eng.model);
     l->eng.n_vocab = tr_model_n_vocab(l->eng.model);
     srv_engine se = {
-        .self = &l->eng, .n_vocab = l->eng.n_vocab, .n_ctx = tr_context_n_ctx(l->eng.ctx),
-        .n_batch = o->n_batch, .defaults = tr_sampler_default_params(),
-        .decode = e_decode, .logits = e_logits, .seq_clear = e_seq_clear, .sampler_new = e_sampler_new,
-        .sample = e_sample, .accept = e_accept, .sampler_free = e_sampler_free, .tokenize = e_tokenize,
-        .chat_format = e_chat, .piece = e_piece, .is_eog = e_is_eog,
+        .self = &l->eng, .n_vocab = l->eng.n_vocab, .n_ctx = tr_context_n_ctx(tr_engine_context(l->eng.eng)),
+        .defaults = tr_sampler_default_params(),
+        .submit = e_submit, .step = e_step, .take = e_take, .logits = e_logits, .release = e_release,
+        .kv_stats = e_kv_stats, .tokenize = e_tokenize, .chat_format = e_chat, .piece = e_piece,
     };
     if (srv_set_engine(l->srv, &se, &l->err) != TR_OK) goto done;
-    fprintf(stderr, "trinity serve: model %s ready (%s, context %d tokens, %d slot%s)\n", o->cfg.model_id,
-            tr_model_arch(l->eng.model), (int)se.n_ctx, o->cfg.n_slots, o->cfg.n_slots == 1 ? "" : "s");
+    tr_kv_stats ks;
+    tr_context_kv_stats(tr_engine_context(l->eng.eng), &ks);
+    fprintf(stderr,
+            "trinity serve: model %s ready (%s, KV cache %d tokens in blocks of %d, %d per request, %d request%s at "
+            "once, prefix cache %s)\n",
+            o->cfg.model_id, tr_model_arch(l->eng.model), ks.n_blocks * ks.block_size, ks.block_size, (int)se.n_ctx,
+            o->cfg.n_slots, o->cfg.n_slots == 1 ? "" : "s", o->no_prefix_cache ? "off" : "on");
     l->ok = true;
 done:
     pthread_kill(l->main_thread, SIGUSR1); /* wake the main thread either way */
@@ -283,7 +293,7 @@ int cmd_serve(int argc, char **argv) {
         break;
     }
     srv_free(srv);
-    tr_context_free(l.eng.ctx);
+    tr_engine_free(l.eng.eng);
     tr_model_free(l.eng.model);
     free(alias);
     if (status == 0) fprintf(stderr, "trinity serve: stopped\n");

@@ -1,6 +1,7 @@
 #include "gen.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,26 +145,58 @@ char *gen_read_file(const char *path, size_t *len, tr_error *err) {
     return buf;
 }
 
-tr_status gen_eval(tr_context *c, int32_t n_batch, const int32_t *toks, int32_t n, int32_t pos0, int32_t seq,
-                   tr_error *err) {
-    int32_t *pos = malloc((size_t)(n_batch > 0 ? n_batch : 1) * 2 * sizeof(int32_t));
-    if (!pos) {
-        snprintf(err->msg, sizeof err->msg, "out of memory");
-        return TR_ERR_NOMEM;
-    }
-    int32_t *seqs = pos + n_batch;
-    tr_status st = TR_OK;
-    for (int32_t s = 0; s < n && st == TR_OK; s += n_batch) {
-        int32_t k = n - s < n_batch ? n - s : n_batch;
-        for (int32_t j = 0; j < k; j++) {
-            pos[j] = pos0 + s + j;
-            seqs[j] = seq;
+tr_status gen_engine(const gen_opts *o, tr_model *m, bool prefix_cache, tr_engine **out, tr_error *err) {
+    tr_engine_params ep = tr_engine_default_params();
+    ep.ctx.n_ctx = o->n_ctx;
+    ep.ctx.n_batch = o->n_batch;
+    ep.ctx.n_threads = o->n_threads;
+    ep.no_prefix_cache = !prefix_cache;
+    return tr_engine_new(m, &ep, out, err);
+}
+
+tr_status gen_sequence(tr_engine *e, const tr_seq_params *p, bool (*on_token)(void *user, int32_t id), void *user,
+                       gen_result *r, tr_error *err) {
+    memset(r, 0, sizeof *r);
+    const double t0 = gen_now();
+    double t1 = 0;
+    int64_t id = tr_engine_submit(e, p, err);
+    if (id < 0) return TR_ERR_ARG;
+    tr_seq_info info = {0};
+    for (;;) {
+        tr_status st = tr_engine_step(e, NULL, err);
+        int32_t toks[64], k;
+        bool stop = false;
+        while ((k = tr_engine_take(e, id, toks, 64, &info)) > 0) {
+            if (r->n_gen == 0) t1 = gen_now();
+            for (int32_t i = 0; i < k && !stop; i++) {
+                r->n_gen++;
+                if (on_token && !on_token(user, toks[i])) stop = true;
+            }
+            if (stop || info.finish != TR_FINISH_NONE) break;
         }
-        tr_batch b = {.n_tokens = k, .token = toks + s, .pos = pos, .seq_id = seqs, .logits = NULL};
-        st = tr_decode(c, &b, err);
+        if (k < 0) break; /* released: finished and fully taken */
+        if (stop) {
+            tr_engine_cancel(e, id, true);
+            info.finish = TR_FINISH_LENGTH;
+            break;
+        }
+        if (info.finish != TR_FINISH_NONE) break;
+        if (st != TR_OK) {
+            tr_engine_cancel(e, id, true);
+            return st;
+        }
     }
-    free(pos);
-    return st;
+    const double tend = gen_now();
+    if (!t1) t1 = tend;
+    r->t_prompt = t1 - t0;
+    r->t_gen = tend - t1;
+    r->n_cached = info.n_cached;
+    r->finish = info.finish;
+    if (info.finish == TR_FINISH_ERROR) { /* the step's error message is in err */
+        if (!err->msg[0]) snprintf(err->msg, sizeof err->msg, "generation failed");
+        return TR_ERR_ARG;
+    }
+    return TR_OK;
 }
 
 void gen_stream_put(gen_stream *s, const tr_vocab *v, int32_t id) {
@@ -181,6 +214,12 @@ void gen_stream_put(gen_stream *s, const tr_vocab *v, int32_t id) {
         s->len -= ok;
         fflush(s->out);
     }
+}
+
+bool gen_stream_token(void *stream, int32_t id) {
+    gen_stream *s = stream;
+    gen_stream_put(s, s->vocab, id);
+    return true;
 }
 
 void gen_stream_flush(gen_stream *s) {

@@ -1,5 +1,5 @@
-/* What run, chat and perplexity share: llama.cpp-style flags, loading,
- * evaluating a token list in batches, and streaming pieces as UTF-8. */
+/* What run, chat and perplexity share: llama.cpp-style flags, the engine
+ * and its decode loop, and streaming pieces as UTF-8. */
 #ifndef TR_CLI_GEN_H
 #define TR_CLI_GEN_H
 
@@ -31,18 +31,33 @@ void gen_flags_help(FILE *f, bool sampling);
 /* Read a whole file (NUL-terminated, *len without it). NULL with a message on failure. */
 char *gen_read_file(const char *path, size_t *len, tr_error *err);
 
-/* Decode toks[0..n) of sequence `seq` from position pos0, n_batch at a time,
- * keeping only the last token's logits. */
-tr_status gen_eval(tr_context *c, int32_t n_batch, const int32_t *toks, int32_t n, int32_t pos0, int32_t seq,
-                   tr_error *err);
+/* An engine for one sequence at a time from the shared flags (-c, -b, -t). */
+tr_status gen_engine(const gen_opts *o, tr_model *m, bool prefix_cache, tr_engine **out, tr_error *err);
+
+/* What gen_sequence saw. t_prompt: from submission to the first sampled
+ * token (the prompt's evaluation); t_gen: from there to the end. */
+typedef struct gen_result {
+    int32_t n_gen, n_cached;
+    tr_finish finish;
+    double t_prompt, t_gen;
+} gen_result;
+
+/* The CLI's one decode loop: submit a sequence, step the engine until it
+ * ends, hand each sampled token to on_token (NULL: none; returning false
+ * stops the sequence there). */
+tr_status gen_sequence(tr_engine *e, const tr_seq_params *p, bool (*on_token)(void *user, int32_t id), void *user,
+                       gen_result *r, tr_error *err);
 
 /* Prints token pieces without ever splitting a UTF-8 character. */
 typedef struct gen_stream {
     char buf[64];
     size_t len;
     FILE *out;
+    const tr_vocab *vocab; /* for gen_stream_token */
 } gen_stream;
 void gen_stream_put(gen_stream *s, const tr_vocab *v, int32_t id);
+/* gen_sequence's on_token for a gen_stream: prints the token, goes on. */
+bool gen_stream_token(void *stream, int32_t id);
 void gen_stream_flush(gen_stream *s);
 
 double gen_now(void); /* seconds, monotonic */

@@ -80,6 +80,8 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     bool ok = true;
     c->seq_next = alloc_array((size_t)n_seq, sizeof(int32_t), &ok);
     c->seq_len0 = alloc_array((size_t)n_seq, sizeof(int32_t), &ok);
+    c->seq_publish = alloc_array((size_t)n_seq, sizeof(bool), &ok);
+    for (int32_t i = 0; ok && i < n_seq; i++) c->seq_publish[i] = true;
     c->x = alloc_array((size_t)n_batch, (size_t)hp->n_embd * sizeof(float), &ok);
     c->xb = alloc_array((size_t)n_batch, (size_t)wide * sizeof(float), &ok);
     c->xb2 = alloc_array((size_t)n_batch, (size_t)hp->n_embd * sizeof(float), &ok);
@@ -112,6 +114,7 @@ void tr_context_free(tr_context *c) {
     tr_kv_free(c->kv);
     free(c->seq_next);
     free(c->seq_len0);
+    free(c->seq_publish);
     free(c->x);
     free(c->xb);
     free(c->xb2);
@@ -200,7 +203,8 @@ tr_status tr_decode(tr_context *c, const tr_batch *b, tr_error *err) {
     }
     if (c->prefix_cache)
         for (int32_t i = 0; i < n; i++)
-            if (i == 0 || b->seq_id[i] != b->seq_id[i - 1]) tr_kv_publish(c->kv, b->seq_id[i]);
+            if ((i == 0 || b->seq_id[i] != b->seq_id[i - 1]) && c->seq_publish[b->seq_id[i]])
+                tr_kv_publish(c->kv, b->seq_id[i]);
     return TR_OK;
 }
 
@@ -235,6 +239,10 @@ tr_status tr_kv_seq_cp(tr_context *c, int32_t src, int32_t dst, tr_error *err) {
 int32_t tr_kv_seq_reuse(tr_context *c, int32_t seq, const int32_t *tokens, int32_t n) {
     if (!c || !c->prefix_cache || seq < 0 || seq >= c->n_seq_max || n > c->n_ctx_seq) return 0;
     return tr_kv_reuse(c->kv, seq, tokens, n, true);
+}
+
+void tr_context_seq_publish(tr_context *c, int32_t seq, bool on) {
+    if (seq >= 0 && seq < c->n_seq_max) c->seq_publish[seq] = on;
 }
 
 void tr_context_kv_stats(const tr_context *c, tr_kv_stats *o) {

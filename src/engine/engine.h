@@ -22,6 +22,7 @@ struct tr_context {
     tr_kv *kv;
     int32_t *seq_next;           /* [n_seq_max] validation: the next position each sequence expects */
     int32_t *seq_len0;           /* [n_seq_max] lengths before the batch, to roll back a failure */
+    bool *seq_publish;           /* [n_seq_max] with the prefix cache on: this sequence's blocks are kept */
 
     /* Scratch for n_batch tokens. */
     float *x, *xb, *xb2;         /* [n_batch][n_embd] */
@@ -34,6 +35,10 @@ struct tr_context {
     float *logits;               /* [logits_cap][n_vocab] */
     int32_t logits_cap;
 };
+
+/* Whether a sequence's computed blocks go to the prefix cache (default yes
+ * when the context has it on). */
+void tr_context_seq_publish(tr_context *c, int32_t seq, bool on);
 
 /* Run the forward pass over a validated batch (forward.c). */
 tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err);

@@ -253,7 +253,7 @@ static bool stream_fill(stream *st) {
     bool failed = j->failed;
     srv_error err = j->err;
     srv_finish finish = j->finish;
-    int64_t n_prompt = j->n_prompt, n_gen = j->n_gen;
+    int64_t n_prompt = j->n_prompt, n_gen = j->n_gen, n_cached = j->n_cached;
     pthread_mutex_unlock(mu);
     if (!ok) return false;
 
@@ -286,6 +286,7 @@ static bool stream_fill(stream *st) {
             if (st->include_usage) {
                 r.prompt_tokens = n_prompt;
                 r.completion_tokens = n_gen;
+                r.cached_tokens = n_cached;
                 o = srv_usage_chunk_json(&r);
                 ok &= srv_sse_event(&st->out, o);
                 json_decref(o);
@@ -461,7 +462,7 @@ static enum MHD_Result handle_generate(struct MHD_Connection *c, conn_req *r, sr
         srv_result res = {.kind = kind, .id = id, .created = srv_unix_time(), .model = s->model_id,
                           .text = job->text.p ? job->text.p : "", .text_len = job->text.len,
                           .lp = NULL, .n_lp = 0, .finish = job->finish,
-                          .prompt_tokens = job->n_prompt, .completion_tokens = job->n_gen,
+                          .prompt_tokens = job->n_prompt, .completion_tokens = job->n_gen, .cached_tokens = job->n_cached,
                           .piece = piece_cb, .piece_ctx = &s->eng};
         if (job->req.logprobs) {
             size_t n = 0;

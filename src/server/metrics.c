@@ -49,10 +49,10 @@ bool srv_metrics_render(srv_metrics *m, srv_buf *o) {
                                  ep_names[e], m->requests[e][i].code,
                                  (unsigned long long)m->requests[e][i].n);
     ok &= srv_buf_printf(o,
-                         "# HELP trinity_requests_in_flight Requests holding a generation slot.\n"
+                         "# HELP trinity_requests_in_flight Requests the engine is running.\n"
                          "# TYPE trinity_requests_in_flight gauge\n"
                          "trinity_requests_in_flight %lld\n"
-                         "# HELP trinity_requests_queued Requests waiting for a generation slot.\n"
+                         "# HELP trinity_requests_queued Requests waiting for room (a sequence slot or KV blocks).\n"
                          "# TYPE trinity_requests_queued gauge\n"
                          "trinity_requests_queued %lld\n"
                          "# HELP trinity_requests_rejected_busy_total Requests answered 429 because the queue was full.\n"
@@ -83,6 +83,39 @@ bool srv_metrics_render(srv_metrics *m, srv_buf *o) {
                          "# TYPE trinity_last_request_tokens_per_second gauge\n"
                          "trinity_last_request_tokens_per_second %.3f\n",
                          ptps, gtps, m->last_gen_tps);
+    const tr_kv_stats *kv = &m->kv;
+    const double hit_rate = kv->lookup_tokens ? (double)kv->hit_tokens / (double)kv->lookup_tokens : 0;
+    ok &= srv_buf_printf(o,
+                         "# HELP trinity_kv_blocks_total Blocks in the KV cache's pool.\n"
+                         "# TYPE trinity_kv_blocks_total gauge\n"
+                         "trinity_kv_blocks_total %d\n"
+                         "# HELP trinity_kv_block_tokens Token slots per KV block.\n"
+                         "# TYPE trinity_kv_block_tokens gauge\n"
+                         "trinity_kv_block_tokens %d\n"
+                         "# HELP trinity_kv_blocks_used KV blocks held by running requests.\n"
+                         "# TYPE trinity_kv_blocks_used gauge\n"
+                         "trinity_kv_blocks_used %d\n"
+                         "# HELP trinity_kv_blocks_cached KV blocks no request holds, kept for the prefix cache.\n"
+                         "# TYPE trinity_kv_blocks_cached gauge\n"
+                         "trinity_kv_blocks_cached %d\n"
+                         "# HELP trinity_kv_tokens_held Positions the running requests hold in the KV cache.\n"
+                         "# TYPE trinity_kv_tokens_held gauge\n"
+                         "trinity_kv_tokens_held %lld\n"
+                         "# HELP trinity_prefix_cache_hit_tokens_total Prompt tokens reused from the prefix cache.\n"
+                         "# TYPE trinity_prefix_cache_hit_tokens_total counter\n"
+                         "trinity_prefix_cache_hit_tokens_total %llu\n"
+                         "# HELP trinity_prefix_cache_lookup_tokens_total Prompt tokens looked up in the prefix cache.\n"
+                         "# TYPE trinity_prefix_cache_lookup_tokens_total counter\n"
+                         "trinity_prefix_cache_lookup_tokens_total %llu\n"
+                         "# HELP trinity_prefix_cache_hit_rate Hit tokens / looked-up tokens since start.\n"
+                         "# TYPE trinity_prefix_cache_hit_rate gauge\n"
+                         "trinity_prefix_cache_hit_rate %.4f\n"
+                         "# HELP trinity_kv_evictions_total Cached KV blocks given to new content.\n"
+                         "# TYPE trinity_kv_evictions_total counter\n"
+                         "trinity_kv_evictions_total %llu\n",
+                         kv->n_blocks, kv->block_size, kv->blocks_used, kv->blocks_cached, (long long)kv->tokens_held,
+                         (unsigned long long)kv->hit_tokens, (unsigned long long)kv->lookup_tokens, hit_rate,
+                         (unsigned long long)kv->evictions);
     ok &= srv_buf_puts(o, "# HELP trinity_request_duration_seconds Time from a request's arrival to its last byte.\n"
                           "# TYPE trinity_request_duration_seconds histogram\n");
     for (int e = 0; e < SRV_EP_COUNT; e++) {

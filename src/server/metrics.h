@@ -5,6 +5,7 @@
 #define SRV_METRICS_H
 
 #include "srv_util.h"
+#include "trinity.h"
 
 #include <pthread.h>
 
@@ -42,6 +43,7 @@ typedef struct srv_metrics {
     double last_gen_tps;      /* generation speed of the last finished request */
     uint64_t cancelled;       /* generations cut short by a client leaving */
     uint64_t rejected_busy;   /* 429s */
+    tr_kv_stats kv;           /* the engine's KV cache after the last step */
 } srv_metrics;
 
 extern const double srv_latency_buckets[SRV_N_LAT_BUCKETS];

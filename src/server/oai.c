@@ -323,6 +323,8 @@ static bool parse_fields(json_t *root, srv_kind kind, const char *model_id, int3
     }
 
     if (!get_bool(root, "stream", &r->stream, e)) return false;
+    r->cache_prompt = true;
+    if (!get_bool(root, "cache_prompt", &r->cache_prompt, e)) return false;
     json_t *so = field(root, "stream_options");
     if (so) {
         if (!json_is_object(so)) return BAD("stream_options", "'stream_options' must be an object, not %s", json_kind(so));
@@ -470,9 +472,10 @@ static json_t *finish_json(srv_finish f) {
 
 static json_t *usage_json(const srv_result *r) {
     if (r->prompt_tokens < 0) return json_null();
-    return json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)r->prompt_tokens,
-                     "completion_tokens", (json_int_t)r->completion_tokens, "total_tokens",
-                     (json_int_t)(r->prompt_tokens + r->completion_tokens));
+    return json_pack("{s:I, s:I, s:I, s:{s:I}}", "prompt_tokens", (json_int_t)r->prompt_tokens, "completion_tokens",
+                     (json_int_t)r->completion_tokens, "total_tokens",
+                     (json_int_t)(r->prompt_tokens + r->completion_tokens), "prompt_tokens_details", "cached_tokens",
+                     (json_int_t)r->cached_tokens);
 }
 
 static json_t *envelope(const srv_result *r, const char *object, json_t *choices) {

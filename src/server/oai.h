@@ -49,6 +49,7 @@ typedef struct srv_request {
     bool include_usage;        /* stream_options.include_usage */
     bool logprobs;
     int top_logprobs;          /* 0..SRV_MAX_TOP_LOGPROBS */
+    bool cache_prompt;         /* llama-server's field: reuse and keep prefix-cache blocks (default true) */
     char **stop;               /* owned, none empty */
     size_t n_stop;
 } srv_request;
@@ -93,6 +94,7 @@ typedef struct srv_result {
     srv_finish finish;  /* NONE in a middle chunk */
     bool first;         /* the chunk that carries the assistant's role */
     int64_t prompt_tokens, completion_tokens; /* < 0: no usage in this object */
+    int64_t cached_tokens;  /* prompt tokens reused from the prefix cache */
     srv_piece_fn piece;
     void *piece_ctx;
 } srv_result;

@@ -6,20 +6,17 @@
 #include <string.h>
 #include <time.h>
 
-typedef struct slot {
-    srv_job *job;        /* NULL: free */
-    bool ready;          /* sampler made, prompt accepted */
-    void *sampler;
+/* A job handed to the engine: the scheduler thread's view of it. */
+typedef struct run {
+    srv_job *job;
+    int64_t id;          /* the engine's sequence */
     srv_textout out;
-    int32_t n_past;      /* positions the sequence holds */
-    int32_t n_fed;       /* prompt tokens fed so far */
-    int32_t next_tok;    /* generating: the token to feed next */
-    int32_t n_gen;
-    int32_t logits_row;  /* row of this step's batch whose logits are ours, -1: none */
     srv_token_lp *lp;    /* scheduler-side copy until published */
     size_t n_lp, cap_lp;
+    int32_t n_gen;
+    bool started;        /* the engine admitted it */
     double t_first;      /* first token sampled */
-} slot;
+} run;
 
 struct srv_sched {
     srv_engine eng;
@@ -29,18 +26,14 @@ struct srv_sched {
     pthread_t thread;
     bool thread_started;
 
-    srv_job *q_head, *q_tail;
+    srv_job *q_head, *q_tail; /* not yet handed to the engine */
     int n_queued, queue_max;
-    slot *slots;
-    int n_slots, n_active;
+    run *runs;           /* [n_slots + queue_max]: jobs the engine has */
+    int n_runs, cap_runs, n_slots;
 
     bool stopping;       /* no new jobs; queued ones failed */
     double stop_deadline;/* then cancel what is still running */
     uint64_t rng;        /* seeds for requests that bring none */
-
-    /* The step's batch: allocated once. */
-    int32_t *b_tok, *b_pos, *b_seq;
-    int8_t *b_logits;
 };
 
 pthread_mutex_t *srv_sched_mutex(srv_sched *s) { return &s->mu; }
@@ -89,11 +82,20 @@ void srv_sched_release(srv_sched *s, srv_job *job) {
     pthread_mutex_unlock(&s->mu);
 }
 
-static void gauges(srv_sched *s) {
+/* With s->mu held (n_runs and the queue are the scheduler's). */
+static void gauges_locked(srv_sched *s) {
+    int started = 0;
+    for (int i = 0; i < s->n_runs; i++) started += s->runs[i].started;
     pthread_mutex_lock(&s->metrics->mu);
-    s->metrics->in_flight = s->n_active;
-    s->metrics->queued = s->n_queued;
+    s->metrics->in_flight = started;
+    s->metrics->queued = s->n_queued + s->n_runs - started;
     pthread_mutex_unlock(&s->metrics->mu);
+}
+
+static void gauges(srv_sched *s) {
+    pthread_mutex_lock(&s->mu);
+    gauges_locked(s);
+    pthread_mutex_unlock(&s->mu);
 }
 
 /* With s->mu held: take a queued job out of the queue. */
@@ -124,7 +126,7 @@ int srv_sched_submit(srv_sched *s, srv_job *job) {
     int rc = 0;
     if (s->stopping) {
         rc = 2;
-    } else if (s->n_queued >= s->queue_max + (s->n_slots - s->n_active)) {
+    } else if (s->n_queued + s->n_runs >= s->cap_runs) {
         rc = 1;
     } else {
         job->refs++;
@@ -168,220 +170,172 @@ void srv_sched_cancel(srv_sched *s, srv_job *job) {
     }
 }
 
-/* --------------------------------------------------------------- slots */
+/* ---------------------------------------------------------------- runs */
 
-static void slot_reset(srv_sched *s, slot *sl, int idx) {
-    if (sl->sampler) s->eng.sampler_free(s->eng.self, sl->sampler);
-    s->eng.seq_clear(s->eng.self, idx);
-    srv_textout_free(&sl->out);
-    free(sl->lp);
-    memset(sl, 0, sizeof *sl);
-    sl->logits_row = -1;
-}
-
-/* With s->mu held: hand the job what the slot may release (everything when
+/* With s->mu held: hand the job what the run may release (everything when
  * final). False when memory ran out: the job has failed. */
-static bool slot_publish(srv_sched *s, slot *sl, bool final) {
-    (void)s;
-    srv_job *j = sl->job;
-    size_t r = srv_textout_releasable(&sl->out, final);
-    if (r > sl->out.released) {
-        if (!srv_buf_append(&j->text, sl->out.raw.p + sl->out.released, r - sl->out.released)) {
+static bool run_publish(run *r, bool final) {
+    srv_job *j = r->job;
+    size_t rel = srv_textout_releasable(&r->out, final);
+    if (rel > r->out.released) {
+        if (!srv_buf_append(&j->text, r->out.raw.p + r->out.released, rel - r->out.released)) {
             job_fail(j, 500, NULL, "out of memory while generating");
             return false;
         }
-        sl->out.released = r;
+        r->out.released = rel;
     }
-    if (sl->n_lp > j->n_lp) {
-        if (j->cap_lp < sl->n_lp) {
-            srv_token_lp *p = realloc(j->lp, sl->cap_lp * sizeof *p);
+    if (r->n_lp > j->n_lp) {
+        if (j->cap_lp < r->n_lp) {
+            srv_token_lp *p = realloc(j->lp, r->cap_lp * sizeof *p);
             if (!p) {
                 job_fail(j, 500, NULL, "out of memory while generating");
                 return false;
             }
             j->lp = p;
-            j->cap_lp = sl->cap_lp;
+            j->cap_lp = r->cap_lp;
         }
-        memcpy(j->lp + j->n_lp, sl->lp + j->n_lp, (sl->n_lp - j->n_lp) * sizeof *sl->lp);
-        j->n_lp = sl->n_lp;
+        memcpy(j->lp + j->n_lp, r->lp + j->n_lp, (r->n_lp - j->n_lp) * sizeof *r->lp);
+        j->n_lp = r->n_lp;
     }
-    j->n_gen = sl->n_gen;
+    j->n_gen = r->n_gen;
     pthread_cond_broadcast(&j->cv);
     return true;
 }
 
-/* With s->mu held: the slot's job is over (finish set, or failed/cancelled). */
-static void slot_end(srv_sched *s, int idx) {
-    slot *sl = &s->slots[idx];
-    srv_job *j = sl->job;
+/* With s->mu held: the run's job is over (finish set, or failed/cancelled);
+ * the engine forgets the sequence (its blocks released at once). */
+static void run_end(srv_sched *s, int idx) {
+    run *r = &s->runs[idx];
+    srv_job *j = r->job;
     double now = srv_now();
-    if (!j->failed && !j->cancelled) slot_publish(s, sl, true);
+    if (!j->failed && !j->cancelled) run_publish(r, true);
     j->state = SRV_JOB_DONE;
     j->t_end = now;
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_lock(&s->metrics->mu);
     if (j->cancelled) s->metrics->cancelled++;
-    if (sl->n_gen > 1 && now > sl->t_first)
-        s->metrics->last_gen_tps = (double)(sl->n_gen - 1) / (now - sl->t_first);
+    if (r->n_gen > 1 && now > r->t_first) s->metrics->last_gen_tps = (double)(r->n_gen - 1) / (now - r->t_first);
     pthread_mutex_unlock(&s->metrics->mu);
+    s->eng.release(s->eng.self, r->id);
     job_unref(j);
-    slot_reset(s, sl, idx);
-    s->n_active--;
+    srv_textout_free(&r->out);
+    free(r->lp);
+    s->runs[idx] = s->runs[--s->n_runs];
 }
 
-/* Outside the lock: make the sampler and remember the prompt for the
- * penalties, as llama.cpp's server does. */
-static bool slot_prepare(srv_sched *s, slot *sl) {
-    srv_job *j = sl->job;
-    tr_sampler_params p = j->req.sampling;
-    if (!j->req.has_seed) p.seed = splitmix(&s->rng);
-    sl->sampler = s->eng.sampler_new(s->eng.self, &p);
-    if (!sl->sampler) return false;
-    for (int32_t i = 0; i < j->n_prompt; i++) s->eng.accept(s->eng.self, sl->sampler, j->prompt[i]);
-    srv_textout_init(&sl->out, j->req.stop, j->req.n_stop);
-    sl->ready = true;
-    return true;
+/* With s->mu held: hand a queued job to the engine. */
+static void run_start(srv_sched *s, srv_job *j) {
+    tr_seq_params p = {.prompt = j->prompt, .n_prompt = j->n_prompt, .n_predict = j->max_tokens,
+                       .sampling = j->req.sampling, .no_cache = !j->req.cache_prompt};
+    if (!j->req.has_seed) p.sampling.seed = splitmix(&s->rng);
+    tr_error err = {{0}};
+    int64_t id = s->eng.submit(s->eng.self, &p, &err);
+    if (id < 0) {
+        job_fail(j, 400, NULL, err.msg);
+        job_unref(j);
+        return;
+    }
+    run *r = &s->runs[s->n_runs++];
+    memset(r, 0, sizeof *r);
+    r->job = j;
+    r->id = id;
+    srv_textout_init(&r->out, j->req.stop, j->req.n_stop);
+    j->state = SRV_JOB_ACTIVE;
 }
 
-/* Outside the lock: one sampled token. Returns the finish reason, NONE to go on. */
-static srv_finish slot_take(srv_sched *s, slot *sl, const float *logits, bool *oom) {
-    srv_job *j = sl->job;
-    int32_t tok = s->eng.sample(s->eng.self, sl->sampler, logits);
-    if (sl->n_gen == 0) sl->t_first = srv_now();
-    sl->n_gen++;
-    if (s->eng.is_eog(s->eng.self, tok)) return SRV_FINISH_STOP;
-    if (j->req.logprobs) {
-        if (sl->n_lp == sl->cap_lp) {
-            size_t cap = sl->cap_lp ? sl->cap_lp * 2 : 64;
-            srv_token_lp *p = realloc(sl->lp, cap * sizeof *p);
+/* Outside the lock: one sampled token into the run's text. Returns the
+ * finish reason, NONE to go on. */
+static srv_finish run_token(srv_sched *s, run *r, int32_t tok, const float *logits, bool *oom) {
+    srv_job *j = r->job;
+    if (r->n_gen == 0) r->t_first = srv_now();
+    r->n_gen++;
+    if (j->req.logprobs && logits) {
+        if (r->n_lp == r->cap_lp) {
+            size_t cap = r->cap_lp ? r->cap_lp * 2 : 64;
+            srv_token_lp *p = realloc(r->lp, cap * sizeof *p);
             if (!p) return *oom = true, SRV_FINISH_STOP;
-            sl->lp = p;
-            sl->cap_lp = cap;
+            r->lp = p;
+            r->cap_lp = cap;
         }
-        srv_token_lp *e = &sl->lp[sl->n_lp++];
+        srv_token_lp *e = &r->lp[r->n_lp++];
         e->id = tok;
-        e->off = (uint32_t)sl->out.raw.len;
+        e->off = (uint32_t)r->out.raw.len;
         e->n_top = (uint8_t)j->req.top_logprobs;
         e->logprob = srv_logprobs(logits, s->eng.n_vocab, tok, e->n_top, e->top);
     }
     char piece[256];
     size_t n = s->eng.piece(s->eng.self, tok, piece, sizeof piece);
     if (n > sizeof piece) n = sizeof piece;
-    if (!srv_textout_push(&sl->out, piece, n)) return *oom = true, SRV_FINISH_STOP;
-    if (sl->out.stopped) return SRV_FINISH_STOP;
-    if (j->max_tokens > 0 && sl->n_gen >= j->max_tokens) return SRV_FINISH_LENGTH;
-    if (sl->n_past >= s->eng.n_ctx) return SRV_FINISH_LENGTH; /* no position left for it */
-    sl->next_tok = tok;
+    if (!srv_textout_push(&r->out, piece, n)) return *oom = true, SRV_FINISH_STOP;
+    if (r->out.stopped) return SRV_FINISH_STOP;
     return SRV_FINISH_NONE;
 }
 
-/* One step over every active slot. Called without the lock. */
+static srv_finish finish_of(tr_finish f) {
+    return f == TR_FINISH_EOG ? SRV_FINISH_STOP : SRV_FINISH_LENGTH; /* LENGTH, CONTEXT */
+}
+
+/* One engine step, then every run's news. Called without the lock; the
+ * runs array only changes on this thread. */
 static void step(srv_sched *s) {
-    int32_t n = 0, n_prompt_tok = 0;
-    int32_t cap = s->eng.n_batch;
-    /* Generating slots first, one token each: they are what clients wait on. */
-    for (int i = 0; i < s->n_slots; i++) {
-        slot *sl = &s->slots[i];
-        sl->logits_row = -1;
-        if (!sl->job || !sl->ready || sl->n_fed < sl->job->n_prompt || n >= cap) continue;
-        s->b_tok[n] = sl->next_tok;
-        s->b_pos[n] = sl->n_past;
-        s->b_seq[n] = i;
-        s->b_logits[n] = 1;
-        sl->logits_row = n++;
-    }
-    /* Then prompt chunks with what room is left. While others are generating,
-     * a long prompt goes in smaller pieces, so that it delays their next
-     * token by a fraction of a full batch, not by the whole prompt. */
-    int32_t prompt_cap = cap;
-    if (n > 0) {
-        int32_t piece = cap / 8 > 32 ? cap / 8 : 32;
-        if (n + piece < prompt_cap) prompt_cap = n + piece;
-    }
-    for (int i = 0; i < s->n_slots && n < prompt_cap; i++) {
-        slot *sl = &s->slots[i];
-        if (!sl->job || !sl->ready || sl->n_fed >= sl->job->n_prompt) continue;
-        int32_t take = sl->job->n_prompt - sl->n_fed;
-        if (take > prompt_cap - n) take = prompt_cap - n;
-        for (int32_t k = 0; k < take; k++) {
-            s->b_tok[n] = sl->job->prompt[sl->n_fed + k];
-            s->b_pos[n] = sl->n_past + k;
-            s->b_seq[n] = i;
-            s->b_logits[n] = 0;
-            n++;
-        }
-        sl->n_fed += take;
-        n_prompt_tok += take;
-        if (sl->n_fed == sl->job->n_prompt) {
-            s->b_logits[n - 1] = 1;
-            sl->logits_row = n - 1;
-        }
-    }
-    if (n == 0) return;
-
-    tr_batch b = {.n_tokens = n, .token = s->b_tok, .pos = s->b_pos, .seq_id = s->b_seq, .logits = s->b_logits};
     tr_error err = {{0}};
+    tr_step_stats st = {0};
     double t0 = srv_now();
-    tr_status st = s->eng.decode(s->eng.self, &b, &err);
+    tr_status rc = s->eng.step(s->eng.self, &st, &err);
     double dt = srv_now() - t0;
-
-    if (st != TR_OK) {
-        /* The batch left the cache as it was; the slots in it cannot go on. */
-        pthread_mutex_lock(&s->mu);
-        for (int32_t k = 0; k < n; k++) {
-            slot *sl = &s->slots[s->b_seq[k]];
-            if (!sl->job || sl->job->state == SRV_JOB_DONE) continue;
-            char msg[600];
-            snprintf(msg, sizeof msg, "generation failed: %s", err.msg);
-            job_fail(sl->job, 500, NULL, msg);
-            slot_end(s, s->b_seq[k]);
-        }
-        pthread_mutex_unlock(&s->mu);
-        gauges(s);
-        return;
-    }
-    for (int32_t k = 0; k < n; k++) s->slots[s->b_seq[k]].n_past++;
-
     pthread_mutex_lock(&s->metrics->mu);
-    s->metrics->prompt_tokens += (uint64_t)n_prompt_tok;
-    if (n_prompt_tok) s->metrics->prompt_seconds += dt;
+    s->metrics->prompt_tokens += (uint64_t)st.n_prompt_tokens;
+    if (st.n_prompt_tokens) s->metrics->prompt_seconds += dt;
     else s->metrics->gen_seconds += dt;
+    s->metrics->gen_tokens += (uint64_t)st.n_sampled;
+    if (!st.n_prompt_tokens) s->metrics->gen_timed_tokens += (uint64_t)st.n_sampled;
+    if (s->eng.kv_stats) s->eng.kv_stats(s->eng.self, &s->metrics->kv);
     pthread_mutex_unlock(&s->metrics->mu);
 
-    /* Sample outside the lock (log-softmax over the vocabulary is not free),
-     * then publish every slot's news under one lock. */
-    srv_finish fin[s->n_slots];
-    bool oom[s->n_slots];
-    int32_t sampled = 0;
-    for (int i = 0; i < s->n_slots; i++) {
-        slot *sl = &s->slots[i];
+    /* Tokens into text outside the lock (log-softmax over the vocabulary is
+     * not free), then publish under one lock. */
+    int n = s->n_runs;
+    srv_finish fin[n > 0 ? n : 1];
+    tr_seq_info info[n > 0 ? n : 1];
+    bool oom[n > 0 ? n : 1];
+    for (int i = 0; i < n; i++) {
+        run *r = &s->runs[i];
         fin[i] = SRV_FINISH_NONE;
         oom[i] = false;
-        if (!sl->job || sl->logits_row < 0) continue;
-        fin[i] = slot_take(s, sl, s->eng.logits(s->eng.self, sl->logits_row), &oom[i]);
-        sampled++;
+        int32_t toks[8];
+        const float *logits = s->eng.logits(s->eng.self, r->id);
+        int32_t k;
+        memset(&info[i], 0, sizeof info[i]);
+        /* (a finished sequence is forgotten by the take that hands its last token) */
+        do {
+            k = s->eng.take(s->eng.self, r->id, toks, 8, &info[i]);
+            for (int32_t t = 0; t < k && fin[i] == SRV_FINISH_NONE; t++)
+                fin[i] = run_token(s, r, toks[t], t == k - 1 ? logits : NULL, &oom[i]);
+        } while (k == 8 && fin[i] == SRV_FINISH_NONE && info[i].finish == TR_FINISH_NONE);
+        if (fin[i] == SRV_FINISH_NONE && info[i].finish != TR_FINISH_NONE) fin[i] = finish_of(info[i].finish);
     }
-    pthread_mutex_lock(&s->metrics->mu);
-    s->metrics->gen_tokens += (uint64_t)sampled;
-    if (!n_prompt_tok) s->metrics->gen_timed_tokens += (uint64_t)sampled;
-    pthread_mutex_unlock(&s->metrics->mu);
-
     pthread_mutex_lock(&s->mu);
-    for (int i = 0; i < s->n_slots; i++) {
-        slot *sl = &s->slots[i];
-        if (!sl->job || sl->logits_row < 0) continue;
-        if (oom[i]) {
-            job_fail(sl->job, 500, NULL, "out of memory while generating");
-            slot_end(s, i);
+    for (int i = n - 1; i >= 0; i--) { /* from the end: run_end moves the last run into i */
+        run *r = &s->runs[i];
+        if (info[i].running) r->started = true;
+        r->job->n_cached = info[i].n_cached;
+        if (info[i].finish == TR_FINISH_ERROR && !oom[i]) {
+            char msg[600];
+            snprintf(msg, sizeof msg, "generation failed: %s", rc != TR_OK ? err.msg : "engine error");
+            job_fail(r->job, 500, NULL, msg);
+            run_end(s, i);
+        } else if (oom[i]) {
+            job_fail(r->job, 500, NULL, "out of memory while generating");
+            run_end(s, i);
         } else if (fin[i] != SRV_FINISH_NONE) {
-            sl->job->finish = fin[i];
-            slot_end(s, i);
-        } else if (!slot_publish(s, sl, false)) {
-            slot_end(s, i);
+            r->job->finish = fin[i];
+            run_end(s, i);
+        } else if (!run_publish(r, false)) {
+            run_end(s, i);
         }
     }
+    gauges_locked(s);
     pthread_mutex_unlock(&s->mu);
-    gauges(s);
 }
 
 static void *sched_main(void *arg) {
@@ -389,31 +343,30 @@ static void *sched_main(void *arg) {
     pthread_mutex_lock(&s->mu);
     for (;;) {
         double now = srv_now();
-        /* Admit queued jobs into free slots, oldest first. */
-        for (int i = 0; i < s->n_slots && s->q_head; i++) {
-            if (s->slots[i].job) continue;
+        /* Hand queued jobs to the engine, oldest first. */
+        while (s->q_head && s->n_runs < s->cap_runs) {
             srv_job *j = s->q_head;
             unlink_queued(s, j);
-            j->state = SRV_JOB_ACTIVE;
             j->t_start = now;
-            s->slots[i].job = j;
-            s->slots[i].ready = false;
-            s->n_active++;
+            run_start(s, j);
         }
         /* Cancelled, out of time, or shut down past the grace period. */
-        for (int i = 0; i < s->n_slots; i++) {
-            srv_job *j = s->slots[i].job;
-            if (!j) continue;
+        for (int i = s->n_runs - 1; i >= 0; i--) {
+            srv_job *j = s->runs[i].job;
             if (j->cancelled) {
                 j->finish = SRV_FINISH_STOP;
-                slot_end(s, i);
+                run_end(s, i);
             } else if (s->stopping && now >= s->stop_deadline) {
                 job_fail(j, 503, "shutting_down", "the server is shutting down");
-                slot_end(s, i);
+                run_end(s, i);
             } else if (j->deadline > 0 && now >= j->deadline) {
-                /* As llama.cpp's t_max_predict_ms: stop where it got to. */
-                j->finish = SRV_FINISH_LENGTH;
-                slot_end(s, i);
+                if (s->runs[i].started) {
+                    /* As llama.cpp's t_max_predict_ms: stop where it got to. */
+                    j->finish = SRV_FINISH_LENGTH;
+                } else {
+                    job_fail(j, 503, "timeout", "the request timed out waiting for room in the KV cache");
+                }
+                run_end(s, i);
             }
         }
         for (srv_job *j = s->q_head, *nx; j; j = nx) {
@@ -424,11 +377,9 @@ static void *sched_main(void *arg) {
                 job_unref(j);
             }
         }
-        pthread_mutex_unlock(&s->mu);
-        gauges(s);
-        pthread_mutex_lock(&s->mu);
-        if (s->stopping && s->n_active == 0) break;
-        if (s->n_active == 0) {
+        gauges_locked(s);
+        if (s->stopping && s->n_runs == 0) break;
+        if (s->n_runs == 0) {
             /* Idle: sleep until a job arrives (or a queued deadline, checked each second). */
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -437,18 +388,6 @@ static void *sched_main(void *arg) {
             continue;
         }
         pthread_mutex_unlock(&s->mu);
-        bool fail = false;
-        for (int i = 0; i < s->n_slots; i++)
-            if (s->slots[i].job && !s->slots[i].ready && !slot_prepare(s, &s->slots[i])) fail = true;
-        if (fail) {
-            pthread_mutex_lock(&s->mu);
-            for (int i = 0; i < s->n_slots; i++)
-                if (s->slots[i].job && !s->slots[i].ready) {
-                    job_fail(s->slots[i].job, 500, NULL, "out of memory making a sampler");
-                    slot_end(s, i);
-                }
-            pthread_mutex_unlock(&s->mu);
-        }
         step(s);
         pthread_mutex_lock(&s->mu);
     }
@@ -458,10 +397,8 @@ static void *sched_main(void *arg) {
 
 srv_sched *srv_sched_new(const srv_engine *eng, int n_slots, int queue_max, srv_metrics *m,
                          tr_error *err) {
-    if (n_slots < 1 || n_slots > eng->n_batch) {
-        if (err)
-            snprintf(err->msg, sizeof err->msg, "--parallel %d: must be between 1 and the batch size %d",
-                     n_slots, (int)eng->n_batch);
+    if (n_slots < 1) {
+        if (err) snprintf(err->msg, sizeof err->msg, "--parallel %d: must be at least 1", n_slots);
         return NULL;
     }
     srv_sched *s = calloc(1, sizeof *s);
@@ -470,13 +407,9 @@ srv_sched *srv_sched_new(const srv_engine *eng, int n_slots, int queue_max, srv_
     s->metrics = m;
     s->n_slots = n_slots;
     s->queue_max = queue_max < 0 ? 0 : queue_max;
-    s->slots = calloc((size_t)n_slots, sizeof *s->slots);
-    s->b_tok = malloc((size_t)eng->n_batch * sizeof *s->b_tok);
-    s->b_pos = malloc((size_t)eng->n_batch * sizeof *s->b_pos);
-    s->b_seq = malloc((size_t)eng->n_batch * sizeof *s->b_seq);
-    s->b_logits = malloc((size_t)eng->n_batch);
-    if (!s->slots || !s->b_tok || !s->b_pos || !s->b_seq || !s->b_logits) goto oom;
-    for (int i = 0; i < n_slots; i++) s->slots[i].logits_row = -1;
+    s->cap_runs = n_slots + s->queue_max;
+    s->runs = calloc((size_t)s->cap_runs, sizeof *s->runs);
+    if (!s->runs) goto oom;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     s->rng = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)(uintptr_t)s;
@@ -490,14 +423,8 @@ srv_sched *srv_sched_new(const srv_engine *eng, int n_slots, int queue_max, srv_
     s->thread_started = true;
     return s;
 oom:
-    if (s) {
-        free(s->slots);
-        free(s->b_tok);
-        free(s->b_pos);
-        free(s->b_seq);
-        free(s->b_logits);
-        free(s);
-    }
+    if (s) free(s->runs);
+    free(s);
     if (err) snprintf(err->msg, sizeof err->msg, "out of memory starting the scheduler");
     return NULL;
 }
@@ -525,10 +452,6 @@ void srv_sched_free(srv_sched *s) {
     srv_sched_stop(s, 0);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
-    free(s->slots);
-    free(s->b_tok);
-    free(s->b_pos);
-    free(s->b_seq);
-    free(s->b_logits);
+    free(s->runs);
     free(s);
 }

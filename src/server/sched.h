@@ -1,8 +1,8 @@
-/* The scheduler: a bounded queue of jobs, n_slots sequences, one thread that
- * owns the engine context. Each step it builds one batch from every active
- * slot (one token for a generating slot, a chunk of prompt for a prefilling
- * one), decodes it, samples per slot and publishes each slot's new text to its
- * job, where an HTTP thread picks it up. */
+/* The server's side of scheduling: a bounded queue of jobs and one thread
+ * that owns the engine. The thread hands new jobs to the engine (which
+ * decides what runs: admission, batches, the KV and prefix cache), calls its
+ * step, takes each job's new tokens, turns them into text (stop strings,
+ * logprobs) and publishes it to the job, where an HTTP thread picks it up. */
 #ifndef SRV_SCHED_H
 #define SRV_SCHED_H
 
@@ -28,6 +28,7 @@ typedef struct srv_job {
     int refs;                  /* the HTTP side's and the scheduler's */
     srv_job_state state;
     bool cancelled;            /* the client went away */
+    int32_t n_cached;          /* prompt tokens the prefix cache gave */
     srv_buf text;              /* generated text released so far (raw bytes) */
     srv_token_lp *lp;          /* per-token log-probabilities, when asked for */
     size_t n_lp, cap_lp;

@@ -3,14 +3,14 @@
  *   HTTP threads (libmicrohttpd, one per connection)    scheduler thread
  *   ------------------------------------------------    ----------------
  *   parse + check the request (oai.c), tokenize   ──▶   queue (bounded: 429 when full)
- *   stream the job's text as SSE / wait for it    ◀──   slots: each step one batch of every
- *   client gone? cancel the job                          active slot's tokens, sample, publish
+ *   stream the job's text as SSE / wait for it    ◀──   the engine's step API: submit jobs,
+ *   client gone? cancel the job                          step, take tokens, text, publish
  *
  * The scheduler alone touches the engine's context; HTTP threads only read
  * the model (tokenizer, chat template) and the jobs' published output, under
- * the scheduler's mutex. The engine is reached through srv_engine so the
- * scheduler can be tested without weights and so a different backend (a
- * batched forward, a speculative decoder) can slot in. */
+ * the scheduler's mutex. The engine (include/trinity.h's tr_engine: admission,
+ * batching, the KV cache and prefix cache, sampling) is reached through
+ * srv_engine so the server can be tested without weights. */
 #ifndef SRV_SERVER_H
 #define SRV_SERVER_H
 
@@ -21,23 +21,20 @@
 typedef struct srv_engine {
     void *self;
     int32_t n_vocab;
-    int32_t n_ctx;   /* positions per sequence */
-    int32_t n_batch; /* most tokens one decode takes */
+    int32_t n_ctx;   /* most positions one sequence holds (prompt and answer) */
     tr_sampler_params defaults; /* sampling for fields a request leaves out */
-    /* Scheduler thread only. */
-    tr_status (*decode)(void *self, const tr_batch *b, tr_error *err);
-    const float *(*logits)(void *self, int32_t i);
-    void (*seq_clear)(void *self, int32_t seq);
-    void *(*sampler_new)(void *self, const tr_sampler_params *p);
-    int32_t (*sample)(void *self, void *sampler, const float *logits);
-    void (*accept)(void *self, void *sampler, int32_t id);
-    void (*sampler_free)(void *self, void *sampler);
+    /* Scheduler thread only: the engine's step API (include/trinity.h). */
+    int64_t (*submit)(void *self, const tr_seq_params *p, tr_error *err);
+    tr_status (*step)(void *self, tr_step_stats *st, tr_error *err);
+    int32_t (*take)(void *self, int64_t id, int32_t *tokens, int32_t cap, tr_seq_info *info);
+    const float *(*logits)(void *self, int64_t id);
+    void (*release)(void *self, int64_t id); /* cancel and forget */
+    void (*kv_stats)(void *self, tr_kv_stats *out); /* NULL: no KV figures in /metrics */
     /* Any thread: these only read the model. */
     tr_status (*tokenize)(void *self, const char *text, size_t len, int32_t **ids, size_t *n,
                           tr_error *err);
     tr_status (*chat_format)(void *self, const tr_chat_msg *msgs, size_t n, char **out, tr_error *err);
     size_t (*piece)(void *self, int32_t id, char *buf, size_t cap);
-    bool (*is_eog)(void *self, int32_t id);
 } srv_engine;
 
 typedef struct srv_config {
@@ -46,7 +43,7 @@ typedef struct srv_config {
     const char *model_id;    /* the name /v1/models lists and requests must use */
     const char *api_key;     /* NULL or "": no authentication */
     int n_slots;             /* requests generated at once (--parallel) */
-    int queue_max;           /* requests waiting for a slot before 429 */
+    int queue_max;           /* requests waiting for room before 429 */
     size_t max_body;         /* request body bytes (413 above) */
     size_t max_header;       /* request line + header bytes */
     int max_connections;     /* open connections; more are refused */
@@ -63,7 +60,7 @@ typedef struct srv_server srv_server;
 /* Listen. Until srv_set_engine, /health answers 503 and generation 503. */
 tr_status srv_start(const srv_config *cfg, srv_server **out, tr_error *err);
 int srv_port(const srv_server *s);
-/* The model is ready: start the scheduler (n_slots sequences 0..n_slots-1). */
+/* The model is ready: start the scheduler. */
 tr_status srv_set_engine(srv_server *s, const srv_engine *eng, tr_error *err);
 /* Graceful stop: refuse new connections and requests, give in-flight
  * generations shutdown_grace seconds, cancel the rest, close everything. */

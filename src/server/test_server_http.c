@@ -23,14 +23,26 @@
 enum { NV = 300, T_EOS = 0, T_HELLO = 257, T_WOR, T_LD, T_LT, T_STOP, T_GT, T_EURO1, T_EURO2 };
 #define BYTE(b) ((int32_t)(unsigned char)(b) + 1)
 
+typedef struct fseq {
+    bool used, running;
+    int64_t id;
+    int32_t last, n_prompt, n_predict, n_gen, n_taken;
+    int32_t *out;
+    tr_finish fin;
+    float row[NV]; /* logits of the latest token */
+} fseq;
+
+/* The engine's step API, scripted: n_seq sequences run at once (the rest
+ * wait, oldest first), each step gives every running one its next token.
+ * It checks the contract the server must keep: ids it knows, no take after
+ * release. */
 typedef struct fake {
-    int n_seq, n_batch;
-    int32_t seq_len[8];
-    int32_t last[8];
-    float *rows;          /* n_batch x NV */
-    int32_t row_of[512];  /* batch index -> row */
+    int n_seq;
+    int32_t n_ctx;
+    fseq seqs[64];
+    int64_t next_id;
     useconds_t delay;
-    int errors;           /* batches that broke the rules */
+    int errors;           /* calls that broke the contract */
 } fake;
 
 static int32_t next_of(int32_t t) {
@@ -40,50 +52,100 @@ static int32_t next_of(int32_t t) {
     return BYTE('x');
 }
 
-static tr_status f_decode(void *self, const tr_batch *b, tr_error *err) {
+static fseq *f_find(fake *f, int64_t id) {
+    for (int i = 0; i < 64; i++)
+        if (f->seqs[i].used && f->seqs[i].id == id) return &f->seqs[i];
+    f->errors++;
+    return NULL;
+}
+
+static int64_t f_submit(void *self, const tr_seq_params *p, tr_error *err) {
     fake *f = self;
-    int32_t len[8];
-    memcpy(len, f->seq_len, sizeof len);
-    for (int32_t i = 0; i < b->n_tokens; i++) {
-        int32_t s = b->seq_id[i];
-        if (s < 0 || s >= f->n_seq || b->pos[i] != len[s] || b->token[i] < 0 || b->token[i] >= NV) {
-            f->errors++;
-            snprintf(err->msg, sizeof err->msg, "bad batch entry %d: seq %d pos %d (holds %d) token %d", i, s,
-                     b->pos[i], s >= 0 && s < 8 ? len[s] : -1, b->token[i]);
-            return TR_ERR_ARG;
+    if (p->n_prompt <= 0 || p->n_prompt >= f->n_ctx) {
+        snprintf(err->msg, sizeof err->msg, "prompt of %d tokens does not fit", p->n_prompt);
+        return -1;
+    }
+    for (int i = 0; i < 64; i++) {
+        fseq *q = &f->seqs[i];
+        if (q->used) continue;
+        free(q->out);
+        memset(q, 0, sizeof *q);
+        q->out = malloc(sizeof *q->out * (size_t)f->n_ctx);
+        q->used = true;
+        q->id = f->next_id++;
+        q->last = p->prompt[p->n_prompt - 1];
+        q->n_prompt = p->n_prompt;
+        q->n_predict = p->n_predict;
+        for (int32_t k = 0; k < p->n_prompt; k++)
+            if (p->prompt[k] < 0 || p->prompt[k] >= NV) f->errors++;
+        return q->id;
+    }
+    snprintf(err->msg, sizeof err->msg, "too many sequences");
+    return -1;
+}
+
+static tr_status f_step(void *self, tr_step_stats *st, tr_error *err) {
+    fake *f = self;
+    (void)err;
+    int running = 0;
+    for (int i = 0; i < 64; i++) running += f->seqs[i].used && f->seqs[i].running && f->seqs[i].fin == TR_FINISH_NONE;
+    while (running < f->n_seq) { /* admit the oldest waiting */
+        fseq *w = NULL;
+        for (int i = 0; i < 64; i++) {
+            fseq *q = &f->seqs[i];
+            if (q->used && !q->running && q->fin == TR_FINISH_NONE && (!w || q->id < w->id)) w = q;
         }
-        len[s]++;
+        if (!w) break;
+        w->running = true;
+        running++;
     }
     if (f->delay) usleep(f->delay);
-    int rows = 0;
-    for (int32_t i = 0; i < b->n_tokens; i++) {
-        f->seq_len[b->seq_id[i]]++;
-        f->last[b->seq_id[i]] = b->token[i];
-        f->row_of[i] = -1;
-        if (b->logits[i]) {
-            float *r = f->rows + (size_t)rows * NV;
-            for (int k = 0; k < NV; k++) r[k] = -1.0f - (float)k * 0.001f;
-            r[next_of(b->token[i])] = 5.0f;
-            f->row_of[i] = rows++;
+    memset(st, 0, sizeof *st);
+    for (int i = 0; i < 64; i++) {
+        fseq *q = &f->seqs[i];
+        if (!q->used || !q->running || q->fin != TR_FINISH_NONE) continue;
+        const int32_t t = next_of(q->last);
+        for (int k = 0; k < NV; k++) q->row[k] = -1.0f - (float)k * 0.001f;
+        q->row[t] = 5.0f;
+        st->n_tokens++;
+        st->n_sampled++;
+        if (t == T_EOS) {
+            q->fin = TR_FINISH_EOG;
+            continue;
         }
+        q->out[q->n_gen++] = t;
+        q->last = t;
+        if (q->n_predict > 0 && q->n_gen >= q->n_predict) q->fin = TR_FINISH_LENGTH;
+        else if (q->n_prompt + q->n_gen - 1 >= f->n_ctx) q->fin = TR_FINISH_CONTEXT;
     }
     return TR_OK;
 }
-static const float *f_logits(void *self, int32_t i) {
+
+static int32_t f_take(void *self, int64_t id, int32_t *tokens, int32_t cap, tr_seq_info *info) {
+    fseq *q = f_find(self, id);
+    if (!q) return -1;
+    int32_t n = q->n_gen - q->n_taken;
+    if (n > cap) n = cap;
+    memcpy(tokens, q->out + q->n_taken, sizeof *tokens * (size_t)n);
+    q->n_taken += n;
+    *info = (tr_seq_info){.finish = q->fin, .running = q->running, .n_prompt = q->n_prompt, .n_generated = q->n_gen};
+    if (q->fin != TR_FINISH_NONE && q->n_taken == q->n_gen) q->used = false;
+    return n;
+}
+
+static const float *f_logits(void *self, int64_t id) {
     fake *f = self;
-    return f->rows + (size_t)f->row_of[i] * NV;
+    for (int i = 0; i < 64; i++)
+        if (f->seqs[i].used && f->seqs[i].id == id) return f->seqs[i].row;
+    return NULL; /* released already (finished and taken): fine */
 }
-static void f_seq_clear(void *self, int32_t seq) { ((fake *)self)->seq_len[seq] = 0; }
-static void *f_sampler_new(void *self, const tr_sampler_params *p) { (void)self, (void)p; return malloc(1); }
-static int32_t f_sample(void *self, void *s, const float *l) {
-    (void)self, (void)s;
-    int32_t best = 0;
-    for (int32_t i = 1; i < NV; i++)
-        if (l[i] > l[best]) best = i;
-    return best;
+
+static void f_release(void *self, int64_t id) {
+    fake *f = self;
+    for (int i = 0; i < 64; i++)
+        if (f->seqs[i].used && f->seqs[i].id == id) f->seqs[i].used = false;
 }
-static void f_accept(void *self, void *s, int32_t id) { (void)self, (void)s, (void)id; }
-static void f_sampler_free(void *self, void *s) { (void)self; free(s); }
+
 static tr_status f_tokenize(void *self, const char *text, size_t len, int32_t **ids, size_t *n, tr_error *err) {
     (void)self, (void)err;
     *ids = malloc((len ? len : 1) * sizeof **ids);
@@ -118,17 +180,17 @@ static size_t f_piece(void *self, int32_t id, char *buf, size_t cap) {
     memcpy(buf, p, n < cap ? n : cap);
     return n;
 }
-static bool f_is_eog(void *self, int32_t id) { (void)self; return id == T_EOS; }
 
 static srv_engine fake_engine(fake *f, int n_ctx) {
-    f->n_batch = 64;
-    f->rows = malloc((size_t)f->n_batch * NV * sizeof *f->rows);
-    return (srv_engine){.self = f, .n_vocab = NV, .n_ctx = n_ctx, .n_batch = f->n_batch,
+    f->n_ctx = n_ctx;
+    return (srv_engine){.self = f, .n_vocab = NV, .n_ctx = n_ctx,
                         .defaults = {.temp = 0.8f, .top_k = 40, .top_p = 0.95f, .repeat_penalty = 1.0f},
-                        .decode = f_decode, .logits = f_logits, .seq_clear = f_seq_clear,
-                        .sampler_new = f_sampler_new, .sample = f_sample, .accept = f_accept,
-                        .sampler_free = f_sampler_free, .tokenize = f_tokenize, .chat_format = f_chat,
-                        .piece = f_piece, .is_eog = f_is_eog};
+                        .submit = f_submit, .step = f_step, .take = f_take, .logits = f_logits,
+                        .release = f_release, .tokenize = f_tokenize, .chat_format = f_chat, .piece = f_piece};
+}
+
+static void fake_free(fake *f) {
+    for (int i = 0; i < 64; i++) free(f->seqs[i].out);
 }
 
 /* ------------------------------------------------------------- a client */
@@ -611,7 +673,7 @@ TT_TEST(request_time_and_header_limits) {
     TT_CHECK_EQ_INT(r.status, 431);
     resp_free(&r);
     srv_free(s);
-    free(f3.rows);
+    fake_free(&f3);
 }
 
 TT_TEST(metrics_text) {
@@ -641,8 +703,8 @@ TT_TEST(shutdown_ends_streams) {
     TT_CHECK(strstr(r.body, "data: [DONE]") != NULL);
     resp_free(&r);
     srv_free(S1);
-    free(F1.rows);
-    free(F2.rows);
+    fake_free(&F1);
+    fake_free(&F2);
 }
 
 int main(void) {

@@ -1,0 +1,461 @@
+/* The engine's scheduler: sequences, admission, one batch per step.
+ *
+ * A sequence is its tokens (prompt, then what it sampled) and how many of
+ * them the KV cache holds (n_fed). Whatever is not yet fed is fed the next
+ * steps: one token for a generating sequence, a chunk for a prompt. When
+ * the last known token has been fed, its logits give the next token. So a
+ * prompt, a preempted sequence recomputing its cache and a generating one
+ * are the same thing with different amounts pending.
+ *
+ * Each step:
+ *   1. admit waiting sequences (oldest first) into free sequence slots while
+ *      the KV pool can hold their pending tokens; a new sequence first takes
+ *      the leading blocks of its tokens from the prefix cache. A sequence
+ *      whose next block another running sequence is about to compute waits
+ *      for it (so N requests with one long system prompt compute it once).
+ *   2. make room for the decode tokens: if the pool cannot give a block a
+ *      generating sequence needs, the newest running sequence is preempted
+ *      (its cache released; it goes back to the head of the queue and later
+ *      recomputes it, largely from the prefix cache), as vLLM does.
+ *   3. batch: every generating sequence's one token first (what clients wait
+ *      for), then prompt chunks with the room left (while others generate,
+ *      at most prefill_chunk prompt tokens, so a long prompt delays their
+ *      next token by a fraction of a step).
+ *   4. decode, sample every sequence whose pending tokens are all fed.
+ * Batch invariance of the forward pass makes every sequence's logits the
+ * same bits whatever else shares its batches and however its prompt is cut. */
+#include "engine/engine.h"
+
+#include "core/util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct seq {
+    int64_t id;
+    int32_t slot;          /* context sequence, -1: waiting (or finished) */
+    int32_t *tok;          /* prompt then sampled tokens */
+    int32_t n_tok, cap_tok, n_prompt;
+    int32_t n_fed;         /* tokens whose K/V the cache holds (= its length while running) */
+    int32_t n_cached;      /* prompt tokens the prefix cache gave at first admission */
+    int32_t n_gen, n_predict, n_taken;
+    bool ignore_eog, no_cache, admitted_once;
+    tr_sampler *sampler;
+    tr_sampler_params sp;
+    void (*on_prompt_logits)(void *, int32_t, const float *);
+    int32_t logits_from;
+    void *user;
+    tr_finish finish;
+    const float *logits;   /* of the latest sampled token, this step */
+    int32_t b_first, b_n;  /* this step's slice of the batch */
+    uint64_t admitted;     /* admission order: the newest is preempted first */
+    struct seq *qnext;     /* waiting queue */
+    struct seq *next;      /* every sequence the engine knows */
+} seq;
+
+struct tr_engine {
+    tr_model *model;
+    tr_context *c;
+    const tr_vocab *vocab;
+    int32_t n_seq_max, n_batch, prefill_chunk;
+    bool cache;
+    seq **slot;            /* [n_seq_max]: running sequence per context sequence */
+    seq *q_head, *q_tail;
+    seq *all;
+    int64_t next_id;
+    uint64_t n_admitted;
+    int64_t n_preempted;
+    int32_t *b_tok, *b_pos, *b_seq;
+    int8_t *b_logits;
+};
+
+tr_engine_params tr_engine_default_params(void) {
+    tr_engine_params p = {.ctx = tr_context_default_params(), .prefill_chunk = 0, .no_prefix_cache = false};
+    return p;
+}
+
+tr_status tr_engine_new(tr_model *m, const tr_engine_params *p, tr_engine **out, tr_error *err) {
+    *out = NULL;
+    tr_engine_params d = tr_engine_default_params();
+    if (!p) p = &d;
+    if (p->prefill_chunk < 0)
+        return tr_err_set(err, TR_ERR_ARG, "engine: prefill_chunk = %d is negative", p->prefill_chunk);
+    tr_engine *e = calloc(1, sizeof *e);
+    if (!e) return tr_err_set(err, TR_ERR_NOMEM, "engine: out of memory");
+    tr_context_params cp = p->ctx;
+    cp.prefix_cache = !p->no_prefix_cache;
+    tr_status st = tr_context_new(m, &cp, &e->c, err);
+    if (st != TR_OK) {
+        free(e);
+        return st;
+    }
+    e->model = m;
+    e->vocab = tr_model_vocab(m);
+    e->cache = cp.prefix_cache;
+    e->n_seq_max = e->c->n_seq_max;
+    e->n_batch = e->c->n_batch;
+    e->prefill_chunk = p->prefill_chunk ? p->prefill_chunk : (e->n_batch / 8 > 32 ? e->n_batch / 8 : 32);
+    e->slot = calloc((size_t)e->n_seq_max, sizeof *e->slot);
+    e->b_tok = malloc(sizeof *e->b_tok * (size_t)e->n_batch);
+    e->b_pos = malloc(sizeof *e->b_pos * (size_t)e->n_batch);
+    e->b_seq = malloc(sizeof *e->b_seq * (size_t)e->n_batch);
+    e->b_logits = malloc((size_t)e->n_batch);
+    if (!e->slot || !e->b_tok || !e->b_pos || !e->b_seq || !e->b_logits) {
+        tr_engine_free(e);
+        return tr_err_set(err, TR_ERR_NOMEM, "engine: out of memory");
+    }
+    *out = e;
+    return TR_OK;
+}
+
+static void seq_destroy(seq *s) {
+    tr_sampler_free(s->sampler);
+    free(s->tok);
+    free(s);
+}
+
+void tr_engine_free(tr_engine *e) {
+    if (!e) return;
+    for (seq *s = e->all, *n; s; s = n) {
+        n = s->next;
+        seq_destroy(s);
+    }
+    tr_context_free(e->c);
+    free(e->slot);
+    free(e->b_tok);
+    free(e->b_pos);
+    free(e->b_seq);
+    free(e->b_logits);
+    free(e);
+}
+
+tr_context *tr_engine_context(tr_engine *e) { return e->c; }
+
+void tr_engine_load(const tr_engine *e, int32_t *n_waiting, int32_t *n_running, int64_t *n_preempted) {
+    int32_t w = 0, r = 0;
+    for (const seq *s = e->q_head; s; s = s->qnext) w++;
+    for (int32_t i = 0; i < e->n_seq_max; i++) r += e->slot[i] != NULL;
+    if (n_waiting) *n_waiting = w;
+    if (n_running) *n_running = r;
+    if (n_preempted) *n_preempted = e->n_preempted;
+}
+
+static seq *find(const tr_engine *e, int64_t id) {
+    for (seq *s = e->all; s; s = s->next)
+        if (s->id == id) return s;
+    return NULL;
+}
+
+/* ------------------------------------------------------------- the queue */
+
+static void queue_push(tr_engine *e, seq *s, bool front) {
+    s->qnext = NULL;
+    if (!e->q_head) {
+        e->q_head = e->q_tail = s;
+    } else if (front) {
+        s->qnext = e->q_head;
+        e->q_head = s;
+    } else {
+        e->q_tail->qnext = s;
+        e->q_tail = s;
+    }
+}
+
+static void queue_remove(tr_engine *e, seq *s) {
+    seq *prev = NULL;
+    for (seq *q = e->q_head; q; prev = q, q = q->qnext) {
+        if (q != s) continue;
+        if (prev) prev->qnext = q->qnext;
+        else e->q_head = q->qnext;
+        if (e->q_tail == q) e->q_tail = prev;
+        s->qnext = NULL;
+        return;
+    }
+}
+
+int64_t tr_engine_submit(tr_engine *e, const tr_seq_params *p, tr_error *err) {
+    const int32_t limit = e->c->n_ctx_seq, n_vocab = tr_model_n_vocab(e->model);
+    if (!p || !p->prompt || p->n_prompt <= 0) {
+        tr_err_set(err, TR_ERR_ARG, "the prompt is empty: it gave no tokens");
+        return -1;
+    }
+    if (p->n_prompt > limit || (p->n_predict != 0 && p->n_prompt >= limit)) {
+        tr_err_set(err, TR_ERR_ARG,
+                   "the prompt is %d tokens long, but a sequence holds at most %d tokens (prompt and answer "
+                   "together): shorten the prompt or use a larger context",
+                   p->n_prompt, limit);
+        return -1;
+    }
+    for (int32_t i = 0; i < p->n_prompt; i++)
+        if (p->prompt[i] < 0 || p->prompt[i] >= n_vocab) {
+            tr_err_set(err, TR_ERR_ARG, "prompt token %d is id %d, outside the vocabulary [0, %d)", i, p->prompt[i],
+                       n_vocab);
+            return -1;
+        }
+    seq *s = calloc(1, sizeof *s);
+    if (s) {
+        /* Room for every token the sequence may ever hold. */
+        s->cap_tok = p->n_predict < 0 || (int64_t)p->n_prompt + p->n_predict > limit ? limit : p->n_prompt + p->n_predict;
+        if (s->cap_tok < p->n_prompt) s->cap_tok = p->n_prompt;
+        s->tok = malloc(sizeof *s->tok * (size_t)s->cap_tok);
+    }
+    if (!s || !s->tok) {
+        if (s) free(s);
+        tr_err_set(err, TR_ERR_NOMEM, "out of memory for a sequence of %d tokens", p->n_prompt);
+        return -1;
+    }
+    memcpy(s->tok, p->prompt, sizeof *s->tok * (size_t)p->n_prompt);
+    s->n_tok = s->n_prompt = p->n_prompt;
+    s->n_predict = p->n_predict;
+    s->sp = p->sampling;
+    s->ignore_eog = p->ignore_eog;
+    s->no_cache = p->no_cache || !e->cache;
+    s->on_prompt_logits = p->on_prompt_logits;
+    s->logits_from = p->logits_from;
+    s->user = p->user;
+    s->slot = -1;
+    s->id = e->next_id++;
+    s->next = e->all;
+    e->all = s;
+    queue_push(e, s, false);
+    return s->id;
+}
+
+/* ---------------------------------------------------------- the slots */
+
+/* A running sequence gives its slot back (its cache released: blocks it
+ * published stay in the prefix cache). */
+static void vacate(tr_engine *e, seq *s) {
+    if (s->slot < 0) return;
+    tr_kv_seq_rm(e->c, s->slot, 0, -1);
+    e->slot[s->slot] = NULL;
+    s->slot = -1;
+    s->n_fed = 0;
+}
+
+static void end_seq(tr_engine *e, seq *s, tr_finish why) {
+    if (s->finish != TR_FINISH_NONE) return;
+    s->finish = why;
+    if (s->slot >= 0) vacate(e, s);
+    else queue_remove(e, s);
+    tr_sampler_free(s->sampler);
+    s->sampler = NULL;
+}
+
+static int32_t pending(const seq *s) { return s->n_tok - s->n_fed; }
+
+static int32_t blocks_for(const tr_engine *e, int32_t n) {
+    const int32_t bs = tr_kv_block_size(e->c->kv);
+    return (n + bs - 1) / bs;
+}
+
+/* The prefix another running sequence is computing and s could reuse once
+ * it has: true when a running sequence still prefilling holds s's tokens
+ * up to the end of the block after `have` but has not computed it yet. */
+static bool wait_for_twin(const tr_engine *e, const seq *s, int32_t have) {
+    const int32_t bs = tr_kv_block_size(e->c->kv), want = have + bs;
+    if (want > s->n_tok - 1) return false; /* reuse always leaves the last token to compute */
+    for (int32_t i = 0; i < e->n_seq_max; i++) {
+        const seq *r = e->slot[i];
+        if (!r || r->no_cache || r->n_fed >= want || r->n_tok < want) continue;
+        if (!memcmp(r->tok, s->tok, sizeof *s->tok * (size_t)want)) return true;
+    }
+    return false;
+}
+
+typedef enum { ADMITTED, WAIT_TWIN, NO_ROOM } admission;
+
+static admission admit(tr_engine *e, seq *s, int32_t slot) {
+    tr_context *c = e->c;
+    int32_t have = s->no_cache ? 0 : tr_kv_seq_reuse(c, slot, s->tok, s->n_tok);
+    admission why = ADMITTED;
+    if (!s->no_cache && wait_for_twin(e, s, have)) why = WAIT_TWIN;
+    else if (blocks_for(e, s->n_tok - have) > tr_kv_available(c->kv)) why = NO_ROOM;
+    else if (!s->admitted_once && !(s->sampler = tr_sampler_new(&s->sp, tr_model_n_vocab(e->model)))) why = NO_ROOM;
+    if (why != ADMITTED) {
+        tr_kv_seq_rm(c, slot, 0, -1);
+        return why;
+    }
+    if (!s->admitted_once) { /* the prompt counts for the penalties, as in llama.cpp's server */
+        for (int32_t i = 0; i < s->n_prompt; i++) tr_sampler_accept(s->sampler, s->tok[i]);
+        s->n_cached = have;
+        s->admitted_once = true;
+    }
+    tr_context_seq_publish(c, slot, !s->no_cache);
+    s->slot = slot;
+    s->n_fed = have;
+    s->admitted = ++e->n_admitted;
+    e->slot[slot] = s;
+    return ADMITTED;
+}
+
+/* Oldest first; one out of room stops the line (no overtaking by smaller
+ * requests), one waiting for a twin's prefix lets the others go. */
+static void admit_waiting(tr_engine *e) {
+    int32_t slot = 0;
+    for (seq *s = e->q_head, *n; s; s = n) {
+        n = s->qnext;
+        while (slot < e->n_seq_max && e->slot[slot]) slot++;
+        if (slot == e->n_seq_max) return;
+        admission a = admit(e, s, slot);
+        if (a == ADMITTED) queue_remove(e, s);
+        else if (a == NO_ROOM) return;
+    }
+}
+
+/* Blocks the generating sequences need this step; preempt the newest
+ * running sequences until the pool has them. */
+static void make_room(tr_engine *e) {
+    for (;;) {
+        int64_t need = 0;
+        for (int32_t i = 0; i < e->n_seq_max; i++)
+            if (e->slot[i] && pending(e->slot[i]) == 1) need += tr_kv_blocks_needed(e->c->kv, i, 1);
+        if (need <= tr_kv_available(e->c->kv)) return;
+        seq *victim = NULL;
+        for (int32_t i = 0; i < e->n_seq_max; i++)
+            if (e->slot[i] && (!victim || e->slot[i]->admitted > victim->admitted)) victim = e->slot[i];
+        int32_t running = 0;
+        for (int32_t i = 0; i < e->n_seq_max; i++) running += e->slot[i] != NULL;
+        if (!victim || running == 1) return; /* one sequence always fits (n_ctx_seq <= n_ctx) */
+        vacate(e, victim);
+        queue_push(e, victim, true);
+        e->n_preempted++;
+    }
+}
+
+/* ---------------------------------------------------------------- a step */
+
+enum { LOGITS_CHUNK = 64 }; /* rows of logits one sequence asks of a step (Gemma's are 1 MiB each) */
+
+static bool wants_logits(const seq *s, int32_t pos) {
+    return s->on_prompt_logits && pos >= s->logits_from && pos < s->n_prompt;
+}
+
+static void feed(tr_engine *e, seq *s, int32_t take, int32_t *n) {
+    s->b_first = *n;
+    s->b_n = take;
+    for (int32_t k = 0; k < take; k++) {
+        const int32_t pos = s->n_fed + k;
+        e->b_tok[*n] = s->tok[pos];
+        e->b_pos[*n] = pos;
+        e->b_seq[*n] = s->slot;
+        e->b_logits[*n] = pos == s->n_tok - 1 || wants_logits(s, pos);
+        (*n)++;
+    }
+}
+
+tr_status tr_engine_step(tr_engine *e, tr_step_stats *stats, tr_error *err) {
+    tr_step_stats st = {0};
+    if (stats) *stats = st;
+    admit_waiting(e);
+    make_room(e);
+    tr_kv *kv = e->c->kv;
+    int32_t n = 0, avail = tr_kv_available(kv);
+    for (int32_t i = 0; i < e->n_seq_max; i++) {
+        seq *s = e->slot[i];
+        if (!s) continue;
+        s->b_n = 0;
+        s->logits = NULL;
+        if (pending(s) != 1 || n >= e->n_batch) continue;
+        const int32_t need = tr_kv_blocks_needed(kv, i, 1);
+        if (need > avail) continue;
+        avail -= need;
+        feed(e, s, 1, &n);
+    }
+    const int32_t prompt_cap = n > 0 && n + e->prefill_chunk < e->n_batch ? n + e->prefill_chunk : e->n_batch;
+    for (int32_t i = 0; i < e->n_seq_max && n < prompt_cap; i++) {
+        seq *s = e->slot[i];
+        if (!s || pending(s) <= 1) continue;
+        int32_t take = pending(s);
+        if (take > prompt_cap - n) take = prompt_cap - n;
+        if (s->on_prompt_logits) { /* at most LOGITS_CHUNK rows of logits */
+            const int32_t from = s->logits_from > s->n_fed ? s->logits_from : s->n_fed;
+            if (s->n_fed + take > from + LOGITS_CHUNK) take = from + LOGITS_CHUNK - s->n_fed;
+        }
+        while (take > 0 && tr_kv_blocks_needed(kv, i, take) > avail) /* what the pool can hold */
+            take = take > tr_kv_block_size(kv) ? take - tr_kv_block_size(kv) : take - 1;
+        if (take <= 0) continue;
+        avail -= tr_kv_blocks_needed(kv, i, take);
+        feed(e, s, take, &n);
+        st.n_prompt_tokens += take;
+    }
+    if (n == 0) return TR_OK;
+
+    tr_batch b = {.n_tokens = n, .token = e->b_tok, .pos = e->b_pos, .seq_id = e->b_seq, .logits = e->b_logits};
+    tr_status rc = tr_decode(e->c, &b, err);
+    if (rc != TR_OK) { /* the cache is as it was; the batch's sequences cannot go on */
+        for (int32_t i = 0; i < e->n_seq_max; i++)
+            if (e->slot[i] && e->slot[i]->b_n) end_seq(e, e->slot[i], TR_FINISH_ERROR);
+        return rc;
+    }
+    st.n_tokens = n;
+    const int32_t limit = e->c->n_ctx_seq;
+    for (int32_t i = 0; i < e->n_seq_max; i++) {
+        seq *s = e->slot[i];
+        if (!s || !s->b_n) continue;
+        if (s->on_prompt_logits)
+            for (int32_t k = 0; k < s->b_n; k++)
+                if (wants_logits(s, s->n_fed + k))
+                    s->on_prompt_logits(s->user, s->n_fed + k, tr_get_logits(e->c, s->b_first + k));
+        s->n_fed += s->b_n;
+        if (s->n_fed < s->n_tok) continue;
+        /* Every known token is in the cache: the next one. */
+        if (s->n_predict == 0) {
+            end_seq(e, s, TR_FINISH_LENGTH);
+            continue;
+        }
+        const float *logits = tr_get_logits(e->c, s->b_first + s->b_n - 1);
+        const int32_t t = tr_sampler_sample(s->sampler, logits);
+        s->logits = logits;
+        st.n_sampled++;
+        if (!s->ignore_eog && tr_vocab_is_eog(e->vocab, t)) {
+            end_seq(e, s, TR_FINISH_EOG);
+            continue;
+        }
+        s->tok[s->n_tok++] = t;
+        s->n_gen++;
+        if (s->n_predict > 0 && s->n_gen >= s->n_predict) end_seq(e, s, TR_FINISH_LENGTH);
+        else if (s->n_fed >= limit || s->n_tok >= s->cap_tok) end_seq(e, s, TR_FINISH_CONTEXT); /* no position left */
+    }
+    if (stats) *stats = st;
+    return TR_OK;
+}
+
+/* ---------------------------------------------------------------- results */
+
+int32_t tr_engine_take(tr_engine *e, int64_t id, int32_t *tokens, int32_t cap, tr_seq_info *info) {
+    seq *s = find(e, id);
+    if (!s) return -1;
+    int32_t n = s->n_gen - s->n_taken;
+    if (n > cap) n = cap;
+    if (n > 0 && tokens) memcpy(tokens, s->tok + s->n_prompt + s->n_taken, sizeof *tokens * (size_t)n);
+    else if (!tokens) n = 0;
+    s->n_taken += n;
+    if (info) {
+        info->finish = s->finish;
+        info->running = s->slot >= 0;
+        info->n_prompt = s->n_prompt;
+        info->n_cached = s->n_cached;
+        info->n_generated = s->n_gen;
+    }
+    if (s->finish != TR_FINISH_NONE && s->n_taken == s->n_gen) tr_engine_cancel(e, id, true);
+    return n;
+}
+
+const float *tr_engine_logits(tr_engine *e, int64_t id) {
+    seq *s = find(e, id);
+    return s ? s->logits : NULL;
+}
+
+void tr_engine_cancel(tr_engine *e, int64_t id, bool release) {
+    seq *s = find(e, id);
+    if (!s) return;
+    end_seq(e, s, TR_FINISH_CANCELLED);
+    if (!release) return;
+    for (seq **pp = &e->all; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    seq_destroy(s);
+}

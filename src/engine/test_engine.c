@@ -1,0 +1,325 @@
+/* The engine's promise, on the real model (Gemma 3 270M): a sequence's
+ * tokens and the logits they were sampled from are the same bits
+ *   - alone, or batched with up to 7 others arriving at other times;
+ *   - whatever the chunks its prompt is cut into (n_batch 1, 7, 64, 512);
+ *   - whether its prefix came from the prefix cache or was computed;
+ *   - when it was preempted for lack of KV blocks and recomputed;
+ *   - greedy, and sampled at temperature 0.8 with a seed.
+ * The reference for each prompt is its run alone in a fresh engine without
+ * the prefix cache, prompt in one batch. Also: prompt limits, cancellation
+ * releasing blocks at once, n_predict = 0 with prompt logits (perplexity). */
+#include "trinity.h"
+#include "tt.h"
+
+#define MODEL "models/gemma-3-270m-q4_k_m.gguf"
+enum { N_PROMPTS = 8, N_GEN = 10 };
+
+static tr_model *model;
+static int32_t *prompts[N_PROMPTS];
+static size_t n_prompt[N_PROMPTS];
+
+typedef struct run_out {
+    int32_t tok[N_GEN];
+    uint64_t logits_hash[N_GEN];
+    int32_t n, n_cached;
+    tr_finish finish;
+} run_out;
+
+static uint64_t hash_floats(const float *x, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    const unsigned char *b = (const unsigned char *)x;
+    for (size_t i = 0; i < n * sizeof *x; i++) h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+static tr_engine *engine(int32_t n_seq, int32_t n_batch, int32_t n_ctx, bool cache) {
+    tr_engine_params p = tr_engine_default_params();
+    p.ctx.n_seq_max = n_seq;
+    p.ctx.n_batch = n_batch;
+    p.ctx.n_ctx = n_ctx;
+    p.ctx.n_threads = 2;
+    p.no_prefix_cache = !cache;
+    tr_engine *e = NULL;
+    tr_error err = {{0}};
+    if (tr_engine_new(model, &p, &e, &err) != TR_OK) fprintf(stderr, "  engine: %s\n", err.msg);
+    return e;
+}
+
+static tr_seq_params seq_params(int i, float temp) {
+    tr_seq_params p = {.prompt = prompts[i], .n_prompt = (int32_t)n_prompt[i], .n_predict = N_GEN,
+                       .sampling = tr_sampler_default_params()};
+    p.sampling.temp = temp;
+    p.sampling.seed = 1234 + (uint64_t)i;
+    p.ignore_eog = true;
+    return p;
+}
+
+/* Take what sequence id has, recording each token's logits hash (the
+ * logits are those of the latest token: take after every step). */
+static void collect(tr_engine *e, int64_t id, run_out *o) {
+    int32_t t[N_GEN];
+    tr_seq_info info;
+    const float *l = tr_engine_logits(e, id);
+    int32_t k = tr_engine_take(e, id, t, N_GEN, &info);
+    if (k <= 0) {
+        if (k == 0) o->finish = info.finish, o->n_cached = info.n_cached;
+        return;
+    }
+    TT_CHECK_EQ_INT(k, 1);
+    o->tok[o->n] = t[0];
+    o->logits_hash[o->n] = l ? hash_floats(l, (size_t)tr_model_n_vocab(model)) : 0;
+    o->n++;
+    o->finish = info.finish;
+    o->n_cached = info.n_cached;
+}
+
+/* Submit prompts idx[0..n) (prompt k after `delay[k]` steps), step until all end. */
+static void run_many(tr_engine *e, const int *idx, const int *delay, int n, float temp, run_out *out) {
+    int64_t id[N_PROMPTS];
+    bool done[N_PROMPTS] = {0};
+    memset(out, 0, sizeof *out * (size_t)n);
+    for (int k = 0; k < n; k++) id[k] = -1;
+    for (int step = 0; step < 2000; step++) {
+        for (int k = 0; k < n; k++)
+            if (id[k] < 0 && step >= delay[k]) {
+                tr_seq_params p = seq_params(idx[k], temp);
+                tr_error err = {{0}};
+                id[k] = tr_engine_submit(e, &p, &err);
+                TT_CHECK(id[k] >= 0);
+            }
+        tr_error err = {{0}};
+        TT_CHECK(tr_engine_step(e, NULL, &err) == TR_OK);
+        bool all = true;
+        for (int k = 0; k < n; k++) {
+            if (id[k] < 0 || done[k]) {
+                all &= done[k];
+                continue;
+            }
+            collect(e, id[k], &out[k]);
+            done[k] = out[k].finish != TR_FINISH_NONE;
+            all &= done[k];
+        }
+        if (all) return;
+    }
+    TT_CHECK(!"the engine did not finish its sequences in 2000 steps");
+}
+
+static run_out ref_greedy[N_PROMPTS], ref_sampled[N_PROMPTS];
+
+static bool same(const run_out *a, const run_out *b) {
+    return a->n == b->n && !memcmp(a->tok, b->tok, sizeof a->tok) && !memcmp(a->logits_hash, b->logits_hash, sizeof a->logits_hash);
+}
+
+TT_TEST(references_alone) {
+    for (int i = 0; i < N_PROMPTS; i++) {
+        tr_engine *e = engine(1, 512, 512, false);
+        if (!e) return;
+        int idx = i, d = 0;
+        run_many(e, &idx, &d, 1, 0.0f, &ref_greedy[i]);
+        run_many(e, &idx, &d, 1, 0.8f, &ref_sampled[i]);
+        TT_CHECK_EQ_INT(ref_greedy[i].n, N_GEN);
+        TT_CHECK_EQ_INT(ref_greedy[i].finish, TR_FINISH_LENGTH);
+        tr_engine_free(e);
+    }
+    /* The sampled runs really sample: not all equal to greedy. */
+    int differ = 0;
+    for (int i = 0; i < N_PROMPTS; i++) differ += memcmp(ref_greedy[i].tok, ref_sampled[i].tok, sizeof ref_greedy[i].tok) != 0;
+    TT_CHECK(differ > 0);
+}
+
+TT_TEST(prompt_chunks_do_not_change_the_output) {
+    const int32_t batches[] = {1, 7, 64};
+    for (int b = 0; b < 3; b++) {
+        tr_engine *e = engine(1, batches[b], 512, false);
+        if (!e) return;
+        for (int i = 0; i < 2; i++) {
+            run_out o;
+            int idx = i, d = 0;
+            run_many(e, &idx, &d, 1, 0.0f, &o);
+            TT_CHECK(same(&o, &ref_greedy[i]));
+        }
+        tr_engine_free(e);
+    }
+}
+
+TT_TEST(batched_with_others_does_not_change_the_output) {
+    int idx[N_PROMPTS], delay[N_PROMPTS];
+    for (int k = 0; k < N_PROMPTS; k++) {
+        idx[k] = k;
+        delay[k] = (k * 3) % 7; /* arriving while others prefill and decode */
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        const float temp = pass ? 0.8f : 0.0f;
+        tr_engine *e = engine(N_PROMPTS, 64, 4096, false); /* small batches: prompts in several chunks */
+        if (!e) return;
+        run_out o[N_PROMPTS];
+        run_many(e, idx, delay, N_PROMPTS, temp, o);
+        for (int k = 0; k < N_PROMPTS; k++) {
+            const bool ok = same(&o[k], pass ? &ref_sampled[k] : &ref_greedy[k]);
+            if (!ok) fprintf(stderr, "  prompt %d (temp %.1f) differs batched\n", k, temp);
+            TT_CHECK(ok);
+        }
+        tr_engine_free(e);
+    }
+}
+
+TT_TEST(prefix_cache_hit_gives_the_same_output) {
+    tr_engine *e = engine(4, 512, 2048, true);
+    if (!e) return;
+    int idx = 0, d = 0;
+    run_out first, again;
+    run_many(e, &idx, &d, 1, 0.0f, &first);
+    run_many(e, &idx, &d, 1, 0.0f, &again);
+    TT_CHECK(same(&first, &ref_greedy[0]));
+    TT_CHECK(same(&again, &ref_greedy[0]));
+    TT_CHECK_EQ_INT(first.n_cached, 0);
+    TT_CHECK(again.n_cached >= 32 && again.n_cached < (int32_t)n_prompt[0]);
+    /* Prompt 1 shares prompt 0's first blocks (see main): a partial hit. */
+    idx = 1;
+    run_out shared;
+    run_many(e, &idx, &d, 1, 0.0f, &shared);
+    TT_CHECK(same(&shared, &ref_greedy[1]));
+    TT_CHECK(shared.n_cached >= 32);
+    /* Several at once sharing the prefix: one computes it, the others wait for it and reuse it. */
+    tr_engine_free(e);
+    e = engine(4, 512, 2048, true);
+    int many[4] = {0, 1, 2, 3}, delays[4] = {0, 0, 0, 0};
+    run_out o[4];
+    run_many(e, many, delays, 4, 0.0f, o);
+    int hits = 0;
+    for (int k = 0; k < 4; k++) {
+        TT_CHECK(same(&o[k], &ref_greedy[k]));
+        hits += o[k].n_cached > 0;
+    }
+    TT_CHECK(hits >= 2);
+    tr_kv_stats ks;
+    tr_context_kv_stats(tr_engine_context(e), &ks);
+    TT_CHECK_EQ_INT(ks.blocks_used, 0); /* everything finished: blocks are free or cached */
+    TT_CHECK(ks.blocks_cached > 0);
+    TT_CHECK(ks.hit_tokens > 0);
+    tr_engine_free(e);
+}
+
+TT_TEST(preemption_for_blocks_gives_the_same_output) {
+    /* A pool of 160 tokens for 4 sequences of ~60-70 tokens each: the
+     * engine must preempt and recompute (with and without the cache). */
+    for (int cache = 0; cache < 2; cache++) {
+        tr_engine *e = engine(4, 64, 160, cache);
+        if (!e) return;
+        int idx[4] = {4, 5, 6, 7}, delay[4] = {0, 0, 1, 2};
+        run_out o[4];
+        run_many(e, idx, delay, 4, 0.8f, o);
+        for (int k = 0; k < 4; k++) TT_CHECK(same(&o[k], &ref_sampled[idx[k]]));
+        int64_t preempted = 0;
+        tr_engine_load(e, NULL, NULL, &preempted);
+        TT_CHECK(preempted > 0);
+        tr_engine_free(e);
+    }
+}
+
+typedef struct ppl {
+    int calls;
+    int32_t first_pos, last_pos;
+    uint64_t h;
+} ppl;
+
+static void on_logits(void *user, int32_t pos, const float *l) {
+    ppl *p = user;
+    if (!p->calls++) p->first_pos = pos;
+    p->last_pos = pos;
+    p->h ^= hash_floats(l, (size_t)tr_model_n_vocab(model)) + (uint64_t)pos;
+}
+
+TT_TEST(prompt_logits_limits_and_cancel) {
+    tr_engine *e = engine(2, 512, 256, true);
+    if (!e) return;
+    tr_error err = {{0}};
+    /* prompt logits from a position on, the same bits at any chunking */
+    ppl a = {0}, b = {0};
+    tr_seq_params p = {.prompt = prompts[2], .n_prompt = (int32_t)n_prompt[2], .n_predict = 0,
+                       .on_prompt_logits = on_logits, .logits_from = 5, .user = &a, .no_cache = true};
+    int64_t id = tr_engine_submit(e, &p, &err);
+    TT_CHECK(id >= 0);
+    tr_seq_info info = {0};
+    for (int s = 0; s < 10 && tr_engine_take(e, id, NULL, 0, &info) >= 0 && info.finish == TR_FINISH_NONE; s++)
+        tr_engine_step(e, NULL, &err);
+    TT_CHECK_EQ_INT(a.calls, (int32_t)n_prompt[2] - 5);
+    TT_CHECK_EQ_INT(a.first_pos, 5);
+    TT_CHECK_EQ_INT(a.last_pos, (int32_t)n_prompt[2] - 1);
+    tr_engine *e7 = engine(1, 7, 256, false);
+    p.user = &b;
+    id = tr_engine_submit(e7, &p, &err);
+    for (int s = 0; s < 100 && tr_engine_take(e7, id, NULL, 0, &info) >= 0 && info.finish == TR_FINISH_NONE; s++)
+        tr_engine_step(e7, NULL, &err);
+    TT_CHECK_EQ_INT(b.calls, a.calls);
+    TT_CHECK(a.h == b.h);
+    tr_engine_free(e7);
+
+    /* a prompt that can never fit is refused, naming both lengths */
+    int32_t big[300] = {0};
+    tr_seq_params q = {.prompt = big, .n_prompt = 300, .n_predict = 4, .sampling = tr_sampler_default_params()};
+    TT_CHECK(tr_engine_submit(e, &q, &err) < 0);
+    TT_CHECK(strstr(err.msg, "300") && strstr(err.msg, "256"));
+    q.n_prompt = 0;
+    TT_CHECK(tr_engine_submit(e, &q, &err) < 0);
+    big[0] = -5;
+    q.n_prompt = 3;
+    TT_CHECK(tr_engine_submit(e, &q, &err) < 0);
+
+    /* cancel mid-prompt releases its blocks at once */
+    tr_seq_params r = seq_params(3, 0.0f);
+    r.no_cache = true;
+    id = tr_engine_submit(e, &r, &err);
+    tr_engine_step(e, NULL, &err);
+    tr_kv_stats ks;
+    tr_context_kv_stats(tr_engine_context(e), &ks);
+    TT_CHECK(ks.blocks_used > 0);
+    tr_engine_cancel(e, id, false);
+    tr_context_kv_stats(tr_engine_context(e), &ks);
+    TT_CHECK_EQ_INT(ks.blocks_used, 0);
+    int32_t got[N_GEN];
+    TT_CHECK(tr_engine_take(e, id, got, N_GEN, &info) >= 0); /* the token its one step sampled, if any */
+    TT_CHECK_EQ_INT(info.finish, TR_FINISH_CANCELLED);
+    TT_CHECK_EQ_INT(tr_engine_take(e, id, NULL, 0, &info), -1); /* released by the take that saw the end */
+    tr_engine_free(e);
+}
+
+int main(void) {
+    tr_error err = {{0}};
+    if (tr_model_load(MODEL, &model, &err) != TR_OK) {
+        fprintf(stderr, "  model missing (run scripts/setup.sh): %s\n", err.msg);
+        TT_CHECK(0);
+        return TT_DONE();
+    }
+    /* Prompts of 20-70 tokens; 0-3 share a first part of about 50 tokens
+     * (more than one 32-token block), the others are unrelated. */
+    static const char *shared =
+        "The history of the printing press begins in the fifteenth century, when Johannes Gutenberg combined "
+        "movable metal type with an oil-based ink and a wooden press. His workshop in Mainz turned out pages "
+        "faster than any scribe could copy them.";
+    static const char *tails[] = {
+        " Within fifty years, presses were", " Scholars soon noticed that", " The first book he printed was",
+        " Prices of books fell because",
+        "Photosynthesis converts light energy into chemical energy stored in glucose. In plants it takes place in "
+        "the chloroplasts, where",
+        "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n\n# Now a "
+        "faster version:\n",
+        "Dear hiring manager, I am writing to apply for the position of", "1, 1, 2, 3, 5, 8, 13, 21, 34,"};
+    for (int i = 0; i < N_PROMPTS; i++) {
+        char text[512];
+        snprintf(text, sizeof text, "%s%s", i < 4 ? shared : "", tails[i]);
+        if (tr_tokenize(tr_model_vocab(model), text, strlen(text), true, false, &prompts[i], &n_prompt[i], &err)) {
+            fprintf(stderr, "  %s\n", err.msg);
+            return 1;
+        }
+    }
+    TT_RUN(references_alone);
+    TT_RUN(prompt_chunks_do_not_change_the_output);
+    TT_RUN(batched_with_others_does_not_change_the_output);
+    TT_RUN(prefix_cache_hit_gives_the_same_output);
+    TT_RUN(preemption_for_blocks_gives_the_same_output);
+    TT_RUN(prompt_logits_limits_and_cancel);
+    for (int i = 0; i < N_PROMPTS; i++) free(prompts[i]);
+    tr_model_free(model);
+    return TT_DONE();
+}
