@@ -157,7 +157,7 @@ def test_multi_sequence_matches_single(elib, models):
     prompt = list(map(int, RANDOM[key + "_prompt"]))
     other = prompt[:1] + prompt[:0:-1]
     m = E.Model(elib, models[key])
-    c = E.Context(m, n_ctx=128, n_batch=256, n_seq_max=2, n_threads=2)
+    c = E.Context(m, n_ctx=256, n_batch=256, n_seq_max=2, n_threads=2)
     try:
         n = len(prompt)
         toks, pos, seq = [], [], []

@@ -31,6 +31,7 @@ static void usage(FILE *f) {
             "  -p N      prompt tokens of the pp test (0: skip)\n"
             "  -n N      generated tokens of the tg test (0: skip)\n"
             "  -d D      also run tg at depth D (D tokens in the cache first)\n"
+            "  --kv-block N  tokens per KV-cache block (default 32)\n"
             "  -r R      repetitions; the table gives mean +/- standard deviation\n"
             "  -t T      threads (default: all cores)\n"
             "  --no-bw   skip the bandwidth measurement\n"
@@ -121,7 +122,7 @@ static long rss_kib(void) {
 
 int cmd_bench(int argc, char **argv) {
     const char *model_path = NULL;
-    long n_prompt = 128, n_gen = 64, n_threads = 0, reps = 3, depth = 0;
+    long n_prompt = 128, n_gen = 64, n_threads = 0, reps = 3, depth = 0, kv_block = 0;
     bool json = false, do_bw = true;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -147,6 +148,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-t")) target = &n_threads, lo = 1, hi = 256;
         else if (!strcmp(a, "-r")) target = &reps, lo = 1, hi = 1000;
         else if (!strcmp(a, "-d")) target = &depth;
+        else if (!strcmp(a, "--kv-block")) target = &kv_block, lo = 1, hi = 4096;
         else {
             fprintf(stderr, "trinity bench: unknown option '%s'\n", a);
             usage(stderr);
@@ -186,6 +188,7 @@ int cmd_bench(int argc, char **argv) {
     tr_context_params cp = tr_context_default_params();
     long need = n_prompt > depth + n_gen ? n_prompt : depth + n_gen;
     cp.n_ctx = (int32_t)(need + 1);
+    cp.kv_block = (int32_t)kv_block;
     cp.n_batch = (int32_t)(n_prompt > 0 && n_prompt < 512 ? n_prompt : 512);
     cp.n_threads = (int32_t)(n_threads > 0 ? n_threads : sysconf(_SC_NPROCESSORS_ONLN));
     if (cp.n_threads < 1) cp.n_threads = 1;
