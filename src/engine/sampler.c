@@ -95,33 +95,31 @@ static int cmp_desc(const void *a, const void *b) {
     return x->id < y->id ? -1 : (x->id > y->id);
 }
 
-/* Move the k largest to the front, sorted (partial selection, then sort). */
-static void top_k_sort(cand *c, int32_t n, int32_t k) {
-    if (k >= n) {
-        qsort(c, (size_t)n, sizeof *c, cmp_desc);
-        return;
+/* The penalised logit of token i, as llama.cpp applies them: divide
+ * positive logits, multiply negative ones, then subtract count * frequency
+ * + presence. */
+static inline float penalised(const tr_sampler *s, const float *logits, int32_t i, bool penalize) {
+    float l = logits[i];
+    if (penalize && s->counts[i] > 0) {
+        const tr_sampler_params *p = &s->p;
+        l = l <= 0 ? l * p->repeat_penalty : l / p->repeat_penalty;
+        l -= (float)s->counts[i] * p->frequency_penalty + p->presence_penalty;
     }
-    /* quickselect-style partition until the first k are the k largest */
-    int32_t lo = 0, hi = n - 1;
-    while (lo < hi) {
-        cand pivot = c[(lo + hi) / 2];
-        int32_t i = lo, j = hi;
-        while (i <= j) {
-            while (cmp_desc(&c[i], &pivot) < 0) i++;
-            while (cmp_desc(&c[j], &pivot) > 0) j--;
-            if (i <= j) {
-                cand t = c[i];
-                c[i] = c[j];
-                c[j] = t;
-                i++;
-                j--;
-            }
-        }
-        if (k - 1 <= j) hi = j;
-        else if (k - 1 >= i) lo = i;
-        else break;
+    return l;
+}
+
+/* Min-heap on cmp_desc's order (the root is the worst kept). */
+static void heap_down(cand *h, int32_t k, int32_t i) {
+    for (;;) {
+        int32_t w = i, l = 2 * i + 1, r = l + 1;
+        if (l < k && cmp_desc(&h[l], &h[w]) > 0) w = l;
+        if (r < k && cmp_desc(&h[r], &h[w]) > 0) w = r;
+        if (w == i) return;
+        cand t = h[i];
+        h[i] = h[w];
+        h[w] = t;
+        i = w;
     }
-    qsort(c, (size_t)k, sizeof *c, cmp_desc);
 }
 
 int32_t tr_sampler_sample(tr_sampler *s, const float *logits) {
@@ -130,30 +128,37 @@ int32_t tr_sampler_sample(tr_sampler *s, const float *logits) {
     int32_t n = s->n_vocab;
     cand *c = s->cands;
     const bool penalize = p->repeat_penalty != 1.0f || p->presence_penalty != 0 || p->frequency_penalty != 0;
-    for (int32_t i = 0; i < n; i++) {
-        float l = logits[i];
-        if (penalize && s->counts[i] > 0) {
-            /* llama.cpp: divide positive logits, multiply negative ones, then
-             * subtract count * frequency + presence. */
-            l = l <= 0 ? l * p->repeat_penalty : l / p->repeat_penalty;
-            l -= (float)s->counts[i] * p->frequency_penalty + p->presence_penalty;
-        }
-        c[i].id = i;
-        c[i].logit = l;
-    }
 
     int32_t chosen;
     if (p->temp <= 0) {
+        /* The argmax, straight off the logits (first of equals). */
         int32_t best = 0;
-        for (int32_t i = 1; i < n; i++)
-            if (c[i].logit > c[best].logit) best = i;
-        chosen = c[best].id;
+        float bl = penalised(s, logits, 0, penalize);
+        for (int32_t i = 1; i < n; i++) {
+            const float l = penalised(s, logits, i, penalize);
+            if (l > bl) bl = l, best = i;
+        }
+        chosen = best;
     } else {
         if (p->top_k > 0 && p->top_k < n) {
-            top_k_sort(c, n, p->top_k);
-            n = p->top_k;
+            /* The k best in one pass through a heap of k (the vocabulary is
+             * 262144 for Gemma: no copy and sort of all of it), then sorted:
+             * the same candidates in the same order as a full sort. */
+            const int32_t k = p->top_k;
+            for (int32_t i = 0; i < k; i++) c[i] = (cand){.id = i, .logit = penalised(s, logits, i, penalize)};
+            for (int32_t i = k / 2 - 1; i >= 0; i--) heap_down(c, k, i);
+            for (int32_t i = k; i < n; i++) {
+                const cand x = {.id = i, .logit = penalised(s, logits, i, penalize)};
+                if (cmp_desc(&x, &c[0]) < 0) { /* better than the worst kept */
+                    c[0] = x;
+                    heap_down(c, k, 0);
+                }
+            }
+            qsort(c, (size_t)k, sizeof *c, cmp_desc);
+            n = k;
         } else {
-            top_k_sort(c, n, n);
+            for (int32_t i = 0; i < n; i++) c[i] = (cand){.id = i, .logit = penalised(s, logits, i, penalize)};
+            qsort(c, (size_t)n, sizeof *c, cmp_desc);
         }
         /* softmax over the survivors (sorted, c[0] is the largest) */
         double sum = 0;

@@ -144,6 +144,46 @@ TT_TEST(same_seed_same_tokens) {
     tr_sampler_free(c);
 }
 
+/* top-k selects in one pass (a heap) instead of sorting the vocabulary:
+ * it must keep the same tokens in the same order, ties included (equal
+ * logits ordered by id). The check: the same draws as a sampler without
+ * top-k given logits where everything but those k best is -inf, with the
+ * default top-p, min-p and penalties on. */
+TT_TEST(top_k_selection_equals_masking_the_rest) {
+    enum { NV = 5000, K = 40 };
+    static float logits[NV], masked[NV];
+    for (int round = 0; round < 20; round++) {
+        for (int i = 0; i < NV; i++) logits[i] = (float)(int)(tt_rndf() * 40) / 4; /* many ties */
+        /* the K best by (logit desc, id asc), found the slow way */
+        static int order[NV];
+        for (int i = 0; i < NV; i++) order[i] = i;
+        for (int i = 0; i < K; i++)
+            for (int j = i + 1; j < NV; j++) {
+                const float a = logits[order[i]], b = logits[order[j]];
+                if (b > a || (b == a && order[j] < order[i])) {
+                    int t = order[i];
+                    order[i] = order[j];
+                    order[j] = t;
+                }
+            }
+        for (int i = 0; i < NV; i++) masked[i] = -INFINITY;
+        for (int i = 0; i < K; i++) masked[order[i]] = logits[order[i]];
+        tr_sampler_params p = tr_sampler_default_params();
+        p.seed = 100 + (uint64_t)round;
+        p.top_k = K;
+        p.top_p = 0.9f;
+        p.min_p = 0.01f;
+        p.repeat_penalty = 1.3f;
+        p.presence_penalty = 0.5f;
+        tr_sampler *a = tr_sampler_new(&p, NV);
+        p.top_k = 0;
+        tr_sampler *b = tr_sampler_new(&p, NV);
+        for (int i = 0; i < 50; i++) TT_CHECK_EQ_INT(tr_sampler_sample(a, logits), tr_sampler_sample(b, masked));
+        tr_sampler_free(a);
+        tr_sampler_free(b);
+    }
+}
+
 TT_TEST(bad_arguments) {
     tr_sampler_params p = plain();
     TT_CHECK(tr_sampler_new(&p, 0) == NULL);
@@ -165,6 +205,7 @@ int main(void) {
     TT_RUN(repeat_penalty_follows_llamacpp);
     TT_RUN(penalty_window_forgets_old_tokens);
     TT_RUN(same_seed_same_tokens);
+    TT_RUN(top_k_selection_equals_masking_the_rest);
     TT_RUN(bad_arguments);
     return TT_DONE();
 }
