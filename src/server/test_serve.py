@@ -311,6 +311,57 @@ def test_eight_concurrent_streams_equal_sequential(client):
     assert results == sequential
 
 
+def test_prefix_cache_hit_equals_miss_bit_for_bit(server, client):
+    """A prompt whose blocks come from the prefix cache gives the very tokens
+    and log-probabilities it gives computed from scratch (cache_prompt: false),
+    alone or with three others sharing its prefix in flight; usage says what
+    was reused; /metrics counts it."""
+    system = ("You are a careful assistant. Answer briefly and precisely, and say so when you do not know. "
+              "The user asks about history, science and programming. ") * 3
+    tails = [" Question: who printed the first book in Europe?", " Question: what is photosynthesis?",
+             " Question: what does a compiler do?", " Question: why is the sky blue?"]
+
+    def ask(tail, cache):
+        r = client.completions.create(model="gemma", prompt=system + tail, max_tokens=12, temperature=0,
+                                      logprobs=3, extra_body={"cache_prompt": cache})
+        ch = r.choices[0]
+        return (ch.text, ch.logprobs.tokens, ch.logprobs.token_logprobs, ch.logprobs.top_logprobs), r.usage
+
+    fresh = [ask(t, False) for t in tails]
+    for out, usage in fresh:
+        assert usage.prompt_tokens_details.cached_tokens == 0
+        assert len(out[1]) == usage.completion_tokens
+    first, usage = ask(tails[0], True)  # computes and keeps the blocks
+    assert first == fresh[0][0]
+    again, usage = ask(tails[0], True)
+    assert again == fresh[0][0]
+    n_prompt = usage.prompt_tokens
+    assert 32 <= usage.prompt_tokens_details.cached_tokens < n_prompt
+    # four at once, sharing the system prompt's blocks
+    results, errors = [None] * 4, []
+
+    def worker(i):
+        try:
+            results[i] = ask(tails[i], True)
+        except Exception as ex:  # reported below
+            errors.append(repr(ex))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i in range(4):
+        assert results[i][0] == fresh[i][0], f"prompt {i} differs with the cache"
+        assert results[i][1].prompt_tokens_details.cached_tokens >= 32
+    m = server.metrics(AUTH)
+    assert m["trinity_kv_blocks_total"] * m["trinity_kv_block_tokens"] >= CTX
+    assert m["trinity_kv_blocks_used"] == 0 and m["trinity_kv_blocks_cached"] > 0
+    assert m["trinity_prefix_cache_hit_tokens_total"] >= 5 * 32
+    assert 0 < m["trinity_prefix_cache_hit_rate"] <= 1
+
+
 KILLED_CLIENT = r"""
 import sys, openai
 c = openai.OpenAI(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0)
