@@ -354,8 +354,8 @@ typedef struct tr_kv_stats {
     int32_t blocks_cached;  /* unused, kept for the prefix cache (evicted when the pool needs them) */
     int64_t tokens_held;    /* positions held by sequences */
     uint64_t evictions;     /* cached blocks given to new content */
-    uint64_t hit_tokens;    /* prompt positions taken from the prefix cache */
-    uint64_t lookup_tokens; /* prompt positions looked up */
+    uint64_t hit_tokens;    /* prompt positions admitted requests took from the prefix cache */
+    uint64_t lookup_tokens; /* prompt positions of the requests admitted with the cache on */
     size_t bytes_per_block; /* K and V of one block, all layers */
 } tr_kv_stats;
 void tr_context_kv_stats(const tr_context *c, tr_kv_stats *out);

@@ -238,7 +238,7 @@ tr_status tr_kv_seq_cp(tr_context *c, int32_t src, int32_t dst, tr_error *err) {
 
 int32_t tr_kv_seq_reuse(tr_context *c, int32_t seq, const int32_t *tokens, int32_t n) {
     if (!c || !c->prefix_cache || seq < 0 || seq >= c->n_seq_max || n > c->n_ctx_seq) return 0;
-    return tr_kv_reuse(c->kv, seq, tokens, n, true);
+    return tr_kv_reuse(c->kv, seq, tokens, n, true); /* the engine counts lookups (tr_kv_note_lookup) */
 }
 
 void tr_context_seq_publish(tr_context *c, int32_t seq, bool on) {

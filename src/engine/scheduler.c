@@ -280,6 +280,7 @@ static admission admit(tr_engine *e, seq *s, int32_t slot) {
         for (int32_t i = 0; i < s->n_prompt; i++) tr_sampler_accept(s->sampler, s->tok[i]);
         s->n_cached = have;
         s->admitted_once = true;
+        if (!s->no_cache) tr_kv_note_lookup(c->kv, s->n_prompt, have);
     }
     tr_context_seq_publish(c, slot, !s->no_cache);
     s->slot = slot;

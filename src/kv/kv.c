@@ -333,7 +333,6 @@ int32_t tr_kv_reuse(tr_kv *kv, int32_t seq, const int32_t *tokens, int32_t n, bo
     int32_t *tab = kv->table + (size_t)seq * kv->max_blocks;
     int32_t i = 0, parent = -1;
     uint64_t h = 0;
-    kv->lookup_tokens += (uint64_t)n;
     while ((int64_t)(i + 1) * bs <= limit && i < kv->max_blocks) {
         const int32_t *tok = tokens + (size_t)i * bs;
         h = chain_hash(parent >= 0 ? kv->hash[parent] : 0, tok, bs);
@@ -345,8 +344,12 @@ int32_t tr_kv_reuse(tr_kv *kv, int32_t seq, const int32_t *tokens, int32_t n, bo
     }
     kv->len[seq] = i * bs;
     kv->n_pub[seq] = i;
-    kv->hit_tokens += (uint64_t)i * bs;
     return i * bs;
+}
+
+void tr_kv_note_lookup(tr_kv *kv, int64_t looked_up, int64_t hit) {
+    kv->lookup_tokens += (uint64_t)looked_up;
+    kv->hit_tokens += (uint64_t)hit;
 }
 
 /* ------------------------------------------------------------ inspection */

@@ -73,6 +73,9 @@ tr_status tr_kv_fork(tr_kv *kv, int32_t src, int32_t dst, tr_error *err);
  * tokens[0..n) that leaves at least one token of tokens[0..n) uncovered when
  * leave_one. Returns the positions it now holds (a multiple of the block size). */
 int32_t tr_kv_reuse(tr_kv *kv, int32_t seq, const int32_t *tokens, int32_t n, bool leave_one);
+/* Count a request's lookup for the hit-rate figures (a reuse may be tried
+ * and undone several times before a request is admitted: count it once). */
+void tr_kv_note_lookup(tr_kv *kv, int64_t looked_up, int64_t hit);
 
 /* Storage. Slot index of (seq, pos) in the pool (block * bs + offset). */
 static inline int64_t tr_kv_slot(const int32_t *table, int32_t bs, int32_t pos) {
