@@ -39,6 +39,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import signal
 import socket
 import statistics
@@ -53,7 +54,7 @@ import llama_server  # noqa: E402  (bench/llama_server.py)
 
 HOST = "127.0.0.1"  # the only address this benchmark ever talks to
 LICENCES = "/usr/share/common-licenses"
-TOKENS_PER_WORD = 1.3  # Gemma's tokenizer on these licence texts (measured: see words_for)
+TOKENS_PER_WORD = 1.2  # Gemma 3 on these texts: `trinity tokenize` of 1,000-word slices gives 1,193-1,216
 ENGINES = ("trinity", "llama-server")
 
 
@@ -86,8 +87,9 @@ class Corpus:
 
 # ----------------------------------------------------------------- requests
 
-def request(port: int, body: dict, timeout: float) -> dict:
-    """POST /v1/completions streamed; returns the timings of the events.
+def request(srv, body: dict, timeout: float) -> dict:
+    """POST /v1/completions streamed to `srv`; returns the timings of the events.
+    Fields the server refused at warm-up (srv.drop) are left out.
 
     TTFT is the time from sending the request to the first event that carries
     generated text; tokens come from the final usage (stream_options.include_usage),
@@ -95,9 +97,9 @@ def request(port: int, body: dict, timeout: float) -> dict:
     out = {"ok": False, "status": None}
     t0 = time.perf_counter()
     deadline = t0 + timeout
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    conn = http.client.HTTPConnection(HOST, srv.port, timeout=timeout)
     try:
-        data = json.dumps(body).encode()
+        data = json.dumps({k: v for k, v in body.items() if k not in srv.drop}).encode()
         conn.request("POST", "/v1/completions", body=data,
                      headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
         resp = conn.getresponse()
@@ -177,7 +179,7 @@ def body_for(prompt: str, max_tokens: int, cache: bool = True) -> dict:
     return b
 
 
-def run_streams(port: int, streams: list, timeout: float) -> tuple:
+def run_streams(srv, streams: list, timeout: float) -> tuple:
     """Runs each stream's requests back to back, all streams at once.
     Returns (results, wall seconds from the common start to the last end)."""
     results = [[] for _ in streams]
@@ -186,15 +188,15 @@ def run_streams(port: int, streams: list, timeout: float) -> tuple:
     def worker(i: int) -> None:
         barrier.wait()
         for body in streams[i]:
-            results[i].append(request(port, body, timeout))
+            results[i].append(request(srv, body, timeout))
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(len(streams))]
     for t in threads:
         t.start()
     barrier.wait()
     t0 = time.perf_counter()
-    for t in threads:
-        t.join(timeout + 5)
+    for t in threads:  # each request has its own timeout: this only bounds the wait
+        t.join(timeout * max(len(st) for st in streams) + 5)
     wall = time.perf_counter() - t0
     return [r for rs in results for r in rs], wall
 
@@ -230,6 +232,10 @@ def trinity_ctx_per_slot(binary: str) -> bool:
     return True
 
 
+def unified_llama(cfg: dict) -> bool:
+    return any(x in ("-kvu", "--kv-unified") for x in cfg["llama_args"])
+
+
 class Server:
     """One server process on a free loopback port; stopped by its own pid."""
 
@@ -238,6 +244,7 @@ class Server:
         self.proc = None
         self.port = None
         self.ctx_arg = None
+        self.drop = set()  # request fields this server refused (see Scenarios.warmup)
 
     def command(self) -> list:
         c = self.cfg
@@ -245,16 +252,19 @@ class Server:
         if self.engine == "trinity":
             self.ctx_arg = max(256, total // self.parallel) if c["trinity_per_slot"] else total
             return [c["trinity"], "serve", "-m", c["model"], "--host", HOST, "--port", str(self.port),
-                    "--parallel", str(self.parallel), "-c", str(self.ctx_arg), "-t", str(c["threads"])]
+                    "--parallel", str(self.parallel), "-c", str(self.ctx_arg), "-t", str(c["threads"])] \
+                + c["trinity_args"]
         self.ctx_arg = total
         return [c["llama_server"], "-m", c["model"], "--host", HOST, "--port", str(self.port),
                 "-np", str(self.parallel), "-c", str(total), "-t", str(c["threads"]),
-                "-tb", str(c["threads"]), "--metrics", "--no-webui"]
+                "-tb", str(c["threads"]), "--metrics", "--no-webui"] + c["llama_args"]
 
     def per_slot_ctx(self) -> int:
         """The longest request (prompt + generated) one slot holds."""
         if self.engine == "trinity":
             return self.ctx_arg  # per slot, or the whole pool once -c is the total
+        if unified_llama(self.cfg):
+            return self.ctx_arg
         return self.ctx_arg // self.parallel  # -np N without --kv-unified: n_ctx / N per slot
 
     def start(self, timeout: float = 180) -> None:
@@ -277,6 +287,18 @@ class Server:
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"{self.engine} did not answer /health within {timeout:.0f} s; see {self.log_path}")
+
+    def memory_mib(self) -> dict:
+        """Resident and peak resident memory of the server process, MiB."""
+        out = {}
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith(("VmRSS:", "VmHWM:")):
+                        out[line.split(":")[0]] = int(line.split()[1]) / 1024
+        except (OSError, AttributeError):
+            pass
+        return out
 
     def metrics(self) -> dict:
         """Unlabelled numeric lines of /metrics (Prometheus text), name -> value."""
@@ -380,7 +402,11 @@ class Scenarios:
     def warmup(self, srv: Server) -> None:
         """One short request on text no scenario uses: touches the weights
         (Trinity maps them lazily) and the server's code paths."""
-        r = request(srv.port, body_for("Warm-up. " + self.c.text(24, 7), 4), self.timeout)
+        body = body_for("Warm-up. " + self.c.text(24, 7), 4)
+        r = request(srv, body, self.timeout)
+        if not r["ok"] and r.get("status") == 400 and "ignore_eos" in (r.get("error") or ""):
+            srv.drop.add("ignore_eos")  # a server that refuses it: send max_tokens alone
+            r = request(srv, body, self.timeout)
         if not r["ok"]:
             raise RuntimeError(f"warm-up request failed: {r.get('status')} {r.get('error')}")
 
@@ -394,9 +420,10 @@ class Scenarios:
                 tokens = lo + (k * 37) % (hi - lo + 1)
                 reqs.append(body_for(f"Passage {k}: " + self.c.text(tokens, 100 + k * 160), self.conc_gen))
             streams.append(reqs)
-        results, wall = run_streams(srv.port, streams, self.timeout)
+        results, wall = run_streams(srv, streams, self.timeout)
         s = summarise_requests(results, self.conc_gen)
-        s["wall_s"] = wall
+        s["wall_raw_s"] = wall  # wall figures only count when every request went through
+        s["wall_s"] = None if s["failed"] else wall
         s["agg_tps"] = s["gen_tokens"] / wall if wall > 0 and not s["failed"] else None
         s["ttft_p50"] = pct(s["ttft"], 50)
         s["ttft_p95"] = pct(s["ttft"], 95)
@@ -413,7 +440,7 @@ class Scenarios:
         for t in range(self.turns):
             convo += (f"User: Question {t + 1}. What does this passage mean: \""
                       + self.c.text(self.turn_user, 8000 + t * 50) + "\"?\nAssistant:")
-            r = request(srv.port, body_for(convo, self.turn_gen), self.timeout)
+            r = request(srv, body_for(convo, self.turn_gen), self.timeout)
             turns.append({k: r.get(k) for k in ("ok", "status", "error", "ttft", "n_gen", "prompt_tokens",
                                                  "cached_tokens", "decode_tps")})
             if not r["ok"]:
@@ -438,17 +465,18 @@ class Scenarios:
         sysp = self.system_prompt()
         cache = variant != "off"
         if variant == "warm":
-            prime = request(srv.port, body_for(sysp + "User: Hello.\nAssistant:", 1), self.timeout)
+            prime = request(srv, body_for(sysp + "User: Hello.\nAssistant:", 1), self.timeout)
             if not prime["ok"]:
                 return {"failed": 1, "errors": errors_of([prime])}
         streams = [[body_for(sysp + f"User: ({i + 1}) Explain: \""
                              + self.c.text(self.shared_suffix, 9000 + i * 50) + "\"\nAssistant:",
                              self.shared_gen, cache)] for i in range(self.shared_n)]
-        results, wall = run_streams(srv.port, streams, self.timeout)
+        results, wall = run_streams(srv, streams, self.timeout)
         s = summarise_requests(results, self.shared_gen)
         if variant == "off" and s["failed"] and any(r.get("status") == 400 for r in results):
             s["unsupported"] = next(r["error"] for r in results if r.get("status") == 400)
-        s["wall_s"] = wall
+        s["wall_raw_s"] = wall
+        s["wall_s"] = None if s["failed"] else wall
         s["ttft_p50"] = pct(s["ttft"], 50)
         return s
 
@@ -502,7 +530,7 @@ def metric_rows(scenario: str, runs: dict) -> list:
     return rows
 
 
-def report(plan: list, runs: dict, a, rounds: int) -> tuple:
+def report(plan: list, runs: dict, a, rounds: int, record: dict) -> tuple:
     """Prints the Markdown table and notes; returns them as JSON-able lists."""
     rows = []
     for name, *_ in plan:
@@ -518,8 +546,14 @@ def report(plan: list, runs: dict, a, rounds: int) -> tuple:
                 vals[e] = [off / on] if off and on else []
             rows.append((f"shared-{v}", "TTFT p50, cache off ÷ this", "higher", vals))
     summary = []
+    loads = [x for e in record["runs"] for x in (e.get("load_before"), e.get("load_after")) if x is not None]
+    load = f" · load average {min(loads):.1f}–{max(loads):.1f}" if loads else ""
+    cfg = record["config"]
     print(f"\n{datetime.date.today()} · {cpu_name()} · {os.cpu_count()} cores · {a.threads} threads · "
-          f"total context {a.ctx} · {rounds} round(s){' · quick' if a.quick else ''}\n")
+          f"total context {a.ctx} · {rounds} round(s){' · quick' if a.quick else ''}{load}")
+    print(f"Trinity -c = {'total ÷ slots (per request)' if cfg['trinity_per_slot'] else 'total'}; "
+          f"llama-server -c = total, -np = slots, "
+          f"{'one unified KV' if unified_llama(cfg) else 'each slot total ÷ slots'}\n")
     print("| scenario | metric | Trinity | llama-server | ratio T÷L | better |")
     print("|---|---|---|---|---|---|")
     for scenario, label, better, vals in rows:
@@ -583,6 +617,8 @@ def main() -> int:
     ap.add_argument("--llama-server", default=None,
                     help="llama-server binary (default: built once by bench/llama_server.py)")
     ap.add_argument("--llama-version", default=llama_server.DEFAULT_VERSION)
+    ap.add_argument("--trinity-args", default="", help="extra `trinity serve` arguments, e.g. --no-prefix-cache")
+    ap.add_argument("--llama-args", default="", help="extra llama-server arguments, e.g. --kv-unified")
     ap.add_argument("--quick", action="store_true", help="a short smoke run: smaller scenarios, 1 round")
     ap.add_argument("--max-minutes", type=float, default=None, help="deadline of the whole run (default 120; quick 20)")
     ap.add_argument("--out", default=None, help="JSON results (default build/bench-serve/serve-DATE.json)")
@@ -603,7 +639,8 @@ def main() -> int:
             return 1
     per_slot = trinity_ctx_per_slot(a.trinity) if a.trinity_ctx == "auto" else a.trinity_ctx == "per-slot"
     cfg = {"model": os.path.abspath(a.model), "trinity": os.path.abspath(a.trinity), "llama_server": binary,
-           "threads": a.threads, "ctx": a.ctx, "trinity_per_slot": per_slot}
+           "threads": a.threads, "ctx": a.ctx, "trinity_per_slot": per_slot,
+           "trinity_args": shlex.split(a.trinity_args), "llama_args": shlex.split(a.llama_args)}
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_path = a.out or os.path.join(ROOT, "build", "bench-serve", f"serve-{stamp}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
@@ -643,10 +680,12 @@ def main() -> int:
                                             "needs: raise --ctx")
                         print(f"serve: warning: {engine} {name}: {entry['warning']}", file=sys.stderr)
                     sc.warmup(srv)
+                    entry["dropped_fields"] = sorted(srv.drop)
                     t0 = time.perf_counter()
                     res = fn(srv)
                     entry["elapsed_s"] = time.perf_counter() - t0
                     entry["metrics_after"] = srv.metrics()
+                    entry["memory_mib_after"] = srv.memory_mib()
                     entry["result"] = res
                     if res.get("failed"):
                         print(f"serve: {engine} {name}: {res['failed']} failed requests: "
@@ -666,7 +705,7 @@ def main() -> int:
         if stopped:
             break
 
-    summary, notes = report(plan, runs, a, rounds)
+    summary, notes = report(plan, runs, a, rounds, record)
     record["summary"] = summary
     record["notes"] = notes
     with open(out_path, "w") as f:
