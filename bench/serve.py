@@ -1,35 +1,37 @@
 """Serving benchmark: Trinity's `trinity serve` against llama-server, over HTTP,
 on the same GGUF file, with the same threads and the same total context,
 interleaved (each scenario runs on one server, then on the other, the order
-alternating), streamed, temperature 0. Prints Markdown tables with the ratio
-Trinity / llama-server and writes every measurement as JSON.
+alternating), streamed, temperature 0. Prints a Markdown table with the ratio
+Trinity ÷ llama-server and writes every measurement as JSON.
 
     python3 bench/serve.py [--scenarios concurrent,multiturn,shared] [--rounds 3]
                            [--threads 2] [--ctx 16384] [--model PATH] [--trinity PATH]
                            [--llama-server PATH] [--quick] [--out FILE]
 
 Scenarios (each starts both servers afresh, on a free 127.0.0.1 port):
-  concurrent  1, 4, 8, 16 streams (--parallel = streams) of distinct prompts of
-              100-200 tokens, 64 tokens each (2 requests per stream, back to
-              back): aggregate generated tok/s, TTFT p50/p95, decode tok/s of one
-              stream after its first token.
-  multiturn   an 8-turn chat (8 slots) after a ~1,000-token system prompt;
-              each turn sends the whole conversation so far, the server's own
-              earlier replies included: TTFT of every turn.
-  shared      8 concurrent requests (8 slots) sharing a ~1,000-token system
-              prompt, distinct suffixes: TTFT p50 and wall time, with the prompt
-              cache off (`cache_prompt: false` on every request), on from cold
-              (nothing cached before the 8 arrive), and on warm (one earlier
-              request with the same system prompt finished first).
+  concurrent    1, 4, 8, 16 streams (--parallel = streams) of distinct prompts
+                of 100-200 tokens, 64 tokens each (2 requests per stream, back
+                to back): aggregate generated tok/s, TTFT p50/p95, decode tok/s
+                of one stream after its first token.
+  multiturn     an 8-turn chat (8 slots) after a ~1,000-token system prompt;
+                each turn sends the whole conversation so far, the server's own
+                earlier replies included: TTFT of every turn.
+  shared-off, shared-cold, shared-warm (`shared` = all three)
+                8 concurrent requests (8 slots) sharing a ~1,000-token system
+                prompt, distinct suffixes: TTFT p50 and wall time, with the
+                prompt cache off (`cache_prompt: false` on every request), on
+                from cold (nothing cached before the 8 arrive), and on warm (one
+                earlier request with the same system prompt finished first).
 
 Prompts are raw text over /v1/completions (Gemma 3 270M is a base model),
 cut from the licence texts in /usr/share/common-licenses. Both servers get
-"ignore_eos": true (llama-server honours it; a server that does not only
-ignores it, and the base model rarely stops early: the generated counts come
-from each response's usage and are reported). The total context is split into
-per-slot contexts wherever a server takes -c per slot (llama-server with -np
-and no unified KV; Trinity while `serve --help` says "-c ... context per
-request"). The llama-server binary is built on first use by
+"ignore_eos": true (llama-server honours it; today's Trinity ignores fields it
+does not know, and the base model rarely stops early; a server that answers
+400 to it gets requests without it); the generated counts come from each
+response's usage, and requests that stopped early are reported. The total
+context is split into per-slot contexts wherever a server takes -c per slot
+(llama-server with -np and no unified KV; Trinity while `serve --help` says
+"-c ... context per request"). The llama-server binary is built on first use by
 bench/llama_server.py. Every request goes to 127.0.0.1, each loop is bounded in
 count, every request has a timeout, and the whole run has a deadline."""
 import argparse
