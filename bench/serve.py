@@ -444,7 +444,7 @@ class Scenarios:
                       + self.c.text(self.turn_user, 8000 + t * 50) + "\"?\nAssistant:")
             r = request(srv, body_for(convo, self.turn_gen), self.timeout)
             turns.append({k: r.get(k) for k in ("ok", "status", "error", "ttft", "n_gen", "prompt_tokens",
-                                                 "cached_tokens", "decode_tps")})
+                                                 "cached_tokens", "decode_tps", "text")})
             if not r["ok"]:
                 break
             convo += r["text"] + "\n"
@@ -589,6 +589,10 @@ def report(plan: list, runs: dict, a, rounds: int, record: dict) -> tuple:
                 if cached:
                     line += f"; usage cached_tokens {min(cached)}–{max(cached)} (mean {statistics.mean(cached):.0f})"
                 notes.append(line)
+    if "multiturn" in names and all(runs["multiturn"][e] for e in ENGINES):
+        replies = {e: [t.get("text") for t in runs["multiturn"][e][0]["turns"]] for e in ENGINES}
+        same = replies["trinity"] == replies["llama-server"]
+        notes.append(f"multiturn: the two servers' replies (round 1) are {'identical' if same else 'different'}")
     if notes:
         print("\n" + "\n".join(f"- {n}" for n in notes))
     return summary, notes
