@@ -1,5 +1,5 @@
 # Thin wrapper over CMake. `make demo` = set up and run the main job; `make test` = the whole suite.
-.PHONY: all build setup model demo test bench clean
+.PHONY: all build setup model demo test bench bench-serve clean
 
 MODEL := models/gemma-3-270m-q4_k_m.gguf
 
@@ -21,6 +21,12 @@ demo: setup build
 # Trinity against llama.cpp, interleaved, same files and threads (minutes; see docs/BENCHMARKS.md).
 bench: setup build
 	python3 bench/compare.py
+
+# Serving: `trinity serve` against llama-server over HTTP, interleaved (builds llama-server once into
+# ~/.cache/trinity; about half an hour; see docs/BENCHMARKS.md). BENCH_SERVE_ARGS=--quick: a short smoke run.
+BENCH_SERVE_ARGS ?=
+bench-serve: setup build
+	python3 bench/serve.py $(BENCH_SERVE_ARGS)
 
 test: setup
 	bash tests/run_all.sh

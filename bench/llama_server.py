@@ -1,0 +1,149 @@
+"""Builds llama-server once, from the pinned llama-cpp-python source
+distribution, into a cache folder outside the repository, and prints its path.
+
+    python3 bench/llama_server.py [--version 0.3.36] [--cache DIR] [-j 2] [--rebuild]
+
+The sdist (`pip download --no-deps --no-binary :all: llama-cpp-python==V`)
+carries llama.cpp under vendor/llama.cpp, whose tools/server is llama-server.
+The build is CPU only, Release, static, native (-march=native) with AMX
+switched off: ggml compiles its AMX kernels whenever the compiler defines
+__AMX_INT8__ (ggml-cpu/amx/amx.h, ggml-cpu.cpp), which -march=native does on
+Sapphire Rapids, and those kernels segfault there. GCC applies an explicit
+-mno-amx-* whatever its position relative to -march, so the flags below win
+over ggml's own -march=native. The web UI is not embedded (LLAMA_BUILD_UI and
+LLAMA_USE_PREBUILT_UI off: the prebuilt one would be downloaded from outside
+PyPI), HTTPS is off; only the llama-server target is built.
+
+A second call finds the binary and its stamp and returns at once; a change of
+version or of the build flags below builds again (in a new folder per
+version). Concurrent callers wait on a lock file."""
+import argparse
+import fcntl
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+
+DEFAULT_VERSION = "0.3.36"
+NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+CMAKE_FLAGS = [
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=OFF",
+    "-DGGML_NATIVE=ON",
+    "-DGGML_BACKEND_DL=OFF",
+    "-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF",
+    f"-DCMAKE_C_FLAGS={NO_AMX}", f"-DCMAKE_CXX_FLAGS={NO_AMX}",
+    "-DGGML_CUDA=OFF", "-DGGML_VULKAN=OFF", "-DGGML_METAL=OFF", "-DGGML_HIP=OFF", "-DGGML_SYCL=OFF",
+    "-DGGML_OPENCL=OFF", "-DGGML_RPC=OFF", "-DGGML_BLAS=OFF",
+    "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_COMMON=ON",
+    "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_APP=OFF",
+    "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF",
+    "-DLLAMA_OPENSSL=OFF", "-DLLAMA_LLGUIDANCE=OFF",
+]
+
+
+def default_cache() -> str:
+    base = os.environ.get("TRINITY_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "trinity")
+    return base
+
+
+def log(msg: str) -> None:
+    print(f"llama_server: {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd: list, logf, cwd=None) -> None:
+    logf.write(f"\n$ {' '.join(cmd)}\n")
+    logf.flush()
+    p = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=cwd)
+    if p.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} {' '.join(cmd[1:3])} ... failed ({p.returncode}); see {logf.name}")
+
+
+def works(binary: str) -> bool:
+    if not os.access(binary, os.X_OK):
+        return False
+    try:
+        p = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return p.returncode == 0
+
+
+def ensure(version: str = DEFAULT_VERSION, cache: str = None, jobs: int = 2, rebuild: bool = False) -> str:
+    """Path of a working llama-server built from llama-cpp-python==version."""
+    root = os.path.join(cache or default_cache(), f"llama-server-{version}")
+    binary = os.path.join(root, "bin", "llama-server")
+    stamp_path = os.path.join(root, "stamp.json")
+    want = {"version": version, "cmake": CMAKE_FLAGS}
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(stamp_path) as f:
+                have = json.load(f)
+        except (OSError, ValueError):
+            have = None
+        if not rebuild and have == want and works(binary):
+            return binary
+        log(f"building llama-server from llama-cpp-python=={version} into {root} "
+            f"(once; several minutes on 2 cores; log: {root}/build.log)")
+        if os.path.exists(stamp_path):
+            os.remove(stamp_path)
+        with open(os.path.join(root, "build.log"), "a") as logf:
+            dl = os.path.join(root, "sdist")
+            sdists = glob.glob(os.path.join(dl, f"llama_cpp_python-{version}.tar.gz"))
+            if not sdists:
+                os.makedirs(dl, exist_ok=True)
+                log("downloading the source distribution (pip download)")
+                run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-deps",
+                     "--no-binary", ":all:", f"llama-cpp-python=={version}", "-d", dl], logf)
+                sdists = glob.glob(os.path.join(dl, f"llama_cpp_python-{version}.tar.gz"))
+                if not sdists:
+                    raise RuntimeError(f"pip download left no llama_cpp_python-{version}.tar.gz in {dl}")
+            src = os.path.join(root, "src")
+            top = os.path.join(src, f"llama_cpp_python-{version}", "vendor", "llama.cpp")
+            if not os.path.exists(os.path.join(top, "tools", "server", "CMakeLists.txt")):
+                log("unpacking vendor/llama.cpp")
+                shutil.rmtree(src, ignore_errors=True)
+                prefix = f"llama_cpp_python-{version}/vendor/llama.cpp/"
+                with tarfile.open(sdists[0]) as tf:
+                    members = [m for m in tf.getmembers() if m.name.startswith(prefix)]
+                    tf.extractall(src, members=members, filter="data")
+            build = os.path.join(root, "build")
+            log("configuring (cmake)")
+            run(["cmake", "-S", top, "-B", build] + CMAKE_FLAGS, logf)
+            log(f"compiling llama-server with {jobs} jobs")
+            run(["cmake", "--build", build, "--target", "llama-server", "-j", str(jobs)], logf)
+            built = os.path.join(build, "bin", "llama-server")
+            if not works(built):
+                raise RuntimeError(f"{built} was built but does not run; see {logf.name}")
+            os.makedirs(os.path.dirname(binary), exist_ok=True)
+            shutil.copy2(built, binary + ".tmp")
+            os.replace(binary + ".tmp", binary)
+        with open(stamp_path, "w") as f:
+            json.dump(want, f, indent=1)
+        log(f"built {binary}")
+        return binary
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", default=DEFAULT_VERSION, help="llama-cpp-python version whose llama.cpp to build")
+    ap.add_argument("--cache", default=None, help=f"cache folder (default {default_cache()})")
+    ap.add_argument("-j", "--jobs", type=int, default=2)
+    ap.add_argument("--rebuild", action="store_true")
+    a = ap.parse_args()
+    try:
+        print(ensure(a.version, a.cache, a.jobs, a.rebuild))
+    except RuntimeError as e:
+        log(str(e))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
