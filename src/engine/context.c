@@ -187,16 +187,11 @@ tr_status tr_decode(tr_context *c, const tr_batch *b, tr_error *err) {
     }
     c->n_out = n_out;
     c->n_batch_last = n;
-    for (int32_t i = 0; i < n; i++) {
-        tr_status st = tr_kv_append(c->kv, b->seq_id[i], &b->token[i], 1, err);
-        if (st != TR_OK) { /* cannot happen after the checks above; roll back all the same */
-            for (int32_t k = 0; k < i; k++) tr_kv_truncate(c->kv, b->seq_id[k], c->seq_len0[b->seq_id[k]]);
-            c->n_out = 0;
-            return st;
-        }
-    }
-    tr_status st = tr_forward(c, b, err);
-    if (st != TR_OK) {
+    tr_status st = TR_OK;
+    for (int32_t i = 0; i < n && st == TR_OK; i++) /* cannot fail after the checks above */
+        st = tr_kv_append(c->kv, b->seq_id[i], &b->token[i], 1, err);
+    if (st == TR_OK) st = tr_forward(c, b, err);
+    if (st != TR_OK) { /* the cache as it was */
         for (int32_t i = 0; i < n; i++) tr_kv_truncate(c->kv, b->seq_id[i], c->seq_len0[b->seq_id[i]]);
         c->n_out = 0;
         return st;
