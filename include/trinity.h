@@ -450,7 +450,8 @@ typedef struct tr_seq_info {
     tr_finish finish;
     bool running;           /* admitted (not waiting for room) */
     int32_t n_prompt, n_cached; /* prompt tokens, of which reused from the prefix cache */
-    int32_t n_generated;
+    int32_t n_generated;    /* tokens sampled, an ending end-of-generation token included (OpenAI's
+                             * completion_tokens); take hands out the others */
 } tr_seq_info;
 
 /* Copy up to cap tokens sampled since the last take into tokens; returns

@@ -39,6 +39,7 @@ typedef struct seq {
     int32_t n_fed;         /* tokens whose K/V the cache holds (= its length while running) */
     int32_t n_cached;      /* prompt tokens the prefix cache gave at first admission */
     int32_t n_gen, n_predict, n_taken;
+    int32_t n_eog;         /* 1 when it ended on an end-of-generation token (sampled, not kept) */
     bool ignore_eog, no_cache, admitted_once;
     tr_sampler *sampler;
     tr_sampler_params sp;
@@ -410,6 +411,7 @@ tr_status tr_engine_step(tr_engine *e, tr_step_stats *stats, tr_error *err) {
         s->logits = logits;
         st.n_sampled++;
         if (!s->ignore_eog && tr_vocab_is_eog(e->vocab, t)) {
+            s->n_eog = 1;
             end_seq(e, s, TR_FINISH_EOG);
             continue;
         }
@@ -437,7 +439,7 @@ int32_t tr_engine_take(tr_engine *e, int64_t id, int32_t *tokens, int32_t cap, t
         info->running = s->slot >= 0;
         info->n_prompt = s->n_prompt;
         info->n_cached = s->n_cached;
-        info->n_generated = s->n_gen;
+        info->n_generated = s->n_gen + s->n_eog;
     }
     if (s->finish != TR_FINISH_NONE && s->n_taken == s->n_gen) tr_engine_cancel(e, id, true);
     return n;

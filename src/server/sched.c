@@ -312,7 +312,10 @@ static void step(srv_sched *s) {
             for (int32_t t = 0; t < k && fin[i] == SRV_FINISH_NONE; t++)
                 fin[i] = run_token(s, r, toks[t], t == k - 1 ? logits : NULL, &oom[i]);
         } while (k == 8 && fin[i] == SRV_FINISH_NONE && info[i].finish == TR_FINISH_NONE);
-        if (fin[i] == SRV_FINISH_NONE && info[i].finish != TR_FINISH_NONE) fin[i] = finish_of(info[i].finish);
+        if (fin[i] == SRV_FINISH_NONE && info[i].finish != TR_FINISH_NONE) {
+            fin[i] = finish_of(info[i].finish);
+            r->n_gen = info[i].n_generated; /* the end-of-generation token counts, as in llama.cpp's server */
+        }
     }
     pthread_mutex_lock(&s->mu);
     for (int i = n - 1; i >= 0; i--) { /* from the end: run_end moves the last run into i */

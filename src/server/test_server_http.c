@@ -26,7 +26,7 @@ enum { NV = 300, T_EOS = 0, T_HELLO = 257, T_WOR, T_LD, T_LT, T_STOP, T_GT, T_EU
 typedef struct fseq {
     bool used, running;
     int64_t id;
-    int32_t last, n_prompt, n_predict, n_gen, n_taken;
+    int32_t last, n_prompt, n_predict, n_gen, n_taken, n_eog;
     int32_t *out;
     tr_finish fin;
     float row[NV]; /* logits of the latest token */
@@ -109,8 +109,9 @@ static tr_status f_step(void *self, tr_step_stats *st, tr_error *err) {
         q->row[t] = 5.0f;
         st->n_tokens++;
         st->n_sampled++;
-        if (t == T_EOS) {
+        if (t == T_EOS) { /* sampled and counted, not handed out: as the engine */
             q->fin = TR_FINISH_EOG;
+            q->n_eog = 1;
             continue;
         }
         q->out[q->n_gen++] = t;
@@ -128,7 +129,8 @@ static int32_t f_take(void *self, int64_t id, int32_t *tokens, int32_t cap, tr_s
     if (n > cap) n = cap;
     memcpy(tokens, q->out + q->n_taken, sizeof *tokens * (size_t)n);
     q->n_taken += n;
-    *info = (tr_seq_info){.finish = q->fin, .running = q->running, .n_prompt = q->n_prompt, .n_generated = q->n_gen};
+    *info = (tr_seq_info){.finish = q->fin, .running = q->running, .n_prompt = q->n_prompt,
+                          .n_generated = q->n_gen + q->n_eog};
     if (q->fin != TR_FINISH_NONE && q->n_taken == q->n_gen) q->used = false;
     return n;
 }
