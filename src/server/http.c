@@ -471,7 +471,7 @@ static enum MHD_Result handle_generate(struct MHD_Connection *c, conn_req *r, sr
             res.lp = job->lp ? job->lp : none; /* logprobs asked for: a list, even empty */
             res.n_lp = n;
         }
-        ret = reply_json(c, r, 200, srv_response_json(&res));
+        ret = reply_json(c, r, 200, srv_response_json(&res, 1));
     }
     srv_sched_release(s->sched, job);
     return ret;

@@ -180,7 +180,7 @@ TT_TEST(responses_and_chunks) {
     srv_result r = {.kind = SRV_KIND_CHAT, .id = "chatcmpl-1", .created = 42, .model = "gemma",
                     .text = "Hi\xE2\x82", .text_len = 4, .lp = lp, .n_lp = 2, .finish = SRV_FINISH_LENGTH,
                     .prompt_tokens = 5, .completion_tokens = 2, .piece = fake_piece};
-    json_t *o = srv_response_json(&r);
+    json_t *o = srv_response_json(&r, 1);
     char *s = json_dumps(o, JSON_COMPACT);
     json_t *back = json_loads(s, 0, NULL); /* what a client reads */
     TT_CHECK(back != NULL);
@@ -201,11 +201,58 @@ TT_TEST(responses_and_chunks) {
 
     /* Legacy completion logprobs. */
     r.kind = SRV_KIND_COMPLETION;
-    o = srv_response_json(&r);
+    o = srv_response_json(&r, 1);
     json_t *lpo = json_object_get(json_array_get(json_object_get(o, "choices"), 0), "logprobs");
     TT_CHECK_EQ_INT(json_array_size(json_object_get(lpo, "tokens")), 2);
     TT_CHECK_EQ_INT(json_integer_value(json_array_get(json_object_get(lpo, "text_offset"), 1)), 2);
     TT_CHECK_NEAR(json_real_value(json_object_get(json_array_get(json_object_get(lpo, "top_logprobs"), 0), "!")), -1.5, 1e-6);
+    json_decref(o);
+}
+
+TT_TEST(settings_copy_owns_its_stop_strings) {
+    const char *body = "{\"prompt\":\"p\",\"stop\":[\"ab\",\"c\"],\"seed\":5,\"temperature\":0.5,"
+                       "\"max_tokens\":9,\"logprobs\":2}";
+    srv_request r, c;
+    srv_error e;
+    tr_sampler_params d = defaults();
+    TT_CHECK(srv_request_parse(SRV_KIND_COMPLETION, body, strlen(body), "gemma", 1000, &d, &r, &e));
+    TT_CHECK(srv_request_copy_settings(&r, &c));
+    srv_request_free(&r); /* the copy must not share anything with it */
+    TT_CHECK(c.prompt == NULL && c.msgs == NULL && c.prompt_ids == NULL);
+    TT_CHECK_EQ_INT(c.n_stop, 2);
+    TT_CHECK_STR(c.stop[0], "ab");
+    TT_CHECK_STR(c.stop[1], "c");
+    TT_CHECK(c.has_seed && c.sampling.seed == 5);
+    TT_CHECK_NEAR(c.sampling.temp, 0.5, 1e-6);
+    TT_CHECK(c.max_tokens == 9 && c.logprobs && c.top_logprobs == 2 && c.n_choices == 1);
+    srv_request_free(&c);
+}
+
+TT_TEST(several_choices_carry_their_index) {
+    srv_result r[3];
+    const char *texts[3] = {"a", "bb", "ccc"};
+    for (int i = 0; i < 3; i++)
+        r[i] = (srv_result){.kind = SRV_KIND_COMPLETION, .index = i, .id = "cmpl-1", .created = 42,
+                            .model = "gemma", .text = texts[i], .text_len = strlen(texts[i]),
+                            .finish = i == 1 ? SRV_FINISH_STOP : SRV_FINISH_LENGTH,
+                            .prompt_tokens = 4, .completion_tokens = 6};
+    json_t *o = srv_response_json(r, 3);
+    json_t *choices = json_object_get(o, "choices");
+    TT_CHECK_EQ_INT(json_array_size(choices), 3);
+    for (int i = 0; i < 3; i++) {
+        json_t *ch = json_array_get(choices, (size_t)i);
+        TT_CHECK_EQ_INT(json_integer_value(json_object_get(ch, "index")), i);
+        TT_CHECK_STR(json_string_value(json_object_get(ch, "text")), texts[i]);
+        TT_CHECK_STR(json_string_value(json_object_get(ch, "finish_reason")), i == 1 ? "stop" : "length");
+    }
+    TT_CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(o, "usage"), "total_tokens")), 10);
+    json_decref(o);
+    r[2].kind = SRV_KIND_CHAT;
+    r[2].prompt_tokens = -1;
+    o = srv_chunk_json(&r[2]);
+    json_t *ch = json_array_get(json_object_get(o, "choices"), 0);
+    TT_CHECK_EQ_INT(json_integer_value(json_object_get(ch, "index")), 2);
+    TT_CHECK_STR(json_string_value(json_object_get(json_object_get(ch, "delta"), "content")), "ccc");
     json_decref(o);
 }
 
@@ -262,6 +309,8 @@ int main(void) {
     TT_RUN(good_chat_request);
     TT_RUN(good_completion_request_defaults);
     TT_RUN(responses_and_chunks);
+    TT_RUN(settings_copy_owns_its_stop_strings);
+    TT_RUN(several_choices_carry_their_index);
     TT_RUN(sse_framing);
     return TT_DONE();
 }
