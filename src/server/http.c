@@ -388,7 +388,7 @@ static enum MHD_Result handle_generate(struct MHD_Connection *c, conn_req *r, sr
         srv_request_free(&req);
         return fail(c, r, 500, "server_error", NULL, NULL, "out of memory");
     }
-    int rc = srv_sched_submit(s->sched, job);
+    int rc = srv_sched_submit(s->sched, &job, 1);
     if (rc != 0) {
         srv_sched_release(s->sched, job);
         if (rc == 1)
