@@ -310,14 +310,8 @@ static bool parse_fields(json_t *root, srv_kind kind, const char *model_id, int3
     if (!get_int(root, "seed", INT64_MIN, INT64_MAX, &x, &r->has_seed, e)) return false;
     if (r->has_seed) sp->seed = (uint64_t)x;
 
-    r->n_choices = 1;
-    if (!get_int(root, "n", 1, 1, &x, &given, e)) {
-        if (field(root, "n") && json_is_integer(field(root, "n")) && json_integer_value(field(root, "n")) > 1)
-            srv_error_set(e, 400, "invalid_request_error", NULL, "n",
-                          "'n' = %lld is not supported: this server returns one choice per request (n = 1)",
-                          (long long)json_integer_value(field(root, "n")));
-        return false;
-    }
+    if (!get_int(root, "n", 1, SRV_MAX_CHOICES, &x, &given, e)) return false;
+    r->n_choices = given ? (int)x : 1;
     if (!get_int(root, "best_of", 1, 1, &x, &given, e)) {
         snprintf(e->message, sizeof e->message, "'best_of' other than 1 is not supported");
         return false;

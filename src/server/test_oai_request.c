@@ -93,8 +93,11 @@ TT_TEST(wrong_field_types_and_ranges) {
     E("\"seed\": \"x\"", 400, "seed", "integer");
     E("\"presence_penalty\": 9", 400, "presence_penalty", "between -2 and 2");
     E("\"frequency_penalty\": true", 400, "frequency_penalty", "must be a number");
-    E("\"n\": 2", 400, "n", "not supported");
-    E("\"n\": 0", 400, "n", "between 1");
+    E("\"n\": 0", 400, "n", "between 1 and 8, got 0");
+    E("\"n\": 9", 400, "n", "between 1 and 8, got 9");
+    E("\"n\": 2.5", 400, "n", "must be an integer");
+    E("\"n\": \"2\"", 400, "n", "must be an integer");
+    E("\"best_of\": 2", 400, "best_of", "not supported");
     E("\"stream\": \"yes\"", 400, "stream", "must be a boolean");
     E("\"stream_options\": {\"include_usage\": 1}", 400, "stream_options.include_usage", "boolean");
     E("\"logprobs\": 1", 400, "logprobs", "boolean");
@@ -143,6 +146,20 @@ TT_TEST(good_chat_request) {
     TT_CHECK(r.stream && r.include_usage && r.logprobs);
     TT_CHECK_EQ_INT(r.top_logprobs, 3);
     srv_request_free(&r);
+}
+
+TT_TEST(n_choices_from_one_to_eight) {
+    const char *bodies[] = {"{\"prompt\":\"p\"}", "{\"prompt\":\"p\",\"n\":1}", "{\"prompt\":\"p\",\"n\":8}",
+                            "{\"prompt\":\"p\",\"n\":3.0}", "{\"prompt\":\"p\",\"n\":null}"};
+    const int want[] = {1, 1, 8, 3, 1};
+    for (int i = 0; i < 5; i++) {
+        srv_request r;
+        srv_error e;
+        tr_sampler_params d = defaults();
+        TT_CHECK(srv_request_parse(SRV_KIND_COMPLETION, bodies[i], strlen(bodies[i]), "gemma", 1000, &d, &r, &e));
+        TT_CHECK_EQ_INT(r.n_choices, want[i]);
+        srv_request_free(&r);
+    }
 }
 
 TT_TEST(good_completion_request_defaults) {
@@ -307,6 +324,7 @@ int main(void) {
     TT_RUN(missing_and_wrong_prompt);
     TT_RUN(wrong_field_types_and_ranges);
     TT_RUN(good_chat_request);
+    TT_RUN(n_choices_from_one_to_eight);
     TT_RUN(good_completion_request_defaults);
     TT_RUN(responses_and_chunks);
     TT_RUN(settings_copy_owns_its_stop_strings);
