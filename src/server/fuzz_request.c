@@ -12,6 +12,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         srv_error e;
         if (srv_request_parse((srv_kind)k, (const char *)data, size, "m", 1000, &d, &r, &e)) {
             if (r.max_tokens == 0 || r.n_stop > SRV_MAX_STOP || r.top_logprobs > SRV_MAX_TOP_LOGPROBS) abort();
+            if (r.n_choices < 1 || r.n_choices > SRV_MAX_CHOICES) abort();
             if (r.sampling.temp < 0 || r.sampling.temp > 2 || r.sampling.top_p < 0 || r.sampling.top_p > 1) abort();
             for (size_t i = 0; i < r.n_prompt_ids; i++)
                 if (r.prompt_ids[i] < 0 || r.prompt_ids[i] >= 1000) abort();

@@ -177,124 +177,260 @@ static bool authorized(srv_server *s, struct MHD_Connection *c) {
     return same_secret(h, s->api_key);
 }
 
+/* ---------------------------------------------------------------- jobs */
+
+/* A request's jobs, one per choice ("n"), in index order. */
+typedef struct job_set {
+    srv_job *job[SRV_MAX_CHOICES];
+    int n;
+} job_set;
+
+static void jobs_cancel(srv_sched *s, const job_set *js) {
+    for (int i = 0; i < js->n; i++) srv_sched_cancel(s, js->job[i]);
+}
+
+static void jobs_release(srv_sched *s, job_set *js) {
+    for (int i = 0; i < js->n; i++) srv_sched_release(s, js->job[i]);
+    js->n = 0;
+}
+
+/* The request's n jobs, each owning its copy of the prompt and of the
+ * generation settings (sampling, stop strings, logprobs). Choice i's seed is
+ * the request's + i when it brings one, so a fixed seed reproduces every
+ * choice; without one the scheduler draws each its own. Takes over neither
+ * req nor ids. False: out of memory, no job left. */
+static bool make_jobs(srv_sched *s, const srv_request *req, const int32_t *ids, int32_t n_ids, double deadline,
+                      job_set *js) {
+    js->n = 0;
+    for (int i = 0; i < req->n_choices; i++) {
+        srv_request copy;
+        int32_t *prompt = malloc(sizeof *prompt * (size_t)n_ids);
+        srv_job *j = NULL;
+        if (prompt && srv_request_copy_settings(req, &copy)) {
+            memcpy(prompt, ids, sizeof *prompt * (size_t)n_ids);
+            if (copy.has_seed) copy.sampling.seed += (uint64_t)i;
+            if (!(j = srv_job_new(&copy, prompt, n_ids, deadline))) srv_request_free(&copy);
+        }
+        if (!j) {
+            free(prompt);
+            jobs_release(s, js);
+            return false;
+        }
+        js->job[js->n++] = j;
+    }
+    return true;
+}
+
+/* With mu held: wait up to 100 ms for news of j. False: the client has hung
+ * up (mu is held again either way). */
+static bool wait_news(pthread_mutex_t *mu, srv_job *j, struct MHD_Connection *c) {
+    struct timespec ts;
+    deadline_in(&ts, 100);
+    if (pthread_cond_timedwait(&j->cv, mu, &ts) != ETIMEDOUT) return true;
+    pthread_mutex_unlock(mu);
+    bool gone = client_gone(c);
+    pthread_mutex_lock(mu);
+    return !gone;
+}
+
+/* With the job's news readable (mu held, or the job DONE): the end of its
+ * log-probabilities whose tokens' text has been released, from `from`. */
+static size_t lp_released(const srv_job *j, size_t from) {
+    while (from < j->n_lp && j->lp[from].off < j->text.len) from++;
+    return from;
+}
+
+static srv_result result_base(srv_server *s, srv_kind kind, const char *id, int64_t created) {
+    return (srv_result){.kind = kind, .id = id, .created = created, .model = s->model_id, .prompt_tokens = -1,
+                        .piece = piece_cb, .piece_ctx = &s->eng};
+}
+
+/* Every job DONE. Usage counts the prompt once, as OpenAI does for n
+ * choices, and the tokens of every choice. cached_tokens is choice 0's:
+ * the choices are handed to the engine together, in order, so choice 0 is
+ * the one that takes the prompt from what earlier requests left in the
+ * cache (or computes it); the others reuse its blocks, which is this
+ * request's own work, not a hit on earlier ones. So the figure is what the
+ * same request with n = 1 reports, and never says that a prompt counted
+ * once was served from the cache when it was computed. */
+static void set_usage(srv_result *r, const job_set *js) {
+    r->prompt_tokens = js->job[0]->n_prompt;
+    r->cached_tokens = js->job[0]->n_cached;
+    r->completion_tokens = 0;
+    for (int i = 0; i < js->n; i++) r->completion_tokens += js->job[i]->n_gen;
+}
+
 /* ----------------------------------------------------------- streaming */
+
+/* One choice's progress through a stream. */
+typedef struct stream_choice {
+    size_t text_off, lp_off; /* text and log-probabilities sent */
+    bool ended;              /* its final chunk is out */
+} stream_choice;
+
+/* What a job said besides its text, copied under the lock. */
+typedef struct job_news {
+    bool done, failed;
+    srv_finish finish;
+    srv_error err;
+} job_news;
 
 typedef struct stream {
     srv_server *s;
     struct MHD_Connection *conn;
-    srv_job *job;
+    job_set jobs;
+    stream_choice ch[SRV_MAX_CHOICES];
     srv_kind kind;
     char id[48];
     int64_t created;
-    bool include_usage;
-    bool sent_role, finished, gone;
-    size_t text_off, lp_off;
+    bool include_usage, want_lp;
+    bool sent_role, finished;
     srv_buf out;   /* SSE bytes not yet handed to MHD */
-    srv_buf text;  /* this chunk's text, copied out of the job */
+    srv_buf text;  /* a chunk's text, copied out of its job */
     srv_token_lp *lp;
     size_t n_lp, cap_lp;
 } stream;
 
-static srv_result result_base(stream *st) {
-    return (srv_result){.kind = st->kind, .id = st->id, .created = st->created,
-                        .model = st->s->model_id, .prompt_tokens = -1,
-                        .piece = piece_cb, .piece_ctx = &st->s->eng};
+static bool emit(stream *st, json_t *o) {
+    bool ok = srv_sse_event(&st->out, o);
+    json_decref(o);
+    return ok;
 }
 
-/* Wait for news from the job and turn it into SSE events. False: the client
- * is gone (the job is cancelled) or memory ran out. */
-static bool stream_fill(stream *st) {
-    srv_result r = result_base(st);
-    if (st->kind == SRV_KIND_CHAT && !st->sent_role) {
-        /* OpenAI's first chunk names the role; it also gets headers out now. */
-        st->sent_role = true;
+/* OpenAI's first chunk of each choice names the role; it also gets the
+ * headers out now. */
+static bool stream_roles(stream *st) {
+    bool ok = true;
+    for (int i = 0; i < st->jobs.n; i++) {
+        srv_result r = result_base(st->s, st->kind, st->id, st->created);
+        r.index = i;
         r.first = true;
-        json_t *o = srv_chunk_json(&r);
-        bool ok = srv_sse_event(&st->out, o);
-        json_decref(o);
-        return ok;
+        ok &= emit(st, srv_chunk_json(&r));
     }
-    srv_job *j = st->job;
-    pthread_mutex_t *mu = srv_sched_mutex(st->s->sched);
-    pthread_mutex_lock(mu);
-    while (j->text.len == st->text_off && j->state != SRV_JOB_DONE) {
-        struct timespec ts;
-        deadline_in(&ts, 100);
-        if (pthread_cond_timedwait(&j->cv, mu, &ts) == ETIMEDOUT) {
-            pthread_mutex_unlock(mu);
-            if (client_gone(st->conn)) {
-                st->gone = true;
-                srv_sched_cancel(st->s->sched, j);
-                return false;
-            }
-            pthread_mutex_lock(mu);
+    st->sent_role = true;
+    return ok;
+}
+
+/* With mu held: has choice i anything not yet sent? */
+static bool has_news(const stream *st, int i) {
+    const srv_job *j = st->jobs.job[i];
+    return !st->ch[i].ended && (j->text.len > st->ch[i].text_off || j->state == SRV_JOB_DONE);
+}
+
+/* With mu held: wait until some choice has news. Every engine step
+ * publishes every run of the request under one lock hold and wakes each,
+ * so waiting on one unfinished job sees the others' news too (and the
+ * 100 ms timeout bounds anything else). False: the client has gone. */
+static bool stream_wait(stream *st, pthread_mutex_t *mu) {
+    for (;;) {
+        int wait_on = -1;
+        for (int i = 0; i < st->jobs.n; i++) {
+            if (has_news(st, i)) return true;
+            if (wait_on < 0 && st->jobs.job[i]->state != SRV_JOB_DONE) wait_on = i;
         }
+        if (wait_on < 0) return true; /* cannot happen: a DONE job not ended has news */
+        if (!wait_news(mu, st->jobs.job[wait_on], st->conn)) return false;
     }
-    bool done = j->state == SRV_JOB_DONE;
+}
+
+/* With mu held: copy choice i's text and log-probabilities since the last
+ * look into st->text and st->lp. False: out of memory. */
+static bool take_news(stream *st, int i, job_news *nw) {
+    const srv_job *j = st->jobs.job[i];
+    stream_choice *c = &st->ch[i];
     st->text.len = 0;
-    bool ok = srv_buf_append(&st->text, j->text.p ? j->text.p + st->text_off : "", j->text.len - st->text_off);
-    st->text_off = j->text.len;
     st->n_lp = 0;
-    size_t lp_end = st->lp_off;
-    while (lp_end < j->n_lp && j->lp[lp_end].off < j->text.len) lp_end++;
-    if (ok && lp_end > st->lp_off) {
-        size_t need = lp_end - st->lp_off;
-        if (need > st->cap_lp) {
-            srv_token_lp *p = realloc(st->lp, need * sizeof *p);
-            if (p) st->lp = p, st->cap_lp = need;
-            else ok = false;
-        }
-        if (ok) {
-            memcpy(st->lp, j->lp + st->lp_off, need * sizeof *st->lp);
-            st->n_lp = need;
-            st->lp_off = lp_end;
-        }
+    if (!srv_buf_append(&st->text, j->text.p ? j->text.p + c->text_off : "", j->text.len - c->text_off))
+        return false;
+    c->text_off = j->text.len;
+    size_t lp_end = lp_released(j, c->lp_off), need = lp_end - c->lp_off;
+    if (need > st->cap_lp) {
+        srv_token_lp *p = realloc(st->lp, need * sizeof *p);
+        if (!p) return false;
+        st->lp = p;
+        st->cap_lp = need;
     }
-    bool failed = j->failed;
-    srv_error err = j->err;
-    srv_finish finish = j->finish;
-    int64_t n_prompt = j->n_prompt, n_gen = j->n_gen, n_cached = j->n_cached;
+    if (need) memcpy(st->lp, j->lp + c->lp_off, need * sizeof *st->lp);
+    st->n_lp = need;
+    c->lp_off = lp_end;
+    *nw = (job_news){.done = j->state == SRV_JOB_DONE, .failed = j->failed, .finish = j->finish, .err = j->err};
+    return true;
+}
+
+/* Mid-stream errors travel as an event with an "error" member, which the
+ * OpenAI clients raise as an exception. */
+static bool stream_error(stream *st, const srv_error *err) {
+    char *e = srv_error_json(err);
+    bool ok = e && srv_buf_puts(&st->out, "data: ") && srv_buf_puts(&st->out, e) && srv_buf_puts(&st->out, "\n\n");
+    free(e);
+    return ok;
+}
+
+/* Choice i's news as events: its new text, and its final chunk when it is
+ * done. *failed: it failed (the error event is out). */
+static bool stream_choice_news(stream *st, int i, bool *failed) {
+    pthread_mutex_t *mu = srv_sched_mutex(st->s->sched);
+    job_news nw;
+    pthread_mutex_lock(mu);
+    bool ok = take_news(st, i, &nw);
     pthread_mutex_unlock(mu);
     if (!ok) return false;
-
-    bool want_lp = st->job->req.logprobs;
+    srv_result r = result_base(st->s, st->kind, st->id, st->created);
+    r.index = i;
     if (st->text.len || st->n_lp) {
-        r.text = st->text.p;
-        r.text_len = st->text.len;
-        r.lp = want_lp ? st->lp : NULL;
-        r.n_lp = st->n_lp;
-        json_t *o = srv_chunk_json(&r);
-        ok &= srv_sse_event(&st->out, o);
-        json_decref(o);
+        srv_result t = r;
+        t.text = st->text.p;
+        t.text_len = st->text.len;
+        t.lp = st->want_lp ? st->lp : NULL;
+        t.n_lp = st->n_lp;
+        ok &= emit(st, srv_chunk_json(&t));
     }
-    if (done) {
-        if (failed) {
-            /* Mid-stream errors travel as an event with an "error" member, which
-             * the OpenAI clients raise as an exception. */
-            char *e = srv_error_json(&err);
-            ok &= e && srv_buf_puts(&st->out, "data: ") && srv_buf_puts(&st->out, e) &&
-                  srv_buf_puts(&st->out, "\n\n");
-            free(e);
-        } else {
-            r = result_base(st);
-            r.finish = finish;
-            r.lp = want_lp ? st->lp : NULL; /* an empty list, as OpenAI sends */
-            r.n_lp = 0;
-            json_t *o = srv_chunk_json(&r);
-            ok &= srv_sse_event(&st->out, o);
-            json_decref(o);
-            if (st->include_usage) {
-                r.prompt_tokens = n_prompt;
-                r.completion_tokens = n_gen;
-                r.cached_tokens = n_cached;
-                o = srv_usage_chunk_json(&r);
-                ok &= srv_sse_event(&st->out, o);
-                json_decref(o);
-            }
-        }
-        ok &= srv_sse_done(&st->out);
-        st->finished = true;
+    if (!nw.done) return ok;
+    st->ch[i].ended = true;
+    if (nw.failed) {
+        *failed = true;
+        return ok && stream_error(st, &nw.err);
     }
+    r.finish = nw.finish;
+    r.lp = st->want_lp ? st->lp : NULL; /* an empty list, as OpenAI sends */
+    r.n_lp = 0;
+    return ok && emit(st, srv_chunk_json(&r));
+}
+
+/* Every choice ended (or one failed): the usage chunk when asked for, then
+ * [DONE]. */
+static bool stream_end(stream *st, bool failed) {
+    bool ok = true;
+    if (!failed && st->include_usage) {
+        srv_result r = result_base(st->s, st->kind, st->id, st->created);
+        set_usage(&r, &st->jobs);
+        ok = emit(st, srv_usage_chunk_json(&r));
+    }
+    st->finished = true;
+    return ok && srv_sse_done(&st->out);
+}
+
+/* Wait for news from the jobs and turn it into SSE events, the choices'
+ * chunks interleaved as they come (each with its index, as OpenAI does).
+ * False: the client is gone (the jobs are cancelled) or memory ran out. */
+static bool stream_fill(stream *st) {
+    if (st->kind == SRV_KIND_CHAT && !st->sent_role) return stream_roles(st);
+    pthread_mutex_t *mu = srv_sched_mutex(st->s->sched);
+    pthread_mutex_lock(mu);
+    bool here = stream_wait(st, mu);
+    bool news[SRV_MAX_CHOICES];
+    for (int i = 0; i < st->jobs.n; i++) news[i] = here && has_news(st, i);
+    pthread_mutex_unlock(mu);
+    if (!here) {
+        jobs_cancel(st->s->sched, &st->jobs);
+        return false;
+    }
+    bool ok = true, failed = false, all_ended = true;
+    for (int i = 0; i < st->jobs.n && ok && !failed; i++)
+        if (news[i]) ok = stream_choice_news(st, i, &failed);
+    for (int i = 0; i < st->jobs.n; i++) all_ended &= st->ch[i].ended;
+    if (failed) jobs_cancel(st->s->sched, &st->jobs); /* the stream ends here: stop the other choices */
+    if (ok && (failed || all_ended)) ok = stream_end(st, failed);
     return ok;
 }
 
@@ -319,15 +455,136 @@ static ssize_t stream_cb(void *cls, uint64_t pos, char *buf, size_t max) {
 static void stream_free(void *cls) {
     stream *st = cls;
     /* Ended early (the client left, a write failed): stop generating for it. */
-    srv_sched_cancel(st->s->sched, st->job);
-    srv_sched_release(st->s->sched, st->job);
+    jobs_cancel(st->s->sched, &st->jobs);
+    jobs_release(st->s->sched, &st->jobs);
     srv_buf_free(&st->out);
     srv_buf_free(&st->text);
     free(st->lp);
     free(st);
 }
 
+/* Answer with an SSE stream that the jobs feed. Takes over js. */
+static enum MHD_Result start_stream(struct MHD_Connection *c, conn_req *r, srv_kind kind, job_set *js,
+                                    const srv_request *req) {
+    srv_server *s = r->s;
+    stream *st = calloc(1, sizeof *st);
+    if (!st) {
+        jobs_cancel(s->sched, js);
+        jobs_release(s->sched, js);
+        return MHD_NO;
+    }
+    st->s = s;
+    st->conn = c;
+    st->jobs = *js;
+    js->n = 0;
+    st->kind = kind;
+    st->created = srv_unix_time();
+    st->include_usage = req->include_usage;
+    st->want_lp = req->logprobs;
+    make_id(s, kind, st->id, sizeof st->id);
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_cb, st, stream_free);
+    if (!resp) {
+        stream_free(st);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    common_headers(resp);
+    r->status = 200;
+    enum MHD_Result ret = MHD_queue_response(c, 200, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
 /* ---------------------------------------------------------- generation */
+
+/* Not streamed: wait here (this is the connection's own thread) for every
+ * choice, then answer them all, or the first failed one's error. Takes
+ * over js. */
+static enum MHD_Result answer_when_done(struct MHD_Connection *c, conn_req *r, srv_kind kind, job_set *js,
+                                        bool want_lp) {
+    srv_server *s = r->s;
+    pthread_mutex_t *mu = srv_sched_mutex(s->sched);
+    pthread_mutex_lock(mu);
+    bool here = true;
+    for (int i = 0; i < js->n && here; i++)
+        while (here && js->job[i]->state != SRV_JOB_DONE) here = wait_news(mu, js->job[i], c);
+    pthread_mutex_unlock(mu);
+    if (!here) {
+        jobs_cancel(s->sched, js);
+        jobs_release(s->sched, js);
+        r->status = 499; /* nginx's "client closed request" */
+        return MHD_NO;
+    }
+    /* DONE is final: the jobs' fields no longer change. */
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)s->cfg.idle_timeout);
+    for (int i = 0; i < js->n; i++) {
+        if (js->job[i]->failed) {
+            enum MHD_Result ret = reply_error(c, r, &js->job[i]->err);
+            jobs_release(s->sched, js);
+            return ret;
+        }
+    }
+    char id[48];
+    make_id(s, kind, id, sizeof id);
+    int64_t created = srv_unix_time();
+    srv_result res[SRV_MAX_CHOICES];
+    for (int i = 0; i < js->n; i++) {
+        const srv_job *j = js->job[i];
+        static const srv_token_lp none[1];
+        res[i] = result_base(s, kind, id, created);
+        res[i].index = i;
+        res[i].text = j->text.p ? j->text.p : "";
+        res[i].text_len = j->text.len;
+        res[i].finish = j->finish;
+        res[i].lp = !want_lp ? NULL : j->lp ? j->lp : none; /* logprobs asked for: a list, even empty */
+        res[i].n_lp = want_lp ? lp_released(j, 0) : 0;
+    }
+    set_usage(&res[0], js);
+    enum MHD_Result ret = reply_json(c, r, 200, srv_response_json(res, (size_t)js->n));
+    jobs_release(s->sched, js);
+    return ret;
+}
+
+/* Queue the request's jobs and answer: a stream, or the whole response.
+ * Takes over req and ids. */
+static enum MHD_Result generate(struct MHD_Connection *c, conn_req *r, srv_kind kind, srv_request *req,
+                                int32_t *ids, int32_t n_ids) {
+    srv_server *s = r->s;
+    double deadline = s->cfg.request_timeout > 0 ? r->t0 + s->cfg.request_timeout : 0;
+    job_set js;
+    bool made = make_jobs(s->sched, req, ids, n_ids, deadline, &js);
+    free(ids);
+    if (!made) {
+        srv_request_free(req);
+        return fail(c, r, 500, "server_error", NULL, NULL, "out of memory");
+    }
+    int rc = srv_sched_submit(s->sched, js.job, js.n);
+    if (rc != 0) {
+        jobs_release(s->sched, &js);
+        srv_request_free(req);
+        if (rc == 1)
+            return fail(c, r, 429, "rate_limit_error", "rate_limit_exceeded", NULL,
+                        "the server is busy: every slot is generating and the queue is full; retry later");
+        if (rc == 3)
+            return fail(c, r, 400, "invalid_request_error", NULL, "n",
+                        "'n' asks for more choices than this server generates and queues at once "
+                        "(--parallel plus --queue): ask for fewer");
+        return fail(c, r, 503, "server_error", "shutting_down", NULL, "the server is shutting down");
+    }
+    pthread_mutex_lock(&s->mu);
+    s->n_busy++;
+    r->busy = true;
+    pthread_mutex_unlock(&s->mu);
+    /* Generation may take longer than the idle timeout; the request timeout
+     * bounds it instead. */
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0);
+    enum MHD_Result ret =
+        req->stream ? start_stream(c, r, kind, &js, req) : answer_when_done(c, r, kind, &js, req->logprobs);
+    srv_request_free(req);
+    return ret;
+}
 
 static enum MHD_Result handle_generate(struct MHD_Connection *c, conn_req *r, srv_kind kind) {
     srv_server *s = r->s;
@@ -380,101 +637,7 @@ static enum MHD_Result handle_generate(struct MHD_Connection *c, conn_req *r, sr
         return fail(c, r, 400, "invalid_request_error", n_ids ? "context_length_exceeded" : NULL, param, msg);
     }
 
-    bool stream_mode = req.stream, include_usage = req.include_usage;
-    double deadline = s->cfg.request_timeout > 0 ? r->t0 + s->cfg.request_timeout : 0;
-    srv_job *job = srv_job_new(&req, ids, (int32_t)n_ids, deadline);
-    if (!job) {
-        free(ids);
-        srv_request_free(&req);
-        return fail(c, r, 500, "server_error", NULL, NULL, "out of memory");
-    }
-    int rc = srv_sched_submit(s->sched, job);
-    if (rc != 0) {
-        srv_sched_release(s->sched, job);
-        if (rc == 1)
-            return fail(c, r, 429, "rate_limit_error", "rate_limit_exceeded", NULL,
-                        "the server is busy: every slot is generating and the queue is full; retry later");
-        return fail(c, r, 503, "server_error", "shutting_down", NULL, "the server is shutting down");
-    }
-    pthread_mutex_lock(&s->mu);
-    s->n_busy++;
-    r->busy = true;
-    pthread_mutex_unlock(&s->mu);
-    /* Generation may take longer than the idle timeout; the request timeout
-     * bounds it instead. */
-    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0);
-
-    if (stream_mode) {
-        stream *st = calloc(1, sizeof *st);
-        if (!st) {
-            srv_sched_cancel(s->sched, job);
-            srv_sched_release(s->sched, job);
-            return MHD_NO;
-        }
-        st->s = s;
-        st->conn = c;
-        st->job = job;
-        st->kind = kind;
-        st->created = srv_unix_time();
-        st->include_usage = include_usage;
-        make_id(s, kind, st->id, sizeof st->id);
-        struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_cb, st, stream_free);
-        if (!resp) {
-            stream_free(st);
-            return MHD_NO;
-        }
-        MHD_add_response_header(resp, "Content-Type", "text/event-stream");
-        MHD_add_response_header(resp, "Cache-Control", "no-cache");
-        MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-        common_headers(resp);
-        r->status = 200;
-        enum MHD_Result ret = MHD_queue_response(c, 200, resp);
-        MHD_destroy_response(resp);
-        return ret;
-    }
-
-    /* Not streamed: wait here (this is the connection's own thread). */
-    pthread_mutex_t *mu = srv_sched_mutex(s->sched);
-    pthread_mutex_lock(mu);
-    while (job->state != SRV_JOB_DONE) {
-        struct timespec ts;
-        deadline_in(&ts, 100);
-        if (pthread_cond_timedwait(&job->cv, mu, &ts) == ETIMEDOUT) {
-            pthread_mutex_unlock(mu);
-            if (client_gone(c)) {
-                srv_sched_cancel(s->sched, job);
-                srv_sched_release(s->sched, job);
-                r->status = 499; /* nginx's "client closed request" */
-                return MHD_NO;
-            }
-            pthread_mutex_lock(mu);
-        }
-    }
-    pthread_mutex_unlock(mu);
-    /* DONE is final: the job's fields no longer change. */
-    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)s->cfg.idle_timeout);
-    enum MHD_Result ret;
-    if (job->failed) {
-        ret = reply_error(c, r, &job->err);
-    } else {
-        char id[48];
-        make_id(s, kind, id, sizeof id);
-        srv_result res = {.kind = kind, .id = id, .created = srv_unix_time(), .model = s->model_id,
-                          .text = job->text.p ? job->text.p : "", .text_len = job->text.len,
-                          .lp = NULL, .n_lp = 0, .finish = job->finish,
-                          .prompt_tokens = job->n_prompt, .completion_tokens = job->n_gen, .cached_tokens = job->n_cached,
-                          .piece = piece_cb, .piece_ctx = &s->eng};
-        if (job->req.logprobs) {
-            size_t n = 0;
-            while (n < job->n_lp && job->lp[n].off < job->text.len) n++;
-            static const srv_token_lp none[1];
-            res.lp = job->lp ? job->lp : none; /* logprobs asked for: a list, even empty */
-            res.n_lp = n;
-        }
-        ret = reply_json(c, r, 200, srv_response_json(&res));
-    }
-    srv_sched_release(s->sched, job);
-    return ret;
+    return generate(c, r, kind, &req, ids, (int32_t)n_ids);
 }
 
 /* -------------------------------------------------------------- routing */

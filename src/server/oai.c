@@ -310,13 +310,8 @@ static bool parse_fields(json_t *root, srv_kind kind, const char *model_id, int3
     if (!get_int(root, "seed", INT64_MIN, INT64_MAX, &x, &r->has_seed, e)) return false;
     if (r->has_seed) sp->seed = (uint64_t)x;
 
-    if (!get_int(root, "n", 1, 1, &x, &given, e)) {
-        if (field(root, "n") && json_is_integer(field(root, "n")) && json_integer_value(field(root, "n")) > 1)
-            srv_error_set(e, 400, "invalid_request_error", NULL, "n",
-                          "'n' = %lld is not supported: this server returns one choice per request (n = 1)",
-                          (long long)json_integer_value(field(root, "n")));
-        return false;
-    }
+    if (!get_int(root, "n", 1, SRV_MAX_CHOICES, &x, &given, e)) return false;
+    r->n_choices = given ? (int)x : 1;
     if (!get_int(root, "best_of", 1, 1, &x, &given, e)) {
         snprintf(e->message, sizeof e->message, "'best_of' other than 1 is not supported");
         return false;
@@ -396,6 +391,24 @@ void srv_request_free(srv_request *r) {
     for (size_t i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->stop);
     memset(r, 0, sizeof *r);
+}
+
+bool srv_request_copy_settings(const srv_request *src, srv_request *dst) {
+    *dst = *src;
+    dst->msgs = NULL;
+    dst->n_msgs = 0;
+    dst->prompt = NULL;
+    dst->prompt_ids = NULL;
+    dst->n_prompt_ids = 0;
+    dst->n_stop = 0;
+    dst->stop = calloc(src->n_stop ? src->n_stop : 1, sizeof *dst->stop);
+    bool ok = dst->stop != NULL;
+    for (size_t i = 0; ok && i < src->n_stop; i++) {
+        ok = (dst->stop[i] = strdup(src->stop[i])) != NULL;
+        dst->n_stop += ok;
+    }
+    if (!ok) srv_request_free(dst);
+    return ok;
 }
 
 /* ----------------------------------------------------------- responses */
@@ -484,37 +497,41 @@ static json_t *envelope(const srv_result *r, const char *object, json_t *choices
                      "trinity", "choices", choices);
 }
 
-json_t *srv_response_json(const srv_result *r) {
-    json_t *choice;
-    if (r->kind == SRV_KIND_CHAT)
-        choice = json_pack("{s:i, s:{s:s, s:o}, s:o, s:o}", "index", 0, "message", "role", "assistant",
-                           "content", text_json(r->text, r->text_len), "logprobs", logprobs_json(r),
-                           "finish_reason", finish_json(r->finish));
-    else
-        choice = json_pack("{s:i, s:o, s:o, s:o}", "index", 0, "text", text_json(r->text, r->text_len),
-                           "logprobs", logprobs_json(r), "finish_reason", finish_json(r->finish));
-    json_t *o = envelope(r, r->kind == SRV_KIND_CHAT ? "chat.completion" : "text_completion",
-                         json_pack("[o]", choice));
+/* A completion's choice reads the same in a response and in a chunk. */
+static json_t *completion_choice_json(const srv_result *r) {
+    return json_pack("{s:i, s:o, s:o, s:o}", "index", r->index, "text", text_json(r->text, r->text_len),
+                     "logprobs", logprobs_json(r), "finish_reason", finish_json(r->finish));
+}
+
+static json_t *choice_json(const srv_result *r) {
+    if (r->kind != SRV_KIND_CHAT) return completion_choice_json(r);
+    return json_pack("{s:i, s:{s:s, s:o}, s:o, s:o}", "index", r->index, "message", "role", "assistant",
+                     "content", text_json(r->text, r->text_len), "logprobs", logprobs_json(r),
+                     "finish_reason", finish_json(r->finish));
+}
+
+json_t *srv_response_json(const srv_result *r, size_t n) {
+    json_t *choices = json_array();
+    for (size_t i = 0; i < n; i++) json_array_append_new(choices, choice_json(&r[i]));
+    json_t *o = envelope(r, r->kind == SRV_KIND_CHAT ? "chat.completion" : "text_completion", choices);
     if (o) json_object_set_new(o, "usage", usage_json(r));
     return o;
 }
 
+static json_t *delta_choice_json(const srv_result *r) {
+    if (r->kind != SRV_KIND_CHAT) return completion_choice_json(r);
+    json_t *delta = json_object();
+    if (r->first) json_object_set_new(delta, "role", json_string("assistant"));
+    /* The final chunk carries only finish_reason, with an empty delta. */
+    if (r->text_len || (r->finish == SRV_FINISH_NONE))
+        json_object_set_new(delta, "content", text_json(r->text, r->text_len));
+    return json_pack("{s:i, s:o, s:o, s:o}", "index", r->index, "delta", delta, "logprobs", logprobs_json(r),
+                     "finish_reason", finish_json(r->finish));
+}
+
 json_t *srv_chunk_json(const srv_result *r) {
-    json_t *choice;
-    if (r->kind == SRV_KIND_CHAT) {
-        json_t *delta = json_object();
-        if (r->first) json_object_set_new(delta, "role", json_string("assistant"));
-        /* The final chunk carries only finish_reason, with an empty delta. */
-        if (r->text_len || (r->finish == SRV_FINISH_NONE))
-            json_object_set_new(delta, "content", text_json(r->text, r->text_len));
-        choice = json_pack("{s:i, s:o, s:o, s:o}", "index", 0, "delta", delta, "logprobs",
-                           logprobs_json(r), "finish_reason", finish_json(r->finish));
-    } else {
-        choice = json_pack("{s:i, s:o, s:o, s:o}", "index", 0, "text", text_json(r->text, r->text_len),
-                           "logprobs", logprobs_json(r), "finish_reason", finish_json(r->finish));
-    }
     json_t *o = envelope(r, r->kind == SRV_KIND_CHAT ? "chat.completion.chunk" : "text_completion",
-                         json_pack("[o]", choice));
+                         json_pack("[o]", delta_choice_json(r)));
     if (o) json_object_set_new(o, "usage", usage_json(r));
     return o;
 }

@@ -31,6 +31,7 @@ char *srv_error_json(const srv_error *e);
 
 #define SRV_MAX_STOP 16
 #define SRV_MAX_STOP_LEN 256
+#define SRV_MAX_CHOICES 8 /* "n": the choices one request may ask for */
 
 typedef struct srv_request {
     srv_kind kind;
@@ -43,6 +44,7 @@ typedef struct srv_request {
     size_t n_prompt_ids;
     /* generation */
     int32_t max_tokens;        /* -1: until the context is full */
+    int n_choices;             /* "n": 1..SRV_MAX_CHOICES */
     tr_sampler_params sampling;
     bool has_seed;             /* false: the server picks one */
     bool stream;
@@ -63,6 +65,11 @@ bool srv_request_parse(srv_kind kind, const char *body, size_t len, const char *
                        int32_t n_vocab, const tr_sampler_params *defaults, srv_request *out,
                        srv_error *e);
 void srv_request_free(srv_request *r);
+/* dst: src's generation settings (every field but the conversation and the
+ * prompt, which dst leaves empty), with its own copy of the stop strings, so
+ * that each of a request's choices owns what its job reads. False: out of
+ * memory, dst empty. */
+bool srv_request_copy_settings(const srv_request *src, srv_request *dst);
 
 /* One generated token's log-probabilities. `off`: where its bytes begin in
  * the generated text. */
@@ -84,6 +91,7 @@ const char *srv_finish_str(srv_finish f);
  * (sanitised to UTF-8 here). */
 typedef struct srv_result {
     srv_kind kind;
+    int index;          /* the choice (0..n-1) */
     const char *id;     /* "chatcmpl-..." / "cmpl-..." */
     int64_t created;
     const char *model;
@@ -99,10 +107,13 @@ typedef struct srv_result {
     void *piece_ctx;
 } srv_result;
 
-/* The whole (non-streamed) response object. */
-json_t *srv_response_json(const srv_result *r);
-/* One streamed chunk: choices[0].delta (chat) or .text (completion),
- * finish_reason, and "usage": null unless the result carries usage. */
+/* The whole (non-streamed) response object: choices r[0..n), each with its
+ * index, text, logprobs and finish; the envelope (id, created, model) and the
+ * usage come from r[0]. */
+json_t *srv_response_json(const srv_result *r, size_t n);
+/* One streamed chunk: one choice (its index) with its delta (chat) or text
+ * (completion) and finish_reason, and "usage": null unless the result
+ * carries usage. */
 json_t *srv_chunk_json(const srv_result *r);
 /* The usage-only chunk of stream_options.include_usage: "choices": []. */
 json_t *srv_usage_chunk_json(const srv_result *r);

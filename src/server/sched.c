@@ -121,20 +121,29 @@ static void job_fail(srv_job *j, int status, const char *code, const char *msg) 
     pthread_cond_broadcast(&j->cv);
 }
 
-int srv_sched_submit(srv_sched *s, srv_job *job) {
+/* With s->mu held: append a job to the queue. */
+static void enqueue(srv_sched *s, srv_job *job) {
+    job->refs++;
+    job->state = SRV_JOB_QUEUED;
+    if (s->q_tail) s->q_tail->next = job;
+    else s->q_head = job;
+    s->q_tail = job;
+    s->n_queued++;
+}
+
+int srv_sched_submit(srv_sched *s, srv_job *const *jobs, int n) {
     pthread_mutex_lock(&s->mu);
     int rc = 0;
     if (s->stopping) {
         rc = 2;
-    } else if (s->n_queued + s->n_runs >= s->cap_runs) {
+    } else if (n > s->cap_runs) {
+        rc = 3;
+    } else if (s->n_queued + s->n_runs + n > s->cap_runs) {
         rc = 1;
     } else {
-        job->refs++;
-        job->state = SRV_JOB_QUEUED;
-        if (s->q_tail) s->q_tail->next = job;
-        else s->q_head = job;
-        s->q_tail = job;
-        s->n_queued++;
+        /* Under one lock hold: the scheduler hands them to the engine
+         * together, in order, so choices sharing a prompt compute it once. */
+        for (int i = 0; i < n; i++) enqueue(s, jobs[i]);
         pthread_cond_signal(&s->cv);
     }
     pthread_mutex_unlock(&s->mu);

@@ -54,9 +54,11 @@ void srv_sched_free(srv_sched *s);
 
 /* A new job with refs = 1 (the caller's). Takes over req and prompt. */
 srv_job *srv_job_new(srv_request *req, int32_t *prompt, int32_t n_prompt, double deadline);
-/* Queue it (the scheduler takes its own reference). 0: queued; 1: the queue
- * is full (429); 2: shutting down (503). */
-int srv_sched_submit(srv_sched *s, srv_job *job);
+/* Queue a request's n jobs (its choices), all or none: the scheduler takes
+ * its own reference to each. 0: queued; 1: they do not all fit in the queue
+ * now (429); 2: shutting down (503); 3: n is more than the server ever holds
+ * at once (--parallel + --queue), so waiting would not help. */
+int srv_sched_submit(srv_sched *s, srv_job *const *jobs, int n);
 /* The client went away: drop the job from the queue or stop its generation. */
 void srv_sched_cancel(srv_sched *s, srv_job *job);
 /* Drop the caller's reference. */

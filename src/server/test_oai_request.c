@@ -93,8 +93,11 @@ TT_TEST(wrong_field_types_and_ranges) {
     E("\"seed\": \"x\"", 400, "seed", "integer");
     E("\"presence_penalty\": 9", 400, "presence_penalty", "between -2 and 2");
     E("\"frequency_penalty\": true", 400, "frequency_penalty", "must be a number");
-    E("\"n\": 2", 400, "n", "not supported");
-    E("\"n\": 0", 400, "n", "between 1");
+    E("\"n\": 0", 400, "n", "between 1 and 8, got 0");
+    E("\"n\": 9", 400, "n", "between 1 and 8, got 9");
+    E("\"n\": 2.5", 400, "n", "must be an integer");
+    E("\"n\": \"2\"", 400, "n", "must be an integer");
+    E("\"best_of\": 2", 400, "best_of", "not supported");
     E("\"stream\": \"yes\"", 400, "stream", "must be a boolean");
     E("\"stream_options\": {\"include_usage\": 1}", 400, "stream_options.include_usage", "boolean");
     E("\"logprobs\": 1", 400, "logprobs", "boolean");
@@ -145,6 +148,20 @@ TT_TEST(good_chat_request) {
     srv_request_free(&r);
 }
 
+TT_TEST(n_choices_from_one_to_eight) {
+    const char *bodies[] = {"{\"prompt\":\"p\"}", "{\"prompt\":\"p\",\"n\":1}", "{\"prompt\":\"p\",\"n\":8}",
+                            "{\"prompt\":\"p\",\"n\":3.0}", "{\"prompt\":\"p\",\"n\":null}"};
+    const int want[] = {1, 1, 8, 3, 1};
+    for (int i = 0; i < 5; i++) {
+        srv_request r;
+        srv_error e;
+        tr_sampler_params d = defaults();
+        TT_CHECK(srv_request_parse(SRV_KIND_COMPLETION, bodies[i], strlen(bodies[i]), "gemma", 1000, &d, &r, &e));
+        TT_CHECK_EQ_INT(r.n_choices, want[i]);
+        srv_request_free(&r);
+    }
+}
+
 TT_TEST(good_completion_request_defaults) {
     srv_request r;
     srv_error e;
@@ -180,7 +197,7 @@ TT_TEST(responses_and_chunks) {
     srv_result r = {.kind = SRV_KIND_CHAT, .id = "chatcmpl-1", .created = 42, .model = "gemma",
                     .text = "Hi\xE2\x82", .text_len = 4, .lp = lp, .n_lp = 2, .finish = SRV_FINISH_LENGTH,
                     .prompt_tokens = 5, .completion_tokens = 2, .piece = fake_piece};
-    json_t *o = srv_response_json(&r);
+    json_t *o = srv_response_json(&r, 1);
     char *s = json_dumps(o, JSON_COMPACT);
     json_t *back = json_loads(s, 0, NULL); /* what a client reads */
     TT_CHECK(back != NULL);
@@ -201,11 +218,58 @@ TT_TEST(responses_and_chunks) {
 
     /* Legacy completion logprobs. */
     r.kind = SRV_KIND_COMPLETION;
-    o = srv_response_json(&r);
+    o = srv_response_json(&r, 1);
     json_t *lpo = json_object_get(json_array_get(json_object_get(o, "choices"), 0), "logprobs");
     TT_CHECK_EQ_INT(json_array_size(json_object_get(lpo, "tokens")), 2);
     TT_CHECK_EQ_INT(json_integer_value(json_array_get(json_object_get(lpo, "text_offset"), 1)), 2);
     TT_CHECK_NEAR(json_real_value(json_object_get(json_array_get(json_object_get(lpo, "top_logprobs"), 0), "!")), -1.5, 1e-6);
+    json_decref(o);
+}
+
+TT_TEST(settings_copy_owns_its_stop_strings) {
+    const char *body = "{\"prompt\":\"p\",\"stop\":[\"ab\",\"c\"],\"seed\":5,\"temperature\":0.5,"
+                       "\"max_tokens\":9,\"logprobs\":2}";
+    srv_request r, c;
+    srv_error e;
+    tr_sampler_params d = defaults();
+    TT_CHECK(srv_request_parse(SRV_KIND_COMPLETION, body, strlen(body), "gemma", 1000, &d, &r, &e));
+    TT_CHECK(srv_request_copy_settings(&r, &c));
+    srv_request_free(&r); /* the copy must not share anything with it */
+    TT_CHECK(c.prompt == NULL && c.msgs == NULL && c.prompt_ids == NULL);
+    TT_CHECK_EQ_INT(c.n_stop, 2);
+    TT_CHECK_STR(c.stop[0], "ab");
+    TT_CHECK_STR(c.stop[1], "c");
+    TT_CHECK(c.has_seed && c.sampling.seed == 5);
+    TT_CHECK_NEAR(c.sampling.temp, 0.5, 1e-6);
+    TT_CHECK(c.max_tokens == 9 && c.logprobs && c.top_logprobs == 2 && c.n_choices == 1);
+    srv_request_free(&c);
+}
+
+TT_TEST(several_choices_carry_their_index) {
+    srv_result r[3];
+    const char *texts[3] = {"a", "bb", "ccc"};
+    for (int i = 0; i < 3; i++)
+        r[i] = (srv_result){.kind = SRV_KIND_COMPLETION, .index = i, .id = "cmpl-1", .created = 42,
+                            .model = "gemma", .text = texts[i], .text_len = strlen(texts[i]),
+                            .finish = i == 1 ? SRV_FINISH_STOP : SRV_FINISH_LENGTH,
+                            .prompt_tokens = 4, .completion_tokens = 6};
+    json_t *o = srv_response_json(r, 3);
+    json_t *choices = json_object_get(o, "choices");
+    TT_CHECK_EQ_INT(json_array_size(choices), 3);
+    for (int i = 0; i < 3; i++) {
+        json_t *ch = json_array_get(choices, (size_t)i);
+        TT_CHECK_EQ_INT(json_integer_value(json_object_get(ch, "index")), i);
+        TT_CHECK_STR(json_string_value(json_object_get(ch, "text")), texts[i]);
+        TT_CHECK_STR(json_string_value(json_object_get(ch, "finish_reason")), i == 1 ? "stop" : "length");
+    }
+    TT_CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(o, "usage"), "total_tokens")), 10);
+    json_decref(o);
+    r[2].kind = SRV_KIND_CHAT;
+    r[2].prompt_tokens = -1;
+    o = srv_chunk_json(&r[2]);
+    json_t *ch = json_array_get(json_object_get(o, "choices"), 0);
+    TT_CHECK_EQ_INT(json_integer_value(json_object_get(ch, "index")), 2);
+    TT_CHECK_STR(json_string_value(json_object_get(json_object_get(ch, "delta"), "content")), "ccc");
     json_decref(o);
 }
 
@@ -260,8 +324,11 @@ int main(void) {
     TT_RUN(missing_and_wrong_prompt);
     TT_RUN(wrong_field_types_and_ranges);
     TT_RUN(good_chat_request);
+    TT_RUN(n_choices_from_one_to_eight);
     TT_RUN(good_completion_request_defaults);
     TT_RUN(responses_and_chunks);
+    TT_RUN(settings_copy_owns_its_stop_strings);
+    TT_RUN(several_choices_carry_their_index);
     TT_RUN(sse_framing);
     return TT_DONE();
 }

@@ -246,8 +246,8 @@ def test_errors(server, client):
     assert s == 400 and e["param"] == "prompt"
     s, e, _ = error_of(server, "POST", comp_path, body={"model": "gemma", "prompt": "x", "max_tokens": "9"})
     assert s == 400 and e["param"] == "max_tokens"
-    s, e, _ = error_of(server, "POST", comp_path, body={"model": "gemma", "prompt": "x", "n": 2})
-    assert s == 400 and e["param"] == "n"
+    s, e, _ = error_of(server, "POST", comp_path, body={"model": "gemma", "prompt": "x", "n": 9})
+    assert s == 400 and e["param"] == "n" and "between 1 and 8" in e["message"]
     s, e, _ = error_of(server, "POST", comp_path, body={"model": "nope", "prompt": "x"})
     assert s == 404 and e["code"] == "model_not_found"
     long_prompt = "hello " * (CTX + 50)
@@ -270,7 +270,7 @@ def test_errors(server, client):
     with pytest.raises(openai.NotFoundError):
         complete(client, model="gpt-4o")
     with pytest.raises(openai.BadRequestError):
-        complete(client, max_tokens=5, n=3)
+        complete(client, max_tokens=5, n=9)
     bad = openai.OpenAI(base_url=server.base_url, api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
@@ -360,6 +360,81 @@ def test_prefix_cache_hit_equals_miss_bit_for_bit(server, client):
     assert m["trinity_kv_blocks_used"] == 0 and m["trinity_kv_blocks_cached"] > 0
     assert m["trinity_prefix_cache_hit_tokens_total"] >= 5 * 32
     assert 0 < m["trinity_prefix_cache_hit_rate"] <= 1
+
+
+# ------------------------------------------------------------- n choices
+
+def completion_key(c):
+    return c.text, c.logprobs.tokens, c.logprobs.token_logprobs, c.logprobs.top_logprobs, c.finish_reason
+
+
+def chat_key(c):
+    return c.message.content, [t.model_dump() for t in c.logprobs.content], c.finish_reason
+
+
+def test_n_choices_at_temperature_zero_equal_the_single_answer(client):
+    """Greedy: every choice is the n = 1 answer, text and log-probabilities bit for bit."""
+    one = complete(client, temperature=0, max_tokens=16, logprobs=3)
+    many = complete(client, temperature=0, max_tokens=16, logprobs=3, n=3)
+    assert [c.index for c in many.choices] == [0, 1, 2]
+    assert all(completion_key(c) == completion_key(one.choices[0]) for c in many.choices)
+    assert many.usage.prompt_tokens == one.usage.prompt_tokens  # the prompt counts once
+    assert many.usage.completion_tokens == 3 * one.usage.completion_tokens
+    one = chat(client, temperature=0, max_tokens=12, logprobs=True, top_logprobs=2)
+    many = chat(client, temperature=0, max_tokens=12, logprobs=True, top_logprobs=2, n=3)
+    assert [c.index for c in many.choices] == [0, 1, 2]
+    assert all(chat_key(c) == chat_key(one.choices[0]) for c in many.choices)
+    assert many.usage.completion_tokens == 3 * one.usage.completion_tokens
+
+
+def test_n_choices_with_a_seed_differ_and_reproduce(client):
+    kw = dict(temperature=0.8, max_tokens=24, seed=1234)
+    a = [c.text for c in complete(client, n=4, **kw).choices]
+    assert len(set(a)) > 1  # each choice samples with its own seed
+    assert [c.text for c in complete(client, n=4, **kw).choices] == a
+    assert complete(client, **kw).choices[0].text == a[0]  # choice 0's seed is the request's
+
+
+def stream_choices(stream, chat_mode=True):
+    """A stream reassembled per choice index: {index: (text, finish)}, usage."""
+    text, finish, usage = {}, {}, None
+    for ch in stream:
+        if ch.usage is not None:
+            usage = ch.usage
+        for c in ch.choices:
+            piece = c.delta.content if chat_mode else c.text
+            text[c.index] = text.get(c.index, "") + (piece or "")
+            if c.finish_reason:
+                assert c.index not in finish, "two final chunks for one choice"
+                finish[c.index] = c.finish_reason
+    return {i: (text[i], finish.get(i)) for i in text}, usage
+
+
+def test_n_choices_streamed_equal_non_streamed(client):
+    kw = dict(temperature=0.8, seed=7, max_tokens=20, n=2)
+    full = chat(client, **kw)
+    got, usage = stream_choices(chat(client, stream=True, stream_options={"include_usage": True}, **kw))
+    assert got == {c.index: (c.message.content, c.finish_reason) for c in full.choices}
+    assert usage.completion_tokens == full.usage.completion_tokens
+    assert usage.prompt_tokens == full.usage.prompt_tokens
+    full = complete(client, **kw)
+    got, usage = stream_choices(complete(client, stream=True, **kw), chat_mode=False)
+    assert got == {c.index: (c.text, c.finish_reason) for c in full.choices} and usage is None
+
+
+def test_n_choices_share_the_prompts_blocks(server, client):
+    """Four choices of a prompt of more than two blocks compute it once: the
+    other three take its blocks from the prefix cache."""
+    prompt = ("An inventory of the lighthouse keeper's cottage, room by room: the kitchen holds a kettle, "
+              "two chipped mugs, a tin of tea and a lamp; the study holds a desk, a ledger of passing ships, "
+              "a barometer and a brass telescope; the bedroom holds a narrow bed, a wool blanket and a candle. Next,")
+    before = server.metrics(AUTH)["trinity_prefix_cache_hit_tokens_total"]
+    r = complete(client, prompt=prompt, temperature=0, max_tokens=4, n=4)
+    after = server.metrics(AUTH)["trinity_prefix_cache_hit_tokens_total"]
+    assert r.usage.prompt_tokens > 64
+    assert after - before >= 3 * 32
+    assert r.usage.prompt_tokens_details.cached_tokens == 0  # choice 0's: a prompt never seen before
+    assert len({c.text for c in r.choices}) == 1
 
 
 KILLED_CLIENT = r"""

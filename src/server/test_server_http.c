@@ -7,7 +7,8 @@
  *
  * The script: after any prompt byte the "model" says "Hello", " wor", "ld",
  * "</", "stop", ">", a euro sign split over two tokens, then "x" forever; a
- * prompt ending in '!' gets end-of-generation at once. */
+ * prompt ending in '!' gets end-of-generation at once; a sequence seeded
+ * FAIL_SEED is refused. */
 #define _GNU_SOURCE
 #include "server/server.h"
 #include "tt.h"
@@ -22,6 +23,7 @@
 
 enum { NV = 300, T_EOS = 0, T_HELLO = 257, T_WOR, T_LD, T_LT, T_STOP, T_GT, T_EURO1, T_EURO2 };
 #define BYTE(b) ((int32_t)(unsigned char)(b) + 1)
+#define FAIL_SEED 666u /* a sequence with this seed is refused by the engine */
 
 typedef struct fseq {
     bool used, running;
@@ -43,6 +45,8 @@ typedef struct fake {
     int64_t next_id;
     useconds_t delay;
     int errors;           /* calls that broke the contract */
+    uint64_t seeds[64];   /* each submitted sequence's seed, in order (wrapping) */
+    int n_submitted;
 } fake;
 
 static int32_t next_of(int32_t t) {
@@ -65,6 +69,10 @@ static int64_t f_submit(void *self, const tr_seq_params *p, tr_error *err) {
         snprintf(err->msg, sizeof err->msg, "prompt of %d tokens does not fit", p->n_prompt);
         return -1;
     }
+    if (p->sampling.seed == FAIL_SEED) {
+        snprintf(err->msg, sizeof err->msg, "scripted failure");
+        return -1;
+    }
     for (int i = 0; i < 64; i++) {
         fseq *q = &f->seqs[i];
         if (q->used) continue;
@@ -76,6 +84,7 @@ static int64_t f_submit(void *self, const tr_seq_params *p, tr_error *err) {
         q->last = p->prompt[p->n_prompt - 1];
         q->n_prompt = p->n_prompt;
         q->n_predict = p->n_predict;
+        f->seeds[f->n_submitted++ % 64] = p->sampling.seed;
         for (int32_t k = 0; k < p->n_prompt; k++)
             if (p->prompt[k] < 0 || p->prompt[k] >= NV) f->errors++;
         return q->id;
@@ -310,15 +319,38 @@ static srv_server *start(srv_config *c, tr_error *err) {
     return s;
 }
 
-/* Concatenate the content of every SSE event; count events; find finish. */
+/* Concatenate each choice's content over the SSE events; count events;
+ * find each choice's finish. */
+enum { SSE_CHOICES = 4 };
 typedef struct sse_sum {
-    char text[4096];
+    char text[SSE_CHOICES][4096];
+    char finish[SSE_CHOICES][16];
+    int n_finish[SSE_CHOICES], n_role[SSE_CHOICES]; /* chunks with a finish_reason, with the role */
     int n_events, n_done;
-    char finish[16];
     bool role_first, usage_seen, error_seen;
     long usage_prompt, usage_completion;
     bool malformed;
 } sse_sum;
+
+static void sse_choice(sse_sum *s, json_t *ch, bool chat) {
+    json_int_t i = json_integer_value(json_object_get(ch, "index"));
+    if (!json_is_integer(json_object_get(ch, "index")) || i < 0 || i >= SSE_CHOICES) {
+        s->malformed = true;
+        return;
+    }
+    json_t *d = chat ? json_object_get(ch, "delta") : ch;
+    if (chat && json_object_get(d, "role")) {
+        s->n_role[i]++;
+        if (s->n_events == 0) s->role_first = true;
+    }
+    json_t *t = json_object_get(d, chat ? "content" : "text");
+    if (json_is_string(t)) strncat(s->text[i], json_string_value(t), sizeof s->text[i] - strlen(s->text[i]) - 1);
+    json_t *f = json_object_get(ch, "finish_reason");
+    if (json_is_string(f)) {
+        snprintf(s->finish[i], sizeof s->finish[i], "%s", json_string_value(f));
+        s->n_finish[i]++;
+    }
+}
 
 static sse_sum parse_sse(const char *body, bool chat) {
     sse_sum s = {0};
@@ -338,21 +370,15 @@ static sse_sum parse_sse(const char *body, bool chat) {
             if (!o) s.malformed = true;
             if (s.n_done) s.malformed = true; /* nothing after [DONE] */
             if (json_object_get(o, "error")) s.error_seen = true;
-            json_t *ch = json_array_get(json_object_get(o, "choices"), 0);
             json_t *u = json_object_get(o, "usage");
             if (json_is_object(u)) {
                 s.usage_seen = true;
                 s.usage_prompt = (long)json_integer_value(json_object_get(u, "prompt_tokens"));
                 s.usage_completion = (long)json_integer_value(json_object_get(u, "completion_tokens"));
             }
-            if (ch) {
-                json_t *d = chat ? json_object_get(ch, "delta") : ch;
-                if (s.n_events == 0 && chat) s.role_first = json_object_get(d, "role") != NULL;
-                json_t *t = json_object_get(d, chat ? "content" : "text");
-                if (json_is_string(t)) strncat(s.text, json_string_value(t), sizeof s.text - strlen(s.text) - 1);
-                json_t *f = json_object_get(ch, "finish_reason");
-                if (json_is_string(f)) snprintf(s.finish, sizeof s.finish, "%s", json_string_value(f));
-            }
+            json_t *chs = json_object_get(o, "choices");
+            if (json_array_size(chs) > 1) s.malformed = true; /* one choice a chunk */
+            for (size_t k = 0; k < json_array_size(chs); k++) sse_choice(&s, json_array_get(chs, k), chat);
             json_decref(o);
         }
         s.n_events++;
@@ -506,25 +532,99 @@ TT_TEST(completion_lengths_eos_and_utf8) {
     resp_free(&r);
 }
 
-TT_TEST(streams) {
-    resp r = call(P1, "POST", "/v1/chat/completions", KEY,
-                  "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stop\":[\"</stop>\"],\"stream\":true,"
-                  "\"stream_options\":{\"include_usage\":true}}");
+/* A chat stream cut by a stop string, with usage, and a completion stream
+ * of 9 tokens, each with n choices: every choice reads as it does alone
+ * (its role first, its text, one finish), one [DONE]. */
+static void check_streams(int n) {
+    char body[256];
+    snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stop\":[\"</stop>\"],"
+             "\"stream\":true,\"n\":%d,\"stream_options\":{\"include_usage\":true}}", n);
+    resp r = call(P1, "POST", "/v1/chat/completions", KEY, body);
     TT_CHECK_EQ_INT(r.status, 200);
     TT_CHECK(strcasestr(r.head, "Content-Type: text/event-stream") != NULL);
     sse_sum s = parse_sse(r.body, true);
-    TT_CHECK(!s.malformed);
-    TT_CHECK(s.role_first);
-    TT_CHECK_STR(s.text, "Hello world");
-    TT_CHECK_STR(s.finish, "stop");
+    TT_CHECK(!s.malformed && !s.error_seen && s.role_first);
+    for (int i = 0; i < n; i++) {
+        TT_CHECK_EQ_INT(s.n_role[i], 1);
+        TT_CHECK_STR(s.text[i], "Hello world");
+        TT_CHECK_STR(s.finish[i], "stop");
+        TT_CHECK_EQ_INT(s.n_finish[i], 1);
+    }
     TT_CHECK_EQ_INT(s.n_done, 1);
-    TT_CHECK(s.usage_seen && s.usage_prompt == 19 && s.usage_completion == 6);
+    TT_CHECK(s.usage_seen && s.usage_prompt == 19 && s.usage_completion == 6 * n);
     resp_free(&r);
-    r = call(P1, "POST", "/v1/completions", KEY, "{\"prompt\":\"a\",\"max_tokens\":9,\"stream\":true}");
+    snprintf(body, sizeof body, "{\"prompt\":\"a\",\"max_tokens\":9,\"stream\":true,\"n\":%d}", n);
+    r = call(P1, "POST", "/v1/completions", KEY, body);
     s = parse_sse(r.body, false);
     TT_CHECK(!s.malformed && !s.usage_seen);
-    TT_CHECK_STR(s.text, "Hello world</stop>\xE2\x82\xACx");
-    TT_CHECK_STR(s.finish, "length");
+    for (int i = 0; i < n; i++) {
+        TT_CHECK_STR(s.text[i], "Hello world</stop>\xE2\x82\xACx");
+        TT_CHECK_STR(s.finish[i], "length");
+        TT_CHECK_EQ_INT(s.n_finish[i], 1);
+    }
+    TT_CHECK_EQ_INT(s.n_done, 1);
+    resp_free(&r);
+    TT_CHECK_EQ_INT(F1.errors, 0);
+}
+
+TT_TEST(streams) { check_streams(1); }
+
+TT_TEST(n_choices_not_streamed) {
+    /* Three choices, a seed: each its own job, seeds 10, 11, 12. */
+    int first = F1.n_submitted;
+    resp r = call(P1, "POST", "/v1/completions", KEY, "{\"prompt\":\"a\",\"max_tokens\":3,\"n\":3,\"seed\":10}");
+    TT_CHECK_EQ_INT(r.status, 200);
+    json_t *o = json_loads(r.body, 0, NULL);
+    json_t *chs = json_object_get(o, "choices");
+    TT_CHECK_EQ_INT(json_array_size(chs), 3);
+    for (int i = 0; i < 3; i++) {
+        json_t *ch = json_array_get(chs, (size_t)i);
+        TT_CHECK_EQ_INT(json_integer_value(json_object_get(ch, "index")), i);
+        TT_CHECK_STR(json_string_value(json_object_get(ch, "text")), "Hello world");
+        TT_CHECK_STR(json_string_value(json_object_get(ch, "finish_reason")), "length");
+    }
+    json_t *u = json_object_get(o, "usage");
+    TT_CHECK_EQ_INT(json_integer_value(json_object_get(u, "prompt_tokens")), 1); /* once, not per choice */
+    TT_CHECK_EQ_INT(json_integer_value(json_object_get(u, "completion_tokens")), 9);
+    TT_CHECK_EQ_INT(F1.n_submitted - first, 3);
+    for (int i = 0; i < 3; i++) TT_CHECK(F1.seeds[(first + i) % 64] == 10u + (unsigned)i);
+    json_decref(o);
+    resp_free(&r);
+    /* Chat, a stop string and logprobs: every choice cut at its own stop,
+     * with its own log-probabilities. */
+    r = call(P1, "POST", "/v1/chat/completions", KEY,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stop\":\"</stop>\",\"n\":2,\"logprobs\":true}");
+    TT_CHECK_EQ_INT(r.status, 200);
+    o = json_loads(r.body, 0, NULL);
+    chs = json_object_get(o, "choices");
+    TT_CHECK_EQ_INT(json_array_size(chs), 2);
+    for (int i = 0; i < 2; i++) {
+        json_t *ch = json_array_get(chs, (size_t)i);
+        TT_CHECK_EQ_INT(json_integer_value(json_object_get(ch, "index")), i);
+        TT_CHECK_STR(json_string_value(json_object_get(json_object_get(ch, "message"), "content")), "Hello world");
+        TT_CHECK_STR(json_string_value(json_object_get(ch, "finish_reason")), "stop");
+        TT_CHECK_EQ_INT(json_array_size(json_object_get(json_object_get(ch, "logprobs"), "content")), 3);
+    }
+    TT_CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(o, "usage"), "completion_tokens")), 12);
+    json_decref(o);
+    resp_free(&r);
+    TT_CHECK_EQ_INT(F1.errors, 0);
+}
+
+TT_TEST(n_choices_streamed) { check_streams(2); }
+
+TT_TEST(one_failed_choice_fails_the_request) {
+    /* seed 665: choice 1 is seeded 666, which the engine refuses. */
+    resp r = call(P1, "POST", "/v1/completions", KEY, "{\"prompt\":\"a\",\"max_tokens\":3,\"n\":2,\"seed\":665}");
+    check_error(&r, 400, NULL, "scripted failure");
+    resp_free(&r);
+    r = call(P1, "POST", "/v1/completions", KEY,
+             "{\"prompt\":\"a\",\"max_tokens\":3,\"n\":2,\"seed\":665,\"stream\":true}");
+    sse_sum s = parse_sse(r.body, false);
+    TT_CHECK(!s.malformed && s.error_seen && !s.usage_seen);
+    TT_CHECK(strstr(r.body, "scripted failure") != NULL);
+    TT_CHECK_EQ_INT(s.n_finish[1], 0);
+    TT_CHECK_EQ_INT(s.n_done, 1);
     resp_free(&r);
     TT_CHECK_EQ_INT(F1.errors, 0);
 }
@@ -584,6 +684,23 @@ TT_TEST(slow_and_silent_clients_block_nobody) {
     close(mute);
 }
 
+/* Read a stream's bytes until its first generated text. */
+static void await_hello(int fd) {
+    char buf[4096];
+    size_t got = 0;
+    while (!memmem(buf, got, "Hello", 5) && got < sizeof buf) {
+        ssize_t k = recv(fd, buf + got, sizeof buf - got, 0);
+        if (k <= 0) break;
+        got += (size_t)k;
+    }
+    TT_CHECK(memmem(buf, got, "Hello", 5) != NULL);
+}
+
+static void await_metric(int port, const char *name, long want) {
+    for (int i = 0; i < 500 && metric(port, name) != want; i++) usleep(10000);
+    TT_CHECK_EQ_INT(metric(port, name), want);
+}
+
 /* A slow engine: one slot, one queue place. */
 static fake F2;
 static srv_server *S2;
@@ -607,14 +724,7 @@ TT_TEST(queue_full_429_and_disconnect_cancels) {
     /* A: a long stream; wait for its first content so it surely holds the slot. */
     int a = dial(P2);
     send_request(a, "POST", "/v1/completions", KEY, "{\"prompt\":\"a\",\"stream\":true}");
-    char buf[4096];
-    size_t got = 0;
-    while (!memmem(buf, got, "Hello", 5) && got < sizeof buf) {
-        ssize_t k = recv(a, buf + got, sizeof buf - got, 0);
-        if (k <= 0) break;
-        got += (size_t)k;
-    }
-    TT_CHECK(memmem(buf, got, "Hello", 5) != NULL);
+    await_hello(a);
     /* B: waits in the queue. */
     par_arg b = {.port = P2};
     snprintf(b.body, sizeof b.body, "{\"prompt\":\"b\",\"max_tokens\":2}");
@@ -634,6 +744,35 @@ TT_TEST(queue_full_429_and_disconnect_cancels) {
     /* A generated far fewer than the 4095 tokens it would have. */
     TT_CHECK(metric(P2, "trinity_generated_tokens_total") < 1000);
     TT_CHECK_EQ_INT(metric(P2, "trinity_requests_in_flight"), 0);
+    TT_CHECK_EQ_INT(F2.errors, 0);
+}
+
+TT_TEST(n_choices_fill_the_queue_and_cancel_together) {
+    /* One slot, one queue place. Three choices never fit: 400 naming n. */
+    long cancelled = metric(P2, "trinity_requests_cancelled_total");
+    resp r = call(P2, "POST", "/v1/completions", KEY, "{\"prompt\":\"a\",\"n\":3}");
+    check_error(&r, 400, NULL, "more choices");
+    TT_CHECK(strstr(r.body, "\"param\":\"n\"") != NULL);
+    resp_free(&r);
+    /* With one place taken, two choices do not fit now (though one would): 429. */
+    int a = dial(P2);
+    send_request(a, "POST", "/v1/completions", KEY, "{\"prompt\":\"a\",\"stream\":true}");
+    await_hello(a);
+    r = call(P2, "POST", "/v1/completions", KEY, "{\"prompt\":\"c\",\"max_tokens\":2,\"n\":2}");
+    check_error(&r, 429, "rate_limit_exceeded", "busy");
+    resp_free(&r);
+    close(a);
+    await_metric(P2, "trinity_requests_cancelled_total", cancelled + 1);
+    /* A two-choice stream whose client hangs up: both choices stop. */
+    a = dial(P2);
+    send_request(a, "POST", "/v1/completions", KEY, "{\"prompt\":\"a\",\"stream\":true,\"n\":2}");
+    await_hello(a);
+    close(a);
+    await_metric(P2, "trinity_requests_cancelled_total", cancelled + 3);
+    await_metric(P2, "trinity_requests_in_flight", 0);
+    r = call(P2, "POST", "/v1/completions", KEY, "{\"prompt\":\"b\",\"max_tokens\":2}");
+    TT_CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
     TT_CHECK_EQ_INT(F2.errors, 0);
 }
 
@@ -715,9 +854,13 @@ int main(void) {
     TT_RUN(chat_with_stop_split_across_tokens);
     TT_RUN(completion_lengths_eos_and_utf8);
     TT_RUN(streams);
+    TT_RUN(n_choices_not_streamed);
+    TT_RUN(n_choices_streamed);
+    TT_RUN(one_failed_choice_fails_the_request);
     TT_RUN(concurrent_requests_share_batches);
     TT_RUN(slow_and_silent_clients_block_nobody);
     TT_RUN(queue_full_429_and_disconnect_cancels);
+    TT_RUN(n_choices_fill_the_queue_and_cancel_together);
     TT_RUN(request_time_and_header_limits);
     TT_RUN(metrics_text);
     TT_RUN(shutdown_ends_streams);
