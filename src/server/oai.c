@@ -320,6 +320,7 @@ static bool parse_fields(json_t *root, srv_kind kind, const char *model_id, int3
     if (!get_bool(root, "stream", &r->stream, e)) return false;
     r->cache_prompt = true;
     if (!get_bool(root, "cache_prompt", &r->cache_prompt, e)) return false;
+    if (!get_bool(root, "ignore_eos", &r->ignore_eos, e)) return false;
     json_t *so = field(root, "stream_options");
     if (so) {
         if (!json_is_object(so)) return BAD("stream_options", "'stream_options' must be an object, not %s", json_kind(so));

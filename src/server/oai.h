@@ -52,6 +52,7 @@ typedef struct srv_request {
     bool logprobs;
     int top_logprobs;          /* 0..SRV_MAX_TOP_LOGPROBS */
     bool cache_prompt;         /* llama-server's field: reuse and keep prefix-cache blocks (default true) */
+    bool ignore_eos;           /* llama-server's field: generate past end-of-generation tokens */
     char **stop;               /* owned, none empty */
     size_t n_stop;
 } srv_request;

@@ -235,7 +235,8 @@ static void run_end(srv_sched *s, int idx) {
 /* With s->mu held: hand a queued job to the engine. */
 static void run_start(srv_sched *s, srv_job *j) {
     tr_seq_params p = {.prompt = j->prompt, .n_prompt = j->n_prompt, .n_predict = j->max_tokens,
-                       .sampling = j->req.sampling, .no_cache = !j->req.cache_prompt};
+                       .sampling = j->req.sampling, .no_cache = !j->req.cache_prompt,
+                       .ignore_eog = j->req.ignore_eos};
     if (!j->req.has_seed) p.sampling.seed = splitmix(&s->rng);
     tr_error err = {{0}};
     int64_t id = s->eng.submit(s->eng.self, &p, &err);

@@ -174,6 +174,7 @@ TT_TEST(good_completion_request_defaults) {
     TT_CHECK_EQ_INT(r.sampling.top_k, 40);
     TT_CHECK(!r.has_seed && !r.stream);
     TT_CHECK(r.logprobs && r.top_logprobs == 2);
+    TT_CHECK(r.cache_prompt && !r.ignore_eos); /* llama-server's defaults */
     TT_CHECK_EQ_INT(r.n_stop, 1);
     TT_CHECK_STR(r.stop[0], "\n");
     srv_request_free(&r);
@@ -181,6 +182,12 @@ TT_TEST(good_completion_request_defaults) {
     TT_CHECK(srv_request_parse(SRV_KIND_COMPLETION, b2, strlen(b2), "gemma", 1000, &d, &r, &e));
     TT_CHECK(r.prompt == NULL && r.n_prompt_ids == 3 && r.prompt_ids[2] == 999);
     srv_request_free(&r);
+    const char *b3 = "{\"prompt\":\"x\",\"cache_prompt\":false,\"ignore_eos\":true}";
+    TT_CHECK(srv_request_parse(SRV_KIND_COMPLETION, b3, strlen(b3), "gemma", 1000, &d, &r, &e));
+    TT_CHECK(!r.cache_prompt && r.ignore_eos);
+    srv_request_free(&r);
+    expect_error(SRV_KIND_COMPLETION, "{\"prompt\":\"x\",\"cache_prompt\":1}", 400, "cache_prompt", "boolean");
+    expect_error(SRV_KIND_COMPLETION, "{\"prompt\":\"x\",\"ignore_eos\":\"yes\"}", 400, "ignore_eos", "boolean");
 }
 
 static size_t fake_piece(void *ctx, int32_t id, char *buf, size_t cap) {
