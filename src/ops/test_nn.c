@@ -1,6 +1,7 @@
 /* The forward pass's small ops (nn.c): every SIMD variant against its
  * scalar reference, bit for bit, on random inputs of ragged lengths and on
  * the edge values each one treats specially. */
+#include "ops/cpu.h"
 #include "ops/kernels.h"
 #include "ops/ops.h"
 #include "tt.h"
@@ -16,6 +17,9 @@ static int bits_differ(const float *a, const float *b, int64_t n) {
 }
 
 TT_TEST(geglu_table_and_simd_equal_the_direct_formula) {
+    /* simd = 1 below runs the AVX2 loop only where the CPU has it */
+    const tr_cpu_features *f = tr_cpu_get();
+    TT_SIMD("avx2 GeGLU", f->avx2 && f->f16c, "lacks avx2 or f16c");
     static const float edges[] = {-10.0f, 10.0f, -9.999f, 9.999f, -10.001f, 10.001f, 0.0f, -0.0f, 1e-8f, -1e-8f,
                                   6.1e-5f, 65504.0f, -65504.0f, 1e6f, -1e6f, 3.0f, -3.0f, 0.5f};
     const int64_t lens[] = {1, 7, 8, 9, 31, 64, 100, 2048 + 5};
