@@ -437,11 +437,16 @@ TT_TEST(completion_lengths_eos_and_utf8) {
                  "Hello world</stop>\xE2\x82\xACx");
     json_decref(o);
     resp_free(&r);
-    r = call(P1, "POST", "/v1/completions", KEY, "{\"prompt\":\"go!\"}");
+    /* End of generation at once: it is counted as generated but is no text,
+     * so it has no logprob entry. */
+    r = call(P1, "POST", "/v1/completions", KEY, "{\"prompt\":\"go!\",\"logprobs\":1}");
     o = json_loads(r.body, 0, NULL);
     ch = json_array_get(json_object_get(o, "choices"), 0);
     TT_CHECK_STR(json_string_value(json_object_get(ch, "text")), "");
     TT_CHECK_STR(json_string_value(json_object_get(ch, "finish_reason")), "stop");
+    TT_CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(o, "usage"), "completion_tokens")), 1);
+    json_t *lpt = json_object_get(json_object_get(ch, "logprobs"), "tokens");
+    TT_CHECK(json_is_array(lpt) && json_array_size(lpt) == 0);
     json_decref(o);
     resp_free(&r);
     /* No max_tokens: runs until the 64-position context is full. */
