@@ -37,8 +37,11 @@ class Tally:
         self.simd = {}     # label -> [path, ...]
         self.cpu = None    # Trinity's view of the CPU (test_matmul's "cpu" property)
         self.notes = []    # (name, note)
+        self.groups = {}   # "release C" etc. -> [passed, failed, skipped]
 
-    def add(self, status, name, message=""):
+    def add(self, status, name, message="", group=None):
+        g = self.groups.setdefault(group or name.split("::")[0].split(" ")[0], [0, 0, 0])
+        g[{"pass": 0, "skip": 2}.get(status, 1)] += 1
         if status == "pass":
             self.passed += 1
         elif status == "skip":
@@ -81,6 +84,10 @@ def case_name(entry, tc):
     return f"{entry}::{name}"
 
 
+def group_of(label, entry):
+    return f"{label} {'Python' if entry.startswith('py_') else 'C'} tests"
+
+
 def read_build(label, build, t):
     ctest = os.path.join(build, "ctest-junit.xml")
     root = parse(ctest)
@@ -93,13 +100,14 @@ def read_build(label, build, t):
         entry_status, entry_msg = case_status(entry_tc)
         if entry_tc.get("status") in ("fail", "failed", "notrun"):
             entry_status = "fail"
+        grp = group_of(label, entry)
         if entry_tc.get("status") == "disabled":
-            t.add("skip", f"{label} {entry}", "disabled in ctest")
+            t.add("skip", f"{label} {entry}", "disabled in ctest", grp)
             continue
         rep = parse(os.path.join(reports, entry + ".xml"))
         if isinstance(rep, Exception):
             t.add(entry_status, f"{label} {entry}",
-                  entry_msg or "exited non-zero (no report of its tests: crashed or timed out before writing it?)")
+                  entry_msg or "exited non-zero (no report of its tests: crashed or timed out before writing it?)", grp)
             continue
         n_fail = 0
         for prop in rep.iter("property"):
@@ -110,7 +118,7 @@ def read_build(label, build, t):
         for tc in testcases(rep):
             st, msg = case_status(tc)
             n_fail += st == "fail"
-            t.add(st, f"{label} {case_name(entry, tc)}", msg)
+            t.add(st, f"{label} {case_name(entry, tc)}", msg, grp)
             props = tc.find("properties")
             if props is not None:
                 for p in props.iter("property"):
@@ -119,7 +127,7 @@ def read_build(label, build, t):
         if entry_status == "fail" and n_fail == 0:
             t.add("fail", f"{label} {entry}",
                   "the test binary exited non-zero after its tests passed (crash at exit, sanitizer or leak "
-                  "report, timeout: see the log)")
+                  "report, timeout: see the log)", grp)
 
 
 def read_extra(path, t):
@@ -193,6 +201,8 @@ def main():
         for n in names:
             print(f"  {n}")
     print("(the Python tests run libtrinity with the dispatcher's choice above)")
+    print("Tests by stage: " + "; ".join(f"{g}: {p} passed, {f} failed, {k} skipped"
+                                         for g, (p, f, k) in t.groups.items()))
     if t.notes:
         print()
         print(f"Notes ({len(t.notes)}):")
