@@ -76,7 +76,7 @@ MEASURED = {}  # test -> what it measured; written to <report dir>/parity.json
 def record(request, name, **values):
     """A measurement: into the summary's notes and parity.json."""
     MEASURED[name] = values
-    request.node.user_properties.append(("note", f"{name}: " + ", ".join(f"{k} {v}" for k, v in values.items())))
+    request.node.user_properties.append(("note", ", ".join(f"{k} {v}" for k, v in values.items())))
 
 
 @pytest.fixture(scope="module", autouse=True)

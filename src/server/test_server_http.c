@@ -135,14 +135,16 @@ static srv_engine fake_engine(fake *f, int n_ctx) {
 /* ------------------------------------------------------------- a client */
 
 /* Every wait in this file has a deadline, so a server that stops answering
- * fails the test instead of hanging it until ctest's timeout: reads give up
- * after this long (the slowest answer here takes a few seconds). */
+ * fails the test instead of hanging it until ctest's timeout: reads and
+ * writes give up after this long (the slowest answer here takes a few
+ * seconds). */
 #define WAIT_SECONDS 60
 
 static int dial(int port) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct timeval tv = {.tv_sec = WAIT_SECONDS};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
