@@ -13,7 +13,7 @@ leak report at exit, a timeout) counts one failure more; an entry without a
 report counts as one test. --extra FILE adds lines "pass|fail|skip NAME
 [reason]" (the fuzz targets, a build that failed).
 
-Prints the CPU, which of Trinity's SIMD paths ran (tt.h's "simd" properties),
+Prints every test that ran (by entry), the CPU, which of Trinity's SIMD paths ran (tt.h's "simd" properties),
 notes the tests recorded (pytest's record_property("note", ...): which
 reference a parity test used, what it measured), the failed and skipped
 tests with their reasons, and last exactly one line
@@ -38,6 +38,7 @@ class Tally:
         self.cpu = None    # Trinity's view of the CPU (test_matmul's "cpu" property)
         self.notes = []    # (name, note)
         self.groups = {}   # "release C" etc. -> [passed, failed, skipped]
+        self.ran = {}      # "release test_matmul" -> names of the tests it ran
 
     def add(self, status, name, message="", group=None):
         g = self.groups.setdefault(group or name.split("::")[0].split(" ")[0], [0, 0, 0])
@@ -119,6 +120,8 @@ def read_build(label, build, t):
             st, msg = case_status(tc)
             n_fail += st == "fail"
             t.add(st, f"{label} {case_name(entry, tc)}", msg, grp)
+            if st != "skip":
+                t.ran.setdefault(f"{label} {entry}", []).append(tc.get("name", "?"))
             props = tc.find("properties")
             if props is not None:
                 for p in props.iter("property"):
@@ -190,6 +193,9 @@ def main():
 
     print()
     print("=== what ran")
+    print(f"Tests run, by entry ({sum(len(v) for v in t.ran.values())}):")
+    for entry, names in t.ran.items():
+        print(f"  {entry} ({len(names)}): {', '.join(names)}")
     print(cpu_line())
     print(f"Trinity's dispatcher saw: {t.cpu or '(unknown: test_matmul did not report)'}"
           + (f"  [TRINITY_CPU={os.environ['TRINITY_CPU']}]" if os.environ.get("TRINITY_CPU") else ""))
