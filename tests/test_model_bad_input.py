@@ -181,8 +181,52 @@ def test_chat_without_template_asks_for_a_format(base):
     expect_error(p, "--chat-format")
 
 
-def test_chat_with_a_format_answers(base):
-    p = subprocess.run([os.environ.get("TRINITY_BIN", os.path.join(ROOT, "build", "trinity")), "chat", "-m", base,
-                        "--chat-format", "chatml", "-n", "3", "--temp", "0", "-t", "1"], input=b"hello\n\n",
-                       capture_output=True, timeout=300)
-    assert p.returncode == 0, p.stderr
+def chatml(messages):
+    """ChatML, written out here independently of src/engine/chat.c."""
+    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + "<|im_start|>assistant\n"
+
+
+def gemma(messages):
+    """Gemma's chat template (tokenizer.chat_template of Gemma 3), written out
+    here: turns of user and model, each message trimmed, the model's turn opened."""
+    out = ""
+    for m in messages:
+        role = "model" if m["role"] == "assistant" else m["role"]
+        out += f"<start_of_turn>{role}\n{m['content'].strip()}<end_of_turn>\n"
+    return out + "<start_of_turn>model\n"
+
+
+def cli(*args, input=None):
+    """The CLI with bytes in and out (a random model's text need not be UTF-8)."""
+    p = subprocess.run([os.environ.get("TRINITY_BIN", os.path.join(ROOT, "build", "trinity")), *map(str, args)],
+                       input=input, capture_output=True, timeout=300)
+    assert p.returncode == 0, p.stderr.decode("utf-8", "replace")
+    return p.stdout
+
+
+def test_chat_answers_what_run_generates_for_the_rendered_conversation(base):
+    """chat's reply is, byte for byte, `run`'s greedy text for the same
+    conversation rendered in the chat format by hand, then a newline."""
+    flags = ("-n", 6, "--temp", 0, "-t", 1)
+    got = cli("chat", "-m", base, "--chat-format", "chatml", *flags, input=b"hello\n\n")
+    want = cli("run", "-m", base, "-p", chatml([{"role": "user", "content": "hello"}]), *flags)
+    assert want, "run generated nothing to compare with"
+    assert got == want + b"\n"
+
+
+def test_chat_second_turn_on_the_real_model_equals_run(model_path):
+    """Two turns with Gemma 3 through the model's own template: each reply is
+    what `run` generates for the conversation so far, rendered by hand (the
+    first reply inside it as the model's turn). The second turn reuses the
+    cache the first left, so this checks that reuse too."""
+    flags = ("-n", 12, "--temp", 0, "-t", 2)
+    q1, q2 = "Name one fruit.", "And one vegetable?"
+    got = cli("chat", "-m", model_path, *flags, input=f"{q1}\n{q2}\n\n".encode())
+    r1 = cli("run", "-m", model_path, "-p", gemma([{"role": "user", "content": q1}]), *flags)
+    assert r1.strip(), "run generated nothing to compare with"
+    assert got.startswith(r1 + b"\n"), (got, r1)
+    r2 = cli("run", "-m", model_path, "-p", gemma([{"role": "user", "content": q1},
+                                                   {"role": "assistant", "content": r1.decode()},
+                                                   {"role": "user", "content": q2}]), *flags)
+    assert r2.strip()
+    assert got == r1 + b"\n" + r2 + b"\n"

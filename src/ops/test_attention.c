@@ -4,6 +4,7 @@
  * sliding-window masks, explicit slot positions and sequence ids, F32 and F16
  * caches, softcap; every thread count 1..3 and both the SIMD and the scalar
  * inner loops. */
+#include "ops/cpu.h"
 #include "ops/kernels.h"
 #include "ops/ops.h"
 #include "tt.h"
@@ -294,6 +295,9 @@ static int check_case(case_t *c, tr_pool **pools) {
 static tr_pool *pools[3];
 
 TT_TEST(prompt_and_decode_match_naive_softmax) {
+    /* simd = 1 below runs the AVX2 inner loops only where the CPU has them */
+    const tr_cpu_features *f = tr_cpu_get();
+    TT_SIMD("avx2 attention (F32 and F16 cache)", f->avx2 && f->fma && f->f16c, "lacks avx2, fma or f16c");
     static const int shapes[][3] = {{64, 4, 1}, {64, 32, 4}, {72, 6, 2}, {128, 4, 4}, {256, 4, 1}, {40, 3, 3}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         for (int kvt = 0; kvt < 2; kvt++) {

@@ -64,6 +64,14 @@ static float *random_floats(int64_t n) {
     return x;
 }
 
+/* Why the AVX2 kernels cannot run here (called when they cannot). */
+static const char *avx2_missing(const tr_cpu_features *f) {
+    static char why[96];
+    snprintf(why, sizeof why, "lacks%s%s%s%s", f->avx2 ? "" : " avx2", f->fma ? "" : " fma", f->f16c ? "" : " f16c",
+             getenv("TRINITY_CPU") ? " (TRINITY_CPU caps the features)" : "");
+    return why;
+}
+
 static const int types[] = {TR_TYPE_F32,  TR_TYPE_F16,  TR_TYPE_BF16, TR_TYPE_Q8_0, TR_TYPE_Q4_0,
                             TR_TYPE_Q4_1, TR_TYPE_Q5_0, TR_TYPE_Q5_1, TR_TYPE_Q2_K, TR_TYPE_Q3_K,
                             TR_TYPE_Q4_K, TR_TYPE_Q5_K, TR_TYPE_Q6_K, TR_TYPE_TQ1_0, TR_TYPE_TQ2_0};
@@ -93,6 +101,7 @@ static double term_scale(int type, const uint8_t *w, int64_t rows, int64_t cols)
 TT_TEST(variants_match_scalar_reference) {
     const tr_cpu_features *f = tr_cpu_get();
     printf("     cpu: %s\n", tr_cpu_describe());
+    TT_PROPERTY("cpu", tr_cpu_describe());
     int tested = 0;
     for (int ti = 0; ti < N_TYPES; ti++) {
         int type = types[ti];
@@ -103,7 +112,11 @@ TT_TEST(variants_match_scalar_reference) {
             {k->avx2, f->avx2 && f->fma && f->f16c, "avx2"},
         };
         for (int v = 0; v < (int)(sizeof vs / sizeof vs[0]); v++) {
-            if (!vs[v].fn || !vs[v].ok) continue;
+            if (!vs[v].fn) continue; /* no such variant for this type */
+            char path[64];
+            snprintf(path, sizeof path, "%s %s matmul", vs[v].name, tr_type_name(type));
+            TT_SIMD(path, vs[v].ok, avx2_missing(f));
+            if (!vs[v].ok) continue;
             tested++;
             int64_t bl = k->blck < 32 ? 32 : k->blck;
             for (int rep = 0; rep < 6; rep++) {
@@ -131,6 +144,7 @@ TT_TEST(variants_match_scalar_reference) {
         }
     }
     printf("     %d SIMD variants tested on this CPU\n", tested);
+    if (!tested) TT_SKIP("no SIMD variant runs on this CPU (%s)", tr_cpu_describe());
 }
 
 TT_TEST(matmul_matches_reference_any_threads_and_tokens) {
@@ -170,7 +184,7 @@ TT_TEST(matmul_close_to_float_on_dequantized_weights) {
     for (int ti = 0; ti < N_TYPES; ti++) {
         int type = types[ti];
         if (!tr_type_can_dequantize(type)) {
-            printf("     (no dequantizer for %s in this build: skipped)\n", tr_type_name(type));
+            TT_SKIP_PART(tr_type_name(type), "no dequantizer for this type in this build");
             continue;
         }
         checked++;
@@ -220,10 +234,17 @@ TT_TEST(half_conversions_round_to_nearest_even) {
 TT_TEST(legacy_extreme_values_match_reference) {
     const tr_cpu_features *f = tr_cpu_get();
     static const int lt[] = {TR_TYPE_Q8_0, TR_TYPE_Q4_0, TR_TYPE_Q4_1, TR_TYPE_Q5_0, TR_TYPE_Q5_1};
+    if (!(f->avx2 && f->fma && f->f16c)) {
+        TT_SKIP("not run on this CPU: %s", avx2_missing(f));
+        return;
+    }
     for (int ti = 0; ti < 5; ti++) {
         int type = lt[ti];
         const tr_kernel *k = tr_kernel_get(type);
-        if (!k->avx2 || !(f->avx2 && f->fma && f->f16c)) continue;
+        if (!k->avx2) continue;
+        char path[64];
+        snprintf(path, sizeof path, "avx2 %s matmul extremes", tr_type_name(type));
+        TT_SIMD(path, true, NULL);
         for (int fillv = 0; fillv < 2; fillv++) {
             int64_t cols = 32 * 7, rows = 11;
             int nt = 6;
@@ -252,10 +273,16 @@ TT_TEST(legacy_extreme_values_match_reference) {
  * (the first one sets the sign), and halves that round to even. */
 TT_TEST(q8k_conversion_avx2_matches_reference) {
     const tr_cpu_features *f = tr_cpu_get();
-    if (!tr_act_q8k_have_avx2() || !(f->avx2 && f->fma && f->f16c)) {
-        printf("     (no AVX2 conversion on this CPU/build: skipped)\n");
+    if (!tr_act_q8k_have_avx2()) {
+        TT_SKIP("this build has no AVX2 Q8_K conversion");
         return;
     }
+    if (!(f->avx2 && f->fma && f->f16c)) {
+        TT_SKIP("not run on this CPU: %s", avx2_missing(f));
+        return;
+    }
+    TT_SIMD("avx2 Q8_K activation conversion", true, NULL);
+    TT_SIMD("avx2 Q8_KP activation conversion", true, NULL);
     int64_t n = 256 * 8;
     float *x = malloc(sizeof(float) * (size_t)n);
     tr_q8k *a = malloc(sizeof(tr_q8k) * 8), *b = malloc(sizeof(tr_q8k) * 8);
@@ -300,10 +327,15 @@ TT_TEST(q8k_conversion_avx2_matches_reference) {
  * just below a half, and negative maxima. */
 TT_TEST(q8a_conversion_avx2_matches_reference) {
     const tr_cpu_features *f = tr_cpu_get();
-    if (!tr_act_q8_have_avx2() || !(f->avx2 && f->fma && f->f16c)) {
-        printf("     (no AVX2 conversion on this CPU/build: skipped)\n");
+    if (!tr_act_q8_have_avx2()) {
+        TT_SKIP("this build has no AVX2 Q8 conversion");
         return;
     }
+    if (!(f->avx2 && f->fma && f->f16c)) {
+        TT_SKIP("not run on this CPU: %s", avx2_missing(f));
+        return;
+    }
+    TT_SIMD("avx2 Q8 activation conversion", true, NULL);
     int64_t n = 32 * 8;
     float *x = malloc(sizeof(float) * (size_t)n);
     tr_q8a *a = malloc(sizeof(tr_q8a) * 8), *b = malloc(sizeof(tr_q8a) * 8);
@@ -335,11 +367,18 @@ TT_TEST(q8a_conversion_avx2_matches_reference) {
 TT_TEST(kquant_extreme_values_match_reference) {
     const tr_cpu_features *f = tr_cpu_get();
     static const int kt[] = {TR_TYPE_Q2_K, TR_TYPE_Q3_K, TR_TYPE_Q4_K, TR_TYPE_Q5_K, TR_TYPE_Q6_K, TR_TYPE_TQ2_0};
+    if (!(f->avx2 && f->fma && f->f16c)) {
+        TT_SKIP("not run on this CPU: %s", avx2_missing(f));
+        return;
+    }
     int64_t cols = 512;
     for (size_t ti = 0; ti < sizeof kt / sizeof kt[0]; ti++) {
         int type = kt[ti];
         const tr_kernel *k = tr_kernel_get(type);
-        if (!k->avx2 || !(f->avx2 && f->fma && f->f16c)) continue;
+        if (!k->avx2) continue;
+        char path[64];
+        snprintf(path, sizeof path, "avx2 %s matmul extremes", tr_type_name(type));
+        TT_SIMD(path, true, NULL);
         for (int pat = 0; pat < 3; pat++) {
             int rows = 3;
             uint8_t *w = random_weights(type, rows, cols);

@@ -1,6 +1,9 @@
-/* The forward pass's small ops (nn.c): every SIMD variant against its
- * scalar reference, bit for bit, on random inputs of ragged lengths and on
- * the edge values each one treats specially. */
+/* The forward pass's small ops (nn.c): each against a float64 reference
+ * written here from its definition (ops.h), with a tolerance derived from the
+ * float roundings the op is allowed; every SIMD variant against its scalar
+ * reference, bit for bit. Random inputs of ragged lengths and the edge values
+ * each op treats specially. */
+#include "ops/cpu.h"
 #include "ops/kernels.h"
 #include "ops/ops.h"
 #include "tt.h"
@@ -15,7 +18,257 @@ static int bits_differ(const float *a, const float *b, int64_t n) {
     return bad;
 }
 
+static const int64_t ragged[] = {1, 2, 3, 7, 8, 9, 31, 33, 64, 100, 255, 640, 1023, 2048 + 5, 16384 + 3};
+#define N_RAGGED (sizeof ragged / sizeof ragged[0])
+
+/* An IEEE half's value nearest to v, ties to even (11 significant bits,
+ * subnormals on a grid of 2^-24), in double: independent of nn.c's code. */
+static double round_to_half(double v) {
+    if (v == 0 || !isfinite(v)) return v;
+    int e;
+    frexp(v, &e); /* v = m * 2^e, 0.5 <= |m| < 1 */
+    int q = e - 11;
+    if (q < -24) q = -24;
+    return ldexp(nearbyint(ldexp(v, -q)), q);
+}
+
+TT_TEST(half_conversion_rounds_to_nearest_even) {
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = tr_half_to_float((uint16_t)h);
+        if (isnan(f)) continue;
+        TT_CHECK_EQ_INT(tr_half_from_float(f), h);
+        if (((h >> 10) & 0x1f) != 0x1f) TT_CHECK(f == (float)round_to_half(f));
+    }
+    int bad = 0;
+    for (int i = 0; i < 200000; i++) {
+        float x = tt_rndf() * ldexpf(1.0f, (int)(tt_rnd() % 40) - 28); /* subnormal halves to 2^12 */
+        if (tr_half_to_float(tr_half_from_float(x)) != (float)round_to_half(x)) bad++;
+    }
+    TT_CHECK_EQ_INT(bad, 0);
+    TT_CHECK(isinf(tr_half_to_float(tr_half_from_float(65520.0f))));
+    TT_CHECK_EQ_INT(tr_half_from_float(65519.0f), 0x7bff);
+}
+
+/* y = x / sqrt(mean(x^2) + eps) * w, in double. */
+static void rmsnorm_f64(double *y, const float *x, const float *w, int64_t n, double eps) {
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    double s = 1.0 / sqrt(ss / (double)n + eps);
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] * s * (w ? w[i] : 1.0);
+}
+
+TT_TEST(rmsnorm_matches_float64) {
+    static const float scales[] = {1.0f, 1e-3f, 300.0f};
+    static const float epss[] = {1e-6f, 1e-5f, 0.5f};
+    for (size_t li = 0; li < N_RAGGED; li++) {
+        const int64_t n = ragged[li];
+        float *x = malloc(sizeof(float) * n), *w = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
+        double *want = malloc(sizeof(double) * n);
+        for (int rep = 0; rep < 6; rep++) {
+            const float sc = scales[rep % 3], eps = epss[(rep + li) % 3];
+            for (int64_t i = 0; i < n; i++) x[i] = rndf(sc), w[i] = rndf(2.0f);
+            if (rep == 5) x[n / 2] = 40.0f * sc; /* one outlier, as Gemma's activations have */
+            const float *wp = rep % 2 ? w : NULL;
+            rmsnorm_f64(want, x, wp, n, eps);
+            if (rep == 4) {
+                memcpy(y, x, sizeof(float) * n);
+                tr_rmsnorm(y, y, wp, n, eps); /* in place */
+            } else {
+                tr_rmsnorm(y, x, wp, n, eps);
+            }
+            /* float: the square, the scale's sqrt and division, two products */
+            int bad = 0;
+            for (int64_t i = 0; i < n; i++)
+                if (!(fabs(y[i] - want[i]) <= 8 * 0x1p-24 * fabs(want[i]) + 1e-37)) bad++;
+            if (bad) fprintf(stderr, "  n=%lld rep=%d eps=%g: %d off\n", (long long)n, rep, eps, bad);
+            TT_CHECK_EQ_INT(bad, 0);
+        }
+        free(x), free(w), free(y), free(want);
+    }
+    /* all zeros: eps keeps it finite, the result is zero */
+    float z[5] = {0}, y[5];
+    tr_rmsnorm(y, z, NULL, 5, 1e-6f);
+    for (int i = 0; i < 5; i++) TT_CHECK(y[i] == 0.0f);
+}
+
+/* RoPE in double from ops.h's definition: the pairs (2i, 2i+1), or (i,
+ * i + n_rot/2) for NeoX, rotated by theta_i = pos * freq_scale *
+ * base^(-2i/n_rot) / factor_i; dimensions from n_rot on are untouched.
+ * err[i] bounds the float computation's angle error for pair i: theta is
+ * built by i float multiplications by a powf result (each off by <= 2^-24
+ * relative, compounding) and a division and a product more. */
+static void rope_f64(double *y, double *err, const float *x, int head_dim, int n_rot, int32_t pos, double base,
+                     double scale, const float *ff, bool neox) {
+    for (int d = 0; d < head_dim; d++) y[d] = x[d];
+    for (int i = 0; i < n_rot / 2; i++) {
+        double theta = pos * scale * pow(base, -2.0 * i / n_rot) / (ff ? ff[i] : 1.0);
+        int a = neox ? i : 2 * i, b = neox ? i + n_rot / 2 : 2 * i + 1;
+        y[a] = x[a] * cos(theta) - x[b] * sin(theta);
+        y[b] = x[a] * sin(theta) + x[b] * cos(theta);
+        err[i] = fabs(theta) * (2.0 * i + 8) * 0x1p-24;
+    }
+}
+
+TT_TEST(rope_both_styles_with_scaling_match_float64) {
+    static const int rots[][2] = {{2, 2}, {6, 6}, {64, 64}, {64, 80}, {96, 128}, {128, 128}, {32, 256}};
+    static const int32_t positions[] = {0, 1, 2, 7, 100, 1000, 4095, 32767, 131071};
+    static const float bases[] = {10000.0f, 1000000.0f, 500000.0f};
+    static const float fscales[] = {1.0f, 0.25f, 0.125f};
+    float x[256], y[256], ff[128];
+    double want[256], err[128];
+    int cases = 0;
+    for (size_t r = 0; r < sizeof rots / sizeof rots[0]; r++) {
+        const int n_rot = rots[r][0], hd = rots[r][1];
+        for (size_t pi = 0; pi < sizeof positions / sizeof positions[0]; pi++) {
+            for (int v = 0; v < 12; v++) {
+                const bool neox = v & 1;
+                const float base = bases[(v / 2) % 3], fs = fscales[(v / 6 + pi) % 3];
+                const bool factors = (v / 2) % 2; /* rope_freqs as Llama 3.1's: 1 .. 8 */
+                for (int i = 0; i < n_rot / 2; i++) ff[i] = 1.0f + 7.0f * (tt_rndf() + 1.0f) / 2.0f;
+                for (int d = 0; d < hd; d++) x[d] = rndf(3.0f);
+                memcpy(y, x, sizeof(float) * hd);
+                tr_rope(y, n_rot, positions[pi], base, fs, factors ? ff : NULL, neox);
+                rope_f64(want, err, x, hd, n_rot, positions[pi], base, fs, factors ? ff : NULL, neox);
+                int bad = 0;
+                for (int i = 0; i < n_rot / 2; i++) {
+                    int a = neox ? i : 2 * i, b = neox ? i + n_rot / 2 : 2 * i + 1;
+                    /* the angle's error moves the pair along its circle; then
+                     * cosf/sinf and the products round (a few ulps) */
+                    double tol = (fabs(x[a]) + fabs(x[b])) * (err[i] + 8 * 0x1p-24);
+                    if (!(fabs(y[a] - want[a]) <= tol) || !(fabs(y[b] - want[b]) <= tol)) bad++;
+                }
+                for (int d = n_rot; d < hd; d++) bad += y[d] != x[d];
+                if (bad)
+                    fprintf(stderr, "  n_rot=%d head=%d pos=%d base=%g scale=%g factors=%d neox=%d: %d off\n", n_rot,
+                            hd, positions[pi], base, fs, factors, neox, bad);
+                TT_CHECK_EQ_INT(bad, 0);
+                cases++;
+            }
+        }
+    }
+    TT_CHECK(cases > 700);
+    /* the two styles rotate different pairs: on a one-hot input they differ */
+    float a[8] = {1, 0, 0, 0, 0, 0, 0, 0}, b[8] = {1, 0, 0, 0, 0, 0, 0, 0};
+    tr_rope(a, 8, 3, 10000.0f, 1.0f, NULL, false);
+    tr_rope(b, 8, 3, 10000.0f, 1.0f, NULL, true);
+    TT_CHECK_NEAR(a[1], sin(3.0), 1e-6);
+    TT_CHECK(b[1] == 0.0f);
+    TT_CHECK_NEAR(b[4], sin(3.0), 1e-6);
+    TT_CHECK(a[4] == 0.0f);
+}
+
+TT_TEST(softmax_matches_float64) {
+    for (size_t li = 0; li < N_RAGGED; li++) {
+        const int64_t n = ragged[li];
+        float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
+        double *want = malloc(sizeof(double) * n);
+        for (int rep = 0; rep < 4; rep++) {
+            const float spread = rep == 0 ? 1.0f : rep == 1 ? 20.0f : 60.0f;
+            for (int64_t i = 0; i < n; i++) x[i] = rndf(spread);
+            if (rep == 3 && n > 2)
+                for (int64_t i = 0; i < n; i += 3) x[i] = -INFINITY; /* masked entries */
+            double mx = -INFINITY, sum = 0;
+            for (int64_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+            for (int64_t i = 0; i < n; i++) sum += want[i] = exp((double)x[i] - mx);
+            memcpy(y, x, sizeof(float) * n);
+            tr_softmax(y, n);
+            int bad = 0;
+            double total = 0;
+            for (int64_t i = 0; i < n; i++) {
+                want[i] /= sum;
+                total += y[i];
+                /* x - max rounds (relative 2^-24 of |x - max|, which expf
+                 * turns into that much relative error), expf, the
+                 * reciprocal of the sum and the product round */
+                double d = isinf(x[i]) ? 0 : fabs((double)x[i] - mx);
+                if (!(fabs(y[i] - want[i]) <= want[i] * (d + 8) * 0x1p-24 + 1e-45)) bad++;
+                if (isinf(x[i]) && y[i] != 0.0f) bad++;
+            }
+            if (bad) fprintf(stderr, "  n=%lld rep=%d: %d off\n", (long long)n, rep, bad);
+            TT_CHECK_EQ_INT(bad, 0);
+            TT_CHECK_NEAR(total, 1.0, 1e-5);
+        }
+        free(x), free(y), free(want);
+    }
+    float one = 12.5f, eq[4] = {3, 3, 3, 3};
+    tr_softmax(&one, 1);
+    TT_CHECK(one == 1.0f);
+    tr_softmax(eq, 4);
+    for (int i = 0; i < 4; i++) TT_CHECK(eq[i] == 0.25f);
+}
+
+TT_TEST(swiglu_matches_float64) {
+    for (size_t li = 0; li < N_RAGGED; li++) {
+        const int64_t n = ragged[li];
+        float *g = malloc(sizeof(float) * n), *u = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
+        for (int rep = 0; rep < 3; rep++) {
+            for (int64_t i = 0; i < n; i++) {
+                g[i] = rndf(rep == 0 ? 1.0f : rep == 1 ? 12.0f : 120.0f);
+                u[i] = rndf(4.0f);
+            }
+            if (rep == 1) memcpy(y, g, sizeof(float) * n), tr_swiglu(y, y, u, n); /* in place, as forward.c */
+            else tr_swiglu(y, g, u, n);
+            int bad = 0;
+            for (int64_t i = 0; i < n; i++) {
+                double want = (double)g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+                /* expf, the sum, the quotient and the product: a few ulps;
+                 * below a gate of -88.7 expf(-gate) overflows and the float
+                 * result is 0 where the exact one is under 1e-36 */
+                if (!(fabs(y[i] - want) <= 8 * 0x1p-24 * fabs(want) + 1e-35)) {
+                    if (bad++ < 3) fprintf(stderr, "  silu(%.9g) * %.9g = %.9g, want %.9g\n", g[i], u[i], y[i], want);
+                }
+            }
+            if (bad) fprintf(stderr, "  n=%lld rep=%d: %d off\n", (long long)n, rep, bad);
+            TT_CHECK_EQ_INT(bad, 0);
+        }
+        free(g), free(u), free(y);
+    }
+}
+
+/* GELU with the tanh approximation, in double. */
+static double gelu_f64(double x) { return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * x * (1.0 + 0.044715 * x * x))); }
+
+/* ops.h: GeGLU evaluates GELU at half precision as ggml does -- of the gate
+ * rounded to a half, the result rounded to a half -- and exactly (0 or the
+ * gate) outside [-10, 10]. The reference rounds the input with
+ * round_to_half above and computes GELU in double; the tolerance is the
+ * output's half rounding, plus float tanhf's error near the cancellation of
+ * 1 + tanh for negative gates, plus the product's rounding. */
+TT_TEST(geglu_matches_float64_at_half_precision) {
+    for (size_t li = 0; li < N_RAGGED; li++) {
+        const int64_t n = ragged[li];
+        float *g = malloc(sizeof(float) * n), *u = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
+        for (int rep = 0; rep < 3; rep++) {
+            for (int64_t i = 0; i < n; i++) {
+                g[i] = rndf(rep == 0 ? 0.01f : rep == 1 ? 4.0f : 14.0f);
+                u[i] = rndf(3.0f);
+            }
+            tr_geglu(y, g, u, n);
+            int bad = 0;
+            for (int64_t i = 0; i < n; i++) {
+                double want, tol;
+                if (g[i] <= -10.0f) {
+                    want = 0, tol = 0;
+                } else if (g[i] >= 10.0f) {
+                    want = (double)g[i] * u[i], tol = 0x1p-24 * fabs(want);
+                } else {
+                    double h = round_to_half(g[i]), gl = gelu_f64(h);
+                    want = gl * u[i];
+                    tol = ((fabs(gl) * 0x1p-11 + 0x1p-25) + fabs(h) * 0x1p-22) * fabs(u[i]) + 0x1p-23 * fabs(want);
+                }
+                if (!(fabs(y[i] - want) <= tol + 1e-37)) bad++;
+            }
+            if (bad) fprintf(stderr, "  n=%lld rep=%d: %d off\n", (long long)n, rep, bad);
+            TT_CHECK_EQ_INT(bad, 0);
+        }
+        free(g), free(u), free(y);
+    }
+}
+
 TT_TEST(geglu_table_and_simd_equal_the_direct_formula) {
+    /* simd = 1 below runs the AVX2 loop only where the CPU has it */
+    const tr_cpu_features *f = tr_cpu_get();
+    TT_SIMD("avx2 GeGLU", f->avx2 && f->f16c, "lacks avx2 or f16c");
     static const float edges[] = {-10.0f, 10.0f, -9.999f, 9.999f, -10.001f, 10.001f, 0.0f, -0.0f, 1e-8f, -1e-8f,
                                   6.1e-5f, 65504.0f, -65504.0f, 1e6f, -1e6f, 3.0f, -3.0f, 0.5f};
     const int64_t lens[] = {1, 7, 8, 9, 31, 64, 100, 2048 + 5};
@@ -57,6 +310,12 @@ TT_TEST(geglu_table_and_simd_equal_the_direct_formula) {
 }
 
 int main(void) {
+    TT_RUN(half_conversion_rounds_to_nearest_even);
+    TT_RUN(rmsnorm_matches_float64);
+    TT_RUN(rope_both_styles_with_scaling_match_float64);
+    TT_RUN(softmax_matches_float64);
+    TT_RUN(swiglu_matches_float64);
+    TT_RUN(geglu_matches_float64_at_half_precision);
     TT_RUN(geglu_table_and_simd_equal_the_direct_formula);
     return TT_DONE();
 }

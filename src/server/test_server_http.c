@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 enum { NV = 300, T_EOS = 0, T_HELLO = 257, T_WOR, T_LD, T_LT, T_STOP, T_GT, T_EURO1, T_EURO2 };
@@ -206,8 +207,17 @@ static void fake_free(fake *f) {
 
 /* ------------------------------------------------------------- a client */
 
+/* Every wait in this file has a deadline, so a server that stops answering
+ * fails the test instead of hanging it until ctest's timeout: reads and
+ * writes give up after this long (the slowest answer here takes a few
+ * seconds). */
+#define WAIT_SECONDS 60
+
 static int dial(int port) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct timeval tv = {.tv_sec = WAIT_SECONDS};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
@@ -244,10 +254,12 @@ typedef struct resp {
 
 static void resp_free(resp *r) { free(r->head); free(r->body); }
 
-/* Read to EOF, split head and body, undo chunked transfer coding. */
-static resp read_resp(int fd) {
-    size_t cap = 4096, len = 0;
+/* Read to EOF (or WAIT_SECONDS of silence) after the `n` bytes already read
+ * into `got`, split head and body, undo chunked transfer coding. */
+static resp read_resp_after(int fd, const char *got, size_t n) {
+    size_t cap = 4096 + n, len = n;
     char *all = malloc(cap);
+    if (n) memcpy(all, got, n);
     for (;;) {
         if (len + 2048 > cap) all = realloc(all, cap *= 2);
         ssize_t k = recv(fd, all + len, cap - len - 1, 0);
@@ -287,6 +299,8 @@ static resp read_resp(int fd) {
     free(all);
     return r;
 }
+
+static resp read_resp(int fd) { return read_resp_after(fd, NULL, 0); }
 
 static resp call(int port, const char *method, const char *path, const char *auth, const char *body) {
     int fd = dial(port);
@@ -515,11 +529,16 @@ TT_TEST(completion_lengths_eos_and_utf8) {
                  "Hello world</stop>\xE2\x82\xACx");
     json_decref(o);
     resp_free(&r);
-    r = call(P1, "POST", "/v1/completions", KEY, "{\"prompt\":\"go!\"}");
+    /* End of generation at once: it is counted as generated but is no text,
+     * so it has no logprob entry. */
+    r = call(P1, "POST", "/v1/completions", KEY, "{\"prompt\":\"go!\",\"logprobs\":1}");
     o = json_loads(r.body, 0, NULL);
     ch = json_array_get(json_object_get(o, "choices"), 0);
     TT_CHECK_STR(json_string_value(json_object_get(ch, "text")), "");
     TT_CHECK_STR(json_string_value(json_object_get(ch, "finish_reason")), "stop");
+    TT_CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(o, "usage"), "completion_tokens")), 1);
+    json_t *lpt = json_object_get(json_object_get(ch, "logprobs"), "tokens");
+    TT_CHECK(json_is_array(lpt) && json_array_size(lpt) == 0);
     json_decref(o);
     resp_free(&r);
     /* No max_tokens: runs until the 64-position context is full. */
@@ -730,7 +749,9 @@ TT_TEST(queue_full_429_and_disconnect_cancels) {
     snprintf(b.body, sizeof b.body, "{\"prompt\":\"b\",\"max_tokens\":2}");
     pthread_t tb;
     pthread_create(&tb, NULL, par_call, &b);
-    while (metric(P2, "trinity_requests_queued") != 1) usleep(10000);
+    for (double t0 = tt_now(); metric(P2, "trinity_requests_queued") != 1 && tt_now() - t0 < WAIT_SECONDS;)
+        usleep(10000);
+    TT_CHECK_EQ_INT(metric(P2, "trinity_requests_queued"), 1);
     /* C: no room. */
     resp r = call(P2, "POST", "/v1/completions", KEY, "{\"prompt\":\"c\",\"max_tokens\":2}");
     check_error(&r, 429, "rate_limit_exceeded", "busy");
@@ -834,14 +855,29 @@ TT_TEST(shutdown_ends_streams) {
      * event and [DONE]; srv_free returns. */
     int a = dial(P2);
     send_request(a, "POST", "/v1/completions", KEY, "{\"prompt\":\"a\",\"stream\":true}");
-    char buf[64];
-    TT_CHECK(recv(a, buf, sizeof buf, 0) > 0);
+    /* read until the first content has arrived, so the stream is surely in flight */
+    char buf[4096];
+    size_t got = 0;
+    while (!memmem(buf, got, "Hello", 5) && got < sizeof buf) {
+        ssize_t k = recv(a, buf + got, sizeof buf - got, 0);
+        if (k <= 0) break;
+        got += (size_t)k;
+    }
+    TT_CHECK(memmem(buf, got, "Hello", 5) != NULL);
     srv_free(S2);
-    resp r = read_resp(a);
+    resp r = read_resp_after(a, buf, got);
+    TT_CHECK_EQ_INT(r.status, 200);
+    /* well-formed events: the text so far, one error event naming the
+     * shutdown, then [DONE] and nothing after it */
     sse_sum s = parse_sse(r.body, false);
-    (void)s;
-    TT_CHECK(strstr(r.body, "shutting down") != NULL);
-    TT_CHECK(strstr(r.body, "data: [DONE]") != NULL);
+    TT_CHECK(!s.malformed);
+    TT_CHECK(!strncmp(s.text, "Hello", 5));
+    TT_CHECK(s.error_seen);
+    TT_CHECK_EQ_INT(s.n_done, 1);
+    TT_CHECK(s.finish[0] == 0); /* cut short: no finish reason was sent */
+    const char *err_ev = strstr(r.body, "\"error\"");
+    TT_CHECK(err_ev && strstr(err_ev, "shutting down") && strstr(err_ev, "data: [DONE]"));
+    if (s.malformed || !s.error_seen || s.n_done != 1) fprintf(stderr, "    stream: %s\n", r.body);
     resp_free(&r);
     srv_free(S1);
     fake_free(&F1);
