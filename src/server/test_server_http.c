@@ -871,10 +871,10 @@ TT_TEST(shutdown_ends_streams) {
      * shutdown, then [DONE] and nothing after it */
     sse_sum s = parse_sse(r.body, false);
     TT_CHECK(!s.malformed);
-    TT_CHECK(!strncmp(s.text, "Hello", 5));
+    TT_CHECK(!strncmp(s.text[0], "Hello", 5));
     TT_CHECK(s.error_seen);
     TT_CHECK_EQ_INT(s.n_done, 1);
-    TT_CHECK(s.finish[0] == 0); /* cut short: no finish reason was sent */
+    TT_CHECK(s.finish[0][0] == 0); /* cut short: no finish reason was sent */
     const char *err_ev = strstr(r.body, "\"error\"");
     TT_CHECK(err_ev && strstr(err_ev, "shutting down") && strstr(err_ev, "data: [DONE]"));
     if (s.malformed || !s.error_seen || s.n_done != 1) fprintf(stderr, "    stream: %s\n", r.body);
