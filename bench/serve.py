@@ -39,7 +39,6 @@ import datetime
 import http.client
 import json
 import os
-import platform
 import re
 import shlex
 import signal
@@ -53,6 +52,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import llama_server  # noqa: E402  (bench/llama_server.py)
+from compare import cpu_name  # noqa: E402  (bench/compare.py)
 
 HOST = "127.0.0.1"  # the only address this benchmark ever talks to
 LICENCES = "/usr/share/common-licenses"
@@ -596,16 +596,6 @@ def report(plan: list, runs: dict, a, rounds: int, record: dict) -> tuple:
     if notes:
         print("\n" + "\n".join(f"- {n}" for n in notes))
     return summary, notes
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main() -> int:
