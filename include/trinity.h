@@ -343,8 +343,9 @@ int32_t tr_kv_seq_len(const tr_context *c, int32_t seq);
 /* dst (empty) shares src's positions (blocks are shared, copied on write). */
 tr_status tr_kv_seq_cp(tr_context *c, int32_t src, int32_t dst, tr_error *err);
 /* Prefix cache: an empty sequence takes the cached leading blocks of
- * tokens[0..n), always leaving the last token to decode. Returns the
- * positions it now holds (a multiple of the block size; 0 with the cache off). */
+ * tokens[0..n) (and the matching entries of a cached partial last block
+ * after them), always leaving the last token to decode. Returns the
+ * positions it now holds (0 with the cache off). */
 int32_t tr_kv_seq_reuse(tr_context *c, int32_t seq, const int32_t *tokens, int32_t n);
 
 /* KV-cache occupancy. */

@@ -228,6 +228,7 @@ int64_t tr_engine_submit(tr_engine *e, const tr_seq_params *p, tr_error *err) {
  * published stay in the prefix cache). */
 static void vacate(tr_engine *e, seq *s) {
     if (s->slot < 0) return;
+    if (!s->no_cache) tr_kv_keep_tail(e->c->kv, s->slot);
     tr_kv_seq_rm(e->c, s->slot, 0, -1);
     e->slot[s->slot] = NULL;
     s->slot = -1;

@@ -200,6 +200,46 @@ TT_TEST(prefix_cache_hit_gives_the_same_output) {
     tr_engine_free(e);
 }
 
+/* A chat's next turn: the prompt is the previous turn's prompt and reply,
+ * then more. Its blocks come from the cache, and the entries of the
+ * previous sequence's last, partly filled block too (a tail): token-level
+ * reuse, with the same output as computed from scratch. */
+TT_TEST(next_turn_reuses_the_previous_tail) {
+    enum { CAP = 256 };
+    int32_t turn2[CAP];
+    int32_t n = 0;
+    for (size_t k = 0; k < n_prompt[4]; k++) turn2[n++] = prompts[4][k];
+    for (int k = 0; k < N_GEN - 1; k++) turn2[n++] = ref_greedy[4].tok[k]; /* the fed part of the reply */
+    for (size_t k = 1; k < n_prompt[5] && n < CAP; k++) turn2[n++] = prompts[5][k];
+    const int32_t held = (int32_t)n_prompt[4] + N_GEN - 1; /* what turn 1's sequence held */
+    TT_CHECK(held % 32 != 0);                               /* so it ended in a partly filled block */
+    tr_seq_params p = seq_params(0, 0.0f);
+    p.prompt = turn2;
+    p.n_prompt = n;
+    run_out fresh = {0}, cached = {0};
+    for (int pass = 0; pass < 2; pass++) {
+        tr_engine *e = engine(2, 512, 2048, pass == 1);
+        if (!e) return;
+        run_out first;
+        int idx = 4, d = 0;
+        run_many(e, &idx, &d, 1, 0.0f, &first);
+        TT_CHECK(same(&first, &ref_greedy[4]));
+        tr_error err = {{0}};
+        int64_t id = tr_engine_submit(e, &p, &err);
+        run_out *o = pass ? &cached : &fresh;
+        memset(o, 0, sizeof *o);
+        for (int st = 0; st < 200 && o->finish == TR_FINISH_NONE; st++) {
+            TT_CHECK(tr_engine_step(e, NULL, &err) == TR_OK);
+            collect(e, id, o);
+        }
+        tr_engine_free(e);
+    }
+    TT_CHECK_EQ_INT(fresh.n_cached, 0);
+    TT_CHECK_EQ_INT(cached.n_cached, held);
+    TT_CHECK(same(&fresh, &cached));
+    TT_CHECK_EQ_INT(cached.n, N_GEN);
+}
+
 TT_TEST(preemption_for_blocks_gives_the_same_output) {
     /* A pool of 160 tokens for 4 sequences of ~60-70 tokens each: the
      * engine must preempt and recompute (with and without the cache). */
@@ -317,6 +357,7 @@ int main(void) {
     TT_RUN(prompt_chunks_do_not_change_the_output);
     TT_RUN(batched_with_others_does_not_change_the_output);
     TT_RUN(prefix_cache_hit_gives_the_same_output);
+    TT_RUN(next_turn_reuses_the_previous_tail);
     TT_RUN(preemption_for_blocks_gives_the_same_output);
     TT_RUN(prompt_logits_limits_and_cancel);
     for (int i = 0; i < N_PROMPTS; i++) free(prompts[i]);

@@ -21,6 +21,7 @@ struct tr_kv {
     int32_t *ref;
     uint32_t *gen;        /* incarnation: bumped when a block is given out again */
     bool *reg;            /* registered in the prefix index */
+    int32_t *fill;        /* registered: slots holding entries (bs, or fewer for a sequence's last block, a "tail") */
     uint64_t *hash;       /* chain hash (registered blocks) */
     int32_t *parent;      /* registered: the block before it in its chain, -1: first */
     uint32_t *parent_gen; /* ... and that block's incarnation when this one was computed */
@@ -71,6 +72,7 @@ tr_status tr_kv_new(const tr_kv_params *p, tr_kv **out, tr_error *err) {
         kv->ref = calloc(nb, sizeof *kv->ref);
         kv->gen = calloc(nb, sizeof *kv->gen);
         kv->reg = calloc(nb, sizeof *kv->reg);
+        kv->fill = calloc(nb, sizeof *kv->fill);
         kv->hash = calloc(nb, sizeof *kv->hash);
         kv->parent = calloc(nb, sizeof *kv->parent);
         kv->parent_gen = calloc(nb, sizeof *kv->parent_gen);
@@ -84,7 +86,7 @@ tr_status tr_kv_new(const tr_kv_params *p, tr_kv **out, tr_error *err) {
         kv->len = calloc((size_t)p->n_seq, sizeof *kv->len);
         kv->n_pub = calloc((size_t)p->n_seq, sizeof *kv->n_pub);
         ok = kv->k && kv->v && kv->ref && kv->gen && kv->reg && kv->hash && kv->parent && kv->parent_gen &&
-             kv->tok && kv->hnext && kv->lru_prev && kv->lru_next && kv->free_stack && kv->bucket && kv->table &&
+             kv->fill && kv->tok && kv->hnext && kv->lru_prev && kv->lru_next && kv->free_stack && kv->bucket && kv->table &&
              kv->len && kv->n_pub;
     }
     if (!ok) {
@@ -109,6 +111,7 @@ void tr_kv_free(tr_kv *kv) {
     free(kv->ref);
     free(kv->gen);
     free(kv->reg);
+    free(kv->fill);
     free(kv->hash);
     free(kv->parent);
     free(kv->parent_gen);
@@ -213,12 +216,30 @@ static uint64_t chain_hash(uint64_t parent, const int32_t *tok, int32_t n) {
  * (-1: at position 0), or -1. */
 static int32_t index_find(const tr_kv *kv, uint64_t h, int32_t parent, const int32_t *tok) {
     for (int32_t b = kv->bucket[h & kv->bucket_mask]; b >= 0; b = kv->hnext[b]) {
-        if (kv->hash[b] != h || kv->parent[b] != parent) continue;
+        if (kv->hash[b] != h || kv->parent[b] != parent || kv->fill[b] != kv->bs) continue;
         if (parent >= 0 && kv->parent_gen[b] != kv->gen[parent]) continue;
         if (memcmp(kv->tok + (size_t)b * kv->bs, tok, sizeof *tok * (size_t)kv->bs)) continue;
         return b;
     }
     return -1;
+}
+
+static void index_add(tr_kv *kv, int32_t b, uint64_t h, int32_t parent, int32_t fill) {
+    kv->reg[b] = true;
+    kv->fill[b] = fill;
+    kv->hash[b] = h;
+    kv->parent[b] = parent;
+    kv->parent_gen[b] = parent >= 0 ? kv->gen[parent] : 0;
+    int32_t *head = &kv->bucket[h & kv->bucket_mask];
+    kv->hnext[b] = *head;
+    *head = b;
+}
+
+/* Tails (a sequence's last, partly filled block, kept when it ends) are
+ * indexed under their parent alone: one hash per parent, the tokens compared
+ * one by one on lookup. */
+static uint64_t tail_hash(const tr_kv *kv, int32_t parent) {
+    return mix64((parent >= 0 ? kv->hash[parent] : 0) ^ 0x7A11B10CC0FFEEull);
 }
 
 /* ------------------------------------------------------------- sequences */
@@ -285,13 +306,7 @@ void tr_kv_publish(tr_kv *kv, int32_t seq) {
             tab[i] = twin;
             continue;
         }
-        kv->reg[b] = true;
-        kv->hash[b] = h;
-        kv->parent[b] = parent;
-        kv->parent_gen[b] = parent >= 0 ? kv->gen[parent] : 0;
-        int32_t *head = &kv->bucket[h & kv->bucket_mask];
-        kv->hnext[b] = *head;
-        *head = b;
+        index_add(kv, b, h, parent, bs);
     }
     if (full > kv->n_pub[seq]) kv->n_pub[seq] = full;
 }
@@ -344,7 +359,40 @@ int32_t tr_kv_reuse(tr_kv *kv, int32_t seq, const int32_t *tokens, int32_t n, bo
     }
     kv->len[seq] = i * bs;
     kv->n_pub[seq] = i;
-    return i * bs;
+    /* Then the longest tail after the last block taken that begins like
+     * the rest of the tokens: its first k entries are copied into a block of
+     * the sequence's own (the tail stays cached for others). */
+    const int32_t rest = limit - i * bs < bs ? limit - i * bs : bs;
+    if (rest <= 0 || i >= kv->max_blocks) return i * bs;
+    const uint64_t th = tail_hash(kv, parent);
+    int32_t best = -1, best_k = 0;
+    for (int32_t b = kv->bucket[th & kv->bucket_mask]; b >= 0; b = kv->hnext[b]) {
+        if (kv->hash[b] != th || kv->fill[b] == bs || kv->parent[b] != parent) continue;
+        if (parent >= 0 && kv->parent_gen[b] != kv->gen[parent]) continue;
+        const int32_t *bt = kv->tok + (size_t)b * bs, *want = tokens + (size_t)i * bs;
+        int32_t k = 0;
+        while (k < kv->fill[b] && k < rest && bt[k] == want[k]) k++;
+        if (k > best_k) best = b, best_k = k;
+    }
+    if (best < 0) return i * bs;
+    block_ref(kv, best); /* pinned: taking a block must not evict it */
+    const int32_t nb = block_take(kv);
+    if (nb >= 0) {
+        copy_block(kv, nb, best, best_k);
+        kv->table[(size_t)seq * kv->max_blocks + i] = nb;
+        kv->len[seq] = i * bs + best_k;
+    }
+    block_unref(kv, best);
+    return kv->len[seq];
+}
+
+void tr_kv_keep_tail(tr_kv *kv, int32_t seq) {
+    if (seq < 0 || seq >= kv->n_seq) return;
+    const int32_t bs = kv->bs, len = kv->len[seq], i = len / bs, fill = len % bs;
+    if (!fill || kv->n_pub[seq] < i) return; /* no tail, or its parent is not in the cache */
+    const int32_t b = kv->table[(size_t)seq * kv->max_blocks + i], parent = i ? kv->table[(size_t)seq * kv->max_blocks + i - 1] : -1;
+    if (kv->ref[b] != 1 || kv->reg[b]) return; /* shared (a fork): leave it */
+    index_add(kv, b, tail_hash(kv, parent), parent, fill);
 }
 
 void tr_kv_note_lookup(tr_kv *kv, int64_t looked_up, int64_t hit) {
@@ -417,6 +465,8 @@ const char *tr_kv_check(const tr_kv *kv) {
         for (int32_t b = kv->bucket[h]; b >= 0; b = kv->hnext[b]) {
             if (++n_reg > nb) FAIL("index loops");
             if (!kv->reg[b] || (kv->hash[b] & kv->bucket_mask) != h) FAIL("block %d indexed wrongly", b);
+            if (kv->fill[b] < 1 || kv->fill[b] > kv->bs) FAIL("block %d registered with %d entries", b, kv->fill[b]);
+            if (kv->fill[b] < kv->bs && kv->ref[b]) FAIL("tail block %d is in a table", b);
         }
     int32_t want = 0;
     for (int32_t b = 0; b < nb; b++) want += kv->reg[b];

@@ -71,8 +71,15 @@ void tr_kv_truncate(tr_kv *kv, int32_t seq, int32_t p);
 tr_status tr_kv_fork(tr_kv *kv, int32_t src, int32_t dst, tr_error *err);
 /* An empty sequence takes the longest run of cached leading blocks of
  * tokens[0..n) that leaves at least one token of tokens[0..n) uncovered when
- * leave_one. Returns the positions it now holds (a multiple of the block size). */
+ * leave_one, then copies the matching first entries of a cached tail after
+ * them (when the pool has a block for the copy). Returns the positions it
+ * now holds. */
 int32_t tr_kv_reuse(tr_kv *kv, int32_t seq, const int32_t *tokens, int32_t n, bool leave_one);
+/* A sequence about to end keeps its last, partly filled block in the cache
+ * as a "tail" of its parent (when its full blocks are published and no
+ * other sequence shares it): a later request whose tokens go on like it
+ * copies those entries instead of computing them (a chat's next turn). */
+void tr_kv_keep_tail(tr_kv *kv, int32_t seq);
 /* Count a request's lookup for the hit-rate figures (a reuse may be tried
  * and undone several times before a request is admitted: count it once). */
 void tr_kv_note_lookup(tr_kv *kv, int64_t looked_up, int64_t hit);
