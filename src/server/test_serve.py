@@ -482,7 +482,8 @@ def test_n_choices_share_the_prompts_blocks(server, client):
     after = server.metrics(AUTH)["trinity_prefix_cache_hit_tokens_total"]
     assert r.usage.prompt_tokens > 64
     assert after - before >= 3 * 32
-    assert r.usage.prompt_tokens_details.cached_tokens == 0  # choice 0's: a prompt never seen before
+    # choice 0's: a prompt never seen before (at most its first tokens, the BOS, from an earlier request's tail)
+    assert r.usage.prompt_tokens_details.cached_tokens < 32
     assert len({c.text for c in r.choices}) == 1
 
 
