@@ -132,10 +132,15 @@ void tr_engine_free(tr_engine *e) {
 
 tr_context *tr_engine_context(tr_engine *e) { return e->c; }
 
-void tr_engine_load(const tr_engine *e, int32_t *n_waiting, int32_t *n_running, int64_t *n_preempted) {
-    int32_t w = 0, r = 0;
-    for (const seq *s = e->q_head; s; s = s->qnext) w++;
+static int32_t count_running(const tr_engine *e) {
+    int32_t r = 0;
     for (int32_t i = 0; i < e->n_seq_max; i++) r += e->slot[i] != NULL;
+    return r;
+}
+
+void tr_engine_load(const tr_engine *e, int32_t *n_waiting, int32_t *n_running, int64_t *n_preempted) {
+    int32_t w = 0, r = count_running(e);
+    for (const seq *s = e->q_head; s; s = s->qnext) w++;
     if (n_waiting) *n_waiting = w;
     if (n_running) *n_running = r;
     if (n_preempted) *n_preempted = e->n_preempted;
@@ -317,9 +322,7 @@ static void make_room(tr_engine *e) {
         seq *victim = NULL;
         for (int32_t i = 0; i < e->n_seq_max; i++)
             if (e->slot[i] && (!victim || e->slot[i]->admitted > victim->admitted)) victim = e->slot[i];
-        int32_t running = 0;
-        for (int32_t i = 0; i < e->n_seq_max; i++) running += e->slot[i] != NULL;
-        if (!victim || running == 1) return; /* one sequence always fits (n_ctx_seq <= n_ctx) */
+        if (!victim || count_running(e) == 1) return; /* one sequence always fits (n_ctx_seq <= n_ctx) */
         vacate(e, victim);
         queue_push(e, victim, true);
         e->n_preempted++;

@@ -212,12 +212,17 @@ static uint64_t chain_hash(uint64_t parent, const int32_t *tok, int32_t n) {
     return h;
 }
 
+/* Whether registered block b was computed right after this incarnation of
+ * block `parent` (-1: at position 0). */
+static bool computed_after(const tr_kv *kv, int32_t b, int32_t parent) {
+    return kv->parent[b] == parent && (parent < 0 || kv->parent_gen[b] == kv->gen[parent]);
+}
+
 /* The registered block holding tokens tok[0..bs) right after block `parent`
  * (-1: at position 0), or -1. */
 static int32_t index_find(const tr_kv *kv, uint64_t h, int32_t parent, const int32_t *tok) {
     for (int32_t b = kv->bucket[h & kv->bucket_mask]; b >= 0; b = kv->hnext[b]) {
-        if (kv->hash[b] != h || kv->parent[b] != parent || kv->fill[b] != kv->bs) continue;
-        if (parent >= 0 && kv->parent_gen[b] != kv->gen[parent]) continue;
+        if (kv->hash[b] != h || kv->fill[b] != kv->bs || !computed_after(kv, b, parent)) continue;
         if (memcmp(kv->tok + (size_t)b * kv->bs, tok, sizeof *tok * (size_t)kv->bs)) continue;
         return b;
     }
@@ -367,8 +372,7 @@ int32_t tr_kv_reuse(tr_kv *kv, int32_t seq, const int32_t *tokens, int32_t n, bo
     const uint64_t th = tail_hash(kv, parent);
     int32_t best = -1, best_k = 0;
     for (int32_t b = kv->bucket[th & kv->bucket_mask]; b >= 0; b = kv->hnext[b]) {
-        if (kv->hash[b] != th || kv->fill[b] == bs || kv->parent[b] != parent) continue;
-        if (parent >= 0 && kv->parent_gen[b] != kv->gen[parent]) continue;
+        if (kv->hash[b] != th || kv->fill[b] == bs || !computed_after(kv, b, parent)) continue;
         const int32_t *bt = kv->tok + (size_t)b * bs, *want = tokens + (size_t)i * bs;
         int32_t k = 0;
         while (k < kv->fill[b] && k < rest && bt[k] == want[k]) k++;
