@@ -403,7 +403,35 @@ typedef struct tr_engine_params {
     tr_context_params ctx;  /* n_ctx: the KV pool; n_seq_max: sequences running at once */
     int32_t prefill_chunk;  /* prompt tokens per step while others decode; 0: max(n_batch / 8, 32) */
     bool no_prefix_cache;   /* neither reuse nor keep computed blocks */
+    /* A draft model for TR_SPEC_DRAFT (NULL: none; not owned; its vocabulary
+     * must equal the model's, or tr_engine_new fails naming the difference).
+     * It gets a context of its own with the same sequences and pool size. */
+    tr_model *draft_model;
 } tr_engine_params;
+
+/* Speculative decoding. A drafter guesses the next tokens of a sequence;
+ * the model scores the sequence's next token and every guess in one batch;
+ * a guess is kept only while it equals the token the sampler picks from
+ * the model's logits at its position (the sampler's randomness depends only
+ * on the seed and the position), and the cache entries of rejected guesses
+ * are removed. So the tokens are exactly those of decoding one at a time:
+ * speculation changes only how many tokens a step yields. */
+typedef enum tr_spec_kind {
+    TR_SPEC_NONE = 0,
+    TR_SPEC_NGRAM,      /* prompt lookup: the continuation of the latest earlier occurrence of the last tokens */
+    TR_SPEC_LOOKAHEAD,  /* Jacobi iteration on a window of guesses, plus n-grams harvested from its trajectories */
+    TR_SPEC_DRAFT,      /* the engine's draft model, decoding greedily ahead */
+} tr_spec_kind;
+
+typedef struct tr_spec_params {
+    tr_spec_kind kind;
+    int32_t n_max;      /* most guesses a step verifies; 0: 16 */
+    int32_t n_min;      /* fewer guesses than this are not worth a verification: none is made */
+} tr_spec_params;
+
+/* "none", "ngram", "lookahead", "draft" -> kind; false for another name. */
+bool tr_spec_kind_parse(const char *name, tr_spec_kind *out);
+const char *tr_spec_kind_name(tr_spec_kind k);
 
 tr_engine_params tr_engine_default_params(void);
 tr_status tr_engine_new(tr_model *m, const tr_engine_params *p, tr_engine **out, tr_error *err);
@@ -423,6 +451,10 @@ typedef struct tr_seq_params {
     void (*on_prompt_logits)(void *user, int32_t pos, const float *logits);
     int32_t logits_from;
     void *user;
+    /* Speculative decoding for this sequence (kind TR_SPEC_NONE: off). How
+     * many guesses a step takes adapts to how many were accepted, and to the
+     * cost of a larger batch: none where they would not pay. */
+    tr_spec_params spec;
 } tr_seq_params;
 
 /* Queue a sequence; returns its id (>= 0), or -1 with err: an empty prompt,
@@ -433,6 +465,8 @@ typedef struct tr_step_stats {
     int32_t n_tokens;        /* tokens the forward pass ran (0: nothing to do) */
     int32_t n_prompt_tokens; /* of which prompt (prefill) tokens */
     int32_t n_sampled;       /* tokens sampled */
+    int32_t n_drafted;       /* guesses verified (speculative decoding) */
+    int32_t n_accepted;      /* of which accepted */
 } tr_step_stats;
 /* One step (stats may be NULL). An error of the forward pass ends the
  * sequences of that batch (TR_FINISH_ERROR, err says why); the engine goes on. */
@@ -453,6 +487,8 @@ typedef struct tr_seq_info {
     int32_t n_prompt, n_cached; /* prompt tokens, of which reused from the prefix cache */
     int32_t n_generated;    /* tokens sampled, an ending end-of-generation token included (OpenAI's
                              * completion_tokens); take hands out the others */
+    int32_t n_drafted, n_accepted; /* speculative guesses verified, and accepted */
+    int32_t n_steps;        /* steps that sampled for it (n_generated / n_steps: tokens per step) */
 } tr_seq_info;
 
 /* Copy up to cap tokens sampled since the last take into tokens; returns
@@ -460,7 +496,8 @@ typedef struct tr_seq_info {
  * record is released: the id is unknown afterwards (info->finish says
  * why it ended). -1: unknown id. */
 int32_t tr_engine_take(tr_engine *e, int64_t id, int32_t *tokens, int32_t cap, tr_seq_info *info);
-/* Logits of the sequence's latest sampled token: valid until the next step. */
+/* Logits of the sequence's latest sampled token: valid until the next step
+ * (with speculation a step may sample several: these are the last one's). */
 const float *tr_engine_logits(tr_engine *e, int64_t id);
 /* End a sequence now: its KV blocks are released at once (take still
  * reports it, finished CANCELLED, unless release is true: then it is gone). */

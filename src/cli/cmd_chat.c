@@ -143,13 +143,15 @@ int cmd_chat(int argc, char **argv) {
         if (reply.p) reply.p[0] = 0;
         reply.ok = true;
         reply.st = (gen_stream){.out = stdout, .vocab = v};
-        tr_seq_params sp = {.prompt = toks, .n_prompt = (int32_t)n_toks, .n_predict = o.n_predict, .sampling = o.sp};
+        tr_seq_params sp = {
+            .prompt = toks, .n_prompt = (int32_t)n_toks, .n_predict = o.n_predict, .sampling = o.sp, .spec = o.spec};
         sp.sampling.seed = o.sp.seed + turn; /* each turn its own stream of random numbers, reproducible */
         gen_result res;
         if (gen_sequence(e, &sp, reply_token, &reply, &res, &err)) goto fail;
         if (!reply.ok) goto oom;
         gen_stream_flush(&reply.st);
         if (res.finish == TR_FINISH_CONTEXT) fprintf(stderr, "\n[context full]");
+        if (o.spec.kind != TR_SPEC_NONE) fputc('\n', stderr), gen_print_spec(stderr, &o, &res);
         fputc('\n', stdout);
         fflush(stdout);
         if (!convo_add(&cv, "assistant", reply.p ? reply.p : "")) goto oom;

@@ -85,7 +85,8 @@ int cmd_run(int argc, char **argv) {
     gen_result res = {0};
     if (o.n_predict != 0) {
         gen_stream st = {.out = stdout, .vocab = v};
-        tr_seq_params sp = {.prompt = toks, .n_prompt = (int32_t)n_toks, .n_predict = o.n_predict, .sampling = o.sp};
+        tr_seq_params sp = {
+            .prompt = toks, .n_prompt = (int32_t)n_toks, .n_predict = o.n_predict, .sampling = o.sp, .spec = o.spec};
         if (gen_sequence(e, &sp, gen_stream_token, &st, &res, &err)) goto fail;
         gen_stream_flush(&st);
     }
@@ -96,6 +97,7 @@ int cmd_run(int argc, char **argv) {
             t_prompt > 0 ? (double)n_toks / t_prompt : 0.0);
     fprintf(stderr, "generation: %d tokens in %.2f ms (%.2f tokens/s)\n", n_gen, t_gen * 1e3,
             t_gen > 0 ? n_gen / t_gen : 0.0);
+    gen_print_spec(stderr, &o, &res);
     rc = 0;
 fail:
     if (rc) fprintf(stderr, "trinity run: %s\n", err.msg);

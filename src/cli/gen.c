@@ -44,7 +44,8 @@ int gen_parse_flag(gen_opts *o, const char *cmd, int argc, char **argv, int *i) 
                                              "-t", "--threads", "-c", "--ctx-size", "-b", "--batch-size", "--temp",
                                              "--top-k", "--top-p", "--min-p", "--repeat-penalty", "--repeat-last-n",
                                              "--presence-penalty", "--frequency-penalty", "--seed", "-s",
-                                             "--chat-format", "-sys", "--system-prompt"};
+                                             "--chat-format", "-sys", "--system-prompt", "--spec",
+                                             "--draft-max", "--draft", "--draft-n", "--draft-min", "--draft-n-min"};
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
         if (!strcmp(a, with_value[k])) known = true;
@@ -59,6 +60,15 @@ int gen_parse_flag(gen_opts *o, const char *cmd, int argc, char **argv, int *i) 
     else if (!strcmp(a, "-f") || !strcmp(a, "--file")) o->file = v;
     else if (!strcmp(a, "--chat-format")) o->chat_format = v;
     else if (!strcmp(a, "-sys") || !strcmp(a, "--system-prompt")) o->system = v;
+    else if (!strcmp(a, "--spec")) {
+        if (!tr_spec_kind_parse(v, &o->spec.kind)) {
+            fprintf(stderr, "trinity %s: --spec expects none, ngram, lookahead or draft, got '%s'\n", cmd, v);
+            return -1;
+        }
+    } else if (!strcmp(a, "--draft-max") || !strcmp(a, "--draft") || !strcmp(a, "--draft-n"))
+        return parse_int(cmd, a, v, 1, 64, &o->spec.n_max);
+    else if (!strcmp(a, "--draft-min") || !strcmp(a, "--draft-n-min"))
+        return parse_int(cmd, a, v, 0, 64, &o->spec.n_min);
     else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) return parse_int(cmd, a, v, -1, INT32_MAX, &o->n_predict);
     else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) return parse_int(cmd, a, v, 0, 256, &o->n_threads);
     else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) return parse_int(cmd, a, v, 0, 1 << 22, &o->n_ctx);
@@ -100,7 +110,18 @@ void gen_flags_help(FILE *f, bool sampling) {
                    "  --repeat-last-n N       tokens the penalties look at (default 64; -1 = all)\n"
                    "  --presence-penalty X    presence penalty (default 0)\n"
                    "  --frequency-penalty X   frequency penalty (default 0)\n"
-                   "  -s, --seed S            random seed (default: random)\n");
+                   "  -s, --seed S            random seed (default: random)\n"
+                   "  --spec KIND             speculative decoding, the same tokens faster where the text is\n"
+                   "                          guessable: ngram (prompt lookup), lookahead (Jacobi), none (default)\n"
+                   "  --draft-max N           most guesses verified per step (default 16, at most 64)\n"
+                   "  --draft-min N           fewer guesses than this are not verified (default 0)\n");
+}
+
+void gen_print_spec(FILE *f, const gen_opts *o, const gen_result *r) {
+    if (o->spec.kind == TR_SPEC_NONE) return;
+    fprintf(f, "speculation (%s): %d guesses verified, %d accepted (%.1f %%), %.2f tokens per step\n",
+            tr_spec_kind_name(o->spec.kind), r->n_drafted, r->n_accepted,
+            r->n_drafted ? 100.0 * r->n_accepted / r->n_drafted : 0.0, r->n_steps ? (double)r->n_gen / r->n_steps : 0.0);
 }
 
 char *gen_read_file(const char *path, size_t *len, tr_error *err) {
@@ -191,6 +212,9 @@ tr_status gen_sequence(tr_engine *e, const tr_seq_params *p, bool (*on_token)(vo
     r->t_prompt = t1 - t0;
     r->t_gen = tend - t1;
     r->n_cached = info.n_cached;
+    r->n_drafted = info.n_drafted;
+    r->n_accepted = info.n_accepted;
+    r->n_steps = info.n_steps;
     r->finish = info.finish;
     if (info.finish == TR_FINISH_ERROR) { /* the step's error message is in err */
         if (!err->msg[0]) snprintf(err->msg, sizeof err->msg, "generation failed");

@@ -19,6 +19,7 @@ typedef struct gen_opts {
     bool seed_set;
     const char *chat_format; /* --chat-format */
     const char *system;      /* -sys */
+    tr_spec_params spec;     /* --spec, --draft-max, --draft-min */
 } gen_opts;
 
 void gen_opts_init(gen_opts *o);
@@ -38,6 +39,7 @@ tr_status gen_engine(const gen_opts *o, tr_model *m, bool prefix_cache, tr_engin
  * token (the prompt's evaluation); t_gen: from there to the end. */
 typedef struct gen_result {
     int32_t n_gen, n_cached;
+    int32_t n_drafted, n_accepted, n_steps; /* speculation: guesses verified, accepted; steps that sampled */
     tr_finish finish;
     double t_prompt, t_gen;
 } gen_result;
@@ -59,6 +61,9 @@ void gen_stream_put(gen_stream *s, const tr_vocab *v, int32_t id);
 /* gen_sequence's on_token for a gen_stream: prints the token, goes on. */
 bool gen_stream_token(void *stream, int32_t id);
 void gen_stream_flush(gen_stream *s);
+
+/* Print "speculation: ..." (guesses, acceptance, tokens per step) to f when it was on. */
+void gen_print_spec(FILE *f, const gen_opts *o, const gen_result *r);
 
 double gen_now(void); /* seconds, monotonic */
 

@@ -1,7 +1,11 @@
 /* Sampling, in llama.cpp's order: penalties, top-k, top-p, min-p,
  * temperature, then a draw from the softmax (or the argmax when temp <= 0).
- * The draw uses our own seeded generator, so a seed makes a run
- * reproducible (it does not reproduce llama.cpp's random stream). */
+ * The draw uses our own generator, seeded from the seed and the position
+ * of the token drawn (the count of tokens accepted before it, prompt
+ * included): a token's draw depends on nothing else, so speculative
+ * decoding, which samples a position only once its guesses before it were
+ * accepted, draws exactly what decoding one token at a time draws. A seed
+ * makes a run reproducible (it does not reproduce llama.cpp's stream). */
 #include "trinity.h"
 
 #include <math.h>
@@ -21,7 +25,7 @@ struct tr_sampler {
     int32_t *counts;    /* [n_vocab]: occurrences in the penalty window */
     int32_t *hist;      /* ring of the last `hist_cap` tokens */
     int32_t hist_cap, hist_len, hist_head;
-    uint64_t rng;
+    int64_t pos;        /* tokens accepted so far: the position of the next draw */
 };
 
 tr_sampler_params tr_sampler_default_params(void) {
@@ -46,8 +50,12 @@ static uint64_t splitmix64(uint64_t *s) {
     return z ^ (z >> 31);
 }
 
-/* Uniform in [0, 1) with 53 random bits. */
-static double rng_uniform(uint64_t *s) { return (double)(splitmix64(s) >> 11) * (1.0 / 9007199254740992.0); }
+/* Uniform in [0, 1) with 53 random bits, a function of (seed, pos) only. */
+static double rng_uniform(uint64_t seed, int64_t pos) {
+    uint64_t st = seed;
+    st = splitmix64(&st) ^ (uint64_t)pos * 0xD1B54A32D192ED03ull;
+    return (double)(splitmix64(&st) >> 11) * (1.0 / 9007199254740992.0);
+}
 
 tr_sampler *tr_sampler_new(const tr_sampler_params *p, int32_t n_vocab) {
     if (!p || n_vocab <= 0) return NULL;
@@ -63,7 +71,6 @@ tr_sampler *tr_sampler_new(const tr_sampler_params *p, int32_t n_vocab) {
         tr_sampler_free(s);
         return NULL;
     }
-    s->rng = p->seed;
     return s;
 }
 
@@ -76,7 +83,9 @@ void tr_sampler_free(tr_sampler *s) {
 }
 
 void tr_sampler_accept(tr_sampler *s, int32_t id) {
-    if (!s || id < 0 || id >= s->n_vocab || s->hist_cap <= 0) return;
+    if (!s || id < 0 || id >= s->n_vocab) return;
+    s->pos++;
+    if (s->hist_cap <= 0) return;
     if (s->hist_len == s->hist_cap) { /* forget the oldest */
         int32_t old = s->hist[s->hist_head];
         s->counts[old]--;
@@ -191,7 +200,7 @@ int32_t tr_sampler_sample(tr_sampler *s, const float *logits) {
             c[i].p = expf((c[i].logit - c[0].logit) / p->temp);
             sum += c[i].p;
         }
-        const double r = rng_uniform(&s->rng) * sum;
+        const double r = rng_uniform(s->p.seed, s->pos) * sum;
         double cum = 0;
         chosen = c[n - 1].id;
         for (int32_t i = 0; i < n; i++) {

@@ -21,15 +21,28 @@
  *      for), then prompt chunks with the room left (while others generate,
  *      at most prefill_chunk prompt tokens, so a long prompt delays their
  *      next token by a fraction of a step).
- *   4. decode, sample every sequence whose pending tokens are all fed.
+ *   4. speculation: a generating sequence with a drafter may add guesses
+ *      of its next tokens after its one token, as many as pay for
+ *      themselves (see choose_drafts).
+ *   5. decode, sample every sequence whose pending tokens are all fed; for
+ *      one with guesses, sample row after row while each sampled token
+ *      equals the guess fed after it, then remove the cache entries of the
+ *      rejected guesses.
  * Batch invariance of the forward pass makes every sequence's logits the
- * same bits whatever else shares its batches and however its prompt is cut. */
+ * same bits whatever else shares its batches and however its prompt is cut:
+ * so a row of a guess that was accepted holds the logits decoding one token
+ * at a time would have computed, and speculation cannot change a token. */
 #include "engine/engine.h"
+#include "engine/spec.h"
 
 #include "core/util.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+enum { SPEC_MAX = 64 }; /* most guesses one sequence may ask to verify per step */
 
 typedef struct seq {
     int64_t id;
@@ -49,6 +62,13 @@ typedef struct seq {
     tr_finish finish;
     const float *logits;   /* of the latest sampled token, this step */
     int32_t b_first, b_n;  /* this step's slice of the batch */
+    int32_t take;          /* this step: known tokens fed (b_n minus the guesses) */
+    /* speculation */
+    tr_spec_params spec;
+    drafter *dr;           /* its drafter (NULL: none, or the draft model's) */
+    int32_t *draft, n_draft; /* this step's guesses, [spec.n_max] */
+    double alpha, alpha0;  /* running estimate of P(a guess is accepted | the ones before were); its start */
+    int32_t n_drafted, n_accepted, n_steps;
     uint64_t admitted;     /* admission order: the newest is preempted first */
     struct seq *qnext;     /* waiting queue */
     struct seq *next;      /* every sequence the engine knows */
@@ -68,6 +88,10 @@ struct tr_engine {
     int64_t n_preempted;
     int32_t *b_tok, *b_pos, *b_seq;
     int8_t *b_logits;
+    /* What a step of n tokens costs (seconds per n, see note_step_cost; 0:
+     * not seen yet), for choosing how many guesses to verify. */
+    double *t_step;
+    int32_t *out_tok;      /* [SPEC_MAX + 1] scratch: the model's choice per row */
 };
 
 tr_engine_params tr_engine_default_params(void) {
@@ -101,7 +125,9 @@ tr_status tr_engine_new(tr_model *m, const tr_engine_params *p, tr_engine **out,
     e->b_pos = malloc(sizeof *e->b_pos * (size_t)e->n_batch);
     e->b_seq = malloc(sizeof *e->b_seq * (size_t)e->n_batch);
     e->b_logits = malloc((size_t)e->n_batch);
-    if (!e->slot || !e->b_tok || !e->b_pos || !e->b_seq || !e->b_logits) {
+    e->t_step = calloc((size_t)e->n_batch + 1, sizeof *e->t_step);
+    e->out_tok = malloc(sizeof *e->out_tok * (SPEC_MAX + 1));
+    if (!e->slot || !e->b_tok || !e->b_pos || !e->b_seq || !e->b_logits || !e->t_step || !e->out_tok) {
         tr_engine_free(e);
         return tr_err_set(err, TR_ERR_NOMEM, "engine: out of memory");
     }
@@ -111,6 +137,8 @@ tr_status tr_engine_new(tr_model *m, const tr_engine_params *p, tr_engine **out,
 
 static void seq_destroy(seq *s) {
     tr_sampler_free(s->sampler);
+    drafter_free(s->dr);
+    free(s->draft);
     free(s->tok);
     free(s);
 }
@@ -127,6 +155,8 @@ void tr_engine_free(tr_engine *e) {
     free(e->b_pos);
     free(e->b_seq);
     free(e->b_logits);
+    free(e->t_step);
+    free(e->out_tok);
     free(e);
 }
 
@@ -198,6 +228,25 @@ int64_t tr_engine_submit(tr_engine *e, const tr_seq_params *p, tr_error *err) {
                        n_vocab);
             return -1;
         }
+    tr_spec_params sp = p->spec;
+    if (sp.kind != TR_SPEC_NONE) {
+        if (sp.n_max == 0) sp.n_max = 16;
+        if (sp.kind < TR_SPEC_NONE || sp.kind > TR_SPEC_DRAFT) {
+            tr_err_set(err, TR_ERR_ARG, "speculative decoding: unknown kind %d", (int)sp.kind);
+            return -1;
+        }
+        if (sp.n_max < 1 || sp.n_max > SPEC_MAX || sp.n_min < 0 || sp.n_min > sp.n_max) {
+            tr_err_set(err, TR_ERR_ARG,
+                       "speculative decoding: draft-max = %d and draft-min = %d: want 1 <= draft-max <= %d and "
+                       "0 <= draft-min <= draft-max",
+                       sp.n_max, sp.n_min, SPEC_MAX);
+            return -1;
+        }
+        if (sp.kind == TR_SPEC_DRAFT) {
+            tr_err_set(err, TR_ERR_ARG, "speculative decoding: 'draft' needs a draft model, and this engine has none");
+            return -1;
+        }
+    }
     seq *s = calloc(1, sizeof *s);
     if (s) {
         /* Room for every token the sequence may ever hold. */
@@ -205,8 +254,14 @@ int64_t tr_engine_submit(tr_engine *e, const tr_seq_params *p, tr_error *err) {
         if (s->cap_tok < p->n_prompt) s->cap_tok = p->n_prompt;
         s->tok = malloc(sizeof *s->tok * (size_t)s->cap_tok);
     }
-    if (!s || !s->tok) {
-        if (s) free(s);
+    if (s && sp.kind != TR_SPEC_NONE) {
+        s->spec = sp;
+        s->alpha = s->alpha0 = sp.kind == TR_SPEC_NGRAM ? 0.7 : 0.5; /* a copy of the context is likely right */
+        s->draft = malloc(sizeof *s->draft * (size_t)sp.n_max);
+        s->dr = drafter_new(sp.kind);
+    }
+    if (!s || !s->tok || (sp.kind != TR_SPEC_NONE && (!s->draft || !s->dr))) {
+        if (s) seq_destroy(s);
         tr_err_set(err, TR_ERR_NOMEM, "out of memory for a sequence of %d tokens", p->n_prompt);
         return -1;
     }
@@ -337,17 +392,169 @@ static bool wants_logits(const seq *s, int32_t pos) {
     return s->on_prompt_logits && pos >= s->logits_from && pos < s->n_prompt;
 }
 
+/* Batch rows [*n, *n + take + n_draft): the sequence's next take known
+ * tokens, then its guesses. */
 static void feed(tr_engine *e, seq *s, int32_t take, int32_t *n) {
     s->b_first = *n;
-    s->b_n = take;
-    for (int32_t k = 0; k < take; k++) {
+    s->take = take;
+    s->b_n = take + s->n_draft;
+    for (int32_t k = 0; k < s->b_n; k++) {
         const int32_t pos = s->n_fed + k;
-        e->b_tok[*n] = s->tok[pos];
+        e->b_tok[*n] = k < take ? s->tok[pos] : s->draft[k - take];
         e->b_pos[*n] = pos;
         e->b_seq[*n] = s->slot;
-        e->b_logits[*n] = pos == s->n_tok - 1 || wants_logits(s, pos);
+        e->b_logits[*n] = (k >= take - 1 && pos >= s->n_tok - 1) || wants_logits(s, pos);
         (*n)++;
     }
+}
+
+/* ------------------------------------------------------------ speculation */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The cost of a step of n tokens (each with its logits) relative to one of
+ * 1, before any is measured: the shape measured on a 2-core AVX2 machine
+ * with Gemma 3 270M (a second row costs a tenth of a step more, each
+ * further one about a third: Gemma's 262144-token output layer is most of
+ * the work of a row). */
+static double cost_prior(int32_t n) { return n > 1 ? 1.1 + 0.35 * (n - 2) : 1.0; }
+
+/* The estimated seconds of a step of n tokens: its running mean when
+ * measured, else the nearest measured size scaled by the prior's shape. */
+static double step_cost(const tr_engine *e, int32_t n) {
+    if (n < 1) n = 1;
+    if (n > e->n_batch) n = e->n_batch;
+    if (e->t_step[n] > 0) return e->t_step[n];
+    for (int32_t d = 1; d <= e->n_batch; d++) {
+        const int32_t lo = n - d, hi = n + d;
+        if (lo >= 1 && e->t_step[lo] > 0) return e->t_step[lo] * cost_prior(n) / cost_prior(lo);
+        if (hi <= e->n_batch && e->t_step[hi] > 0) return e->t_step[hi] * cost_prior(n) / cost_prior(hi);
+    }
+    return cost_prior(n);
+}
+
+/* A running minimum that creeps up 2 % a step: other processes on the
+ * machine only ever slow a step down, so the fastest recent time is the
+ * step's own cost; the creep follows it up as the cache grows deeper. */
+static void note_step_cost(tr_engine *e, int32_t n, double secs) {
+    double *t = &e->t_step[n];
+    *t = *t > 0 && *t * 1.02 < secs ? *t * 1.02 : secs;
+}
+
+/* How many guesses each generating sequence verifies this step. Each
+ * sequence's drafter proposes up to what it may take; the i-th guess of a
+ * sequence adds alpha^i expected tokens (it counts only if the ones before
+ * it are accepted). Guesses are taken best first while the step's expected
+ * tokens per second grow: n_base tokens already in the batch (n_dec of
+ * them generating, one expected token each), plus the guesses, against the
+ * measured cost of a step that size. So a single stream verifies long runs
+ * of likely guesses, a batch of many streams (already costly per extra
+ * row) only the surest, and text the drafter cannot guess costs nothing. */
+static int32_t choose_drafts(tr_engine *e, seq **dec, int32_t n_dec, int32_t n_base, int32_t room) {
+    int32_t n_prop = 0, cnt[n_dec], best[n_dec];
+    for (int32_t i = 0; i < n_dec; i++) {
+        seq *s = dec[i];
+        s->n_draft = cnt[i] = best[i] = 0;
+        if (!s->dr) continue;
+        int32_t k = s->spec.n_max;
+        const int32_t left_ctx = e->c->n_ctx_seq - 1 - s->n_fed, left_cap = s->cap_tok - s->n_tok - 1;
+        if (k > left_ctx) k = left_ctx;
+        if (k > left_cap) k = left_cap;
+        if (s->n_predict > 0 && k > s->n_predict - s->n_gen - 1) k = s->n_predict - s->n_gen - 1;
+        if (k <= 0) continue;
+        s->n_draft = drafter_propose(s->dr, s->tok, s->n_tok, k, s->draft);
+        n_prop += s->n_draft > 0;
+    }
+    if (n_prop == 0) return 0;
+    /* Greedy: the best next guess of any sequence, while the rate grows. */
+    double expect = n_dec, best_rate = expect / step_cost(e, n_base);
+    for (int32_t n = 1; n <= room; n++) {
+        int32_t pick = -1;
+        double g_pick = 0;
+        for (int32_t i = 0; i < n_dec; i++) {
+            if (cnt[i] >= dec[i]->n_draft) continue;
+            const double g = pow(dec[i]->alpha, cnt[i] + 1);
+            if (g > g_pick) g_pick = g, pick = i;
+        }
+        if (pick < 0) break;
+        cnt[pick]++;
+        expect += g_pick;
+        const double rate = expect / step_cost(e, n_base + n);
+        if (rate > best_rate) {
+            best_rate = rate;
+            memcpy(best, cnt, sizeof best);
+        }
+    }
+    int32_t total = 0;
+    for (int32_t i = 0; i < n_dec; i++) {
+        seq *s = dec[i];
+        if (!s->dr) continue;
+        s->n_draft = best[i] >= s->spec.n_min ? best[i] : 0;
+        if (s->n_draft == 0 && s->alpha < s->alpha0) s->alpha += 0.02 * (s->alpha0 - s->alpha); /* try again, some day */
+        total += s->n_draft;
+    }
+    return total;
+}
+
+/* The model's pick after row i of sequence s, for drafters that learn from
+ * rejected rows: the argmax. */
+static int32_t argmax_row(const tr_engine *e, const float *l) {
+    const int32_t n = tr_model_n_vocab(e->model);
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (l[i] > l[best]) best = i;
+    return best;
+}
+
+/* ---------------------------------------------------------------- a step */
+
+/* Sample sequence s's next tokens from this step's rows: the row after its
+ * last known token, then the row after each guess while the token sampled
+ * equals that guess. Returns why it ended (TR_FINISH_NONE: it goes on). */
+static tr_finish sample_rows(tr_engine *e, seq *s, tr_step_stats *st) {
+    const int32_t limit = e->c->n_ctx_seq, n0 = s->n_tok;
+    const int32_t row0 = s->b_first + s->take - 1;
+    tr_finish why = TR_FINISH_NONE;
+    int32_t i = 0, *out = e->out_tok;
+    for (;; i++) {
+        const float *logits = tr_get_logits(e->c, row0 + i);
+        const int32_t t = tr_sampler_sample(s->sampler, logits);
+        s->logits = logits;
+        out[i] = t;
+        st->n_sampled++;
+        if (!s->ignore_eog && tr_vocab_is_eog(e->vocab, t)) {
+            s->n_eog = 1;
+            why = TR_FINISH_EOG;
+            break;
+        }
+        s->tok[s->n_tok++] = t;
+        s->n_gen++;
+        if (s->n_predict > 0 && s->n_gen >= s->n_predict) why = TR_FINISH_LENGTH;
+        else if (s->n_fed + i + 1 >= limit || s->n_tok >= s->cap_tok) why = TR_FINISH_CONTEXT; /* no position left */
+        if (why != TR_FINISH_NONE || i >= s->n_draft || t != s->draft[i]) break;
+    }
+    s->n_steps++;
+    if (s->n_draft > 0) {
+        /* Rows 0..i were fed known tokens; the rest were rejected guesses. */
+        s->n_drafted += s->n_draft;
+        s->n_accepted += i;
+        st->n_drafted += s->n_draft;
+        st->n_accepted += i;
+        for (int32_t k = 0; k < s->n_draft && k <= i; k++) /* accepted: i of them; rejected: the next, if any */
+            s->alpha += 0.15 * ((k < i ? 1.0 : 0.0) - s->alpha);
+        tr_kv_seq_rm(e->c, s->slot, s->n_fed + i + 1, -1);
+    }
+    if (s->dr && why == TR_FINISH_NONE) {
+        if (drafter_wants_all_rows(s->dr))
+            for (int32_t k = i + 1; k <= s->n_draft; k++) out[k] = argmax_row(e, tr_get_logits(e->c, row0 + k));
+        drafter_observe(s->dr, s->tok, n0, s->draft, s->n_draft, out, i);
+    }
+    s->n_fed += i;
+    return why;
 }
 
 tr_status tr_engine_step(tr_engine *e, tr_step_stats *stats, tr_error *err) {
@@ -356,18 +563,22 @@ tr_status tr_engine_step(tr_engine *e, tr_step_stats *stats, tr_error *err) {
     admit_waiting(e);
     make_room(e);
     tr_kv *kv = e->c->kv;
-    int32_t n = 0, avail = tr_kv_available(kv);
+    int32_t n = 0, avail = tr_kv_available(kv), n_dec = 0;
+    seq *dec[e->n_seq_max > 0 ? e->n_seq_max : 1];
     for (int32_t i = 0; i < e->n_seq_max; i++) {
         seq *s = e->slot[i];
         if (!s) continue;
-        s->b_n = 0;
+        s->b_n = s->take = s->n_draft = 0;
         s->logits = NULL;
         if (pending(s) != 1 || n >= e->n_batch) continue;
         const int32_t need = tr_kv_blocks_needed(kv, i, 1);
         if (need > avail) continue;
         avail -= need;
-        feed(e, s, 1, &n);
+        s->take = 1;
+        dec[n_dec++] = s;
+        n++;
     }
+    /* Prompt chunks with the room left. */
     const int32_t prompt_cap = n > 0 && n + e->prefill_chunk < e->n_batch ? n + e->prefill_chunk : e->n_batch;
     for (int32_t i = 0; i < e->n_seq_max && n < prompt_cap; i++) {
         seq *s = e->slot[i];
@@ -382,47 +593,55 @@ tr_status tr_engine_step(tr_engine *e, tr_step_stats *stats, tr_error *err) {
             take = take > tr_kv_block_size(kv) ? take - tr_kv_block_size(kv) : take - 1;
         if (take <= 0) continue;
         avail -= tr_kv_blocks_needed(kv, i, take);
-        feed(e, s, take, &n);
+        s->take = take;
+        n += take;
         st.n_prompt_tokens += take;
     }
+    /* Guesses after the generating sequences' tokens, within the batch and the pool. */
+    if (n_dec > 0 && choose_drafts(e, dec, n_dec, n, e->n_batch - n) > 0)
+        for (int32_t k = 0; k < n_dec; k++) {
+            seq *s = dec[k];
+            const int32_t base = tr_kv_blocks_needed(kv, s->slot, 1);
+            while (s->n_draft > 0 && tr_kv_blocks_needed(kv, s->slot, 1 + s->n_draft) - base > avail) s->n_draft--;
+            avail -= tr_kv_blocks_needed(kv, s->slot, 1 + s->n_draft) - base;
+        }
+    n = 0;
+    for (int32_t k = 0; k < n_dec; k++) { /* generating sequences first, */
+        const int32_t take = dec[k]->take;
+        feed(e, dec[k], take, &n);
+    }
+    for (int32_t i = 0; i < e->n_seq_max; i++) /* then prompts */
+        if (e->slot[i] && e->slot[i]->take > 0 && pending(e->slot[i]) > 1) feed(e, e->slot[i], e->slot[i]->take, &n);
     if (n == 0) return TR_OK;
 
     tr_batch b = {.n_tokens = n, .token = e->b_tok, .pos = e->b_pos, .seq_id = e->b_seq, .logits = e->b_logits};
+    const double t0 = now_s();
     tr_status rc = tr_decode(e->c, &b, err);
     if (rc != TR_OK) { /* the cache is as it was; the batch's sequences cannot go on */
         for (int32_t i = 0; i < e->n_seq_max; i++)
             if (e->slot[i] && e->slot[i]->b_n) end_seq(e, e->slot[i], TR_FINISH_ERROR);
         return rc;
     }
+    note_step_cost(e, n, now_s() - t0);
     st.n_tokens = n;
-    const int32_t limit = e->c->n_ctx_seq;
     for (int32_t i = 0; i < e->n_seq_max; i++) {
         seq *s = e->slot[i];
         if (!s || !s->b_n) continue;
         if (s->on_prompt_logits)
-            for (int32_t k = 0; k < s->b_n; k++)
+            for (int32_t k = 0; k < s->take; k++)
                 if (wants_logits(s, s->n_fed + k))
                     s->on_prompt_logits(s->user, s->n_fed + k, tr_get_logits(e->c, s->b_first + k));
-        s->n_fed += s->b_n;
+        s->n_fed += s->take;
         if (s->n_fed < s->n_tok) continue;
-        /* Every known token is in the cache: the next one. */
+        /* Every known token is in the cache: the next one(s). */
         if (s->n_predict == 0) {
             end_seq(e, s, TR_FINISH_LENGTH);
             continue;
         }
-        const float *logits = tr_get_logits(e->c, s->b_first + s->b_n - 1);
-        const int32_t t = tr_sampler_sample(s->sampler, logits);
-        s->logits = logits;
-        st.n_sampled++;
-        if (!s->ignore_eog && tr_vocab_is_eog(e->vocab, t)) {
-            s->n_eog = 1;
-            end_seq(e, s, TR_FINISH_EOG);
-            continue;
-        }
-        s->tok[s->n_tok++] = t;
-        s->n_gen++;
-        if (s->n_predict > 0 && s->n_gen >= s->n_predict) end_seq(e, s, TR_FINISH_LENGTH);
-        else if (s->n_fed >= limit || s->n_tok >= s->cap_tok) end_seq(e, s, TR_FINISH_CONTEXT); /* no position left */
+        s->n_fed--; /* sample_rows counts from the row of the last known token */
+        const tr_finish why = sample_rows(e, s, &st);
+        s->n_fed++;
+        if (why != TR_FINISH_NONE) end_seq(e, s, why);
     }
     if (stats) *stats = st;
     return TR_OK;
@@ -444,6 +663,9 @@ int32_t tr_engine_take(tr_engine *e, int64_t id, int32_t *tokens, int32_t cap, t
         info->n_prompt = s->n_prompt;
         info->n_cached = s->n_cached;
         info->n_generated = s->n_gen + s->n_eog;
+        info->n_drafted = s->n_drafted;
+        info->n_accepted = s->n_accepted;
+        info->n_steps = s->n_steps;
     }
     if (s->finish != TR_FINISH_NONE && s->n_taken == s->n_gen) tr_engine_cancel(e, id, true);
     return n;

@@ -149,6 +149,32 @@ TT_TEST(same_seed_same_tokens) {
  * logits ordered by id). The check: the same draws as a sampler without
  * top-k given logits where everything but those k best is -inf, with top-p
  * and min-p on (penalties would change which k are best: not here). */
+/* A draw depends on the seed and the position only (the tokens accepted
+ * before it), not on the draws made before: what lets speculative decoding
+ * sample a position once its guesses were accepted and get the same token. */
+TT_TEST(draw_depends_on_seed_and_position_only) {
+    const float flat[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    tr_sampler_params p = plain();
+    int same_pos = 0, differ = 0;
+    for (int pos = 0; pos < 64; pos++) {
+        tr_sampler *a = tr_sampler_new(&p, 8), *b = tr_sampler_new(&p, 8);
+        for (int i = 0; i < pos; i++) tr_sampler_accept(a, i % 8); /* a: remembered tokens */
+        for (int i = 0; i < pos; i++) (void)tr_sampler_sample(b, flat); /* b: drew them */
+        const int ta = tr_sampler_sample(a, flat), tb = tr_sampler_sample(b, flat);
+        same_pos += ta == tb;
+        tr_sampler_free(a), tr_sampler_free(b);
+        /* another seed, same position: a different stream */
+        tr_sampler_params q = p;
+        q.seed = p.seed + 1;
+        tr_sampler *c = tr_sampler_new(&q, 8);
+        for (int i = 0; i < pos; i++) tr_sampler_accept(c, i % 8);
+        differ += tr_sampler_sample(c, flat) != ta;
+        tr_sampler_free(c);
+    }
+    TT_CHECK_EQ_INT(same_pos, 64);
+    TT_CHECK(differ > 32); /* 7 in 8 expected to differ */
+}
+
 TT_TEST(top_k_selection_equals_masking_the_rest) {
     enum { NV = 5000, K = 40 };
     static float logits[NV], masked[NV];
@@ -203,6 +229,7 @@ int main(void) {
     TT_RUN(repeat_penalty_follows_llamacpp);
     TT_RUN(penalty_window_forgets_old_tokens);
     TT_RUN(same_seed_same_tokens);
+    TT_RUN(draw_depends_on_seed_and_position_only);
     TT_RUN(top_k_selection_equals_masking_the_rest);
     TT_RUN(bad_arguments);
     return TT_DONE();

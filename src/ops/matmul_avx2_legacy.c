@@ -204,22 +204,36 @@ TILE void legacy_tile4(int64_t n, const uint8_t *w, size_t ws, const char *a, si
     FOR_T(j) out[j] = _mm_add_ps(acc[j], acc2[j]);
 }
 
-/* One token: the rows 4 * (nr / 4) that tile4 takes are read as four
- * sequential streams, rows i, i + h, i + 2h, i + 3h (h = nr / 4) at a time,
- * each with a prefetch one row ahead. Four neighbouring rows at a time (what
- * the prompt tiles do) interleave four streams inside a few pages, which the
- * hardware prefetcher follows badly: measured with build/bench_matmul (2
- * threads, weights from memory), Q8_0 17.7 -> 23.3-24.9 GB/s and Q4_0
- * 11.6 -> 16.0 GB/s, against about 26 GB/s for a plain read loop. Every row still
- * goes through the same arithmetic as in a batch (same kernel, its own lane). */
-TILE void legacy_streams4(int64_t n, const uint8_t *w, size_t ws, int nr, const char *a, float *y, const int F) {
+/* One token, or a few (speculative verification): the rows 4 * (nr / 4)
+ * that tile4 takes are read as four sequential streams, rows i, i + h,
+ * i + 2h, i + 3h (h = nr / 4) at a time, each with a prefetch one row
+ * ahead. Four neighbouring rows at a time (what the prompt tiles do)
+ * interleave four streams inside a few pages, which the hardware prefetcher
+ * follows badly: measured with build/bench_matmul (2 threads, weights from
+ * memory), Q8_0 17.7 -> 23.3-24.9 GB/s and Q4_0 11.6 -> 16.0 GB/s, against
+ * about 26 GB/s for a plain read loop. Tokens go in tiles of up to four, the
+ * second tile reading the rows from cache. Every row still goes through the
+ * same arithmetic as in a batch (same kernel, its own lane). */
+TILE void legacy_streams4(int64_t n, const uint8_t *w, size_t ws, int nr, const char *a, size_t as, int nt, float *y,
+                          size_t ys, const int F) {
     int h = nr / 4;
     for (int i = 0; i < h; i++) {
-        __m128 out;
-        legacy_tile4(n, w + (size_t)i * ws, ws * (size_t)h, a, 0, 1, &out, F, ws);
-        float o[4];
-        _mm_storeu_ps(o, out);
-        for (int k = 0; k < 4; k++) y[i + k * h] = o[k];
+        for (int t = 0; t < nt; t += 4) {
+            __m128 out[4];
+            const uint8_t *wi = w + (size_t)i * ws;
+            const char *at = a + (size_t)t * as;
+            const int left = nt - t;
+            const size_t pf = t == 0 ? ws : 0; /* the first tile brings the rows in */
+            if (left >= 4) legacy_tile4(n, wi, ws * (size_t)h, at, as, 4, out, F, pf);
+            else if (left == 3) legacy_tile4(n, wi, ws * (size_t)h, at, as, 3, out, F, pf);
+            else if (left == 2) legacy_tile4(n, wi, ws * (size_t)h, at, as, 2, out, F, pf);
+            else legacy_tile4(n, wi, ws * (size_t)h, at, as, 1, out, F, pf);
+            for (int j = 0; j < 4 && j < left; j++) {
+                float o[4];
+                _mm_storeu_ps(o, out[j]);
+                for (int k = 0; k < 4; k++) y[(size_t)(t + j) * ys + i + k * h] = o[k];
+            }
+        }
     }
 }
 
@@ -229,11 +243,11 @@ TILE void legacy_streams4(int64_t n, const uint8_t *w, size_t ws, int nr, const 
                          int nt, float *y, size_t ys) {                                          \
         const char *a = a_;                                                                      \
         int r = 0;                                                                               \
-        if (nt == 1) {                                                                           \
-            legacy_streams4(n, w, ws, nr, a, y, F);                                              \
+        if (nt <= 8) {                                                                           \
+            legacy_streams4(n, w, ws, nr, a, as, nt, y, ys, F);                                  \
             r = nr & ~3;                                                                         \
         }                                                                                        \
-        for (; nt > 1 && r + 4 <= nr; r += 4) {                                                  \
+        for (; r + 4 <= nr; r += 4) {                                                            \
             const uint8_t *wr = (const uint8_t *)w + (size_t)r * ws;                             \
             __m128 out[4];                                                                       \
             int t = 0;                                                                           \
