@@ -59,6 +59,7 @@ typedef struct opts {
     srv_config cfg;
     int32_t n_ctx, n_ctx_seq, n_batch, n_threads, kv_block;
     bool no_prefix_cache;
+    tr_spec_params spec;
 } opts;
 
 static void usage(FILE *f) {
@@ -79,6 +80,11 @@ static void usage(FILE *f) {
             "      --no-prefix-cache     do not reuse the KV of earlier requests' prompts (default: reuse;\n"
             "                            per request: \"cache_prompt\": false)\n"
             "      --kv-block N          tokens per KV-cache block (default 32)\n"
+            "      --spec KIND           speculative decoding (same tokens, fewer steps where the text is\n"
+            "                            guessable): ngram, lookahead or none (default); per request:\n"
+            "                            \"speculative\": {\"type\", \"n_max\", \"n_min\"} or false\n"
+            "      --draft-max N         most guesses verified per step (default 16)\n"
+            "      --draft-min N         fewer guesses than this are not verified (default 0)\n"
             "  -np, --parallel N         requests generated at once (default 1)\n"
             "  -b, --batch-size N        most tokens per forward pass (default 512)\n"
             "  -t, --threads N           CPU threads (default: all cores)\n"
@@ -142,6 +148,14 @@ static int parse(int argc, char **argv, opts *o) {
         else if (IS("--ctx-per-seq")) INT(1, 1 << 20, o->n_ctx_seq);
         else if (IS("--kv-block")) INT(1, 4096, o->kv_block);
         else if (IS("--no-prefix-cache")) o->no_prefix_cache = true;
+        else if (IS("--spec")) {
+            if (!v || !tr_spec_kind_parse(v, &o->spec.kind) || o->spec.kind == TR_SPEC_DRAFT) {
+                fprintf(stderr, "trinity serve: --spec expects ngram, lookahead or none, got '%s'\n", v ? v : "(missing)");
+                return 2;
+            }
+            i++;
+        } else if (IS("--draft-max") || IS("--draft") || IS("--draft-n")) INT(1, 64, o->spec.n_max);
+        else if (IS("--draft-min") || IS("--draft-n-min")) INT(0, 64, o->spec.n_min);
         else if (IS("-np") || IS("--parallel")) INT(1, 256, o->cfg.n_slots);
         else if (IS("-b") || IS("--batch-size")) INT(1, 1 << 16, o->n_batch);
         else if (IS("-t") || IS("--threads")) INT(0, 1024, o->n_threads);
@@ -164,6 +178,11 @@ static int parse(int argc, char **argv, opts *o) {
     }
     if (!o->model) {
         fprintf(stderr, "trinity serve: -m MODEL is required (see trinity serve --help)\n");
+        return 2;
+    }
+    if (o->spec.n_min > (o->spec.n_max ? o->spec.n_max : 16)) {
+        fprintf(stderr, "trinity serve: --draft-min %d is more than --draft-max %d\n", o->spec.n_min,
+                o->spec.n_max ? o->spec.n_max : 16);
         return 2;
     }
     if (o->cfg.n_slots > o->n_batch) {
@@ -201,7 +220,7 @@ static void *load_main(void *arg) {
     l->eng.n_vocab = tr_model_n_vocab(l->eng.model);
     srv_engine se = {
         .self = &l->eng, .n_vocab = l->eng.n_vocab, .n_ctx = tr_context_n_ctx(tr_engine_context(l->eng.eng)),
-        .defaults = tr_sampler_default_params(),
+        .defaults = tr_sampler_default_params(), .spec = o->spec,
         .submit = e_submit, .step = e_step, .take = e_take, .logits = e_logits, .release = e_release,
         .kv_stats = e_kv_stats, .tokenize = e_tokenize, .chat_format = e_chat, .piece = e_piece,
     };

@@ -256,8 +256,12 @@ static srv_result result_base(srv_server *s, srv_kind kind, const char *id, int6
 static void set_usage(srv_result *r, const job_set *js) {
     r->prompt_tokens = js->job[0]->n_prompt;
     r->cached_tokens = js->job[0]->n_cached;
-    r->completion_tokens = 0;
-    for (int i = 0; i < js->n; i++) r->completion_tokens += js->job[i]->n_gen;
+    r->completion_tokens = r->accepted_tokens = r->rejected_tokens = 0;
+    for (int i = 0; i < js->n; i++) {
+        r->completion_tokens += js->job[i]->n_gen;
+        r->accepted_tokens += js->job[i]->n_accepted;
+        r->rejected_tokens += js->job[i]->n_drafted - js->job[i]->n_accepted;
+    }
 }
 
 /* ----------------------------------------------------------- streaming */

@@ -73,6 +73,12 @@ bool srv_metrics_render(srv_metrics *m, srv_buf *o) {
     double ptps = m->prompt_seconds > 0 ? (double)m->prompt_tokens / m->prompt_seconds : 0;
     double gtps = m->gen_seconds > 0 ? (double)m->gen_timed_tokens / m->gen_seconds : 0;
     ok &= srv_buf_printf(o,
+                         "# HELP trinity_spec_drafted_tokens_total Speculative guesses verified.\n"
+                         "# TYPE trinity_spec_drafted_tokens_total counter\n"
+                         "trinity_spec_drafted_tokens_total %llu\n"
+                         "# HELP trinity_spec_accepted_tokens_total Speculative guesses accepted (tokens for free).\n"
+                         "# TYPE trinity_spec_accepted_tokens_total counter\n"
+                         "trinity_spec_accepted_tokens_total %llu\n"
                          "# HELP trinity_prompt_tokens_per_second Prompt evaluation speed since start.\n"
                          "# TYPE trinity_prompt_tokens_per_second gauge\n"
                          "trinity_prompt_tokens_per_second %.3f\n"
@@ -82,7 +88,8 @@ bool srv_metrics_render(srv_metrics *m, srv_buf *o) {
                          "# HELP trinity_last_request_tokens_per_second Generation speed of the last finished request.\n"
                          "# TYPE trinity_last_request_tokens_per_second gauge\n"
                          "trinity_last_request_tokens_per_second %.3f\n",
-                         ptps, gtps, m->last_gen_tps);
+                         (unsigned long long)m->spec_drafted, (unsigned long long)m->spec_accepted, ptps, gtps,
+                         m->last_gen_tps);
     const tr_kv_stats *kv = &m->kv;
     const double hit_rate = kv->lookup_tokens ? (double)kv->hit_tokens / (double)kv->lookup_tokens : 0;
     ok &= srv_buf_printf(o,

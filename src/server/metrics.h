@@ -43,6 +43,8 @@ typedef struct srv_metrics {
     double last_gen_tps;      /* generation speed of the last finished request */
     uint64_t cancelled;       /* generations cut short by a client leaving */
     uint64_t rejected_busy;   /* 429s */
+    uint64_t spec_drafted;    /* speculative guesses verified */
+    uint64_t spec_accepted;   /* of which accepted */
     tr_kv_stats kv;           /* the engine's KV cache after the last step */
 } srv_metrics;
 

@@ -241,6 +241,8 @@ static bool parse_prompt(json_t *root, int32_t n_vocab, srv_request *r, srv_erro
     return true;
 }
 
+static bool parse_speculative(json_t *root, srv_request *r, srv_error *e);
+
 static bool parse_stop(json_t *root, srv_request *r, srv_error *e) {
     json_t *s = field(root, "stop");
     if (!s) return true;
@@ -321,6 +323,7 @@ static bool parse_fields(json_t *root, srv_kind kind, const char *model_id, int3
     r->cache_prompt = true;
     if (!get_bool(root, "cache_prompt", &r->cache_prompt, e)) return false;
     if (!get_bool(root, "ignore_eos", &r->ignore_eos, e)) return false;
+    if (!parse_speculative(root, r, e)) return false;
     json_t *so = field(root, "stream_options");
     if (so) {
         if (!json_is_object(so)) return BAD("stream_options", "'stream_options' must be an object, not %s", json_kind(so));
@@ -362,6 +365,44 @@ static bool parse_fields(json_t *root, srv_kind kind, const char *model_id, int3
             return BAD("suffix", "'suffix' (insertion) is not supported");
     }
     return parse_stop(root, r, e);
+}
+
+/* Speculative decoding settings, llama-server's way: an object
+ * "speculative": {"type": "ngram", "n_max": 16, "n_min": 0} (false: off),
+ * or the flat keys "speculative.n_max", "speculative.n_min",
+ * "speculative.type". What is not given stays -1 (the server's setting). */
+static bool parse_speculative(json_t *root, srv_request *r, srv_error *e) {
+    r->spec = (tr_spec_params){.kind = (tr_spec_kind)-1, .n_max = -1, .n_min = -1};
+    json_t *o = field(root, "speculative");
+    if (o && json_is_boolean(o)) {
+        if (json_is_false(o)) r->spec.kind = TR_SPEC_NONE;
+        o = NULL;
+    } else if (o && !json_is_object(o)) {
+        return BAD("speculative", "'speculative' must be an object (or false), not %s", json_kind(o));
+    }
+    static const char *const flat[3] = {"speculative.type", "speculative.n_max", "speculative.n_min"};
+    static const char *const inner[3] = {"type", "n_max", "n_min"};
+    for (int k = 0; k < 3; k++) {
+        json_t *v = o ? field(o, inner[k]) : NULL;
+        const char *name = flat[k];
+        if (!v) v = field(root, flat[k]);
+        if (!v) continue;
+        if (k == 0) {
+            tr_spec_kind kind;
+            if (!json_is_string(v) || !tr_spec_kind_parse(json_string_value(v), &kind) || kind == TR_SPEC_DRAFT)
+                return BAD(name, "'%s' must be \"ngram\", \"lookahead\" or \"none\"", name);
+            r->spec.kind = kind;
+            continue;
+        }
+        if (!json_is_integer(v) || json_integer_value(v) < (k == 1 ? 1 : 0) || json_integer_value(v) > 64)
+            return BAD(name, "'%s' must be an integer between %d and 64", name, k == 1 ? 1 : 0);
+        if (k == 1) r->spec.n_max = (int32_t)json_integer_value(v);
+        else r->spec.n_min = (int32_t)json_integer_value(v);
+    }
+    if (r->spec.n_max > 0 && r->spec.n_min > r->spec.n_max)
+        return BAD("speculative.n_min", "'speculative.n_min' (%d) is more than 'speculative.n_max' (%d)", r->spec.n_min,
+                   r->spec.n_max);
+    return true;
 }
 
 bool srv_request_parse(srv_kind kind, const char *body, size_t len, const char *model_id,
@@ -486,10 +527,11 @@ static json_t *finish_json(srv_finish f) {
 
 static json_t *usage_json(const srv_result *r) {
     if (r->prompt_tokens < 0) return json_null();
-    return json_pack("{s:I, s:I, s:I, s:{s:I}}", "prompt_tokens", (json_int_t)r->prompt_tokens, "completion_tokens",
-                     (json_int_t)r->completion_tokens, "total_tokens",
+    return json_pack("{s:I, s:I, s:I, s:{s:I}, s:{s:I, s:I}}", "prompt_tokens", (json_int_t)r->prompt_tokens,
+                     "completion_tokens", (json_int_t)r->completion_tokens, "total_tokens",
                      (json_int_t)(r->prompt_tokens + r->completion_tokens), "prompt_tokens_details", "cached_tokens",
-                     (json_int_t)r->cached_tokens);
+                     (json_int_t)r->cached_tokens, "completion_tokens_details", "accepted_prediction_tokens",
+                     (json_int_t)r->accepted_tokens, "rejected_prediction_tokens", (json_int_t)r->rejected_tokens);
 }
 
 static json_t *envelope(const srv_result *r, const char *object, json_t *choices) {

@@ -53,6 +53,10 @@ typedef struct srv_request {
     int top_logprobs;          /* 0..SRV_MAX_TOP_LOGPROBS */
     bool cache_prompt;         /* llama-server's field: reuse and keep prefix-cache blocks (default true) */
     bool ignore_eos;           /* llama-server's field: generate past end-of-generation tokens */
+    /* "speculative": {"type", "n_max", "n_min"} (or llama-server's flat
+     * "speculative.n_max", "speculative.n_min"); a field < 0 was not given:
+     * the server's setting applies. "speculative": false turns it off. */
+    tr_spec_params spec;
     char **stop;               /* owned, none empty */
     size_t n_stop;
 } srv_request;
@@ -104,6 +108,8 @@ typedef struct srv_result {
     bool first;         /* the chunk that carries the assistant's role */
     int64_t prompt_tokens, completion_tokens; /* < 0: no usage in this object */
     int64_t cached_tokens;  /* prompt tokens reused from the prefix cache */
+    int64_t accepted_tokens, rejected_tokens; /* speculative guesses (usage.completion_tokens_details, as
+                                               * OpenAI reports its predicted outputs) */
     srv_piece_fn piece;
     void *piece_ctx;
 } srv_result;

@@ -238,6 +238,15 @@ static void run_start(srv_sched *s, srv_job *j) {
                        .sampling = j->req.sampling, .no_cache = !j->req.cache_prompt,
                        .ignore_eog = j->req.ignore_eos};
     if (!j->req.has_seed) p.sampling.seed = splitmix(&s->rng);
+    /* The request's speculative settings over the server's; none with
+     * logprobs (a step that yields several tokens has the logits of the
+     * last one only). */
+    const tr_spec_params *rs = &j->req.spec, *ds = &s->eng.spec;
+    p.spec.kind = (int)rs->kind >= 0 ? rs->kind : ds->kind;
+    p.spec.n_max = rs->n_max >= 0 ? rs->n_max : ds->n_max;
+    p.spec.n_min = rs->n_min >= 0 ? rs->n_min : ds->n_min;
+    if (p.spec.n_max > 0 && p.spec.n_min > p.spec.n_max) p.spec.n_min = p.spec.n_max;
+    if (j->req.logprobs) p.spec.kind = TR_SPEC_NONE;
     tr_error err = {{0}};
     int64_t id = s->eng.submit(s->eng.self, &p, &err);
     if (id < 0) {
@@ -298,6 +307,8 @@ static void step(srv_sched *s) {
     if (st.n_prompt_tokens) s->metrics->prompt_seconds += dt;
     else s->metrics->gen_seconds += dt;
     s->metrics->gen_tokens += (uint64_t)st.n_sampled;
+    s->metrics->spec_drafted += (uint64_t)st.n_drafted;
+    s->metrics->spec_accepted += (uint64_t)st.n_accepted;
     if (!st.n_prompt_tokens) s->metrics->gen_timed_tokens += (uint64_t)st.n_sampled;
     if (s->eng.kv_stats) s->eng.kv_stats(s->eng.self, &s->metrics->kv);
     pthread_mutex_unlock(&s->metrics->mu);
@@ -332,6 +343,8 @@ static void step(srv_sched *s) {
         run *r = &s->runs[i];
         if (info[i].running) r->started = true;
         r->job->n_cached = info[i].n_cached;
+        r->job->n_drafted = info[i].n_drafted;
+        r->job->n_accepted = info[i].n_accepted;
         if (info[i].finish == TR_FINISH_ERROR && !oom[i]) {
             char msg[600];
             snprintf(msg, sizeof msg, "generation failed: %s", rc != TR_OK ? err.msg : "engine error");

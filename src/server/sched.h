@@ -33,6 +33,7 @@ typedef struct srv_job {
     srv_token_lp *lp;          /* per-token log-probabilities, when asked for */
     size_t n_lp, cap_lp;
     int32_t n_gen;             /* tokens generated */
+    int32_t n_drafted, n_accepted; /* speculative guesses verified, accepted */
     srv_finish finish;
     bool failed;               /* err says why (a 5xx: shutdown, engine failure) */
     srv_error err;

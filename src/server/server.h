@@ -23,6 +23,7 @@ typedef struct srv_engine {
     int32_t n_vocab;
     int32_t n_ctx;   /* most positions one sequence holds (prompt and answer) */
     tr_sampler_params defaults; /* sampling for fields a request leaves out */
+    tr_spec_params spec;        /* speculative decoding for requests that do not say (serve --spec) */
     /* Scheduler thread only: the engine's step API (include/trinity.h). */
     int64_t (*submit)(void *self, const tr_seq_params *p, tr_error *err);
     tr_status (*step)(void *self, tr_step_stats *st, tr_error *err);

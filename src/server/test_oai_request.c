@@ -162,6 +162,37 @@ TT_TEST(n_choices_from_one_to_eight) {
     }
 }
 
+/* llama-server's speculative settings: an object, false, or flat keys;
+ * what is left out stays -1 (the server's setting applies). */
+TT_TEST(speculative_settings) {
+    const char *bodies[] = {"{\"prompt\":\"p\"}",
+                            "{\"prompt\":\"p\",\"speculative\":{\"type\":\"ngram\",\"n_max\":8,\"n_min\":2}}",
+                            "{\"prompt\":\"p\",\"speculative\":false}",
+                            "{\"prompt\":\"p\",\"speculative.n_max\":5,\"speculative.type\":\"lookahead\"}"};
+    const int want[][3] = {{-1, -1, -1}, {TR_SPEC_NGRAM, 8, 2}, {TR_SPEC_NONE, -1, -1}, {TR_SPEC_LOOKAHEAD, 5, -1}};
+    for (int i = 0; i < 4; i++) {
+        srv_request r;
+        srv_error e;
+        tr_sampler_params d = defaults();
+        TT_CHECK(srv_request_parse(SRV_KIND_COMPLETION, bodies[i], strlen(bodies[i]), "gemma", 1000, &d, &r, &e));
+        TT_CHECK_EQ_INT((int)r.spec.kind, want[i][0]);
+        TT_CHECK_EQ_INT(r.spec.n_max, want[i][1]);
+        TT_CHECK_EQ_INT(r.spec.n_min, want[i][2]);
+        srv_request_free(&r);
+    }
+    expect_error(SRV_KIND_COMPLETION, "{\"prompt\":\"p\",\"speculative\":3}", 400, "speculative", "object");
+    expect_error(SRV_KIND_COMPLETION, "{\"prompt\":\"p\",\"speculative\":{\"type\":\"eagle\"}}", 400,
+                 "speculative.type", "ngram");
+    expect_error(SRV_KIND_COMPLETION, "{\"prompt\":\"p\",\"speculative\":{\"type\":\"draft\"}}", 400,
+                 "speculative.type", "lookahead");
+    expect_error(SRV_KIND_COMPLETION, "{\"prompt\":\"p\",\"speculative\":{\"n_max\":0}}", 400,
+                 "speculative.n_max", "between 1 and 64");
+    expect_error(SRV_KIND_COMPLETION, "{\"prompt\":\"p\",\"speculative.n_min\":-1}", 400, "speculative.n_min",
+                 "between 0 and 64");
+    expect_error(SRV_KIND_COMPLETION, "{\"prompt\":\"p\",\"speculative\":{\"n_max\":2,\"n_min\":3}}", 400,
+                 "speculative.n_min", "more than");
+}
+
 TT_TEST(good_completion_request_defaults) {
     srv_request r;
     srv_error e;
@@ -332,6 +363,7 @@ int main(void) {
     TT_RUN(wrong_field_types_and_ranges);
     TT_RUN(good_chat_request);
     TT_RUN(n_choices_from_one_to_eight);
+    TT_RUN(speculative_settings);
     TT_RUN(good_completion_request_defaults);
     TT_RUN(responses_and_chunks);
     TT_RUN(settings_copy_owns_its_stop_strings);

@@ -495,6 +495,81 @@ for ch in c.completions.create(model="gemma", prompt="Count: 1, 2, 3,", max_toke
 """
 
 
+# ------------------------------------------------- speculative decoding
+
+GROUNDED = ("Here is a list of fruits: apple, banana, cherry, date, elderberry, fig, grape, honeydew, kiwi, "
+            "lemon. Repeat the list exactly: apple, banana,")
+
+
+def test_speculation_gives_the_same_tokens(server, client):
+    """Each drafter, greedy and sampled with a seed, streamed and not, alone
+    and four at once: the same text as without speculation (official client,
+    llama-server's "speculative" field), and the guesses it took show in
+    usage.completion_tokens_details (OpenAI's predicted-output counts)."""
+    cases = [dict(temperature=0), dict(temperature=0.8, seed=7)]
+    for kw in cases:
+        plain = complete(client, prompt=GROUNDED, max_tokens=40, extra_body={"speculative": False}, **kw)
+        want = plain.choices[0].text
+        assert plain.usage.completion_tokens_details.accepted_prediction_tokens == 0
+        for kind in ("ngram", "lookahead"):
+            spec = {"speculative": {"type": kind, "n_max": 8}}
+            got = complete(client, prompt=GROUNDED, max_tokens=40, extra_body=spec, **kw)
+            assert got.choices[0].text == want, (kind, kw)
+            assert got.usage.completion_tokens == plain.usage.completion_tokens
+            if kw["temperature"] == 0:
+                assert got.usage.completion_tokens_details.accepted_prediction_tokens > 0, kind
+            text, finish, _, _ = stream_text(complete(client, prompt=GROUNDED, max_tokens=40, stream=True,
+                                                      extra_body=spec, **kw), chat_mode=False)
+            assert text == want and finish == got.choices[0].finish_reason, (kind, kw)
+    # Four at once, mixed drafters and none: each equals its sequential answer.
+    prompts = [GROUNDED, "Monday, Tuesday, Wednesday, Thursday, Friday, Saturday, Sunday. Monday,",
+               PROMPT, "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n"]
+    kinds = ["ngram", "lookahead", "ngram", "none"]
+    sequential = [complete(client, prompt=p, max_tokens=24, temperature=0, extra_body={"speculative": False})
+                  .choices[0].text for p in prompts]
+    results, errors = [None] * 4, []
+
+    def worker(i):
+        try:
+            results[i] = stream_text(complete(client, prompt=prompts[i], max_tokens=24, temperature=0, stream=True,
+                                              extra_body={"speculative": {"type": kinds[i]}}), chat_mode=False)[0]
+        except Exception as ex:  # reported below
+            errors.append(repr(ex))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and results == sequential
+    m = server.metrics(AUTH)
+    assert m["trinity_spec_accepted_tokens_total"] > 0
+    assert m["trinity_spec_drafted_tokens_total"] >= m["trinity_spec_accepted_tokens_total"]
+    # A bad setting is a 400 naming the field.
+    with pytest.raises(openai.BadRequestError) as ex:
+        complete(client, max_tokens=4, extra_body={"speculative": {"type": "eagle"}})
+    assert "speculative.type" in str(ex.value)
+
+
+def test_serve_spec_flag_sets_the_default(trinity_bin, model_path):
+    s = Server(trinity_bin, model_path, "--alias", "gemma", "-c", 256, "-t", 2, "--spec", "ngram", "--draft-max", 6)
+    try:
+        c = openai.OpenAI(base_url=s.base_url, api_key="x", max_retries=0, timeout=300)
+        on = complete(c, prompt=GROUNDED, max_tokens=32, temperature=0)
+        off = complete(c, prompt=GROUNDED, max_tokens=32, temperature=0, extra_body={"speculative": False})
+        assert on.choices[0].text == off.choices[0].text
+        assert on.usage.completion_tokens_details.accepted_prediction_tokens > 0
+        assert off.usage.completion_tokens_details.accepted_prediction_tokens == 0
+        # logprobs turn speculation off for the request (each token needs its own logits)
+        lp = complete(c, prompt=GROUNDED, max_tokens=8, temperature=0, logprobs=1)
+        assert lp.usage.completion_tokens_details.accepted_prediction_tokens == 0
+        assert len(lp.choices[0].logprobs.tokens) == 8
+    finally:
+        assert s.stop() == 0, s.log()
+    bad = subprocess.run([trinity_bin, "serve", "-m", model_path, "--spec", "eagle"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--spec expects" in bad.stderr
+
+
 @pytest.fixture(scope="module")
 def one_slot(trinity_bin, model_path):
     s = Server(trinity_bin, model_path, "--alias", "gemma", "--parallel", 1, "--queue", 1, "-c", 1024, "-t", 2)
