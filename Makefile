@@ -1,5 +1,5 @@
 # Thin wrapper over CMake. `make demo` = set up and run the main job; `make test` = the whole suite.
-.PHONY: all build setup model demo test bench bench-serve clean
+.PHONY: all build setup model demo test bench bench-serve bench-spec clean
 
 MODEL := models/gemma-3-270m-q4_k_m.gguf
 
@@ -27,6 +27,12 @@ bench: setup build
 BENCH_SERVE_ARGS ?=
 bench-serve: setup build
 	python3 bench/serve.py $(BENCH_SERVE_ARGS)
+
+# Speculative decoding: Trinity's drafters against plain decoding and llama-server's --spec-type
+# options, one stream and eight, on bench/spec_prompts.json (see docs/BENCHMARKS.md).
+BENCH_SPEC_ARGS ?=
+bench-spec: setup build
+	python3 bench/spec.py $(BENCH_SPEC_ARGS)
 
 test: setup
 	bash tests/run_all.sh

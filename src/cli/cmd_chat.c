@@ -170,6 +170,7 @@ done:
     free(reply.p);
     convo_free(&cv);
     tr_engine_free(e);
+    tr_model_free(o.draft);
     tr_model_free(m);
     return rc;
 }

@@ -108,6 +108,8 @@ int cmd_perplexity(int argc, char **argv) {
     gen_opts eo = o;
     eo.n_batch = o.n_batch < n_ctx ? o.n_batch : n_ctx;
     eo.n_ctx = n_ctx;
+    eo.model_draft = NULL; /* scoring a text: nothing to guess */
+    eo.spec.kind = TR_SPEC_NONE;
     if (gen_engine(&eo, m, false, &e, &err)) goto fail;
     if (tr_tokenize(v, text, text_len, true, false, &toks, &n_toks, &err)) goto fail;
     /* Does the model add BOS? Then every window starts with it. */

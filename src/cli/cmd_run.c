@@ -103,6 +103,7 @@ fail:
     if (rc) fprintf(stderr, "trinity run: %s\n", err.msg);
     free(toks);
     tr_engine_free(e);
+    tr_model_free(o.draft);
     tr_model_free(m);
     free(file_text);
     return rc;

@@ -20,7 +20,7 @@
 /* ------------------------------------------------ the engine, as srv_engine */
 
 typedef struct engine {
-    tr_model *model;
+    tr_model *model, *draft;
     tr_engine *eng;
     const tr_vocab *vocab;
     int32_t n_vocab;
@@ -60,6 +60,7 @@ typedef struct opts {
     int32_t n_ctx, n_ctx_seq, n_batch, n_threads, kv_block;
     bool no_prefix_cache;
     tr_spec_params spec;
+    const char *model_draft;
 } opts;
 
 static void usage(FILE *f) {
@@ -81,10 +82,11 @@ static void usage(FILE *f) {
             "                            per request: \"cache_prompt\": false)\n"
             "      --kv-block N          tokens per KV-cache block (default 32)\n"
             "      --spec KIND           speculative decoding (same tokens, fewer steps where the text is\n"
-            "                            guessable): ngram, lookahead or none (default); per request:\n"
+            "                            guessable): ngram, lookahead, draft (-md) or none (default); per request:\n"
             "                            \"speculative\": {\"type\", \"n_max\", \"n_min\"} or false\n"
             "      --draft-max N         most guesses verified per step (default 16)\n"
             "      --draft-min N         fewer guesses than this are not verified (default 0)\n"
+            "  -md, --model-draft FILE   draft model for --spec draft / \"type\": \"draft\" (same vocabulary)\n"
             "  -np, --parallel N         requests generated at once (default 1)\n"
             "  -b, --batch-size N        most tokens per forward pass (default 512)\n"
             "  -t, --threads N           CPU threads (default: all cores)\n"
@@ -149,13 +151,15 @@ static int parse(int argc, char **argv, opts *o) {
         else if (IS("--kv-block")) INT(1, 4096, o->kv_block);
         else if (IS("--no-prefix-cache")) o->no_prefix_cache = true;
         else if (IS("--spec")) {
-            if (!v || !tr_spec_kind_parse(v, &o->spec.kind) || o->spec.kind == TR_SPEC_DRAFT) {
-                fprintf(stderr, "trinity serve: --spec expects ngram, lookahead or none, got '%s'\n", v ? v : "(missing)");
+            if (!v || !tr_spec_kind_parse(v, &o->spec.kind)) {
+                fprintf(stderr, "trinity serve: --spec expects ngram, lookahead, draft or none, got '%s'\n",
+                        v ? v : "(missing)");
                 return 2;
             }
             i++;
         } else if (IS("--draft-max") || IS("--draft") || IS("--draft-n")) INT(1, 64, o->spec.n_max);
         else if (IS("--draft-min") || IS("--draft-n-min")) INT(0, 64, o->spec.n_min);
+        else if (IS("-md") || IS("--model-draft")) STR(o->model_draft);
         else if (IS("-np") || IS("--parallel")) INT(1, 256, o->cfg.n_slots);
         else if (IS("-b") || IS("--batch-size")) INT(1, 1 << 16, o->n_batch);
         else if (IS("-t") || IS("--threads")) INT(0, 1024, o->n_threads);
@@ -178,6 +182,10 @@ static int parse(int argc, char **argv, opts *o) {
     }
     if (!o->model) {
         fprintf(stderr, "trinity serve: -m MODEL is required (see trinity serve --help)\n");
+        return 2;
+    }
+    if (o->spec.kind == TR_SPEC_DRAFT && !o->model_draft) {
+        fprintf(stderr, "trinity serve: --spec draft needs a draft model: -md FILE\n");
         return 2;
     }
     if (o->spec.n_min > (o->spec.n_max ? o->spec.n_max : 16)) {
@@ -207,7 +215,9 @@ static void *load_main(void *arg) {
     loader *l = arg;
     const opts *o = l->o;
     if (tr_model_load(o->model, &l->eng.model, &l->err) != TR_OK) goto done;
+    if (o->model_draft && tr_model_load(o->model_draft, &l->eng.draft, &l->err) != TR_OK) goto done;
     tr_engine_params ep = tr_engine_default_params();
+    ep.draft_model = l->eng.draft;
     ep.ctx.n_ctx = o->n_ctx;
     ep.ctx.n_ctx_seq = o->n_ctx_seq;
     ep.ctx.n_batch = o->n_batch;
@@ -313,6 +323,7 @@ int cmd_serve(int argc, char **argv) {
     }
     srv_free(srv);
     tr_engine_free(l.eng.eng);
+    tr_model_free(l.eng.draft);
     tr_model_free(l.eng.model);
     free(alias);
     if (status == 0) fprintf(stderr, "trinity serve: stopped\n");

@@ -45,7 +45,8 @@ int gen_parse_flag(gen_opts *o, const char *cmd, int argc, char **argv, int *i) 
                                              "--top-k", "--top-p", "--min-p", "--repeat-penalty", "--repeat-last-n",
                                              "--presence-penalty", "--frequency-penalty", "--seed", "-s",
                                              "--chat-format", "-sys", "--system-prompt", "--spec",
-                                             "--draft-max", "--draft", "--draft-n", "--draft-min", "--draft-n-min"};
+                                             "--draft-max", "--draft", "--draft-n", "--draft-min", "--draft-n-min",
+                                             "-md", "--model-draft"};
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
         if (!strcmp(a, with_value[k])) known = true;
@@ -59,6 +60,7 @@ int gen_parse_flag(gen_opts *o, const char *cmd, int argc, char **argv, int *i) 
     else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) o->prompt = v;
     else if (!strcmp(a, "-f") || !strcmp(a, "--file")) o->file = v;
     else if (!strcmp(a, "--chat-format")) o->chat_format = v;
+    else if (!strcmp(a, "-md") || !strcmp(a, "--model-draft")) o->model_draft = v;
     else if (!strcmp(a, "-sys") || !strcmp(a, "--system-prompt")) o->system = v;
     else if (!strcmp(a, "--spec")) {
         if (!tr_spec_kind_parse(v, &o->spec.kind)) {
@@ -112,7 +114,9 @@ void gen_flags_help(FILE *f, bool sampling) {
                    "  --frequency-penalty X   frequency penalty (default 0)\n"
                    "  -s, --seed S            random seed (default: random)\n"
                    "  --spec KIND             speculative decoding, the same tokens faster where the text is\n"
-                   "                          guessable: ngram (prompt lookup), lookahead (Jacobi), none (default)\n"
+                   "                          guessable: ngram (prompt lookup), lookahead (Jacobi), draft (a\n"
+                   "                          draft model, -md), none (default)\n"
+                   "  -md, --model-draft FILE draft model for --spec draft (same vocabulary as -m)\n"
                    "  --draft-max N           most guesses verified per step (default 16, at most 64)\n"
                    "  --draft-min N           fewer guesses than this are not verified (default 0)\n");
 }
@@ -166,8 +170,17 @@ char *gen_read_file(const char *path, size_t *len, tr_error *err) {
     return buf;
 }
 
-tr_status gen_engine(const gen_opts *o, tr_model *m, bool prefix_cache, tr_engine **out, tr_error *err) {
+tr_status gen_engine(gen_opts *o, tr_model *m, bool prefix_cache, tr_engine **out, tr_error *err) {
     tr_engine_params ep = tr_engine_default_params();
+    if (o->model_draft && !o->draft) {
+        tr_status st = tr_model_load(o->model_draft, &o->draft, err);
+        if (st != TR_OK) return st;
+    }
+    if (o->spec.kind == TR_SPEC_DRAFT && !o->draft) {
+        snprintf(err->msg, sizeof err->msg, "--spec draft needs a draft model: -md FILE");
+        return TR_ERR_ARG;
+    }
+    ep.draft_model = o->draft;
     ep.ctx.n_ctx = o->n_ctx;
     ep.ctx.n_batch = o->n_batch;
     ep.ctx.n_threads = o->n_threads;

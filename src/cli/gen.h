@@ -20,6 +20,8 @@ typedef struct gen_opts {
     const char *chat_format; /* --chat-format */
     const char *system;      /* -sys */
     tr_spec_params spec;     /* --spec, --draft-max, --draft-min */
+    const char *model_draft; /* -md, --model-draft */
+    tr_model *draft;         /* loaded by gen_engine (free it after the engine) */
 } gen_opts;
 
 void gen_opts_init(gen_opts *o);
@@ -32,8 +34,9 @@ void gen_flags_help(FILE *f, bool sampling);
 /* Read a whole file (NUL-terminated, *len without it). NULL with a message on failure. */
 char *gen_read_file(const char *path, size_t *len, tr_error *err);
 
-/* An engine for one sequence at a time from the shared flags (-c, -b, -t). */
-tr_status gen_engine(const gen_opts *o, tr_model *m, bool prefix_cache, tr_engine **out, tr_error *err);
+/* An engine for one sequence at a time from the shared flags (-c, -b, -t),
+ * with the draft model of --model-draft loaded into o->draft. */
+tr_status gen_engine(gen_opts *o, tr_model *m, bool prefix_cache, tr_engine **out, tr_error *err);
 
 /* What gen_sequence saw. t_prompt: from submission to the first sampled
  * token (the prompt's evaluation); t_gen: from there to the end. */

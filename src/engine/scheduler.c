@@ -68,6 +68,7 @@ typedef struct seq {
     drafter *dr;           /* its drafter (NULL: none, or the draft model's) */
     int32_t *draft, n_draft; /* this step's guesses, [spec.n_max] */
     double alpha, alpha0;  /* running estimate of P(a guess is accepted | the ones before were); its start */
+    int32_t d_fed;         /* draft model: positions its context holds for this sequence (= tok[0..d_fed)) */
     int32_t n_drafted, n_accepted, n_steps;
     uint64_t admitted;     /* admission order: the newest is preempted first */
     struct seq *qnext;     /* waiting queue */
@@ -92,11 +93,43 @@ struct tr_engine {
      * not seen yet), for choosing how many guesses to verify. */
     double *t_step;
     int32_t *out_tok;      /* [SPEC_MAX + 1] scratch: the model's choice per row */
+    /* The draft model (TR_SPEC_DRAFT): its own context, with the same
+     * sequence slots, fed greedily ahead of the model. */
+    tr_model *dm;
+    tr_context *dc;
 };
 
 tr_engine_params tr_engine_default_params(void) {
     tr_engine_params p = {.ctx = tr_context_default_params(), .prefill_chunk = 0, .no_prefix_cache = false};
     return p;
+}
+
+/* The draft model's context: the same sequences, pool and batch as the
+ * model's, no prefix cache. Its vocabulary must be the model's, token for
+ * token (its guesses are token ids the model verifies). */
+static tr_status draft_context(tr_engine *e, tr_model *dm, const tr_context_params *cp, tr_error *err) {
+    const tr_vocab *a = tr_model_vocab(e->model), *b = tr_model_vocab(dm);
+    const int32_t na = tr_model_n_vocab(e->model), nb = tr_model_n_vocab(dm);
+    if (na != nb || tr_vocab_n_tokens(a) != tr_vocab_n_tokens(b))
+        return tr_err_set(err, TR_ERR_ARG,
+                          "the draft model %s has a vocabulary of %d tokens, the model %s one of %d: a draft model "
+                          "must share the model's vocabulary",
+                          tr_gguf_path(tr_model_gguf(dm)), nb, tr_gguf_path(tr_model_gguf(e->model)), na);
+    for (int32_t i = 0; i < tr_vocab_n_tokens(a); i++) {
+        const char *ta = tr_vocab_token_text(a, i), *tb = tr_vocab_token_text(b, i);
+        if (strcmp(ta ? ta : "", tb ? tb : ""))
+            return tr_err_set(err, TR_ERR_ARG,
+                              "the draft model %s's token %d is '%.40s', the model %s's is '%.40s': a draft model "
+                              "must share the model's vocabulary",
+                              tr_gguf_path(tr_model_gguf(dm)), i, tb ? tb : "", tr_gguf_path(tr_model_gguf(e->model)), ta ? ta : "");
+    }
+    tr_context_params dp = *cp;
+    dp.prefix_cache = false;
+    dp.n_ctx_seq = e->c->n_ctx_seq; /* the positions the model's sequences may reach */
+    tr_status st = tr_context_new(dm, &dp, &e->dc, err);
+    if (st != TR_OK) return st;
+    e->dm = dm;
+    return st;
 }
 
 tr_status tr_engine_new(tr_model *m, const tr_engine_params *p, tr_engine **out, tr_error *err) {
@@ -116,6 +149,14 @@ tr_status tr_engine_new(tr_model *m, const tr_engine_params *p, tr_engine **out,
     }
     e->model = m;
     e->vocab = tr_model_vocab(m);
+    if (p->draft_model) {
+        st = draft_context(e, p->draft_model, &cp, err);
+        if (st != TR_OK) {
+            tr_context_free(e->c);
+            free(e);
+            return st;
+        }
+    }
     e->cache = cp.prefix_cache;
     e->n_seq_max = e->c->n_seq_max;
     e->n_batch = e->c->n_batch;
@@ -150,6 +191,7 @@ void tr_engine_free(tr_engine *e) {
         seq_destroy(s);
     }
     tr_context_free(e->c);
+    tr_context_free(e->dc);
     free(e->slot);
     free(e->b_tok);
     free(e->b_pos);
@@ -242,8 +284,9 @@ int64_t tr_engine_submit(tr_engine *e, const tr_seq_params *p, tr_error *err) {
                        sp.n_max, sp.n_min, SPEC_MAX);
             return -1;
         }
-        if (sp.kind == TR_SPEC_DRAFT) {
-            tr_err_set(err, TR_ERR_ARG, "speculative decoding: 'draft' needs a draft model, and this engine has none");
+        if (sp.kind == TR_SPEC_DRAFT && !e->dc) {
+            tr_err_set(err, TR_ERR_ARG,
+                       "speculative decoding: 'draft' needs a draft model (--model-draft), and this engine has none");
             return -1;
         }
     }
@@ -258,9 +301,9 @@ int64_t tr_engine_submit(tr_engine *e, const tr_seq_params *p, tr_error *err) {
         s->spec = sp;
         s->alpha = s->alpha0 = sp.kind == TR_SPEC_NGRAM ? 0.7 : 0.5; /* a copy of the context is likely right */
         s->draft = malloc(sizeof *s->draft * (size_t)sp.n_max);
-        s->dr = drafter_new(sp.kind);
+        s->dr = sp.kind == TR_SPEC_DRAFT ? NULL : drafter_new(sp.kind);
     }
-    if (!s || !s->tok || (sp.kind != TR_SPEC_NONE && (!s->draft || !s->dr))) {
+    if (!s || !s->tok || (sp.kind != TR_SPEC_NONE && (!s->draft || (!s->dr && sp.kind != TR_SPEC_DRAFT)))) {
         if (s) seq_destroy(s);
         tr_err_set(err, TR_ERR_NOMEM, "out of memory for a sequence of %d tokens", p->n_prompt);
         return -1;
@@ -290,6 +333,8 @@ static void vacate(tr_engine *e, seq *s) {
     if (s->slot < 0) return;
     if (!s->no_cache) tr_kv_keep_tail(e->c->kv, s->slot);
     tr_kv_seq_rm(e->c, s->slot, 0, -1);
+    if (e->dc) tr_kv_seq_rm(e->dc, s->slot, 0, -1);
+    s->d_fed = 0;
     e->slot[s->slot] = NULL;
     s->slot = -1;
     s->n_fed = 0;
@@ -445,6 +490,91 @@ static void note_step_cost(tr_engine *e, int32_t n, double secs) {
     *t = *t > 0 && *t * 1.02 < secs ? *t * 1.02 : secs;
 }
 
+/* The argmax of a row of logits (first of equals). */
+static int32_t argmax_row(const float *l, int32_t n) {
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (l[i] > l[best]) best = i;
+    return best;
+}
+
+/* The draft model guesses want[i] tokens for sequence dec[i], greedily:
+ * first it catches up with the sequence's tokens (a new sequence's prompt,
+ * or the tokens accepted since its last guesses), then one token per
+ * sequence per round. Its batches go through its own context; every
+ * sequence's guesses land in its draft[] and n_draft. A failed batch (the
+ * draft pool full) just leaves those sequences without guesses. */
+static void draft_run(tr_engine *e, seq **dec, int32_t n_dec, const int32_t *want) {
+    const int32_t nv = tr_model_n_vocab(e->dm);
+    int32_t first[n_dec], cnt[n_dec], live[n_dec];
+    for (int32_t i = 0; i < n_dec; i++) live[i] = want[i] > 0;
+    /* Catch up: tokens [d_fed, n_tok), chunked by the batch size. */
+    for (bool more = true; more;) {
+        more = false;
+        int32_t n = 0;
+        for (int32_t i = 0; i < n_dec; i++) {
+            seq *s = dec[i];
+            cnt[i] = 0;
+            if (!live[i] || s->d_fed >= s->n_tok || n >= e->n_batch) continue;
+            int32_t take = s->n_tok - s->d_fed;
+            if (take > e->n_batch - n) take = e->n_batch - n;
+            first[i] = n;
+            cnt[i] = take;
+            for (int32_t k = 0; k < take; k++, n++) {
+                e->b_tok[n] = s->tok[s->d_fed + k];
+                e->b_pos[n] = s->d_fed + k;
+                e->b_seq[n] = s->slot;
+                e->b_logits[n] = s->d_fed + k == s->n_tok - 1;
+            }
+        }
+        if (n == 0) break;
+        tr_batch b = {.n_tokens = n, .token = e->b_tok, .pos = e->b_pos, .seq_id = e->b_seq, .logits = e->b_logits};
+        tr_error err = {{0}};
+        const bool ok = tr_decode(e->dc, &b, &err) == TR_OK;
+        for (int32_t i = 0; i < n_dec; i++) {
+            seq *s = dec[i];
+            if (!cnt[i]) continue;
+            if (!ok) {
+                live[i] = 0;
+                continue;
+            }
+            s->d_fed += cnt[i];
+            if (s->d_fed < s->n_tok) more = true;
+            else s->draft[s->n_draft++] = argmax_row(tr_get_logits(e->dc, first[i] + cnt[i] - 1), nv);
+        }
+    }
+    /* Then one guess per sequence per round. */
+    for (;;) {
+        int32_t n = 0;
+        for (int32_t i = 0; i < n_dec; i++) {
+            seq *s = dec[i];
+            cnt[i] = 0;
+            if (!live[i] || s->n_draft == 0 || s->n_draft >= want[i]) continue;
+            first[i] = n;
+            cnt[i] = 1;
+            e->b_tok[n] = s->draft[s->n_draft - 1];
+            e->b_pos[n] = s->d_fed;
+            e->b_seq[n] = s->slot;
+            e->b_logits[n] = 1;
+            n++;
+        }
+        if (n == 0) break;
+        tr_batch b = {.n_tokens = n, .token = e->b_tok, .pos = e->b_pos, .seq_id = e->b_seq, .logits = e->b_logits};
+        tr_error err = {{0}};
+        const bool ok = tr_decode(e->dc, &b, &err) == TR_OK;
+        for (int32_t i = 0; i < n_dec; i++) {
+            seq *s = dec[i];
+            if (!cnt[i]) continue;
+            if (!ok) {
+                live[i] = 0;
+                continue;
+            }
+            s->d_fed++;
+            s->draft[s->n_draft++] = argmax_row(tr_get_logits(e->dc, first[i]), nv);
+        }
+    }
+}
+
 /* How many guesses each generating sequence verifies this step. Each
  * sequence's drafter proposes up to what it may take; the i-th guess of a
  * sequence adds alpha^i expected tokens (it counts only if the ones before
@@ -455,20 +585,28 @@ static void note_step_cost(tr_engine *e, int32_t n, double secs) {
  * of likely guesses, a batch of many streams (already costly per extra
  * row) only the surest, and text the drafter cannot guess costs nothing. */
 static int32_t choose_drafts(tr_engine *e, seq **dec, int32_t n_dec, int32_t n_base, int32_t room) {
-    int32_t n_prop = 0, cnt[n_dec], best[n_dec];
+    int32_t n_prop = 0, cnt[n_dec], best[n_dec], want[n_dec];
+    bool drafting = false;
     for (int32_t i = 0; i < n_dec; i++) {
         seq *s = dec[i];
-        s->n_draft = cnt[i] = best[i] = 0;
-        if (!s->dr) continue;
+        s->n_draft = cnt[i] = best[i] = want[i] = 0;
+        if (s->spec.kind == TR_SPEC_NONE) continue;
         int32_t k = s->spec.n_max;
         const int32_t left_ctx = e->c->n_ctx_seq - 1 - s->n_fed, left_cap = s->cap_tok - s->n_tok - 1;
         if (k > left_ctx) k = left_ctx;
         if (k > left_cap) k = left_cap;
         if (s->n_predict > 0 && k > s->n_predict - s->n_gen - 1) k = s->n_predict - s->n_gen - 1;
         if (k <= 0) continue;
-        s->n_draft = drafter_propose(s->dr, s->tok, s->n_tok, k, s->draft);
-        n_prop += s->n_draft > 0;
+        if (s->dr) {
+            s->n_draft = drafter_propose(s->dr, s->tok, s->n_tok, k, s->draft);
+        } else { /* the draft model: about as many as a run of accepted guesses is long */
+            want[i] = 1 + (int32_t)(s->alpha / (1.0 - s->alpha + 1e-9));
+            if (want[i] > k) want[i] = k;
+            drafting = true;
+        }
     }
+    if (drafting) draft_run(e, dec, n_dec, want);
+    for (int32_t i = 0; i < n_dec; i++) n_prop += dec[i]->n_draft > 0;
     if (n_prop == 0) return 0;
     /* Greedy: the best next guess of any sequence, while the rate grows. */
     double expect = n_dec, best_rate = expect / step_cost(e, n_base);
@@ -492,7 +630,7 @@ static int32_t choose_drafts(tr_engine *e, seq **dec, int32_t n_dec, int32_t n_b
     int32_t total = 0;
     for (int32_t i = 0; i < n_dec; i++) {
         seq *s = dec[i];
-        if (!s->dr) continue;
+        if (s->spec.kind == TR_SPEC_NONE) continue;
         s->n_draft = best[i] >= s->spec.n_min ? best[i] : 0;
         if (s->n_draft == 0 && s->alpha < s->alpha0) s->alpha += 0.02 * (s->alpha0 - s->alpha); /* try again, some day */
         total += s->n_draft;
@@ -500,15 +638,6 @@ static int32_t choose_drafts(tr_engine *e, seq **dec, int32_t n_dec, int32_t n_b
     return total;
 }
 
-/* The model's pick after row i of sequence s, for drafters that learn from
- * rejected rows: the argmax. */
-static int32_t argmax_row(const tr_engine *e, const float *l) {
-    const int32_t n = tr_model_n_vocab(e->model);
-    int32_t best = 0;
-    for (int32_t i = 1; i < n; i++)
-        if (l[i] > l[best]) best = i;
-    return best;
-}
 
 /* ---------------------------------------------------------------- a step */
 
@@ -548,9 +677,14 @@ static tr_finish sample_rows(tr_engine *e, seq *s, tr_step_stats *st) {
             s->alpha += 0.15 * ((k < i ? 1.0 : 0.0) - s->alpha);
         tr_kv_seq_rm(e->c, s->slot, s->n_fed + i + 1, -1);
     }
+    if (e->dc && s->d_fed > n0 + i) { /* the draft model's cache: its guesses past the accepted ones go */
+        tr_kv_seq_rm(e->dc, s->slot, n0 + i, -1);
+        s->d_fed = n0 + i;
+    }
     if (s->dr && why == TR_FINISH_NONE) {
         if (drafter_wants_all_rows(s->dr))
-            for (int32_t k = i + 1; k <= s->n_draft; k++) out[k] = argmax_row(e, tr_get_logits(e->c, row0 + k));
+            for (int32_t k = i + 1; k <= s->n_draft; k++)
+                out[k] = argmax_row(tr_get_logits(e->c, row0 + k), tr_model_n_vocab(e->model));
         drafter_observe(s->dr, s->tok, n0, s->draft, s->n_draft, out, i);
     }
     s->n_fed += i;

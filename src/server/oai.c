@@ -389,8 +389,8 @@ static bool parse_speculative(json_t *root, srv_request *r, srv_error *e) {
         if (!v) continue;
         if (k == 0) {
             tr_spec_kind kind;
-            if (!json_is_string(v) || !tr_spec_kind_parse(json_string_value(v), &kind) || kind == TR_SPEC_DRAFT)
-                return BAD(name, "'%s' must be \"ngram\", \"lookahead\" or \"none\"", name);
+            if (!json_is_string(v) || !tr_spec_kind_parse(json_string_value(v), &kind))
+                return BAD(name, "'%s' must be \"ngram\", \"lookahead\", \"draft\" or \"none\"", name);
             r->spec.kind = kind;
             continue;
         }

@@ -183,8 +183,6 @@ TT_TEST(speculative_settings) {
     expect_error(SRV_KIND_COMPLETION, "{\"prompt\":\"p\",\"speculative\":3}", 400, "speculative", "object");
     expect_error(SRV_KIND_COMPLETION, "{\"prompt\":\"p\",\"speculative\":{\"type\":\"eagle\"}}", 400,
                  "speculative.type", "ngram");
-    expect_error(SRV_KIND_COMPLETION, "{\"prompt\":\"p\",\"speculative\":{\"type\":\"draft\"}}", 400,
-                 "speculative.type", "lookahead");
     expect_error(SRV_KIND_COMPLETION, "{\"prompt\":\"p\",\"speculative\":{\"n_max\":0}}", 400,
                  "speculative.n_max", "between 1 and 64");
     expect_error(SRV_KIND_COMPLETION, "{\"prompt\":\"p\",\"speculative.n_min\":-1}", 400, "speculative.n_min",

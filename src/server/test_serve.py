@@ -549,6 +549,9 @@ def test_speculation_gives_the_same_tokens(server, client):
     with pytest.raises(openai.BadRequestError) as ex:
         complete(client, max_tokens=4, extra_body={"speculative": {"type": "eagle"}})
     assert "speculative.type" in str(ex.value)
+    with pytest.raises(openai.BadRequestError) as ex:  # this server has no draft model
+        complete(client, max_tokens=4, extra_body={"speculative": {"type": "draft"}})
+    assert "draft model" in str(ex.value)
 
 
 def test_serve_spec_flag_sets_the_default(trinity_bin, model_path):
