@@ -92,6 +92,8 @@ struct tr_engine {
     /* What a step of n tokens costs (seconds per n, see note_step_cost; 0:
      * not seen yet), for choosing how many guesses to verify. */
     double *t_step;
+    int64_t *t_when;       /* [n_batch + 1]: the step that last measured t_step[n] */
+    int64_t n_steps;
     int32_t *out_tok;      /* [SPEC_MAX + 1] scratch: the model's choice per row */
     /* The draft model (TR_SPEC_DRAFT): its own context, with the same
      * sequence slots, fed greedily ahead of the model. */
@@ -167,8 +169,9 @@ tr_status tr_engine_new(tr_model *m, const tr_engine_params *p, tr_engine **out,
     e->b_seq = malloc(sizeof *e->b_seq * (size_t)e->n_batch);
     e->b_logits = malloc((size_t)e->n_batch);
     e->t_step = calloc((size_t)e->n_batch + 1, sizeof *e->t_step);
+    e->t_when = calloc((size_t)e->n_batch + 1, sizeof *e->t_when);
     e->out_tok = malloc(sizeof *e->out_tok * (SPEC_MAX + 1));
-    if (!e->slot || !e->b_tok || !e->b_pos || !e->b_seq || !e->b_logits || !e->t_step || !e->out_tok) {
+    if (!e->slot || !e->b_tok || !e->b_pos || !e->b_seq || !e->b_logits || !e->t_step || !e->t_when || !e->out_tok) {
         tr_engine_free(e);
         return tr_err_set(err, TR_ERR_NOMEM, "engine: out of memory");
     }
@@ -198,6 +201,7 @@ void tr_engine_free(tr_engine *e) {
     free(e->b_seq);
     free(e->b_logits);
     free(e->t_step);
+    free(e->t_when);
     free(e->out_tok);
     free(e);
 }
@@ -468,16 +472,25 @@ static double now_s(void) {
  * the work of a row). */
 static double cost_prior(int32_t n) { return n > 1 ? 1.1 + 0.35 * (n - 2) : 1.0; }
 
-/* The estimated seconds of a step of n tokens: its running mean when
- * measured, else the nearest measured size scaled by the prior's shape. */
+/* A measured size counts while it was measured in the last STALE steps: a
+ * size measured once on a busy moment and too dear to be chosen since is
+ * forgotten, and estimated from its neighbours again. */
+enum { STALE = 512 };
+
+static bool measured(const tr_engine *e, int32_t n) {
+    return e->t_step[n] > 0 && e->n_steps - e->t_when[n] < STALE;
+}
+
+/* The estimated seconds of a step of n tokens: its measurement, else the
+ * nearest measured size scaled by the prior's shape. */
 static double step_cost(const tr_engine *e, int32_t n) {
     if (n < 1) n = 1;
     if (n > e->n_batch) n = e->n_batch;
-    if (e->t_step[n] > 0) return e->t_step[n];
+    if (measured(e, n)) return e->t_step[n];
     for (int32_t d = 1; d <= e->n_batch; d++) {
         const int32_t lo = n - d, hi = n + d;
-        if (lo >= 1 && e->t_step[lo] > 0) return e->t_step[lo] * cost_prior(n) / cost_prior(lo);
-        if (hi <= e->n_batch && e->t_step[hi] > 0) return e->t_step[hi] * cost_prior(n) / cost_prior(hi);
+        if (lo >= 1 && measured(e, lo)) return e->t_step[lo] * cost_prior(n) / cost_prior(lo);
+        if (hi <= e->n_batch && measured(e, hi)) return e->t_step[hi] * cost_prior(n) / cost_prior(hi);
     }
     return cost_prior(n);
 }
@@ -487,7 +500,8 @@ static double step_cost(const tr_engine *e, int32_t n) {
  * step's own cost; the creep follows it up as the cache grows deeper. */
 static void note_step_cost(tr_engine *e, int32_t n, double secs) {
     double *t = &e->t_step[n];
-    *t = *t > 0 && *t * 1.02 < secs ? *t * 1.02 : secs;
+    *t = measured(e, n) && *t * 1.02 < secs ? *t * 1.02 : secs;
+    e->t_when[n] = ++e->n_steps;
 }
 
 /* The argmax of a row of logits (first of equals). */
