@@ -119,6 +119,7 @@ typedef struct conn {
     bool body_unread;           /* the request's body has not been read */
     bool head_only;             /* HEAD: the response without its body */
     int minor;                  /* the request's HTTP/1.<minor> */
+    double checked_at;          /* srv_now() when client_gone last looked */
 } conn;
 
 /* Move the connection to `st` in the table. False: it was evicted. */
@@ -414,12 +415,17 @@ static bool make_jobs(srv_sched *s, const srv_request *req, const int32_t *ids, 
     return true;
 }
 
-/* With mu held: wait up to 100 ms for news of j. False: the client has hung
- * up (mu is held again either way). */
+/* With mu held: wait up to 100 ms for news of j. False: the client has gone
+ * (mu is held again either way). The socket is looked at every 100 ms even
+ * while news keeps coming (a job publishes every token), so a client that
+ * resets mid-generation is noticed whether or not anything is being sent. */
 static bool wait_news(pthread_mutex_t *mu, srv_job *j, conn *c) {
     struct timespec ts;
     deadline_in(&ts, 100);
-    if (pthread_cond_timedwait(&j->cv, mu, &ts) != ETIMEDOUT) return true;
+    pthread_cond_timedwait(&j->cv, mu, &ts);
+    double now = srv_now();
+    if (now - c->checked_at < 0.1) return true;
+    c->checked_at = now;
     pthread_mutex_unlock(mu);
     bool gone = client_gone(c);
     pthread_mutex_lock(mu);

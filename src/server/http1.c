@@ -213,8 +213,9 @@ bool http1_parse_head(char *buf, size_t head_len, http1_request *rq, http1_error
         uint64_t v = 0;
         for (const char *c = cl; *c; c++) {
             if (*c < '0' || *c > '9') return fail(err, 400, "Content-Length '%.40s' is not a number of bytes", cl);
-            if (v > (UINT64_MAX - 9) / 10) return fail(err, 400, "Content-Length '%.40s' is out of range", cl);
-            v = v * 10 + (uint64_t)(*c - '0');
+            uint64_t d = (uint64_t)(*c - '0');
+            if (v > (UINT64_MAX - d) / 10) return fail(err, 400, "Content-Length '%.40s' is out of range", cl);
+            v = v * 10 + d;
         }
         rq->content_length = v;
     }
