@@ -1,5 +1,5 @@
 # Thin wrapper over CMake. `make demo` = set up and run the main job; `make test` = the whole suite.
-.PHONY: all build setup model demo test bench bench-serve clean
+.PHONY: all build setup model demo test bench bench-serve soak clean
 
 MODEL := models/gemma-3-270m-q4_k_m.gguf
 
@@ -27,6 +27,13 @@ bench: setup build
 BENCH_SERVE_ARGS ?=
 bench-serve: setup build
 	python3 bench/serve.py $(BENCH_SERVE_ARGS)
+
+# Soak (not part of `make test`): `trinity serve` on the real model under mixed traffic at its capacity, valid,
+# cancelled, malformed and slow clients, a report every minute (30 minutes by default; see bench/soak.py).
+# SOAK_ARGS="--minutes 3": a short run.
+SOAK_ARGS ?=
+soak: setup build
+	python3 bench/soak.py $(SOAK_ARGS)
 
 test: setup
 	bash tests/run_all.sh
