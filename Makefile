@@ -1,5 +1,5 @@
 # Thin wrapper over CMake. `make demo` = set up and run the main job; `make test` = the whole suite.
-.PHONY: all build setup model demo test bench bench-serve bench-spec clean
+.PHONY: all build setup model demo test bench bench-serve bench-spec soak clean
 
 MODEL := models/gemma-3-270m-q4_k_m.gguf
 
@@ -33,6 +33,13 @@ bench-serve: setup build
 BENCH_SPEC_ARGS ?=
 bench-spec: setup build
 	python3 bench/spec.py $(BENCH_SPEC_ARGS)
+
+# Soak (not part of `make test`): `trinity serve` on the real model under mixed traffic at its capacity, valid,
+# cancelled, malformed and slow clients, a report every minute (30 minutes by default; see bench/soak.py).
+# SOAK_ARGS="--minutes 3": a short run.
+SOAK_ARGS ?=
+soak: setup build
+	python3 bench/soak.py $(SOAK_ARGS)
 
 test: setup
 	bash tests/run_all.sh

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="build-essential cmake pkg-config clang libclang-rt-14-dev libpcre2-dev libmicrohttpd-dev libjansson-dev"
+APT_PACKAGES="build-essential cmake pkg-config clang libclang-rt-14-dev libpcre2-dev libjansson-dev"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

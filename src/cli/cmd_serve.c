@@ -96,6 +96,8 @@ static void usage(FILE *f) {
             "      --max-header BYTES    request line + headers limit, 431 above (default 16384)\n"
             "      --max-connections N   open connections at most (default 256)\n"
             "      --idle-timeout SECS   close a connection idle this long (default 30)\n"
+            "      --header-timeout SECS a request's headers must all arrive within this long of its first\n"
+            "                            byte, or 408 and close (default 5)\n"
             "      --timeout SECS        longest a request may take, queue included; 0: none (default 600)\n"
             "      --shutdown-grace SECS on SIGINT/SIGTERM, time in-flight requests get to finish (default 5)\n"
             "  -q, --quiet               no per-request log lines\n");
@@ -169,6 +171,7 @@ static int parse(int argc, char **argv, opts *o) {
         else if (IS("--max-header")) INT(1024, 1 << 20, o->cfg.max_header);
         else if (IS("--max-connections")) INT(1, 1 << 16, o->cfg.max_connections);
         else if (IS("--idle-timeout")) INT(1, 86400, o->cfg.idle_timeout);
+        else if (IS("--header-timeout")) INT(1, 3600, o->cfg.header_timeout);
         else if (IS("--timeout")) INT(0, 86400 * 7, o->cfg.request_timeout);
         else if (IS("--shutdown-grace")) INT(0, 3600, o->cfg.shutdown_grace);
         else if (IS("-q") || IS("--quiet")) o->cfg.log_requests = false;

@@ -1,41 +1,83 @@
-/* The HTTP side of trinity serve, on libmicrohttpd: routing, limits,
+/* The HTTP side of trinity serve: connections, routing, limits,
  * authentication, and turning jobs into JSON responses and SSE streams.
  *
- * MHD runs one thread per connection, so a handler may block waiting for its
- * job (and a stream callback for the next token) without holding up anyone
- * else; a slow reader only slows its own thread. While it waits, the thread
- * checks its socket, so a client that hangs up cancels its generation within
- * a fraction of a second, even in the middle of a long prompt. */
-#define _GNU_SOURCE /* POLLRDHUP */
+ * Connections. One acceptor thread takes connections and gives each its own
+ * thread, so a handler may block waiting for its job (and a stream for its
+ * next token) without holding up anyone else; a slow reader only slows its
+ * own thread. HTTP/1.1 framing is http1.c's. The limits a hostile client
+ * meets, and why (docs/DESIGN.md, "HTTP"):
+ *   - a request head must be complete --header-timeout seconds after its
+ *     first byte, however slowly it trickles in (slowloris);
+ *   - at --max-connections, a new connection evicts the one that has waited
+ *     longest without completing a request (idle between requests, or still
+ *     sending its head or body); when every connection is busy with a
+ *     request, the newcomer gets a 503 with Retry-After, never a reset;
+ *   - a client that half-closes (shutdown(SHUT_WR)) after its request is
+ *     still answered: only a reset or a failed write means it has gone, and
+ *     that cancels its generation;
+ *   - every error is one response with Connection: close, and the socket is
+ *     closed gracefully (rest of the request read and dropped for a moment)
+ *     so that the response is not lost to a reset. */
+#define _GNU_SOURCE
 #include "core/util.h"
+#include "http1.h"
 #include "sched.h"
 #include "server.h"
 
-#include <microhttpd.h>
-
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+
+/* Where a connection is, as the acceptor sees it when it needs room. */
+typedef enum conn_state {
+    CONN_FREE = 0, /* the table slot is unused */
+    CONN_IDLE,     /* waiting for a request's first byte (new, or kept alive) */
+    CONN_HEAD,     /* receiving a request head */
+    CONN_BODY,     /* receiving a request body */
+    CONN_BUSY,     /* a request is in: being answered */
+} conn_state;
+
+typedef struct conn_slot {
+    conn_state state;
+    int fd;
+    double since;  /* srv_now() when the state began */
+    bool evicted;  /* shut down to make room: no longer counted */
+} conn_slot;
+
+/* Connections refused with a 503 that the acceptor closes gracefully. */
+#define N_LINGER 64
 
 struct srv_server {
     srv_config cfg;
     char *host, *model_id, *api_key; /* cfg's strings, owned */
-    struct MHD_Daemon *d;
+    int listen_fd;
+    int wake[2]; /* pipe: wakes the acceptor to stop */
+    pthread_t acceptor;
+    bool acceptor_started, stopped;
     int port;
     int64_t created;
     srv_metrics metrics;
-    pthread_mutex_t mu; /* guards ready, stopping (and publishes eng/sched with ready) */
+    pthread_mutex_t mu; /* guards ready, stopping, n_busy and the connection table */
     bool ready, stopping;
     int n_busy;          /* generation requests not yet completed (last byte sent) */
-    pthread_cond_t idle; /* signalled when n_busy drops */
+    pthread_cond_t idle; /* signalled when n_busy drops and when a connection ends */
+    conn_slot *slots;    /* --max-connections live ones, plus room for evicted ones closing */
+    int n_table;
+    int n_live;          /* connections counted against --max-connections */
+    int n_open;          /* connection threads running */
+    pthread_attr_t thread_attr;
     srv_engine eng;
     srv_sched *sched;
     uint64_t next_id;
@@ -53,6 +95,7 @@ srv_config srv_default_config(void) {
         .max_header = 16u << 10,
         .max_connections = 256,
         .idle_timeout = 30,
+        .header_timeout = 5,
         .request_timeout = 600,
         .shutdown_grace = 5,
         .log_requests = true,
@@ -61,84 +104,235 @@ srv_config srv_default_config(void) {
 
 int srv_port(const srv_server *s) { return s->port; }
 
-/* One HTTP request, from its headers to its last byte (MHD's con_cls). */
+/* ---------------------------------------------------------- connections */
+
+/* One connection, owned by its thread. */
+typedef struct conn {
+    srv_server *s;
+    int slot, fd;
+    char *buf;                  /* bytes received and not yet used: [off, len) */
+    size_t off, len, cap;
+    bool eof;                   /* the client half-closed: no more bytes will come */
+    bool broken;                /* reset, a failed write, or evicted: give up */
+    bool keep_alive;            /* after this response, wait for another request */
+    bool linger;                /* close gracefully: unread input may follow */
+    bool body_unread;           /* the request's body has not been read */
+    bool head_only;             /* HEAD: the response without its body */
+    int minor;                  /* the request's HTTP/1.<minor> */
+    double checked_at;          /* srv_now() when client_gone last looked */
+} conn;
+
+/* Move the connection to `st` in the table. False: it was evicted. */
+static bool set_state(conn *c, conn_state st) {
+    srv_server *s = c->s;
+    pthread_mutex_lock(&s->mu);
+    conn_slot *sl = &s->slots[c->slot];
+    bool ok = !sl->evicted;
+    if (ok && sl->state != st) {
+        sl->state = st;
+        sl->since = srv_now();
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (!ok) c->broken = true;
+    return ok;
+}
+
+/* Receive into the buffer, waiting until `deadline` (srv_now() seconds).
+ * >0: bytes; 0: end of input; -1: the deadline passed; -2: an error or a
+ * reset (the connection is broken). */
+static long conn_recv(conn *c, double deadline) {
+    if (c->len == c->cap) return -2; /* callers keep room; cannot happen */
+    for (;;) {
+        double left = deadline - srv_now();
+        if (left <= 0) return -1;
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        int k = poll(&p, 1, left > 3600 ? 3600000 : (int)(left * 1000) + 1);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) return -2;
+        if (k == 0) continue; /* re-check the deadline */
+        ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len, MSG_DONTWAIT);
+        if (n > 0) {
+            c->len += (size_t)n;
+            return n;
+        }
+        if (n == 0) {
+            c->eof = true;
+            return 0;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
+        c->broken = true;
+        return -2;
+    }
+}
+
+/* Write every byte of iov (blocking; SO_SNDTIMEO bounds a reader that never
+ * reads). False: the client is gone. */
+static bool conn_writev(conn *c, struct iovec *iov, int n) {
+    if (c->broken) return false;
+    while (n > 0) {
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t k = sendmsg(c->fd, &m, MSG_NOSIGNAL);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            c->broken = true;
+            return false;
+        }
+        while (n > 0 && (size_t)k >= iov->iov_len) {
+            k -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + k;
+            iov->iov_len -= (size_t)k;
+        }
+    }
+    return true;
+}
+
+static bool conn_write(conn *c, const void *p, size_t len) {
+    struct iovec iov = {(void *)p, len};
+    return conn_writev(c, &iov, 1);
+}
+
+/* Has the client gone? A reset or a failed write. A half-close (its FIN)
+ * is not: the client may still be reading, as HTTP lets it. */
+static bool client_gone(conn *c) {
+    if (c->broken) return true;
+    struct pollfd p = {.fd = c->fd, .events = 0};
+    if (poll(&p, 1, 0) > 0 && (p.revents & (POLLERR | POLLHUP | POLLNVAL))) c->broken = true;
+    return c->broken;
+}
+
+/* -------------------------------------------------------------- replies */
+
+static const char *reason_phrase(int status) {
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 417: return "Expectation Failed";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+/* The status line and headers. len: the body's length; -1: a stream
+ * (chunked, or ended by closing for HTTP/1.0); -2: no body at all (204). */
+static size_t format_head(conn *c, char *h, size_t cap, int status, const char *ctype, long long len,
+                          const char *extra) {
+    char date[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    if (len == -1 && c->minor == 0) c->keep_alive = false; /* the body ends where the connection does */
+    char length[48] = "";
+    if (len >= 0) snprintf(length, sizeof length, "Content-Length: %lld\r\n", len);
+    else if (len == -1) snprintf(length, sizeof length, "%s", c->minor ? "Transfer-Encoding: chunked\r\n" : "");
+    int n = snprintf(h, cap, "HTTP/1.1 %d %s\r\nDate: %s\r\n%s%s%sAccess-Control-Allow-Origin: *\r\n%s%s%s\r\n",
+                     status, reason_phrase(status), date, ctype ? "Content-Type: " : "", ctype ? ctype : "",
+                     ctype ? "\r\n" : "", extra ? extra : "", length,
+                     !c->keep_alive ? "Connection: close\r\n" : c->minor == 0 ? "Connection: keep-alive\r\n" : "");
+    return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
+/* One response: head and body in one write. Takes over body (malloc'ed). */
+static bool send_response(conn *c, int status, const char *ctype, char *body, size_t len, const char *extra) {
+    if (c->body_unread) { /* answered before its body: the body is not read */
+        c->keep_alive = false;
+        c->linger = true;
+    }
+    char head[1024];
+    size_t hn = format_head(c, head, sizeof head, status, ctype, status == 204 ? -2 : (long long)len, extra);
+    struct iovec iov[2] = {{head, hn}, {body, c->head_only ? 0 : len}};
+    bool ok = conn_writev(c, iov, iov[1].iov_len ? 2 : 1);
+    free(body);
+    return ok;
+}
+
+/* An answer to bytes that are not an acceptable request (http1.c's errors,
+ * timeouts, refusals): an OpenAI-style error body, and the connection ends. */
+static void protocol_error(conn *c, int status, const char *code, const char *msg) {
+    srv_error e;
+    srv_error_set(&e, status, status >= 500 ? "server_error" : "invalid_request_error", code, NULL, "%s", msg);
+    char *body = srv_error_json(&e);
+    c->keep_alive = false;
+    c->linger = true;
+    c->head_only = false;
+    if (body) send_response(c, status, "application/json", body, strlen(body), NULL);
+    srv_metrics_request(&c->s->metrics, SRV_EP_OTHER, status, 0);
+    if (c->s->cfg.log_requests) fprintf(stderr, "trinity serve: - - %d: %s\n", status, msg);
+}
+
+static const char *protocol_code(int status) {
+    switch (status) {
+    case 408: return "request_timeout";
+    case 413: return "request_too_large";
+    case 417: return "expectation_failed";
+    case 431: return "headers_too_large";
+    case 501: return "not_implemented";
+    case 505: return "http_version_not_supported";
+    default: return "bad_request";
+    }
+}
+
+/* One HTTP request, from its head to its last byte. */
 typedef struct conn_req {
     srv_server *s;
+    conn *c;
     srv_endpoint ep;
-    char method[16];
-    char path[96];
+    const char *method, *path;
+    const http1_request *rq;
     double t0;
     srv_buf body;
-    bool body_too_big;
     bool busy; /* counted in n_busy */
     int status;
 } conn_req;
 
-/* -------------------------------------------------------------- replies */
-
-static void common_headers(struct MHD_Response *resp) {
-    MHD_add_response_header(resp, "Access-Control-Allow-Origin", "*");
-}
-
 /* Queue `data` (malloc'ed; taken over) as the response. */
-static enum MHD_Result reply(struct MHD_Connection *c, conn_req *r, int status, const char *ctype,
-                             char *data, size_t len) {
-    struct MHD_Response *resp = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
-    if (!resp) {
-        free(data);
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, "Content-Type", ctype);
-    common_headers(resp);
-    if (status == 429) MHD_add_response_header(resp, "Retry-After", "1");
-    if (status == 401) MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
+static bool reply(conn_req *r, int status, const char *ctype, char *data, size_t len) {
+    char extra[128] = "";
+    if (status == 429 || status == 503) snprintf(extra, sizeof extra, "Retry-After: 1\r\n");
+    if (status == 401) snprintf(extra, sizeof extra, "WWW-Authenticate: Bearer\r\n");
     if (status == 405)
-        MHD_add_response_header(resp, "Allow",
-                                r->ep == SRV_EP_CHAT || r->ep == SRV_EP_COMPLETIONS ? "POST, OPTIONS"
-                                                                                     : "GET, OPTIONS");
+        snprintf(extra, sizeof extra, "Allow: %s\r\n",
+                 r->ep == SRV_EP_CHAT || r->ep == SRV_EP_COMPLETIONS ? "POST, OPTIONS" : "GET, HEAD, OPTIONS");
     r->status = status;
-    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    return send_response(r->c, status, ctype, data, len, extra);
 }
 
-static enum MHD_Result reply_json(struct MHD_Connection *c, conn_req *r, int status, json_t *o) {
+static bool reply_json(conn_req *r, int status, json_t *o) {
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
-    if (!s) return MHD_NO;
-    return reply(c, r, status, "application/json", s, strlen(s));
+    if (!s) return false;
+    return reply(r, status, "application/json", s, strlen(s));
 }
 
-static enum MHD_Result reply_error(struct MHD_Connection *c, conn_req *r, const srv_error *e) {
+static bool reply_error(conn_req *r, const srv_error *e) {
     char *s = srv_error_json(e);
-    if (!s) return MHD_NO;
-    return reply(c, r, e->status, "application/json", s, strlen(s));
+    if (!s) return false;
+    return reply(r, e->status, "application/json", s, strlen(s));
 }
 
-static enum MHD_Result fail(struct MHD_Connection *c, conn_req *r, int status, const char *type,
-                            const char *code, const char *param, const char *msg) {
+static bool fail(conn_req *r, int status, const char *type, const char *code, const char *param, const char *msg) {
     srv_error e;
     srv_error_set(&e, status, type, code, param, "%s", msg);
-    return reply_error(c, r, &e);
+    return reply_error(r, &e);
 }
 
 /* ------------------------------------------------------------- helpers */
-
-/* Has the client hung up? (EOF or an error on its socket; bytes of a
- * pipelined next request do not count.) */
-static bool client_gone(struct MHD_Connection *c) {
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci) return true;
-    struct pollfd p = {.fd = ci->connect_fd, .events = POLLIN | POLLRDHUP};
-    if (poll(&p, 1, 0) <= 0) return false;
-    if (p.revents & (POLLERR | POLLHUP | POLLRDHUP | POLLNVAL)) return true;
-    if (p.revents & POLLIN) {
-        char ch;
-        ssize_t n = recv(ci->connect_fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
-        return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-    }
-    return false;
-}
 
 static void deadline_in(struct timespec *ts, long ms) {
     clock_gettime(CLOCK_REALTIME, ts);
@@ -168,9 +362,9 @@ static bool same_secret(const char *a, const char *b) {
     return d == 0;
 }
 
-static bool authorized(srv_server *s, struct MHD_Connection *c) {
+static bool authorized(srv_server *s, const http1_request *rq) {
     if (!s->api_key) return true;
-    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    const char *h = http1_header_get(rq, "Authorization");
     if (!h || strncasecmp(h, "Bearer ", 7)) return false;
     h += 7;
     while (*h == ' ') h++;
@@ -221,12 +415,17 @@ static bool make_jobs(srv_sched *s, const srv_request *req, const int32_t *ids, 
     return true;
 }
 
-/* With mu held: wait up to 100 ms for news of j. False: the client has hung
- * up (mu is held again either way). */
-static bool wait_news(pthread_mutex_t *mu, srv_job *j, struct MHD_Connection *c) {
+/* With mu held: wait up to 100 ms for news of j. False: the client has gone
+ * (mu is held again either way). The socket is looked at every 100 ms even
+ * while news keeps coming (a job publishes every token), so a client that
+ * resets mid-generation is noticed whether or not anything is being sent. */
+static bool wait_news(pthread_mutex_t *mu, srv_job *j, conn *c) {
     struct timespec ts;
     deadline_in(&ts, 100);
-    if (pthread_cond_timedwait(&j->cv, mu, &ts) != ETIMEDOUT) return true;
+    pthread_cond_timedwait(&j->cv, mu, &ts);
+    double now = srv_now();
+    if (now - c->checked_at < 0.1) return true;
+    c->checked_at = now;
     pthread_mutex_unlock(mu);
     bool gone = client_gone(c);
     pthread_mutex_lock(mu);
@@ -281,7 +480,7 @@ typedef struct job_news {
 
 typedef struct stream {
     srv_server *s;
-    struct MHD_Connection *conn;
+    conn *conn;
     job_set jobs;
     stream_choice ch[SRV_MAX_CHOICES];
     srv_kind kind;
@@ -289,7 +488,7 @@ typedef struct stream {
     int64_t created;
     bool include_usage, want_lp;
     bool sent_role, finished;
-    srv_buf out;   /* SSE bytes not yet handed to MHD */
+    srv_buf out;   /* SSE bytes not yet sent */
     srv_buf text;  /* a chunk's text, copied out of its job */
     srv_token_lp *lp;
     size_t n_lp, cap_lp;
@@ -438,26 +637,7 @@ static bool stream_fill(stream *st) {
     return ok;
 }
 
-static ssize_t stream_cb(void *cls, uint64_t pos, char *buf, size_t max) {
-    (void)pos;
-    stream *st = cls;
-    while (st->out.len == 0) {
-        if (st->finished) {
-            /* Back to the idle timeout for the next request on this connection. */
-            MHD_set_connection_option(st->conn, MHD_CONNECTION_OPTION_TIMEOUT,
-                                      (unsigned)st->s->cfg.idle_timeout);
-            return MHD_CONTENT_READER_END_OF_STREAM;
-        }
-        if (!stream_fill(st)) return MHD_CONTENT_READER_END_WITH_ERROR;
-    }
-    size_t n = st->out.len < max ? st->out.len : max;
-    memcpy(buf, st->out.p, n);
-    srv_buf_consume(&st->out, n);
-    return (ssize_t)n;
-}
-
-static void stream_free(void *cls) {
-    stream *st = cls;
+static void stream_free(stream *st) {
     /* Ended early (the client left, a write failed): stop generating for it. */
     jobs_cancel(st->s->sched, &st->jobs);
     jobs_release(st->s->sched, &st->jobs);
@@ -467,18 +647,42 @@ static void stream_free(void *cls) {
     free(st);
 }
 
+/* Send the stream: the head at once (so a client that has already gone
+ * shows itself by a reset while its request still waits in the queue),
+ * then each batch of events as one chunk as the jobs produce them. */
+static bool run_stream(conn_req *r, stream *st) {
+    conn *c = r->c;
+    char head[1024];
+    size_t hn = format_head(c, head, sizeof head, 200, "text/event-stream", -1,
+                            "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
+    if (!conn_write(c, head, hn)) return false;
+    if (c->head_only) return true;
+    for (;;) {
+        while (st->out.len == 0 && !st->finished)
+            if (!stream_fill(st)) return false;
+        if (st->out.len) {
+            char size[24];
+            int sn = c->minor ? snprintf(size, sizeof size, "%zx\r\n", st->out.len) : 0;
+            struct iovec iov[3] = {{size, (size_t)sn}, {st->out.p, st->out.len}, {(void *)"\r\n", c->minor ? 2 : 0}};
+            if (!conn_writev(c, iov, 3)) return false;
+            srv_buf_consume(&st->out, st->out.len);
+        }
+        if (st->finished) break;
+    }
+    return c->minor == 0 || conn_write(c, "0\r\n\r\n", 5);
+}
+
 /* Answer with an SSE stream that the jobs feed. Takes over js. */
-static enum MHD_Result start_stream(struct MHD_Connection *c, conn_req *r, srv_kind kind, job_set *js,
-                                    const srv_request *req) {
+static bool start_stream(conn_req *r, srv_kind kind, job_set *js, const srv_request *req) {
     srv_server *s = r->s;
     stream *st = calloc(1, sizeof *st);
     if (!st) {
         jobs_cancel(s->sched, js);
         jobs_release(s->sched, js);
-        return MHD_NO;
+        return false;
     }
     st->s = s;
-    st->conn = c;
+    st->conn = r->c;
     st->jobs = *js;
     js->n = 0;
     st->kind = kind;
@@ -486,19 +690,11 @@ static enum MHD_Result start_stream(struct MHD_Connection *c, conn_req *r, srv_k
     st->include_usage = req->include_usage;
     st->want_lp = req->logprobs;
     make_id(s, kind, st->id, sizeof st->id);
-    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_cb, st, stream_free);
-    if (!resp) {
-        stream_free(st);
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
-    MHD_add_response_header(resp, "Cache-Control", "no-cache");
-    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-    common_headers(resp);
     r->status = 200;
-    enum MHD_Result ret = MHD_queue_response(c, 200, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    bool ok = run_stream(r, st);
+    if (!ok && r->c->broken) r->status = 499; /* nginx's "client closed request" */
+    stream_free(st);
+    return ok;
 }
 
 /* ---------------------------------------------------------- generation */
@@ -506,26 +702,25 @@ static enum MHD_Result start_stream(struct MHD_Connection *c, conn_req *r, srv_k
 /* Not streamed: wait here (this is the connection's own thread) for every
  * choice, then answer them all, or the first failed one's error. Takes
  * over js. */
-static enum MHD_Result answer_when_done(struct MHD_Connection *c, conn_req *r, srv_kind kind, job_set *js,
+static bool answer_when_done(conn_req *r, srv_kind kind, job_set *js,
                                         bool want_lp) {
     srv_server *s = r->s;
     pthread_mutex_t *mu = srv_sched_mutex(s->sched);
     pthread_mutex_lock(mu);
     bool here = true;
     for (int i = 0; i < js->n && here; i++)
-        while (here && js->job[i]->state != SRV_JOB_DONE) here = wait_news(mu, js->job[i], c);
+        while (here && js->job[i]->state != SRV_JOB_DONE) here = wait_news(mu, js->job[i], r->c);
     pthread_mutex_unlock(mu);
     if (!here) {
         jobs_cancel(s->sched, js);
         jobs_release(s->sched, js);
         r->status = 499; /* nginx's "client closed request" */
-        return MHD_NO;
+        return false;
     }
     /* DONE is final: the jobs' fields no longer change. */
-    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)s->cfg.idle_timeout);
     for (int i = 0; i < js->n; i++) {
         if (js->job[i]->failed) {
-            enum MHD_Result ret = reply_error(c, r, &js->job[i]->err);
+            bool ret = reply_error(r, &js->job[i]->err);
             jobs_release(s->sched, js);
             return ret;
         }
@@ -546,14 +741,14 @@ static enum MHD_Result answer_when_done(struct MHD_Connection *c, conn_req *r, s
         res[i].n_lp = want_lp ? lp_released(j, 0) : 0;
     }
     set_usage(&res[0], js);
-    enum MHD_Result ret = reply_json(c, r, 200, srv_response_json(res, (size_t)js->n));
+    bool ret = reply_json(r, 200, srv_response_json(res, (size_t)js->n));
     jobs_release(s->sched, js);
     return ret;
 }
 
 /* Queue the request's jobs and answer: a stream, or the whole response.
  * Takes over req and ids. */
-static enum MHD_Result generate(struct MHD_Connection *c, conn_req *r, srv_kind kind, srv_request *req,
+static bool generate(conn_req *r, srv_kind kind, srv_request *req,
                                 int32_t *ids, int32_t n_ids) {
     srv_server *s = r->s;
     double deadline = s->cfg.request_timeout > 0 ? r->t0 + s->cfg.request_timeout : 0;
@@ -562,42 +757,39 @@ static enum MHD_Result generate(struct MHD_Connection *c, conn_req *r, srv_kind 
     free(ids);
     if (!made) {
         srv_request_free(req);
-        return fail(c, r, 500, "server_error", NULL, NULL, "out of memory");
+        return fail(r, 500, "server_error", NULL, NULL, "out of memory");
     }
     int rc = srv_sched_submit(s->sched, js.job, js.n);
     if (rc != 0) {
         jobs_release(s->sched, &js);
         srv_request_free(req);
         if (rc == 1)
-            return fail(c, r, 429, "rate_limit_error", "rate_limit_exceeded", NULL,
+            return fail(r, 429, "rate_limit_error", "rate_limit_exceeded", NULL,
                         "the server is busy: every slot is generating and the queue is full; retry later");
         if (rc == 3)
-            return fail(c, r, 400, "invalid_request_error", NULL, "n",
+            return fail(r, 400, "invalid_request_error", NULL, "n",
                         "'n' asks for more choices than this server generates and queues at once "
                         "(--parallel plus --queue): ask for fewer");
-        return fail(c, r, 503, "server_error", "shutting_down", NULL, "the server is shutting down");
+        return fail(r, 503, "server_error", "shutting_down", NULL, "the server is shutting down");
     }
     pthread_mutex_lock(&s->mu);
     s->n_busy++;
     r->busy = true;
     pthread_mutex_unlock(&s->mu);
-    /* Generation may take longer than the idle timeout; the request timeout
-     * bounds it instead. */
-    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0);
-    enum MHD_Result ret =
-        req->stream ? start_stream(c, r, kind, &js, req) : answer_when_done(c, r, kind, &js, req->logprobs);
+    bool ret =
+        req->stream ? start_stream(r, kind, &js, req) : answer_when_done(r, kind, &js, req->logprobs);
     srv_request_free(req);
     return ret;
 }
 
-static enum MHD_Result handle_generate(struct MHD_Connection *c, conn_req *r, srv_kind kind) {
+static bool handle_generate(conn_req *r, srv_kind kind) {
     srv_server *s = r->s;
     const srv_engine *eng = &s->eng;
     srv_request req;
     srv_error e;
     if (!srv_request_parse(kind, r->body.p ? r->body.p : "", r->body.len, s->model_id, eng->n_vocab,
                            &eng->defaults, &req, &e))
-        return reply_error(c, r, &e);
+        return reply_error(r, &e);
 
     /* The prompt, as the model's tokens. */
     int32_t *ids = NULL;
@@ -608,18 +800,18 @@ static enum MHD_Result handle_generate(struct MHD_Connection *c, conn_req *r, sr
         char *text = NULL;
         if (eng->chat_format(eng->self, req.msgs, req.n_msgs, &text, &terr) != TR_OK) {
             srv_request_free(&req);
-            return fail(c, r, 400, "invalid_request_error", NULL, param, terr.msg);
+            return fail(r, 400, "invalid_request_error", NULL, param, terr.msg);
         }
         tr_status st = eng->tokenize(eng->self, text, strlen(text), &ids, &n_ids, &terr);
         free(text);
         if (st != TR_OK) {
             srv_request_free(&req);
-            return fail(c, r, 400, "invalid_request_error", NULL, param, terr.msg);
+            return fail(r, 400, "invalid_request_error", NULL, param, terr.msg);
         }
     } else if (req.prompt) {
         if (eng->tokenize(eng->self, req.prompt, strlen(req.prompt), &ids, &n_ids, &terr) != TR_OK) {
             srv_request_free(&req);
-            return fail(c, r, 400, "invalid_request_error", NULL, param, terr.msg);
+            return fail(r, 400, "invalid_request_error", NULL, param, terr.msg);
         }
     } else {
         ids = req.prompt_ids;
@@ -638,10 +830,10 @@ static enum MHD_Result handle_generate(struct MHD_Connection *c, conn_req *r, sr
                      n_ids, (int)eng->n_ctx);
         free(ids);
         srv_request_free(&req);
-        return fail(c, r, 400, "invalid_request_error", n_ids ? "context_length_exceeded" : NULL, param, msg);
+        return fail(r, 400, "invalid_request_error", n_ids ? "context_length_exceeded" : NULL, param, msg);
     }
 
-    return generate(c, r, kind, &req, ids, (int32_t)n_ids);
+    return generate(r, kind, &req, ids, (int32_t)n_ids);
 }
 
 /* -------------------------------------------------------------- routing */
@@ -664,171 +856,461 @@ static const route routes[] = {
     {"/metrics", SRV_EP_METRICS, false},
 };
 
-static const route *find_route(const char *url) {
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if (!strcmp(url, routes[i].path)) return &routes[i];
+/* The route of `path`; *model: for /v1/models/{id}, where the id starts. */
+static const route *find_route(const char *path, const char **model) {
+    *model = NULL;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        size_t n = strlen(routes[i].path);
+        if (strncmp(path, routes[i].path, n)) continue;
+        if (!path[n]) return &routes[i];
+        if (routes[i].ep == SRV_EP_MODELS && path[n] == '/' && path[n + 1]) {
+            *model = path + n + 1;
+            return &routes[i];
+        }
+    }
     return NULL;
 }
 
-static enum MHD_Result handle_models(struct MHD_Connection *c, conn_req *r) {
-    srv_server *s = r->s;
-    json_t *o = json_pack("{s:s, s:[{s:s, s:s, s:I, s:s, s:{s:i, s:i}}]}", "object", "list", "data",
-                          "id", s->model_id, "object", "model", "created", (json_int_t)s->created,
-                          "owned_by", "trinity", "meta", "n_ctx", (int)s->eng.n_ctx, "n_vocab",
-                          (int)s->eng.n_vocab);
-    return reply_json(c, r, 200, o);
+static json_t *model_json(srv_server *s) {
+    return json_pack("{s:s, s:s, s:I, s:s, s:{s:i, s:i}}", "id", s->model_id, "object", "model", "created",
+                     (json_int_t)s->created, "owned_by", "trinity", "meta", "n_ctx", (int)s->eng.n_ctx, "n_vocab",
+                     (int)s->eng.n_vocab);
 }
 
-/* First call for a request: only the headers are known. Anything that can be
- * refused without the body is refused here. */
-static enum MHD_Result first_call(struct MHD_Connection *c, conn_req *r, const char *method) {
+/* GET /v1/models, and GET /v1/models/{id} (the OpenAI clients'
+ * models.retrieve): the model, or OpenAI's 404 for any other id. */
+static bool handle_models(conn_req *r, const char *model) {
     srv_server *s = r->s;
-    const route *rt = find_route(r->path);
-    r->ep = rt ? rt->ep : SRV_EP_OTHER;
-    const union MHD_ConnectionInfo *hi = MHD_get_connection_info(c, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
-    if (hi && hi->header_size > s->cfg.max_header) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "the request headers are %zu bytes, over the limit of %zu (--max-header)",
-                 hi->header_size, s->cfg.max_header);
-        return fail(c, r, 431, "invalid_request_error", "headers_too_large", NULL, msg);
+    if (!model) return reply_json(r, 200, json_pack("{s:s, s:[o]}", "object", "list", "data", model_json(s)));
+    char id[512];
+    if (!http1_percent_decode(model, strlen(model), id, sizeof id) || strcmp(id, s->model_id)) {
+        srv_error e;
+        srv_error_set(&e, 404, "invalid_request_error", "model_not_found", "model",
+                      "The model '%.200s' does not exist: this server serves '%s'", model, s->model_id);
+        return reply_error(r, &e);
     }
+    return reply_json(r, 200, model_json(s));
+}
+
+enum { ANSWERED, BODY_FOLLOWS, FAILED };
+#define ANSWER(sent) ((sent) ? ANSWERED : FAILED)
+
+/* The request's head is in: anything that can be refused without the body
+ * is refused here, and GET requests are answered. */
+static int first_call(conn_req *r) {
+    srv_server *s = r->s;
+    const char *method = r->method, *model;
+    const route *rt = find_route(r->path, &model);
+    r->ep = rt ? rt->ep : SRV_EP_OTHER;
+    char msg[256];
     if (!rt) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "no such endpoint: %s %.96s", method, r->path);
-        return fail(c, r, 404, "invalid_request_error", "not_found", NULL, msg);
+        snprintf(msg, sizeof msg, "no such endpoint: %.16s %.96s", method, r->path);
+        return ANSWER(fail(r, 404, "invalid_request_error", "not_found", NULL, msg));
     }
     if (!strcmp(method, "OPTIONS")) { /* CORS preflight from browser-based clients */
-        struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-        if (!resp) return MHD_NO;
-        common_headers(resp);
-        MHD_add_response_header(resp, "Access-Control-Allow-Methods", rt->post ? "POST, OPTIONS" : "GET, OPTIONS");
-        MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Authorization, Content-Type");
         r->status = 204;
-        enum MHD_Result ret = MHD_queue_response(c, 204, resp);
-        MHD_destroy_response(resp);
-        return ret;
+        return ANSWER(send_response(r->c, 204, NULL, NULL, 0,
+                                    rt->post ? "Access-Control-Allow-Methods: POST, OPTIONS\r\n"
+                                               "Access-Control-Allow-Headers: Authorization, Content-Type\r\n"
+                                             : "Access-Control-Allow-Methods: GET, OPTIONS\r\n"
+                                               "Access-Control-Allow-Headers: Authorization, Content-Type\r\n"));
     }
     bool method_ok = rt->post ? !strcmp(method, "POST") : (!strcmp(method, "GET") || !strcmp(method, "HEAD"));
     if (!method_ok) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "%s is not allowed on %s: use %s", method, r->path, rt->post ? "POST" : "GET");
-        return fail(c, r, 405, "invalid_request_error", "method_not_allowed", NULL, msg);
+        snprintf(msg, sizeof msg, "%.16s is not allowed on %.96s: use %s", method, r->path, rt->post ? "POST" : "GET");
+        return ANSWER(fail(r, 405, "invalid_request_error", "method_not_allowed", NULL, msg));
     }
-    if (rt->ep != SRV_EP_HEALTH && !authorized(s, c))
-        return fail(c, r, 401, "invalid_request_error", "invalid_api_key", NULL,
-                    "invalid or missing API key: send the header 'Authorization: Bearer <key>'");
+    if (rt->ep != SRV_EP_HEALTH && !authorized(s, r->rq))
+        return ANSWER(fail(r, 401, "invalid_request_error", "invalid_api_key", NULL,
+                           "invalid or missing API key: send the header 'Authorization: Bearer <key>'"));
     pthread_mutex_lock(&s->mu);
     bool ready = s->ready, stopping = s->stopping;
     pthread_mutex_unlock(&s->mu);
     if (stopping && rt->ep != SRV_EP_METRICS)
-        return fail(c, r, 503, "server_error", "shutting_down", NULL, "the server is shutting down");
+        return ANSWER(fail(r, 503, "server_error", "shutting_down", NULL, "the server is shutting down"));
     if (!ready && rt->ep != SRV_EP_METRICS)
-        return fail(c, r, 503, "server_error", "model_loading", NULL, "the model is loading; retry shortly");
+        return ANSWER(fail(r, 503, "server_error", "model_loading", NULL, "the model is loading; retry shortly"));
     if (rt->post) {
-        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-        if (cl) {
-            char *end;
-            errno = 0;
-            unsigned long long n = strtoull(cl, &end, 10);
-            if (errno || *end || n > s->cfg.max_body) {
-                char msg[160];
-                snprintf(msg, sizeof msg, "the request body is %s bytes, over the limit of %zu (--max-body)", cl,
-                         s->cfg.max_body);
-                return fail(c, r, 413, "invalid_request_error", "request_too_large", NULL, msg);
-            }
+        if (r->rq->content_length > s->cfg.max_body) {
+            snprintf(msg, sizeof msg, "the request body is %llu bytes, over the limit of %zu (--max-body)",
+                     (unsigned long long)r->rq->content_length, s->cfg.max_body);
+            return ANSWER(fail(r, 413, "invalid_request_error", "request_too_large", NULL, msg));
         }
-        return MHD_YES; /* the body follows */
+        return BODY_FOLLOWS;
     }
     switch (rt->ep) {
     case SRV_EP_HEALTH: {
         char *b = strdup("{\"status\":\"ok\"}");
-        return b ? reply(c, r, 200, "application/json", b, strlen(b)) : MHD_NO;
+        return ANSWER(b && reply(r, 200, "application/json", b, strlen(b)));
     }
     case SRV_EP_METRICS: {
         srv_buf out = {0};
         if (!srv_metrics_render(&s->metrics, &out)) {
             srv_buf_free(&out);
-            return MHD_NO;
+            return FAILED;
         }
-        return reply(c, r, 200, "text/plain; version=0.0.4; charset=utf-8", out.p, out.len);
+        return ANSWER(reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", out.p, out.len));
     }
-    case SRV_EP_MODELS: return handle_models(c, r);
-    default: return MHD_NO;
+    case SRV_EP_MODELS: return ANSWER(handle_models(r, model));
+    default: return FAILED;
     }
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version, const char *upload_data,
-                                  size_t *upload_data_size, void **con_cls) {
-    (void)version;
-    srv_server *s = cls;
-    conn_req *r = *con_cls;
-    if (!r) {
-        r = calloc(1, sizeof *r);
-        if (!r) return MHD_NO;
-        r->s = s;
-        r->t0 = srv_now();
-        r->status = 500;
-        snprintf(r->method, sizeof r->method, "%s", method);
-        snprintf(r->path, sizeof r->path, "%s", url);
-        *con_cls = r;
-        return first_call(c, r, method);
-    }
-    if (*upload_data_size) {
-        if (!r->body_too_big) {
-            if (r->body.len + *upload_data_size > s->cfg.max_body) {
-                r->body_too_big = true; /* keep reading, then answer 413 */
-                srv_buf_free(&r->body);
-            } else if (!srv_buf_append(&r->body, upload_data, *upload_data_size)) {
-                return MHD_NO;
+/* ------------------------------------------------------ reading requests */
+
+/* Read the next request's head; rq's strings point into *head (malloc'ed).
+ * 1: a request; 0: the connection ends quietly (idle, closed by the client,
+ * evicted); -1: an error was answered and the connection ends.
+ *
+ * Waiting for a request's first byte is bounded by --idle-timeout; from
+ * that byte on, the whole head must arrive within --header-timeout, however
+ * it trickles. */
+static int read_head(conn *c, http1_request *rq, char **head) {
+    srv_server *s = c->s;
+    double deadline = srv_now() + s->cfg.idle_timeout;
+    bool started = false;
+    http1_error e;
+    for (;;) {
+        size_t have = c->len - c->off;
+        if (have && !started) {
+            started = true;
+            deadline = srv_now() + s->cfg.header_timeout;
+            if (!set_state(c, CONN_HEAD)) return 0;
+        }
+        if (have) {
+            long end = http1_head_end(c->buf + c->off, have, &e);
+            if (end > (long)s->cfg.max_header || (end == 0 && have >= s->cfg.max_header)) {
+                char msg[160];
+                snprintf(msg, sizeof msg, "the request head is over the limit of %zu bytes (--max-header)",
+                         s->cfg.max_header);
+                protocol_error(c, 431, "headers_too_large", msg);
+                return -1;
+            }
+            if (end < 0) {
+                protocol_error(c, e.status, protocol_code(e.status), e.msg);
+                return -1;
+            }
+            if (end > 0) {
+                if (!(*head = malloc((size_t)end + 1))) return 0;
+                memcpy(*head, c->buf + c->off, (size_t)end);
+                (*head)[end] = '\0';
+                c->off += (size_t)end;
+                if (http1_parse_head(*head, (size_t)end, rq, &e)) return 1;
+                protocol_error(c, e.status, protocol_code(e.status), e.msg);
+                return -1;
             }
         }
-        *upload_data_size = 0;
-        return MHD_YES;
+        if (c->eof) return 0; /* nothing, or a part of a head, then the end */
+        if (c->off) {
+            memmove(c->buf, c->buf + c->off, have);
+            c->len = have;
+            c->off = 0;
+        }
+        long n = conn_recv(c, deadline);
+        if (n == -1) {
+            if (!started) return 0; /* idle too long: close quietly */
+            char msg[160];
+            snprintf(msg, sizeof msg, "the request head was not complete within %g s of its first byte (--header-timeout)",
+                     s->cfg.header_timeout);
+            protocol_error(c, 408, "request_timeout", msg);
+            return -1;
+        }
+        if (n == -2) return 0;
     }
-    if (r->body_too_big) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "the request body is over the limit of %zu bytes (--max-body)", s->cfg.max_body);
-        return fail(c, r, 413, "invalid_request_error", "request_too_large", NULL, msg);
-    }
-    return handle_generate(c, r, r->ep == SRV_EP_CHAT ? SRV_KIND_CHAT : SRV_KIND_COMPLETION);
 }
 
-static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-                         enum MHD_RequestTerminationCode toe) {
-    (void)c;
-    srv_server *s = cls;
-    conn_req *r = *con_cls;
-    if (!r) return;
-    double dt = srv_now() - r->t0;
-    int status = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? r->status : (r->status == 200 ? 499 : r->status);
-    srv_metrics_request(&s->metrics, r->ep, status, dt);
-    if (r->busy) {
+/* Read the body rq announces into body. 1: all of it; 0: the client went
+ * away; -1: e says what is wrong with it (413, 400, 408). Each read waits at
+ * most --idle-timeout, and the whole body must arrive before the request's
+ * deadline (--timeout). */
+static int read_body(conn *c, const http1_request *rq, srv_buf *body, double deadline, http1_error *e) {
+    srv_server *s = c->s;
+    if (!set_state(c, CONN_BODY)) return 0;
+    if (rq->expect_continue && !conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25)) return 0;
+    http1_chunked ch = {0};
+    for (;;) {
+        size_t have = c->len - c->off;
+        if (rq->chunked) {
+            long k = http1_chunked_feed(&ch, c->buf + c->off, have, body, s->cfg.max_body, s->cfg.max_header, e);
+            if (k < 0) return -1;
+            c->off += (size_t)k;
+            if (ch.done) return 1;
+        } else {
+            uint64_t want = rq->content_length - body->len;
+            size_t take = have < want ? have : (size_t)want;
+            if (!srv_buf_append(body, c->buf + c->off, take)) {
+                snprintf(e->msg, sizeof e->msg, "out of memory for the request body");
+                e->status = 413;
+                return -1;
+            }
+            c->off += take;
+            if (body->len == rq->content_length) return 1;
+        }
+        if (c->eof) return 0; /* the body was cut short */
+        c->off = c->len = 0;  /* all used */
+        double t = srv_now() + s->cfg.idle_timeout;
+        long n = conn_recv(c, deadline > 0 && deadline < t ? deadline : t);
+        if (n == -1) {
+            e->status = 408;
+            snprintf(e->msg, sizeof e->msg, "the request body stopped arriving (--idle-timeout %d s, --timeout)",
+                     s->cfg.idle_timeout);
+            return -1;
+        }
+        if (n == -2) return 0;
+    }
+}
+
+/* One request, its head read: check it, read its body, answer. False: the
+ * connection ends (after an error, on Connection: close, a client gone). */
+static bool serve_request(conn *c, const http1_request *rq) {
+    srv_server *s = c->s;
+    conn_req r = {.s = s, .c = c, .ep = SRV_EP_OTHER, .method = rq->method, .path = rq->path, .rq = rq,
+                  .t0 = srv_now(), .status = 500};
+    c->minor = rq->minor;
+    c->keep_alive = rq->keep_alive;
+    c->head_only = !strcmp(rq->method, "HEAD");
+    c->body_unread = rq->chunked || rq->content_length > 0;
+    bool ok = false;
+    switch (first_call(&r)) {
+    case ANSWERED: ok = true; break;
+    case FAILED: ok = false; break;
+    case BODY_FOLLOWS: {
+        http1_error e;
+        double deadline = s->cfg.request_timeout > 0 ? r.t0 + s->cfg.request_timeout : 0;
+        int got = read_body(c, rq, &r.body, deadline, &e);
+        if (got == 1) {
+            c->body_unread = false;
+            ok = set_state(c, CONN_BUSY) &&
+                 handle_generate(&r, r.ep == SRV_EP_CHAT ? SRV_KIND_CHAT : SRV_KIND_COMPLETION);
+        } else if (got < 0) {
+            c->keep_alive = false;
+            c->linger = true;
+            fail(&r, e.status, "invalid_request_error", protocol_code(e.status), NULL, e.msg);
+        } else {
+            r.status = 499; /* the client left before its body was in */
+        }
+        break;
+    }
+    }
+    if (c->broken && r.status == 200) r.status = 499; /* nginx's "client closed request" */
+    double dt = srv_now() - r.t0;
+    srv_metrics_request(&s->metrics, r.ep, r.status, dt);
+    if (r.busy) {
         pthread_mutex_lock(&s->mu);
         s->n_busy--;
         pthread_cond_broadcast(&s->idle);
         pthread_mutex_unlock(&s->mu);
     }
     if (s->cfg.log_requests)
-        fprintf(stderr, "trinity serve: %s %s %d %.3f s\n", r->method, r->path, status, dt);
-    srv_buf_free(&r->body);
-    free(r);
-    *con_cls = NULL;
+        fprintf(stderr, "trinity serve: %.16s %.96s %d %.3f s\n", r.method, r.path, r.status, dt);
+    srv_buf_free(&r.body);
+    return ok && c->keep_alive && !c->broken;
 }
 
-/* MHD's own complaints (a client that vanished mid-write, ...) are not ours to print. */
-static void mhd_log(void *cls, const char *fmt, va_list ap) {
-    (void)cls, (void)fmt, (void)ap;
+/* Close after an error answer: stop sending, then read and drop what the
+ * client still sends for a moment, so that our close does not turn into a
+ * reset that destroys the answer before the client has read it (nginx's
+ * lingering close). */
+static void close_gracefully(int fd) {
+    shutdown(fd, SHUT_WR);
+    double until = srv_now() + 2;
+    size_t dropped = 0;
+    char sink[4096];
+    while (dropped < (1u << 20)) {
+        double left = until - srv_now();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&p, 1, (int)(left * 1000) + 1) <= 0) break;
+        ssize_t n = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+        if (n <= 0 && !(n < 0 && (errno == EAGAIN || errno == EINTR))) break;
+        if (n > 0) dropped += (size_t)n;
+    }
+}
+
+typedef struct conn_start {
+    srv_server *s;
+    int slot, fd;
+} conn_start;
+
+static void *conn_main(void *arg) {
+    conn_start a = *(conn_start *)arg;
+    free(arg);
+    srv_server *s = a.s;
+    conn c = {.s = s, .slot = a.slot, .fd = a.fd, .minor = 1, .keep_alive = true};
+    c.cap = s->cfg.max_header + (16u << 10);
+    c.buf = malloc(c.cap);
+    int one = 1;
+    setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* SSE events go out as they come */
+    struct timeval tv = {.tv_sec = s->cfg.idle_timeout};
+    setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    while (c.buf && set_state(&c, CONN_IDLE)) {
+        http1_request rq;
+        char *head = NULL;
+        int got = read_head(&c, &rq, &head);
+        bool more = got == 1 && set_state(&c, CONN_BUSY) && serve_request(&c, &rq);
+        free(head);
+        if (!more) break;
+    }
+    if (c.linger && !c.broken) close_gracefully(c.fd);
+    free(c.buf);
+    pthread_mutex_lock(&s->mu);
+    conn_slot *sl = &s->slots[c.slot];
+    if (!sl->evicted) s->n_live--;
+    close(c.fd); /* under the lock: the acceptor never shuts down a reused descriptor */
+    *sl = (conn_slot){.state = CONN_FREE, .fd = -1};
+    s->n_open--;
+    srv_metrics_connections(&s->metrics, s->n_live, 0, 0);
+    pthread_cond_broadcast(&s->idle);
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ------------------------------------------------------------- accepting */
+
+/* With mu held, at the cap: shut down the connection that has waited
+ * longest without completing a request: idle or sending its head first,
+ * then one still sending its body. False: every one is busy with a request. */
+static bool evict_one(srv_server *s) {
+    int best = -1;
+    for (int pass = 0; pass < 2 && best < 0; pass++)
+        for (int i = 0; i < s->n_table; i++) {
+            const conn_slot *sl = &s->slots[i];
+            bool fits = pass == 0 ? sl->state == CONN_IDLE || sl->state == CONN_HEAD : sl->state == CONN_BODY;
+            if (fits && !sl->evicted && (best < 0 || sl->since < s->slots[best].since)) best = i;
+        }
+    if (best < 0) return false;
+    s->slots[best].evicted = true;
+    shutdown(s->slots[best].fd, SHUT_RDWR); /* its thread sees the end and closes it */
+    s->n_live--;
+    srv_metrics_connections(&s->metrics, s->n_live, 1, 0);
+    return true;
+}
+
+typedef struct lingering {
+    int fd;
+    double until;
+} lingering;
+
+/* No room even after eviction: a 503 the client can read (it is in the
+ * socket before we stop sending), then a graceful close by the acceptor. */
+static void refuse(srv_server *s, int fd, lingering *lg, int *n_lg) {
+    static const char body[] = "{\"error\":{\"message\":\"the server is at its connection limit "
+                               "(--max-connections) and every connection is busy with a request; retry "
+                               "shortly\",\"type\":\"server_error\",\"param\":null,\"code\":\"server_busy\"}}";
+    char msg[512];
+    int n = snprintf(msg, sizeof msg,
+                     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                     "Connection: close\r\nContent-Length: %zu\r\n\r\n%s",
+                     sizeof body - 1, body);
+    if (send(fd, msg, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {} /* a full buffer: it gets the close */
+    shutdown(fd, SHUT_WR);
+    pthread_mutex_lock(&s->mu);
+    srv_metrics_connections(&s->metrics, s->n_live, 0, 1);
+    pthread_mutex_unlock(&s->mu);
+    if (*n_lg < N_LINGER) lg[(*n_lg)++] = (lingering){fd, srv_now() + 2};
+    else close(fd);
+}
+
+static void admit(srv_server *s, int fd, lingering *lg, int *n_lg) {
+    pthread_mutex_lock(&s->mu);
+    if (s->n_live >= s->cfg.max_connections) evict_one(s);
+    int slot = -1;
+    if (s->n_live < s->cfg.max_connections)
+        for (int i = 0; i < s->n_table && slot < 0; i++)
+            if (s->slots[i].state == CONN_FREE) slot = i;
+    conn_start *a = slot >= 0 ? malloc(sizeof *a) : NULL;
+    pthread_t t;
+    if (a) {
+        *a = (conn_start){s, slot, fd};
+        s->slots[slot] = (conn_slot){.state = CONN_IDLE, .fd = fd, .since = srv_now()};
+        s->n_live++;
+        s->n_open++;
+        if (pthread_create(&t, &s->thread_attr, conn_main, a) != 0) {
+            free(a);
+            a = NULL;
+            s->slots[slot] = (conn_slot){.state = CONN_FREE, .fd = -1};
+            s->n_live--;
+            s->n_open--;
+        }
+    }
+    if (a) srv_metrics_connections(&s->metrics, s->n_live, 0, 0);
+    pthread_mutex_unlock(&s->mu);
+    if (!a) refuse(s, fd, lg, n_lg);
+}
+
+static void *acceptor_main(void *arg) {
+    srv_server *s = arg;
+    lingering lg[N_LINGER];
+    int n_lg = 0;
+    struct pollfd pf[2 + N_LINGER];
+    for (;;) {
+        pf[0] = (struct pollfd){.fd = s->wake[0], .events = POLLIN};
+        pf[1] = (struct pollfd){.fd = s->listen_fd, .events = POLLIN};
+        for (int i = 0; i < n_lg; i++) pf[2 + i] = (struct pollfd){.fd = lg[i].fd, .events = POLLIN};
+        int polled = n_lg;
+        if (poll(pf, (nfds_t)(2 + polled), polled ? 250 : -1) < 0 && errno != EINTR) break;
+        if (pf[0].revents) break;
+        /* Refused connections: drop what they send until they close, or 2 s. */
+        double now = srv_now();
+        for (int i = polled - 1; i >= 0; i--) {
+            bool done = now > lg[i].until;
+            if (pf[2 + i].revents) {
+                char sink[4096];
+                ssize_t k = recv(lg[i].fd, sink, sizeof sink, MSG_DONTWAIT);
+                if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) done = true;
+            }
+            if (done) {
+                close(lg[i].fd);
+                lg[i] = lg[--n_lg];
+            }
+        }
+        if (!(pf[1].revents & POLLIN)) continue;
+        for (int k = 0; k < 16; k++) {
+            int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+            if (fd >= 0) {
+                admit(s, fd, lg, &n_lg);
+                continue;
+            }
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                poll(NULL, 0, 50); /* out of descriptors: let connections close, do not spin */
+            break;
+        }
+    }
+    for (int i = 0; i < n_lg; i++) close(lg[i].fd);
+    return NULL;
 }
 
 /* ------------------------------------------------------------ lifecycle */
 
 static char *dup_or_null(const char *s) { return s && *s ? strdup(s) : NULL; }
 
+static int listen_on(const struct addrinfo *ai) {
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+    if (fd < 0) return -1;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, 512)) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+static int bound_port(int fd) {
+    struct sockaddr_storage a;
+    socklen_t n = sizeof a;
+    if (getsockname(fd, (struct sockaddr *)&a, &n)) return -1;
+    return a.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&a)->sin6_port)
+                                   : ntohs(((struct sockaddr_in *)&a)->sin_port);
+}
+
 tr_status srv_start(const srv_config *cfg, srv_server **out, tr_error *err) {
     *out = NULL;
     if (cfg->port < 0 || cfg->port > 65535) return tr_err_set(err, TR_ERR_ARG, "--port %d: must be 0..65535", cfg->port);
     if (cfg->idle_timeout < 1) return tr_err_set(err, TR_ERR_ARG, "--idle-timeout %d: must be at least 1 second", cfg->idle_timeout);
+    if (!(cfg->header_timeout > 0)) return tr_err_set(err, TR_ERR_ARG, "--header-timeout %g: must be more than 0 seconds", cfg->header_timeout);
     if (cfg->max_connections < 1) return tr_err_set(err, TR_ERR_ARG, "--max-connections %d: must be at least 1", cfg->max_connections);
     if (cfg->max_header < 1024) return tr_err_set(err, TR_ERR_ARG, "--max-header %zu: must be at least 1024", cfg->max_header);
 
@@ -837,10 +1319,18 @@ tr_status srv_start(const srv_config *cfg, srv_server **out, tr_error *err) {
     snprintf(port, sizeof port, "%d", cfg->port);
     int gai = getaddrinfo(cfg->host, port, &hints, &ai);
     if (gai || !ai) return tr_err_set(err, TR_ERR_ARG, "--host %s: %s", cfg->host, gai_strerror(gai));
+    int lfd = listen_on(ai);
+    int lerr = errno;
+    freeaddrinfo(ai);
+    if (lfd < 0) return tr_err_set(err, TR_ERR_IO, "cannot listen on %s:%d: %s", cfg->host, cfg->port, strerror(lerr));
 
     srv_server *s = calloc(1, sizeof *s);
-    if (!s) {
-        freeaddrinfo(ai);
+    int n_table = cfg->max_connections + cfg->max_connections / 2 + 16;
+    if (s) s->slots = calloc((size_t)n_table, sizeof *s->slots);
+    if (!s || !s->slots || pipe2(s->wake, O_CLOEXEC)) {
+        if (s) free(s->slots);
+        free(s);
+        close(lfd);
         return tr_err_set(err, TR_ERR_NOMEM, "out of memory");
     }
     s->cfg = *cfg;
@@ -848,33 +1338,21 @@ tr_status srv_start(const srv_config *cfg, srv_server **out, tr_error *err) {
     s->model_id = strdup(cfg->model_id);
     s->api_key = dup_or_null(cfg->api_key);
     s->created = srv_unix_time();
+    s->listen_fd = lfd;
+    s->port = bound_port(lfd);
+    s->n_table = n_table;
+    for (int i = 0; i < n_table; i++) s->slots[i].fd = -1;
     srv_metrics_init(&s->metrics);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->idle, NULL);
+    pthread_attr_init(&s->thread_attr);
+    pthread_attr_setdetachstate(&s->thread_attr, PTHREAD_CREATE_DETACHED);
     json_object_seed(0); /* before any thread builds a JSON object */
-
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC;
-    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
-    /* The pool holds the request line and headers plus the read/write buffers. */
-    size_t pool = cfg->max_header * 2 + 32 * 1024;
-    s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s,
-                            MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->idle_timeout,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
-                            MHD_OPTION_END);
-    freeaddrinfo(ai);
-    if (!s->d) {
-        int e = errno;
+    if (pthread_create(&s->acceptor, NULL, acceptor_main, s)) {
         srv_free(s);
-        return tr_err_set(err, TR_ERR_IO, "cannot listen on %s:%d: %s", cfg->host, cfg->port,
-                          e ? strerror(e) : "libmicrohttpd refused to start");
+        return tr_err_set(err, TR_ERR_IO, "cannot start the acceptor thread");
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = di ? di->port : cfg->port;
+    s->acceptor_started = true;
     *out = s;
     return TR_OK;
 }
@@ -890,14 +1368,19 @@ tr_status srv_set_engine(srv_server *s, const srv_engine *eng, tr_error *err) {
 }
 
 void srv_stop(srv_server *s) {
-    if (!s) return;
+    if (!s || s->stopped) return;
+    s->stopped = true;
     pthread_mutex_lock(&s->mu);
     s->stopping = true;
     pthread_mutex_unlock(&s->mu);
-    if (s->d) {
-        MHD_socket fd = MHD_quiesce_daemon(s->d); /* no new connections */
-        if (fd != MHD_INVALID_SOCKET) close(fd);
+    /* No new connections. */
+    if (s->acceptor_started) {
+        if (write(s->wake[1], "x", 1) < 0) {} /* a full pipe already wakes it */
+        pthread_join(s->acceptor, NULL);
+        s->acceptor_started = false;
     }
+    close(s->listen_fd);
+    s->listen_fd = -1;
     /* Finish (or, past the grace period, cancel) what is generating; every
      * waiting HTTP thread then sees its job done and returns. */
     srv_sched_stop(s->sched, s->cfg.shutdown_grace);
@@ -909,9 +1392,12 @@ void srv_stop(srv_server *s) {
     pthread_mutex_lock(&s->mu);
     while (s->n_busy > 0)
         if (pthread_cond_timedwait(&s->idle, &s->mu, &ts) == ETIMEDOUT) break;
+    /* Close the rest (idle keep-alive connections, stuck writers) and wait
+     * for every connection thread: they use the server until they end. */
+    for (int i = 0; i < s->n_table; i++)
+        if (s->slots[i].state != CONN_FREE) shutdown(s->slots[i].fd, SHUT_RDWR);
+    while (s->n_open > 0) pthread_cond_wait(&s->idle, &s->mu);
     pthread_mutex_unlock(&s->mu);
-    if (s->d) MHD_stop_daemon(s->d);
-    s->d = NULL;
 }
 
 void srv_free(srv_server *s) {
@@ -921,6 +1407,10 @@ void srv_free(srv_server *s) {
     srv_metrics_destroy(&s->metrics);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->idle);
+    pthread_attr_destroy(&s->thread_attr);
+    close(s->wake[0]);
+    close(s->wake[1]);
+    free(s->slots);
     free(s->host);
     free(s->model_id);
     free(s->api_key);

@@ -38,6 +38,14 @@ void srv_metrics_request(srv_metrics *m, srv_endpoint e, int status, double seco
     pthread_mutex_unlock(&m->mu);
 }
 
+void srv_metrics_connections(srv_metrics *m, int64_t open, unsigned evicted, unsigned refused) {
+    pthread_mutex_lock(&m->mu);
+    m->connections = open;
+    m->conn_evicted += evicted;
+    m->conn_refused += refused;
+    pthread_mutex_unlock(&m->mu);
+}
+
 bool srv_metrics_render(srv_metrics *m, srv_buf *o) {
     bool ok = true;
     pthread_mutex_lock(&m->mu);
@@ -66,10 +74,22 @@ bool srv_metrics_render(srv_metrics *m, srv_buf *o) {
                          "trinity_prompt_tokens_total %llu\n"
                          "# HELP trinity_generated_tokens_total Tokens generated.\n"
                          "# TYPE trinity_generated_tokens_total counter\n"
-                         "trinity_generated_tokens_total %llu\n",
+                         "trinity_generated_tokens_total %llu\n"
+                         "# HELP trinity_connections_open Open connections (at most --max-connections).\n"
+                         "# TYPE trinity_connections_open gauge\n"
+                         "trinity_connections_open %lld\n"
+                         "# HELP trinity_connections_evicted_total Connections closed at the cap to make room: idle, or "
+                         "not done sending a request.\n"
+                         "# TYPE trinity_connections_evicted_total counter\n"
+                         "trinity_connections_evicted_total %llu\n"
+                         "# HELP trinity_connections_refused_total Connections answered 503 at the cap (every one busy).\n"
+                         "# TYPE trinity_connections_refused_total counter\n"
+                         "trinity_connections_refused_total %llu\n",
                          (long long)m->in_flight, (long long)m->queued,
                          (unsigned long long)m->rejected_busy, (unsigned long long)m->cancelled,
-                         (unsigned long long)m->prompt_tokens, (unsigned long long)m->gen_tokens);
+                         (unsigned long long)m->prompt_tokens, (unsigned long long)m->gen_tokens,
+                         (long long)m->connections, (unsigned long long)m->conn_evicted,
+                         (unsigned long long)m->conn_refused);
     double ptps = m->prompt_seconds > 0 ? (double)m->prompt_tokens / m->prompt_seconds : 0;
     double gtps = m->gen_seconds > 0 ? (double)m->gen_timed_tokens / m->gen_seconds : 0;
     ok &= srv_buf_printf(o,

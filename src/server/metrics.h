@@ -45,6 +45,9 @@ typedef struct srv_metrics {
     uint64_t rejected_busy;   /* 429s */
     uint64_t spec_drafted;    /* speculative guesses verified */
     uint64_t spec_accepted;   /* of which accepted */
+    int64_t connections;      /* open connections counted against --max-connections */
+    uint64_t conn_evicted;    /* connections closed to make room for new ones */
+    uint64_t conn_refused;    /* connections answered 503 at the cap */
     tr_kv_stats kv;           /* the engine's KV cache after the last step */
 } srv_metrics;
 
@@ -53,6 +56,8 @@ extern const double srv_latency_buckets[SRV_N_LAT_BUCKETS];
 void srv_metrics_init(srv_metrics *m);
 void srv_metrics_destroy(srv_metrics *m);
 void srv_metrics_request(srv_metrics *m, srv_endpoint e, int status, double seconds);
+/* The open connections now, and connections just evicted and refused. */
+void srv_metrics_connections(srv_metrics *m, int64_t open, unsigned evicted, unsigned refused);
 /* Render everything; false when memory runs out. */
 bool srv_metrics_render(srv_metrics *m, srv_buf *out);
 

@@ -1,6 +1,6 @@
 /* trinity serve: an OpenAI-compatible HTTP server.
  *
- *   HTTP threads (libmicrohttpd, one per connection)    scheduler thread
+ *   HTTP threads (http.c, one per connection)          scheduler thread
  *   ------------------------------------------------    ----------------
  *   parse + check the request (oai.c), tokenize   ──▶   queue (bounded: 429 when full)
  *   stream the job's text as SSE / wait for it    ◀──   the engine's step API: submit jobs,
@@ -49,6 +49,7 @@ typedef struct srv_config {
     size_t max_header;       /* request line + header bytes */
     int max_connections;     /* open connections; more are refused */
     int idle_timeout;        /* seconds a connection may sit idle */
+    double header_timeout;   /* seconds from a request's first byte to the end of its head */
     double request_timeout;  /* seconds from arrival to the end of a generation; 0: none */
     double shutdown_grace;   /* seconds in-flight generations get to finish on shutdown */
     bool log_requests;       /* one line per request on stderr */
