@@ -18,8 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 BIN = os.environ.get("TRINITY_BIN", os.path.join(ROOT, "build", "trinity"))
 GPL3 = "/usr/share/common-licenses/GPL-3"
-PAIRS = [("f16", "f16"), ("q8_0", "q8_0"), ("q4_0", "q4_0"), ("q8_0", "q4_0"), ("tq2_32", "tq2_32"),
-         ("q8_0", "tq2_32"), ("f16", "tq2_32")]
+PAIRS = [("f16", "f16"), ("q8_0", "q8_0"), ("q4_0", "q4_0"), ("q8_0", "q4_0"), ("tq2_32", "tq2_32")]
 LLAMA_TYPES = {"f16", "q8_0", "q4_0"}
 
 
