@@ -25,7 +25,7 @@ static double run(tr_pool *pool, int kv_type, int n_tokens, int n_kv, int reps) 
     int32_t *pos = malloc(sizeof(int32_t) * (size_t)n_tokens);
     for (int t = 0; t < n_tokens; t++) pos[t] = n_kv - n_tokens + t;
     tr_attn_params p = {.n_tokens = n_tokens, .n_kv = n_kv, .head_dim = d, .n_head = nh, .n_head_kv = nkv,
-                        .kv_type = kv_type, .k_stride = row, .v_stride = row, .q_pos = pos, .scale = 0.125f};
+                        .k_type = kv_type, .v_type = kv_type, .k_stride = row, .v_stride = row, .q_pos = pos, .scale = 0.125f};
     double best = 1e9;
     for (int r = 0; r < reps; r++) {
         double t0 = now();

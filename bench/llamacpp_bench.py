@@ -31,7 +31,11 @@ def main() -> int:
     ap.add_argument("-d", type=int, default=0)
     ap.add_argument("-r", type=int, default=3)
     ap.add_argument("-t", type=int, default=os.cpu_count())
+    ap.add_argument("-ctk", default="f16", help="KV cache type of K (llama-bench's names: f16, q8_0, q4_0)")
+    ap.add_argument("-ctv", default="f16", help="KV cache type of V")
+    ap.add_argument("-fa", type=int, default=-1, help="flash attention: 1 on, 0 off, -1 llama.cpp's auto (default)")
     a = ap.parse_args()
+    types = {"f32": L.GGML_TYPE_F32, "f16": L.GGML_TYPE_F16, "q8_0": L.GGML_TYPE_Q8_0, "q4_0": L.GGML_TYPE_Q4_0}
 
     quiet = L.llama_log_callback(lambda level, text, user: None)  # keep a reference: C holds it
     L.llama_log_set(quiet, ctypes.c_void_p(0))
@@ -52,6 +56,9 @@ def main() -> int:
     cp.n_threads = a.t
     cp.n_threads_batch = a.t
     cp.no_perf = True
+    cp.type_k = types[a.ctk]
+    cp.type_v = types[a.ctv]
+    cp.flash_attn_type = a.fa
     ctx = L.llama_init_from_model(model, cp)
     vocab = L.llama_model_get_vocab(model)
     n_vocab = L.llama_vocab_n_tokens(vocab)
@@ -100,7 +107,7 @@ def main() -> int:
             "engine": "llama.cpp", "test": name, "threads": a.t, "n_tokens": n_tok, "depth": depth,
             "reps": a.r, "tps_mean": statistics.mean(rates),
             "tps_sd": statistics.stdev(rates) if len(rates) > 1 else 0.0,
-            "load_s": load_s, "rss_kib": rss, "file_bytes": size,
+            "load_s": load_s, "rss_kib": rss, "file_bytes": size, "type_k": a.ctk, "type_v": a.ctv,
         }), flush=True)
     L.llama_batch_free(batch)
     L.llama_free(ctx)

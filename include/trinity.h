@@ -70,7 +70,10 @@ typedef enum tr_type {
     TR_TYPE_TQ1_0 = 34,
     TR_TYPE_TQ2_0 = 35,
     TR_TYPE_MXFP4 = 39,
-    TR_TYPE_COUNT = 40,
+    TR_TYPE_COUNT = 40, /* ggml's types are below this; GGUF files hold only these */
+    /* Trinity's own formats, never in a GGUF file: KV-cache entries only. */
+    TR_TYPE_TQ2_32 = 64, /* ternary, blocks of 32: d * {-1, 0, +1} (src/quant/blocks.h) */
+    TR_TYPE_TABLE_SIZE = 65,
 } tr_type;
 
 /* Name as ggml spells it ("Q4_K"), or NULL when `type` is not a ggml type. */
@@ -311,7 +314,15 @@ typedef struct tr_context_params {
     int32_t n_ctx_seq; /* most positions one sequence holds; 0 = min(n_ctx, the model's training context) */
     int32_t kv_block;  /* tokens per KV block; 0 = 32 */
     bool prefix_cache; /* register computed blocks for reuse (tr_kv_seq_reuse) */
+    int32_t type_k;    /* KV cache entry types (-ctk / -ctv): TR_TYPE_F16, TR_TYPE_Q8_0, TR_TYPE_Q4_0 or */
+    int32_t type_v;    /* TR_TYPE_TQ2_32; 0 = TR_TYPE_F16 (a float32 cache is not offered) */
 } tr_context_params;
+
+/* KV cache types by llama.cpp's names for -ctk / -ctv ("f16", "q8_0",
+ * "q4_0", and Trinity's ternary "tq2_32"): the tr_type, or -1. */
+int tr_kv_type_from_name(const char *name);
+/* Those names, ", "-separated (for error messages and help). */
+const char *tr_kv_type_names(void);
 
 tr_context_params tr_context_default_params(void);
 tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **out, tr_error *err);

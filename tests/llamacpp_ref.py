@@ -37,10 +37,12 @@ NEAR_TIE = 0.01
 MIN_SAME = 8
 
 
-def load(path, n_ctx):
+def load(path, n_ctx, **kv):
+    """kv: llama-cpp-python's type_k / type_v / flash_attn (a quantized V
+    cache needs flash attention in llama.cpp); none given: the defaults above."""
     import llama_cpp
     return llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_batch=n_ctx, logits_all=True, verbose=False,
-                           n_threads=2, seed=0)
+                           n_threads=2, seed=0, **kv)
 
 
 def version():
@@ -158,26 +160,26 @@ def real_model(path):
         llm.close()
 
 
-def perplexity(path, n_chunks=None):
+def perplexity(path, n_chunks=None, n_ctx=PPL_CTX, **kv):
     """llama-perplexity's perplexity() on the GPL-3 from llama.cpp's logits:
-    windows of PPL_CTX tokens, the first replaced by BOS, positions
-    PPL_CTX/2 .. PPL_CTX-2 each scored on the next token. n_chunks None: every
-    whole window. Returns (ppl, its standard error, tokens scored, tokens in
-    the file, windows)."""
-    llm = load(path, PPL_CTX)
+    windows of n_ctx tokens, the first replaced by BOS, positions
+    n_ctx/2 .. n_ctx-2 each scored on the next token. n_chunks None: every
+    whole window; kv: cache types (see load). Returns (ppl, its standard
+    error, tokens scored, tokens in the file, windows)."""
+    llm = load(path, n_ctx, **kv)
     try:
         tokens = llm.tokenize(open(GPL3, encoding="utf-8").read().encode(), add_bos=True, special=False)
         bos = llm.token_bos()
-        n_chunks = n_chunks or len(tokens) // PPL_CTX
-        first = PPL_CTX // 2
+        n_chunks = n_chunks or len(tokens) // n_ctx
+        first = n_ctx // 2
         nll = nll2 = 0.0
         count = 0
         for i in range(n_chunks):
-            w = list(tokens[i * PPL_CTX:(i + 1) * PPL_CTX])
+            w = list(tokens[i * n_ctx:(i + 1) * n_ctx])
             w[0] = bos
             llm.reset()
             llm.eval(w)
-            for j in range(first, PPL_CTX - 1):
+            for j in range(first, n_ctx - 1):
                 row = llm.scores[j]
                 mx = float(row.max())
                 lse = math.log(float(np.exp((row - mx).astype(np.float64)).sum()))

@@ -10,6 +10,7 @@
  * unless the output reuses it), so tokens/s x those bytes / the read
  * bandwidth this machine shows now is the fraction of the limit reached. */
 #include "cli.h"
+#include "gen.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -32,6 +33,7 @@ static void usage(FILE *f) {
             "  -n N      generated tokens of the tg test (0: skip)\n"
             "  -d D      also run tg at depth D (D tokens in the cache first)\n"
             "  --kv-block N  tokens per KV-cache block (default 32)\n"
+            "  -ctk T, -ctv T  KV cache types of K and V: f16 (default), q8_0, q4_0, tq2_32\n"
             "  -r R      repetitions; the table gives mean +/- standard deviation\n"
             "  -t T      threads (default: all cores)\n"
             "  --no-bw   skip the bandwidth measurement\n"
@@ -123,6 +125,7 @@ static long rss_kib(void) {
 int cmd_bench(int argc, char **argv) {
     const char *model_path = NULL;
     long n_prompt = 128, n_gen = 64, n_threads = 0, reps = 3, depth = 0, kv_block = 0;
+    int32_t type_k = TR_TYPE_F16, type_v = TR_TYPE_F16;
     bool json = false, do_bw = true;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -141,6 +144,13 @@ int cmd_bench(int argc, char **argv) {
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
             if (!v) goto missing;
             model_path = v;
+            i++;
+            continue;
+        } else if (!strcmp(a, "-ctk") || !strcmp(a, "--cache-type-k") || !strcmp(a, "-ctv") ||
+                   !strcmp(a, "--cache-type-v")) {
+            if (!v) goto missing;
+            const bool is_k = !strcmp(a, "-ctk") || !strcmp(a, "--cache-type-k");
+            if (gen_parse_kv_type("bench", a, v, is_k ? &type_k : &type_v) < 0) return 2;
             i++;
             continue;
         } else if (!strcmp(a, "-p")) target = &n_prompt;
@@ -189,6 +199,8 @@ int cmd_bench(int argc, char **argv) {
     long need = n_prompt > depth + n_gen ? n_prompt : depth + n_gen;
     cp.n_ctx = (int32_t)(need + 1);
     cp.kv_block = (int32_t)kv_block;
+    cp.type_k = type_k;
+    cp.type_v = type_v;
     cp.n_batch = (int32_t)(n_prompt > 0 && n_prompt < 512 ? n_prompt : 512);
     cp.n_threads = (int32_t)(n_threads > 0 ? n_threads : sysconf(_SC_NPROCESSORS_ONLN));
     if (cp.n_threads < 1) cp.n_threads = 1;
@@ -239,8 +251,8 @@ int cmd_bench(int argc, char **argv) {
     double size_gib = (double)tr_model_weight_bytes(m) / (1024.0 * 1024.0 * 1024.0);
     double params_b = (double)tr_model_n_params(m) / 1e9;
     if (!json) {
-        fprintf(stderr, "load %.3f s, resident %.1f MiB after load; read bandwidth %.1f GB/s; cpu: %s\n", load_s,
-                rss_after_load / 1024.0, bw, tr_system_info());
+        fprintf(stderr, "load %.3f s, resident %.1f MiB after load; read bandwidth %.1f GB/s; KV cache %s/%s; cpu: %s\n",
+                load_s, rss_after_load / 1024.0, bw, tr_type_name(type_k), tr_type_name(type_v), tr_system_info());
         printf("| %-24s | %9s | %8s | %7s | %14s | %16s | %7s |\n", "model", "size", "params", "threads", "test",
                "t/s", "bw %");
         printf("| %.24s | %.9s | %.8s | %.7s | %.14s | %.16s | %.7s |\n", "-------------------------",
@@ -277,10 +289,10 @@ int cmd_bench(int argc, char **argv) {
             printf("{\"model\": \"%s\", \"size_bytes\": %llu, \"n_params\": %llu, \"threads\": %d, \"test\": \"%s\", "
                    "\"n_tokens\": %ld, \"depth\": %ld, \"reps\": %ld, \"tps_mean\": %.4f, \"tps_sd\": %.4f, "
                    "\"bandwidth_gbs\": %.3f, \"bytes_per_token\": %.0f, \"bw_share\": %.4f, \"load_s\": %.4f, "
-                   "\"rss_kib\": %ld}\n",
+                   "\"rss_kib\": %ld, \"type_k\": \"%s\", \"type_v\": \"%s\"}\n",
                    name_json, (unsigned long long)tr_model_weight_bytes(m), (unsigned long long)tr_model_n_params(m),
                    threads_used, t->name, t->n_tok, t->depth, reps, st.mean, st.sd, bw, bpt,
-                   isnan(share) ? 0.0 : share / 100.0, load_s, rss_after_load);
+                   isnan(share) ? 0.0 : share / 100.0, load_s, rss_after_load, tr_type_name(type_k), tr_type_name(type_v));
         } else {
             char bws[16] = "-";
             if (!isnan(share)) snprintf(bws, sizeof bws, "%.1f", share);

@@ -7,6 +7,7 @@
  * the engine to the server. SIGINT/SIGTERM: stop accepting, let in-flight
  * generations finish for --shutdown-grace seconds, cancel the rest, exit 0. */
 #include "cli.h"
+#include "gen.h"
 #include "server/server.h"
 
 #include <errno.h>
@@ -58,6 +59,7 @@ typedef struct opts {
     const char *model;
     srv_config cfg;
     int32_t n_ctx, n_ctx_seq, n_batch, n_threads, kv_block;
+    int32_t type_k, type_v;
     bool no_prefix_cache;
     tr_spec_params spec;
     const char *model_draft;
@@ -87,6 +89,8 @@ static void usage(FILE *f) {
             "      --draft-max N         most guesses verified per step (default 16)\n"
             "      --draft-min N         fewer guesses than this are not verified (default 0)\n"
             "  -md, --model-draft FILE   draft model for --spec draft / \"type\": \"draft\" (same vocabulary)\n"
+            "  -ctk, --cache-type-k T    KV cache type of K: f16 (default), q8_0, q4_0, tq2_32\n"
+            "  -ctv, --cache-type-v T    KV cache type of V, the same choices (default f16)\n"
             "  -np, --parallel N         requests generated at once (default 1)\n"
             "  -b, --batch-size N        most tokens per forward pass (default 512)\n"
             "  -t, --threads N           CPU threads (default: all cores)\n"
@@ -162,6 +166,15 @@ static int parse(int argc, char **argv, opts *o) {
         } else if (IS("--draft-max") || IS("--draft") || IS("--draft-n")) INT(1, 64, o->spec.n_max);
         else if (IS("--draft-min") || IS("--draft-n-min")) INT(0, 64, o->spec.n_min);
         else if (IS("-md") || IS("--model-draft")) STR(o->model_draft);
+        else if (IS("-ctk") || IS("--cache-type-k") || IS("-ctv") || IS("--cache-type-v")) {
+            if (!v) {
+                fprintf(stderr, "trinity serve: %s needs a value\n", a);
+                return 2;
+            }
+            if (gen_parse_kv_type("serve", a, v, IS("-ctk") || IS("--cache-type-k") ? &o->type_k : &o->type_v) < 0)
+                return 2;
+            i++;
+        }
         else if (IS("-np") || IS("--parallel")) INT(1, 256, o->cfg.n_slots);
         else if (IS("-b") || IS("--batch-size")) INT(1, 1 << 16, o->n_batch);
         else if (IS("-t") || IS("--threads")) INT(0, 1024, o->n_threads);
@@ -227,6 +240,8 @@ static void *load_main(void *arg) {
     ep.ctx.n_seq_max = o->cfg.n_slots;
     ep.ctx.n_threads = o->n_threads;
     ep.ctx.kv_block = o->kv_block;
+    ep.ctx.type_k = o->type_k;
+    ep.ctx.type_v = o->type_v;
     ep.no_prefix_cache = o->no_prefix_cache;
     if (tr_engine_new(l->eng.model, &ep, &l->eng.eng, &l->err) != TR_OK) goto done;
     l->eng.vocab = tr_model_vocab(l->eng.model);

@@ -46,7 +46,8 @@ int gen_parse_flag(gen_opts *o, const char *cmd, int argc, char **argv, int *i) 
                                              "--presence-penalty", "--frequency-penalty", "--seed", "-s",
                                              "--chat-format", "-sys", "--system-prompt", "--spec",
                                              "--draft-max", "--draft", "--draft-n", "--draft-min", "--draft-n-min",
-                                             "-md", "--model-draft"};
+                                             "-md", "--model-draft", "-ctk", "--cache-type-k", "-ctv",
+                                             "--cache-type-v"};
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
         if (!strcmp(a, with_value[k])) known = true;
@@ -71,6 +72,8 @@ int gen_parse_flag(gen_opts *o, const char *cmd, int argc, char **argv, int *i) 
         return parse_int(cmd, a, v, 1, 64, &o->spec.n_max);
     else if (!strcmp(a, "--draft-min") || !strcmp(a, "--draft-n-min"))
         return parse_int(cmd, a, v, 0, 64, &o->spec.n_min);
+    else if (!strcmp(a, "-ctk") || !strcmp(a, "--cache-type-k")) return gen_parse_kv_type(cmd, a, v, &o->type_k);
+    else if (!strcmp(a, "-ctv") || !strcmp(a, "--cache-type-v")) return gen_parse_kv_type(cmd, a, v, &o->type_v);
     else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) return parse_int(cmd, a, v, -1, INT32_MAX, &o->n_predict);
     else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) return parse_int(cmd, a, v, 0, 256, &o->n_threads);
     else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) return parse_int(cmd, a, v, 0, 1 << 22, &o->n_ctx);
@@ -97,11 +100,28 @@ int gen_parse_flag(gen_opts *o, const char *cmd, int argc, char **argv, int *i) 
     return 1;
 }
 
+int gen_parse_kv_type(const char *cmd, const char *flag, const char *value, int32_t *out) {
+    const int t = tr_kv_type_from_name(value);
+    if (t < 0) {
+        fprintf(stderr, "trinity %s: %s expects one of %s, got '%s'\n", cmd, flag, tr_kv_type_names(), value);
+        return -1;
+    }
+    *out = t;
+    return 1;
+}
+
+void gen_kv_type_help(FILE *f) {
+    fprintf(f, "  -ctk, --cache-type-k T  KV cache type of K: %s (default f16)\n"
+               "  -ctv, --cache-type-v T  KV cache type of V, the same choices (default f16)\n",
+            tr_kv_type_names());
+}
+
 void gen_flags_help(FILE *f, bool sampling) {
     fprintf(f, "  -m, --model FILE        GGUF model (required)\n"
                "  -t, --threads N         threads (default: all cores)\n"
                "  -c, --ctx-size N        context size in tokens (default: the model's, at most 4096)\n"
                "  -b, --batch-size N      tokens per forward pass of the prompt (default 512)\n");
+    gen_kv_type_help(f);
     if (sampling)
         fprintf(f, "  -n, --n-predict N       tokens to generate (-1: until end of generation or context; default -1)\n"
                    "  --temp T                temperature (default 0.8; 0 = greedy)\n"
@@ -184,6 +204,8 @@ tr_status gen_engine(gen_opts *o, tr_model *m, bool prefix_cache, tr_engine **ou
     ep.ctx.n_ctx = o->n_ctx;
     ep.ctx.n_batch = o->n_batch;
     ep.ctx.n_threads = o->n_threads;
+    ep.ctx.type_k = o->type_k;
+    ep.ctx.type_v = o->type_v;
     ep.no_prefix_cache = !prefix_cache;
     return tr_engine_new(m, &ep, out, err);
 }

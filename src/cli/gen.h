@@ -15,6 +15,7 @@ typedef struct gen_opts {
     int32_t n_threads;     /* -t: 0 = all cores */
     int32_t n_ctx;         /* -c: 0 = the model's, at most 4096 */
     int32_t n_batch;       /* -b */
+    int32_t type_k, type_v; /* -ctk, -ctv: KV cache types (0: f16) */
     tr_sampler_params sp;  /* --temp, --top-k, ... */
     bool seed_set;
     const char *chat_format; /* --chat-format */
@@ -28,6 +29,11 @@ void gen_opts_init(gen_opts *o);
 /* Consume argv[*i] (and its value) if it is a shared flag: 1 consumed, 0 not
  * ours, -1 usage error (message printed). */
 int gen_parse_flag(gen_opts *o, const char *cmd, int argc, char **argv, int *i);
+/* A KV cache type by name (-ctk / -ctv, as llama.cpp spells them): 1 with
+ * *out set, or -1 with a message naming the flag and the accepted names. */
+int gen_parse_kv_type(const char *cmd, const char *flag, const char *value, int32_t *out);
+/* The help lines of -ctk / -ctv (shared with bench and serve). */
+void gen_kv_type_help(FILE *f);
 /* The help text of the shared flags. */
 void gen_flags_help(FILE *f, bool sampling);
 

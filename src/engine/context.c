@@ -11,8 +11,45 @@
 
 tr_context_params tr_context_default_params(void) {
     tr_context_params p = {.n_ctx = 0, .n_batch = 0, .n_seq_max = 0, .n_threads = 0, .n_ctx_seq = 0,
-                           .kv_block = 0, .prefix_cache = false};
+                           .kv_block = 0, .prefix_cache = false, .type_k = TR_TYPE_F16, .type_v = TR_TYPE_F16};
     return p;
+}
+
+/* The KV cache types, by the names llama.cpp's -ctk / -ctv take. */
+#define KV_TYPES(X) X("f16", TR_TYPE_F16) X("q8_0", TR_TYPE_Q8_0) X("q4_0", TR_TYPE_Q4_0) X("tq2_32", TR_TYPE_TQ2_32)
+#define KV_ROW(name, type) {name, type},
+#define KV_NAME(name, type) ", " name
+static const struct {
+    const char *name;
+    int type;
+} kv_types[] = {KV_TYPES(KV_ROW)};
+
+int tr_kv_type_from_name(const char *name) {
+    for (size_t i = 0; name && i < sizeof kv_types / sizeof kv_types[0]; i++)
+        if (!strcmp(name, kv_types[i].name)) return kv_types[i].type;
+    return -1;
+}
+
+const char *tr_kv_type_names(void) { return KV_TYPES(KV_NAME) + 2; }
+
+static const char *kv_type_name(int type) {
+    for (size_t i = 0; i < sizeof kv_types / sizeof kv_types[0]; i++)
+        if (kv_types[i].type == type) return kv_types[i].name;
+    return NULL;
+}
+
+/* A cache type for K or V (0: F16), or an error naming the flag. */
+static tr_status kv_type_check(int32_t *type, const char *what, const char *flag, int32_t head, tr_error *err) {
+    if (*type == 0) *type = TR_TYPE_F16;
+    const char *name = kv_type_name(*type);
+    if (!name)
+        return tr_err_set(err, TR_ERR_ARG, "context: %s (%s) = %d is not a KV cache type (%s)", what, flag, *type,
+                          tr_kv_type_names());
+    if (tr_type_block_size(*type) > 1 && head % tr_type_block_size(*type))
+        return tr_err_set(err, TR_ERR_ARG,
+                          "context: %s %s needs heads of whole blocks of %lld elements; this model's heads have %d",
+                          flag, name, (long long)tr_type_block_size(*type), head);
+    return TR_OK;
 }
 
 static void *alloc_array(size_t n, size_t size, bool *ok) {
@@ -40,6 +77,10 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     if (n_threads < 0) return tr_err_set(err, TR_ERR_ARG, "context: n_threads (-t) = %d is negative", n_threads);
     if (n_ctx_seq < 0) return tr_err_set(err, TR_ERR_ARG, "context: n_ctx_seq = %d is negative", n_ctx_seq);
     if (bs < 0 || bs > 4096) return tr_err_set(err, TR_ERR_ARG, "context: kv_block = %d is outside [1, 4096]", bs);
+    int32_t type_k = p->type_k, type_v = p->type_v;
+    tr_status st = kv_type_check(&type_k, "type_k", "-ctk", hp->head_k, err);
+    if (st == TR_OK) st = kv_type_check(&type_v, "type_v", "-ctv", hp->head_v, err);
+    if (st != TR_OK) return st;
     if (n_ctx == 0) n_ctx = hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
     if (n_ctx > (1 << 22)) return tr_err_set(err, TR_ERR_ARG, "context: n_ctx (-c) = %d is too large", n_ctx);
     if (n_ctx_seq == 0) n_ctx_seq = n_ctx < hp->n_ctx_train ? n_ctx : hp->n_ctx_train;
@@ -64,6 +105,8 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     c->n_seq_max = n_seq;
     c->n_threads = n_threads;
     c->prefix_cache = p->prefix_cache;
+    c->type_k = type_k;
+    c->type_v = type_v;
     c->k_dim = (int64_t)hp->n_head_kv * hp->head_k;
     c->v_dim = (int64_t)hp->n_head_kv * hp->head_v;
     const int64_t q_dim = (int64_t)hp->n_head * hp->head_k, o_dim = (int64_t)hp->n_head * hp->head_v;
@@ -71,8 +114,8 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     /* The pool rounds n_ctx up to whole blocks; one sequence may span all of it. */
     tr_kv_params kp = {.n_blocks = (n_ctx + bs - 1) / bs, .block_size = bs, .n_seq = n_seq,
                        .max_blocks = (n_ctx_seq + bs - 1) / bs, .n_layer = hp->n_layer,
-                       .k_row = (size_t)c->k_dim * 2, .v_row = (size_t)c->v_dim * 2};
-    tr_status st = tr_kv_new(&kp, &c->kv, err);
+                       .k_row = tr_row_size(type_k, c->k_dim), .v_row = tr_row_size(type_v, c->v_dim)};
+    st = tr_kv_new(&kp, &c->kv, err);
     if (st != TR_OK) {
         tr_context_free(c);
         return st;
@@ -251,5 +294,6 @@ void tr_context_kv_stats(const tr_context *c, tr_kv_stats *o) {
     o->evictions = k.evictions;
     o->hit_tokens = k.hit_tokens;
     o->lookup_tokens = k.lookup_tokens;
-    o->bytes_per_block = (size_t)o->block_size * (size_t)c->model->hp.n_layer * (size_t)(c->k_dim + c->v_dim) * 2;
+    o->bytes_per_block = (size_t)o->block_size * (size_t)c->model->hp.n_layer *
+                         (tr_row_size(c->type_k, c->k_dim) + tr_row_size(c->type_v, c->v_dim));
 }

@@ -9,13 +9,15 @@
 
 /* The KV cache is src/kv's pool of blocks, shared by every sequence (n_ctx
  * tokens in all); a sequence holds positions [0, len) through its block
- * table, at most n_ctx_seq of them. Entries are IEEE halves, as llama.cpp's
- * default cache. With the prefix cache on, the full blocks a batch computed
+ * table, at most n_ctx_seq of them. Entries are rows of type_k / type_v:
+ * IEEE halves by default (llama.cpp's default cache), or Q8_0, Q4_0, TQ2_32
+ * blocks, one type for the whole pool. With the prefix cache on, the full blocks a batch computed
  * are registered for reuse once the forward pass has written them. */
 struct tr_context {
     const tr_model *model;
     int32_t n_ctx, n_ctx_seq, n_batch, n_seq_max, n_threads;
     bool prefix_cache;
+    int32_t type_k, type_v;      /* KV entry types (tr_type) */
     tr_pool *pool;
 
     int64_t k_dim, v_dim;        /* n_head_kv * head_k, n_head_kv * head_v */

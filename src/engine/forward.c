@@ -31,6 +31,18 @@ static void add_bias(float *y, const float *bias, int64_t n_tokens, int64_t dim)
 
 /* ---------------------------------------------------------------- attention */
 
+/* One token's K or V row into the cache: halves as llama.cpp's default cache
+ * rounds them, or the quantizer of the cache type's row (Q8_0 and Q4_0 as
+ * ggml's, byte for byte). */
+static void store_row(int type, const float *x, void *dst, int64_t n) {
+    if (type == TR_TYPE_F16) {
+        uint16_t *h = dst;
+        for (int64_t i = 0; i < n; i++) h[i] = tr_half_from_float(x[i]);
+    } else {
+        tr_quantize(type, x, dst, n);
+    }
+}
+
 /* softmax(q k^T * scale) v for every (token, head) of the batch, over the
  * positions of the token's own sequence at or before its own (and within
  * the window on local layers): one call of the attention kernel, which
@@ -44,7 +56,9 @@ static void add_bias(float *y, const float *bias, int64_t n_tokens, int64_t dim)
  * weights meet the values as halves again (TR_ATTN_HALF_P: the kernel's
  * normalised-weights path, not the online softmax, whose running weights
  * would round differently). The sums keep 8 partial sums in the order of
- * llama.cpp's 8-wide kernels (the kernel's "lanes" order). */
+ * llama.cpp's 8-wide kernels (the kernel's "lanes" order). A quantized
+ * cache (-ctk / -ctv) is read in place by the same path: q meets a quantized
+ * K as Q8_0 blocks in integer dot products, V is dequantized in registers. */
 static tr_status attention(tr_context *c, const tr_batch *b, int layer, bool swa) {
     const tr_hparams *hp = &c->model->hp;
     /* Same math either way; the rounding differs (q is rounded to halves
@@ -61,9 +75,10 @@ static tr_status attention(tr_context *c, const tr_batch *b, int layer, bool swa
         .head_dim_v = hp->head_v,
         .n_head = hp->n_head,
         .n_head_kv = hp->n_head_kv,
-        .kv_type = TR_TYPE_F16,
-        .k_stride = (size_t)c->k_dim * sizeof(uint16_t),
-        .v_stride = (size_t)c->v_dim * sizeof(uint16_t),
+        .k_type = c->type_k,
+        .v_type = c->type_v,
+        .k_stride = tr_row_size(c->type_k, c->k_dim),
+        .v_stride = tr_row_size(c->type_v, c->v_dim),
         .q_pos = b->pos,
         .q_seq = b->seq_id,
         .n_seq = c->n_seq_max,
@@ -120,13 +135,12 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
                 if (l->k_norm) tr_rmsnorm(k + h * hk, k + h * hk, l->k_norm, hk, eps);
                 tr_rope(k + h * hk, hp->n_rot, b->pos[t], l->rope_base, l->rope_scale, m->rope_freqs, arch->rope_neox);
             }
-            /* Into the cache, at this token's slot of its sequence. */
+            /* Into the cache, at this token's slot of its sequence, in the
+             * cache's types (a function of this row alone: batch-invariant). */
             const int64_t slot = tr_kv_slot(tr_kv_table(c->kv, b->seq_id[t]), tr_kv_block_size(c->kv), b->pos[t]);
-            uint16_t *kc = (uint16_t *)tr_kv_k_layer(c->kv, il) + slot * k_dim;
-            uint16_t *vc = (uint16_t *)tr_kv_v_layer(c->kv, il) + slot * v_dim;
-            const float *v = c->v + t * v_dim;
-            for (int64_t i = 0; i < k_dim; i++) kc[i] = tr_half_from_float(k[i]);
-            for (int64_t i = 0; i < v_dim; i++) vc[i] = tr_half_from_float(v[i]);
+            store_row(c->type_k, k, (char *)tr_kv_k_layer(c->kv, il) + (size_t)slot * tr_row_size(c->type_k, k_dim), k_dim);
+            store_row(c->type_v, c->v + t * v_dim,
+                      (char *)tr_kv_v_layer(c->kv, il) + (size_t)slot * tr_row_size(c->type_v, v_dim), v_dim);
         }
         tr_status st = attention(c, b, il, l->swa);
         if (st != TR_OK) return tr_err_set(err, st, "forward: attention of layer %d failed (out of memory?)", il);

@@ -4,7 +4,9 @@
  *   - whatever the chunks its prompt is cut into (n_batch 1, 7, 64, 512);
  *   - whether its prefix came from the prefix cache or was computed;
  *   - when it was preempted for lack of KV blocks and recomputed;
- *   - greedy, and sampled at temperature 0.8 with a seed.
+ *   - greedy, and sampled at temperature 0.8 with a seed;
+ *   - with each quantized KV cache type (-ctk / -ctv): alone, in chunks, on
+ *     1-3 threads, batched with others, from the prefix cache.
  * The reference for each prompt is its run alone in a fresh engine without
  * the prefix cache, prompt in one batch. Also: prompt limits, cancellation
  * releasing blocks at once, n_predict = 0 with prompt logits (perplexity). */
@@ -32,17 +34,24 @@ static uint64_t hash_floats(const float *x, size_t n) {
     return h;
 }
 
-static tr_engine *engine(int32_t n_seq, int32_t n_batch, int32_t n_ctx, bool cache) {
+static tr_engine *engine_kv(int32_t n_seq, int32_t n_batch, int32_t n_ctx, bool cache, int32_t threads, int type_k,
+                            int type_v) {
     tr_engine_params p = tr_engine_default_params();
     p.ctx.n_seq_max = n_seq;
     p.ctx.n_batch = n_batch;
     p.ctx.n_ctx = n_ctx;
-    p.ctx.n_threads = 2;
+    p.ctx.n_threads = threads;
+    p.ctx.type_k = type_k;
+    p.ctx.type_v = type_v;
     p.no_prefix_cache = !cache;
     tr_engine *e = NULL;
     tr_error err = {{0}};
     if (tr_engine_new(model, &p, &e, &err) != TR_OK) fprintf(stderr, "  engine: %s\n", err.msg);
     return e;
+}
+
+static tr_engine *engine(int32_t n_seq, int32_t n_batch, int32_t n_ctx, bool cache) {
+    return engine_kv(n_seq, n_batch, n_ctx, cache, 2, TR_TYPE_F16, TR_TYPE_F16);
 }
 
 static tr_seq_params seq_params(int i, float temp) {
@@ -198,6 +207,91 @@ TT_TEST(prefix_cache_hit_gives_the_same_output) {
     TT_CHECK(ks.blocks_cached > 0);
     TT_CHECK(ks.hit_tokens > 0);
     tr_engine_free(e);
+}
+
+/* Quantized caches keep the promise: an entry is quantized from its own row
+ * alone and attention sums in an order fixed by position, so a sequence's
+ * tokens and logits are the same bits whatever its batch, chunks, threads,
+ * or whether its prefix came from the cache (blocks keep the pool's type).
+ * The reference: each prompt alone, in one batch, 2 threads. */
+TT_TEST(quantized_kv_caches_are_batch_invariant) {
+    static const int types[][2] = {{TR_TYPE_Q8_0, TR_TYPE_Q8_0},
+                                   {TR_TYPE_Q4_0, TR_TYPE_Q4_0},
+                                   {TR_TYPE_TQ2_32, TR_TYPE_TQ2_32},
+                                   {TR_TYPE_Q8_0, TR_TYPE_Q4_0}};
+    enum { NP = 4 };
+    for (size_t ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
+        const int kt = types[ty][0], vt = types[ty][1];
+        run_out ref[NP];
+        for (int i = 0; i < NP; i++) {
+            tr_engine *e = engine_kv(1, 512, 512, false, 2, kt, vt);
+            if (!e) return;
+            int idx = i, d = 0;
+            run_many(e, &idx, &d, 1, 0.0f, &ref[i]);
+            TT_CHECK_EQ_INT(ref[i].n, N_GEN);
+            tr_engine_free(e);
+        }
+        /* the cache type changes the output (it is really used) */
+        TT_CHECK(memcmp(ref[0].logits_hash, ref_greedy[0].logits_hash, sizeof ref[0].logits_hash) != 0);
+        /* chunks of 7 and of 1 token, on 1 and 3 threads */
+        for (int v = 0; v < 2; v++) {
+            tr_engine *e = engine_kv(1, v ? 1 : 7, 512, false, v ? 3 : 1, kt, vt);
+            if (!e) return;
+            for (int i = 0; i < 2; i++) {
+                run_out o;
+                int idx = i, d = 0;
+                run_many(e, &idx, &d, 1, 0.0f, &o);
+                if (!same(&o, &ref[i]))
+                    fprintf(stderr, "  %s/%s prompt %d differs in chunks of %d\n", tr_type_name(kt), tr_type_name(vt), i,
+                            v ? 1 : 7);
+                TT_CHECK(same(&o, &ref[i]));
+            }
+            tr_engine_free(e);
+        }
+        /* batched together, arriving at different steps, prefix cache on
+         * (prompts 0-3 share their first blocks: later ones reuse them) */
+        int idx[NP] = {0, 1, 2, 3}, delay[NP] = {0, 2, 5, 9};
+        tr_engine *e = engine_kv(NP, 64, 2048, true, 3, kt, vt);
+        if (!e) return;
+        run_out o[NP];
+        run_many(e, idx, delay, NP, 0.0f, o);
+        int hits = 0;
+        for (int k = 0; k < NP; k++) {
+            if (!same(&o[k], &ref[k])) fprintf(stderr, "  %s/%s prompt %d differs batched\n", tr_type_name(kt), tr_type_name(vt), k);
+            TT_CHECK(same(&o[k], &ref[k]));
+            hits += o[k].n_cached > 0;
+        }
+        TT_CHECK(hits >= 1);
+        tr_engine_free(e);
+    }
+}
+
+TT_TEST(kv_cache_types_are_checked) {
+    tr_engine_params p = tr_engine_default_params();
+    tr_engine *e = NULL;
+    tr_error err = {{0}};
+    p.ctx.type_k = TR_TYPE_Q4_1; /* a ggml type, not a cache type */
+    TT_CHECK(tr_engine_new(model, &p, &e, &err) == TR_ERR_ARG);
+    TT_CHECK(strstr(err.msg, "-ctk") && strstr(err.msg, "q8_0"));
+    p.ctx.type_k = TR_TYPE_F16;
+    p.ctx.type_v = 12345;
+    TT_CHECK(tr_engine_new(model, &p, &e, &err) == TR_ERR_ARG);
+    TT_CHECK(strstr(err.msg, "-ctv") != NULL);
+    TT_CHECK(tr_kv_type_from_name("q8_0") == TR_TYPE_Q8_0 && tr_kv_type_from_name("tq2_32") == TR_TYPE_TQ2_32);
+    TT_CHECK(tr_kv_type_from_name("Q8_0") == -1 && tr_kv_type_from_name("f32") == -1 && tr_kv_type_from_name(NULL) == -1);
+    /* bytes per block follow the types: Q8_0 34 bytes per 32 elements against F16's 64 */
+    p.ctx.type_v = TR_TYPE_F16;
+    p.ctx.n_ctx = 256;
+    TT_CHECK(tr_engine_new(model, &p, &e, &err) == TR_OK);
+    tr_kv_stats f16;
+    tr_context_kv_stats(tr_engine_context(e), &f16);
+    tr_engine_free(e);
+    p.ctx.type_k = p.ctx.type_v = TR_TYPE_Q8_0;
+    TT_CHECK(tr_engine_new(model, &p, &e, &err) == TR_OK);
+    tr_kv_stats q8;
+    tr_context_kv_stats(tr_engine_context(e), &q8);
+    tr_engine_free(e);
+    TT_CHECK(q8.bytes_per_block * 64 == f16.bytes_per_block * 34);
 }
 
 /* A chat's next turn: the prompt is the previous turn's prompt and reply,
@@ -360,6 +454,8 @@ int main(void) {
     TT_RUN(next_turn_reuses_the_previous_tail);
     TT_RUN(preemption_for_blocks_gives_the_same_output);
     TT_RUN(prompt_logits_limits_and_cancel);
+    TT_RUN(quantized_kv_caches_are_batch_invariant);
+    TT_RUN(kv_cache_types_are_checked);
     for (int i = 0; i < N_PROMPTS; i++) free(prompts[i]);
     tr_model_free(model);
     return TT_DONE();

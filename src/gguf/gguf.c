@@ -511,7 +511,7 @@ static bool parse_tensor_infos(parser *r, tr_gguf *g, uint64_t n_tensors) {
         }
         uint32_t type;
         if (!rd_u32(r, &type)) return false;
-        const tr_type_traits *tt = tr_type_traits_get((int)type);
+        const tr_type_traits *tt = type < TR_TYPE_COUNT ? tr_type_traits_get((int)type) : NULL;
         if (!tt) {
             char msg[64];
             snprintf(msg, sizeof msg, "unknown tensor type %u", type);

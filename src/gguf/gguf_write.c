@@ -243,7 +243,7 @@ tr_status tr_gguf_writer_copy_kv(tr_gguf_writer *w, const tr_gguf *g, tr_error *
 tr_status tr_gguf_writer_add_tensor(tr_gguf_writer *w, const char *name, tr_type type, int n_dims,
                                     const int64_t ne[], const void *data, tr_error *err) {
     if (!w || !name || !ne) return tr_err_set(err, TR_ERR_ARG, "gguf writer: NULL argument");
-    const tr_type_traits *tt = tr_type_traits_get((int)type);
+    const tr_type_traits *tt = (int)type < TR_TYPE_COUNT ? tr_type_traits_get((int)type) : NULL;
     if (!tt) return tr_err_set(err, TR_ERR_ARG, "gguf writer: tensor '%s': unknown type %d", name, (int)type);
     if (n_dims < 1 || n_dims > 4)
         return tr_err_set(err, TR_ERR_ARG, "gguf writer: tensor '%s': %d dimensions (must be 1 to 4)", name, n_dims);

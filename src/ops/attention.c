@@ -14,10 +14,20 @@
  * slices are merged at the end with the usual rescaling.
  *
  * The inner loops (q.k for F32/F16 keys, o += p v, exp) have a scalar
- * reference and an AVX2 variant chosen once from the CPU's features. */
+ * reference and an AVX2 variant chosen once from the CPU's features.
+ *
+ * Quantized caches (Q8_0, Q4_0, TQ2_32 entries; K and V each their own type)
+ * are read in place by the normalised-weights path: the unit's queries are
+ * quantized to Q8_0 blocks once, each K block meets its query block in an
+ * integer dot product, and V is dequantized into registers as it is summed.
+ * This file is compiled without floating-point contraction (CMakeLists.txt):
+ * the scalar references and the AVX2 variants of those kernels multiply and
+ * add as separate roundings, so they agree to the bit. */
 #include "cpu.h"
 #include "kernels.h"
 #include "ops.h"
+#include "quant/blocks.h"
+#include "quant/quant.h"
 
 #include <float.h>
 #include <stdatomic.h>
@@ -40,6 +50,11 @@ typedef struct attn_fns {
                      size_t s_stride);
     /* acc[lanes] += w[i] v_i for n slots at positions p0 + i, slot p into lane p mod 8. */
     void (*pv_x)(float *acc, const float *w, const char *v, size_t stride, int p0, int n, int dv);
+    /* Quantized K: as scores_x, the queries as Q8_0 blocks (d/32 per query,
+     * query qq at q + qq*d/32). Block b's integer dot product, times both
+     * scales, goes into lane b mod 8; the lanes are summed as above. */
+    void (*scores_xq)(const tr_block_q8_0 *q, int nq, const char *k, size_t stride, int n, int d, float scale,
+                      float *s, size_t s_stride);
 } attn_fns;
 
 /* ---------------------------------------------------------------- scalar reference */
@@ -129,6 +144,78 @@ static void pv_x_f32(float *acc, const float *w, const char *v, size_t stride, i
 static void pv_x_f16(float *acc, const float *w, const char *v, size_t stride, int p0, int n, int dv) {
     pv_x_ref(kv_f16, acc, w, v, stride, p0, n, dv);
 }
+
+/* ---- quantized entries: the scalar reference. A block of 32 elements
+ * unpacks to its scale and 32 small integers. */
+typedef void (*unpack_fn)(const char *row, int b, int8_t v[32], float *d);
+static void unpack_q8_0(const char *row, int b, int8_t v[32], float *d) {
+    const tr_block_q8_0 *x = (const tr_block_q8_0 *)row + b;
+    *d = tr_fp16_to_fp32(x->d);
+    memcpy(v, x->qs, 32);
+}
+static void unpack_q4_0(const char *row, int b, int8_t v[32], float *d) {
+    const tr_block_q4_0 *x = (const tr_block_q4_0 *)row + b;
+    *d = tr_fp16_to_fp32(x->d);
+    for (int j = 0; j < 16; j++) {
+        v[j] = (int8_t)((x->qs[j] & 15) - 8);
+        v[j + 16] = (int8_t)((x->qs[j] >> 4) - 8);
+    }
+}
+static void unpack_tq2_32(const char *row, int b, int8_t v[32], float *d) {
+    const tr_block_tq2_32 *x = (const tr_block_tq2_32 *)row + b;
+    *d = tr_fp16_to_fp32(x->d);
+    for (int j = 0; j < 32; j++) v[j] = (int8_t)(((x->qs[j % 8] >> (2 * (j / 8))) & 3) - 1);
+}
+
+static void scores_xq_ref(unpack_fn unpack, const tr_block_q8_0 *q, int nq, const char *k, size_t stride, int n,
+                          int d, float scale, float *s, size_t s_stride) {
+    const int nb = d / 32;
+    for (int qq = 0; qq < nq; qq++)
+        for (int i = 0; i < n; i++) {
+            const char *kr = k + (size_t)i * stride;
+            float lane[8] = {0};
+            for (int b = 0; b < nb; b++) {
+                int8_t kv[32];
+                float dk;
+                unpack(kr, b, kv, &dk);
+                const tr_block_q8_0 *qb = q + (size_t)qq * nb + b;
+                int32_t isum = 0;
+                for (int e = 0; e < 32; e++) isum += (int32_t)qb->qs[e] * kv[e];
+                lane[b & 7] += dk * tr_fp16_to_fp32(qb->d) * (float)isum;
+            }
+            s[(size_t)qq * s_stride + i] = lanes_sum(lane, 1) * scale;
+        }
+}
+static void pv_xq_ref(unpack_fn unpack, float *acc, const float *w, const char *v, size_t stride, int p0, int n,
+                      int dv) {
+    for (int i = 0; i < n; i++) {
+        if (w[i] == 0) continue;
+        const char *vr = v + (size_t)i * stride;
+        const int lane = (p0 + i) & 7;
+        for (int b = 0; b < dv / 32; b++) {
+            int8_t q[32];
+            float d;
+            unpack(vr, b, q, &d);
+            const float wd = w[i] * d;
+            for (int e = 0; e < 32; e++) {
+                const int x = b * 32 + e;
+                acc[((x >> 3) * 8 + lane) * 8 + (x & 7)] += wd * (float)q[e];
+            }
+        }
+    }
+}
+#define QREF(T)                                                                                                  \
+    static void scores_xq_##T(const tr_block_q8_0 *q, int nq, const char *k, size_t stride, int n, int d,       \
+                              float scale, float *s, size_t s_stride) {                                          \
+        scores_xq_ref(unpack_##T, q, nq, k, stride, n, d, scale, s, s_stride);                                 \
+    }                                                                                                            \
+    static void pv_x_##T(float *acc, const float *w, const char *v, size_t stride, int p0, int n, int dv) {     \
+        pv_xq_ref(unpack_##T, acc, w, v, stride, p0, n, dv);                                                     \
+    }
+QREF(q8_0)
+QREF(q4_0)
+QREF(tq2_32)
+#undef QREF
 
 static void scores_f32(const float *q, const char *k, size_t stride, int n, int d, float scale, float *s) {
     for (int i = 0; i < n; i++) s[i] = scale * dot_f32(q, k + (size_t)i * stride, d);
@@ -386,20 +473,190 @@ TGT static void pv_x_f32_avx2(float *acc, const float *w, const char *v, size_t 
 TGT static void pv_x_f16_avx2(float *acc, const float *w, const char *v, size_t stride, int p0, int n, int dv) {
     pv_x_avx2(acc, w, v, stride, p0, n, dv, true);
 }
+/* ---- quantized entries, AVX2. A block unpacks to 32 int8 in a register
+ * (and its scale); the dot product with a Q8_0 query block is the usual
+ * sign trick (|k| times q with k's sign, in pairs to 16 bits, then to 32),
+ * exact; eight blocks' 32-bit partial sums are reduced together, one block
+ * per lane, and scaled in float as the reference does. */
+AINL __m256i unpack8_q8_0(const char *row, int b) {
+    return _mm256_loadu_si256((const __m256i *)((const tr_block_q8_0 *)row + b)->qs);
+}
+AINL __m256i unpack8_q4_0(const char *row, int b) {
+    const __m128i x = _mm_loadu_si128((const __m128i *)((const tr_block_q4_0 *)row + b)->qs);
+    const __m128i m = _mm_set1_epi8(15);
+    const __m256i v = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(x, 4), m), _mm_and_si128(x, m));
+    return _mm256_sub_epi8(v, _mm256_set1_epi8(8));
+}
+AINL __m256i unpack8_tq2_32(const char *row, int b) {
+    int64_t bits;
+    memcpy(&bits, ((const tr_block_tq2_32 *)row + b)->qs, 8);
+    const __m256i v = _mm256_srlv_epi64(_mm256_set1_epi64x(bits), _mm256_set_epi64x(6, 4, 2, 0));
+    return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(3)), _mm256_set1_epi8(1));
+}
+AINL float scale_q8_0(const char *row, int b) { return _cvtsh_ss(((const tr_block_q8_0 *)row + b)->d); }
+AINL float scale_q4_0(const char *row, int b) { return _cvtsh_ss(((const tr_block_q4_0 *)row + b)->d); }
+AINL float scale_tq2_32(const char *row, int b) { return _cvtsh_ss(((const tr_block_tq2_32 *)row + b)->d); }
+
+/* Lane i of the result: the sum of v[i]'s eight 32-bit elements. */
+AINL __m256i hsum8x8_epi32(const __m256i v[8]) {
+    const __m256i t0 = _mm256_hadd_epi32(v[0], v[1]), t1 = _mm256_hadd_epi32(v[2], v[3]);
+    const __m256i t2 = _mm256_hadd_epi32(v[4], v[5]), t3 = _mm256_hadd_epi32(v[6], v[7]);
+    const __m256i u0 = _mm256_hadd_epi32(t0, t1), u1 = _mm256_hadd_epi32(t2, t3);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20), _mm256_permute2x128_si256(u0, u1, 0x31));
+}
+
+#define SCORES_XQ_AVX2(T, NQ)                                                                                      \
+    TGT static void scores_xq##NQ##_##T##_avx2(const tr_block_q8_0 *q, const char *k, size_t stride, int n, int d, \
+                                              float scale, float *s, size_t s_stride) {                           \
+        const int nb = d / 32;                                                                                     \
+        const __m256i ones = _mm256_set1_epi16(1);                                                                 \
+        for (int i = 0; i < n; i++) {                                                                              \
+            const char *kr = k + (size_t)i * stride;                                                               \
+            __m256 acc[NQ];                                                                                        \
+            for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm256_setzero_ps();                                         \
+            for (int b0 = 0; b0 < nb; b0 += 8) {                                                                   \
+                const int m = nb - b0 < 8 ? nb - b0 : 8;                                                           \
+                __m256i part[NQ][8];                                                                               \
+                float dk[8] = {0};                                                                                 \
+                for (int b = 0; b < 8; b++) {                                                                      \
+                    if (b >= m) {                                                                                  \
+                        for (int qq = 0; qq < NQ; qq++) part[qq][b] = _mm256_setzero_si256();                     \
+                        continue;                                                                                  \
+                    }                                                                                              \
+                    const __m256i kv = unpack8_##T(kr, b0 + b), ka = _mm256_abs_epi8(kv);                          \
+                    dk[b] = scale_##T(kr, b0 + b);                                                                 \
+                    for (int qq = 0; qq < NQ; qq++) {                                                              \
+                        const __m256i qv = _mm256_loadu_si256((const __m256i *)q[(size_t)qq * nb + b0 + b].qs);    \
+                        part[qq][b] = _mm256_madd_epi16(_mm256_maddubs_epi16(ka, _mm256_sign_epi8(qv, kv)), ones); \
+                    }                                                                                              \
+                }                                                                                                  \
+                const __m256 dkv = _mm256_loadu_ps(dk);                                                            \
+                for (int qq = 0; qq < NQ; qq++) {                                                                  \
+                    float dq[8] = {0};                                                                             \
+                    for (int b = 0; b < m; b++) dq[b] = _cvtsh_ss(q[(size_t)qq * nb + b0 + b].d);                  \
+                    const __m256 sc = _mm256_mul_ps(dkv, _mm256_loadu_ps(dq));                                     \
+                    acc[qq] = _mm256_add_ps(acc[qq], _mm256_mul_ps(sc, _mm256_cvtepi32_ps(hsum8x8_epi32(part[qq])))); \
+                }                                                                                                  \
+            }                                                                                                      \
+            for (int qq = 0; qq < NQ; qq++) s[(size_t)qq * s_stride + i] = hsum8(acc[qq]) * scale;                 \
+        }                                                                                                          \
+    }
+
+/* Eight values x .. x+7 (x a multiple of 8) of a row, as floats, before the block's scale. */
+AINL __m256 vals8_q8_0(const char *row, int x) {
+    const tr_block_q8_0 *blk = (const tr_block_q8_0 *)row + x / 32;
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk->qs + x % 32))));
+}
+AINL __m256 vals8_q4_0(const char *row, int x) {
+    const tr_block_q4_0 *blk = (const tr_block_q4_0 *)row + x / 32;
+    const int o = x % 32;
+    __m128i b = _mm_loadl_epi64((const __m128i *)(blk->qs + (o & 15)));
+    if (o >= 16) b = _mm_srli_epi16(b, 4);
+    b = _mm_and_si128(b, _mm_set1_epi8(15));
+    return _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(b), _mm256_set1_epi32(8)));
+}
+AINL __m256 vals8_tq2_32(const char *row, int x) {
+    const tr_block_tq2_32 *blk = (const tr_block_tq2_32 *)row + x / 32;
+    __m128i b = _mm_srl_epi16(_mm_loadl_epi64((const __m128i *)blk->qs), _mm_cvtsi32_si128(2 * ((x % 32) / 8)));
+    b = _mm_and_si128(b, _mm_set1_epi8(3));
+    return _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(b), _mm256_set1_epi32(1)));
+}
+
+/* As pv_x_avx2 (whole groups of 8 slots in registers, the rest through
+ * memory), each slot's weight times its block's scale computed once per
+ * block (w[i] * d, as the reference) and the values unpacked in registers. */
+#define PV_XQ_AVX2(T)                                                                                              \
+    TGT static void pv_x_##T##_avx2(float *acc, const float *w, const char *v, size_t stride, int p0, int n,      \
+                                    int dv) {                                                                      \
+        const int nb = dv / 32;                                                                                    \
+        float wd[TILE_X][8];                                                                                       \
+        for (int c0 = 0; c0 < n; c0 += TILE_X) { /* the kernel's runs are at most TILE_X; any n is handled */     \
+            const int cn = n - c0 < TILE_X ? n - c0 : TILE_X, pc = p0 + c0;                                        \
+            const float *wc = w + c0;                                                                              \
+            const char *vc = v + (size_t)c0 * stride;                                                              \
+            for (int i = 0; i < cn; i++)                                                                           \
+                for (int b = 0; b < nb && b < 8; b++) wd[i][b] = wc[i] * scale_##T(vc + (size_t)i * stride, b);    \
+            int head = (8 - (pc & 7)) & 7;                                                                         \
+            if (head > cn) head = cn;                                                                              \
+            const int tail = head + ((cn - head) & ~7);                                                            \
+            for (int x = 0; x < dv; x += 8) {                                                                      \
+                const int b = x / 32;                                                                              \
+                float *ab = acc + (size_t)x * 8;                                                                   \
+                __m256 a[8];                                                                                       \
+                for (int l = 0; l < 8; l++) a[l] = _mm256_loadu_ps(ab + 8 * l);                                    \
+                for (int i = 0; i < cn; i++) {                                                                     \
+                    if (i >= head && i < tail) { /* a whole group: lanes known */                                  \
+                        for (int l = 0; l < 8; l++) {                                                              \
+                            const char *vr = vc + (size_t)(i + l) * stride;                                        \
+                            const float f = b < 8 ? wd[i + l][b] : wc[i + l] * scale_##T(vr, b);                   \
+                            a[l] = _mm256_add_ps(a[l], _mm256_mul_ps(_mm256_set1_ps(f), vals8_##T(vr, x)));        \
+                        }                                                                                          \
+                        i += 7;                                                                                    \
+                        continue;                                                                                  \
+                    }                                                                                              \
+                    if (wc[i] == 0) continue;                                                                      \
+                    const char *vr = vc + (size_t)i * stride;                                                      \
+                    const int l = (pc + i) & 7;                                                                    \
+                    const float f = b < 8 ? wd[i][b] : wc[i] * scale_##T(vr, b);                                   \
+                    a[l] = _mm256_add_ps(a[l], _mm256_mul_ps(_mm256_set1_ps(f), vals8_##T(vr, x)));                \
+                }                                                                                                  \
+                for (int l = 0; l < 8; l++) _mm256_storeu_ps(ab + 8 * l, a[l]);                                    \
+            }                                                                                                      \
+        }                                                                                                          \
+    }
+
+#define QAVX2(T)                                                                                                   \
+    SCORES_XQ_AVX2(T, 1)                                                                                           \
+    SCORES_XQ_AVX2(T, 2)                                                                                           \
+    SCORES_XQ_AVX2(T, 4)                                                                                           \
+    TGT static void scores_xq_##T##_avx2(const tr_block_q8_0 *q, int nq, const char *k, size_t stride, int n, int d, \
+                                         float scale, float *s, size_t s_stride) {                                 \
+        const int nb = d / 32;                                                                                     \
+        for (; nq >= 4; nq -= 4, q += (size_t)4 * nb, s += 4 * s_stride)                                           \
+            scores_xq4_##T##_avx2(q, k, stride, n, d, scale, s, s_stride);                                         \
+        for (; nq >= 2; nq -= 2, q += (size_t)2 * nb, s += 2 * s_stride)                                           \
+            scores_xq2_##T##_avx2(q, k, stride, n, d, scale, s, s_stride);                                         \
+        if (nq) scores_xq1_##T##_avx2(q, k, stride, n, d, scale, s, s_stride);                                     \
+    }                                                                                                              \
+    PV_XQ_AVX2(T)
+QAVX2(q8_0)
+QAVX2(q4_0)
+QAVX2(tq2_32)
+#undef QAVX2
 #endif
 
-static const attn_fns *pick_fns(int kv_type, bool simd) {
-    static const attn_fns ref32 = {scores_f32, pv_f32, exp_sum_ref, round_half_ref, scores_x_f32, pv_x_f32},
-                          ref16 = {scores_f16, pv_f16, exp_sum_ref, round_half_ref, scores_x_f16, pv_x_f16};
+/* The inner loops for a K type and a V type: F32/F16 for any path, Q8_0,
+ * Q4_0 and TQ2_32 for the normalised-weights path (scores_xq, pv_x). */
+static bool quantized_kv(int type) { return type == TR_TYPE_Q8_0 || type == TR_TYPE_Q4_0 || type == TR_TYPE_TQ2_32; }
+
+static attn_fns pick_fns(int k_type, int v_type, bool simd) {
+    attn_fns f = {0};
+    f.exp_sum = exp_sum_ref;
+    f.round_half = round_half_ref;
+    f.scores = k_type == TR_TYPE_F16 ? scores_f16 : scores_f32;
+    f.scores_x = k_type == TR_TYPE_F16 ? scores_x_f16 : scores_x_f32;
+    f.scores_xq = k_type == TR_TYPE_Q8_0 ? scores_xq_q8_0 : k_type == TR_TYPE_Q4_0 ? scores_xq_q4_0 : scores_xq_tq2_32;
+    f.pv = v_type == TR_TYPE_F16 ? pv_f16 : pv_f32;
+    f.pv_x = v_type == TR_TYPE_F16 ? pv_x_f16 : v_type == TR_TYPE_Q8_0 ? pv_x_q8_0 : v_type == TR_TYPE_Q4_0 ? pv_x_q4_0
+           : v_type == TR_TYPE_TQ2_32 ? pv_x_tq2_32 : pv_x_f32;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    static const attn_fns avx32 = {scores_f32_avx2, pv_f32_avx2, exp_sum_avx2, round_half_avx2, scores_x_f32_avx2, pv_x_f32_avx2},
-                          avx16 = {scores_f16_avx2, pv_f16_avx2, exp_sum_avx2, round_half_avx2, scores_x_f16_avx2, pv_x_f16_avx2};
-    const tr_cpu_features *f = tr_cpu_get();
-    if (simd && f->avx2 && f->fma && f->f16c) return kv_type == TR_TYPE_F16 ? &avx16 : &avx32;
+    const tr_cpu_features *c = tr_cpu_get();
+    if (simd && c->avx2 && c->fma && c->f16c) {
+        f.exp_sum = exp_sum_avx2;
+        f.round_half = round_half_avx2;
+        f.scores = k_type == TR_TYPE_F16 ? scores_f16_avx2 : scores_f32_avx2;
+        f.scores_x = k_type == TR_TYPE_F16 ? scores_x_f16_avx2 : scores_x_f32_avx2;
+        f.scores_xq = k_type == TR_TYPE_Q8_0   ? scores_xq_q8_0_avx2
+                      : k_type == TR_TYPE_Q4_0 ? scores_xq_q4_0_avx2
+                                               : scores_xq_tq2_32_avx2;
+        f.pv = v_type == TR_TYPE_F16 ? pv_f16_avx2 : pv_f32_avx2;
+        f.pv_x = v_type == TR_TYPE_F16 ? pv_x_f16_avx2 : v_type == TR_TYPE_Q8_0 ? pv_x_q8_0_avx2
+               : v_type == TR_TYPE_Q4_0 ? pv_x_q4_0_avx2 : v_type == TR_TYPE_TQ2_32 ? pv_x_tq2_32_avx2 : pv_x_f32_avx2;
+    }
 #else
     (void)simd;
 #endif
-    return kv_type == TR_TYPE_F16 ? &ref16 : &ref32;
+    return f;
 }
 
 /* ---------------------------------------------------------------- driver */
@@ -407,10 +664,12 @@ static const attn_fns *pick_fns(int kv_type, bool simd) {
 typedef struct attn_job {
     const tr_attn_params *p;
     const attn_fns *fn;
+    attn_fns fns;
     const float *q;
     const char *k, *v;
     float *out;
-    size_t esize;
+    size_t k_head, v_head; /* bytes of one head's K (V) in a slot */
+    bool k_quant;          /* K is quantized: queries meet it as Q8_0 blocks */
     int group; /* query heads per KV head */
     int dv;    /* head size of the values (and of out) */
     int n_blocks, n_split;
@@ -468,8 +727,8 @@ static void run_unit(attn_job *j, int64_t u, float *scr) {
 
     /* This block's sequence's table (paged), this KV head's columns. */
     const int32_t *table = p->n_seq > 0 ? p->blocks + (size_t)p->q_seq[tok[0]] * p->max_blocks : NULL;
-    const char *kb = j->k + (size_t)g * d * j->esize;
-    const char *vb = j->v + (size_t)g * dv * j->esize;
+    const char *kb = j->k + (size_t)g * j->k_head;
+    const char *vb = j->v + (size_t)g * j->v_head;
 
     int lo = j->blo[b], hi = j->bhi[b];
     if (j->n_split > 1) { /* this unit's slice of [lo, hi) */
@@ -567,17 +826,23 @@ static void run_unit_exact(attn_job *j, int64_t u, float *scr) {
     const int32_t *tok = j->order + j->bstart[b];
     const int nt = j->bstart[b + 1] - j->bstart[b];
     const int32_t *table = p->n_seq > 0 ? p->blocks + (size_t)p->q_seq[tok[0]] * p->max_blocks : NULL;
-    const char *kb = j->k + (size_t)g * d * j->esize;
-    const char *vb = j->v + (size_t)g * dv * j->esize;
+    const char *kb = j->k + (size_t)g * j->k_head;
+    const char *vb = j->v + (size_t)g * j->v_head;
     const int lo = j->blo[b], hi = j->bhi[b];
     const bool plain = !p->kv_pos && !(p->kv_seq && p->q_seq);
 
     /* scratch: queries [nt*nh][d], scores then weights [nt*nh][maxlen], lanes [8 * ceil(dv/8) * 8] */
     float *qh = scr, *S = qh + (size_t)nt * nh * d, *acc = S + (size_t)nt * nh * j->maxlen;
     const size_t acc_n = (size_t)((dv + 7) / 8) * 64;
+    /* The queries: as floats (rounded to halves if asked), or, for a
+     * quantized K, as Q8_0 blocks (as llama.cpp quantizes the activations
+     * that meet quantized weights), in the same room (34 bytes per 32
+     * elements against 128). */
+    tr_block_q8_0 *q8 = (tr_block_q8_0 *)qh;
     for (int ti = 0; ti < nt; ti++) {
         const float *src = j->q + ((size_t)tok[ti] * p->n_head + (size_t)g * G + h0) * d;
-        if (p->flags & TR_ATTN_HALF_Q) j->fn->round_half(qh + (size_t)ti * nh * d, src, nh * d);
+        if (j->k_quant) tr_quantize_row_q8_0(src, q8 + (size_t)ti * nh * (d / 32), (int64_t)nh * d);
+        else if (p->flags & TR_ATTN_HALF_Q) j->fn->round_half(qh + (size_t)ti * nh * d, src, nh * d);
         else memcpy(qh + (size_t)ti * nh * d, src, sizeof(float) * (size_t)nh * d);
     }
 
@@ -590,8 +855,14 @@ static void run_unit_exact(attn_job *j, int64_t u, float *scr) {
                 narrow_to_query(p, tok[ti], &a, &e);
                 if (a >= e) continue;
             }
-            j->fn->scores_x(qh + (size_t)ti * nh * d, nh, kv_at(p, table, kb, p->k_stride, a), p->k_stride, e - a, d,
-                            p->scale, S + (size_t)ti * nh * j->maxlen + (a - lo), (size_t)j->maxlen);
+            float *st = S + (size_t)ti * nh * j->maxlen + (a - lo);
+            const char *kt = kv_at(p, table, kb, p->k_stride, a);
+            if (j->k_quant)
+                j->fn->scores_xq(q8 + (size_t)ti * nh * (d / 32), nh, kt, p->k_stride, e - a, d, p->scale, st,
+                                 (size_t)j->maxlen);
+            else
+                j->fn->scores_x(qh + (size_t)ti * nh * d, nh, kt, p->k_stride, e - a, d, p->scale, st,
+                                (size_t)j->maxlen);
         }
     }
 
@@ -733,11 +1004,18 @@ tr_status tr_attention_variant(tr_pool *pool, const tr_attn_params *p, const flo
     if (p->n_tokens < 0 || p->n_kv < 0 || p->head_dim <= 0 || p->n_head <= 0 || p->n_head_kv <= 0 ||
         p->n_head % p->n_head_kv || p->n_seq < 0)
         return TR_ERR_ARG;
-    if (p->kv_type != TR_TYPE_F32 && p->kv_type != TR_TYPE_F16) return TR_ERR_ARG;
-    size_t esize = p->kv_type == TR_TYPE_F16 ? 2 : 4;
     if (p->head_dim_v < 0) return TR_ERR_ARG;
     const int dv = p->head_dim_v ? p->head_dim_v : p->head_dim;
-    size_t row = (size_t)p->n_head_kv * p->head_dim * esize, row_v = (size_t)p->n_head_kv * dv * esize;
+    /* F32 and F16 entries on either path; quantized ones (whole blocks of
+     * 32 per head) on the normalised-weights path. */
+    const bool kq = quantized_kv(p->k_type), vq = quantized_kv(p->v_type);
+    if ((p->k_type != TR_TYPE_F32 && p->k_type != TR_TYPE_F16 && !kq) ||
+        (p->v_type != TR_TYPE_F32 && p->v_type != TR_TYPE_F16 && !vq))
+        return TR_ERR_ARG;
+    if ((kq || vq) && !(p->flags & TR_ATTN_HALF_P)) return TR_ERR_ARG;
+    if ((kq && p->head_dim % 32) || (vq && dv % 32)) return TR_ERR_ARG;
+    const size_t k_head = tr_row_size(p->k_type, p->head_dim), v_head = tr_row_size(p->v_type, dv);
+    size_t row = (size_t)p->n_head_kv * k_head, row_v = (size_t)p->n_head_kv * v_head;
     if (p->n_kv > 1 && (p->k_stride < row || p->v_stride < row_v)) return TR_ERR_ARG;
     if (p->n_seq > 0) { /* paged: each query reads its own sequence through its block table */
         if (!p->q_seq || !p->blocks || p->kv_pos || p->kv_seq || p->block_size <= 0 ||
@@ -751,12 +1029,15 @@ tr_status tr_attention_variant(tr_pool *pool, const tr_attn_params *p, const flo
     int nth = tr_pool_size(pool);
     attn_job j = {0};
     j.p = p;
-    j.fn = pick_fns(p->kv_type, simd);
+    j.fns = pick_fns(p->k_type, p->v_type, simd);
+    j.fn = &j.fns;
     j.q = q;
     j.k = k;
     j.v = v;
     j.out = out;
-    j.esize = esize;
+    j.k_head = k_head;
+    j.v_head = v_head;
+    j.k_quant = kq;
     j.group = p->n_head / p->n_head_kv;
     j.dv = dv;
 

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "trinity.h"
+#include "quant/blocks.h"
 
 /* Activation formats. */
 enum {
@@ -143,58 +144,7 @@ tr_status tr_attention_variant(struct tr_pool *pool, const struct tr_attn_params
 void tr_geglu_variant(float *out, const float *gate, const float *up, int64_t n, bool simd);
 void tr_geglu_ref(float *out, const float *gate, const float *up, int64_t n);
 
-/* IEEE half and bfloat16 conversions (round to nearest even). */
-static inline float tr_fp16_to_fp32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-    uint32_t bits;
-    if (exp == 0x1f) {
-        bits = sign | 0x7f800000u | (man << 13);
-    } else if (exp == 0) {
-        if (!man) {
-            bits = sign;
-        } else { /* subnormal: scale exactly */
-            float f = (float)man * 0x1p-24f;
-            memcpy(&bits, &f, 4);
-            bits |= sign;
-        }
-    } else {
-        bits = sign | ((exp + 112) << 23) | (man << 13);
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-static inline uint16_t tr_fp32_to_fp16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
-    uint32_t ax = x & 0x7fffffffu;
-    if (ax >= 0x7f800000u) return sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0); /* inf, nan */
-    if (ax >= 0x477ff000u) return sign | 0x7c00; /* rounds past the largest half */
-    if (ax < 0x38800000u) { /* below the smallest normal half: subnormal or zero */
-        float a;
-        memcpy(&a, &ax, 4);
-        float s = a * 0x1p24f; /* in units of the smallest subnormal */
-        return sign | (uint16_t)lrintf(s);
-    }
-    uint32_t r = ax + 0xfff + ((ax >> 13) & 1); /* round to nearest even */
-    return sign | (uint16_t)((r - 0x38000000u) >> 13);
-}
-
-static inline float tr_bf16_to_fp32(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-static inline uint16_t tr_fp32_to_bf16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40); /* quiet nan */
-    return (uint16_t)((x + 0x7fff + ((x >> 16) & 1)) >> 16);
-}
+/* IEEE half and bfloat16 conversions (round to nearest even): quant/blocks.h's,
+ * the one definition (included above). */
 
 #endif

@@ -83,10 +83,16 @@ void tr_geglu(float *out, const float *gate, const float *up, int64_t n);
  *   q    n_tokens x n_head x head_dim floats: query t, head h at q + (t*n_head + h)*head_dim
  *   out  n_tokens x n_head x head_dim_v (the same shape as q when head_dim_v is head_dim)
  *   k, v the cache of one layer: slot i (0 <= i < n_kv) holds, for every KV
- *        head, head_dim elements of kv_type (TR_TYPE_F32 or TR_TYPE_F16):
- *        head g of slot i at (char *)k + i*k_stride + g*head_dim*elem_size;
- *        k_stride/v_stride are bytes between slots (n_head_kv*head_dim*elem_size
- *        when packed).
+ *        head, head_dim elements of k_type (v: head_dim_v of v_type):
+ *        head g of slot i at (char *)k + i*k_stride + g*tr_row_size(k_type,
+ *        head_dim); k_stride/v_stride are bytes between slots (n_head_kv
+ *        head rows when packed). Types: TR_TYPE_F32, TR_TYPE_F16, and, with
+ *        TR_ATTN_HALF_P and heads of whole blocks of 32, the quantized cache
+ *        types TR_TYPE_Q8_0, TR_TYPE_Q4_0, TR_TYPE_TQ2_32. A quantized K is
+ *        met by the queries quantized to Q8_0 (TR_ATTN_HALF_Q does not apply
+ *        to it): integer dot products per block, each times both scales
+ *        into lane (block mod 8); a quantized V is dequantized in registers
+ *        (each slot's weight times its block's scale, times the integers).
  * Masking: slot i holds position kv_pos[i] (kv_pos NULL: position i) of
  * sequence kv_seq[i] (NULL: all one sequence). Query t (position q_pos[t],
  * sequence q_seq[t]) sees slot i iff same sequence, kv_pos[i] <= q_pos[t]
@@ -111,7 +117,7 @@ typedef struct tr_attn_params {
     int n_tokens, n_kv;
     int head_dim, n_head, n_head_kv;
     int head_dim_v; /* head size of v and out; 0: head_dim */
-    int kv_type; /* TR_TYPE_F32 or TR_TYPE_F16 */
+    int k_type, v_type; /* entry types of K and V (above) */
     size_t k_stride, v_stride;
     const int32_t *q_pos;  /* n_tokens positions (required) */
     const int32_t *kv_pos; /* n_kv positions, or NULL: slot i is position i */

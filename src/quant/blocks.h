@@ -148,6 +148,18 @@ typedef struct {
 } tr_block_tq2_0;
 static_assert(sizeof(tr_block_tq2_0) == 66, "TQ2_0 block is 66 bytes");
 
+/* Trinity's ternary KV-cache entries (not a ggml type): x = d * (code - 1),
+ * codes 0..2 in two bits; element j in bits 2*(j/8) of qs[j%8], so one
+ * 64-bit load shifted by 0, 2, 4, 6 gives elements 0-7, 8-15, 16-23, 24-31.
+ * Blocks of 32 (not TQ2_0's 256) so that a block never spans two heads of
+ * 64 and d follows the data closely: 2.5 bits per element. */
+#define TR_QK_TQ2_32 32
+typedef struct {
+    tr_fp16 d;
+    uint8_t qs[TR_QK_TQ2_32 / 4];
+} tr_block_tq2_32;
+static_assert(sizeof(tr_block_tq2_32) == 10, "TQ2_32 block is 10 bytes");
+
 /* ----------------------------------------------- non-linear 4-bit formats */
 
 #define TR_QK4_NL 32

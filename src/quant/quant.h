@@ -60,5 +60,7 @@ void tr_quantize_row_iq4_nl(const float *src, void *dst, int64_t n);
 void tr_dequantize_row_iq4_xs(const void *src, float *dst, int64_t n);
 void tr_dequantize_row_mxfp4(const void *src, float *dst, int64_t n);
 void tr_quantize_row_mxfp4(const float *src, void *dst, int64_t n);
+void tr_dequantize_row_tq2_32(const void *src, float *dst, int64_t n);
+void tr_quantize_row_tq2_32(const float *src, void *dst, int64_t n);
 
 #endif

@@ -1,5 +1,6 @@
 /* The row of every ggml type: names and block geometry match ggml exactly
  * (checked against the gguf package's GGML_QUANT_SIZES in the tests). */
+#include "blocks.h"
 #include "quant.h"
 
 #include <string.h>
@@ -7,7 +8,7 @@
 static void f32_to_float(const void *src, float *dst, int64_t n) { memcpy(dst, src, (size_t)n * sizeof(float)); }
 static void f32_from_float(const float *src, void *dst, int64_t n) { memcpy(dst, src, (size_t)n * sizeof(float)); }
 
-static const tr_type_traits type_traits[TR_TYPE_COUNT] = {
+static const tr_type_traits type_traits[TR_TYPE_TABLE_SIZE] = {
     [TR_TYPE_F32] = {"F32", 1, 4, false, f32_to_float, f32_from_float},
     [TR_TYPE_F16] = {"F16", 1, 2, false, tr_dequantize_row_f16, tr_quantize_row_f16},
     [TR_TYPE_Q4_0] = {"Q4_0", 32, 18, true, tr_dequantize_row_q4_0, tr_quantize_row_q4_0},
@@ -40,10 +41,13 @@ static const tr_type_traits type_traits[TR_TYPE_COUNT] = {
     [TR_TYPE_TQ1_0] = {"TQ1_0", 256, 54, true, tr_dequantize_row_tq1_0, tr_quantize_row_tq1_0},
     [TR_TYPE_TQ2_0] = {"TQ2_0", 256, 66, true, tr_dequantize_row_tq2_0, tr_quantize_row_tq2_0},
     [TR_TYPE_MXFP4] = {"MXFP4", 32, 17, true, tr_dequantize_row_mxfp4, tr_quantize_row_mxfp4},
+    /* Trinity's own (KV cache only) */
+    [TR_TYPE_TQ2_32] = {"TQ2_32", TR_QK_TQ2_32, sizeof(tr_block_tq2_32), true, tr_dequantize_row_tq2_32,
+                        tr_quantize_row_tq2_32},
 };
 
 const tr_type_traits *tr_type_traits_get(int type) {
-    if (type < 0 || type >= TR_TYPE_COUNT || !type_traits[type].name) return NULL;
+    if (type < 0 || type >= TR_TYPE_TABLE_SIZE || !type_traits[type].name) return NULL;
     return &type_traits[type];
 }
 
