@@ -228,7 +228,7 @@ tr_status gen_sequence(tr_engine *e, const tr_seq_params *p, bool (*on_token)(vo
                 r->n_gen++;
                 if (on_token && !on_token(user, toks[i])) stop = true;
             }
-            if (stop || info.finish != TR_FINISH_NONE) break;
+            if (stop) break; /* else take on: a step may yield more than 64 tokens (speculation), even its last */
         }
         if (k < 0) break; /* released: finished and fully taken */
         if (stop) {

@@ -40,6 +40,7 @@ typedef struct fake {
     fseq seqs[64];
     int64_t next_id;
     useconds_t delay;
+    int per_step;         /* tokens a step gives a sequence (speculation gives several); 0: 1 */
     int errors;           /* calls that broke the contract */
     uint64_t seeds[64];   /* each submitted sequence's seed, in order (wrapping) */
     int n_submitted;
@@ -106,23 +107,26 @@ static tr_status f_step(void *self, tr_step_stats *st, tr_error *err) {
     }
     if (f->delay) usleep(f->delay);
     memset(st, 0, sizeof *st);
+    const int per_step = f->per_step > 0 ? f->per_step : 1;
     for (int i = 0; i < 64; i++) {
         fseq *q = &f->seqs[i];
-        if (!q->used || !q->running || q->fin != TR_FINISH_NONE) continue;
-        const int32_t t = next_of(q->last);
-        for (int k = 0; k < NV; k++) q->row[k] = -1.0f - (float)k * 0.001f;
-        q->row[t] = 5.0f;
-        st->n_tokens++;
-        st->n_sampled++;
-        if (t == T_EOS) { /* sampled and counted, not handed out: as the engine */
-            q->fin = TR_FINISH_EOG;
-            q->n_eog = 1;
-            continue;
+        for (int r = 0; r < per_step; r++) {
+            if (!q->used || !q->running || q->fin != TR_FINISH_NONE) break;
+            const int32_t t = next_of(q->last);
+            for (int k = 0; k < NV; k++) q->row[k] = -1.0f - (float)k * 0.001f;
+            q->row[t] = 5.0f;
+            st->n_tokens++;
+            st->n_sampled++;
+            if (t == T_EOS) { /* sampled and counted, not handed out: as the engine */
+                q->fin = TR_FINISH_EOG;
+                q->n_eog = 1;
+                break;
+            }
+            q->out[q->n_gen++] = t;
+            q->last = t;
+            if (q->n_predict > 0 && q->n_gen >= q->n_predict) q->fin = TR_FINISH_LENGTH;
+            else if (q->n_prompt + q->n_gen - 1 >= f->n_ctx) q->fin = TR_FINISH_CONTEXT;
         }
-        q->out[q->n_gen++] = t;
-        q->last = t;
-        if (q->n_predict > 0 && q->n_gen >= q->n_predict) q->fin = TR_FINISH_LENGTH;
-        else if (q->n_prompt + q->n_gen - 1 >= f->n_ctx) q->fin = TR_FINISH_CONTEXT;
     }
     return TR_OK;
 }

@@ -332,7 +332,7 @@ static void step(srv_sched *s) {
             k = s->eng.take(s->eng.self, r->id, toks, 8, &info[i]);
             for (int32_t t = 0; t < k && fin[i] == SRV_FINISH_NONE; t++)
                 fin[i] = run_token(s, r, toks[t], t == k - 1 ? logits : NULL, &oom[i]);
-        } while (k == 8 && fin[i] == SRV_FINISH_NONE && info[i].finish == TR_FINISH_NONE);
+        } while (k == 8 && fin[i] == SRV_FINISH_NONE); /* a step may yield more (speculation), even its last */
         if (fin[i] == SRV_FINISH_NONE && info[i].finish != TR_FINISH_NONE) {
             fin[i] = finish_of(info[i].finish);
             r->n_gen = info[i].n_generated; /* the end-of-generation token counts, as in llama.cpp's server */

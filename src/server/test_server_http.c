@@ -363,6 +363,38 @@ TT_TEST(completion_lengths_eos_and_utf8) {
     resp_free(&r);
 }
 
+/* Speculative decoding makes a step yield many tokens, its last step too:
+ * every one reaches the response (streamed or not), as with one a step. */
+TT_TEST(many_tokens_a_step_all_arrive) {
+    const char *bodies[2] = {"{\"prompt\":\"abcd\",\"max_tokens\":30}",
+                             "{\"prompt\":\"abcd\",\"max_tokens\":30,\"stream\":true}"};
+    for (int b = 0; b < 2; b++) {
+        char text[2][4096];
+        for (int k = 0; k < 2; k++) {
+            F1.per_step = k ? 20 : 1; /* 20 + 10: the last step yields 10 and ends the sequence */
+            resp r = call(P1, "POST", "/v1/completions", KEY, bodies[b]);
+            TT_CHECK_EQ_INT(r.status, 200);
+            if (b == 0) {
+                json_t *o = json_loads(r.body, 0, NULL);
+                snprintf(text[k], sizeof text[k], "%s",
+                         json_string_value(json_object_get(json_array_get(json_object_get(o, "choices"), 0), "text")));
+                TT_CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(o, "usage"), "completion_tokens")),
+                                30);
+                json_decref(o);
+            } else {
+                sse_sum s = parse_sse(r.body, false);
+                TT_CHECK(!s.malformed && s.n_finish[0] == 1);
+                snprintf(text[k], sizeof text[k], "%s", s.text[0]);
+            }
+            resp_free(&r);
+        }
+        F1.per_step = 1;
+        TT_CHECK(strlen(text[0]) > 20);
+        TT_CHECK_STR(text[1], text[0]);
+    }
+    TT_CHECK_EQ_INT(F1.errors, 0);
+}
+
 /* A chat stream cut by a stop string, with usage, and a completion stream
  * of 9 tokens, each with n choices: every choice reads as it does alone
  * (its role first, its text, one finish), one [DONE]. */
@@ -702,6 +734,7 @@ int main(void) {
     TT_RUN(chat_with_stop_split_across_tokens);
     TT_RUN(completion_lengths_eos_and_utf8);
     TT_RUN(streams);
+    TT_RUN(many_tokens_a_step_all_arrive);
     TT_RUN(n_choices_not_streamed);
     TT_RUN(n_choices_streamed);
     TT_RUN(one_failed_choice_fails_the_request);
