@@ -30,7 +30,7 @@ int tr_kv_type_from_name(const char *name) {
     return -1;
 }
 
-const char *tr_kv_type_names(void) { return KV_TYPES(KV_NAME) + 2; }
+const char *tr_kv_type_names(void) { return &KV_TYPES(KV_NAME)[2]; } /* past the leading ", " */
 
 static const char *kv_type_name(int type) {
     for (size_t i = 0; i < sizeof kv_types / sizeof kv_types[0]; i++)
