@@ -20,6 +20,12 @@
 #include "trinity.h"
 #include "quant/blocks.h"
 
+/* Up to this many tokens, the legacy kernels read a chunk's weight rows as
+ * four far-apart sequential streams (as for one token) and matmul hands out
+ * large chunks; above it, tiles of neighbouring rows in small chunks. A
+ * speculative verification step is 2-17 tokens. */
+enum { TR_STREAM_TOKENS = 16 };
+
 /* Activation formats. */
 enum {
     TR_ACT_F32 = 0, /* float as is (F32 weights) */

@@ -88,10 +88,10 @@ static int64_t pick_chunk(int64_t rows, int64_t n_tokens, int nth) {
     /* Many tokens: every chunk streams all the activations past its rows, so
      * bigger chunks (64 rows of weights still fit L2) mean fewer passes. */
     if (n_tokens >= 16 && rows >= 4 * CHUNK_ROWS * 4 * (int64_t)nth) return 4 * CHUNK_ROWS;
-    /* Up to 8 tokens (speculative verification): the kernels read a chunk's
+    /* A few tokens (speculative verification): the kernels read a chunk's
      * rows as four sequential streams, as for one token, which large chunks
      * make long; the activations stay in L1 whatever the chunk. */
-    if (n_tokens > 8) return CHUNK_ROWS;
+    if (n_tokens > TR_STREAM_TOKENS) return CHUNK_ROWS;
     int64_t c = rows / (8 * (int64_t)nth);
     if (c < 4) c = 4;
     if (c > 256) c = 256;

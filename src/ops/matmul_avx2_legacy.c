@@ -243,7 +243,7 @@ TILE void legacy_streams4(int64_t n, const uint8_t *w, size_t ws, int nr, const 
                          int nt, float *y, size_t ys) {                                          \
         const char *a = a_;                                                                      \
         int r = 0;                                                                               \
-        if (nt <= 8) {                                                                           \
+        if (nt <= TR_STREAM_TOKENS) {                                                            \
             legacy_streams4(n, w, ws, nr, a, as, nt, y, ys, F);                                  \
             r = nr & ~3;                                                                         \
         }                                                                                        \
