@@ -522,26 +522,28 @@ static void draft_run(tr_engine *e, seq **dec, int32_t n_dec, const int32_t *wan
     const int32_t nv = tr_model_n_vocab(e->dm);
     int32_t first[n_dec], cnt[n_dec], live[n_dec];
     for (int32_t i = 0; i < n_dec; i++) live[i] = want[i] > 0;
-    /* Catch up: tokens [d_fed, n_tok), chunked by the batch size. */
-    for (bool more = true; more;) {
-        more = false;
+    /* Each round feeds every sequence what its draft context lacks of its
+     * tokens and guesses so far (a chunk of at most the batch size), and a
+     * sequence whose last one was fed gets its next guess from that row. */
+    for (;;) {
         int32_t n = 0;
         for (int32_t i = 0; i < n_dec; i++) {
             seq *s = dec[i];
+            const int32_t end = s->n_tok + s->n_draft; /* positions known: tokens, then guesses */
             cnt[i] = 0;
-            if (!live[i] || s->d_fed >= s->n_tok || n >= e->n_batch) continue;
-            int32_t take = s->n_tok - s->d_fed;
+            if (!live[i] || s->n_draft >= want[i] || s->d_fed >= end || n >= e->n_batch) continue;
+            int32_t take = end - s->d_fed;
             if (take > e->n_batch - n) take = e->n_batch - n;
             first[i] = n;
             cnt[i] = take;
-            for (int32_t k = 0; k < take; k++, n++) {
-                e->b_tok[n] = s->tok[s->d_fed + k];
-                e->b_pos[n] = s->d_fed + k;
+            for (int32_t p = s->d_fed; p < s->d_fed + take; p++, n++) {
+                e->b_tok[n] = p < s->n_tok ? s->tok[p] : s->draft[p - s->n_tok];
+                e->b_pos[n] = p;
                 e->b_seq[n] = s->slot;
-                e->b_logits[n] = s->d_fed + k == s->n_tok - 1;
+                e->b_logits[n] = p == end - 1;
             }
         }
-        if (n == 0) break;
+        if (n == 0) return;
         tr_batch b = {.n_tokens = n, .token = e->b_tok, .pos = e->b_pos, .seq_id = e->b_seq, .logits = e->b_logits};
         tr_error err = {{0}};
         const bool ok = tr_decode(e->dc, &b, &err) == TR_OK;
@@ -553,38 +555,8 @@ static void draft_run(tr_engine *e, seq **dec, int32_t n_dec, const int32_t *wan
                 continue;
             }
             s->d_fed += cnt[i];
-            if (s->d_fed < s->n_tok) more = true;
-            else s->draft[s->n_draft++] = argmax_row(tr_get_logits(e->dc, first[i] + cnt[i] - 1), nv);
-        }
-    }
-    /* Then one guess per sequence per round. */
-    for (;;) {
-        int32_t n = 0;
-        for (int32_t i = 0; i < n_dec; i++) {
-            seq *s = dec[i];
-            cnt[i] = 0;
-            if (!live[i] || s->n_draft == 0 || s->n_draft >= want[i]) continue;
-            first[i] = n;
-            cnt[i] = 1;
-            e->b_tok[n] = s->draft[s->n_draft - 1];
-            e->b_pos[n] = s->d_fed;
-            e->b_seq[n] = s->slot;
-            e->b_logits[n] = 1;
-            n++;
-        }
-        if (n == 0) break;
-        tr_batch b = {.n_tokens = n, .token = e->b_tok, .pos = e->b_pos, .seq_id = e->b_seq, .logits = e->b_logits};
-        tr_error err = {{0}};
-        const bool ok = tr_decode(e->dc, &b, &err) == TR_OK;
-        for (int32_t i = 0; i < n_dec; i++) {
-            seq *s = dec[i];
-            if (!cnt[i]) continue;
-            if (!ok) {
-                live[i] = 0;
-                continue;
-            }
-            s->d_fed++;
-            s->draft[s->n_draft++] = argmax_row(tr_get_logits(e->dc, first[i]), nv);
+            if (s->d_fed == s->n_tok + s->n_draft)
+                s->draft[s->n_draft++] = argmax_row(tr_get_logits(e->dc, first[i] + cnt[i] - 1), nv);
         }
     }
 }
