@@ -14,8 +14,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (r.max_tokens == 0 || r.n_stop > SRV_MAX_STOP || r.top_logprobs > SRV_MAX_TOP_LOGPROBS) abort();
             if (r.n_choices < 1 || r.n_choices > SRV_MAX_CHOICES) abort();
             if (r.sampling.temp < 0 || r.sampling.temp > 2 || r.sampling.top_p < 0 || r.sampling.top_p > 1) abort();
-            for (size_t i = 0; i < r.n_prompt_ids; i++)
-                if (r.prompt_ids[i] < 0 || r.prompt_ids[i] >= 1000) abort();
+            if (k == SRV_KIND_COMPLETION && (r.n_prompts < 1 || r.n_prompts * (size_t)r.n_choices > SRV_MAX_JOBS))
+                abort();
+            for (size_t p = 0; p < r.n_prompts; p++) {
+                if (!r.prompts[p].text == !r.prompts[p].ids) abort();
+                for (size_t i = 0; i < r.prompts[p].n_ids; i++)
+                    if (r.prompts[p].ids[i] < 0 || r.prompts[p].ids[i] >= 1000) abort();
+            }
             srv_request_free(&r);
         } else {
             char *js = srv_error_json(&e);

@@ -373,10 +373,11 @@ static bool authorized(srv_server *s, const http1_request *rq) {
 
 /* ---------------------------------------------------------------- jobs */
 
-/* A request's jobs, one per choice ("n"), in index order. */
+/* A request's jobs, one per prompt and choice ("n"), in index order (prompt * n + choice). */
 typedef struct job_set {
-    srv_job *job[SRV_MAX_CHOICES];
+    srv_job *job[SRV_MAX_JOBS];
     int n;
+    int per_prompt; /* "n" */
 } job_set;
 
 static void jobs_cancel(srv_sched *s, const job_set *js) {
@@ -388,29 +389,33 @@ static void jobs_release(srv_sched *s, job_set *js) {
     js->n = 0;
 }
 
-/* The request's n jobs, each owning its copy of the prompt and of the
- * generation settings (sampling, stop strings, logprobs). Choice i's seed is
- * the request's + i when it brings one, so a fixed seed reproduces every
- * choice; without one the scheduler draws each its own. Takes over neither
- * req nor ids. False: out of memory, no job left. */
-static bool make_jobs(srv_sched *s, const srv_request *req, const int32_t *ids, int32_t n_ids, double deadline,
-                      job_set *js) {
+/* The request's jobs: for each prompt, n choices, each owning its copy of
+ * the prompt and of the generation settings (sampling, stop strings,
+ * logprobs). Choice i's seed is the request's + i when it brings one, so a
+ * fixed seed reproduces every choice, and a prompt of a list gets what it
+ * would get alone; without one the scheduler draws each its own. Takes over
+ * neither req nor ids. False: out of memory, no job left. */
+static bool make_jobs(srv_sched *s, const srv_request *req, int32_t *const *ids, const int32_t *n_ids,
+                      int n_prompts, double deadline, job_set *js) {
     js->n = 0;
-    for (int i = 0; i < req->n_choices; i++) {
-        srv_request copy;
-        int32_t *prompt = malloc(sizeof *prompt * (size_t)n_ids);
-        srv_job *j = NULL;
-        if (prompt && srv_request_copy_settings(req, &copy)) {
-            memcpy(prompt, ids, sizeof *prompt * (size_t)n_ids);
-            if (copy.has_seed) copy.sampling.seed += (uint64_t)i;
-            if (!(j = srv_job_new(&copy, prompt, n_ids, deadline))) srv_request_free(&copy);
+    js->per_prompt = req->n_choices;
+    for (int p = 0; p < n_prompts; p++) {
+        for (int i = 0; i < req->n_choices; i++) {
+            srv_request copy;
+            int32_t *prompt = malloc(sizeof *prompt * (size_t)n_ids[p]);
+            srv_job *j = NULL;
+            if (prompt && srv_request_copy_settings(req, &copy)) {
+                memcpy(prompt, ids[p], sizeof *prompt * (size_t)n_ids[p]);
+                if (copy.has_seed) copy.sampling.seed += (uint64_t)i;
+                if (!(j = srv_job_new(&copy, prompt, n_ids[p], deadline))) srv_request_free(&copy);
+            }
+            if (!j) {
+                free(prompt);
+                jobs_release(s, js);
+                return false;
+            }
+            js->job[js->n++] = j;
         }
-        if (!j) {
-            free(prompt);
-            jobs_release(s, js);
-            return false;
-        }
-        js->job[js->n++] = j;
     }
     return true;
 }
@@ -444,7 +449,7 @@ static srv_result result_base(srv_server *s, srv_kind kind, const char *id, int6
                         .piece = piece_cb, .piece_ctx = &s->eng};
 }
 
-/* Every job DONE. Usage counts the prompt once, as OpenAI does for n
+/* Every job DONE. Usage counts each prompt once, as OpenAI does for n
  * choices, and the tokens of every choice. cached_tokens is choice 0's:
  * the choices are handed to the engine together, in order, so choice 0 is
  * the one that takes the prompt from what earlier requests left in the
@@ -453,8 +458,11 @@ static srv_result result_base(srv_server *s, srv_kind kind, const char *id, int6
  * same request with n = 1 reports, and never says that a prompt counted
  * once was served from the cache when it was computed. */
 static void set_usage(srv_result *r, const job_set *js) {
-    r->prompt_tokens = js->job[0]->n_prompt;
-    r->cached_tokens = js->job[0]->n_cached;
+    r->prompt_tokens = r->cached_tokens = 0;
+    for (int i = 0; i < js->n; i += js->per_prompt) { /* each prompt of a list, once */
+        r->prompt_tokens += js->job[i]->n_prompt;
+        r->cached_tokens += js->job[i]->n_cached;
+    }
     r->completion_tokens = r->accepted_tokens = r->rejected_tokens = 0;
     for (int i = 0; i < js->n; i++) {
         r->completion_tokens += js->job[i]->n_gen;
@@ -482,7 +490,7 @@ typedef struct stream {
     srv_server *s;
     conn *conn;
     job_set jobs;
-    stream_choice ch[SRV_MAX_CHOICES];
+    stream_choice ch[SRV_MAX_JOBS];
     srv_kind kind;
     char id[48];
     int64_t created;
@@ -621,7 +629,7 @@ static bool stream_fill(stream *st) {
     pthread_mutex_t *mu = srv_sched_mutex(st->s->sched);
     pthread_mutex_lock(mu);
     bool here = stream_wait(st, mu);
-    bool news[SRV_MAX_CHOICES];
+    bool news[SRV_MAX_JOBS];
     for (int i = 0; i < st->jobs.n; i++) news[i] = here && has_news(st, i);
     pthread_mutex_unlock(mu);
     if (!here) {
@@ -728,7 +736,7 @@ static bool answer_when_done(conn_req *r, srv_kind kind, job_set *js,
     char id[48];
     make_id(s, kind, id, sizeof id);
     int64_t created = srv_unix_time();
-    srv_result res[SRV_MAX_CHOICES];
+    srv_result res[SRV_MAX_JOBS];
     for (int i = 0; i < js->n; i++) {
         const srv_job *j = js->job[i];
         static const srv_token_lp none[1];
@@ -748,13 +756,13 @@ static bool answer_when_done(conn_req *r, srv_kind kind, job_set *js,
 
 /* Queue the request's jobs and answer: a stream, or the whole response.
  * Takes over req and ids. */
-static bool generate(conn_req *r, srv_kind kind, srv_request *req,
-                                int32_t *ids, int32_t n_ids) {
+static bool generate(conn_req *r, srv_kind kind, srv_request *req, int32_t **ids, int32_t *n_ids,
+                     int n_prompts) {
     srv_server *s = r->s;
     double deadline = s->cfg.request_timeout > 0 ? r->t0 + s->cfg.request_timeout : 0;
     job_set js;
-    bool made = make_jobs(s->sched, req, ids, n_ids, deadline, &js);
-    free(ids);
+    bool made = make_jobs(s->sched, req, ids, n_ids, n_prompts, deadline, &js);
+    for (int p = 0; p < n_prompts; p++) free(ids[p]);
     if (!made) {
         srv_request_free(req);
         return fail(r, 500, "server_error", NULL, NULL, "out of memory");
@@ -768,8 +776,8 @@ static bool generate(conn_req *r, srv_kind kind, srv_request *req,
                         "the server is busy: every slot is generating and the queue is full; retry later");
         if (rc == 3)
             return fail(r, 400, "invalid_request_error", NULL, "n",
-                        "'n' asks for more choices than this server generates and queues at once "
-                        "(--parallel plus --queue): ask for fewer");
+                        "the request asks for more completions (prompts times 'n') than this server generates "
+                        "and queues at once (--parallel plus --queue): ask for fewer");
         return fail(r, 503, "server_error", "shutting_down", NULL, "the server is shutting down");
     }
     pthread_mutex_lock(&s->mu);
@@ -791,49 +799,51 @@ static bool handle_generate(conn_req *r, srv_kind kind) {
                            &eng->defaults, &req, &e))
         return reply_error(r, &e);
 
-    /* The prompt, as the model's tokens. */
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    tr_error terr = {{0}};
-    const char *param = kind == SRV_KIND_CHAT ? "messages" : "prompt";
-    if (kind == SRV_KIND_CHAT) {
-        char *text = NULL;
-        if (eng->chat_format(eng->self, req.msgs, req.n_msgs, &text, &terr) != TR_OK) {
-            srv_request_free(&req);
-            return fail(r, 400, "invalid_request_error", NULL, param, terr.msg);
+    /* The prompts, as the model's tokens (a chat is one). */
+    int n_prompts = kind == SRV_KIND_CHAT ? 1 : (int)req.n_prompts;
+    int32_t *ids[SRV_MAX_JOBS] = {0};
+    int32_t n_ids[SRV_MAX_JOBS] = {0};
+    for (int p = 0; p < n_prompts; p++) {
+        char param[32];
+        snprintf(param, sizeof param, kind == SRV_KIND_CHAT ? "messages" : n_prompts > 1 ? "prompt[%d]" : "prompt", p);
+        size_t n = 0;
+        tr_error terr = {{0}};
+        tr_status st = TR_OK;
+        if (kind == SRV_KIND_CHAT) {
+            char *text = NULL;
+            st = eng->chat_format(eng->self, req.msgs, req.n_msgs, &text, &terr);
+            if (st == TR_OK) st = eng->tokenize(eng->self, text, strlen(text), &ids[p], &n, &terr);
+            free(text);
+        } else if (req.prompts[p].text) {
+            const char *t = req.prompts[p].text;
+            st = eng->tokenize(eng->self, t, strlen(t), &ids[p], &n, &terr);
+        } else {
+            ids[p] = req.prompts[p].ids;
+            n = req.prompts[p].n_ids;
+            req.prompts[p].ids = NULL;
+            req.prompts[p].n_ids = 0;
         }
-        tr_status st = eng->tokenize(eng->self, text, strlen(text), &ids, &n_ids, &terr);
-        free(text);
-        if (st != TR_OK) {
-            srv_request_free(&req);
-            return fail(r, 400, "invalid_request_error", NULL, param, terr.msg);
-        }
-    } else if (req.prompt) {
-        if (eng->tokenize(eng->self, req.prompt, strlen(req.prompt), &ids, &n_ids, &terr) != TR_OK) {
-            srv_request_free(&req);
-            return fail(r, 400, "invalid_request_error", NULL, param, terr.msg);
-        }
-    } else {
-        ids = req.prompt_ids;
-        n_ids = req.n_prompt_ids;
-        req.prompt_ids = NULL;
-        req.n_prompt_ids = 0;
-    }
-    if (n_ids == 0 || n_ids >= (size_t)eng->n_ctx) {
-        char msg[256];
-        if (n_ids == 0)
-            snprintf(msg, sizeof msg, "the prompt is empty: it gave no tokens");
-        else
+        char msg[600];
+        const char *code = NULL;
+        if (st != TR_OK)
+            snprintf(msg, sizeof msg, "%s", terr.msg);
+        else if (n == 0)
+            snprintf(msg, sizeof msg, "the %s is empty: it gave no tokens", kind == SRV_KIND_CHAT ? "prompt" : param);
+        else if (n >= (size_t)eng->n_ctx) {
+            code = "context_length_exceeded";
             snprintf(msg, sizeof msg,
-                     "the prompt is %zu tokens long, but the context holds %d tokens (prompt and answer together): "
+                     "the %s is %zu tokens long, but the context holds %d tokens (prompt and answer together): "
                      "shorten the prompt or start the server with a larger -c",
-                     n_ids, (int)eng->n_ctx);
-        free(ids);
+                     kind == SRV_KIND_CHAT ? "prompt" : param, n, (int)eng->n_ctx);
+        } else {
+            n_ids[p] = (int32_t)n;
+            continue;
+        }
+        for (int q = 0; q <= p; q++) free(ids[q]);
         srv_request_free(&req);
-        return fail(r, 400, "invalid_request_error", n_ids ? "context_length_exceeded" : NULL, param, msg);
+        return fail(r, 400, "invalid_request_error", code, param, msg);
     }
-
-    return generate(r, kind, &req, ids, (int32_t)n_ids);
+    return generate(r, kind, &req, ids, n_ids, n_prompts);
 }
 
 /* -------------------------------------------------------------- routing */

@@ -202,42 +202,53 @@ static bool parse_messages(json_t *root, srv_request *r, srv_error *e) {
     return true;
 }
 
+/* One prompt: a string or a non-empty list of token ids. name: how errors call it. */
+static bool parse_one_prompt(json_t *p, const char *name, int32_t n_vocab, srv_prompt *out, srv_error *e) {
+    if (json_is_string(p)) {
+        if (memchr(json_string_value(p), '\0', json_string_length(p)))
+            return BAD(name, "'%s' must not contain NUL characters", name);
+        out->text = dup_n(json_string_value(p), json_string_length(p));
+        return out->text ? true : oom(e);
+    }
+    if (!json_is_array(p)) return BAD(name, "'%s' must be a string or a list of token ids, not %s", name, json_kind(p));
+    size_t n = json_array_size(p);
+    if (n == 0) return BAD(name, "'%s' must not be an empty list", name);
+    out->ids = malloc(n * sizeof *out->ids);
+    if (!out->ids) return oom(e);
+    for (size_t i = 0; i < n; i++) {
+        json_t *t = json_array_get(p, i);
+        char at[64];
+        snprintf(at, sizeof at, "%s[%zu]", name, i);
+        if (!json_is_integer(t)) return BAD(at, "'%s' must be a token id (an integer), not %s", at, json_kind(t));
+        json_int_t id = json_integer_value(t);
+        if (id < 0 || id >= n_vocab)
+            return BAD(at, "'%s' = %lld is not a token id: the vocabulary has %d tokens", at, (long long)id,
+                       (int)n_vocab);
+        out->ids[i] = (int32_t)id;
+    }
+    out->n_ids = n;
+    return true;
+}
+
+/* "prompt", as the OpenAI API takes it: a string, a list of token ids, a list
+ * of strings, or a list of token-id lists (one choice per prompt). */
 static bool parse_prompt(json_t *root, int32_t n_vocab, srv_request *r, srv_error *e) {
     json_t *p = json_object_get(root, "prompt");
     if (!p || json_is_null(p)) return BAD("prompt", "'prompt' is required");
-    if (json_is_string(p)) {
-        if (memchr(json_string_value(p), '\0', json_string_length(p)))
-            return BAD("prompt", "'prompt' must not contain NUL characters");
-        r->prompt = dup_n(json_string_value(p), json_string_length(p));
-        return r->prompt ? true : oom(e);
-    }
-    if (!json_is_array(p)) return BAD("prompt", "'prompt' must be a string or an array, not %s", json_kind(p));
-    size_t n = json_array_size(p);
-    if (n == 0) return BAD("prompt", "'prompt' must not be an empty array");
-    json_t *first = json_array_get(p, 0);
-    if (json_is_string(first)) {
-        if (memchr(json_string_value(first), '\0', json_string_length(first)))
-            return BAD("prompt", "'prompt' must not contain NUL characters");
-        if (n > 1) return BAD("prompt", "'prompt' holds %zu prompts: only one per request is supported", n);
-        r->prompt = dup_n(json_string_value(first), json_string_length(first));
-        return r->prompt ? true : oom(e);
-    }
-    if (json_is_array(first)) return BAD("prompt", "'prompt' as a list of token lists is not supported: send one prompt");
-    /* A list of token ids. */
-    r->prompt_ids = malloc(n * sizeof *r->prompt_ids);
-    if (!r->prompt_ids) return oom(e);
+    bool list = json_is_array(p) && json_array_size(p) > 0 &&
+                (json_is_string(json_array_get(p, 0)) || json_is_array(json_array_get(p, 0)));
+    size_t n = list ? json_array_size(p) : 1;
+    if (n > SRV_MAX_JOBS)
+        return BAD("prompt", "'prompt' holds %zu prompts: at most %d per request", n, SRV_MAX_JOBS);
+    r->prompts = calloc(n, sizeof *r->prompts);
+    if (!r->prompts) return oom(e);
+    r->n_prompts = n;
+    if (!list) return parse_one_prompt(p, "prompt", n_vocab, &r->prompts[0], e);
     for (size_t i = 0; i < n; i++) {
-        json_t *t = json_array_get(p, i);
-        char name[48];
+        char name[32];
         snprintf(name, sizeof name, "prompt[%zu]", i);
-        if (!json_is_integer(t)) return BAD(name, "'%s' must be a token id (an integer), not %s", name, json_kind(t));
-        json_int_t id = json_integer_value(t);
-        if (id < 0 || id >= n_vocab)
-            return BAD(name, "'%s' = %lld is not a token id: the vocabulary has %d tokens", name,
-                       (long long)id, (int)n_vocab);
-        r->prompt_ids[i] = (int32_t)id;
+        if (!parse_one_prompt(json_array_get(p, i), name, n_vocab, &r->prompts[i], e)) return false;
     }
-    r->n_prompt_ids = n;
     return true;
 }
 
@@ -314,6 +325,9 @@ static bool parse_fields(json_t *root, srv_kind kind, const char *model_id, int3
 
     if (!get_int(root, "n", 1, SRV_MAX_CHOICES, &x, &given, e)) return false;
     r->n_choices = given ? (int)x : 1;
+    if (r->n_prompts * (size_t)r->n_choices > SRV_MAX_JOBS)
+        return BAD("n", "%zu prompts with 'n' = %d ask for %zu completions: at most %d per request", r->n_prompts,
+                   r->n_choices, r->n_prompts * (size_t)r->n_choices, SRV_MAX_JOBS);
     if (!get_int(root, "best_of", 1, 1, &x, &given, e)) {
         snprintf(e->message, sizeof e->message, "'best_of' other than 1 is not supported");
         return false;
@@ -428,8 +442,11 @@ bool srv_request_parse(srv_kind kind, const char *body, size_t len, const char *
 void srv_request_free(srv_request *r) {
     for (size_t i = 0; i < r->n_msgs; i++) free((char *)r->msgs[i].content);
     free(r->msgs);
-    free(r->prompt);
-    free(r->prompt_ids);
+    for (size_t i = 0; i < r->n_prompts; i++) {
+        free(r->prompts[i].text);
+        free(r->prompts[i].ids);
+    }
+    free(r->prompts);
     for (size_t i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->stop);
     memset(r, 0, sizeof *r);
@@ -439,9 +456,8 @@ bool srv_request_copy_settings(const srv_request *src, srv_request *dst) {
     *dst = *src;
     dst->msgs = NULL;
     dst->n_msgs = 0;
-    dst->prompt = NULL;
-    dst->prompt_ids = NULL;
-    dst->n_prompt_ids = 0;
+    dst->prompts = NULL;
+    dst->n_prompts = 0;
     dst->n_stop = 0;
     dst->stop = calloc(src->n_stop ? src->n_stop : 1, sizeof *dst->stop);
     bool ok = dst->stop != NULL;

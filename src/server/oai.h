@@ -32,16 +32,24 @@ char *srv_error_json(const srv_error *e);
 #define SRV_MAX_STOP 16
 #define SRV_MAX_STOP_LEN 256
 #define SRV_MAX_CHOICES 8 /* "n": the choices one request may ask for */
+#define SRV_MAX_JOBS 32   /* prompts x "n": the generations one request may ask for */
+
+/* One prompt of a completion request: text (owned), or token ids when text is NULL. */
+typedef struct srv_prompt {
+    char *text;
+    int32_t *ids;
+    size_t n_ids;
+} srv_prompt;
 
 typedef struct srv_request {
     srv_kind kind;
     /* chat: the conversation (strings owned) */
     tr_chat_msg *msgs;
     size_t n_msgs;
-    /* completion: the prompt as text (owned), or as token ids when prompt is NULL */
-    char *prompt;
-    int32_t *prompt_ids;
-    size_t n_prompt_ids;
+    /* completion: the prompts, in order (a string, a list of token ids, or a list of either:
+     * one choice per prompt and "n", index = prompt * n + choice, as OpenAI numbers them) */
+    srv_prompt *prompts;
+    size_t n_prompts;
     /* generation */
     int32_t max_tokens;        /* -1: until the context is full */
     int n_choices;             /* "n": 1..SRV_MAX_CHOICES */

@@ -67,10 +67,16 @@ TT_TEST(missing_and_wrong_messages) {
 
 TT_TEST(missing_and_wrong_prompt) {
     expect_error(SRV_KIND_COMPLETION, "{}", 400, "prompt", "'prompt' is required");
-    expect_error(SRV_KIND_COMPLETION, "{\"prompt\": 7}", 400, "prompt", "string or an array");
+    expect_error(SRV_KIND_COMPLETION, "{\"prompt\": 7}", 400, "prompt", "string or a list");
     expect_error(SRV_KIND_COMPLETION, "{\"prompt\": []}", 400, "prompt", "empty");
-    expect_error(SRV_KIND_COMPLETION, "{\"prompt\": [\"a\",\"b\"]}", 400, "prompt", "only one");
     expect_error(SRV_KIND_COMPLETION, "{\"prompt\": [1, 5000]}", 400, "prompt[1]", "not a token id");
+    /* a list of prompts: each checked, named by its place */
+    expect_error(SRV_KIND_COMPLETION, "{\"prompt\": [\"a\", 7]}", 400, "prompt[1]", "string or a list");
+    expect_error(SRV_KIND_COMPLETION, "{\"prompt\": [\"a\", []]}", 400, "prompt[1]", "empty");
+    expect_error(SRV_KIND_COMPLETION, "{\"prompt\": [[1, 2], [3, 5000]]}", 400, "prompt[1][1]", "not a token id");
+    expect_error(SRV_KIND_COMPLETION, "{\"prompt\": [\"a\", \"b\\u0000\"]}", 400, "prompt[1]", "NUL");
+    expect_error(SRV_KIND_COMPLETION, "{\"prompt\": [\"a\", \"b\", \"c\", \"d\", \"e\"], \"n\": 7}", 400, "n",
+                 "at most 32");
     expect_error(SRV_KIND_COMPLETION, "{\"prompt\": \"x\", \"echo\": true}", 400, "echo", "not supported");
 }
 
@@ -197,7 +203,8 @@ TT_TEST(good_completion_request_defaults) {
     tr_sampler_params d = defaults();
     const char *b1 = "{\"prompt\":[\"once upon\"],\"stop\":\"\\n\",\"logprobs\":2,\"max_tokens\":null}";
     TT_CHECK(srv_request_parse(SRV_KIND_COMPLETION, b1, strlen(b1), "gemma", 1000, &d, &r, &e));
-    TT_CHECK_STR(r.prompt, "once upon");
+    TT_CHECK(r.n_prompts == 1 && !r.prompts[0].ids);
+    TT_CHECK_STR(r.prompts[0].text, "once upon");
     TT_CHECK_EQ_INT(r.max_tokens, -1);
     TT_CHECK_NEAR(r.sampling.temp, 0.8, 1e-6); /* left to the defaults */
     TT_CHECK_EQ_INT(r.sampling.top_k, 40);
@@ -209,7 +216,15 @@ TT_TEST(good_completion_request_defaults) {
     srv_request_free(&r);
     const char *b2 = "{\"prompt\":[2, 17, 999]}";
     TT_CHECK(srv_request_parse(SRV_KIND_COMPLETION, b2, strlen(b2), "gemma", 1000, &d, &r, &e));
-    TT_CHECK(r.prompt == NULL && r.n_prompt_ids == 3 && r.prompt_ids[2] == 999);
+    TT_CHECK(r.n_prompts == 1 && r.prompts[0].text == NULL && r.prompts[0].n_ids == 3 && r.prompts[0].ids[2] == 999);
+    srv_request_free(&r);
+    /* A list of prompts, strings and token lists mixed, as the OpenAI API takes them. */
+    const char *b4 = "{\"prompt\":[\"one\", [5, 6], \"three\"], \"n\": 2}";
+    TT_CHECK(srv_request_parse(SRV_KIND_COMPLETION, b4, strlen(b4), "gemma", 1000, &d, &r, &e));
+    TT_CHECK(r.n_prompts == 3 && r.n_choices == 2);
+    TT_CHECK_STR(r.prompts[0].text, "one");
+    TT_CHECK(r.prompts[1].text == NULL && r.prompts[1].n_ids == 2 && r.prompts[1].ids[0] == 5 && r.prompts[1].ids[1] == 6);
+    TT_CHECK_STR(r.prompts[2].text, "three");
     srv_request_free(&r);
     const char *b3 = "{\"prompt\":\"x\",\"cache_prompt\":false,\"ignore_eos\":true}";
     TT_CHECK(srv_request_parse(SRV_KIND_COMPLETION, b3, strlen(b3), "gemma", 1000, &d, &r, &e));
@@ -271,7 +286,7 @@ TT_TEST(settings_copy_owns_its_stop_strings) {
     TT_CHECK(srv_request_parse(SRV_KIND_COMPLETION, body, strlen(body), "gemma", 1000, &d, &r, &e));
     TT_CHECK(srv_request_copy_settings(&r, &c));
     srv_request_free(&r); /* the copy must not share anything with it */
-    TT_CHECK(c.prompt == NULL && c.msgs == NULL && c.prompt_ids == NULL);
+    TT_CHECK(c.prompts == NULL && c.n_prompts == 0 && c.msgs == NULL);
     TT_CHECK_EQ_INT(c.n_stop, 2);
     TT_CHECK_STR(c.stop[0], "ab");
     TT_CHECK_STR(c.stop[1], "c");

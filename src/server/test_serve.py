@@ -149,6 +149,26 @@ def test_prompt_as_list_of_one_string(client):
     assert a.choices[0].text == b.choices[0].text
 
 
+def test_a_list_of_prompts_answers_each_as_alone(client, llama_ref):
+    """/v1/completions with a list of prompts (strings and token lists) and n: one choice per prompt and n,
+    index = prompt * n + choice as OpenAI numbers them; each choice is what that prompt gets alone, bit for bit
+    (a fixed seed at temperature 0.8), streamed or not; usage counts each prompt once (llama.cpp's tokenizer)."""
+    prompts = [PROMPT, "Once upon a time", "def fib(n):"]
+    ids = llama_ref.tokenize(prompts[2].encode(), add_bos=True, special=True)
+    sent = [prompts[0], prompts[1], ids]
+    kw = dict(temperature=0.8, seed=99, max_tokens=12, logprobs=2)
+    many = complete(client, prompt=sent, n=2, **kw)
+    assert [c.index for c in many.choices] == list(range(6))
+    alone = [complete(client, prompt=p, n=2, **kw) for p in sent]
+    for k, c in enumerate(many.choices):
+        assert completion_key(c) == completion_key(alone[k // 2].choices[k % 2]), k
+    assert many.usage.prompt_tokens == sum(len(llama_ref.tokenize(p.encode(), add_bos=True, special=True))
+                                           for p in prompts)
+    assert many.usage.completion_tokens == sum(a.usage.completion_tokens for a in alone)
+    got, _ = stream_choices(complete(client, prompt=sent, n=2, stream=True, **kw), chat_mode=False)
+    assert got == {c.index: (c.text, c.finish_reason) for c in many.choices}
+
+
 def test_temperature_zero_equals_trinity_run(client, model_path):
     n = 24
     r = complete(client, temperature=0, max_tokens=n)

@@ -616,7 +616,7 @@ TT_TEST(n_choices_fill_the_queue_and_cancel_together) {
     /* One slot, one queue place. Three choices never fit: 400 naming n. */
     long cancelled = metric(P2, "trinity_requests_cancelled_total");
     resp r = call(P2, "POST", "/v1/completions", KEY, "{\"prompt\":\"a\",\"n\":3}");
-    check_error(&r, 400, NULL, "more choices");
+    check_error(&r, 400, NULL, "more completions");
     TT_CHECK(strstr(r.body, "\"param\":\"n\"") != NULL);
     resp_free(&r);
     /* With one place taken, two choices do not fit now (though one would): 429. */
