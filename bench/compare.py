@@ -18,7 +18,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRINITY = os.environ.get("TRINITY_BIN", os.path.join(ROOT, "build", "trinity"))
-GEN_TYPES = {"q8_0": "Q8_0", "q4_k_m": "Q4_K_M", "q4_0": "Q4_0", "f16": "F16"}
+GEN_TYPES = {"q8_0": "Q8_0", "q4_k_m": "Q4_K_M", "q4_0": "Q4_0", "f16": "F16", "tq1_0": "TQ1_0", "tq2_0": "TQ2_0"}
 
 
 def model_file(key: str) -> str:

@@ -286,7 +286,8 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None):
     if arch == "gemma3":
         w.add_eot_token_id(4)
         w.add_add_space_prefix(False)
-    w.add_file_type({"F32": 0, "F16": 1, "Q4_0": 2, "Q8_0": 7, "Q5_0": 8, "Q4_K": 15, "Q4_K_M": 15}[wtype])
+    w.add_file_type({"F32": 0, "F16": 1, "Q4_0": 2, "Q8_0": 7, "Q5_0": 8, "Q4_K": 15, "Q4_K_M": 15,
+                     "TQ1_0": 36, "TQ2_0": 37}[wtype])
 
     for name, x, is_matrix, layer in tensors:
         if is_matrix:
@@ -305,7 +306,7 @@ def main():
     ap.add_argument("--arch", choices=ARCHES, required=True)
     ap.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
     ap.add_argument("--type", dest="wtype", default="F32",
-                    choices=("F32", "F16", "Q8_0", "Q5_0", "Q4_0", "Q4_K", "Q4_K_M"),
+                    choices=("F32", "F16", "Q8_0", "Q5_0", "Q4_0", "Q4_K", "Q4_K_M", "TQ1_0", "TQ2_0"),
                     help="weight type of the 2-D tensors (norms and biases stay F32)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--vocab", type=int, default=0, help="vocabulary size (default: the shape's)")

@@ -1,4 +1,4 @@
-/* AVX2 kernels for the k-quants (Q2_K..Q6_K) and TQ2_0 against tr_q8k
+/* AVX2 kernels for the k-quants (Q2_K..Q6_K) and TQ1_0/TQ2_0 against tr_q8k
  * activations; see matmul_avx2.c for the common scheme. */
 #include "avx2_common.h"
 
@@ -531,6 +531,52 @@ TILE void tq2_0_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int6
     }
 }
 
+/* TQ1_0: five trits per byte in base 3 (see matmul_ref.c). The trit k of a
+ * byte b is the top of (b * 3^k mod 256) * 3, that is 0, 1 or 2 as
+ * q = b * 3^k mod 256 is below 86, below 171, or above: q advances by byte
+ * adds (q + q + q wraps mod 256 as the reference's uint8_t does) and the
+ * thresholds are two signed compares of q ^ 0x80; no multiply pipe is used
+ * until the products, which are TQ2_0's (codes 0..2, the -1 through the
+ * activation sums). The eight vectors of 32 codes follow the activations'
+ * order: qs[0..31] give 0..159 (one power each), qs[32..47] 160..239 (two
+ * powers a vector), qh[0..3] 240..255 (four bytes a power). */
+TILE __m256i tq1_trits(__m256i q) {
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+    const __m256i t1 = _mm256_set1_epi8((char)(85 ^ 0x80)), t2 = _mm256_set1_epi8((char)(170 ^ 0x80));
+    __m256i f = _mm256_xor_si256(q, flip);
+    return _mm256_sub_epi8(_mm256_setzero_si256(),
+                           _mm256_add_epi8(_mm256_cmpgt_epi8(f, t1), _mm256_cmpgt_epi8(f, t2)));
+}
+TILE __m256i times3(__m256i q) { return _mm256_add_epi8(q, _mm256_add_epi8(q, q)); }
+TILE __m128i times3_128(__m128i q) { return _mm_add_epi8(q, _mm_add_epi8(q, q)); }
+
+TILE void tq1_0_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i T[8];
+    __m256i q = _mm256_loadu_si256((const __m256i *)w);
+    for (int k = 0; k < 5; k++) {
+        T[k] = tq1_trits(q);
+        if (k < 4) q = times3(q);
+    }
+    __m128i h0 = _mm_loadu_si128((const __m128i *)(w + 32)); /* powers 0..4 of qs[32..47] */
+    __m128i h1 = times3_128(h0), h2 = times3_128(h1), h3 = times3_128(h2), h4 = times3_128(h3);
+    uint32_t qh;
+    memcpy(&qh, w + 48, 4);
+    __m128i e0 = _mm_set1_epi32((int)qh), e1 = times3_128(e0), e2 = times3_128(e1), e3 = times3_128(e2);
+    __m128i e = _mm_blend_epi32(_mm_blend_epi32(e0, e1, 0x2), _mm_blend_epi32(e2, e3, 0x8), 0xc);
+    T[5] = tq1_trits(_mm256_set_m128i(h1, h0));
+    T[6] = tq1_trits(_mm256_set_m128i(h3, h2));
+    T[7] = tq1_trits(_mm256_set_m128i(e, h4));
+    FOR_T(j) {
+        const tr_q8k *x = ACTK(j, b);
+        __m256i s = _mm256_maddubs_epi16(T[0], _mm256_loadu_si256((const __m256i *)x->qs));
+        for (int i = 1; i < 8; i++)
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(T[i], _mm256_loadu_si256((const __m256i *)(x->qs + 32 * i))));
+        __m256i v = _mm256_madd_epi16(_mm256_sub_epi16(s, _mm256_loadu_si256((const __m256i *)x->bsums)), ones);
+        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(h2f(w + 52) * x->d), acc[j]);
+    }
+}
+
 /* Tiles and one-token blocks from a per-super-block body. */
 #define TILE_FROM_SB(name, sb, bytes)                                                            \
     TILE void name##_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) { \
@@ -547,6 +593,7 @@ TILE void tq2_0_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int6
 TILE_FROM_SB(q2_k, q2_k_sb, 84)
 TILE_FROM_SB(q3_k, q3_k_sb, 110)
 TILE_FROM_SB(tq2_0, tq2_0_sb, 66)
+TILE_FROM_SB(tq1_0, tq1_0_sb, 54)
 
 /* Generation (one token): two rows at once, each its own accumulator chain
  * (independent work for the out-of-order core), taken from the two halves
@@ -594,6 +641,7 @@ GEMM_KQUANT(gemm_q5_k, q5_k_tile, q5_k_block, 176, __m256, _mm256_setzero_ps(), 
 GEMM_KQUANT(gemm_q6_k, q6_k_tile, q6_k_block, 210, __m256, _mm256_setzero_ps(), hsum_ps, tr_q8k)
 GEMM_KQUANT(gemm_q3_k, q3_k_tile, q3_k_block, 110, __m256, _mm256_setzero_ps(), hsum_ps, tr_q8k)
 GEMM_KQUANT(gemm_tq2_0, tq2_0_tile, tq2_0_block, 66, __m256, _mm256_setzero_ps(), hsum_ps, tr_q8k)
+GEMM_KQUANT(gemm_tq1_0, tq1_0_tile, tq1_0_block, 54, __m256, _mm256_setzero_ps(), hsum_ps, tr_q8k)
 
 tr_gemm_fn tr_gemm_avx2_kquant(int type) {
     switch (type) {
@@ -603,6 +651,7 @@ tr_gemm_fn tr_gemm_avx2_kquant(int type) {
     case TR_TYPE_Q6_K: return gemm_q6_k;
     case TR_TYPE_Q3_K: return gemm_q3_k;
     case TR_TYPE_TQ2_0: return gemm_tq2_0;
+    case TR_TYPE_TQ1_0: return gemm_tq1_0;
     default: return NULL;
     }
 }

@@ -366,7 +366,8 @@ TT_TEST(q8a_conversion_avx2_matches_reference) {
  * show as a large error. Scales stay sane, quants are all-ones bytes. */
 TT_TEST(kquant_extreme_values_match_reference) {
     const tr_cpu_features *f = tr_cpu_get();
-    static const int kt[] = {TR_TYPE_Q2_K, TR_TYPE_Q3_K, TR_TYPE_Q4_K, TR_TYPE_Q5_K, TR_TYPE_Q6_K, TR_TYPE_TQ2_0};
+    static const int kt[] = {TR_TYPE_Q2_K, TR_TYPE_Q3_K, TR_TYPE_Q4_K, TR_TYPE_Q5_K, TR_TYPE_Q6_K, TR_TYPE_TQ1_0,
+                             TR_TYPE_TQ2_0};
     if (!(f->avx2 && f->fma && f->f16c)) {
         TT_SKIP("not run on this CPU: %s", avx2_missing(f));
         return;
