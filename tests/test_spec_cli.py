@@ -61,3 +61,30 @@ def test_bad_settings_are_refused(model_path, tmp_path):
                     "Q8_0", "-o", other], check=True, capture_output=True)
     p = run_trinity("run", "-m", model_path, "-md", other, "--spec", "draft", "-p", "Hi", "-n", 2)
     assert p.returncode != 0 and "vocabulary" in p.stderr and "other-vocab" in p.stderr, p.stderr
+
+
+def test_bench_spec_times_both_and_checks_the_tokens(model_path, tmp_path):
+    """`trinity bench --spec`: plain and speculative generation after the same text, timed in one run; the
+    speculative tokens must be plain decoding's (the bench compares them and fails otherwise), and the guesses
+    on text that repeats itself are mostly accepted."""
+    import json
+    f = tmp_path / "prompt.txt"
+    f.write_text(GROUNDED)
+    for kind in ("ngram", "lookahead"):
+        p = run_trinity("bench", "-m", model_path, "-p", 0, "-n", 24, "-r", 1, "-t", 2, "--no-bw", "--json",
+                        "--spec", kind, "-f", str(f))
+        assert p.returncode == 0, p.stderr
+        rows = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+        spec = [r for r in rows if r.get("spec")]
+        assert len(spec) == 1 and spec[0]["spec"] == kind, p.stdout
+        s = spec[0]
+        assert s["same_tokens"] is True
+        assert s["tps_plain_mean"] > 0 and s["tps_spec_mean"] > 0
+        assert 0 <= s["accepted"] <= s["drafted"]
+        if kind == "ngram":
+            assert s["accepted"] > 0 and s["tokens_per_step"] > 1, s
+    for args, needle in ((["--spec", "ngram"], "-f FILE"), (["-f", str(f)], "give --spec"),
+                         (["--spec", "ngram", "-f", str(f), "-n", 0], "-n must be above 0"),
+                         (["--spec", "ngram", "-f", str(tmp_path / "missing.txt")], "missing.txt")):
+        p = run_trinity("bench", "-m", model_path, "-r", 1, "-p", 0, "--no-bw", *args)
+        assert p.returncode != 0 and needle in p.stderr, (args, p.stderr)

@@ -4,8 +4,13 @@
  *   tg<N>        N single-token steps from an empty cache
  *   tg<N>@d<D>   the same after D tokens already in the cache (not timed)
  *
+ *   tg<N> <spec> with --spec KIND -f FILE: N greedy tokens after the text of
+ *                FILE, through the engine, with speculative decoding and
+ *                without (interleaved, each repetition both), their ratio,
+ *                the guesses accepted, and whether the tokens were the same
+ *
  * Tokens are random ids (the speed of a dense forward does not depend on
- * them). Generation is also given as a share of the bandwidth ceiling: each
+ * them), except in the speculative test, whose guesses need real text. Generation is also given as a share of the bandwidth ceiling: each
  * step reads every weight matrix once (the embedding table only one row of,
  * unless the output reuses it), so tokens/s x those bytes / the read
  * bandwidth this machine shows now is the fraction of the limit reached. */
@@ -37,6 +42,10 @@ static void usage(FILE *f) {
             "  -r R      repetitions; the table gives mean +/- standard deviation\n"
             "  -t T      threads (default: all cores)\n"
             "  --no-bw   skip the bandwidth measurement\n"
+            "  --spec KIND  also time -n greedy tokens after the text of -f FILE with speculative\n"
+            "            decoding (ngram, lookahead, draft) against without, on the same engine\n"
+            "  -f FILE   the prompt text of the --spec test\n"
+            "  --draft-max N, --draft-min N, -md FILE  as for run (draft: -md is the draft model)\n"
             "  --json    one JSON object per test on stdout instead of the table\n");
 }
 
@@ -122,11 +131,110 @@ static long rss_kib(void) {
     return kb;
 }
 
+typedef struct tok_log {
+    int32_t *t;
+    int32_t n, cap;
+} tok_log;
+
+static bool log_token(void *user, int32_t id) {
+    tok_log *l = user;
+    if (l->n < l->cap) l->t[l->n] = id;
+    l->n++;
+    return true;
+}
+
+/* The --spec test: n greedy tokens after the prompt, plain then speculative
+ * in each repetition (one warm-up first), on one engine; the prefix cache
+ * holds the prompt after the first run, and only generation is timed. */
+static int bench_spec(gen_opts *go, tr_model *m, const char *file, long n, long reps, bool json, const char *name_json,
+                      const char *name, double size_gib, double params_b) {
+    tr_error err = {{0}};
+    size_t len = 0;
+    char *text = gen_read_file(file, &len, &err);
+    int32_t *prompt = NULL;
+    size_t n_prompt = 0;
+    tr_engine *e = NULL;
+    int status = 1;
+    int32_t *buf = malloc(sizeof(int32_t) * 2 * (size_t)n);
+    double *rate_plain = malloc(sizeof(double) * (size_t)reps), *rate_spec = malloc(sizeof(double) * (size_t)reps);
+    if (!text) goto fail;
+    if (!buf || !rate_plain || !rate_spec) {
+        snprintf(err.msg, sizeof err.msg, "out of memory");
+        goto fail;
+    }
+    if (tr_tokenize(tr_model_vocab(m), text, len, true, false, &prompt, &n_prompt, &err) != TR_OK) goto fail;
+    if (n_prompt == 0) {
+        snprintf(err.msg, sizeof err.msg, "%s: the prompt gave no tokens", file);
+        goto fail;
+    }
+    go->n_ctx = (int32_t)(n_prompt + (size_t)n + 64);
+    if (gen_engine(go, m, true, &e, &err) != TR_OK) goto fail;
+    tr_seq_params sp = {.prompt = prompt, .n_prompt = (int32_t)n_prompt, .n_predict = (int32_t)n,
+                        .sampling = tr_sampler_default_params(), .ignore_eog = true};
+    sp.sampling.temp = 0;
+    long drafted = 0, accepted = 0, steps = 0, gen_spec = 0;
+    bool same = true;
+    for (long r = -1; r < reps; r++) {
+        tok_log plain = {buf, 0, (int32_t)n}, spec = {buf + n, 0, (int32_t)n};
+        gen_result a, b;
+        sp.spec = (tr_spec_params){.kind = TR_SPEC_NONE};
+        if (gen_sequence(e, &sp, log_token, &plain, &a, &err) != TR_OK) goto fail;
+        sp.spec = go->spec;
+        if (gen_sequence(e, &sp, log_token, &spec, &b, &err) != TR_OK) goto fail;
+        same &= plain.n == spec.n && !memcmp(plain.t, spec.t, sizeof(int32_t) * (size_t)(plain.n < n ? plain.n : n));
+        if (r < 0) continue;
+        rate_plain[r] = a.t_gen > 0 ? a.n_gen / a.t_gen : 0;
+        rate_spec[r] = b.t_gen > 0 ? b.n_gen / b.t_gen : 0;
+        drafted += b.n_drafted, accepted += b.n_accepted, steps += b.n_steps, gen_spec += b.n_gen;
+    }
+    stats p = summarize(rate_plain, (int)reps), q = summarize(rate_spec, (int)reps);
+    const char *kind = tr_spec_kind_name(go->spec.kind);
+    int threads = (int)go->n_threads;
+    if (json) {
+        printf("{\"model\": \"%s\", \"threads\": %d, \"test\": \"tg%ld spec\", \"spec\": \"%s\", \"n_tokens\": %ld, "
+               "\"n_prompt\": %zu, \"reps\": %ld, \"tps_plain_mean\": %.4f, \"tps_plain_sd\": %.4f, "
+               "\"tps_spec_mean\": %.4f, \"tps_spec_sd\": %.4f, \"ratio\": %.4f, \"drafted\": %ld, "
+               "\"accepted\": %ld, \"tokens_per_step\": %.4f, \"same_tokens\": %s}\n",
+               name_json, threads, n, kind, n, n_prompt, reps, p.mean, p.sd, q.mean, q.sd,
+               p.mean > 0 ? q.mean / p.mean : 0, drafted, accepted, steps ? (double)gen_spec / steps : 0,
+               same ? "true" : "false");
+    } else {
+        char t1[48], t2[48];
+        snprintf(t1, sizeof t1, "tg%ld plain", n);
+        snprintf(t2, sizeof t2, "tg%ld %s", n, kind);
+        printf("| %-24.24s | %5.2f GiB | %6.3f B | %7d | %14s | %8.2f ± %5.2f | %7s |\n", name, size_gib, params_b,
+               threads, t1, p.mean, p.sd, "-");
+        printf("| %-24.24s | %5.2f GiB | %6.3f B | %7d | %14s | %8.2f ± %5.2f | %7s |\n", name, size_gib, params_b,
+               threads, t2, q.mean, q.sd, "-");
+        printf("\nspeculation (%s) after %zu prompt tokens of %s: %.2fx plain; %ld guesses verified, %ld accepted "
+               "(%.1f %%), %.2f tokens per step; same tokens as plain: %s\n",
+               kind, n_prompt, file, p.mean > 0 ? q.mean / p.mean : 0, drafted, accepted,
+               drafted ? 100.0 * accepted / drafted : 0.0, steps ? (double)gen_spec / steps : 0, same ? "yes" : "NO");
+    }
+    fflush(stdout);
+    status = same ? 0 : 1;
+    if (!same) fprintf(stderr, "trinity bench: speculation changed the tokens: a bug, please report it\n");
+    goto done;
+fail:
+    fprintf(stderr, "trinity bench: %s\n", err.msg);
+done:
+    tr_engine_free(e);
+    free(prompt);
+    free(text);
+    free(buf);
+    free(rate_plain);
+    free(rate_spec);
+    return status;
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *model_path = NULL;
     long n_prompt = 128, n_gen = 64, n_threads = 0, reps = 3, depth = 0, kv_block = 0;
     int32_t type_k = TR_TYPE_F16, type_v = TR_TYPE_F16;
     bool json = false, do_bw = true;
+    gen_opts go; /* the --spec test's engine */
+    gen_opts_init(&go);
+    const char *spec_file = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -151,6 +259,16 @@ int cmd_bench(int argc, char **argv) {
             if (!v) goto missing;
             const bool is_k = !strcmp(a, "-ctk") || !strcmp(a, "--cache-type-k");
             if (gen_parse_kv_type("bench", a, v, is_k ? &type_k : &type_v) < 0) return 2;
+            i++;
+            continue;
+        } else if (!strcmp(a, "--spec") || !strcmp(a, "--draft-max") || !strcmp(a, "--draft") ||
+                   !strcmp(a, "--draft-n") || !strcmp(a, "--draft-min") || !strcmp(a, "--draft-n-min") ||
+                   !strcmp(a, "-md") || !strcmp(a, "--model-draft")) {
+            if (gen_parse_flag(&go, "bench", argc, argv, &i) < 0) return 2;
+            continue;
+        } else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
+            if (!v) goto missing;
+            spec_file = v;
             i++;
             continue;
         } else if (!strcmp(a, "-p")) target = &n_prompt;
@@ -178,6 +296,18 @@ int cmd_bench(int argc, char **argv) {
     if (!model_path) {
         fprintf(stderr, "trinity bench: no model: pass -m MODEL\n");
         usage(stderr);
+        return 2;
+    }
+    if (go.spec.kind != TR_SPEC_NONE && !spec_file) {
+        fprintf(stderr, "trinity bench: --spec needs text to guess from: -f FILE\n");
+        return 2;
+    }
+    if (go.spec.kind != TR_SPEC_NONE && n_gen == 0) {
+        fprintf(stderr, "trinity bench: --spec times generation: -n must be above 0\n");
+        return 2;
+    }
+    if (spec_file && go.spec.kind == TR_SPEC_NONE) {
+        fprintf(stderr, "trinity bench: -f is the prompt of the --spec test: give --spec KIND too\n");
         return 2;
     }
     if (n_prompt == 0 && n_gen == 0) {
@@ -304,6 +434,12 @@ int cmd_bench(int argc, char **argv) {
     free(rates);
     free(tok);
     tr_context_free(c);
+    if (!status && go.spec.kind != TR_SPEC_NONE) {
+        go.n_threads = (int32_t)threads_used;
+        go.type_k = type_k, go.type_v = type_v;
+        status = bench_spec(&go, m, spec_file, n_gen, reps, json, name_json, name, size_gib, params_b);
+    }
+    tr_model_free(go.draft);
     tr_model_free(m);
     return status;
 }
