@@ -93,6 +93,31 @@ bool tr_type_can_quantize(int type);
 tr_status tr_dequantize(int type, const void *src, float *dst, int64_t n);
 tr_status tr_quantize(int type, const float *src, void *dst, int64_t n);
 
+/* -------------------------------------------------------------- quantize */
+
+/* A GGUF file re-written with its weights in another format, each tensor's
+ * type chosen as llama.cpp's llama-quantize chooses it for the same mix
+ * (type: "Q4_K_M", "Q8_0", ... see tr_quantize_mix_names); without an
+ * importance matrix the tensors are byte for byte llama-quantize's. */
+typedef struct tr_quantize_params {
+    const char *type;          /* the mix */
+    bool allow_requantize;     /* convert tensors that are quantized already (else an error names one) */
+    bool pure;                 /* every quantizable tensor the mix's base type: no per-category rules */
+    bool leave_output;         /* keep output.weight as it is */
+    int32_t output_type;       /* output.weight's type (a tr_type); -1: the mix decides */
+    int32_t token_embd_type;   /* token_embd.weight's type; -1: the mix decides */
+    int32_t n_threads;         /* threads converting rows (the bytes do not depend on it); 0: one */
+    /* Called after each tensor is converted (or copied), in the output's order. */
+    void (*progress)(void *user, int64_t i, int64_t n, const char *name, int from, int to, uint64_t bytes_from,
+                     uint64_t bytes_to);
+    void *user;
+} tr_quantize_params;
+
+tr_quantize_params tr_quantize_default_params(void);
+/* The mixes tr_quantize_file knows, as one line of text. */
+const char *tr_quantize_mix_names(void);
+tr_status tr_quantize_file(const char *in, const char *out, const tr_quantize_params *p, tr_error *err);
+
 /* ------------------------------------------------------------------- GGUF */
 
 typedef enum tr_gguf_type {

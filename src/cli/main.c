@@ -25,6 +25,7 @@ static const command commands[] = {
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"bench", cmd_bench, "measure prompt and generation speed (like llama-bench)"},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server (chat, completions, streaming)"},
+    {"quantize", cmd_quantize, "re-write a GGUF file's weights in another format (llama-quantize's mixes)"},
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,126 @@
+"""`trinity quantize` against llama.cpp's own quantizer (llama_model_quantize,
+what llama-quantize calls, through llama-cpp-python): for the same source
+file, mix and options, the output file must be byte for byte the one
+llama.cpp writes (metadata, tensor order, each tensor's type and bytes).
+Sources: the real Gemma 3 270M (Q4_K_M, so --allow-requantize, as the issue
+asks), and random-weight F32 files of the tiny llama and gemma3 shapes
+(rows of 256 and 128: the mixes' per-category rules and their fallbacks for
+rows that do not fit a 256-block). Bad input gets a clear error and leaves no
+output file."""
+import ctypes
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from conftest import run_trinity  # noqa: E402
+
+# llama.cpp's llama_ftype numbers (include/llama.h) and ggml type numbers, written out here independently.
+FTYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q2_K": 10, "Q3_K_S": 11,
+          "Q3_K_M": 12, "Q3_K_L": 13, "Q4_K_S": 14, "Q4_K_M": 15, "Q5_K_S": 16, "Q5_K_M": 17, "Q6_K": 18,
+          "BF16": 32, "TQ1_0": 36, "TQ2_0": 37}
+GGML = {"Q4_0": 2, "Q8_0": 8, "Q6_K": 14, "F16": 1}
+
+
+def llama_quantize(llama_cpp, src, dst, mix, **opt):
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype = FTYPES[mix]
+    p.nthread = 2
+    p.allow_requantize = opt.get("allow_requantize", False)
+    p.pure = opt.get("pure", False)
+    p.quantize_output_tensor = not opt.get("leave_output", False)
+    if "output_type" in opt:
+        p.output_tensor_type = GGML[opt["output_type"]]
+    if "token_embd_type" in opt:
+        p.token_embedding_type = GGML[opt["token_embd_type"]]
+    assert llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(p)) == 0, (src, mix, opt)
+
+
+def trinity_quantize(src, dst, mix, *flags, threads=2):
+    p = run_trinity("quantize", *flags, src, dst, mix, threads, timeout=600)
+    assert p.returncode == 0, p.stderr
+    return p
+
+
+def first_difference(a, b):
+    """Where two files part (None: equal), named by what the gguf package reads there."""
+    x, y = open(a, "rb").read(), open(b, "rb").read()
+    if x == y:
+        return None
+    import gguf
+    ra, rb = gguf.GGUFReader(a), gguf.GGUFReader(b)
+    for ta, tb in zip(ra.tensors, rb.tensors):
+        if ta.name != tb.name or ta.tensor_type != tb.tensor_type or ta.data.tobytes() != tb.data.tobytes():
+            return f"tensor {ta.name} {ta.tensor_type.name} vs {tb.name} {tb.tensor_type.name}"
+    return f"sizes {len(x)} vs {len(y)}, metadata or layout differ"
+
+
+def check_same(llama_cpp, src, tmp_path, mix, flags=(), threads=2, **opt):
+    ours, theirs = str(tmp_path / f"trinity-{mix}.gguf"), str(tmp_path / f"llama-{mix}.gguf")
+    trinity_quantize(src, ours, mix, *flags, threads=threads)
+    llama_quantize(llama_cpp, src, theirs, mix, **opt)
+    assert first_difference(ours, theirs) is None, (mix, flags, first_difference(ours, theirs))
+    os.unlink(theirs)
+    return ours
+
+
+@pytest.fixture(scope="module")
+def random_models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("quantize-src")
+    out = {}
+    for arch in ("llama", "gemma3"):
+        path = str(d / f"{arch}-f32.gguf")
+        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_model.py"), "--arch", arch, "--type",
+                        "F32", "--seed", "3", "-o", path], check=True, capture_output=True)
+        out[arch] = path
+    return out
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_every_mix_from_f32_is_llama_cpps_file(llama_cpp, random_models, tmp_path, arch):
+    for mix in FTYPES:
+        check_same(llama_cpp, random_models[arch], tmp_path, mix)
+
+
+def test_options_are_llama_cpps(llama_cpp, random_models, tmp_path):
+    src = random_models["llama"]
+    check_same(llama_cpp, src, tmp_path, "Q4_K_M", ["--pure"], pure=True)
+    check_same(llama_cpp, src, tmp_path, "Q4_K_M", ["--leave-output-tensor"], leave_output=True)
+    check_same(llama_cpp, src, tmp_path, "Q3_K_M", ["--output-tensor-type", "Q8_0", "--token-embedding-type", "Q4_0"],
+               output_type="Q8_0", token_embd_type="Q4_0")
+    # the row split across threads does not change a byte
+    check_same(llama_cpp, src, tmp_path, "Q5_K_M", threads=1)
+    check_same(llama_cpp, src, tmp_path, "Q5_K_M", threads=3)
+
+
+@pytest.mark.parametrize("mix", ["Q4_K_M", "Q8_0", "Q3_K_M", "TQ2_0"])
+def test_requantized_gemma_is_llama_cpps_file(llama_cpp, model_path, tmp_path, mix):
+    out = check_same(llama_cpp, model_path, tmp_path, mix, ["--allow-requantize"], allow_requantize=True)
+    if mix == "Q8_0":  # and Trinity runs what it wrote
+        p = run_trinity("run", "-m", out, "-p", "The capital of France is", "-n", 4, "--temp", 0)
+        assert p.returncode == 0 and p.stdout.strip(), p.stderr
+
+
+def test_bad_input_is_refused_by_name(model_path, random_models, tmp_path):
+    out = tmp_path / "out.gguf"
+    cases = [
+        ([model_path, out, "Q8_0"], "--allow-requantize"),      # quantized source without the flag
+        ([random_models["llama"], out, "Q9_9"], "Q4_K_M"),      # unknown mix: the known ones listed
+        ([tmp_path / "missing.gguf", out, "Q8_0"], "missing.gguf"),
+        ([random_models["llama"], tmp_path / "no-dir" / "o.gguf", "Q8_0"], "no-dir"),
+        ([random_models["llama"], random_models["llama"], "Q8_0"], "overwrite the input"),
+        ([random_models["llama"], out, "Q8_0", "0"], "THREADS"),
+        (["--output-tensor-type", "Q7_X", random_models["llama"], out, "Q8_0"], "Q7_X"),
+        ([random_models["llama"], out], "expected IN.gguf OUT.gguf TYPE"),
+    ]
+    trunc = tmp_path / "truncated.gguf"
+    data = open(random_models["llama"], "rb").read()
+    trunc.write_bytes(data[: len(data) // 2])
+    cases.append(([trunc, out, "Q8_0"], "truncated.gguf"))
+    for args, needle in cases:
+        p = run_trinity("quantize", *args)
+        assert p.returncode != 0 and needle in p.stderr, (args, p.stderr)
+        assert not out.exists(), args  # nothing half-written left behind
