@@ -107,6 +107,7 @@ typedef struct tr_quantize_params {
     int32_t output_type;       /* output.weight's type (a tr_type); -1: the mix decides */
     int32_t token_embd_type;   /* token_embd.weight's type; -1: the mix decides */
     int32_t n_threads;         /* threads converting rows (the bytes do not depend on it); 0: one */
+    const char *imatrix;       /* llama.cpp's imatrix GGUF (llama-imatrix's output), or NULL */
     /* Called after each tensor is converted (or copied), in the output's order. */
     void (*progress)(void *user, int64_t i, int64_t n, const char *name, int from, int to, uint64_t bytes_from,
                      uint64_t bytes_to);

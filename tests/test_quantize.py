@@ -26,6 +26,7 @@ GGML = {"Q4_0": 2, "Q8_0": 8, "Q6_K": 14, "F16": 1}
 
 
 def llama_quantize(llama_cpp, src, dst, mix, **opt):
+    keep = []  # ctypes buffers that must outlive the call
     p = llama_cpp.llama_model_quantize_default_params()
     p.ftype = FTYPES[mix]
     p.nthread = 2
@@ -36,6 +37,24 @@ def llama_quantize(llama_cpp, src, dst, mix, **opt):
         p.output_tensor_type = GGML[opt["output_type"]]
     if "token_embd_type" in opt:
         p.token_embedding_type = GGML[opt["token_embd_type"]]
+    if "imatrix" in opt:  # {name: float32 array}, and the metadata llama-quantize (the tool) adds
+        entries, meta = opt["imatrix"]
+        arr = (llama_cpp.llama_model_imatrix_data * (len(entries) + 1))()
+        for i, (name, w) in enumerate(entries.items()):
+            buf = (ctypes.c_float * len(w))(*w.tolist())
+            keep.append(buf)
+            arr[i].name, arr[i].data, arr[i].size = name.encode(), ctypes.cast(buf, ctypes.POINTER(ctypes.c_float)), len(w)
+        p.imatrix = ctypes.cast(arr, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
+        kvo = (llama_cpp.llama_model_kv_override * (len(meta) + 1))()
+        for i, (k, v) in enumerate(meta):
+            kvo[i].key = k.encode()
+            if isinstance(v, str):
+                kvo[i].tag, kvo[i].value.val_str = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR, v.encode()
+            else:
+                kvo[i].tag, kvo[i].value.val_i64 = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_INT, v
+        kvo[len(meta)].key = b""
+        p.kv_overrides = ctypes.cast(kvo, ctypes.POINTER(llama_cpp.llama_model_kv_override))
+        keep += [arr, kvo]
     assert llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(p)) == 0, (src, mix, opt)
 
 
@@ -94,6 +113,60 @@ def test_options_are_llama_cpps(llama_cpp, random_models, tmp_path):
     # the row split across threads does not change a byte
     check_same(llama_cpp, src, tmp_path, "Q5_K_M", threads=1)
     check_same(llama_cpp, src, tmp_path, "Q5_K_M", threads=3)
+
+
+def write_imatrix(path, model, seed):
+    """An importance matrix in llama.cpp's imatrix GGUF layout (tools/imatrix: <weight>.in_sum2 [columns x 1],
+    <weight>.counts [1 x 1], F32; imatrix.datasets, chunk_count, chunk_size), random sums for every matmul weight
+    of `model`, written with the gguf package; returns what llama-quantize derives from it (sums / count)."""
+    import gguf
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(path, arch="")
+    w.add_string("general.type", "imatrix")
+    w.add_array("imatrix.datasets", ["calibration.txt"])
+    w.add_uint32("imatrix.chunk_count", 7)
+    w.add_uint32("imatrix.chunk_size", 512)
+    derived = {}
+    for t in gguf.GGUFReader(model).tensors:
+        if len(t.shape) < 2 or t.name in ("token_embd.weight",) or "norm" in t.name:
+            continue
+        cols = int(t.shape[0])
+        count = float(rng.integers(1, 4000))
+        sums = (rng.gamma(0.5, 2.0, cols) * count).astype(np.float32)
+        w.add_tensor(t.name + ".in_sum2", sums.reshape(1, cols))
+        w.add_tensor(t.name + ".counts", np.array([[count]], dtype=np.float32))
+        derived[t.name] = (sums / np.float32(round(count))).astype(np.float32)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return derived
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_imatrix_quantization_is_llama_cpps_file(llama_cpp, random_models, tmp_path, arch):
+    """With an importance matrix, every mix whose formats have weighted quantizers (and the rule that moves the
+    first ffn_down layers of Q4_0/Q5_0 files to Q4_1/Q5_1), byte for byte llama.cpp's file, the metadata
+    llama-quantize records of the imatrix included."""
+    src = random_models[arch]
+    im = str(tmp_path / "imatrix.gguf")
+    derived = write_imatrix(im, src, seed=11)
+    meta = [("quantize.imatrix.file", im), ("quantize.imatrix.dataset", "calibration.txt"),
+            ("quantize.imatrix.entries_count", len(derived)), ("quantize.imatrix.chunks_count", 7)]
+    for mix in ("Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_S", "Q6_K", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"):
+        check_same(llama_cpp, src, tmp_path, mix, ["--imatrix", im], imatrix=(derived, meta))
+
+
+def test_bad_imatrix_is_refused_by_name(random_models, tmp_path):
+    out = tmp_path / "out.gguf"
+    not_gguf = tmp_path / "legacy.dat"
+    not_gguf.write_bytes(b"\x03\x00\x00\x00legacy imatrix bytes")
+    p = run_trinity("quantize", "--imatrix", not_gguf, random_models["llama"], out, "Q4_K_M")
+    assert p.returncode != 0 and "legacy.dat" in p.stderr and ".dat format" in p.stderr, p.stderr
+    p = run_trinity("quantize", "--imatrix", random_models["llama"], random_models["llama"], out, "Q4_K_M")
+    assert p.returncode != 0 and "imatrix metadata" in p.stderr, p.stderr
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("mix", ["Q4_K_M", "Q8_0", "Q3_K_M", "TQ2_0"])

@@ -13,6 +13,8 @@ static void usage(FILE *f) {
             "usage: trinity quantize [options] IN.gguf OUT.gguf TYPE [THREADS]\n"
             "  TYPE   %s\n"
             "  THREADS  threads converting rows (default: all cores; the output does not depend on it)\n"
+            "  --imatrix FILE            importance matrix (llama-imatrix's GGUF output) for the weighted\n"
+            "                            quantizers of Q2_K..Q6_K, Q4_0, Q4_1, Q5_0, Q5_1\n"
             "  --allow-requantize        convert tensors that are quantized already\n"
             "  --pure                    every quantizable tensor TYPE's base type (no per-tensor mix rules)\n"
             "  --leave-output-tensor     keep output.weight as it is\n"
@@ -55,6 +57,12 @@ int cmd_quantize(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--allow-requantize")) {
             p.allow_requantize = true;
+        } else if (!strcmp(a, "--imatrix")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "trinity quantize: --imatrix needs a file\n");
+                return 2;
+            }
+            p.imatrix = argv[++i];
         } else if (!strcmp(a, "--pure")) {
             p.pure = true;
         } else if (!strcmp(a, "--leave-output-tensor")) {

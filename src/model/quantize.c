@@ -11,11 +11,15 @@
  * is also the order of the output file: the mix rules count attn_v and
  * ffn_down tensors as they go, so the order decides which layers get more
  * bits. Rows are independent, so threads split a tensor's rows and the bytes
- * do not depend on their number. Not done: importance matrices (--imatrix),
- * the IQ mixes (no IQ quantizers here), Q2_K_S (needs an imatrix). */
+ * do not depend on their number. An importance matrix (llama.cpp's imatrix
+ * GGUF: <tensor>.in_sum2 and <tensor>.counts) weights the searches of the
+ * formats that have a weighted form (kquants.c). Not done: the IQ mixes (no
+ * IQ quantizers here), Q2_K_S, and llama.cpp's legacy .dat imatrix files. */
 #include "core/util.h"
+#include "quant/quant.h"
 #include "trinity.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,7 +112,7 @@ static bool may_quantize(const tr_gguf_tensor *t, bool leave_output) {
 
 typedef struct state {
     const mix *mx;
-    bool falcon, is_70b, tied;
+    bool falcon, is_70b, tied, has_imatrix;
     int64_t n_gqa, n_expert, n_layer;
     int i_attn_v, n_attn_v, i_ffn_down, i_ffn_gate, i_ffn_up;
     int32_t output_type, token_embd_type; /* -1: the mix decides */
@@ -160,6 +164,8 @@ static int mix_type(state *s, int t, const tr_gguf_tensor *x, cat c, tr_error *e
             else if (more_bits(i, n)) t = TR_TYPE_Q6_K;
         } else if (ft == FT_Q5_K_M && more_bits(i, n)) t = TR_TYPE_Q6_K;
         else if (ft == FT_Q4_K_S && !s->falcon && i < n / 8) t = TR_TYPE_Q5_K;
+        else if ((ft == FT_Q4_0 || ft == FT_Q5_0) && s->has_imatrix && i < n / 8)
+            t = ft == FT_Q4_0 ? TR_TYPE_Q4_1 : TR_TYPE_Q5_1; /* llama.cpp's guard for the first ffn_down layers */
         s->i_ffn_down++;
     } else if (c == C_ATTN_OUTPUT) {
         if (!s->falcon) {
@@ -192,6 +198,120 @@ static int fallback(int t, int64_t ncols) {
     return ncols % tr_type_block_size(f) ? TR_TYPE_F16 : f;
 }
 
+/* ------------------------------------------------------- imatrix file */
+
+typedef struct imx_entry {
+    char *name;   /* the weight's name */
+    float *w;     /* per column, per expert: in_sum2 / counts */
+    int64_t n;
+} imx_entry;
+
+typedef struct imatrix {
+    imx_entry *e;
+    int64_t n;
+    char dataset[128];
+    uint32_t chunks;
+} imatrix;
+
+static void imatrix_free(imatrix *m) {
+    for (int64_t i = 0; i < m->n; i++) free(m->e[i].name), free(m->e[i].w);
+    free(m->e);
+    memset(m, 0, sizeof *m);
+}
+
+static const imx_entry *imatrix_find(const imatrix *m, const char *name) {
+    for (int64_t i = 0; i < m->n; i++)
+        if (!strcmp(m->e[i].name, name)) return &m->e[i];
+    return NULL;
+}
+
+/* llama.cpp's imatrix GGUF, read as its quantize tool reads it: for each
+ * weight, the sums of squared activations per column and expert divided by
+ * that expert's count of tokens (rounded to a whole number; a count of 0 gives
+ * weights of 1). */
+static tr_status imatrix_load(const char *path, imatrix *m, tr_error *err) {
+    memset(m, 0, sizeof *m);
+    tr_gguf *g = NULL;
+    tr_status st = tr_gguf_open(path, &g, err);
+    if (st != TR_OK) {
+        char why[sizeof err->msg];
+        snprintf(why, sizeof why, "%s", err->msg);
+        return tr_err_set(err, st, "--imatrix: %s (an imatrix GGUF as llama-imatrix writes it is expected; "
+                                   "its legacy .dat format is not read)", why);
+    }
+    const tr_gguf_value *ds = tr_gguf_get(g, "imatrix.datasets");
+    int64_t chunks = 0, chunk_size = 0;
+    if (!ds || ds->type != TR_GGUF_ARRAY || ds->v.arr.type != TR_GGUF_STRING ||
+        !tr_gguf_get_int(g, "imatrix.chunk_count", &chunks) || !tr_gguf_get_int(g, "imatrix.chunk_size", &chunk_size)) {
+        st = tr_err_set(err, TR_ERR_FORMAT, "--imatrix %s: missing imatrix metadata (imatrix.datasets, "
+                                            "imatrix.chunk_count, imatrix.chunk_size)", path);
+        goto done;
+    }
+    m->chunks = (uint32_t)chunks;
+    if (ds->v.arr.n > 0) {
+        tr_str d0 = tr_gguf_arr_str(ds, 0);
+        snprintf(m->dataset, sizeof m->dataset, "%.*s", (int)(d0.len < 127 ? d0.len : 127), d0.ptr);
+    }
+    int64_t nt = tr_gguf_n_tensors(g);
+    m->e = calloc((size_t)(nt > 0 ? nt : 1), sizeof *m->e);
+    if (!m->e) {
+        st = tr_err_set(err, TR_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    static const char sfx[] = ".in_sum2";
+    for (int64_t i = 0; i < nt; i++) {
+        const tr_gguf_tensor *t = tr_gguf_tensor_at(g, i);
+        size_t ln = strlen(t->name);
+        if (ln <= sizeof sfx - 1 || strcmp(t->name + ln - (sizeof sfx - 1), sfx)) continue;
+        char cname[512];
+        snprintf(cname, sizeof cname, "%.*s.counts", (int)(ln - (sizeof sfx - 1)), t->name);
+        const tr_gguf_tensor *c = tr_gguf_find_tensor(g, cname);
+        if (!c) {
+            st = tr_err_set(err, TR_ERR_FORMAT, "--imatrix %s: mismatched sums and counts for %.*s", path,
+                            (int)(ln - (sizeof sfx - 1)), t->name);
+            goto done;
+        }
+        if (t->type != TR_TYPE_F32 || c->type != TR_TYPE_F32) {
+            st = tr_err_set(err, TR_ERR_FORMAT, "--imatrix %s: sums and counts for %s must be F32", path, t->name);
+            goto done;
+        }
+        int64_t nval = (int64_t)(t->nbytes / 4), ncounts = (int64_t)(c->nbytes / 4);
+        if (ncounts < 1 || nval % ncounts) {
+            st = tr_err_set(err, TR_ERR_FORMAT, "--imatrix %s: %s has %lld values for %lld counts", path, t->name,
+                            (long long)nval, (long long)ncounts);
+            goto done;
+        }
+        imx_entry *e = &m->e[m->n];
+        e->name = malloc(ln - (sizeof sfx - 1) + 1);
+        e->w = malloc(sizeof(float) * (size_t)(nval ? nval : 1));
+        if (!e->name || !e->w) {
+            free(e->name), free(e->w);
+            st = tr_err_set(err, TR_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        memcpy(e->name, t->name, ln - (sizeof sfx - 1));
+        e->name[ln - (sizeof sfx - 1)] = 0;
+        e->n = nval;
+        m->n++;
+        const float *sums = t->data, *counts = c->data;
+        const int64_t ne0 = nval / ncounts;
+        for (int64_t j = 0; j < ncounts; j++) {
+            const float cnt = (float)lroundf(counts[j]);
+            for (int64_t k = 0; k < ne0; k++) e->w[j * ne0 + k] = cnt > 0.0f ? sums[j * ne0 + k] / cnt : 1.0f;
+        }
+        for (int64_t k = 0; k < nval; k++)
+            if (!isfinite(e->w[k])) {
+                st = tr_err_set(err, TR_ERR_FORMAT, "--imatrix %s: %s holds a non-finite value", path, t->name);
+                goto done;
+            }
+    }
+    if (m->n == 0) st = tr_err_set(err, TR_ERR_FORMAT, "--imatrix %s: no data (no <tensor>.in_sum2 tensors)", path);
+done:
+    tr_gguf_close(g);
+    if (st != TR_OK) imatrix_free(m);
+    return st;
+}
+
 static int64_t layer_key(const char *name) {
     int l = -1;
     sscanf(name, "blk.%d.", &l);
@@ -221,6 +341,7 @@ static int64_t kv_int(const tr_gguf *g, const char *arch, const char *key, int64
 typedef struct job {
     const tr_gguf_tensor *t;
     int to;
+    const float *qw; /* importance per column and expert, or NULL */
     uint8_t *dst;
     int64_t row0, row1;
     size_t src_row, dst_row;
@@ -242,13 +363,17 @@ static void *convert_rows(void *arg) {
             j->st = tr_dequantize(j->t->type, src, f, n);
             x = f;
         }
-        if (j->st == TR_OK) j->st = tr_quantize(j->to, x, j->dst + (size_t)r * j->dst_row, n);
+        if (j->st != TR_OK) break;
+        void *out = j->dst + (size_t)r * j->dst_row;
+        const float *qw = j->qw ? j->qw + (r / j->t->ne[1]) * n : NULL; /* a 3-D tensor: its expert's slice */
+        if (!qw || !tr_quantize_row_imatrix(j->to, x, out, n, qw)) j->st = tr_quantize(j->to, x, out, n);
     }
     free(f);
     return NULL;
 }
 
-static tr_status convert_tensor(const tr_gguf_tensor *t, int to, uint8_t *dst, int n_threads, tr_error *err) {
+static tr_status convert_tensor(const tr_gguf_tensor *t, int to, const float *qw, uint8_t *dst, int n_threads,
+                                tr_error *err) {
     int64_t rows = t->ne[1] * t->ne[2] * t->ne[3];
     if (n_threads < 1) n_threads = 1;
     if (n_threads > 64) n_threads = 64;
@@ -258,7 +383,7 @@ static tr_status convert_tensor(const tr_gguf_tensor *t, int to, uint8_t *dst, i
     size_t src_row = tr_row_size(t->type, t->ne[0]), dst_row = tr_row_size(to, t->ne[0]);
     bool made[64] = {false};
     for (int i = 0; i < n_threads; i++)
-        jobs[i] = (job){.t = t, .to = to, .dst = dst, .row0 = rows * i / n_threads, .row1 = rows * (i + 1) / n_threads,
+        jobs[i] = (job){.t = t, .to = to, .qw = qw, .dst = dst, .row0 = rows * i / n_threads, .row1 = rows * (i + 1) / n_threads,
                         .src_row = src_row, .dst_row = dst_row, .st = TR_OK};
     for (int i = 1; i < n_threads; i++) made[i] = pthread_create(&th[i], NULL, convert_rows, &jobs[i]) == 0;
     convert_rows(&jobs[0]);
@@ -292,9 +417,17 @@ tr_status tr_quantize_file(const char *in, const char *out, const tr_quantize_pa
             return tr_err_set(err, TR_ERR_ARG, "%s type %d: this build cannot write it",
                               k ? "token embedding" : "output tensor", (int)t);
     }
+    imatrix im = {0};
+    if (p->imatrix) {
+        tr_status st = imatrix_load(p->imatrix, &im, err);
+        if (st != TR_OK) return st;
+    }
     tr_gguf *g = NULL;
     tr_status st = tr_gguf_open(in, &g, err);
-    if (st != TR_OK) return st;
+    if (st != TR_OK) {
+        imatrix_free(&im);
+        return st;
+    }
     int64_t nt = tr_gguf_n_tensors(g);
     const tr_gguf_tensor **order = calloc((size_t)(nt > 0 ? nt : 1), sizeof *order);
     int *to = calloc((size_t)(nt > 0 ? nt : 1), sizeof *to);
@@ -317,6 +450,7 @@ tr_status tr_quantize_file(const char *in, const char *out, const tr_quantize_pa
     s.n_expert = kv_int(g, arch, "expert_count", 0);
     s.n_layer = kv_int(g, arch, "block_count", 0);
     s.falcon = !strcmp(arch, "falcon");
+    s.has_imatrix = im.n > 0;
     s.is_70b = !strcmp(arch, "llama") && s.n_layer == 80 && n_head != n_head_kv; /* llama.cpp's LLM_TYPE_70B */
     for (int64_t i = 0; i < nt; i++) {
         cat c = category(order[i]->name);
@@ -352,6 +486,15 @@ tr_status tr_quantize_file(const char *in, const char *out, const tr_quantize_pa
     }
     if (st == TR_OK) st = tr_gguf_writer_set_u32(w, "general.quantization_version", 2, err);
     if (st == TR_OK) st = tr_gguf_writer_set_u32(w, "general.file_type", (uint32_t)mx->ftype, err);
+    if (im.n) { /* what llama-quantize records of its importance matrix */
+        char file[128];
+        snprintf(file, sizeof file, "%s", p->imatrix);
+        if (st == TR_OK) st = tr_gguf_writer_set_str(w, "quantize.imatrix.file", file, err);
+        if (st == TR_OK && im.dataset[0]) st = tr_gguf_writer_set_str(w, "quantize.imatrix.dataset", im.dataset, err);
+        if (st == TR_OK) st = tr_gguf_writer_set_u32(w, "quantize.imatrix.entries_count", (uint32_t)im.n, err);
+        if (st == TR_OK && im.chunks > 0)
+            st = tr_gguf_writer_set_u32(w, "quantize.imatrix.chunks_count", im.chunks, err);
+    }
     if (st != TR_OK) goto done;
 
     for (int64_t i = 0; i < nt; i++) {
@@ -375,7 +518,15 @@ tr_status tr_quantize_file(const char *in, const char *out, const tr_quantize_pa
                 st = tr_err_set(err, TR_ERR_NOMEM, "out of memory for tensor '%s'", t->name);
                 goto done;
             }
-            if ((st = convert_tensor(t, to[i], buf[i], p->n_threads, err)) != TR_OK) goto done;
+            const float *qw = NULL;
+            const imx_entry *ie = im.n ? imatrix_find(&im, t->name) : NULL;
+            if (ie && ie->n == t->ne[0] * t->ne[2]) qw = ie->w;
+            else if (ie && strcmp(t->name, "token_embd.weight") && strcmp(t->name, "per_layer_token_embd.weight")) {
+                st = tr_err_set(err, TR_ERR_FORMAT, "--imatrix: %lld values for '%s', which has %lld columns x %lld "
+                                "experts", (long long)ie->n, t->name, (long long)t->ne[0], (long long)t->ne[2]);
+                goto done;
+            }
+            if ((st = convert_tensor(t, to[i], qw, buf[i], p->n_threads, err)) != TR_OK) goto done;
             data = buf[i];
         }
         if (p->progress)
@@ -393,5 +544,6 @@ done:
     free(to);
     free(order);
     tr_gguf_close(g);
+    imatrix_free(&im);
     return st;
 }

@@ -174,11 +174,12 @@ static float signed_absmax(int n, const float *x, float *amax) {
 }
 
 /* Weighted least squares for a symmetric scale: x[i] ~ scale * (L[i] - nmax)
- * with L[i] in [0, 2*nmax), weights x^2 (large elements matter most). Start
+ * with L[i] in [0, 2*nmax), weights qw (an importance matrix's), or x^2
+ * without (large elements matter most). Start
  * from scale = max / -nmax; try inverse scales (nmax +- 0.1k) / -max and keep
  * the levels whose fitted scale sumlx/suml2 removes the most squared error
  * (sumlx^2/suml2), replacing only on strict improvement. */
-static float make_qx_quants(int n, int nmax, const float *x, uint8_t *L) {
+static float make_qx_quants(int n, int nmax, const float *x, uint8_t *L, const float *qw) {
     float amax;
     const float max = signed_absmax(n, x, &amax);
     if (!(amax >= GROUP_MAX_EPS) || !isfinite(amax)) {
@@ -192,7 +193,7 @@ static float make_qx_quants(int n, int nmax, const float *x, uint8_t *L) {
         float sumlx = 0.0f, suml2 = 0.0f;
         for (int i = 0; i < n; i++) {
             const int l = tr_q_rint(iscale * x[i], -nmax, nmax - 1);
-            const float w = x[i] * x[i];
+            const float w = qw ? qw[i] : x[i] * x[i];
             sumlx += w * x[i] * (float)l;
             suml2 += w * (float)l * (float)l;
         }
@@ -459,41 +460,48 @@ void tr_quantize_row_q5_K(const float *src, void *dst, int64_t n) {
 
 /* ------------------------------------------------------------------ Q6_K */
 
+/* A Q6_K block from its sixteen sub-block scales (and the search's levels,
+ * kept where a stored scale is 0): 8-bit signed sub-scales, the largest
+ * mapped to -128, every element requantized against the scales as stored. */
+static void q6_K_finish(tr_block_q6_K *y, const float *src, const float scales[16], uint8_t L[TR_QK_K]) {
+    float max_scale = 0.0f, amax = 0.0f;
+    for (int j = 0; j < 16; j++) {
+        if (fabsf(scales[j]) > amax) {
+            amax = fabsf(scales[j]);
+            max_scale = scales[j];
+        }
+    }
+    if (!(amax >= GROUP_MAX_EPS)) {
+        memset(y, 0, sizeof *y);
+        return;
+    }
+    const float iscale = -128.0f / max_scale;
+    y->d = tr_fp32_to_fp16(1.0f / iscale);
+    for (int j = 0; j < 16; j++) y->scales[j] = (int8_t)tr_q_rint(iscale * scales[j], -128, 127);
+    const float d = tr_fp16_to_fp32(y->d);
+    for (int j = 0; j < 16; j++) {
+        const float dl = d * (float)y->scales[j];
+        if (dl == 0.0f) continue; /* the levels are moot: keep the search's */
+        for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)(tr_q_rint(src[16 * j + l] / dl, -32, 31) + 32);
+    }
+    /* each half of 128: ql[0..63] low nibbles hold elements 0..63, high nibbles 64..127;
+     * qh[0..31] holds the top two bits of elements l, l+32, l+64, l+96 */
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *q = L + 128 * h;
+        for (int l = 0; l < 64; l++) y->ql[64 * h + l] = (uint8_t)((q[l] & 0x0f) | ((q[l + 64] & 0x0f) << 4));
+        for (int l = 0; l < 32; l++)
+            y->qh[32 * h + l] = (uint8_t)((q[l] >> 4) | ((q[l + 32] >> 4) << 2) | ((q[l + 64] >> 4) << 4) |
+                                          ((q[l + 96] >> 4) << 6));
+    }
+}
+
 void tr_quantize_row_q6_K(const float *src, void *dst, int64_t n) {
     tr_block_q6_K *y = dst;
     for (int64_t i = 0; i < n / TR_QK_K; i++, src += TR_QK_K) {
         uint8_t L[TR_QK_K];
-        float scales[16], max_scale = 0.0f, amax = 0.0f;
-        for (int j = 0; j < 16; j++) {
-            scales[j] = make_qx_quants(16, 32, src + 16 * j, L + 16 * j);
-            if (fabsf(scales[j]) > amax) {
-                amax = fabsf(scales[j]);
-                max_scale = scales[j];
-            }
-        }
-        if (!(amax >= GROUP_MAX_EPS)) {
-            memset(&y[i], 0, sizeof y[i]);
-            continue;
-        }
-        /* 8-bit signed sub-scales, the largest mapped to -128 */
-        const float iscale = -128.0f / max_scale;
-        y[i].d = tr_fp32_to_fp16(1.0f / iscale);
-        for (int j = 0; j < 16; j++) y[i].scales[j] = (int8_t)tr_q_rint(iscale * scales[j], -128, 127);
-        const float d = tr_fp16_to_fp32(y[i].d);
-        for (int j = 0; j < 16; j++) {
-            const float dl = d * (float)y[i].scales[j];
-            if (dl == 0.0f) continue; /* the levels are moot: keep the search's */
-            for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)(tr_q_rint(src[16 * j + l] / dl, -32, 31) + 32);
-        }
-        /* each half of 128: ql[0..63] low nibbles hold elements 0..63, high nibbles 64..127;
-         * qh[0..31] holds the top two bits of elements l, l+32, l+64, l+96 */
-        for (int h = 0; h < 2; h++) {
-            const uint8_t *q = L + 128 * h;
-            for (int l = 0; l < 64; l++) y[i].ql[64 * h + l] = (uint8_t)((q[l] & 0x0f) | ((q[l + 64] & 0x0f) << 4));
-            for (int l = 0; l < 32; l++)
-                y[i].qh[32 * h + l] = (uint8_t)((q[l] >> 4) | ((q[l + 32] >> 4) << 2) | ((q[l + 64] >> 4) << 4) |
-                                                ((q[l + 96] >> 4) << 6));
-        }
+        float scales[16];
+        for (int j = 0; j < 16; j++) scales[j] = make_qx_quants(16, 32, src + 16 * j, L + 16 * j, NULL);
+        q6_K_finish(&y[i], src, scales, L);
     }
 }
 
@@ -523,5 +531,278 @@ void tr_quantize_row_q8_K(const float *src, void *dst, int64_t n) {
             y[i].bsums[j] = (int16_t)sum;
         }
         y[i].d = 1.0f / iscale;
+    }
+}
+
+/* ------------------------------------------ with an importance matrix */
+
+/* What llama-quantize does with an importance matrix (qw: one weight per
+ * column of the row, the mean squared activation that column met): the same
+ * searches weighted by qw * sqrt(sigma2 + x^2) instead of the magnitude
+ * heuristics, and the sub-block scales fitted by make_qp_quants. Byte for
+ * byte ggml's weighted quantizers (test_quantize.py). Types without a
+ * weighted form are quantized as without. */
+
+/* Levels L[i] in [0, nmax] for x[i] >= 0 (scales, mins) under weights w:
+ * the best of nine inverse scales around nmax / max by weighted error, then
+ * up to five sweeps moving single levels where the fit improves. */
+static float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const float *w) {
+    float max = 0.0f;
+    for (int i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
+    if (!(max >= GROUP_MAX_EPS) || !isfinite(max)) {
+        memset(L, 0, (size_t)n);
+        return 0.0f;
+    }
+    enum { BIG = 1 << 22 };
+    float iscale = (float)nmax / max;
+    const float scale = 1.0f / iscale;
+    float best_mse = 0.0f;
+    for (int i = 0; i < n; i++) {
+        const float diff = x[i] - scale * (float)(uint8_t)tr_q_rint(iscale * x[i], -BIG, BIG);
+        best_mse += w[i] * diff * diff;
+    }
+    for (int is = -4; is <= 4; is++) {
+        if (is == 0) continue;
+        const float iscale_is = (0.1f * (float)is + (float)nmax) / max, scale_is = 1.0f / iscale_is;
+        float mse = 0.0f;
+        for (int i = 0; i < n; i++) {
+            int l = tr_q_rint(iscale_is * x[i], -BIG, BIG);
+            l = l < nmax ? l : nmax;
+            const float diff = x[i] - scale_is * (float)l;
+            mse += w[i] * diff * diff;
+        }
+        if (mse < best_mse) {
+            best_mse = mse;
+            iscale = iscale_is;
+        }
+    }
+    float sumlx = 0.0f, suml2 = 0.0f;
+    for (int i = 0; i < n; i++) {
+        int l = tr_q_rint(iscale * x[i], -BIG, BIG);
+        l = l < nmax ? l : nmax;
+        L[i] = (uint8_t)l;
+        sumlx += w[i] * x[i] * (float)L[i];
+        suml2 += w[i] * (float)L[i] * (float)L[i];
+    }
+    for (int itry = 0; itry < 5; itry++) {
+        int changed = 0;
+        for (int i = 0; i < n; i++) {
+            float slx = sumlx - w[i] * x[i] * (float)L[i];
+            float sl2 = suml2 - w[i] * (float)L[i] * (float)L[i];
+            if (!(slx > 0.0f && sl2 > 0.0f)) continue;
+            int new_l = tr_q_rint(x[i] * sl2 / slx, -BIG, BIG);
+            new_l = new_l < nmax ? new_l : nmax;
+            if (new_l == L[i]) continue;
+            slx += w[i] * x[i] * (float)new_l;
+            sl2 += w[i] * (float)new_l * (float)new_l;
+            if (slx * slx * suml2 > sumlx * sumlx * sl2) {
+                L[i] = (uint8_t)new_l;
+                sumlx = slx;
+                suml2 = sl2;
+                changed++;
+            }
+        }
+        if (!changed) break;
+    }
+    return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+/* weight[l] = qw[l] * sqrt(sigma2 + x[l]^2) for n elements; returns their sum. */
+static float importance(int n, const float *x, const float *qw, float sigma2, float *weight) {
+    float sum = 0.0f;
+    for (int l = 0; l < n; l++) weight[l] = qw[l] * sqrtf(sigma2 + x[l] * x[l]);
+    for (int l = 0; l < n; l++) sum += weight[l];
+    return sum;
+}
+
+static float sum_squares(int64_t n, const float *x) {
+    float s = 0.0f;
+    for (int64_t j = 0; j < n; j++) s += x[j] * x[j];
+    return s;
+}
+
+static void q2_K_imatrix(const float *x, tr_block_q2_K *y, int64_t n, const float *qw) {
+    for (int64_t i = 0; i < n / TR_QK_K; i++, x += TR_QK_K, qw += TR_QK_K) {
+        uint8_t L[TR_QK_K], Ls[16], Lm[16];
+        float weight[16], sw[16], scales[16], mins[16];
+        const float sigma2 = sum_squares(TR_QK_K, x) / TR_QK_K;
+        for (int j = 0; j < 16; j++) {
+            sw[j] = importance(16, x + 16 * j, qw + 16 * j, sigma2, weight);
+            scales[j] = make_qkx_quants(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], -0.9f, 0.05f, 36, false);
+        }
+        const float dq = make_qp_quants(16, 15, scales, Ls, sw), mq = make_qp_quants(16, 15, mins, Lm, sw);
+        y[i].d = tr_fp32_to_fp16(dq);
+        y[i].dmin = tr_fp32_to_fp16(mq);
+        const float dm = tr_fp16_to_fp32(y[i].d), mm = tr_fp16_to_fp32(y[i].dmin);
+        for (int j = 0; j < 16; j++) y[i].scales[j] = (uint8_t)(Ls[j] | (Lm[j] << 4));
+        for (int j = 0; j < 16; j++) {
+            const float d = dm * (float)(y[i].scales[j] & 0x0f);
+            if (d == 0.0f) continue;
+            const float m = mm * (float)(y[i].scales[j] >> 4);
+            for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)tr_q_rint((x[16 * j + l] + m) / d, 0, 3);
+        }
+        memset(y[i].qs, 0, sizeof y[i].qs);
+        for (int e = 0; e < TR_QK_K; e++) y[i].qs[(e / 128) * 32 + e % 32] |= (uint8_t)(L[e] << (2 * ((e / 32) % 4)));
+    }
+}
+
+static void q3_K_imatrix(const float *x, tr_block_q3_K *y, int64_t n, const float *qw) {
+    for (int64_t i = 0; i < n / TR_QK_K; i++, x += TR_QK_K, qw += TR_QK_K) {
+        uint8_t L[TR_QK_K], Ls[16];
+        float weight[16], sw[16], scales[16];
+        const float sigma2 = 2 * sum_squares(TR_QK_K, x) / TR_QK_K;
+        for (int j = 0; j < 16; j++) {
+            sw[j] = importance(16, x + 16 * j, qw + 16 * j, sigma2, weight);
+            scales[j] = make_qx_quants(16, 4, x + 16 * j, L + 16 * j, weight);
+        }
+        memset(y[i].scales, 0, sizeof y[i].scales);
+        const float d_block = make_qx_quants(16, 32, scales, Ls, sw);
+        for (int j = 0; j < 16; j++) {
+            int l = Ls[j];
+            if (j < 8)
+                y[i].scales[j] = (uint8_t)(l & 0x0f);
+            else
+                y[i].scales[j - 8] |= (uint8_t)((l & 0x0f) << 4);
+            y[i].scales[8 + j % 4] |= (uint8_t)((l >> 4) << (2 * (j / 4)));
+        }
+        y[i].d = tr_fp32_to_fp16(d_block);
+        for (int j = 0; j < 16; j++) {
+            const float dl = tr_fp16_to_fp32(y[i].d) * (float)get_scale_q3_K(j, y[i].scales);
+            if (dl == 0.0f) continue;
+            for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)(tr_q_rint(x[16 * j + l] / dl, -4, 3) + 4);
+        }
+        memset(y[i].hmask, 0, sizeof y[i].hmask);
+        memset(y[i].qs, 0, sizeof y[i].qs);
+        for (int e = 0; e < TR_QK_K; e++) {
+            int q = L[e];
+            if (q > 3) {
+                y[i].hmask[e % 32] |= (uint8_t)(1 << (e / 32));
+                q -= 4;
+            }
+            y[i].qs[(e / 128) * 32 + e % 32] |= (uint8_t)(q << (2 * ((e / 32) % 4)));
+        }
+    }
+}
+
+/* Q4_K (nmax 15) and Q5_K (31): eight sub-blocks' scale and min searched
+ * under the importance, both sets fitted to 6 bits by make_qp_quants, every
+ * element requantized against what is stored. */
+static void k4_imatrix_block(const float *x, const float *qw, int nmax, tr_fp16 *dd, tr_fp16 *dmin,
+                             uint8_t sp[TR_K_SCALE_SIZE], uint8_t L[TR_QK_K]) {
+    float weight[32], sw[8], scales[8], mins[8];
+    uint8_t Ls[8], Lm[8];
+    const float sigma2 = 2 * sum_squares(TR_QK_K, x) / TR_QK_K;
+    for (int j = 0; j < 8; j++) {
+        sw[j] = importance(32, x + 32 * j, qw + 32 * j, sigma2, weight);
+        scales[j] = make_qkx_quants(32, nmax, x + 32 * j, weight, L + 32 * j, &mins[j], -0.9f, 0.05f, 36, false);
+    }
+    const float d_block = make_qp_quants(8, 63, scales, Ls, sw), m_block = make_qp_quants(8, 63, mins, Lm, sw);
+    memset(sp, 0, TR_K_SCALE_SIZE);
+    for (int j = 0; j < 8; j++) set_scale_min_k4(j, sp, Ls[j], Lm[j]);
+    *dd = tr_fp32_to_fp16(d_block);
+    *dmin = tr_fp32_to_fp16(m_block);
+    for (int j = 0; j < 8; j++) {
+        int sc, mn;
+        get_scale_min_k4(j, sp, &sc, &mn);
+        const float d = tr_fp16_to_fp32(*dd) * (float)sc;
+        if (d == 0.0f) continue;
+        const float dm = tr_fp16_to_fp32(*dmin) * (float)mn;
+        for (int l = 0; l < 32; l++) L[32 * j + l] = (uint8_t)tr_q_rint((x[32 * j + l] + dm) / d, 0, nmax);
+    }
+}
+
+static void q4_K_imatrix(const float *x, tr_block_q4_K *y, int64_t n, const float *qw) {
+    for (int64_t i = 0; i < n / TR_QK_K; i++, x += TR_QK_K, qw += TR_QK_K) {
+        uint8_t L[TR_QK_K];
+        k4_imatrix_block(x, qw, 15, &y[i].d, &y[i].dmin, y[i].scales, L);
+        for (int j = 0; j < TR_QK_K; j += 64)
+            for (int l = 0; l < 32; l++) y[i].qs[j / 2 + l] = (uint8_t)(L[j + l] | (L[j + 32 + l] << 4));
+    }
+}
+
+static void q5_K_imatrix(const float *x, tr_block_q5_K *y, int64_t n, const float *qw) {
+    for (int64_t i = 0; i < n / TR_QK_K; i++, x += TR_QK_K, qw += TR_QK_K) {
+        uint8_t L[TR_QK_K];
+        k4_imatrix_block(x, qw, 31, &y[i].d, &y[i].dmin, y[i].scales, L);
+        memset(y[i].qh, 0, sizeof y[i].qh);
+        for (int e = 0; e < TR_QK_K; e++)
+            if (L[e] > 15) y[i].qh[e % 32] |= (uint8_t)(1 << (e / 32));
+        for (int j = 0; j < TR_QK_K; j += 64)
+            for (int l = 0; l < 32; l++)
+                y[i].qs[j / 2 + l] = (uint8_t)((L[j + l] & 0x0f) | ((L[j + 32 + l] & 0x0f) << 4));
+    }
+}
+
+static void q6_K_imatrix(const float *x, tr_block_q6_K *y, int64_t n, const float *qw) {
+    for (int64_t i = 0; i < n / TR_QK_K; i++, x += TR_QK_K, qw += TR_QK_K) {
+        uint8_t L[TR_QK_K];
+        float scales[16];
+        for (int j = 0; j < 16; j++) scales[j] = make_qx_quants(16, 32, x + 16 * j, L + 16 * j, qw + 16 * j);
+        q6_K_finish(&y[i], x, scales, L);
+    }
+}
+
+/* The legacy formats: blocks of 32, sigma2 taken over the whole row. */
+static void legacy_imatrix(int type, const float *x, void *dst, int64_t n, const float *qw) {
+    const float sigma2 = sum_squares(n, x) / (float)n;
+    for (int64_t ib = 0; ib < n / 32; ib++) {
+        const float *xb = x + 32 * ib;
+        float weight[32], min;
+        uint8_t L[32];
+        importance(32, xb, qw + 32 * ib, sigma2, weight);
+        uint32_t qh = 0;
+        switch (type) {
+        case TR_TYPE_Q4_0: {
+            tr_block_q4_0 *y = (tr_block_q4_0 *)dst + ib;
+            y->d = tr_fp32_to_fp16(make_qx_quants(32, 8, xb, L, weight));
+            for (int j = 0; j < 16; j++) y->qs[j] = (uint8_t)(L[j] | (L[j + 16] << 4));
+            break;
+        }
+        case TR_TYPE_Q4_1: {
+            tr_block_q4_1 *y = (tr_block_q4_1 *)dst + ib;
+            y->d = tr_fp32_to_fp16(make_qkx_quants(32, 15, xb, weight, L, &min, -0.9f, 0.05f, 36, false));
+            y->m = tr_fp32_to_fp16(-min);
+            for (int j = 0; j < 16; j++) y->qs[j] = (uint8_t)(L[j] | (L[j + 16] << 4));
+            break;
+        }
+        case TR_TYPE_Q5_0: case TR_TYPE_Q5_1: {
+            float d;
+            uint8_t *qs, *qhp;
+            if (type == TR_TYPE_Q5_0) {
+                tr_block_q5_0 *y = (tr_block_q5_0 *)dst + ib;
+                d = make_qx_quants(32, 16, xb, L, weight);
+                y->d = tr_fp32_to_fp16(d);
+                qs = y->qs, qhp = y->qh;
+            } else {
+                tr_block_q5_1 *y = (tr_block_q5_1 *)dst + ib;
+                d = make_qkx_quants(32, 31, xb, weight, L, &min, -0.9f, 0.05f, 36, false);
+                y->d = tr_fp32_to_fp16(d);
+                y->m = tr_fp32_to_fp16(-min);
+                qs = y->qs, qhp = y->qh;
+            }
+            for (int j = 0; j < 16; j++) {
+                qs[j] = (uint8_t)((L[j] & 0x0f) | ((L[j + 16] & 0x0f) << 4));
+                qh |= (uint32_t)((L[j] & 0x10u) >> 4) << j;
+                qh |= (uint32_t)((L[j + 16] & 0x10u) >> 4) << (j + 16);
+            }
+            memcpy(qhp, &qh, 4);
+            break;
+        }
+        default: break;
+        }
+    }
+}
+
+bool tr_quantize_row_imatrix(int type, const float *src, void *dst, int64_t n, const float *qw) {
+    switch (type) {
+    case TR_TYPE_Q2_K: q2_K_imatrix(src, dst, n, qw); return true;
+    case TR_TYPE_Q3_K: q3_K_imatrix(src, dst, n, qw); return true;
+    case TR_TYPE_Q4_K: q4_K_imatrix(src, dst, n, qw); return true;
+    case TR_TYPE_Q5_K: q5_K_imatrix(src, dst, n, qw); return true;
+    case TR_TYPE_Q6_K: q6_K_imatrix(src, dst, n, qw); return true;
+    case TR_TYPE_Q4_0: case TR_TYPE_Q4_1: case TR_TYPE_Q5_0: case TR_TYPE_Q5_1:
+        legacy_imatrix(type, src, dst, n, qw);
+        return true;
+    default: return false;
     }
 }

@@ -63,4 +63,9 @@ void tr_quantize_row_mxfp4(const float *src, void *dst, int64_t n);
 void tr_dequantize_row_tq2_32(const void *src, float *dst, int64_t n);
 void tr_quantize_row_tq2_32(const float *src, void *dst, int64_t n);
 
+/* One row of n elements quantized under an importance matrix (qw: n weights,
+ * the row's columns), as ggml's weighted quantizers: Q2_K..Q6_K, Q4_0, Q4_1,
+ * Q5_0, Q5_1. False: the type has no weighted form (quantize as without). */
+bool tr_quantize_row_imatrix(int type, const float *src, void *dst, int64_t n, const float *qw);
+
 #endif
