@@ -155,7 +155,15 @@ def test_imatrix_quantization_is_llama_cpps_file(llama_cpp, random_models, tmp_p
     meta = [("quantize.imatrix.file", im), ("quantize.imatrix.dataset", "calibration.txt"),
             ("quantize.imatrix.entries_count", len(derived)), ("quantize.imatrix.chunks_count", 7)]
     for mix in ("Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_S", "Q6_K", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"):
-        check_same(llama_cpp, src, tmp_path, mix, ["--imatrix", im], imatrix=(derived, meta))
+        out = check_same(llama_cpp, src, tmp_path, mix, ["--imatrix", im], imatrix=(derived, meta))
+        if mix == "Q4_K_M":  # the importance changed the weights' bytes (the comparison has teeth)
+            plain = str(tmp_path / "plain.gguf")
+            trinity_quantize(src, plain, mix)
+            import gguf
+            def q(path):
+                return next(t for t in gguf.GGUFReader(path).tensors if t.name == "blk.0.attn_q.weight")
+            a, b = q(out), q(plain)
+            assert a.tensor_type == b.tensor_type and a.data.tobytes() != b.data.tobytes()
 
 
 def test_bad_imatrix_is_refused_by_name(random_models, tmp_path):
