@@ -156,7 +156,7 @@ static int bench_spec(gen_opts *go, tr_model *m, const char *file, long n, long 
     tr_engine *e = NULL;
     int status = 1;
     int32_t *buf = malloc(sizeof(int32_t) * 2 * (size_t)n);
-    double *rate_plain = malloc(sizeof(double) * (size_t)reps), *rate_spec = malloc(sizeof(double) * (size_t)reps);
+    double *rate_plain = calloc((size_t)reps, sizeof(double)), *rate_spec = calloc((size_t)reps, sizeof(double));
     if (!text) goto fail;
     if (!buf || !rate_plain || !rate_spec) {
         snprintf(err.msg, sizeof err.msg, "out of memory");
