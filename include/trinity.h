@@ -355,6 +355,13 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
 void tr_context_free(tr_context *c);
 int32_t tr_context_n_ctx(const tr_context *c);
 
+/* Called during tr_decode with the input of every weight matrix product of a
+ * batch of at least 16 tokens (n_tokens rows of cols floats), before the
+ * product: what an importance matrix is computed from, as llama-imatrix's
+ * callback sees it. The weight is named as in the file. NULL: none. */
+typedef void (*tr_matmul_observer)(void *user, const char *weight, const float *x, int64_t n_tokens, int64_t cols);
+void tr_context_set_matmul_observer(tr_context *c, tr_matmul_observer fn, void *user);
+
 /* One forward pass over tokens of one or more sequences (like llama_batch). */
 typedef struct tr_batch {
     int32_t n_tokens;

@@ -205,3 +205,59 @@ def test_bad_input_is_refused_by_name(model_path, random_models, tmp_path):
         p = run_trinity("quantize", *args)
         assert p.returncode != 0 and needle in p.stderr, (args, p.stderr)
         assert not out.exists(), args  # nothing half-written left behind
+
+
+def test_imatrix_sums_the_inputs_llama_imatrix_does(llama_cpp, random_models, tmp_path):
+    """`trinity imatrix` on the tiny llama: chunks of -c tokens (the first BOS), every block weight's input columns
+    squared and summed. Reference: layer 0's attention input computed here in numpy from the file's tensors
+    (embedding rows of llama.cpp's tokens, RMS norm, attn_norm) - the same sums for attn_q, attn_k and attn_v;
+    counts = the tokens; output.weight only with --process-output; the file then quantizes byte for byte like
+    llama.cpp does with the importance llama-quantize derives from it."""
+    import gguf
+    import numpy as np
+    src = random_models["llama"]
+    text = tmp_path / "calib.txt"
+    text.write_text(open("/usr/share/common-licenses/GPL-3").read()[:20000])
+    out = tmp_path / "im.gguf"
+    c, chunks = 64, 3
+    p = run_trinity("imatrix", "-m", src, "-f", text, "-o", out, "-c", c, "--chunks", chunks, "-t", 2)
+    assert p.returncode == 0, p.stderr
+    r = gguf.GGUFReader(str(out))
+    assert r.fields["general.type"].contents() == "imatrix"
+    assert r.fields["imatrix.chunk_count"].contents() == chunks and r.fields["imatrix.chunk_size"].contents() == c
+    got = {t.name: np.array(t.data, dtype=np.float64).reshape(-1) for t in r.tensors}
+    assert "output.weight.in_sum2" not in got and "blk.1.ffn_down.weight.in_sum2" in got
+
+    m = gguf.GGUFReader(src)
+    T = {t.name: np.array(t.data, dtype=np.float64) for t in m.tensors}
+    eps = float(m.fields["llama.attention.layer_norm_rms_epsilon"].contents())
+    llm = llama_cpp.Llama(model_path=src, vocab_only=True, verbose=False)
+    toks = llm.tokenize(text.read_bytes(), add_bos=True, special=False)
+    rows = []
+    for k in range(chunks):
+        chunk = list(toks[k * c:(k + 1) * c])
+        chunk[0] = llm.token_bos()
+        rows += chunk
+    x = T["token_embd.weight"].reshape(-1, T["blk.0.attn_norm.weight"].size)[rows]
+    x = x / np.sqrt((x * x).mean(axis=1, keepdims=True) + eps) * T["blk.0.attn_norm.weight"]
+    want = (x * x).sum(axis=0)
+    for w in ("attn_q", "attn_k", "attn_v"):
+        np.testing.assert_allclose(got[f"blk.0.{w}.weight.in_sum2"], want, rtol=2e-4)
+        assert got[f"blk.0.{w}.weight.counts"][0] == c * chunks
+
+    p = run_trinity("imatrix", "-m", src, "-f", text, "-o", tmp_path / "im-out.gguf", "-c", c, "--chunks", 1,
+                    "--process-output")
+    assert p.returncode == 0 and "output.weight.in_sum2" in [t.name for t in gguf.GGUFReader(
+        str(tmp_path / "im-out.gguf")).tensors], p.stderr
+
+    derived = {n[:-len(".in_sum2")]: (v / np.float32(round(float(got[n[:-len(".in_sum2")] + ".counts"][0])))
+                                      ).astype(np.float32) for n, v in got.items() if n.endswith(".in_sum2")}
+    meta = [("quantize.imatrix.file", str(out)), ("quantize.imatrix.dataset", str(text)),
+            ("quantize.imatrix.entries_count", len(derived)), ("quantize.imatrix.chunks_count", chunks)]
+    check_same(llama_cpp, src, tmp_path, "Q4_K_M", ["--imatrix", str(out)], imatrix=(derived, meta))
+
+    for args, needle in ((["-m", src], "-f TEXT"), (["-m", src, "-f", tmp_path / "none.txt"], "none.txt"),
+                         (["-m", src, "-f", text, "-c", 100000], "fewer than one chunk"),
+                         (["-m", src, "-f", text, "-c", 8], "-c wants")):
+        p = run_trinity("imatrix", *args, "-o", tmp_path / "x.gguf")
+        assert p.returncode != 0 and needle in p.stderr, (args, p.stderr)

@@ -25,6 +25,7 @@ static const command commands[] = {
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"bench", cmd_bench, "measure prompt and generation speed (like llama-bench)"},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server (chat, completions, streaming)"},
+    {"imatrix", cmd_imatrix, "compute an importance matrix from a text (for quantize --imatrix)"},
     {"quantize", cmd_quantize, "re-write a GGUF file's weights in another format (llama-quantize's mixes)"},
 };
 

@@ -297,3 +297,8 @@ void tr_context_kv_stats(const tr_context *c, tr_kv_stats *o) {
     o->bytes_per_block = (size_t)o->block_size * (size_t)c->model->hp.n_layer *
                          (tr_row_size(c->type_k, c->k_dim) + tr_row_size(c->type_v, c->v_dim));
 }
+
+void tr_context_set_matmul_observer(tr_context *c, tr_matmul_observer fn, void *user) {
+    c->mm_observer = fn;
+    c->mm_user = user;
+}

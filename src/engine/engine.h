@@ -32,6 +32,9 @@ struct tr_context {
     float *hb, *hb2;             /* [n_batch][n_ff] */
 
     /* Outputs of the last batch. */
+    tr_matmul_observer mm_observer; /* tr_context_set_matmul_observer */
+    void *mm_user;
+
     int32_t *out_row;            /* [n_batch]: row of token i in logits, or -1 */
     int32_t n_out, n_batch_last;
     float *logits;               /* [logits_cap][n_vocab] */

@@ -20,6 +20,7 @@
 #include <string.h>
 
 static void matmul(tr_context *c, const tr_weight *w, const float *x, int64_t n, float *y) {
+    if (c->mm_observer && n >= 16 && w->name) c->mm_observer(c->mm_user, w->name, x, n, w->cols);
     tr_matmul(c->pool, w->type, w->data, w->rows, w->cols, x, n, y);
 }
 
