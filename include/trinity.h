@@ -531,6 +531,30 @@ typedef struct tr_chat_msg {
 tr_status tr_chat_format(const tr_model *m, const char *format, const tr_chat_msg *msgs, size_t n,
                          bool add_assistant, char **out, tr_error *err);
 
+/* ------------------------------------------------ Jinja templates (chat) */
+
+/* A Jinja template as Hugging Face transformers renders chat templates
+ * (jinja2's ImmutableSandboxedEnvironment with trim_blocks, lstrip_blocks,
+ * the loopcontrols extension, a tojson without HTML escaping, raise_exception
+ * and strftime_now). Parsed once; rendering is thread-safe (each render has
+ * its own memory). Errors name the template line: "template line 12: ...";
+ * a template's raise_exception gives its message there. */
+typedef struct tr_template tr_template;
+
+typedef struct tr_template_opts {
+    size_t max_output;  /* bytes of output before failing; 0: 16 MiB */
+    uint64_t max_steps; /* evaluation steps before failing (endless loops); 0: 50 million */
+    size_t max_memory;  /* bytes the render may allocate; 0: 512 MiB */
+    int64_t now;        /* strftime_now's time, unix seconds shown as UTC; 0: now, local time */
+} tr_template_opts;
+
+tr_status tr_template_parse(const char *src, size_t len, tr_template **out, tr_error *err);
+/* Render with the variables of vars_json (a JSON object: messages, tools,
+ * add_generation_prompt, bos_token ...). opts may be NULL. *out is malloc'ed. */
+tr_status tr_template_render(const tr_template *t, const char *vars_json, const tr_template_opts *opts, char **out,
+                             tr_error *err);
+void tr_template_free(tr_template *t);
+
 /* ----------------------------------------------------------------- system */
 
 /* The CPU features the kernels may use, e.g. "avx2 fma f16c avx512f ...". */
