@@ -1168,10 +1168,8 @@ static jv *split_str(interp *I, const jv *s, const char *sep, size_t sn, int64_t
                     i = j;
                 }
                 if (i >= n) break;
-                if (maxsplit >= 0 && (int64_t)l->l.n >= maxsplit) {
-                    size_t e = n; /* the rest, right-stripped */
-                    jv tmp = {.k = V_STR, .s = {p + i, e - i}};
-                    lpush(I, l, strip_str(I, &tmp, NULL, 0, false, true));
+                if (maxsplit >= 0 && (int64_t)l->l.n >= maxsplit) { /* the rest as it is */
+                    lpush(I, l, mkstr(I, p + i, n - i));
                     break;
                 }
                 size_t st = i;
@@ -2015,6 +2013,7 @@ static jv *apply_filter(interp *I, const char *f, jv *v, args *a) {
         double x = num_f(v), p = pow(10, (double)prec);
         if (!strcmp(method, "common")) {
             char buf[400];
+            if (v->k == V_INT) return v; /* Python's round(int, n) stays an int */
             if (prec < 0 || prec > 300) FAIL(I, "round: precision %lld is not supported", (long long)prec);
             snprintf(buf, sizeof buf, "%.*f", (int)prec, x);
             return mkfloat(I, strtod(buf, NULL));
@@ -2034,7 +2033,26 @@ static jv *apply_filter(interp *I, const char *f, jv *v, args *a) {
     if (!strcmp(f, "attr")) {
         jv *n = arg(a, 0, "name");
         if (!n || n->k != V_STR) FAIL(I, "attr: needs an attribute name");
+        if (v->k == V_DICT && v->d.kind == D_DICT && !in_names(dict_methods, n->s.p) && !in_names(dict_unsafe, n->s.p))
+            return mkundef(I, undef_name(I, v, n->s.p)); /* attributes only, not items */
         return get_attr(I, v, n->s.p);
+    }
+    if (!strcmp(f, "batch")) {
+        int64_t size = arg_int(I, a, 0, "linecount", 0);
+        jv *fill = arg(a, 1, "fill_with");
+        if (size <= 0) FAIL(I, "batch: linecount must be positive");
+        jv *l = iter_list(I, v), *r = mklist(I), *cur = NULL;
+        r->l.lazy = L_GEN;
+        for (size_t i = 0; i < l->l.n; i++) {
+            if (!cur || (int64_t)cur->l.n == size) {
+                cur = mklist(I);
+                lpush(I, r, cur);
+            }
+            lpush(I, cur, l->l.a[i]);
+        }
+        if (cur && fill && fill->k != V_NONE)
+            while ((int64_t)cur->l.n < size) lpush(I, cur, fill);
+        return r;
     }
     if (!strcmp(f, "wordcount")) {
         jv *s = to_str(I, v);
