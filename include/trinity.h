@@ -530,6 +530,34 @@ typedef struct tr_chat_msg {
  * prompt of the assistant's turn. *out is malloc'ed. */
 tr_status tr_chat_format(const tr_model *m, const char *format, const tr_chat_msg *msgs, size_t n,
                          bool add_assistant, char **out, tr_error *err);
+/* Is `name` one of tr_chat_format's built-in formats? */
+bool tr_chat_format_known(const char *name);
+
+/* The chat template a model is used with: `spec` a built-in format name
+ * (tr_chat_format_known) or the path of a Jinja file; spec NULL: the
+ * model's tokenizer.chat_template, or for a file without one the built-in
+ * format its vocabulary suggests (tr_chat_template_is_builtin then says so:
+ * such a base model's replies may not end). m may be NULL with a spec. */
+typedef struct tr_chat_template tr_chat_template;
+
+typedef struct tr_chat_apply_opts {
+    const char *tools_json;      /* a JSON array of tools, or NULL: `tools` is none */
+    const char *extra_json;      /* a JSON object of more variables (enable_thinking ...), or NULL */
+    bool add_generation_prompt;  /* end with the start of the assistant's turn */
+    const char *bos_token, *eos_token; /* NULL: the model's token texts ("" without a model) */
+    int64_t now;                 /* strftime_now's time, as tr_template_opts.now */
+    bool strip_special;          /* as llama.cpp: drop a leading BOS (trailing EOS) text when the
+                                    tokenizer adds that token itself */
+} tr_chat_apply_opts;
+
+tr_status tr_chat_template_load(const tr_model *m, const char *spec, tr_chat_template **out, tr_error *err);
+/* Render messages_json (a JSON array of OpenAI messages, tool calls and tool
+ * results as they are) to the prompt text. *out is malloc'ed. */
+tr_status tr_chat_template_apply(const tr_chat_template *ct, const char *messages_json,
+                                 const tr_chat_apply_opts *opts, char **out, tr_error *err);
+bool tr_chat_template_is_builtin(const tr_chat_template *ct);
+const char *tr_chat_template_describe(const tr_chat_template *ct); /* where it came from, for messages */
+void tr_chat_template_free(tr_chat_template *ct);
 
 /* ------------------------------------------------ Jinja templates (chat) */
 
