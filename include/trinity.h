@@ -571,8 +571,9 @@ typedef struct tr_template tr_template;
 
 typedef struct tr_template_opts {
     size_t max_output;  /* bytes of output before failing; 0: 16 MiB */
-    uint64_t max_steps; /* evaluation steps before failing (endless loops); 0: 50 million */
-    size_t max_memory;  /* bytes the render may allocate; 0: 512 MiB */
+    uint64_t max_steps; /* evaluation steps before failing (endless loops); 0: 5 million (the largest
+                           template llama.cpp ships takes 3,425 on a 6-message tool conversation) */
+    size_t max_memory;  /* bytes the render may allocate; 0: 128 MiB */
     int64_t now;        /* strftime_now's time, unix seconds shown as UTC; 0: now, local time */
 } tr_template_opts;
 

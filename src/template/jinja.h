@@ -60,6 +60,8 @@ struct jv {
             jv **keys, **vals;
             size_t n, cap;
             dkind kind;
+            jv *loop_items; /* D_LOOP: the items iterated, and where the loop is: its */
+            size_t loop_i;  /* attributes (index, first, nextitem ...) are computed when read */
         } d;
         struct {
             const char *name; /* builtin, method or macro name */

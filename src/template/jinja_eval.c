@@ -147,7 +147,7 @@ static void dsetv(interp *I, jv *d, jv *key, jv *val) {
         return;
     }
     if (d->d.n == d->d.cap) {
-        size_t cap = d->d.cap ? d->d.cap * 2 : 8;
+        size_t cap = d->d.cap ? d->d.cap * 2 : 4;
         jv **nk = ar_alloc(&I->ar, cap * sizeof *nk), **nv = ar_alloc(&I->ar, cap * sizeof *nv);
         if (d->d.n) {
             memcpy(nk, d->d.keys, d->d.n * sizeof *nk);
@@ -161,6 +161,7 @@ static void dsetv(interp *I, jv *d, jv *key, jv *val) {
     d->d.vals[d->d.n] = val;
     d->d.n++;
 }
+/* key: a string that outlives the render (a literal, a name in the AST). */
 static void dset(interp *I, jv *d, const char *key, jv *val) {
     jv k = {.k = V_STR, .s = {key, strlen(key)}};
     jv **s = dslot(d, &k);
@@ -168,7 +169,9 @@ static void dset(interp *I, jv *d, const char *key, jv *val) {
         *s = val;
         return;
     }
-    dsetv(I, d, mkcstr(I, key), val);
+    jv *kv = mk(I, V_STR);
+    kv->s = k.s;
+    dsetv(I, d, kv, val);
 }
 
 static const char *type_name(const jv *v) {
@@ -738,6 +741,25 @@ static const char *undef_name(interp *I, const jv *obj, const char *attr) {
     return b.p;
 }
 
+static jv *loop_attr(interp *I, jv *loop, const char *attr) {
+    int64_t i = (int64_t)loop->d.loop_i, n = (int64_t)loop->d.loop_items->l.n;
+    jv **items = loop->d.loop_items->l.a;
+    if (!strcmp(attr, "index")) return mkint(I, i + 1);
+    if (!strcmp(attr, "index0")) return mkint(I, i);
+    if (!strcmp(attr, "revindex")) return mkint(I, n - i);
+    if (!strcmp(attr, "revindex0")) return mkint(I, n - i - 1);
+    if (!strcmp(attr, "first")) return mkbool(I, i == 0);
+    if (!strcmp(attr, "last")) return mkbool(I, i == n - 1);
+    if (!strcmp(attr, "length")) return mkint(I, n);
+    if (!strcmp(attr, "depth")) return mkint(I, 1);
+    if (!strcmp(attr, "depth0")) return mkint(I, 0);
+    if (!strcmp(attr, "previtem")) return i > 0 ? items[i - 1] : mkundef(I, "'there is no previous item'");
+    if (!strcmp(attr, "nextitem")) return i + 1 < n ? items[i + 1] : mkundef(I, "'there is no next item'");
+    if (!strcmp(attr, "cycle")) return bound(I, loop, attr, false);
+    if (!strcmp(attr, "changed")) FAIL(I, "loop.changed() is not supported");
+    return mkundef(I, undef_name(I, loop, attr));
+}
+
 /* obj.attr: Python attribute first (methods), then obj[attr] (jinja2's getattr). */
 static jv *get_attr(interp *I, jv *obj, const char *attr) {
     if (obj->k == V_UNDEF) undef_fail(I, obj);
@@ -750,8 +772,8 @@ static jv *get_attr(interp *I, jv *obj, const char *attr) {
         if (obj->d.kind == D_DICT) {
             if (in_names(dict_methods, attr)) return bound(I, obj, attr, false);
             if (in_names(dict_unsafe, attr)) return bound(I, obj, attr, true);
-        } else if (obj->d.kind == D_LOOP && !strcmp(attr, "cycle")) {
-            return bound(I, obj, attr, false);
+        } else if (obj->d.kind == D_LOOP) {
+            return loop_attr(I, obj, attr);
         }
         {
             jv *v = dget(obj, attr);
@@ -1497,9 +1519,8 @@ static jv *call_method(interp *I, jv *f, args *a) {
     if (f->fn.unsafe) FAIL(I, "access to attribute '%s' of '%s' object is unsafe.", m, type_name(self));
     if (self->k == V_STR) return str_method(I, self, m, a);
     if (self->k == V_DICT && self->d.kind == D_LOOP) { /* loop.cycle */
-        jv *idx = dget(self, "index0");
         if (!a->n) FAIL(I, "no items for cycling given");
-        return a->pos[idx->i % (int64_t)a->n];
+        return a->pos[self->d.loop_i % a->n];
     }
     if (self->k == V_DICT) {
         if (!strcmp(m, "get")) {
@@ -2375,17 +2396,8 @@ static void exec_for(interp *I, const jnode *n, jscope *sc) {
         step(I);
         jscope *it = new_scope(I, sc);
         jv *loop = mkdict(I, D_LOOP);
-        dset(I, loop, "index", mkint(I, (int64_t)i + 1));
-        dset(I, loop, "index0", mkint(I, (int64_t)i));
-        dset(I, loop, "revindex", mkint(I, (int64_t)(len - i)));
-        dset(I, loop, "revindex0", mkint(I, (int64_t)(len - i - 1)));
-        dset(I, loop, "first", mkbool(I, i == 0));
-        dset(I, loop, "last", mkbool(I, i + 1 == len));
-        dset(I, loop, "length", mkint(I, (int64_t)len));
-        dset(I, loop, "depth", mkint(I, 1));
-        dset(I, loop, "depth0", mkint(I, 0));
-        dset(I, loop, "previtem", i ? items->l.a[i - 1] : mkundef(I, "'there is no previous item'"));
-        dset(I, loop, "nextitem", i + 1 < len ? items->l.a[i + 1] : mkundef(I, "'there is no next item'"));
+        loop->d.loop_items = items;
+        loop->d.loop_i = i;
         dset(I, it->vars, "loop", loop);
         assign(I, n->a, items->l.a[i], it);
         exec(I, n->items[0], it);
@@ -2501,8 +2513,8 @@ tr_status tr_template_render(const tr_template *t, const char *vars_json, const 
     I->errmsg = err->msg;
     I->ar.fail = &I->jb;
     I->ar.errmsg = err->msg;
-    I->ar.limit = o.max_memory ? o.max_memory : (size_t)512 << 20;
-    I->max_steps = o.max_steps ? o.max_steps : 50000000;
+    I->ar.limit = o.max_memory ? o.max_memory : (size_t)128 << 20;
+    I->max_steps = o.max_steps ? o.max_steps : 5000000;
     I->max_out = o.max_output ? o.max_output : (size_t)16 << 20;
     I->now = o.now ? (time_t)o.now : time(NULL);
     I->now_utc = o.now != 0;

@@ -23,7 +23,8 @@ struct arena_blk {
 void *ar_alloc(arena *a, size_t n) {
     n = (n + 15) & ~(size_t)15;
     if (a->limit && a->used + n > a->limit)
-        jfail(a->fail, a->errmsg, 0, "out of memory: the template used more than %zu bytes", a->limit);
+        jfail(a->fail, a->errmsg, 0, "out of memory: the template used more than %zu MiB (a loop without end?)",
+              a->limit >> 20);
     a->used += n;
     arena_blk *b = a->head;
     if (!b || b->size - b->used < n) {
