@@ -38,6 +38,8 @@ typedef struct srv_request {
     /* chat: the conversation (strings owned) */
     tr_chat_msg *msgs;
     size_t n_msgs;
+    char *messages_json; /* chat: 'messages' as sent (owned JSON text): what the chat template renders */
+    char *tools_json;    /* chat: 'tools' as sent (owned JSON text), NULL when not given */
     /* completion: the prompt as text (owned), or as token ids when prompt is NULL */
     char *prompt;
     int32_t *prompt_ids;
