@@ -51,8 +51,9 @@ static void step(interp *I) {
 
 /* ----------------------------------------------------------------- output */
 
+/* ob_put(I, b, "", 0) gives an empty buffer its (NUL-terminated) storage. */
 static void ob_put(interp *I, obuf *b, const char *s, size_t n) {
-    if (!n) return;
+    if (!n && b->p) return;
     if (b->n + n > I->max_out) FAIL(I, "the output grew beyond %zu bytes", I->max_out);
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 256;
@@ -62,7 +63,7 @@ static void ob_put(interp *I, obuf *b, const char *s, size_t n) {
         b->p = np;
         b->cap = cap;
     }
-    memcpy(b->p + b->n, s, n);
+    if (n) memcpy(b->p + b->n, s, n);
     b->n += n;
     b->p[b->n] = 0;
 }
@@ -216,7 +217,7 @@ static bool truthy(const jv *v) {
 
 static bool is_num(const jv *v) { return v->k == V_INT || v->k == V_FLOAT || v->k == V_BOOL; }
 static double num_f(const jv *v) { return v->k == V_FLOAT ? v->f : v->k == V_INT ? (double)v->i : v->b; }
-static int64_t num_i(const jv *v) { return v->k == V_INT ? v->i : v->b; }
+static int64_t num_i(const jv *v) { return v->k == V_INT ? v->i : v->k == V_BOOL ? v->b : 0; }
 
 static bool equals(const jv *a, const jv *b) {
     if (is_num(a) && is_num(b)) {
@@ -1710,7 +1711,7 @@ static jv *apply_filter(interp *I, const char *name, jv *v, args *a);
 
 static args shift_args(const args *a, size_t k) {
     args r = *a;
-    r.pos = a->pos + (a->n >= k ? k : a->n);
+    r.pos = a->pos ? a->pos + (a->n >= k ? k : a->n) : NULL;
     r.n = a->n >= k ? a->n - k : 0;
     return r;
 }
@@ -1966,6 +1967,7 @@ static jv *apply_filter(interp *I, const char *f, jv *v, args *a) {
         if (w && w->k == V_STR) {
             ind = w->s.p;
         } else {
+            if (w && w->k != V_INT && w->k != V_BOOL) FAIL(I, "indent: width must be an integer or a string");
             int64_t n = w ? num_i(w) : 4;
             if (n < 0) n = 0;
             if (n > 1024) FAIL(I, "indent: width %lld is too large", (long long)n);
@@ -2552,7 +2554,8 @@ tr_status tr_template_render(const tr_template *t, const char *vars_json, const 
             st = tr_err_set(err, TR_ERR_NOMEM, "template: out of memory for the output");
             goto done;
         }
-        memcpy(*out, res.p, res.n + 1);
+        if (res.n) memcpy(*out, res.p, res.n);
+        (*out)[res.n] = 0;
         err->msg[0] = 0;
     }
 done:

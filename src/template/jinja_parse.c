@@ -948,7 +948,7 @@ static jnode *parse_target(parser *p, bool allow_attr) {
     return t;
 }
 
-static jnode *parse_body(parser *p, const char *const *ends, const char **which);
+static jnode *parse_body(parser *p, const char *const *ends, const char **which, int open_line);
 
 /* After "{%": is the next tag name one of ends? */
 static const char *at_end_tag(parser *p, const char *const *ends) {
@@ -978,20 +978,20 @@ static jnode *parse_statement(parser *p) {
         expect_bend(p);
         static const char *const ends[] = {"elif", "else", "endif", NULL};
         const char *which;
-        n->b = parse_body(p, ends, &which);
+        n->b = parse_body(p, ends, &which, line);
         jnode *tail = n;
         for (;;) {
             if (!strcmp(which, "elif")) {
                 jnode *e = mk(p, N_IF, cur(p)->line);
                 e->a = parse_tuple_or_expr(p, true, false);
                 expect_bend(p);
-                e->b = parse_body(p, ends, &which);
+                e->b = parse_body(p, ends, &which, line);
                 tail->c = e;
                 tail = e;
             } else if (!strcmp(which, "else")) {
                 expect_bend(p);
                 static const char *const ends2[] = {"endif", NULL};
-                tail->c = parse_body(p, ends2, &which);
+                tail->c = parse_body(p, ends2, &which, line);
             } else {
                 expect_bend(p);
                 break;
@@ -1013,14 +1013,14 @@ static jnode *parse_statement(parser *p) {
         static const char *const ends[] = {"else", "endfor", NULL};
         const char *which;
         p->loop_depth++;
-        jnode *body = parse_body(p, ends, &which);
+        jnode *body = parse_body(p, ends, &which, line);
         p->loop_depth--;
         n->items = ar_alloc(p->ar, 2 * sizeof(jnode *));
         n->items[0] = body;
         if (!strcmp(which, "else")) {
             expect_bend(p);
             static const char *const ends2[] = {"endfor", NULL};
-            n->items[1] = parse_body(p, ends2, &which);
+            n->items[1] = parse_body(p, ends2, &which, line);
         }
         n->n = 2;
         expect_bend(p);
@@ -1045,7 +1045,7 @@ static jnode *parse_statement(parser *p) {
             expect_bend(p);
             static const char *const ends[] = {"endset", NULL};
             const char *which;
-            n->b = parse_body(p, ends, &which);
+            n->b = parse_body(p, ends, &which, line);
             expect_bend(p);
         }
     } else if (!strcmp(nm, "macro") || !strcmp(nm, "call")) {
@@ -1089,7 +1089,7 @@ static jnode *parse_statement(parser *p) {
         const char *which;
         int saved_loops = p->loop_depth;
         p->loop_depth = 0;
-        n->b = parse_body(p, is_call ? cends : mends, &which);
+        n->b = parse_body(p, is_call ? cends : mends, &which, line);
         p->loop_depth = saved_loops;
         if (cur(p)->k == T_NAME && !is_call && !strcmp(cur(p)->s, n->str)) p->pos++; /* {% endmacro name %} */
         expect_bend(p);
@@ -1105,7 +1105,7 @@ static jnode *parse_statement(parser *p) {
         expect_bend(p);
         static const char *const ends[] = {"endfilter", NULL};
         const char *which;
-        n->b = parse_body(p, ends, &which);
+        n->b = parse_body(p, ends, &which, line);
         expect_bend(p);
     } else if (!strcmp(nm, "break") || !strcmp(nm, "continue")) {
         if (!p->loop_depth) PFAIL(p, line, "'%s' outside of a for loop", nm);
@@ -1116,7 +1116,7 @@ static jnode *parse_statement(parser *p) {
         expect_bend(p);
         static const char *const ends[] = {"endgeneration", NULL};
         const char *which;
-        n = parse_body(p, ends, &which);
+        n = parse_body(p, ends, &which, line);
         expect_bend(p);
     } else {
         PFAIL(p, line, "unknown or unexpected tag '%s'", nm);
@@ -1127,15 +1127,18 @@ static jnode *parse_statement(parser *p) {
 
 /* Statements until one of the end tags (its name consumed, *which set) or,
  * with ends NULL, the end of the template. */
-static jnode *parse_body(parser *p, const char *const *ends, const char **which) {
+static jnode *parse_body(parser *p, const char *const *ends, const char **which, int open_line) {
     jnode *body = mk(p, N_BODY, cur(p)->line);
     nlist l = {0};
-    int start = cur(p)->line;
     for (;;) {
         tok *t = cur(p);
         if (t->k == T_EOF) {
-            if (ends)
-                PFAIL(p, start, "this block is never closed (expected '%s' before the end of the template)", ends[0]);
+            if (ends) {
+                size_t last = 0;
+                while (ends[last + 1]) last++;
+                PFAIL(p, open_line, "this block is never closed (expected '%s' before the end of the template)",
+                      ends[last]);
+            }
             break;
         }
         const char *e = at_end_tag(p, ends);
@@ -1190,6 +1193,6 @@ bool jinja_parse(jtemplate *t, const char *src, size_t len, char *errmsg) {
     if (n && s[n - 1] == '\n') n--;
     s[n] = 0;
     lex(&p, s, n);
-    t->root = parse_body(&p, NULL, NULL);
+    t->root = parse_body(&p, NULL, NULL, 0);
     return true;
 }
