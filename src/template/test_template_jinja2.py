@@ -123,6 +123,20 @@ CASES = {
 }
 
 
+# Templates written for other inputs get those too (their own tool shapes and variables).
+NATIVE_CASES = {
+    "CohereForAI-c4ai-command-r-plus-tool_use.jinja": {"messages": [
+        {"role": "system", "content": "You are Command R+."}, {"role": "user", "content": "Weather in Paris?"}],
+        "tools": [{"name": "get_weather", "description": "Get the weather.", "parameter_definitions": {
+            "city": {"description": "The city", "type": "str", "required": True},
+            "unit": {"description": "celsius or fahrenheit", "type": "str", "required": False}}}]},
+    "fireworks-ai-llama-3-firefunction-v2.jinja": {"messages": [
+        {"role": "system", "content": "Be helpful."}, {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "Let me check."}, {"role": "user", "content": "Thanks"}],
+        "functions": json.dumps([t["function"] for t in TOOLS], indent=2), "datetime": "2026-03-15"},
+}
+
+
 def template_dir():
     return os.path.join(llama_server.source_tree(), "models", "templates")
 
@@ -189,6 +203,7 @@ def reference_render(env, src, variables):
 def case_vars(case, add_generation_prompt):
     v = {"messages": case["messages"], "tools": case.get("tools"), "documents": None,
          "add_generation_prompt": add_generation_prompt, "bos_token": "<s>", "eos_token": "</s>"}
+    v.update({k: x for k, x in case.items() if k not in v})
     return v
 
 
@@ -196,7 +211,10 @@ def compare_template(trinity, env, path):
     """Per case: 'equal', 'both_fail', 'unsupported', or 'MISMATCH: ...'."""
     src = open(path, encoding="utf-8").read()
     results = {}
-    for name, case in CASES.items():
+    cases = dict(CASES)
+    if os.path.basename(path) in NATIVE_CASES:
+        cases["native_inputs"] = NATIVE_CASES[os.path.basename(path)]
+    for name, case in cases.items():
         for agp in (False, True):
             v = case_vars(case, agp)
             want, want_err, raised = reference_render(env, src, v)
@@ -260,7 +278,8 @@ def test_templates_match_jinja2(trinity, record_property):
     with open(os.path.join(report_dir, "template_parity.md"), "w") as f:
         f.write(f"# Chat templates: Trinity vs jinja2 {jinja2.__version__}\n\n")
         f.write(f"{len(files)} templates from {template_dir()}, {len(CASES)} conversations x "
-                "add_generation_prompt on/off each.\n\n")
+                "add_generation_prompt on/off each (and their own inputs for "
+                f"{', '.join(NATIVE_CASES)}).\n\n")
         f.write(f"All cases agree: {n_equal_all} of {len(files)}\n\n")
         f.write("| template | result | equal | both fail | unsupported | mismatch | cases | note |\n")
         f.write("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |\n")
