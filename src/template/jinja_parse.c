@@ -1119,6 +1119,10 @@ static jnode *parse_statement(parser *p) {
         n = parse_body(p, ends, &which, line);
         expect_bend(p);
     } else {
+        static const char *const unsupported[] = {"include", "extends", "block", "import", "from", "with",
+                                                  "autoescape", NULL};
+        for (size_t i = 0; unsupported[i]; i++)
+            if (!strcmp(nm, unsupported[i])) PFAIL(p, line, "the tag '%s' is not supported", nm);
         PFAIL(p, line, "unknown or unexpected tag '%s'", nm);
     }
     p->depth--;

@@ -411,6 +411,9 @@ UNSUPPORTED = [
     "{{ l|reverse }}",  # ... the list_reverseiterator's
     "{% for x in l recursive %}{{ x }}{% endfor %}",
     "{{ m|groupby('role') }}",
+    "{% with x = 1 %}{{ x }}{% endwith %}",
+    "{{ '{:>5}'.format('a') }}",
+    "{% for x in l %}{{ loop.changed(x) }}{% endfor %}",
 ]
 
 
