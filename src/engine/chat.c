@@ -186,7 +186,7 @@ tr_status tr_chat_format(const tr_model *m, const char *format, const tr_chat_ms
             fmt = detect_from_text(tmpl.ptr, (size_t)tmpl.len);
             if (fmt == FMT_NONE)
                 return tr_err_set(err, TR_ERR_UNSUPPORTED,
-                                  "%s: tokenizer.chat_template is not a known format; pass --chat-format "
+                                  "%s: tokenizer.chat_template is not a known format; pass --chat-template "
                                   "(gemma, chatml, llama3, llama2)",
                                   tr_gguf_path(m->gguf));
         } else if (vocab_has(m->vocab, "<start_of_turn>")) {
@@ -197,7 +197,7 @@ tr_status tr_chat_format(const tr_model *m, const char *format, const tr_chat_ms
             fmt = FMT_LLAMA3;
         } else {
             return tr_err_set(err, TR_ERR_UNSUPPORTED,
-                              "%s: no tokenizer.chat_template and no known chat tokens; pass --chat-format "
+                              "%s: no tokenizer.chat_template and no known chat tokens; pass --chat-template "
                               "(gemma, chatml, llama3, llama2)",
                               tr_gguf_path(m->gguf));
         }
