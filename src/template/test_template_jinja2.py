@@ -115,6 +115,9 @@ CASES = {
     "not_alternating": ({"messages": [
         {"role": "user", "content": "one"},
         {"role": "user", "content": "two"}]}),
+    "content_parts": ({"messages": [
+        {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+        {"role": "user", "content": [{"type": "text", "text": "Describe "}, {"type": "text", "text": "Paris."}]}]}),
     "tools_given": ({"messages": [
         {"role": "system", "content": "You can call tools."},
         {"role": "user", "content": "Weather in Paris?"}], "tools": TOOLS}),
