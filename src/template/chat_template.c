@@ -15,6 +15,7 @@
 struct tr_chat_template {
     const tr_model *model;  /* may be NULL (a template file alone) */
     tr_template *jinja;     /* NULL: a built-in format */
+    tr_template *tool_use;  /* the file's tokenizer.chat_template.tool_use, for requests with tools (or NULL) */
     char *builtin;          /* the built-in format's name; NULL: detected from the model at each use */
     char what[300];         /* for messages: where the template came from */
 };
@@ -86,6 +87,14 @@ tr_status tr_chat_template_load(const tr_model *m, const char *spec, tr_chat_tem
         } else if (tr_gguf_get_str(tr_model_gguf(m), "tokenizer.chat_template", &t) && t.len > 0) {
             snprintf(ct->what, sizeof ct->what, "%s: tokenizer.chat_template", tr_gguf_path(tr_model_gguf(m)));
             st = parse_into(ct, t.ptr, (size_t)t.len, err);
+            /* a second template for requests with tools (Command R), used as llama.cpp does */
+            tr_str tu = {0};
+            if (st == TR_OK && tr_gguf_get_str(tr_model_gguf(m), "tokenizer.chat_template.tool_use", &tu) && tu.len) {
+                tr_error e = {{0}};
+                if (tr_template_parse(tu.ptr, (size_t)tu.len, &ct->tool_use, &e) != TR_OK)
+                    st = tr_err_set(err, TR_ERR_FORMAT, "%s: tokenizer.chat_template.tool_use: %s",
+                                    tr_gguf_path(tr_model_gguf(m)), e.msg);
+            }
         } else {
             /* no template in the file: a hand-written format recognised from the vocabulary */
             char *probe = NULL;
@@ -106,6 +115,7 @@ tr_status tr_chat_template_load(const tr_model *m, const char *spec, tr_chat_tem
 void tr_chat_template_free(tr_chat_template *ct) {
     if (!ct) return;
     tr_template_free(ct->jinja);
+    tr_template_free(ct->tool_use);
     free(ct->builtin);
     free(ct);
 }
@@ -196,6 +206,7 @@ tr_status tr_chat_template_apply(const tr_chat_template *ct, const char *message
             json_object_update(vars, extra);
         json_decref(extra);
     }
+    bool with_tools = tools && json_array_size(tools) > 0;
     json_object_set_new(vars, "messages", msgs);
     json_object_set_new(vars, "tools", tools ? tools : json_null());
     json_object_set_new(vars, "documents", json_null());
@@ -209,9 +220,10 @@ tr_status tr_chat_template_apply(const tr_chat_template *ct, const char *message
     tr_template_opts to = {.now = o.now};
     tr_error e = {{0}};
     char *text = NULL;
-    st = tr_template_render(ct->jinja, vj, &to, &text, &e);
+    const tr_template *tm = with_tools && ct->tool_use ? ct->tool_use : ct->jinja;
+    st = tr_template_render(tm, vj, &to, &text, &e);
     free(vj);
-    if (st != TR_OK) return tr_err_set(err, st, "%s: %s", ct->what, e.msg);
+    if (st != TR_OK) return tr_err_set(err, st, "%s%s: %s", ct->what, tm == ct->tool_use ? ".tool_use" : "", e.msg);
     if (o.strip_special && ct->model) {
         /* as llama.cpp: the tokenizer adds BOS (EOS) itself, so a template's own goes */
         const tr_vocab *v = tr_model_vocab(ct->model);

@@ -126,3 +126,33 @@ def test_errors_name_the_problem(trinity_bin, templates, msgs_file, tmp_path):
     (tmp_path / "notjson.json").write_text("[{")
     rc, _, err = run(trinity_bin, "--chat-template", "chatml", "--messages", str(tmp_path / "notjson.json"))
     assert rc == 1 and "not valid JSON" in err
+
+
+def test_the_files_own_template_and_its_tool_use_variant(trinity_bin, templates, tmp_path):
+    """A model file with tokenizer.chat_template (Qwen 2.5's) and
+    tokenizer.chat_template.tool_use (Hermes 2 Pro's tool template): without
+    tools the first renders, with tools the second (as llama.cpp picks)."""
+    import gguf
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "tests"))
+    from test_model_bad_input import copy_model
+    base = str(tmp_path / "base.gguf")
+    subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.dirname(HERE)), "scripts", "gen_model.py"),
+                    "--arch", "llama", "-o", base], check=True, capture_output=True)
+    main_t = os.path.join(templates, "Qwen-Qwen2.5-7B-Instruct.jinja")
+    tool_t = os.path.join(templates, "NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja")
+    S = gguf.GGUFValueType.STRING
+    model = copy_model(base, str(tmp_path / "m.gguf"), set_keys={
+        "tokenizer.chat_template": (open(main_t).read(), S),
+        "tokenizer.chat_template.tool_use": (open(tool_t).read(), S)})
+    msgs = [{"role": "user", "content": "Weather in Paris?"}]
+    (tmp_path / "m.json").write_text(json.dumps(msgs))
+    (tmp_path / "t.json").write_text(json.dumps(T.TOOLS))
+    tok = ["--bos-token", "", "--eos-token", ""]
+    rc, out, err = run(trinity_bin, "-m", model, "--messages", str(tmp_path / "m.json"), *tok)
+    assert rc == 0, err
+    assert out == jinja2_render(main_t, msgs)
+    rc, out, err = run(trinity_bin, "-m", model, "--messages", str(tmp_path / "m.json"), "--tools",
+                       str(tmp_path / "t.json"), *tok)
+    assert rc == 0, err
+    want = jinja2_render(tool_t, msgs, tools=T.TOOLS)
+    assert "<tools>" in want and out == want
