@@ -215,7 +215,7 @@ static bool lex_tag(parser *p, const char *s, size_t n, size_t *pos, int *line, 
         }
         if (i >= n) PFAIL(p, open_line, "unexpected end of template: the tag opened here is never closed");
         if (bal == 0) {
-            if (s[i] == '-' && i + 2 < n + 0 && s[i + 1] == closer && s[i + 2] == '}') {
+            if (s[i] == '-' && i + 2 < n && s[i + 1] == closer && s[i + 2] == '}') {
                 *pos = i + 3;
                 return true;
             }
@@ -961,14 +961,12 @@ static const char *at_end_tag(parser *p, const char *const *ends) {
 }
 
 static jnode *parse_statement(parser *p) {
-    tok *bt = cur(p); /* {% */
-    p->pos++;
+    p->pos++; /* {% */
     tok *t = cur(p);
     int line = t->line;
     if (t->k != T_NAME) PFAIL(p, line, "expected a tag name after '{%%', found '%s'", tok_desc(t));
     const char *nm = t->s;
     p->pos++;
-    (void)bt;
     enter(p);
     jnode *n;
     if (!strcmp(nm, "if")) {
