@@ -563,6 +563,59 @@ typedef struct tr_chat_msg {
  * prompt of the assistant's turn. *out is malloc'ed. */
 tr_status tr_chat_format(const tr_model *m, const char *format, const tr_chat_msg *msgs, size_t n,
                          bool add_assistant, char **out, tr_error *err);
+/* Is `name` one of tr_chat_format's built-in formats? */
+bool tr_chat_format_known(const char *name);
+
+/* The chat template a model is used with: `spec` a built-in format name
+ * (tr_chat_format_known) or the path of a Jinja file; spec NULL: the
+ * model's tokenizer.chat_template, or for a file without one the built-in
+ * format its vocabulary suggests (tr_chat_template_is_builtin then says so:
+ * such a base model's replies may not end). m may be NULL with a spec. */
+typedef struct tr_chat_template tr_chat_template;
+
+typedef struct tr_chat_apply_opts {
+    const char *tools_json;      /* a JSON array of tools, or NULL: `tools` is none */
+    const char *extra_json;      /* a JSON object of more variables (enable_thinking ...), or NULL */
+    bool add_generation_prompt;  /* end with the start of the assistant's turn */
+    const char *bos_token, *eos_token; /* NULL: the model's token texts ("" without a model) */
+    int64_t now;                 /* strftime_now's time, as tr_template_opts.now */
+    bool strip_special;          /* as llama.cpp: drop a leading BOS (trailing EOS) text when the
+                                    tokenizer adds that token itself */
+} tr_chat_apply_opts;
+
+tr_status tr_chat_template_load(const tr_model *m, const char *spec, tr_chat_template **out, tr_error *err);
+/* Render messages_json (a JSON array of OpenAI messages, tool calls and tool
+ * results as they are) to the prompt text. *out is malloc'ed. */
+tr_status tr_chat_template_apply(const tr_chat_template *ct, const char *messages_json,
+                                 const tr_chat_apply_opts *opts, char **out, tr_error *err);
+bool tr_chat_template_is_builtin(const tr_chat_template *ct);
+const char *tr_chat_template_describe(const tr_chat_template *ct); /* where it came from, for messages */
+void tr_chat_template_free(tr_chat_template *ct);
+
+/* ------------------------------------------------ Jinja templates (chat) */
+
+/* A Jinja template as Hugging Face transformers renders chat templates
+ * (jinja2's ImmutableSandboxedEnvironment with trim_blocks, lstrip_blocks,
+ * the loopcontrols extension, a tojson without HTML escaping, raise_exception
+ * and strftime_now). Parsed once; rendering is thread-safe (each render has
+ * its own memory). Errors name the template line: "template line 12: ...";
+ * a template's raise_exception gives its message there. */
+typedef struct tr_template tr_template;
+
+typedef struct tr_template_opts {
+    size_t max_output;  /* bytes of output before failing; 0: 16 MiB */
+    uint64_t max_steps; /* evaluation steps before failing (endless loops); 0: 5 million (the largest
+                           template llama.cpp ships takes 3,425 on a 6-message tool conversation) */
+    size_t max_memory;  /* bytes the render may allocate; 0: 128 MiB */
+    int64_t now;        /* strftime_now's time, unix seconds shown as UTC; 0: now, local time */
+} tr_template_opts;
+
+tr_status tr_template_parse(const char *src, size_t len, tr_template **out, tr_error *err);
+/* Render with the variables of vars_json (a JSON object: messages, tools,
+ * add_generation_prompt, bos_token ...). opts may be NULL. *out is malloc'ed. */
+tr_status tr_template_render(const tr_template *t, const char *vars_json, const tr_template_opts *opts, char **out,
+                             tr_error *err);
+void tr_template_free(tr_template *t);
 
 /* ----------------------------------------------------------------- system */
 

@@ -172,13 +172,13 @@ def test_perplexity_needs_two_windows(base, tmp_path):
 
 
 def test_chat_unknown_format(base):
-    p = run_trinity("chat", "-m", base, "--chat-format", "nope", input="hi\n")
-    expect_error(p, "chat format 'nope' is unknown")
+    p = run_trinity("chat", "-m", base, "--chat-template", "nope", input="hi\n")
+    expect_error(p, "'nope': no such file and not a built-in format (gemma, chatml, llama3, llama2)")
 
 
 def test_chat_without_template_asks_for_a_format(base):
     p = run_trinity("chat", "-m", base, input="hi\n")
-    expect_error(p, "--chat-format")
+    expect_error(p, "--chat-template")
 
 
 def chatml(messages):

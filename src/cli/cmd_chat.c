@@ -1,10 +1,13 @@
 /* trinity chat: an interactive conversation in the terminal. Each turn the
- * whole conversation is formatted with the model's chat template and
+ * whole conversation is rendered with the model's chat template (its
+ * tokenizer.chat_template, --chat-template, or for a file without one a
+ * built-in format, with a warning) and
  * tokenized; only the tokens after the part the KV cache already holds are
  * evaluated. The reply streams to stdout; "> " prompts go to stderr. */
 #include "cli.h"
 #include "gen.h"
 
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -12,7 +15,9 @@
 static void usage(FILE *f) {
     fprintf(f, "usage: trinity chat -m MODEL [options]\n\n"
                "An interactive chat. Type a message and Enter; an empty line or end of input ends it.\n\n"
-               "  --chat-format NAME      gemma, chatml, llama3 or llama2 (default: from tokenizer.chat_template)\n"
+               "  --chat-template F|NAME  a Jinja chat template file, or a built-in format: gemma, chatml, llama3,\n"
+               "                          llama2 (default: the model's tokenizer.chat_template; a file without one\n"
+               "                          gets the built-in format its vocabulary suggests, with a warning)\n"
                "  -sys, --system-prompt T a system message\n");
     gen_flags_help(f, true);
 }
@@ -41,6 +46,19 @@ static bool convo_add(convo *cv, const char *role, const char *content) {
     cv->msgs[cv->n].content = copy;
     cv->n++;
     return true;
+}
+
+/* The conversation as the JSON messages the chat template renders. */
+static char *convo_json(const convo *cv) {
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < cv->n; i++)
+        if (json_array_append_new(a, json_pack("{s:s, s:s}", "role", cv->msgs[i].role, "content", cv->msgs[i].content))) {
+            json_decref(a);
+            return NULL;
+        }
+    char *s = a ? json_dumps(a, JSON_COMPACT) : NULL;
+    json_decref(a);
+    return s;
 }
 
 static void convo_free(convo *cv) {
@@ -103,7 +121,9 @@ int cmd_chat(int argc, char **argv) {
     tr_model *m = NULL;
     tr_engine *e = NULL;
     convo cv = {0};
-    char *formatted = NULL;
+    char *formatted = NULL, *msgs_json = NULL;
+    tr_chat_template *ct = NULL;
+    tr_chat_apply_opts ao = {.add_generation_prompt = true, .strip_special = true};
     int32_t *toks = NULL;
     size_t n_toks = 0;
     reply_buf reply = {0};
@@ -116,10 +136,10 @@ int cmd_chat(int argc, char **argv) {
     if (gen_engine(&o, m, true, &e, &err)) goto fail;
     const tr_vocab *v = tr_model_vocab(m);
     const int32_t n_ctx = tr_context_n_ctx(tr_engine_context(e));
-    /* Check the template before the first message. */
-    if (tr_chat_format(m, o.chat_format, NULL, 0, true, &formatted, &err)) goto fail;
-    free(formatted);
-    formatted = NULL;
+    /* The template, checked before the first message. */
+    if (tr_chat_template_load(m, o.chat_format, &ct, &err)) goto fail;
+    if (tr_chat_template_is_builtin(ct) && !o.chat_format)
+        fprintf(stderr, "trinity chat: warning: %s (replies may not end)\n", tr_chat_template_describe(ct));
     if (o.system && !convo_add(&cv, "system", o.system)) goto oom;
 
     for (uint64_t turn = 0;; turn++) {
@@ -130,7 +150,9 @@ int cmd_chat(int argc, char **argv) {
         while (ln && (line[ln - 1] == '\n' || line[ln - 1] == '\r')) line[--ln] = 0;
         if (ln == 0) break;
         if (!convo_add(&cv, "user", line)) goto oom;
-        if (tr_chat_format(m, o.chat_format, cv.msgs, cv.n, true, &formatted, &err)) goto fail;
+        free(msgs_json);
+        if (!(msgs_json = convo_json(&cv))) goto oom;
+        if (tr_chat_template_apply(ct, msgs_json, &ao, &formatted, &err)) goto fail;
         if (tr_tokenize(v, formatted, strlen(formatted), true, true, &toks, &n_toks, &err)) goto fail;
         free(formatted);
         formatted = NULL;
@@ -167,6 +189,8 @@ fail:
 done:
     free(toks);
     free(formatted);
+    free(msgs_json);
+    tr_chat_template_free(ct);
     free(reply.p);
     convo_free(&cv);
     tr_engine_free(e);

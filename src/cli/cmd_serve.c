@@ -22,6 +22,7 @@
 
 typedef struct engine {
     tr_model *model, *draft;
+    tr_chat_template *chat; /* the file's template, --chat-template, or the built-in fallback */
     tr_engine *eng;
     const tr_vocab *vocab;
     int32_t n_vocab;
@@ -46,8 +47,11 @@ static void e_kv_stats(void *self, tr_kv_stats *out) {
 static tr_status e_tokenize(void *self, const char *text, size_t len, int32_t **ids, size_t *n, tr_error *err) {
     return tr_tokenize(((engine *)self)->vocab, text, len, true, true, ids, n, err);
 }
-static tr_status e_chat(void *self, const tr_chat_msg *m, size_t n, char **out, tr_error *err) {
-    return tr_chat_format(((engine *)self)->model, NULL, m, n, true, out, err);
+static tr_status e_chat(void *self, const tr_chat_msg *m, size_t n, const char *messages_json, const char *tools_json,
+                        char **out, tr_error *err) {
+    (void)m, (void)n;
+    tr_chat_apply_opts o = {.tools_json = tools_json, .add_generation_prompt = true, .strip_special = true};
+    return tr_chat_template_apply(((engine *)self)->chat, messages_json, &o, out, err);
 }
 static size_t e_piece(void *self, int32_t id, char *buf, size_t cap) {
     return tr_token_to_piece(((engine *)self)->vocab, id, false, buf, cap);
@@ -63,6 +67,7 @@ typedef struct opts {
     bool no_prefix_cache;
     tr_spec_params spec;
     const char *model_draft;
+    const char *chat_template; /* --chat-template FILE|NAME */
 } opts;
 
 static void usage(FILE *f) {
@@ -70,7 +75,8 @@ static void usage(FILE *f) {
             "usage: trinity serve -m MODEL [options]\n"
             "\n"
             "An OpenAI-compatible HTTP server: POST /v1/chat/completions, POST /v1/completions,\n"
-            "GET /v1/models, GET /health, GET /metrics. Point any OpenAI client at http://HOST:PORT/v1.\n"
+            "GET /v1/models, GET /health, GET /metrics, POST /apply-template. Point any OpenAI client at\n"
+            "http://HOST:PORT/v1.\n"
             "\n"
             "  -m, --model PATH          GGUF model file (required)\n"
             "      --host ADDR           address to listen on (default 127.0.0.1)\n"
@@ -89,6 +95,8 @@ static void usage(FILE *f) {
             "      --draft-max N         most guesses verified per step (default 16)\n"
             "      --draft-min N         fewer guesses than this are not verified (default 0)\n"
             "  -md, --model-draft FILE   draft model for --spec draft / \"type\": \"draft\" (same vocabulary)\n"
+            "      --chat-template F|N   a Jinja chat template file, or a built-in format (gemma, chatml, llama3,\n"
+            "                            llama2), instead of the model's tokenizer.chat_template\n"
             "  -ctk, --cache-type-k T    KV cache type of K: f16 (default), q8_0, q4_0, tq2_32\n"
             "  -ctv, --cache-type-v T    KV cache type of V, the same choices (default f16)\n"
             "  -np, --parallel N         requests generated at once (default 1)\n"
@@ -166,6 +174,7 @@ static int parse(int argc, char **argv, opts *o) {
         } else if (IS("--draft-max") || IS("--draft") || IS("--draft-n")) INT(1, 64, o->spec.n_max);
         else if (IS("--draft-min") || IS("--draft-n-min")) INT(0, 64, o->spec.n_min);
         else if (IS("-md") || IS("--model-draft")) STR(o->model_draft);
+        else if (IS("--chat-template")) STR(o->chat_template);
         else if (IS("-ctk") || IS("--cache-type-k") || IS("-ctv") || IS("--cache-type-v")) {
             if (!v) {
                 fprintf(stderr, "trinity serve: %s needs a value\n", a);
@@ -231,6 +240,9 @@ static void *load_main(void *arg) {
     loader *l = arg;
     const opts *o = l->o;
     if (tr_model_load(o->model, &l->eng.model, &l->err) != TR_OK) goto done;
+    if (tr_chat_template_load(l->eng.model, o->chat_template, &l->eng.chat, &l->err) != TR_OK) goto done;
+    if (tr_chat_template_is_builtin(l->eng.chat) && !o->chat_template)
+        fprintf(stderr, "trinity serve: warning: %s (replies may not end)\n", tr_chat_template_describe(l->eng.chat));
     if (o->model_draft && tr_model_load(o->model_draft, &l->eng.draft, &l->err) != TR_OK) goto done;
     tr_engine_params ep = tr_engine_default_params();
     ep.draft_model = l->eng.draft;
@@ -342,6 +354,7 @@ int cmd_serve(int argc, char **argv) {
     srv_free(srv);
     tr_engine_free(l.eng.eng);
     tr_model_free(l.eng.draft);
+    tr_chat_template_free(l.eng.chat);
     tr_model_free(l.eng.model);
     free(alias);
     if (status == 0) fprintf(stderr, "trinity serve: stopped\n");

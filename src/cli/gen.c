@@ -44,7 +44,7 @@ int gen_parse_flag(gen_opts *o, const char *cmd, int argc, char **argv, int *i) 
                                              "-t", "--threads", "-c", "--ctx-size", "-b", "--batch-size", "--temp",
                                              "--top-k", "--top-p", "--min-p", "--repeat-penalty", "--repeat-last-n",
                                              "--presence-penalty", "--frequency-penalty", "--seed", "-s",
-                                             "--chat-format", "-sys", "--system-prompt", "--spec",
+                                             "--chat-format", "--chat-template", "-sys", "--system-prompt", "--spec",
                                              "--draft-max", "--draft", "--draft-n", "--draft-min", "--draft-n-min",
                                              "-md", "--model-draft", "-ctk", "--cache-type-k", "-ctv",
                                              "--cache-type-v"};
@@ -60,7 +60,7 @@ int gen_parse_flag(gen_opts *o, const char *cmd, int argc, char **argv, int *i) 
     if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->model = v;
     else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) o->prompt = v;
     else if (!strcmp(a, "-f") || !strcmp(a, "--file")) o->file = v;
-    else if (!strcmp(a, "--chat-format")) o->chat_format = v;
+    else if (!strcmp(a, "--chat-format") || !strcmp(a, "--chat-template")) o->chat_format = v;
     else if (!strcmp(a, "-md") || !strcmp(a, "--model-draft")) o->model_draft = v;
     else if (!strcmp(a, "-sys") || !strcmp(a, "--system-prompt")) o->system = v;
     else if (!strcmp(a, "--spec")) {

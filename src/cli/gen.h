@@ -18,7 +18,7 @@ typedef struct gen_opts {
     int32_t type_k, type_v; /* -ctk, -ctv: KV cache types (0: f16) */
     tr_sampler_params sp;  /* --temp, --top-k, ... */
     bool seed_set;
-    const char *chat_format; /* --chat-format */
+    const char *chat_format; /* --chat-template (or its old name --chat-format): a Jinja file or a built-in name */
     const char *system;      /* -sys */
     tr_spec_params spec;     /* --spec, --draft-max, --draft-min */
     const char *model_draft; /* -md, --model-draft */

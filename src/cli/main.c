@@ -23,6 +23,7 @@ static const command commands[] = {
     {"chat", cmd_chat, "chat with a model in the terminal"},
     {"perplexity", cmd_perplexity, "perplexity of a model on a text (llama.cpp's method)"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
+    {"template", cmd_template, "print the prompt a conversation becomes (the chat template rendered)"},
     {"bench", cmd_bench, "measure prompt and generation speed (like llama-bench)"},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server (chat, completions, streaming)"},
     {"imatrix", cmd_imatrix, "compute an importance matrix from a text (for quantize --imatrix)"},

@@ -1,8 +1,9 @@
-/* Chat templates. We do not run Jinja: the model's tokenizer.chat_template
- * is recognised as one of a few known formats by its markers (as llama.cpp's
- * llama_chat_detect_template does), and each format is written out here.
- * A file without a template is recognised by its special tokens; anything
- * else is an error that asks for an explicit format. */
+/* The hand-written chat formats: the fallback for files without a
+ * tokenizer.chat_template (src/template renders those that have one) and
+ * the built-in names --chat-template accepts. A template's text can still be
+ * recognised as one of them by its markers (as llama.cpp's
+ * llama_chat_detect_template does); a file without a template is recognised
+ * by its special tokens; anything else is an error that asks for a format. */
 #include "model/model.h"
 
 #include "core/util.h"
@@ -17,6 +18,12 @@ static const struct {
     const char *name;
     chat_fmt fmt;
 } fmt_names[] = {{"gemma", FMT_GEMMA}, {"chatml", FMT_CHATML}, {"llama3", FMT_LLAMA3}, {"llama2", FMT_LLAMA2}};
+
+bool tr_chat_format_known(const char *name) {
+    for (size_t i = 0; name && i < sizeof fmt_names / sizeof fmt_names[0]; i++)
+        if (!strcmp(name, fmt_names[i].name)) return true;
+    return false;
+}
 
 static bool contains(const char *s, size_t n, const char *needle) {
     size_t k = strlen(needle);
@@ -179,7 +186,7 @@ tr_status tr_chat_format(const tr_model *m, const char *format, const tr_chat_ms
             fmt = detect_from_text(tmpl.ptr, (size_t)tmpl.len);
             if (fmt == FMT_NONE)
                 return tr_err_set(err, TR_ERR_UNSUPPORTED,
-                                  "%s: tokenizer.chat_template is not a known format; pass --chat-format "
+                                  "%s: tokenizer.chat_template is not a known format; pass --chat-template "
                                   "(gemma, chatml, llama3, llama2)",
                                   tr_gguf_path(m->gguf));
         } else if (vocab_has(m->vocab, "<start_of_turn>")) {
@@ -190,7 +197,7 @@ tr_status tr_chat_format(const tr_model *m, const char *format, const tr_chat_ms
             fmt = FMT_LLAMA3;
         } else {
             return tr_err_set(err, TR_ERR_UNSUPPORTED,
-                              "%s: no tokenizer.chat_template and no known chat tokens; pass --chat-format "
+                              "%s: no tokenizer.chat_template and no known chat tokens; pass --chat-template "
                               "(gemma, chatml, llama3, llama2)",
                               tr_gguf_path(m->gguf));
         }

@@ -118,7 +118,7 @@ def test_template_in_the_file_is_recognised(lib, base, tmp_path, name):
 def test_unknown_template_in_the_file_is_an_error(lib, base, tmp_path):
     m = E.Model(lib, with_template(base, str(tmp_path / "m.gguf"), "{{ messages }}"))
     try:
-        with pytest.raises(E.EngineError, match="not a known format; pass --chat-format"):
+        with pytest.raises(E.EngineError, match="not a known format; pass --chat-template"):
             fmt(lib, m.ptr, None, CONVERSATIONS[0])
     finally:
         m.close()

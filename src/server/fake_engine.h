@@ -164,8 +164,9 @@ static tr_status f_tokenize(void *self, const char *text, size_t len, int32_t **
     *n = len;
     return TR_OK;
 }
-static tr_status f_chat(void *self, const tr_chat_msg *m, size_t n, char **out, tr_error *err) {
-    (void)self, (void)err;
+static tr_status f_chat(void *self, const tr_chat_msg *m, size_t n, const char *messages_json, const char *tools_json,
+                        char **out, tr_error *err) {
+    (void)self, (void)err, (void)messages_json, (void)tools_json;
     size_t cap = 64;
     for (size_t i = 0; i < n; i++) cap += strlen(m[i].role) + strlen(m[i].content) + 4;
     *out = malloc(cap);

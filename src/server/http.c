@@ -308,7 +308,7 @@ static bool reply(conn_req *r, int status, const char *ctype, char *data, size_t
     if (status == 401) snprintf(extra, sizeof extra, "WWW-Authenticate: Bearer\r\n");
     if (status == 405)
         snprintf(extra, sizeof extra, "Allow: %s\r\n",
-                 r->ep == SRV_EP_CHAT || r->ep == SRV_EP_COMPLETIONS ? "POST, OPTIONS" : "GET, HEAD, OPTIONS");
+                 r->ep == SRV_EP_CHAT || r->ep == SRV_EP_COMPLETIONS || r->ep == SRV_EP_APPLY_TEMPLATE ? "POST, OPTIONS" : "GET, HEAD, OPTIONS");
     r->status = status;
     return send_response(r->c, status, ctype, data, len, extra);
 }
@@ -790,6 +790,26 @@ static bool generate(conn_req *r, srv_kind kind, srv_request *req, int32_t **ids
     return ret;
 }
 
+/* POST /apply-template, as llama-server: a chat request's body in, the
+ * prompt its conversation becomes out ({"prompt": "..."}), nothing generated. */
+static bool handle_apply_template(conn_req *r) {
+    srv_server *s = r->s;
+    const srv_engine *eng = &s->eng;
+    srv_request req;
+    srv_error e;
+    if (!srv_request_parse(SRV_KIND_CHAT, r->body.p ? r->body.p : "", r->body.len, s->model_id, eng->n_vocab,
+                           &eng->defaults, &req, &e))
+        return reply_error(r, &e);
+    char *text = NULL;
+    tr_error terr = {{0}};
+    tr_status st = eng->chat_format(eng->self, req.msgs, req.n_msgs, req.messages_json, req.tools_json, &text, &terr);
+    srv_request_free(&req);
+    if (st != TR_OK) return fail(r, 400, "invalid_request_error", NULL, "messages", terr.msg);
+    json_t *o = json_pack("{s:s}", "prompt", text);
+    free(text);
+    return reply_json(r, 200, o);
+}
+
 static bool handle_generate(conn_req *r, srv_kind kind) {
     srv_server *s = r->s;
     const srv_engine *eng = &s->eng;
@@ -811,7 +831,7 @@ static bool handle_generate(conn_req *r, srv_kind kind) {
         tr_status st = TR_OK;
         if (kind == SRV_KIND_CHAT) {
             char *text = NULL;
-            st = eng->chat_format(eng->self, req.msgs, req.n_msgs, &text, &terr);
+            st = eng->chat_format(eng->self, req.msgs, req.n_msgs, req.messages_json, req.tools_json, &text, &terr);
             if (st == TR_OK) st = eng->tokenize(eng->self, text, strlen(text), &ids[p], &n, &terr);
             free(text);
         } else if (req.prompts[p].text) {
@@ -864,6 +884,7 @@ static const route routes[] = {
     {"/health", SRV_EP_HEALTH, false},
     {"/v1/health", SRV_EP_HEALTH, false},
     {"/metrics", SRV_EP_METRICS, false},
+    {"/apply-template", SRV_EP_APPLY_TEMPLATE, true},
 };
 
 /* The route of `path`; *model: for /v1/models/{id}, where the id starts. */
@@ -1091,7 +1112,9 @@ static bool serve_request(conn *c, const http1_request *rq) {
         if (got == 1) {
             c->body_unread = false;
             ok = set_state(c, CONN_BUSY) &&
-                 handle_generate(&r, r.ep == SRV_EP_CHAT ? SRV_KIND_CHAT : SRV_KIND_COMPLETION);
+                 (r.ep == SRV_EP_APPLY_TEMPLATE
+                      ? handle_apply_template(&r)
+                      : handle_generate(&r, r.ep == SRV_EP_CHAT ? SRV_KIND_CHAT : SRV_KIND_COMPLETION));
         } else if (got < 0) {
             c->keep_alive = false;
             c->linger = true;

@@ -6,7 +6,7 @@ const double srv_latency_buckets[SRV_N_LAT_BUCKETS] = {0.01, 0.05, 0.1, 0.25, 0.
                                                        2.5,  5,    10,  30,   60,  120};
 
 static const char *const ep_names[SRV_EP_COUNT] = {
-    "/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics", "other",
+    "/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics", "/apply-template", "other",
 };
 
 const char *srv_endpoint_name(srv_endpoint e) {

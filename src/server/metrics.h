@@ -15,6 +15,7 @@ typedef enum srv_endpoint {
     SRV_EP_MODELS,
     SRV_EP_HEALTH,
     SRV_EP_METRICS,
+    SRV_EP_APPLY_TEMPLATE,
     SRV_EP_OTHER,
     SRV_EP_COUNT,
 } srv_endpoint;

@@ -192,12 +192,21 @@ static bool parse_messages(json_t *root, srv_request *r, srv_error *e) {
         if (!strcmp(rs, "system") || !strcmp(rs, "developer")) canon = "system";
         else if (!strcmp(rs, "user")) canon = "user";
         else if (!strcmp(rs, "assistant")) canon = "assistant";
-        else return BAD(name, "'%s' '%s' is not supported: use system, user or assistant", name, rs);
+        else if (!strcmp(rs, "tool")) canon = "tool"; /* a tool's result: for chat templates that know tools */
+        else return BAD(name, "'%s' '%s' is not supported: use system, user, assistant or tool", name, rs);
         char *content = NULL;
         if (!parse_content(field(msg, "content"), i, !strcmp(rs, "assistant"), &content, e)) return false;
         r->msgs[i].role = canon; /* static strings */
         r->msgs[i].content = content;
         r->n_msgs = i + 1;
+    }
+    /* The chat template gets the messages as they came (tool calls, tool results, content parts). */
+    r->messages_json = json_dumps(m, JSON_COMPACT | JSON_ENSURE_ASCII);
+    if (!r->messages_json) return oom(e);
+    json_t *tools = json_object_get(root, "tools");
+    if (json_is_array(tools) && json_array_size(tools) > 0) {
+        r->tools_json = json_dumps(tools, JSON_COMPACT | JSON_ENSURE_ASCII);
+        if (!r->tools_json) return oom(e);
     }
     return true;
 }
@@ -442,6 +451,8 @@ bool srv_request_parse(srv_kind kind, const char *body, size_t len, const char *
 void srv_request_free(srv_request *r) {
     for (size_t i = 0; i < r->n_msgs; i++) free((char *)r->msgs[i].content);
     free(r->msgs);
+    free(r->messages_json);
+    free(r->tools_json);
     for (size_t i = 0; i < r->n_prompts; i++) {
         free(r->prompts[i].text);
         free(r->prompts[i].ids);
@@ -456,6 +467,8 @@ bool srv_request_copy_settings(const srv_request *src, srv_request *dst) {
     *dst = *src;
     dst->msgs = NULL;
     dst->n_msgs = 0;
+    dst->messages_json = NULL;
+    dst->tools_json = NULL;
     dst->prompts = NULL;
     dst->n_prompts = 0;
     dst->n_stop = 0;

@@ -46,6 +46,8 @@ typedef struct srv_request {
     /* chat: the conversation (strings owned) */
     tr_chat_msg *msgs;
     size_t n_msgs;
+    char *messages_json; /* chat: 'messages' as sent (owned JSON text): what the chat template renders */
+    char *tools_json;    /* chat: 'tools' as sent (owned JSON text), NULL when not given */
     /* completion: the prompts, in order (a string, a list of token ids, or a list of either:
      * one choice per prompt and "n", index = prompt * n + choice, as OpenAI numbers them) */
     srv_prompt *prompts;

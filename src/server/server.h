@@ -34,7 +34,10 @@ typedef struct srv_engine {
     /* Any thread: these only read the model. */
     tr_status (*tokenize)(void *self, const char *text, size_t len, int32_t **ids, size_t *n,
                           tr_error *err);
-    tr_status (*chat_format)(void *self, const tr_chat_msg *msgs, size_t n, char **out, tr_error *err);
+    /* The prompt of a conversation: the chat template rendered with the
+     * request's messages and tools as JSON (msgs: the same turns as text). */
+    tr_status (*chat_format)(void *self, const tr_chat_msg *msgs, size_t n, const char *messages_json,
+                             const char *tools_json, char **out, tr_error *err);
     size_t (*piece)(void *self, int32_t id, char *buf, size_t cap);
 } srv_engine;
 

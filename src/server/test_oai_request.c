@@ -58,7 +58,7 @@ TT_TEST(missing_and_wrong_messages) {
     expect_error(SRV_KIND_CHAT, "{\"messages\": []}", 400, "messages", "at least one");
     expect_error(SRV_KIND_CHAT, "{\"messages\": [3]}", 400, "messages[0]", "must be an object");
     expect_error(SRV_KIND_CHAT, "{\"messages\": [{\"content\":\"x\"}]}", 400, "messages[0].role", "must be a string");
-    expect_error(SRV_KIND_CHAT, "{\"messages\": [{\"role\":\"tool\",\"content\":\"x\"}]}", 400, "messages[0].role", "not supported");
+    expect_error(SRV_KIND_CHAT, "{\"messages\": [{\"role\":\"wizard\",\"content\":\"x\"}]}", 400, "messages[0].role", "not supported");
     expect_error(SRV_KIND_CHAT, "{\"messages\": [{\"role\":\"user\"}]}", 400, "messages[0].content", "missing");
     expect_error(SRV_KIND_CHAT, "{\"messages\": [{\"role\":\"user\",\"content\":5}]}", 400, "messages[0].content", "string or an array");
     expect_error(SRV_KIND_CHAT, "{\"messages\": [{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}", 400,
