@@ -85,6 +85,8 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     if (n_ctx > (1 << 22)) return tr_err_set(err, TR_ERR_ARG, "context: n_ctx (-c) = %d is too large", n_ctx);
     if (n_ctx_seq == 0) n_ctx_seq = n_ctx < hp->n_ctx_train ? n_ctx : hp->n_ctx_train;
     if (n_ctx_seq > n_ctx) n_ctx_seq = n_ctx;
+    /* Learned positions exist up to n_ctx_train only. */
+    if (m->arch->pos_embd && n_ctx_seq > hp->n_ctx_train) n_ctx_seq = hp->n_ctx_train;
     if (bs == 0) bs = 32;
     if (n_batch == 0) n_batch = 512;
     if (n_batch > n_ctx) n_batch = n_ctx;

@@ -1,17 +1,19 @@
 /* The forward pass over a batch, read top to bottom like the paper:
  *
- *   x = embed(tokens) [* sqrt(n_embd)]
+ *   x = embed(tokens) [* sqrt(n_embd)] [+ embed_pos(positions)]
  *   for each layer:
- *       h = rmsnorm(x) ; q, k, v = h Wq, h Wk, h Wv [+ biases]
- *       [q, k = rmsnorm per head] ; q, k = rope(q, k, pos)
- *       cache k, v ; a = softmax(q k^T * scale, causal [, window]) v
- *       a = a Wo [; a = rmsnorm(a)] ; x = x + a
- *       h = rmsnorm(x) ; f = (act(h Wgate) * h Wup) Wdown [; f = rmsnorm(f)] ; x = x + f
- *   logits = rmsnorm(x) Wout [; cap * tanh(logits / cap)]
+ *       h = norm(x) ; q, k, v = h Wq, h Wk, h Wv [+ biases]
+ *       [q, k = rmsnorm per head] ; [q, k = rope(q, k, pos)]
+ *       cache k, v ; a = softmax([cap * tanh](q k^T * scale / cap), causal [, window]) v
+ *       a = a Wo [+ bo] [; a = rmsnorm(a)] ; x = x + a
+ *       h = norm(x) ; f = (act(h Wgate) * h Wup) Wdown  or  act(h Wup + b) Wdown + b
+ *       [; f = rmsnorm(f)] ; x = x + f
+ *   logits = norm(x) Wout [; cap * tanh(logits / cap)]
  *
- * Bracketed steps are fields of the architecture descriptor (model.h). All
- * tokens of the batch go through each matmul together (matrix-matrix work);
- * weights are read in place from the mapping. */
+ * norm is RMSNorm or LayerNorm with bias. Bracketed steps are fields of the
+ * architecture descriptor (model.h). All tokens of the batch go through each
+ * matmul together (matrix-matrix work); weights are read in place from the
+ * mapping. */
 #include "engine/engine.h"
 
 #include "core/util.h"
@@ -27,6 +29,17 @@ static void add_bias(float *y, const float *bias, int64_t n_tokens, int64_t dim)
     if (!bias) return;
     for (int64_t t = 0; t < n_tokens; t++)
         for (int64_t i = 0; i < dim; i++) y[t * dim + i] += bias[i];
+}
+
+/* The architecture's norm of each of n rows of E. */
+static void norm_rows(const tr_arch *arch, float *y, const float *x, const float *w, const float *b, int64_t n,
+                      int64_t E, float eps) {
+    for (int64_t t = 0; t < n; t++) {
+        if (arch->norm == TR_NORM_LAYER)
+            tr_layernorm(y + t * E, x + t * E, w, b, E, eps);
+        else
+            tr_rmsnorm(y + t * E, x + t * E, w, E, eps);
+    }
 }
 
 /* ---------------------------------------------------------------- attention */
@@ -87,6 +100,7 @@ static tr_status attention(tr_context *c, const tr_batch *b, int layer, bool swa
         .max_blocks = tr_kv_max_blocks(c->kv),
         .window = swa ? hp->n_swa : 0, /* masked when pos - p >= n_swa */
         .scale = scale_q ? 1.0f : hp->attn_scale,
+        .softcap = hp->attn_softcap,
         .flags = TR_ATTN_HALF_Q | TR_ATTN_HALF_P,
     };
     return tr_attention(c->pool, &p, c->q, tr_kv_k_layer(c->kv, layer), tr_kv_v_layer(c->kv, layer), c->att);
@@ -100,11 +114,12 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
     const tr_hparams *hp = &m->hp;
     const int64_t n = b->n_tokens, E = hp->n_embd, F = hp->n_ff;
     const int64_t hk = hp->head_k, n_head = hp->n_head, n_kv = hp->n_head_kv;
-    const int64_t q_dim = n_head * hk, k_dim = c->k_dim, v_dim = c->v_dim, o_dim = n_head * hp->head_v;
+    const int64_t q_dim = n_head * hk, k_dim = c->k_dim, v_dim = c->v_dim;
     const float eps = hp->norm_eps;
     float *x = c->x, *xb = c->xb, *xb2 = c->xb2;
 
-    /* Embeddings: rows of token_embd, dequantized. */
+    /* Embeddings: rows of token_embd, dequantized [, plus the rows of the
+     * learned positions]. */
     const size_t emb_row = tr_row_size(m->tok_embd.type, E);
     const float emb_scale = arch->embd_scale ? sqrtf((float)E) : 1.0f;
     for (int64_t t = 0; t < n; t++) {
@@ -112,13 +127,24 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
         tr_dequantize(m->tok_embd.type, row, x + t * E, E);
         if (emb_scale != 1.0f)
             for (int64_t i = 0; i < E; i++) x[t * E + i] *= emb_scale;
+        if (arch->pos_embd) { /* positions < n_ctx_train: the context caps n_ctx_seq there */
+            const uint8_t *prow = (const uint8_t *)m->pos_embd.data + (size_t)b->pos[t] * tr_row_size(m->pos_embd.type, E);
+            tr_dequantize(m->pos_embd.type, prow, xb, E);
+            for (int64_t i = 0; i < E; i++) x[t * E + i] += xb[i];
+        }
     }
+    /* RoPE's frequency factors: Llama 3.1's, or LongRoPE's long ones when a
+     * sequence may outgrow the original context (as llama.cpp chooses, by
+     * the context's size: the same for every batch). */
+    const float *freq_factors = m->rope_freqs;
+    if (m->rope_long || m->rope_short) freq_factors = c->n_ctx_seq > hp->n_ctx_orig ? m->rope_long : m->rope_short;
+    const bool neox = arch->rope == TR_ROPE_NEOX;
 
     for (int il = 0; il < hp->n_layer; il++) {
         const tr_layer *l = &m->layers[il];
 
         /* Attention. */
-        for (int64_t t = 0; t < n; t++) tr_rmsnorm(xb + t * E, x + t * E, l->attn_norm, E, eps);
+        norm_rows(arch, xb, x, l->attn_norm, l->attn_norm_b, n, E, eps);
         matmul(c, &l->wq, xb, n, c->q);
         matmul(c, &l->wk, xb, n, c->k);
         matmul(c, &l->wv, xb, n, c->v);
@@ -129,11 +155,15 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
             float *q = c->q + t * q_dim, *k = c->k + t * k_dim;
             for (int64_t h = 0; h < n_head; h++) {
                 if (l->q_norm) tr_rmsnorm(q + h * hk, q + h * hk, l->q_norm, hk, eps);
-                tr_rope(q + h * hk, hp->n_rot, b->pos[t], l->rope_base, l->rope_scale, m->rope_freqs, arch->rope_neox);
+                if (arch->rope != TR_ROPE_NONE)
+                    tr_rope(q + h * hk, hp->n_rot, b->pos[t], l->rope_base, l->rope_scale, freq_factors,
+                            hp->rope_mscale, neox);
             }
             for (int64_t h = 0; h < n_kv; h++) {
                 if (l->k_norm) tr_rmsnorm(k + h * hk, k + h * hk, l->k_norm, hk, eps);
-                tr_rope(k + h * hk, hp->n_rot, b->pos[t], l->rope_base, l->rope_scale, m->rope_freqs, arch->rope_neox);
+                if (arch->rope != TR_ROPE_NONE)
+                    tr_rope(k + h * hk, hp->n_rot, b->pos[t], l->rope_base, l->rope_scale, freq_factors,
+                            hp->rope_mscale, neox);
             }
             /* Into the cache, at this token's slot of its sequence, in the
              * cache's types (a function of this row alone: batch-invariant). */
@@ -145,20 +175,32 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
         tr_status st = attention(c, b, il, l->swa);
         if (st != TR_OK) return tr_err_set(err, st, "forward: attention of layer %d failed (out of memory?)", il);
         matmul(c, &l->wo, c->att, n, xb2);
-        (void)o_dim;
+        add_bias(xb2, l->bo, n, E);
         if (l->post_attn_norm)
             for (int64_t t = 0; t < n; t++) tr_rmsnorm(xb2 + t * E, xb2 + t * E, l->post_attn_norm, E, eps);
         for (int64_t i = 0; i < n * E; i++) x[i] += xb2[i];
 
         /* Feed-forward. */
-        for (int64_t t = 0; t < n; t++) tr_rmsnorm(xb + t * E, x + t * E, l->ffn_norm, E, eps);
-        matmul(c, &l->w_gate, xb, n, c->hb);
-        matmul(c, &l->w_up, xb, n, c->hb2);
-        if (arch->act == TR_ACT_GELU)
-            tr_geglu(c->hb, c->hb, c->hb2, n * F);
-        else
-            tr_swiglu(c->hb, c->hb, c->hb2, n * F);
+        norm_rows(arch, xb, x, l->ffn_norm, l->ffn_norm_b, n, E, eps);
+        if (arch->ffn == TR_FFN_SEQ) { /* act(h Wup + b) */
+            matmul(c, &l->w_up, xb, n, c->hb);
+            add_bias(c->hb, l->b_up, n, F);
+            if (arch->act == TR_ACT_GELU)
+                tr_gelu(c->hb, c->hb, n * F);
+            else
+                for (int64_t i = 0; i < n * F; i++) c->hb[i] = c->hb[i] / (1.0f + expf(-c->hb[i]));
+        } else { /* act(h Wgate) * (h Wup) */
+            matmul(c, &l->w_gate, xb, n, c->hb);
+            matmul(c, &l->w_up, xb, n, c->hb2);
+            add_bias(c->hb, l->b_gate, n, F);
+            add_bias(c->hb2, l->b_up, n, F);
+            if (arch->act == TR_ACT_GELU)
+                tr_geglu(c->hb, c->hb, c->hb2, n * F);
+            else
+                tr_swiglu(c->hb, c->hb, c->hb2, n * F);
+        }
         matmul(c, &l->w_down, c->hb, n, xb2);
+        add_bias(xb2, l->b_down, n, E);
         if (l->post_ffn_norm)
             for (int64_t t = 0; t < n; t++) tr_rmsnorm(xb2 + t * E, xb2 + t * E, l->post_ffn_norm, E, eps);
         for (int64_t i = 0; i < n * E; i++) x[i] += xb2[i];
@@ -167,7 +209,8 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
     /* Logits, only for the tokens that asked for them. */
     if (c->n_out == 0) return TR_OK;
     for (int64_t t = 0; t < n; t++)
-        if (c->out_row[t] >= 0) tr_rmsnorm(xb + (int64_t)c->out_row[t] * E, x + t * E, m->output_norm, E, eps);
+        if (c->out_row[t] >= 0)
+            norm_rows(arch, xb + (int64_t)c->out_row[t] * E, x + t * E, m->output_norm, m->output_norm_b, 1, E, eps);
     matmul(c, &m->output, xb, c->n_out, c->logits);
     if (hp->final_softcap > 0) {
         const float cap = hp->final_softcap;

@@ -129,9 +129,8 @@ static tr_status check_unsupported(loader *L, const tr_arch *arch) {
             return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: %s is set: not supported", L->path, key);
     }
     static const char *const float_keys[] = {"attn_logit_softcapping", "logit_scale", "attention.clamp_kqv",
-                                             "rope.scaling.attn_factor", "embedding_scale", "residual_scale",
-                                             "attention.scale"};
-    for (size_t i = 0; i < sizeof float_keys / sizeof float_keys[0]; i++) {
+                                             "embedding_scale", "residual_scale", "attention.scale"};
+    for (size_t i = arch->attn_softcap ? 1 : 0; i < sizeof float_keys / sizeof float_keys[0]; i++) {
         char key[160];
         key_name(key, sizeof key, L, float_keys[i]);
         double x = 0;
@@ -149,10 +148,12 @@ static tr_status check_unsupported(loader *L, const tr_arch *arch) {
     key_name(key, sizeof key, L, "rope.scaling.type");
     tr_str st;
     if (tr_gguf_get_str(L->g, key, &st)) {
-        bool ok = (st.len == 4 && !memcmp(st.ptr, "none", 4)) || (st.len == 6 && !memcmp(st.ptr, "linear", 6));
+        bool ok = (st.len == 4 && !memcmp(st.ptr, "none", 4)) || (st.len == 6 && !memcmp(st.ptr, "linear", 6)) ||
+                  (st.len == 8 && !memcmp(st.ptr, "longrope", 8));
         if (!ok)
-            return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: %s = '%.*s': only 'none' and 'linear' are supported",
-                              L->path, key, (int)(st.len > 32 ? 32 : st.len), st.ptr);
+            return tr_err_set(L->err, TR_ERR_UNSUPPORTED,
+                              "%s: %s = '%.*s': only 'none', 'linear' and 'longrope' are supported", L->path, key,
+                              (int)(st.len > 32 ? 32 : st.len), st.ptr);
     }
     return TR_OK;
 }
@@ -177,9 +178,16 @@ static tr_status load_hparams(loader *L, tr_model *m) {
     if ((st = get_int(L, "rope.dimension_count", false, hp->head_k, 2, hp->head_k, &hp->n_rot))) return st;
     if (hp->n_rot % 2)
         return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s.rope.dimension_count = %d is odd", L->path, L->arch, hp->n_rot);
-    if ((st = get_float(L, "attention.layer_norm_rms_epsilon", true, 0, &hp->norm_eps))) return st;
-    if (has_key(L, "attention.layer_norm_epsilon") && !has_key(L, "attention.layer_norm_rms_epsilon"))
-        return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: LayerNorm (not RMSNorm) is not supported", L->path);
+    if (arch->norm == TR_NORM_LAYER) {
+        if ((st = get_float(L, "attention.layer_norm_epsilon", true, 0, &hp->norm_eps))) return st;
+    } else {
+        if (has_key(L, "attention.layer_norm_epsilon") && !has_key(L, "attention.layer_norm_rms_epsilon"))
+            return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: LayerNorm (not RMSNorm) is not supported for %s",
+                              L->path, L->arch);
+        if ((st = get_float(L, "attention.layer_norm_rms_epsilon", true, 0, &hp->norm_eps))) return st;
+    }
+    if (!(hp->norm_eps >= 0))
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s's norm epsilon is negative", L->path, L->arch);
     if ((st = get_float(L, "rope.freq_base", false, 10000.0, &hp->rope_base))) return st;
     if (!(hp->rope_base > 0))
         return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s.rope.freq_base must be positive", L->path, L->arch);
@@ -188,26 +196,68 @@ static tr_status load_hparams(loader *L, tr_model *m) {
     if (factor == 0 && (st = get_float(L, "rope.scale_linear", false, 0.0, &factor))) return st;
     if (factor < 0) return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s.rope.scaling.factor is negative", L->path, L->arch);
     hp->rope_scale = factor > 0 ? 1.0f / factor : 1.0f;
-    hp->n_swa = 0;
-    if (arch->swa_pattern > 0 && (st = get_int(L, "attention.sliding_window", false, 0, 0, 1 << 24, &hp->n_swa)))
+    /* rope.scaling.attn_factor multiplies cos and sin (llama.cpp: every architecture). */
+    if ((st = get_float(L, "rope.scaling.attn_factor", false, 1.0, &hp->rope_mscale))) return st;
+    if (!(hp->rope_mscale > 0))
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s.rope.scaling.attn_factor must be positive", L->path, L->arch);
+    if ((st = get_int(L, "rope.scaling.original_context_length", false, hp->n_ctx_train, 1, 1 << 24, &hp->n_ctx_orig)))
         return st;
+    hp->n_swa = 0;
+    hp->swa_pattern = arch->swa_pattern;
+    if (arch->swa_pattern > 0) {
+        if ((st = get_int(L, "attention.sliding_window", false, arch->n_swa_default, 0, 1 << 24, &hp->n_swa)))
+            return st;
+        if ((st = get_int(L, "attention.sliding_window_pattern", false, arch->swa_pattern, 1, 4096, &hp->swa_pattern)))
+            return st;
+    }
+    hp->rope_base_swa = arch->rope_base_swa > 0 ? arch->rope_base_swa : hp->rope_base;
+    hp->rope_scale_swa = arch->rope_base_swa > 0 ? 1.0f : hp->rope_scale;
+    if (arch->swa_pattern > 0 && (st = get_float(L, "rope.freq_base_swa", false, hp->rope_base_swa, &hp->rope_base_swa)))
+        return st;
+    if (!(hp->rope_base_swa > 0))
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s.rope.freq_base_swa must be positive", L->path, L->arch);
     hp->final_softcap = 0;
-    if (arch->final_softcap && (st = get_float(L, "final_logit_softcapping", false, 0.0, &hp->final_softcap)))
+    if (arch->final_softcap &&
+        (st = get_float(L, "final_logit_softcapping", false, arch->final_softcap_default, &hp->final_softcap)))
         return st;
     if (hp->final_softcap < 0)
         return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s.final_logit_softcapping is negative", L->path, L->arch);
-    /* Gemma 3 27B scales queries by 1/sqrt(n_embd/n_head) (query_pre_attn_scalar),
-     * which the file does not record; llama.cpp recognises it by its 62 layers. */
-    if (arch->embd_scale && hp->n_layer == 62)
+    hp->attn_softcap = 0;
+    if (arch->attn_softcap &&
+        (st = get_float(L, "attn_logit_softcapping", false, arch->attn_softcap_default, &hp->attn_softcap)))
+        return st;
+    if (hp->attn_softcap < 0)
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s.attn_logit_softcapping is negative", L->path, L->arch);
+    /* The 27B Gemmas scale queries by 1/sqrt(n_embd/n_head) (query_pre_attn_scalar),
+     * which the file does not record; llama.cpp recognises them by their layer count. */
+    if (arch->n_layer_wide_scale > 0 && hp->n_layer == arch->n_layer_wide_scale)
         hp->attn_scale = 1.0f / sqrtf((float)(hp->n_embd / hp->n_head));
     else
         hp->attn_scale = 1.0f / sqrtf((float)hp->head_k);
     return TR_OK;
 }
 
+/* Rows [r0, r0 + rows) of a weight: a fused tensor's part (attn_qkv's q, k
+ * and v; Phi-3's ffn_up's gate and up). Each output row of a matmul depends
+ * on its own weight row only, so the parts compute what the whole would. */
+static tr_weight weight_rows(const tr_weight *w, int64_t r0, int64_t rows) {
+    tr_weight p = *w;
+    p.data = (const uint8_t *)w->data + (size_t)r0 * tr_row_size(w->type, w->cols);
+    p.rows = rows;
+    return p;
+}
+
+static bool file_says_longrope(const loader *L) {
+    char key[160];
+    key_name(key, sizeof key, L, "rope.scaling.type");
+    tr_str st;
+    return tr_gguf_get_str(L->g, key, &st) && st.len == 8 && !memcmp(st.ptr, "longrope", 8);
+}
+
 static tr_status load_weights(loader *L, tr_model *m) {
     tr_hparams *hp = &m->hp;
     const tr_arch *arch = m->arch;
+    const bool layer_norm = arch->norm == TR_NORM_LAYER;
     tr_status st;
     const tr_gguf_tensor *te = find(L, "token_embd.weight");
     if (!te) return tr_err_set(L->err, TR_ERR_FORMAT, "%s: missing tensor token_embd.weight", L->path);
@@ -216,10 +266,22 @@ static tr_status load_weights(loader *L, tr_model *m) {
                           (long long)te->ne[1]);
     hp->n_vocab = (int32_t)te->ne[1];
     if ((st = get_weight(L, "token_embd.weight", hp->n_vocab, hp->n_embd, true, &m->tok_embd))) return st;
+    if (arch->pos_embd &&
+        (st = get_weight(L, "position_embd.weight", hp->n_ctx_train, hp->n_embd, true, &m->pos_embd)))
+        return st;
     if ((st = get_vec(L, "output_norm.weight", hp->n_embd, true, &m->output_norm))) return st;
-    if ((st = get_weight(L, "output.weight", hp->n_vocab, hp->n_embd, false, &m->output))) return st;
+    if ((st = get_vec(L, "output_norm.bias", hp->n_embd, layer_norm, &m->output_norm_b))) return st;
+    if (!arch->tied_output && (st = get_weight(L, "output.weight", hp->n_vocab, hp->n_embd, false, &m->output)))
+        return st;
     if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
-    if ((st = get_vec(L, "rope_freqs.weight", hp->n_rot / 2, false, &m->rope_freqs))) return st;
+    if (find(L, "output.bias"))
+        return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor output.bias is not supported", L->path);
+    if (arch->longrope || file_says_longrope(L)) {
+        if ((st = get_vec(L, "rope_factors_long.weight", hp->n_rot / 2, false, &m->rope_long))) return st;
+        if ((st = get_vec(L, "rope_factors_short.weight", hp->n_rot / 2, false, &m->rope_short))) return st;
+    } else if ((st = get_vec(L, "rope_freqs.weight", hp->n_rot / 2, false, &m->rope_freqs))) {
+        return st;
+    }
 
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) return tr_err_set(L->err, TR_ERR_NOMEM, "%s: out of memory for %d layers", L->path, hp->n_layer);
@@ -230,15 +292,27 @@ static tr_status load_weights(loader *L, tr_model *m) {
         char n[96];
 #define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", i, s), n)
         if ((st = get_vec(L, NAME("attn_norm.weight"), E, true, &l->attn_norm))) return st;
-        if ((st = get_weight(L, NAME("attn_q.weight"), Q, E, true, &l->wq))) return st;
-        if ((st = get_weight(L, NAME("attn_k.weight"), K, E, true, &l->wk))) return st;
-        if ((st = get_weight(L, NAME("attn_v.weight"), V, E, true, &l->wv))) return st;
+        if ((st = get_vec(L, NAME("attn_norm.bias"), E, layer_norm, &l->attn_norm_b))) return st;
+        /* q, k, v: three tensors, or one attn_qkv of their rows in that order. */
+        if (find(L, NAME("attn_qkv.weight"))) {
+            tr_weight qkv;
+            if ((st = get_weight(L, n, Q + K + V, E, true, &qkv))) return st;
+            l->wq = weight_rows(&qkv, 0, Q);
+            l->wk = weight_rows(&qkv, Q, K);
+            l->wv = weight_rows(&qkv, Q + K, V);
+            const float *b = NULL;
+            if ((st = get_vec(L, NAME("attn_qkv.bias"), Q + K + V, arch->qkv_bias, &b))) return st;
+            if (b) l->bq = b, l->bk = b + Q, l->bv = b + Q + K;
+        } else {
+            if ((st = get_weight(L, NAME("attn_q.weight"), Q, E, true, &l->wq))) return st;
+            if ((st = get_weight(L, NAME("attn_k.weight"), K, E, true, &l->wk))) return st;
+            if ((st = get_weight(L, NAME("attn_v.weight"), V, E, true, &l->wv))) return st;
+            if ((st = get_vec(L, NAME("attn_q.bias"), Q, arch->qkv_bias, &l->bq))) return st;
+            if ((st = get_vec(L, NAME("attn_k.bias"), K, arch->qkv_bias, &l->bk))) return st;
+            if ((st = get_vec(L, NAME("attn_v.bias"), V, arch->qkv_bias, &l->bv))) return st;
+        }
         if ((st = get_weight(L, NAME("attn_output.weight"), E, O, true, &l->wo))) return st;
-        if ((st = get_vec(L, NAME("attn_q.bias"), Q, arch->qkv_bias, &l->bq))) return st;
-        if ((st = get_vec(L, NAME("attn_k.bias"), K, arch->qkv_bias, &l->bk))) return st;
-        if ((st = get_vec(L, NAME("attn_v.bias"), V, arch->qkv_bias, &l->bv))) return st;
-        if (find(L, NAME("attn_output.bias")))
-            return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s is not supported", L->path, n);
+        if ((st = get_vec(L, NAME("attn_output.bias"), E, false, &l->bo))) return st;
         if (arch->qk_norm) {
             if ((st = get_vec(L, NAME("attn_q_norm.weight"), hp->head_k, true, &l->q_norm))) return st;
             if ((st = get_vec(L, NAME("attn_k_norm.weight"), hp->head_k, true, &l->k_norm))) return st;
@@ -250,17 +324,40 @@ static tr_status load_weights(loader *L, tr_model *m) {
             if ((st = get_vec(L, NAME("post_ffw_norm.weight"), E, true, &l->post_ffn_norm))) return st;
         }
         if ((st = get_vec(L, NAME("ffn_norm.weight"), E, true, &l->ffn_norm))) return st;
-        if ((st = get_weight(L, NAME("ffn_gate.weight"), F, E, true, &l->w_gate))) return st;
-        if ((st = get_weight(L, NAME("ffn_up.weight"), F, E, true, &l->w_up))) return st;
-        if ((st = get_weight(L, NAME("ffn_down.weight"), E, F, true, &l->w_down))) return st;
+        if ((st = get_vec(L, NAME("ffn_norm.bias"), E, layer_norm, &l->ffn_norm_b))) return st;
         if (find(L, NAME("ffn_gate_inp.weight")))
             return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s (mixture of experts) is not supported",
                               L->path, n);
+        bool fused_gu = false;
+        if (arch->ffn == TR_FFN_SEQ) {
+            if ((st = get_weight(L, NAME("ffn_up.weight"), F, E, true, &l->w_up))) return st;
+        } else if (!find(L, NAME("ffn_gate.weight")) && find(L, NAME("ffn_up.weight")) &&
+                   find(L, n)->ne[1] == 2 * F) {
+            /* gate and up fused: 2*n_ff rows, the gate's first (Phi-3) */
+            tr_weight gu;
+            if ((st = get_weight(L, n, 2 * F, E, true, &gu))) return st;
+            l->w_gate = weight_rows(&gu, 0, F);
+            l->w_up = weight_rows(&gu, F, F);
+            fused_gu = true;
+        } else {
+            if ((st = get_weight(L, NAME("ffn_gate.weight"), F, E, true, &l->w_gate))) return st;
+            if ((st = get_weight(L, NAME("ffn_up.weight"), F, E, true, &l->w_up))) return st;
+        }
+        if ((st = get_weight(L, NAME("ffn_down.weight"), E, F, true, &l->w_down))) return st;
+        const bool seq = arch->ffn == TR_FFN_SEQ; /* GPT-2's MLP has its biases; others may */
+        if (fused_gu && find(L, NAME("ffn_up.bias")))
+            return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: a bias on the fused gate and up, %s, is not supported",
+                              L->path, n);
+        if ((st = get_vec(L, NAME("ffn_up.bias"), F, seq, &l->b_up))) return st;
+        if ((st = get_vec(L, NAME("ffn_down.bias"), E, seq, &l->b_down))) return st;
+        if ((st = get_vec(L, NAME("ffn_gate.bias"), F, false, &l->b_gate))) return st;
+        if (seq && l->b_gate)
+            return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s is not supported for %s", L->path, n, L->arch);
 #undef NAME
         /* Local (sliding-window) layers: all but every swa_pattern-th. */
-        l->swa = hp->n_swa > 0 && arch->swa_pattern > 0 && (i % arch->swa_pattern) < arch->swa_pattern - 1;
-        l->rope_base = l->swa ? arch->rope_base_swa : hp->rope_base;
-        l->rope_scale = l->swa ? 1.0f : hp->rope_scale;
+        l->swa = hp->n_swa > 0 && hp->swa_pattern > 0 && (i % hp->swa_pattern) < hp->swa_pattern - 1;
+        l->rope_base = l->swa ? hp->rope_base_swa : hp->rope_base;
+        l->rope_scale = l->swa ? hp->rope_scale_swa : hp->rope_scale;
     }
     return TR_OK;
 }
