@@ -287,7 +287,10 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None, swa=0):
         mat(p + "ffn_down.weight", E, F, layer=i)
         if arch in GEMMA:
             vec(p + "post_ffw_norm.weight", E, mean=3.0, std=0.3, layer=i)
-    vec("output_norm.weight", E)
+    # Gemma 2's logits pass its final soft-cap: a larger norm weight spreads
+    # them over more units (max ~10) under the cap of 30, so that the cap
+    # bends them and argmax decisions stay clear.
+    vec("output_norm.weight", E, mean=2.0 if arch == "gemma2" else 1.0)
     if arch == "gpt2":
         vec("output_norm.bias", E, mean=0.0, std=0.1)
     if not tied:
@@ -330,9 +333,10 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None, swa=0):
     elif arch == "gemma2":
         w.add_rope_freq_base(10000.0)
         w.add_sliding_window(hp["sliding_window"])
-        # Smaller than the real 50 and 30, so that random weights reach the caps.
+        # The attention cap smaller than the real 50, so that random weights'
+        # scores reach it; the final cap the real 30 (logits reach ~13).
         w.add_attn_logit_softcapping(5.0)
-        w.add_final_logit_softcapping(15.0)
+        w.add_final_logit_softcapping(30.0)
     elif arch == "gemma3":
         w.add_rope_freq_base(1000000.0)
         w.add_sliding_window(hp["sliding_window"])
