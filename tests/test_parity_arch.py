@@ -17,7 +17,14 @@ What each variant exercises (docs/ARCHITECTURES.md):
           final cap 30 (llama.cpp's default) reached by logits of ~13,
           GQA with head_dim * n_head != n_embd;
   mistral llama with llama.attention.sliding_window = 16: llama.cpp does not
-          apply it to llama files, so attention stays global here too.
+          apply it to llama files, so attention stays global here too;
+  qwen3moe Qwen3 attention and a mixture of 8 SwiGLU experts of 256, top 2
+          by the router's softmax, weights renormalised (3-D expert tensors);
+  mixtral llama with llama.expert_count = 8 (top 2, renormalised).
+
+Batched prompts group the tokens by expert (each chosen expert's matrices
+read once per batch): the batch-invariance test below checks that this
+grouping never changes a token's logits.
 
 The comparison and its tolerances are tests/test_parity_llamacpp.py's (the
 prompt in one batch, then llama.cpp's 128 greedy tokens teacher-forced; whole
@@ -50,11 +57,15 @@ VARIANTS = {  # key -> gen_model.py arguments
     "phi3": ["--arch", "phi3"],
     "gemma2": ["--arch", "gemma2"],
     "mistral": ["--arch", "llama", "--swa", "16"],
+    "qwen3moe": ["--arch", "qwen3moe"],
+    "mixtral": ["--arch", "llama", "--experts", "8"],
 }
 TYPES = ("F32", "F16", "Q8_0", "Q4_K")
 # mistral's weights are llama's (the same generator and seed: only the key
 # differs), whose quantized files tests/test_parity_llamacpp.py covers; the
 # window's question is answered at F32 and F16, where no parting is allowed.
+MOE = ("qwen3moe", "mixtral")
+MOE_FLIP_ROWS = 2  # of 199: 1 %
 KEYS = [f"{v}_{t}" for v in VARIANTS for t in TYPES if v != "mistral" or t in ("F32", "F16")]
 
 MEASURED = {}
@@ -142,6 +153,17 @@ def test_new_architecture_matches_llamacpp(request, llama_cpp_live, elib, gen_di
     summary = c.summary()
     summary["reference"] = llama_cpp_live
     summary["ppl_rel"] = f"{abs(ppl - ppl_ref) / ppl_ref:.2e}"
+    if t in ("Q8_0", "Q4_K") and key.split("_")[0] in MOE:
+        # A router near-tie under quantization noise can choose another
+        # expert in one engine than in the other: that row then differs by
+        # a whole expert's contribution. At most MOE_FLIP_ROWS rows may
+        # exceed the tolerances (each reported); all other rows, and the
+        # argmax and greedy rules, as for every model.
+        over = np.nonzero((c.delta / c.scale.max() > TOL[t]) | (c.dlse > TOL_LSE[t]))[0]
+        summary["rows_over_tolerance"] = " ".join(f"{int(r)}:{c.delta[r] / c.scale.max():.3f}" for r in over) or "none"
+        assert len(over) <= MOE_FLIP_ROWS, f"{key}: {len(over)} rows beyond the tolerances: {summary['rows_over_tolerance']}"
+        c.delta[over] = 0
+        c.dlse[over] = 0
     record(request, key, **summary)
     c.check(TOL[t], TOL_LSE[t], strict=t in ("F32", "F16"), what=key)
     assert abs(ppl - ppl_ref) <= (0.005 if t in ("F32", "F16") else 0.01) * ppl_ref, (key, ppl, ppl_ref)
@@ -192,6 +214,8 @@ INFO = {  # what `trinity info` must say of each
     "gemma2": ["architecture: gemma2 (supported)", "attention soft-capping 5", "final logit soft-capping 30",
                "sliding window 16"],
     "mistral": ["architecture: llama (supported)", "sliding window 16 in the file: not applied"],
+    "qwen3moe": ["architecture: qwen3moe (supported)", "mixture of 8 experts, top 2", "renormalised"],
+    "mixtral": ["architecture: llama (supported)", "mixture of 8 experts, top 2", "renormalised"],
 }
 
 

@@ -137,6 +137,18 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     c->hb = alloc_array((size_t)n_batch, (size_t)hp->n_ff * sizeof(float), &ok);
     c->hb2 = alloc_array((size_t)n_batch, (size_t)hp->n_ff * sizeof(float), &ok);
     c->out_row = alloc_array((size_t)n_batch, sizeof(int32_t), &ok);
+    if (hp->n_expert > 0) {
+        const size_t nx = (size_t)hp->n_expert, k = (size_t)hp->n_expert_used;
+        c->moe_probs = alloc_array((size_t)n_batch, nx * sizeof(float), &ok);
+        c->moe_sel = alloc_array((size_t)n_batch, k * sizeof(int32_t), &ok);
+        c->moe_w = alloc_array((size_t)n_batch, k * sizeof(float), &ok);
+        c->moe_rows = alloc_array((size_t)n_batch, k * sizeof(int32_t), &ok);
+        c->moe_x = alloc_array((size_t)n_batch, (size_t)hp->n_embd * sizeof(float), &ok);
+        c->moe_h = alloc_array((size_t)n_batch, (size_t)hp->n_ff_exp * sizeof(float), &ok);
+        c->moe_h2 = alloc_array((size_t)n_batch, (size_t)hp->n_ff_exp * sizeof(float), &ok);
+        c->moe_y = alloc_array((size_t)n_batch, (size_t)hp->n_embd * sizeof(float), &ok);
+        c->moe_out = alloc_array((size_t)n_batch * k, (size_t)hp->n_embd * sizeof(float), &ok);
+    }
     /* One logits row per sequence is the common case (decoding); more rows
      * are added when a batch first asks for them. */
     c->logits_cap = n_seq < n_batch ? n_seq : n_batch;
@@ -170,6 +182,15 @@ void tr_context_free(tr_context *c) {
     free(c->hb);
     free(c->hb2);
     free(c->out_row);
+    free(c->moe_probs);
+    free(c->moe_sel);
+    free(c->moe_w);
+    free(c->moe_rows);
+    free(c->moe_x);
+    free(c->moe_h);
+    free(c->moe_h2);
+    free(c->moe_y);
+    free(c->moe_out);
     free(c->logits);
     free(c);
 }

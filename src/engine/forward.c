@@ -25,6 +25,14 @@ static void matmul(tr_context *c, const tr_weight *w, const float *x, int64_t n,
     tr_matmul(c->pool, w->type, w->data, w->rows, w->cols, x, n, y);
 }
 
+/* Rows [r0, r0 + rows) of a weight (one expert's matrix). */
+static tr_weight weight_rows(const tr_weight *w, int64_t r0, int64_t rows) {
+    tr_weight p = *w;
+    p.data = (const uint8_t *)w->data + (size_t)r0 * tr_row_size(w->type, w->cols);
+    p.rows = rows;
+    return p;
+}
+
 static void add_bias(float *y, const float *bias, int64_t n_tokens, int64_t dim) {
     if (!bias) return;
     for (int64_t t = 0; t < n_tokens; t++)
@@ -106,6 +114,75 @@ static tr_status attention(tr_context *c, const tr_batch *b, int layer, bool swa
     return tr_attention(c->pool, &p, c->q, tr_kv_k_layer(c->kv, layer), tr_kv_v_layer(c->kv, layer), c->att);
 }
 
+/* -------------------------------------------------------- mixture of experts */
+
+/* f = sum over the token's chosen experts e, best first, of w_e * FFN_e(h),
+ * as llama.cpp's build_moe_ffn: p = softmax(h Wrouter); the n_expert_used
+ * largest p (ties: the lower expert first); w = those p [/ their sum]. The
+ * batch is grouped by expert: each expert's matrices are read once for all
+ * the rows that chose it, and only the chosen experts' rows are read. A
+ * row's result is a function of that row alone (tr_matmul's rows are
+ * independent of their batch mates) and the sum runs in the token's own
+ * choice order: batch-invariant. h: xb; f: xb2. */
+static void moe_ffn(tr_context *c, const tr_layer *l, const float *h, int64_t n, float *f) {
+    const tr_hparams *hp = &c->model->hp;
+    const int64_t E = hp->n_embd, FX = hp->n_ff_exp, X = hp->n_expert, K = hp->n_expert_used;
+    matmul(c, &l->gate_inp, h, n, c->moe_probs);
+    for (int64_t t = 0; t < n; t++) {
+        float *p = c->moe_probs + t * X;
+        tr_softmax(p, X);
+        int32_t *sel = c->moe_sel + t * K;
+        float *w = c->moe_w + t * K;
+        for (int64_t j = 0; j < K; j++) { /* selection: K is small */
+            int32_t best = -1;
+            for (int32_t e = 0; e < X; e++) {
+                bool taken = false;
+                for (int64_t i = 0; i < j; i++) taken |= sel[i] == e;
+                if (!taken && (best < 0 || p[e] > p[best])) best = e;
+            }
+            sel[j] = best;
+            w[j] = p[best];
+        }
+        if (c->model->arch->moe_norm_w) {
+            double sum = 0; /* ggml_sum_rows: a double sum, rounded */
+            for (int64_t j = 0; j < K; j++) sum += w[j];
+            float s = (float)sum;
+            if (s < 6.103515625e-5f) s = 6.103515625e-5f; /* llama.cpp's clamp */
+            for (int64_t j = 0; j < K; j++) w[j] /= s;
+        }
+    }
+    for (int32_t e = 0; e < X; e++) {
+        /* gather the rows that chose expert e */
+        int64_t m = 0;
+        for (int64_t t = 0; t < n; t++)
+            for (int64_t j = 0; j < K; j++)
+                if (c->moe_sel[t * K + j] == e) {
+                    c->moe_rows[m] = (int32_t)(t * K + j);
+                    memcpy(c->moe_x + m * E, h + t * E, sizeof(float) * (size_t)E);
+                    m++;
+                }
+        if (m == 0) continue; /* an expert nobody chose is never read */
+        const tr_weight gate = weight_rows(&l->gate_exps, e * FX, FX), up = weight_rows(&l->up_exps, e * FX, FX);
+        const tr_weight down = weight_rows(&l->down_exps, e * E, E);
+        matmul(c, &gate, c->moe_x, m, c->moe_h);
+        matmul(c, &up, c->moe_x, m, c->moe_h2);
+        tr_swiglu(c->moe_h, c->moe_h, c->moe_h2, m * FX);
+        matmul(c, &down, c->moe_h, m, c->moe_y);
+        for (int64_t r = 0; r < m; r++) {
+            const int32_t tj = c->moe_rows[r];
+            const float wt = c->moe_w[tj];
+            float *o = c->moe_out + (int64_t)tj * E;
+            for (int64_t i = 0; i < E; i++) o[i] = c->moe_y[r * E + i] * wt;
+        }
+    }
+    for (int64_t t = 0; t < n; t++) { /* ((y_0 + y_1) + y_2) ..., the token's choice order */
+        float *o = f + t * E;
+        memcpy(o, c->moe_out + t * K * E, sizeof(float) * (size_t)E);
+        for (int64_t j = 1; j < K; j++)
+            for (int64_t i = 0; i < E; i++) o[i] += c->moe_out[(t * K + j) * E + i];
+    }
+}
+
 /* ------------------------------------------------------------------ forward */
 
 tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
@@ -182,7 +259,9 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
 
         /* Feed-forward. */
         norm_rows(arch, xb, x, l->ffn_norm, l->ffn_norm_b, n, E, eps);
-        if (arch->ffn == TR_FFN_SEQ) { /* act(h Wup + b) */
+        if (hp->n_expert > 0) { /* sum of the chosen experts' SwiGLU, weighted */
+            moe_ffn(c, l, xb, n, xb2);
+        } else if (arch->ffn == TR_FFN_SEQ) { /* act(h Wup + b) */
             matmul(c, &l->w_up, xb, n, c->hb);
             add_bias(c->hb, l->b_up, n, F);
             if (arch->act == TR_ACT_GELU)
@@ -199,8 +278,10 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
             else
                 tr_swiglu(c->hb, c->hb, c->hb2, n * F);
         }
-        matmul(c, &l->w_down, c->hb, n, xb2);
-        add_bias(xb2, l->b_down, n, E);
+        if (hp->n_expert == 0) {
+            matmul(c, &l->w_down, c->hb, n, xb2);
+            add_bias(xb2, l->b_down, n, E);
+        }
         if (l->post_ffn_norm)
             for (int64_t t = 0; t < n; t++) tr_rmsnorm(xb2 + t * E, xb2 + t * E, l->post_ffn_norm, E, eps);
         for (int64_t i = 0; i < n * E; i++) x[i] += xb2[i];

@@ -10,11 +10,19 @@ static const tr_arch arches[] = {
     /* Llama 1/2/3, TinyLlama, SmolLM2, Mistral: original RoPE pairing, SwiGLU.
      * llama.cpp does not read llama.attention.sliding_window (Mistral 7B
      * v0.1 files carry one): attention stays global, here too. */
-    {.name = "llama", .rope = TR_ROPE_NORM, .act = TR_ACT_SILU},
+    /* Mixtral: llama with llama.expert_count experts per layer of n_ff
+     * each, top expert_used_count by the router's softmax, their weights
+     * renormalised. */
+    {.name = "llama", .rope = TR_ROPE_NORM, .act = TR_ACT_SILU, .moe = TR_MOE_OPTIONAL, .moe_norm_w = true},
     /* Qwen2: NeoX RoPE, biases on q, k and v. */
     {.name = "qwen2", .rope = TR_ROPE_NEOX, .act = TR_ACT_SILU, .qkv_bias = true},
     /* Qwen3: NeoX RoPE, RMSNorm of q and k per head. */
     {.name = "qwen3", .rope = TR_ROPE_NEOX, .act = TR_ACT_SILU, .qk_norm = true},
+    /* Qwen3-MoE: Qwen3's attention, a mixture of SwiGLU experts in every
+     * layer: softmax over the router's logits, the top expert_used_count,
+     * their weights renormalised to sum 1. */
+    {.name = "qwen3moe", .rope = TR_ROPE_NEOX, .act = TR_ACT_SILU, .qk_norm = true, .moe = TR_MOE_REQUIRED,
+     .moe_norm_w = true, .moe_ff_exp = true},
     /* Gemma 2: NeoX RoPE, GeGLU, norms after attention and FFN too, scaled
      * embeddings, q scaled before q.k; local (window 4096 unless the file
      * says) and global layers alternate, one RoPE for both; the attention
@@ -48,4 +56,4 @@ const tr_arch *tr_arch_find(const char *name, size_t len) {
     return NULL;
 }
 
-const char *tr_arch_supported_list(void) { return "llama, qwen2, qwen3, gemma2, gemma3, gpt2, phi3"; }
+const char *tr_arch_supported_list(void) { return "llama, qwen2, qwen3, qwen3moe, gemma2, gemma3, gpt2, phi3"; }

@@ -31,6 +31,12 @@ typedef enum tr_ffn_kind {
     TR_FFN_SEQ,   /* act(x Wup + b) Wdown + b: no gate (GPT-2) */
 } tr_ffn_kind;
 
+typedef enum tr_moe_kind {
+    TR_MOE_NO,       /* {arch}.expert_count set is an error */
+    TR_MOE_OPTIONAL, /* experts when {arch}.expert_count > 0 (llama: Mixtral) */
+    TR_MOE_REQUIRED, /* always experts (qwen3moe) */
+} tr_moe_kind;
+
 typedef struct tr_arch {
     const char *name;         /* general.architecture */
     tr_norm_kind norm;
@@ -56,6 +62,9 @@ typedef struct tr_arch {
                                  1/sqrt(head_k): the 27B Gemmas, recognised as llama.cpp does */
     bool longrope;            /* rope_factors_long / _short (LongRoPE; Phi-3); other arches: with rope.scaling.type longrope */
     bool tied_output;         /* the output matrix is token_embd even if the file has output.weight (Gemma 2) */
+    tr_moe_kind moe;          /* mixture-of-experts feed-forward: never, with {arch}.expert_count, or always */
+    bool moe_norm_w;          /* the chosen experts' softmax weights renormalised to sum 1 (Qwen3-MoE, Mixtral) */
+    bool moe_ff_exp;          /* experts' size from {arch}.expert_feed_forward_length (else n_ff, as Mixtral) */
 } tr_arch;
 
 /* The descriptor of an architecture, NULL when unsupported. */
@@ -84,6 +93,13 @@ typedef struct tr_layer {
     tr_weight w_gate, w_up, w_down; /* gate/up: n_ff x n_embd, down: n_embd x n_ff; no gate with TR_FFN_SEQ */
     const float *b_gate, *b_up, *b_down; /* [n_ff], [n_ff], [n_embd] or NULL */
     const float *post_ffn_norm;   /* [n_embd] when post_norms */
+    /* Mixture of experts (n_expert > 0), instead of w_gate/w_up/w_down: the
+     * router, and the experts' matrices one after another (ggml's 3-D
+     * tensors): expert e's gate is rows [e*n_ff_exp, (e+1)*n_ff_exp) of
+     * gate_exps, its down rows [e*n_embd, (e+1)*n_embd) of down_exps. */
+    tr_weight gate_inp;           /* n_expert x n_embd */
+    tr_weight gate_exps, up_exps; /* n_expert*n_ff_exp x n_embd */
+    tr_weight down_exps;          /* n_expert*n_embd x n_ff_exp */
     bool swa;                     /* sliding-window (local) layer */
     float rope_base, rope_scale;  /* this layer's RoPE */
 } tr_layer;
@@ -100,6 +116,7 @@ typedef struct tr_hparams {
     float rope_mscale;            /* multiplies RoPE's cos and sin (rope.scaling.attn_factor; 1: none) */
     int32_t n_ctx_orig;           /* rope.scaling.original_context_length: LongRoPE's long factors beyond it */
     float attn_softcap;           /* 0: off */
+    int32_t n_expert, n_expert_used, n_ff_exp; /* mixture of experts (n_expert 0: none) */
     float attn_scale;             /* multiplies q.k */
     float final_softcap;          /* 0: off */
 } tr_hparams;
