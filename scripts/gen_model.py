@@ -10,6 +10,11 @@ Output is deterministic: the same arguments give the same bytes (the parity
 fixtures store the file's SHA-256 and check it).
 
   scripts/gen_model.py --arch llama --type Q8_0 -o /tmp/m.gguf
+  scripts/gen_model.py --arch gpt2 | phi3 | gemma2 | qwen3moe --type F16 -o /tmp/m.gguf
+  scripts/gen_model.py --arch llama --swa 16 -o /tmp/mistral.gguf      (Mistral's sliding_window key)
+  scripts/gen_model.py --arch llama --experts 8 -o /tmp/mixtral.gguf   (Mixtral: 8 experts, top 2)
+  scripts/gen_model.py --arch qwen3moe --shape moe-bench --type Q4_K_M -o /tmp/moe.gguf
+  scripts/gen_model.py --arch phi3 --shape micro --type Q8_0 -o seed   (fuzz seeds: tests/fuzz/fuzz_model)
   scripts/gen_model.py --arch llama --shape tinyllama --type Q4_K_M -o /tmp/tl.gguf
 
 Weights are scaled so activations keep their size through the layers
