@@ -138,15 +138,22 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     c->hb2 = alloc_array((size_t)n_batch, (size_t)hp->n_ff * sizeof(float), &ok);
     c->out_row = alloc_array((size_t)n_batch, sizeof(int32_t), &ok);
     if (hp->n_expert > 0) {
-        const size_t nx = (size_t)hp->n_expert, k = (size_t)hp->n_expert_used;
-        c->moe_probs = alloc_array((size_t)n_batch, nx * sizeof(float), &ok);
-        c->moe_sel = alloc_array((size_t)n_batch, k * sizeof(int32_t), &ok);
-        c->moe_w = alloc_array((size_t)n_batch, k * sizeof(float), &ok);
-        c->moe_rows = alloc_array((size_t)n_batch, k * sizeof(int32_t), &ok);
-        c->moe_x = alloc_array((size_t)n_batch, (size_t)hp->n_embd * sizeof(float), &ok);
-        c->moe_h = alloc_array((size_t)n_batch, (size_t)hp->n_ff_exp * sizeof(float), &ok);
-        c->moe_h2 = alloc_array((size_t)n_batch, (size_t)hp->n_ff_exp * sizeof(float), &ok);
-        c->moe_y = alloc_array((size_t)n_batch, (size_t)hp->n_embd * sizeof(float), &ok);
+        const size_t nx = (size_t)hp->n_expert, k = (size_t)hp->n_expert_used, nb = (size_t)n_batch;
+        const size_t nth = (size_t)n_threads;
+        c->moe_probs = alloc_array(nb, nx * sizeof(float), &ok);
+        c->moe_sel = alloc_array(nb, k * sizeof(int32_t), &ok);
+        c->moe_w = alloc_array(nb, k * sizeof(float), &ok);
+        c->moe_rows = alloc_array(nth * nb, sizeof(int32_t), &ok);
+        c->moe_x = alloc_array(nth * nb, (size_t)hp->n_embd * sizeof(float), &ok);
+        c->moe_h = alloc_array(nth * nb, (size_t)hp->n_ff_exp * sizeof(float), &ok);
+        c->moe_h2 = alloc_array(nth * nb, (size_t)hp->n_ff_exp * sizeof(float), &ok);
+        c->moe_y = alloc_array(nth * nb, (size_t)hp->n_embd * sizeof(float), &ok);
+        c->moe_pool = alloc_array(nth, sizeof(tr_pool *), &ok);
+        for (size_t i = 0; ok && i < nth; i++) {
+            c->moe_pool[i] = tr_pool_new(1);
+            if (!c->moe_pool[i]) ok = false;
+            else c->moe_nth = (int)i + 1;
+        }
         c->moe_out = alloc_array((size_t)n_batch * k, (size_t)hp->n_embd * sizeof(float), &ok);
     }
     /* One logits row per sequence is the common case (decoding); more rows
@@ -182,6 +189,8 @@ void tr_context_free(tr_context *c) {
     free(c->hb);
     free(c->hb2);
     free(c->out_row);
+    for (int i = 0; i < c->moe_nth; i++) tr_pool_free(c->moe_pool[i]);
+    free(c->moe_pool);
     free(c->moe_probs);
     free(c->moe_sel);
     free(c->moe_w);

@@ -19,6 +19,7 @@
 #include "core/util.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 static void matmul(tr_context *c, const tr_weight *w, const float *x, int64_t n, float *y) {
@@ -116,17 +117,70 @@ static tr_status attention(tr_context *c, const tr_batch *b, int layer, bool swa
 
 /* -------------------------------------------------------- mixture of experts */
 
+typedef struct moe_job {
+    tr_context *c;
+    const tr_layer *l;
+    const float *h;
+    int64_t n;
+    atomic_int next; /* the next expert to take */
+} moe_job;
+
+/* Expert e on the rows that chose it, with thread ith's buffers and
+ * one-thread pool: gather, SwiGLU, down, and each row's output times its
+ * weight into moe_out. A single-thread matmul gives the bits a multi-thread
+ * one gives (tr_matmul's rows do not depend on the split). */
+static void run_expert(const moe_job *j, int32_t e, int ith) {
+    tr_context *c = j->c;
+    const tr_hparams *hp = &c->model->hp;
+    const int64_t E = hp->n_embd, FX = hp->n_ff_exp, K = hp->n_expert_used, nb = c->n_batch;
+    int32_t *rows = c->moe_rows + ith * nb;
+    float *x = c->moe_x + ith * nb * E, *h1 = c->moe_h + ith * nb * FX, *h2 = c->moe_h2 + ith * nb * FX;
+    float *y = c->moe_y + ith * nb * E;
+    int64_t m = 0;
+    for (int64_t t = 0; t < j->n; t++)
+        for (int64_t k = 0; k < K; k++)
+            if (c->moe_sel[t * K + k] == e) {
+                rows[m] = (int32_t)(t * K + k);
+                memcpy(x + m * E, j->h + t * E, sizeof(float) * (size_t)E);
+                m++;
+            }
+    if (m == 0) return; /* an expert nobody chose is never read */
+    const tr_weight gate = weight_rows(&j->l->gate_exps, e * FX, FX), up = weight_rows(&j->l->up_exps, e * FX, FX);
+    const tr_weight down = weight_rows(&j->l->down_exps, e * E, E);
+    tr_pool *p = c->moe_pool[ith];
+    tr_matmul(p, gate.type, gate.data, gate.rows, gate.cols, x, m, h1);
+    tr_matmul(p, up.type, up.data, up.rows, up.cols, x, m, h2);
+    tr_swiglu(h1, h1, h2, m * FX);
+    tr_matmul(p, down.type, down.data, down.rows, down.cols, h1, m, y);
+    for (int64_t r = 0; r < m; r++) {
+        const float wt = c->moe_w[rows[r]];
+        float *o = c->moe_out + (int64_t)rows[r] * E;
+        for (int64_t i = 0; i < E; i++) o[i] = y[r * E + i] * wt;
+    }
+}
+
+static void moe_part(void *arg, int ith, int nth) {
+    moe_job *j = arg;
+    (void)nth;
+    for (;;) {
+        const int32_t e = atomic_fetch_add(&j->next, 1);
+        if (e >= j->c->model->hp.n_expert) return;
+        run_expert(j, e, ith);
+    }
+}
+
 /* f = sum over the token's chosen experts e, best first, of w_e * FFN_e(h),
  * as llama.cpp's build_moe_ffn: p = softmax(h Wrouter); the n_expert_used
  * largest p (ties: the lower expert first); w = those p [/ their sum]. The
  * batch is grouped by expert: each expert's matrices are read once for all
- * the rows that chose it, and only the chosen experts' rows are read. A
+ * the rows that chose it, and only the chosen experts' rows are read; the
+ * threads take whole experts (an atomic counter), not parts of each. A
  * row's result is a function of that row alone (tr_matmul's rows are
  * independent of their batch mates) and the sum runs in the token's own
  * choice order: batch-invariant. h: xb; f: xb2. */
 static void moe_ffn(tr_context *c, const tr_layer *l, const float *h, int64_t n, float *f) {
     const tr_hparams *hp = &c->model->hp;
-    const int64_t E = hp->n_embd, FX = hp->n_ff_exp, X = hp->n_expert, K = hp->n_expert_used;
+    const int64_t E = hp->n_embd, X = hp->n_expert, K = hp->n_expert_used;
     matmul(c, &l->gate_inp, h, n, c->moe_probs);
     for (int64_t t = 0; t < n; t++) {
         float *p = c->moe_probs + t * X;
@@ -151,30 +205,12 @@ static void moe_ffn(tr_context *c, const tr_layer *l, const float *h, int64_t n,
             for (int64_t j = 0; j < K; j++) w[j] /= s;
         }
     }
-    for (int32_t e = 0; e < X; e++) {
-        /* gather the rows that chose expert e */
-        int64_t m = 0;
-        for (int64_t t = 0; t < n; t++)
-            for (int64_t j = 0; j < K; j++)
-                if (c->moe_sel[t * K + j] == e) {
-                    c->moe_rows[m] = (int32_t)(t * K + j);
-                    memcpy(c->moe_x + m * E, h + t * E, sizeof(float) * (size_t)E);
-                    m++;
-                }
-        if (m == 0) continue; /* an expert nobody chose is never read */
-        const tr_weight gate = weight_rows(&l->gate_exps, e * FX, FX), up = weight_rows(&l->up_exps, e * FX, FX);
-        const tr_weight down = weight_rows(&l->down_exps, e * E, E);
-        matmul(c, &gate, c->moe_x, m, c->moe_h);
-        matmul(c, &up, c->moe_x, m, c->moe_h2);
-        tr_swiglu(c->moe_h, c->moe_h, c->moe_h2, m * FX);
-        matmul(c, &down, c->moe_h, m, c->moe_y);
-        for (int64_t r = 0; r < m; r++) {
-            const int32_t tj = c->moe_rows[r];
-            const float wt = c->moe_w[tj];
-            float *o = c->moe_out + (int64_t)tj * E;
-            for (int64_t i = 0; i < E; i++) o[i] = c->moe_y[r * E + i] * wt;
-        }
-    }
+    moe_job j = {.c = c, .l = l, .h = h, .n = n};
+    atomic_init(&j.next, 0);
+    if (c->moe_nth > 1 && tr_pool_size(c->pool) <= c->moe_nth)
+        tr_pool_run(c->pool, moe_part, &j);
+    else
+        moe_part(&j, 0, 1);
     for (int64_t t = 0; t < n; t++) { /* ((y_0 + y_1) + y_2) ..., the token's choice order */
         float *o = f + t * E;
         memcpy(o, c->moe_out + t * K * E, sizeof(float) * (size_t)E);
