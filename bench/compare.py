@@ -6,7 +6,10 @@ both see the same machine. Prints a Markdown table of tokens/s and ratios.
 
 The TinyLlama-1.1B-shaped random-weight models are written by
 scripts/gen_model.py into models/bench/ on first use (speed only: their
-text is noise); 'gemma' is the real Gemma 3 270M Q4_K_M."""
+text is noise); 'gemma' is the real Gemma 3 270M Q4_K_M; 'moe' a Qwen3-MoE-shaped
+random model (64 experts, top 8, Q4_K_M; gen_model.py --shape moe-bench):
+
+    python3 bench/compare.py --models moe -d 0 -r 5"""
 import argparse
 import datetime
 import json
@@ -24,6 +27,14 @@ GEN_TYPES = {"q8_0": "Q8_0", "q4_k_m": "Q4_K_M", "q4_0": "Q4_0", "f16": "F16", "
 def model_file(key: str) -> str:
     if key == "gemma":
         return os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf")
+    if key == "moe":
+        path = os.path.join(ROOT, "models", "bench", "qwen3moe-random-q4_k_m.gguf")
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            print(f"compare: writing {path}", file=sys.stderr)
+            subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_model.py"), "--arch", "qwen3moe",
+                            "--shape", "moe-bench", "--type", "Q4_K_M", "--seed", "1", "-o", path], check=True)
+        return path
     path = os.path.join(ROOT, "models", "bench", f"tinyllama-1.1b-random-{key}.gguf")
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -58,6 +69,8 @@ def main() -> int:
     ap.add_argument("-d", type=int, default=2048, help="depth of the tg@d test (0: skip)")
     ap.add_argument("-t", type=int, default=2)
     ap.add_argument("-r", type=int, default=3, help="rounds; each round runs Trinity then llama.cpp once")
+    ap.add_argument("--best", action="store_true",
+                    help="report each engine's best round (min-of-N time) instead of mean +/- sd: a shared machine")
     a = ap.parse_args()
 
     common = ["-p", str(a.p), "-n", str(a.n), "-t", str(a.t), "-r", "1"]
@@ -86,6 +99,10 @@ def main() -> int:
             if not ll:
                 continue
             share = extra["trinity"]["bw_share"].get(test)
+            if a.best:
+                rows.append({"model": key, "test": test, "trinity": (max(tr), 0.0), "llama": (max(ll), 0.0),
+                             "ratio": max(tr) / max(ll), "bw": None})
+                continue
             rows.append({
                 "model": key, "test": test,
                 "trinity": (statistics.mean(tr), statistics.stdev(tr) if len(tr) > 1 else 0.0),
@@ -100,7 +117,8 @@ def main() -> int:
                     statistics.median(extra["llama.cpp"]["rss_kib"]) / 1024),
         })
 
-    print(f"\n{datetime.date.today()} · {cpu_name()} · {os.cpu_count()} cores · {a.t} threads · {a.r} rounds\n")
+    print(f"\n{datetime.date.today()} · {cpu_name()} · {os.cpu_count()} cores · {a.t} threads · {a.r} rounds"
+          f"{' · best round of each' if a.best else ''}\n")
     print("| model | test | Trinity t/s | llama.cpp t/s | ratio | Trinity bw % |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -323,6 +323,12 @@ int32_t tr_model_n_vocab(const tr_model *m);
 int32_t tr_model_n_ctx_train(const tr_model *m);
 uint64_t tr_model_n_params(const tr_model *m);
 uint64_t tr_model_weight_bytes(const tr_model *m);
+/* What the model computes, as `trinity info` prints it: one "name: value"
+ * line per aspect (architecture, attention, positions, feed-forward, norms,
+ * output), each naming the architecture's variations this file uses and
+ * what the file carries that is not applied (as llama.cpp). Returns the
+ * length it needed (snprintf's rule). */
+size_t tr_model_describe(const tr_model *m, char *buf, size_t cap);
 
 /* --------------------------------------------------------------- context */
 

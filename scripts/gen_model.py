@@ -10,6 +10,11 @@ Output is deterministic: the same arguments give the same bytes (the parity
 fixtures store the file's SHA-256 and check it).
 
   scripts/gen_model.py --arch llama --type Q8_0 -o /tmp/m.gguf
+  scripts/gen_model.py --arch gpt2 | phi3 | gemma2 | qwen3moe --type F16 -o /tmp/m.gguf
+  scripts/gen_model.py --arch llama --swa 16 -o /tmp/mistral.gguf      (Mistral's sliding_window key)
+  scripts/gen_model.py --arch llama --experts 8 -o /tmp/mixtral.gguf   (Mixtral: 8 experts, top 2)
+  scripts/gen_model.py --arch qwen3moe --shape moe-bench --type Q4_K_M -o /tmp/moe.gguf
+  scripts/gen_model.py --arch phi3 --shape micro --type Q8_0 -o seed   (fuzz seeds: tests/fuzz/fuzz_model)
   scripts/gen_model.py --arch llama --shape tinyllama --type Q4_K_M -o /tmp/tl.gguf
 
 Weights are scaled so activations keep their size through the layers
@@ -25,11 +30,19 @@ import numpy as np
 import gguf
 from gguf import GGMLQuantizationType as QT
 
-ARCHES = ("llama", "qwen2", "qwen3", "gemma3")
+ARCHES = ("llama", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "gpt2", "phi3")
+GEMMA = ("gemma2", "gemma3")
 
 # name -> hyperparameters. head_dim may differ from n_embd / n_head (key_length).
 SHAPES = {
     "tiny": dict(n_embd=256, n_layer=2, n_head=4, n_head_kv=2, head_dim=64, n_ff=512, n_vocab=512),
+    # the fuzz seeds' shape (tests/fuzz/fuzz_model): small files, every tensor of the architecture
+    "micro": dict(n_embd=32, n_layer=2, n_head=2, n_head_kv=1, head_dim=16, n_ff=64, n_vocab=300, n_ctx=64,
+                  sliding_window=4),
+    # Qwen3-30B-A3B's proportions at a size this machine benchmarks: 64
+    # experts, top 8, experts of 512 (bench/moe.py).
+    "moe-bench": dict(n_embd=1024, n_layer=8, n_head=16, n_head_kv=4, head_dim=64, n_ff=3072, n_vocab=8192,
+                      n_expert=64, n_expert_used=8, n_ff_exp=512),
     "tinyllama": dict(n_embd=2048, n_layer=22, n_head=32, n_head_kv=4, head_dim=64, n_ff=5632, n_vocab=32000),
 }
 
@@ -39,6 +52,14 @@ SHAPES = {
 TINY_OVERRIDES = {
     "qwen3": dict(head_dim=128),
     "gemma3": dict(n_layer=6, n_head_kv=1, head_dim=128, sliding_window=16),
+    # Gemma 2: 4 layers alternating local/global, GQA, head_dim * n_head != n_embd.
+    "gemma2": dict(n_layer=4, head_dim=128, sliding_window=16),
+    # GPT-2: multi-head attention (no GQA), learned positions for 512 tokens.
+    "gpt2": dict(n_head_kv=4, n_ctx=512),
+    # Phi-3 (as Phi-4-mini): GQA, RoPE over 3/4 of each head, LongRoPE.
+    "phi3": dict(n_rot=48),
+    # Qwen3-MoE: 8 experts, top 2, experts of 256 (rows whole Q4_K blocks).
+    "qwen3moe": dict(head_dim=128, n_expert=8, n_expert_used=2, n_ff_exp=256),
 }
 
 WORDS = """the of and to in is was that for it with as his on be at by had are but from or
@@ -79,9 +100,12 @@ def synthetic_vocab(n_vocab, arch):
     add("<unk>", 0.0, gguf.TokenType.UNKNOWN)
     add("<s>", 0.0, gguf.TokenType.CONTROL)
     add("</s>", 0.0, gguf.TokenType.CONTROL)
-    if arch == "gemma3":
+    if arch in GEMMA:
         add("<start_of_turn>", 0.0, gguf.TokenType.CONTROL)
         add("<end_of_turn>", 0.0, gguf.TokenType.CONTROL)
+    if arch == "phi3":
+        # llama.cpp's vocabulary loader looks it up in files named phi3
+        add("<|endoftext|>", 0.0, gguf.TokenType.CONTROL)
     for b in range(256):
         add("<0x%02X>" % b, 0.0, gguf.TokenType.BYTE)
     pieces = ["\u2581"] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
@@ -143,7 +167,7 @@ def quantize_q4_k(x):
     qs = (q[:, 0::2, :] | (q[:, 1::2, :] << 4)).reshape(nb, 128)
     out = np.concatenate([_f16(d).view(np.uint8).reshape(nb, 2), _f16(dmin).view(np.uint8).reshape(nb, 2),
                           scales, qs], axis=1)
-    return out.reshape(x.shape[0], -1) if x.ndim == 2 else out.reshape(-1)
+    return out.reshape(*x.shape[:-1], -1) if x.ndim >= 2 else out.reshape(-1)
 
 
 def quantize_q6_k(x):
@@ -169,7 +193,7 @@ def quantize_q6_k(x):
         ql[:, h * 64 + 32:h * 64 + 64] = (q2 & 15) | ((q4 & 15) << 4)
         qh[:, h * 32:h * 32 + 32] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6)
     out = np.concatenate([ql, qh, sc.view(np.uint8), _f16(d).view(np.uint8).reshape(nb, 2)], axis=1)
-    return out.reshape(x.shape[0], -1) if x.ndim == 2 else out.reshape(-1)
+    return out.reshape(*x.shape[:-1], -1) if x.ndim >= 2 else out.reshape(-1)
 
 
 def encode(x, qtype):
@@ -201,16 +225,20 @@ def weight_type(name, layer, n_layer, wtype):
     return QT[wtype]
 
 
-def build(arch, shape, wtype, seed, n_vocab=None, tied=None):
+def build(arch, shape, wtype, seed, n_vocab=None, tied=None, swa=0, experts=0):
     hp = dict(SHAPES[shape])
     if shape == "tiny":
         hp.update(TINY_OVERRIDES.get(arch, {}))
     if n_vocab:
         hp["n_vocab"] = n_vocab
+    if experts:  # llama with experts: Mixtral
+        hp.update(n_expert=experts, n_expert_used=2, n_ff_exp=hp["n_ff"])  # experts of n_ff, as llama.cpp reads them
+    if arch == "qwen3moe" and "n_expert" not in hp:
+        hp.update(n_expert=4, n_expert_used=2, n_ff_exp=hp["n_ff"])
     E, L, H, HKV, D, F, V = (hp[k] for k in ("n_embd", "n_layer", "n_head", "n_head_kv", "head_dim", "n_ff", "n_vocab"))
     rng = np.random.default_rng(seed)
     if tied is None:
-        tied = arch == "gemma3"  # as the real Gemma 3 models
+        tied = arch in GEMMA  # as the real Gemma models (Gemma 2's output is always the embedding)
 
     tensors = []  # (name, float32 array in numpy (rows, cols) order, is_matrix, layer)
 
@@ -218,60 +246,133 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None):
         s = std if std is not None else 1.0 / np.sqrt(cols)
         tensors.append((name, (rng.standard_normal((rows, cols)) * s).astype(np.float32), True, layer))
 
+    def exps(name, n_expert, rows, cols, layer=-1):
+        """The experts' matrices: numpy (n_expert, rows, cols), ggml [cols, rows, n_expert]."""
+        x = rng.standard_normal((n_expert, rows, cols)) / np.sqrt(cols)
+        tensors.append((name, x.astype(np.float32), True, layer))
+
     def vec(name, n, mean=1.0, std=0.1, layer=-1):
         tensors.append((name, (mean + rng.standard_normal(n) * std).astype(np.float32), False, layer))
 
     # Embeddings: Gemma scales them by sqrt(n_embd) itself, the others use them as they are.
-    emb_std = 1.0 / np.sqrt(E) if arch == "gemma3" else 1.0
+    emb_std = 1.0 / np.sqrt(E) if arch in GEMMA else 1.0
+    n_ctx = hp.get("n_ctx", 4096)
+    n_rot = hp.get("n_rot", D)
     mat("token_embd.weight", V, E, std=emb_std)
-    for i in range(L):
+    if arch == "gpt2":
+        mat("position_embd.weight", n_ctx, E, std=0.5)
+    if arch == "phi3":
+        # LongRoPE's per-dimension factors (>= 1, growing with the wavelength, as Phi-3's)
+        tensors.append(("rope_factors_long.weight", np.linspace(1.0, 12.0, n_rot // 2).astype(np.float32), False, -1))
+        tensors.append(("rope_factors_short.weight", np.linspace(1.0, 1.5, n_rot // 2).astype(np.float32), False, -1))
+    if arch == "gpt2":
+        for i in range(L):
+            p = f"blk.{i}."
+            vec(p + "attn_norm.weight", E, layer=i)
+            vec(p + "attn_norm.bias", E, mean=0.0, std=0.1, layer=i)
+            mat(p + "attn_qkv.weight", (H + 2 * HKV) * D, E, layer=i)
+            vec(p + "attn_qkv.bias", (H + 2 * HKV) * D, mean=0.0, std=0.3, layer=i)
+            mat(p + "attn_output.weight", E, H * D, layer=i)
+            vec(p + "attn_output.bias", E, mean=0.0, std=0.1, layer=i)
+            vec(p + "ffn_norm.weight", E, layer=i)
+            vec(p + "ffn_norm.bias", E, mean=0.0, std=0.1, layer=i)
+            mat(p + "ffn_up.weight", F, E, layer=i)
+            vec(p + "ffn_up.bias", F, mean=0.0, std=0.3, layer=i)
+            mat(p + "ffn_down.weight", E, F, layer=i)
+            vec(p + "ffn_down.bias", E, mean=0.0, std=0.1, layer=i)
+    for i in range(L if arch != "gpt2" else 0):
         p = f"blk.{i}."
         vec(p + "attn_norm.weight", E, layer=i)
-        mat(p + "attn_q.weight", H * D, E, layer=i)
-        mat(p + "attn_k.weight", HKV * D, E, layer=i)
-        mat(p + "attn_v.weight", HKV * D, E, layer=i)
+        if arch == "phi3":
+            mat(p + "attn_qkv.weight", (H + 2 * HKV) * D, E, layer=i)
+        else:
+            mat(p + "attn_q.weight", H * D, E, layer=i)
+            mat(p + "attn_k.weight", HKV * D, E, layer=i)
+            mat(p + "attn_v.weight", HKV * D, E, layer=i)
         if arch == "qwen2":
             vec(p + "attn_q.bias", H * D, mean=0.0, std=0.5, layer=i)
             vec(p + "attn_k.bias", HKV * D, mean=0.0, std=0.5, layer=i)
             vec(p + "attn_v.bias", HKV * D, mean=0.0, std=0.5, layer=i)
-        if arch in ("qwen3", "gemma3"):
+        if arch in ("qwen3", "qwen3moe", "gemma3"):
             vec(p + "attn_q_norm.weight", D, layer=i)
             vec(p + "attn_k_norm.weight", D, layer=i)
         mat(p + "attn_output.weight", E, H * D, layer=i)
-        if arch == "gemma3":
+        if arch in GEMMA:
             # Larger than 1 so that the layers, not the input embedding that
             # the tied output would read back, decide the next token.
             vec(p + "post_attention_norm.weight", E, mean=3.0, std=0.3, layer=i)
         vec(p + "ffn_norm.weight", E, layer=i)
-        mat(p + "ffn_gate.weight", F, E, layer=i)
-        mat(p + "ffn_up.weight", F, E, layer=i)
-        mat(p + "ffn_down.weight", E, F, layer=i)
-        if arch == "gemma3":
+        if "n_expert" in hp:
+            X, FX = hp["n_expert"], hp["n_ff_exp"]
+            # the router stays F32 (llama-quantize leaves ffn_gate_inp so); logits of a few units
+            tensors.append((p + "ffn_gate_inp.weight",
+                            (rng.standard_normal((X, E)) * 2.0 / np.sqrt(E)).astype(np.float32), False, i))
+            exps(p + "ffn_gate_exps.weight", X, FX, E, layer=i)
+            exps(p + "ffn_up_exps.weight", X, FX, E, layer=i)
+            exps(p + "ffn_down_exps.weight", X, E, FX, layer=i)
+        elif arch == "phi3":
+            mat(p + "ffn_up.weight", 2 * F, E, layer=i)  # gate rows, then up rows
+        else:
+            mat(p + "ffn_gate.weight", F, E, layer=i)
+            mat(p + "ffn_up.weight", F, E, layer=i)
+        if "n_expert" not in hp:
+            mat(p + "ffn_down.weight", E, F, layer=i)
+        if arch in GEMMA:
             vec(p + "post_ffw_norm.weight", E, mean=3.0, std=0.3, layer=i)
-    vec("output_norm.weight", E)
+    # Gemma 2's logits pass its final soft-cap: a larger norm weight spreads
+    # them over more units (max ~10) under the cap of 30, so that the cap
+    # bends them and argmax decisions stay clear.
+    vec("output_norm.weight", E, mean=2.0 if arch == "gemma2" else 1.0)
+    if arch == "gpt2":
+        vec("output_norm.bias", E, mean=0.0, std=0.1)
     if not tied:
         mat("output.weight", V, E, std=3.0 / np.sqrt(E))
 
     w = gguf.GGUFWriter(path=None, arch=arch)
     w.add_name(f"random {arch} {shape} {wtype}")
-    w.add_context_length(4096)
+    w.add_context_length(n_ctx)
     w.add_embedding_length(E)
     w.add_block_count(L)
     w.add_feed_forward_length(F)
     w.add_head_count(H)
     w.add_head_count_kv(HKV)
-    if D * H != E or arch in ("qwen3", "gemma3"):
+    if D * H != E or arch in ("qwen3", "qwen3moe", "gemma3", "gemma2"):
         w.add_key_length(D)
         w.add_value_length(D)
-    w.add_layer_norm_rms_eps(1e-6 if arch in ("gemma3", "qwen2", "qwen3") else 1e-5)
+    if arch == "gpt2":
+        w.add_layer_norm_eps(1e-5)
+    else:
+        w.add_layer_norm_rms_eps(1e-6 if arch in ("gemma2", "gemma3", "qwen2", "qwen3", "qwen3moe") else 1e-5)
     if arch == "llama":
         w.add_rope_freq_base(10000.0)
         w.add_rope_dimension_count(D)
-    elif arch in ("qwen2", "qwen3"):
+        if swa:
+            # Mistral 7B v0.1's key; llama.cpp does not apply it to llama files
+            w.add_sliding_window(swa)
+    elif arch in ("qwen2", "qwen3", "qwen3moe"):
         w.add_rope_freq_base(1000000.0)
-    else:
+    elif arch == "phi3":
+        w.add_rope_freq_base(10000.0)
+        w.add_rope_dimension_count(n_rot)
+        # LongRoPE as Phi-3-128k's converter writes it: the original context
+        # (short factors within it, long beyond: the parity tests' 256-token
+        # context is beyond), and the attention factor sqrt(1 + ln(s)/ln(orig)).
+        orig = min(128, n_ctx // 2)
+        w.add_rope_scaling_orig_ctx_len(orig)
+        w.add_rope_scaling_attn_factors(float(np.sqrt(1 + np.log(n_ctx / orig) / np.log(orig))))
+        # Phi-3-mini's files carry a window; llama.cpp disables it (so a
+        # 72-token prompt over a window of 16 shows whether it is applied).
+        w.add_sliding_window(16)
+    elif arch == "gemma2":
+        w.add_rope_freq_base(10000.0)
+        w.add_sliding_window(hp.get("sliding_window", 4096))
+        # The attention cap smaller than the real 50, so that random weights'
+        # scores reach it; the final cap the real 30 (logits reach ~13).
+        w.add_attn_logit_softcapping(5.0)
+        w.add_final_logit_softcapping(30.0)
+    elif arch == "gemma3":
         w.add_rope_freq_base(1000000.0)
-        w.add_sliding_window(hp["sliding_window"])
+        w.add_sliding_window(hp.get("sliding_window", 512))
     toks, scores, types = synthetic_vocab(V, arch)
     w.add_tokenizer_model("llama")
     w.add_tokenizer_pre("default")
@@ -283,9 +384,14 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None):
     w.add_unk_token_id(0)
     w.add_add_bos_token(True)
     w.add_add_eos_token(False)
-    if arch == "gemma3":
+    if arch in GEMMA:
         w.add_eot_token_id(4)
         w.add_add_space_prefix(False)
+    if "n_expert" in hp:
+        w.add_expert_count(hp["n_expert"])
+        w.add_expert_used_count(hp["n_expert_used"])
+        if arch != "llama":  # llama.cpp's llama loader gives each expert n_ff
+            w.add_expert_feed_forward_length(hp["n_ff_exp"])
     w.add_file_type({"F32": 0, "F16": 1, "Q4_0": 2, "Q8_0": 7, "Q5_0": 8, "Q4_K": 15, "Q4_K_M": 15,
                      "TQ1_0": 36, "TQ2_0": 37}[wtype])
 
@@ -312,10 +418,18 @@ def main():
     ap.add_argument("--vocab", type=int, default=0, help="vocabulary size (default: the shape's)")
     ap.add_argument("--tied", choices=("auto", "yes", "no"), default="auto",
                     help="no output.weight: the output reuses token_embd (auto: as the family's small models)")
+    ap.add_argument("--swa", type=int, default=0,
+                    help="llama: write llama.attention.sliding_window (Mistral 7B v0.1's key)")
+    ap.add_argument("--experts", type=int, default=0,
+                    help="llama: a mixture of this many experts, top 2 (Mixtral's layout)")
     ap.add_argument("-o", "--output", required=True)
     a = ap.parse_args()
     tied = None if a.tied == "auto" else a.tied == "yes"
-    w = build(a.arch, a.shape, a.wtype, a.seed, a.vocab or None, tied)
+    if a.swa and a.arch != "llama":
+        sys.exit("gen_model: --swa is for --arch llama")
+    if a.experts and a.arch != "llama":
+        sys.exit("gen_model: --experts is for --arch llama (qwen3moe always has experts)")
+    w = build(a.arch, a.shape, a.wtype, a.seed, a.vocab or None, tied, a.swa, a.experts)
     w.write_header_to_file(a.output)
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -77,8 +77,64 @@ def run(model, *extra):
 
 
 def test_unsupported_architecture(base, tmp_path):
+    m = copy_model(base, str(tmp_path / "m.gguf"), arch="mamba")
+    expect_error(run(m), "architecture 'mamba' is not supported")
+    # trinity info still dumps the file, and says why it cannot run it in one line
+    p = run_trinity("info", m)
+    assert p.returncode == 0, p.stderr
+    tail = p.stdout.split("\nmodel:\n", 1)[1]
+    assert tail.count("\n") == 1 and "not supported" in tail and "architecture 'mamba'" in tail, tail
+
+
+@pytest.fixture(scope="module")
+def arch_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("arch")
+    out = {}
+    for a in ("gpt2", "phi3", "gemma2"):
+        out[a] = str(d / f"{a}.gguf")
+        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_model.py"), "--arch", a, "--type", "F32",
+                        "-o", out[a]], check=True, capture_output=True)
+    return out
+
+
+def test_llama_file_labelled_gpt2_names_the_missing_key(base, tmp_path):
     m = copy_model(base, str(tmp_path / "m.gguf"), arch="gpt2")
-    expect_error(run(m), "architecture 'gpt2' is not supported")
+    expect_error(run(m), "gpt2.attention.layer_norm_epsilon")
+
+
+def test_gpt2_without_position_embeddings(arch_files, tmp_path):
+    m = copy_model(arch_files["gpt2"], str(tmp_path / "m.gguf"), drop_tensors=("position_embd.weight",))
+    expect_error(run(m), "missing tensor position_embd.weight")
+
+
+def test_gpt2_without_a_layernorm_bias(arch_files, tmp_path):
+    m = copy_model(arch_files["gpt2"], str(tmp_path / "m.gguf"), drop_tensors=("blk.1.ffn_norm.bias",))
+    expect_error(run(m), "missing tensor blk.1.ffn_norm.bias")
+
+
+def test_phi3_rope_factors_of_the_wrong_size(arch_files, tmp_path):
+    m = copy_model(arch_files["phi3"], str(tmp_path / "m.gguf"),
+                   replace={"rope_factors_long.weight": np.ones(7, dtype=np.float32)})
+    expect_error(run(m), "rope_factors_long.weight", "shape")
+
+
+def test_phi3_ffn_up_neither_fused_nor_gated(arch_files, tmp_path):
+    r = GGUFReader(arch_files["phi3"])
+    up = np.asarray(next(t for t in r.tensors if t.name == "blk.0.ffn_up.weight").data)
+    m = copy_model(arch_files["phi3"], str(tmp_path / "m.gguf"), replace={"blk.0.ffn_up.weight": up[:300]})
+    expect_error(run(m), "blk.0.ffn_gate.weight")
+
+
+def test_gemma2_per_layer_window_pattern_is_refused(arch_files, tmp_path):
+    m = copy_model(arch_files["gemma2"], str(tmp_path / "m.gguf"),
+                   set_keys={"gemma2.attention.sliding_window_pattern": ([1, 0, 1, 0], gguf.GGUFValueType.ARRAY)})
+    expect_error(run(m), "gemma2.attention.sliding_window_pattern", "per-layer")
+
+
+def test_gemma2_negative_softcap_is_refused(arch_files, tmp_path):
+    m = copy_model(arch_files["gemma2"], str(tmp_path / "m.gguf"),
+                   set_keys={"gemma2.attn_logit_softcapping": (-5.0, gguf.GGUFValueType.FLOAT32)})
+    expect_error(run(m), "gemma2.attn_logit_softcapping is negative")
 
 
 def test_missing_tensor(base, tmp_path):

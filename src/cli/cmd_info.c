@@ -214,5 +214,23 @@ int cmd_info(int argc, char **argv) {
     printf("\ntotal: %" PRId64 " tensors, %" PRIu64 " elements, %" PRIu64 " bytes (%.2f MiB)\n",
            tr_gguf_n_tensors(g), total_elems, total_bytes, (double)total_bytes / (1024.0 * 1024.0));
     tr_gguf_close(g);
+
+    /* What Trinity makes of it: the model as loaded, or the one line that
+     * says why it cannot be (an unsupported architecture or feature). */
+    printf("\nmodel:\n");
+    tr_model *m = NULL;
+    tr_error merr = {{0}};
+    if (tr_model_load(path, &m, &merr) != TR_OK) {
+        printf("  not supported: %s\n", merr.msg);
+        return 0;
+    }
+    size_t need = tr_model_describe(m, NULL, 0);
+    char *d = malloc(need + 1);
+    if (d) {
+        tr_model_describe(m, d, need + 1);
+        for (char *line = strtok(d, "\n"); line; line = strtok(NULL, "\n")) printf("  %s\n", line);
+        free(d);
+    }
+    tr_model_free(m);
     return 0;
 }

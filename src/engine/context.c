@@ -85,6 +85,8 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     if (n_ctx > (1 << 22)) return tr_err_set(err, TR_ERR_ARG, "context: n_ctx (-c) = %d is too large", n_ctx);
     if (n_ctx_seq == 0) n_ctx_seq = n_ctx < hp->n_ctx_train ? n_ctx : hp->n_ctx_train;
     if (n_ctx_seq > n_ctx) n_ctx_seq = n_ctx;
+    /* Learned positions exist up to n_ctx_train only. */
+    if (m->arch->pos_embd && n_ctx_seq > hp->n_ctx_train) n_ctx_seq = hp->n_ctx_train;
     if (bs == 0) bs = 32;
     if (n_batch == 0) n_batch = 512;
     if (n_batch > n_ctx) n_batch = n_ctx;
@@ -135,6 +137,25 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     c->hb = alloc_array((size_t)n_batch, (size_t)hp->n_ff * sizeof(float), &ok);
     c->hb2 = alloc_array((size_t)n_batch, (size_t)hp->n_ff * sizeof(float), &ok);
     c->out_row = alloc_array((size_t)n_batch, sizeof(int32_t), &ok);
+    if (hp->n_expert > 0) {
+        const size_t nx = (size_t)hp->n_expert, k = (size_t)hp->n_expert_used, nb = (size_t)n_batch;
+        const size_t nth = (size_t)n_threads;
+        c->moe_probs = alloc_array(nb, nx * sizeof(float), &ok);
+        c->moe_sel = alloc_array(nb, k * sizeof(int32_t), &ok);
+        c->moe_w = alloc_array(nb, k * sizeof(float), &ok);
+        c->moe_rows = alloc_array(nth * nb, sizeof(int32_t), &ok);
+        c->moe_x = alloc_array(nth * nb, (size_t)hp->n_embd * sizeof(float), &ok);
+        c->moe_h = alloc_array(nth * nb, (size_t)hp->n_ff_exp * sizeof(float), &ok);
+        c->moe_h2 = alloc_array(nth * nb, (size_t)hp->n_ff_exp * sizeof(float), &ok);
+        c->moe_y = alloc_array(nth * nb, (size_t)hp->n_embd * sizeof(float), &ok);
+        c->moe_pool = alloc_array(nth, sizeof(tr_pool *), &ok);
+        for (size_t i = 0; ok && i < nth; i++) {
+            c->moe_pool[i] = tr_pool_new(1);
+            if (!c->moe_pool[i]) ok = false;
+            else c->moe_nth = (int)i + 1;
+        }
+        c->moe_out = alloc_array((size_t)n_batch * k, (size_t)hp->n_embd * sizeof(float), &ok);
+    }
     /* One logits row per sequence is the common case (decoding); more rows
      * are added when a batch first asks for them. */
     c->logits_cap = n_seq < n_batch ? n_seq : n_batch;
@@ -168,6 +189,17 @@ void tr_context_free(tr_context *c) {
     free(c->hb);
     free(c->hb2);
     free(c->out_row);
+    for (int i = 0; i < c->moe_nth; i++) tr_pool_free(c->moe_pool[i]);
+    free(c->moe_pool);
+    free(c->moe_probs);
+    free(c->moe_sel);
+    free(c->moe_w);
+    free(c->moe_rows);
+    free(c->moe_x);
+    free(c->moe_h);
+    free(c->moe_h2);
+    free(c->moe_y);
+    free(c->moe_out);
     free(c->logits);
     free(c);
 }

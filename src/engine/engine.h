@@ -30,6 +30,22 @@ struct tr_context {
     float *x, *xb, *xb2;         /* [n_batch][n_embd] */
     float *q, *k, *v, *att;      /* [n_batch][q_dim | k_dim | v_dim | n_head*head_v] */
     float *hb, *hb2;             /* [n_batch][n_ff] */
+    /* Mixture of experts (n_expert > 0): the router's probabilities, each
+     * token's chosen experts and weights, one expert's gathered rows and
+     * its hidden rows, and each (token, choice)'s weighted output. */
+    float *moe_probs;            /* [n_batch][n_expert] */
+    int32_t *moe_sel;            /* [n_batch][n_expert_used] */
+    float *moe_w;                /* [n_batch][n_expert_used] */
+    /* Experts run in parallel, one whole expert per thread at a time (one
+     * pool dispatch per layer, not three per expert); each thread has its
+     * own buffers and a one-thread pool for its matmuls' scratch. */
+    int moe_nth;
+    tr_pool **moe_pool;          /* [moe_nth] */
+    int32_t *moe_rows;           /* [moe_nth][n_batch]: (token, choice) of one expert's rows */
+    float *moe_x;                /* [moe_nth][n_batch][n_embd] */
+    float *moe_h, *moe_h2;       /* [moe_nth][n_batch][n_ff_exp] */
+    float *moe_y;                /* [moe_nth][n_batch][n_embd] */
+    float *moe_out;              /* [n_batch * n_expert_used][n_embd] */
 
     /* Outputs of the last batch. */
     tr_matmul_observer mm_observer; /* tr_context_set_matmul_observer */

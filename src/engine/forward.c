@@ -1,22 +1,25 @@
 /* The forward pass over a batch, read top to bottom like the paper:
  *
- *   x = embed(tokens) [* sqrt(n_embd)]
+ *   x = embed(tokens) [* sqrt(n_embd)] [+ embed_pos(positions)]
  *   for each layer:
- *       h = rmsnorm(x) ; q, k, v = h Wq, h Wk, h Wv [+ biases]
- *       [q, k = rmsnorm per head] ; q, k = rope(q, k, pos)
- *       cache k, v ; a = softmax(q k^T * scale, causal [, window]) v
- *       a = a Wo [; a = rmsnorm(a)] ; x = x + a
- *       h = rmsnorm(x) ; f = (act(h Wgate) * h Wup) Wdown [; f = rmsnorm(f)] ; x = x + f
- *   logits = rmsnorm(x) Wout [; cap * tanh(logits / cap)]
+ *       h = norm(x) ; q, k, v = h Wq, h Wk, h Wv [+ biases]
+ *       [q, k = rmsnorm per head] ; [q, k = rope(q, k, pos)]
+ *       cache k, v ; a = softmax([cap * tanh](q k^T * scale / cap), causal [, window]) v
+ *       a = a Wo [+ bo] [; a = rmsnorm(a)] ; x = x + a
+ *       h = norm(x) ; f = (act(h Wgate) * h Wup) Wdown  or  act(h Wup + b) Wdown + b
+ *       [; f = rmsnorm(f)] ; x = x + f
+ *   logits = norm(x) Wout [; cap * tanh(logits / cap)]
  *
- * Bracketed steps are fields of the architecture descriptor (model.h). All
- * tokens of the batch go through each matmul together (matrix-matrix work);
- * weights are read in place from the mapping. */
+ * norm is RMSNorm or LayerNorm with bias. Bracketed steps are fields of the
+ * architecture descriptor (model.h). All tokens of the batch go through each
+ * matmul together (matrix-matrix work); weights are read in place from the
+ * mapping. */
 #include "engine/engine.h"
 
 #include "core/util.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 static void matmul(tr_context *c, const tr_weight *w, const float *x, int64_t n, float *y) {
@@ -24,10 +27,29 @@ static void matmul(tr_context *c, const tr_weight *w, const float *x, int64_t n,
     tr_matmul(c->pool, w->type, w->data, w->rows, w->cols, x, n, y);
 }
 
+/* Rows [r0, r0 + rows) of a weight (one expert's matrix). */
+static tr_weight weight_rows(const tr_weight *w, int64_t r0, int64_t rows) {
+    tr_weight p = *w;
+    p.data = (const uint8_t *)w->data + (size_t)r0 * tr_row_size(w->type, w->cols);
+    p.rows = rows;
+    return p;
+}
+
 static void add_bias(float *y, const float *bias, int64_t n_tokens, int64_t dim) {
     if (!bias) return;
     for (int64_t t = 0; t < n_tokens; t++)
         for (int64_t i = 0; i < dim; i++) y[t * dim + i] += bias[i];
+}
+
+/* The architecture's norm of each of n rows of E. */
+static void norm_rows(const tr_arch *arch, float *y, const float *x, const float *w, const float *b, int64_t n,
+                      int64_t E, float eps) {
+    for (int64_t t = 0; t < n; t++) {
+        if (arch->norm == TR_NORM_LAYER)
+            tr_layernorm(y + t * E, x + t * E, w, b, E, eps);
+        else
+            tr_rmsnorm(y + t * E, x + t * E, w, E, eps);
+    }
 }
 
 /* ---------------------------------------------------------------- attention */
@@ -88,9 +110,114 @@ static tr_status attention(tr_context *c, const tr_batch *b, int layer, bool swa
         .max_blocks = tr_kv_max_blocks(c->kv),
         .window = swa ? hp->n_swa : 0, /* masked when pos - p >= n_swa */
         .scale = scale_q ? 1.0f : hp->attn_scale,
+        .softcap = hp->attn_softcap,
         .flags = TR_ATTN_HALF_Q | TR_ATTN_HALF_P,
     };
     return tr_attention(c->pool, &p, c->q, tr_kv_k_layer(c->kv, layer), tr_kv_v_layer(c->kv, layer), c->att);
+}
+
+/* -------------------------------------------------------- mixture of experts */
+
+typedef struct moe_job {
+    tr_context *c;
+    const tr_layer *l;
+    const float *h;
+    int64_t n;
+    atomic_int next; /* the next expert to take */
+} moe_job;
+
+/* Expert e on the rows that chose it, with thread ith's buffers and
+ * one-thread pool: gather, SwiGLU, down, and each row's output times its
+ * weight into moe_out. A single-thread matmul gives the bits a multi-thread
+ * one gives (tr_matmul's rows do not depend on the split). */
+static void run_expert(const moe_job *j, int32_t e, int ith) {
+    tr_context *c = j->c;
+    const tr_hparams *hp = &c->model->hp;
+    const int64_t E = hp->n_embd, FX = hp->n_ff_exp, K = hp->n_expert_used, nb = c->n_batch;
+    int32_t *rows = c->moe_rows + ith * nb;
+    float *x = c->moe_x + ith * nb * E, *h1 = c->moe_h + ith * nb * FX, *h2 = c->moe_h2 + ith * nb * FX;
+    float *y = c->moe_y + ith * nb * E;
+    int64_t m = 0;
+    for (int64_t t = 0; t < j->n; t++)
+        for (int64_t k = 0; k < K; k++)
+            if (c->moe_sel[t * K + k] == e) {
+                rows[m] = (int32_t)(t * K + k);
+                memcpy(x + m * E, j->h + t * E, sizeof(float) * (size_t)E);
+                m++;
+            }
+    if (m == 0) return; /* an expert nobody chose is never read */
+    const tr_weight gate = weight_rows(&j->l->gate_exps, e * FX, FX), up = weight_rows(&j->l->up_exps, e * FX, FX);
+    const tr_weight down = weight_rows(&j->l->down_exps, e * E, E);
+    tr_pool *p = c->moe_pool[ith];
+    tr_matmul(p, gate.type, gate.data, gate.rows, gate.cols, x, m, h1);
+    tr_matmul(p, up.type, up.data, up.rows, up.cols, x, m, h2);
+    tr_swiglu(h1, h1, h2, m * FX);
+    tr_matmul(p, down.type, down.data, down.rows, down.cols, h1, m, y);
+    for (int64_t r = 0; r < m; r++) {
+        const float wt = c->moe_w[rows[r]];
+        float *o = c->moe_out + (int64_t)rows[r] * E;
+        for (int64_t i = 0; i < E; i++) o[i] = y[r * E + i] * wt;
+    }
+}
+
+static void moe_part(void *arg, int ith, int nth) {
+    moe_job *j = arg;
+    (void)nth;
+    for (;;) {
+        const int32_t e = atomic_fetch_add(&j->next, 1);
+        if (e >= j->c->model->hp.n_expert) return;
+        run_expert(j, e, ith);
+    }
+}
+
+/* f = sum over the token's chosen experts e, best first, of w_e * FFN_e(h),
+ * as llama.cpp's build_moe_ffn: p = softmax(h Wrouter); the n_expert_used
+ * largest p (ties: the lower expert first); w = those p [/ their sum]. The
+ * batch is grouped by expert: each expert's matrices are read once for all
+ * the rows that chose it, and only the chosen experts' rows are read; the
+ * threads take whole experts (an atomic counter), not parts of each. A
+ * row's result is a function of that row alone (tr_matmul's rows are
+ * independent of their batch mates) and the sum runs in the token's own
+ * choice order: batch-invariant. h: xb; f: xb2. */
+static void moe_ffn(tr_context *c, const tr_layer *l, const float *h, int64_t n, float *f) {
+    const tr_hparams *hp = &c->model->hp;
+    const int64_t E = hp->n_embd, X = hp->n_expert, K = hp->n_expert_used;
+    matmul(c, &l->gate_inp, h, n, c->moe_probs);
+    for (int64_t t = 0; t < n; t++) {
+        float *p = c->moe_probs + t * X;
+        tr_softmax(p, X);
+        int32_t *sel = c->moe_sel + t * K;
+        float *w = c->moe_w + t * K;
+        for (int64_t j = 0; j < K; j++) { /* selection: K is small */
+            int32_t best = -1;
+            for (int32_t e = 0; e < X; e++) {
+                bool taken = false;
+                for (int64_t i = 0; i < j; i++) taken |= sel[i] == e;
+                if (!taken && (best < 0 || p[e] > p[best])) best = e;
+            }
+            sel[j] = best;
+            w[j] = p[best];
+        }
+        if (c->model->arch->moe_norm_w) {
+            double sum = 0; /* ggml_sum_rows: a double sum, rounded */
+            for (int64_t j = 0; j < K; j++) sum += w[j];
+            float s = (float)sum;
+            if (s < 6.103515625e-5f) s = 6.103515625e-5f; /* llama.cpp's clamp */
+            for (int64_t j = 0; j < K; j++) w[j] /= s;
+        }
+    }
+    moe_job j = {.c = c, .l = l, .h = h, .n = n};
+    atomic_init(&j.next, 0);
+    if (c->moe_nth > 1 && tr_pool_size(c->pool) <= c->moe_nth)
+        tr_pool_run(c->pool, moe_part, &j);
+    else
+        moe_part(&j, 0, 1);
+    for (int64_t t = 0; t < n; t++) { /* ((y_0 + y_1) + y_2) ..., the token's choice order */
+        float *o = f + t * E;
+        memcpy(o, c->moe_out + t * K * E, sizeof(float) * (size_t)E);
+        for (int64_t j = 1; j < K; j++)
+            for (int64_t i = 0; i < E; i++) o[i] += c->moe_out[(t * K + j) * E + i];
+    }
 }
 
 /* ------------------------------------------------------------------ forward */
@@ -101,11 +228,12 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
     const tr_hparams *hp = &m->hp;
     const int64_t n = b->n_tokens, E = hp->n_embd, F = hp->n_ff;
     const int64_t hk = hp->head_k, n_head = hp->n_head, n_kv = hp->n_head_kv;
-    const int64_t q_dim = n_head * hk, k_dim = c->k_dim, v_dim = c->v_dim, o_dim = n_head * hp->head_v;
+    const int64_t q_dim = n_head * hk, k_dim = c->k_dim, v_dim = c->v_dim;
     const float eps = hp->norm_eps;
     float *x = c->x, *xb = c->xb, *xb2 = c->xb2;
 
-    /* Embeddings: rows of token_embd, dequantized. */
+    /* Embeddings: rows of token_embd, dequantized [, plus the rows of the
+     * learned positions]. */
     const size_t emb_row = tr_row_size(m->tok_embd.type, E);
     const float emb_scale = arch->embd_scale ? sqrtf((float)E) : 1.0f;
     for (int64_t t = 0; t < n; t++) {
@@ -113,13 +241,24 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
         tr_dequantize(m->tok_embd.type, row, x + t * E, E);
         if (emb_scale != 1.0f)
             for (int64_t i = 0; i < E; i++) x[t * E + i] *= emb_scale;
+        if (arch->pos_embd) { /* positions < n_ctx_train: the context caps n_ctx_seq there */
+            const uint8_t *prow = (const uint8_t *)m->pos_embd.data + (size_t)b->pos[t] * tr_row_size(m->pos_embd.type, E);
+            tr_dequantize(m->pos_embd.type, prow, xb, E);
+            for (int64_t i = 0; i < E; i++) x[t * E + i] += xb[i];
+        }
     }
+    /* RoPE's frequency factors: Llama 3.1's, or LongRoPE's long ones when a
+     * sequence may outgrow the original context (as llama.cpp chooses, by
+     * the context's size: the same for every batch). */
+    const float *freq_factors = m->rope_freqs;
+    if (m->rope_long || m->rope_short) freq_factors = c->n_ctx_seq > hp->n_ctx_orig ? m->rope_long : m->rope_short;
+    const bool neox = arch->rope == TR_ROPE_NEOX;
 
     for (int il = 0; il < hp->n_layer; il++) {
         const tr_layer *l = &m->layers[il];
 
         /* Attention. */
-        for (int64_t t = 0; t < n; t++) tr_rmsnorm(xb + t * E, x + t * E, l->attn_norm, E, eps);
+        norm_rows(arch, xb, x, l->attn_norm, l->attn_norm_b, n, E, eps);
         matmul(c, &l->wq, xb, n, c->q);
         matmul(c, &l->wk, xb, n, c->k);
         matmul(c, &l->wv, xb, n, c->v);
@@ -130,11 +269,15 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
             float *q = c->q + t * q_dim, *k = c->k + t * k_dim;
             for (int64_t h = 0; h < n_head; h++) {
                 if (l->q_norm) tr_rmsnorm(q + h * hk, q + h * hk, l->q_norm, hk, eps);
-                tr_rope(q + h * hk, hp->n_rot, b->pos[t], l->rope_base, l->rope_scale, m->rope_freqs, arch->rope_neox);
+                if (arch->rope != TR_ROPE_NONE)
+                    tr_rope(q + h * hk, hp->n_rot, b->pos[t], l->rope_base, l->rope_scale, freq_factors,
+                            hp->rope_mscale, neox);
             }
             for (int64_t h = 0; h < n_kv; h++) {
                 if (l->k_norm) tr_rmsnorm(k + h * hk, k + h * hk, l->k_norm, hk, eps);
-                tr_rope(k + h * hk, hp->n_rot, b->pos[t], l->rope_base, l->rope_scale, m->rope_freqs, arch->rope_neox);
+                if (arch->rope != TR_ROPE_NONE)
+                    tr_rope(k + h * hk, hp->n_rot, b->pos[t], l->rope_base, l->rope_scale, freq_factors,
+                            hp->rope_mscale, neox);
             }
             /* Into the cache, at this token's slot of its sequence, in the
              * cache's types (a function of this row alone: batch-invariant). */
@@ -146,20 +289,36 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
         tr_status st = attention(c, b, il, l->swa);
         if (st != TR_OK) return tr_err_set(err, st, "forward: attention of layer %d failed (out of memory?)", il);
         matmul(c, &l->wo, c->att, n, xb2);
-        (void)o_dim;
+        add_bias(xb2, l->bo, n, E);
         if (l->post_attn_norm)
             for (int64_t t = 0; t < n; t++) tr_rmsnorm(xb2 + t * E, xb2 + t * E, l->post_attn_norm, E, eps);
         for (int64_t i = 0; i < n * E; i++) x[i] += xb2[i];
 
         /* Feed-forward. */
-        for (int64_t t = 0; t < n; t++) tr_rmsnorm(xb + t * E, x + t * E, l->ffn_norm, E, eps);
-        matmul(c, &l->w_gate, xb, n, c->hb);
-        matmul(c, &l->w_up, xb, n, c->hb2);
-        if (arch->act == TR_ACT_GELU)
-            tr_geglu(c->hb, c->hb, c->hb2, n * F);
-        else
-            tr_swiglu(c->hb, c->hb, c->hb2, n * F);
-        matmul(c, &l->w_down, c->hb, n, xb2);
+        norm_rows(arch, xb, x, l->ffn_norm, l->ffn_norm_b, n, E, eps);
+        if (hp->n_expert > 0) { /* sum of the chosen experts' SwiGLU, weighted */
+            moe_ffn(c, l, xb, n, xb2);
+        } else if (arch->ffn == TR_FFN_SEQ) { /* act(h Wup + b) */
+            matmul(c, &l->w_up, xb, n, c->hb);
+            add_bias(c->hb, l->b_up, n, F);
+            if (arch->act == TR_ACT_GELU)
+                tr_gelu(c->hb, c->hb, n * F);
+            else
+                for (int64_t i = 0; i < n * F; i++) c->hb[i] = c->hb[i] / (1.0f + expf(-c->hb[i]));
+        } else { /* act(h Wgate) * (h Wup) */
+            matmul(c, &l->w_gate, xb, n, c->hb);
+            matmul(c, &l->w_up, xb, n, c->hb2);
+            add_bias(c->hb, l->b_gate, n, F);
+            add_bias(c->hb2, l->b_up, n, F);
+            if (arch->act == TR_ACT_GELU)
+                tr_geglu(c->hb, c->hb, c->hb2, n * F);
+            else
+                tr_swiglu(c->hb, c->hb, c->hb2, n * F);
+        }
+        if (hp->n_expert == 0) {
+            matmul(c, &l->w_down, c->hb, n, xb2);
+            add_bias(xb2, l->b_down, n, E);
+        }
         if (l->post_ffn_norm)
             for (int64_t t = 0; t < n; t++) tr_rmsnorm(xb2 + t * E, xb2 + t * E, l->post_ffn_norm, E, eps);
         for (int64_t i = 0; i < n * E; i++) x[i] += xb2[i];
@@ -168,7 +327,8 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
     /* Logits, only for the tokens that asked for them. */
     if (c->n_out == 0) return TR_OK;
     for (int64_t t = 0; t < n; t++)
-        if (c->out_row[t] >= 0) tr_rmsnorm(xb + (int64_t)c->out_row[t] * E, x + t * E, m->output_norm, E, eps);
+        if (c->out_row[t] >= 0)
+            norm_rows(arch, xb + (int64_t)c->out_row[t] * E, x + t * E, m->output_norm, m->output_norm_b, 1, E, eps);
     matmul(c, &m->output, xb, c->n_out, c->logits);
     if (hp->final_softcap > 0) {
         const float cap = hp->final_softcap;

@@ -7,6 +7,7 @@
 #include "core/util.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,6 +99,30 @@ static tr_status get_weight(loader *L, const char *name, int64_t rows, int64_t c
     return TR_OK;
 }
 
+/* The experts' matrices: a 3-D tensor [cols, rows, n_expert], as one weight
+ * of n_expert * rows rows (each expert's rows follow the previous one's). */
+static tr_status get_experts(loader *L, const char *name, int64_t n_expert, int64_t rows, int64_t cols, tr_weight *w) {
+    const tr_gguf_tensor *t = find(L, name);
+    memset(w, 0, sizeof *w);
+    if (!t) return tr_err_set(L->err, TR_ERR_FORMAT, "%s: missing tensor %s", L->path, name);
+    if (t->ne[0] != cols || t->ne[1] != rows || t->ne[2] != n_expert || t->ne[3] != 1)
+        return tr_err_set(L->err, TR_ERR_FORMAT,
+                          "%s: tensor %s has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld, %lld]", L->path,
+                          name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],
+                          (long long)cols, (long long)rows, (long long)n_expert);
+    if (!tr_type_can_dequantize(t->type) || tr_row_size(t->type, cols) == 0) {
+        const char *tn = tr_type_name(t->type);
+        return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s has type %s, which this build cannot compute with "
+                          "at rows of %lld", L->path, name, tn ? tn : "(unknown)", (long long)cols);
+    }
+    w->type = t->type;
+    w->data = t->data;
+    w->rows = rows * n_expert;
+    w->cols = cols;
+    w->name = t->name;
+    return TR_OK;
+}
+
 /* A 1-D F32 vector of n (norm weights, biases). */
 static tr_status get_vec(loader *L, const char *name, int64_t n, bool required, const float **out) {
     const tr_gguf_tensor *t = find(L, name);
@@ -120,8 +145,9 @@ static tr_status get_vec(loader *L, const char *name, int64_t n, bool required, 
 
 /* Metadata that would change the computation in ways we do not implement. */
 static tr_status check_unsupported(loader *L, const tr_arch *arch) {
-    static const char *const int_keys[] = {"expert_count", "attention.q_lora_rank", "attention.kv_lora_rank"};
-    for (size_t i = 0; i < sizeof int_keys / sizeof int_keys[0]; i++) {
+    static const char *const int_keys[] = {"expert_count", "attention.q_lora_rank", "attention.kv_lora_rank",
+                                           "expert_shared_count", "expert_group_count"};
+    for (size_t i = arch->moe != TR_MOE_NO ? 1 : 0; i < sizeof int_keys / sizeof int_keys[0]; i++) {
         char key[160];
         key_name(key, sizeof key, L, int_keys[i]);
         int64_t x = 0;
@@ -129,14 +155,23 @@ static tr_status check_unsupported(loader *L, const tr_arch *arch) {
             return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: %s is set: not supported", L->path, key);
     }
     static const char *const float_keys[] = {"attn_logit_softcapping", "logit_scale", "attention.clamp_kqv",
-                                             "rope.scaling.attn_factor", "embedding_scale", "residual_scale",
-                                             "attention.scale"};
-    for (size_t i = 0; i < sizeof float_keys / sizeof float_keys[0]; i++) {
+                                             "embedding_scale", "residual_scale", "attention.scale"};
+    for (size_t i = arch->attn_softcap ? 1 : 0; i < sizeof float_keys / sizeof float_keys[0]; i++) {
         char key[160];
         key_name(key, sizeof key, L, float_keys[i]);
         double x = 0;
         if (tr_gguf_get(L->g, key) && (!tr_gguf_get_float(L->g, key, &x) || (x != 0 && x != 1)))
             return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: %s = %g: not supported", L->path, key, x);
+    }
+    if (arch->moe != TR_MOE_NO) {
+        /* Gating other than the softmax, or scaled weights: not implemented. */
+        static const char *const moe_keys[] = {"expert_gating_func", "expert_weights_scale", "expert_weights_norm"};
+        for (size_t i = 0; i < sizeof moe_keys / sizeof moe_keys[0]; i++) {
+            char key[160];
+            key_name(key, sizeof key, L, moe_keys[i]);
+            if (tr_gguf_get(L->g, key))
+                return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: %s is set: not supported", L->path, key);
+        }
     }
     if (!arch->final_softcap) {
         float cap = 0;
@@ -149,10 +184,12 @@ static tr_status check_unsupported(loader *L, const tr_arch *arch) {
     key_name(key, sizeof key, L, "rope.scaling.type");
     tr_str st;
     if (tr_gguf_get_str(L->g, key, &st)) {
-        bool ok = (st.len == 4 && !memcmp(st.ptr, "none", 4)) || (st.len == 6 && !memcmp(st.ptr, "linear", 6));
+        bool ok = (st.len == 4 && !memcmp(st.ptr, "none", 4)) || (st.len == 6 && !memcmp(st.ptr, "linear", 6)) ||
+                  (st.len == 8 && !memcmp(st.ptr, "longrope", 8));
         if (!ok)
-            return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: %s = '%.*s': only 'none' and 'linear' are supported",
-                              L->path, key, (int)(st.len > 32 ? 32 : st.len), st.ptr);
+            return tr_err_set(L->err, TR_ERR_UNSUPPORTED,
+                              "%s: %s = '%.*s': only 'none', 'linear' and 'longrope' are supported", L->path, key,
+                              (int)(st.len > 32 ? 32 : st.len), st.ptr);
     }
     return TR_OK;
 }
@@ -168,6 +205,23 @@ static tr_status load_hparams(loader *L, tr_model *m) {
     if ((st = get_int(L, "attention.head_count_kv", false, hp->n_head, 1, hp->n_head, &hp->n_head_kv))) return st;
     if ((st = get_int(L, "feed_forward_length", true, 0, 1, 1 << 20, &hp->n_ff))) return st;
     if ((st = get_int(L, "context_length", false, 2048, 1, 1 << 24, &hp->n_ctx_train))) return st;
+    hp->n_expert = hp->n_expert_used = hp->n_ff_exp = 0;
+    if (arch->moe != TR_MOE_NO) {
+        if ((st = get_int(L, "expert_count", arch->moe == TR_MOE_REQUIRED, 0, 0, 1024, &hp->n_expert))) return st;
+        if (arch->moe == TR_MOE_REQUIRED && hp->n_expert == 0)
+            return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s.expert_count is 0", L->path, L->arch);
+    }
+    if (hp->n_expert > 0) {
+        if ((st = get_int(L, "expert_used_count", true, 0, 1, hp->n_expert, &hp->n_expert_used))) return st;
+        if (m->arch->moe_ff_exp) {
+            if ((st = get_int(L, "expert_feed_forward_length", false, 0, 0, 1 << 20, &hp->n_ff_exp))) return st;
+            if (hp->n_ff_exp == 0) hp->n_ff_exp = hp->n_ff / hp->n_expert_used; /* as llama.cpp */
+        } else {
+            hp->n_ff_exp = hp->n_ff;
+        }
+        if (hp->n_ff_exp == 0)
+            return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s.expert_feed_forward_length is 0", L->path, L->arch);
+    }
     if (hp->n_head % hp->n_head_kv != 0)
         return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s.attention.head_count (%d) is not a multiple of head_count_kv (%d)",
                           L->path, L->arch, hp->n_head, hp->n_head_kv);
@@ -177,9 +231,16 @@ static tr_status load_hparams(loader *L, tr_model *m) {
     if ((st = get_int(L, "rope.dimension_count", false, hp->head_k, 2, hp->head_k, &hp->n_rot))) return st;
     if (hp->n_rot % 2)
         return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s.rope.dimension_count = %d is odd", L->path, L->arch, hp->n_rot);
-    if ((st = get_float(L, "attention.layer_norm_rms_epsilon", true, 0, &hp->norm_eps))) return st;
-    if (has_key(L, "attention.layer_norm_epsilon") && !has_key(L, "attention.layer_norm_rms_epsilon"))
-        return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: LayerNorm (not RMSNorm) is not supported", L->path);
+    if (arch->norm == TR_NORM_LAYER) {
+        if ((st = get_float(L, "attention.layer_norm_epsilon", true, 0, &hp->norm_eps))) return st;
+    } else {
+        if (has_key(L, "attention.layer_norm_epsilon") && !has_key(L, "attention.layer_norm_rms_epsilon"))
+            return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: LayerNorm (not RMSNorm) is not supported for %s",
+                              L->path, L->arch);
+        if ((st = get_float(L, "attention.layer_norm_rms_epsilon", true, 0, &hp->norm_eps))) return st;
+    }
+    if (!(hp->norm_eps >= 0))
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s's norm epsilon is negative", L->path, L->arch);
     if ((st = get_float(L, "rope.freq_base", false, 10000.0, &hp->rope_base))) return st;
     if (!(hp->rope_base > 0))
         return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s.rope.freq_base must be positive", L->path, L->arch);
@@ -188,26 +249,68 @@ static tr_status load_hparams(loader *L, tr_model *m) {
     if (factor == 0 && (st = get_float(L, "rope.scale_linear", false, 0.0, &factor))) return st;
     if (factor < 0) return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s.rope.scaling.factor is negative", L->path, L->arch);
     hp->rope_scale = factor > 0 ? 1.0f / factor : 1.0f;
-    hp->n_swa = 0;
-    if (arch->swa_pattern > 0 && (st = get_int(L, "attention.sliding_window", false, 0, 0, 1 << 24, &hp->n_swa)))
+    /* rope.scaling.attn_factor multiplies cos and sin (llama.cpp: every architecture). */
+    if ((st = get_float(L, "rope.scaling.attn_factor", false, 1.0, &hp->rope_mscale))) return st;
+    if (!(hp->rope_mscale > 0))
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s.rope.scaling.attn_factor must be positive", L->path, L->arch);
+    if ((st = get_int(L, "rope.scaling.original_context_length", false, hp->n_ctx_train, 1, 1 << 24, &hp->n_ctx_orig)))
         return st;
+    hp->n_swa = 0;
+    hp->swa_pattern = arch->swa_pattern;
+    if (arch->swa_pattern > 0) {
+        if ((st = get_int(L, "attention.sliding_window", false, arch->n_swa_default, 0, 1 << 24, &hp->n_swa)))
+            return st;
+        if ((st = get_int(L, "attention.sliding_window_pattern", false, arch->swa_pattern, 1, 4096, &hp->swa_pattern)))
+            return st;
+    }
+    hp->rope_base_swa = arch->rope_base_swa > 0 ? arch->rope_base_swa : hp->rope_base;
+    hp->rope_scale_swa = arch->rope_base_swa > 0 ? 1.0f : hp->rope_scale;
+    if (arch->swa_pattern > 0 && (st = get_float(L, "rope.freq_base_swa", false, hp->rope_base_swa, &hp->rope_base_swa)))
+        return st;
+    if (!(hp->rope_base_swa > 0))
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s.rope.freq_base_swa must be positive", L->path, L->arch);
     hp->final_softcap = 0;
-    if (arch->final_softcap && (st = get_float(L, "final_logit_softcapping", false, 0.0, &hp->final_softcap)))
+    if (arch->final_softcap &&
+        (st = get_float(L, "final_logit_softcapping", false, arch->final_softcap_default, &hp->final_softcap)))
         return st;
     if (hp->final_softcap < 0)
         return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s.final_logit_softcapping is negative", L->path, L->arch);
-    /* Gemma 3 27B scales queries by 1/sqrt(n_embd/n_head) (query_pre_attn_scalar),
-     * which the file does not record; llama.cpp recognises it by its 62 layers. */
-    if (arch->embd_scale && hp->n_layer == 62)
+    hp->attn_softcap = 0;
+    if (arch->attn_softcap &&
+        (st = get_float(L, "attn_logit_softcapping", false, arch->attn_softcap_default, &hp->attn_softcap)))
+        return st;
+    if (hp->attn_softcap < 0)
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s.attn_logit_softcapping is negative", L->path, L->arch);
+    /* The 27B Gemmas scale queries by 1/sqrt(n_embd/n_head) (query_pre_attn_scalar),
+     * which the file does not record; llama.cpp recognises them by their layer count. */
+    if (arch->n_layer_wide_scale > 0 && hp->n_layer == arch->n_layer_wide_scale)
         hp->attn_scale = 1.0f / sqrtf((float)(hp->n_embd / hp->n_head));
     else
         hp->attn_scale = 1.0f / sqrtf((float)hp->head_k);
     return TR_OK;
 }
 
+/* Rows [r0, r0 + rows) of a weight: a fused tensor's part (attn_qkv's q, k
+ * and v; Phi-3's ffn_up's gate and up). Each output row of a matmul depends
+ * on its own weight row only, so the parts compute what the whole would. */
+static tr_weight weight_rows(const tr_weight *w, int64_t r0, int64_t rows) {
+    tr_weight p = *w;
+    p.data = (const uint8_t *)w->data + (size_t)r0 * tr_row_size(w->type, w->cols);
+    p.rows = rows;
+    return p;
+}
+
+static bool file_says_longrope(const loader *L) {
+    char key[160];
+    key_name(key, sizeof key, L, "rope.scaling.type");
+    tr_str st;
+    return tr_gguf_get_str(L->g, key, &st) && st.len == 8 && !memcmp(st.ptr, "longrope", 8);
+}
+
 static tr_status load_weights(loader *L, tr_model *m) {
     tr_hparams *hp = &m->hp;
     const tr_arch *arch = m->arch;
+    const bool layer_norm = arch->norm == TR_NORM_LAYER;
     tr_status st;
     const tr_gguf_tensor *te = find(L, "token_embd.weight");
     if (!te) return tr_err_set(L->err, TR_ERR_FORMAT, "%s: missing tensor token_embd.weight", L->path);
@@ -216,10 +319,22 @@ static tr_status load_weights(loader *L, tr_model *m) {
                           (long long)te->ne[1]);
     hp->n_vocab = (int32_t)te->ne[1];
     if ((st = get_weight(L, "token_embd.weight", hp->n_vocab, hp->n_embd, true, &m->tok_embd))) return st;
+    if (arch->pos_embd &&
+        (st = get_weight(L, "position_embd.weight", hp->n_ctx_train, hp->n_embd, true, &m->pos_embd)))
+        return st;
     if ((st = get_vec(L, "output_norm.weight", hp->n_embd, true, &m->output_norm))) return st;
-    if ((st = get_weight(L, "output.weight", hp->n_vocab, hp->n_embd, false, &m->output))) return st;
+    if ((st = get_vec(L, "output_norm.bias", hp->n_embd, layer_norm, &m->output_norm_b))) return st;
+    if (!arch->tied_output && (st = get_weight(L, "output.weight", hp->n_vocab, hp->n_embd, false, &m->output)))
+        return st;
     if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
-    if ((st = get_vec(L, "rope_freqs.weight", hp->n_rot / 2, false, &m->rope_freqs))) return st;
+    if (find(L, "output.bias"))
+        return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor output.bias is not supported", L->path);
+    if (arch->longrope || file_says_longrope(L)) {
+        if ((st = get_vec(L, "rope_factors_long.weight", hp->n_rot / 2, false, &m->rope_long))) return st;
+        if ((st = get_vec(L, "rope_factors_short.weight", hp->n_rot / 2, false, &m->rope_short))) return st;
+    } else if ((st = get_vec(L, "rope_freqs.weight", hp->n_rot / 2, false, &m->rope_freqs))) {
+        return st;
+    }
 
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) return tr_err_set(L->err, TR_ERR_NOMEM, "%s: out of memory for %d layers", L->path, hp->n_layer);
@@ -230,15 +345,27 @@ static tr_status load_weights(loader *L, tr_model *m) {
         char n[96];
 #define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", i, s), n)
         if ((st = get_vec(L, NAME("attn_norm.weight"), E, true, &l->attn_norm))) return st;
-        if ((st = get_weight(L, NAME("attn_q.weight"), Q, E, true, &l->wq))) return st;
-        if ((st = get_weight(L, NAME("attn_k.weight"), K, E, true, &l->wk))) return st;
-        if ((st = get_weight(L, NAME("attn_v.weight"), V, E, true, &l->wv))) return st;
+        if ((st = get_vec(L, NAME("attn_norm.bias"), E, layer_norm, &l->attn_norm_b))) return st;
+        /* q, k, v: three tensors, or one attn_qkv of their rows in that order. */
+        if (find(L, NAME("attn_qkv.weight"))) {
+            tr_weight qkv;
+            if ((st = get_weight(L, n, Q + K + V, E, true, &qkv))) return st;
+            l->wq = weight_rows(&qkv, 0, Q);
+            l->wk = weight_rows(&qkv, Q, K);
+            l->wv = weight_rows(&qkv, Q + K, V);
+            const float *b = NULL;
+            if ((st = get_vec(L, NAME("attn_qkv.bias"), Q + K + V, arch->qkv_bias, &b))) return st;
+            if (b) l->bq = b, l->bk = b + Q, l->bv = b + Q + K;
+        } else {
+            if ((st = get_weight(L, NAME("attn_q.weight"), Q, E, true, &l->wq))) return st;
+            if ((st = get_weight(L, NAME("attn_k.weight"), K, E, true, &l->wk))) return st;
+            if ((st = get_weight(L, NAME("attn_v.weight"), V, E, true, &l->wv))) return st;
+            if ((st = get_vec(L, NAME("attn_q.bias"), Q, arch->qkv_bias, &l->bq))) return st;
+            if ((st = get_vec(L, NAME("attn_k.bias"), K, arch->qkv_bias, &l->bk))) return st;
+            if ((st = get_vec(L, NAME("attn_v.bias"), V, arch->qkv_bias, &l->bv))) return st;
+        }
         if ((st = get_weight(L, NAME("attn_output.weight"), E, O, true, &l->wo))) return st;
-        if ((st = get_vec(L, NAME("attn_q.bias"), Q, arch->qkv_bias, &l->bq))) return st;
-        if ((st = get_vec(L, NAME("attn_k.bias"), K, arch->qkv_bias, &l->bk))) return st;
-        if ((st = get_vec(L, NAME("attn_v.bias"), V, arch->qkv_bias, &l->bv))) return st;
-        if (find(L, NAME("attn_output.bias")))
-            return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s is not supported", L->path, n);
+        if ((st = get_vec(L, NAME("attn_output.bias"), E, false, &l->bo))) return st;
         if (arch->qk_norm) {
             if ((st = get_vec(L, NAME("attn_q_norm.weight"), hp->head_k, true, &l->q_norm))) return st;
             if ((st = get_vec(L, NAME("attn_k_norm.weight"), hp->head_k, true, &l->k_norm))) return st;
@@ -250,17 +377,48 @@ static tr_status load_weights(loader *L, tr_model *m) {
             if ((st = get_vec(L, NAME("post_ffw_norm.weight"), E, true, &l->post_ffn_norm))) return st;
         }
         if ((st = get_vec(L, NAME("ffn_norm.weight"), E, true, &l->ffn_norm))) return st;
-        if ((st = get_weight(L, NAME("ffn_gate.weight"), F, E, true, &l->w_gate))) return st;
-        if ((st = get_weight(L, NAME("ffn_up.weight"), F, E, true, &l->w_up))) return st;
-        if ((st = get_weight(L, NAME("ffn_down.weight"), E, F, true, &l->w_down))) return st;
-        if (find(L, NAME("ffn_gate_inp.weight")))
-            return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s (mixture of experts) is not supported",
+        if ((st = get_vec(L, NAME("ffn_norm.bias"), E, layer_norm, &l->ffn_norm_b))) return st;
+        if (hp->n_expert == 0 && find(L, NAME("ffn_gate_inp.weight")))
+            return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s (mixture of experts) without %s.expert_count",
+                              L->path, n, L->arch);
+        bool fused_gu = false;
+        if (hp->n_expert > 0) {
+            const int64_t X = hp->n_expert, FX = hp->n_ff_exp;
+            if ((st = get_weight(L, NAME("ffn_gate_inp.weight"), X, E, true, &l->gate_inp))) return st;
+            if ((st = get_experts(L, NAME("ffn_gate_exps.weight"), X, FX, E, &l->gate_exps))) return st;
+            if ((st = get_experts(L, NAME("ffn_up_exps.weight"), X, FX, E, &l->up_exps))) return st;
+            if ((st = get_experts(L, NAME("ffn_down_exps.weight"), X, E, FX, &l->down_exps))) return st;
+            if (find(L, NAME("ffn_gate_inp_shexp.weight")) || find(L, NAME("ffn_up_shexp.weight")))
+                return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: shared experts (%s) are not supported", L->path, n);
+        } else if (arch->ffn == TR_FFN_SEQ) {
+            if ((st = get_weight(L, NAME("ffn_up.weight"), F, E, true, &l->w_up))) return st;
+        } else if (!find(L, NAME("ffn_gate.weight")) && find(L, NAME("ffn_up.weight")) &&
+                   find(L, n)->ne[1] == 2 * F) {
+            /* gate and up fused: 2*n_ff rows, the gate's first (Phi-3) */
+            tr_weight gu;
+            if ((st = get_weight(L, n, 2 * F, E, true, &gu))) return st;
+            l->w_gate = weight_rows(&gu, 0, F);
+            l->w_up = weight_rows(&gu, F, F);
+            fused_gu = true;
+        } else {
+            if ((st = get_weight(L, NAME("ffn_gate.weight"), F, E, true, &l->w_gate))) return st;
+            if ((st = get_weight(L, NAME("ffn_up.weight"), F, E, true, &l->w_up))) return st;
+        }
+        if (hp->n_expert == 0 && (st = get_weight(L, NAME("ffn_down.weight"), E, F, true, &l->w_down))) return st;
+        const bool seq = arch->ffn == TR_FFN_SEQ; /* GPT-2's MLP has its biases; others may */
+        if (fused_gu && find(L, NAME("ffn_up.bias")))
+            return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: a bias on the fused gate and up, %s, is not supported",
                               L->path, n);
+        if ((st = get_vec(L, NAME("ffn_up.bias"), F, seq, &l->b_up))) return st;
+        if ((st = get_vec(L, NAME("ffn_down.bias"), E, seq, &l->b_down))) return st;
+        if ((st = get_vec(L, NAME("ffn_gate.bias"), F, false, &l->b_gate))) return st;
+        if (seq && l->b_gate)
+            return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s is not supported for %s", L->path, n, L->arch);
 #undef NAME
         /* Local (sliding-window) layers: all but every swa_pattern-th. */
-        l->swa = hp->n_swa > 0 && arch->swa_pattern > 0 && (i % arch->swa_pattern) < arch->swa_pattern - 1;
-        l->rope_base = l->swa ? arch->rope_base_swa : hp->rope_base;
-        l->rope_scale = l->swa ? 1.0f : hp->rope_scale;
+        l->swa = hp->n_swa > 0 && hp->swa_pattern > 0 && (i % hp->swa_pattern) < hp->swa_pattern - 1;
+        l->rope_base = l->swa ? hp->rope_base_swa : hp->rope_base;
+        l->rope_scale = l->swa ? hp->rope_scale_swa : hp->rope_scale;
     }
     return TR_OK;
 }
@@ -336,3 +494,93 @@ int32_t tr_model_n_vocab(const tr_model *m) { return m->hp.n_vocab; }
 int32_t tr_model_n_ctx_train(const tr_model *m) { return m->hp.n_ctx_train; }
 uint64_t tr_model_n_params(const tr_model *m) { return m->n_params; }
 uint64_t tr_model_weight_bytes(const tr_model *m) { return m->weight_bytes; }
+
+/* ---------------------------------------------------------------- describe */
+
+typedef struct sbuf {
+    char *p;
+    size_t cap, len;
+} sbuf;
+
+static void put(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(sbuf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(b->len < b->cap ? b->p + b->len : NULL, b->len < b->cap ? b->cap - b->len : 0, fmt, ap);
+    va_end(ap);
+    if (k > 0) b->len += (size_t)k;
+}
+
+size_t tr_model_describe(const tr_model *m, char *buf, size_t cap) {
+    sbuf b = {.p = buf, .cap = cap, .len = 0};
+    if (cap) buf[0] = 0;
+    const tr_arch *a = m->arch;
+    const tr_hparams *hp = &m->hp;
+    const tr_layer *l0 = &m->layers[0];
+    char key[160];
+    put(&b, "architecture: %s (supported), %d layers, n_embd %d, n_ff %d, vocabulary %d\n", a->name, hp->n_layer,
+        hp->n_embd, hp->n_ff, hp->n_vocab);
+
+    put(&b, "attention: %d heads, %d KV heads (%s), head size %d/%d", hp->n_head, hp->n_head_kv,
+        hp->n_head_kv == hp->n_head ? "MHA" : hp->n_head_kv == 1 ? "MQA" : "GQA", hp->head_k, hp->head_v);
+    if (tr_gguf_find_tensor(m->gguf, "blk.0.attn_qkv.weight")) put(&b, ", q/k/v fused (attn_qkv)");
+    if (l0->bq) put(&b, ", q/k/v biases");
+    if (l0->bo) put(&b, ", output bias");
+    if (a->qk_norm) put(&b, ", QK-norm");
+    put(&b, ", scale %g%s", hp->attn_scale, a->scale_q ? " on q" : "");
+    if (hp->attn_softcap > 0) put(&b, ", attention soft-capping %g", hp->attn_softcap);
+    int n_local = 0;
+    for (int i = 0; i < hp->n_layer; i++) n_local += m->layers[i].swa;
+    if (n_local > 0)
+        put(&b, ", sliding window %d on %d of %d layers (one global in every %d)", hp->n_swa, n_local, hp->n_layer,
+            hp->swa_pattern);
+    snprintf(key, sizeof key, "%s.attention.sliding_window", m->arch_name);
+    int64_t w = 0;
+    if (a->swa_pattern == 0 && tr_gguf_get_int(m->gguf, key, &w) && w > 0)
+        put(&b, ", sliding window %lld in the file: not applied (as llama.cpp for %s)", (long long)w, a->name);
+    put(&b, "\n");
+
+    put(&b, "positions: ");
+    if (a->rope == TR_ROPE_NONE) {
+        put(&b, "learned absolute positions (position_embd, %d)", hp->n_ctx_train);
+    } else {
+        put(&b, "RoPE (%s) over %d of %d dimensions, base %g", a->rope == TR_ROPE_NEOX ? "NeoX pairs" : "adjacent pairs",
+            hp->n_rot, hp->head_k, hp->rope_base);
+        if (hp->rope_scale != 1.0f) put(&b, ", linear scaling %g", 1.0f / hp->rope_scale);
+        if (n_local > 0 && (hp->rope_base_swa != hp->rope_base || hp->rope_scale_swa != hp->rope_scale))
+            put(&b, ", local layers base %g", hp->rope_base_swa);
+        if (m->rope_freqs) put(&b, ", frequency factors (rope_freqs)");
+        if (m->rope_long || m->rope_short)
+            put(&b, ", LongRoPE factors (long beyond %d tokens per sequence, else short)", hp->n_ctx_orig);
+        if (hp->rope_mscale != 1.0f) put(&b, ", attention factor %g", hp->rope_mscale);
+    }
+    put(&b, ", context %d\n", hp->n_ctx_train);
+
+    if (hp->n_expert > 0)
+        put(&b, "experts: mixture of %d experts, top %d by the router's softmax%s, experts' feed-forward %d\n",
+            hp->n_expert, hp->n_expert_used, a->moe_norm_w ? ", weights renormalised to sum 1" : "", hp->n_ff_exp);
+    const char *act = a->act == TR_ACT_GELU ? "GELU" : "SiLU";
+    if (hp->n_expert > 0)
+        put(&b, "feed-forward: %s experts", a->act == TR_ACT_GELU ? "GeGLU" : "SwiGLU");
+    else if (a->ffn == TR_FFN_SEQ)
+        put(&b, "feed-forward: %s MLP (no gate)", act);
+    else
+        put(&b, "feed-forward: %s", a->act == TR_ACT_GELU ? "GeGLU" : "SwiGLU");
+    if (hp->n_expert == 0 && a->ffn == TR_FFN_GATED && !tr_gguf_find_tensor(m->gguf, "blk.0.ffn_gate.weight"))
+        put(&b, ", gate and up fused (ffn_up)");
+    if (l0->b_up || l0->b_down) put(&b, ", biases");
+    put(&b, "\n");
+
+    put(&b, "norms: %s, eps %g", a->norm == TR_NORM_LAYER ? "LayerNorm with bias" : "RMSNorm", hp->norm_eps);
+    if (a->post_norms) put(&b, ", also after attention and feed-forward");
+    put(&b, "\n");
+
+    put(&b, "output: ");
+    if (a->embd_scale) put(&b, "embeddings scaled by sqrt(n_embd), ");
+    put(&b, "%s", m->output.data == m->tok_embd.data ? "tied to token_embd" : "output.weight");
+    if (a->tied_output && tr_gguf_find_tensor(m->gguf, "output.weight"))
+        put(&b, " (the file's output.weight is not used, as llama.cpp for %s)", a->name);
+    if (hp->final_softcap > 0) put(&b, ", final logit soft-capping %g", hp->final_softcap);
+    put(&b, "\n");
+    return b.len;
+}

@@ -10,22 +10,61 @@
 #include "trinity.h"
 
 typedef enum tr_ffn_act {
-    TR_ACT_SILU, /* SwiGLU: silu(gate) * up */
-    TR_ACT_GELU, /* GeGLU: gelu_tanh(gate) * up */
+    TR_ACT_SILU, /* silu (SwiGLU when gated) */
+    TR_ACT_GELU, /* gelu_tanh, at half precision as ggml (GeGLU when gated) */
 } tr_ffn_act;
+
+typedef enum tr_norm_kind {
+    TR_NORM_RMS,   /* x / rms(x) * w (attention.layer_norm_rms_epsilon) */
+    TR_NORM_LAYER, /* (x - mean) / std * w + b (attention.layer_norm_epsilon; GPT-2) */
+} tr_norm_kind;
+
+typedef enum tr_rope_kind {
+    TR_ROPE_NORM, /* pairs (2i, 2i+1), as the original Llama */
+    TR_ROPE_NEOX, /* pairs (i, i + n_rot/2), as GPT-NeoX */
+    TR_ROPE_NONE, /* no rotary embedding (GPT-2: learned absolute positions) */
+} tr_rope_kind;
+
+typedef enum tr_ffn_kind {
+    TR_FFN_GATED, /* act(x Wgate) * (x Wup), then Wdown; gate and up may be one
+                     fused ffn_up of 2*n_ff rows, gate first (Phi-3) */
+    TR_FFN_SEQ,   /* act(x Wup + b) Wdown + b: no gate (GPT-2) */
+} tr_ffn_kind;
+
+typedef enum tr_moe_kind {
+    TR_MOE_NO,       /* {arch}.expert_count set is an error */
+    TR_MOE_OPTIONAL, /* experts when {arch}.expert_count > 0 (llama: Mixtral) */
+    TR_MOE_REQUIRED, /* always experts (qwen3moe) */
+} tr_moe_kind;
 
 typedef struct tr_arch {
     const char *name;         /* general.architecture */
-    bool rope_neox;           /* RoPE pairs (i, i+d/2) rather than (2i, 2i+1) */
+    tr_norm_kind norm;
+    tr_rope_kind rope;
+    tr_ffn_kind ffn;
     tr_ffn_act act;
+    bool pos_embd;            /* learned absolute positions added to the embeddings (position_embd) */
     bool qkv_bias;            /* attn_{q,k,v}.bias are required (Qwen2); otherwise optional */
     bool qk_norm;             /* RMSNorm of each q and k head before RoPE (Qwen3, Gemma 3) */
-    bool post_norms;          /* RMSNorm of the attention and FFN outputs before the residual add (Gemma 3) */
+    bool post_norms;          /* RMSNorm of the attention and FFN outputs before the residual add (Gemma 2, 3) */
     bool embd_scale;          /* embeddings times sqrt(n_embd) (Gemma) */
-    int swa_pattern;          /* with a sliding window: every swa_pattern-th layer is global, the others local */
-    float rope_base_swa;      /* RoPE base of the local layers (their scale is 1) */
-    bool final_softcap;       /* {arch}.final_logit_softcapping is applied when set (else setting it is an error) */
-    bool scale_q;             /* the attention scale multiplies q before q.k (Gemma), not the scores */
+    int swa_pattern;          /* with a sliding window: every swa_pattern-th layer is global, the others local
+                                 ({arch}.attention.sliding_window_pattern overrides it) */
+    int n_swa_default;        /* the window when the file does not set one (0: none) */
+    float rope_base_swa;      /* RoPE base of the local layers, scale 1 (0: the global base and scale);
+                                 {arch}.rope.freq_base_swa overrides it */
+    bool final_softcap;       /* {arch}.final_logit_softcapping is applied (else setting it is an error) */
+    float final_softcap_default; /* ... when the file does not set it (0: off) */
+    bool attn_softcap;        /* cap * tanh(scores / cap) before the softmax ({arch}.attn_logit_softcapping) */
+    float attn_softcap_default;
+    bool scale_q;             /* the attention scale multiplies q before q.k (Gemma, Phi-3), not the scores */
+    int n_layer_wide_scale;   /* with this many layers, q is scaled by 1/sqrt(n_embd/n_head) instead of
+                                 1/sqrt(head_k): the 27B Gemmas, recognised as llama.cpp does */
+    bool longrope;            /* rope_factors_long / _short (LongRoPE; Phi-3); other arches: with rope.scaling.type longrope */
+    bool tied_output;         /* the output matrix is token_embd even if the file has output.weight (Gemma 2) */
+    tr_moe_kind moe;          /* mixture-of-experts feed-forward: never, with {arch}.expert_count, or always */
+    bool moe_norm_w;          /* the chosen experts' softmax weights renormalised to sum 1 (Qwen3-MoE, Mixtral) */
+    bool moe_ff_exp;          /* experts' size from {arch}.expert_feed_forward_length (else n_ff, as Mixtral) */
 } tr_arch;
 
 /* The descriptor of an architecture, NULL when unsupported. */
@@ -43,13 +82,24 @@ typedef struct tr_weight {
 
 typedef struct tr_layer {
     const float *attn_norm;       /* [n_embd] */
+    const float *attn_norm_b;     /* [n_embd], LayerNorm's bias, or NULL */
     tr_weight wq, wk, wv, wo;     /* wq: n_head*head_k x n_embd, wo: n_embd x n_head*head_v */
-    const float *bq, *bk, *bv;    /* biases, NULL when absent */
+    const float *bq, *bk, *bv;    /* biases, NULL when absent (views into attn_qkv.bias when fused) */
+    const float *bo;              /* attn_output.bias [n_embd] or NULL */
     const float *q_norm, *k_norm; /* [head_k] when qk_norm */
     const float *post_attn_norm;  /* [n_embd] when post_norms */
     const float *ffn_norm;        /* [n_embd] */
-    tr_weight w_gate, w_up, w_down; /* gate/up: n_ff x n_embd, down: n_embd x n_ff */
+    const float *ffn_norm_b;      /* [n_embd] or NULL */
+    tr_weight w_gate, w_up, w_down; /* gate/up: n_ff x n_embd, down: n_embd x n_ff; no gate with TR_FFN_SEQ */
+    const float *b_gate, *b_up, *b_down; /* [n_ff], [n_ff], [n_embd] or NULL */
     const float *post_ffn_norm;   /* [n_embd] when post_norms */
+    /* Mixture of experts (n_expert > 0), instead of w_gate/w_up/w_down: the
+     * router, and the experts' matrices one after another (ggml's 3-D
+     * tensors): expert e's gate is rows [e*n_ff_exp, (e+1)*n_ff_exp) of
+     * gate_exps, its down rows [e*n_embd, (e+1)*n_embd) of down_exps. */
+    tr_weight gate_inp;           /* n_expert x n_embd */
+    tr_weight gate_exps, up_exps; /* n_expert*n_ff_exp x n_embd */
+    tr_weight down_exps;          /* n_expert*n_embd x n_ff_exp */
     bool swa;                     /* sliding-window (local) layer */
     float rope_base, rope_scale;  /* this layer's RoPE */
 } tr_layer;
@@ -61,6 +111,12 @@ typedef struct tr_hparams {
     float norm_eps;
     float rope_base, rope_scale;  /* global layers: base, and 1/factor of linear scaling */
     int32_t n_swa;                /* sliding window (0: none) */
+    int32_t swa_pattern;          /* every swa_pattern-th layer global (with n_swa) */
+    float rope_base_swa, rope_scale_swa; /* the local layers' RoPE */
+    float rope_mscale;            /* multiplies RoPE's cos and sin (rope.scaling.attn_factor; 1: none) */
+    int32_t n_ctx_orig;           /* rope.scaling.original_context_length: LongRoPE's long factors beyond it */
+    float attn_softcap;           /* 0: off */
+    int32_t n_expert, n_expert_used, n_ff_exp; /* mixture of experts (n_expert 0: none) */
     float attn_scale;             /* multiplies q.k */
     float final_softcap;          /* 0: off */
 } tr_hparams;
@@ -71,9 +127,12 @@ struct tr_model {
     const tr_arch *arch;
     tr_hparams hp;
     tr_weight tok_embd;           /* n_vocab x n_embd */
+    tr_weight pos_embd;           /* n_ctx_train x n_embd learned positions (pos_embd arches) */
     const float *output_norm;     /* [n_embd] */
+    const float *output_norm_b;   /* [n_embd] or NULL (LayerNorm) */
     tr_weight output;             /* n_vocab x n_embd; token_embd when tied */
     const float *rope_freqs;      /* [n_rot/2] frequency factors (Llama 3.1), or NULL */
+    const float *rope_long, *rope_short; /* [n_rot/2] LongRoPE factors beyond / within n_ctx_orig, or NULL */
     tr_layer *layers;             /* [n_layer] */
     char arch_name[64];
     char name[256];

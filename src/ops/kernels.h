@@ -149,6 +149,8 @@ tr_status tr_attention_variant(struct tr_pool *pool, const struct tr_attn_params
  * and its direct reference (a tanhf per element), for tests. */
 void tr_geglu_variant(float *out, const float *gate, const float *up, int64_t n, bool simd);
 void tr_geglu_ref(float *out, const float *gate, const float *up, int64_t n);
+void tr_gelu_variant(float *out, const float *x, int64_t n, bool simd);
+void tr_gelu_ref(float *out, const float *x, int64_t n);
 
 /* IEEE half and bfloat16 conversions (round to nearest even): quant/blocks.h's,
  * the one definition (included above). */

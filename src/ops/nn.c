@@ -72,8 +72,43 @@ void tr_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) 
         for (int64_t i = 0; i < n; i++) y[i] = x[i] * scale;
 }
 
+/* LayerNorm in ggml's order of roundings (ggml_compute_forward_norm_f32 on
+ * an AVX2 build): the mean from a double sum rounded to float; the squared
+ * deviations summed 8 at a time in float, pairwise as its horizontal add
+ * does, each group's sum into a double; the tail one by one. Then the
+ * weight and the bias as separate ops, as llama.cpp's graph applies them. */
+void tr_layernorm(float *y, const float *x, const float *w, const float *b, int64_t n, float eps) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)x[i];
+    const float mean = (float)s / (float)n;
+    double var = 0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        float v[8];
+        for (int k = 0; k < 8; k++) {
+            const float d = x[i + k] - mean;
+            y[i + k] = d;
+            v[k] = d * d;
+        }
+        const float a0 = v[0] + v[4], a1 = v[1] + v[5], a2 = v[2] + v[6], a3 = v[3] + v[7];
+        var += (double)((a0 + a2) + (a1 + a3));
+    }
+    for (; i < n; i++) {
+        const float d = x[i] - mean;
+        y[i] = d;
+        var += (double)(d * d);
+    }
+    const float scale = 1.0f / sqrtf((float)(var / (double)n) + eps);
+    for (i = 0; i < n; i++) {
+        float v = y[i] * scale;
+        if (w) v *= w[i];
+        if (b) v += b[i];
+        y[i] = v;
+    }
+}
+
 void tr_rope(float *x, int n_rot, int32_t pos, float freq_base, float freq_scale,
-             const float *freq_factors, bool neox) {
+             const float *freq_factors, float mscale, bool neox) {
     /* theta_i = pos * base^(-2i/n_rot), built by repeated multiplication in
      * float as ggml does, so that long positions round the same way. */
     const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
@@ -83,7 +118,7 @@ void tr_rope(float *x, int n_rot, int32_t pos, float freq_base, float freq_scale
         float theta = theta_base;
         if (freq_factors) theta /= freq_factors[i];
         theta *= freq_scale;
-        const float c = cosf(theta), s = sinf(theta);
+        const float c = cosf(theta) * mscale, s = sinf(theta) * mscale;
         const int a = neox ? i : 2 * i;
         const int b = neox ? i + half : 2 * i + 1;
         const float x0 = x[a], x1 = x[b];
@@ -162,6 +197,20 @@ TGT static void geglu_avx2(float *out, const float *gate, const float *up, int64
     }
     for (; i < n; i++) out[i] = geglu_one(gate[i], gelu_table) * up[i];
 }
+
+TGT static void gelu_avx2(float *out, const float *x, int64_t n) {
+    const __m256 lo = _mm256_set1_ps(-10.0f), hi = _mm256_set1_ps(10.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 g = _mm256_loadu_ps(x + i);
+        const __m256i h = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(g, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        __m256 v = _mm256_i32gather_ps(gelu_table, h, 4);
+        v = _mm256_blendv_ps(v, g, _mm256_cmp_ps(g, hi, _CMP_GE_OQ));
+        v = _mm256_andnot_ps(_mm256_cmp_ps(g, lo, _CMP_LE_OQ), v);
+        _mm256_storeu_ps(out + i, v);
+    }
+    for (; i < n; i++) out[i] = geglu_one(x[i], gelu_table);
+}
 #endif
 
 void tr_geglu_variant(float *out, const float *gate, const float *up, int64_t n, bool simd) {
@@ -179,3 +228,23 @@ void tr_geglu_variant(float *out, const float *gate, const float *up, int64_t n,
 }
 
 void tr_geglu(float *out, const float *gate, const float *up, int64_t n) { tr_geglu_variant(out, gate, up, n, true); }
+
+void tr_gelu_ref(float *out, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = geglu_one(x[i], NULL);
+}
+
+void tr_gelu_variant(float *out, const float *x, int64_t n, bool simd) {
+    pthread_once(&gelu_once, gelu_table_init);
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    const tr_cpu_features *f = tr_cpu_get();
+    if (simd && f->avx2 && f->f16c) {
+        gelu_avx2(out, x, n);
+        return;
+    }
+#else
+    (void)simd;
+#endif
+    for (int64_t i = 0; i < n; i++) out[i] = geglu_one(x[i], gelu_table);
+}
+
+void tr_gelu(float *out, const float *x, int64_t n) { tr_gelu_variant(out, x, n, true); }

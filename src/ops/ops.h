@@ -58,12 +58,17 @@ float tr_half_to_float(uint16_t h);
 /* y[i] = x[i] / sqrt(mean(x^2) + eps) * w[i]; w may be NULL (no weight). y may be x. */
 void tr_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
 
+/* LayerNorm: y = (x - mean(x)) / sqrt(var(x) + eps) * w + b, with ggml's
+ * roundings (nn.c); w and b may be NULL. y may be x. */
+void tr_layernorm(float *y, const float *x, const float *w, const float *b, int64_t n, float eps);
+
 /* Rotary position embedding of one head vector x[0..head_dim) at position pos,
  * over its first n_rot dimensions. neox: pairs (i, i + n_rot/2) as GPT-NeoX
  * (Qwen, Gemma); otherwise adjacent pairs (2i, 2i+1) as the original Llama.
- * theta_i = pos * freq_scale * base^(-2i/n_rot) / freq_factors[i] (factors may be NULL). */
+ * theta_i = pos * freq_scale * base^(-2i/n_rot) / freq_factors[i] (factors may be NULL);
+ * cos and sin are multiplied by mscale (1: none; LongRoPE's attention factor). */
 void tr_rope(float *x, int n_rot, int32_t pos, float freq_base, float freq_scale,
-             const float *freq_factors, bool neox);
+             const float *freq_factors, float mscale, bool neox);
 
 /* In place: x = exp(x - max) / sum. */
 void tr_softmax(float *x, int64_t n);
@@ -72,6 +77,8 @@ void tr_softmax(float *x, int64_t n);
  * approximation (GeGLU, evaluated at half precision as ggml does). out may be gate. */
 void tr_swiglu(float *out, const float *gate, const float *up, int64_t n);
 void tr_geglu(float *out, const float *gate, const float *up, int64_t n);
+/* out[i] = gelu(x[i]), the same GELU (GPT-2's MLP). out may be x. */
+void tr_gelu(float *out, const float *x, int64_t n);
 /* ------------------------------------------------------------------ attention
  * Flash attention: softmax(scale * Q K^T + mask) V computed with an online
  * softmax over tiles of the KV cache, so no n_tokens x n_kv score matrix is

@@ -127,7 +127,7 @@ TT_TEST(rope_both_styles_with_scaling_match_float64) {
                 for (int i = 0; i < n_rot / 2; i++) ff[i] = 1.0f + 7.0f * (tt_rndf() + 1.0f) / 2.0f;
                 for (int d = 0; d < hd; d++) x[d] = rndf(3.0f);
                 memcpy(y, x, sizeof(float) * hd);
-                tr_rope(y, n_rot, positions[pi], base, fs, factors ? ff : NULL, neox);
+                tr_rope(y, n_rot, positions[pi], base, fs, factors ? ff : NULL, 1.0f, neox);
                 rope_f64(want, err, x, hd, n_rot, positions[pi], base, fs, factors ? ff : NULL, neox);
                 int bad = 0;
                 for (int i = 0; i < n_rot / 2; i++) {
@@ -149,8 +149,8 @@ TT_TEST(rope_both_styles_with_scaling_match_float64) {
     TT_CHECK(cases > 700);
     /* the two styles rotate different pairs: on a one-hot input they differ */
     float a[8] = {1, 0, 0, 0, 0, 0, 0, 0}, b[8] = {1, 0, 0, 0, 0, 0, 0, 0};
-    tr_rope(a, 8, 3, 10000.0f, 1.0f, NULL, false);
-    tr_rope(b, 8, 3, 10000.0f, 1.0f, NULL, true);
+    tr_rope(a, 8, 3, 10000.0f, 1.0f, NULL, 1.0f, false);
+    tr_rope(b, 8, 3, 10000.0f, 1.0f, NULL, 1.0f, true);
     TT_CHECK_NEAR(a[1], sin(3.0), 1e-6);
     TT_CHECK(b[1] == 0.0f);
     TT_CHECK_NEAR(b[4], sin(3.0), 1e-6);
@@ -309,6 +309,104 @@ TT_TEST(geglu_table_and_simd_equal_the_direct_formula) {
     free(g), free(u), free(want), free(got);
 }
 
+/* LayerNorm against float64: the mean, the variance and the products each
+ * round in float (a few ulps of the normalised value), weight and bias too. */
+TT_TEST(layernorm_matches_float64) {
+    for (size_t r = 0; r < N_RAGGED; r++) {
+        const int64_t n = ragged[r];
+        float *x = malloc(sizeof(float) * n), *w = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
+        float *y = malloc(sizeof(float) * n);
+        for (int rep = 0; rep < 4; rep++) {
+            const float offset = rep == 3 ? 50.0f : rndf(2.0f); /* a large mean: the deviations still exact-ish */
+            for (int64_t i = 0; i < n; i++) {
+                x[i] = offset + rndf(rep == 2 ? 100.0f : 1.0f);
+                w[i] = 1.0f + rndf(0.5f);
+                b[i] = rndf(0.5f);
+            }
+            const bool wb = rep != 1;
+            tr_layernorm(y, x, wb ? w : NULL, wb ? b : NULL, n, 1e-5f);
+            double mean = 0, var = 0;
+            for (int64_t i = 0; i < n; i++) mean += x[i];
+            mean /= (double)n;
+            for (int64_t i = 0; i < n; i++) var += ((double)x[i] - mean) * ((double)x[i] - mean);
+            var /= (double)n;
+            const double inv = 1.0 / sqrt(var + 1e-5);
+            int bad = 0;
+            for (int64_t i = 0; i < n; i++) {
+                double z = ((double)x[i] - mean) * inv, want = wb ? z * w[i] + b[i] : z;
+                /* the float mean's rounding, relative to the spread, plus ulps */
+                double tol = (fabs(mean) * 0x1p-22 * inv + fabs(z) * 0x1p-20) * (wb ? fabs(w[i]) : 1.0) + 0x1p-20;
+                if (!(fabs(y[i] - want) <= tol)) bad++;
+            }
+            if (bad) fprintf(stderr, "  n=%lld rep=%d: %d off\n", (long long)n, rep, bad);
+            TT_CHECK_EQ_INT(bad, 0);
+            /* in place */
+            memcpy(y, x, sizeof(float) * n);
+            float *z = malloc(sizeof(float) * n);
+            tr_layernorm(z, x, wb ? w : NULL, wb ? b : NULL, n, 1e-5f);
+            tr_layernorm(y, y, wb ? w : NULL, wb ? b : NULL, n, 1e-5f);
+            TT_CHECK_EQ_INT(bits_differ(y, z, n), 0);
+            free(z);
+        }
+        free(x), free(w), free(b), free(y);
+    }
+    /* a constant row normalises to zeros (then the bias) */
+    float c[9] = {3, 3, 3, 3, 3, 3, 3, 3, 3}, bb[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, o[9];
+    tr_layernorm(o, c, NULL, bb, 9, 1e-5f);
+    for (int i = 0; i < 9; i++) TT_CHECK(o[i] == bb[i]);
+}
+
+/* GELU alone: the GeGLU of ops.h with up = 1, in every variant, bit for bit. */
+TT_TEST(gelu_equals_geglu_with_unit_up_in_every_variant) {
+    const int64_t lens[] = {1, 7, 8, 9, 31, 64, 100, 2048 + 5};
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+        const int64_t n = lens[li];
+        float *g = malloc(sizeof(float) * n), *u = malloc(sizeof(float) * n);
+        float *want = malloc(sizeof(float) * n), *got = malloc(sizeof(float) * n);
+        for (int64_t i = 0; i < n; i++) {
+            g[i] = tt_rnd() % 8 == 0 ? (tt_rnd() % 2 ? 10.0f : -10.0f) : rndf(tt_rnd() % 2 ? 12.0f : 0.01f);
+            u[i] = 1.0f;
+        }
+        tr_geglu_ref(want, g, u, n);
+        tr_gelu_ref(got, g, n);
+        TT_CHECK_EQ_INT(bits_differ(got, want, n), 0);
+        for (int simd = 0; simd <= 1; simd++) {
+            tr_gelu_variant(got, g, n, simd);
+            TT_CHECK_EQ_INT(bits_differ(got, want, n), 0);
+            memcpy(got, g, sizeof(float) * n);
+            tr_gelu_variant(got, got, n, simd);
+            TT_CHECK_EQ_INT(bits_differ(got, want, n), 0);
+        }
+        free(g), free(u), free(want), free(got);
+    }
+    /* against the tanh formula in double, at half precision: within a half's ulp */
+    for (int i = 0; i < 1000; i++) {
+        float x = rndf(9.0f), y;
+        tr_gelu(&y, &x, 1);
+        double xh = round_to_half(x), want = gelu_f64(xh);
+        /* as the GeGLU test: the half's rounding, and tanhf's near its -1 */
+        TT_CHECK(fabs(y - want) <= fabs(want) * 0x1p-11 + 0x1p-25 + fabs(xh) * 0x1p-22);
+    }
+}
+
+/* mscale multiplies the rotation: |rope(x)| = mscale |x| on the rotated dims,
+ * and the result is mscale times the unscaled rotation's (to an ulp). */
+TT_TEST(rope_mscale_scales_the_rotated_dims_only) {
+    float x[64], a[64], b[64];
+    for (int rep = 0; rep < 50; rep++) {
+        for (int d = 0; d < 64; d++) x[d] = rndf(2.0f);
+        memcpy(a, x, sizeof x), memcpy(b, x, sizeof x);
+        const float ms = 1.0f + tt_rndf() * 0.2f + 0.2f;
+        tr_rope(a, 48, rep * 37, 10000.0f, 1.0f, NULL, 1.0f, true);
+        tr_rope(b, 48, rep * 37, 10000.0f, 1.0f, NULL, ms, true);
+        int bad = 0;
+        for (int d = 0; d < 48; d++)
+            if (!(fabs(b[d] - ms * a[d]) <= 4 * 0x1p-24 * (fabs(x[d]) + fabs(x[(d + 24) % 48]) + 1) * ms)) bad++;
+        for (int d = 48; d < 64; d++) bad += b[d] != x[d];
+        TT_CHECK_EQ_INT(bad, 0);
+    }
+}
+
 int main(void) {
     TT_RUN(half_conversion_rounds_to_nearest_even);
     TT_RUN(rmsnorm_matches_float64);
@@ -317,5 +415,8 @@ int main(void) {
     TT_RUN(swiglu_matches_float64);
     TT_RUN(geglu_matches_float64_at_half_precision);
     TT_RUN(geglu_table_and_simd_equal_the_direct_formula);
+    TT_RUN(layernorm_matches_float64);
+    TT_RUN(gelu_equals_geglu_with_unit_up_in_every_variant);
+    TT_RUN(rope_mscale_scales_the_rotated_dims_only);
     return TT_DONE();
 }
