@@ -160,9 +160,36 @@ def test_vocabulary_embedding_mismatch(base, tmp_path):
     expect_error(run(m), "vocabulary has 511 tokens", "token_embd.weight has 512 rows")
 
 
-def test_mixture_of_experts_is_refused(base, tmp_path):
+def test_experts_key_without_the_experts(base, tmp_path):
+    """llama with expert_count is Mixtral: a dense file that claims experts
+    names what is missing (the count used, then the router)."""
     m = copy_model(base, str(tmp_path / "m.gguf"), set_keys={"llama.expert_count": (8, gguf.GGUFValueType.UINT32)})
-    expect_error(run(m), "llama.expert_count")
+    expect_error(run(m), "llama.expert_used_count")
+    m = copy_model(base, str(tmp_path / "m2.gguf"), set_keys={"llama.expert_count": (8, gguf.GGUFValueType.UINT32),
+                                                             "llama.expert_used_count": (2, gguf.GGUFValueType.UINT32)})
+    expect_error(run(m), "missing tensor blk.0.ffn_gate_inp.weight")
+    m = copy_model(base, str(tmp_path / "m3.gguf"), set_keys={"llama.expert_count": (8, gguf.GGUFValueType.UINT32),
+                                                             "llama.expert_used_count": (9, gguf.GGUFValueType.UINT32)})
+    expect_error(run(m), "llama.expert_used_count = 9 is out of range")
+
+
+def test_mixture_of_experts_is_refused_where_the_architecture_has_none(arch_files, tmp_path):
+    m = copy_model(arch_files["phi3"], str(tmp_path / "m.gguf"),
+                   set_keys={"phi3.expert_count": (8, gguf.GGUFValueType.UINT32)})
+    expect_error(run(m), "phi3.expert_count is set: not supported")
+
+
+def test_qwen3moe_expert_tensor_of_the_wrong_shape(tmp_path):
+    src = str(tmp_path / "moe.gguf")
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_model.py"), "--arch", "qwen3moe", "--shape",
+                    "micro", "-o", src], check=True, capture_output=True)
+    r = GGUFReader(src)
+    up = np.asarray(next(t for t in r.tensors if t.name == "blk.1.ffn_up_exps.weight").data)
+    m = copy_model(src, str(tmp_path / "m.gguf"), replace={"blk.1.ffn_up_exps.weight": up[:3]})
+    expect_error(run(m), "blk.1.ffn_up_exps.weight", "shape")
+    m = copy_model(src, str(tmp_path / "m2.gguf"),
+                   set_keys={"qwen3moe.expert_gating_func": (2, gguf.GGUFValueType.UINT32)})
+    expect_error(run(m), "qwen3moe.expert_gating_func is set: not supported")
 
 
 def test_yarn_rope_scaling_is_refused(base, tmp_path):
