@@ -97,6 +97,12 @@ int cmd_run(int argc, char **argv) {
             t_prompt > 0 ? (double)n_toks / t_prompt : 0.0);
     fprintf(stderr, "generation: %d tokens in %.2f ms (%.2f tokens/s)\n", n_gen, t_gen * 1e3,
             t_gen > 0 ? n_gen / t_gen : 0.0);
+    if (o.n_predict != 0) /* why it stopped: a base model rarely ends by itself, so say so */
+        fprintf(stderr, "stopped: %s\n",
+                res.finish == TR_FINISH_EOG       ? "the model ended its reply (end-of-generation token)"
+                : res.finish == TR_FINISH_LENGTH  ? "at the length limit (-n)"
+                : res.finish == TR_FINISH_CONTEXT ? "the context is full (-c)"
+                                                  : "cancelled");
     gen_print_spec(stderr, &o, &res);
     rc = 0;
 fail:

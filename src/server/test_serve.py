@@ -174,6 +174,8 @@ def test_temperature_zero_equals_trinity_run(client, model_path):
     r = complete(client, temperature=0, max_tokens=n)
     p = run_trinity("run", "-m", model_path, "-p", PROMPT, "-n", n, "--temp", 0, timeout=600, check=True)
     assert r.choices[0].text == p.stdout
+    # why run stopped agrees with the server's finish_reason
+    assert r.choices[0].finish_reason == "length" and "stopped: at the length limit (-n)" in p.stderr, p.stderr
 
 
 def test_temperature_zero_equals_llama_cpp(client, llama_ref):
