@@ -313,3 +313,12 @@ def test_chat_second_turn_on_the_real_model_equals_run(model_path):
                                                    {"role": "user", "content": q2}]), *flags)
     assert r2.strip()
     assert got == r1 + b"\n" + r2 + b"\n"
+
+
+def test_chat_says_where_a_reply_was_cut(model_path):
+    """The base model rarely ends a turn: each reply that stops at -n says so (and one that stops for the
+    context says that), on stderr, and the conversation goes on."""
+    p = run_trinity("chat", "-m", model_path, "-n", 4, "--temp", 0, "-t", 2, input="Hi\nAnd again?\n\n")
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.count("[reply cut at the length limit: 4 tokens (-n)]") == 2, p.stderr
+    assert len([line for line in p.stdout.splitlines() if line.strip()]) == 2, p.stdout

@@ -173,6 +173,7 @@ int cmd_chat(int argc, char **argv) {
         if (!reply.ok) goto oom;
         gen_stream_flush(&reply.st);
         if (res.finish == TR_FINISH_CONTEXT) fprintf(stderr, "\n[context full]");
+        else if (res.finish == TR_FINISH_LENGTH) fprintf(stderr, "\n[reply cut at the length limit: %d tokens (-n)]", o.n_predict);
         if (o.spec.kind != TR_SPEC_NONE) fputc('\n', stderr), gen_print_spec(stderr, &o, &res);
         fputc('\n', stdout);
         fflush(stdout);
