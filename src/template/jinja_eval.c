@@ -649,10 +649,20 @@ static int cmp_values(interp *I, const jv *a, const jv *b, bool ci) {
 /* ----------------------------------------------------------- containers */
 
 /* Items of an iterable as a list: list itself, dict keys, string chars. */
+/* Take up to `upto` more items of an iterator (generator, reverse iterator):
+ * Python's iterators run once, so what is taken is gone for the next use. */
+static jv *take_iter(interp *I, jv *v, size_t upto) {
+    jv *l = mklist(I);
+    while (v->l.used < v->l.n && l->l.n < upto) lpush(I, l, v->l.a[v->l.used++]);
+    return l;
+}
+
+static bool is_iter(const jv *v) { return v->k == V_LIST && (v->l.lazy == L_GEN || v->l.lazy == L_REVITER); }
+
 static jv *iter_list(interp *I, jv *v) {
     switch (v->k) {
     case V_UNDEF: return mklist(I);
-    case V_LIST: return v;
+    case V_LIST: return is_iter(v) ? take_iter(I, v, SIZE_MAX) : v;
     case V_DICT: {
         if (v->d.kind != D_DICT) FAIL(I, "'%s' object is not iterable", type_name(v));
         jv *l = mklist(I);
@@ -695,6 +705,11 @@ static bool contains(interp *I, jv *hay, jv *needle) {
             if (!memcmp(hay->s.p + i, needle->s.p, needle->s.n)) return true;
         return false;
     case V_LIST:
+        if (is_iter(hay)) { /* consumed up to the match */
+            while (hay->l.used < hay->l.n)
+                if (equals(hay->l.a[hay->l.used++], needle)) return true;
+            return false;
+        }
         for (size_t i = 0; i < hay->l.n; i++)
             if (equals(hay->l.a[i], needle)) return true;
         return false;
@@ -1840,9 +1855,8 @@ static jv *apply_filter(interp *I, const char *f, jv *v, args *a) {
     }
     if (!strcmp(f, "first") || !strcmp(f, "last")) {
         if (v->k == V_UNDEF) return mkundef(I, f[0] == 'f' ? "'No first item, sequence was empty.'" : "'No last item, sequence was empty.'");
-        jv *l = iter_list(I, v);
-        if (f[0] == 'l' && (l->l.lazy == L_GEN || l->l.lazy == L_REVITER))
-            FAIL(I, "'%s' object is not reversible", type_name(l));
+        if (f[0] == 'l' && is_iter(v)) FAIL(I, "'%s' object is not reversible", type_name(v));
+        jv *l = is_iter(v) ? take_iter(I, v, f[0] == 'f' ? 1 : SIZE_MAX) : iter_list(I, v);
         if (!l->l.n) return mkundef(I, f[0] == 'f' ? "'No first item, sequence was empty.'" : "'No last item, sequence was empty.'");
         return l->l.a[f[0] == 'f' ? 0 : l->l.n - 1];
     }
@@ -1935,7 +1949,7 @@ static jv *apply_filter(interp *I, const char *f, jv *v, args *a) {
         jv *l = iter_list(I, v), *r = mklist(I);
         for (size_t i = l->l.n; i > 0; i--) lpush(I, r, l->l.a[i - 1]);
         /* reversed() of a list is an iterator; of anything else jinja2 makes a list */
-        r->l.lazy = l->l.lazy == L_LIST && v->k == V_LIST ? L_REVITER : L_LIST;
+        r->l.lazy = v->k == V_DICT || (v->k == V_LIST && !is_iter(v)) ? L_REVITER : L_LIST;
         return r;
     }
     if (!strcmp(f, "map")) {
