@@ -571,6 +571,8 @@ tr_status tr_chat_format(const tr_model *m, const char *format, const tr_chat_ms
                          bool add_assistant, char **out, tr_error *err);
 /* Is `name` one of tr_chat_format's built-in formats? */
 bool tr_chat_format_known(const char *name);
+/* The built-in format tr_chat_format picks for m when given none (*name static). */
+tr_status tr_chat_format_detect(const tr_model *m, const char **name, tr_error *err);
 
 /* The chat template a model is used with: `spec` a built-in format name
  * (tr_chat_format_known) or the path of a Jinja file; spec NULL: the

@@ -169,6 +169,43 @@ static void format_llama2(sbuf *b, const tr_chat_msg *msgs, size_t n) {
     }
 }
 
+/* The format of a model without an explicit one: its template's markers, or its vocabulary's chat tokens. */
+static tr_status detect(const tr_model *m, chat_fmt *out, tr_error *err) {
+    chat_fmt fmt = FMT_NONE;
+    if (!m) return tr_err_set(err, TR_ERR_ARG, "chat: no model and no chat format");
+    tr_str tmpl;
+    if (tr_gguf_get_str(m->gguf, "tokenizer.chat_template", &tmpl)) {
+        fmt = detect_from_text(tmpl.ptr, (size_t)tmpl.len);
+        if (fmt == FMT_NONE)
+            return tr_err_set(err, TR_ERR_UNSUPPORTED,
+                              "%s: tokenizer.chat_template is not a known format; pass --chat-template "
+                              "(gemma, chatml, llama3, llama2)",
+                              tr_gguf_path(m->gguf));
+    } else if (vocab_has(m->vocab, "<start_of_turn>")) {
+        fmt = FMT_GEMMA;
+    } else if (vocab_has(m->vocab, "<|im_start|>")) {
+        fmt = FMT_CHATML;
+    } else if (vocab_has(m->vocab, "<|start_header_id|>")) {
+        fmt = FMT_LLAMA3;
+    } else {
+        return tr_err_set(err, TR_ERR_UNSUPPORTED,
+                          "%s: no tokenizer.chat_template and no known chat tokens; pass --chat-template "
+                          "(gemma, chatml, llama3, llama2)",
+                          tr_gguf_path(m->gguf));
+    }
+    *out = fmt;
+    return TR_OK;
+}
+
+tr_status tr_chat_format_detect(const tr_model *m, const char **name, tr_error *err) {
+    chat_fmt fmt;
+    tr_status st = detect(m, &fmt, err);
+    if (st != TR_OK) return st;
+    for (size_t i = 0; i < sizeof fmt_names / sizeof fmt_names[0]; i++)
+        if (fmt_names[i].fmt == fmt) *name = fmt_names[i].name;
+    return TR_OK;
+}
+
 tr_status tr_chat_format(const tr_model *m, const char *format, const tr_chat_msg *msgs, size_t n,
                          bool add_assistant, char **out, tr_error *err) {
     *out = NULL;
@@ -180,27 +217,8 @@ tr_status tr_chat_format(const tr_model *m, const char *format, const tr_chat_ms
             return tr_err_set(err, TR_ERR_ARG, "chat format '%s' is unknown (known: gemma, chatml, llama3, llama2)",
                               format);
     } else {
-        if (!m) return tr_err_set(err, TR_ERR_ARG, "chat: no model and no chat format");
-        tr_str tmpl;
-        if (tr_gguf_get_str(m->gguf, "tokenizer.chat_template", &tmpl)) {
-            fmt = detect_from_text(tmpl.ptr, (size_t)tmpl.len);
-            if (fmt == FMT_NONE)
-                return tr_err_set(err, TR_ERR_UNSUPPORTED,
-                                  "%s: tokenizer.chat_template is not a known format; pass --chat-template "
-                                  "(gemma, chatml, llama3, llama2)",
-                                  tr_gguf_path(m->gguf));
-        } else if (vocab_has(m->vocab, "<start_of_turn>")) {
-            fmt = FMT_GEMMA;
-        } else if (vocab_has(m->vocab, "<|im_start|>")) {
-            fmt = FMT_CHATML;
-        } else if (vocab_has(m->vocab, "<|start_header_id|>")) {
-            fmt = FMT_LLAMA3;
-        } else {
-            return tr_err_set(err, TR_ERR_UNSUPPORTED,
-                              "%s: no tokenizer.chat_template and no known chat tokens; pass --chat-template "
-                              "(gemma, chatml, llama3, llama2)",
-                              tr_gguf_path(m->gguf));
-        }
+        tr_status st = detect(m, &fmt, err);
+        if (st != TR_OK) return st;
     }
     for (size_t i = 0; i < n; i++)
         if (!msgs[i].role || !msgs[i].content)

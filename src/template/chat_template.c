@@ -97,11 +97,12 @@ tr_status tr_chat_template_load(const tr_model *m, const char *spec, tr_chat_tem
             }
         } else {
             /* no template in the file: a hand-written format recognised from the vocabulary */
-            char *probe = NULL;
-            st = tr_chat_format(m, NULL, NULL, 0, false, &probe, err);
-            free(probe);
-            snprintf(ct->what, sizeof ct->what, "%s has no tokenizer.chat_template: built-in format",
-                     tr_gguf_path(tr_model_gguf(m)));
+            const char *name = NULL;
+            st = tr_chat_format_detect(m, &name, err);
+            if (st == TR_OK && !(ct->builtin = strdup(name)))
+                st = tr_err_set(err, TR_ERR_NOMEM, "chat template: out of memory");
+            snprintf(ct->what, sizeof ct->what, "%s has no tokenizer.chat_template: built-in format %s",
+                     tr_gguf_path(tr_model_gguf(m)), name ? name : "");
         }
     }
     if (st != TR_OK) {

@@ -54,7 +54,8 @@ struct jv {
             jv **a;
             size_t n, cap;
             bool tuple;
-            int lazy; /* L_*: what Python would have here instead of a list */
+            int lazy;    /* L_*: what Python would have here instead of a list */
+            size_t used; /* L_GEN, L_REVITER: items already consumed (an iterator runs once) */
         } l;
         struct {
             jv **keys, **vals;

@@ -6,6 +6,7 @@
  * kept: methods that would modify a list or dict (append, pop, update ...)
  * fail as they do there. Every render has a step, output and memory budget so
  * a template that loops or grows without end stops with an error. */
+#define _GNU_SOURCE /* memmem */
 #include "template/jinja.h"
 
 #include "core/util.h"
@@ -49,11 +50,19 @@ static void step(interp *I) {
         FAIL(I, "the template ran more than %llu steps (an endless loop?)", (unsigned long long)I->max_steps);
 }
 
+/* Work proportional to a length (bytes copied or scanned) counts as steps
+ * too, one per 64 bytes: a template cannot spin on big strings unbudgeted. */
+static void work(interp *I, size_t bytes) {
+    I->steps += bytes / 64;
+    step(I);
+}
+
 /* ----------------------------------------------------------------- output */
 
 /* ob_put(I, b, "", 0) gives an empty buffer its (NUL-terminated) storage. */
 static void ob_put(interp *I, obuf *b, const char *s, size_t n) {
     if (!n && b->p) return;
+    if (n >= 64) work(I, n);
     if (b->n + n > I->max_out) FAIL(I, "the output grew beyond %zu bytes", I->max_out);
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 256;
@@ -77,6 +86,7 @@ static jv *mk(interp *I, vkind k) {
     return v;
 }
 static jv *mkstr(interp *I, const char *p, size_t n) {
+    if (n >= 64) work(I, n);
     jv *v = mk(I, V_STR);
     v->s.p = ar_strndup(&I->ar, p, n);
     v->s.n = n;
@@ -276,6 +286,7 @@ static size_t u8count(const char *s, size_t n) {
 
 /* Byte offsets of each code point (n+1 entries, the last is the length). */
 static size_t *u8offsets(interp *I, const char *s, size_t n, size_t *count) {
+    work(I, n);
     size_t c = u8count(s, n);
     size_t *o = ar_alloc(&I->ar, (c + 1) * sizeof *o);
     size_t i = 0, k = 0;
@@ -369,6 +380,7 @@ static void put_str(interp *I, obuf *b, const jv *v) {
 }
 
 static void put_str_repr(interp *I, obuf *b, const char *s, size_t n) {
+    work(I, n);
     bool sq = memchr(s, '\'', n) != NULL, dq = memchr(s, '"', n) != NULL;
     char quote = sq && !dq ? '"' : '\'';
     ob_put(I, b, &quote, 1);
@@ -459,6 +471,7 @@ typedef struct json_opts {
 } json_opts;
 
 static void json_str(interp *I, obuf *b, const char *s, size_t n, bool ascii) {
+    work(I, n);
     ob_puts(I, b, "\"");
     for (size_t i = 0; i < n;) {
         unsigned char c = (unsigned char)s[i];
@@ -649,10 +662,20 @@ static int cmp_values(interp *I, const jv *a, const jv *b, bool ci) {
 /* ----------------------------------------------------------- containers */
 
 /* Items of an iterable as a list: list itself, dict keys, string chars. */
+/* Take up to `upto` more items of an iterator (generator, reverse iterator):
+ * Python's iterators run once, so what is taken is gone for the next use. */
+static jv *take_iter(interp *I, jv *v, size_t upto) {
+    jv *l = mklist(I);
+    while (v->l.used < v->l.n && l->l.n < upto) lpush(I, l, v->l.a[v->l.used++]);
+    return l;
+}
+
+static bool is_iter(const jv *v) { return v->k == V_LIST && (v->l.lazy == L_GEN || v->l.lazy == L_REVITER); }
+
 static jv *iter_list(interp *I, jv *v) {
     switch (v->k) {
     case V_UNDEF: return mklist(I);
-    case V_LIST: return v;
+    case V_LIST: return is_iter(v) ? take_iter(I, v, SIZE_MAX) : v;
     case V_DICT: {
         if (v->d.kind != D_DICT) FAIL(I, "'%s' object is not iterable", type_name(v));
         jv *l = mklist(I);
@@ -660,6 +683,7 @@ static jv *iter_list(interp *I, jv *v) {
         return l;
     }
     case V_STR: {
+        work(I, v->s.n * 16); /* a list of one-character strings */
         jv *l = mklist(I);
         for (size_t i = 0; i < v->s.n;) {
             size_t j = i;
@@ -676,7 +700,7 @@ static jv *iter_list(interp *I, jv *v) {
 static int64_t length_of(interp *I, const jv *v) {
     switch (v->k) {
     case V_UNDEF: return 0;
-    case V_STR: return (int64_t)u8count(v->s.p, v->s.n);
+    case V_STR: work(I, v->s.n); return (int64_t)u8count(v->s.p, v->s.n);
     case V_LIST:
         if (v->l.lazy == L_GEN || v->l.lazy == L_REVITER) FAIL(I, "object of type '%s' has no len()", type_name(v));
         return (int64_t)v->l.n;
@@ -691,12 +715,20 @@ static bool contains(interp *I, jv *hay, jv *needle) {
     case V_STR:
         if (needle->k != V_STR) FAIL(I, "'in <string>' requires string as left operand, not %s", type_name(needle));
         if (!needle->s.n) return true;
-        for (size_t i = 0; i + needle->s.n <= hay->s.n; i++)
-            if (!memcmp(hay->s.p + i, needle->s.p, needle->s.n)) return true;
-        return false;
+        work(I, hay->s.n);
+        return memmem(hay->s.p, hay->s.n, needle->s.p, needle->s.n) != NULL;
     case V_LIST:
-        for (size_t i = 0; i < hay->l.n; i++)
+        if (is_iter(hay)) { /* consumed up to the match */
+            while (hay->l.used < hay->l.n) {
+                step(I);
+                if (equals(hay->l.a[hay->l.used++], needle)) return true;
+            }
+            return false;
+        }
+        for (size_t i = 0; i < hay->l.n; i++) {
+            step(I);
             if (equals(hay->l.a[i], needle)) return true;
+        }
         return false;
     case V_DICT:
         if (hay->d.kind == D_DICT) return dslot(hay, needle) != NULL;
@@ -872,6 +904,7 @@ static jv *do_slice(interp *I, jv *obj, jv *a, jv *b, jv *c) {
 
 static jv *html_escape(interp *I, jv *s) {
     if (s->markup) return s;
+    work(I, s->s.n);
     obuf o = {0};
     ob_put(I, &o, "", 0);
     for (size_t i = 0; i < s->s.n; i++) {
@@ -1036,7 +1069,18 @@ static void percent_format(interp *I, obuf *o, const jv *fmt, jv *args) {
         }
         char spec[32] = "%";
         size_t sn = 1;
-        while (i < fmt->s.n && strchr("-+ #0123456789.", fmt->s.p[i]) && sn < 20) spec[sn++] = fmt->s.p[i++];
+        while (i < fmt->s.n && fmt->s.p[i] && strchr("-+ #0", fmt->s.p[i]) && sn < 8) spec[sn++] = fmt->s.p[i++];
+        for (int part = 0; part < 2; part++) { /* width, then .precision: at most 4 digits each */
+            if (part == 1) {
+                if (i >= fmt->s.n || fmt->s.p[i] != '.') break;
+                spec[sn++] = fmt->s.p[i++];
+            }
+            int digits = 0;
+            while (i < fmt->s.n && fmt->s.p[i] >= '0' && fmt->s.p[i] <= '9') {
+                if (++digits > 4) FAIL(I, "format: a width or precision above 9999 is not supported");
+                spec[sn++] = fmt->s.p[i++];
+            }
+        }
         if (i >= fmt->s.n) FAIL(I, "incomplete format");
         char conv = fmt->s.p[i];
         jv *x;
@@ -1047,7 +1091,7 @@ static void percent_format(interp *I, obuf *o, const jv *fmt, jv *args) {
             if (ai++) FAIL(I, "not enough arguments for format string");
             x = args;
         }
-        char buf[128];
+        char buf[10500]; /* %.9999f of 1e308 fits */
         if (conv == 's' || conv == 'r') {
             obuf t = {0};
             if (conv == 's')
@@ -1059,8 +1103,7 @@ static void percent_format(interp *I, obuf *o, const jv *fmt, jv *args) {
             if (sn == 2) {
                 ob_put(I, o, t.p, t.n);
             } else {
-                size_t need = t.n + 64;
-                for (size_t k = 1; k < sn; k++) need += (size_t)(spec[k] >= '0' && spec[k] <= '9') * 1000;
+                size_t need = t.n + 10000 + 1;
                 char *tmp = ar_alloc(&I->ar, need);
                 snprintf(tmp, need, spec, t.p ? t.p : "");
                 ob_puts(I, o, tmp);
@@ -1164,6 +1207,7 @@ static jv *strip_str(interp *I, const jv *s, const char *chars, size_t cn, bool 
 }
 
 static jv *split_str(interp *I, const jv *s, const char *sep, size_t sn, int64_t maxsplit, bool from_right) {
+    work(I, s->s.n);
     jv *l = mklist(I);
     const char *p = s->s.p;
     size_t n = s->s.n;
@@ -1248,6 +1292,7 @@ static jv *split_str(interp *I, const jv *s, const char *sep, size_t sn, int64_t
 }
 
 static jv *replace_str(interp *I, const jv *s, const char *old, size_t on, const char *nw, size_t nn, int64_t count) {
+    work(I, s->s.n);
     obuf o = {0};
     ob_put(I, &o, "", 0);
     const char *p = s->s.p;
@@ -1283,6 +1328,7 @@ static jv *replace_str(interp *I, const jv *s, const char *old, size_t on, const
 
 /* mode 0 upper, 1 lower, 2 capitalize, 3 title (Python's str.title), 4 swapcase; ASCII letters. */
 static jv *case_str(interp *I, const jv *s, int mode) {
+    work(I, s->s.n);
     char *r = ar_strndup(&I->ar, s->s.p, s->s.n);
     bool prev_cased = false;
     for (size_t i = 0; i < s->s.n; i++) {
@@ -1417,6 +1463,7 @@ static jv *str_method_plain(interp *I, jv *s, const char *m, args *a) {
         const char *sub = arg_str(I, a, 0, "sub", NULL, &n1);
         if (!sub) FAIL(I, "%s() takes at least 1 argument", m);
         if (arg(a, 1, NULL)) FAIL(I, "%s() with start/end arguments is not supported", m);
+        work(I, s->s.n);
         int64_t found = -1, cnt = 0;
         for (size_t i = 0; i + n1 <= s->s.n;) {
             if (!memcmp(s->s.p + i, sub, n1)) {
@@ -1840,9 +1887,8 @@ static jv *apply_filter(interp *I, const char *f, jv *v, args *a) {
     }
     if (!strcmp(f, "first") || !strcmp(f, "last")) {
         if (v->k == V_UNDEF) return mkundef(I, f[0] == 'f' ? "'No first item, sequence was empty.'" : "'No last item, sequence was empty.'");
-        jv *l = iter_list(I, v);
-        if (f[0] == 'l' && (l->l.lazy == L_GEN || l->l.lazy == L_REVITER))
-            FAIL(I, "'%s' object is not reversible", type_name(l));
+        if (f[0] == 'l' && is_iter(v)) FAIL(I, "'%s' object is not reversible", type_name(v));
+        jv *l = is_iter(v) ? take_iter(I, v, f[0] == 'f' ? 1 : SIZE_MAX) : iter_list(I, v);
         if (!l->l.n) return mkundef(I, f[0] == 'f' ? "'No first item, sequence was empty.'" : "'No last item, sequence was empty.'");
         return l->l.a[f[0] == 'f' ? 0 : l->l.n - 1];
     }
@@ -1912,7 +1958,10 @@ static jv *apply_filter(interp *I, const char *f, jv *v, args *a) {
             jv *k = at && at->k == V_STR ? attr_path(I, l->l.a[i], at->s.p) : l->l.a[i];
             if (!cs && k->k == V_STR) k = case_str(I, k, 1);
             bool dup = false;
-            for (size_t j = 0; j < seen->l.n && !dup; j++) dup = equals(seen->l.a[j], k);
+            for (size_t j = 0; j < seen->l.n && !dup; j++) {
+                step(I);
+                dup = equals(seen->l.a[j], k);
+            }
             if (!dup) {
                 lpush(I, seen, k);
                 lpush(I, r, l->l.a[i]);
@@ -1935,7 +1984,7 @@ static jv *apply_filter(interp *I, const char *f, jv *v, args *a) {
         jv *l = iter_list(I, v), *r = mklist(I);
         for (size_t i = l->l.n; i > 0; i--) lpush(I, r, l->l.a[i - 1]);
         /* reversed() of a list is an iterator; of anything else jinja2 makes a list */
-        r->l.lazy = l->l.lazy == L_LIST && v->k == V_LIST ? L_REVITER : L_LIST;
+        r->l.lazy = v->k == V_DICT || (v->k == V_LIST && !is_iter(v)) ? L_REVITER : L_LIST;
         return r;
     }
     if (!strcmp(f, "map")) {

@@ -358,6 +358,11 @@ SNIPPETS = [
     "{{ m|selectattr('role', 'equalto', 'user')|list }}|{{ m|rejectattr('role', 'eq', 'user')|map(attribute='n')|list }}|{{ m|selectattr('n')|list|length }}",
     "{{ z|selectattr('x')|list }}|{{ undefined_var|map(attribute='x')|list }}|{% if e|select %}gen{% endif %}",
     "{{ (m|selectattr('role'))|length }}", "{{ l|last }}",
+    # iterators run once
+    "{% set g = l|select('odd') %}{{ g|list }}{{ g|list }}|{% set h = l|map('string') %}{{ h|first }}{{ h|join(',') }}",
+    "{% set g = l|map('string') %}{{ '1' in g }}{{ g|list }}|{% set r = l|reverse %}{{ r|list }}{{ r|list }}",
+    "{% set g = m|selectattr('role') %}{% for x in g %}{{ x.n }}{% endfor %}{% for x in g %}{{ x.n }}{% endfor %}.",
+    "{{ (l|select('odd'))|reverse|list }}|{{ d|reverse|list }}|{{ (l|map('string'))|sort }}|{{ (d.items())|reverse|list }}",
     "{{ 'a\\nb\\n\\nc'|indent }}|{{ 'a\\nb'|indent(2, true) }}|{{ 'a\\n\\nb'|indent('> ', blank=true) }}|{{ 'x'|indent(first=true) }}",
     "{{ 'a<b>&\"\\''|e }}|{{ 'a<b'|escape }}|{{ 'x'|safe }}|{{ '%s-%s'|format('a', 2) }}|{{ d|attr('a') }}",
     "{{ 'a'|safe + '<' }}|{{ '<' + 'b'|safe }}|{{ ('<a'|safe)[0:1] + '<' }}|{{ 'a'|safe ~ '<' }}|{{ ('x'|safe).replace('x', '<') }}",

@@ -43,6 +43,12 @@ TT_TEST(endless_loops_stop_at_the_step_budget) {
     TT_CHECK(fails_with("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", &o,
                         "steps"));
     TT_CHECK(fails_with("{% macro f(k) %}{{ f(k + 1) }}{% endmacro %}{{ f(0) }}", &o, "deeply"));
+    /* work on big strings counts: 100,000 searches of a 4 MB string would take minutes */
+    TT_CHECK(fails_with("{% set big = 'x' * 4000000 %}{% for i in range(100000) %}{% if 'zz' in big %}{% endif %}"
+                        "{% endfor %}",
+                        NULL, "steps"));
+    TT_CHECK(fails_with("{% set big = 'ab' * 2000000 %}{% for i in range(100000) %}{{ big|length }}{% endfor %}",
+                        NULL, "steps"));
 }
 
 TT_TEST(output_and_memory_budgets) {
