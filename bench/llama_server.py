@@ -73,6 +73,43 @@ def works(binary: str) -> bool:
     return p.returncode == 0
 
 
+def unpack(root: str, version: str, logf) -> str:
+    """Download llama-cpp-python's sdist (pip download) and unpack its
+    vendor/llama.cpp under root/src, once; returns the tree's path. The
+    caller holds root/.lock."""
+    dl = os.path.join(root, "sdist")
+    sdists = glob.glob(os.path.join(dl, f"llama_cpp_python-{version}.tar.gz"))
+    if not sdists:
+        os.makedirs(dl, exist_ok=True)
+        log("downloading the source distribution (pip download)")
+        run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-deps",
+             "--no-binary", ":all:", f"llama-cpp-python=={version}", "-d", dl], logf)
+        sdists = glob.glob(os.path.join(dl, f"llama_cpp_python-{version}.tar.gz"))
+        if not sdists:
+            raise RuntimeError(f"pip download left no llama_cpp_python-{version}.tar.gz in {dl}")
+    src = os.path.join(root, "src")
+    top = os.path.join(src, f"llama_cpp_python-{version}", "vendor", "llama.cpp")
+    if not os.path.exists(os.path.join(top, "tools", "server", "CMakeLists.txt")):
+        log("unpacking vendor/llama.cpp")
+        shutil.rmtree(src, ignore_errors=True)
+        prefix = f"llama_cpp_python-{version}/vendor/llama.cpp/"
+        with tarfile.open(sdists[0]) as tf:
+            members = [m for m in tf.getmembers() if m.name.startswith(prefix)]
+            tf.extractall(src, members=members, filter="data")
+    return top
+
+
+def source_tree(version: str = DEFAULT_VERSION, cache: str = None) -> str:
+    """The llama.cpp source tree of llama-cpp-python==version (its grammars/,
+    ...), downloaded and unpacked the way ensure() does, without building."""
+    root = os.path.join(cache or default_cache(), f"llama-server-{version}")
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with open(os.path.join(root, "build.log"), "a") as logf:
+            return unpack(root, version, logf)
+
+
 def ensure(version: str = DEFAULT_VERSION, cache: str = None, jobs: int = 2, rebuild: bool = False) -> str:
     """Path of a working llama-server built from llama-cpp-python==version."""
     root = os.path.join(cache or default_cache(), f"llama-server-{version}")
@@ -94,25 +131,7 @@ def ensure(version: str = DEFAULT_VERSION, cache: str = None, jobs: int = 2, reb
         if os.path.exists(stamp_path):
             os.remove(stamp_path)
         with open(os.path.join(root, "build.log"), "a") as logf:
-            dl = os.path.join(root, "sdist")
-            sdists = glob.glob(os.path.join(dl, f"llama_cpp_python-{version}.tar.gz"))
-            if not sdists:
-                os.makedirs(dl, exist_ok=True)
-                log("downloading the source distribution (pip download)")
-                run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-deps",
-                     "--no-binary", ":all:", f"llama-cpp-python=={version}", "-d", dl], logf)
-                sdists = glob.glob(os.path.join(dl, f"llama_cpp_python-{version}.tar.gz"))
-                if not sdists:
-                    raise RuntimeError(f"pip download left no llama_cpp_python-{version}.tar.gz in {dl}")
-            src = os.path.join(root, "src")
-            top = os.path.join(src, f"llama_cpp_python-{version}", "vendor", "llama.cpp")
-            if not os.path.exists(os.path.join(top, "tools", "server", "CMakeLists.txt")):
-                log("unpacking vendor/llama.cpp")
-                shutil.rmtree(src, ignore_errors=True)
-                prefix = f"llama_cpp_python-{version}/vendor/llama.cpp/"
-                with tarfile.open(sdists[0]) as tf:
-                    members = [m for m in tf.getmembers() if m.name.startswith(prefix)]
-                    tf.extractall(src, members=members, filter="data")
+            top = unpack(root, version, logf)
             build = os.path.join(root, "build")
             log("configuring (cmake)")
             run(["cmake", "-S", top, "-B", build] + CMAKE_FLAGS, logf)

@@ -25,6 +25,7 @@ typedef struct gset {
     uint32_t off, n;
     uint32_t pval;
     uint8_t pneed; /* continuation bytes the partial character still needs */
+    uint8_t plen;  /* and its whole length in bytes */
     bool complete;
 } gset;
 
@@ -230,35 +231,45 @@ static gset advance_cp(gmatch *m, gset in, uint32_t c) {
     return out;
 }
 
+/* Whether a partial character (value so far, continuation bytes still
+ * needed, its whole length) can still become a valid code point that some
+ * stack matches: UTF-8 as RFC 3629 has it (no overlong forms, no
+ * surrogates, nothing above U+10FFFF), so the text is always valid UTF-8. */
+static bool partial_alive(const gmatch *m, const gset *p) {
+    static const uint32_t min_of_len[5] = {0, 0, 0x80, 0x800, 0x10000};
+    uint32_t lo = p->pval << (6 * p->pneed), hi = lo | ((1u << (6 * p->pneed)) - 1);
+    if (lo < min_of_len[p->plen]) lo = min_of_len[p->plen];
+    if (hi > 0x10ffff) hi = 0x10ffff;
+    if (lo > hi || (lo >= 0xd800 && hi <= 0xdfff)) return false;
+    for (uint32_t i = 0; i < p->n; i++)
+        if (meets_range(m->g->el, m->nodes[m->arena[p->off + i]].pos, lo, hi)) return true;
+    return false;
+}
+
 /* The state after one byte. A dead state has no stacks and is not complete. */
 static gset advance_byte(gmatch *m, gset in, uint8_t b) {
     gset dead = {.off = m->n_arena};
+    gset p = in;
     if (in.pneed == 0) {
         if (b < 0x80) return advance_cp(m, in, b);
-        gset p = in;
         p.complete = false;
         if (b >= 0xc2 && b <= 0xdf) p.pneed = 1, p.pval = b & 0x1f;
         else if (b >= 0xe0 && b <= 0xef) p.pneed = 2, p.pval = b & 0x0f;
         else if (b >= 0xf0 && b <= 0xf4) p.pneed = 3, p.pval = b & 0x07;
         else return dead;
-        /* alive only if a stack may match a code point with this prefix */
-        const uint32_t lo = p.pval << (6 * p.pneed), hi = lo | ((1u << (6 * p.pneed)) - 1);
-        for (uint32_t i = 0; i < p.n; i++)
-            if (meets_range(m->g->el, m->nodes[m->arena[p.off + i]].pos, lo, hi)) return p;
-        return dead;
+        p.plen = (uint8_t)(p.pneed + 1);
+        return partial_alive(m, &p) ? p : dead;
     }
     if ((b & 0xc0) != 0x80) return dead;
-    gset p = in;
     p.pval = p.pval << 6 | (b & 0x3f);
-    if (--p.pneed == 0) {
+    p.pneed--;
+    if (!partial_alive(m, &p)) return dead; /* also checks a complete character's range */
+    if (p.pneed == 0) {
         gset q = in;
-        q.pneed = 0;
+        q.pneed = q.plen = 0;
         return advance_cp(m, q, p.pval);
     }
-    const uint32_t lo = p.pval << (6 * p.pneed), hi = lo | ((1u << (6 * p.pneed)) - 1);
-    for (uint32_t i = 0; i < p.n; i++)
-        if (meets_range(m->g->el, m->nodes[m->arena[p.off + i]].pos, lo, hi)) return p;
-    return dead;
+    return p;
 }
 
 static inline bool alive(gset s) { return s.n > 0 || s.complete; }

@@ -94,6 +94,19 @@ TT_TEST(llama_cpp_syntax) {
     TT_CHECK_EQ_INT(match(g, "\x80"), 0); /* not UTF-8 */
     tr_grammar_free(g);
 
+    /* only valid UTF-8: no overlong forms, surrogates or code points above U+10FFFF */
+    g = compile("root ::= [^\"]*\n");
+    TT_CHECK(g != NULL);
+    if (!g) return;
+    TT_CHECK_EQ_INT(match(g, "\xf0\x9f\x98\x80\xc3\xa9\xe6\x97\xa5"), 2);
+    TT_CHECK_EQ_INT(match(g, "\xc0\x80"), 0);
+    TT_CHECK_EQ_INT(match(g, "\xe0\x81"), 0);
+    TT_CHECK_EQ_INT(match(g, "\xe0\xa0"), 1);
+    TT_CHECK_EQ_INT(match(g, "\xed\xa0\x80"), 0);
+    TT_CHECK_EQ_INT(match(g, "\xf4\x90\x80\x80"), 0);
+    TT_CHECK_EQ_INT(match(g, "\xf0\x8f\xbf\xbf"), 0);
+    tr_grammar_free(g);
+
     /* {m}, {m,}, {,n}-style via {0,n}, empty alternatives, rules used before they are defined */
     g = compile("root ::= a{2} b{2,} c{0,2} d\na ::= \"a\"\nb ::= \"b\"\nc ::= \"c\"\nd ::= \"d\" |\n");
     TT_CHECK(g != NULL);
