@@ -242,6 +242,7 @@ static bool parse_prompt(json_t *root, int32_t n_vocab, srv_request *r, srv_erro
 }
 
 static bool parse_speculative(json_t *root, srv_request *r, srv_error *e);
+static bool parse_constraint(json_t *root, srv_request *r, srv_error *e);
 
 static bool parse_stop(json_t *root, srv_request *r, srv_error *e) {
     json_t *s = field(root, "stop");
@@ -343,13 +344,6 @@ static bool parse_fields(json_t *root, srv_kind kind, const char *model_id, int3
         json_t *tools = field(root, "tools");
         if (tools && (!json_is_array(tools) || json_array_size(tools) > 0))
             return BAD("tools", "'tools' (function calling) is not supported");
-        json_t *rf = field(root, "response_format");
-        if (rf) {
-            json_t *t = json_is_object(rf) ? json_object_get(rf, "type") : NULL;
-            if (!json_is_string(t)) return BAD("response_format", "'response_format' must be an object with a string 'type'");
-            if (strcmp(json_string_value(t), "text"))
-                return BAD("response_format", "'response_format' type '%s' is not supported: only \"text\"", json_string_value(t));
-        }
     } else {
         /* The legacy endpoint: logprobs is the number of alternatives (0..5). */
         if (!get_int(root, "logprobs", 0, 5, &x, &given, e)) return false;
@@ -364,7 +358,81 @@ static bool parse_fields(json_t *root, srv_kind kind, const char *model_id, int3
         if (suffix && (!json_is_string(suffix) || json_string_length(suffix) > 0))
             return BAD("suffix", "'suffix' (insertion) is not supported");
     }
-    return parse_stop(root, r, e);
+    return parse_constraint(root, r, e) && parse_stop(root, r, e);
+}
+
+/* A grammar from GBNF text, or from a JSON schema (NULL: any JSON object);
+ * errors are the compiler's, under the field's name. */
+static bool compile_into(srv_request *r, const char *param, const char *gbnf, json_t *schema, srv_error *e) {
+    tr_error err = {{0}};
+    char *text = NULL;
+    tr_status st = TR_OK;
+    if (!gbnf) {
+        char *js = schema ? json_dumps(schema, JSON_ENCODE_ANY | JSON_COMPACT) : strdup("{\"type\":\"object\"}");
+        if (!js) return oom(e);
+        st = tr_json_schema_to_gbnf(js, strlen(js), &text, &err);
+        free(js);
+    }
+    if (st == TR_OK) st = tr_grammar_parse(gbnf ? gbnf : text, strlen(gbnf ? gbnf : text), &r->grammar, &err);
+    free(text);
+    if (st == TR_ERR_NOMEM) return oom(e);
+    if (st != TR_OK) return BAD(param, "'%s': %s", param, err.msg);
+    return true;
+}
+
+/* The output's constraint: "grammar" (llama-server's GBNF), "json_schema"
+ * (llama-server's), or OpenAI's "response_format": {"type": "text"},
+ * {"type": "json_object"} (any JSON object; llama-server's optional
+ * "schema" too), {"type": "json_schema", "json_schema": {"name", "schema",
+ * "strict"}}. At most one of them. */
+static bool parse_constraint(json_t *root, srv_request *r, srv_error *e) {
+    json_t *g = field(root, "grammar"), *js = field(root, "json_schema"), *rf = field(root, "response_format");
+    if (g && json_is_null(g)) g = NULL;
+    if (js && json_is_null(js)) js = NULL;
+    if (rf && json_is_null(rf)) rf = NULL;
+    if (rf) {
+        json_t *t = json_is_object(rf) ? json_object_get(rf, "type") : NULL;
+        if (!json_is_string(t)) return BAD("response_format", "'response_format' must be an object with a string 'type'");
+        if (!strcmp(json_string_value(t), "text")) rf = NULL;
+    }
+    if (!!g + !!js + !!rf > 1)
+        return BAD(g ? "grammar" : "json_schema", "give at most one of 'grammar', 'json_schema' and 'response_format'");
+    if (g) {
+        if (!json_is_string(g)) return BAD("grammar", "'grammar' must be a string (GBNF), not %s", json_kind(g));
+        if (json_string_length(g) == 0) return true;
+        return compile_into(r, "grammar", json_string_value(g), NULL, e);
+    }
+    if (js) {
+        if (!json_is_object(js) && !json_is_boolean(js))
+            return BAD("json_schema", "'json_schema' must be a JSON schema (an object), not %s", json_kind(js));
+        return compile_into(r, "json_schema", NULL, js, e);
+    }
+    if (!rf) return true;
+    const char *type = json_string_value(json_object_get(rf, "type"));
+    if (!strcmp(type, "json_object")) {
+        json_t *schema = json_object_get(rf, "schema");
+        if (schema && !json_is_object(schema) && !json_is_boolean(schema))
+            return BAD("response_format.schema", "'response_format.schema' must be a JSON schema (an object)");
+        return compile_into(r, "response_format", NULL, schema, e);
+    }
+    if (!strcmp(type, "json_schema")) {
+        json_t *o = json_object_get(rf, "json_schema");
+        if (!json_is_object(o))
+            return BAD("response_format.json_schema",
+                       "'response_format.json_schema' must be an object with 'name' and 'schema'");
+        json_t *name = json_object_get(o, "name"), *strict = json_object_get(o, "strict");
+        if (name && !json_is_string(name))
+            return BAD("response_format.json_schema.name", "'response_format.json_schema.name' must be a string");
+        if (strict && !json_is_boolean(strict) && !json_is_null(strict))
+            return BAD("response_format.json_schema.strict", "'response_format.json_schema.strict' must be a boolean");
+        json_t *schema = json_object_get(o, "schema");
+        if (schema && !json_is_object(schema) && !json_is_boolean(schema))
+            return BAD("response_format.json_schema.schema",
+                       "'response_format.json_schema.schema' must be a JSON schema (an object)");
+        return compile_into(r, "response_format", NULL, schema, e);
+    }
+    return BAD("response_format",
+               "'response_format' type '%s' is not supported: \"text\", \"json_object\" or \"json_schema\"", type);
 }
 
 /* Speculative decoding settings, llama-server's way: an object
@@ -432,6 +500,7 @@ void srv_request_free(srv_request *r) {
     free(r->prompt_ids);
     for (size_t i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->stop);
+    tr_grammar_free(r->grammar);
     memset(r, 0, sizeof *r);
 }
 
@@ -443,8 +512,9 @@ bool srv_request_copy_settings(const srv_request *src, srv_request *dst) {
     dst->prompt_ids = NULL;
     dst->n_prompt_ids = 0;
     dst->n_stop = 0;
+    dst->grammar = NULL;
     dst->stop = calloc(src->n_stop ? src->n_stop : 1, sizeof *dst->stop);
-    bool ok = dst->stop != NULL;
+    bool ok = dst->stop != NULL && (!src->grammar || (dst->grammar = tr_grammar_clone(src->grammar)));
     for (size_t i = 0; ok && i < src->n_stop; i++) {
         ok = (dst->stop[i] = strdup(src->stop[i])) != NULL;
         dst->n_stop += ok;

@@ -59,6 +59,10 @@ typedef struct srv_request {
     tr_spec_params spec;
     char **stop;               /* owned, none empty */
     size_t n_stop;
+    /* The output's grammar (owned; NULL: free text): from "grammar" (GBNF),
+     * "response_format" (json_object, json_schema) or llama-server's
+     * "json_schema". */
+    tr_grammar *grammar;
 } srv_request;
 
 /* Parse and check a request body. model_id: the name the server answers to
