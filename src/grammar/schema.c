@@ -1,7 +1,8 @@
 /* JSON schema -> GBNF (docs/grammar.md). Each schema becomes a rule; the
  * output is compact JSON with a bounded amount of whitespace between tokens
- * (`ws`: nothing, a space, or a newline and up to 20 spaces or tabs), so a
- * model cannot pad forever. Properties come in the order the schema lists
+ * (`ws`: nothing, a space, or a newline and up to 12 spaces or tabs; none
+ * after the value, where only the end of generation may follow), so a model
+ * cannot pad forever. Properties come in the order the schema lists
  * them, each optional one may be left out; extra properties are not
  * generated (a subset of what the schema allows, always valid against it).
  *
@@ -129,7 +130,7 @@ static bool lit_json(conv *c, sbuf *b, const json_t *v) {
 }
 
 static const char PRIMITIVES[] =
-    "ws ::= | \" \" | \"\\n\" [ \\t]{0,20}\n"
+    "ws ::= | \" \" | \"\\n\" [ \\t]{0,12}\n"
     "jchar ::= [^\"\\\\\\x7F\\x00-\\x1F] | \"\\\\\" ([\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4})\n"
     "jstring ::= \"\\\"\" jchar* \"\\\"\"\n"
     "jint ::= \"-\"? (\"0\" | [1-9] [0-9]{0,15})\n"
@@ -176,6 +177,12 @@ static void digits_same_len(sbuf *b, const char *lo, const char *hi, size_t n) {
     if (n == 0) return;
     if (n == 1) {
         sb_fmt(b, "[%c-%c]", lo[0], hi[0]);
+        return;
+    }
+    bool lo_zeros = true, hi_nines = true;
+    for (size_t i = 1; i < n; i++) lo_zeros &= lo[i] == '0', hi_nines &= hi[i] == '9';
+    if (lo_zeros && hi_nines) { /* every tail: one class, no splitting */
+        sb_fmt(b, "[%c-%c] [0-9]{%zu}", lo[0], hi[0], n - 1);
         return;
     }
     if (lo[0] == hi[0]) {
@@ -359,7 +366,8 @@ static bool rx_atom(rx *r, sbuf *b) {
                     return false;
                 }
                 if (hi < cp) return refuse(r->c, TR_ERR_FORMAT, "'pattern' has a range whose end is below its start");
-                if (!neg && cp <= '\\' && hi >= '"') return refuse(r->c, TR_ERR_UNSUPPORTED, "'pattern' class range includes a quote or backslash");
+                if (!neg && ((cp <= '"' && hi >= '"') || (cp <= '\\' && hi >= '\\')))
+                    return refuse(r->c, TR_ERR_UNSUPPORTED, "'pattern' class range includes a quote or backslash");
                 sb_str(b, "-");
                 rx_class_char(r, b, hi);
             }
@@ -845,7 +853,7 @@ tr_status tr_json_schema_to_gbnf(const char *text, size_t len, char **gbnf, tr_e
     sb_str(&c.out, PRIMITIVES);
     bool ok = c.refs && schema(&c, root, top);
     if (ok) {
-        sb_fmt(&c.out, "root ::= %s ws\n", top);
+        sb_fmt(&c.out, "root ::= %s\n", top); /* nothing after the value: generation ends there */
         if (c.out.oom) ok = refuse(&c, TR_ERR_NOMEM, "out of memory");
     }
     json_decref(c.refs);
