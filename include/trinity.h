@@ -413,6 +413,12 @@ int tr_grammar_match(const tr_grammar *g, const char *text, size_t len);
  * the keyword; docs/grammar.md lists what is supported. Whitespace between
  * tokens is bounded, so a model cannot pad forever. */
 tr_status tr_json_schema_to_gbnf(const char *schema, size_t len, char **gbnf, tr_error *err);
+/* The same as rules to embed in a larger grammar: the schema's value is rule
+ * `rule` (letters and digits), its helper rules are named `rule-rN`; with
+ * `primitives`, the shared JSON rules (ws, jstring, jvalue, ...) are written
+ * too (once per grammar). tr_json_schema_to_gbnf is rule "root" with them. */
+tr_status tr_json_schema_to_gbnf_rule(const char *schema, size_t len, const char *rule, bool primitives,
+                                      char **gbnf, tr_error *err);
 
 /* A vocabulary's tokens as bytes, for grammars (built once, shared by any
  * number of samplers; read-only). */

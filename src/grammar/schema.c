@@ -70,6 +70,7 @@ typedef struct conv {
     json_t *root;      /* for $ref */
     json_t *refs;      /* "#/$defs/x" -> rule name */
     tr_error *err;
+    const char *prefix; /* of the rules' names ("" or a word) */
     tr_status status;
     bool failed;
     int depth;
@@ -92,7 +93,7 @@ static bool refuse(conv *c, tr_status st, const char *fmt, ...) {
 /* A new rule name into name[16]. */
 static bool new_name(conv *c, char *name) {
     if (c->n_rules >= MAX_RULES_OUT) return refuse(c, TR_ERR_UNSUPPORTED, "the schema is too large (more than 20000 rules)");
-    snprintf(name, 16, "r%d", ++c->n_rules);
+    snprintf(name, 40, "r%d", ++c->n_rules);
     return true;
 }
 
@@ -501,7 +502,7 @@ static bool object_schema(conv *c, json_t *s, sbuf *b) {
     const size_t np = props ? json_object_size(props) : 0;
     if (np == 0) {
         if (add && json_is_object(add)) { /* a map: string -> schema */
-            char v[16];
+            char v[40];
             if (!schema(c, add, v)) return false;
             sb_fmt(b, "\"{\" ws (jstring ws \":\" ws %s ws (\",\" ws jstring ws \":\" ws %s ws)*)? \"}\"", v, v);
         } else if (add && json_is_false(add)) {
@@ -513,8 +514,8 @@ static bool object_schema(conv *c, json_t *s, sbuf *b) {
     }
     /* Properties in order. first_i: nothing written yet, properties i..;
      * after_i: something written, properties i.. (each preceded by ","). */
-    char (*kv)[16] = calloc(np, sizeof *kv), (*first)[16] = calloc(np + 1, sizeof *first),
-         (*after)[16] = calloc(np + 1, sizeof *after);
+    char (*kv)[40] = calloc(np, sizeof *kv), (*first)[40] = calloc(np + 1, sizeof *first),
+         (*after)[40] = calloc(np + 1, sizeof *after);
     bool *opt = calloc(np, sizeof *opt);
     bool ok = kv && first && after && opt;
     if (!ok) refuse(c, TR_ERR_NOMEM, "out of memory");
@@ -523,7 +524,7 @@ static bool object_schema(conv *c, json_t *s, sbuf *b) {
     size_t j = 0;
     json_object_foreach(props, k, v) {
         if (!ok) break;
-        char vn[16];
+        char vn[40];
         ok = schema(c, v, vn) && new_name(c, kv[j]);
         if (!ok) break;
         sbuf body = {0};
@@ -574,7 +575,7 @@ static bool array_schema(conv *c, json_t *s, sbuf *b) {
     if (!get_count(c, s, "minItems", &mn, 0) || !get_count(c, s, "maxItems", &mx, -1)) return false;
     if (mx >= 0 && mx < mn) return refuse(c, TR_ERR_FORMAT, "maxItems is below minItems");
     if (mx > MAX_COUNT) return refuse(c, TR_ERR_UNSUPPORTED, "'maxItems' above %d is not supported", MAX_COUNT);
-    char it[16];
+    char it[40];
     if (items && json_is_false(items)) {
         if (mn > 0) return refuse(c, TR_ERR_FORMAT, "'items: false' with minItems > 0");
         sb_str(b, "\"[\" ws \"]\"");
@@ -675,7 +676,7 @@ static bool alternatives(conv *c, json_t *list, const char *kw, sbuf *b) {
     json_t *x;
     sb_str(b, "(");
     json_array_foreach(list, i, x) {
-        char n[16];
+        char n[40];
         if (!schema(c, x, n)) return false;
         if (i) sb_str(b, " | ");
         sb_str(b, n);
@@ -692,7 +693,7 @@ static bool ref_schema(conv *c, json_t *s, char *name) {
     const char *ref = json_string_value(r);
     json_t *known = json_object_get(c->refs, ref);
     if (known) {
-        snprintf(name, 16, "%s", json_string_value(known));
+        snprintf(name, 40, "%s", json_string_value(known));
         return true;
     }
     const char *defs = NULL, *key = NULL;
@@ -702,13 +703,13 @@ static bool ref_schema(conv *c, json_t *s, char *name) {
     json_t *target = json_object_get(json_object_get(c->root, defs), key);
     if (!target) return refuse(c, TR_ERR_FORMAT, "'$ref' to '%s', which is not defined", ref);
     /* The rule's name is known before its body: recursive references work. */
-    char rn[16];
+    char rn[40];
     if (!new_name(c, rn)) return false;
     json_object_set_new(c->refs, ref, json_string(rn));
-    char body[16];
+    char body[40];
     if (!schema(c, target, body)) return false;
     put_rule(c, rn, body);
-    snprintf(name, 16, "%s", rn);
+    snprintf(name, 40, "%s", rn);
     return true;
 }
 
@@ -719,7 +720,7 @@ static bool schema(conv *c, json_t *s, char *name) {
     bool ok = false;
     sbuf b = {0};
     if (json_is_true(s)) {
-        snprintf(name, 16, "jvalue");
+        snprintf(name, 40, "jvalue");
         c->depth--;
         return true;
     }
@@ -793,7 +794,7 @@ static bool schema(conv *c, json_t *s, char *name) {
             refuse(c, TR_ERR_UNSUPPORTED, "'allOf' with other than one schema");
             goto out;
         }
-        char n[16];
+        char n[40];
         ok = schema(c, json_array_get(all, 0), n);
         if (ok) sb_str(&b, n);
     } else if (json_is_array(type)) {
@@ -842,18 +843,25 @@ out:
     return ok && !c->failed;
 }
 
-tr_status tr_json_schema_to_gbnf(const char *text, size_t len, char **gbnf, tr_error *err) {
-    if (!gbnf) return tr_err_set(err, TR_ERR_ARG, "json schema: no output pointer");
+tr_status tr_json_schema_to_gbnf_rule(const char *text, size_t len, const char *rule, bool primitives, char **gbnf,
+                                      tr_error *err) {
+    if (!gbnf || !rule) return tr_err_set(err, TR_ERR_ARG, "json schema: no output pointer or rule name");
     *gbnf = NULL;
+    size_t rl = strlen(rule);
+    if (rl == 0 || rl > 24) return tr_err_set(err, TR_ERR_ARG, "json schema: the rule name must be 1 to 24 characters");
+    for (size_t i = 0; i < rl; i++)
+        if (!((rule[i] >= 'a' && rule[i] <= 'z') || (rule[i] >= 'A' && rule[i] <= 'Z') || (rule[i] >= '0' && rule[i] <= '9')))
+            return tr_err_set(err, TR_ERR_ARG, "json schema: the rule name must be letters and digits");
     json_error_t je;
     json_t *root = json_loadb(text ? text : "", text ? len : 0, JSON_DECODE_ANY, &je);
     if (!root) return tr_err_set(err, TR_ERR_FORMAT, "json schema: not valid JSON: %s (line %d)", je.text, je.line);
-    conv c = {.root = root, .refs = json_object(), .err = err};
-    char top[16];
-    sb_str(&c.out, PRIMITIVES);
+    const bool is_root = !strcmp(rule, "root");
+    conv c = {.root = root, .refs = json_object(), .err = err, .prefix = is_root ? "" : rule};
+    char top[40];
+    if (primitives) sb_str(&c.out, PRIMITIVES);
     bool ok = c.refs && schema(&c, root, top);
     if (ok) {
-        sb_fmt(&c.out, "root ::= %s\n", top); /* nothing after the value: generation ends there */
+        sb_fmt(&c.out, "%s ::= %s\n", rule, top); /* nothing after the value: generation ends there */
         if (c.out.oom) ok = refuse(&c, TR_ERR_NOMEM, "out of memory");
     }
     json_decref(c.refs);
@@ -865,4 +873,8 @@ tr_status tr_json_schema_to_gbnf(const char *text, size_t len, char **gbnf, tr_e
     }
     *gbnf = c.out.s;
     return TR_OK;
+}
+
+tr_status tr_json_schema_to_gbnf(const char *text, size_t len, char **gbnf, tr_error *err) {
+    return tr_json_schema_to_gbnf_rule(text, len, "root", true, gbnf, err);
 }
