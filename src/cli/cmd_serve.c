@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "gen.h"
 #include "server/server.h"
+#include "server/tools.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -252,6 +253,9 @@ static void *load_main(void *arg) {
         .submit = e_submit, .step = e_step, .take = e_take, .logits = e_logits, .release = e_release,
         .kv_stats = e_kv_stats, .tokenize = e_tokenize, .chat_format = e_chat, .piece = e_piece,
     };
+    tr_str tmpl = {0};
+    const bool has_tmpl = tr_gguf_get_str(tr_model_gguf(l->eng.model), "tokenizer.chat_template", &tmpl);
+    se.tool_format = (int)srv_tool_format_detect(has_tmpl ? tmpl.ptr : NULL, has_tmpl ? (size_t)tmpl.len : 0);
     if (srv_set_engine(l->srv, &se, &l->err) != TR_OK) goto done;
     tr_kv_stats ks;
     tr_context_kv_stats(tr_engine_context(l->eng.eng), &ks);

@@ -93,7 +93,7 @@ static bool refuse(conv *c, tr_status st, const char *fmt, ...) {
 /* A new rule name into name[16]. */
 static bool new_name(conv *c, char *name) {
     if (c->n_rules >= MAX_RULES_OUT) return refuse(c, TR_ERR_UNSUPPORTED, "the schema is too large (more than 20000 rules)");
-    snprintf(name, 40, "r%d", ++c->n_rules);
+    snprintf(name, 40, "%s%sr%d", c->prefix, *c->prefix ? "-" : "", ++c->n_rules);
     return true;
 }
 

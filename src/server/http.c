@@ -23,6 +23,7 @@
 #include "http1.h"
 #include "sched.h"
 #include "server.h"
+#include "tools.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -492,6 +493,9 @@ typedef struct stream {
     srv_buf text;  /* a chunk's text, copied out of its job */
     srv_token_lp *lp;
     size_t n_lp, cap_lp;
+    /* tools: the text is held back and parsed for tool calls at the end */
+    const srv_request *tools;
+    srv_buf held[SRV_MAX_CHOICES];
 } stream;
 
 static bool emit(stream *st, json_t *o) {
@@ -580,6 +584,25 @@ static bool stream_choice_news(stream *st, int i, bool *failed) {
     if (!ok) return false;
     srv_result r = result_base(st->s, st->kind, st->id, st->created);
     r.index = i;
+    if (st->tools) { /* held back until the end: is it content or calls? */
+        if (!srv_buf_append(&st->held[i], st->text.p ? st->text.p : "", st->text.len)) return false;
+        st->text.len = 0;
+        if (nw.done && !nw.failed) {
+            srv_tool_call *calls = NULL;
+            size_t content_len = 0;
+            const srv_buf *h = &st->held[i];
+            size_t n = srv_tools_parse(st->tools, (srv_tool_format)st->s->eng.tool_format, h->p ? h->p : "", h->len,
+                                       &calls, &content_len);
+            srv_result t = r;
+            t.text = h->p ? h->p : "";
+            t.text_len = n ? content_len : h->len;
+            t.calls = calls;
+            t.n_calls = n;
+            if (t.text_len || n) ok &= emit(st, srv_chunk_json(&t));
+            srv_tool_calls_free(calls, n);
+            if (n && nw.finish == SRV_FINISH_STOP) nw.finish = SRV_FINISH_TOOL_CALLS;
+        }
+    }
     if (st->text.len || st->n_lp) {
         srv_result t = r;
         t.text = st->text.p;
@@ -643,6 +666,7 @@ static void stream_free(stream *st) {
     jobs_release(st->s->sched, &st->jobs);
     srv_buf_free(&st->out);
     srv_buf_free(&st->text);
+    for (int i = 0; i < SRV_MAX_CHOICES; i++) srv_buf_free(&st->held[i]);
     free(st->lp);
     free(st);
 }
@@ -689,6 +713,7 @@ static bool start_stream(conn_req *r, srv_kind kind, job_set *js, const srv_requ
     st->created = srv_unix_time();
     st->include_usage = req->include_usage;
     st->want_lp = req->logprobs;
+    st->tools = req->tools && req->tool_choice != SRV_TOOLS_OFF ? req : NULL;
     make_id(s, kind, st->id, sizeof st->id);
     r->status = 200;
     bool ok = run_stream(r, st);
@@ -702,8 +727,8 @@ static bool start_stream(conn_req *r, srv_kind kind, job_set *js, const srv_requ
 /* Not streamed: wait here (this is the connection's own thread) for every
  * choice, then answer them all, or the first failed one's error. Takes
  * over js. */
-static bool answer_when_done(conn_req *r, srv_kind kind, job_set *js,
-                                        bool want_lp) {
+static bool answer_when_done(conn_req *r, srv_kind kind, job_set *js, const srv_request *req) {
+    const bool want_lp = req->logprobs;
     srv_server *s = r->s;
     pthread_mutex_t *mu = srv_sched_mutex(s->sched);
     pthread_mutex_lock(mu);
@@ -729,6 +754,8 @@ static bool answer_when_done(conn_req *r, srv_kind kind, job_set *js,
     make_id(s, kind, id, sizeof id);
     int64_t created = srv_unix_time();
     srv_result res[SRV_MAX_CHOICES];
+    srv_tool_call *calls[SRV_MAX_CHOICES] = {0};
+    size_t n_calls[SRV_MAX_CHOICES] = {0};
     for (int i = 0; i < js->n; i++) {
         const srv_job *j = js->job[i];
         static const srv_token_lp none[1];
@@ -739,9 +766,21 @@ static bool answer_when_done(conn_req *r, srv_kind kind, job_set *js,
         res[i].finish = j->finish;
         res[i].lp = !want_lp ? NULL : j->lp ? j->lp : none; /* logprobs asked for: a list, even empty */
         res[i].n_lp = want_lp ? lp_released(j, 0) : 0;
+        if (req->tools && req->tool_choice != SRV_TOOLS_OFF) {
+            size_t content_len = 0;
+            n_calls[i] = srv_tools_parse(req, (srv_tool_format)s->eng.tool_format, res[i].text, res[i].text_len,
+                                         &calls[i], &content_len);
+            if (n_calls[i]) {
+                res[i].calls = calls[i];
+                res[i].n_calls = n_calls[i];
+                res[i].text_len = content_len;
+                if (res[i].finish == SRV_FINISH_STOP) res[i].finish = SRV_FINISH_TOOL_CALLS;
+            }
+        }
     }
     set_usage(&res[0], js);
     bool ret = reply_json(r, 200, srv_response_json(res, (size_t)js->n));
+    for (int i = 0; i < js->n; i++) srv_tool_calls_free(calls[i], n_calls[i]);
     jobs_release(s->sched, js);
     return ret;
 }
@@ -777,9 +816,40 @@ static bool generate(conn_req *r, srv_kind kind, srv_request *req,
     r->busy = true;
     pthread_mutex_unlock(&s->mu);
     bool ret =
-        req->stream ? start_stream(r, kind, &js, req) : answer_when_done(r, kind, &js, req->logprobs);
+        req->stream ? start_stream(r, kind, &js, req) : answer_when_done(r, kind, &js, req);
     srv_request_free(req);
     return ret;
+}
+
+/* The tools into the conversation (a system message describing them, ahead
+ * of the system text if any) and, when a call is required, its grammar. */
+static bool add_tools(srv_request *req, srv_tool_format f, srv_error *e) {
+    char *text = srv_tools_prompt(req, f);
+    if (!text) goto oom;
+    if (req->n_msgs && !strcmp(req->msgs[0].role, "system")) {
+        size_t a = strlen(text), b = strlen(req->msgs[0].content);
+        char *c = malloc(a + 2 + b + 1);
+        if (!c) goto oom;
+        memcpy(c, req->msgs[0].content, b);
+        memcpy(c + b, b ? "\n\n" : "", b ? 2 : 0);
+        memcpy(c + b + (b ? 2 : 0), text, a + 1);
+        free(text);
+        free((char *)req->msgs[0].content);
+        req->msgs[0].content = c;
+    } else {
+        tr_chat_msg *m = realloc(req->msgs, sizeof *m * (req->n_msgs + 1));
+        if (!m) goto oom;
+        memmove(m + 1, m, sizeof *m * req->n_msgs);
+        m[0] = (tr_chat_msg){.role = "system", .content = text};
+        req->msgs = m;
+        req->n_msgs++;
+    }
+    if (req->tool_choice == SRV_TOOLS_REQUIRED || req->tool_choice == SRV_TOOLS_NAMED) return srv_tools_grammar(req, f, e);
+    return true;
+oom:
+    free(text);
+    srv_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+    return false;
 }
 
 static bool handle_generate(conn_req *r, srv_kind kind) {
@@ -796,6 +866,10 @@ static bool handle_generate(conn_req *r, srv_kind kind) {
     size_t n_ids = 0;
     tr_error terr = {{0}};
     const char *param = kind == SRV_KIND_CHAT ? "messages" : "prompt";
+    if (req.tools && req.tool_choice != SRV_TOOLS_OFF && !add_tools(&req, (srv_tool_format)eng->tool_format, &e)) {
+        srv_request_free(&req);
+        return reply_error(r, &e);
+    }
     if (kind == SRV_KIND_CHAT) {
         char *text = NULL;
         if (eng->chat_format(eng->self, req.msgs, req.n_msgs, &text, &terr) != TR_OK) {
