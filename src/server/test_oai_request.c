@@ -58,7 +58,11 @@ TT_TEST(missing_and_wrong_messages) {
     expect_error(SRV_KIND_CHAT, "{\"messages\": []}", 400, "messages", "at least one");
     expect_error(SRV_KIND_CHAT, "{\"messages\": [3]}", 400, "messages[0]", "must be an object");
     expect_error(SRV_KIND_CHAT, "{\"messages\": [{\"content\":\"x\"}]}", 400, "messages[0].role", "must be a string");
-    expect_error(SRV_KIND_CHAT, "{\"messages\": [{\"role\":\"tool\",\"content\":\"x\"}]}", 400, "messages[0].role", "not supported");
+    expect_error(SRV_KIND_CHAT, "{\"messages\": [{\"role\":\"function\",\"content\":\"x\"}]}", 400, "messages[0].role", "not supported");
+    expect_error(SRV_KIND_CHAT, "{\"messages\": [{\"role\":\"assistant\",\"content\":null,\"tool_calls\":{}}]}", 400,
+                 "messages[0].tool_calls", "must be an array");
+    expect_error(SRV_KIND_CHAT, "{\"messages\": [{\"role\":\"assistant\",\"tool_calls\":[{\"function\":{}}]}]}", 400,
+                 "messages[0].tool_calls[0]", "\"name\"");
     expect_error(SRV_KIND_CHAT, "{\"messages\": [{\"role\":\"user\"}]}", 400, "messages[0].content", "missing");
     expect_error(SRV_KIND_CHAT, "{\"messages\": [{\"role\":\"user\",\"content\":5}]}", 400, "messages[0].content", "string or an array");
     expect_error(SRV_KIND_CHAT, "{\"messages\": [{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}", 400,
@@ -106,7 +110,21 @@ TT_TEST(wrong_field_types_and_ranges) {
     E("\"top_k\": -1", 400, "top_k", "between 0");
     E("\"min_p\": 2", 400, "min_p", "between 0 and 1");
     E("\"repeat_penalty\": 0", 400, "repeat_penalty", "above 0");
-    E("\"tools\": [{\"type\":\"function\"}]", 400, "tools", "not supported");
+    E("\"tools\": [{\"type\":\"function\"}]", 400, "tools[0].function", "must be an object");
+    E("\"tools\": {}", 400, "tools", "must be an array");
+    E("\"tools\": [{\"type\":\"function\",\"function\":{\"name\":\"a b\"}}]", 400, "tools[0].function.name", "letters");
+    E("\"tools\": [{\"type\":\"function\",\"function\":{\"name\":\"f\"}},{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]",
+      400, "tools[1].function.name", "two tools");
+    E("\"tools\": [{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":[]}}]", 400,
+      "tools[0].function.parameters", "JSON schema");
+    E("\"tools\": [{\"type\":\"function\",\"function\":{\"name\":\"f\"}}], \"tool_choice\": {\"type\":\"function\","
+      "\"function\":{\"name\":\"g\"}}", 400, "tool_choice", "'g', which is not in 'tools'");
+    E("\"tool_choice\": \"required\"", 400, "tool_choice", "needs 'tools'");
+    E("\"tools\": [{\"type\":\"function\",\"function\":{\"name\":\"f\"}}], \"tool_choice\": \"sometimes\"", 400,
+      "tool_choice", "must be");
+    E("\"tools\": [{\"type\":\"function\",\"function\":{\"name\":\"f\"}}], \"tool_choice\": \"required\", "
+      "\"response_format\": {\"type\":\"json_object\"}", 400, "tool_choice", "cannot be combined");
+    E("\"parallel_tool_calls\": 1", 400, "parallel_tool_calls", "boolean");
     expect_error(SRV_KIND_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\\u0000b\"}]}", 400,
                  "messages[0].content", "NUL");
     expect_error(SRV_KIND_COMPLETION, "{\"prompt\":\"a\\u0000b\"}", 400, "prompt", "NUL");
