@@ -495,8 +495,29 @@ typedef struct stream {
     size_t n_lp, cap_lp;
     /* tools: the text is held back and parsed for tool calls at the end */
     const srv_request *tools;
-    srv_buf held[SRV_MAX_CHOICES];
+    srv_buf held[SRV_MAX_CHOICES]; /* each choice's whole text */
+    size_t sent[SRV_MAX_CHOICES];  /* of which streamed as content */
 } stream;
+
+/* How much of a tools answer's text so far is surely content (may stream):
+ * a forced call is all call; Hermes calls may follow content, so the text
+ * before "<tool_call>" (or before a tail that may begin it); Llama 3 and
+ * Mistral calls are the whole answer, so nothing while it may start one. */
+static size_t tools_safe_prefix(const srv_request *r, srv_tool_format f, const char *t, size_t len) {
+    if (r->tool_choice == SRV_TOOLS_REQUIRED || r->tool_choice == SRV_TOOLS_NAMED) return 0;
+    if (f == SRV_TOOLFMT_HERMES) {
+        static const char open[] = "<tool_call>";
+        const char *p = memmem(t, len, open, sizeof open - 1);
+        if (p) return (size_t)(p - t);
+        for (size_t k = sizeof open - 2; k > 0; k--) /* a tail that may begin "<tool_call>" */
+            if (len >= k && !memcmp(t + len - k, open, k)) return len - k;
+        return len;
+    }
+    size_t k = 0;
+    while (k < len && (t[k] == ' ' || t[k] == '\n' || t[k] == '\t' || t[k] == '\r')) k++;
+    if (k == len || t[k] == '{' || t[k] == '[') return 0;
+    return len;
+}
 
 static bool emit(stream *st, json_t *o) {
     bool ok = srv_sse_event(&st->out, o);
@@ -584,24 +605,29 @@ static bool stream_choice_news(stream *st, int i, bool *failed) {
     if (!ok) return false;
     srv_result r = result_base(st->s, st->kind, st->id, st->created);
     r.index = i;
-    if (st->tools) { /* held back until the end: is it content or calls? */
-        if (!srv_buf_append(&st->held[i], st->text.p ? st->text.p : "", st->text.len)) return false;
+    if (st->tools) {
+        /* Text that may be a tool call is held back until it is known to be
+         * one (or not); content before it streams as usual. */
+        srv_buf *h = &st->held[i];
+        if (!srv_buf_append(h, st->text.p ? st->text.p : "", st->text.len)) return false;
         st->text.len = 0;
+        const srv_tool_format f = (srv_tool_format)st->s->eng.tool_format;
+        size_t safe = tools_safe_prefix(st->tools, f, h->p ? h->p : "", h->len), *sent = &st->sent[i];
+        srv_tool_call *calls = NULL;
+        size_t n = 0, content_len = h->len;
         if (nw.done && !nw.failed) {
-            srv_tool_call *calls = NULL;
-            size_t content_len = 0;
-            const srv_buf *h = &st->held[i];
-            size_t n = srv_tools_parse(st->tools, (srv_tool_format)st->s->eng.tool_format, h->p ? h->p : "", h->len,
-                                       &calls, &content_len);
-            srv_result t = r;
-            t.text = h->p ? h->p : "";
-            t.text_len = n ? content_len : h->len;
-            t.calls = calls;
-            t.n_calls = n;
-            if (t.text_len || n) ok &= emit(st, srv_chunk_json(&t));
-            srv_tool_calls_free(calls, n);
-            if (n && nw.finish == SRV_FINISH_STOP) nw.finish = SRV_FINISH_TOOL_CALLS;
+            n = srv_tools_parse(st->tools, f, h->p ? h->p : "", h->len, &calls, &content_len);
+            safe = content_len;
         }
+        srv_result t = r;
+        t.text = (h->p ? h->p : "") + *sent;
+        t.text_len = safe > *sent ? safe - *sent : 0;
+        t.calls = calls;
+        t.n_calls = n;
+        if (t.text_len || n) ok &= emit(st, srv_chunk_json(&t));
+        if (safe > *sent) *sent = safe;
+        srv_tool_calls_free(calls, n);
+        if (n && nw.finish == SRV_FINISH_STOP) nw.finish = SRV_FINISH_TOOL_CALLS;
     }
     if (st->text.len || st->n_lp) {
         srv_result t = r;

@@ -131,3 +131,27 @@ def test_errors_name_the_field(client):
         err = ei.value.body
         assert err.get("param") == param, err
         assert needle in err.get("message", ""), err
+
+
+def test_auto_streamed_equals_non_streamed(client):
+    """tool_choice auto: whatever the model answers (content or calls), the
+    stream carries the same content and calls as the whole response."""
+    kw = dict(model="gemma", messages=MESSAGES, tools=TOOLS, max_tokens=40, temperature=0)
+    whole = client.chat.completions.create(**kw).choices[0]
+    text, calls, finish, chunks = "", {}, None, 0
+    for ch in client.chat.completions.create(stream=True, **kw):
+        if not ch.choices:
+            continue
+        d = ch.choices[0].delta
+        if d.content:
+            text += d.content
+            chunks += 1
+        for tc in d.tool_calls or []:
+            calls.setdefault(tc.index, (tc.function.name, tc.function.arguments))
+        finish = ch.choices[0].finish_reason or finish
+    assert finish == whole.finish_reason
+    assert text == (whole.message.content or "")
+    want = [(c.function.name, c.function.arguments) for c in whole.message.tool_calls or []]
+    assert [calls[i] for i in sorted(calls)] == want
+    if not want and len(text) > 20:
+        assert chunks > 1, "plain content was held back instead of streamed"
