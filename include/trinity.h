@@ -435,6 +435,46 @@ int32_t tr_sampler_sample(tr_sampler *s, const float *logits);
 /* Remember a token (prompt tokens, for the penalties) without sampling. */
 void tr_sampler_accept(tr_sampler *s, int32_t id);
 
+/* ---------------------------------------------------------------- grammars */
+
+/* A compiled grammar (llama.cpp's GBNF; docs/grammar.md): sampling under it
+ * can only produce text the grammar accepts. */
+typedef struct tr_grammar tr_grammar;
+/* Compile GBNF text (start rule `root`); errors name the line and the rule. */
+tr_status tr_grammar_parse(const char *text, size_t len, tr_grammar **out, tr_error *err);
+tr_grammar *tr_grammar_clone(const tr_grammar *g);
+void tr_grammar_free(tr_grammar *g);
+/* 2: text[0..len) is a sentence of the grammar; 1: only a prefix of one;
+ * 0: not even that; -1: out of memory. */
+int tr_grammar_match(const tr_grammar *g, const char *text, size_t len);
+/* A JSON schema (JSON text) as GBNF (*gbnf malloc'ed). What the schema asks
+ * and the translation cannot enforce is refused (TR_ERR_UNSUPPORTED) naming
+ * the keyword; docs/grammar.md lists what is supported. Whitespace between
+ * tokens is bounded, so a model cannot pad forever. */
+tr_status tr_json_schema_to_gbnf(const char *schema, size_t len, char **gbnf, tr_error *err);
+/* The same as rules to embed in a larger grammar: the schema's value is rule
+ * `rule` (letters and digits), its helper rules are named `rule-rN`; with
+ * `primitives`, the shared JSON rules (ws, jstring, jvalue, ...) are written
+ * too (once per grammar). tr_json_schema_to_gbnf is rule "root" with them. */
+tr_status tr_json_schema_to_gbnf_rule(const char *schema, size_t len, const char *rule, bool primitives,
+                                      char **gbnf, tr_error *err);
+
+/* A vocabulary's tokens as bytes, for grammars (built once, shared by any
+ * number of samplers; read-only). */
+typedef struct tr_grammar_vocab tr_grammar_vocab;
+tr_grammar_vocab *tr_grammar_vocab_new(const tr_vocab *v);
+void tr_grammar_vocab_free(tr_grammar_vocab *gv);
+/* Constrain a sampler to a grammar (copied; gv must outlive the sampler):
+ * every token the grammar forbids is removed from the candidates before the
+ * penalties, top-k, top-p, min-p, temperature and the draw, exactly as if its
+ * logit were -infinity; end-of-generation tokens are allowed only when the
+ * text is complete. tr_sampler_sample advances the grammar by the token it
+ * picks (tr_sampler_accept does not: it is for prompt tokens). When no token
+ * is allowed, the sampler picks the vocabulary's first end-of-generation token. */
+tr_status tr_sampler_set_grammar(tr_sampler *s, const tr_grammar *g, const tr_grammar_vocab *gv, tr_error *err);
+/* Whether the sampler's grammar (if any) is at a complete sentence. */
+bool tr_sampler_grammar_complete(const tr_sampler *s);
+
 /* ------------------------------------------------------------------ engine */
 
 /* The engine: a context plus the scheduler every caller shares (the server,
@@ -505,6 +545,11 @@ typedef struct tr_seq_params {
      * many guesses a step takes adapts to how many were accepted, and to the
      * cost of a larger batch: none where they would not pay. */
     tr_spec_params spec;
+    /* Constrain the sampled text to a grammar (copied by submit; NULL: none):
+     * see tr_sampler_set_grammar. The sequence ends with an end-of-generation
+     * token once the grammar's text is complete and the model (or the grammar,
+     * when nothing else can follow) ends it. */
+    const tr_grammar *grammar;
 } tr_seq_params;
 
 /* Queue a sequence; returns its id (>= 0), or -1 with err: an empty prompt,

@@ -65,6 +65,8 @@ int cmd_run(int argc, char **argv) {
     tr_engine *e = NULL;
     int32_t *toks = NULL;
     size_t n_toks = 0;
+    tr_grammar *grammar = NULL;
+    if (gen_grammar(&o, &grammar, &err)) goto fail;
     const double t0 = gen_now();
     if (tr_model_load(o.model, &m, &err)) goto fail;
     if (gen_engine(&o, m, false, &e, &err)) goto fail;
@@ -86,7 +88,8 @@ int cmd_run(int argc, char **argv) {
     if (o.n_predict != 0) {
         gen_stream st = {.out = stdout, .vocab = v};
         tr_seq_params sp = {
-            .prompt = toks, .n_prompt = (int32_t)n_toks, .n_predict = o.n_predict, .sampling = o.sp, .spec = o.spec};
+            .prompt = toks, .n_prompt = (int32_t)n_toks, .n_predict = o.n_predict, .sampling = o.sp, .spec = o.spec,
+            .grammar = grammar};
         if (gen_sequence(e, &sp, gen_stream_token, &st, &res, &err)) goto fail;
         gen_stream_flush(&st);
     }
@@ -108,6 +111,7 @@ int cmd_run(int argc, char **argv) {
 fail:
     if (rc) fprintf(stderr, "trinity run: %s\n", err.msg);
     free(toks);
+    tr_grammar_free(grammar);
     tr_engine_free(e);
     tr_model_free(o.draft);
     tr_model_free(m);

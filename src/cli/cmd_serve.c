@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "gen.h"
 #include "server/server.h"
+#include "server/tools.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -17,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 /* ------------------------------------------------ the engine, as srv_engine */
 
@@ -47,11 +50,31 @@ static void e_kv_stats(void *self, tr_kv_stats *out) {
 static tr_status e_tokenize(void *self, const char *text, size_t len, int32_t **ids, size_t *n, tr_error *err) {
     return tr_tokenize(((engine *)self)->vocab, text, len, true, true, ids, n, err);
 }
+/* A Jinja template gets the messages and tools as sent. A built-in format
+ * knows neither tools nor tool turns: it gets the server's plain messages,
+ * where tool results and calls are written in the default (Hermes) form and
+ * the tools are described in the system text (src/server/tools.c). */
 static tr_status e_chat(void *self, const tr_chat_msg *m, size_t n, const char *messages_json, const char *tools_json,
                         char **out, tr_error *err) {
-    (void)m, (void)n;
+    engine *e = self;
     tr_chat_apply_opts o = {.tools_json = tools_json, .add_generation_prompt = true, .strip_special = true};
-    return tr_chat_template_apply(((engine *)self)->chat, messages_json, &o, out, err);
+    if (!tr_chat_template_is_builtin(e->chat)) return tr_chat_template_apply(e->chat, messages_json, &o, out, err);
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < n; i++)
+        if (json_array_append_new(a, json_pack("{s:s, s:s}", "role", m[i].role, "content", m[i].content))) {
+            json_decref(a);
+            a = NULL;
+        }
+    char *plain = a ? json_dumps(a, JSON_COMPACT) : NULL;
+    json_decref(a);
+    if (!plain) {
+        snprintf(err->msg, sizeof err->msg, "out of memory");
+        return TR_ERR_NOMEM;
+    }
+    o.tools_json = NULL;
+    tr_status st = tr_chat_template_apply(e->chat, plain, &o, out, err);
+    free(plain);
+    return st;
 }
 static size_t e_piece(void *self, int32_t id, char *buf, size_t cap) {
     return tr_token_to_piece(((engine *)self)->vocab, id, false, buf, cap);
@@ -264,6 +287,9 @@ static void *load_main(void *arg) {
         .submit = e_submit, .step = e_step, .take = e_take, .logits = e_logits, .release = e_release,
         .kv_stats = e_kv_stats, .tokenize = e_tokenize, .chat_format = e_chat, .piece = e_piece,
     };
+    tr_str tmpl = {0};
+    const bool has_tmpl = tr_gguf_get_str(tr_model_gguf(l->eng.model), "tokenizer.chat_template", &tmpl);
+    se.tool_format = (int)srv_tool_format_detect(has_tmpl ? tmpl.ptr : NULL, has_tmpl ? (size_t)tmpl.len : 0);
     if (srv_set_engine(l->srv, &se, &l->err) != TR_OK) goto done;
     tr_kv_stats ks;
     tr_context_kv_stats(tr_engine_context(l->eng.eng), &ks);

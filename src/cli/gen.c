@@ -47,7 +47,7 @@ int gen_parse_flag(gen_opts *o, const char *cmd, int argc, char **argv, int *i) 
                                              "--chat-format", "--chat-template", "-sys", "--system-prompt", "--spec",
                                              "--draft-max", "--draft", "--draft-n", "--draft-min", "--draft-n-min",
                                              "-md", "--model-draft", "-ctk", "--cache-type-k", "-ctv",
-                                             "--cache-type-v"};
+                                             "--cache-type-v", "--grammar", "--grammar-file", "--json-schema"};
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
         if (!strcmp(a, with_value[k])) known = true;
@@ -63,6 +63,9 @@ int gen_parse_flag(gen_opts *o, const char *cmd, int argc, char **argv, int *i) 
     else if (!strcmp(a, "--chat-format") || !strcmp(a, "--chat-template")) o->chat_format = v;
     else if (!strcmp(a, "-md") || !strcmp(a, "--model-draft")) o->model_draft = v;
     else if (!strcmp(a, "-sys") || !strcmp(a, "--system-prompt")) o->system = v;
+    else if (!strcmp(a, "--grammar")) o->grammar = v;
+    else if (!strcmp(a, "--grammar-file")) o->grammar_file = v;
+    else if (!strcmp(a, "--json-schema")) o->json_schema = v;
     else if (!strcmp(a, "--spec")) {
         if (!tr_spec_kind_parse(v, &o->spec.kind)) {
             fprintf(stderr, "trinity %s: --spec expects none, ngram, lookahead or draft, got '%s'\n", cmd, v);
@@ -138,7 +141,52 @@ void gen_flags_help(FILE *f, bool sampling) {
                    "                          draft model, -md), none (default)\n"
                    "  -md, --model-draft FILE draft model for --spec draft (same vocabulary as -m)\n"
                    "  --draft-max N           most guesses verified per step (default 16, at most 64)\n"
-                   "  --draft-min N           fewer guesses than this are not verified (default 0)\n");
+                   "  --draft-min N           fewer guesses than this are not verified (default 0)\n"
+                   "  --grammar GBNF          constrain the output to a grammar (llama.cpp's GBNF)\n"
+                   "  --grammar-file FILE     ... read from a file\n"
+                   "  --json-schema JSON      constrain the output to JSON valid against a schema\n");
+}
+
+/* "flag: message" in place. */
+static void prefix_error(tr_error *err, const char *flag) {
+    char m[sizeof err->msg];
+    memcpy(m, err->msg, sizeof m);
+    m[sizeof m - 1] = 0;
+    size_t fl = strlen(flag), ml = strlen(m);
+    if (fl + 2 + ml >= sizeof err->msg) ml = sizeof err->msg - fl - 3;
+    memcpy(err->msg, flag, fl);
+    memcpy(err->msg + fl, ": ", 2);
+    memcpy(err->msg + fl + 2, m, ml);
+    err->msg[fl + 2 + ml] = 0;
+}
+
+tr_status gen_grammar(const gen_opts *o, tr_grammar **out, tr_error *err) {
+    *out = NULL;
+    const int given = !!o->grammar + !!o->grammar_file + !!o->json_schema;
+    if (given == 0) return TR_OK;
+    if (given > 1) {
+        snprintf(err->msg, sizeof err->msg, "give one of --grammar, --grammar-file and --json-schema");
+        return TR_ERR_ARG;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    const char *flag = o->grammar ? "--grammar" : o->grammar_file ? "--grammar-file" : "--json-schema";
+    if (o->grammar_file) {
+        if (!(text = gen_read_file(o->grammar_file, &len, err))) return TR_ERR_IO;
+    } else if (o->json_schema) {
+        tr_status st = tr_json_schema_to_gbnf(o->json_schema, strlen(o->json_schema), &text, err);
+        if (st) {
+            prefix_error(err, flag);
+            return st;
+        }
+        len = strlen(text);
+    }
+    tr_status st = tr_grammar_parse(text ? text : o->grammar, text ? len : strlen(o->grammar), out, err);
+    free(text);
+    if (st) {
+        prefix_error(err, flag);
+    }
+    return st;
 }
 
 void gen_print_spec(FILE *f, const gen_opts *o, const gen_result *r) {

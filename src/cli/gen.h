@@ -23,6 +23,9 @@ typedef struct gen_opts {
     tr_spec_params spec;     /* --spec, --draft-max, --draft-min */
     const char *model_draft; /* -md, --model-draft */
     tr_model *draft;         /* loaded by gen_engine (free it after the engine) */
+    const char *grammar;     /* --grammar GBNF */
+    const char *grammar_file; /* --grammar-file FILE */
+    const char *json_schema; /* --json-schema JSON */
 } gen_opts;
 
 void gen_opts_init(gen_opts *o);
@@ -36,6 +39,10 @@ int gen_parse_kv_type(const char *cmd, const char *flag, const char *value, int3
 void gen_kv_type_help(FILE *f);
 /* The help text of the shared flags. */
 void gen_flags_help(FILE *f, bool sampling);
+
+/* The grammar of --grammar, --grammar-file or --json-schema (*out NULL:
+ * none given); errors name the flag and the problem. */
+tr_status gen_grammar(const gen_opts *o, tr_grammar **out, tr_error *err);
 
 /* Read a whole file (NUL-terminated, *len without it). NULL with a message on failure. */
 char *gen_read_file(const char *path, size_t *len, tr_error *err);

@@ -8,6 +8,9 @@
  * makes a run reproducible (it does not reproduce llama.cpp's stream). */
 #include "trinity.h"
 
+#include "core/util.h"
+#include "grammar/grammar.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +29,10 @@ struct tr_sampler {
     int32_t *hist;      /* ring of the last `hist_cap` tokens */
     int32_t hist_cap, hist_len, hist_head;
     int64_t pos;        /* tokens accepted so far: the position of the next draw */
+    gmatch *gm;         /* the grammar's state, NULL: unconstrained */
+    const tr_grammar_vocab *gv;
+    uint8_t *allowed;   /* [n_vocab]: the grammar's mask, when every token is checked */
+    int32_t *ids;       /* [n_vocab]: the allowed tokens */
 };
 
 tr_sampler_params tr_sampler_default_params(void) {
@@ -79,8 +86,36 @@ void tr_sampler_free(tr_sampler *s) {
     free(s->cands);
     free(s->counts);
     free(s->hist);
+    gm_free(s->gm);
+    free(s->allowed);
+    free(s->ids);
     free(s);
 }
+
+tr_status tr_sampler_set_grammar(tr_sampler *s, const tr_grammar *g, const tr_grammar_vocab *gv, tr_error *err) {
+    if (!s || !g || !gv) return tr_err_set(err, TR_ERR_ARG, "grammar: no sampler, grammar or vocabulary");
+    if (gv->n != s->n_vocab)
+        return tr_err_set(err, TR_ERR_ARG, "grammar: the vocabulary has %d tokens, the sampler %d", gv->n, s->n_vocab);
+    gmatch *m = gm_new(g);
+    uint8_t *a = malloc((size_t)s->n_vocab);
+    int32_t *ids = malloc(sizeof *ids * (size_t)s->n_vocab);
+    if (!m || !a || !ids) {
+        gm_free(m);
+        free(a);
+        free(ids);
+        return tr_err_set(err, TR_ERR_NOMEM, "grammar: out of memory for its state");
+    }
+    gm_free(s->gm);
+    free(s->allowed);
+    free(s->ids);
+    s->gm = m;
+    s->gv = gv;
+    s->allowed = a;
+    s->ids = ids;
+    return TR_OK;
+}
+
+bool tr_sampler_grammar_complete(const tr_sampler *s) { return s && s->gm && gm_complete(s->gm); }
 
 void tr_sampler_accept(tr_sampler *s, int32_t id) {
     if (!s || id < 0 || id >= s->n_vocab) return;
@@ -131,15 +166,128 @@ static void heap_down(cand *h, int32_t k, int32_t i) {
     }
 }
 
+/* The k best of the n candidates of `ids` (NULL: tokens 0..n-1) by
+ * cmp_desc, sorted, into c[0..k): one pass through a heap of k (Gemma's
+ * vocabulary is 262144: no copy and sort of all of it). Returns k. */
+static int32_t best_k(const tr_sampler *s, const float *logits, bool penalize, const int32_t *ids, int32_t n,
+                      int32_t k, cand *c) {
+    if (k > n) k = n;
+    if (k <= 0) return 0;
+    for (int32_t i = 0; i < k; i++) {
+        const int32_t id = ids ? ids[i] : i;
+        c[i] = (cand){.id = id, .logit = penalised(s, logits, id, penalize)};
+    }
+    if (k < n) {
+        for (int32_t i = k / 2 - 1; i >= 0; i--) heap_down(c, k, i);
+        for (int32_t i = k; i < n; i++) {
+            const int32_t id = ids ? ids[i] : i;
+            const cand x = {.id = id, .logit = penalised(s, logits, id, penalize)};
+            if (cmp_desc(&x, &c[0]) < 0) { /* better than the worst kept */
+                c[0] = x;
+                heap_down(c, k, 0);
+            }
+        }
+    }
+    qsort(c, (size_t)k, sizeof *c, cmp_desc);
+    return k;
+}
+
+/* From candidates sorted best first (top-k already applied): top-p, min-p,
+ * temperature, then the draw keyed by (seed, position). */
+static int32_t draw(const tr_sampler *s, cand *c, int32_t n) {
+    const tr_sampler_params *p = &s->p;
+    /* softmax over the survivors (sorted, c[0] is the largest) */
+    double sum = 0;
+    for (int32_t i = 0; i < n; i++) {
+        c[i].p = expf(c[i].logit - c[0].logit);
+        sum += c[i].p;
+    }
+    if (p->top_p < 1.0f) {
+        double cum = 0;
+        int32_t keep = n;
+        for (int32_t i = 0; i < n; i++) {
+            cum += c[i].p / sum;
+            if (cum >= p->top_p) {
+                keep = i + 1;
+                break;
+            }
+        }
+        n = keep;
+    }
+    if (p->min_p > 0) {
+        /* keep p_i >= min_p * p_max, i.e. logit >= max + log(min_p) */
+        const float floor_logit = c[0].logit + logf(p->min_p);
+        int32_t keep = 1;
+        while (keep < n && c[keep].logit >= floor_logit) keep++;
+        n = keep;
+    }
+    /* temperature, then draw */
+    sum = 0;
+    for (int32_t i = 0; i < n; i++) {
+        c[i].p = expf((c[i].logit - c[0].logit) / p->temp);
+        sum += c[i].p;
+    }
+    const double r = rng_uniform(s->p.seed, s->pos) * sum;
+    double cum = 0;
+    for (int32_t i = 0; i < n; i++) {
+        cum += c[i].p;
+        if (r < cum) return c[i].id;
+    }
+    return c[n - 1].id;
+}
+
+/* Under a grammar. The result must be that of masking every forbidden
+ * token and sampling as usual; checking a token is the expensive part, so
+ * when only the best few allowed tokens matter (greedy: one; top-k: k) the
+ * best candidates are checked in order, and the whole vocabulary is masked
+ * (gm_mask, one walk of the sorted token bytes) only when they do not hold
+ * enough allowed tokens, or when every allowed token counts (no top-k). The
+ * first `need` allowed tokens in cmp_desc order are exactly the top-`need`
+ * of the masked logits, so both ways pick the same token (test_grammar
+ * checks it against a full mask). */
+static int32_t sample_grammar(tr_sampler *s, const float *logits, bool penalize) {
+    const tr_sampler_params *p = &s->p;
+    const int32_t n = s->n_vocab;
+    cand *c = s->cands;
+    const int32_t need = p->temp <= 0 ? 1 : (p->top_k > 0 && p->top_k < n) ? p->top_k : n;
+    if (need < n) {
+        int32_t m = need * 4 < 256 ? 256 : need * 4;
+        m = best_k(s, logits, penalize, NULL, n, m, c);
+        int32_t got = 0;
+        for (int32_t i = 0; i < m && got < need; i++)
+            if (gm_token_ok(s->gm, s->gv, c[i].id)) c[got++] = c[i];
+        if (got == need) return p->temp <= 0 ? c[0].id : draw(s, c, got);
+    }
+    int32_t n_ok = gm_mask(s->gm, s->gv, s->allowed);
+    if (n_ok == 0) return s->gv->first_eog >= 0 ? s->gv->first_eog : 0;
+    int32_t *ids = s->ids;
+    int32_t k = 0;
+    for (int32_t t = 0; t < n; t++)
+        if (s->allowed[t]) ids[k++] = t;
+    if (p->temp <= 0) {
+        int32_t best = ids[0];
+        float bl = penalised(s, logits, best, penalize);
+        for (int32_t i = 1; i < k; i++) {
+            const float l = penalised(s, logits, ids[i], penalize);
+            if (l > bl) bl = l, best = ids[i];
+        }
+        return best;
+    }
+    const int32_t kk = best_k(s, logits, penalize, ids, k, p->top_k > 0 && p->top_k < k ? p->top_k : k, c);
+    return draw(s, c, kk);
+}
+
 int32_t tr_sampler_sample(tr_sampler *s, const float *logits) {
     if (!s || !logits) return -1;
     const tr_sampler_params *p = &s->p;
-    int32_t n = s->n_vocab;
-    cand *c = s->cands;
+    const int32_t n = s->n_vocab;
     const bool penalize = p->repeat_penalty != 1.0f || p->presence_penalty != 0 || p->frequency_penalty != 0;
 
     int32_t chosen;
-    if (p->temp <= 0) {
+    if (s->gm) {
+        chosen = sample_grammar(s, logits, penalize);
+        gm_take_token(s->gm, s->gv, chosen);
+    } else if (p->temp <= 0) {
         /* The argmax, straight off the logits (first of equals). */
         int32_t best = 0;
         float bl = penalised(s, logits, 0, penalize);
@@ -149,67 +297,8 @@ int32_t tr_sampler_sample(tr_sampler *s, const float *logits) {
         }
         chosen = best;
     } else {
-        if (p->top_k > 0 && p->top_k < n) {
-            /* The k best in one pass through a heap of k (the vocabulary is
-             * 262144 for Gemma: no copy and sort of all of it), then sorted:
-             * the same candidates in the same order as a full sort. */
-            const int32_t k = p->top_k;
-            for (int32_t i = 0; i < k; i++) c[i] = (cand){.id = i, .logit = penalised(s, logits, i, penalize)};
-            for (int32_t i = k / 2 - 1; i >= 0; i--) heap_down(c, k, i);
-            for (int32_t i = k; i < n; i++) {
-                const cand x = {.id = i, .logit = penalised(s, logits, i, penalize)};
-                if (cmp_desc(&x, &c[0]) < 0) { /* better than the worst kept */
-                    c[0] = x;
-                    heap_down(c, k, 0);
-                }
-            }
-            qsort(c, (size_t)k, sizeof *c, cmp_desc);
-            n = k;
-        } else {
-            for (int32_t i = 0; i < n; i++) c[i] = (cand){.id = i, .logit = penalised(s, logits, i, penalize)};
-            qsort(c, (size_t)n, sizeof *c, cmp_desc);
-        }
-        /* softmax over the survivors (sorted, c[0] is the largest) */
-        double sum = 0;
-        for (int32_t i = 0; i < n; i++) {
-            c[i].p = expf(c[i].logit - c[0].logit);
-            sum += c[i].p;
-        }
-        if (p->top_p < 1.0f) {
-            double cum = 0;
-            int32_t keep = n;
-            for (int32_t i = 0; i < n; i++) {
-                cum += c[i].p / sum;
-                if (cum >= p->top_p) {
-                    keep = i + 1;
-                    break;
-                }
-            }
-            n = keep;
-        }
-        if (p->min_p > 0) {
-            /* keep p_i >= min_p * p_max, i.e. logit >= max + log(min_p) */
-            const float floor_logit = c[0].logit + logf(p->min_p);
-            int32_t keep = 1;
-            while (keep < n && c[keep].logit >= floor_logit) keep++;
-            n = keep;
-        }
-        /* temperature, then draw */
-        sum = 0;
-        for (int32_t i = 0; i < n; i++) {
-            c[i].p = expf((c[i].logit - c[0].logit) / p->temp);
-            sum += c[i].p;
-        }
-        const double r = rng_uniform(s->p.seed, s->pos) * sum;
-        double cum = 0;
-        chosen = c[n - 1].id;
-        for (int32_t i = 0; i < n; i++) {
-            cum += c[i].p;
-            if (r < cum) {
-                chosen = c[i].id;
-                break;
-            }
-        }
+        const int32_t k = best_k(s, logits, penalize, NULL, n, p->top_k > 0 && p->top_k < n ? p->top_k : n, s->cands);
+        chosen = draw(s, s->cands, k);
     }
     tr_sampler_accept(s, chosen);
     return chosen;

@@ -56,6 +56,7 @@ typedef struct seq {
     bool ignore_eog, no_cache, admitted_once;
     tr_sampler *sampler;
     tr_sampler_params sp;
+    tr_grammar *grammar;   /* the sampler's constraint (NULL: none), until the sampler is made */
     void (*on_prompt_logits)(void *, int32_t, const float *);
     int32_t logits_from;
     void *user;
@@ -77,6 +78,7 @@ typedef struct seq {
 
 struct tr_engine {
     tr_model *model;
+    tr_grammar_vocab *gvocab; /* the vocabulary's token bytes, made for the first grammar */
     tr_context *c;
     const tr_vocab *vocab;
     int32_t n_seq_max, n_batch, prefill_chunk;
@@ -181,6 +183,7 @@ tr_status tr_engine_new(tr_model *m, const tr_engine_params *p, tr_engine **out,
 
 static void seq_destroy(seq *s) {
     tr_sampler_free(s->sampler);
+    tr_grammar_free(s->grammar);
     drafter_free(s->dr);
     free(s->draft);
     free(s->tok);
@@ -203,6 +206,7 @@ void tr_engine_free(tr_engine *e) {
     free(e->t_step);
     free(e->t_when);
     free(e->out_tok);
+    tr_grammar_vocab_free(e->gvocab);
     free(e);
 }
 
@@ -294,7 +298,16 @@ int64_t tr_engine_submit(tr_engine *e, const tr_seq_params *p, tr_error *err) {
             return -1;
         }
     }
+    if (p->grammar && !e->gvocab && !(e->gvocab = tr_grammar_vocab_new(e->vocab))) {
+        tr_err_set(err, TR_ERR_NOMEM, "out of memory for the vocabulary's token bytes (grammar)");
+        return -1;
+    }
     seq *s = calloc(1, sizeof *s);
+    if (s && p->grammar && !(s->grammar = tr_grammar_clone(p->grammar))) {
+        seq_destroy(s);
+        tr_err_set(err, TR_ERR_NOMEM, "out of memory for a grammar");
+        return -1;
+    }
     if (s) {
         /* Room for every token the sequence may ever hold. */
         s->cap_tok = p->n_predict < 0 || (int64_t)p->n_prompt + p->n_predict > limit ? limit : p->n_prompt + p->n_predict;
@@ -383,6 +396,19 @@ static admission admit(tr_engine *e, seq *s, int32_t slot) {
     if (!s->no_cache && wait_for_twin(e, s, have)) why = WAIT_TWIN;
     else if (blocks_for(e, s->n_tok - have) > tr_kv_available(c->kv)) why = NO_ROOM;
     else if (!s->admitted_once && !(s->sampler = tr_sampler_new(&s->sp, tr_model_n_vocab(e->model)))) why = NO_ROOM;
+    else if (!s->admitted_once && s->grammar) {
+        /* Speculation stays exact under a grammar: rows are sampled in order
+         * and only while the guesses before were right, so the grammar
+         * advances by accepted tokens only (sample_rows). */
+        if (tr_sampler_set_grammar(s->sampler, s->grammar, e->gvocab, NULL) != TR_OK) {
+            tr_sampler_free(s->sampler);
+            s->sampler = NULL;
+            why = NO_ROOM;
+        } else {
+            tr_grammar_free(s->grammar);
+            s->grammar = NULL;
+        }
+    }
     if (why != ADMITTED) {
         tr_kv_seq_rm(c, slot, 0, -1);
         return why;

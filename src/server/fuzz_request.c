@@ -2,6 +2,7 @@
  * never crash or leak, and every error must serialise to valid JSON; every
  * accepted request's fields must be within their documented ranges. */
 #include "server/oai.h"
+#include "server/tools.h"
 
 #include <stdlib.h>
 
@@ -20,6 +21,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 if (!r.prompts[p].text == !r.prompts[p].ids) abort();
                 for (size_t i = 0; i < r.prompts[p].n_ids; i++)
                     if (r.prompts[p].ids[i] < 0 || r.prompts[p].ids[i] >= 1000) abort();
+            }
+            if (r.tools) { /* the body as a model's output, in every format; the forced-call grammar */
+                for (int f = 0; f < 3; f++) {
+                    srv_tool_call *calls = NULL;
+                    size_t content = 0;
+                    size_t n = srv_tools_parse(&r, (srv_tool_format)f, (const char *)data, size, &calls, &content);
+                    if (content > size) abort();
+                    for (size_t i = 0; i < n; i++) {
+                        json_t *a = json_loads(calls[i].arguments, JSON_DECODE_ANY, NULL);
+                        json_decref(a); /* a string argument need not be JSON: only must not crash */
+                    }
+                    srv_tool_calls_free(calls, n);
+                    srv_error te;
+                    srv_request copy;
+                    if (srv_request_copy_settings(&r, &copy)) {
+                        if (copy.tool_choice == SRV_TOOLS_OFF) copy.tool_choice = SRV_TOOLS_REQUIRED;
+                        if (srv_tools_grammar(&copy, (srv_tool_format)f, &te) && !copy.grammar) abort();
+                        srv_request_free(&copy);
+                    }
+                }
             }
             srv_request_free(&r);
         } else {

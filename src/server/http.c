@@ -23,6 +23,7 @@
 #include "http1.h"
 #include "sched.h"
 #include "server.h"
+#include "tools.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -500,7 +501,31 @@ typedef struct stream {
     srv_buf text;  /* a chunk's text, copied out of its job */
     srv_token_lp *lp;
     size_t n_lp, cap_lp;
+    /* tools: the text is held back and parsed for tool calls at the end */
+    const srv_request *tools;
+    srv_buf held[SRV_MAX_JOBS]; /* each choice's whole text */
+    size_t sent[SRV_MAX_JOBS];  /* of which streamed as content */
 } stream;
+
+/* How much of a tools answer's text so far is surely content (may stream):
+ * a forced call is all call; Hermes calls may follow content, so the text
+ * before "<tool_call>" (or before a tail that may begin it); Llama 3 and
+ * Mistral calls are the whole answer, so nothing while it may start one. */
+static size_t tools_safe_prefix(const srv_request *r, srv_tool_format f, const char *t, size_t len) {
+    if (r->tool_choice == SRV_TOOLS_REQUIRED || r->tool_choice == SRV_TOOLS_NAMED) return 0;
+    if (f == SRV_TOOLFMT_HERMES) {
+        static const char open[] = "<tool_call>";
+        const char *p = memmem(t, len, open, sizeof open - 1);
+        if (p) return (size_t)(p - t);
+        for (size_t k = sizeof open - 2; k > 0; k--) /* a tail that may begin "<tool_call>" */
+            if (len >= k && !memcmp(t + len - k, open, k)) return len - k;
+        return len;
+    }
+    size_t k = 0;
+    while (k < len && (t[k] == ' ' || t[k] == '\n' || t[k] == '\t' || t[k] == '\r')) k++;
+    if (k == len || t[k] == '{' || t[k] == '[') return 0;
+    return len;
+}
 
 static bool emit(stream *st, json_t *o) {
     bool ok = srv_sse_event(&st->out, o);
@@ -588,6 +613,30 @@ static bool stream_choice_news(stream *st, int i, bool *failed) {
     if (!ok) return false;
     srv_result r = result_base(st->s, st->kind, st->id, st->created);
     r.index = i;
+    if (st->tools) {
+        /* Text that may be a tool call is held back until it is known to be
+         * one (or not); content before it streams as usual. */
+        srv_buf *h = &st->held[i];
+        if (!srv_buf_append(h, st->text.p ? st->text.p : "", st->text.len)) return false;
+        st->text.len = 0;
+        const srv_tool_format f = (srv_tool_format)st->s->eng.tool_format;
+        size_t safe = tools_safe_prefix(st->tools, f, h->p ? h->p : "", h->len), *sent = &st->sent[i];
+        srv_tool_call *calls = NULL;
+        size_t n = 0, content_len = h->len;
+        if (nw.done && !nw.failed) {
+            n = srv_tools_parse(st->tools, f, h->p ? h->p : "", h->len, &calls, &content_len);
+            safe = content_len;
+        }
+        srv_result t = r;
+        t.text = (h->p ? h->p : "") + *sent;
+        t.text_len = safe > *sent ? safe - *sent : 0;
+        t.calls = calls;
+        t.n_calls = n;
+        if (t.text_len || n) ok &= emit(st, srv_chunk_json(&t));
+        if (safe > *sent) *sent = safe;
+        srv_tool_calls_free(calls, n);
+        if (n && nw.finish == SRV_FINISH_STOP) nw.finish = SRV_FINISH_TOOL_CALLS;
+    }
     if (st->text.len || st->n_lp) {
         srv_result t = r;
         t.text = st->text.p;
@@ -651,6 +700,7 @@ static void stream_free(stream *st) {
     jobs_release(st->s->sched, &st->jobs);
     srv_buf_free(&st->out);
     srv_buf_free(&st->text);
+    for (int i = 0; i < SRV_MAX_JOBS; i++) srv_buf_free(&st->held[i]);
     free(st->lp);
     free(st);
 }
@@ -697,6 +747,7 @@ static bool start_stream(conn_req *r, srv_kind kind, job_set *js, const srv_requ
     st->created = srv_unix_time();
     st->include_usage = req->include_usage;
     st->want_lp = req->logprobs;
+    st->tools = req->tools && req->tool_choice != SRV_TOOLS_OFF ? req : NULL;
     make_id(s, kind, st->id, sizeof st->id);
     r->status = 200;
     bool ok = run_stream(r, st);
@@ -710,8 +761,8 @@ static bool start_stream(conn_req *r, srv_kind kind, job_set *js, const srv_requ
 /* Not streamed: wait here (this is the connection's own thread) for every
  * choice, then answer them all, or the first failed one's error. Takes
  * over js. */
-static bool answer_when_done(conn_req *r, srv_kind kind, job_set *js,
-                                        bool want_lp) {
+static bool answer_when_done(conn_req *r, srv_kind kind, job_set *js, const srv_request *req) {
+    const bool want_lp = req->logprobs;
     srv_server *s = r->s;
     pthread_mutex_t *mu = srv_sched_mutex(s->sched);
     pthread_mutex_lock(mu);
@@ -737,6 +788,8 @@ static bool answer_when_done(conn_req *r, srv_kind kind, job_set *js,
     make_id(s, kind, id, sizeof id);
     int64_t created = srv_unix_time();
     srv_result res[SRV_MAX_JOBS];
+    srv_tool_call *calls[SRV_MAX_JOBS] = {0};
+    size_t n_calls[SRV_MAX_JOBS] = {0};
     for (int i = 0; i < js->n; i++) {
         const srv_job *j = js->job[i];
         static const srv_token_lp none[1];
@@ -747,9 +800,21 @@ static bool answer_when_done(conn_req *r, srv_kind kind, job_set *js,
         res[i].finish = j->finish;
         res[i].lp = !want_lp ? NULL : j->lp ? j->lp : none; /* logprobs asked for: a list, even empty */
         res[i].n_lp = want_lp ? lp_released(j, 0) : 0;
+        if (req->tools && req->tool_choice != SRV_TOOLS_OFF) {
+            size_t content_len = 0;
+            n_calls[i] = srv_tools_parse(req, (srv_tool_format)s->eng.tool_format, res[i].text, res[i].text_len,
+                                         &calls[i], &content_len);
+            if (n_calls[i]) {
+                res[i].calls = calls[i];
+                res[i].n_calls = n_calls[i];
+                res[i].text_len = content_len;
+                if (res[i].finish == SRV_FINISH_STOP) res[i].finish = SRV_FINISH_TOOL_CALLS;
+            }
+        }
     }
     set_usage(&res[0], js);
     bool ret = reply_json(r, 200, srv_response_json(res, (size_t)js->n));
+    for (int i = 0; i < js->n; i++) srv_tool_calls_free(calls[i], n_calls[i]);
     jobs_release(s->sched, js);
     return ret;
 }
@@ -785,10 +850,12 @@ static bool generate(conn_req *r, srv_kind kind, srv_request *req, int32_t **ids
     r->busy = true;
     pthread_mutex_unlock(&s->mu);
     bool ret =
-        req->stream ? start_stream(r, kind, &js, req) : answer_when_done(r, kind, &js, req->logprobs);
+        req->stream ? start_stream(r, kind, &js, req) : answer_when_done(r, kind, &js, req);
     srv_request_free(req);
     return ret;
 }
+
+static bool add_tools(srv_request *req, srv_tool_format f, srv_error *e);
 
 /* POST /apply-template, as llama-server: a chat request's body in, the
  * prompt its conversation becomes out ({"prompt": "..."}), nothing generated. */
@@ -800,6 +867,10 @@ static bool handle_apply_template(conn_req *r) {
     if (!srv_request_parse(SRV_KIND_CHAT, r->body.p ? r->body.p : "", r->body.len, s->model_id, eng->n_vocab,
                            &eng->defaults, &req, &e))
         return reply_error(r, &e);
+    if (req.tools && req.tool_choice != SRV_TOOLS_OFF && !add_tools(&req, (srv_tool_format)eng->tool_format, &e)) {
+        srv_request_free(&req);
+        return reply_error(r, &e);
+    }
     char *text = NULL;
     tr_error terr = {{0}};
     tr_status st = eng->chat_format(eng->self, req.msgs, req.n_msgs, req.messages_json, req.tools_json, &text, &terr);
@@ -808,6 +879,37 @@ static bool handle_apply_template(conn_req *r) {
     json_t *o = json_pack("{s:s}", "prompt", text);
     free(text);
     return reply_json(r, 200, o);
+}
+
+/* The tools into the conversation (a system message describing them, ahead
+ * of the system text if any) and, when a call is required, its grammar. */
+static bool add_tools(srv_request *req, srv_tool_format f, srv_error *e) {
+    char *text = srv_tools_prompt(req, f);
+    if (!text) goto oom;
+    if (req->n_msgs && !strcmp(req->msgs[0].role, "system")) {
+        size_t a = strlen(text), b = strlen(req->msgs[0].content);
+        char *c = malloc(a + 2 + b + 1);
+        if (!c) goto oom;
+        memcpy(c, req->msgs[0].content, b);
+        memcpy(c + b, b ? "\n\n" : "", b ? 2 : 0);
+        memcpy(c + b + (b ? 2 : 0), text, a + 1);
+        free(text);
+        free((char *)req->msgs[0].content);
+        req->msgs[0].content = c;
+    } else {
+        tr_chat_msg *m = realloc(req->msgs, sizeof *m * (req->n_msgs + 1));
+        if (!m) goto oom;
+        memmove(m + 1, m, sizeof *m * req->n_msgs);
+        m[0] = (tr_chat_msg){.role = "system", .content = text};
+        req->msgs = m;
+        req->n_msgs++;
+    }
+    if (req->tool_choice == SRV_TOOLS_REQUIRED || req->tool_choice == SRV_TOOLS_NAMED) return srv_tools_grammar(req, f, e);
+    return true;
+oom:
+    free(text);
+    srv_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+    return false;
 }
 
 static bool handle_generate(conn_req *r, srv_kind kind) {
@@ -819,6 +921,12 @@ static bool handle_generate(conn_req *r, srv_kind kind) {
                            &eng->defaults, &req, &e))
         return reply_error(r, &e);
 
+    /* Tools: described in the built-in formats' system text (a Jinja template gets them as sent), and a
+     * required call's grammar. */
+    if (req.tools && req.tool_choice != SRV_TOOLS_OFF && !add_tools(&req, (srv_tool_format)eng->tool_format, &e)) {
+        srv_request_free(&req);
+        return reply_error(r, &e);
+    }
     /* The prompts, as the model's tokens (a chat is one). */
     int n_prompts = kind == SRV_KIND_CHAT ? 1 : (int)req.n_prompts;
     int32_t *ids[SRV_MAX_JOBS] = {0};

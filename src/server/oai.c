@@ -37,6 +37,7 @@ const char *srv_finish_str(srv_finish f) {
     switch (f) {
     case SRV_FINISH_STOP: return "stop";
     case SRV_FINISH_LENGTH: return "length";
+    case SRV_FINISH_TOOL_CALLS: return "tool_calls";
     default: return NULL;
     }
 }
@@ -170,6 +171,8 @@ static bool parse_content(json_t *c, size_t i, bool assistant, char **out, srv_e
     return true;
 }
 
+static char *render_tool_turn(json_t *msg, size_t i, const char *content, bool is_tool, srv_error *e);
+
 static bool parse_messages(json_t *root, srv_request *r, srv_error *e) {
     json_t *m = json_object_get(root, "messages");
     if (!m || json_is_null(m)) return BAD("messages", "'messages' is required");
@@ -192,10 +195,18 @@ static bool parse_messages(json_t *root, srv_request *r, srv_error *e) {
         if (!strcmp(rs, "system") || !strcmp(rs, "developer")) canon = "system";
         else if (!strcmp(rs, "user")) canon = "user";
         else if (!strcmp(rs, "assistant")) canon = "assistant";
-        else if (!strcmp(rs, "tool")) canon = "tool"; /* a tool's result: for chat templates that know tools */
+        /* a tool's result: as sent to a Jinja template (messages_json); written as the user's turn, in the
+         * default (Hermes) form, for the built-in formats (msgs) */
+        else if (!strcmp(rs, "tool")) canon = "user";
         else return BAD(name, "'%s' '%s' is not supported: use system, user, assistant or tool", name, rs);
         char *content = NULL;
         if (!parse_content(field(msg, "content"), i, !strcmp(rs, "assistant"), &content, e)) return false;
+        if (!strcmp(rs, "tool") || field(msg, "tool_calls")) {
+            char *c = render_tool_turn(msg, i, content, !strcmp(rs, "tool"), e);
+            free(content);
+            if (!c) return false;
+            content = c;
+        }
         r->msgs[i].role = canon; /* static strings */
         r->msgs[i].content = content;
         r->n_msgs = i + 1;
@@ -208,6 +219,124 @@ static bool parse_messages(json_t *root, srv_request *r, srv_error *e) {
         r->tools_json = json_dumps(tools, JSON_COMPACT | JSON_ENSURE_ASCII);
         if (!r->tools_json) return oom(e);
     }
+    return true;
+}
+
+/* Tool turns in a chat's history, written the way the default (Hermes)
+ * format has them, for templates that know no tools: a tool's result inside
+ * <tool_response>, an assistant's calls as <tool_call> blocks after its
+ * content. NULL: e says why. */
+static char *render_tool_turn(json_t *msg, size_t i, const char *content, bool is_tool, srv_error *e) {
+    srv_buf b = {0};
+    bool ok = true;
+    if (is_tool) {
+        ok = srv_buf_puts(&b, "<tool_response>\n") && srv_buf_puts(&b, content) && srv_buf_puts(&b, "\n</tool_response>");
+    } else {
+        json_t *calls = field(msg, "tool_calls");
+        char name[64];
+        snprintf(name, sizeof name, "messages[%zu].tool_calls", i);
+        if (!json_is_array(calls)) {
+            srv_error_set(e, 400, "invalid_request_error", NULL, name, "'%s' must be an array", name);
+            return NULL;
+        }
+        ok = srv_buf_puts(&b, content);
+        for (size_t k = 0; ok && k < json_array_size(calls); k++) {
+            json_t *c = json_array_get(calls, k), *fn = json_object_get(c, "function");
+            json_t *fname = json_object_get(fn, "name"), *args = json_object_get(fn, "arguments");
+            if (!json_is_string(fname) || (args && !json_is_string(args))) {
+                srv_buf_free(&b);
+                snprintf(name, sizeof name, "messages[%zu].tool_calls[%zu]", i, k);
+                srv_error_set(e, 400, "invalid_request_error", NULL, name,
+                              "'%s' must be {\"type\": \"function\", \"function\": {\"name\": string, \"arguments\": string}}",
+                              name);
+                return NULL;
+            }
+            json_t *a = args ? json_loads(json_string_value(args), JSON_DECODE_ANY, NULL) : json_object();
+            if (!a) a = json_incref(args); /* not JSON: as the string it is */
+            json_t *o = json_pack("{s:O, s:o}", "name", fname, "arguments", a);
+            char *js = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+            json_decref(o);
+            ok = js && srv_buf_puts(&b, b.len ? "\n<tool_call>\n" : "<tool_call>\n") && srv_buf_puts(&b, js) &&
+                 srv_buf_puts(&b, "\n</tool_call>");
+            free(js);
+        }
+    }
+    if (!ok || !srv_buf_append(&b, "", 1)) {
+        srv_buf_free(&b);
+        oom(e);
+        return NULL;
+    }
+    return b.p;
+}
+
+/* "tools": [{"type": "function", "function": {"name", "description",
+ * "parameters"}}], "tool_choice": "auto" | "none" | "required" |
+ * {"type": "function", "function": {"name"}}, "parallel_tool_calls". */
+static bool parse_tools(json_t *root, srv_request *r, srv_error *e) {
+    json_t *tools = field(root, "tools"), *choice = field(root, "tool_choice");
+    r->parallel_tool_calls = true;
+    if (!get_bool(root, "parallel_tool_calls", &r->parallel_tool_calls, e)) return false;
+    if (tools && json_is_null(tools)) tools = NULL;
+    if (choice && json_is_null(choice)) choice = NULL;
+    if (tools && !json_is_array(tools)) return BAD("tools", "'tools' must be an array, not %s", json_kind(tools));
+    size_t n = tools ? json_array_size(tools) : 0;
+    if (n > 128) return BAD("tools", "'tools' lists %zu tools: at most 128 are supported", n);
+    for (size_t i = 0; i < n; i++) {
+        json_t *t = json_array_get(tools, i), *fn = json_object_get(t, "function");
+        char name[64];
+        snprintf(name, sizeof name, "tools[%zu]", i);
+        json_t *type = json_object_get(t, "type");
+        if (!json_is_object(t) || !json_is_string(type) || strcmp(json_string_value(type), "function"))
+            return BAD(name, "'%s' must be {\"type\": \"function\", \"function\": {...}}", name);
+        snprintf(name, sizeof name, "tools[%zu].function", i);
+        if (!json_is_object(fn)) return BAD(name, "'%s' must be an object", name);
+        json_t *fname = json_object_get(fn, "name"), *params = json_object_get(fn, "parameters"),
+               *desc = json_object_get(fn, "description");
+        snprintf(name, sizeof name, "tools[%zu].function.name", i);
+        const char *nm = json_string_value(fname);
+        size_t nl = nm ? strlen(nm) : 0;
+        bool good = nl > 0 && nl <= 64;
+        for (size_t k = 0; good && k < nl; k++)
+            good = (nm[k] >= 'a' && nm[k] <= 'z') || (nm[k] >= 'A' && nm[k] <= 'Z') || (nm[k] >= '0' && nm[k] <= '9') ||
+                   nm[k] == '_' || nm[k] == '-';
+        if (!good) return BAD(name, "'%s' must be 1 to 64 letters, digits, '_' or '-'", name);
+        for (size_t k = 0; k < i; k++)
+            if (!strcmp(nm, json_string_value(json_object_get(json_object_get(json_array_get(tools, k), "function"), "name"))))
+                return BAD(name, "'%s': two tools are named '%s'", name, nm);
+        if (desc && !json_is_string(desc)) {
+            snprintf(name, sizeof name, "tools[%zu].function.description", i);
+            return BAD(name, "'%s' must be a string", name);
+        }
+        if (params && !json_is_object(params)) {
+            snprintf(name, sizeof name, "tools[%zu].function.parameters", i);
+            return BAD(name, "'%s' must be a JSON schema (an object)", name);
+        }
+    }
+    r->tool_choice = n ? SRV_TOOLS_AUTO : SRV_TOOLS_OFF;
+    if (choice) {
+        const char *cs = json_string_value(choice);
+        if (cs && !strcmp(cs, "none")) r->tool_choice = SRV_TOOLS_OFF;
+        else if (cs && !strcmp(cs, "auto")) ;
+        else if (cs && !strcmp(cs, "required")) r->tool_choice = SRV_TOOLS_REQUIRED;
+        else if (json_is_object(choice)) {
+            json_t *fname = json_object_get(json_object_get(choice, "function"), "name");
+            if (!json_is_string(fname))
+                return BAD("tool_choice", "'tool_choice' must be \"auto\", \"none\", \"required\" or "
+                                          "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+            bool found = false;
+            for (size_t i = 0; i < n; i++)
+                found |= !strcmp(json_string_value(fname),
+                                 json_string_value(json_object_get(json_object_get(json_array_get(tools, i), "function"), "name")));
+            if (!found) return BAD("tool_choice", "'tool_choice' names '%s', which is not in 'tools'", json_string_value(fname));
+            r->tool_choice = SRV_TOOLS_NAMED;
+            if (!(r->tool_name = strdup(json_string_value(fname)))) return oom(e);
+        } else {
+            return BAD("tool_choice", "'tool_choice' must be \"auto\", \"none\", \"required\" or "
+                                      "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+        }
+        if (r->tool_choice != SRV_TOOLS_OFF && !n) return BAD("tool_choice", "'tool_choice' needs 'tools'");
+    }
+    if (n) r->tools = json_incref(tools);
     return true;
 }
 
@@ -262,6 +391,8 @@ static bool parse_prompt(json_t *root, int32_t n_vocab, srv_request *r, srv_erro
 }
 
 static bool parse_speculative(json_t *root, srv_request *r, srv_error *e);
+static bool parse_constraint(json_t *root, srv_request *r, srv_error *e);
+static bool parse_tools(json_t *root, srv_request *r, srv_error *e);
 
 static bool parse_stop(json_t *root, srv_request *r, srv_error *e) {
     json_t *s = field(root, "stop");
@@ -363,16 +494,7 @@ static bool parse_fields(json_t *root, srv_kind kind, const char *model_id, int3
             if (!r->logprobs) return BAD("top_logprobs", "'top_logprobs' needs 'logprobs': true");
             r->top_logprobs = (int)x;
         }
-        json_t *tools = field(root, "tools");
-        if (tools && (!json_is_array(tools) || json_array_size(tools) > 0))
-            return BAD("tools", "'tools' (function calling) is not supported");
-        json_t *rf = field(root, "response_format");
-        if (rf) {
-            json_t *t = json_is_object(rf) ? json_object_get(rf, "type") : NULL;
-            if (!json_is_string(t)) return BAD("response_format", "'response_format' must be an object with a string 'type'");
-            if (strcmp(json_string_value(t), "text"))
-                return BAD("response_format", "'response_format' type '%s' is not supported: only \"text\"", json_string_value(t));
-        }
+        if (!parse_tools(root, r, e)) return false;
     } else {
         /* The legacy endpoint: logprobs is the number of alternatives (0..5). */
         if (!get_int(root, "logprobs", 0, 5, &x, &given, e)) return false;
@@ -387,7 +509,84 @@ static bool parse_fields(json_t *root, srv_kind kind, const char *model_id, int3
         if (suffix && (!json_is_string(suffix) || json_string_length(suffix) > 0))
             return BAD("suffix", "'suffix' (insertion) is not supported");
     }
+    if (!parse_constraint(root, r, e)) return false;
+    if (r->grammar && (r->tool_choice == SRV_TOOLS_REQUIRED || r->tool_choice == SRV_TOOLS_NAMED))
+        return BAD("tool_choice", "a required tool call cannot be combined with 'response_format' or 'grammar'");
     return parse_stop(root, r, e);
+}
+
+/* A grammar from GBNF text, or from a JSON schema (NULL: any JSON object);
+ * errors are the compiler's, under the field's name. */
+static bool compile_into(srv_request *r, const char *param, const char *gbnf, json_t *schema, srv_error *e) {
+    tr_error err = {{0}};
+    char *text = NULL;
+    tr_status st = TR_OK;
+    if (!gbnf) {
+        char *js = schema ? json_dumps(schema, JSON_ENCODE_ANY | JSON_COMPACT) : strdup("{\"type\":\"object\"}");
+        if (!js) return oom(e);
+        st = tr_json_schema_to_gbnf(js, strlen(js), &text, &err);
+        free(js);
+    }
+    if (st == TR_OK) st = tr_grammar_parse(gbnf ? gbnf : text, strlen(gbnf ? gbnf : text), &r->grammar, &err);
+    free(text);
+    if (st == TR_ERR_NOMEM) return oom(e);
+    if (st != TR_OK) return BAD(param, "'%s': %s", param, err.msg);
+    return true;
+}
+
+/* The output's constraint: "grammar" (llama-server's GBNF), "json_schema"
+ * (llama-server's), or OpenAI's "response_format": {"type": "text"},
+ * {"type": "json_object"} (any JSON object; llama-server's optional
+ * "schema" too), {"type": "json_schema", "json_schema": {"name", "schema",
+ * "strict"}}. At most one of them. */
+static bool parse_constraint(json_t *root, srv_request *r, srv_error *e) {
+    json_t *g = field(root, "grammar"), *js = field(root, "json_schema"), *rf = field(root, "response_format");
+    if (g && json_is_null(g)) g = NULL;
+    if (js && json_is_null(js)) js = NULL;
+    if (rf && json_is_null(rf)) rf = NULL;
+    if (rf) {
+        json_t *t = json_is_object(rf) ? json_object_get(rf, "type") : NULL;
+        if (!json_is_string(t)) return BAD("response_format", "'response_format' must be an object with a string 'type'");
+        if (!strcmp(json_string_value(t), "text")) rf = NULL;
+    }
+    if (!!g + !!js + !!rf > 1)
+        return BAD(g ? "grammar" : "json_schema", "give at most one of 'grammar', 'json_schema' and 'response_format'");
+    if (g) {
+        if (!json_is_string(g)) return BAD("grammar", "'grammar' must be a string (GBNF), not %s", json_kind(g));
+        if (json_string_length(g) == 0) return true;
+        return compile_into(r, "grammar", json_string_value(g), NULL, e);
+    }
+    if (js) {
+        if (!json_is_object(js) && !json_is_boolean(js))
+            return BAD("json_schema", "'json_schema' must be a JSON schema (an object), not %s", json_kind(js));
+        return compile_into(r, "json_schema", NULL, js, e);
+    }
+    if (!rf) return true;
+    const char *type = json_string_value(json_object_get(rf, "type"));
+    if (!strcmp(type, "json_object")) {
+        json_t *schema = json_object_get(rf, "schema");
+        if (schema && !json_is_object(schema) && !json_is_boolean(schema))
+            return BAD("response_format.schema", "'response_format.schema' must be a JSON schema (an object)");
+        return compile_into(r, "response_format", NULL, schema, e);
+    }
+    if (!strcmp(type, "json_schema")) {
+        json_t *o = json_object_get(rf, "json_schema");
+        if (!json_is_object(o))
+            return BAD("response_format.json_schema",
+                       "'response_format.json_schema' must be an object with 'name' and 'schema'");
+        json_t *name = json_object_get(o, "name"), *strict = json_object_get(o, "strict");
+        if (name && !json_is_string(name))
+            return BAD("response_format.json_schema.name", "'response_format.json_schema.name' must be a string");
+        if (strict && !json_is_boolean(strict) && !json_is_null(strict))
+            return BAD("response_format.json_schema.strict", "'response_format.json_schema.strict' must be a boolean");
+        json_t *schema = json_object_get(o, "schema");
+        if (schema && !json_is_object(schema) && !json_is_boolean(schema))
+            return BAD("response_format.json_schema.schema",
+                       "'response_format.json_schema.schema' must be a JSON schema (an object)");
+        return compile_into(r, "response_format", NULL, schema, e);
+    }
+    return BAD("response_format",
+               "'response_format' type '%s' is not supported: \"text\", \"json_object\" or \"json_schema\"", type);
 }
 
 /* Speculative decoding settings, llama-server's way: an object
@@ -460,6 +659,9 @@ void srv_request_free(srv_request *r) {
     free(r->prompts);
     for (size_t i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->stop);
+    tr_grammar_free(r->grammar);
+    json_decref(r->tools);
+    free(r->tool_name);
     memset(r, 0, sizeof *r);
 }
 
@@ -472,8 +674,12 @@ bool srv_request_copy_settings(const srv_request *src, srv_request *dst) {
     dst->prompts = NULL;
     dst->n_prompts = 0;
     dst->n_stop = 0;
+    dst->grammar = NULL;
+    dst->tool_name = NULL;
+    json_incref(dst->tools);
     dst->stop = calloc(src->n_stop ? src->n_stop : 1, sizeof *dst->stop);
-    bool ok = dst->stop != NULL;
+    bool ok = dst->stop != NULL && (!src->grammar || (dst->grammar = tr_grammar_clone(src->grammar))) &&
+              (!src->tool_name || (dst->tool_name = strdup(src->tool_name)));
     for (size_t i = 0; ok && i < src->n_stop; i++) {
         ok = (dst->stop[i] = strdup(src->stop[i])) != NULL;
         dst->n_stop += ok;
@@ -575,11 +781,36 @@ static json_t *completion_choice_json(const srv_result *r) {
                      "logprobs", logprobs_json(r), "finish_reason", finish_json(r->finish));
 }
 
+/* message.tool_calls / delta.tool_calls (with each call's index in a delta). */
+static json_t *tool_calls_json(const srv_result *r, bool delta) {
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < r->n_calls; i++) {
+        const srv_tool_call *c = &r->calls[i];
+        json_t *o = json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", c->id, "type", "function", "function", "name",
+                              c->name, "arguments", c->arguments);
+        if (o && delta) json_object_set_new(o, "index", json_integer((json_int_t)i));
+        json_array_append_new(a, o);
+    }
+    return a;
+}
+
+/* With tool calls, the content is what came before them, null when blank. */
+static json_t *content_json(const srv_result *r) {
+    if (r->n_calls) {
+        bool blank = true;
+        for (size_t i = 0; i < r->text_len; i++) blank &= r->text[i] == ' ' || r->text[i] == '\n' || r->text[i] == '\t' || r->text[i] == '\r';
+        if (blank) return json_null();
+    }
+    return text_json(r->text, r->text_len);
+}
+
 static json_t *choice_json(const srv_result *r) {
     if (r->kind != SRV_KIND_CHAT) return completion_choice_json(r);
-    return json_pack("{s:i, s:{s:s, s:o}, s:o, s:o}", "index", r->index, "message", "role", "assistant",
-                     "content", text_json(r->text, r->text_len), "logprobs", logprobs_json(r),
-                     "finish_reason", finish_json(r->finish));
+    json_t *o = json_pack("{s:i, s:{s:s, s:o}, s:o, s:o}", "index", r->index, "message", "role", "assistant",
+                          "content", content_json(r), "logprobs", logprobs_json(r), "finish_reason",
+                          finish_json(r->finish));
+    if (o && r->n_calls) json_object_set_new(json_object_get(o, "message"), "tool_calls", tool_calls_json(r, false));
+    return o;
 }
 
 json_t *srv_response_json(const srv_result *r, size_t n) {
@@ -595,8 +826,12 @@ static json_t *delta_choice_json(const srv_result *r) {
     json_t *delta = json_object();
     if (r->first) json_object_set_new(delta, "role", json_string("assistant"));
     /* The final chunk carries only finish_reason, with an empty delta. */
-    if (r->text_len || (r->finish == SRV_FINISH_NONE))
+    if (r->n_calls) {
+        if (r->text_len) json_object_set_new(delta, "content", content_json(r));
+        json_object_set_new(delta, "tool_calls", tool_calls_json(r, true));
+    } else if (r->text_len || (r->finish == SRV_FINISH_NONE)) {
         json_object_set_new(delta, "content", text_json(r->text, r->text_len));
+    }
     return json_pack("{s:i, s:o, s:o, s:o}", "index", r->index, "delta", delta, "logprobs", logprobs_json(r),
                      "finish_reason", finish_json(r->finish));
 }

@@ -236,7 +236,7 @@ static void run_end(srv_sched *s, int idx) {
 static void run_start(srv_sched *s, srv_job *j) {
     tr_seq_params p = {.prompt = j->prompt, .n_prompt = j->n_prompt, .n_predict = j->max_tokens,
                        .sampling = j->req.sampling, .no_cache = !j->req.cache_prompt,
-                       .ignore_eog = j->req.ignore_eos};
+                       .ignore_eog = j->req.ignore_eos, .grammar = j->req.grammar};
     if (!j->req.has_seed) p.sampling.seed = splitmix(&s->rng);
     /* The request's speculative settings over the server's; none with
      * logprobs (a step that yields several tokens has the logits of the

@@ -39,6 +39,7 @@ typedef struct srv_engine {
     tr_status (*chat_format)(void *self, const tr_chat_msg *msgs, size_t n, const char *messages_json,
                              const char *tools_json, char **out, tr_error *err);
     size_t (*piece)(void *self, int32_t id, char *buf, size_t cap);
+    int tool_format;  /* srv_tool_format (tools.h) the chat template writes tool calls in; 0: Hermes */
 } srv_engine;
 
 typedef struct srv_config {

@@ -59,6 +59,11 @@ TT_TEST(missing_and_wrong_messages) {
     expect_error(SRV_KIND_CHAT, "{\"messages\": [3]}", 400, "messages[0]", "must be an object");
     expect_error(SRV_KIND_CHAT, "{\"messages\": [{\"content\":\"x\"}]}", 400, "messages[0].role", "must be a string");
     expect_error(SRV_KIND_CHAT, "{\"messages\": [{\"role\":\"wizard\",\"content\":\"x\"}]}", 400, "messages[0].role", "not supported");
+    expect_error(SRV_KIND_CHAT, "{\"messages\": [{\"role\":\"function\",\"content\":\"x\"}]}", 400, "messages[0].role", "not supported");
+    expect_error(SRV_KIND_CHAT, "{\"messages\": [{\"role\":\"assistant\",\"content\":null,\"tool_calls\":{}}]}", 400,
+                 "messages[0].tool_calls", "must be an array");
+    expect_error(SRV_KIND_CHAT, "{\"messages\": [{\"role\":\"assistant\",\"tool_calls\":[{\"function\":{}}]}]}", 400,
+                 "messages[0].tool_calls[0]", "\"name\"");
     expect_error(SRV_KIND_CHAT, "{\"messages\": [{\"role\":\"user\"}]}", 400, "messages[0].content", "missing");
     expect_error(SRV_KIND_CHAT, "{\"messages\": [{\"role\":\"user\",\"content\":5}]}", 400, "messages[0].content", "string or an array");
     expect_error(SRV_KIND_CHAT, "{\"messages\": [{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}", 400,
@@ -112,12 +117,71 @@ TT_TEST(wrong_field_types_and_ranges) {
     E("\"top_k\": -1", 400, "top_k", "between 0");
     E("\"min_p\": 2", 400, "min_p", "between 0 and 1");
     E("\"repeat_penalty\": 0", 400, "repeat_penalty", "above 0");
-    E("\"tools\": [{\"type\":\"function\"}]", 400, "tools", "not supported");
+    E("\"tools\": [{\"type\":\"function\"}]", 400, "tools[0].function", "must be an object");
+    E("\"tools\": {}", 400, "tools", "must be an array");
+    E("\"tools\": [{\"type\":\"function\",\"function\":{\"name\":\"a b\"}}]", 400, "tools[0].function.name", "letters");
+    E("\"tools\": [{\"type\":\"function\",\"function\":{\"name\":\"f\"}},{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]",
+      400, "tools[1].function.name", "two tools");
+    E("\"tools\": [{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":[]}}]", 400,
+      "tools[0].function.parameters", "JSON schema");
+    E("\"tools\": [{\"type\":\"function\",\"function\":{\"name\":\"f\"}}], \"tool_choice\": {\"type\":\"function\","
+      "\"function\":{\"name\":\"g\"}}", 400, "tool_choice", "'g', which is not in 'tools'");
+    E("\"tool_choice\": \"required\"", 400, "tool_choice", "needs 'tools'");
+    E("\"tools\": [{\"type\":\"function\",\"function\":{\"name\":\"f\"}}], \"tool_choice\": \"sometimes\"", 400,
+      "tool_choice", "must be");
+    E("\"tools\": [{\"type\":\"function\",\"function\":{\"name\":\"f\"}}], \"tool_choice\": \"required\", "
+      "\"response_format\": {\"type\":\"json_object\"}", 400, "tool_choice", "cannot be combined");
+    E("\"parallel_tool_calls\": 1", 400, "parallel_tool_calls", "boolean");
     expect_error(SRV_KIND_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\\u0000b\"}]}", 400,
                  "messages[0].content", "NUL");
     expect_error(SRV_KIND_COMPLETION, "{\"prompt\":\"a\\u0000b\"}", 400, "prompt", "NUL");
-    E("\"response_format\": {\"type\":\"json_object\"}", 400, "response_format", "not supported");
+    E("\"response_format\": {\"type\":\"yaml\"}", 400, "response_format", "not supported");
+    E("\"response_format\": \"json\"", 400, "response_format", "string 'type'");
+    E("\"response_format\": {\"type\":\"json_schema\"}", 400, "response_format.json_schema", "'name' and 'schema'");
+    E("\"response_format\": {\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\",\"schema\":"
+      "{\"type\":\"string\",\"format\":\"email\"}}}",
+      400, "response_format", "keyword 'format' is not supported");
+    E("\"response_format\": {\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\",\"schema\":"
+      "{\"type\":\"array\",\"uniqueItems\":true}}}",
+      400, "response_format", "'uniqueItems'");
+    E("\"grammar\": \"root ::= foo\"", 400, "grammar", "rule 'foo' is used but not defined");
+    E("\"grammar\": 5", 400, "grammar", "must be a string");
+    E("\"grammar\": \"root ::= [a]\", \"json_schema\": {}", 400, "grammar", "at most one");
+    E("\"json_schema\": {\"type\":\"number\",\"minimum\":1}", 400, "json_schema", "'minimum'");
 #undef E
+}
+
+TT_TEST(constraints_compile) {
+    static const char *const bodies[] = {
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"response_format\":{\"type\":\"json_object\"}}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"response_format\":{\"type\":\"json_schema\","
+        "\"json_schema\":{\"name\":\"p\",\"strict\":true,\"schema\":{\"type\":\"object\",\"properties\":"
+        "{\"a\":{\"type\":\"integer\"}},\"required\":[\"a\"],\"additionalProperties\":false}}}}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"grammar\":\"root ::= \\\"yes\\\" | \\\"no\\\"\"}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"json_schema\":{\"enum\":[1,2]}}",
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        srv_request r, copy;
+        srv_error e;
+        tr_sampler_params d = defaults();
+        bool ok = srv_request_parse(SRV_KIND_CHAT, bodies[i], strlen(bodies[i]), "gemma", 1000, &d, &r, &e);
+        if (!ok) fprintf(stderr, "    %s: %s\n", bodies[i], e.message);
+        TT_CHECK(ok);
+        if (!ok) continue;
+        TT_CHECK(r.grammar != NULL);
+        TT_CHECK(srv_request_copy_settings(&r, &copy));
+        TT_CHECK(copy.grammar != NULL && copy.grammar != r.grammar);
+        srv_request_free(&copy);
+        srv_request_free(&r);
+    }
+    /* "text" and an empty grammar: no constraint */
+    const char *plain = "{\"prompt\":\"x\",\"response_format\":{\"type\":\"text\"},\"grammar\":\"\"}";
+    srv_request r;
+    srv_error e;
+    tr_sampler_params d = defaults();
+    TT_CHECK(srv_request_parse(SRV_KIND_COMPLETION, plain, strlen(plain), "gemma", 1000, &d, &r, &e));
+    TT_CHECK(r.grammar == NULL);
+    srv_request_free(&r);
 }
 
 TT_TEST(good_chat_request) {
@@ -374,6 +438,7 @@ int main(void) {
     TT_RUN(missing_and_wrong_messages);
     TT_RUN(missing_and_wrong_prompt);
     TT_RUN(wrong_field_types_and_ranges);
+    TT_RUN(constraints_compile);
     TT_RUN(good_chat_request);
     TT_RUN(n_choices_from_one_to_eight);
     TT_RUN(speculative_settings);

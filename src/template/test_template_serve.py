@@ -85,8 +85,14 @@ def test_model_without_template_falls_back_with_a_warning(trinity_bin, model_pat
                                                                           bos_token="")
         assert body["prompt"] == want
         assert "has no tokenizer.chat_template" in s.log() and "replies may not end" in s.log()
+        # a built-in format knows no tool turns: a tool's result becomes the user's turn in the default
+        # (Hermes) form, as the server's tool calling writes it for files without a template
         status, body = post(s, "/apply-template", {"messages": [{"role": "tool", "content": "{}"}]})
-        assert status == 400 and "need a Jinja chat template" in body["error"]["message"]
+        assert status == 200, body
+        want = T.reference_env().from_string(C.TEMPLATES["gemma"]).render(
+            messages=[{"role": "user", "content": "<tool_response>\n{}\n</tool_response>"}], add_generation_prompt=True,
+            bos_token="")
+        assert body["prompt"] == want
     finally:
         assert s.stop() == 0, s.log()
 
