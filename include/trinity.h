@@ -316,6 +316,14 @@ typedef struct tr_context_params {
     bool prefix_cache; /* register computed blocks for reuse (tr_kv_seq_reuse) */
     int32_t type_k;    /* KV cache entry types (-ctk / -ctv): TR_TYPE_F16, TR_TYPE_Q8_0, TR_TYPE_Q4_0 or */
     int32_t type_v;    /* TR_TYPE_TQ2_32; 0 = TR_TYPE_F16 (a float32 cache is not offered) */
+    /* Streaming with attention sinks (StreamingLLM, --kv-sinks / --kv-window): a sequence keeps its
+     * first n_sinks tokens and a window of at least n_window latest ones, so it never reaches a
+     * context limit and its memory stays constant. n_window = 0: off. With it on, a sequence holds
+     * at most round_up(n_sinks + n_window, kv_block) + kv_block positions (tr_context_n_ctx); when
+     * full, tr_kv_seq_slide drops the block of positions after the sinks and re-rotates the keys
+     * it moves (positions are positions within the cache, as in the paper). The prefix cache is off. */
+    int32_t n_sinks;
+    int32_t n_window;
 } tr_context_params;
 
 /* KV cache types by llama.cpp's names for -ctk / -ctv ("f16", "q8_0",
@@ -349,6 +357,16 @@ const float *tr_get_logits(tr_context *c, int32_t i);
  * sequence's positions stay contiguous, so only a suffix can go: p1 < 0 or
  * p1 >= its length. Returns false (nothing changed) for a range inside it. */
 bool tr_kv_seq_rm(tr_context *c, int32_t seq, int32_t p0, int32_t p1);
+/* Streaming contexts (n_window > 0): when the sequence holds tr_context_n_ctx
+ * positions, drop kv_block positions right after its sinks; the later ones
+ * move down by kv_block and their keys are rotated back by as many
+ * positions, with each layer's RoPE (a quantized K is dequantized, rotated
+ * and quantized again). *dropped: the positions dropped (0: it had room).
+ * Errors: not a streaming context, a bad sequence, or a sequence sharing
+ * blocks with another (tr_kv_seq_cp): a streaming sequence owns its blocks. */
+tr_status tr_kv_seq_slide(tr_context *c, int32_t seq, int32_t *dropped, tr_error *err);
+/* Sinks and window of a streaming context (0, 0: not streaming). */
+void tr_context_stream(const tr_context *c, int32_t *n_sinks, int32_t *n_window);
 /* Positions a sequence holds. */
 int32_t tr_kv_seq_len(const tr_context *c, int32_t seq);
 /* dst (empty) shares src's positions (blocks are shared, copied on write). */
