@@ -47,26 +47,29 @@ def build_text(model, want_tokens, path):
     parts, n_chars = [], 0
     if not files:
         raise SystemExit("no texts under /usr/share/common-licenses or /usr/share/doc")
-    # ~4.7 characters per token on these texts: read until comfortably past the
-    # target, then check with the tokenizer.
+    # ~4.7 characters per token on these texts: read comfortably past the
+    # target, then cut at a line end to just past it.
     for p in files:
         with open(p, "rb") as f:
             parts.append(f.read().decode("utf-8", "replace"))
         n_chars += len(parts[-1])
-        if n_chars > want_tokens * 5.5:
-            text = "\n\n".join(parts)
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text)
-            n = count_tokens(model, path)
-            while n > want_tokens * 1.06:  # cut at a line end to just past the target
-                cut = text.rfind("\n", 0, int(len(text) * want_tokens * 1.03 / n))
-                text = text[:cut + 1]
-                with open(path, "w", encoding="utf-8") as f:
-                    f.write(text)
-                n = count_tokens(model, path)
-            if n >= want_tokens:
-                return text, n, len(parts)
-    raise SystemExit(f"the machine's texts give fewer than {want_tokens} tokens")
+        if n_chars > want_tokens * 6:
+            break
+    full = "\n\n".join(parts)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(full)
+    n_full = count_tokens(model, path)
+    if n_full < want_tokens:
+        raise SystemExit(f"the machine's texts give {n_full} tokens, fewer than {want_tokens}")
+    ratio = 1.01
+    while True:
+        text = full[:full.rfind("\n", 0, int(len(full) * min(1.0, want_tokens * ratio / n_full))) + 1]
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        n = count_tokens(model, path)
+        if n >= want_tokens or len(text) == len(full):
+            return text, n, len(parts)
+        ratio += 0.01
 
 
 def count_tokens(model, path):

@@ -549,6 +549,32 @@ typedef struct tr_chat_msg {
 tr_status tr_chat_format(const tr_model *m, const char *format, const tr_chat_msg *msgs, size_t n,
                          bool add_assistant, char **out, tr_error *err);
 
+/* Context shift for chat: when a conversation's prompt and the room its
+ * answer needs exceed the context, drop whole turns, oldest first, and render
+ * again; the prompt is always the template applied to a well-formed
+ * conversation. A turn is a user message and the assistant (and tool)
+ * messages after it, up to the next user message; the leading system (or
+ * developer) messages and the last turn are never dropped. render: the one
+ * "messages -> prompt" function of the caller (tr_chat_format, a Jinja
+ * renderer, ...; *out malloc'ed); tokenize: prompt -> ids (*ids malloc'ed). */
+typedef tr_status (*tr_chat_render_fn)(void *user, const tr_chat_msg *msgs, size_t n, char **out, tr_error *err);
+typedef tr_status (*tr_chat_tokenize_fn)(void *user, const char *text, size_t len, int32_t **ids, size_t *n,
+                                         tr_error *err);
+/* The room an answer needs after the prompt: max_tokens when given (> 0; at
+ * most n_ctx - 1), else a quarter of the context. */
+int32_t tr_chat_room(int32_t max_tokens, int32_t n_ctx);
+/* Render msgs[0..n) and tokenize; while the prompt plus `room` exceeds n_ctx,
+ * drop the oldest droppable turn and render again. *ids / *n_ids: the prompt
+ * that fits, or the shortest one there is when even the system messages and
+ * the last turn leave less than `room` (the caller decides: refuse a prompt
+ * of n_ctx tokens or more, else let generation stop at the context).
+ * *dropped: how many messages after the leading system ones were dropped
+ * (the kept conversation is the system messages, then msgs[n_sys + *dropped
+ * .. n)). Errors: the renderer's or the tokenizer's. */
+tr_status tr_chat_fit(void *user, tr_chat_render_fn render, tr_chat_tokenize_fn tokenize, const tr_chat_msg *msgs,
+                      size_t n, int32_t n_ctx, int32_t room, int32_t **ids, size_t *n_ids, size_t *dropped,
+                      tr_error *err);
+
 /* ----------------------------------------------------------------- system */
 
 /* The CPU features the kernels may use, e.g. "avx2 fma f16c avx512f ...". */

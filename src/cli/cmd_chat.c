@@ -1,10 +1,17 @@
 /* trinity chat: an interactive conversation in the terminal. Each turn the
  * whole conversation is formatted with the model's chat template and
  * tokenized; only the tokens after the part the KV cache already holds are
- * evaluated. The reply streams to stdout; "> " prompts go to stderr. */
+ * evaluated. The reply streams to stdout; "> " prompts go to stderr.
+ *
+ * Context shift: when the conversation and the room for a reply (-n, else a
+ * quarter of the context) would not fit, its oldest whole turns are dropped
+ * (tr_chat_fit: never the system prompt, never half a message) and the
+ * conversation goes on without them; stderr says so. The prefix cache still
+ * holds what the shortened conversation begins with (the system prompt). */
 #include "cli.h"
 #include "gen.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -41,6 +48,30 @@ static bool convo_add(convo *cv, const char *role, const char *content) {
     cv->msgs[cv->n].content = copy;
     cv->n++;
     return true;
+}
+
+/* Forget messages [from, from + k). */
+static void convo_drop(convo *cv, size_t from, size_t k) {
+    for (size_t i = from; i < from + k; i++) free(cv->owned[i]);
+    memmove(cv->owned + from, cv->owned + from + k, (cv->n - from - k) * sizeof *cv->owned);
+    memmove(cv->msgs + from, cv->msgs + from + k, (cv->n - from - k) * sizeof *cv->msgs);
+    cv->n -= k;
+}
+
+/* tr_chat_fit's renderer and tokenizer: the model's template and vocabulary. */
+typedef struct chat_ctx {
+    const tr_model *m;
+    const char *format;
+} chat_ctx;
+
+static tr_status render(void *user, const tr_chat_msg *msgs, size_t n, char **out, tr_error *err) {
+    const chat_ctx *c = user;
+    return tr_chat_format(c->m, c->format, msgs, n, true, out, err);
+}
+
+static tr_status tokenize(void *user, const char *text, size_t len, int32_t **ids, size_t *n, tr_error *err) {
+    const chat_ctx *c = user;
+    return tr_tokenize(tr_model_vocab(c->m), text, len, true, true, ids, n, err);
 }
 
 static void convo_free(convo *cv) {
@@ -130,13 +161,21 @@ int cmd_chat(int argc, char **argv) {
         while (ln && (line[ln - 1] == '\n' || line[ln - 1] == '\r')) line[--ln] = 0;
         if (ln == 0) break;
         if (!convo_add(&cv, "user", line)) goto oom;
-        if (tr_chat_format(m, o.chat_format, cv.msgs, cv.n, true, &formatted, &err)) goto fail;
-        if (tr_tokenize(v, formatted, strlen(formatted), true, true, &toks, &n_toks, &err)) goto fail;
-        free(formatted);
-        formatted = NULL;
-        if (n_toks + 1 >= (size_t)n_ctx) {
-            snprintf(err.msg, sizeof err.msg, "the conversation is %zu tokens, the context (-c) holds %d", n_toks,
-                     n_ctx);
+        chat_ctx cc = {.m = m, .format = o.chat_format};
+        size_t dropped = 0;
+        const int32_t room = o.n_window > 0 ? 0 : tr_chat_room(o.n_predict, n_ctx);
+        if (tr_chat_fit(&cc, render, tokenize, cv.msgs, cv.n, o.n_window > 0 ? INT32_MAX : n_ctx, room, &toks,
+                        &n_toks, &dropped, &err))
+            goto fail;
+        if (dropped) {
+            const size_t n_sys = o.system ? 1 : 0;
+            convo_drop(&cv, n_sys, dropped);
+            fprintf(stderr, "[context shift: the %zu oldest messages were dropped to fit the context]\n", dropped);
+        }
+        if (o.n_window == 0 && n_toks + 1 >= (size_t)n_ctx) {
+            snprintf(err.msg, sizeof err.msg,
+                     "the conversation is %zu tokens even without its earlier turns, the context (-c) holds %d",
+                     n_toks, n_ctx);
             goto fail;
         }
         reply.len = 0;

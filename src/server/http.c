@@ -377,6 +377,7 @@ static bool authorized(srv_server *s, const http1_request *rq) {
 typedef struct job_set {
     srv_job *job[SRV_MAX_CHOICES];
     int n;
+    int32_t dropped; /* messages the context shift dropped from the request */
 } job_set;
 
 static void jobs_cancel(srv_sched *s, const job_set *js) {
@@ -455,6 +456,7 @@ static srv_result result_base(srv_server *s, srv_kind kind, const char *id, int6
 static void set_usage(srv_result *r, const job_set *js) {
     r->prompt_tokens = js->job[0]->n_prompt;
     r->cached_tokens = js->job[0]->n_cached;
+    r->dropped_messages = js->dropped;
     r->completion_tokens = r->accepted_tokens = r->rejected_tokens = 0;
     for (int i = 0; i < js->n; i++) {
         r->completion_tokens += js->job[i]->n_gen;
@@ -508,6 +510,7 @@ static bool stream_roles(stream *st) {
         srv_result r = result_base(st->s, st->kind, st->id, st->created);
         r.index = i;
         r.first = true;
+        r.dropped_messages = st->jobs.dropped;
         ok &= emit(st, srv_chunk_json(&r));
     }
     st->sent_role = true;
@@ -754,6 +757,7 @@ static bool generate(conn_req *r, srv_kind kind, srv_request *req,
     double deadline = s->cfg.request_timeout > 0 ? r->t0 + s->cfg.request_timeout : 0;
     job_set js;
     bool made = make_jobs(s->sched, req, ids, n_ids, deadline, &js);
+    js.dropped = req->ctx_dropped;
     free(ids);
     if (!made) {
         srv_request_free(req);
@@ -797,17 +801,17 @@ static bool handle_generate(conn_req *r, srv_kind kind) {
     tr_error terr = {{0}};
     const char *param = kind == SRV_KIND_CHAT ? "messages" : "prompt";
     if (kind == SRV_KIND_CHAT) {
-        char *text = NULL;
-        if (eng->chat_format(eng->self, req.msgs, req.n_msgs, &text, &terr) != TR_OK) {
+        /* The conversation as the template renders it; one that would
+         * overflow loses its oldest whole turns (context shift). */
+        size_t dropped = 0;
+        const int32_t room = eng->streaming ? 0 : tr_chat_room(req.max_tokens, eng->n_ctx);
+        if (tr_chat_fit(eng->self, eng->chat_format, eng->tokenize, req.msgs, req.n_msgs,
+                         eng->streaming ? INT32_MAX : eng->n_ctx, room, &ids, &n_ids, &dropped, &terr) != TR_OK) {
             srv_request_free(&req);
             return fail(r, 400, "invalid_request_error", NULL, param, terr.msg);
         }
-        tr_status st = eng->tokenize(eng->self, text, strlen(text), &ids, &n_ids, &terr);
-        free(text);
-        if (st != TR_OK) {
-            srv_request_free(&req);
-            return fail(r, 400, "invalid_request_error", NULL, param, terr.msg);
-        }
+        req.ctx_dropped = (int32_t)dropped;
+        if (dropped) srv_metrics_context_shift(&s->metrics, (uint64_t)dropped);
     } else if (req.prompt) {
         if (eng->tokenize(eng->self, req.prompt, strlen(req.prompt), &ids, &n_ids, &terr) != TR_OK) {
             srv_request_free(&req);
@@ -819,7 +823,7 @@ static bool handle_generate(conn_req *r, srv_kind kind) {
         req.prompt_ids = NULL;
         req.n_prompt_ids = 0;
     }
-    if (n_ids == 0 || n_ids >= (size_t)eng->n_ctx) {
+    if (n_ids == 0 || (!eng->streaming && n_ids >= (size_t)eng->n_ctx)) {
         char msg[256];
         if (n_ids == 0)
             snprintf(msg, sizeof msg, "the prompt is empty: it gave no tokens");

@@ -535,9 +535,14 @@ static json_t *usage_json(const srv_result *r) {
 }
 
 static json_t *envelope(const srv_result *r, const char *object, json_t *choices) {
-    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:o}", "id", r->id, "object", object, "created",
-                     (json_int_t)r->created, "model", r->model, "system_fingerprint",
-                     "trinity", "choices", choices);
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:o}", "id", r->id, "object", object, "created",
+                          (json_int_t)r->created, "model", r->model, "system_fingerprint", "trinity", "choices",
+                          choices);
+    /* The conversation lost its oldest turns to fit the context (an
+     * extension, as llama-server's own fields are). */
+    if (o && r->dropped_messages > 0)
+        json_object_set_new(o, "context_shift", json_pack("{s:i}", "dropped_messages", (int)r->dropped_messages));
+    return o;
 }
 
 /* A completion's choice reads the same in a response and in a chunk. */
