@@ -165,3 +165,12 @@ def test_cli_flags_refused_by_name(trinity_bin, model_path, cmd):
                            input="", timeout=120)
         assert p.returncode != 0, (cmd, args)
         assert says in p.stderr, (cmd, args, p.stderr)
+
+
+def test_cli_chat_drops_old_turns_and_goes_on(trinity_bin, model_path):
+    lines = "".join(f"[U{i}] Tell me about topic {i}, its long history and the many people in it.\n" for i in range(8))
+    p = subprocess.run([trinity_bin, "chat", "-m", model_path, "-c", "256", "-n", "24", "--temp", "0", "-t", "2",
+                        "-sys", SYSTEM], input=lines, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "[context shift: the 2 oldest messages were dropped" in p.stderr
+    assert p.stderr.count("> ") >= 9  # every line was answered, then end of input
