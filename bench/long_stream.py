@@ -105,6 +105,9 @@ def plain(model, path, chunks, threads):
 
 def summary(run):
     w = [r for r in run["windows"] if r["to"] - r["from"] >= 1023]  # whole windows only
+    if not w:
+        return {"first4": 0, "last": 0, "last_vs_first": 0, "rss_4k_kib": 0, "rss_max_kib": 0, "rss_min_kib": 0,
+                "rss_spread": 0}
     first = sum(r["ppl"] for r in w[:4]) / min(4, len(w))
     last = w[-1]["ppl"]
     rss = [r["rss_kib"] for r in w if r["to"] >= 4096]
