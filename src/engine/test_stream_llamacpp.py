@@ -58,7 +58,7 @@ def llm(model_path, llama_cpp):
     m.close()
 
 
-@pytest.mark.parametrize("sinks, window", [(4, 32), (0, 32), (37, 32)])
+@pytest.mark.parametrize("sinks, window", [(4, 32), (0, 32), (5, 20)])
 def test_streaming_greedy_text_is_llamacpp_s(trinity_bin, model_path, llama_cpp, llm, sinks, window):
     text = R.CAPITAL  # the parity tests' prompt: no near-tie in llama.cpp's first greedy tokens
     prompt = llm.tokenize(text.encode(), add_bos=True, special=True)
