@@ -10,9 +10,10 @@ real path), concatenated until it has at least --tokens tokens. It goes through
             >= 1024 slide (the paper's StreamingLLM)
   window    --kv-sinks 0 --kv-window 1024: a plain sliding window (the paper's
             "window attention", which falls apart once the first tokens go)
-  plain     no shift at all: llama-perplexity's method at -c 1024 over the
-            first --plain-chunks windows, each from an empty cache (the level
-            a fresh 1024-token context gives; it cannot go past its context)
+  plain     (--runs ...,plain) no shift at all: llama-perplexity's method at
+            -c 1024 over the first --plain-chunks windows, each from an empty
+            cache. The streams' first window is itself the no-shift boundary:
+            nothing slides before 1,056 positions, and a plain cache stops there
 
 and prints per-1024-token perplexity and resident memory (VmRSS of the
 trinity process at the end of each window) as a markdown table, plus the
@@ -125,7 +126,7 @@ def main():
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("--text", default="/tmp/trinity_long_stream.txt")
     ap.add_argument("--out", default=None, help="write the raw results as JSON")
-    ap.add_argument("--runs", default="sinks,window,plain")
+    ap.add_argument("--runs", default="sinks,window", help="any of sinks,window,plain")
     a = ap.parse_args()
     text, n_tok, n_files = build_text(a.model, a.tokens, a.text)
     info = {"tokens": n_tok, "files": n_files, "chars": len(text),
