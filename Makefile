@@ -1,5 +1,5 @@
 # Thin wrapper over CMake. `make demo` = set up and run the main job; `make test` = the whole suite.
-.PHONY: all build setup setup-run model demo test bench bench-serve bench-spec soak clean
+.PHONY: all build setup setup-run model demo test bench bench-serve bench-spec bench-long-stream soak clean
 
 MODEL := models/gemma-3-270m-q4_k_m.gguf
 
@@ -37,6 +37,12 @@ bench-serve: setup build
 BENCH_SPEC_ARGS ?=
 bench-spec: setup build
 	python3 bench/spec.py $(BENCH_SPEC_ARGS)
+
+# A long stream through a rolling KV cache (attention sinks, StreamingLLM's experiment): per-1024-token
+# perplexity and resident memory over >= 50,000 tokens of the machine's licence texts, sinks 4 + window 1024
+# against a plain window and a fresh -c 1024 (docs/BENCHMARKS.md, "Long stream").
+bench-long-stream: setup build
+	python3 bench/long_stream.py $(BENCH_LONG_STREAM_ARGS)
 
 # Soak (not part of `make test`): `trinity serve` on the real model under mixed traffic at its capacity, valid,
 # cancelled, malformed and slow clients, a report every minute (30 minutes by default; see bench/soak.py).

@@ -348,6 +348,14 @@ typedef struct tr_context_params {
     bool prefix_cache; /* register computed blocks for reuse (tr_kv_seq_reuse) */
     int32_t type_k;    /* KV cache entry types (-ctk / -ctv): TR_TYPE_F16, TR_TYPE_Q8_0, TR_TYPE_Q4_0 or */
     int32_t type_v;    /* TR_TYPE_TQ2_32; 0 = TR_TYPE_F16 (a float32 cache is not offered) */
+    /* Streaming with attention sinks (StreamingLLM, --kv-sinks / --kv-window): a sequence keeps its
+     * first n_sinks tokens and a window of at least n_window latest ones, so it never reaches a
+     * context limit and its memory stays constant. n_window = 0: off. With it on, a sequence holds
+     * at most round_up(n_sinks + n_window, kv_block) + kv_block positions (tr_context_n_ctx); when
+     * full, tr_kv_seq_slide drops the block of positions after the sinks and re-rotates the keys
+     * it moves (positions are positions within the cache, as in the paper). The prefix cache is off. */
+    int32_t n_sinks;
+    int32_t n_window;
 } tr_context_params;
 
 /* KV cache types by llama.cpp's names for -ctk / -ctv ("f16", "q8_0",
@@ -388,6 +396,16 @@ const float *tr_get_logits(tr_context *c, int32_t i);
  * sequence's positions stay contiguous, so only a suffix can go: p1 < 0 or
  * p1 >= its length. Returns false (nothing changed) for a range inside it. */
 bool tr_kv_seq_rm(tr_context *c, int32_t seq, int32_t p0, int32_t p1);
+/* Streaming contexts (n_window > 0): when the sequence holds tr_context_n_ctx
+ * positions, drop kv_block positions right after its sinks; the later ones
+ * move down by kv_block and their keys are rotated back by as many
+ * positions, with each layer's RoPE (a quantized K is dequantized, rotated
+ * and quantized again). *dropped: the positions dropped (0: it had room).
+ * Errors: not a streaming context, a bad sequence, or a sequence sharing
+ * blocks with another (tr_kv_seq_cp): a streaming sequence owns its blocks. */
+tr_status tr_kv_seq_slide(tr_context *c, int32_t seq, int32_t *dropped, tr_error *err);
+/* Sinks and window of a streaming context (0, 0: not streaming). */
+void tr_context_stream(const tr_context *c, int32_t *n_sinks, int32_t *n_window);
 /* Positions a sequence holds. */
 int32_t tr_kv_seq_len(const tr_context *c, int32_t seq);
 /* dst (empty) shares src's positions (blocks are shared, copied on write). */
@@ -669,6 +687,32 @@ tr_status tr_template_parse(const char *src, size_t len, tr_template **out, tr_e
 tr_status tr_template_render(const tr_template *t, const char *vars_json, const tr_template_opts *opts, char **out,
                              tr_error *err);
 void tr_template_free(tr_template *t);
+
+/* Context shift for chat: when a conversation's prompt and the room its
+ * answer needs exceed the context, drop whole turns, oldest first, and render
+ * again; the prompt is always the template applied to a well-formed
+ * conversation. A turn is a user message and the assistant (and tool)
+ * messages after it, up to the next user message; the leading system (or
+ * developer) messages and the last turn are never dropped. render: the one
+ * "messages -> prompt" function of the caller (tr_chat_format, a Jinja
+ * renderer, ...; *out malloc'ed); tokenize: prompt -> ids (*ids malloc'ed). */
+typedef tr_status (*tr_chat_render_fn)(void *user, const tr_chat_msg *msgs, size_t n, char **out, tr_error *err);
+typedef tr_status (*tr_chat_tokenize_fn)(void *user, const char *text, size_t len, int32_t **ids, size_t *n,
+                                         tr_error *err);
+/* The room an answer needs after the prompt: max_tokens when given (> 0; at
+ * most n_ctx - 1), else a quarter of the context. */
+int32_t tr_chat_room(int32_t max_tokens, int32_t n_ctx);
+/* Render msgs[0..n) and tokenize; while the prompt plus `room` exceeds n_ctx,
+ * drop the oldest droppable turn and render again. *ids / *n_ids: the prompt
+ * that fits, or the shortest one there is when even the system messages and
+ * the last turn leave less than `room` (the caller decides: refuse a prompt
+ * of n_ctx tokens or more, else let generation stop at the context).
+ * *dropped: how many messages after the leading system ones were dropped
+ * (the kept conversation is the system messages, then msgs[n_sys + *dropped
+ * .. n)). Errors: the renderer's or the tokenizer's. */
+tr_status tr_chat_fit(void *user, tr_chat_render_fn render, tr_chat_tokenize_fn tokenize, const tr_chat_msg *msgs,
+                      size_t n, int32_t n_ctx, int32_t room, int32_t **ids, size_t *n_ids, size_t *dropped,
+                      tr_error *err);
 
 /* ----------------------------------------------------------------- system */
 

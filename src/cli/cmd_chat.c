@@ -3,11 +3,18 @@
  * tokenizer.chat_template, --chat-template, or for a file without one a
  * built-in format, with a warning) and
  * tokenized; only the tokens after the part the KV cache already holds are
- * evaluated. The reply streams to stdout; "> " prompts go to stderr. */
+ * evaluated. The reply streams to stdout; "> " prompts go to stderr.
+ *
+ * Context shift: when the conversation and the room for a reply (-n, else a
+ * quarter of the context) would not fit, its oldest whole turns are dropped
+ * (tr_chat_fit: never the system prompt, never half a message) and the
+ * conversation goes on without them; stderr says so. The prefix cache still
+ * holds what the shortened conversation begins with (the system prompt). */
 #include "cli.h"
 #include "gen.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -48,17 +55,44 @@ static bool convo_add(convo *cv, const char *role, const char *content) {
     return true;
 }
 
-/* The conversation as the JSON messages the chat template renders. */
-static char *convo_json(const convo *cv) {
+/* Forget messages [from, from + k). */
+static void convo_drop(convo *cv, size_t from, size_t k) {
+    for (size_t i = from; i < from + k; i++) free(cv->owned[i]);
+    memmove(cv->owned + from, cv->owned + from + k, (cv->n - from - k) * sizeof *cv->owned);
+    memmove(cv->msgs + from, cv->msgs + from + k, (cv->n - from - k) * sizeof *cv->msgs);
+    cv->n -= k;
+}
+
+/* tr_chat_fit's renderer and tokenizer: the chat template (the file's, --chat-template, or the built-in
+ * fallback) over the messages as JSON, and the model's vocabulary. */
+typedef struct chat_ctx {
+    const tr_model *m;
+    const tr_chat_template *ct;
+    const tr_chat_apply_opts *ao;
+} chat_ctx;
+
+static tr_status render(void *user, const tr_chat_msg *msgs, size_t n, char **out, tr_error *err) {
+    const chat_ctx *c = user;
     json_t *a = json_array();
-    for (size_t i = 0; a && i < cv->n; i++)
-        if (json_array_append_new(a, json_pack("{s:s, s:s}", "role", cv->msgs[i].role, "content", cv->msgs[i].content))) {
+    for (size_t i = 0; a && i < n; i++)
+        if (json_array_append_new(a, json_pack("{s:s, s:s}", "role", msgs[i].role, "content", msgs[i].content))) {
             json_decref(a);
-            return NULL;
+            a = NULL;
         }
-    char *s = a ? json_dumps(a, JSON_COMPACT) : NULL;
+    char *js = a ? json_dumps(a, JSON_COMPACT) : NULL;
     json_decref(a);
-    return s;
+    if (!js) {
+        snprintf(err->msg, sizeof err->msg, "out of memory");
+        return TR_ERR_NOMEM;
+    }
+    tr_status st = tr_chat_template_apply(c->ct, js, c->ao, out, err);
+    free(js);
+    return st;
+}
+
+static tr_status tokenize(void *user, const char *text, size_t len, int32_t **ids, size_t *n, tr_error *err) {
+    const chat_ctx *c = user;
+    return tr_tokenize(tr_model_vocab(c->m), text, len, true, true, ids, n, err);
 }
 
 static void convo_free(convo *cv) {
@@ -121,7 +155,6 @@ int cmd_chat(int argc, char **argv) {
     tr_model *m = NULL;
     tr_engine *e = NULL;
     convo cv = {0};
-    char *formatted = NULL, *msgs_json = NULL;
     tr_chat_template *ct = NULL;
     tr_chat_apply_opts ao = {.add_generation_prompt = true, .strip_special = true};
     int32_t *toks = NULL;
@@ -150,15 +183,21 @@ int cmd_chat(int argc, char **argv) {
         while (ln && (line[ln - 1] == '\n' || line[ln - 1] == '\r')) line[--ln] = 0;
         if (ln == 0) break;
         if (!convo_add(&cv, "user", line)) goto oom;
-        free(msgs_json);
-        if (!(msgs_json = convo_json(&cv))) goto oom;
-        if (tr_chat_template_apply(ct, msgs_json, &ao, &formatted, &err)) goto fail;
-        if (tr_tokenize(v, formatted, strlen(formatted), true, true, &toks, &n_toks, &err)) goto fail;
-        free(formatted);
-        formatted = NULL;
-        if (n_toks + 1 >= (size_t)n_ctx) {
-            snprintf(err.msg, sizeof err.msg, "the conversation is %zu tokens, the context (-c) holds %d", n_toks,
-                     n_ctx);
+        chat_ctx cc = {.m = m, .ct = ct, .ao = &ao};
+        size_t dropped = 0;
+        const int32_t room = o.n_window > 0 ? 0 : tr_chat_room(o.n_predict, n_ctx);
+        if (tr_chat_fit(&cc, render, tokenize, cv.msgs, cv.n, o.n_window > 0 ? INT32_MAX : n_ctx, room, &toks,
+                        &n_toks, &dropped, &err))
+            goto fail;
+        if (dropped) {
+            const size_t n_sys = o.system ? 1 : 0;
+            convo_drop(&cv, n_sys, dropped);
+            fprintf(stderr, "[context shift: the %zu oldest messages were dropped to fit the context]\n", dropped);
+        }
+        if (o.n_window == 0 && n_toks + 1 >= (size_t)n_ctx) {
+            snprintf(err.msg, sizeof err.msg,
+                     "the conversation is %zu tokens even without its earlier turns, the context (-c) holds %d",
+                     n_toks, n_ctx);
             goto fail;
         }
         reply.len = 0;
@@ -189,8 +228,6 @@ fail:
     fprintf(stderr, "trinity chat: %s\n", err.msg);
 done:
     free(toks);
-    free(formatted);
-    free(msgs_json);
     tr_chat_template_free(ct);
     free(reply.p);
     convo_free(&cv);

@@ -78,7 +78,7 @@ int cmd_run(int argc, char **argv) {
         goto fail;
     }
     const int32_t n_ctx = tr_context_n_ctx(tr_engine_context(e));
-    if (n_toks >= (size_t)n_ctx) {
+    if (o.n_window == 0 && n_toks >= (size_t)n_ctx) { /* streaming (--kv-window) slides past it */
         snprintf(err.msg, sizeof err.msg, "the prompt is %zu tokens, the context (-c) holds %d: no room to generate",
                  n_toks, n_ctx);
         goto fail;

@@ -61,7 +61,8 @@ static tr_status e_chat(void *self, const tr_chat_msg *m, size_t n, const char *
     if (!tr_chat_template_is_builtin(e->chat)) return tr_chat_template_apply(e->chat, messages_json, &o, out, err);
     json_t *a = json_array();
     for (size_t i = 0; a && i < n; i++)
-        if (json_array_append_new(a, json_pack("{s:s, s:s}", "role", m[i].role, "content", m[i].content))) {
+        if (json_array_append_new(a, json_pack("{s:s, s:s}", "role", strcmp(m[i].role, "tool") ? m[i].role : "user",
+                                               "content", m[i].content))) {
             json_decref(a);
             a = NULL;
         }
@@ -85,7 +86,7 @@ static size_t e_piece(void *self, int32_t id, char *buf, size_t cap) {
 typedef struct opts {
     const char *model;
     srv_config cfg;
-    int32_t n_ctx, n_ctx_seq, n_batch, n_threads, kv_block;
+    int32_t n_ctx, n_ctx_seq, n_batch, n_threads, kv_block, n_sinks, n_window;
     int32_t type_k, type_v;
     bool no_prefix_cache;
     tr_spec_params spec;
@@ -112,6 +113,11 @@ static void usage(FILE *f) {
             "      --no-prefix-cache     do not reuse the KV of earlier requests' prompts (default: reuse;\n"
             "                            per request: \"cache_prompt\": false)\n"
             "      --kv-block N          tokens per KV-cache block (default 32)\n"
+            "      --kv-window W         stream past the context: each request keeps its sinks and at least its\n"
+            "                            last W tokens (a KV block at a time), memory constant; no prompt limit,\n"
+            "                            no prefix cache (default: off; then a chat that would overflow drops its\n"
+            "                            oldest whole turns: \"context_shift\" in the response)\n"
+            "      --kv-sinks N          with --kv-window: the first N tokens stay (attention sinks, default 0)\n"
             "      --spec KIND           speculative decoding (same tokens, fewer steps where the text is\n"
             "                            guessable): ngram, lookahead, draft (-md) or none (default); per request:\n"
             "                            \"speculative\": {\"type\", \"n_max\", \"n_min\"} or false\n"
@@ -186,6 +192,8 @@ static int parse(int argc, char **argv, opts *o) {
         else if (IS("-c") || IS("--ctx-size")) INT(0, 1 << 20, o->n_ctx);
         else if (IS("--ctx-per-seq")) INT(1, 1 << 20, o->n_ctx_seq);
         else if (IS("--kv-block")) INT(1, 4096, o->kv_block);
+        else if (IS("--kv-sinks")) INT(0, 1 << 22, o->n_sinks);
+        else if (IS("--kv-window")) INT(1, 1 << 22, o->n_window);
         else if (IS("--no-prefix-cache")) o->no_prefix_cache = true;
         else if (IS("--spec")) {
             if (!v || !tr_spec_kind_parse(v, &o->spec.kind)) {
@@ -275,6 +283,8 @@ static void *load_main(void *arg) {
     ep.ctx.n_seq_max = o->cfg.n_slots;
     ep.ctx.n_threads = o->n_threads;
     ep.ctx.kv_block = o->kv_block;
+    ep.ctx.n_sinks = o->n_sinks;
+    ep.ctx.n_window = o->n_window;
     ep.ctx.type_k = o->type_k;
     ep.ctx.type_v = o->type_v;
     ep.no_prefix_cache = o->no_prefix_cache;
@@ -283,6 +293,7 @@ static void *load_main(void *arg) {
     l->eng.n_vocab = tr_model_n_vocab(l->eng.model);
     srv_engine se = {
         .self = &l->eng, .n_vocab = l->eng.n_vocab, .n_ctx = tr_context_n_ctx(tr_engine_context(l->eng.eng)),
+        .streaming = o->n_window > 0,
         .defaults = tr_sampler_default_params(), .spec = o->spec,
         .submit = e_submit, .step = e_step, .take = e_take, .logits = e_logits, .release = e_release,
         .kv_stats = e_kv_stats, .tokenize = e_tokenize, .chat_format = e_chat, .piece = e_piece,

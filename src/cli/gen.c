@@ -47,7 +47,8 @@ int gen_parse_flag(gen_opts *o, const char *cmd, int argc, char **argv, int *i) 
                                              "--chat-format", "--chat-template", "-sys", "--system-prompt", "--spec",
                                              "--draft-max", "--draft", "--draft-n", "--draft-min", "--draft-n-min",
                                              "-md", "--model-draft", "-ctk", "--cache-type-k", "-ctv",
-                                             "--cache-type-v", "--grammar", "--grammar-file", "--json-schema"};
+                                             "--cache-type-v", "--grammar", "--grammar-file", "--json-schema",
+                                             "--kv-sinks", "--kv-window"};
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
         if (!strcmp(a, with_value[k])) known = true;
@@ -77,6 +78,8 @@ int gen_parse_flag(gen_opts *o, const char *cmd, int argc, char **argv, int *i) 
         return parse_int(cmd, a, v, 0, 64, &o->spec.n_min);
     else if (!strcmp(a, "-ctk") || !strcmp(a, "--cache-type-k")) return gen_parse_kv_type(cmd, a, v, &o->type_k);
     else if (!strcmp(a, "-ctv") || !strcmp(a, "--cache-type-v")) return gen_parse_kv_type(cmd, a, v, &o->type_v);
+    else if (!strcmp(a, "--kv-sinks")) return parse_int(cmd, a, v, 0, 1 << 22, &o->n_sinks);
+    else if (!strcmp(a, "--kv-window")) return parse_int(cmd, a, v, 1, 1 << 22, &o->n_window);
     else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) return parse_int(cmd, a, v, -1, INT32_MAX, &o->n_predict);
     else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) return parse_int(cmd, a, v, 0, 256, &o->n_threads);
     else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) return parse_int(cmd, a, v, 0, 1 << 22, &o->n_ctx);
@@ -119,12 +122,19 @@ void gen_kv_type_help(FILE *f) {
             tr_kv_type_names());
 }
 
+void gen_stream_help(FILE *f) {
+    fprintf(f, "  --kv-window W           stream past the context: keep the sinks and at least the last W tokens\n"
+               "                          (evicting a KV block at a time), memory constant (default: off)\n"
+               "  --kv-sinks N            with --kv-window: the first N tokens stay (attention sinks, default 0)\n");
+}
+
 void gen_flags_help(FILE *f, bool sampling) {
     fprintf(f, "  -m, --model FILE        GGUF model (required)\n"
                "  -t, --threads N         threads (default: all cores)\n"
                "  -c, --ctx-size N        context size in tokens (default: the model's, at most 4096)\n"
                "  -b, --batch-size N      tokens per forward pass of the prompt (default 512)\n");
     gen_kv_type_help(f);
+    gen_stream_help(f);
     if (sampling)
         fprintf(f, "  -n, --n-predict N       tokens to generate (-1: until end of generation or context; default -1)\n"
                    "  --temp T                temperature (default 0.8; 0 = greedy)\n"
@@ -254,6 +264,8 @@ tr_status gen_engine(gen_opts *o, tr_model *m, bool prefix_cache, tr_engine **ou
     ep.ctx.n_threads = o->n_threads;
     ep.ctx.type_k = o->type_k;
     ep.ctx.type_v = o->type_v;
+    ep.ctx.n_sinks = o->n_sinks;
+    ep.ctx.n_window = o->n_window;
     ep.no_prefix_cache = !prefix_cache;
     return tr_engine_new(m, &ep, out, err);
 }

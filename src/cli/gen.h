@@ -16,6 +16,7 @@ typedef struct gen_opts {
     int32_t n_ctx;         /* -c: 0 = the model's, at most 4096 */
     int32_t n_batch;       /* -b */
     int32_t type_k, type_v; /* -ctk, -ctv: KV cache types (0: f16) */
+    int32_t n_sinks, n_window; /* --kv-sinks, --kv-window: streaming with attention sinks (window 0: off) */
     tr_sampler_params sp;  /* --temp, --top-k, ... */
     bool seed_set;
     const char *chat_format; /* --chat-template (or its old name --chat-format): a Jinja file or a built-in name */
@@ -37,6 +38,8 @@ int gen_parse_flag(gen_opts *o, const char *cmd, int argc, char **argv, int *i);
 int gen_parse_kv_type(const char *cmd, const char *flag, const char *value, int32_t *out);
 /* The help lines of -ctk / -ctv (shared with bench and serve). */
 void gen_kv_type_help(FILE *f);
+/* The help lines of --kv-sinks / --kv-window (shared with serve). */
+void gen_stream_help(FILE *f);
 /* The help text of the shared flags. */
 void gen_flags_help(FILE *f, bool sampling);
 

@@ -5,6 +5,7 @@
 
 #include "core/util.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -81,6 +82,13 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     tr_status st = kv_type_check(&type_k, "type_k", "-ctk", hp->head_k, err);
     if (st == TR_OK) st = kv_type_check(&type_v, "type_v", "-ctv", hp->head_v, err);
     if (st != TR_OK) return st;
+    if (bs == 0) bs = 32;
+    if (n_seq == 0) n_seq = 1;
+    if (n_ctx == 0 && p->n_window > 0 && p->n_sinks >= 0 && p->n_window <= (1 << 22) && p->n_sinks <= (1 << 22) &&
+        n_seq <= 4096) { /* streaming: a pool of just the sequences' windows */
+        const int64_t want = (((int64_t)p->n_sinks + p->n_window + bs - 1) / bs * bs + bs) * n_seq;
+        n_ctx = want > (1 << 22) ? (1 << 22) + 1 : (int32_t)want; /* too large: refused below */
+    }
     if (n_ctx == 0) n_ctx = hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
     if (n_ctx > (1 << 22)) return tr_err_set(err, TR_ERR_ARG, "context: n_ctx (-c) = %d is too large", n_ctx);
     if (n_ctx_seq == 0) n_ctx_seq = n_ctx < hp->n_ctx_train ? n_ctx : hp->n_ctx_train;
@@ -88,6 +96,28 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     /* Learned positions exist up to n_ctx_train only. */
     if (m->arch->pos_embd && n_ctx_seq > hp->n_ctx_train) n_ctx_seq = hp->n_ctx_train;
     if (bs == 0) bs = 32;
+    const int32_t n_sinks = p->n_sinks, n_window = p->n_window;
+    if (n_sinks < 0) return tr_err_set(err, TR_ERR_ARG, "context: --kv-sinks = %d is negative", n_sinks);
+    if (n_window < 0) return tr_err_set(err, TR_ERR_ARG, "context: --kv-window = %d is negative", n_window);
+    if (n_sinks > 0 && n_window == 0)
+        return tr_err_set(err, TR_ERR_ARG, "context: --kv-sinks = %d needs --kv-window (the tokens kept after the sinks)",
+                          n_sinks);
+    if (n_window > 0) {
+        /* A sequence holds at most the sinks and the window rounded up to
+         * whole blocks, plus the block a slide drops: so after a slide the
+         * window still holds at least n_window tokens. */
+        if (n_sinks >= n_ctx_seq)
+            return tr_err_set(err, TR_ERR_ARG, "context: --kv-sinks = %d is not below the context of a sequence (%d)",
+                              n_sinks, n_ctx_seq);
+        const int64_t cap = ((int64_t)n_sinks + n_window + bs - 1) / bs * bs + bs;
+        if (cap > n_ctx_seq)
+            return tr_err_set(err, TR_ERR_ARG,
+                              "context: --kv-sinks %d + --kv-window %d need %lld positions per sequence (rounded to "
+                              "blocks of %d, plus one block), more than the context of a sequence (%d, -c / "
+                              "--ctx-per-seq)",
+                              n_sinks, n_window, (long long)cap, bs, n_ctx_seq);
+        n_ctx_seq = (int32_t)cap;
+    }
     if (n_batch == 0) n_batch = 512;
     if (n_batch > n_ctx) n_batch = n_ctx;
     if (n_seq == 0) n_seq = 1;
@@ -106,7 +136,9 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     c->n_batch = n_batch;
     c->n_seq_max = n_seq;
     c->n_threads = n_threads;
-    c->prefix_cache = p->prefix_cache;
+    c->prefix_cache = p->prefix_cache && n_window == 0; /* a streaming sequence owns its blocks */
+    c->n_sinks = n_window > 0 ? n_sinks : 0;
+    c->n_window = n_window;
     c->type_k = type_k;
     c->type_v = type_v;
     c->k_dim = (int64_t)hp->n_head_kv * hp->head_k;
@@ -283,6 +315,87 @@ const float *tr_get_logits(tr_context *c, int32_t i) {
     if (i < 0) i += c->n_batch_last; /* -1: the last token of the batch */
     if (i < 0 || i >= c->n_batch_last || c->out_row[i] < 0) return NULL;
     return c->logits + (size_t)c->out_row[i] * (size_t)c->model->hp.n_vocab;
+}
+
+void tr_kv_store_row(int type, const float *x, void *dst, int64_t n) {
+    if (type == TR_TYPE_F16) { /* halves as llama.cpp's default cache rounds them */
+        uint16_t *h = dst;
+        for (int64_t i = 0; i < n; i++) h[i] = tr_half_from_float(x[i]);
+    } else { /* the type's quantizer (Q8_0 and Q4_0 as ggml's, byte for byte) */
+        tr_quantize(type, x, dst, n);
+    }
+}
+
+/* Rotate the keys at positions [from, to) of a sequence by delta positions,
+ * layer by layer with the layer's own RoPE (base, linear scale, frequency
+ * factors): RoPE is a rotation by pos * theta_i, so rope(rope(k, p), d) is
+ * rope(k, p + d). The angles are tr_rope's, built the same way (delta times
+ * base^(-2i/n_rot) by repeated multiplication in float); one table of cos/sin
+ * per layer serves every row. A row is read to float, rotated and stored in
+ * the cache's type again: one more rounding to halves for F16, a fresh
+ * quantization of the rotated row for the quantized types. */
+static void rotate_keys(tr_context *c, int32_t seq, int32_t from, int32_t to, int32_t delta) {
+    const tr_model *m = c->model;
+    const tr_hparams *hp = &m->hp;
+    const int32_t bs = tr_kv_block_size(c->kv), half = hp->n_rot / 2;
+    const int32_t *tab = tr_kv_table(c->kv, seq);
+    const size_t k_row = tr_row_size(c->type_k, c->k_dim);
+    if (m->arch->rope == TR_ROPE_NONE) return; /* learned absolute positions (GPT-2): nothing in a key rotates */
+    const bool neox = m->arch->rope == TR_ROPE_NEOX;
+    /* the frequency factors forward.c uses (LongRoPE: by the sequence's limit); not rope_mscale, which the
+     * stored key carries once already */
+    const float *factors = m->rope_freqs;
+    if (m->rope_long || m->rope_short) factors = c->n_ctx_seq > hp->n_ctx_orig ? m->rope_long : m->rope_short;
+    float cs[half > 0 ? half : 1], sn[half > 0 ? half : 1];
+    float *row = c->k; /* scratch: one row of k_dim floats */
+    for (int32_t il = 0; il < hp->n_layer; il++) {
+        const tr_layer *l = &m->layers[il];
+        const float theta_scale = powf(l->rope_base, -2.0f / (float)hp->n_rot);
+        float theta_base = (float)delta;
+        for (int32_t i = 0; i < half; i++) {
+            float theta = theta_base;
+            if (factors) theta /= factors[i];
+            theta *= l->rope_scale;
+            cs[i] = cosf(theta);
+            sn[i] = sinf(theta);
+            theta_base *= theta_scale;
+        }
+        uint8_t *k = tr_kv_k_layer(c->kv, il);
+        for (int32_t p = from; p < to; p++) {
+            uint8_t *dst = k + (size_t)tr_kv_slot(tab, bs, p) * k_row;
+            tr_dequantize(c->type_k, dst, row, c->k_dim);
+            for (int64_t h = 0; h < hp->n_head_kv; h++) {
+                float *x = row + h * hp->head_k;
+                for (int32_t i = 0; i < half; i++) {
+                    const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+                    const float x0 = x[a], x1 = x[b];
+                    x[a] = x0 * cs[i] - x1 * sn[i];
+                    x[b] = x0 * sn[i] + x1 * cs[i];
+                }
+            }
+            tr_kv_store_row(c->type_k, row, dst, c->k_dim);
+        }
+    }
+}
+
+tr_status tr_kv_seq_slide(tr_context *c, int32_t seq, int32_t *dropped, tr_error *err) {
+    if (dropped) *dropped = 0;
+    if (!c) return tr_err_set(err, TR_ERR_ARG, "kv: no context");
+    if (c->n_window == 0) return tr_err_set(err, TR_ERR_ARG, "kv: slide: the context is not streaming (--kv-window)");
+    if (seq < 0 || seq >= c->n_seq_max)
+        return tr_err_set(err, TR_ERR_ARG, "kv: slide: sequence %d outside [0, %d)", seq, c->n_seq_max);
+    const int32_t len = tr_kv_len(c->kv, seq), bs = tr_kv_block_size(c->kv);
+    if (len < c->n_ctx_seq) return TR_OK;
+    tr_status st = tr_kv_slide(c->kv, seq, c->n_sinks, err);
+    if (st != TR_OK) return st;
+    rotate_keys(c, seq, c->n_sinks, len - bs, -bs);
+    if (dropped) *dropped = bs;
+    return TR_OK;
+}
+
+void tr_context_stream(const tr_context *c, int32_t *n_sinks, int32_t *n_window) {
+    if (n_sinks) *n_sinks = c ? c->n_sinks : 0;
+    if (n_window) *n_window = c ? c->n_window : 0;
 }
 
 bool tr_kv_seq_rm(tr_context *c, int32_t seq, int32_t p0, int32_t p1) {

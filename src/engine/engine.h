@@ -19,6 +19,7 @@ struct tr_context {
     bool prefix_cache;
     int32_t type_k, type_v;      /* KV entry types (tr_type) */
     tr_pool *pool;
+    int32_t n_sinks, n_window;   /* streaming (tr_kv_seq_slide); n_window = 0: off */
 
     int64_t k_dim, v_dim;        /* n_head_kv * head_k, n_head_kv * head_v */
     tr_kv *kv;
@@ -60,6 +61,10 @@ struct tr_context {
 /* Whether a sequence's computed blocks go to the prefix cache (default yes
  * when the context has it on). */
 void tr_context_seq_publish(tr_context *c, int32_t seq, bool on);
+
+/* One token's K or V row into the cache, in the cache's type (a function of
+ * this row alone). */
+void tr_kv_store_row(int type, const float *x, void *dst, int64_t n);
 
 /* Run the forward pass over a validated batch (forward.c). */
 tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err);

@@ -54,18 +54,6 @@ static void norm_rows(const tr_arch *arch, float *y, const float *x, const float
 
 /* ---------------------------------------------------------------- attention */
 
-/* One token's K or V row into the cache: halves as llama.cpp's default cache
- * rounds them, or the quantizer of the cache type's row (Q8_0 and Q4_0 as
- * ggml's, byte for byte). */
-static void store_row(int type, const float *x, void *dst, int64_t n) {
-    if (type == TR_TYPE_F16) {
-        uint16_t *h = dst;
-        for (int64_t i = 0; i < n; i++) h[i] = tr_half_from_float(x[i]);
-    } else {
-        tr_quantize(type, x, dst, n);
-    }
-}
-
 /* softmax(q k^T * scale) v for every (token, head) of the batch, over the
  * positions of the token's own sequence at or before its own (and within
  * the window on local layers): one call of the attention kernel, which
@@ -282,8 +270,8 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
             /* Into the cache, at this token's slot of its sequence, in the
              * cache's types (a function of this row alone: batch-invariant). */
             const int64_t slot = tr_kv_slot(tr_kv_table(c->kv, b->seq_id[t]), tr_kv_block_size(c->kv), b->pos[t]);
-            store_row(c->type_k, k, (char *)tr_kv_k_layer(c->kv, il) + (size_t)slot * tr_row_size(c->type_k, k_dim), k_dim);
-            store_row(c->type_v, c->v + t * v_dim,
+            tr_kv_store_row(c->type_k, k, (char *)tr_kv_k_layer(c->kv, il) + (size_t)slot * tr_row_size(c->type_k, k_dim), k_dim);
+            tr_kv_store_row(c->type_v, c->v + t * v_dim,
                       (char *)tr_kv_v_layer(c->kv, il) + (size_t)slot * tr_row_size(c->type_v, v_dim), v_dim);
         }
         tr_status st = attention(c, b, il, l->swa);

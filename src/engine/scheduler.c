@@ -49,7 +49,9 @@ typedef struct seq {
     int32_t slot;          /* context sequence, -1: waiting (or finished) */
     int32_t *tok;          /* prompt then sampled tokens */
     int32_t n_tok, cap_tok, n_prompt;
-    int32_t n_fed;         /* tokens whose K/V the cache holds (= its length while running) */
+    int32_t n_fed;         /* tokens whose K/V the cache holds (= its length while running, plus n_drop) */
+    int32_t n_drop;        /* streaming: positions slid out of the cache after the sinks since admission;
+                            * token t >= n_fed - len sits at cache position t - n_drop */
     int32_t n_cached;      /* prompt tokens the prefix cache gave at first admission */
     int32_t n_gen, n_predict, n_taken;
     int32_t n_eog;         /* 1 when it ended on an end-of-generation token (sampled, not kept) */
@@ -83,6 +85,7 @@ struct tr_engine {
     const tr_vocab *vocab;
     int32_t n_seq_max, n_batch, prefill_chunk;
     bool cache;
+    bool stream;           /* the context streams (--kv-window): sequences slide instead of ending at a limit */
     seq **slot;            /* [n_seq_max]: running sequence per context sequence */
     seq *q_head, *q_tail;
     seq *all;
@@ -161,7 +164,14 @@ tr_status tr_engine_new(tr_model *m, const tr_engine_params *p, tr_engine **out,
             return st;
         }
     }
-    e->cache = cp.prefix_cache;
+    e->cache = e->c->prefix_cache;
+    e->stream = e->c->n_window > 0;
+    if (e->stream && e->dc) {
+        tr_engine_free(e);
+        return tr_err_set(err, TR_ERR_ARG,
+                          "engine: a draft model (--model-draft) cannot be combined with --kv-window: the draft "
+                          "context would have to slide in step with the model's");
+    }
     e->n_seq_max = e->c->n_seq_max;
     e->n_batch = e->c->n_batch;
     e->prefill_chunk = p->prefill_chunk ? p->prefill_chunk : (e->n_batch / 8 > 32 ? e->n_batch / 8 : 32);
@@ -265,7 +275,7 @@ int64_t tr_engine_submit(tr_engine *e, const tr_seq_params *p, tr_error *err) {
         tr_err_set(err, TR_ERR_ARG, "the prompt is empty: it gave no tokens");
         return -1;
     }
-    if (p->n_prompt > limit || (p->n_predict != 0 && p->n_prompt >= limit)) {
+    if (!e->stream && (p->n_prompt > limit || (p->n_predict != 0 && p->n_prompt >= limit))) {
         tr_err_set(err, TR_ERR_ARG,
                    "the prompt is %d tokens long, but a sequence holds at most %d tokens (prompt and answer "
                    "together): shorten the prompt or use a larger context",
@@ -310,7 +320,13 @@ int64_t tr_engine_submit(tr_engine *e, const tr_seq_params *p, tr_error *err) {
     }
     if (s) {
         /* Room for every token the sequence may ever hold. */
-        s->cap_tok = p->n_predict < 0 || (int64_t)p->n_prompt + p->n_predict > limit ? limit : p->n_prompt + p->n_predict;
+        if (e->stream) /* no limit: the array grows while it generates */
+            s->cap_tok = p->n_predict < 0 ? p->n_prompt + 256
+                         : (int64_t)p->n_prompt + p->n_predict > INT32_MAX / 2 ? INT32_MAX / 2
+                                                                              : p->n_prompt + p->n_predict;
+        else
+            s->cap_tok = p->n_predict < 0 || (int64_t)p->n_prompt + p->n_predict > limit ? limit
+                                                                                         : p->n_prompt + p->n_predict;
         if (s->cap_tok < p->n_prompt) s->cap_tok = p->n_prompt;
         s->tok = malloc(sizeof *s->tok * (size_t)s->cap_tok);
     }
@@ -354,7 +370,7 @@ static void vacate(tr_engine *e, seq *s) {
     s->d_fed = 0;
     e->slot[s->slot] = NULL;
     s->slot = -1;
-    s->n_fed = 0;
+    s->n_fed = s->n_drop = 0;
 }
 
 static void end_seq(tr_engine *e, seq *s, tr_finish why) {
@@ -394,7 +410,8 @@ static admission admit(tr_engine *e, seq *s, int32_t slot) {
     int32_t have = s->no_cache ? 0 : tr_kv_seq_reuse(c, slot, s->tok, s->n_tok);
     admission why = ADMITTED;
     if (!s->no_cache && wait_for_twin(e, s, have)) why = WAIT_TWIN;
-    else if (blocks_for(e, s->n_tok - have) > tr_kv_available(c->kv)) why = NO_ROOM;
+    else if (blocks_for(e, s->n_tok - have < c->n_ctx_seq ? s->n_tok - have : c->n_ctx_seq) > tr_kv_available(c->kv))
+        why = NO_ROOM;
     else if (!s->admitted_once && !(s->sampler = tr_sampler_new(&s->sp, tr_model_n_vocab(e->model)))) why = NO_ROOM;
     else if (!s->admitted_once && s->grammar) {
         /* Speculation stays exact under a grammar: rows are sampled in order
@@ -422,6 +439,7 @@ static admission admit(tr_engine *e, seq *s, int32_t slot) {
     tr_context_seq_publish(c, slot, !s->no_cache);
     s->slot = slot;
     s->n_fed = have;
+    s->n_drop = 0;
     s->admitted = ++e->n_admitted;
     e->slot[slot] = s;
     return ADMITTED;
@@ -476,7 +494,7 @@ static void feed(tr_engine *e, seq *s, int32_t take, int32_t *n) {
     for (int32_t k = 0; k < s->b_n; k++) {
         const int32_t pos = s->n_fed + k;
         e->b_tok[*n] = k < take ? s->tok[pos] : s->draft[k - take];
-        e->b_pos[*n] = pos;
+        e->b_pos[*n] = pos - s->n_drop; /* its position in the cache */
         e->b_seq[*n] = s->slot;
         e->b_logits[*n] = (k >= take - 1 && pos >= s->n_tok - 1) || wants_logits(s, pos);
         (*n)++;
@@ -604,7 +622,7 @@ static int32_t choose_drafts(tr_engine *e, seq **dec, int32_t n_dec, int32_t n_b
         s->n_draft = cnt[i] = best[i] = want[i] = 0;
         if (s->spec.kind == TR_SPEC_NONE) continue;
         int32_t k = s->spec.n_max;
-        const int32_t left_ctx = e->c->n_ctx_seq - 1 - s->n_fed, left_cap = s->cap_tok - s->n_tok - 1;
+        const int32_t left_ctx = e->c->n_ctx_seq - 1 - (s->n_fed - s->n_drop), left_cap = s->cap_tok - s->n_tok - 1;
         if (k > left_ctx) k = left_ctx;
         if (k > left_cap) k = left_cap;
         if (s->n_predict > 0 && k > s->n_predict - s->n_gen - 1) k = s->n_predict - s->n_gen - 1;
@@ -653,6 +671,37 @@ static int32_t choose_drafts(tr_engine *e, seq **dec, int32_t n_dec, int32_t n_b
 
 /* ---------------------------------------------------------------- a step */
 
+/* A streaming sequence's token array doubles when full (it has no limit). */
+static bool grow_tokens(seq *s) {
+    if (s->cap_tok >= INT32_MAX / 2) return false;
+    int32_t *t = realloc(s->tok, sizeof *t * (size_t)s->cap_tok * 2);
+    if (!t) return false;
+    s->tok = t;
+    s->cap_tok *= 2;
+    return true;
+}
+
+/* Streaming: every running sequence with tokens to feed whose cache is full
+ * slides (drops the block after its sinks): so the cache a token meets
+ * depends only on its index, whatever the chunks. A failed slide ends the
+ * sequence. */
+static void slide_full(tr_engine *e) {
+    if (!e->stream) return;
+    for (int32_t i = 0; i < e->n_seq_max; i++) {
+        seq *s = e->slot[i];
+        if (!s || pending(s) <= 0) continue;
+        int32_t dropped = 0;
+        tr_error err = {{0}};
+        if (tr_kv_seq_slide(e->c, i, &dropped, &err) != TR_OK) end_seq(e, s, TR_FINISH_ERROR);
+        else s->n_drop += dropped;
+    }
+}
+
+/* Positions a sequence may still add to the cache this step (its limit). */
+static int32_t room_left(const tr_engine *e, const seq *s) {
+    return e->c->n_ctx_seq - tr_kv_len(e->c->kv, s->slot);
+}
+
 /* Sample sequence s's next tokens from this step's rows: the row after its
  * last known token, then the row after each guess while the token sampled
  * equals that guess. Returns why it ended (TR_FINISH_NONE: it goes on). */
@@ -672,10 +721,15 @@ static tr_finish sample_rows(tr_engine *e, seq *s, tr_step_stats *st) {
             why = TR_FINISH_EOG;
             break;
         }
+        if (s->n_tok == s->cap_tok && e->stream && !grow_tokens(s)) {
+            why = TR_FINISH_ERROR; /* out of memory for the token array */
+            break;
+        }
         s->tok[s->n_tok++] = t;
         s->n_gen++;
         if (s->n_predict > 0 && s->n_gen >= s->n_predict) why = TR_FINISH_LENGTH;
-        else if (s->n_fed + i + 1 >= limit || s->n_tok >= s->cap_tok) why = TR_FINISH_CONTEXT; /* no position left */
+        else if (!e->stream && (s->n_fed + i + 1 >= limit || s->n_tok >= s->cap_tok))
+            why = TR_FINISH_CONTEXT; /* no position left */
         if (why != TR_FINISH_NONE || i >= s->n_draft || t != s->draft[i]) break;
     }
     s->n_steps++;
@@ -687,7 +741,7 @@ static tr_finish sample_rows(tr_engine *e, seq *s, tr_step_stats *st) {
         st->n_accepted += i;
         for (int32_t k = 0; k < s->n_draft && k <= i; k++) /* accepted: i of them; rejected: the next, if any */
             s->alpha += 0.15 * ((k < i ? 1.0 : 0.0) - s->alpha);
-        tr_kv_seq_rm(e->c, s->slot, s->n_fed + i + 1, -1);
+        tr_kv_seq_rm(e->c, s->slot, s->n_fed - s->n_drop + i + 1, -1);
     }
     if (e->dc && s->d_fed > n0 + i) { /* the draft model's cache: its guesses past the accepted ones go */
         tr_kv_seq_rm(e->dc, s->slot, n0 + i, -1);
@@ -707,6 +761,7 @@ tr_status tr_engine_step(tr_engine *e, tr_step_stats *stats, tr_error *err) {
     tr_step_stats st = {0};
     if (stats) *stats = st;
     admit_waiting(e);
+    slide_full(e);
     make_room(e);
     tr_kv *kv = e->c->kv;
     int32_t n = 0, avail = tr_kv_available(kv), n_dec = 0;
@@ -731,6 +786,7 @@ tr_status tr_engine_step(tr_engine *e, tr_step_stats *stats, tr_error *err) {
         if (!s || pending(s) <= 1) continue;
         int32_t take = pending(s);
         if (take > prompt_cap - n) take = prompt_cap - n;
+        if (e->stream && take > room_left(e, s)) take = room_left(e, s); /* a chunk never crosses a slide */
         if (s->on_prompt_logits) { /* at most LOGITS_CHUNK rows of logits */
             const int32_t from = s->logits_from > s->n_fed ? s->logits_from : s->n_fed;
             if (s->n_fed + take > from + LOGITS_CHUNK) take = from + LOGITS_CHUNK - s->n_fed;

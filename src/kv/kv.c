@@ -331,6 +331,43 @@ void tr_kv_truncate(tr_kv *kv, int32_t seq, int32_t p) {
     if (kv->n_pub[seq] > p / bs) kv->n_pub[seq] = p / bs;
 }
 
+tr_status tr_kv_slide(tr_kv *kv, int32_t seq, int32_t n_sink, tr_error *err) {
+    if (seq < 0 || seq >= kv->n_seq) return tr_err_set(err, TR_ERR_ARG, "kv: sequence %d outside [0, %d)", seq, kv->n_seq);
+    const int32_t bs = kv->bs, len = kv->len[seq], nb = (len + bs - 1) / bs;
+    if (n_sink < 0 || (int64_t)n_sink + bs > len)
+        return tr_err_set(err, TR_ERR_ARG, "kv: slide of sequence %d (%d positions) past %d sinks: it needs %lld", seq,
+                          len, n_sink, (long long)n_sink + bs);
+    int32_t *tab = kv->table + (size_t)seq * kv->max_blocks;
+    const int32_t sb = n_sink / bs, off = n_sink % bs;
+    /* Every block from the sinks' on is changed (moved entries are rotated). */
+    for (int32_t i = sb; i < nb; i++)
+        if (needs_copy(kv, tab[i]))
+            return tr_err_set(err, TR_ERR_ARG,
+                              "kv: sequence %d shares block %d with another sequence or the prefix cache: a streaming "
+                              "sequence must own its blocks",
+                              seq, i);
+    int32_t gone = sb; /* the block that leaves the table */
+    if (off) {
+        const int32_t dst = tab[sb], src = tab[sb + 1];
+        const size_t slots = (size_t)kv->n_blocks * bs;
+        for (int32_t l = 0; l < kv->n_layer; l++) {
+            uint8_t *k = kv->k + (size_t)l * slots * kv->k_row, *v = kv->v + (size_t)l * slots * kv->v_row;
+            memcpy(k + ((size_t)dst * bs + off) * kv->k_row, k + ((size_t)src * bs + off) * kv->k_row,
+                   (size_t)(bs - off) * kv->k_row);
+            memcpy(v + ((size_t)dst * bs + off) * kv->v_row, v + ((size_t)src * bs + off) * kv->v_row,
+                   (size_t)(bs - off) * kv->v_row);
+        }
+        memcpy(kv->tok + (size_t)dst * bs + off, kv->tok + (size_t)src * bs + off, sizeof *kv->tok * (size_t)(bs - off));
+        gone = sb + 1;
+    }
+    block_unref(kv, tab[gone]);
+    memmove(tab + gone, tab + gone + 1, sizeof *tab * (size_t)(nb - gone - 1));
+    tab[nb - 1] = -1;
+    kv->len[seq] = len - bs;
+    if (kv->n_pub[seq] > sb) kv->n_pub[seq] = sb;
+    return TR_OK;
+}
+
 tr_status tr_kv_fork(tr_kv *kv, int32_t src, int32_t dst, tr_error *err) {
     if (src < 0 || src >= kv->n_seq || dst < 0 || dst >= kv->n_seq || src == dst)
         return tr_err_set(err, TR_ERR_ARG, "kv: fork %d -> %d: bad sequence ids", src, dst);

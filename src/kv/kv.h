@@ -67,6 +67,17 @@ tr_status tr_kv_append(tr_kv *kv, int32_t seq, const int32_t *tokens, int32_t n,
 void tr_kv_publish(tr_kv *kv, int32_t seq);
 /* Keep positions [0, p) (rollback); blocks past them are released. */
 void tr_kv_truncate(tr_kv *kv, int32_t seq, int32_t p);
+/* Streaming (attention sinks): drop the block's worth of positions
+ * [n_sink, n_sink + bs) from the middle of the sequence, so that positions
+ * [n_sink + bs, len) become [n_sink, len - bs); the first n_sink stay. When
+ * n_sink is not a multiple of bs, the slots [n_sink % bs, bs) of the block
+ * after the sinks' are first copied (K, V, tokens) into the sinks' block.
+ * One block goes back to the pool. The entries are moved, not changed: the
+ * caller re-rotates the moved keys (kv knows nothing of RoPE). Refused
+ * (TR_ERR_ARG) when the sequence is shorter than n_sink + bs, or when a
+ * block it would change is shared with another sequence or registered in
+ * the prefix cache (a streaming sequence must own its blocks). */
+tr_status tr_kv_slide(tr_kv *kv, int32_t seq, int32_t n_sink, tr_error *err);
 /* dst (empty) shares src's blocks. */
 tr_status tr_kv_fork(tr_kv *kv, int32_t src, int32_t dst, tr_error *err);
 /* An empty sequence takes the longest run of cached leading blocks of

@@ -215,9 +215,122 @@ TT_TEST(errors_name_the_problem) {
     tr_kv_free(kv);
 }
 
+/* Streaming (attention sinks): sequences of random sink counts, windows and
+ * block sizes stream thousands of tokens through a pool of just their
+ * windows, in random chunks that never cross the limit (as the engine feeds
+ * them), sliding whenever full. Each slot holds the stream index of its
+ * token (sequence in the high bits); after every step every position must
+ * read its own token: position p < n_sink holds token p, position p >= n_sink
+ * token p + dropped. So a slide that lost, duplicated or left a stale entry
+ * (or a table entry past the length) is caught, and tr_kv_check verifies the
+ * blocks' bookkeeping. */
+TT_TEST(slide_keeps_sinks_and_window) {
+    enum { NS = 3, LAY = 2 };
+    int slides = 0, unaligned = 0;
+    for (int round = 0; round < 60; round++) {
+        tt_seed(5000 + (uint64_t)round);
+        const int32_t bs = 1 + (int32_t)(tt_rnd() % 8), sinks = (int32_t)(tt_rnd() % (3 * bs + 1));
+        const int32_t window = 1 + (int32_t)(tt_rnd() % (5 * bs));
+        const int32_t cap = (sinks + window + bs - 1) / bs * bs + bs, mb = cap / bs;
+        tr_kv_params p = {.n_blocks = NS * mb, .block_size = bs, .n_seq = NS, .max_blocks = mb, .n_layer = LAY,
+                          .k_row = 8, .v_row = 8};
+        tr_kv *kv = NULL;
+        tr_error err = {{0}};
+        TT_CHECK(tr_kv_new(&p, &kv, &err) == TR_OK);
+        if (!kv) return;
+        int64_t fed[NS] = {0}, dropped[NS] = {0};
+        unaligned += sinks % bs != 0;
+        for (int op = 0; op < 300; op++) {
+            const int32_t s = (int32_t)(tt_rnd() % NS);
+            int32_t len = tr_kv_len(kv, s);
+            if (len == cap) {
+                TT_CHECK(tr_kv_slide(kv, s, sinks, &err) == TR_OK);
+                dropped[s] += bs;
+                slides++;
+                len -= bs;
+                TT_CHECK_EQ_INT(tr_kv_len(kv, s), len);
+            }
+            const int32_t n = 1 + (int32_t)(tt_rnd() % (uint32_t)(cap - len));
+            int32_t t[4096];
+            for (int32_t i = 0; i < n; i++) t[i] = (int32_t)((fed[s] + i) & 0x7fffffff);
+            TT_CHECK(tr_kv_append(kv, s, t, n, &err) == TR_OK);
+            for (int l = 0; l < LAY; l++) {
+                uint64_t *k = tr_kv_k_layer(kv, l), *v = tr_kv_v_layer(kv, l);
+                for (int32_t i = 0; i < n; i++) {
+                    const int64_t sl = tr_kv_slot(tr_kv_table(kv, s), bs, len + i);
+                    k[sl] = ((uint64_t)s << 40) | (uint64_t)(fed[s] + i) | ((uint64_t)l << 56);
+                    v[sl] = ~k[sl];
+                }
+            }
+            fed[s] += n;
+            const char *why = tr_kv_check(kv);
+            if (*why) {
+                fprintf(stderr, "  round %d op %d: %s\n", round, op, why);
+                TT_CHECK(!*why);
+                break;
+            }
+            int bad = 0;
+            for (int32_t q = 0; q < NS; q++) {
+                const int32_t lq = tr_kv_len(kv, q);
+                if (fed[q] - dropped[q] != lq) bad++;
+                for (int l = 0; l < LAY; l++) {
+                    const uint64_t *k = tr_kv_k_layer(kv, l), *v = tr_kv_v_layer(kv, l);
+                    for (int32_t pos = 0; pos < lq; pos++) {
+                        const int64_t idx = pos < sinks ? pos : pos + dropped[q];
+                        const uint64_t want = ((uint64_t)q << 40) | (uint64_t)idx | ((uint64_t)l << 56);
+                        const int64_t sl = tr_kv_slot(tr_kv_table(kv, q), bs, pos);
+                        if (k[sl] != want || v[sl] != ~want) bad++;
+                    }
+                }
+            }
+            if (bad) {
+                fprintf(stderr, "  round %d op %d (bs %d, sinks %d, window %d): %d entries wrong\n", round, op, bs,
+                        sinks, window, bad);
+                TT_CHECK(bad == 0);
+                break;
+            }
+        }
+        tr_kv_counts c;
+        tr_kv_counts_get(kv, &c);
+        TT_CHECK(c.used <= NS * mb); /* memory bounded by the windows */
+        tr_kv_free(kv);
+    }
+    fprintf(stderr, "  %d slides, %d rounds with sinks not a multiple of the block\n", slides, unaligned);
+    TT_CHECK(slides > 1000);
+    TT_CHECK(unaligned > 10);
+}
+
+/* A slide changes the blocks from the sinks' on: refused when one is shared
+ * (a fork) or in the prefix cache, and when the sequence is too short. */
+TT_TEST(slide_refuses_shared_blocks) {
+    tr_kv_params p = {.n_blocks = 16, .block_size = 4, .n_seq = 2, .max_blocks = 6, .n_layer = 0};
+    tr_kv *kv = NULL;
+    tr_error err = {{0}};
+    TT_CHECK(tr_kv_new(&p, &kv, &err) == TR_OK);
+    int32_t t[24] = {0};
+    for (int i = 0; i < 24; i++) t[i] = i;
+    TT_CHECK(tr_kv_append(kv, 0, t, 5, &err) == TR_OK);
+    TT_CHECK(tr_kv_slide(kv, 0, 2, &err) == TR_ERR_ARG); /* 5 < 2 + 4 */
+    TT_CHECK(strstr(err.msg, "needs 6") != NULL);
+    TT_CHECK(tr_kv_append(kv, 0, t + 5, 7, &err) == TR_OK);
+    TT_CHECK(tr_kv_fork(kv, 0, 1, &err) == TR_OK);
+    TT_CHECK(tr_kv_slide(kv, 0, 2, &err) == TR_ERR_ARG);
+    TT_CHECK(strstr(err.msg, "must own its blocks") != NULL);
+    TT_CHECK_EQ_INT(tr_kv_len(kv, 0), 12);
+    tr_kv_truncate(kv, 1, 0);
+    tr_kv_publish(kv, 0);
+    TT_CHECK(tr_kv_slide(kv, 0, 2, &err) == TR_ERR_ARG); /* registered in the prefix cache */
+    TT_CHECK(tr_kv_slide(kv, 1, 0, &err) == TR_ERR_ARG); /* empty */
+    TT_CHECK(tr_kv_slide(kv, 7, 0, &err) == TR_ERR_ARG);
+    TT_CHECK_STR(tr_kv_check(kv), "");
+    tr_kv_free(kv);
+}
+
 int main(void) {
     TT_RUN(random_operations_match_the_reference);
     TT_RUN(hits_need_the_same_prefix);
     TT_RUN(errors_name_the_problem);
+    TT_RUN(slide_keeps_sinks_and_window);
+    TT_RUN(slide_refuses_shared_blocks);
     return TT_DONE();
 }

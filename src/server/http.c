@@ -379,6 +379,7 @@ typedef struct job_set {
     srv_job *job[SRV_MAX_JOBS];
     int n;
     int per_prompt; /* "n" */
+    int32_t dropped; /* messages the context shift dropped from the request */
 } job_set;
 
 static void jobs_cancel(srv_sched *s, const job_set *js) {
@@ -464,6 +465,7 @@ static void set_usage(srv_result *r, const job_set *js) {
         r->prompt_tokens += js->job[i]->n_prompt;
         r->cached_tokens += js->job[i]->n_cached;
     }
+    r->dropped_messages = js->dropped;
     r->completion_tokens = r->accepted_tokens = r->rejected_tokens = 0;
     for (int i = 0; i < js->n; i++) {
         r->completion_tokens += js->job[i]->n_gen;
@@ -541,6 +543,7 @@ static bool stream_roles(stream *st) {
         srv_result r = result_base(st->s, st->kind, st->id, st->created);
         r.index = i;
         r.first = true;
+        r.dropped_messages = st->jobs.dropped;
         ok &= emit(st, srv_chunk_json(&r));
     }
     st->sent_role = true;
@@ -827,6 +830,7 @@ static bool generate(conn_req *r, srv_kind kind, srv_request *req, int32_t **ids
     double deadline = s->cfg.request_timeout > 0 ? r->t0 + s->cfg.request_timeout : 0;
     job_set js;
     bool made = make_jobs(s->sched, req, ids, n_ids, n_prompts, deadline, &js);
+    js.dropped = req->ctx_dropped;
     for (int p = 0; p < n_prompts; p++) free(ids[p]);
     if (!made) {
         srv_request_free(req);
@@ -912,6 +916,40 @@ oom:
     return false;
 }
 
+/* tr_chat_fit's renderer over the request: the kept messages are a subset of
+ * req->msgs (the same entries, so the same content pointers), and the chat
+ * template gets those messages as they were sent. */
+typedef struct fit_ctx {
+    const srv_engine *eng;
+    const srv_request *req;
+    json_t *all; /* req->messages_json, parsed */
+} fit_ctx;
+
+static tr_status fit_render(void *user, const tr_chat_msg *msgs, size_t n, char **out, tr_error *err) {
+    const fit_ctx *f = user;
+    json_t *kept = json_array();
+    for (size_t i = 0; kept && i < n; i++)
+        for (size_t j = 0; j < f->req->n_msgs; j++)
+            if (f->req->msgs[j].content == msgs[i].content) {
+                json_array_append(kept, json_array_get(f->all, j));
+                break;
+            }
+    char *kj = kept ? json_dumps(kept, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+    json_decref(kept);
+    if (!kj) {
+        snprintf(err->msg, sizeof err->msg, "out of memory");
+        return TR_ERR_NOMEM;
+    }
+    tr_status st = f->eng->chat_format(f->eng->self, msgs, n, kj, f->req->tools_json, out, err);
+    free(kj);
+    return st;
+}
+
+static tr_status fit_tokenize(void *user, const char *text, size_t len, int32_t **ids, size_t *n, tr_error *err) {
+    const fit_ctx *f = user;
+    return f->eng->tokenize(f->eng->self, text, len, ids, n, err);
+}
+
 static bool handle_generate(conn_req *r, srv_kind kind) {
     srv_server *s = r->s;
     const srv_engine *eng = &s->eng;
@@ -938,10 +976,17 @@ static bool handle_generate(conn_req *r, srv_kind kind) {
         tr_error terr = {{0}};
         tr_status st = TR_OK;
         if (kind == SRV_KIND_CHAT) {
-            char *text = NULL;
-            st = eng->chat_format(eng->self, req.msgs, req.n_msgs, req.messages_json, req.tools_json, &text, &terr);
-            if (st == TR_OK) st = eng->tokenize(eng->self, text, strlen(text), &ids[p], &n, &terr);
-            free(text);
+            /* The conversation as the template renders it; one that would overflow loses its oldest whole
+             * turns (context shift). */
+            size_t dropped = 0;
+            const int32_t room = eng->streaming ? 0 : tr_chat_room(req.max_tokens, eng->n_ctx);
+            fit_ctx fc = {.eng = eng, .req = &req, .all = json_loads(req.messages_json, 0, NULL)};
+            st = fc.all ? tr_chat_fit(&fc, fit_render, fit_tokenize, req.msgs, req.n_msgs,
+                                      eng->streaming ? INT32_MAX : eng->n_ctx, room, &ids[p], &n, &dropped, &terr)
+                        : (snprintf(terr.msg, sizeof terr.msg, "out of memory"), TR_ERR_NOMEM);
+            json_decref(fc.all);
+            req.ctx_dropped = (int32_t)dropped;
+            if (st == TR_OK && dropped) srv_metrics_context_shift(&s->metrics, (uint64_t)dropped);
         } else if (req.prompts[p].text) {
             const char *t = req.prompts[p].text;
             st = eng->tokenize(eng->self, t, strlen(t), &ids[p], &n, &terr);
@@ -957,7 +1002,7 @@ static bool handle_generate(conn_req *r, srv_kind kind) {
             snprintf(msg, sizeof msg, "%s", terr.msg);
         else if (n == 0)
             snprintf(msg, sizeof msg, "the %s is empty: it gave no tokens", kind == SRV_KIND_CHAT ? "prompt" : param);
-        else if (n >= (size_t)eng->n_ctx) {
+        else if (!eng->streaming && n >= (size_t)eng->n_ctx) {
             code = "context_length_exceeded";
             snprintf(msg, sizeof msg,
                      "the %s is %zu tokens long, but the context holds %d tokens (prompt and answer together): "

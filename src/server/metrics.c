@@ -46,6 +46,13 @@ void srv_metrics_connections(srv_metrics *m, int64_t open, unsigned evicted, uns
     pthread_mutex_unlock(&m->mu);
 }
 
+void srv_metrics_context_shift(srv_metrics *m, uint64_t dropped) {
+    pthread_mutex_lock(&m->mu);
+    m->ctx_shifts++;
+    m->ctx_dropped += dropped;
+    pthread_mutex_unlock(&m->mu);
+}
+
 bool srv_metrics_render(srv_metrics *m, srv_buf *o) {
     bool ok = true;
     pthread_mutex_lock(&m->mu);
@@ -84,12 +91,20 @@ bool srv_metrics_render(srv_metrics *m, srv_buf *o) {
                          "trinity_connections_evicted_total %llu\n"
                          "# HELP trinity_connections_refused_total Connections answered 503 at the cap (every one busy).\n"
                          "# TYPE trinity_connections_refused_total counter\n"
-                         "trinity_connections_refused_total %llu\n",
+                         "trinity_connections_refused_total %llu\n"
+                         "# HELP trinity_context_shift_requests_total Chat requests that lost their oldest turns to "
+                         "fit the context.\n"
+                         "# TYPE trinity_context_shift_requests_total counter\n"
+                         "trinity_context_shift_requests_total %llu\n"
+                         "# HELP trinity_context_shift_dropped_messages_total Messages those requests lost.\n"
+                         "# TYPE trinity_context_shift_dropped_messages_total counter\n"
+                         "trinity_context_shift_dropped_messages_total %llu\n",
                          (long long)m->in_flight, (long long)m->queued,
                          (unsigned long long)m->rejected_busy, (unsigned long long)m->cancelled,
                          (unsigned long long)m->prompt_tokens, (unsigned long long)m->gen_tokens,
                          (long long)m->connections, (unsigned long long)m->conn_evicted,
-                         (unsigned long long)m->conn_refused);
+                         (unsigned long long)m->conn_refused, (unsigned long long)m->ctx_shifts,
+                         (unsigned long long)m->ctx_dropped);
     double ptps = m->prompt_seconds > 0 ? (double)m->prompt_tokens / m->prompt_seconds : 0;
     double gtps = m->gen_seconds > 0 ? (double)m->gen_timed_tokens / m->gen_seconds : 0;
     ok &= srv_buf_printf(o,

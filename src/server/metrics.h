@@ -44,6 +44,8 @@ typedef struct srv_metrics {
     double last_gen_tps;      /* generation speed of the last finished request */
     uint64_t cancelled;       /* generations cut short by a client leaving */
     uint64_t rejected_busy;   /* 429s */
+    uint64_t ctx_shifts;      /* chat requests that lost turns to fit the context */
+    uint64_t ctx_dropped;     /* messages they lost */
     uint64_t spec_drafted;    /* speculative guesses verified */
     uint64_t spec_accepted;   /* of which accepted */
     int64_t connections;      /* open connections counted against --max-connections */
@@ -59,6 +61,8 @@ void srv_metrics_destroy(srv_metrics *m);
 void srv_metrics_request(srv_metrics *m, srv_endpoint e, int status, double seconds);
 /* The open connections now, and connections just evicted and refused. */
 void srv_metrics_connections(srv_metrics *m, int64_t open, unsigned evicted, unsigned refused);
+/* A chat request lost `dropped` messages to the context shift. */
+void srv_metrics_context_shift(srv_metrics *m, uint64_t dropped);
 /* Render everything; false when memory runs out. */
 bool srv_metrics_render(srv_metrics *m, srv_buf *out);
 

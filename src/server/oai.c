@@ -195,9 +195,10 @@ static bool parse_messages(json_t *root, srv_request *r, srv_error *e) {
         if (!strcmp(rs, "system") || !strcmp(rs, "developer")) canon = "system";
         else if (!strcmp(rs, "user")) canon = "user";
         else if (!strcmp(rs, "assistant")) canon = "assistant";
-        /* a tool's result: as sent to a Jinja template (messages_json); written as the user's turn, in the
-         * default (Hermes) form, for the built-in formats (msgs) */
-        else if (!strcmp(rs, "tool")) canon = "user";
+        /* a tool's result: as sent to a Jinja template (messages_json); in msgs (the built-in formats, which
+         * write it as the user's turn, and the context shift, for which it belongs to the turn before it) in
+         * the default (Hermes) form */
+        else if (!strcmp(rs, "tool")) canon = "tool";
         else return BAD(name, "'%s' '%s' is not supported: use system, user, assistant or tool", name, rs);
         char *content = NULL;
         if (!parse_content(field(msg, "content"), i, !strcmp(rs, "assistant"), &content, e)) return false;
@@ -770,9 +771,14 @@ static json_t *usage_json(const srv_result *r) {
 }
 
 static json_t *envelope(const srv_result *r, const char *object, json_t *choices) {
-    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:o}", "id", r->id, "object", object, "created",
-                     (json_int_t)r->created, "model", r->model, "system_fingerprint",
-                     "trinity", "choices", choices);
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:o}", "id", r->id, "object", object, "created",
+                          (json_int_t)r->created, "model", r->model, "system_fingerprint", "trinity", "choices",
+                          choices);
+    /* The conversation lost its oldest turns to fit the context (an
+     * extension, as llama-server's own fields are). */
+    if (o && r->dropped_messages > 0)
+        json_object_set_new(o, "context_shift", json_pack("{s:i}", "dropped_messages", (int)r->dropped_messages));
+    return o;
 }
 
 /* A completion's choice reads the same in a response and in a chunk. */

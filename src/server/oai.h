@@ -92,6 +92,8 @@ typedef struct srv_request {
     srv_tool_choice tool_choice;
     char *tool_name;
     bool parallel_tool_calls;
+    /* Set by the server, not parsed: messages the context shift dropped (chat_fit.h). */
+    int32_t ctx_dropped;
 } srv_request;
 
 /* Parse and check a request body. model_id: the name the server answers to
@@ -143,6 +145,7 @@ typedef struct srv_result {
     int64_t cached_tokens;  /* prompt tokens reused from the prefix cache */
     int64_t accepted_tokens, rejected_tokens; /* speculative guesses (usage.completion_tokens_details, as
                                                * OpenAI reports its predicted outputs) */
+    int32_t dropped_messages; /* > 0: "context_shift": {"dropped_messages": N} (chat_fit.h) */
     srv_piece_fn piece;
     void *piece_ctx;
     /* chat: the tool calls the answer made (message.tool_calls, or a

@@ -22,6 +22,7 @@ typedef struct srv_engine {
     void *self;
     int32_t n_vocab;
     int32_t n_ctx;   /* most positions one sequence holds (prompt and answer) */
+    bool streaming;  /* sequences slide past n_ctx (--kv-window): no prompt limit, no context shift */
     tr_sampler_params defaults; /* sampling for fields a request leaves out */
     tr_spec_params spec;        /* speculative decoding for requests that do not say (serve --spec) */
     /* Scheduler thread only: the engine's step API (include/trinity.h). */
