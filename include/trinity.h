@@ -659,6 +659,11 @@ tr_status tr_chat_template_load(const tr_model *m, const char *spec, tr_chat_tem
  * results as they are) to the prompt text. *out is malloc'ed. */
 tr_status tr_chat_template_apply(const tr_chat_template *ct, const char *messages_json,
                                  const tr_chat_apply_opts *opts, char **out, tr_error *err);
+/* The same for plain messages (role and text content); a "tool" message is
+ * written as the user's turn (its content already in the form the model is to
+ * read, e.g. Hermes' <tool_response>). */
+tr_status tr_chat_template_apply_msgs(const tr_chat_template *ct, const tr_chat_msg *msgs, size_t n,
+                                      const tr_chat_apply_opts *opts, char **out, tr_error *err);
 bool tr_chat_template_is_builtin(const tr_chat_template *ct);
 const char *tr_chat_template_describe(const tr_chat_template *ct); /* where it came from, for messages */
 void tr_chat_template_free(tr_chat_template *ct);

@@ -13,7 +13,6 @@
 #include "cli.h"
 #include "gen.h"
 
-#include <jansson.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,21 +72,7 @@ typedef struct chat_ctx {
 
 static tr_status render(void *user, const tr_chat_msg *msgs, size_t n, char **out, tr_error *err) {
     const chat_ctx *c = user;
-    json_t *a = json_array();
-    for (size_t i = 0; a && i < n; i++)
-        if (json_array_append_new(a, json_pack("{s:s, s:s}", "role", msgs[i].role, "content", msgs[i].content))) {
-            json_decref(a);
-            a = NULL;
-        }
-    char *js = a ? json_dumps(a, JSON_COMPACT) : NULL;
-    json_decref(a);
-    if (!js) {
-        snprintf(err->msg, sizeof err->msg, "out of memory");
-        return TR_ERR_NOMEM;
-    }
-    tr_status st = tr_chat_template_apply(c->ct, js, c->ao, out, err);
-    free(js);
-    return st;
+    return tr_chat_template_apply_msgs(c->ct, msgs, n, c->ao, out, err);
 }
 
 static tr_status tokenize(void *user, const char *text, size_t len, int32_t **ids, size_t *n, tr_error *err) {

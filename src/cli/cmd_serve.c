@@ -19,8 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
-
 /* ------------------------------------------------ the engine, as srv_engine */
 
 typedef struct engine {
@@ -59,23 +57,8 @@ static tr_status e_chat(void *self, const tr_chat_msg *m, size_t n, const char *
     engine *e = self;
     tr_chat_apply_opts o = {.tools_json = tools_json, .add_generation_prompt = true, .strip_special = true};
     if (!tr_chat_template_is_builtin(e->chat)) return tr_chat_template_apply(e->chat, messages_json, &o, out, err);
-    json_t *a = json_array();
-    for (size_t i = 0; a && i < n; i++)
-        if (json_array_append_new(a, json_pack("{s:s, s:s}", "role", strcmp(m[i].role, "tool") ? m[i].role : "user",
-                                               "content", m[i].content))) {
-            json_decref(a);
-            a = NULL;
-        }
-    char *plain = a ? json_dumps(a, JSON_COMPACT) : NULL;
-    json_decref(a);
-    if (!plain) {
-        snprintf(err->msg, sizeof err->msg, "out of memory");
-        return TR_ERR_NOMEM;
-    }
     o.tools_json = NULL;
-    tr_status st = tr_chat_template_apply(e->chat, plain, &o, out, err);
-    free(plain);
-    return st;
+    return tr_chat_template_apply_msgs(e->chat, m, n, &o, out, err);
 }
 static size_t e_piece(void *self, int32_t id, char *buf, size_t cap) {
     return tr_token_to_piece(((engine *)self)->vocab, id, false, buf, cap);

@@ -311,6 +311,26 @@ static float make_qkx_quants(int n, int nmax, const float *x, const float *w, ui
     return scale;
 }
 
+/* Q2_K's 2-bit levels: element e in bits 2 * ((e / 32) % 4) of qs[(e / 128) * 32 + e % 32]. */
+static void q2_K_pack(const uint8_t L[TR_QK_K], uint8_t qs[TR_QK_K / 4]) {
+    memset(qs, 0, TR_QK_K / 4);
+    for (int e = 0; e < TR_QK_K; e++) qs[(e / 128) * 32 + e % 32] |= (uint8_t)(L[e] << (2 * ((e / 32) % 4)));
+}
+
+/* Q3_K's 3-bit levels (0..7): the low two bits as Q2_K's, the high bit in hmask (set means "no -4 offset"). */
+static void q3_K_pack(const uint8_t L[TR_QK_K], tr_block_q3_K *y) {
+    memset(y->hmask, 0, sizeof y->hmask);
+    memset(y->qs, 0, sizeof y->qs);
+    for (int e = 0; e < TR_QK_K; e++) {
+        int q = L[e];
+        if (q > 3) {
+            y->hmask[e % 32] |= (uint8_t)(1 << (e / 32));
+            q -= 4;
+        }
+        y->qs[(e / 128) * 32 + e % 32] |= (uint8_t)(q << (2 * ((e / 32) % 4)));
+    }
+}
+
 /* ------------------------------------------------------------------ Q2_K */
 
 void tr_quantize_row_q2_K(const float *src, void *dst, int64_t n) {
@@ -343,8 +363,7 @@ void tr_quantize_row_q2_K(const float *src, void *dst, int64_t n) {
             if (dl == 0.0f) continue; /* the levels are moot: keep the search's */
             for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)tr_q_rint((src[16 * j + l] + ml) / dl, 0, 3);
         }
-        memset(y[i].qs, 0, sizeof y[i].qs);
-        for (int e = 0; e < TR_QK_K; e++) y[i].qs[(e / 128) * 32 + e % 32] |= (uint8_t)(L[e] << (2 * ((e / 32) % 4)));
+        q2_K_pack(L, y[i].qs);
     }
 }
 
@@ -384,16 +403,7 @@ void tr_quantize_row_q3_K(const float *src, void *dst, int64_t n) {
             if (dl == 0.0f) continue; /* the levels are moot: keep the search's */
             for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)(tr_q_rint(src[16 * j + l] / dl, -4, 3) + 4);
         }
-        memset(y[i].hmask, 0, sizeof y[i].hmask);
-        memset(y[i].qs, 0, sizeof y[i].qs);
-        for (int e = 0; e < TR_QK_K; e++) {
-            int q = L[e];
-            if (q > 3) { /* high bit set means "no -4 offset" */
-                y[i].hmask[e % 32] |= (uint8_t)(1 << (e / 32));
-                q -= 4;
-            }
-            y[i].qs[(e / 128) * 32 + e % 32] |= (uint8_t)(q << (2 * ((e / 32) % 4)));
-        }
+        q3_K_pack(L, &y[i]);
     }
 }
 
@@ -433,22 +443,28 @@ static void quantize_k4_block(const float *x, int nmax, float rmin, int nstep, t
     }
 }
 
-void tr_quantize_row_q4_K(const float *src, void *dst, int64_t n) {
-    tr_block_q4_K *y = dst;
+static void k4_imatrix_block(const float *x, const float *qw, int nmax, tr_fp16 *dd, tr_fp16 *dmin,
+                             uint8_t sp[TR_K_SCALE_SIZE], uint8_t L[TR_QK_K]);
+
+/* Q4_K and Q5_K rows: each block's scales by the plain search, or under the importance qw (NULL: none). */
+static void q4_K_rows(const float *src, tr_block_q4_K *y, int64_t n, const float *qw) {
     for (int64_t i = 0; i < n / TR_QK_K; i++, src += TR_QK_K) {
         uint8_t L[TR_QK_K];
-        quantize_k4_block(src, 15, -1.0f, 20, &y[i].d, &y[i].dmin, y[i].scales, L);
+        if (qw) k4_imatrix_block(src, qw + i * TR_QK_K, 15, &y[i].d, &y[i].dmin, y[i].scales, L);
+        else quantize_k4_block(src, 15, -1.0f, 20, &y[i].d, &y[i].dmin, y[i].scales, L);
         /* sub-block j: low nibbles (even j) or high nibbles (odd j) of qs[32*(j/2) ..] */
         for (int j = 0; j < TR_QK_K; j += 64)
             for (int l = 0; l < 32; l++) y[i].qs[j / 2 + l] = (uint8_t)(L[j + l] | (L[j + 32 + l] << 4));
     }
 }
 
-void tr_quantize_row_q5_K(const float *src, void *dst, int64_t n) {
-    tr_block_q5_K *y = dst;
+void tr_quantize_row_q4_K(const float *src, void *dst, int64_t n) { q4_K_rows(src, dst, n, NULL); }
+
+static void q5_K_rows(const float *src, tr_block_q5_K *y, int64_t n, const float *qw) {
     for (int64_t i = 0; i < n / TR_QK_K; i++, src += TR_QK_K) {
         uint8_t L[TR_QK_K];
-        quantize_k4_block(src, 31, -0.5f, 15, &y[i].d, &y[i].dmin, y[i].scales, L);
+        if (qw) k4_imatrix_block(src, qw + i * TR_QK_K, 31, &y[i].d, &y[i].dmin, y[i].scales, L);
+        else quantize_k4_block(src, 31, -0.5f, 15, &y[i].d, &y[i].dmin, y[i].scales, L);
         memset(y[i].qh, 0, sizeof y[i].qh);
         for (int e = 0; e < TR_QK_K; e++)
             if (L[e] > 15) y[i].qh[e % 32] |= (uint8_t)(1 << (e / 32));
@@ -457,6 +473,8 @@ void tr_quantize_row_q5_K(const float *src, void *dst, int64_t n) {
                 y[i].qs[j / 2 + l] = (uint8_t)((L[j + l] & 0x0f) | ((L[j + 32 + l] & 0x0f) << 4));
     }
 }
+
+void tr_quantize_row_q5_K(const float *src, void *dst, int64_t n) { q5_K_rows(src, dst, n, NULL); }
 
 /* ------------------------------------------------------------------ Q6_K */
 
@@ -641,8 +659,7 @@ static void q2_K_imatrix(const float *x, tr_block_q2_K *y, int64_t n, const floa
             const float m = mm * (float)(y[i].scales[j] >> 4);
             for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)tr_q_rint((x[16 * j + l] + m) / d, 0, 3);
         }
-        memset(y[i].qs, 0, sizeof y[i].qs);
-        for (int e = 0; e < TR_QK_K; e++) y[i].qs[(e / 128) * 32 + e % 32] |= (uint8_t)(L[e] << (2 * ((e / 32) % 4)));
+        q2_K_pack(L, y[i].qs);
     }
 }
 
@@ -671,16 +688,7 @@ static void q3_K_imatrix(const float *x, tr_block_q3_K *y, int64_t n, const floa
             if (dl == 0.0f) continue;
             for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)(tr_q_rint(x[16 * j + l] / dl, -4, 3) + 4);
         }
-        memset(y[i].hmask, 0, sizeof y[i].hmask);
-        memset(y[i].qs, 0, sizeof y[i].qs);
-        for (int e = 0; e < TR_QK_K; e++) {
-            int q = L[e];
-            if (q > 3) {
-                y[i].hmask[e % 32] |= (uint8_t)(1 << (e / 32));
-                q -= 4;
-            }
-            y[i].qs[(e / 128) * 32 + e % 32] |= (uint8_t)(q << (2 * ((e / 32) % 4)));
-        }
+        q3_K_pack(L, &y[i]);
     }
 }
 
@@ -708,28 +716,6 @@ static void k4_imatrix_block(const float *x, const float *qw, int nmax, tr_fp16 
         if (d == 0.0f) continue;
         const float dm = tr_fp16_to_fp32(*dmin) * (float)mn;
         for (int l = 0; l < 32; l++) L[32 * j + l] = (uint8_t)tr_q_rint((x[32 * j + l] + dm) / d, 0, nmax);
-    }
-}
-
-static void q4_K_imatrix(const float *x, tr_block_q4_K *y, int64_t n, const float *qw) {
-    for (int64_t i = 0; i < n / TR_QK_K; i++, x += TR_QK_K, qw += TR_QK_K) {
-        uint8_t L[TR_QK_K];
-        k4_imatrix_block(x, qw, 15, &y[i].d, &y[i].dmin, y[i].scales, L);
-        for (int j = 0; j < TR_QK_K; j += 64)
-            for (int l = 0; l < 32; l++) y[i].qs[j / 2 + l] = (uint8_t)(L[j + l] | (L[j + 32 + l] << 4));
-    }
-}
-
-static void q5_K_imatrix(const float *x, tr_block_q5_K *y, int64_t n, const float *qw) {
-    for (int64_t i = 0; i < n / TR_QK_K; i++, x += TR_QK_K, qw += TR_QK_K) {
-        uint8_t L[TR_QK_K];
-        k4_imatrix_block(x, qw, 31, &y[i].d, &y[i].dmin, y[i].scales, L);
-        memset(y[i].qh, 0, sizeof y[i].qh);
-        for (int e = 0; e < TR_QK_K; e++)
-            if (L[e] > 15) y[i].qh[e % 32] |= (uint8_t)(1 << (e / 32));
-        for (int j = 0; j < TR_QK_K; j += 64)
-            for (int l = 0; l < 32; l++)
-                y[i].qs[j / 2 + l] = (uint8_t)((L[j + l] & 0x0f) | ((L[j + 32 + l] & 0x0f) << 4));
     }
 }
 
@@ -797,8 +783,8 @@ bool tr_quantize_row_imatrix(int type, const float *src, void *dst, int64_t n, c
     switch (type) {
     case TR_TYPE_Q2_K: q2_K_imatrix(src, dst, n, qw); return true;
     case TR_TYPE_Q3_K: q3_K_imatrix(src, dst, n, qw); return true;
-    case TR_TYPE_Q4_K: q4_K_imatrix(src, dst, n, qw); return true;
-    case TR_TYPE_Q5_K: q5_K_imatrix(src, dst, n, qw); return true;
+    case TR_TYPE_Q4_K: q4_K_rows(src, dst, n, qw); return true;
+    case TR_TYPE_Q5_K: q5_K_rows(src, dst, n, qw); return true;
     case TR_TYPE_Q6_K: q6_K_imatrix(src, dst, n, qw); return true;
     case TR_TYPE_Q4_0: case TR_TYPE_Q4_1: case TR_TYPE_Q5_0: case TR_TYPE_Q5_1:
         legacy_imatrix(type, src, dst, n, qw);

@@ -238,3 +238,22 @@ tr_status tr_chat_template_apply(const tr_chat_template *ct, const char *message
     *out = text;
     return TR_OK;
 }
+
+tr_status tr_chat_template_apply_msgs(const tr_chat_template *ct, const tr_chat_msg *msgs, size_t n,
+                                      const tr_chat_apply_opts *opts, char **out, tr_error *err) {
+    *out = NULL;
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < n; i++) {
+        const char *role = strcmp(msgs[i].role, "tool") ? msgs[i].role : "user";
+        if (json_array_append_new(a, json_pack("{s:s, s:s}", "role", role, "content", msgs[i].content))) {
+            json_decref(a);
+            a = NULL;
+        }
+    }
+    char *js = a ? json_dumps(a, JSON_COMPACT) : NULL;
+    json_decref(a);
+    if (!js) return tr_err_set(err, TR_ERR_NOMEM, "chat template: out of memory");
+    tr_status st = tr_chat_template_apply(ct, js, opts, out, err);
+    free(js);
+    return st;
+}
