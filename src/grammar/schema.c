@@ -871,6 +871,20 @@ tr_status tr_json_schema_to_gbnf_rule(const char *text, size_t len, const char *
         if (!c.failed) tr_err_set(err, TR_ERR_NOMEM, "json schema: out of memory");
         return c.failed ? c.status : TR_ERR_NOMEM;
     }
+    if (is_root && primitives) {
+        /* What the compiler refuses (a pattern's group that can match nothing, repeated: `()+`, which is
+         * left recursion once written as GBNF) is a schema this engine cannot enforce: refused here, with
+         * the compiler's reason, rather than accepted and then failing. */
+        tr_grammar *g = NULL;
+        tr_error ce = {{0}};
+        tr_status st = tr_grammar_parse(c.out.s, strlen(c.out.s), &g, &ce);
+        tr_grammar_free(g);
+        if (st != TR_OK) {
+            free(c.out.s);
+            if (st == TR_ERR_NOMEM) return tr_err_set(err, st, "json schema: out of memory");
+            return tr_err_set(err, TR_ERR_UNSUPPORTED, "json schema: not enforceable as a grammar (%s)", ce.msg);
+        }
+    }
     *gbnf = c.out.s;
     return TR_OK;
 }
