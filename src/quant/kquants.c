@@ -10,8 +10,9 @@
  * sub-block's scale and min, then 4/6/8-bit quantization of those against the
  * block's largest, then every element requantized against the scales as
  * stored), so they write the same bytes as ggml's; test_quant_reference.py checks
- * that against llama.cpp's own library. Without an importance matrix: the
- * imatrix-weighted variants llama-quantize can use are not implemented. */
+ * that against llama.cpp's own library. With an importance matrix, the
+ * weighted variants llama-quantize uses are at the end of this file
+ * (tr_quantize_row_imatrix), byte for byte ggml's too (test_quantize.py). */
 #include "blocks.h"
 #include "qround.h"
 #include "quant.h"
