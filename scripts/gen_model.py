@@ -30,7 +30,7 @@ import numpy as np
 import gguf
 from gguf import GGMLQuantizationType as QT
 
-ARCHES = ("llama", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "gpt2", "phi3")
+ARCHES = ("llama", "qwen2", "qwen3", "qwen3moe", "olmoe", "gemma2", "gemma3", "gpt2", "phi3")
 GEMMA = ("gemma2", "gemma3")
 
 # name -> hyperparameters. head_dim may differ from n_embd / n_head (key_length).
@@ -60,6 +60,8 @@ TINY_OVERRIDES = {
     "phi3": dict(n_rot=48),
     # Qwen3-MoE: 8 experts, top 2, experts of 256 (rows whole Q4_K blocks).
     "qwen3moe": dict(head_dim=128, n_expert=8, n_expert_used=2, n_ff_exp=256),
+    # OLMoE: multi-head attention (as OLMoE-1B-7B), 8 experts of n_ff, top 2.
+    "olmoe": dict(n_head_kv=4, n_expert=8, n_expert_used=2, n_ff_exp=512),
 }
 
 WORDS = """the of and to in is was that for it with as his on be at by had are but from or
@@ -233,7 +235,7 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None, swa=0, experts=0):
         hp["n_vocab"] = n_vocab
     if experts:  # llama with experts: Mixtral
         hp.update(n_expert=experts, n_expert_used=2, n_ff_exp=hp["n_ff"])  # experts of n_ff, as llama.cpp reads them
-    if arch == "qwen3moe" and "n_expert" not in hp:
+    if arch in ("qwen3moe", "olmoe") and "n_expert" not in hp:
         hp.update(n_expert=4, n_expert_used=2, n_ff_exp=hp["n_ff"])
     E, L, H, HKV, D, F, V = (hp[k] for k in ("n_embd", "n_layer", "n_head", "n_head_kv", "head_dim", "n_ff", "n_vocab"))
     rng = np.random.default_rng(seed)
@@ -296,6 +298,9 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None, swa=0, experts=0):
         if arch in ("qwen3", "qwen3moe", "gemma3"):
             vec(p + "attn_q_norm.weight", D, layer=i)
             vec(p + "attn_k_norm.weight", D, layer=i)
+        if arch == "olmoe":  # over all heads at once
+            vec(p + "attn_q_norm.weight", H * D, layer=i)
+            vec(p + "attn_k_norm.weight", HKV * D, layer=i)
         mat(p + "attn_output.weight", E, H * D, layer=i)
         if arch in GEMMA:
             # Larger than 1 so that the layers, not the input embedding that
@@ -351,6 +356,8 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None, swa=0, experts=0):
             w.add_sliding_window(swa)
     elif arch in ("qwen2", "qwen3", "qwen3moe"):
         w.add_rope_freq_base(1000000.0)
+    elif arch == "olmoe":
+        w.add_rope_freq_base(10000.0)
     elif arch == "phi3":
         w.add_rope_freq_base(10000.0)
         w.add_rope_dimension_count(n_rot)
@@ -390,7 +397,7 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None, swa=0, experts=0):
     if "n_expert" in hp:
         w.add_expert_count(hp["n_expert"])
         w.add_expert_used_count(hp["n_expert_used"])
-        if arch != "llama":  # llama.cpp's llama loader gives each expert n_ff
+        if arch not in ("llama", "olmoe"):  # llama.cpp's llama and olmoe loaders give each expert n_ff
             w.add_expert_feed_forward_length(hp["n_ff_exp"])
     w.add_file_type({"F32": 0, "F16": 1, "Q4_0": 2, "Q8_0": 7, "Q5_0": 8, "Q4_K": 15, "Q4_K_M": 15,
                      "TQ1_0": 36, "TQ2_0": 37}[wtype])

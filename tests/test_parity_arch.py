@@ -20,7 +20,10 @@ What each variant exercises (docs/ARCHITECTURES.md):
           apply it to llama files, so attention stays global here too;
   qwen3moe Qwen3 attention and a mixture of 8 SwiGLU experts of 256, top 2
           by the router's softmax, weights renormalised (3-D expert tensors);
-  mixtral llama with llama.expert_count = 8 (top 2, renormalised).
+  mixtral llama with llama.expert_count = 8 (top 2, renormalised);
+  olmoe   NeoX RoPE, QK-norm over all heads at once (weights of n_head*head
+          and n_head_kv*head), 8 experts of n_ff, top 2, weights not
+          renormalised.
 
 Batched prompts group the tokens by expert (each chosen expert's matrices
 read once per batch): the batch-invariance test below checks that this
@@ -59,12 +62,13 @@ VARIANTS = {  # key -> gen_model.py arguments
     "mistral": ["--arch", "llama", "--swa", "16"],
     "qwen3moe": ["--arch", "qwen3moe"],
     "mixtral": ["--arch", "llama", "--experts", "8"],
+    "olmoe": ["--arch", "olmoe"],
 }
 TYPES = ("F32", "F16", "Q8_0", "Q4_K")
 # mistral's weights are llama's (the same generator and seed: only the key
 # differs), whose quantized files tests/test_parity_llamacpp.py covers; the
 # window's question is answered at F32 and F16, where no parting is allowed.
-MOE = ("qwen3moe", "mixtral")
+MOE = ("qwen3moe", "mixtral", "olmoe")
 MOE_FLIP_ROWS = 2  # of 199: 1 %
 KEYS = [f"{v}_{t}" for v in VARIANTS for t in TYPES if v != "mistral" or t in ("F32", "F16")]
 
@@ -224,6 +228,8 @@ INFO = {  # what `trinity info` must say of each
     "mistral": ["architecture: llama (supported)", "sliding window 16 in the file: not applied"],
     "qwen3moe": ["architecture: qwen3moe (supported)", "mixture of 8 experts, top 2", "renormalised"],
     "mixtral": ["architecture: llama (supported)", "mixture of 8 experts, top 2", "renormalised"],
+    "olmoe": ["architecture: olmoe (supported)", "mixture of 8 experts, top 2", "weights not renormalised",
+              "QK-norm over all heads"],
 }
 
 

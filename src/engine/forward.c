@@ -255,14 +255,17 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
         add_bias(c->v, l->bv, n, v_dim);
         for (int64_t t = 0; t < n; t++) {
             float *q = c->q + t * q_dim, *k = c->k + t * k_dim;
+            const bool full = arch->qk_norm_full;
+            if (full && l->q_norm) tr_rmsnorm(q, q, l->q_norm, q_dim, eps);
+            if (full && l->k_norm) tr_rmsnorm(k, k, l->k_norm, k_dim, eps);
             for (int64_t h = 0; h < n_head; h++) {
-                if (l->q_norm) tr_rmsnorm(q + h * hk, q + h * hk, l->q_norm, hk, eps);
+                if (l->q_norm && !full) tr_rmsnorm(q + h * hk, q + h * hk, l->q_norm, hk, eps);
                 if (arch->rope != TR_ROPE_NONE)
                     tr_rope(q + h * hk, hp->n_rot, b->pos[t], l->rope_base, l->rope_scale, freq_factors,
                             hp->rope_mscale, neox);
             }
             for (int64_t h = 0; h < n_kv; h++) {
-                if (l->k_norm) tr_rmsnorm(k + h * hk, k + h * hk, l->k_norm, hk, eps);
+                if (l->k_norm && !full) tr_rmsnorm(k + h * hk, k + h * hk, l->k_norm, hk, eps);
                 if (arch->rope != TR_ROPE_NONE)
                     tr_rope(k + h * hk, hp->n_rot, b->pos[t], l->rope_base, l->rope_scale, freq_factors,
                             hp->rope_mscale, neox);

@@ -23,6 +23,12 @@ static const tr_arch arches[] = {
      * their weights renormalised to sum 1. */
     {.name = "qwen3moe", .rope = TR_ROPE_NEOX, .act = TR_ACT_SILU, .qk_norm = true, .moe = TR_MOE_REQUIRED,
      .moe_norm_w = true, .moe_ff_exp = true},
+    /* OLMoE: NeoX RoPE, RMSNorm of all q heads together and of all k heads
+     * together (weights of n_head*head_k and n_head_kv*head_k), a mixture of
+     * SwiGLU experts of n_ff in every layer: softmax over the router's
+     * logits, the top expert_used_count, their weights NOT renormalised. */
+    {.name = "olmoe", .rope = TR_ROPE_NEOX, .act = TR_ACT_SILU, .qk_norm = true, .qk_norm_full = true,
+     .moe = TR_MOE_REQUIRED},
     /* Gemma 2: NeoX RoPE, GeGLU, norms after attention and FFN too, scaled
      * embeddings, q scaled before q.k; local (window 4096 unless the file
      * says) and global layers alternate, one RoPE for both; the attention
@@ -56,4 +62,4 @@ const tr_arch *tr_arch_find(const char *name, size_t len) {
     return NULL;
 }
 
-const char *tr_arch_supported_list(void) { return "llama, qwen2, qwen3, qwen3moe, gemma2, gemma3, gpt2, phi3"; }
+const char *tr_arch_supported_list(void) { return "llama, qwen2, qwen3, qwen3moe, olmoe, gemma2, gemma3, gpt2, phi3"; }

@@ -367,8 +367,9 @@ static tr_status load_weights(loader *L, tr_model *m) {
         if ((st = get_weight(L, NAME("attn_output.weight"), E, O, true, &l->wo))) return st;
         if ((st = get_vec(L, NAME("attn_output.bias"), E, false, &l->bo))) return st;
         if (arch->qk_norm) {
-            if ((st = get_vec(L, NAME("attn_q_norm.weight"), hp->head_k, true, &l->q_norm))) return st;
-            if ((st = get_vec(L, NAME("attn_k_norm.weight"), hp->head_k, true, &l->k_norm))) return st;
+            const int64_t nq = arch->qk_norm_full ? Q : hp->head_k, nk = arch->qk_norm_full ? K : hp->head_k;
+            if ((st = get_vec(L, NAME("attn_q_norm.weight"), nq, true, &l->q_norm))) return st;
+            if ((st = get_vec(L, NAME("attn_k_norm.weight"), nk, true, &l->k_norm))) return st;
         } else if (find(L, NAME("attn_q_norm.weight"))) {
             return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s is not supported for %s", L->path, n, L->arch);
         }
@@ -526,7 +527,7 @@ size_t tr_model_describe(const tr_model *m, char *buf, size_t cap) {
     if (tr_gguf_find_tensor(m->gguf, "blk.0.attn_qkv.weight")) put(&b, ", q/k/v fused (attn_qkv)");
     if (l0->bq) put(&b, ", q/k/v biases");
     if (l0->bo) put(&b, ", output bias");
-    if (a->qk_norm) put(&b, ", QK-norm");
+    if (a->qk_norm) put(&b, a->qk_norm_full ? ", QK-norm over all heads" : ", QK-norm");
     put(&b, ", scale %g%s", hp->attn_scale, a->scale_q ? " on q" : "");
     if (hp->attn_softcap > 0) put(&b, ", attention soft-capping %g", hp->attn_softcap);
     int n_local = 0;
@@ -558,7 +559,7 @@ size_t tr_model_describe(const tr_model *m, char *buf, size_t cap) {
 
     if (hp->n_expert > 0)
         put(&b, "experts: mixture of %d experts, top %d by the router's softmax%s, experts' feed-forward %d\n",
-            hp->n_expert, hp->n_expert_used, a->moe_norm_w ? ", weights renormalised to sum 1" : "", hp->n_ff_exp);
+            hp->n_expert, hp->n_expert_used, a->moe_norm_w ? ", weights renormalised to sum 1" : ", weights not renormalised", hp->n_ff_exp);
     const char *act = a->act == TR_ACT_GELU ? "GELU" : "SiLU";
     if (hp->n_expert > 0)
         put(&b, "feed-forward: %s experts", a->act == TR_ACT_GELU ? "GeGLU" : "SwiGLU");

@@ -46,6 +46,7 @@ typedef struct tr_arch {
     bool pos_embd;            /* learned absolute positions added to the embeddings (position_embd) */
     bool qkv_bias;            /* attn_{q,k,v}.bias are required (Qwen2); otherwise optional */
     bool qk_norm;             /* RMSNorm of each q and k head before RoPE (Qwen3, Gemma 3) */
+    bool qk_norm_full;        /* ... of all q heads together and all k heads together instead (OLMoE) */
     bool post_norms;          /* RMSNorm of the attention and FFN outputs before the residual add (Gemma 2, 3) */
     bool embd_scale;          /* embeddings times sqrt(n_embd) (Gemma) */
     int swa_pattern;          /* with a sliding window: every swa_pattern-th layer is global, the others local
@@ -86,7 +87,7 @@ typedef struct tr_layer {
     tr_weight wq, wk, wv, wo;     /* wq: n_head*head_k x n_embd, wo: n_embd x n_head*head_v */
     const float *bq, *bk, *bv;    /* biases, NULL when absent (views into attn_qkv.bias when fused) */
     const float *bo;              /* attn_output.bias [n_embd] or NULL */
-    const float *q_norm, *k_norm; /* [head_k] when qk_norm */
+    const float *q_norm, *k_norm; /* [head_k] when qk_norm; [n_head*head_k], [n_head_kv*head_k] when qk_norm_full */
     const float *post_attn_norm;  /* [n_embd] when post_norms */
     const float *ffn_norm;        /* [n_embd] */
     const float *ffn_norm_b;      /* [n_embd] or NULL */
