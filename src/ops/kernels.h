@@ -1,7 +1,9 @@
 /* Internal to the matmul kernels: the activation formats that weights pair
- * with, and the per-type kernel table (the ops side of the format table in
- * src/quant: which activation format a weight type is multiplied with, its
- * scalar reference and its SIMD variants).
+ * with, the lists of kernels each kernel file exports, and the per-type
+ * kernel table the dispatcher (kernels.c) assembles from them (the ops side
+ * of the format table in src/quant: which activation format a weight type
+ * is multiplied with, its scalar reference and its SIMD variants; the
+ * block geometry comes from src/quant's row).
  *
  * Every kernel has one shape, a small matrix product over whole rows:
  *   y[t * y_stride + r] = dot(weight row r, activation row t)
@@ -65,6 +67,43 @@ typedef void (*tr_gemm_fn)(int64_t n, const void *w, size_t w_stride, int nr, co
                            size_t a_stride, int nt, float *y, size_t y_stride);
 typedef void (*tr_act_fn)(const float *x, void *dst, int64_t n);
 
+/* The instruction sets a kernel can be written for, in the order the
+ * dispatcher prefers the later ones. TRINITY_CPU caps what it may pick. */
+typedef enum tr_isa {
+    TR_ISA_SCALAR = 0, /* the reference: baseline C, the truth */
+    TR_ISA_AVX2,       /* AVX2 + FMA + F16C */
+    TR_ISA_COUNT
+} tr_isa;
+
+/* The rows a kernel file exports, one per weight type (or activation
+ * format) it implements, ended by a row of type -1. The dispatcher
+ * (kernels.c) assembles the table from these lists: no file calls into
+ * another ISA's file, and adding a kernel is adding a row to its file's
+ * list. A list is just its end row in a build without that ISA's code. */
+typedef struct tr_gemm_row {
+    int type;       /* weight type (TR_TYPE_*), -1 ends the list */
+    int act;        /* activation format the kernel reads (the scalar rows define it; SIMD rows repeat it,
+                       and the dispatcher checks they agree) */
+    tr_gemm_fn fn;
+} tr_gemm_row;
+
+typedef struct tr_act_row {
+    int act;        /* TR_ACT_*, -1 ends the list */
+    tr_act_fn fn;   /* converts whole blocks of the format; the SIMD ones write the scalar one's bytes */
+} tr_act_row;
+
+/* Each kernel file's lists (matmul_ref.c: scalar; matmul_avx2*.c: AVX2). */
+extern const tr_gemm_row tr_ref_gemm_rows[];
+extern const tr_act_row tr_ref_act_rows[];
+extern const tr_gemm_row tr_avx2_float_gemm_rows[];
+extern const tr_gemm_row tr_avx2_legacy_gemm_rows[];
+extern const tr_gemm_row tr_avx2_kquant_gemm_rows[];
+extern const tr_act_row tr_avx2_legacy_act_rows[];
+extern const tr_act_row tr_avx2_kquant_act_rows[];
+
+/* A weight type's row of the assembled table: its activation format, its
+ * block (the format's, from src/quant's traits), its scalar reference and
+ * the variant of each ISA that has one (NULL where none). */
 typedef struct tr_kernel {
     int act;          /* activation format */
     int64_t blck;     /* weight elements per block (rows must be a multiple) */
@@ -76,25 +115,22 @@ typedef struct tr_kernel {
 const tr_kernel *tr_kernel_get(int type);
 /* The variant tr_matmul uses on this CPU. */
 tr_gemm_fn tr_kernel_best(const tr_kernel *k);
+/* Whether this CPU (as capped by TRINITY_CPU) runs code of `isa`. */
+bool tr_isa_usable(tr_isa isa);
 
 size_t tr_act_row_size(int act, int64_t n);
-/* Convert a row of n floats (n a multiple of the format's block) to `act`. */
+/* Convert a row of n floats (n a multiple of the format's block) to `act`,
+ * with the best conversion this CPU runs (all of them write the same bytes). */
 void tr_act_convert(int act, const float *x, void *dst, int64_t n);
 int64_t tr_act_block(int act);
+/* The conversion to `act` written for `isa`, NULL when that ISA has none
+ * (in this build): for tests that compare them. */
+tr_act_fn tr_act_variant(int act, tr_isa isa);
 
-/* Row conversion to tr_q8a likewise: the scalar reference and the AVX2
- * variant (matmul_avx2_legacy.c), which writes the same bytes. */
+/* The scalar conversions (matmul_ref.c), also the truth the SIMD ones are
+ * tested against. tr_q8a and tr_q8k as described above. */
 void tr_act_q8_ref(const float *x, tr_q8a *y, int64_t n);
-void tr_act_q8_avx2(const float *x, tr_q8a *y, int64_t n);
-bool tr_act_q8_have_avx2(void);
-
-/* Row conversion to tr_q8k: the scalar reference and the AVX2 variant
- * (matmul_avx2_kquant.c; NULL-safe only where TR_HAVE_AVX2_KERNELS), which
- * produces the same bytes. tr_act_convert picks the variant. */
 void tr_act_q8k_ref(const float *x, tr_q8k *y, int64_t n);
-void tr_act_q8k_avx2(const float *x, tr_q8k *y, int64_t n);
-/* Whether tr_act_q8k_avx2 exists in this build. */
-bool tr_act_q8k_have_avx2(void);
 
 /* TR_ACT_Q8KP (Q4_K): the quants, sums and scale of tr_q8k (the same
  * values), with the 256 quants stored twice: qs in natural order for the
@@ -129,14 +165,6 @@ static inline void tr_q8kp_set_natural(tr_q8kp *y, const tr_q8k *k) {
     memset(y->pad_, 0, sizeof y->pad_);
 }
 void tr_act_q8kp_ref(const float *x, tr_q8kp *y, int64_t n);
-void tr_act_q8kp_avx2(const float *x, tr_q8kp *y, int64_t n);
-
-/* The AVX2 variant of a type (matmul_avx2.c), NULL when none; the legacy
- * formats' and the k-quants' live in matmul_avx2_legacy.c and
- * matmul_avx2_kquant.c. */
-tr_gemm_fn tr_gemm_avx2_for(int type);
-tr_gemm_fn tr_gemm_avx2_legacy(int type);
-tr_gemm_fn tr_gemm_avx2_kquant(int type);
 
 /* tr_attention with the SIMD inner loops (simd) or the scalar reference
  * (!simd), for tests that compare the two. */
@@ -153,6 +181,7 @@ void tr_gelu_variant(float *out, const float *x, int64_t n, bool simd);
 void tr_gelu_ref(float *out, const float *x, int64_t n);
 
 /* IEEE half and bfloat16 conversions (round to nearest even): quant/blocks.h's,
- * the one definition (included above). */
+ * the one definition (included above); the AVX2 files read halves with F16C's
+ * instruction, which converts exactly (every half is a float). */
 
 #endif

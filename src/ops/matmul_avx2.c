@@ -88,20 +88,13 @@ GEMM_FROM_TILE(gemm_f32, f32_tile)
 GEMM_FROM_TILE(gemm_f16, f16_tile)
 GEMM_FROM_TILE(gemm_bf16, bf16_tile)
 
-tr_gemm_fn tr_gemm_avx2_for(int type) {
-    switch (type) {
-    case TR_TYPE_F32: return gemm_f32;
-    case TR_TYPE_F16: return gemm_f16;
-    case TR_TYPE_BF16: return gemm_bf16;
-    default: break;
-    }
-    tr_gemm_fn f = tr_gemm_avx2_legacy(type);
-    return f ? f : tr_gemm_avx2_kquant(type);
-}
+const tr_gemm_row tr_avx2_float_gemm_rows[] = {
+    {TR_TYPE_F32, TR_ACT_F32, gemm_f32},
+    {TR_TYPE_F16, TR_ACT_F16, gemm_f16},
+    {TR_TYPE_BF16, TR_ACT_BF16, gemm_bf16},
+    {-1, 0, NULL},
+};
 
 #else
-tr_gemm_fn tr_gemm_avx2_for(int type) {
-    (void)type;
-    return NULL;
-}
+const tr_gemm_row tr_avx2_float_gemm_rows[] = {{-1, 0, NULL}};
 #endif

@@ -643,18 +643,16 @@ GEMM_KQUANT(gemm_q3_k, q3_k_tile, q3_k_block, 110, __m256, _mm256_setzero_ps(), 
 GEMM_KQUANT(gemm_tq2_0, tq2_0_tile, tq2_0_block, 66, __m256, _mm256_setzero_ps(), hsum_ps, tr_q8k)
 GEMM_KQUANT(gemm_tq1_0, tq1_0_tile, tq1_0_block, 54, __m256, _mm256_setzero_ps(), hsum_ps, tr_q8k)
 
-tr_gemm_fn tr_gemm_avx2_kquant(int type) {
-    switch (type) {
-    case TR_TYPE_Q2_K: return gemm_q2_k;
-    case TR_TYPE_Q4_K: return gemm_q4_k;
-    case TR_TYPE_Q5_K: return gemm_q5_k;
-    case TR_TYPE_Q6_K: return gemm_q6_k;
-    case TR_TYPE_Q3_K: return gemm_q3_k;
-    case TR_TYPE_TQ2_0: return gemm_tq2_0;
-    case TR_TYPE_TQ1_0: return gemm_tq1_0;
-    default: return NULL;
-    }
-}
+const tr_gemm_row tr_avx2_kquant_gemm_rows[] = {
+    {TR_TYPE_Q2_K, TR_ACT_Q8K, gemm_q2_k},
+    {TR_TYPE_Q3_K, TR_ACT_Q8K, gemm_q3_k},
+    {TR_TYPE_Q4_K, TR_ACT_Q8KP, gemm_q4_k},
+    {TR_TYPE_Q5_K, TR_ACT_Q8K, gemm_q5_k},
+    {TR_TYPE_Q6_K, TR_ACT_Q8K, gemm_q6_k},
+    {TR_TYPE_TQ1_0, TR_ACT_Q8K, gemm_tq1_0},
+    {TR_TYPE_TQ2_0, TR_ACT_Q8K, gemm_tq2_0},
+    {-1, 0, NULL},
+};
 
 /* ---------------------------------------------------------------- tr_q8k conversion */
 
@@ -716,11 +714,12 @@ TILE void act_q8k_avx2(const float *x, tr_q8k *y, int64_t n) {
     }
 }
 
-TGT void tr_act_q8k_avx2(const float *x, tr_q8k *y, int64_t n) { act_q8k_avx2(x, y, n); }
+TGT static void act_q8k_rows_avx2(const float *x, void *y, int64_t n) { act_q8k_avx2(x, y, n); }
 
 /* The natural block, then the quants also in the order the Q4_K tiles
  * read (kernels.h), built with the same helper as their weights. */
-TGT void tr_act_q8kp_avx2(const float *x, tr_q8kp *y, int64_t n) {
+TGT static void act_q8kp_avx2(const float *x, void *y_, int64_t n) {
+    tr_q8kp *y = y_;
     for (int64_t b = 0; b < n / 256; b++, x += 256, y++) {
         tr_q8k k;
         act_q8k_avx2(x, &k, 256);
@@ -735,10 +734,13 @@ TGT void tr_act_q8kp_avx2(const float *x, tr_q8kp *y, int64_t n) {
     }
 }
 
-bool tr_act_q8k_have_avx2(void) { return true; }
+const tr_act_row tr_avx2_kquant_act_rows[] = {
+    {TR_ACT_Q8K, act_q8k_rows_avx2},
+    {TR_ACT_Q8KP, act_q8kp_avx2},
+    {-1, NULL},
+};
 
 #else
-void tr_act_q8k_avx2(const float *x, tr_q8k *y, int64_t n) { tr_act_q8k_ref(x, y, n); }
-void tr_act_q8kp_avx2(const float *x, tr_q8kp *y, int64_t n) { tr_act_q8kp_ref(x, y, n); }
-bool tr_act_q8k_have_avx2(void) { return false; }
+const tr_gemm_row tr_avx2_kquant_gemm_rows[] = {{-1, 0, NULL}};
+const tr_act_row tr_avx2_kquant_act_rows[] = {{-1, NULL}};
 #endif

@@ -275,16 +275,14 @@ GEMM_ROWS4(gemm_q5_0, F_Q5_0, gemm1_q5_0)
 GEMM_FROM_TILE(gemm1_q5_1, q5_1_tile)
 GEMM_ROWS4(gemm_q5_1, F_Q5_1, gemm1_q5_1)
 
-tr_gemm_fn tr_gemm_avx2_legacy(int type) {
-    switch (type) {
-    case TR_TYPE_Q8_0: return gemm_q8_0;
-    case TR_TYPE_Q4_0: return gemm_q4_0;
-    case TR_TYPE_Q4_1: return gemm_q4_1;
-    case TR_TYPE_Q5_0: return gemm_q5_0;
-    case TR_TYPE_Q5_1: return gemm_q5_1;
-    default: return NULL;
-    }
-}
+const tr_gemm_row tr_avx2_legacy_gemm_rows[] = {
+    {TR_TYPE_Q8_0, TR_ACT_Q8, gemm_q8_0},
+    {TR_TYPE_Q4_0, TR_ACT_Q8, gemm_q4_0},
+    {TR_TYPE_Q4_1, TR_ACT_Q8, gemm_q4_1},
+    {TR_TYPE_Q5_0, TR_ACT_Q8, gemm_q5_0},
+    {TR_TYPE_Q5_1, TR_ACT_Q8, gemm_q5_1},
+    {-1, 0, NULL},
+};
 
 /* tr_q8a conversion, the same bytes as tr_act_q8_ref: the same float
  * scale and inverse (scalar, once per block), the same products x * id, and
@@ -292,7 +290,9 @@ tr_gemm_fn tr_gemm_avx2_legacy(int type) {
  * from zero when the (exact) remainder is at least one half. The scalar
  * version's roundf per element made the conversion cost as much as a small
  * matrix product at one token. */
-TGT void tr_act_q8_avx2(const float *x, tr_q8a *y, int64_t n) {
+TGT static void act_q8_avx2(const float *x_, void *y_, int64_t n) {
+    const float *x = x_;
+    tr_q8a *y = y_;
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     const __m256 signmask = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
     const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
@@ -331,9 +331,12 @@ TGT void tr_act_q8_avx2(const float *x, tr_q8a *y, int64_t n) {
     }
 }
 
-bool tr_act_q8_have_avx2(void) { return true; }
+const tr_act_row tr_avx2_legacy_act_rows[] = {
+    {TR_ACT_Q8, act_q8_avx2},
+    {-1, NULL},
+};
 
 #else
-void tr_act_q8_avx2(const float *x, tr_q8a *y, int64_t n) { tr_act_q8_ref(x, y, n); }
-bool tr_act_q8_have_avx2(void) { return false; }
+const tr_gemm_row tr_avx2_legacy_gemm_rows[] = {{-1, 0, NULL}};
+const tr_act_row tr_avx2_legacy_act_rows[] = {{-1, NULL}};
 #endif

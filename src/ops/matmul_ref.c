@@ -3,35 +3,10 @@
  * against: integer products summed exactly per block, then scaled in float,
  * the arithmetic ggml's reference kernels use (block layouts are ggml's). */
 #include "kernels.h"
-#include "cpu.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 
-static inline float h2f(const uint8_t *p) { return tr_fp16_to_fp32((uint16_t)(p[0] | (p[1] << 8))); }
-
 /* ---------------------------------------------------------------- activations */
-
-int64_t tr_act_block(int act) {
-    switch (act) {
-    case TR_ACT_Q8: return 32;
-    case TR_ACT_Q8K:
-    case TR_ACT_Q8KP: return 256;
-    default: return 1;
-    }
-}
-
-size_t tr_act_row_size(int act, int64_t n) {
-    switch (act) {
-    case TR_ACT_F32:
-    case TR_ACT_F16:
-    case TR_ACT_BF16: return (size_t)n * 4;
-    case TR_ACT_Q8: return (size_t)(n / 32) * sizeof(tr_q8a);
-    case TR_ACT_Q8K: return (size_t)(n / 256) * sizeof(tr_q8k);
-    case TR_ACT_Q8KP: return (size_t)(n / 256) * sizeof(tr_q8kp);
-    default: return 0;
-    }
-}
 
 void tr_act_q8_ref(const float *x, tr_q8a *y, int64_t n) {
     for (int64_t b = 0; b < n / 32; b++, x += 32, y++) {
@@ -89,35 +64,16 @@ void tr_act_q8kp_ref(const float *x, tr_q8kp *y, int64_t n) {
     }
 }
 
-/* Whether this CPU runs the AVX2 + FMA + F16C variants. */
-static bool cpu_avx2(void) {
-    const tr_cpu_features *f = tr_cpu_get();
-    return f->avx2 && f->fma && f->f16c;
-}
+static void act_q8(const float *x, void *y, int64_t n) { tr_act_q8_ref(x, y, n); }
+static void act_q8k(const float *x, void *y, int64_t n) { tr_act_q8k_ref(x, y, n); }
+static void act_q8kp(const float *x, void *y, int64_t n) { tr_act_q8kp_ref(x, y, n); }
 
-void tr_act_convert(int act, const float *x, void *dst, int64_t n) {
-    switch (act) {
-    case TR_ACT_F32: memcpy(dst, x, (size_t)n * 4); break;
-    case TR_ACT_F16:
-        for (int64_t i = 0; i < n; i++) ((float *)dst)[i] = tr_fp16_to_fp32(tr_fp32_to_fp16(x[i]));
-        break;
-    case TR_ACT_BF16:
-        for (int64_t i = 0; i < n; i++) ((float *)dst)[i] = tr_bf16_to_fp32(tr_fp32_to_bf16(x[i]));
-        break;
-    case TR_ACT_Q8:
-        if (tr_act_q8_have_avx2() && cpu_avx2()) tr_act_q8_avx2(x, dst, n);
-        else tr_act_q8_ref(x, dst, n);
-        break;
-    case TR_ACT_Q8K:
-        if (tr_act_q8k_have_avx2() && cpu_avx2()) tr_act_q8k_avx2(x, dst, n);
-        else tr_act_q8k_ref(x, dst, n);
-        break;
-    case TR_ACT_Q8KP:
-        if (tr_act_q8k_have_avx2() && cpu_avx2()) tr_act_q8kp_avx2(x, dst, n);
-        else tr_act_q8kp_ref(x, dst, n);
-        break;
-    }
-}
+const tr_act_row tr_ref_act_rows[] = {
+    {TR_ACT_Q8, act_q8},
+    {TR_ACT_Q8K, act_q8k},
+    {TR_ACT_Q8KP, act_q8kp},
+    {-1, NULL},
+};
 
 /* ---------------------------------------------------------------- float types */
 
@@ -153,7 +109,7 @@ static float dot_q8_0(int64_t n, const void *w_, const void *a_) {
     for (int64_t b = 0; b < n / 32; b++, w += 34, a++) {
         int32_t sumi = 0;
         for (int i = 0; i < 32; i++) sumi += (int8_t)w[2 + i] * a->qs[i];
-        s += h2f(w) * a->d * (float)sumi;
+        s += tr_fp16_load(w) * a->d * (float)sumi;
     }
     return s;
 }
@@ -168,7 +124,7 @@ static float dot_q4_0(int64_t n, const void *w_, const void *a_) {
             sumi += ((w[2 + i] & 0xf) - 8) * a->qs[i];
             sumi += ((w[2 + i] >> 4) - 8) * a->qs[i + 16];
         }
-        s += h2f(w) * a->d * (float)sumi;
+        s += tr_fp16_load(w) * a->d * (float)sumi;
     }
     return s;
 }
@@ -183,7 +139,7 @@ static float dot_q4_1(int64_t n, const void *w_, const void *a_) {
             sumi += (w[4 + i] & 0xf) * a->qs[i];
             sumi += (w[4 + i] >> 4) * a->qs[i + 16];
         }
-        s += h2f(w) * a->d * (float)sumi + h2f(w + 2) * a->d * (float)a->sum;
+        s += tr_fp16_load(w) * a->d * (float)sumi + tr_fp16_load(w + 2) * a->d * (float)a->sum;
     }
     return s;
 }
@@ -200,7 +156,7 @@ static float dot_q5_0(int64_t n, const void *w_, const void *a_) {
             int hi = (w[6 + i] >> 4) | (int)((qh >> (i + 16)) & 1) << 4;
             sumi += (lo - 16) * a->qs[i] + (hi - 16) * a->qs[i + 16];
         }
-        s += h2f(w) * a->d * (float)sumi;
+        s += tr_fp16_load(w) * a->d * (float)sumi;
     }
     return s;
 }
@@ -217,7 +173,7 @@ static float dot_q5_1(int64_t n, const void *w_, const void *a_) {
             int hi = (w[8 + i] >> 4) | (int)((qh >> (i + 16)) & 1) << 4;
             sumi += lo * a->qs[i] + hi * a->qs[i + 16];
         }
-        s += h2f(w) * a->d * (float)sumi + h2f(w + 2) * a->d * (float)a->sum;
+        s += tr_fp16_load(w) * a->d * (float)sumi + tr_fp16_load(w + 2) * a->d * (float)a->sum;
     }
     return s;
 }
@@ -253,7 +209,7 @@ static float dot_q4_k(int64_t n, const void *w_, const void *a_) {
             sumi += sc * d;
             summ += m * (a->bsums[2 * j] + a->bsums[2 * j + 1]);
         }
-        s += a->d * (h2f(w) * (float)sumi - h2f(w + 2) * (float)summ);
+        s += a->d * (tr_fp16_load(w) * (float)sumi - tr_fp16_load(w + 2) * (float)summ);
     }
     return s;
 }
@@ -278,7 +234,7 @@ static float dot_q5_k(int64_t n, const void *w_, const void *a_) {
             sumi += sc * d;
             summ += m * (a->bsums[2 * j] + a->bsums[2 * j + 1]);
         }
-        s += a->d * (h2f(w) * (float)sumi - h2f(w + 2) * (float)summ);
+        s += a->d * (tr_fp16_load(w) * (float)sumi - tr_fp16_load(w + 2) * (float)summ);
     }
     return s;
 }
@@ -309,7 +265,7 @@ static float dot_q6_k(int64_t n, const void *w_, const void *a_) {
                 }
             }
         }
-        s += a->d * h2f(w + 208) * (float)sumi;
+        s += a->d * tr_fp16_load(w + 208) * (float)sumi;
     }
     return s;
 }
@@ -329,7 +285,7 @@ static float dot_q2_k(int64_t n, const void *w_, const void *a_) {
             sumi += (scales[g] & 0xf) * d;
             summ += (scales[g] >> 4) * a->bsums[g];
         }
-        s += a->d * (h2f(w + 80) * (float)sumi - h2f(w + 82) * (float)summ);
+        s += a->d * (tr_fp16_load(w + 80) * (float)sumi - tr_fp16_load(w + 82) * (float)summ);
     }
     return s;
 }
@@ -363,7 +319,7 @@ static float dot_q3_k(int64_t n, const void *w_, const void *a_) {
             }
             sumi += sc[g] * d;
         }
-        s += a->d * h2f(w + 108) * (float)sumi;
+        s += a->d * tr_fp16_load(w + 108) * (float)sumi;
     }
     return s;
 }
@@ -383,7 +339,7 @@ static float dot_tq2_0(int64_t n, const void *w_, const void *a_) {
                 for (int m = 0; m < 32; m++)
                     sumi += ((w[32 * half + m] >> (2 * l)) & 3) * a->qs[128 * half + 32 * l + m];
         for (int g = 0; g < 16; g++) suma += a->bsums[g];
-        s += h2f(w + 64) * a->d * (float)(sumi - suma);
+        s += tr_fp16_load(w + 64) * a->d * (float)(sumi - suma);
     }
     return s;
 }
@@ -413,7 +369,7 @@ static float dot_tq1_0(int64_t n, const void *w_, const void *a_) {
         for (int k = 0; k < 4; k++)
             for (int m = 0; m < 4; m++) sumi += trit(qh[m], k) * x[240 + 4 * k + m];
         for (int g = 0; g < 16; g++) suma += a->bsums[g];
-        s += h2f(w + 52) * a->d * (float)(sumi - suma);
+        s += tr_fp16_load(w + 52) * a->d * (float)(sumi - suma);
     }
     return s;
 }
@@ -445,40 +401,23 @@ GEMM_FROM_DOT(gemm_q6_k, dot_q6_k)
 GEMM_FROM_DOT(gemm_tq1_0, dot_tq1_0)
 GEMM_FROM_DOT(gemm_tq2_0, dot_tq2_0)
 
-static tr_kernel kernels[TR_TYPE_COUNT] = {
-    [TR_TYPE_F32] = {TR_ACT_F32, 1, gemm_f32, NULL},
-    [TR_TYPE_F16] = {TR_ACT_F16, 1, gemm_f16, NULL},
-    [TR_TYPE_BF16] = {TR_ACT_BF16, 1, gemm_bf16, NULL},
-    [TR_TYPE_Q8_0] = {TR_ACT_Q8, 32, gemm_q8_0, NULL},
-    [TR_TYPE_Q4_0] = {TR_ACT_Q8, 32, gemm_q4_0, NULL},
-    [TR_TYPE_Q4_1] = {TR_ACT_Q8, 32, gemm_q4_1, NULL},
-    [TR_TYPE_Q5_0] = {TR_ACT_Q8, 32, gemm_q5_0, NULL},
-    [TR_TYPE_Q5_1] = {TR_ACT_Q8, 32, gemm_q5_1, NULL},
-    [TR_TYPE_Q2_K] = {TR_ACT_Q8K, 256, gemm_q2_k, NULL},
-    [TR_TYPE_Q3_K] = {TR_ACT_Q8K, 256, gemm_q3_k, NULL},
-    [TR_TYPE_Q4_K] = {TR_ACT_Q8KP, 256, gemm_q4_k, NULL},
-    [TR_TYPE_Q5_K] = {TR_ACT_Q8K, 256, gemm_q5_k, NULL},
-    [TR_TYPE_Q6_K] = {TR_ACT_Q8K, 256, gemm_q6_k, NULL},
-    [TR_TYPE_TQ1_0] = {TR_ACT_Q8K, 256, gemm_tq1_0, NULL},
-    [TR_TYPE_TQ2_0] = {TR_ACT_Q8K, 256, gemm_tq2_0, NULL},
+/* The activation format each weight type is multiplied with is decided
+ * here, with its reference: the SIMD rows must name the same. */
+const tr_gemm_row tr_ref_gemm_rows[] = {
+    {TR_TYPE_F32, TR_ACT_F32, gemm_f32},
+    {TR_TYPE_F16, TR_ACT_F16, gemm_f16},
+    {TR_TYPE_BF16, TR_ACT_BF16, gemm_bf16},
+    {TR_TYPE_Q8_0, TR_ACT_Q8, gemm_q8_0},
+    {TR_TYPE_Q4_0, TR_ACT_Q8, gemm_q4_0},
+    {TR_TYPE_Q4_1, TR_ACT_Q8, gemm_q4_1},
+    {TR_TYPE_Q5_0, TR_ACT_Q8, gemm_q5_0},
+    {TR_TYPE_Q5_1, TR_ACT_Q8, gemm_q5_1},
+    {TR_TYPE_Q2_K, TR_ACT_Q8K, gemm_q2_k},
+    {TR_TYPE_Q3_K, TR_ACT_Q8K, gemm_q3_k},
+    {TR_TYPE_Q4_K, TR_ACT_Q8KP, gemm_q4_k},
+    {TR_TYPE_Q5_K, TR_ACT_Q8K, gemm_q5_k},
+    {TR_TYPE_Q6_K, TR_ACT_Q8K, gemm_q6_k},
+    {TR_TYPE_TQ1_0, TR_ACT_Q8K, gemm_tq1_0},
+    {TR_TYPE_TQ2_0, TR_ACT_Q8K, gemm_tq2_0},
+    {-1, 0, NULL},
 };
-
-static pthread_once_t kernels_once = PTHREAD_ONCE_INIT;
-
-static void kernels_init(void) {
-    for (int t = 0; t < TR_TYPE_COUNT; t++) {
-        if (!kernels[t].ref) continue;
-        kernels[t].avx2 = tr_gemm_avx2_for(t);
-    }
-}
-
-const tr_kernel *tr_kernel_get(int type) {
-    if (type < 0 || type >= TR_TYPE_COUNT) return NULL;
-    pthread_once(&kernels_once, kernels_init);
-    return kernels[type].ref ? &kernels[type] : NULL;
-}
-
-tr_gemm_fn tr_kernel_best(const tr_kernel *k) {
-    if (k->avx2 && cpu_avx2()) return k->avx2;
-    return k->ref;
-}

@@ -273,7 +273,8 @@ TT_TEST(legacy_extreme_values_match_reference) {
  * (the first one sets the sign), and halves that round to even. */
 TT_TEST(q8k_conversion_avx2_matches_reference) {
     const tr_cpu_features *f = tr_cpu_get();
-    if (!tr_act_q8k_have_avx2()) {
+    tr_act_fn q8k_avx2 = tr_act_variant(TR_ACT_Q8K, TR_ISA_AVX2), q8kp_avx2 = tr_act_variant(TR_ACT_Q8KP, TR_ISA_AVX2);
+    if (!q8k_avx2 || !q8kp_avx2) {
         TT_SKIP("this build has no AVX2 Q8_K conversion");
         return;
     }
@@ -295,7 +296,7 @@ TT_TEST(q8k_conversion_avx2_matches_reference) {
         for (int i = 0; i < 256; i++) if (i != 3 && i != 200) x[768 + i] = 2.0f * (float)((i % 255) - 127) / 127.0f + (i & 1 ? 1.0f / 127 : 0); /* near-halves */
         memset(a, 0, sizeof(tr_q8k) * 8), memset(b, 0, sizeof(tr_q8k) * 8);
         memset(pa, 0x55, sizeof(tr_q8kp) * 8), memset(pb, 0xaa, sizeof(tr_q8kp) * 8);
-        tr_act_q8k_ref(x, a, n), tr_act_q8k_avx2(x, b, n);
+        tr_act_q8k_ref(x, a, n), q8k_avx2(x, b, n);
         int bad = 0;
         for (int k = 0; k < 8; k++) {
             bad += memcmp(a[k].qs, b[k].qs, 256) != 0;
@@ -306,7 +307,7 @@ TT_TEST(q8k_conversion_avx2_matches_reference) {
         TT_CHECK_EQ_INT(bad, 0);
         /* Q4_K's permuted block: the same bytes from both conversions, the
          * natural quants at tr_q8kp_pos4/2, the same sums and scale */
-        tr_act_q8kp_ref(x, pa, n), tr_act_q8kp_avx2(x, pb, n);
+        tr_act_q8kp_ref(x, pa, n), q8kp_avx2(x, pb, n);
         TT_CHECK(memcmp(pa, pb, sizeof(tr_q8kp) * 8) == 0);
         int moved = 0;
         for (int k = 0; k < 8; k++) {
@@ -327,7 +328,8 @@ TT_TEST(q8k_conversion_avx2_matches_reference) {
  * just below a half, and negative maxima. */
 TT_TEST(q8a_conversion_avx2_matches_reference) {
     const tr_cpu_features *f = tr_cpu_get();
-    if (!tr_act_q8_have_avx2()) {
+    tr_act_fn q8_avx2 = tr_act_variant(TR_ACT_Q8, TR_ISA_AVX2);
+    if (!q8_avx2) {
         TT_SKIP("this build has no AVX2 Q8 conversion");
         return;
     }
@@ -348,7 +350,7 @@ TT_TEST(q8a_conversion_avx2_matches_reference) {
         for (int i = 1; i < 32; i++) x[96 + i] = (float)(i - 16) + ((i & 1) ? 0.49999997f : -0.5f);
         memset(a, 0, sizeof(tr_q8a) * 8), memset(b, 0, sizeof(tr_q8a) * 8);
         tr_act_q8_ref(x, a, n);
-        tr_act_q8_avx2(x, b, n);
+        q8_avx2(x, b, n);
         int bad = 0;
         for (int k = 0; k < 8; k++) {
             bad += memcmp(a[k].qs, b[k].qs, 32) != 0;

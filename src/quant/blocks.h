@@ -242,6 +242,12 @@ static inline tr_fp16 tr_fp32_to_fp16(float f) {
     return (uint16_t)(sign | h);
 }
 
+/* A half stored at p (little-endian, any alignment), as a float. */
+static inline float tr_fp16_load(const void *p) {
+    const uint8_t *b = (const uint8_t *)p;
+    return tr_fp16_to_fp32((tr_fp16)(b[0] | (b[1] << 8)));
+}
+
 static inline float tr_bf16_to_fp32(tr_bf16 h) { return tr_bits_f32((uint32_t)h << 16); }
 
 /* Round to nearest even; NaN stays NaN (quiet bit forced, as ggml does). */

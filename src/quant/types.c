@@ -1,5 +1,8 @@
 /* The row of every ggml type: names and block geometry match ggml exactly
- * (checked against the gguf package's GGML_QUANT_SIZES in the tests). */
+ * (checked against the gguf package's GGML_QUANT_SIZES in the tests). The
+ * geometry of every format Trinity reads is its block struct's (blocks.h),
+ * stated once there; the kernel table (src/ops/kernels.c) takes it from
+ * here. Formats Trinity does not read (most IQ types) carry ggml's sizes. */
 #include "blocks.h"
 #include "quant.h"
 
@@ -9,38 +12,38 @@ static void f32_to_float(const void *src, float *dst, int64_t n) { memcpy(dst, s
 static void f32_from_float(const float *src, void *dst, int64_t n) { memcpy(dst, src, (size_t)n * sizeof(float)); }
 
 static const tr_type_traits type_traits[TR_TYPE_TABLE_SIZE] = {
-    [TR_TYPE_F32] = {"F32", 1, 4, false, f32_to_float, f32_from_float},
-    [TR_TYPE_F16] = {"F16", 1, 2, false, tr_dequantize_row_f16, tr_quantize_row_f16},
-    [TR_TYPE_Q4_0] = {"Q4_0", 32, 18, true, tr_dequantize_row_q4_0, tr_quantize_row_q4_0},
-    [TR_TYPE_Q4_1] = {"Q4_1", 32, 20, true, tr_dequantize_row_q4_1, tr_quantize_row_q4_1},
-    [TR_TYPE_Q5_0] = {"Q5_0", 32, 22, true, tr_dequantize_row_q5_0, tr_quantize_row_q5_0},
-    [TR_TYPE_Q5_1] = {"Q5_1", 32, 24, true, tr_dequantize_row_q5_1, tr_quantize_row_q5_1},
-    [TR_TYPE_Q8_0] = {"Q8_0", 32, 34, true, tr_dequantize_row_q8_0, tr_quantize_row_q8_0},
-    [TR_TYPE_Q8_1] = {"Q8_1", 32, 36, true, tr_dequantize_row_q8_1, tr_quantize_row_q8_1},
-    [TR_TYPE_Q2_K] = {"Q2_K", 256, 84, true, tr_dequantize_row_q2_K, tr_quantize_row_q2_K},
-    [TR_TYPE_Q3_K] = {"Q3_K", 256, 110, true, tr_dequantize_row_q3_K, tr_quantize_row_q3_K},
-    [TR_TYPE_Q4_K] = {"Q4_K", 256, 144, true, tr_dequantize_row_q4_K, tr_quantize_row_q4_K},
-    [TR_TYPE_Q5_K] = {"Q5_K", 256, 176, true, tr_dequantize_row_q5_K, tr_quantize_row_q5_K},
-    [TR_TYPE_Q6_K] = {"Q6_K", 256, 210, true, tr_dequantize_row_q6_K, tr_quantize_row_q6_K},
-    [TR_TYPE_Q8_K] = {"Q8_K", 256, 292, true, tr_dequantize_row_q8_K, tr_quantize_row_q8_K},
+    [TR_TYPE_F32] = {"F32", 1, sizeof(float), false, f32_to_float, f32_from_float},
+    [TR_TYPE_F16] = {"F16", 1, sizeof(tr_fp16), false, tr_dequantize_row_f16, tr_quantize_row_f16},
+    [TR_TYPE_Q4_0] = {"Q4_0", TR_QK4_0, sizeof(tr_block_q4_0), true, tr_dequantize_row_q4_0, tr_quantize_row_q4_0},
+    [TR_TYPE_Q4_1] = {"Q4_1", TR_QK4_1, sizeof(tr_block_q4_1), true, tr_dequantize_row_q4_1, tr_quantize_row_q4_1},
+    [TR_TYPE_Q5_0] = {"Q5_0", TR_QK5_0, sizeof(tr_block_q5_0), true, tr_dequantize_row_q5_0, tr_quantize_row_q5_0},
+    [TR_TYPE_Q5_1] = {"Q5_1", TR_QK5_1, sizeof(tr_block_q5_1), true, tr_dequantize_row_q5_1, tr_quantize_row_q5_1},
+    [TR_TYPE_Q8_0] = {"Q8_0", TR_QK8_0, sizeof(tr_block_q8_0), true, tr_dequantize_row_q8_0, tr_quantize_row_q8_0},
+    [TR_TYPE_Q8_1] = {"Q8_1", TR_QK8_1, sizeof(tr_block_q8_1), true, tr_dequantize_row_q8_1, tr_quantize_row_q8_1},
+    [TR_TYPE_Q2_K] = {"Q2_K", TR_QK_K, sizeof(tr_block_q2_K), true, tr_dequantize_row_q2_K, tr_quantize_row_q2_K},
+    [TR_TYPE_Q3_K] = {"Q3_K", TR_QK_K, sizeof(tr_block_q3_K), true, tr_dequantize_row_q3_K, tr_quantize_row_q3_K},
+    [TR_TYPE_Q4_K] = {"Q4_K", TR_QK_K, sizeof(tr_block_q4_K), true, tr_dequantize_row_q4_K, tr_quantize_row_q4_K},
+    [TR_TYPE_Q5_K] = {"Q5_K", TR_QK_K, sizeof(tr_block_q5_K), true, tr_dequantize_row_q5_K, tr_quantize_row_q5_K},
+    [TR_TYPE_Q6_K] = {"Q6_K", TR_QK_K, sizeof(tr_block_q6_K), true, tr_dequantize_row_q6_K, tr_quantize_row_q6_K},
+    [TR_TYPE_Q8_K] = {"Q8_K", TR_QK_K, sizeof(tr_block_q8_K), true, tr_dequantize_row_q8_K, tr_quantize_row_q8_K},
     [TR_TYPE_IQ2_XXS] = {"IQ2_XXS", 256, 66, true, NULL, NULL},
     [TR_TYPE_IQ2_XS] = {"IQ2_XS", 256, 74, true, NULL, NULL},
     [TR_TYPE_IQ3_XXS] = {"IQ3_XXS", 256, 98, true, NULL, NULL},
     [TR_TYPE_IQ1_S] = {"IQ1_S", 256, 50, true, NULL, NULL},
-    [TR_TYPE_IQ4_NL] = {"IQ4_NL", 32, 18, true, tr_dequantize_row_iq4_nl, tr_quantize_row_iq4_nl},
+    [TR_TYPE_IQ4_NL] = {"IQ4_NL", TR_QK4_NL, sizeof(tr_block_iq4_nl), true, tr_dequantize_row_iq4_nl, tr_quantize_row_iq4_nl},
     [TR_TYPE_IQ3_S] = {"IQ3_S", 256, 110, true, NULL, NULL},
     [TR_TYPE_IQ2_S] = {"IQ2_S", 256, 82, true, NULL, NULL},
-    [TR_TYPE_IQ4_XS] = {"IQ4_XS", 256, 136, true, tr_dequantize_row_iq4_xs, NULL},
+    [TR_TYPE_IQ4_XS] = {"IQ4_XS", TR_QK_K, sizeof(tr_block_iq4_xs), true, tr_dequantize_row_iq4_xs, NULL},
     [TR_TYPE_I8] = {"I8", 1, 1, false, NULL, NULL},
     [TR_TYPE_I16] = {"I16", 1, 2, false, NULL, NULL},
     [TR_TYPE_I32] = {"I32", 1, 4, false, NULL, NULL},
     [TR_TYPE_I64] = {"I64", 1, 8, false, NULL, NULL},
     [TR_TYPE_F64] = {"F64", 1, 8, false, NULL, NULL},
     [TR_TYPE_IQ1_M] = {"IQ1_M", 256, 56, true, NULL, NULL},
-    [TR_TYPE_BF16] = {"BF16", 1, 2, false, tr_dequantize_row_bf16, tr_quantize_row_bf16},
-    [TR_TYPE_TQ1_0] = {"TQ1_0", 256, 54, true, tr_dequantize_row_tq1_0, tr_quantize_row_tq1_0},
-    [TR_TYPE_TQ2_0] = {"TQ2_0", 256, 66, true, tr_dequantize_row_tq2_0, tr_quantize_row_tq2_0},
-    [TR_TYPE_MXFP4] = {"MXFP4", 32, 17, true, tr_dequantize_row_mxfp4, tr_quantize_row_mxfp4},
+    [TR_TYPE_BF16] = {"BF16", 1, sizeof(tr_bf16), false, tr_dequantize_row_bf16, tr_quantize_row_bf16},
+    [TR_TYPE_TQ1_0] = {"TQ1_0", TR_QK_K, sizeof(tr_block_tq1_0), true, tr_dequantize_row_tq1_0, tr_quantize_row_tq1_0},
+    [TR_TYPE_TQ2_0] = {"TQ2_0", TR_QK_K, sizeof(tr_block_tq2_0), true, tr_dequantize_row_tq2_0, tr_quantize_row_tq2_0},
+    [TR_TYPE_MXFP4] = {"MXFP4", TR_QK_MXFP4, sizeof(tr_block_mxfp4), true, tr_dequantize_row_mxfp4, tr_quantize_row_mxfp4},
     /* Trinity's own (KV cache only) */
     [TR_TYPE_TQ2_32] = {"TQ2_32", TR_QK_TQ2_32, sizeof(tr_block_tq2_32), true, tr_dequantize_row_tq2_32,
                         tr_quantize_row_tq2_32},

@@ -1,0 +1,136 @@
+/* The kernel dispatcher: one table row per weight type, assembled from the
+ * lists the kernel files export (kernels.h), with each format's block taken
+ * from src/quant's traits and each activation format's geometry from its
+ * struct. It is neither reference nor SIMD code: the scalar file never
+ * calls a SIMD file and no SIMD file falls back to the scalar one; the
+ * choice between them is made here, once per CPU. */
+#include "kernels.h"
+#include "cpu.h"
+#include "quant/quant.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* ---------------------------------------------------------------- activation formats */
+
+static const struct {
+    int64_t blck; /* floats per block */
+    size_t bytes; /* bytes per block */
+} act_geometry[TR_ACT_COUNT] = {
+    [TR_ACT_F32] = {1, sizeof(float)},
+    [TR_ACT_F16] = {1, sizeof(float)},  /* rounded to half, kept as float */
+    [TR_ACT_BF16] = {1, sizeof(float)}, /* rounded to bfloat16, kept as float */
+    [TR_ACT_Q8] = {32, sizeof(tr_q8a)},
+    [TR_ACT_Q8K] = {256, sizeof(tr_q8k)},
+    [TR_ACT_Q8KP] = {256, sizeof(tr_q8kp)},
+};
+
+int64_t tr_act_block(int act) { return act >= 0 && act < TR_ACT_COUNT ? act_geometry[act].blck : 1; }
+
+size_t tr_act_row_size(int act, int64_t n) {
+    if (act < 0 || act >= TR_ACT_COUNT) return 0;
+    return (size_t)(n / act_geometry[act].blck) * act_geometry[act].bytes;
+}
+
+/* ---------------------------------------------------------------- ISAs */
+
+bool tr_isa_usable(tr_isa isa) {
+    const tr_cpu_features *f = tr_cpu_get();
+    switch (isa) {
+    case TR_ISA_SCALAR: return true;
+    case TR_ISA_AVX2: return f->avx2 && f->fma && f->f16c;
+    default: return false;
+    }
+}
+
+/* Every ISA's lists, in the files that define them. */
+static const tr_gemm_row *const gemm_lists[TR_ISA_COUNT][4] = {
+    [TR_ISA_SCALAR] = {tr_ref_gemm_rows, NULL},
+    [TR_ISA_AVX2] = {tr_avx2_float_gemm_rows, tr_avx2_legacy_gemm_rows, tr_avx2_kquant_gemm_rows, NULL},
+};
+static const tr_act_row *const act_lists[TR_ISA_COUNT][3] = {
+    [TR_ISA_SCALAR] = {tr_ref_act_rows, NULL},
+    [TR_ISA_AVX2] = {tr_avx2_legacy_act_rows, tr_avx2_kquant_act_rows, NULL},
+};
+
+/* ---------------------------------------------------------------- the table */
+
+static tr_kernel kernels[TR_TYPE_COUNT];
+static tr_act_fn acts[TR_ISA_COUNT][TR_ACT_COUNT];
+static tr_act_fn act_best[TR_ACT_COUNT];
+static pthread_once_t table_once = PTHREAD_ONCE_INIT;
+
+/* A list naming a type twice, or a SIMD row with another activation format
+ * than the reference's, is a programming error caught at the first use. */
+static void table_error(const char *what, int type, tr_isa isa) {
+    fprintf(stderr, "trinity: kernel table: %s (type %d, isa %d)\n", what, type, (int)isa);
+    abort();
+}
+
+static void table_init(void) {
+    for (int isa = 0; isa < TR_ISA_COUNT; isa++) {
+        for (int l = 0; gemm_lists[isa][l]; l++) {
+            for (const tr_gemm_row *r = gemm_lists[isa][l]; r->type >= 0; r++) {
+                if (r->type >= TR_TYPE_COUNT || !r->fn) table_error("bad row", r->type, (tr_isa)isa);
+                tr_kernel *k = &kernels[r->type];
+                if (isa == TR_ISA_SCALAR) {
+                    if (k->ref) table_error("type listed twice", r->type, (tr_isa)isa);
+                    k->ref = r->fn;
+                    k->act = r->act;
+                    k->blck = tr_type_block_size(r->type);
+                    continue;
+                }
+                if (!k->ref) table_error("SIMD kernel without a scalar reference", r->type, (tr_isa)isa);
+                if (r->act != k->act) table_error("SIMD kernel reads another activation format", r->type, (tr_isa)isa);
+                if (isa == TR_ISA_AVX2) {
+                    if (k->avx2) table_error("type listed twice", r->type, (tr_isa)isa);
+                    k->avx2 = r->fn;
+                }
+            }
+        }
+        for (int l = 0; act_lists[isa][l]; l++)
+            for (const tr_act_row *r = act_lists[isa][l]; r->act >= 0; r++) {
+                if (r->act >= TR_ACT_COUNT || !r->fn || acts[isa][r->act])
+                    table_error("bad activation row", r->act, (tr_isa)isa);
+                acts[isa][r->act] = r->fn;
+            }
+    }
+    for (int a = 0; a < TR_ACT_COUNT; a++)
+        for (int isa = 0; isa < TR_ISA_COUNT; isa++)
+            if (acts[isa][a] && tr_isa_usable((tr_isa)isa)) act_best[a] = acts[isa][a];
+}
+
+const tr_kernel *tr_kernel_get(int type) {
+    if (type < 0 || type >= TR_TYPE_COUNT) return NULL;
+    pthread_once(&table_once, table_init);
+    return kernels[type].ref ? &kernels[type] : NULL;
+}
+
+tr_gemm_fn tr_kernel_best(const tr_kernel *k) {
+    if (k->avx2 && tr_isa_usable(TR_ISA_AVX2)) return k->avx2;
+    return k->ref;
+}
+
+tr_act_fn tr_act_variant(int act, tr_isa isa) {
+    if (act < 0 || act >= TR_ACT_COUNT || isa < 0 || isa >= TR_ISA_COUNT) return NULL;
+    pthread_once(&table_once, table_init);
+    return acts[isa][act];
+}
+
+void tr_act_convert(int act, const float *x, void *dst, int64_t n) {
+    float *y = dst;
+    switch (act) {
+    case TR_ACT_F32: memcpy(dst, x, (size_t)n * sizeof(float)); return;
+    case TR_ACT_F16:
+        for (int64_t i = 0; i < n; i++) y[i] = tr_fp16_to_fp32(tr_fp32_to_fp16(x[i]));
+        return;
+    case TR_ACT_BF16:
+        for (int64_t i = 0; i < n; i++) y[i] = tr_bf16_to_fp32(tr_fp32_to_bf16(x[i]));
+        return;
+    default:
+        if (act < 0 || act >= TR_ACT_COUNT) return;
+        pthread_once(&table_once, table_init);
+        act_best[act](x, dst, n);
+    }
+}
