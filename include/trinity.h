@@ -235,6 +235,16 @@ tr_status tr_gguf_writer_copy_kv(tr_gguf_writer *w, const tr_gguf *g, tr_error *
 /* Add a tensor; `data` (nbytes = tr_row_size * rows) must stay valid until the write. */
 tr_status tr_gguf_writer_add_tensor(tr_gguf_writer *w, const char *name, tr_type type, int n_dims,
                                     const int64_t ne[], const void *data, tr_error *err);
+/* Add a tensor whose bytes are produced while the file is written: `fill`
+ * is called once per such tensor, in tensor order, and sets *data to the
+ * tensor's bytes (nbytes = tr_row_size * rows of them), which must stay
+ * valid until the next fill call of this write or the write's end. So a
+ * file can be written with one converted tensor in memory at a time
+ * (quantizing a model larger than RAM). A fill that fails ends the write
+ * with its status; nothing is left behind. */
+typedef tr_status (*tr_gguf_fill_fn)(void *user, uint64_t nbytes, const void **data, tr_error *err);
+tr_status tr_gguf_writer_add_tensor_fill(tr_gguf_writer *w, const char *name, tr_type type, int n_dims,
+                                         const int64_t ne[], tr_gguf_fill_fn fill, void *user, tr_error *err);
 tr_status tr_gguf_writer_write(tr_gguf_writer *w, const char *path, tr_error *err);
 
 /* -------------------------------------------------------------- tokenizer */

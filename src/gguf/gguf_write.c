@@ -29,6 +29,8 @@ typedef struct wtensor {
     int n_dims;
     int64_t ne[4];
     const void *data; /* borrowed until the write */
+    tr_gguf_fill_fn fill; /* or produced at the write */
+    void *user;
     uint64_t nbytes;
 } wtensor;
 
@@ -240,14 +242,14 @@ tr_status tr_gguf_writer_copy_kv(tr_gguf_writer *w, const tr_gguf *g, tr_error *
     return TR_OK;
 }
 
-tr_status tr_gguf_writer_add_tensor(tr_gguf_writer *w, const char *name, tr_type type, int n_dims,
-                                    const int64_t ne[], const void *data, tr_error *err) {
+static tr_status add_tensor(tr_gguf_writer *w, const char *name, tr_type type, int n_dims, const int64_t ne[],
+                            const void *data, tr_gguf_fill_fn fill, void *user, tr_error *err) {
     if (!w || !name || !ne) return tr_err_set(err, TR_ERR_ARG, "gguf writer: NULL argument");
     const tr_type_traits *tt = (int)type < TR_TYPE_COUNT ? tr_type_traits_get((int)type) : NULL;
     if (!tt) return tr_err_set(err, TR_ERR_ARG, "gguf writer: tensor '%s': unknown type %d", name, (int)type);
     if (n_dims < 1 || n_dims > 4)
         return tr_err_set(err, TR_ERR_ARG, "gguf writer: tensor '%s': %d dimensions (must be 1 to 4)", name, n_dims);
-    wtensor t = {.type = type, .n_dims = n_dims, .ne = {1, 1, 1, 1}, .data = data};
+    wtensor t = {.type = type, .n_dims = n_dims, .ne = {1, 1, 1, 1}, .data = data, .fill = fill, .user = user};
     uint64_t nel = 1;
     for (int d = 0; d < n_dims; d++) {
         if (ne[d] < 0)
@@ -264,7 +266,7 @@ tr_status tr_gguf_writer_add_tensor(tr_gguf_writer *w, const char *name, tr_type
         !tr_mul_u64(nbytes, (uint64_t)t.ne[2], &nbytes) || !tr_mul_u64(nbytes, (uint64_t)t.ne[3], &nbytes))
         return tr_err_set(err, TR_ERR_ARG, "gguf writer: tensor '%s': byte size overflows", name);
     t.nbytes = nbytes;
-    if (nbytes && !data) return tr_err_set(err, TR_ERR_ARG, "gguf writer: tensor '%s': NULL data", name);
+    if (nbytes && !data && !fill) return tr_err_set(err, TR_ERR_ARG, "gguf writer: tensor '%s': NULL data", name);
     for (size_t i = 0; i < w->n_t; i++)
         if (!strcmp(w->t[i].name, name))
             return tr_err_set(err, TR_ERR_ARG, "gguf writer: duplicate tensor name '%s'", name);
@@ -279,6 +281,17 @@ tr_status tr_gguf_writer_add_tensor(tr_gguf_writer *w, const char *name, tr_type
     if (!t.name) return tr_err_set(err, TR_ERR_NOMEM, "gguf writer: out of memory");
     w->t[w->n_t++] = t;
     return TR_OK;
+}
+
+tr_status tr_gguf_writer_add_tensor(tr_gguf_writer *w, const char *name, tr_type type, int n_dims,
+                                    const int64_t ne[], const void *data, tr_error *err) {
+    return add_tensor(w, name, type, n_dims, ne, data, NULL, NULL, err);
+}
+
+tr_status tr_gguf_writer_add_tensor_fill(tr_gguf_writer *w, const char *name, tr_type type, int n_dims,
+                                         const int64_t ne[], tr_gguf_fill_fn fill, void *user, tr_error *err) {
+    if (!fill) return tr_err_set(err, TR_ERR_ARG, "gguf writer: tensor '%s': NULL fill", name ? name : "(null)");
+    return add_tensor(w, name, type, n_dims, ne, NULL, fill, user, err);
 }
 
 /* ---------------------------------------------------------------- write */
@@ -387,9 +400,25 @@ tr_status tr_gguf_writer_write(tr_gguf_writer *w, const char *path, tr_error *er
         off += (t->nbytes + align - 1) / align * align;
     }
     put_pad(&o, align);
-    for (size_t i = 0; i < w->n_t; i++) {
-        put(&o, w->t[i].data, (size_t)w->t[i].nbytes);
+    tr_status fst = TR_OK;
+    for (size_t i = 0; i < w->n_t && fst == TR_OK; i++) {
+        const wtensor *t = &w->t[i];
+        if (t->fill) {
+            const void *data = NULL;
+            if ((fst = t->fill(t->user, t->nbytes, &data, err)) == TR_OK) {
+                if (!data && t->nbytes) fst = tr_err_set(err, TR_ERR_ARG, "%s: tensor '%s': no data", path, t->name);
+                else put(&o, data, (size_t)t->nbytes);
+            }
+        } else {
+            put(&o, t->data, (size_t)t->nbytes);
+        }
         put_pad(&o, align);
+    }
+    if (fst != TR_OK) {
+        fclose(o.f);
+        unlink(tmp);
+        free(tmp);
+        return fst;
     }
 
     int e = 0;

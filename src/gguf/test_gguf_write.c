@@ -6,6 +6,8 @@
 #include "tt.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -126,8 +128,86 @@ TT_TEST(a_failed_write_leaves_nothing) {
     tr_gguf_writer_free(w);
 }
 
+/* Tensors produced at the write: called once each, in order, with their
+ * size; the bytes they hand back land where a borrowed tensor's would; a failing fill ends
+ * the write with its status and leaves no file, not even the temporary. */
+typedef struct fill_log {
+    int calls[3];
+    int order[3], n;
+    bool fail_second;
+} fill_log;
+
+static float a_bytes[24];
+static uint8_t b_bytes[5];
+
+static tr_status fill_a(void *user, uint64_t nbytes, const void **data, tr_error *err) {
+    fill_log *l = user;
+    l->calls[0]++, l->order[l->n++] = 0;
+    for (uint64_t i = 0; i < nbytes / 4 && i < 24; i++) a_bytes[i] = (float)i + 0.5f;
+    *data = a_bytes;
+    (void)err;
+    return TR_OK;
+}
+static tr_status fill_b(void *user, uint64_t nbytes, const void **data, tr_error *err) {
+    fill_log *l = user;
+    l->calls[1]++, l->order[l->n++] = 1;
+    if (l->fail_second) {
+        snprintf(err->msg, sizeof err->msg, "fill_b refuses");
+        return TR_ERR_UNSUPPORTED;
+    }
+    memset(b_bytes, 0x7f, sizeof b_bytes < nbytes ? sizeof b_bytes : (size_t)nbytes);
+    *data = b_bytes;
+    return TR_OK;
+}
+
+TT_TEST(fills_are_called_in_order_and_a_failing_one_leaves_nothing) {
+    char p[256];
+    tmp_path(p, sizeof p, "fill");
+    for (int fail = 0; fail < 2; fail++) {
+        tr_error err = {{0}};
+        fill_log log = {.fail_second = fail};
+        tr_gguf_writer *w = tr_gguf_writer_new();
+        int64_t ne_a[2] = {8, 3}, ne_b[1] = {5}, ne_c[1] = {4};
+        float borrowed[4] = {1, 2, 3, 4};
+        TT_CHECK_EQ_INT(tr_gguf_writer_add_tensor_fill(w, "a", TR_TYPE_F32, 2, ne_a, fill_a, &log, &err), TR_OK);
+        TT_CHECK_EQ_INT(tr_gguf_writer_add_tensor(w, "c", TR_TYPE_F32, 1, ne_c, borrowed, &err), TR_OK);
+        TT_CHECK_EQ_INT(tr_gguf_writer_add_tensor_fill(w, "b", TR_TYPE_I8, 1, ne_b, fill_b, &log, &err), TR_OK);
+        TT_CHECK_EQ_INT(tr_gguf_writer_add_tensor_fill(w, "d", TR_TYPE_F32, 1, ne_c, NULL, NULL, &err), TR_ERR_ARG);
+        tr_status st = tr_gguf_writer_write(w, p, &err);
+        tr_gguf_writer_free(w);
+        TT_CHECK_EQ_INT(log.calls[0], 1);
+        TT_CHECK_EQ_INT(log.calls[1], 1);
+        TT_CHECK(log.n == 2 && log.order[0] == 0 && log.order[1] == 1);
+        if (fail) {
+            TT_CHECK_EQ_INT(st, TR_ERR_UNSUPPORTED);
+            TT_CHECK(strstr(err.msg, "fill_b refuses") != NULL);
+            TT_CHECK(access(p, F_OK) != 0);
+            continue;
+        }
+        TT_CHECK_EQ_INT(st, TR_OK);
+        tr_gguf *g = NULL;
+        TT_CHECK_EQ_INT(tr_gguf_open(p, &g, &err), TR_OK);
+        if (!g) continue;
+        const tr_gguf_tensor *a = tr_gguf_find_tensor(g, "a"), *b = tr_gguf_find_tensor(g, "b"),
+                             *c = tr_gguf_find_tensor(g, "c");
+        TT_CHECK(a && b && c);
+        if (a && b && c) {
+            TT_CHECK(((const float *)a->data)[0] == 0.5f && ((const float *)a->data)[23] == 23.5f);
+            TT_CHECK(((const uint8_t *)b->data)[0] == 0x7f && ((const uint8_t *)b->data)[4] == 0x7f);
+            TT_CHECK(memcmp(c->data, borrowed, sizeof borrowed) == 0);
+        }
+        tr_gguf_close(g);
+        unlink(p);
+    }
+    /* the temporary beside the target is gone too */
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "ls %s.tmp.* 2>/dev/null | grep -q .", p);
+    TT_CHECK(system(cmd) != 0);
+}
+
 int main(void) {
     TT_RUN(writes_copies_and_replaces);
     TT_RUN(a_failed_write_leaves_nothing);
+    TT_RUN(fills_are_called_in_order_and_a_failing_one_leaves_nothing);
     return TT_DONE();
 }

@@ -400,6 +400,43 @@ static tr_status convert_tensor(const tr_gguf_tensor *t, int to, const float *qw
     return TR_OK;
 }
 
+/* One tensor's bytes, made when the writer reaches it: the input's own
+ * (mapped) when its type stays, converted into the one buffer all
+ * conversions share otherwise (the previous tensor is written by then). */
+typedef struct fill_ctx {
+    const tr_gguf_tensor *t;
+    int to;
+    const float *qw;
+    int n_threads;
+    const tr_quantize_params *p;
+    int64_t i, n;
+    struct scratch *buf;
+} fill_ctx;
+
+typedef struct scratch {
+    void *p;
+    uint64_t cap;
+} scratch;
+
+static tr_status fill_tensor(void *user, uint64_t nbytes, const void **data, tr_error *err) {
+    const fill_ctx *f = user;
+    const tr_gguf_tensor *t = f->t;
+    if (f->to == (int)t->type) {
+        *data = t->data;
+    } else {
+        if (nbytes > f->buf->cap) {
+            void *np = (uint64_t)(size_t)nbytes == nbytes ? realloc(f->buf->p, (size_t)nbytes) : NULL;
+            if (!np) return tr_err_set(err, TR_ERR_NOMEM, "out of memory for tensor '%s'", t->name);
+            f->buf->p = np, f->buf->cap = nbytes;
+        }
+        tr_status st = convert_tensor(t, f->to, f->qw, f->buf->p, f->n_threads, err);
+        if (st != TR_OK) return st;
+        *data = f->buf->p;
+    }
+    if (f->p->progress) f->p->progress(f->p->user, f->i, f->n, t->name, t->type, f->to, t->nbytes, nbytes);
+    return TR_OK;
+}
+
 /* ------------------------------------------------------------- the file */
 
 tr_quantize_params tr_quantize_default_params(void) {
@@ -431,9 +468,10 @@ tr_status tr_quantize_file(const char *in, const char *out, const tr_quantize_pa
     int64_t nt = tr_gguf_n_tensors(g);
     const tr_gguf_tensor **order = calloc((size_t)(nt > 0 ? nt : 1), sizeof *order);
     int *to = calloc((size_t)(nt > 0 ? nt : 1), sizeof *to);
-    uint8_t **buf = calloc((size_t)(nt > 0 ? nt : 1), sizeof *buf);
+    fill_ctx *fills = calloc((size_t)(nt > 0 ? nt : 1), sizeof *fills);
+    scratch conv = {0};
     tr_gguf_writer *w = tr_gguf_writer_new();
-    if (!order || !to || !buf || !w) {
+    if (!order || !to || !fills || !w) {
         st = tr_err_set(err, TR_ERR_NOMEM, "out of memory");
         goto done;
     }
@@ -497,9 +535,11 @@ tr_status tr_quantize_file(const char *in, const char *out, const tr_quantize_pa
     }
     if (st != TR_OK) goto done;
 
+    /* Everything that can be refused is checked before a byte is written;
+     * the tensors are converted while the file is written, one at a time. */
     for (int64_t i = 0; i < nt; i++) {
         const tr_gguf_tensor *t = order[i];
-        const void *data = t->data;
+        fills[i] = (fill_ctx){.t = t, .to = to[i], .n_threads = p->n_threads, .p = p, .i = i, .n = nt, .buf = &conv};
         if (to[i] != (int)t->type) {
             if (is_quantized(t->type) && !p->allow_requantize) {
                 st = tr_err_set(err, TR_ERR_ARG,
@@ -513,34 +553,23 @@ tr_status tr_quantize_file(const char *in, const char *out, const tr_quantize_pa
                                 tr_type_name(t->type));
                 goto done;
             }
-            size_t n = tr_row_size(to[i], t->ne[0]) * (size_t)(t->ne[1] * t->ne[2] * t->ne[3]);
-            if (!(buf[i] = malloc(n ? n : 1))) {
-                st = tr_err_set(err, TR_ERR_NOMEM, "out of memory for tensor '%s'", t->name);
-                goto done;
-            }
-            const float *qw = NULL;
             const imx_entry *ie = im.n ? imatrix_find(&im, t->name) : NULL;
-            if (ie && ie->n == t->ne[0] * t->ne[2]) qw = ie->w;
+            if (ie && ie->n == t->ne[0] * t->ne[2]) fills[i].qw = ie->w;
             else if (ie && strcmp(t->name, "token_embd.weight") && strcmp(t->name, "per_layer_token_embd.weight")) {
                 st = tr_err_set(err, TR_ERR_FORMAT, "--imatrix: %lld values for '%s', which has %lld columns x %lld "
                                 "experts", (long long)ie->n, t->name, (long long)t->ne[0], (long long)t->ne[2]);
                 goto done;
             }
-            if ((st = convert_tensor(t, to[i], qw, buf[i], p->n_threads, err)) != TR_OK) goto done;
-            data = buf[i];
         }
-        if (p->progress)
-            p->progress(p->user, i, nt, t->name, t->type, to[i], t->nbytes,
-                        tr_row_size(to[i], t->ne[0]) * (uint64_t)(t->ne[1] * t->ne[2] * t->ne[3]));
-        if ((st = tr_gguf_writer_add_tensor(w, t->name, (tr_type)to[i], t->n_dims, t->ne, data, err)) != TR_OK)
+        if ((st = tr_gguf_writer_add_tensor_fill(w, t->name, (tr_type)to[i], t->n_dims, t->ne, fill_tensor, &fills[i],
+                                                 err)) != TR_OK)
             goto done;
     }
     if ((st = tr_gguf_writer_write(w, out, err)) != TR_OK) goto done;
 done:
     tr_gguf_writer_free(w);
-    if (buf)
-        for (int64_t i = 0; i < nt; i++) free(buf[i]);
-    free(buf);
+    free(fills);
+    free(conv.p);
     free(to);
     free(order);
     tr_gguf_close(g);
