@@ -149,6 +149,27 @@ def ensure(version: str = DEFAULT_VERSION, cache: str = None, jobs: int = 2, reb
         return binary
 
 
+def ensure_tool(target: str, version: str = DEFAULT_VERSION, cache: str = None, jobs: int = 2) -> str:
+    """Path of another tool of the same tree (e.g. llama-imatrix), built in llama-server's build folder (so
+    only its own sources compile) the first time it is asked for."""
+    ensure(version, cache, jobs)
+    root = os.path.join(cache or default_cache(), f"llama-server-{version}")
+    binary = os.path.join(root, "bin", target)
+    with open(os.path.join(root, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if works(binary):
+            return binary
+        with open(os.path.join(root, "build.log"), "a") as logf:
+            log(f"compiling {target} with {jobs} jobs")
+            run(["cmake", "--build", os.path.join(root, "build"), "--target", target, "-j", str(jobs)], logf)
+            built = os.path.join(root, "build", "bin", target)
+            if not works(built):
+                raise RuntimeError(f"{built} was built but does not run; see {logf.name}")
+            shutil.copy2(built, binary + ".tmp")
+            os.replace(binary + ".tmp", binary)
+        return binary
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", default=DEFAULT_VERSION, help="llama-cpp-python version whose llama.cpp to build")

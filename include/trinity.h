@@ -379,12 +379,29 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
 void tr_context_free(tr_context *c);
 int32_t tr_context_n_ctx(const tr_context *c);
 
-/* Called during tr_decode with the input of every weight matrix product of a
- * batch of at least 16 tokens (n_tokens rows of cols floats), before the
- * product: what an importance matrix is computed from, as llama-imatrix's
- * callback sees it. The weight is named as in the file. NULL: none. */
-typedef void (*tr_matmul_observer)(void *user, const char *weight, const float *x, int64_t n_tokens, int64_t cols);
-void tr_context_set_matmul_observer(tr_context *c, tr_matmul_observer fn, void *user);
+/* What a matmul observer sees of one weight matrix product during
+ * tr_decode, before the product: what an importance matrix is computed
+ * from, as llama-imatrix's callback sees it. The weight is named as in the
+ * file.
+ * - A dense product (ids NULL), in batches of at least 16 tokens: n_tokens
+ *   rows of cols floats at x.
+ * - The experts' 3-D matrices (ffn_{gate,up,down}_exps), every batch (as
+ *   llama-imatrix takes every MUL_MAT_ID): ids[t * n_used + k] is the expert
+ *   (of n_expert) that token t's k-th choice is; that choice's input row is
+ *   x + (t * n_used + k) * cols when per_choice (down: each choice's own
+ *   activations), else x + t * cols (gate, up: the token's row). */
+typedef struct tr_matmul_seen {
+    const char *weight;
+    const float *x;
+    int64_t n_tokens, cols;
+    const int32_t *ids;
+    int32_t n_used, n_expert;
+    bool per_choice;
+} tr_matmul_seen;
+typedef void (*tr_matmul_observer)(void *user, const tr_matmul_seen *seen);
+/* NULL fn: none. Fails (out of memory) only for a mixture of experts, whose
+ * per-choice inputs need a buffer of their own. */
+tr_status tr_context_set_matmul_observer(tr_context *c, tr_matmul_observer fn, void *user, tr_error *err);
 
 /* One forward pass over tokens of one or more sequences (like llama_batch). */
 typedef struct tr_batch {

@@ -261,3 +261,54 @@ def test_imatrix_sums_the_inputs_llama_imatrix_does(llama_cpp, random_models, tm
                          (["-m", src, "-f", text, "-c", 8], "-c wants")):
         p = run_trinity("imatrix", *args, "-o", tmp_path / "x.gguf")
         assert p.returncode != 0 and needle in p.stderr, (args, p.stderr)
+
+
+def test_imatrix_of_a_mixture_of_experts(llama_cpp, tmp_path):
+    """`trinity imatrix` on a Qwen3-MoE file: the experts' 3-D matrices get a row of sums and a count per expert
+    (in_sum2 [columns x experts], counts [1 x experts]), as llama-imatrix writes them for MUL_MAT_ID. Checked
+    here: the router's own input (ffn_gate_inp, a dense product over every token) against the experts' - each
+    token's row reaches top-k experts, so the gate and up sums over all experts are k times the router's sums,
+    and the counts per expert add up to k per token, equal for gate, up and down; an expert's down sums are zero
+    exactly when nobody chose it. Then the file quantizes byte for byte like llama.cpp with the per-expert
+    importance llama-quantize derives from it. (Against llama-imatrix itself, built from the same source:
+    `python3 bench/imatrix_check.py`, docs/BENCHMARKS.md.)"""
+    import gguf
+    import numpy as np
+    src = str(tmp_path / "moe.gguf")
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_model.py"), "--arch", "qwen3moe", "--type",
+                    "F32", "-o", src], check=True, capture_output=True)
+    text = tmp_path / "calib.txt"
+    text.write_text(open("/usr/share/common-licenses/GPL-3").read()[:20000])
+    out = tmp_path / "im.gguf"
+    c, chunks, k, n_exp = 64, 3, 2, 8
+    p = run_trinity("imatrix", "-m", src, "-f", text, "-o", out, "-c", c, "--chunks", chunks, "-t", 2)
+    assert p.returncode == 0, p.stderr
+    r = gguf.GGUFReader(str(out))
+    got = {t.name: np.array(t.data, dtype=np.float64) for t in r.tensors}
+    shapes = {t.name: [int(x) for x in t.shape] for t in r.tensors}
+    n_tok = c * chunks
+    for layer in (0, 1):
+        b = f"blk.{layer}."
+        router = got[b + "ffn_gate_inp.weight.in_sum2"].reshape(-1)
+        assert got[b + "ffn_gate_inp.weight.counts"].reshape(-1)[0] == n_tok
+        cols = router.size
+        for w in ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"):
+            s = got[b + w + ".weight.in_sum2"].reshape(n_exp, -1)
+            cnt = got[b + w + ".weight.counts"].reshape(-1)
+            assert shapes[b + w + ".weight.counts"][:2] == [1, n_exp], shapes[b + w + ".weight.counts"]
+            assert cnt.sum() == k * n_tok and np.array_equal(cnt, got[b + "ffn_gate_exps.weight.counts"].reshape(-1))
+            assert np.array_equal(s.any(axis=1), cnt > 0), (w, cnt)
+            if w != "ffn_down_exps":
+                assert s.shape[1] == cols
+                np.testing.assert_allclose(s.sum(axis=0), k * router, rtol=1e-4)
+    derived = {}
+    for n, v in got.items():
+        if n.endswith(".in_sum2"):
+            base = n[:-len(".in_sum2")]
+            cnt = got[base + ".counts"].reshape(-1)
+            v = v.reshape(cnt.size, -1)
+            derived[base] = np.concatenate([v[e] / np.float32(round(float(cnt[e]))) if cnt[e] > 0 else
+                                            np.ones(v.shape[1]) for e in range(cnt.size)]).astype(np.float32)
+    meta = [("quantize.imatrix.file", str(out)), ("quantize.imatrix.dataset", str(text)),
+            ("quantize.imatrix.entries_count", len(derived)), ("quantize.imatrix.chunks_count", chunks)]
+    check_same(llama_cpp, src, tmp_path, "Q4_K_M", ["--imatrix", str(out)], imatrix=(derived, meta))

@@ -6,8 +6,8 @@
  * input column's square and the count of tokens, from products of 16 tokens
  * or more. Written in llama-imatrix's GGUF layout: <weight>.in_sum2 and
  * <weight>.counts (F32), imatrix.datasets, imatrix.chunk_count,
- * imatrix.chunk_size. Dense models: mixtures of experts are refused (their
- * expert products do not pass the observer yet). */
+ * imatrix.chunk_size. A mixture of experts' 3-D matrices get a row of sums
+ * and a count per expert (every batch, as llama-imatrix's MUL_MAT_ID). */
 #include "cli.h"
 #include "gen.h"
 
@@ -27,9 +27,9 @@ static void usage(FILE *f) {
 
 typedef struct entry {
     char *name;
-    float *sum;   /* [cols] */
-    int64_t cols;
-    int64_t count;
+    float *sum;     /* [n_mat][cols] */
+    float *count;   /* [n_mat]: tokens (dense) or choices of that expert, as F32 in the file */
+    int64_t cols, n_mat;
 } entry;
 
 typedef struct collector {
@@ -39,47 +39,69 @@ typedef struct collector {
     char bad[160];
 } collector;
 
-static void observe(void *user, const char *weight, const float *x, int64_t n_tokens, int64_t cols) {
+static entry *find_entry(collector *c, const char *weight, int64_t cols, int64_t n_mat) {
+    for (int i = 0; i < c->n; i++) {
+        entry *e = &c->e[i];
+        if (strcmp(e->name, weight)) continue;
+        if (e->cols != cols || e->n_mat != n_mat) {
+            c->failed = true;
+            snprintf(c->bad, sizeof c->bad, "%s: inputs of %lld x %lld and %lld x %lld", weight, (long long)e->cols,
+                     (long long)e->n_mat, (long long)cols, (long long)n_mat);
+            return NULL;
+        }
+        return e;
+    }
+    if (c->n == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 64;
+        entry *ne = realloc(c->e, sizeof *ne * (size_t)cap);
+        if (!ne) goto oom;
+        c->e = ne, c->cap = cap;
+    }
+    entry *e = &c->e[c->n];
+    *e = (entry){.name = strdup(weight), .sum = calloc((size_t)(cols * n_mat), sizeof(float)),
+                 .count = calloc((size_t)n_mat, sizeof(float)), .cols = cols, .n_mat = n_mat};
+    if (!e->name || !e->sum || !e->count) {
+        free(e->name), free(e->sum), free(e->count);
+        goto oom;
+    }
+    c->n++;
+    return e;
+oom:
+    c->failed = true;
+    snprintf(c->bad, sizeof c->bad, "out of memory");
+    return NULL;
+}
+
+/* As llama-imatrix's collector: a dense product adds each token's squared
+ * inputs; an experts' product adds each choice's to its expert's row, the
+ * choices taken slot by slot and the tokens in order within a slot, and
+ * counts the choices per expert. */
+static void observe(void *user, const tr_matmul_seen *s) {
     collector *c = user;
     if (c->failed) return;
-    if (strncmp(weight, "blk.", 4) && !(c->process_output && !strcmp(weight, "output.weight"))) return;
-    entry *e = NULL;
-    for (int i = 0; i < c->n && !e; i++)
-        if (!strcmp(c->e[i].name, weight)) e = &c->e[i];
-    if (!e) {
-        if (c->n == c->cap) {
-            int cap = c->cap ? 2 * c->cap : 64;
-            entry *ne = realloc(c->e, sizeof *ne * (size_t)cap);
-            if (!ne) {
-                c->failed = true;
-                snprintf(c->bad, sizeof c->bad, "out of memory");
-                return;
-            }
-            c->e = ne, c->cap = cap;
-        }
-        e = &c->e[c->n];
-        *e = (entry){.name = strdup(weight), .sum = calloc((size_t)cols, sizeof(float)), .cols = cols};
-        if (!e->name || !e->sum) {
-            free(e->name), free(e->sum);
-            c->failed = true;
-            snprintf(c->bad, sizeof c->bad, "out of memory");
-            return;
-        }
-        c->n++;
-    }
-    if (e->cols != cols) {
-        c->failed = true;
-        snprintf(c->bad, sizeof c->bad, "%s: inputs of %lld and %lld columns", weight, (long long)e->cols,
-                 (long long)cols);
+    if (!s->ids && strncmp(s->weight, "blk.", 4) && !(c->process_output && !strcmp(s->weight, "output.weight")))
         return;
+    const int64_t cols = s->cols, n_mat = s->ids ? s->n_expert : 1;
+    entry *e = find_entry(c, s->weight, cols, n_mat);
+    if (!e) return;
+    if (!s->ids) {
+        for (int64_t t = 0; t < s->n_tokens; t++)
+            for (int64_t j = 0; j < cols; j++) e->sum[j] += s->x[t * cols + j] * s->x[t * cols + j];
+        e->count[0] += (float)s->n_tokens;
+    } else {
+        for (int64_t k = 0; k < s->n_used; k++)
+            for (int64_t t = 0; t < s->n_tokens; t++) {
+                const int32_t ex = s->ids[t * s->n_used + k];
+                const float *x = s->x + (s->per_choice ? t * s->n_used + k : t) * cols;
+                float *acc = e->sum + (int64_t)ex * cols;
+                for (int64_t j = 0; j < cols; j++) acc[j] += x[j] * x[j];
+                e->count[ex] += 1.0f;
+            }
     }
-    for (int64_t t = 0; t < n_tokens; t++)
-        for (int64_t j = 0; j < cols; j++) e->sum[j] += x[t * cols + j] * x[t * cols + j];
-    e->count += n_tokens;
-    for (int64_t j = 0; j < cols; j++)
+    for (int64_t j = 0; j < cols * n_mat; j++)
         if (!isfinite(e->sum[j])) {
             c->failed = true;
-            snprintf(c->bad, sizeof c->bad, "non-finite values in the inputs of %s", weight);
+            snprintf(c->bad, sizeof c->bad, "non-finite values in the inputs of %s", s->weight);
             return;
         }
 }
@@ -142,16 +164,6 @@ int cmd_imatrix(int argc, char **argv) {
     size_t n_toks = 0, len = 0;
     tr_gguf_writer *w = NULL;
     if (tr_model_load(model, &m, &err) != TR_OK) goto fail;
-    int64_t experts = 0;
-    char key[128];
-    tr_str arch = {0};
-    tr_gguf_get_str(tr_model_gguf(m), "general.architecture", &arch);
-    snprintf(key, sizeof key, "%.*s.expert_count", (int)arch.len, arch.ptr);
-    if (tr_gguf_get_int(tr_model_gguf(m), key, &experts) && experts > 1) {
-        snprintf(err.msg, sizeof err.msg, "%s: a mixture of experts (%lld experts): trinity imatrix takes dense "
-                 "models only for now", model, (long long)experts);
-        goto fail;
-    }
     if (!(text = gen_read_file(file, &len, &err))) goto fail;
     const tr_vocab *v = tr_model_vocab(m);
     if (tr_tokenize(v, text, len, true, false, &toks, &n_toks, &err) != TR_OK) goto fail;
@@ -166,7 +178,7 @@ int cmd_imatrix(int argc, char **argv) {
     cp.n_batch = (int32_t)n_batch;
     cp.n_threads = (int32_t)(threads > 0 ? threads : sysconf(_SC_NPROCESSORS_ONLN));
     if (tr_context_new(m, &cp, &c, &err) != TR_OK) goto fail;
-    tr_context_set_matmul_observer(c, observe, &col);
+    if (tr_context_set_matmul_observer(c, observe, &col, &err) != TR_OK) goto fail;
     pos = malloc(sizeof *pos * (size_t)n_batch);
     seq = calloc((size_t)n_batch, sizeof *seq);
     /* with --process-output every token's logits, so that output.weight sees the whole batch (as llama-imatrix,
@@ -231,30 +243,23 @@ int cmd_imatrix(int argc, char **argv) {
         goto fail;
     }
     free(raw);
-    float *counts = calloc((size_t)(col.n ? col.n : 1), sizeof(float));
-    if (!counts) {
-        snprintf(err.msg, sizeof err.msg, "out of memory");
-        goto fail;
-    }
     for (int i = 0; i < col.n && err.msg[0] == 0; i++) {
         char name[600];
-        counts[i] = (float)col.e[i].count;
-        int64_t ne_s[2] = {col.e[i].cols, 1}, ne_c[2] = {1, 1};
+        int64_t ne_s[2] = {col.e[i].cols, col.e[i].n_mat}, ne_c[2] = {1, col.e[i].n_mat};
         snprintf(name, sizeof name, "%s.in_sum2", col.e[i].name);
         if (tr_gguf_writer_add_tensor(w, name, TR_TYPE_F32, 2, ne_s, col.e[i].sum, &err) != TR_OK) break;
         snprintf(name, sizeof name, "%s.counts", col.e[i].name);
-        if (tr_gguf_writer_add_tensor(w, name, TR_TYPE_F32, 2, ne_c, &counts[i], &err) != TR_OK) break;
+        if (tr_gguf_writer_add_tensor(w, name, TR_TYPE_F32, 2, ne_c, col.e[i].count, &err) != TR_OK) break;
     }
     if (!err.msg[0] && tr_gguf_writer_write(w, out, &err) == TR_OK) {
         fprintf(stderr, "trinity imatrix: %s: %d weights, %ld chunks of %ld tokens\n", out, col.n, n_chunks, n_ctx);
         rc = 0;
     }
-    free(counts);
     if (rc == 0) goto done;
 fail:
     fprintf(stderr, "trinity imatrix: %s\n", err.msg);
 done:
-    for (int i = 0; i < col.n; i++) free(col.e[i].name), free(col.e[i].sum);
+    for (int i = 0; i < col.n; i++) free(col.e[i].name), free(col.e[i].sum), free(col.e[i].count);
     free(col.e);
     tr_gguf_writer_free(w);
     free(pos), free(seq), free(toks), free(text);

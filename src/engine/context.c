@@ -232,6 +232,7 @@ void tr_context_free(tr_context *c) {
     free(c->moe_h2);
     free(c->moe_y);
     free(c->moe_out);
+    free(c->moe_seen);
     free(c->logits);
     free(c);
 }
@@ -443,7 +444,15 @@ void tr_context_kv_stats(const tr_context *c, tr_kv_stats *o) {
                          (tr_row_size(c->type_k, c->k_dim) + tr_row_size(c->type_v, c->v_dim));
 }
 
-void tr_context_set_matmul_observer(tr_context *c, tr_matmul_observer fn, void *user) {
+tr_status tr_context_set_matmul_observer(tr_context *c, tr_matmul_observer fn, void *user, tr_error *err) {
+    const tr_hparams *hp = &c->model->hp;
+    if (fn && hp->n_expert > 0 && !c->moe_seen) {
+        bool ok = true;
+        c->moe_seen = alloc_array((size_t)c->n_batch * (size_t)hp->n_expert_used, (size_t)hp->n_ff_exp * sizeof(float),
+                                  &ok);
+        if (!ok) return tr_err_set(err, TR_ERR_NOMEM, "out of memory for the experts' observed inputs");
+    }
     c->mm_observer = fn;
     c->mm_user = user;
+    return TR_OK;
 }

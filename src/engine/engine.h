@@ -47,6 +47,7 @@ struct tr_context {
     float *moe_h, *moe_h2;       /* [moe_nth][n_batch][n_ff_exp] */
     float *moe_y;                /* [moe_nth][n_batch][n_embd] */
     float *moe_out;              /* [n_batch * n_expert_used][n_embd] */
+    float *moe_seen;             /* [n_batch * n_expert_used][n_ff_exp]: each choice's down input, with an observer */
 
     /* Outputs of the last batch. */
     tr_matmul_observer mm_observer; /* tr_context_set_matmul_observer */

@@ -23,7 +23,8 @@
 #include <string.h>
 
 static void matmul(tr_context *c, const tr_weight *w, const float *x, int64_t n, float *y) {
-    if (c->mm_observer && n >= 16 && w->name) c->mm_observer(c->mm_user, w->name, x, n, w->cols);
+    if (c->mm_observer && n >= 16 && w->name)
+        c->mm_observer(c->mm_user, &(tr_matmul_seen){.weight = w->name, .x = x, .n_tokens = n, .cols = w->cols});
     tr_matmul(c->pool, w->type, w->data, w->rows, w->cols, x, n, y);
 }
 
@@ -140,6 +141,9 @@ static void run_expert(const moe_job *j, int32_t e, int ith) {
     tr_matmul(p, gate.type, gate.data, gate.rows, gate.cols, x, m, h1);
     tr_matmul(p, up.type, up.data, up.rows, up.cols, x, m, h2);
     tr_swiglu(h1, h1, h2, m * FX);
+    if (c->mm_observer) /* each choice's input of down, in its (token, choice) place */
+        for (int64_t r = 0; r < m; r++)
+            memcpy(c->moe_seen + (int64_t)rows[r] * FX, h1 + r * FX, sizeof(float) * (size_t)FX);
     tr_matmul(p, down.type, down.data, down.rows, down.cols, h1, m, y);
     for (int64_t r = 0; r < m; r++) {
         const float wt = c->moe_w[rows[r]];
@@ -194,12 +198,24 @@ static void moe_ffn(tr_context *c, const tr_layer *l, const float *h, int64_t n,
             for (int64_t j = 0; j < K; j++) w[j] /= s;
         }
     }
+    tr_matmul_seen seen = {.x = h, .n_tokens = n, .cols = hp->n_embd, .ids = c->moe_sel, .n_used = (int32_t)K,
+                           .n_expert = (int32_t)X};
+    if (c->mm_observer) {
+        seen.weight = l->gate_exps.name;
+        if (seen.weight) c->mm_observer(c->mm_user, &seen);
+        seen.weight = l->up_exps.name;
+        if (seen.weight) c->mm_observer(c->mm_user, &seen);
+    }
     moe_job j = {.c = c, .l = l, .h = h, .n = n};
     atomic_init(&j.next, 0);
     if (c->moe_nth > 1 && tr_pool_size(c->pool) <= c->moe_nth)
         tr_pool_run(c->pool, moe_part, &j);
     else
         moe_part(&j, 0, 1);
+    if (c->mm_observer && l->down_exps.name) {
+        seen.weight = l->down_exps.name, seen.x = c->moe_seen, seen.cols = hp->n_ff_exp, seen.per_choice = true;
+        c->mm_observer(c->mm_user, &seen);
+    }
     for (int64_t t = 0; t < n; t++) { /* ((y_0 + y_1) + y_2) ..., the token's choice order */
         float *o = f + t * E;
         memcpy(o, c->moe_out + t * K * E, sizeof(float) * (size_t)E);
