@@ -616,7 +616,8 @@ size_t tr_model_describe(const tr_model *m, char *buf, size_t cap) {
     if (a->embd_scale) put(&b, "embeddings scaled by sqrt(n_embd), ");
     put(&b, "%s", m->output.data == m->tok_embd.data ? "tied to token_embd" : "output.weight");
     if (a->tied_output && tr_gguf_find_tensor(m->gguf, "output.weight"))
-        put(&b, " (the file's output.weight is not used, as llama.cpp for %s)", a->name);
+        put(&b, " (the file's output.weight is not used: llama.cpp's %s loader reads none, and refuses the file "
+            "for its extra tensor)", a->name);
     if (hp->final_softcap > 0) put(&b, ", final logit soft-capping %g", hp->final_softcap);
     put(&b, "\n");
     return b.len;
