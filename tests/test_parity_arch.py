@@ -1,7 +1,8 @@
 """The architectures added after the first four (issue #14): gpt2, phi3,
-gemma2, and llama files that carry Mistral's sliding window, each checked
-against llama.cpp (live, through llama-cpp-python) on random-weight files
-that scripts/gen_model.py writes at F32, F16, Q8_0 and Q4_K.
+gemma2, qwen3moe, bitnet, and llama files that carry Mistral's sliding window
+or experts, each checked against llama.cpp (live, through llama-cpp-python)
+on random-weight files that scripts/gen_model.py writes at F32, F16, Q8_0
+and Q4_K (bitnet also TQ2_0 and TQ1_0).
 
 What each variant exercises (docs/ARCHITECTURES.md):
   gpt2    learned absolute positions, LayerNorm with bias, GELU MLP with
@@ -20,7 +21,12 @@ What each variant exercises (docs/ARCHITECTURES.md):
           apply it to llama files, so attention stays global here too;
   qwen3moe Qwen3 attention and a mixture of 8 SwiGLU experts of 256, top 2
           by the router's softmax, weights renormalised (3-D expert tensors);
-  mixtral llama with llama.expert_count = 8 (top 2, renormalised).
+  mixtral llama with llama.expert_count = 8 (top 2, renormalised);
+  bitnet  BitNet b1.58: ternary matrices ({-1, 0, 1} x a scale: folded into
+          layer 0's values, separate {name}.scale tensors in layer 1),
+          attn_sub_norm / ffn_sub_norm, NeoX RoPE, SwiGLU (llama.cpp's
+          graph), the output always token_embd; also at TQ2_0 and TQ1_0,
+          whose matrices hold exactly the F16 file's values (checked).
 
 Batched prompts group the tokens by expert (each chosen expert's matrices
 read once per batch): the batch-invariance test below checks that this
