@@ -300,6 +300,13 @@ static tr_weight weight_rows(const tr_weight *w, int64_t r0, int64_t rows) {
     return p;
 }
 
+/* The matrices of a dense layer that may carry a scale (llama.cpp's
+ * wq_s .. ffn_down_s), into out[7]. */
+static void scalable_matrices(tr_layer *l, tr_weight *out[7]) {
+    tr_weight *const ws[7] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
+    memcpy(out, ws, sizeof ws);
+}
+
 /* A matrix's scale, {name}.scale: one F32 that multiplies the matrix's
  * product (BitNet's per-tensor scale when the file keeps the matrix as bare
  * {-1, 0, 1}; llama.cpp's build_lora_mm). Optional, as in llama.cpp. */
@@ -432,8 +439,9 @@ static tr_status load_weights(loader *L, tr_model *m) {
             return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s is not supported for %s", L->path, n, L->arch);
 #undef NAME
         if (arch->matrix_scales) {
-            tr_weight *ws[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
-            for (size_t j = 0; j < sizeof ws / sizeof ws[0]; j++)
+            tr_weight *ws[7];
+            scalable_matrices(l, ws);
+            for (int j = 0; j < 7; j++)
                 if ((st = get_scale(L, ws[j]))) return st;
         }
         /* Local (sliding-window) layers: all but every swa_pattern-th. */
@@ -601,9 +609,9 @@ size_t tr_model_describe(const tr_model *m, char *buf, size_t cap) {
     if (a->matrix_scales) {
         int n_mat = 0, n_scaled = 0;
         for (int i = 0; i < hp->n_layer; i++) {
-            const tr_layer *l = &m->layers[i];
-            const tr_weight *ws[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
-            for (size_t j = 0; j < sizeof ws / sizeof ws[0]; j++) {
+            tr_weight *ws[7];
+            scalable_matrices(&m->layers[i], ws);
+            for (int j = 0; j < 7; j++) {
                 n_mat += ws[j]->data != NULL;
                 n_scaled += ws[j]->scale != NULL;
             }
