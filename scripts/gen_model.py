@@ -16,10 +16,21 @@ fixtures store the file's SHA-256 and check it).
   scripts/gen_model.py --arch qwen3moe --shape moe-bench --type Q4_K_M -o /tmp/moe.gguf
   scripts/gen_model.py --arch phi3 --shape micro --type Q8_0 -o seed   (fuzz seeds: tests/fuzz/fuzz_model)
   scripts/gen_model.py --arch llama --shape tinyllama --type Q4_K_M -o /tmp/tl.gguf
+  scripts/gen_model.py --arch bitnet --type TQ2_0 -o /tmp/bitnet.gguf     (ternary matrices, see below)
 
 Weights are scaled so activations keep their size through the layers
 (normal * 1/sqrt(fan_in)), norms near 1, and logits spread over a few units:
 argmax decisions are then clear, not near-ties.
+
+bitnet: every layer matrix is ternary as a BitNet b1.58 model's, {-1, 0, 1}
+times one scale per matrix (the mean |w| of a normal draw, rounded as
+llama.cpp's convert_hf_to_gguf does). Even layers keep the scale folded into
+the values (as that converter writes them); odd layers store the bare
+{-1, 0, 1} and the scale as a separate one-float {name}.scale tensor, which
+llama.cpp multiplies into the product. At TQ1_0 / TQ2_0 the matrices then
+dequantize to exactly the F16 file's values (a block's scale is its largest
+magnitude, the matrix's scale rounded to F16, or 1), and token_embd, which
+BitNet keeps in full precision, is F16.
 """
 import argparse
 import hashlib
@@ -30,7 +41,7 @@ import numpy as np
 import gguf
 from gguf import GGMLQuantizationType as QT
 
-ARCHES = ("llama", "qwen2", "qwen3", "qwen3moe", "olmoe", "gemma2", "gemma3", "gpt2", "phi3")
+ARCHES = ("llama", "qwen2", "qwen3", "qwen3moe", "olmoe", "gemma2", "gemma3", "gpt2", "phi3", "bitnet")
 GEMMA = ("gemma2", "gemma3")
 
 # name -> hyperparameters. head_dim may differ from n_embd / n_head (key_length).
@@ -216,8 +227,10 @@ def use_more_bits(i, n):
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
-def weight_type(name, layer, n_layer, wtype):
+def weight_type(name, layer, n_layer, wtype, arch=None):
     """The ggml type of a 2-D weight under the requested scheme."""
+    if arch == "bitnet" and wtype in ("TQ1_0", "TQ2_0") and name == "token_embd.weight":
+        return QT.F16  # BitNet's embedding is not ternary (and is the output: tied)
     if wtype == "Q4_K_M":
         if name == "output.weight":
             return QT.Q6_K
@@ -240,7 +253,9 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None, swa=0, experts=0):
     E, L, H, HKV, D, F, V = (hp[k] for k in ("n_embd", "n_layer", "n_head", "n_head_kv", "head_dim", "n_ff", "n_vocab"))
     rng = np.random.default_rng(seed)
     if tied is None:
-        tied = arch in GEMMA  # as the real Gemma models (Gemma 2's output is always the embedding)
+        # as the real Gemma models (Gemma 2's output is always the embedding); llama.cpp's
+        # bitnet loader reads no output.weight (a file with one has a tensor too many for it)
+        tied = arch in GEMMA or arch == "bitnet"
 
     tensors = []  # (name, float32 array in numpy (rows, cols) order, is_matrix, layer)
 
@@ -253,11 +268,24 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None, swa=0, experts=0):
         x = rng.standard_normal((n_expert, rows, cols)) / np.sqrt(cols)
         tensors.append((name, x.astype(np.float32), True, layer))
 
+    def ternary(name, rows, cols, layer, separate):
+        """BitNet b1.58's weights: round(w / s) clipped to {-1, 0, 1}, s = mean |w|
+        (convert_hf_to_gguf's weight_quant), times s or with s beside them."""
+        w = (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
+        s = np.float32(max(np.abs(w).mean(), 1e-5))
+        t = np.clip(np.round(w / s), -1, 1).astype(np.float32)
+        if separate:
+            tensors.append((name, t, True, layer))
+            tensors.append((name[:-len(".weight")] + ".scale", np.array([s], dtype=np.float32), False, layer))
+        else:
+            tensors.append((name, (t * s).astype(np.float32), True, layer))
+
     def vec(name, n, mean=1.0, std=0.1, layer=-1):
         tensors.append((name, (mean + rng.standard_normal(n) * std).astype(np.float32), False, layer))
 
     # Embeddings: Gemma scales them by sqrt(n_embd) itself, the others use them as they are.
-    emb_std = 1.0 / np.sqrt(E) if arch in GEMMA else 1.0
+    # BitNet's tied output reads the embedding back: small, so that the layers decide the next token.
+    emb_std = 1.0 / np.sqrt(E) if arch in GEMMA else 0.15 if arch == "bitnet" else 1.0
     n_ctx = hp.get("n_ctx", 4096)
     n_rot = hp.get("n_rot", D)
     mat("token_embd.weight", V, E, std=emb_std)
@@ -282,7 +310,23 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None, swa=0, experts=0):
             vec(p + "ffn_up.bias", F, mean=0.0, std=0.3, layer=i)
             mat(p + "ffn_down.weight", E, F, layer=i)
             vec(p + "ffn_down.bias", E, mean=0.0, std=0.1, layer=i)
-    for i in range(L if arch != "gpt2" else 0):
+    if arch == "bitnet":
+        for i in range(L):
+            p = f"blk.{i}."
+            sep = i % 2 == 1
+            vec(p + "attn_norm.weight", E, layer=i)
+            ternary(p + "attn_q.weight", H * D, E, i, sep)
+            ternary(p + "attn_k.weight", HKV * D, E, i, sep)
+            ternary(p + "attn_v.weight", HKV * D, E, i, sep)
+            # larger than 1, so that the layers, not the embedding the tied output reads back, decide
+            vec(p + "attn_sub_norm.weight", H * D, mean=3.0, std=0.3, layer=i)
+            ternary(p + "attn_output.weight", E, H * D, i, sep)
+            vec(p + "ffn_norm.weight", E, layer=i)
+            ternary(p + "ffn_gate.weight", F, E, i, sep)
+            ternary(p + "ffn_up.weight", F, E, i, sep)
+            vec(p + "ffn_sub_norm.weight", F, mean=3.0, std=0.3, layer=i)
+            ternary(p + "ffn_down.weight", E, F, i, sep)
+    for i in range(L if arch not in ("gpt2", "bitnet") else 0):
         p = f"blk.{i}."
         vec(p + "attn_norm.weight", E, layer=i)
         if arch == "phi3":
@@ -377,6 +421,11 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None, swa=0, experts=0):
         # scores reach it; the final cap the real 30 (logits reach ~13).
         w.add_attn_logit_softcapping(5.0)
         w.add_final_logit_softcapping(30.0)
+    elif arch == "bitnet":
+        # bitnet-b1.58-2B-4T's base; convert_hf_to_gguf's BitnetModel writes linear scaling of 1
+        w.add_rope_freq_base(500000.0)
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(1.0)
     elif arch == "gemma3":
         w.add_rope_freq_base(1000000.0)
         w.add_sliding_window(hp.get("sliding_window", 512))
@@ -404,7 +453,7 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None, swa=0, experts=0):
 
     for name, x, is_matrix, layer in tensors:
         if is_matrix:
-            data, qt = encode(x, weight_type(name, layer, L, wtype))
+            data, qt = encode(x, weight_type(name, layer, L, wtype, arch))
         else:
             data, qt = x, QT.F32
         if qt in (QT.F32, QT.F16):

@@ -90,7 +90,7 @@ def test_unsupported_architecture(base, tmp_path):
 def arch_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("arch")
     out = {}
-    for a in ("gpt2", "phi3", "gemma2"):
+    for a in ("gpt2", "phi3", "gemma2", "bitnet"):
         out[a] = str(d / f"{a}.gguf")
         subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_model.py"), "--arch", a, "--type", "F32",
                         "-o", out[a]], check=True, capture_output=True)
@@ -135,6 +135,24 @@ def test_gemma2_negative_softcap_is_refused(arch_files, tmp_path):
     m = copy_model(arch_files["gemma2"], str(tmp_path / "m.gguf"),
                    set_keys={"gemma2.attn_logit_softcapping": (-5.0, gguf.GGUFValueType.FLOAT32)})
     expect_error(run(m), "gemma2.attn_logit_softcapping is negative")
+
+
+def test_bitnet_without_a_sub_norm(arch_files, tmp_path):
+    m = copy_model(arch_files["bitnet"], str(tmp_path / "m.gguf"), drop_tensors=("blk.1.ffn_sub_norm.weight",))
+    expect_error(run(m), "missing tensor blk.1.ffn_sub_norm.weight")
+    m = copy_model(arch_files["bitnet"], str(tmp_path / "m2.gguf"), drop_tensors=("blk.0.attn_sub_norm.weight",))
+    expect_error(run(m), "missing tensor blk.0.attn_sub_norm.weight")
+
+
+def test_bitnet_matrix_scale_not_one_f32(arch_files, tmp_path):
+    """A matrix's .scale is one F32 (llama.cpp's {1}): two of them, or an F16
+    one, name the tensor."""
+    m = copy_model(arch_files["bitnet"], str(tmp_path / "m.gguf"),
+                   replace={"blk.1.attn_q.scale": np.ones(2, dtype=np.float32)})
+    expect_error(run(m), "blk.1.attn_q.scale", "shape")
+    m = copy_model(arch_files["bitnet"], str(tmp_path / "m2.gguf"),
+                   replace={"blk.1.ffn_down.scale": np.ones(1, dtype=np.float16)})
+    expect_error(run(m), "blk.1.ffn_down.scale", "expected F32")
 
 
 def test_missing_tensor(base, tmp_path):

@@ -5,13 +5,14 @@
  *       h = norm(x) ; q, k, v = h Wq, h Wk, h Wv [+ biases]
  *       [q, k = rmsnorm per head] ; [q, k = rope(q, k, pos)]
  *       cache k, v ; a = softmax([cap * tanh](q k^T * scale / cap), causal [, window]) v
- *       a = a Wo [+ bo] [; a = rmsnorm(a)] ; x = x + a
- *       h = norm(x) ; f = (act(h Wgate) * h Wup) Wdown  or  act(h Wup + b) Wdown + b
- *       [; f = rmsnorm(f)] ; x = x + f
+ *       [a = rmsnorm(a)] ; a = a Wo [+ bo] [; a = rmsnorm(a)] ; x = x + a
+ *       h = norm(x) ; f = act(h Wgate) * h Wup  or  act(h Wup + b)
+ *       [; f = rmsnorm(f)] ; f = f Wdown [+ b] [; f = rmsnorm(f)] ; x = x + f
  *   logits = norm(x) Wout [; cap * tanh(logits / cap)]
  *
  * norm is RMSNorm or LayerNorm with bias. Bracketed steps are fields of the
- * architecture descriptor (model.h). All tokens of the batch go through each
+ * architecture descriptor (model.h); a matrix's product may be multiplied by
+ * its scale (BitNet's {name}.scale). All tokens of the batch go through each
  * matmul together (matrix-matrix work); weights are read in place from the
  * mapping. */
 #include "engine/engine.h"
@@ -22,10 +23,15 @@
 #include <stdatomic.h>
 #include <string.h>
 
+/* y = x W^T [* the matrix's scale] for n rows of x. */
 static void matmul(tr_context *c, const tr_weight *w, const float *x, int64_t n, float *y) {
     if (c->mm_observer && n >= 16 && w->name)
         c->mm_observer(c->mm_user, &(tr_matmul_seen){.weight = w->name, .x = x, .n_tokens = n, .cols = w->cols});
     tr_matmul(c->pool, w->type, w->data, w->rows, w->cols, x, n, y);
+    if (w->scale) { /* BitNet's {name}.scale: the product times one float, as ggml_mul */
+        const float s = w->scale[0];
+        for (int64_t i = 0; i < n * w->rows; i++) y[i] *= s;
+    }
 }
 
 /* Rows [r0, r0 + rows) of a weight (one expert's matrix). */
@@ -232,7 +238,7 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
     const tr_hparams *hp = &m->hp;
     const int64_t n = b->n_tokens, E = hp->n_embd, F = hp->n_ff;
     const int64_t hk = hp->head_k, n_head = hp->n_head, n_kv = hp->n_head_kv;
-    const int64_t q_dim = n_head * hk, k_dim = c->k_dim, v_dim = c->v_dim;
+    const int64_t q_dim = n_head * hk, k_dim = c->k_dim, v_dim = c->v_dim, o_dim = n_head * hp->head_v;
     const float eps = hp->norm_eps;
     float *x = c->x, *xb = c->xb, *xb2 = c->xb2;
 
@@ -295,6 +301,8 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
         }
         tr_status st = attention(c, b, il, l->swa);
         if (st != TR_OK) return tr_err_set(err, st, "forward: attention of layer %d failed (out of memory?)", il);
+        if (arch->sub_norms) /* RMSNorm of the heads' outputs, before Wo (BitNet) */
+            for (int64_t t = 0; t < n; t++) tr_rmsnorm(c->att + t * o_dim, c->att + t * o_dim, l->attn_sub_norm, o_dim, eps);
         matmul(c, &l->wo, c->att, n, xb2);
         add_bias(xb2, l->bo, n, E);
         if (l->post_attn_norm)
@@ -322,6 +330,8 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
             else
                 tr_swiglu(c->hb, c->hb, c->hb2, n * F);
         }
+        if (arch->sub_norms) /* RMSNorm of the hidden layer, before Wdown (BitNet) */
+            for (int64_t t = 0; t < n; t++) tr_rmsnorm(c->hb + t * F, c->hb + t * F, l->ffn_sub_norm, F, eps);
         if (hp->n_expert == 0) {
             matmul(c, &l->w_down, c->hb, n, xb2);
             add_bias(xb2, l->b_down, n, E);

@@ -54,6 +54,14 @@ static const tr_arch arches[] = {
      * q scaled before q.k, LongRoPE factors where the file has them.
      * llama.cpp disables Phi-3's sliding window (it warns): so do we. */
     {.name = "phi3", .rope = TR_ROPE_NEOX, .act = TR_ACT_SILU, .scale_q = true, .longrope = true},
+    /* BitNet b1.58: ternary matrices (TQ1_0 / TQ2_0 files, or F32/F16 of
+     * {-1, 0, 1} x scale), NeoX RoPE, SwiGLU (llama.cpp's graph applies SiLU
+     * here, not the squared ReLU of the 2B-4T release), an RMSNorm of the
+     * attention's output before Wo and of the FFN's hidden layer before
+     * Wdown, a matrix's optional F32 scale multiplying its product; the
+     * output is always token_embd (llama.cpp loads no output.weight). */
+    {.name = "bitnet", .rope = TR_ROPE_NEOX, .act = TR_ACT_SILU, .sub_norms = true, .matrix_scales = true,
+     .tied_output = true},
 };
 
 const tr_arch *tr_arch_find(const char *name, size_t len) {
@@ -62,4 +70,4 @@ const tr_arch *tr_arch_find(const char *name, size_t len) {
     return NULL;
 }
 
-const char *tr_arch_supported_list(void) { return "llama, qwen2, qwen3, qwen3moe, olmoe, gemma2, gemma3, gpt2, phi3"; }
+const char *tr_arch_supported_list(void) { return "llama, qwen2, qwen3, qwen3moe, olmoe, gemma2, gemma3, gpt2, phi3, bitnet"; }

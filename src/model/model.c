@@ -300,6 +300,25 @@ static tr_weight weight_rows(const tr_weight *w, int64_t r0, int64_t rows) {
     return p;
 }
 
+/* The matrices of a dense layer that may carry a scale (llama.cpp's
+ * wq_s .. ffn_down_s), into out[7]. */
+static void scalable_matrices(tr_layer *l, tr_weight *out[7]) {
+    tr_weight *const ws[7] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
+    memcpy(out, ws, sizeof ws);
+}
+
+/* A matrix's scale, {name}.scale: one F32 that multiplies the matrix's
+ * product (BitNet's per-tensor scale when the file keeps the matrix as bare
+ * {-1, 0, 1}; llama.cpp's build_lora_mm). Optional, as in llama.cpp. */
+static tr_status get_scale(loader *L, tr_weight *w) {
+    if (!w->data) return TR_OK;
+    const size_t k = strlen(w->name);
+    if (k < 7 || strcmp(w->name + k - 7, ".weight") != 0) return TR_OK;
+    char n[160];
+    snprintf(n, sizeof n, "%.*s.scale", (int)(k - 7), w->name);
+    return get_vec(L, n, 1, false, &w->scale);
+}
+
 static bool file_says_longrope(const loader *L) {
     char key[160];
     key_name(key, sizeof key, L, "rope.scaling.type");
@@ -373,6 +392,10 @@ static tr_status load_weights(loader *L, tr_model *m) {
         } else if (find(L, NAME("attn_q_norm.weight"))) {
             return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s is not supported for %s", L->path, n, L->arch);
         }
+        if (arch->sub_norms) {
+            if ((st = get_vec(L, NAME("attn_sub_norm.weight"), O, true, &l->attn_sub_norm))) return st;
+            if ((st = get_vec(L, NAME("ffn_sub_norm.weight"), F, true, &l->ffn_sub_norm))) return st;
+        }
         if (arch->post_norms) {
             if ((st = get_vec(L, NAME("post_attention_norm.weight"), E, true, &l->post_attn_norm))) return st;
             if ((st = get_vec(L, NAME("post_ffw_norm.weight"), E, true, &l->post_ffn_norm))) return st;
@@ -416,6 +439,12 @@ static tr_status load_weights(loader *L, tr_model *m) {
         if (seq && l->b_gate)
             return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s is not supported for %s", L->path, n, L->arch);
 #undef NAME
+        if (arch->matrix_scales) {
+            tr_weight *ws[7];
+            scalable_matrices(l, ws);
+            for (int j = 0; j < 7; j++)
+                if ((st = get_scale(L, ws[j]))) return st;
+        }
         /* Local (sliding-window) layers: all but every swa_pattern-th. */
         l->swa = hp->n_swa > 0 && hp->swa_pattern > 0 && (i % hp->swa_pattern) < hp->swa_pattern - 1;
         l->rope_base = l->swa ? hp->rope_base_swa : hp->rope_base;
@@ -574,13 +603,30 @@ size_t tr_model_describe(const tr_model *m, char *buf, size_t cap) {
 
     put(&b, "norms: %s, eps %g", a->norm == TR_NORM_LAYER ? "LayerNorm with bias" : "RMSNorm", hp->norm_eps);
     if (a->post_norms) put(&b, ", also after attention and feed-forward");
+    if (a->sub_norms)
+        put(&b, ", also of the attention's output before attn_output (attn_sub_norm) and of the feed-forward's "
+            "hidden layer before ffn_down (ffn_sub_norm)");
     put(&b, "\n");
+    if (a->matrix_scales) {
+        int n_mat = 0, n_scaled = 0;
+        for (int i = 0; i < hp->n_layer; i++) {
+            tr_weight *ws[7];
+            scalable_matrices(&m->layers[i], ws);
+            for (int j = 0; j < 7; j++) {
+                n_mat += ws[j]->data != NULL;
+                n_scaled += ws[j]->scale != NULL;
+            }
+        }
+        put(&b, "matrix scales: %d of %d layer matrices have a {name}.scale (one F32 multiplying the product)\n",
+            n_scaled, n_mat);
+    }
 
     put(&b, "output: ");
     if (a->embd_scale) put(&b, "embeddings scaled by sqrt(n_embd), ");
     put(&b, "%s", m->output.data == m->tok_embd.data ? "tied to token_embd" : "output.weight");
     if (a->tied_output && tr_gguf_find_tensor(m->gguf, "output.weight"))
-        put(&b, " (the file's output.weight is not used, as llama.cpp for %s)", a->name);
+        put(&b, " (the file's output.weight is not used: llama.cpp's %s loader reads none, and refuses the file "
+            "for its extra tensor)", a->name);
     if (hp->final_softcap > 0) put(&b, ", final logit soft-capping %g", hp->final_softcap);
     put(&b, "\n");
     return b.len;

@@ -66,6 +66,10 @@ typedef struct tr_arch {
     tr_moe_kind moe;          /* mixture-of-experts feed-forward: never, with {arch}.expert_count, or always */
     bool moe_norm_w;          /* the chosen experts' softmax weights renormalised to sum 1 (Qwen3-MoE, Mixtral) */
     bool moe_ff_exp;          /* experts' size from {arch}.expert_feed_forward_length (else n_ff, as Mixtral) */
+    bool sub_norms;           /* RMSNorm of the attention's heads before Wo (attn_sub_norm) and of the FFN's
+                                 hidden layer before Wdown (ffn_sub_norm) (BitNet) */
+    bool matrix_scales;       /* a matrix may carry a scale, {name}.scale (one F32), that multiplies its
+                                 product (BitNet) */
 } tr_arch;
 
 /* The descriptor of an architecture, NULL when unsupported. */
@@ -79,6 +83,7 @@ typedef struct tr_weight {
     const void *data;
     int64_t rows, cols;
     const char *name;
+    const float *scale;           /* [1]: multiplies the product (matrix_scales), or NULL */
 } tr_weight;
 
 typedef struct tr_layer {
@@ -89,10 +94,12 @@ typedef struct tr_layer {
     const float *bo;              /* attn_output.bias [n_embd] or NULL */
     const float *q_norm, *k_norm; /* [head_k] when qk_norm; [n_head*head_k], [n_head_kv*head_k] when qk_norm_full */
     const float *post_attn_norm;  /* [n_embd] when post_norms */
+    const float *attn_sub_norm;   /* [n_head*head_v] when sub_norms */
     const float *ffn_norm;        /* [n_embd] */
     const float *ffn_norm_b;      /* [n_embd] or NULL */
     tr_weight w_gate, w_up, w_down; /* gate/up: n_ff x n_embd, down: n_embd x n_ff; no gate with TR_FFN_SEQ */
     const float *b_gate, *b_up, *b_down; /* [n_ff], [n_ff], [n_embd] or NULL */
+    const float *ffn_sub_norm;    /* [n_ff] when sub_norms */
     const float *post_ffn_norm;   /* [n_embd] when post_norms */
     /* Mixture of experts (n_expert > 0), instead of w_gate/w_up/w_down: the
      * router, and the experts' matrices one after another (ggml's 3-D
