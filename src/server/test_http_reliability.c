@@ -689,8 +689,8 @@ TT_TEST(line_folding_and_line_endings) {
     /* Bare LF line endings: accepted everywhere in the head, for GET and POST. */
     const char *lf[] = {"GET /health HTTP/1.1\nHost: x\nConnection: close\n\n",
                         "GET /health HTTP/1.1\r\nHost: x\nConnection: close\r\n\n",
-                        "POST /v1/completions HTTP/1.1\nHost: x\nContent-Length: 29\nConnection: close\n\n"
-                        "{\"prompt\":\"a\",\"max_tokens\":3}"};
+                        ("POST /v1/completions HTTP/1.1\nHost: x\nContent-Length: 29\nConnection: close\n\n"
+                         "{\"prompt\":\"a\",\"max_tokens\":3}")};
     for (int i = 0; i < 3; i++) {
         g = exchange_s(P, lf[i]);
         hresp r;

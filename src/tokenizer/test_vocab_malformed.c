@@ -31,7 +31,7 @@ static tr_gguf_writer *spm(const char *omit) {
 static tr_gguf_writer *bpe(void) {
     tr_error err = {{0}};
     tr_gguf_writer *w = tr_gguf_writer_new();
-    static const char *const toks[] = {"<|endoftext|>", "a", "b", "c", "ab", "abc", "\xc4\xa0", "\xc4\xa0" "a"};
+    static const char *const toks[] = {"<|endoftext|>", "a", "b", "c", "ab", "abc", "\xc4\xa0", ("\xc4\xa0" "a")};
     static const char *const merges[] = {"a b", "ab c", "\xc4\xa0 a"};
     tr_gguf_writer_set_str(w, "general.architecture", "llama", &err);
     tr_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2", &err);
