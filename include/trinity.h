@@ -325,6 +325,20 @@ typedef struct tr_model tr_model;
 tr_status tr_model_load(const char *path, tr_model **out, tr_error *err);
 void tr_model_free(tr_model *m);
 
+typedef struct tr_model_params {
+    /* Keep every weight a view into the mapping (zero copy, nothing resident
+     * but what the page cache holds). Otherwise TQ1_0 matrices are repacked
+     * at load into TQ2_0's layout in memory of the model's own: the same
+     * trits and scales, so the same results, for 22 % more bytes than the
+     * file's and the faster kernels (docs/BENCHMARKS.md). */
+    bool no_repack;
+} tr_model_params;
+tr_model_params tr_model_default_params(void);
+/* tr_model_load with parameters (tr_model_load: the defaults). */
+tr_status tr_model_load_params(const char *path, const tr_model_params *p, tr_model **out, tr_error *err);
+/* Bytes of weights repacked into the model's own memory (0: all in the mapping). */
+uint64_t tr_model_repacked_bytes(const tr_model *m);
+
 const tr_gguf *tr_model_gguf(const tr_model *m);
 const tr_vocab *tr_model_vocab(const tr_model *m);
 const char *tr_model_arch(const tr_model *m);      /* general.architecture */

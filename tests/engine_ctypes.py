@@ -29,6 +29,10 @@ def load_lib(path=None):
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build", "libtrinity.so")))
     vp = ctypes.c_void_p
     lib.tr_model_load.argtypes = [ctypes.c_char_p, ctypes.POINTER(vp), ctypes.POINTER(Error)]
+    lib.tr_model_load_params.argtypes = [ctypes.c_char_p, ctypes.POINTER(ModelParams), ctypes.POINTER(vp),
+                                         ctypes.POINTER(Error)]
+    lib.tr_model_repacked_bytes.argtypes = [vp]
+    lib.tr_model_repacked_bytes.restype = ctypes.c_uint64
     lib.tr_model_free.argtypes = [vp]
     lib.tr_model_n_vocab.argtypes = [vp]
     lib.tr_context_new.argtypes = [vp, ctypes.POINTER(ContextParams), ctypes.POINTER(vp), ctypes.POINTER(Error)]
@@ -46,15 +50,21 @@ class EngineError(RuntimeError):
     pass
 
 
+class ModelParams(ctypes.Structure):  # tr_model_params
+    _fields_ = [("no_repack", ctypes.c_bool)]
+
+
 class Model:
-    def __init__(self, lib, path):
+    def __init__(self, lib, path, no_repack=False):
         self.lib = lib
         self.ptr = ctypes.c_void_p()
         err = Error()
-        st = lib.tr_model_load(path.encode(), ctypes.byref(self.ptr), ctypes.byref(err))
+        p = ModelParams(no_repack)
+        st = lib.tr_model_load_params(path.encode(), ctypes.byref(p), ctypes.byref(self.ptr), ctypes.byref(err))
         if st != 0:
             raise EngineError(err.msg.decode())
         self.n_vocab = lib.tr_model_n_vocab(self.ptr)
+        self.repacked_bytes = lib.tr_model_repacked_bytes(self.ptr)
 
     def close(self):
         if self.ptr:

@@ -264,6 +264,45 @@ def test_bitnet_ternary_files_hold_the_f16_weights(gen_dir):
         assert len(blk) == 14 and all(set(np.unique(q[n] / np.abs(q[n]).max())) <= {-1.0, 0.0, 1.0} for n in blk)
 
 
+@pytest.mark.parametrize("key", ["bitnet_TQ1_0", "mixtral_TQ1_0"])
+def test_tq1_0_repacked_at_load_gives_the_same_bits(elib, gen_dir, tmp_path, key):
+    """TQ1_0 matrices are repacked at load into TQ2_0's layout (the same
+    trits and scale bits): a prompt's logits are the same bits with and
+    without the repack (--no-repack keeps the mapping), on 1 and 2 threads,
+    in one batch and a token at a time;
+    the repacked bytes are those of the TQ1_0 tensors at TQ2_0's 66 bytes a
+    block (the gguf package's reading of the file). The mixtral file puts
+    TQ1_0 under fused views too: 3-D experts and a tied or separate output."""
+    from gguf import GGUFReader
+    if key == "mixtral_TQ1_0":
+        path = str(tmp_path / "mixtral_tq1.gguf")
+        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_model.py"), "--arch", "llama",
+                        "--experts", "4", "--type", "TQ1_0", "-o", path], check=True, capture_output=True)
+    else:
+        path = model(gen_dir, key)
+    tq1 = [t for t in GGUFReader(path).tensors if t.tensor_type.name == "TQ1_0"]
+    assert tq1, "the file has no TQ1_0 tensor"
+    want_bytes = sum(int(np.prod([int(x) for x in t.shape])) // 256 * 66 for t in tq1)
+    rng = np.random.default_rng(3)
+    prompt = [1] + [int(t) for t in rng.integers(259, 512, size=40)]
+    out = {}
+    for no_repack in (False, True):
+        m = E.Model(elib, path, no_repack=no_repack)
+        try:
+            assert m.repacked_bytes == (0 if no_repack else want_bytes)
+            for threads, chunk in ((1, None), (2, None), (2, 1)):  # prompt tiles, and one token at a time
+                c = E.Context(m, n_ctx=128, n_batch=64, n_threads=threads)
+                try:
+                    out[(no_repack, threads, chunk)] = c.eval_all(prompt, n_batch=chunk)
+                finally:
+                    c.close()
+        finally:
+            m.close()
+    ref = out[(True, 2, None)]
+    for k, v in out.items():
+        assert np.array_equal(v.view(np.uint32), ref.view(np.uint32)), f"{key}: logits differ with {k}"
+
+
 INFO = {  # what `trinity info` must say of each
     "gpt2": ["architecture: gpt2 (supported)", "learned absolute positions", "LayerNorm", "GELU"],
     "phi3": ["architecture: phi3 (supported)", "LongRoPE", "sliding window 16 in the file: not applied"],

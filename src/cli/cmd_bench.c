@@ -42,6 +42,7 @@ static void usage(FILE *f) {
             "  -r R      repetitions; the table gives mean +/- standard deviation\n"
             "  -t T      threads (default: all cores)\n"
             "  --no-bw   skip the bandwidth measurement\n"
+            "  --no-repack  keep every weight in the file's mapping (TQ1_0 is otherwise repacked to TQ2_0's layout)\n"
             "  --spec KIND  also time -n greedy tokens after the text of -f FILE with speculative\n"
             "            decoding (ngram, lookahead, draft) against without, on the same engine\n"
             "  -f FILE   the prompt text of the --spec test\n"
@@ -249,6 +250,9 @@ int cmd_bench(int argc, char **argv) {
         } else if (!strcmp(a, "--no-bw")) {
             do_bw = false;
             continue;
+        } else if (!strcmp(a, "--no-repack")) {
+            go.no_repack = true;
+            continue;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
             if (!v) goto missing;
             model_path = v;
@@ -318,7 +322,7 @@ int cmd_bench(int argc, char **argv) {
     tr_error err = {{0}};
     tr_model *m = NULL;
     double t0 = now_s();
-    if (tr_model_load(model_path, &m, &err) != TR_OK) {
+    if (gen_load_model(model_path, go.no_repack, &m, &err) != TR_OK) {
         fprintf(stderr, "trinity bench: %s\n", err.msg);
         return 1;
     }

@@ -147,7 +147,7 @@ int cmd_chat(int argc, char **argv) {
     reply_buf reply = {0};
     char line[8192];
 
-    if (tr_model_load(o.model, &m, &err)) goto fail;
+    if (gen_load_model(o.model, o.no_repack, &m, &err)) goto fail;
     /* The prefix cache keeps the conversation between turns: each turn's
      * prompt (the whole conversation, rendered again) finds every block the
      * earlier turns computed, their replies included. */

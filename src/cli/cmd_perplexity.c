@@ -169,7 +169,7 @@ int cmd_perplexity(int argc, char **argv) {
     tr_engine *e = NULL;
     int32_t *toks = NULL, *probe = NULL;
     size_t n_toks = 0, n_probe = 0;
-    if (tr_model_load(o.model, &m, &err)) goto fail;
+    if (gen_load_model(o.model, o.no_repack, &m, &err)) goto fail;
     const tr_vocab *v = tr_model_vocab(m);
     if (o.n_window > 0) {
         gen_opts eo = o;

@@ -68,7 +68,7 @@ int cmd_run(int argc, char **argv) {
     tr_grammar *grammar = NULL;
     if (gen_grammar(&o, &grammar, &err)) goto fail;
     const double t0 = gen_now();
-    if (tr_model_load(o.model, &m, &err)) goto fail;
+    if (gen_load_model(o.model, o.no_repack, &m, &err)) goto fail;
     if (gen_engine(&o, m, false, &e, &err)) goto fail;
     const double t_load = gen_now() - t0;
     const tr_vocab *v = tr_model_vocab(m);

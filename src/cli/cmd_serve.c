@@ -72,6 +72,7 @@ typedef struct opts {
     int32_t n_ctx, n_ctx_seq, n_batch, n_threads, kv_block, n_sinks, n_window;
     int32_t type_k, type_v;
     bool no_prefix_cache;
+    bool no_repack;
     tr_spec_params spec;
     const char *model_draft;
     const char *chat_template; /* --chat-template FILE|NAME */
@@ -93,6 +94,8 @@ static void usage(FILE *f) {
             "                            context, at most 4096)\n"
             "      --ctx-per-seq N       most tokens one request holds, prompt and answer (default: -c, at most\n"
             "                            the model's context)\n"
+            "      --no-repack           keep every weight in the file's mapping (TQ1_0 is otherwise repacked\n"
+            "                            at load to TQ2_0's layout: the same results, faster)\n"
             "      --no-prefix-cache     do not reuse the KV of earlier requests' prompts (default: reuse;\n"
             "                            per request: \"cache_prompt\": false)\n"
             "      --kv-block N          tokens per KV-cache block (default 32)\n"
@@ -178,6 +181,7 @@ static int parse(int argc, char **argv, opts *o) {
         else if (IS("--kv-sinks")) INT(0, 1 << 22, o->n_sinks);
         else if (IS("--kv-window")) INT(1, 1 << 22, o->n_window);
         else if (IS("--no-prefix-cache")) o->no_prefix_cache = true;
+        else if (IS("--no-repack")) o->no_repack = true;
         else if (IS("--spec")) {
             if (!v || !tr_spec_kind_parse(v, &o->spec.kind)) {
                 fprintf(stderr, "trinity serve: --spec expects ngram, lookahead, draft or none, got '%s'\n",
@@ -253,11 +257,11 @@ typedef struct loader {
 static void *load_main(void *arg) {
     loader *l = arg;
     const opts *o = l->o;
-    if (tr_model_load(o->model, &l->eng.model, &l->err) != TR_OK) goto done;
+    if (gen_load_model(o->model, o->no_repack, &l->eng.model, &l->err) != TR_OK) goto done;
     if (tr_chat_template_load(l->eng.model, o->chat_template, &l->eng.chat, &l->err) != TR_OK) goto done;
     if (tr_chat_template_is_builtin(l->eng.chat) && !o->chat_template)
         fprintf(stderr, "trinity serve: warning: %s (replies may not end)\n", tr_chat_template_describe(l->eng.chat));
-    if (o->model_draft && tr_model_load(o->model_draft, &l->eng.draft, &l->err) != TR_OK) goto done;
+    if (o->model_draft && gen_load_model(o->model_draft, o->no_repack, &l->eng.draft, &l->err) != TR_OK) goto done;
     tr_engine_params ep = tr_engine_default_params();
     ep.draft_model = l->eng.draft;
     ep.ctx.n_ctx = o->n_ctx;

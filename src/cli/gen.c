@@ -38,8 +38,23 @@ static int parse_float(const char *cmd, const char *flag, const char *s, float l
     return 1;
 }
 
+tr_status gen_load_model(const char *path, bool no_repack, tr_model **out, tr_error *err) {
+    tr_model_params p = tr_model_default_params();
+    p.no_repack = no_repack;
+    return tr_model_load_params(path, &p, out, err);
+}
+
+void gen_repack_help(FILE *f) {
+    fprintf(f, "  --no-repack             keep every weight in the file's mapping (zero copy); by default TQ1_0\n"
+               "                          matrices are repacked at load into TQ2_0's layout (same results, faster)\n");
+}
+
 int gen_parse_flag(gen_opts *o, const char *cmd, int argc, char **argv, int *i) {
     const char *a = argv[*i];
+    if (!strcmp(a, "--no-repack")) {
+        o->no_repack = true;
+        return 1;
+    }
     static const char *const with_value[] = {"-m", "--model", "-p", "--prompt", "-f", "--file", "-n", "--n-predict",
                                              "-t", "--threads", "-c", "--ctx-size", "-b", "--batch-size", "--temp",
                                              "--top-k", "--top-p", "--min-p", "--repeat-penalty", "--repeat-last-n",
@@ -135,6 +150,7 @@ void gen_flags_help(FILE *f, bool sampling) {
                "  -b, --batch-size N      tokens per forward pass of the prompt (default 512)\n");
     gen_kv_type_help(f);
     gen_stream_help(f);
+    gen_repack_help(f);
     if (sampling)
         fprintf(f, "  -n, --n-predict N       tokens to generate (-1: until end of generation or context; default -1)\n"
                    "  --temp T                temperature (default 0.8; 0 = greedy)\n"
@@ -251,7 +267,7 @@ char *gen_read_file(const char *path, size_t *len, tr_error *err) {
 tr_status gen_engine(gen_opts *o, tr_model *m, bool prefix_cache, tr_engine **out, tr_error *err) {
     tr_engine_params ep = tr_engine_default_params();
     if (o->model_draft && !o->draft) {
-        tr_status st = tr_model_load(o->model_draft, &o->draft, err);
+        tr_status st = gen_load_model(o->model_draft, o->no_repack, &o->draft, err);
         if (st != TR_OK) return st;
     }
     if (o->spec.kind == TR_SPEC_DRAFT && !o->draft) {

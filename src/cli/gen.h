@@ -27,6 +27,7 @@ typedef struct gen_opts {
     const char *grammar;     /* --grammar GBNF */
     const char *grammar_file; /* --grammar-file FILE */
     const char *json_schema; /* --json-schema JSON */
+    bool no_repack;          /* --no-repack: every weight stays in the mapping */
 } gen_opts;
 
 void gen_opts_init(gen_opts *o);
@@ -42,6 +43,9 @@ void gen_kv_type_help(FILE *f);
 void gen_stream_help(FILE *f);
 /* The help text of the shared flags. */
 void gen_flags_help(FILE *f, bool sampling);
+/* tr_model_load with --no-repack's choice. */
+tr_status gen_load_model(const char *path, bool no_repack, tr_model **out, tr_error *err);
+void gen_repack_help(FILE *f);
 
 /* The grammar of --grammar, --grammar-file or --json-schema (*out NULL:
  * none given); errors name the flag and the problem. */

@@ -459,7 +459,14 @@ static void base_name(char *dst, size_t cap, const char *path) {
     snprintf(dst, cap, "%s", b);
 }
 
+tr_model_params tr_model_default_params(void) { return (tr_model_params){.no_repack = false}; }
+
 tr_status tr_model_load(const char *path, tr_model **out, tr_error *err) {
+    const tr_model_params p = tr_model_default_params();
+    return tr_model_load_params(path, &p, out, err);
+}
+
+tr_status tr_model_load_params(const char *path, const tr_model_params *p, tr_model **out, tr_error *err) {
     *out = NULL;
     tr_model *m = calloc(1, sizeof *m);
     if (!m) return tr_err_set(err, TR_ERR_NOMEM, "%s: out of memory", path);
@@ -501,6 +508,7 @@ tr_status tr_model_load(const char *path, tr_model **out, tr_error *err) {
         m->n_params += (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
         m->weight_bytes += t->nbytes;
     }
+    if (!(p && p->no_repack) && (st = tr_model_repack(m, err))) goto fail;
     *out = m;
     return TR_OK;
 fail:
@@ -511,6 +519,7 @@ fail:
 void tr_model_free(tr_model *m) {
     if (!m) return;
     tr_vocab_free(m->vocab);
+    tr_model_repack_free(m);
     free(m->layers);
     tr_gguf_close(m->gguf);
     free(m);
@@ -524,6 +533,7 @@ int32_t tr_model_n_vocab(const tr_model *m) { return m->hp.n_vocab; }
 int32_t tr_model_n_ctx_train(const tr_model *m) { return m->hp.n_ctx_train; }
 uint64_t tr_model_n_params(const tr_model *m) { return m->n_params; }
 uint64_t tr_model_weight_bytes(const tr_model *m) { return m->weight_bytes; }
+uint64_t tr_model_repacked_bytes(const tr_model *m) { return m->repacked_bytes; }
 
 /* ---------------------------------------------------------------- describe */
 

@@ -129,6 +129,13 @@ typedef struct tr_hparams {
     float final_softcap;          /* 0: off */
 } tr_hparams;
 
+/* A tensor repacked at load (repack.c): src's rows rewritten at dst. */
+typedef struct tr_repacked {
+    const void *src;
+    size_t src_bytes, src_row, dst_row;
+    uint8_t *dst;
+} tr_repacked;
+
 struct tr_model {
     tr_gguf *gguf;
     tr_vocab *vocab;
@@ -145,6 +152,14 @@ struct tr_model {
     char arch_name[64];
     char name[256];
     uint64_t n_params, weight_bytes;
+    tr_repacked *repacked;        /* [n_repacked], owned */
+    int64_t n_repacked;
+    uint64_t repacked_bytes;
 };
+
+/* Repack what has a faster layout (TQ1_0 matrices into TQ2_0's), pointing
+ * the weights at the copies; and free the copies. */
+tr_status tr_model_repack(tr_model *m, tr_error *err);
+void tr_model_repack_free(tr_model *m);
 
 #endif

@@ -60,6 +60,8 @@ void tr_quantize_row_iq4_nl(const float *src, void *dst, int64_t n);
 void tr_dequantize_row_iq4_xs(const void *src, float *dst, int64_t n);
 void tr_dequantize_row_mxfp4(const void *src, float *dst, int64_t n);
 void tr_quantize_row_mxfp4(const float *src, void *dst, int64_t n);
+/* TQ1_0 blocks as TQ2_0 blocks of exactly the same values (n elements). */
+void tr_tq1_0_to_tq2_0(const void *src, void *dst, int64_t n);
 void tr_dequantize_row_tq2_32(const void *src, float *dst, int64_t n);
 void tr_quantize_row_tq2_32(const float *src, void *dst, int64_t n);
 

@@ -142,3 +142,35 @@ void tr_quantize_row_tq2_32(const float *src, void *dst, int64_t n) {
         y[i].d = tr_fp32_to_fp16(d);
     }
 }
+
+/* TQ1_0 blocks rewritten as TQ2_0 blocks of the same values: every trit
+ * decoded exactly (as the code 0..2 TQ2_0 stores), the scale's bits copied,
+ * so both dequantize, and multiply, to the same numbers. 54 -> 66 bytes a
+ * block: what a TQ1_0 matrix is repacked to at load, for TQ2_0's kernels. */
+/* The code (trit + 1) of trit k of n bytes: trit_at's (q * 3) >> 8 for
+ * q = byte * 3^k mod 256 is 0, 1, 2 as q is at most 85, at most 170, or
+ * more; in straight loops over whole chunks that compilers vectorize. */
+static inline void trit_codes(const uint8_t *b, int n, int k, uint8_t *out) {
+    for (int j = 0; j < n; j++) {
+        const uint8_t q = (uint8_t)(b[j] * pow3[k]);
+        out[j] = (uint8_t)((q > 85) + (q > 170));
+    }
+}
+
+void tr_tq1_0_to_tq2_0(const void *src, void *dst, int64_t n) {
+    const tr_block_tq1_0 *x = src;
+    tr_block_tq2_0 *y = dst;
+    for (int64_t i = 0; i < n / TR_QK_K; i++) {
+        uint8_t t[TR_QK_K]; /* the block's codes in element order (see tr_dequantize_row_tq1_0) */
+        for (int k = 0; k < 5; k++) trit_codes(x[i].qs, 32, k, t + 32 * k);
+        for (int k = 0; k < 5; k++) trit_codes(x[i].qs + 32, 16, k, t + 160 + 16 * k);
+        for (int k = 0; k < 4; k++) trit_codes(x[i].qh, 4, k, t + 240 + 4 * k);
+        /* element e: bits 2*((e/32)%4) of qs[(e/128)*32 + e%32] */
+        for (int h = 0; h < 2; h++)
+            for (int m = 0; m < 32; m++) {
+                const uint8_t *c = t + 128 * h + m;
+                y[i].qs[32 * h + m] = (uint8_t)(c[0] | c[32] << 2 | c[64] << 4 | c[96] << 6);
+            }
+        y[i].d = x[i].d;
+    }
+}
