@@ -12,6 +12,7 @@
 #include "trinity.h"
 
 #include <stdint.h>
+#include <string.h>
 
 /* xorshift64* and Box-Muller: deterministic data without libc's rand(). */
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -312,6 +313,32 @@ TT_TEST(non_finite_input_is_survived) {
     }
 }
 
+/* A TQ1_0 block rewritten as TQ2_0 (the repack at load) dequantizes to the
+ * same floats, bit for bit, for every byte value (not only the 243 a
+ * quantizer writes) and every scale, infinities and NaN included; the
+ * scale's bits are carried over unchanged. */
+TT_TEST(tq1_0_repacked_as_tq2_0_holds_the_same_values) {
+    enum { NB = 64 };
+    tr_block_tq1_0 a[NB];
+    tr_block_tq2_0 b[NB];
+    static float x[NB * 256], y[NB * 256];
+    uint32_t r = 12345;
+    for (int i = 0; i < NB; i++) {
+        uint8_t *p = (uint8_t *)&a[i];
+        for (size_t k = 0; k < sizeof a[i]; k++) p[k] = (uint8_t)((r = r * 1664525u + 1013904223u) >> 24);
+        if (i < 4) a[i].d = (tr_fp16)(0x7c00 | (i == 1 ? 0x8000 : 0) | (i == 2 ? 0x0200 : 0)); /* +inf, -inf, NaN */
+        if (i == 3) a[i].d = 0;
+        if (i == 4) memset(a[i].qs, 255, sizeof a[i].qs), memset(a[i].qh, 243, sizeof a[i].qh);
+    }
+    tr_tq1_0_to_tq2_0(a, b, NB * 256);
+    tr_dequantize_row_tq1_0(a, x, NB * 256);
+    tr_dequantize_row_tq2_0(b, y, NB * 256);
+    TT_CHECK(memcmp(x, y, sizeof x) == 0);
+    int scales = 0;
+    for (int i = 0; i < NB; i++) scales += a[i].d == b[i].d;
+    TT_CHECK_EQ_INT(scales, NB);
+}
+
 int main(void) {
     TT_RUN(roundtrip_error_bounds);
     TT_RUN(zero_blocks_stay_zero);
@@ -322,5 +349,6 @@ int main(void) {
     TT_RUN(bf16_special_values);
     TT_RUN(q8_K_block_fields);
     TT_RUN(non_finite_input_is_survived);
+    TT_RUN(tq1_0_repacked_as_tq2_0_holds_the_same_values);
     return TT_DONE();
 }
