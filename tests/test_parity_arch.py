@@ -298,6 +298,8 @@ def test_tq1_0_repacked_at_load_gives_the_same_bits(elib, gen_dir, tmp_path, key
                     c.close()
         finally:
             m.close()
+    info = run_trinity("info", path, check=True).stdout
+    assert f"repack: {len(tq1)} TQ1_0 tensors" in info and "into TQ2_0's layout" in info, info[-600:]
     ref = out[(True, 2, None)]
     for k, v in out.items():
         assert np.array_equal(v.view(np.uint32), ref.view(np.uint32)), f"{key}: logits differ with {k}"

@@ -220,7 +220,9 @@ int cmd_info(int argc, char **argv) {
     printf("\nmodel:\n");
     tr_model *m = NULL;
     tr_error merr = {{0}};
-    if (tr_model_load(path, &m, &merr) != TR_OK) {
+    tr_model_params mp = tr_model_default_params();
+    mp.no_repack = true; /* describing needs no repacked copy */
+    if (tr_model_load_params(path, &mp, &m, &merr) != TR_OK) {
         printf("  not supported: %s\n", merr.msg);
         return 0;
     }

@@ -639,5 +639,18 @@ size_t tr_model_describe(const tr_model *m, char *buf, size_t cap) {
             "for its extra tensor)", a->name);
     if (hp->final_softcap > 0) put(&b, ", final logit soft-capping %g", hp->final_softcap);
     put(&b, "\n");
+    int64_t n_tq1 = 0;
+    uint64_t tq1_bytes = 0, tq2_bytes = 0;
+    for (int64_t i = 0; i < tr_gguf_n_tensors(m->gguf); i++) {
+        const tr_gguf_tensor *t = tr_gguf_tensor_at(m->gguf, i);
+        if (t->type != TR_TYPE_TQ1_0) continue;
+        n_tq1++, tq1_bytes += t->nbytes;
+        tq2_bytes += (uint64_t)tr_row_size(TR_TYPE_TQ2_0, t->ne[0]) * (uint64_t)(t->ne[1] * t->ne[2] * t->ne[3]);
+    }
+    if (n_tq1 > 0)
+        put(&b, "repack: %lld TQ1_0 tensors (%.1f MiB mapped) %s into TQ2_0's layout (%.1f MiB of the model's own; "
+            "the same numbers, faster kernels; --no-repack keeps them mapped)\n",
+            (long long)n_tq1, (double)tq1_bytes / 1048576.0, m->repacked_bytes ? "repacked at load" : "repacked at load by run/chat/serve/bench",
+            (double)tq2_bytes / 1048576.0);
     return b.len;
 }
