@@ -15,7 +15,8 @@ class ContextParams(ctypes.Structure):
                 ("n_seq_max", ctypes.c_int32), ("n_threads", ctypes.c_int32),
                 ("n_ctx_seq", ctypes.c_int32), ("kv_block", ctypes.c_int32), ("prefix_cache", ctypes.c_bool),
                 ("type_k", ctypes.c_int32), ("type_v", ctypes.c_int32),  # 0: f16
-                ("n_sinks", ctypes.c_int32), ("n_window", ctypes.c_int32)]  # include/trinity.h's layout
+                ("n_sinks", ctypes.c_int32), ("n_window", ctypes.c_int32),
+                ("no_kv_rot", ctypes.c_bool)]  # include/trinity.h's layout
 
 
 class Batch(ctypes.Structure):
