@@ -30,6 +30,7 @@
 #include "quant/quant.h"
 
 #include <float.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -518,45 +519,64 @@ AINL float scale_q8_0(const char *row, int b) { return _cvtsh_ss(((const tr_bloc
 AINL float scale_q4_0(const char *row, int b) { return _cvtsh_ss(((const tr_block_q4_0 *)row + b)->d); }
 AINL float scale_tq2_32(const char *row, int b) { return _cvtsh_ss(((const tr_block_tq2_32 *)row + b)->d); }
 
-/* Lane i of the result: the sum of v[i]'s eight 32-bit elements. */
-AINL __m256i hsum8x8_epi32(const __m256i v[8]) {
-    const __m256i t0 = _mm256_hadd_epi32(v[0], v[1]), t1 = _mm256_hadd_epi32(v[2], v[3]);
-    const __m256i t2 = _mm256_hadd_epi32(v[4], v[5]), t3 = _mm256_hadd_epi32(v[6], v[7]);
-    const __m256i u0 = _mm256_hadd_epi32(t0, t1), u1 = _mm256_hadd_epi32(t2, t3);
-    return _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20), _mm256_permute2x128_si256(u0, u1, 0x31));
+/* Loops of a few known steps whose arrays must live in registers. */
+#define UNROLL8 _Pragma("GCC unroll 8")
+
+/* The scales of blocks b0 .. b0+m-1 (m <= 8) of a row of blocks of type B
+ * (its fp16 field d), as floats in lanes 0 .. m-1, zeros after. */
+#define SCALES8(B, row, b0, m)                                                                                     \
+    _mm256_cvtph_ps((m) == 8 ? _mm_setr_epi16((short)((const B *)(row) + (b0))[0].d, (short)((const B *)(row) + (b0))[1].d, \
+                                              (short)((const B *)(row) + (b0))[2].d, (short)((const B *)(row) + (b0))[3].d, \
+                                              (short)((const B *)(row) + (b0))[4].d, (short)((const B *)(row) + (b0))[5].d, \
+                                              (short)((const B *)(row) + (b0))[6].d, (short)((const B *)(row) + (b0))[7].d) \
+                             : scales_part((const char *)((const B *)(row) + (b0)) + offsetof(B, d), sizeof(B), (m)))
+AINL __m128i scales_part(const char *d, size_t size, int m) {
+    uint16_t h[8] = {0};
+    for (int b = 0; b < m; b++) memcpy(&h[b], d + (size_t)b * size, 2);
+    return _mm_loadu_si128((const __m128i *)h);
 }
 
+/* Each K block meets the NQ queries' blocks (its unpacking shared); a pair
+ * of blocks' 32-bit sums is folded as it is made (hadd), so few registers
+ * stay live; the integer sums are exact, so any folding order gives the
+ * reference's. The query scales are converted once per call when a head is
+ * at most 8 blocks. */
 #define SCORES_XQ_AVX2(T, NQ)                                                                                      \
     TGT static void scores_xq##NQ##_##T##_avx2(const tr_block_q8_0 *q, const char *k, size_t stride, int n, int d, \
                                               float scale, float *s, size_t s_stride) {                           \
         const int nb = d / 32;                                                                                     \
         const __m256i ones = _mm256_set1_epi16(1);                                                                 \
+        __m256 dq0[NQ];                                                                                            \
+        for (int qq = 0; qq < NQ; qq++) dq0[qq] = SCALES8(tr_block_q8_0, q + (size_t)qq * nb, 0, nb < 8 ? nb : 8);  \
         for (int i = 0; i < n; i++) {                                                                              \
             const char *kr = k + (size_t)i * stride;                                                               \
             __m256 acc[NQ];                                                                                        \
             for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm256_setzero_ps();                                         \
             for (int b0 = 0; b0 < nb; b0 += 8) {                                                                   \
                 const int m = nb - b0 < 8 ? nb - b0 : 8;                                                           \
-                __m256i part[NQ][8];                                                                               \
-                float dk[8] = {0};                                                                                 \
-                for (int b = 0; b < 8; b++) {                                                                      \
-                    if (b >= m) {                                                                                  \
-                        for (int qq = 0; qq < NQ; qq++) part[qq][b] = _mm256_setzero_si256();                     \
-                        continue;                                                                                  \
+                __m256i t[NQ][4];                                                                                  \
+                UNROLL8 for (int b = 0; b < 8; b += 2) {                                                           \
+                    __m256i p[NQ][2];                                                                              \
+                    UNROLL8 for (int e = 0; e < 2; e++) {                                                          \
+                        if (b + e >= m) {                                                                          \
+                            for (int qq = 0; qq < NQ; qq++) p[qq][e] = _mm256_setzero_si256();                     \
+                            continue;                                                                              \
+                        }                                                                                          \
+                        const __m256i kv = unpack8_##T(kr, b0 + b + e), ka = _mm256_abs_epi8(kv);                  \
+                        for (int qq = 0; qq < NQ; qq++) {                                                          \
+                            const __m256i qv = _mm256_loadu_si256((const __m256i *)q[(size_t)qq * nb + b0 + b + e].qs); \
+                            p[qq][e] = _mm256_madd_epi16(_mm256_maddubs_epi16(ka, _mm256_sign_epi8(qv, kv)), ones); \
+                        }                                                                                          \
                     }                                                                                              \
-                    const __m256i kv = unpack8_##T(kr, b0 + b), ka = _mm256_abs_epi8(kv);                          \
-                    dk[b] = scale_##T(kr, b0 + b);                                                                 \
-                    for (int qq = 0; qq < NQ; qq++) {                                                              \
-                        const __m256i qv = _mm256_loadu_si256((const __m256i *)q[(size_t)qq * nb + b0 + b].qs);    \
-                        part[qq][b] = _mm256_madd_epi16(_mm256_maddubs_epi16(ka, _mm256_sign_epi8(qv, kv)), ones); \
-                    }                                                                                              \
+                    for (int qq = 0; qq < NQ; qq++) t[qq][b / 2] = _mm256_hadd_epi32(p[qq][0], p[qq][1]);          \
                 }                                                                                                  \
-                const __m256 dkv = _mm256_loadu_ps(dk);                                                            \
+                const __m256 dkv = SCALES8(tr_block_##T, kr, b0, m);                                               \
                 for (int qq = 0; qq < NQ; qq++) {                                                                  \
-                    float dq[8] = {0};                                                                             \
-                    for (int b = 0; b < m; b++) dq[b] = _cvtsh_ss(q[(size_t)qq * nb + b0 + b].d);                  \
-                    const __m256 sc = _mm256_mul_ps(dkv, _mm256_loadu_ps(dq));                                     \
-                    acc[qq] = _mm256_add_ps(acc[qq], _mm256_mul_ps(sc, _mm256_cvtepi32_ps(hsum8x8_epi32(part[qq])))); \
+                    const __m256i u0 = _mm256_hadd_epi32(t[qq][0], t[qq][1]), u1 = _mm256_hadd_epi32(t[qq][2], t[qq][3]); \
+                    const __m256i is = _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20),                   \
+                                                        _mm256_permute2x128_si256(u0, u1, 0x31));                  \
+                    const __m256 dqv = nb <= 8 ? dq0[qq] : SCALES8(tr_block_q8_0, q + (size_t)qq * nb, b0, m);     \
+                    acc[qq] = _mm256_add_ps(acc[qq], _mm256_mul_ps(_mm256_mul_ps(dkv, dqv), _mm256_cvtepi32_ps(is))); \
                 }                                                                                                  \
             }                                                                                                      \
             for (int qq = 0; qq < NQ; qq++) s[(size_t)qq * s_stride + i] = hsum8(acc[qq]) * scale;                 \
@@ -591,36 +611,60 @@ AINL __m256 vals8_tq2_32(const char *row, int x) {
 #define PV_XQ_AVX2(T)                                                                                              \
     AINL void pv_xq_nh_##T(float *acc, size_t as, const float *w, size_t ws, const int NH, const char *v,          \
                            size_t stride, int p0, int n, int x0, int x1) {                                         \
-        float wd[4][TILE_X];                                                                                       \
+        __m256 wd[4][TILE_X]; /* w_h[i] * d_i of the block, broadcast: the products' memory operands */         \
         for (int c0 = 0; c0 < n; c0 += TILE_X) { /* the kernel's runs are at most TILE_X; any n is handled */     \
             const int cn = n - c0 < TILE_X ? n - c0 : TILE_X, pc = p0 + c0;                                        \
             const char *vc = v + (size_t)c0 * stride;                                                              \
             for (int b = x0 / 32; b < x1 / 32; b++) {                                                              \
-                for (int i = 0; i < cn; i++) {                                                                     \
-                    const float d = scale_##T(vc + (size_t)i * stride, b);                                         \
-                    for (int h = 0; h < NH; h++) wd[h][i] = w[(size_t)h * ws + c0 + i] * d;                        \
+                int i = 0;                                                                                         \
+                for (; i + 8 <= cn; i += 8) { /* 8 slots' scales at once */                                       \
+                    const __m256 d8 = _mm256_cvtph_ps(_mm_setr_epi16(                                              \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 0) * stride) + b)->d,                     \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 1) * stride) + b)->d,                     \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 2) * stride) + b)->d,                     \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 3) * stride) + b)->d,                     \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 4) * stride) + b)->d,                     \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 5) * stride) + b)->d,                     \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 6) * stride) + b)->d,                     \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 7) * stride) + b)->d));                   \
+                    for (int h = 0; h < NH; h++) {                                                                 \
+                        float f[8];                                                                                \
+                        _mm256_storeu_ps(f, _mm256_mul_ps(_mm256_loadu_ps(w + (size_t)h * ws + c0 + i), d8));       \
+                        UNROLL8 for (int e = 0; e < 8; e++) wd[h][i + e] = _mm256_set1_ps(f[e]);                  \
+                    }                                                                                              \
                 }                                                                                                  \
-                for (int x = b * 32; x < b * 32 + 32; x += 8)                                                      \
-                    for (int l = 0; l < 8; l++) {                                                                  \
-                        int i = (l - pc) & 7;                                                                      \
-                        if (i >= cn) continue;                                                                     \
+                for (; i < cn; i++) {                                                                              \
+                    const float d = scale_##T(vc + (size_t)i * stride, b);                                         \
+                    for (int h = 0; h < NH; h++) wd[h][i] = _mm256_set1_ps(w[(size_t)h * ws + c0 + i] * d);        \
+                }                                                                                                  \
+                const bool whole = cn == TILE_X && (pc & 7) == 0; /* a block of the pool: 4 slots per lane */     \
+                const char *bp[TILE_X]; /* each slot's block b */                                                  \
+                for (int i = 0; i < cn; i++) bp[i] = (const char *)((const tr_block_##T *)(vc + (size_t)i * stride) + b); \
+                for (int x = b * 32; x < b * 32 + 32; x += 8) {                                                    \
+                    const int o = x & 31;                                                                          \
+                    /* the weights are read where they are used, not hoisted out of this loop (too many) */       \
+                    __asm__ volatile("" ::: "memory");                                                             \
+                    UNROLL8 for (int l = 0; l < 8; l++) {                                                          \
+                        int i = whole ? l : (l - pc) & 7; /* the first slot of lane l */                          \
+                        if (!whole && i >= cn) continue;                                                           \
                         float *ab = acc + (size_t)(x + l) * 8;                                                     \
                         __m256 a0 = _mm256_loadu_ps(ab), a1 = a0, a2 = a0, a3 = a0;                                \
                         if (NH > 1) a1 = _mm256_loadu_ps(ab + as);                                                 \
                         if (NH > 2) a2 = _mm256_loadu_ps(ab + 2 * as);                                             \
                         if (NH > 3) a3 = _mm256_loadu_ps(ab + 3 * as);                                             \
                         for (; i < cn; i += 8) {                                                                   \
-                            const __m256 vv = vals8_##T(vc + (size_t)i * stride, x);                               \
-                            a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_broadcast_ss(&wd[0][i]), vv));             \
-                            if (NH > 1) a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_broadcast_ss(&wd[1][i]), vv)); \
-                            if (NH > 2) a2 = _mm256_add_ps(a2, _mm256_mul_ps(_mm256_broadcast_ss(&wd[2][i]), vv)); \
-                            if (NH > 3) a3 = _mm256_add_ps(a3, _mm256_mul_ps(_mm256_broadcast_ss(&wd[3][i]), vv)); \
+                            const __m256 vv = vals8_##T(bp[i], o);                                                 \
+                            a0 = _mm256_add_ps(a0, _mm256_mul_ps(wd[0][i], vv));                                   \
+                            if (NH > 1) a1 = _mm256_add_ps(a1, _mm256_mul_ps(wd[1][i], vv));                       \
+                            if (NH > 2) a2 = _mm256_add_ps(a2, _mm256_mul_ps(wd[2][i], vv));                       \
+                            if (NH > 3) a3 = _mm256_add_ps(a3, _mm256_mul_ps(wd[3][i], vv));                       \
                         }                                                                                          \
                         _mm256_storeu_ps(ab, a0);                                                                  \
                         if (NH > 1) _mm256_storeu_ps(ab + as, a1);                                                 \
                         if (NH > 2) _mm256_storeu_ps(ab + 2 * as, a2);                                             \
                         if (NH > 3) _mm256_storeu_ps(ab + 3 * as, a3);                                             \
                     }                                                                                              \
+                }                                                                                                  \
             }                                                                                                      \
         }                                                                                                          \
     }                                                                                                              \
@@ -635,12 +679,11 @@ AINL __m256 vals8_tq2_32(const char *row, int x) {
 #define QAVX2(T)                                                                                                   \
     SCORES_XQ_AVX2(T, 1)                                                                                           \
     SCORES_XQ_AVX2(T, 2)                                                                                           \
-    SCORES_XQ_AVX2(T, 4)                                                                                           \
+    /* Pairs of queries: four at once keep more sums live than there are registers (measured: more \
+     * instructions than two pairs). */                                                                          \
     TGT static void scores_xq_##T##_avx2(const tr_block_q8_0 *q, int nq, const char *k, size_t stride, int n, int d, \
                                          float scale, float *s, size_t s_stride) {                                 \
         const int nb = d / 32;                                                                                     \
-        for (; nq >= 4; nq -= 4, q += (size_t)4 * nb, s += 4 * s_stride)                                           \
-            scores_xq4_##T##_avx2(q, k, stride, n, d, scale, s, s_stride);                                         \
         for (; nq >= 2; nq -= 2, q += (size_t)2 * nb, s += 2 * s_stride)                                           \
             scores_xq2_##T##_avx2(q, k, stride, n, d, scale, s, s_stride);                                         \
         if (nq) scores_xq1_##T##_avx2(q, k, stride, n, d, scale, s, s_stride);                                     \
