@@ -64,10 +64,12 @@ class Model:
 
 
 class Context:
-    def __init__(self, model, n_ctx=512, n_batch=512, n_seq_max=1, n_threads=2, kv_block=0):
+    def __init__(self, model, n_ctx=512, n_batch=512, n_seq_max=1, n_threads=2, kv_block=0, type_k=0, type_v=0,
+                 no_kv_rot=False):
         self.lib, self.model = model.lib, model
         self.ptr = ctypes.c_void_p()
-        p = ContextParams(n_ctx, n_batch, n_seq_max, n_threads, kv_block=kv_block)
+        p = ContextParams(n_ctx, n_batch, n_seq_max, n_threads, kv_block=kv_block, type_k=type_k, type_v=type_v,
+                          no_kv_rot=no_kv_rot)
         err = Error()
         st = self.lib.tr_context_new(model.ptr, ctypes.byref(p), ctypes.byref(self.ptr), ctypes.byref(err))
         if st != 0:

@@ -22,7 +22,8 @@
  * integer dot product, and V is dequantized into registers as it is summed.
  * This file is compiled without floating-point contraction (CMakeLists.txt):
  * the scalar references and the AVX2 variants of those kernels multiply and
- * add as separate roundings, so they agree to the bit. */
+ * add as separate roundings, or fuse them explicitly on both sides (fmaf and
+ * FMA: a quantized V's weighted values), so they agree to the bit. */
 #include "cpu.h"
 #include "kernels.h"
 #include "ops.h"
@@ -210,9 +211,9 @@ static void pv_xq_ref(unpack_fn unpack, float *acc, size_t acc_stride, const flo
                 float d;
                 unpack(vr, b, q, &d);
                 const float wd = wi * d;
-                for (int e = 0; e < 32; e++) {
-                    const int x = b * 32 + e;
-                    ah[((x >> 3) * 8 + lane) * 8 + (x & 7)] += wd * (float)q[e];
+                for (int e = 0; e < 32; e++) { /* fused: one rounding, as the SIMD variant's FMA */
+                    float *a = &ah[(((b * 32 + e) >> 3) * 8 + lane) * 8 + (e & 7)];
+                    *a = fmaf(wd, (float)q[e], *a);
                 }
             }
         }
@@ -606,8 +607,8 @@ AINL __m256 vals8_tq2_32(const char *row, int x) {
 /* As pv_x_nh, a block of 32 output elements at a time: each slot's weight
  * times the block's scale once per head (w_h[i] * d, as the reference), then
  * for every 8 elements and lane the heads' accumulators in registers while
- * the lane's slots are unpacked, once for all heads, and added. The file is
- * compiled without contraction: multiply, then add, as the reference. */
+ * the lane's slots are unpacked, once for all heads, and added with one
+ * fused multiply-add each (the reference's fmaf: one rounding). */
 #define PV_XQ_AVX2(T)                                                                                              \
     AINL void pv_xq_nh_##T(float *acc, size_t as, const float *w, size_t ws, const int NH, const char *v,          \
                            size_t stride, int p0, int n, int x0, int x1) {                                         \
@@ -654,10 +655,10 @@ AINL __m256 vals8_tq2_32(const char *row, int x) {
                         if (NH > 3) a3 = _mm256_loadu_ps(ab + 3 * as);                                             \
                         for (; i < cn; i += 8) {                                                                   \
                             const __m256 vv = vals8_##T(bp[i], o);                                                 \
-                            a0 = _mm256_add_ps(a0, _mm256_mul_ps(wd[0][i], vv));                                   \
-                            if (NH > 1) a1 = _mm256_add_ps(a1, _mm256_mul_ps(wd[1][i], vv));                       \
-                            if (NH > 2) a2 = _mm256_add_ps(a2, _mm256_mul_ps(wd[2][i], vv));                       \
-                            if (NH > 3) a3 = _mm256_add_ps(a3, _mm256_mul_ps(wd[3][i], vv));                       \
+                            a0 = _mm256_fmadd_ps(wd[0][i], vv, a0);                                   \
+                            if (NH > 1) a1 = _mm256_fmadd_ps(wd[1][i], vv, a1);                       \
+                            if (NH > 2) a2 = _mm256_fmadd_ps(wd[2][i], vv, a2);                       \
+                            if (NH > 3) a3 = _mm256_fmadd_ps(wd[3][i], vv, a3);                       \
                         }                                                                                          \
                         _mm256_storeu_ps(ab, a0);                                                                  \
                         if (NH > 1) _mm256_storeu_ps(ab + as, a1);                                                 \

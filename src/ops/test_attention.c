@@ -332,8 +332,9 @@ static void naive_lanes(const case_t *c, float *out) {
                             int8_t vv[32];
                             float dvb;
                             block_ints(p->v_type, vh, b, vv, &dvb);
-                            const float wd = w * dvb;
-                            for (int e = 0; e < 32; e++) acc[(b * 32 + e) * 8 + (i & 7)] += wd * (float)vv[e];
+                            const float wd = w * dvb; /* then fused into the lane: one rounding */
+                            for (int e = 0; e < 32; e++)
+                                acc[(b * 32 + e) * 8 + (i & 7)] = fmaf(wd, (float)vv[e], acc[(b * 32 + e) * 8 + (i & 7)]);
                         }
                     } else {
                         for (int x = 0; x < dv; x++) acc[x * 8 + (i & 7)] += w * v_at(c, slot_of(c, t, i), g, x);
