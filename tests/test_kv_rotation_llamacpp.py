@@ -15,17 +15,18 @@ quantizers byte for byte, queries as Q8_0) but not in every rounding after
 weights and rounds them to halves, as llama.cpp's path without flash
 attention), and a 4-bit cache turns those ulps into different roundings of
 whole values, so the per-token log-probabilities of the two engines differ:
-measured on these windows, rms 0.13 nats per token for q8_0 and 0.46-0.56 for
+measured on these windows, rms 0.13 nats per token for q8_0 and 0.47-0.60 for
 q4_0. Over the 510 scored tokens the mean of such a difference has a standard
-error of rms / sqrt(510): 0.6 % of the perplexity for q8_0, 2.5 % for q4_0.
+error of rms / sqrt(510): 0.6 % of the perplexity for q8_0, 2.1-2.7 % for q4_0
+(measured: q8_0 -0.07 % rotated, -0.74 % unrotated; q4_0 -1.09 %, +0.62 %).
   - perplexity within 1.5 % (q8_0) and 6 % (q4_0) of llama.cpp's in the same
-    configuration, about 2.5 standard errors: catches a rotation applied to
+    configuration, 2.2-2.5 standard errors: catches a rotation applied to
     one side only (the output not rotated back, the queries not rotated),
     which costs far more;
   - the discriminating check: Trinity's per-token log-probabilities with q4_0
     are nearer (rms) to llama.cpp's in the same rotation setting than to
-    llama.cpp's in the other one, for both settings (measured: rotated 0.56
-    against 0.85, unrotated 0.46 against 0.72). The rotation changes which
+    llama.cpp's in the other one, for both settings, by 15 % at least
+    (measured: rotated 0.60 against 0.86, unrotated 0.47 against 0.74). The rotation changes which
     values each block quantizes, and so which per-token errors the cache
     makes; only a cache that rotates as llama.cpp's does (the same blocks,
     the same transform) shares them. q8_0's errors are too small next to the
