@@ -749,10 +749,10 @@ typedef struct attn_job {
      * all of one sequence when the cache is paged, and sees at most the
      * positions [blo[b], bhi[b]) of that sequence. */
     const int32_t *order, *bstart, *blo, *bhi;
-    /* The normalised-weights path. In one phase (n_sub == 0... see tr_attention_variant), a unit is a
-     * (token block, KV head) and does everything; in two (generation: too few units for the threads),
-     * phase 0 cuts each group's query heads into n_sub units of sub heads that make the weights into
-     * W, and phase 1 cuts the output elements into n_slice units that sum V for all the group's heads. */
+    /* The normalised-weights path (exact). In one phase, a unit is a (token block, KV head) and does
+     * everything; in two (two_phase; generation: too few units for the threads), phase 0 cuts each
+     * group's query heads into n_sub units of sub heads that make the weights into W, and phase 1 cuts
+     * the output elements into n_slice units that sum V for all the group's heads. */
     int n_sub, sub, n_slice, phase;
     bool exact, two_phase;
     float *W;       /* two phases: [n_blocks][n_head_kv][TOK_BLOCK][group][maxlen] weights */
