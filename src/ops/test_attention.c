@@ -6,7 +6,8 @@
  * inner loops. Quantized caches (Q8_0, Q4_0, TQ2_32 for K and V, mixed):
  * against the same double reference over the dequantized entries, bit for bit
  * against the lanes arithmetic written out here, and against the unquantized
- * data within a bound per type. */
+ * data within a bound per type; with llama.cpp's Hadamard rotation, against
+ * the unrotated data in float64 when keys and values have outlier channels. */
 #include "ops/cpu.h"
 #include "ops/kernels.h"
 #include "ops/ops.h"
