@@ -46,8 +46,24 @@ static double run(tr_pool *pool, int type, int n_kv, int reps) {
     return best;
 }
 
-int main(void) {
+/* No arguments: every type at three depths. With TYPE N_KV REPS [THREADS]
+ * (TYPE as -ctk names it): that case alone, for instruction counts
+ * (valgrind --tool=callgrind --toggle-collect=attn_part ...). */
+int main(int argc, char **argv) {
     static const int types[] = {TR_TYPE_F16, TR_TYPE_Q8_0, TR_TYPE_Q4_0, TR_TYPE_TQ2_32};
+    if (argc >= 4) {
+        const int type = tr_kv_type_from_name(argv[1]), n_kv = atoi(argv[2]), reps = atoi(argv[3]);
+        const int nth = argc > 4 ? atoi(argv[4]) : 2;
+        if (type < 0 || n_kv < 1 || reps < 1 || nth < 1) {
+            fprintf(stderr, "usage: bench_attention_kv [TYPE N_KV REPS [THREADS]]\n");
+            return 2;
+        }
+        tr_pool *pool = tr_pool_new(nth);
+        printf("%-7s decode, %d threads: n_kv=%d %7.3f ms\n", tr_type_name(type), nth, n_kv,
+               run(pool, type, n_kv, reps) * 1e3);
+        tr_pool_free(pool);
+        return 0;
+    }
     tr_pool *pool = tr_pool_new(2);
     for (int t = 0; t < 4; t++)
         printf("%-7s decode, 2 threads: n_kv=2048 %7.3f ms   n_kv=8192 %7.3f ms   n_kv=16384 %7.3f ms\n",

@@ -6,6 +6,10 @@ depths per type (trinity bench against bench/llamacpp_bench.py, interleaved,
 best of the rounds), and KV bytes per token. Prints markdown tables.
 
   python3 bench/kv_types.py -m models/gemma-3-270m-q4_k_m.gguf [--ppl] [--speed] [-d 2048 8192] [--rounds 2]
+
+A quantized cache is stored Walsh-Hadamard-rotated by both engines by default;
+--no-rot measures both without it (Trinity --no-kv-rot, llama.cpp
+LLAMA_ATTN_ROT_DISABLE=1).
 """
 import argparse
 import json
@@ -18,13 +22,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 BIN = os.environ.get("TRINITY_BIN", os.path.join(ROOT, "build", "trinity"))
 GPL3 = "/usr/share/common-licenses/GPL-3"
+NO_ROT = []  # ["--no-kv-rot"] with --no-rot
 PAIRS = [("f16", "f16"), ("q8_0", "q8_0"), ("q4_0", "q4_0"), ("q8_0", "q4_0"), ("tq2_32", "tq2_32")]
 LLAMA_TYPES = {"f16", "q8_0", "q4_0"}
 
 
 def trinity_ppl(model, ctx, k, v):
-    p = subprocess.run([BIN, "perplexity", "-m", model, "-f", GPL3, "-c", str(ctx), "-t", "2", "-ctk", k, "-ctv", v],
-                       capture_output=True, text=True, check=True)
+    p = subprocess.run([BIN, "perplexity", "-m", model, "-f", GPL3, "-c", str(ctx), "-t", "2", "-ctk", k, "-ctv", v,
+                        *NO_ROT], capture_output=True, text=True, check=True)
     m = re.search(r"PPL = ([0-9.]+) \+/- ([0-9.]+)", p.stdout)
     return float(m.group(1)), float(m.group(2))
 
@@ -56,7 +61,7 @@ def ppl_tables(model, ctxs):
 
 def trinity_tg(model, depth, t, n):
     p = subprocess.run([BIN, "bench", "-m", model, "-p", "0", "-n", str(n), "-d", str(depth), "-r", "3", "-t", "2",
-                        "--no-bw", "--json", "-ctk", t, "-ctv", t], capture_output=True, text=True, check=True)
+                        "--no-bw", "--json", "-ctk", t, "-ctv", t, *NO_ROT], capture_output=True, text=True, check=True)
     return [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")][-1]["tps_mean"]
 
 
@@ -100,7 +105,12 @@ def main():
     ap.add_argument("-d", type=int, nargs="+", default=[2048, 8192])
     ap.add_argument("-n", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--no-rot", action="store_true", help="quantized caches unrotated in both engines")
     a = ap.parse_args()
+    if a.no_rot:
+        NO_ROT.append("--no-kv-rot")
+        os.environ["LLAMA_ATTN_ROT_DISABLE"] = "1"  # read when llama.cpp makes a cache (in this process and in
+        # bench/llamacpp_bench.py, which inherits it)
     if a.ppl:
         ppl_tables(a.model, a.c)
     if a.speed:

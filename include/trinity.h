@@ -380,6 +380,12 @@ typedef struct tr_context_params {
      * it moves (positions are positions within the cache, as in the paper). The prefix cache is off. */
     int32_t n_sinks;
     int32_t n_window;
+    /* A quantized K (V) cache stores keys and queries (values, and the attention output back) rotated
+     * by an orthonormal Walsh-Hadamard transform, as llama.cpp does (its attn_rot_k / attn_rot_v):
+     * the rotation spreads a head's outlier channels over all of its elements, so a block's scale no
+     * longer serves one large value and many small ones. q.k and the weighted sum of V are unchanged
+     * in exact arithmetic. no_kv_rot (--no-kv-rot, llama.cpp's LLAMA_ATTN_ROT_DISABLE=1): off. */
+    bool no_kv_rot;
 } tr_context_params;
 
 /* KV cache types by llama.cpp's names for -ctk / -ctv ("f16", "q8_0",

@@ -15,7 +15,8 @@ class ContextParams(ctypes.Structure):
                 ("n_seq_max", ctypes.c_int32), ("n_threads", ctypes.c_int32),
                 ("n_ctx_seq", ctypes.c_int32), ("kv_block", ctypes.c_int32), ("prefix_cache", ctypes.c_bool),
                 ("type_k", ctypes.c_int32), ("type_v", ctypes.c_int32),  # 0: f16
-                ("n_sinks", ctypes.c_int32), ("n_window", ctypes.c_int32)]  # include/trinity.h's layout
+                ("n_sinks", ctypes.c_int32), ("n_window", ctypes.c_int32),
+                ("no_kv_rot", ctypes.c_bool)]  # include/trinity.h's layout
 
 
 class Batch(ctypes.Structure):
@@ -73,10 +74,12 @@ class Model:
 
 
 class Context:
-    def __init__(self, model, n_ctx=512, n_batch=512, n_seq_max=1, n_threads=2, kv_block=0):
+    def __init__(self, model, n_ctx=512, n_batch=512, n_seq_max=1, n_threads=2, kv_block=0, type_k=0, type_v=0,
+                 no_kv_rot=False):
         self.lib, self.model = model.lib, model
         self.ptr = ctypes.c_void_p()
-        p = ContextParams(n_ctx, n_batch, n_seq_max, n_threads, kv_block=kv_block)
+        p = ContextParams(n_ctx, n_batch, n_seq_max, n_threads, kv_block=kv_block, type_k=type_k, type_v=type_v,
+                          no_kv_rot=no_kv_rot)
         err = Error()
         st = self.lib.tr_context_new(model.ptr, ctypes.byref(p), ctypes.byref(self.ptr), ctypes.byref(err))
         if st != 0:

@@ -40,6 +40,7 @@ def test_help_lists_the_flags(cmd):
     p = run_trinity(cmd, "--help", timeout=60)
     assert p.returncode == 0
     assert "-ctk" in p.stdout and "-ctv" in p.stdout and "tq2_32" in p.stdout, p.stdout
+    assert "--no-kv-rot" in p.stdout, p.stdout
 
 
 def test_each_type_generates_on_the_real_model(model_path):
@@ -53,7 +54,12 @@ def test_each_type_generates_on_the_real_model(model_path):
         outs[t] = p.stdout
         assert p.stdout.strip(), t
     assert outs["q8_0"].split()[:3] == outs["f16"].split()[:3], outs
+    # --no-kv-rot: the quantized cache unrotated (llama.cpp's LLAMA_ATTN_ROT_DISABLE=1), still close to f16
+    p = run_trinity("run", "-m", model_path, "-p", "The capital of France is", "-n", "8", "--temp", "0",
+                    "-t", "2", "-ctk", "q8_0", "-ctv", "q8_0", "--no-kv-rot", timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split()[:3] == outs["f16"].split()[:3], (p.stdout, outs)
     p = run_trinity("bench", "-m", model_path, "-p", "0", "-n", "4", "-r", "1", "-t", "2", "--no-bw", "--json",
-                    "-ctk", "q4_0", "-ctv", "tq2_32", timeout=120)
+                    "-ctk", "q4_0", "-ctv", "tq2_32", "--no-kv-rot", timeout=120)
     assert p.returncode == 0, p.stderr
     assert '"type_k": "Q4_0", "type_v": "TQ2_32"' in p.stdout, p.stdout

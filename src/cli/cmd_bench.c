@@ -39,6 +39,7 @@ static void usage(FILE *f) {
             "  -d D      also run tg at depth D (D tokens in the cache first)\n"
             "  --kv-block N  tokens per KV-cache block (default 32)\n"
             "  -ctk T, -ctv T  KV cache types of K and V: f16 (default), q8_0, q4_0, tq2_32\n"
+            "  --no-kv-rot  store a quantized K / V unrotated (llama.cpp's LLAMA_ATTN_ROT_DISABLE=1)\n"
             "  -r R      repetitions; the table gives mean +/- standard deviation\n"
             "  -t T      threads (default: all cores)\n"
             "  --no-bw   skip the bandwidth measurement\n"
@@ -232,6 +233,7 @@ int cmd_bench(int argc, char **argv) {
     const char *model_path = NULL;
     long n_prompt = 128, n_gen = 64, n_threads = 0, reps = 3, depth = 0, kv_block = 0;
     int32_t type_k = TR_TYPE_F16, type_v = TR_TYPE_F16;
+    bool no_kv_rot = false;
     bool json = false, do_bw = true;
     gen_opts go; /* the --spec test's engine */
     gen_opts_init(&go);
@@ -257,6 +259,9 @@ int cmd_bench(int argc, char **argv) {
             if (!v) goto missing;
             model_path = v;
             i++;
+            continue;
+        } else if (!strcmp(a, "--no-kv-rot")) {
+            no_kv_rot = true;
             continue;
         } else if (!strcmp(a, "-ctk") || !strcmp(a, "--cache-type-k") || !strcmp(a, "-ctv") ||
                    !strcmp(a, "--cache-type-v")) {
@@ -335,6 +340,7 @@ int cmd_bench(int argc, char **argv) {
     cp.kv_block = (int32_t)kv_block;
     cp.type_k = type_k;
     cp.type_v = type_v;
+    cp.no_kv_rot = no_kv_rot;
     cp.n_batch = (int32_t)(n_prompt > 0 && n_prompt < 512 ? n_prompt : 512);
     cp.n_threads = (int32_t)(n_threads > 0 ? n_threads : sysconf(_SC_NPROCESSORS_ONLN));
     if (cp.n_threads < 1) cp.n_threads = 1;
@@ -440,7 +446,7 @@ int cmd_bench(int argc, char **argv) {
     tr_context_free(c);
     if (!status && go.spec.kind != TR_SPEC_NONE) {
         go.n_threads = (int32_t)threads_used;
-        go.type_k = type_k, go.type_v = type_v;
+        go.type_k = type_k, go.type_v = type_v, go.no_kv_rot = no_kv_rot;
         status = bench_spec(&go, m, spec_file, n_gen, reps, json, name_json, name, size_gib, params_b);
     }
     tr_model_free(go.draft);

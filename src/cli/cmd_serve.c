@@ -71,6 +71,7 @@ typedef struct opts {
     srv_config cfg;
     int32_t n_ctx, n_ctx_seq, n_batch, n_threads, kv_block, n_sinks, n_window;
     int32_t type_k, type_v;
+    bool no_kv_rot;
     bool no_prefix_cache;
     bool no_repack;
     tr_spec_params spec;
@@ -114,6 +115,7 @@ static void usage(FILE *f) {
             "                            llama2), instead of the model's tokenizer.chat_template\n"
             "  -ctk, --cache-type-k T    KV cache type of K: f16 (default), q8_0, q4_0, tq2_32\n"
             "  -ctv, --cache-type-v T    KV cache type of V, the same choices (default f16)\n"
+            "      --no-kv-rot           store a quantized K / V unrotated (llama.cpp's LLAMA_ATTN_ROT_DISABLE=1)\n"
             "  -np, --parallel N         requests generated at once (default 1)\n"
             "  -b, --batch-size N        most tokens per forward pass (default 512)\n"
             "  -t, --threads N           CPU threads (default: all cores)\n"
@@ -182,6 +184,7 @@ static int parse(int argc, char **argv, opts *o) {
         else if (IS("--kv-window")) INT(1, 1 << 22, o->n_window);
         else if (IS("--no-prefix-cache")) o->no_prefix_cache = true;
         else if (IS("--no-repack")) o->no_repack = true;
+        else if (IS("--no-kv-rot")) o->no_kv_rot = true;
         else if (IS("--spec")) {
             if (!v || !tr_spec_kind_parse(v, &o->spec.kind)) {
                 fprintf(stderr, "trinity serve: --spec expects ngram, lookahead, draft or none, got '%s'\n",
@@ -274,6 +277,7 @@ static void *load_main(void *arg) {
     ep.ctx.n_window = o->n_window;
     ep.ctx.type_k = o->type_k;
     ep.ctx.type_v = o->type_v;
+    ep.ctx.no_kv_rot = o->no_kv_rot;
     ep.no_prefix_cache = o->no_prefix_cache;
     if (tr_engine_new(l->eng.model, &ep, &l->eng.eng, &l->err) != TR_OK) goto done;
     l->eng.vocab = tr_model_vocab(l->eng.model);

@@ -64,6 +64,10 @@ int gen_parse_flag(gen_opts *o, const char *cmd, int argc, char **argv, int *i) 
                                              "-md", "--model-draft", "-ctk", "--cache-type-k", "-ctv",
                                              "--cache-type-v", "--grammar", "--grammar-file", "--json-schema",
                                              "--kv-sinks", "--kv-window"};
+    if (!strcmp(a, "--no-kv-rot")) {
+        o->no_kv_rot = true;
+        return 1;
+    }
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
         if (!strcmp(a, with_value[k])) known = true;
@@ -133,7 +137,9 @@ int gen_parse_kv_type(const char *cmd, const char *flag, const char *value, int3
 
 void gen_kv_type_help(FILE *f) {
     fprintf(f, "  -ctk, --cache-type-k T  KV cache type of K: %s (default f16)\n"
-               "  -ctv, --cache-type-v T  KV cache type of V, the same choices (default f16)\n",
+               "  -ctv, --cache-type-v T  KV cache type of V, the same choices (default f16)\n"
+               "  --no-kv-rot             store a quantized K / V unrotated (default: Hadamard-rotated, as\n"
+               "                          llama.cpp; its LLAMA_ATTN_ROT_DISABLE=1)\n",
             tr_kv_type_names());
 }
 
@@ -280,6 +286,7 @@ tr_status gen_engine(gen_opts *o, tr_model *m, bool prefix_cache, tr_engine **ou
     ep.ctx.n_threads = o->n_threads;
     ep.ctx.type_k = o->type_k;
     ep.ctx.type_v = o->type_v;
+    ep.ctx.no_kv_rot = o->no_kv_rot;
     ep.ctx.n_sinks = o->n_sinks;
     ep.ctx.n_window = o->n_window;
     ep.no_prefix_cache = !prefix_cache;

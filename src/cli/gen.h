@@ -16,6 +16,7 @@ typedef struct gen_opts {
     int32_t n_ctx;         /* -c: 0 = the model's, at most 4096 */
     int32_t n_batch;       /* -b */
     int32_t type_k, type_v; /* -ctk, -ctv: KV cache types (0: f16) */
+    bool no_kv_rot;         /* --no-kv-rot: a quantized cache's entries are not Hadamard-rotated */
     int32_t n_sinks, n_window; /* --kv-sinks, --kv-window: streaming with attention sinks (window 0: off) */
     tr_sampler_params sp;  /* --temp, --top-k, ... */
     bool seed_set;

@@ -141,6 +141,10 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     c->n_window = n_window;
     c->type_k = type_k;
     c->type_v = type_v;
+    /* llama.cpp's conditions (llama_kv_cache: attn_rot_k, attn_rot_v) */
+    if (!p->no_kv_rot && tr_type_block_size(type_k) > 1 && hp->head_k % 64 == 0)
+        for (c->rot_k = 64; hp->head_k % (2 * c->rot_k) == 0;) c->rot_k *= 2;
+    if (!p->no_kv_rot && tr_type_block_size(type_v) > 1 && hp->head_v % 64 == 0) c->rot_v = 64;
     c->k_dim = (int64_t)hp->n_head_kv * hp->head_k;
     c->v_dim = (int64_t)hp->n_head_kv * hp->head_v;
     const int64_t q_dim = (int64_t)hp->n_head * hp->head_k, o_dim = (int64_t)hp->n_head * hp->head_v;
@@ -334,7 +338,10 @@ void tr_kv_store_row(int type, const float *x, void *dst, int64_t n) {
  * base^(-2i/n_rot) by repeated multiplication in float); one table of cos/sin
  * per layer serves every row. A row is read to float, rotated and stored in
  * the cache's type again: one more rounding to halves for F16, a fresh
- * quantization of the rotated row for the quantized types. */
+ * quantization of the rotated row for the quantized types. A key stored
+ * Hadamard-rotated (c->rot_k) is rotated back before RoPE and forward again
+ * after it, as llama.cpp's K shift does (RoPE turns pairs of a head's own
+ * elements; the Hadamard transform mixes them all). */
 static void rotate_keys(tr_context *c, int32_t seq, int32_t from, int32_t to, int32_t delta) {
     const tr_model *m = c->model;
     const tr_hparams *hp = &m->hp;
@@ -365,6 +372,7 @@ static void rotate_keys(tr_context *c, int32_t seq, int32_t from, int32_t to, in
         for (int32_t p = from; p < to; p++) {
             uint8_t *dst = k + (size_t)tr_kv_slot(tab, bs, p) * k_row;
             tr_dequantize(c->type_k, dst, row, c->k_dim);
+            if (c->rot_k) tr_hadamard(row, c->k_dim / c->rot_k, c->rot_k);
             for (int64_t h = 0; h < hp->n_head_kv; h++) {
                 float *x = row + h * hp->head_k;
                 for (int32_t i = 0; i < half; i++) {
@@ -374,6 +382,7 @@ static void rotate_keys(tr_context *c, int32_t seq, int32_t from, int32_t to, in
                     x[b] = x0 * sn[i] + x1 * cs[i];
                 }
             }
+            if (c->rot_k) tr_hadamard(row, c->k_dim / c->rot_k, c->rot_k);
             tr_kv_store_row(c->type_k, row, dst, c->k_dim);
         }
     }

@@ -18,6 +18,11 @@ struct tr_context {
     int32_t n_ctx, n_ctx_seq, n_batch, n_seq_max, n_threads;
     bool prefix_cache;
     int32_t type_k, type_v;      /* KV entry types (tr_type) */
+    /* Walsh-Hadamard rotation of a quantized cache (tr_hadamard), as llama.cpp's KV cache: the size of
+     * the blocks K and the queries (V and the attention output) are rotated in, 0 when off. K: the
+     * largest power of two dividing head_k (one block per head), V: 64 (llama.cpp found smaller
+     * blocks better for V). On when the type is quantized and the head a multiple of 64. */
+    int32_t rot_k, rot_v;
     tr_pool *pool;
     int32_t n_sinks, n_window;   /* streaming (tr_kv_seq_slide); n_window = 0: off */
 

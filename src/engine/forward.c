@@ -76,7 +76,11 @@ static void norm_rows(const tr_arch *arch, float *y, const float *x, const float
  * would round differently). The sums keep 8 partial sums in the order of
  * llama.cpp's 8-wide kernels (the kernel's "lanes" order). A quantized
  * cache (-ctk / -ctv) is read in place by the same path: q meets a quantized
- * K as Q8_0 blocks in integer dot products, V is dequantized in registers. */
+ * K as Q8_0 blocks in integer dot products, V is dequantized in registers.
+ * A quantized cache holds its entries rotated (c->rot_k, c->rot_v; see
+ * tr_context_params.no_kv_rot): the keys were rotated when stored, so the
+ * queries are rotated here (after the scale, as llama.cpp's graph), and the
+ * values were, so the output is rotated back (H is its own inverse). */
 static tr_status attention(tr_context *c, const tr_batch *b, int layer, bool swa) {
     const tr_hparams *hp = &c->model->hp;
     /* Same math either way; the rounding differs (q is rounded to halves
@@ -86,6 +90,7 @@ static tr_status attention(tr_context *c, const tr_batch *b, int layer, bool swa
         const int64_t n = (int64_t)b->n_tokens * hp->n_head * hp->head_k;
         for (int64_t i = 0; i < n; i++) c->q[i] *= hp->attn_scale;
     }
+    if (c->rot_k) tr_hadamard(c->q, (int64_t)b->n_tokens * hp->n_head * hp->head_k / c->rot_k, c->rot_k);
     tr_attn_params p = {
         .n_tokens = b->n_tokens,
         .n_kv = c->n_ctx_seq,
@@ -108,7 +113,10 @@ static tr_status attention(tr_context *c, const tr_batch *b, int layer, bool swa
         .softcap = hp->attn_softcap,
         .flags = TR_ATTN_HALF_Q | TR_ATTN_HALF_P,
     };
-    return tr_attention(c->pool, &p, c->q, tr_kv_k_layer(c->kv, layer), tr_kv_v_layer(c->kv, layer), c->att);
+    tr_status st = tr_attention(c->pool, &p, c->q, tr_kv_k_layer(c->kv, layer), tr_kv_v_layer(c->kv, layer), c->att);
+    if (st == TR_OK && c->rot_v)
+        tr_hadamard(c->att, (int64_t)b->n_tokens * hp->n_head * hp->head_v / c->rot_v, c->rot_v);
+    return st;
 }
 
 /* -------------------------------------------------------- mixture of experts */
@@ -293,10 +301,14 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
                             hp->rope_mscale, neox);
             }
             /* Into the cache, at this token's slot of its sequence, in the
-             * cache's types (a function of this row alone: batch-invariant). */
+             * cache's types (a function of this row alone: batch-invariant),
+             * rotated first when the type is quantized. */
+            float *v = c->v + t * v_dim;
+            if (c->rot_k) tr_hadamard(k, k_dim / c->rot_k, c->rot_k);
+            if (c->rot_v) tr_hadamard(v, v_dim / c->rot_v, c->rot_v);
             const int64_t slot = tr_kv_slot(tr_kv_table(c->kv, b->seq_id[t]), tr_kv_block_size(c->kv), b->pos[t]);
             tr_kv_store_row(c->type_k, k, (char *)tr_kv_k_layer(c->kv, il) + (size_t)slot * tr_row_size(c->type_k, k_dim), k_dim);
-            tr_kv_store_row(c->type_v, c->v + t * v_dim,
+            tr_kv_store_row(c->type_v, v,
                       (char *)tr_kv_v_layer(c->kv, il) + (size_t)slot * tr_row_size(c->type_v, v_dim), v_dim);
         }
         tr_status st = attention(c, b, il, l->swa);

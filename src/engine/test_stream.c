@@ -4,7 +4,9 @@
  *   - a slide re-rotates every moved key with its own layer's RoPE: each row
  *     equals the forward pass's own tr_rope applied by -block to the row it
  *     was, head by head (a different code path: per-element angles), for
- *     F16 and Q8_0 keys; the sinks' rows are untouched;
+ *     F16 and Q8_0 keys; a Q8_0 key stored Hadamard-rotated is rotated back,
+ *     turned and rotated again (here by the float64 matrix), and one stored
+ *     plain (--no-kv-rot) is turned as it is; the sinks' rows are untouched;
  *   - after many slides, layer 0's keys (a function of the token and its
  *     position alone) equal those a fresh context computes for the kept
  *     tokens at their positions in the cache, within the roundings the
@@ -26,8 +28,10 @@ static tr_model *model;
 static int32_t *text;
 static size_t n_text;
 
-static tr_context *stream_ctx(int32_t sinks, int32_t window, int type_k, int32_t threads, tr_error *err) {
+static tr_context *stream_ctx_rot(int32_t sinks, int32_t window, int type_k, int32_t threads, bool no_rot,
+                                  tr_error *err) {
     tr_context_params p = tr_context_default_params();
+    p.no_kv_rot = no_rot;
     p.n_sinks = sinks;
     p.n_window = window;
     p.type_k = type_k;
@@ -36,6 +40,25 @@ static tr_context *stream_ctx(int32_t sinks, int32_t window, int type_k, int32_t
     tr_context *c = NULL;
     if (tr_context_new(model, &p, &c, err) != TR_OK) return NULL;
     return c;
+}
+static tr_context *stream_ctx(int32_t sinks, int32_t window, int type_k, int32_t threads, tr_error *err) {
+    return stream_ctx_rot(sinks, window, type_k, threads, false, err);
+}
+
+/* x = H x in blocks of n, H the orthonormal Walsh-Hadamard matrix written
+ * from its definition (H[i][j] = (-1)^popcount(i & j) / sqrt(n)), in
+ * float64: independent of tr_hadamard's butterflies. */
+static void hadamard_f64(float *x, int64_t len, int n) {
+    double *y = malloc(sizeof *y * (size_t)n);
+    for (int64_t b = 0; b < len; b += n) {
+        for (int i = 0; i < n; i++) {
+            double s = 0;
+            for (int j = 0; j < n; j++) s += (__builtin_popcount((unsigned)(i & j)) & 1 ? -1.0 : 1.0) * x[b + j];
+            y[i] = s / sqrt((double)n);
+        }
+        for (int i = 0; i < n; i++) x[b + i] = (float)y[i];
+    }
+    free(y);
 }
 
 static tr_status decode_range(tr_context *c, const int32_t *tok, int32_t n, int32_t pos0) {
@@ -63,7 +86,9 @@ static float *read_keys(tr_context *c, int32_t n) {
 }
 
 TT_TEST(slide_rotates_each_layer_with_its_own_rope) {
-    const int types[] = {TR_TYPE_F16, TR_TYPE_Q8_0};
+    const int types[] = {TR_TYPE_F16, TR_TYPE_Q8_0, TR_TYPE_Q8_0};
+    const bool no_rot[] = {false, false, true};
+    const char *names[] = {"f16", "q8_0 rotated", "q8_0 --no-kv-rot"};
     const tr_hparams *hp = &model->hp;
     bool local = false, global = false;
     for (int l = 0; l < hp->n_layer; l++) {
@@ -71,11 +96,13 @@ TT_TEST(slide_rotates_each_layer_with_its_own_rope) {
         global |= model->layers[l].rope_base != 10000.0f;
     }
     TT_CHECK(local && global); /* both kinds of layer are checked */
-    for (int ti = 0; ti < 2; ti++) {
+    for (int ti = 0; ti < 3; ti++) {
         tr_error err = {{0}};
-        tr_context *c = stream_ctx(5, 60, types[ti], 2, &err); /* cap = round_up(65, 32) + 32 = 128 */
+        tr_context *c = stream_ctx_rot(5, 60, types[ti], 2, no_rot[ti], &err); /* cap = round_up(65, 32) + 32 = 128 */
         TT_CHECK(c != NULL);
         if (!c) return;
+        /* Gemma's heads of 256: one rotation per head for a quantized K, none for F16 or when disabled */
+        TT_CHECK_EQ_INT(c->rot_k, ti == 1 ? 256 : 0);
         const int32_t cap = tr_context_n_ctx(c), bs = tr_kv_block_size(c->kv);
         TT_CHECK_EQ_INT(cap, 128);
         TT_CHECK(decode_range(c, text, cap, 0) == TR_OK);
@@ -97,9 +124,11 @@ TT_TEST(slide_rotates_each_layer_with_its_own_rope) {
                     continue;
                 }
                 memcpy(want, before + ((size_t)l * cap + p + bs) * c->k_dim, sizeof *want * c->k_dim);
+                if (ti == 1) hadamard_f64(want, c->k_dim, hp->head_k); /* back to the key RoPE turned */
                 for (int64_t h = 0; h < hp->n_head_kv; h++)
                     tr_rope(want + h * hp->head_k, hp->n_rot, -bs, ly->rope_base, ly->rope_scale, model->rope_freqs,
                             1.0f, model->arch->rope == TR_ROPE_NEOX);
+                if (ti == 1) hadamard_f64(want, c->k_dim, hp->head_k);
                 tr_kv_store_row(c->type_k, want, wq, c->k_dim); /* the cache's rounding */
                 tr_dequantize(c->type_k, wq, want, c->k_dim);
                 double num = 0, den = 0;
@@ -111,7 +140,7 @@ TT_TEST(slide_rotates_each_layer_with_its_own_rope) {
                 if (rel > worst) worst = rel;
             }
         }
-        fprintf(stderr, "  %s: worst relative difference from tr_rope by -%d: %.2e\n", ti ? "q8_0" : "f16", bs, worst);
+        fprintf(stderr, "  %s: worst relative difference from tr_rope by -%d: %.2e\n", names[ti], bs, worst);
         /* The same rotation computed two ways: within a rounding step of the type. */
         TT_CHECK(worst < (ti ? 1e-2 : 1e-3));
         TT_CHECK_EQ_INT(sinks_changed, 0);

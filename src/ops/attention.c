@@ -22,7 +22,8 @@
  * integer dot product, and V is dequantized into registers as it is summed.
  * This file is compiled without floating-point contraction (CMakeLists.txt):
  * the scalar references and the AVX2 variants of those kernels multiply and
- * add as separate roundings, so they agree to the bit. */
+ * add as separate roundings, or fuse them explicitly on both sides (fmaf and
+ * FMA: a quantized V's weighted values), so they agree to the bit. */
 #include "cpu.h"
 #include "kernels.h"
 #include "ops.h"
@@ -30,6 +31,7 @@
 #include "quant/quant.h"
 
 #include <float.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -48,8 +50,12 @@ typedef struct attn_fns {
      * q + qq*d and n slots k_i, each dot in 8 lanes (element e into lane e mod 8). */
     void (*scores_x)(const float *q, int nq, const char *k, size_t stride, int n, int d, float scale, float *s,
                      size_t s_stride);
-    /* acc[lanes] += w[i] v_i for n slots at positions p0 + i, slot p into lane p mod 8. */
-    void (*pv_x)(float *acc, const float *w, const char *v, size_t stride, int p0, int n, int dv);
+    /* For nh (1..4) heads h: acc_h[lanes] += w_h[i] v_i for n slots at positions p0 + i, slot p
+     * into lane p mod 8, output elements [x0, x1) only (x0 a multiple of 8, of 32 for a quantized
+     * V); head h's accumulator at acc + h*acc_stride, its weights at w + h*w_stride. The heads
+     * share each value's conversion; every element's sum is the one-head sum. */
+    void (*pv_x)(float *acc, size_t acc_stride, const float *w, size_t w_stride, int nh, const char *v,
+                 size_t stride, int p0, int n, int x0, int x1);
     /* Quantized K: as scores_x, the queries as Q8_0 blocks (d/32 per query,
      * query qq at q + qq*d/32). Block b's integer dot product, times both
      * scales, goes into lane b mod 8; the lanes are summed as above. */
@@ -129,20 +135,25 @@ static void scores_x_f16(const float *q, int nq, const char *k, size_t stride, i
                          size_t s_stride) {
     scores_x_ref(kv_f16, q, nq, k, stride, n, d, scale, s, s_stride);
 }
-static void pv_x_ref(float (*kv)(const char *, int), float *acc, const float *w, const char *v, size_t stride, int p0,
-                     int n, int dv) {
-    for (int i = 0; i < n; i++) {
-        if (w[i] == 0) continue;
-        const char *vr = v + (size_t)i * stride;
-        const int lane = (p0 + i) & 7;
-        for (int x = 0; x < dv; x++) acc[((x >> 3) * 8 + lane) * 8 + (x & 7)] += w[i] * kv(vr, x);
-    }
+static void pv_x_ref(float (*kv)(const char *, int), float *acc, size_t acc_stride, const float *w, size_t w_stride,
+                     int nh, const char *v, size_t stride, int p0, int n, int x0, int x1) {
+    for (int h = 0; h < nh; h++)
+        for (int i = 0; i < n; i++) {
+            const float wi = w[(size_t)h * w_stride + i];
+            if (wi == 0) continue;
+            const char *vr = v + (size_t)i * stride;
+            const int lane = (p0 + i) & 7;
+            float *ah = acc + (size_t)h * acc_stride;
+            for (int x = x0; x < x1; x++) ah[((x >> 3) * 8 + lane) * 8 + (x & 7)] += wi * kv(vr, x);
+        }
 }
-static void pv_x_f32(float *acc, const float *w, const char *v, size_t stride, int p0, int n, int dv) {
-    pv_x_ref(kv_f32, acc, w, v, stride, p0, n, dv);
+static void pv_x_f32(float *acc, size_t acc_stride, const float *w, size_t w_stride, int nh, const char *v,
+                     size_t stride, int p0, int n, int x0, int x1) {
+    pv_x_ref(kv_f32, acc, acc_stride, w, w_stride, nh, v, stride, p0, n, x0, x1);
 }
-static void pv_x_f16(float *acc, const float *w, const char *v, size_t stride, int p0, int n, int dv) {
-    pv_x_ref(kv_f16, acc, w, v, stride, p0, n, dv);
+static void pv_x_f16(float *acc, size_t acc_stride, const float *w, size_t w_stride, int nh, const char *v,
+                     size_t stride, int p0, int n, int x0, int x1) {
+    pv_x_ref(kv_f16, acc, acc_stride, w, w_stride, nh, v, stride, p0, n, x0, x1);
 }
 
 /* ---- quantized entries: the scalar reference. A block of 32 elements
@@ -186,31 +197,35 @@ static void scores_xq_ref(unpack_fn unpack, const tr_block_q8_0 *q, int nq, cons
             s[(size_t)qq * s_stride + i] = lanes_sum(lane, 1) * scale;
         }
 }
-static void pv_xq_ref(unpack_fn unpack, float *acc, const float *w, const char *v, size_t stride, int p0, int n,
-                      int dv) {
-    for (int i = 0; i < n; i++) {
-        if (w[i] == 0) continue;
-        const char *vr = v + (size_t)i * stride;
-        const int lane = (p0 + i) & 7;
-        for (int b = 0; b < dv / 32; b++) {
-            int8_t q[32];
-            float d;
-            unpack(vr, b, q, &d);
-            const float wd = w[i] * d;
-            for (int e = 0; e < 32; e++) {
-                const int x = b * 32 + e;
-                acc[((x >> 3) * 8 + lane) * 8 + (x & 7)] += wd * (float)q[e];
+static void pv_xq_ref(unpack_fn unpack, float *acc, size_t acc_stride, const float *w, size_t w_stride, int nh,
+                      const char *v, size_t stride, int p0, int n, int x0, int x1) {
+    for (int h = 0; h < nh; h++)
+        for (int i = 0; i < n; i++) {
+            const float wi = w[(size_t)h * w_stride + i];
+            if (wi == 0) continue;
+            const char *vr = v + (size_t)i * stride;
+            const int lane = (p0 + i) & 7;
+            float *ah = acc + (size_t)h * acc_stride;
+            for (int b = x0 / 32; b < x1 / 32; b++) {
+                int8_t q[32];
+                float d;
+                unpack(vr, b, q, &d);
+                const float wd = wi * d;
+                for (int e = 0; e < 32; e++) { /* fused: one rounding, as the SIMD variant's FMA */
+                    float *a = &ah[(((b * 32 + e) >> 3) * 8 + lane) * 8 + (e & 7)];
+                    *a = fmaf(wd, (float)q[e], *a);
+                }
             }
         }
-    }
 }
 #define QREF(T)                                                                                                  \
     static void scores_xq_##T(const tr_block_q8_0 *q, int nq, const char *k, size_t stride, int n, int d,       \
                               float scale, float *s, size_t s_stride) {                                          \
         scores_xq_ref(unpack_##T, q, nq, k, stride, n, d, scale, s, s_stride);                                 \
     }                                                                                                            \
-    static void pv_x_##T(float *acc, const float *w, const char *v, size_t stride, int p0, int n, int dv) {     \
-        pv_xq_ref(unpack_##T, acc, w, v, stride, p0, n, dv);                                                     \
+    static void pv_x_##T(float *acc, size_t acc_stride, const float *w, size_t w_stride, int nh, const char *v, \
+                         size_t stride, int p0, int n, int x0, int x1) {                                         \
+        pv_xq_ref(unpack_##T, acc, acc_stride, w, w_stride, nh, v, stride, p0, n, x0, x1);                       \
     }
 QREF(q8_0)
 QREF(q4_0)
@@ -430,48 +445,56 @@ AINL float load1_kv(const char *row, int x, bool f16) {
     return f16 ? _cvtsh_ss(((const uint16_t *)row)[x]) : ((const float *)row)[x];
 }
 
-/* One slot into its lane, through memory. */
-AINL void pv_x_one(float *acc, float w, const char *vr, int lane, int dv, bool f16) {
-    if (w == 0) return;
-    const int dv8 = dv & ~7;
-    const __m256 wv = _mm256_set1_ps(w);
-    for (int x = 0; x < dv8; x += 8) {
-        float *ab = acc + ((size_t)x + lane) * 8;
-        _mm256_storeu_ps(ab, _mm256_fmadd_ps(wv, load8_kv(vr, x, f16), _mm256_loadu_ps(ab)));
-    }
-    for (int x = dv8; x < dv; x++) acc[((x >> 3) * 8 + lane) * 8 + (x & 7)] += w * load1_kv(vr, x, f16);
-}
-
-/* Slots before the first position that is a multiple of 8, and after the
- * last whole group of 8, go through memory one at a time; whole groups keep
- * the 8 lanes of one block of 8 output elements in registers, the lane of
- * each slot of a group then known at compile time. */
-AINL void pv_x_avx2(float *acc, const float *w, const char *v, size_t stride, int p0, int n, int dv, bool f16) {
-    int head = (8 - (p0 & 7)) & 7;
-    if (head > n) head = n;
-    const int tail = head + ((n - head) & ~7), dv8 = dv & ~7;
-    for (int i = 0; i < head; i++) pv_x_one(acc, w[i], v + (size_t)i * stride, (p0 + i) & 7, dv, f16);
-    for (int x = 0; x < dv8; x += 8) {
-        float *ab = acc + (size_t)x * 8;
-        __m256 a[8];
-        for (int l = 0; l < 8; l++) a[l] = _mm256_loadu_ps(ab + 8 * l);
-        for (int g = head; g < tail; g += 8) {
-            const char *vr = v + (size_t)g * stride;
-            for (int l = 0; l < 8; l++)
-                a[l] = _mm256_fmadd_ps(_mm256_broadcast_ss(w + g + l), load8_kv(vr + (size_t)l * stride, x, f16), a[l]);
+/* nh heads' lanes, output elements [x0, x1): for every 8 elements and every
+ * lane, the lane's accumulator of each head is held in a register while the
+ * lane's slots (p0 + i = lane mod 8, in position order) are added, each
+ * slot's 8 values converted once for all the heads. Each element's sum is
+ * the reference's, in its order; the products of half weights and half (or
+ * float) values are fused (exact for halves). */
+AINL void pv_x_nh(float *acc, size_t as, const float *w, size_t ws, const int NH, const char *v, size_t stride,
+                  int p0, int n, int x0, int x1, bool f16) {
+    const int x8 = x0 + ((x1 - x0) & ~7);
+    for (int x = x0; x < x8; x += 8)
+        for (int l = 0; l < 8; l++) {
+            int i = (l - p0) & 7; /* the first slot of lane l */
+            if (i >= n) continue;
+            float *ab = acc + (size_t)(x + l) * 8;
+            __m256 a0 = _mm256_loadu_ps(ab), a1 = a0, a2 = a0, a3 = a0;
+            if (NH > 1) a1 = _mm256_loadu_ps(ab + as);
+            if (NH > 2) a2 = _mm256_loadu_ps(ab + 2 * as);
+            if (NH > 3) a3 = _mm256_loadu_ps(ab + 3 * as);
+            for (; i < n; i += 8) {
+                const __m256 vv = load8_kv(v + (size_t)i * stride, x, f16);
+                a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + i), vv, a0);
+                if (NH > 1) a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + ws + i), vv, a1);
+                if (NH > 2) a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + 2 * ws + i), vv, a2);
+                if (NH > 3) a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + 3 * ws + i), vv, a3);
+            }
+            _mm256_storeu_ps(ab, a0);
+            if (NH > 1) _mm256_storeu_ps(ab + as, a1);
+            if (NH > 2) _mm256_storeu_ps(ab + 2 * as, a2);
+            if (NH > 3) _mm256_storeu_ps(ab + 3 * as, a3);
         }
-        for (int l = 0; l < 8; l++) _mm256_storeu_ps(ab + 8 * l, a[l]);
-    }
-    for (int g = head; g < tail; g++) /* ragged output tail */
-        for (int x = dv8; x < dv; x++)
-            acc[((x >> 3) * 8 + ((p0 + g) & 7)) * 8 + (x & 7)] += w[g] * load1_kv(v + (size_t)g * stride, x, f16);
-    for (int i = tail; i < n; i++) pv_x_one(acc, w[i], v + (size_t)i * stride, (p0 + i) & 7, dv, f16);
+    for (int h = 0; h < NH; h++) /* ragged output tail */
+        for (int i = 0; i < n; i++)
+            for (int x = x8; x < x1; x++)
+                acc[(size_t)h * as + ((x >> 3) * 8 + ((p0 + i) & 7)) * 8 + (x & 7)] +=
+                    w[(size_t)h * ws + i] * load1_kv(v + (size_t)i * stride, x, f16);
 }
-TGT static void pv_x_f32_avx2(float *acc, const float *w, const char *v, size_t stride, int p0, int n, int dv) {
-    pv_x_avx2(acc, w, v, stride, p0, n, dv, false);
+AINL void pv_x_heads(float *acc, size_t as, const float *w, size_t ws, int nh, const char *v, size_t stride, int p0,
+                     int n, int x0, int x1, bool f16) {
+    for (; nh >= 4; nh -= 4, acc += 4 * as, w += 4 * ws) pv_x_nh(acc, as, w, ws, 4, v, stride, p0, n, x0, x1, f16);
+    if (nh == 3) pv_x_nh(acc, as, w, ws, 3, v, stride, p0, n, x0, x1, f16);
+    if (nh == 2) pv_x_nh(acc, as, w, ws, 2, v, stride, p0, n, x0, x1, f16);
+    if (nh == 1) pv_x_nh(acc, as, w, ws, 1, v, stride, p0, n, x0, x1, f16);
 }
-TGT static void pv_x_f16_avx2(float *acc, const float *w, const char *v, size_t stride, int p0, int n, int dv) {
-    pv_x_avx2(acc, w, v, stride, p0, n, dv, true);
+TGT static void pv_x_f32_avx2(float *acc, size_t as, const float *w, size_t ws, int nh, const char *v, size_t stride,
+                              int p0, int n, int x0, int x1) {
+    pv_x_heads(acc, as, w, ws, nh, v, stride, p0, n, x0, x1, false);
+}
+TGT static void pv_x_f16_avx2(float *acc, size_t as, const float *w, size_t ws, int nh, const char *v, size_t stride,
+                              int p0, int n, int x0, int x1) {
+    pv_x_heads(acc, as, w, ws, nh, v, stride, p0, n, x0, x1, true);
 }
 /* ---- quantized entries, AVX2. A block unpacks to 32 int8 in a register
  * (and its scale); the dot product with a Q8_0 query block is the usual
@@ -497,45 +520,64 @@ AINL float scale_q8_0(const char *row, int b) { return _cvtsh_ss(((const tr_bloc
 AINL float scale_q4_0(const char *row, int b) { return _cvtsh_ss(((const tr_block_q4_0 *)row + b)->d); }
 AINL float scale_tq2_32(const char *row, int b) { return _cvtsh_ss(((const tr_block_tq2_32 *)row + b)->d); }
 
-/* Lane i of the result: the sum of v[i]'s eight 32-bit elements. */
-AINL __m256i hsum8x8_epi32(const __m256i v[8]) {
-    const __m256i t0 = _mm256_hadd_epi32(v[0], v[1]), t1 = _mm256_hadd_epi32(v[2], v[3]);
-    const __m256i t2 = _mm256_hadd_epi32(v[4], v[5]), t3 = _mm256_hadd_epi32(v[6], v[7]);
-    const __m256i u0 = _mm256_hadd_epi32(t0, t1), u1 = _mm256_hadd_epi32(t2, t3);
-    return _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20), _mm256_permute2x128_si256(u0, u1, 0x31));
+/* Loops of a few known steps whose arrays must live in registers. */
+#define UNROLL8 _Pragma("GCC unroll 8")
+
+/* The scales of blocks b0 .. b0+m-1 (m <= 8) of a row of blocks of type B
+ * (its fp16 field d), as floats in lanes 0 .. m-1, zeros after. */
+#define SCALES8(B, row, b0, m)                                                                                     \
+    _mm256_cvtph_ps((m) == 8 ? _mm_setr_epi16((short)((const B *)(row) + (b0))[0].d, (short)((const B *)(row) + (b0))[1].d, \
+                                              (short)((const B *)(row) + (b0))[2].d, (short)((const B *)(row) + (b0))[3].d, \
+                                              (short)((const B *)(row) + (b0))[4].d, (short)((const B *)(row) + (b0))[5].d, \
+                                              (short)((const B *)(row) + (b0))[6].d, (short)((const B *)(row) + (b0))[7].d) \
+                             : scales_part((const char *)((const B *)(row) + (b0)) + offsetof(B, d), sizeof(B), (m)))
+AINL __m128i scales_part(const char *d, size_t size, int m) {
+    uint16_t h[8] = {0};
+    for (int b = 0; b < m; b++) memcpy(&h[b], d + (size_t)b * size, 2);
+    return _mm_loadu_si128((const __m128i *)h);
 }
 
+/* Each K block meets the NQ queries' blocks (its unpacking shared); a pair
+ * of blocks' 32-bit sums is folded as it is made (hadd), so few registers
+ * stay live; the integer sums are exact, so any folding order gives the
+ * reference's. The query scales are converted once per call when a head is
+ * at most 8 blocks. */
 #define SCORES_XQ_AVX2(T, NQ)                                                                                      \
     TGT static void scores_xq##NQ##_##T##_avx2(const tr_block_q8_0 *q, const char *k, size_t stride, int n, int d, \
                                               float scale, float *s, size_t s_stride) {                           \
         const int nb = d / 32;                                                                                     \
         const __m256i ones = _mm256_set1_epi16(1);                                                                 \
+        __m256 dq0[NQ];                                                                                            \
+        for (int qq = 0; qq < NQ; qq++) dq0[qq] = SCALES8(tr_block_q8_0, q + (size_t)qq * nb, 0, nb < 8 ? nb : 8);  \
         for (int i = 0; i < n; i++) {                                                                              \
             const char *kr = k + (size_t)i * stride;                                                               \
             __m256 acc[NQ];                                                                                        \
             for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm256_setzero_ps();                                         \
             for (int b0 = 0; b0 < nb; b0 += 8) {                                                                   \
                 const int m = nb - b0 < 8 ? nb - b0 : 8;                                                           \
-                __m256i part[NQ][8];                                                                               \
-                float dk[8] = {0};                                                                                 \
-                for (int b = 0; b < 8; b++) {                                                                      \
-                    if (b >= m) {                                                                                  \
-                        for (int qq = 0; qq < NQ; qq++) part[qq][b] = _mm256_setzero_si256();                     \
-                        continue;                                                                                  \
+                __m256i t[NQ][4];                                                                                  \
+                UNROLL8 for (int b = 0; b < 8; b += 2) {                                                           \
+                    __m256i p[NQ][2];                                                                              \
+                    UNROLL8 for (int e = 0; e < 2; e++) {                                                          \
+                        if (b + e >= m) {                                                                          \
+                            for (int qq = 0; qq < NQ; qq++) p[qq][e] = _mm256_setzero_si256();                     \
+                            continue;                                                                              \
+                        }                                                                                          \
+                        const __m256i kv = unpack8_##T(kr, b0 + b + e), ka = _mm256_abs_epi8(kv);                  \
+                        for (int qq = 0; qq < NQ; qq++) {                                                          \
+                            const __m256i qv = _mm256_loadu_si256((const __m256i *)q[(size_t)qq * nb + b0 + b + e].qs); \
+                            p[qq][e] = _mm256_madd_epi16(_mm256_maddubs_epi16(ka, _mm256_sign_epi8(qv, kv)), ones); \
+                        }                                                                                          \
                     }                                                                                              \
-                    const __m256i kv = unpack8_##T(kr, b0 + b), ka = _mm256_abs_epi8(kv);                          \
-                    dk[b] = scale_##T(kr, b0 + b);                                                                 \
-                    for (int qq = 0; qq < NQ; qq++) {                                                              \
-                        const __m256i qv = _mm256_loadu_si256((const __m256i *)q[(size_t)qq * nb + b0 + b].qs);    \
-                        part[qq][b] = _mm256_madd_epi16(_mm256_maddubs_epi16(ka, _mm256_sign_epi8(qv, kv)), ones); \
-                    }                                                                                              \
+                    for (int qq = 0; qq < NQ; qq++) t[qq][b / 2] = _mm256_hadd_epi32(p[qq][0], p[qq][1]);          \
                 }                                                                                                  \
-                const __m256 dkv = _mm256_loadu_ps(dk);                                                            \
+                const __m256 dkv = SCALES8(tr_block_##T, kr, b0, m);                                               \
                 for (int qq = 0; qq < NQ; qq++) {                                                                  \
-                    float dq[8] = {0};                                                                             \
-                    for (int b = 0; b < m; b++) dq[b] = _cvtsh_ss(q[(size_t)qq * nb + b0 + b].d);                  \
-                    const __m256 sc = _mm256_mul_ps(dkv, _mm256_loadu_ps(dq));                                     \
-                    acc[qq] = _mm256_add_ps(acc[qq], _mm256_mul_ps(sc, _mm256_cvtepi32_ps(hsum8x8_epi32(part[qq])))); \
+                    const __m256i u0 = _mm256_hadd_epi32(t[qq][0], t[qq][1]), u1 = _mm256_hadd_epi32(t[qq][2], t[qq][3]); \
+                    const __m256i is = _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20),                   \
+                                                        _mm256_permute2x128_si256(u0, u1, 0x31));                  \
+                    const __m256 dqv = nb <= 8 ? dq0[qq] : SCALES8(tr_block_q8_0, q + (size_t)qq * nb, b0, m);     \
+                    acc[qq] = _mm256_add_ps(acc[qq], _mm256_mul_ps(_mm256_mul_ps(dkv, dqv), _mm256_cvtepi32_ps(is))); \
                 }                                                                                                  \
             }                                                                                                      \
             for (int qq = 0; qq < NQ; qq++) s[(size_t)qq * s_stride + i] = hsum8(acc[qq]) * scale;                 \
@@ -562,58 +604,87 @@ AINL __m256 vals8_tq2_32(const char *row, int x) {
     return _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(b), _mm256_set1_epi32(1)));
 }
 
-/* As pv_x_avx2 (whole groups of 8 slots in registers, the rest through
- * memory), each slot's weight times its block's scale computed once per
- * block (w[i] * d, as the reference) and the values unpacked in registers. */
+/* As pv_x_nh, a block of 32 output elements at a time: each slot's weight
+ * times the block's scale once per head (w_h[i] * d, as the reference), then
+ * for every 8 elements and lane the heads' accumulators in registers while
+ * the lane's slots are unpacked, once for all heads, and added with one
+ * fused multiply-add each (the reference's fmaf: one rounding). */
 #define PV_XQ_AVX2(T)                                                                                              \
-    TGT static void pv_x_##T##_avx2(float *acc, const float *w, const char *v, size_t stride, int p0, int n,      \
-                                    int dv) {                                                                      \
-        const int nb = dv / 32;                                                                                    \
-        float wd[TILE_X][8];                                                                                       \
+    AINL void pv_xq_nh_##T(float *acc, size_t as, const float *w, size_t ws, const int NH, const char *v,          \
+                           size_t stride, int p0, int n, int x0, int x1) {                                         \
+        __m256 wd[4][TILE_X]; /* w_h[i] * d_i of the block, broadcast: the products' memory operands */         \
         for (int c0 = 0; c0 < n; c0 += TILE_X) { /* the kernel's runs are at most TILE_X; any n is handled */     \
             const int cn = n - c0 < TILE_X ? n - c0 : TILE_X, pc = p0 + c0;                                        \
-            const float *wc = w + c0;                                                                              \
             const char *vc = v + (size_t)c0 * stride;                                                              \
-            for (int i = 0; i < cn; i++)                                                                           \
-                for (int b = 0; b < nb && b < 8; b++) wd[i][b] = wc[i] * scale_##T(vc + (size_t)i * stride, b);    \
-            int head = (8 - (pc & 7)) & 7;                                                                         \
-            if (head > cn) head = cn;                                                                              \
-            const int tail = head + ((cn - head) & ~7);                                                            \
-            for (int x = 0; x < dv; x += 8) {                                                                      \
-                const int b = x / 32;                                                                              \
-                float *ab = acc + (size_t)x * 8;                                                                   \
-                __m256 a[8];                                                                                       \
-                for (int l = 0; l < 8; l++) a[l] = _mm256_loadu_ps(ab + 8 * l);                                    \
-                for (int i = 0; i < cn; i++) {                                                                     \
-                    if (i >= head && i < tail) { /* a whole group: lanes known */                                  \
-                        for (int l = 0; l < 8; l++) {                                                              \
-                            const char *vr = vc + (size_t)(i + l) * stride;                                        \
-                            const float f = b < 8 ? wd[i + l][b] : wc[i + l] * scale_##T(vr, b);                   \
-                            a[l] = _mm256_add_ps(a[l], _mm256_mul_ps(_mm256_set1_ps(f), vals8_##T(vr, x)));        \
-                        }                                                                                          \
-                        i += 7;                                                                                    \
-                        continue;                                                                                  \
+            for (int b = x0 / 32; b < x1 / 32; b++) {                                                              \
+                int i = 0;                                                                                         \
+                for (; i + 8 <= cn; i += 8) { /* 8 slots' scales at once */                                       \
+                    const __m256 d8 = _mm256_cvtph_ps(_mm_setr_epi16(                                              \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 0) * stride) + b)->d,                     \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 1) * stride) + b)->d,                     \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 2) * stride) + b)->d,                     \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 3) * stride) + b)->d,                     \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 4) * stride) + b)->d,                     \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 5) * stride) + b)->d,                     \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 6) * stride) + b)->d,                     \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 7) * stride) + b)->d));                   \
+                    for (int h = 0; h < NH; h++) {                                                                 \
+                        float f[8];                                                                                \
+                        _mm256_storeu_ps(f, _mm256_mul_ps(_mm256_loadu_ps(w + (size_t)h * ws + c0 + i), d8));       \
+                        UNROLL8 for (int e = 0; e < 8; e++) wd[h][i + e] = _mm256_set1_ps(f[e]);                  \
                     }                                                                                              \
-                    if (wc[i] == 0) continue;                                                                      \
-                    const char *vr = vc + (size_t)i * stride;                                                      \
-                    const int l = (pc + i) & 7;                                                                    \
-                    const float f = b < 8 ? wd[i][b] : wc[i] * scale_##T(vr, b);                                   \
-                    a[l] = _mm256_add_ps(a[l], _mm256_mul_ps(_mm256_set1_ps(f), vals8_##T(vr, x)));                \
                 }                                                                                                  \
-                for (int l = 0; l < 8; l++) _mm256_storeu_ps(ab + 8 * l, a[l]);                                    \
+                for (; i < cn; i++) {                                                                              \
+                    const float d = scale_##T(vc + (size_t)i * stride, b);                                         \
+                    for (int h = 0; h < NH; h++) wd[h][i] = _mm256_set1_ps(w[(size_t)h * ws + c0 + i] * d);        \
+                }                                                                                                  \
+                const bool whole = cn == TILE_X && (pc & 7) == 0; /* a block of the pool: 4 slots per lane */     \
+                const char *bp[TILE_X]; /* each slot's block b */                                                  \
+                for (int i = 0; i < cn; i++) bp[i] = (const char *)((const tr_block_##T *)(vc + (size_t)i * stride) + b); \
+                for (int x = b * 32; x < b * 32 + 32; x += 8) {                                                    \
+                    const int o = x & 31;                                                                          \
+                    /* the weights are read where they are used, not hoisted out of this loop (too many) */       \
+                    __asm__ volatile("" ::: "memory");                                                             \
+                    UNROLL8 for (int l = 0; l < 8; l++) {                                                          \
+                        int i = whole ? l : (l - pc) & 7; /* the first slot of lane l */                          \
+                        if (!whole && i >= cn) continue;                                                           \
+                        float *ab = acc + (size_t)(x + l) * 8;                                                     \
+                        __m256 a0 = _mm256_loadu_ps(ab), a1 = a0, a2 = a0, a3 = a0;                                \
+                        if (NH > 1) a1 = _mm256_loadu_ps(ab + as);                                                 \
+                        if (NH > 2) a2 = _mm256_loadu_ps(ab + 2 * as);                                             \
+                        if (NH > 3) a3 = _mm256_loadu_ps(ab + 3 * as);                                             \
+                        for (; i < cn; i += 8) {                                                                   \
+                            const __m256 vv = vals8_##T(bp[i], o);                                                 \
+                            a0 = _mm256_fmadd_ps(wd[0][i], vv, a0);                                   \
+                            if (NH > 1) a1 = _mm256_fmadd_ps(wd[1][i], vv, a1);                       \
+                            if (NH > 2) a2 = _mm256_fmadd_ps(wd[2][i], vv, a2);                       \
+                            if (NH > 3) a3 = _mm256_fmadd_ps(wd[3][i], vv, a3);                       \
+                        }                                                                                          \
+                        _mm256_storeu_ps(ab, a0);                                                                  \
+                        if (NH > 1) _mm256_storeu_ps(ab + as, a1);                                                 \
+                        if (NH > 2) _mm256_storeu_ps(ab + 2 * as, a2);                                             \
+                        if (NH > 3) _mm256_storeu_ps(ab + 3 * as, a3);                                             \
+                    }                                                                                              \
+                }                                                                                                  \
             }                                                                                                      \
         }                                                                                                          \
+    }                                                                                                              \
+    TGT static void pv_x_##T##_avx2(float *acc, size_t as, const float *w, size_t ws, int nh, const char *v,      \
+                                    size_t stride, int p0, int n, int x0, int x1) {                                \
+        for (; nh >= 4; nh -= 4, acc += 4 * as, w += 4 * ws) pv_xq_nh_##T(acc, as, w, ws, 4, v, stride, p0, n, x0, x1); \
+        if (nh == 3) pv_xq_nh_##T(acc, as, w, ws, 3, v, stride, p0, n, x0, x1);                                    \
+        if (nh == 2) pv_xq_nh_##T(acc, as, w, ws, 2, v, stride, p0, n, x0, x1);                                    \
+        if (nh == 1) pv_xq_nh_##T(acc, as, w, ws, 1, v, stride, p0, n, x0, x1);                                    \
     }
 
 #define QAVX2(T)                                                                                                   \
     SCORES_XQ_AVX2(T, 1)                                                                                           \
     SCORES_XQ_AVX2(T, 2)                                                                                           \
-    SCORES_XQ_AVX2(T, 4)                                                                                           \
+    /* Pairs of queries: four at once keep more sums live than there are registers (measured: more \
+     * instructions than two pairs). */                                                                          \
     TGT static void scores_xq_##T##_avx2(const tr_block_q8_0 *q, int nq, const char *k, size_t stride, int n, int d, \
                                          float scale, float *s, size_t s_stride) {                                 \
         const int nb = d / 32;                                                                                     \
-        for (; nq >= 4; nq -= 4, q += (size_t)4 * nb, s += 4 * s_stride)                                           \
-            scores_xq4_##T##_avx2(q, k, stride, n, d, scale, s, s_stride);                                         \
         for (; nq >= 2; nq -= 2, q += (size_t)2 * nb, s += 2 * s_stride)                                           \
             scores_xq2_##T##_avx2(q, k, stride, n, d, scale, s, s_stride);                                         \
         if (nq) scores_xq1_##T##_avx2(q, k, stride, n, d, scale, s, s_stride);                                     \
@@ -678,7 +749,13 @@ typedef struct attn_job {
      * all of one sequence when the cache is paged, and sees at most the
      * positions [blo[b], bhi[b]) of that sequence. */
     const int32_t *order, *bstart, *blo, *bhi;
-    int n_sub, sub; /* normalised-weights path: query heads of a group cut into n_sub units of sub heads */
+    /* The normalised-weights path (exact). In one phase, a unit is a (token block, KV head) and does
+     * everything; in two (two_phase; generation: too few units for the threads), phase 0 cuts each
+     * group's query heads into n_sub units of sub heads that make the weights into W, and phase 1 cuts
+     * the output elements into n_slice units that sum V for all the group's heads. */
+    int n_sub, sub, n_slice, phase;
+    bool exact, two_phase;
+    float *W;       /* two phases: [n_blocks][n_head_kv][TOK_BLOCK][group][maxlen] weights */
     int maxlen;     /* the longest block range */
     atomic_llong next;
     float *scratch; /* per thread: per_thread floats */
@@ -811,33 +888,29 @@ static void run_unit(attn_job *j, int64_t u, float *scr) {
 /* The normalised-weights path (TR_ATTN_HALF_P): as llama.cpp's graph
  * without flash attention, every query's whole row of scores is made first,
  * then its softmax, whose weights are rounded to halves, then their sum with
- * V. A unit is (token block, KV head, a subset of that head's query heads);
- * the K rows of a tile serve all its queries of one token. All sums run in
- * the lanes order, by position, so a query's result does not depend on the
- * unit or thread that computed it. */
-static void run_unit_exact(attn_job *j, int64_t u, float *scr) {
+ * V. All sums run in the lanes order, by position, so a query's result does
+ * not depend on the unit or thread that computed it, nor on which heads or
+ * output elements a unit took.
+ *
+ * The weights of the token block b's queries of KV head g's query heads
+ * h0 .. h0 + nh - 1: query (ti, hh) of the group into W + (ti*G + hh)*ws,
+ * slot i at [i - lo] (the slots its token sees; others it cannot see are 0).
+ * qscr: room for the queries. */
+static void exact_weights(attn_job *j, int b, int g, int h0, int nh, float *W, size_t ws, float *qscr) {
     const tr_attn_params *p = j->p;
-    const int d = p->head_dim, dv = j->dv, G = j->group;
-    const int sg = (int)(u % j->n_sub);
-    const int g = (int)((u / j->n_sub) % p->n_head_kv);
-    const int b = (int)(u / j->n_sub / p->n_head_kv);
-    const int h0 = sg * j->sub, nh = G - h0 < j->sub ? G - h0 : j->sub; /* query heads g*G + h0 .. + nh */
-    if (nh <= 0) return;
+    const int d = p->head_dim, G = j->group;
     const int32_t *tok = j->order + j->bstart[b];
     const int nt = j->bstart[b + 1] - j->bstart[b];
     const int32_t *table = p->n_seq > 0 ? p->blocks + (size_t)p->q_seq[tok[0]] * p->max_blocks : NULL;
     const char *kb = j->k + (size_t)g * j->k_head;
-    const char *vb = j->v + (size_t)g * j->v_head;
     const int lo = j->blo[b], hi = j->bhi[b];
     const bool plain = !p->kv_pos && !(p->kv_seq && p->q_seq);
 
-    /* scratch: queries [nt*nh][d], scores then weights [nt*nh][maxlen], lanes [8 * ceil(dv/8) * 8] */
-    float *qh = scr, *S = qh + (size_t)nt * nh * d, *acc = S + (size_t)nt * nh * j->maxlen;
-    const size_t acc_n = (size_t)((dv + 7) / 8) * 64;
     /* The queries: as floats (rounded to halves if asked), or, for a
      * quantized K, as Q8_0 blocks (as llama.cpp quantizes the activations
      * that meet quantized weights), in the same room (34 bytes per 32
      * elements against 128). */
+    float *qh = qscr;
     tr_block_q8_0 *q8 = (tr_block_q8_0 *)qh;
     for (int ti = 0; ti < nt; ti++) {
         const float *src = j->q + ((size_t)tok[ti] * p->n_head + (size_t)g * G + h0) * d;
@@ -855,14 +928,12 @@ static void run_unit_exact(attn_job *j, int64_t u, float *scr) {
                 narrow_to_query(p, tok[ti], &a, &e);
                 if (a >= e) continue;
             }
-            float *st = S + (size_t)ti * nh * j->maxlen + (a - lo);
+            float *st = W + ((size_t)ti * G + h0) * ws + (a - lo);
             const char *kt = kv_at(p, table, kb, p->k_stride, a);
             if (j->k_quant)
-                j->fn->scores_xq(q8 + (size_t)ti * nh * (d / 32), nh, kt, p->k_stride, e - a, d, p->scale, st,
-                                 (size_t)j->maxlen);
+                j->fn->scores_xq(q8 + (size_t)ti * nh * (d / 32), nh, kt, p->k_stride, e - a, d, p->scale, st, ws);
             else
-                j->fn->scores_x(qh + (size_t)ti * nh * d, nh, kt, p->k_stride, e - a, d, p->scale, st,
-                                (size_t)j->maxlen);
+                j->fn->scores_x(qh + (size_t)ti * nh * d, nh, kt, p->k_stride, e - a, d, p->scale, st, ws);
         }
     }
 
@@ -871,8 +942,7 @@ static void run_unit_exact(attn_job *j, int64_t u, float *scr) {
         int a = lo, e = hi;
         if (plain) narrow_to_query(p, t, &a, &e);
         for (int hh = 0; hh < nh; hh++) {
-            float *out = j->out + ((size_t)t * p->n_head + (size_t)g * G + h0 + hh) * dv;
-            float *w = S + ((size_t)ti * nh + hh) * j->maxlen - lo; /* w[i] for slot i */
+            float *w = W + ((size_t)ti * G + h0 + hh) * ws - lo; /* w[i] for slot i */
             /* softmax over the visible slots: max, exp and a double sum in
              * position order, then the normalised weights rounded */
             float mx = -INFINITY;
@@ -884,8 +954,8 @@ static void run_unit_exact(attn_job *j, int64_t u, float *scr) {
                 if (p->softcap > 0) w[i] = p->softcap * tanhf(w[i] / p->softcap);
                 if (w[i] > mx) mx = w[i];
             }
-            if (mx == -INFINITY) { /* sees nothing */
-                memset(out, 0, sizeof(float) * (size_t)dv);
+            if (mx == -INFINITY) { /* sees nothing: an output of zeros */
+                for (int i = a; i < e; i++) w[i] = 0;
                 continue;
             }
             double sum = 0;
@@ -897,15 +967,67 @@ static void run_unit_exact(attn_job *j, int64_t u, float *scr) {
             const float inv = (float)(1.0 / sum);
             for (int i = a; i < e; i++) w[i] *= inv;
             if (p->flags & TR_ATTN_HALF_P) j->fn->round_half(w + a, w + a, e - a);
-            memset(acc, 0, sizeof(float) * acc_n);
-            /* Runs of slots in position order (the lanes make the sum
-             * independent of where the runs are cut). */
-            for (int i0 = a, i1; i0 < e; i0 = i1) {
-                i1 = run_end(p, table, i0, e - i0 < TILE_X ? e : i0 + TILE_X);
-                j->fn->pv_x(acc, w + i0, kv_at(p, table, vb, p->v_stride, i0), p->v_stride, i0, i1 - i0, dv);
-            }
-            for (int x = 0; x < dv; x++) out[x] = lanes_sum(acc + (size_t)(x >> 3) * 64 + (x & 7), 8);
         }
+    }
+}
+
+/* The outputs of token block b's queries of all G heads of KV head g,
+ * elements [x0, x1) (x0 a multiple of 32), from their weights in W (as
+ * exact_weights leaves them); acc: room for G lane accumulators. */
+static void exact_pv(attn_job *j, int b, int g, const float *W, size_t ws, int x0, int x1, float *acc) {
+    const tr_attn_params *p = j->p;
+    const int dv = j->dv, G = j->group;
+    const int32_t *tok = j->order + j->bstart[b];
+    const int nt = j->bstart[b + 1] - j->bstart[b];
+    const int32_t *table = p->n_seq > 0 ? p->blocks + (size_t)p->q_seq[tok[0]] * p->max_blocks : NULL;
+    const char *vb = j->v + (size_t)g * j->v_head;
+    const int lo = j->blo[b], hi = j->bhi[b];
+    const bool plain = !p->kv_pos && !(p->kv_seq && p->q_seq);
+    const size_t acc_n = (size_t)((dv + 7) / 8) * 64; /* one head's lanes: [ceil(dv/8)][8 lanes][8] */
+    const size_t a0 = (size_t)x0 * 8, a1 = (size_t)((x1 + 7) & ~7) * 8; /* the lanes of [x0, x1) */
+    for (int ti = 0; ti < nt; ti++) {
+        const int t = tok[ti];
+        int a = lo, e = hi;
+        if (plain) narrow_to_query(p, t, &a, &e);
+        for (int hh = 0; hh < G; hh++) memset(acc + hh * acc_n + a0, 0, sizeof(float) * (a1 - a0));
+        const float *w = W + (size_t)ti * G * ws - lo; /* head hh's w[i] for slot i at w[hh*ws + i] */
+        /* Runs of slots in position order (the lanes make the sum
+         * independent of where the runs are cut). */
+        for (int i0 = a, i1; i0 < e; i0 = i1) {
+            i1 = run_end(p, table, i0, e - i0 < TILE_X ? e : i0 + TILE_X);
+            j->fn->pv_x(acc, acc_n, w + i0, ws, G, kv_at(p, table, vb, p->v_stride, i0), p->v_stride, i0, i1 - i0,
+                        x0, x1);
+        }
+        for (int hh = 0; hh < G; hh++) {
+            float *out = j->out + ((size_t)t * p->n_head + (size_t)g * G + hh) * dv;
+            const float *ah = acc + hh * acc_n;
+            for (int x = x0; x < x1; x++) out[x] = lanes_sum(ah + (size_t)(x >> 3) * 64 + (x & 7), 8);
+        }
+    }
+}
+
+/* Unit u of the normalised-weights path (see attn_job). */
+static void run_unit_exact(attn_job *j, int64_t u, float *scr) {
+    const tr_attn_params *p = j->p;
+    const int G = j->group, dv = j->dv;
+    const size_t ws = (size_t)j->maxlen, acc_n = (size_t)((dv + 7) / 8) * 64;
+    float *acc = scr, *qscr = acc + G * acc_n;
+    if (!j->two_phase) {
+        const int g = (int)(u % p->n_head_kv), b = (int)(u / p->n_head_kv);
+        float *W = qscr + (size_t)TOK_BLOCK * G * p->head_dim;
+        exact_weights(j, b, g, 0, G, W, ws, qscr);
+        exact_pv(j, b, g, W, ws, 0, dv, acc);
+        return;
+    }
+    const int n_cut = j->phase == 0 ? j->n_sub : j->n_slice, cut = (int)(u % n_cut);
+    const int g = (int)((u / n_cut) % p->n_head_kv), b = (int)(u / n_cut / p->n_head_kv);
+    float *W = j->W + ((size_t)b * p->n_head_kv + g) * TOK_BLOCK * G * ws;
+    if (j->phase == 0) {
+        const int h0 = cut * j->sub, nh = G - h0 < j->sub ? G - h0 : j->sub;
+        if (nh > 0) exact_weights(j, b, g, h0, nh, W, ws, qscr);
+    } else {
+        const int n32 = (dv + 31) / 32, c0 = cut * n32 / j->n_slice, c1 = (cut + 1) * n32 / j->n_slice;
+        if (c1 > c0) exact_pv(j, b, g, W, ws, 32 * c0, 32 * c1 < dv ? 32 * c1 : dv, acc);
     }
 }
 
@@ -916,7 +1038,7 @@ static void attn_part(void *arg, int ith, int nth) {
     for (;;) {
         int64_t u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (u >= j->n_units) break;
-        if (j->n_sub) run_unit_exact(j, u, scr);
+        if (j->exact) run_unit_exact(j, u, scr);
         else run_unit(j, u, scr);
     }
 }
@@ -1052,18 +1174,26 @@ tr_status tr_attention_variant(tr_pool *pool, const tr_attn_params *p, const flo
 
     size_t per_thread, part_floats = 0;
     const int64_t base = (int64_t)j.n_blocks * p->n_head_kv;
+    size_t w_floats = 0;
     if (p->flags & TR_ATTN_HALF_P) {
-        /* Too few units to feed every thread (generation): cut each group's
-         * query heads into several units (each reads the K/V range again;
-         * the results do not change). */
-        j.n_sub = base < nth ? (int)((nth + base - 1) / base) : 1;
-        if (j.n_sub > j.group) j.n_sub = j.group;
+        /* Too few units to feed every thread (generation): two phases, the
+         * weights by subsets of each group's query heads (each reads the K
+         * range again), then the sums of V by slices of the output elements
+         * for all the group's heads (V read once in all). The results do not
+         * change: every element's sums are the same. */
+        const int want = base < nth ? (int)((nth + base - 1) / base) : 1;
+        j.exact = true;
+        j.two_phase = want > 1;
+        j.n_sub = want < j.group ? want : j.group;
         j.sub = (j.group + j.n_sub - 1) / j.n_sub;
+        j.n_slice = want < (dv + 31) / 32 ? want : (dv + 31) / 32;
         j.n_split = 1;
         j.maxlen = maxlen;
-        j.n_units = base * j.n_sub;
-        size_t nq = (size_t)TOK_BLOCK * j.sub;
-        per_thread = nq * ((size_t)p->head_dim + (size_t)maxlen) + (size_t)((dv + 7) / 8) * 64;
+        j.n_units = base * (j.two_phase ? j.n_sub : 1);
+        const size_t acc = (size_t)j.group * ((dv + 7) / 8) * 64, qs = (size_t)TOK_BLOCK * j.group * p->head_dim;
+        const size_t wts = (size_t)TOK_BLOCK * j.group * (size_t)maxlen;
+        per_thread = acc + qs + (j.two_phase ? 0 : wts);
+        if (j.two_phase) w_floats = (size_t)base * wts;
     } else {
         /* Too few units to feed every thread (generation): split the KV range. */
         j.n_split = base < nth && maxlen >= 2 * TILE ? (int)((2 * nth + base - 1) / base) : 1;
@@ -1074,7 +1204,8 @@ tr_status tr_attention_variant(tr_pool *pool, const tr_attn_params *p, const flo
         if (j.n_split > 1) part_floats = (size_t)nt * p->n_head * j.n_split * (size_t)(dv + 2);
     }
     j.per_thread = (per_thread + 15) & ~(size_t)15;
-    size_t bytes = int_bytes + align64(sizeof(float) * j.per_thread * (size_t)nth) + sizeof(float) * part_floats;
+    size_t bytes = int_bytes + align64(sizeof(float) * j.per_thread * (size_t)nth) + sizeof(float) * part_floats +
+                   sizeof(float) * w_floats;
     if (owned) {
         void *nb = realloc(owned, bytes);
         if (!nb) {
@@ -1089,9 +1220,16 @@ tr_status tr_attention_variant(tr_pool *pool, const tr_attn_params *p, const flo
     build_blocks(&j, buf); /* again: growing the scratch may have moved it */
     j.scratch = (float *)((char *)buf + int_bytes);
     j.partial = j.scratch + j.per_thread * (size_t)nth;
+    j.W = j.partial + part_floats;
     atomic_init(&j.next, 0);
 
     tr_pool_run_shared(pool, attn_part, &j);
+    if (j.two_phase) { /* the weights are made: the sums of V */
+        j.phase = 1;
+        j.n_units = base * j.n_slice;
+        atomic_store(&j.next, 0);
+        tr_pool_run_shared(pool, attn_part, &j);
+    }
     if (j.n_split > 1) {
         /* Small merges (generation) are not worth waking the pool for. */
         if ((int64_t)nt * p->n_head * j.n_split * dv < 65536) merge_part(&j, 0, 1);

@@ -180,6 +180,9 @@ void tr_geglu_ref(float *out, const float *gate, const float *up, int64_t n);
 void tr_gelu_variant(float *out, const float *x, int64_t n, bool simd);
 void tr_gelu_ref(float *out, const float *x, int64_t n);
 
+/* tr_hadamard with the AVX2 passes (simd) or the scalar reference, for tests. */
+void tr_hadamard_variant(float *x, int64_t n_rows, int n, bool simd);
+
 /* IEEE half and bfloat16 conversions (round to nearest even): quant/blocks.h's,
  * the one definition (included above); the AVX2 files read halves with F16C's
  * instruction, which converts exactly (every half is a float). */

@@ -128,6 +128,23 @@ void tr_rope(float *x, int n_rot, int32_t pos, float freq_base, float freq_scale
     }
 }
 
+/* The orthonormal Walsh-Hadamard transform of rows of n (a power of two)
+ * floats, in place, computed as ggml's CPU backend computes llama.cpp's
+ * KV-cache rotation (ggml_compute_forward_fwht): every element times
+ * 1/sqrt(n) first, then log2(n) butterfly passes (u, v) -> (u + v, u - v)
+ * over pairs len = 1, 2, 4 ... apart. Each output is the same sums in the
+ * same order whatever the variant, so the SIMD one agrees to the bit. */
+static void hadamard_row_ref(float *x, int n, float scale) {
+    for (int j = 0; j < n; j++) x[j] *= scale;
+    for (int len = 1; len < n; len <<= 1)
+        for (int i = 0; i < n; i += 2 * len)
+            for (int j = i; j < i + len; j++) {
+                const float u = x[j], v = x[j + len];
+                x[j] = u + v;
+                x[j + len] = u - v;
+            }
+}
+
 void tr_softmax(float *x, int64_t n) {
     float max = -INFINITY;
     for (int64_t i = 0; i < n; i++)
@@ -211,6 +228,32 @@ TGT static void gelu_avx2(float *out, const float *x, int64_t n) {
     }
     for (; i < n; i++) out[i] = geglu_one(x[i], gelu_table);
 }
+/* Passes len = 1, 2, 4 inside one register (each lane's partner brought
+ * by a shuffle; the lower lane of a pair keeps own + partner = u + v, the
+ * upper one partner - own = u - v), then len >= 8 between registers. */
+TGT static void hadamard_row_avx2(float *x, int n, float scale) {
+    const __m256 s = _mm256_set1_ps(scale);
+    const __m256 odd1 = _mm256_castsi256_ps(_mm256_setr_epi32(0, -1, 0, -1, 0, -1, 0, -1));
+    const __m256 odd2 = _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, -1, -1, 0, 0, -1, -1));
+    const __m256 odd4 = _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, 0, 0, -1, -1, -1, -1));
+    for (int i = 0; i < n; i += 8) {
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), s), p;
+        p = _mm256_permute_ps(v, 0xB1);
+        v = _mm256_blendv_ps(_mm256_add_ps(v, p), _mm256_sub_ps(p, v), odd1);
+        p = _mm256_permute_ps(v, 0x4E);
+        v = _mm256_blendv_ps(_mm256_add_ps(v, p), _mm256_sub_ps(p, v), odd2);
+        p = _mm256_permute2f128_ps(v, v, 0x01);
+        v = _mm256_blendv_ps(_mm256_add_ps(v, p), _mm256_sub_ps(p, v), odd4);
+        _mm256_storeu_ps(x + i, v);
+    }
+    for (int len = 8; len < n; len <<= 1)
+        for (int i = 0; i < n; i += 2 * len)
+            for (int j = i; j < i + len; j += 8) {
+                const __m256 u = _mm256_loadu_ps(x + j), v = _mm256_loadu_ps(x + j + len);
+                _mm256_storeu_ps(x + j, _mm256_add_ps(u, v));
+                _mm256_storeu_ps(x + j + len, _mm256_sub_ps(u, v));
+            }
+}
 #endif
 
 void tr_geglu_variant(float *out, const float *gate, const float *up, int64_t n, bool simd) {
@@ -248,3 +291,19 @@ void tr_gelu_variant(float *out, const float *x, int64_t n, bool simd) {
 }
 
 void tr_gelu(float *out, const float *x, int64_t n) { tr_gelu_variant(out, x, n, true); }
+
+void tr_hadamard_variant(float *x, int64_t n_rows, int n, bool simd) {
+    const float scale = 1.0f / sqrtf((float)n);
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    const tr_cpu_features *f = tr_cpu_get();
+    if (simd && n >= 8 && f->avx2) {
+        for (int64_t r = 0; r < n_rows; r++) hadamard_row_avx2(x + r * n, n, scale);
+        return;
+    }
+#else
+    (void)simd;
+#endif
+    for (int64_t r = 0; r < n_rows; r++) hadamard_row_ref(x + r * n, n, scale);
+}
+
+void tr_hadamard(float *x, int64_t n_rows, int n) { tr_hadamard_variant(x, n_rows, n, true); }

@@ -70,6 +70,13 @@ void tr_layernorm(float *y, const float *x, const float *w, const float *b, int6
 void tr_rope(float *x, int n_rot, int32_t pos, float freq_base, float freq_scale,
              const float *freq_factors, float mscale, bool neox);
 
+/* In place, each of n_rows rows of n floats (n a power of two): x = H x, H
+ * the orthonormal Walsh-Hadamard matrix (Sylvester order, H[i][j] =
+ * (-1)^popcount(i & j) / sqrt(n)), which is symmetric and its own inverse.
+ * O(n log n) butterflies with ggml's roundings (nn.c): what llama.cpp
+ * rotates a quantized KV cache's queries, keys and values with. */
+void tr_hadamard(float *x, int64_t n_rows, int n);
+
 /* In place: x = exp(x - max) / sum. */
 void tr_softmax(float *x, int64_t n);
 

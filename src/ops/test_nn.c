@@ -407,6 +407,55 @@ TT_TEST(rope_mscale_scales_the_rotated_dims_only) {
     }
 }
 
+/* The Walsh-Hadamard rotation against the n x n matrix in float64, written
+ * from its definition (H[i][j] = (-1)^popcount(i & j) / sqrt(n)); each
+ * output of the float butterflies is x's elements times 1/sqrt(n), each
+ * rounded once, then summed over log2(n) passes of one rounding each, so
+ * it is within (log2(n) + 1) * 2^-24 * sum|x_j| / sqrt(n) (plus a margin)
+ * of the exact value. The AVX2 passes equal the scalar ones bit for bit;
+ * applied twice it returns x (H is its own inverse) to that precision. */
+TT_TEST(hadamard_matches_the_float64_matrix) {
+    const tr_cpu_features *f = tr_cpu_get();
+    TT_SIMD("avx2 Walsh-Hadamard", f->avx2, "lacks avx2");
+    for (int n = 1; n <= 1024; n *= 2) {
+        const int rows = 3;
+        float *x = malloc(sizeof(float) * n * rows), *want = malloc(sizeof(float) * n * rows);
+        float *got = malloc(sizeof(float) * n * rows);
+        for (int i = 0; i < n * rows; i++) x[i] = rndf(tt_rnd() % 8 == 0 ? 100.0f : 1.0f);
+        memcpy(want, x, sizeof(float) * n * rows);
+        tr_hadamard_variant(want, rows, n, false);
+        int lg = 0;
+        while ((1 << lg) < n) lg++;
+        int bad = 0;
+        for (int r = 0; r < rows; r++) {
+            const float *xr = x + (size_t)r * n;
+            double l1 = 0;
+            for (int j = 0; j < n; j++) l1 += fabs(xr[j]);
+            const double tol = (lg + 1) * ldexp(1.0, -24) * l1 / sqrt(n) * 1.01 + 1e-30;
+            for (int i = 0; i < n; i++) {
+                double e = 0;
+                for (int j = 0; j < n; j++) e += (__builtin_popcount((unsigned)(i & j)) & 1 ? -1.0 : 1.0) * xr[j];
+                e /= sqrt((double)n);
+                if (fabs(want[(size_t)r * n + i] - e) > tol) bad++;
+            }
+        }
+        TT_CHECK_EQ_INT(bad, 0);
+        memcpy(got, x, sizeof(float) * n * rows);
+        tr_hadamard_variant(got, rows, n, true);
+        TT_CHECK_EQ_INT(bits_differ(got, want, (int64_t)n * rows), 0);
+        tr_hadamard(got, rows, n); /* twice: x again */
+        for (int r = 0; r < rows; r++) {
+            double l1 = 0;
+            for (int j = 0; j < n; j++) l1 += fabs(x[(size_t)r * n + j]);
+            for (int i = 0; i < n; i++)
+                if (fabs(got[(size_t)r * n + i] - x[(size_t)r * n + i]) > 2 * (lg + 1) * ldexp(1.0, -24) * l1 * 1.01 + 1e-30)
+                    bad++;
+        }
+        TT_CHECK_EQ_INT(bad, 0);
+        free(x), free(want), free(got);
+    }
+}
+
 int main(void) {
     TT_RUN(half_conversion_rounds_to_nearest_even);
     TT_RUN(rmsnorm_matches_float64);
@@ -418,5 +467,6 @@ int main(void) {
     TT_RUN(layernorm_matches_float64);
     TT_RUN(gelu_equals_geglu_with_unit_up_in_every_variant);
     TT_RUN(rope_mscale_scales_the_rotated_dims_only);
+    TT_RUN(hadamard_matches_the_float64_matrix);
     return TT_DONE();
 }
