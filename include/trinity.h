@@ -321,6 +321,11 @@ const char *tr_model_arch(const tr_model *m);      /* general.architecture */
 const char *tr_model_name(const tr_model *m);      /* general.name, or the file's base name */
 int32_t tr_model_n_vocab(const tr_model *m);
 int32_t tr_model_n_ctx_train(const tr_model *m);
+/* True for state-space models (mamba, mamba2): each sequence carries a
+ * recurrent state instead of K/V, so there is no prefix cache, no
+ * speculative decoding and no streaming window (a state cannot be rolled
+ * back or cut), and tr_kv_seq_rm of a suffix is refused. */
+bool tr_model_is_recurrent(const tr_model *m);
 uint64_t tr_model_n_params(const tr_model *m);
 uint64_t tr_model_weight_bytes(const tr_model *m);
 /* What the model computes, as `trinity info` prints it: one "name: value"

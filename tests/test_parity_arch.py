@@ -20,7 +20,18 @@ What each variant exercises (docs/ARCHITECTURES.md):
           apply it to llama files, so attention stays global here too;
   qwen3moe Qwen3 attention and a mixture of 8 SwiGLU experts of 256, top 2
           by the router's softmax, weights renormalised (3-D expert tensors);
-  mixtral llama with llama.expert_count = 8 (top 2, renormalised).
+  mixtral llama with llama.expert_count = 8 (top 2, renormalised);
+  mamba   Mamba-1: no attention, a recurrent state per sequence (conv state
+          of 3 inputs, selective-scan state of 16 per channel), dt through
+          its low-rank projection (rank 16, F16 in the quantized files, as
+          llama-quantize's fallback), untied output;
+  mamba2  Mamba-2: 8 heads of 64 with a scalar decay each, 2 groups of B and
+          C (d_state 64), the grouped RMSNorm after the gate, tied output.
+
+For the state-space models the batch-invariance test checks the recurrent
+state: a prompt cut into chunks of 7 or 1 meets, at each chunk, the state its
+previous chunk left; interleaved with another sequence, each token updates its
+own sequence's state only.
 
 Batched prompts group the tokens by expert (each chosen expert's matrices
 read once per batch): the batch-invariance test below checks that this
@@ -59,6 +70,8 @@ VARIANTS = {  # key -> gen_model.py arguments
     "mistral": ["--arch", "llama", "--swa", "16"],
     "qwen3moe": ["--arch", "qwen3moe"],
     "mixtral": ["--arch", "llama", "--experts", "8"],
+    "mamba": ["--arch", "mamba"],
+    "mamba2": ["--arch", "mamba2"],
 }
 TYPES = ("F32", "F16", "Q8_0", "Q4_K")
 # mistral's weights are llama's (the same generator and seed: only the key
@@ -224,6 +237,10 @@ INFO = {  # what `trinity info` must say of each
     "mistral": ["architecture: llama (supported)", "sliding window 16 in the file: not applied"],
     "qwen3moe": ["architecture: qwen3moe (supported)", "mixture of 8 experts, top 2", "renormalised"],
     "mixtral": ["architecture: llama (supported)", "mixture of 8 experts, top 2", "renormalised"],
+    "mamba": ["architecture: mamba (supported)", "Mamba (selective scan), d_inner 512, d_state 16, conv kernel 4, "
+              "dt rank 16", "recurrent state: 76.0 KiB per sequence", "no KV cache", "output.weight"],
+    "mamba2": ["architecture: mamba2 (supported)", "8 heads of 64, 2 groups of B/C, d_state 64, conv kernel 4",
+               "grouped RMSNorm", "recurrent state: 274.0 KiB per sequence", "tied to token_embd"],
 }
 
 

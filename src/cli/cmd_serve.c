@@ -257,6 +257,12 @@ static void *load_main(void *arg) {
     if (tr_chat_template_load(l->eng.model, o->chat_template, &l->eng.chat, &l->err) != TR_OK) goto done;
     if (tr_chat_template_is_builtin(l->eng.chat) && !o->chat_template)
         fprintf(stderr, "trinity serve: warning: %s (replies may not end)\n", tr_chat_template_describe(l->eng.chat));
+    if (tr_model_is_recurrent(l->eng.model) && o->spec.kind != TR_SPEC_NONE) {
+        snprintf(l->err.msg, sizeof l->err.msg,
+                 "--spec %s: speculative decoding is not supported for %s (its recurrent state cannot drop rejected "
+                 "guesses)", tr_spec_kind_name(o->spec.kind), tr_model_arch(l->eng.model));
+        goto done;
+    }
     if (o->model_draft && tr_model_load(o->model_draft, &l->eng.draft, &l->err) != TR_OK) goto done;
     tr_engine_params ep = tr_engine_default_params();
     ep.draft_model = l->eng.draft;

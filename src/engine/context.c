@@ -118,6 +118,11 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
                               n_sinks, n_window, (long long)cap, bs, n_ctx_seq);
         n_ctx_seq = (int32_t)cap;
     }
+    const bool recurrent = m->arch->ssm != TR_SSM_NONE;
+    if (recurrent && n_window > 0)
+        return tr_err_set(err, TR_ERR_ARG,
+                          "context: --kv-window / --kv-sinks do not apply to %s: it has no KV cache to slide (its "
+                          "recurrent state is constant in size)", m->arch->name);
     if (n_batch == 0) n_batch = 512;
     if (n_batch > n_ctx) n_batch = n_ctx;
     if (n_seq == 0) n_seq = 1;
@@ -136,7 +141,11 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     c->n_batch = n_batch;
     c->n_seq_max = n_seq;
     c->n_threads = n_threads;
-    c->prefix_cache = p->prefix_cache && n_window == 0; /* a streaming sequence owns its blocks */
+    /* A streaming sequence owns its blocks. A recurrent state is valid at one
+     * position only, the end of what it has read: a cached prefix's blocks
+     * would need the state at their end, which is not kept (so: off). */
+    c->prefix_cache = p->prefix_cache && n_window == 0 && !recurrent;
+    c->recurrent = recurrent;
     c->n_sinks = n_window > 0 ? n_sinks : 0;
     c->n_window = n_window;
     c->type_k = type_k;
@@ -188,6 +197,20 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
         }
         c->moe_out = alloc_array((size_t)n_batch * k, (size_t)hp->n_embd * sizeof(float), &ok);
     }
+    if (recurrent) {
+        const size_t nb = (size_t)n_batch;
+        const int64_t in_rows = m->layers[0].ssm_in.rows, di = hp->ssm_d_inner;
+        c->conv_layer = (size_t)(hp->ssm_d_conv - 1) * (size_t)hp->ssm_conv_dim;
+        c->ssm_layer = (size_t)di * (size_t)hp->ssm_d_state;
+        c->conv_state = alloc_array((size_t)n_seq * (size_t)hp->n_layer, c->conv_layer * sizeof(float), &ok);
+        c->ssm_state = alloc_array((size_t)n_seq * (size_t)hp->n_layer, c->ssm_layer * sizeof(float), &ok);
+        c->ssm_xz = alloc_array(nb, (size_t)in_rows * sizeof(float), &ok);
+        c->ssm_xc = alloc_array(nb, (size_t)hp->ssm_conv_dim * sizeof(float), &ok);
+        c->ssm_dbc = alloc_array(nb, (size_t)(hp->ssm_dt_rank + 2 * hp->ssm_d_state) * sizeof(float), &ok);
+        c->ssm_dtr = alloc_array(nb, (size_t)hp->ssm_dt_rank * sizeof(float), &ok);
+        c->ssm_dt = alloc_array(nb, (size_t)hp->ssm_n_head * sizeof(float), &ok);
+        c->ssm_y = alloc_array(nb, (size_t)di * sizeof(float), &ok);
+    }
     /* One logits row per sequence is the common case (decoding); more rows
      * are added when a batch first asks for them. */
     c->logits_cap = n_seq < n_batch ? n_seq : n_batch;
@@ -232,6 +255,14 @@ void tr_context_free(tr_context *c) {
     free(c->moe_h2);
     free(c->moe_y);
     free(c->moe_out);
+    free(c->conv_state);
+    free(c->ssm_state);
+    free(c->ssm_xz);
+    free(c->ssm_xc);
+    free(c->ssm_dbc);
+    free(c->ssm_dtr);
+    free(c->ssm_dt);
+    free(c->ssm_y);
     free(c->logits);
     free(c);
 }
@@ -398,14 +429,34 @@ void tr_context_stream(const tr_context *c, int32_t *n_sinks, int32_t *n_window)
     if (n_window) *n_window = c ? c->n_window : 0;
 }
 
+/* Sequence s's recurrent state (every layer) to zeros, or a copy of src's. */
+static void state_set(tr_context *c, int32_t s, int32_t src) {
+    const size_t nl = (size_t)c->model->hp.n_layer, nc = nl * c->conv_layer, ns = nl * c->ssm_layer;
+    float *conv = c->conv_state + (size_t)s * nc, *ssm = c->ssm_state + (size_t)s * ns;
+    if (src < 0) {
+        memset(conv, 0, nc * sizeof(float));
+        memset(ssm, 0, ns * sizeof(float));
+    } else {
+        memcpy(conv, c->conv_state + (size_t)src * nc, nc * sizeof(float));
+        memcpy(ssm, c->ssm_state + (size_t)src * ns, ns * sizeof(float));
+    }
+}
+
 bool tr_kv_seq_rm(tr_context *c, int32_t seq, int32_t p0, int32_t p1) {
     if (!c) return false;
     if (p0 < 0) p0 = 0;
     const int32_t s0 = seq < 0 ? 0 : seq, s1 = seq < 0 ? c->n_seq_max : seq + 1;
     if (seq >= c->n_seq_max) return false;
-    for (int32_t s = s0; s < s1; s++) /* all or nothing */
+    for (int32_t s = s0; s < s1; s++) { /* all or nothing */
         if (p1 >= 0 && p1 < tr_kv_len(c->kv, s) && p0 < p1) return false;
-    for (int32_t s = s0; s < s1; s++) tr_kv_truncate(c->kv, s, p0);
+        /* A recurrent state holds the whole past in one: it can be dropped
+         * (p0 = 0), not cut back to an earlier position. */
+        if (c->recurrent && p0 > 0 && p0 < tr_kv_len(c->kv, s)) return false;
+    }
+    for (int32_t s = s0; s < s1; s++) {
+        if (c->recurrent && p0 == 0 && tr_kv_len(c->kv, s) > 0) state_set(c, s, -1);
+        tr_kv_truncate(c->kv, s, p0);
+    }
     return true;
 }
 
@@ -416,7 +467,9 @@ int32_t tr_kv_seq_len(const tr_context *c, int32_t seq) {
 
 tr_status tr_kv_seq_cp(tr_context *c, int32_t src, int32_t dst, tr_error *err) {
     if (!c) return tr_err_set(err, TR_ERR_ARG, "kv: no context");
-    return tr_kv_fork(c->kv, src, dst, err);
+    tr_status st = tr_kv_fork(c->kv, src, dst, err);
+    if (st == TR_OK && c->recurrent) state_set(c, dst, src); /* the fork goes on from src's state */
+    return st;
 }
 
 int32_t tr_kv_seq_reuse(tr_context *c, int32_t seq, const int32_t *tokens, int32_t n) {

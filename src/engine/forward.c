@@ -208,6 +208,117 @@ static void moe_ffn(tr_context *c, const tr_layer *l, const float *h, int64_t n,
     }
 }
 
+/* ------------------------------------------------------- state-space layers */
+
+typedef struct ssm_job {
+    const tr_ssm_batch *b;
+    /* convolution */
+    const float *in;
+    int64_t in_stride;
+    const tr_layer *l;
+    int d_conv;
+    int64_t conv_dim;
+    float *xc;
+    /* scan */
+    const tr_ssm_scan_params *sp;
+    float *y;
+} ssm_job;
+
+/* Thread ith's share of [0, n), in units of `unit` (so that no two threads
+ * share a cache line of the state more than needed). */
+static void share(int64_t n, int64_t unit, int ith, int nth, int64_t *a, int64_t *z) {
+    const int64_t units = (n + unit - 1) / unit, per = (units + nth - 1) / nth;
+    *a = per * ith * unit;
+    *z = *a + per * unit;
+    if (*a > n) *a = n;
+    if (*z > n) *z = n;
+}
+
+static void ssm_conv_part(void *arg, int ith, int nth) {
+    const ssm_job *j = arg;
+    int64_t c0, c1;
+    share(j->conv_dim, 16, ith, nth, &c0, &c1);
+    if (c0 < c1)
+        tr_ssm_conv(j->b, j->in, j->in_stride, j->l->ssm_conv1d, j->l->ssm_conv1d_b, j->d_conv, j->conv_dim, c0, c1,
+                    j->xc);
+}
+
+static void ssm_scan_part(void *arg, int ith, int nth) {
+    const ssm_job *j = arg;
+    int64_t h0, h1;
+    share(j->sp->n_head, j->sp->head_dim > 1 ? 1 : 16, ith, nth, &h0, &h1);
+    if (h0 < h1) tr_ssm_scan(j->b, j->sp, h0, h1, j->y);
+}
+
+/* out = ssm(h) for one Mamba / Mamba-2 layer (llama.cpp's build_mamba_layer
+ * and build_mamba2_layer), h the normed input of n tokens:
+ *   Mamba:   x, z = h Win ; x = silu(conv(x) + b) ; dt, B, C = x Wx ;
+ *            dt = dt Wdt + bdt ; y = scan(x, dt, A, B, C) + D*x ;
+ *            out = (y * silu(z)) Wout
+ *   Mamba-2: z, xBC, dt = h Win ; xBC = silu(conv(xBC) + b) ; x, B, C = xBC ;
+ *            y = scan(x, dt + bdt, A, B, C) + D*x ; y = rmsnorm_per_group(y * silu(z)) ;
+ *            out = y Wout
+ * The convolution and the scan carry each sequence's state across tokens
+ * (ops/ssm.c); the matmuls are row by row as everywhere. */
+static void ssm_layer(tr_context *c, const tr_batch *b, int il, const float *h, float *out) {
+    const tr_hparams *hp = &c->model->hp;
+    const tr_layer *l = &c->model->layers[il];
+    const bool m2 = c->model->arch->ssm == TR_SSM_MAMBA2;
+    const int64_t n = b->n_tokens, DI = hp->ssm_d_inner, DS = hp->ssm_d_state, R = hp->ssm_dt_rank;
+    const int64_t NH = hp->ssm_n_head, HD = hp->ssm_head_dim, NG = hp->ssm_n_group, CD = hp->ssm_conv_dim;
+    const int64_t in_rows = l->ssm_in.rows;
+    const size_t nl = (size_t)hp->n_layer;
+    const tr_ssm_batch sb = {.n = n, .seq = b->seq_id, .pos = b->pos,
+                             .conv_state = c->conv_state + (size_t)il * c->conv_layer,
+                             .ssm_state = c->ssm_state + (size_t)il * c->ssm_layer,
+                             .conv_stride = nl * c->conv_layer, .ssm_stride = nl * c->ssm_layer};
+    float *xz = c->ssm_xz, *xc = c->ssm_xc, *dt = c->ssm_dt, *y = c->ssm_y;
+
+    matmul(c, &l->ssm_in, h, n, xz);
+    /* causal convolution of x (Mamba-2: of x, B and C), bias, SiLU */
+    ssm_job j = {.b = &sb, .in = xz + (m2 ? DI : 0), .in_stride = in_rows, .l = l, .d_conv = hp->ssm_d_conv,
+                 .conv_dim = CD, .xc = xc};
+    tr_pool_run(c->pool, ssm_conv_part, &j);
+
+    tr_ssm_scan_params sp = {.n_head = NH, .head_dim = HD, .d_state = DS, .n_group = NG, .scalar_a = m2, .A = l->ssm_a,
+                             .x = xc, .x_stride = CD, .dt = dt, .dt_stride = NH};
+    if (m2) { /* dt: the in-projection's last n_head rows, plus its bias */
+        for (int64_t t = 0; t < n; t++)
+            for (int64_t i = 0; i < NH; i++) dt[t * NH + i] = xz[t * in_rows + 2 * DI + 2 * NG * DS + i] + l->ssm_dt_b[i];
+        sp.B = xc + DI;
+        sp.C = xc + DI + NG * DS;
+        sp.bc_stride = CD;
+    } else { /* dt, B, C = x Wx; dt = dt Wdt + bias */
+        float *dbc = c->ssm_dbc, *dtr = c->ssm_dtr;
+        const int64_t W = R + 2 * DS;
+        matmul(c, &l->ssm_x, xc, n, dbc);
+        for (int64_t t = 0; t < n; t++) memcpy(dtr + t * R, dbc + t * W, sizeof(float) * (size_t)R);
+        matmul(c, &l->ssm_dt, dtr, n, dt);
+        add_bias(dt, l->ssm_dt_b, n, DI);
+        sp.B = dbc + R;
+        sp.C = dbc + R + DS;
+        sp.bc_stride = W;
+    }
+    j.sp = &sp;
+    j.y = y;
+    tr_pool_run(c->pool, ssm_scan_part, &j);
+
+    /* y + D*x, times silu(z) (Mamba-2: then RMSNorm per group) */
+    const int64_t z_off = m2 ? 0 : DI, gs = DI / NG;
+    for (int64_t t = 0; t < n; t++) {
+        float *yt = y + t * DI;
+        const float *xt = xc + t * CD;
+        for (int64_t i = 0; i < DI; i++) {
+            const float dx = xt[i] * l->ssm_d[m2 ? i / HD : i];
+            yt[i] += dx;
+        }
+        tr_swiglu(yt, xz + t * in_rows + z_off, yt, DI);
+        if (m2)
+            for (int64_t g = 0; g < NG; g++) tr_rmsnorm(yt + g * gs, yt + g * gs, l->ssm_norm + g * gs, gs, hp->norm_eps);
+    }
+    matmul(c, &l->ssm_out, y, n, out);
+}
+
 /* ------------------------------------------------------------------ forward */
 
 tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
@@ -244,6 +355,13 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
 
     for (int il = 0; il < hp->n_layer; il++) {
         const tr_layer *l = &m->layers[il];
+
+        if (arch->ssm != TR_SSM_NONE) { /* x = x + ssm(rmsnorm(x)): no attention, no feed-forward */
+            norm_rows(arch, xb, x, l->attn_norm, NULL, n, E, eps);
+            ssm_layer(c, b, il, xb, xb2);
+            for (int64_t i = 0; i < n * E; i++) x[i] += xb2[i];
+            continue;
+        }
 
         /* Attention. */
         norm_rows(arch, xb, x, l->attn_norm, l->attn_norm_b, n, E, eps);

@@ -48,6 +48,15 @@ static const tr_arch arches[] = {
      * q scaled before q.k, LongRoPE factors where the file has them.
      * llama.cpp disables Phi-3's sliding window (it warns): so do we. */
     {.name = "phi3", .rope = TR_ROPE_NEOX, .act = TR_ACT_SILU, .scale_q = true, .longrope = true},
+    /* Mamba: no attention, no feed-forward; each layer x + ssm(rmsnorm(x)):
+     * in-projection to x and z, causal depthwise convolution of x, SiLU, the
+     * selective scan (dt, B, C from x), + D*x, times silu(z), out-projection.
+     * The recurrent state is the sequence's (engine.h), not a KV cache. */
+    {.name = "mamba", .rope = TR_ROPE_NONE, .act = TR_ACT_SILU, .ssm = TR_SSM_MAMBA1},
+    /* Mamba-2: as Mamba with one decay per head, x, B, C and dt from the
+     * in-projection (B, C convolved with x, shared per group), and an
+     * RMSNorm per group after the gate. */
+    {.name = "mamba2", .rope = TR_ROPE_NONE, .act = TR_ACT_SILU, .ssm = TR_SSM_MAMBA2},
 };
 
 const tr_arch *tr_arch_find(const char *name, size_t len) {
@@ -56,4 +65,4 @@ const tr_arch *tr_arch_find(const char *name, size_t len) {
     return NULL;
 }
 
-const char *tr_arch_supported_list(void) { return "llama, qwen2, qwen3, qwen3moe, gemma2, gemma3, gpt2, phi3"; }
+const char *tr_arch_supported_list(void) { return "llama, qwen2, qwen3, qwen3moe, gemma2, gemma3, gpt2, phi3, mamba, mamba2"; }

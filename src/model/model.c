@@ -143,6 +143,28 @@ static tr_status get_vec(loader *L, const char *name, int64_t n, bool required, 
     return TR_OK;
 }
 
+/* An F32 tensor of exactly [ne0, ne1] (ggml order; the SSM's small
+ * parameters: conv taps, A, D, the grouped norm's weights). */
+static tr_status get_f32(loader *L, const char *name, int64_t ne0, int64_t ne1, bool required, const float **out) {
+    const tr_gguf_tensor *t = find(L, name);
+    *out = NULL;
+    if (!t) {
+        if (required) return tr_err_set(L->err, TR_ERR_FORMAT, "%s: missing tensor %s", L->path, name);
+        return TR_OK;
+    }
+    if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1)
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: tensor %s has shape [%lld, %lld, %lld], expected [%lld, %lld]",
+                          L->path, name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
+                          (long long)ne0, (long long)ne1);
+    if (t->type != TR_TYPE_F32)
+        return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s has type %s, expected F32 (as llama.cpp's ssm ops)",
+                          L->path, name, tr_type_name(t->type) ? tr_type_name(t->type) : "(unknown)");
+    if (((uintptr_t)t->data & 3) != 0)
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: tensor %s is not 4-byte aligned", L->path, name);
+    *out = (const float *)t->data;
+    return TR_OK;
+}
+
 /* Metadata that would change the computation in ways we do not implement. */
 static tr_status check_unsupported(loader *L, const tr_arch *arch) {
     static const char *const int_keys[] = {"expert_count", "attention.q_lora_rank", "attention.kv_lora_rank",
@@ -194,11 +216,59 @@ static tr_status check_unsupported(loader *L, const tr_arch *arch) {
     return TR_OK;
 }
 
+/* State-space models (Mamba, Mamba-2): no attention and no feed-forward,
+ * so none of their keys; the ssm.* keys instead (llama.cpp's names). */
+static tr_status load_ssm_hparams(loader *L, tr_model *m) {
+    tr_hparams *hp = &m->hp;
+    const bool m2 = m->arch->ssm == TR_SSM_MAMBA2;
+    tr_status st;
+    if ((st = get_int(L, "embedding_length", true, 0, 1, 1 << 17, &hp->n_embd))) return st;
+    if ((st = get_int(L, "block_count", true, 0, 1, 4096, &hp->n_layer))) return st;
+    if ((st = get_int(L, "context_length", false, 2048, 1, 1 << 24, &hp->n_ctx_train))) return st;
+    if ((st = get_float(L, "attention.layer_norm_rms_epsilon", true, 0, &hp->norm_eps))) return st;
+    if (!(hp->norm_eps >= 0))
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s's norm epsilon is negative", L->path, L->arch);
+    if ((st = get_int(L, "ssm.conv_kernel", true, 0, 1, 256, &hp->ssm_d_conv))) return st;
+    if ((st = get_int(L, "ssm.inner_size", true, 0, 1, 1 << 18, &hp->ssm_d_inner))) return st;
+    if ((st = get_int(L, "ssm.state_size", true, 0, 1, 1024, &hp->ssm_d_state))) return st;
+    if ((st = get_int(L, "ssm.time_step_rank", true, 0, 1, hp->ssm_d_inner, &hp->ssm_dt_rank))) return st;
+    hp->ssm_n_group = 1;
+    if (m2 && (st = get_int(L, "ssm.group_count", true, 0, 1, hp->ssm_d_inner, &hp->ssm_n_group))) return st;
+    char key[160];
+    key_name(key, sizeof key, L, "ssm.dt_b_c_rms");
+    bool b = false;
+    if (tr_gguf_get(L->g, key) && (!tr_gguf_get_bool(L->g, key, &b) || b))
+        return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: %s is set (RMSNorm of dt, B and C, as Falcon-Mamba): not supported",
+                          L->path, key);
+    if (m2) {
+        /* ssm.time_step_rank is Mamba-2's head count (llama.cpp's reading) */
+        hp->ssm_n_head = hp->ssm_dt_rank;
+        if (hp->ssm_d_inner % hp->ssm_n_head || hp->ssm_n_head % hp->ssm_n_group)
+            return tr_err_set(L->err, TR_ERR_FORMAT,
+                              "%s: %s.ssm.inner_size (%d), time_step_rank (heads, %d) and group_count (%d): want heads "
+                              "dividing the inner size and groups dividing the heads",
+                              L->path, L->arch, hp->ssm_d_inner, hp->ssm_n_head, hp->ssm_n_group);
+        hp->ssm_head_dim = hp->ssm_d_inner / hp->ssm_n_head;
+        hp->ssm_conv_dim = hp->ssm_d_inner + 2 * hp->ssm_n_group * hp->ssm_d_state;
+    } else {
+        hp->ssm_n_head = hp->ssm_d_inner; /* one channel per head, as llama.cpp's scan sees Mamba */
+        hp->ssm_head_dim = 1;
+        hp->ssm_conv_dim = hp->ssm_d_inner;
+    }
+    /* No attention: no heads, no RoPE, no feed-forward. */
+    hp->n_head = hp->n_head_kv = hp->head_k = hp->head_v = hp->n_rot = hp->n_ff = 0;
+    hp->rope_base = hp->rope_base_swa = 10000.0f;
+    hp->rope_scale = hp->rope_scale_swa = hp->rope_mscale = 1.0f;
+    hp->n_ctx_orig = hp->n_ctx_train;
+    return TR_OK;
+}
+
 static tr_status load_hparams(loader *L, tr_model *m) {
     tr_hparams *hp = &m->hp;
     const tr_arch *arch = m->arch;
     tr_status st;
     if ((st = check_unsupported(L, arch))) return st;
+    if (arch->ssm != TR_SSM_NONE) return load_ssm_hparams(L, m);
     if ((st = get_int(L, "embedding_length", true, 0, 1, 1 << 17, &hp->n_embd))) return st;
     if ((st = get_int(L, "block_count", true, 0, 1, 4096, &hp->n_layer))) return st;
     if ((st = get_int(L, "attention.head_count", true, 0, 1, 4096, &hp->n_head))) return st;
@@ -307,6 +377,46 @@ static bool file_says_longrope(const loader *L) {
     return tr_gguf_get_str(L->g, key, &st) && st.len == 8 && !memcmp(st.ptr, "longrope", 8);
 }
 
+/* Mamba's and Mamba-2's layers (llama.cpp's tensors and shapes). */
+static tr_status load_ssm_layers(loader *L, tr_model *m) {
+    const tr_hparams *hp = &m->hp;
+    const bool m2 = m->arch->ssm == TR_SSM_MAMBA2;
+    const int64_t E = hp->n_embd, DI = hp->ssm_d_inner, DS = hp->ssm_d_state, R = hp->ssm_dt_rank;
+    const int64_t NH = hp->ssm_n_head, NG = hp->ssm_n_group, CD = hp->ssm_conv_dim, K = hp->ssm_d_conv;
+    tr_status st;
+    for (int i = 0; i < hp->n_layer; i++) {
+        tr_layer *l = &m->layers[i];
+        char n[96];
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", i, s), n)
+        if ((st = get_vec(L, NAME("attn_norm.weight"), E, true, &l->attn_norm))) return st;
+        const int64_t in_rows = m2 ? 2 * DI + 2 * NG * DS + NH : 2 * DI;
+        if ((st = get_weight(L, NAME("ssm_in.weight"), in_rows, E, true, &l->ssm_in))) return st;
+        if ((st = get_f32(L, NAME("ssm_conv1d.weight"), K, CD, true, &l->ssm_conv1d))) return st;
+        if ((st = get_vec(L, NAME("ssm_conv1d.bias"), CD, true, &l->ssm_conv1d_b))) return st;
+        if (m2) {
+            if ((st = get_vec(L, NAME("ssm_dt.bias"), NH, true, &l->ssm_dt_b))) return st;
+            if ((st = get_f32(L, NAME("ssm_a"), 1, NH, true, &l->ssm_a))) return st;
+            if ((st = get_f32(L, NAME("ssm_d"), 1, NH, true, &l->ssm_d))) return st;
+            if ((st = get_f32(L, NAME("ssm_norm.weight"), DI / NG, NG, true, &l->ssm_norm))) return st;
+        } else {
+            if ((st = get_weight(L, NAME("ssm_x.weight"), R + 2 * DS, DI, true, &l->ssm_x))) return st;
+            if ((st = get_weight(L, NAME("ssm_dt.weight"), DI, R, true, &l->ssm_dt))) return st;
+            if ((st = get_vec(L, NAME("ssm_dt.bias"), DI, true, &l->ssm_dt_b))) return st;
+            if ((st = get_f32(L, NAME("ssm_a"), DS, DI, true, &l->ssm_a))) return st;
+            if ((st = get_vec(L, NAME("ssm_d"), DI, true, &l->ssm_d))) return st;
+            static const char *const norms[] = {"ssm_dt_norm.weight", "ssm_b_norm.weight", "ssm_c_norm.weight"};
+            for (size_t j = 0; j < sizeof norms / sizeof norms[0]; j++)
+                if (find(L, NAME(norms[j])))
+                    return tr_err_set(L->err, TR_ERR_UNSUPPORTED,
+                                      "%s: tensor %s (RMSNorm of dt, B and C, as Jamba): not supported for %s", L->path,
+                                      n, L->arch);
+        }
+        if ((st = get_weight(L, NAME("ssm_out.weight"), E, DI, true, &l->ssm_out))) return st;
+#undef NAME
+    }
+    return TR_OK;
+}
+
 static tr_status load_weights(loader *L, tr_model *m) {
     tr_hparams *hp = &m->hp;
     const tr_arch *arch = m->arch;
@@ -338,6 +448,7 @@ static tr_status load_weights(loader *L, tr_model *m) {
 
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) return tr_err_set(L->err, TR_ERR_NOMEM, "%s: out of memory for %d layers", L->path, hp->n_layer);
+    if (arch->ssm != TR_SSM_NONE) return load_ssm_layers(L, m);
     const int64_t E = hp->n_embd, Q = (int64_t)hp->n_head * hp->head_k, K = (int64_t)hp->n_head_kv * hp->head_k,
                   V = (int64_t)hp->n_head_kv * hp->head_v, O = (int64_t)hp->n_head * hp->head_v, F = hp->n_ff;
     for (int i = 0; i < hp->n_layer; i++) {
@@ -492,6 +603,7 @@ const char *tr_model_arch(const tr_model *m) { return m->arch_name; }
 const char *tr_model_name(const tr_model *m) { return m->name; }
 int32_t tr_model_n_vocab(const tr_model *m) { return m->hp.n_vocab; }
 int32_t tr_model_n_ctx_train(const tr_model *m) { return m->hp.n_ctx_train; }
+bool tr_model_is_recurrent(const tr_model *m) { return m->arch->ssm != TR_SSM_NONE; }
 uint64_t tr_model_n_params(const tr_model *m) { return m->n_params; }
 uint64_t tr_model_weight_bytes(const tr_model *m) { return m->weight_bytes; }
 
@@ -518,6 +630,24 @@ size_t tr_model_describe(const tr_model *m, char *buf, size_t cap) {
     const tr_hparams *hp = &m->hp;
     const tr_layer *l0 = &m->layers[0];
     char key[160];
+    if (a->ssm != TR_SSM_NONE) {
+        put(&b, "architecture: %s (supported), %d layers, n_embd %d, vocabulary %d\n", a->name, hp->n_layer, hp->n_embd,
+            hp->n_vocab);
+        if (a->ssm == TR_SSM_MAMBA2)
+            put(&b, "state space: Mamba-2 (scalar decay per head), d_inner %d, %d heads of %d, %d group%s of B/C, "
+                "d_state %d, conv kernel %d, grouped RMSNorm\n", hp->ssm_d_inner, hp->ssm_n_head, hp->ssm_head_dim,
+                hp->ssm_n_group, hp->ssm_n_group == 1 ? "" : "s", hp->ssm_d_state, hp->ssm_d_conv);
+        else
+            put(&b, "state space: Mamba (selective scan), d_inner %d, d_state %d, conv kernel %d, dt rank %d\n",
+                hp->ssm_d_inner, hp->ssm_d_state, hp->ssm_d_conv, hp->ssm_dt_rank);
+        const double kib = ((double)(hp->ssm_d_conv - 1) * hp->ssm_conv_dim + (double)hp->ssm_d_inner * hp->ssm_d_state) *
+                           hp->n_layer * sizeof(float) / 1024.0;
+        put(&b, "recurrent state: %.1f KiB per sequence, constant with length (no attention, no KV cache); "
+            "prefix cache, speculative decoding and --kv-window are off for it (a state cannot be rolled back)\n", kib);
+        put(&b, "norms: RMSNorm, eps %g\n", hp->norm_eps);
+        put(&b, "output: %s\n", m->output.data == m->tok_embd.data ? "tied to token_embd" : "output.weight");
+        return b.len;
+    }
     put(&b, "architecture: %s (supported), %d layers, n_embd %d, n_ff %d, vocabulary %d\n", a->name, hp->n_layer,
         hp->n_embd, hp->n_ff, hp->n_vocab);
 
