@@ -180,5 +180,10 @@ typedef struct tr_ssm_scan_params {
  * token, dt' = softplus(dt); per channel and state i, s = s*exp(dt'*A) +
  * B[i]*x*dt'; y = sum_i s*C[i], in index order. y: [n][n_head*head_dim]. */
 void tr_ssm_scan(const tr_ssm_batch *b, const tr_ssm_scan_params *p, int64_t h0, int64_t h1, float *y);
+/* The scalar reference (exactly llama.cpp's scalar order); tr_ssm_scan runs
+ * the AVX2 + FMA variant where the CPU has it (8 states at a time, Mamba's
+ * exp vectorised; Mamba-2's sums in ggml's AVX2 order), within a few ulp. */
+void tr_ssm_scan_ref(const tr_ssm_batch *b, const tr_ssm_scan_params *p, int64_t h0, int64_t h1, float *y);
+bool tr_ssm_scan_has_simd(void);
 
 #endif
