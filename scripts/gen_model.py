@@ -32,8 +32,9 @@ import numpy as np
 import gguf
 from gguf import GGMLQuantizationType as QT
 
-ARCHES = ("llama", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "gpt2", "phi3", "mamba", "mamba2")
-SSM = ("mamba", "mamba2")
+ARCHES = ("llama", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "gpt2", "phi3", "mamba", "mamba2",
+          "granitehybrid")
+SSM = ("mamba", "mamba2", "granitehybrid")
 GEMMA = ("gemma2", "gemma3")
 
 # name -> hyperparameters. head_dim may differ from n_embd / n_head (key_length).
@@ -60,7 +61,17 @@ SHAPES = {
 SSM_DEFAULTS = {
     "mamba": dict(d_state=16, d_conv=4),
     "mamba2": dict(d_state=64, d_conv=4, n_group=2),
+    "granitehybrid": dict(d_state=64, d_conv=4, n_group=1),
 }
+
+# Granite 4.0-H's shape in small: Mamba-2 layers with attention layers among
+# them (here 1 and 3 of 4: the KV pool holds those two), one group of B and
+# C, no RoPE (rope.scaling.finetuned false, as the releases), Granite's
+# multipliers at values that make each one matter: embeddings x12 (and
+# token_embd scaled by 1/12 to match), residual branches x0.5, q.k x0.0625
+# (not the default 1/sqrt(64)), logits /4.
+GRANITE = dict(attn_layers=(1, 3), embedding_scale=12.0, residual_scale=0.5, attention_scale=0.0625,
+               logit_scale=4.0)
 
 # Per-architecture variations of the tiny shape, so that each one exercises
 # what makes the architecture different: Gemma 3 has 6 layers (5 local, 1
@@ -76,6 +87,7 @@ TINY_OVERRIDES = {
     "phi3": dict(n_rot=48),
     # Qwen3-MoE: 8 experts, top 2, experts of 256 (rows whole Q4_K blocks).
     "qwen3moe": dict(head_dim=128, n_expert=8, n_expert_used=2, n_ff_exp=256),
+    "granitehybrid": dict(n_layer=4),
 }
 
 
@@ -90,7 +102,13 @@ def ssm_tensors(arch, hp, rng, mat, vec, tensors):
     for i in range(L):
         p = f"blk.{i}."
         vec(p + "attn_norm.weight", E, layer=i)
-        if arch == "mamba":
+        if arch == "granitehybrid" and i in GRANITE["attn_layers"]:
+            H, HKV, D = hp["n_head"], hp["n_head_kv"], hp["head_dim"]
+            mat(p + "attn_q.weight", H * D, E, layer=i)
+            mat(p + "attn_k.weight", HKV * D, E, layer=i)
+            mat(p + "attn_v.weight", HKV * D, E, layer=i)
+            mat(p + "attn_output.weight", E, H * D, layer=i)
+        elif arch == "mamba":
             R = hp["dt_rank"]
             mat(p + "ssm_in.weight", 2 * DI, E, layer=i)
             tensors.append((p + "ssm_conv1d.weight", (rng.standard_normal((DI, K)) * 0.5).astype(np.float32), False, i))
@@ -113,7 +131,13 @@ def ssm_tensors(arch, hp, rng, mat, vec, tensors):
             tensors.append((p + "ssm_d", (1.0 + rng.standard_normal((NH, 1)) * 0.1).astype(np.float32), False, i))
             tensors.append((p + "ssm_norm.weight", (1.0 + rng.standard_normal((NG, DI // NG)) * 0.1).astype(np.float32),
                             False, i))
-        mat(p + "ssm_out.weight", E, DI, layer=i)
+        if arch != "granitehybrid" or i not in GRANITE["attn_layers"]:
+            mat(p + "ssm_out.weight", E, DI, layer=i)
+        if arch == "granitehybrid":  # every layer's SwiGLU feed-forward
+            vec(p + "ffn_norm.weight", E, layer=i)
+            mat(p + "ffn_gate.weight", hp["n_ff"], E, layer=i)
+            mat(p + "ffn_up.weight", hp["n_ff"], E, layer=i)
+            mat(p + "ffn_down.weight", E, hp["n_ff"], layer=i)
 
 WORDS = """the of and to in is was that for it with as his on be at by had are but from or
 have an they which one you were her all she there would their we him been has when who
@@ -328,6 +352,8 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None, swa=0, experts=0):
     emb_std = 1.0 / np.sqrt(E) if arch in GEMMA else 1.0
     if arch in SSM and tied:  # the embedding is the output too: logits of a few units, as an untied output's
         emb_std = 3.0 / np.sqrt(E)
+    if arch == "granitehybrid":
+        emb_std = 1.0 / GRANITE["embedding_scale"]
     n_ctx = hp.get("n_ctx", 4096)
     n_rot = hp.get("n_rot", D)
     mat("token_embd.weight", V, E, std=emb_std)
@@ -400,7 +426,7 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None, swa=0, experts=0):
     if arch == "gpt2":
         vec("output_norm.bias", E, mean=0.0, std=0.1)
     if not tied:
-        mat("output.weight", V, E, std=3.0 / np.sqrt(E))
+        mat("output.weight", V, E, std=3.0 / np.sqrt(E) * (GRANITE["logit_scale"] if arch == "granitehybrid" else 1.0))
 
     w = gguf.GGUFWriter(path=None, arch=arch)
     w.add_name(f"random {arch} {shape} {wtype}")
@@ -409,8 +435,9 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None, swa=0, experts=0):
         # feed-forward 0: "unused, but seemingly required when loading")
         w.add_context_length(2 ** 20)
         w.add_embedding_length(E)
-        w.add_feed_forward_length(0)
-        w.add_head_count(0)
+        if arch != "granitehybrid":
+            w.add_feed_forward_length(0)
+            w.add_head_count(0)
         w.add_block_count(L)
         w.add_ssm_conv_kernel(hp["d_conv"])
         w.add_ssm_inner_size(hp["d_inner"])
@@ -422,6 +449,19 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None, swa=0, experts=0):
         else:
             w.add_ssm_time_step_rank(hp["ssm_heads"])
             w.add_ssm_group_count(hp["n_group"])
+        if arch == "granitehybrid":
+            # GraniteHybridModel.set_gguf_parameters (conversion/granite.py): llama's keys, a KV head
+            # count per layer (0: a Mamba-2 layer), Granite's multipliers, no RoPE
+            w.add_feed_forward_length(F)
+            w.add_head_count(H)
+            w.add_head_count_kv([HKV if i in GRANITE["attn_layers"] else 0 for i in range(L)])
+            w.add_rope_freq_base(10000.0)
+            w.add_rope_dimension_count(D)
+            w.add_attention_scale(GRANITE["attention_scale"])
+            w.add_embedding_scale(GRANITE["embedding_scale"])
+            w.add_residual_scale(GRANITE["residual_scale"])
+            w.add_logit_scale(GRANITE["logit_scale"])
+            w.add_rope_scaling_finetuned(False)
     else:
         w.add_context_length(n_ctx)
         w.add_embedding_length(E)

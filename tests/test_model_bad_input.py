@@ -92,7 +92,7 @@ def test_unsupported_architecture(base, tmp_path):
 def arch_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("arch")
     out = {}
-    for a in ("gpt2", "phi3", "gemma2", "mamba", "mamba2"):
+    for a in ("gpt2", "phi3", "gemma2", "mamba", "mamba2", "granitehybrid"):
         out[a] = str(d / f"{a}.gguf")
         subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_model.py"), "--arch", a, "--type", "F32",
                         "-o", out[a]], check=True, capture_output=True)
@@ -174,14 +174,37 @@ def test_mamba_a_of_the_wrong_shape(arch_files, tmp_path):
     expect_error(run(m), "blk.0.ssm_a", "expected [16, 512]")
 
 
+def test_granitehybrid_kv_heads_per_layer_are_checked(arch_files, tmp_path):
+    A = gguf.GGUFValueType.ARRAY
+    m = copy_model(arch_files["granitehybrid"], str(tmp_path / "m.gguf"),
+                   set_keys={"granitehybrid.attention.head_count_kv": ([0, 2, 0, 1], A)})
+    expect_error(run(m), "granitehybrid.attention.head_count_kv[3] = 1", "one KV head count")
+    m = copy_model(arch_files["granitehybrid"], str(tmp_path / "n.gguf"),
+                   set_keys={"granitehybrid.attention.head_count_kv": ([0, 2, 0], A)})
+    expect_error(run(m), "granitehybrid.attention.head_count_kv has 3 entries for 4 layers")
+    # an attention layer's tensors where the file says Mamba-2: the missing ssm tensor is named
+    m = copy_model(arch_files["granitehybrid"], str(tmp_path / "o.gguf"),
+                   set_keys={"granitehybrid.attention.head_count_kv": ([0, 0, 0, 2], A)})
+    expect_error(run(m), "missing tensor blk.1.ssm_in.weight")
+
+
+def test_granitehybrid_experts_are_refused(arch_files, tmp_path):
+    m = copy_model(arch_files["granitehybrid"], str(tmp_path / "m.gguf"),
+                   set_keys={"granitehybrid.expert_count": (8, gguf.GGUFValueType.UINT32)})
+    expect_error(run(m), "granitehybrid.expert_count is set: not supported")
+
+
 def test_recurrent_models_refuse_what_a_state_cannot_do(arch_files):
     """Speculation would have to drop rejected guesses and a streaming window
     would cut the past: neither can be done to a recurrent state."""
     expect_error(run(arch_files["mamba"], "--spec", "ngram"), "speculative decoding is not supported for mamba")
     expect_error(run(arch_files["mamba2"], "--kv-window", "64"), "--kv-window", "mamba2")
     expect_error(run(arch_files["mamba"], "-md", arch_files["mamba"], "--spec", "draft"), "draft model")
-    p = run(arch_files["mamba"])
-    assert p.returncode == 0, p.stderr
+    expect_error(run(arch_files["granitehybrid"], "--spec", "lookahead"),
+                 "speculative decoding is not supported for granitehybrid")
+    for a in ("mamba", "mamba2", "granitehybrid"):
+        p = run(arch_files[a])
+        assert p.returncode == 0, p.stderr
 
 
 def test_missing_tensor(base, tmp_path):

@@ -118,7 +118,7 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
                               n_sinks, n_window, (long long)cap, bs, n_ctx_seq);
         n_ctx_seq = (int32_t)cap;
     }
-    const bool recurrent = m->arch->ssm != TR_SSM_NONE;
+    const bool recurrent = hp->n_layer_rs > 0;
     if (recurrent && n_window > 0)
         return tr_err_set(err, TR_ERR_ARG,
                           "context: --kv-window / --kv-sinks do not apply to %s: it has no KV cache to slide (its "
@@ -156,7 +156,7 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     const int64_t wide = hp->n_embd > q_dim ? hp->n_embd : q_dim;
     /* The pool rounds n_ctx up to whole blocks; one sequence may span all of it. */
     tr_kv_params kp = {.n_blocks = (n_ctx + bs - 1) / bs, .block_size = bs, .n_seq = n_seq,
-                       .max_blocks = (n_ctx_seq + bs - 1) / bs, .n_layer = hp->n_layer,
+                       .max_blocks = (n_ctx_seq + bs - 1) / bs, .n_layer = hp->n_layer_kv,
                        .k_row = tr_row_size(type_k, c->k_dim), .v_row = tr_row_size(type_v, c->v_dim)};
     st = tr_kv_new(&kp, &c->kv, err);
     if (st != TR_OK) {
@@ -199,11 +199,14 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     }
     if (recurrent) {
         const size_t nb = (size_t)n_batch;
-        const int64_t in_rows = m->layers[0].ssm_in.rows, di = hp->ssm_d_inner;
+        const int64_t di = hp->ssm_d_inner, in_rows = m->arch->ssm == TR_SSM_MAMBA2
+                                                          ? 2 * di + 2 * (int64_t)hp->ssm_n_group * hp->ssm_d_state +
+                                                                hp->ssm_n_head
+                                                          : 2 * di; /* ssm_in's rows */
         c->conv_layer = (size_t)(hp->ssm_d_conv - 1) * (size_t)hp->ssm_conv_dim;
         c->ssm_layer = (size_t)di * (size_t)hp->ssm_d_state;
-        c->conv_state = alloc_array((size_t)n_seq * (size_t)hp->n_layer, c->conv_layer * sizeof(float), &ok);
-        c->ssm_state = alloc_array((size_t)n_seq * (size_t)hp->n_layer, c->ssm_layer * sizeof(float), &ok);
+        c->conv_state = alloc_array((size_t)n_seq * (size_t)hp->n_layer_rs, c->conv_layer * sizeof(float), &ok);
+        c->ssm_state = alloc_array((size_t)n_seq * (size_t)hp->n_layer_rs, c->ssm_layer * sizeof(float), &ok);
         c->ssm_xz = alloc_array(nb, (size_t)in_rows * sizeof(float), &ok);
         c->ssm_xc = alloc_array(nb, (size_t)hp->ssm_conv_dim * sizeof(float), &ok);
         c->ssm_dbc = alloc_array(nb, (size_t)(hp->ssm_dt_rank + 2 * hp->ssm_d_state) * sizeof(float), &ok);
@@ -269,6 +272,8 @@ void tr_context_free(tr_context *c) {
 
 int32_t tr_context_n_ctx(const tr_context *c) { return c->n_ctx_seq; }
 
+static void state_set(tr_context *c, int32_t s, int32_t src);
+
 tr_status tr_decode(tr_context *c, const tr_batch *b, tr_error *err) {
     if (!c || !b) return tr_err_set(err, TR_ERR_ARG, "decode: no context or batch");
     const int32_t n = b->n_tokens;
@@ -331,6 +336,12 @@ tr_status tr_decode(tr_context *c, const tr_batch *b, tr_error *err) {
     if (st == TR_OK) st = tr_forward(c, b, err);
     if (st != TR_OK) { /* the cache as it was */
         for (int32_t i = 0; i < n; i++) tr_kv_truncate(c->kv, b->seq_id[i], c->seq_len0[b->seq_id[i]]);
+        /* A hybrid's state-space layers before the failing one have read the
+         * batch, and a state cannot go back: its sequences start over. */
+        for (int32_t i = 0; c->recurrent && i < n; i++) {
+            tr_kv_truncate(c->kv, b->seq_id[i], 0);
+            state_set(c, b->seq_id[i], -1);
+        }
         c->n_out = 0;
         return st;
     }
@@ -371,7 +382,7 @@ static void rotate_keys(tr_context *c, int32_t seq, int32_t from, int32_t to, in
     const int32_t bs = tr_kv_block_size(c->kv), half = hp->n_rot / 2;
     const int32_t *tab = tr_kv_table(c->kv, seq);
     const size_t k_row = tr_row_size(c->type_k, c->k_dim);
-    if (m->arch->rope == TR_ROPE_NONE) return; /* learned absolute positions (GPT-2): nothing in a key rotates */
+    if (m->arch->rope == TR_ROPE_NONE || hp->no_rope) return; /* no RoPE (GPT-2's learned positions): nothing rotates */
     const bool neox = m->arch->rope == TR_ROPE_NEOX;
     /* the frequency factors forward.c uses (LongRoPE: by the sequence's limit); not rope_mscale, which the
      * stored key carries once already */
@@ -381,6 +392,7 @@ static void rotate_keys(tr_context *c, int32_t seq, int32_t from, int32_t to, in
     float *row = c->k; /* scratch: one row of k_dim floats */
     for (int32_t il = 0; il < hp->n_layer; il++) {
         const tr_layer *l = &m->layers[il];
+        if (l->kv_layer < 0) continue; /* a state-space layer */
         const float theta_scale = powf(l->rope_base, -2.0f / (float)hp->n_rot);
         float theta_base = (float)delta;
         for (int32_t i = 0; i < half; i++) {
@@ -391,7 +403,7 @@ static void rotate_keys(tr_context *c, int32_t seq, int32_t from, int32_t to, in
             sn[i] = sinf(theta);
             theta_base *= theta_scale;
         }
-        uint8_t *k = tr_kv_k_layer(c->kv, il);
+        uint8_t *k = tr_kv_k_layer(c->kv, l->kv_layer);
         for (int32_t p = from; p < to; p++) {
             uint8_t *dst = k + (size_t)tr_kv_slot(tab, bs, p) * k_row;
             tr_dequantize(c->type_k, dst, row, c->k_dim);
@@ -431,7 +443,7 @@ void tr_context_stream(const tr_context *c, int32_t *n_sinks, int32_t *n_window)
 
 /* Sequence s's recurrent state (every layer) to zeros, or a copy of src's. */
 static void state_set(tr_context *c, int32_t s, int32_t src) {
-    const size_t nl = (size_t)c->model->hp.n_layer, nc = nl * c->conv_layer, ns = nl * c->ssm_layer;
+    const size_t nl = (size_t)c->model->hp.n_layer_rs, nc = nl * c->conv_layer, ns = nl * c->ssm_layer;
     float *conv = c->conv_state + (size_t)s * nc, *ssm = c->ssm_state + (size_t)s * ns;
     if (src < 0) {
         memset(conv, 0, nc * sizeof(float));
@@ -492,7 +504,7 @@ void tr_context_kv_stats(const tr_context *c, tr_kv_stats *o) {
     o->evictions = k.evictions;
     o->hit_tokens = k.hit_tokens;
     o->lookup_tokens = k.lookup_tokens;
-    o->bytes_per_block = (size_t)o->block_size * (size_t)c->model->hp.n_layer *
+    o->bytes_per_block = (size_t)o->block_size * (size_t)c->model->hp.n_layer_kv *
                          (tr_row_size(c->type_k, c->k_dim) + tr_row_size(c->type_v, c->v_dim));
 }
 

@@ -260,17 +260,17 @@ static void ssm_scan_part(void *arg, int ith, int nth) {
  *            out = y Wout
  * The convolution and the scan carry each sequence's state across tokens
  * (ops/ssm.c); the matmuls are row by row as everywhere. */
-static void ssm_layer(tr_context *c, const tr_batch *b, int il, const float *h, float *out) {
+static void ssm_layer(tr_context *c, const tr_batch *b, const tr_layer *l, const float *h, float *out) {
     const tr_hparams *hp = &c->model->hp;
-    const tr_layer *l = &c->model->layers[il];
+    const size_t il = (size_t)l->rs_layer; /* its place in a sequence's state */
     const bool m2 = c->model->arch->ssm == TR_SSM_MAMBA2;
     const int64_t n = b->n_tokens, DI = hp->ssm_d_inner, DS = hp->ssm_d_state, R = hp->ssm_dt_rank;
     const int64_t NH = hp->ssm_n_head, HD = hp->ssm_head_dim, NG = hp->ssm_n_group, CD = hp->ssm_conv_dim;
     const int64_t in_rows = l->ssm_in.rows;
-    const size_t nl = (size_t)hp->n_layer;
+    const size_t nl = (size_t)hp->n_layer_rs;
     const tr_ssm_batch sb = {.n = n, .seq = b->seq_id, .pos = b->pos,
-                             .conv_state = c->conv_state + (size_t)il * c->conv_layer,
-                             .ssm_state = c->ssm_state + (size_t)il * c->ssm_layer,
+                             .conv_state = c->conv_state + il * c->conv_layer,
+                             .ssm_state = c->ssm_state + il * c->ssm_layer,
                              .conv_stride = nl * c->conv_layer, .ssm_stride = nl * c->ssm_layer};
     float *xz = c->ssm_xz, *xc = c->ssm_xc, *dt = c->ssm_dt, *y = c->ssm_y;
 
@@ -334,7 +334,7 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
     /* Embeddings: rows of token_embd, dequantized [, plus the rows of the
      * learned positions]. */
     const size_t emb_row = tr_row_size(m->tok_embd.type, E);
-    const float emb_scale = arch->embd_scale ? sqrtf((float)E) : 1.0f;
+    const float emb_scale = arch->embd_scale ? sqrtf((float)E) : hp->embd_mult != 0 ? hp->embd_mult : 1.0f;
     for (int64_t t = 0; t < n; t++) {
         const uint8_t *row = (const uint8_t *)m->tok_embd.data + (size_t)b->token[t] * emb_row;
         tr_dequantize(m->tok_embd.type, row, x + t * E, E);
@@ -352,53 +352,55 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
     const float *freq_factors = m->rope_freqs;
     if (m->rope_long || m->rope_short) freq_factors = c->n_ctx_seq > hp->n_ctx_orig ? m->rope_long : m->rope_short;
     const bool neox = arch->rope == TR_ROPE_NEOX;
+    const bool use_rope = arch->rope != TR_ROPE_NONE && !hp->no_rope;
 
     for (int il = 0; il < hp->n_layer; il++) {
         const tr_layer *l = &m->layers[il];
 
-        if (arch->ssm != TR_SSM_NONE) { /* x = x + ssm(rmsnorm(x)): no attention, no feed-forward */
+        /* The mixer: attention, or a state-space layer. */
+        if (l->recurrent) { /* the state-space mixer (Mamba, Mamba-2) instead of attention */
             norm_rows(arch, xb, x, l->attn_norm, NULL, n, E, eps);
-            ssm_layer(c, b, il, xb, xb2);
-            for (int64_t i = 0; i < n * E; i++) x[i] += xb2[i];
-            continue;
-        }
-
-        /* Attention. */
-        norm_rows(arch, xb, x, l->attn_norm, l->attn_norm_b, n, E, eps);
-        matmul(c, &l->wq, xb, n, c->q);
-        matmul(c, &l->wk, xb, n, c->k);
-        matmul(c, &l->wv, xb, n, c->v);
-        add_bias(c->q, l->bq, n, q_dim);
-        add_bias(c->k, l->bk, n, k_dim);
-        add_bias(c->v, l->bv, n, v_dim);
-        for (int64_t t = 0; t < n; t++) {
-            float *q = c->q + t * q_dim, *k = c->k + t * k_dim;
-            for (int64_t h = 0; h < n_head; h++) {
-                if (l->q_norm) tr_rmsnorm(q + h * hk, q + h * hk, l->q_norm, hk, eps);
-                if (arch->rope != TR_ROPE_NONE)
-                    tr_rope(q + h * hk, hp->n_rot, b->pos[t], l->rope_base, l->rope_scale, freq_factors,
-                            hp->rope_mscale, neox);
+            ssm_layer(c, b, l, xb, xb2);
+        } else { /* attention */
+            norm_rows(arch, xb, x, l->attn_norm, l->attn_norm_b, n, E, eps);
+            matmul(c, &l->wq, xb, n, c->q);
+            matmul(c, &l->wk, xb, n, c->k);
+            matmul(c, &l->wv, xb, n, c->v);
+            add_bias(c->q, l->bq, n, q_dim);
+            add_bias(c->k, l->bk, n, k_dim);
+            add_bias(c->v, l->bv, n, v_dim);
+            for (int64_t t = 0; t < n; t++) {
+                float *q = c->q + t * q_dim, *k = c->k + t * k_dim;
+                for (int64_t h = 0; h < n_head; h++) {
+                    if (l->q_norm) tr_rmsnorm(q + h * hk, q + h * hk, l->q_norm, hk, eps);
+                    if (use_rope)
+                        tr_rope(q + h * hk, hp->n_rot, b->pos[t], l->rope_base, l->rope_scale, freq_factors,
+                                hp->rope_mscale, neox);
+                }
+                for (int64_t h = 0; h < n_kv; h++) {
+                    if (l->k_norm) tr_rmsnorm(k + h * hk, k + h * hk, l->k_norm, hk, eps);
+                    if (use_rope)
+                        tr_rope(k + h * hk, hp->n_rot, b->pos[t], l->rope_base, l->rope_scale, freq_factors,
+                                hp->rope_mscale, neox);
+                }
+                /* Into the cache, at this token's slot of its sequence, in the
+                 * cache's types (a function of this row alone: batch-invariant). */
+                const int64_t slot = tr_kv_slot(tr_kv_table(c->kv, b->seq_id[t]), tr_kv_block_size(c->kv), b->pos[t]);
+                tr_kv_store_row(c->type_k, k, (char *)tr_kv_k_layer(c->kv, l->kv_layer) + (size_t)slot * tr_row_size(c->type_k, k_dim), k_dim);
+                tr_kv_store_row(c->type_v, c->v + t * v_dim,
+                          (char *)tr_kv_v_layer(c->kv, l->kv_layer) + (size_t)slot * tr_row_size(c->type_v, v_dim), v_dim);
             }
-            for (int64_t h = 0; h < n_kv; h++) {
-                if (l->k_norm) tr_rmsnorm(k + h * hk, k + h * hk, l->k_norm, hk, eps);
-                if (arch->rope != TR_ROPE_NONE)
-                    tr_rope(k + h * hk, hp->n_rot, b->pos[t], l->rope_base, l->rope_scale, freq_factors,
-                            hp->rope_mscale, neox);
-            }
-            /* Into the cache, at this token's slot of its sequence, in the
-             * cache's types (a function of this row alone: batch-invariant). */
-            const int64_t slot = tr_kv_slot(tr_kv_table(c->kv, b->seq_id[t]), tr_kv_block_size(c->kv), b->pos[t]);
-            tr_kv_store_row(c->type_k, k, (char *)tr_kv_k_layer(c->kv, il) + (size_t)slot * tr_row_size(c->type_k, k_dim), k_dim);
-            tr_kv_store_row(c->type_v, c->v + t * v_dim,
-                      (char *)tr_kv_v_layer(c->kv, il) + (size_t)slot * tr_row_size(c->type_v, v_dim), v_dim);
+            tr_status st = attention(c, b, l->kv_layer, l->swa);
+            if (st != TR_OK) return tr_err_set(err, st, "forward: attention of layer %d failed (out of memory?)", il);
+            matmul(c, &l->wo, c->att, n, xb2);
+            add_bias(xb2, l->bo, n, E);
+            if (l->post_attn_norm)
+                for (int64_t t = 0; t < n; t++) tr_rmsnorm(xb2 + t * E, xb2 + t * E, l->post_attn_norm, E, eps);
         }
-        tr_status st = attention(c, b, il, l->swa);
-        if (st != TR_OK) return tr_err_set(err, st, "forward: attention of layer %d failed (out of memory?)", il);
-        matmul(c, &l->wo, c->att, n, xb2);
-        add_bias(xb2, l->bo, n, E);
-        if (l->post_attn_norm)
-            for (int64_t t = 0; t < n; t++) tr_rmsnorm(xb2 + t * E, xb2 + t * E, l->post_attn_norm, E, eps);
+        if (hp->residual_scale != 0) /* Granite: the branch scaled before its residual add */
+            for (int64_t i = 0; i < n * E; i++) xb2[i] *= hp->residual_scale;
         for (int64_t i = 0; i < n * E; i++) x[i] += xb2[i];
+        if (l->recurrent && !arch->hybrid) continue; /* Mamba: no feed-forward */
 
         /* Feed-forward. */
         norm_rows(arch, xb, x, l->ffn_norm, l->ffn_norm_b, n, E, eps);
@@ -427,6 +429,8 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
         }
         if (l->post_ffn_norm)
             for (int64_t t = 0; t < n; t++) tr_rmsnorm(xb2 + t * E, xb2 + t * E, l->post_ffn_norm, E, eps);
+        if (hp->residual_scale != 0)
+            for (int64_t i = 0; i < n * E; i++) xb2[i] *= hp->residual_scale;
         for (int64_t i = 0; i < n * E; i++) x[i] += xb2[i];
     }
 
@@ -436,6 +440,11 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
         if (c->out_row[t] >= 0)
             norm_rows(arch, xb + (int64_t)c->out_row[t] * E, x + t * E, m->output_norm, m->output_norm_b, 1, E, eps);
     matmul(c, &m->output, xb, c->n_out, c->logits);
+    if (hp->logit_scale != 0) { /* Granite: logits divided by logit_scale (ggml_scale by its inverse) */
+        const float inv = 1.0f / hp->logit_scale;
+        const int64_t total = (int64_t)c->n_out * hp->n_vocab;
+        for (int64_t i = 0; i < total; i++) c->logits[i] *= inv;
+    }
     if (hp->final_softcap > 0) {
         const float cap = hp->final_softcap;
         const int64_t total = (int64_t)c->n_out * hp->n_vocab;

@@ -130,10 +130,10 @@ static tr_status draft_context(tr_engine *e, tr_model *dm, const tr_context_para
                               "must share the model's vocabulary",
                               tr_gguf_path(tr_model_gguf(dm)), i, tb ? tb : "", tr_gguf_path(tr_model_gguf(e->model)), ta ? ta : "");
     }
-    if (dm->arch->ssm != TR_SSM_NONE || e->model->arch->ssm != TR_SSM_NONE)
+    if (tr_model_is_recurrent(dm) || tr_model_is_recurrent(e->model))
         return tr_err_set(err, TR_ERR_ARG,
                           "a draft model (--model-draft) cannot be used with %s: a recurrent state cannot drop "
-                          "rejected guesses", e->model->arch->ssm != TR_SSM_NONE ? e->model->arch->name : dm->arch->name);
+                          "rejected guesses", tr_model_is_recurrent(e->model) ? e->model->arch->name : dm->arch->name);
     tr_context_params dp = *cp;
     dp.prefix_cache = false;
     dp.n_ctx_seq = e->c->n_ctx_seq; /* the positions the model's sequences may reach */

@@ -1,5 +1,6 @@
-/* The engine's promise for state-space models (Mamba, Mamba-2), whose
- * sequences carry a recurrent state instead of K/V: a sequence's tokens and
+/* The engine's promise for state-space models (Mamba, Mamba-2, and the
+ * hybrid granitehybrid, whose attention layers keep K/V beside the state),
+ * whose sequences carry a recurrent state: a sequence's tokens and
  * logits are the same bits
  *   - alone, or batched with others arriving at other times, its prompt cut
  *     into chunks (each token meets the state its own sequence left);
@@ -18,7 +19,8 @@
 
 enum { N_PROMPTS = 6, N_GEN = 12 };
 
-static const char *const MODELS[] = {"tests/fuzz/fuzz_model/mamba", "tests/fuzz/fuzz_model/mamba2"};
+static const char *const MODELS[] = {"tests/fuzz/fuzz_model/mamba", "tests/fuzz/fuzz_model/mamba2",
+                                     "tests/fuzz/fuzz_model/granitehybrid"};
 static tr_model *model;
 static int32_t prompts[N_PROMPTS][64];
 static int32_t n_prompt[N_PROMPTS];

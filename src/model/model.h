@@ -73,7 +73,10 @@ typedef struct tr_arch {
     tr_moe_kind moe;          /* mixture-of-experts feed-forward: never, with {arch}.expert_count, or always */
     bool moe_norm_w;          /* the chosen experts' softmax weights renormalised to sum 1 (Qwen3-MoE, Mixtral) */
     bool moe_ff_exp;          /* experts' size from {arch}.expert_feed_forward_length (else n_ff, as Mixtral) */
-    tr_ssm_kind ssm;          /* state-space layers (then every layer is one: x = x + ssm(rmsnorm(x))) */
+    tr_ssm_kind ssm;          /* state-space layers: every layer x = x + ssm(rmsnorm(x)), no feed-forward, unless hybrid */
+    bool hybrid;              /* with ssm: a state-space layer where {arch}.attention.head_count_kv[i] is 0, attention
+                                 elsewhere; every layer then has its feed-forward (Granite 4.0-H) */
+    bool granite_scales;      /* {arch}.embedding_scale, residual_scale, logit_scale, attention.scale are read (Granite) */
 } tr_arch;
 
 /* The descriptor of an architecture, NULL when unsupported. */
@@ -122,6 +125,9 @@ typedef struct tr_layer {
     const float *ssm_d;           /* skip: Mamba [d_inner]; Mamba-2 [n_head] */
     const float *ssm_norm;        /* Mamba-2: [d_inner], group g's weights at g * d_inner/n_group */
     tr_weight ssm_out;            /* n_embd x d_inner */
+    bool recurrent;               /* a state-space layer (ssm_*), else attention */
+    int32_t kv_layer;             /* attention layers: this layer's index in the KV pool (-1: none) */
+    int32_t rs_layer;             /* state-space layers: this layer's index in a sequence's state (-1: none) */
     bool swa;                     /* sliding-window (local) layer */
     float rope_base, rope_scale;  /* this layer's RoPE */
 } tr_layer;
@@ -147,6 +153,11 @@ typedef struct tr_hparams {
      * channels (ssm.time_step_rank is the head count), n_group groups of B, C. */
     int32_t ssm_d_conv, ssm_d_inner, ssm_d_state, ssm_dt_rank, ssm_n_group;
     int32_t ssm_n_head, ssm_head_dim, ssm_conv_dim;
+    int32_t n_layer_kv, n_layer_rs; /* attention layers (K/V in the pool), state-space layers (a state each) */
+    bool no_rope;                 /* the file turns RoPE off (granitehybrid: rope.scaling.finetuned = false) */
+    float embd_mult;              /* embeddings times this (Granite's embedding_scale; 0: none) */
+    float residual_scale;         /* each branch's output times this before its residual add (0: none) */
+    float logit_scale;            /* logits divided by this (0: none) */
 } tr_hparams;
 
 struct tr_model {

@@ -163,7 +163,7 @@ typedef struct tr_ssm_batch {
 /* out[t][ch] = silu(bias[ch] + sum_k w[ch][k] * window_k) for ch in [c0, c1):
  * the window is the d_conv - 1 previous inputs of token t's sequence (its
  * state, oldest first) then in[t][ch]; the state then shifts by one.
- * in: token t at in + t*in_stride; out: [n][conv_dim]; w: [conv_dim][d_conv]. */
+ * in: token t at in + t*in_stride; out: [n][conv_dim]; w: [conv_dim][d_conv]; bias may be NULL. */
 void tr_ssm_conv(const tr_ssm_batch *b, const float *in, int64_t in_stride, const float *w, const float *bias,
                  int d_conv, int64_t conv_dim, int64_t c0, int64_t c1, float *out);
 

@@ -39,7 +39,7 @@ void tr_ssm_conv(const tr_ssm_batch *b, const float *in, int64_t in_stride, cons
             sum += u[ch] * wc[nk];
             for (int k = 0; k + 1 < nk; k++) st[(size_t)k * conv_dim + ch] = st[(size_t)(k + 1) * conv_dim + ch];
             if (nk > 0) st[(size_t)(nk - 1) * conv_dim + ch] = u[ch];
-            const float v = sum + bias[ch];
+            const float v = bias ? sum + bias[ch] : sum;
             o[ch] = v / (1.0f + expf(-v)); /* SiLU */
         }
     }
