@@ -297,7 +297,10 @@ static void *load_main(void *arg) {
             "trinity serve: model %s ready (%s, KV cache %d tokens in blocks of %d, %d per request, %d request%s at "
             "once, prefix cache %s)\n",
             o->cfg.model_id, tr_model_arch(l->eng.model), ks.n_blocks * ks.block_size, ks.block_size, (int)se.n_ctx,
-            o->cfg.n_slots, o->cfg.n_slots == 1 ? "" : "s", o->no_prefix_cache ? "off" : "on");
+            o->cfg.n_slots, o->cfg.n_slots == 1 ? "" : "s",
+            tr_model_is_recurrent(l->eng.model) ? "off: a recurrent state per sequence"
+            : o->no_prefix_cache                 ? "off"
+                                                 : "on");
     l->ok = true;
 done:
     pthread_kill(l->main_thread, SIGUSR1); /* wake the main thread either way */
