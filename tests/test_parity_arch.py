@@ -163,10 +163,13 @@ def reference(path, key):
 # rule holds there; kept visible as an expected failure, not dropped.
 XFAIL = {"mixtral_Q4_K": "greedy parting at token 1 at a 0.14 % near-tie (MIN_SAME = 8)",
          # Measured: greedy token 1 is a near-tie (llama.cpp's gap 0.64 % of its top logit) taken the
-         # other way, and two teacher-forced rows' log-sum-exp differ by 0.086 / 0.107 (Q4_K's tolerance
-         # 0.09; median 0.0095); F32 / F16 / Q8_0 of the same weights agree (1.5e-05 / 4.0e-04 / 8.7e-03),
-         # and the same generator at seed 7 gives 0.064 and 128/128 greedy: quantization noise's tail.
-         "granitehybrid_Q4_K": "greedy parting at token 1 at a 0.64 % near-tie; two rows' lse 0.086-0.107 > 0.09"}
+         # other way, two teacher-forced rows' log-sum-exp differ by 0.086 / 0.107 (Q4_K's tolerance
+         # 0.09; median 0.0095) and the prompt's perplexity by 1.4 % (tolerance 1 %); F32 / F16 / Q8_0 of
+         # the same weights agree (1.5e-05 / 4.0e-04 / 8.7e-03 of the largest logit), and the same
+         # generator at seed 7 gives lse 0.064, perplexity 0.31 %, 128/128 greedy: taken for the tail of
+         # quantization noise, not shown to be (no exact evaluation was made).
+         "granitehybrid_Q4_K": "greedy parting at token 1 at a 0.64 % near-tie; two rows' lse 0.086-0.107 > 0.09; "
+                               "perplexity 1.4 % > 1 %"}
 
 
 @pytest.mark.parametrize("key", [pytest.param(k, marks=pytest.mark.xfail(reason=XFAIL[k], strict=False))
