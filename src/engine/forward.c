@@ -222,6 +222,10 @@ typedef struct ssm_job {
     /* scan */
     const tr_ssm_scan_params *sp;
     float *y;
+    /* gate: y + D*x, times silu(z) [, RMSNorm per group], token rows */
+    const float *xz;
+    int64_t n, in_rows, z_off, head_dim, n_group;
+    float eps;
 } ssm_job;
 
 /* Thread ith's share of [0, n), in units of `unit` (so that no two threads
@@ -248,6 +252,24 @@ static void ssm_scan_part(void *arg, int ith, int nth) {
     int64_t h0, h1;
     share(j->sp->n_head, j->sp->head_dim > 1 ? 1 : 16, ith, nth, &h0, &h1);
     if (h0 < h1) tr_ssm_scan(j->b, j->sp, h0, h1, j->y);
+}
+
+/* Thread ith's token rows of y = (y + D*x) * silu(z) [, then RMSNorm per
+ * group]: each row a function of itself alone. */
+static void ssm_gate_part(void *arg, int ith, int nth) {
+    const ssm_job *j = arg;
+    const tr_layer *l = j->l;
+    const int64_t DI = j->sp->n_head * j->head_dim, gs = DI / j->n_group;
+    int64_t t0, t1;
+    share(j->n, 1, ith, nth, &t0, &t1);
+    for (int64_t t = t0; t < t1; t++) {
+        float *yt = j->y + t * DI;
+        const float *xt = j->sp->x + t * j->sp->x_stride;
+        for (int64_t i = 0; i < DI; i++) yt[i] += xt[i] * l->ssm_d[i / j->head_dim];
+        tr_swiglu(yt, j->xz + t * j->in_rows + j->z_off, yt, DI);
+        if (l->ssm_norm)
+            for (int64_t g = 0; g < j->n_group; g++) tr_rmsnorm(yt + g * gs, yt + g * gs, l->ssm_norm + g * gs, gs, j->eps);
+    }
 }
 
 /* out = ssm(h) for one Mamba / Mamba-2 layer (llama.cpp's build_mamba_layer
@@ -303,19 +325,16 @@ static void ssm_layer(tr_context *c, const tr_batch *b, const tr_layer *l, const
     j.y = y;
     tr_pool_run(c->pool, ssm_scan_part, &j);
 
-    /* y + D*x, times silu(z) (Mamba-2: then RMSNorm per group) */
-    const int64_t z_off = m2 ? 0 : DI, gs = DI / NG;
-    for (int64_t t = 0; t < n; t++) {
-        float *yt = y + t * DI;
-        const float *xt = xc + t * CD;
-        for (int64_t i = 0; i < DI; i++) {
-            const float dx = xt[i] * l->ssm_d[m2 ? i / HD : i];
-            yt[i] += dx;
-        }
-        tr_swiglu(yt, xz + t * in_rows + z_off, yt, DI);
-        if (m2)
-            for (int64_t g = 0; g < NG; g++) tr_rmsnorm(yt + g * gs, yt + g * gs, l->ssm_norm + g * gs, gs, hp->norm_eps);
-    }
+    /* y + D*x, times silu(z) (Mamba-2: then RMSNorm per group); Mamba's D is
+     * per channel (a head of one channel), Mamba-2's per head */
+    j.xz = xz;
+    j.n = n;
+    j.in_rows = in_rows;
+    j.z_off = m2 ? 0 : DI;
+    j.head_dim = HD;
+    j.n_group = NG;
+    j.eps = hp->norm_eps;
+    tr_pool_run(c->pool, ssm_gate_part, &j);
     matmul(c, &l->ssm_out, y, n, out);
 }
 
