@@ -495,6 +495,52 @@ static tr_status load_ssm_layer(loader *L, tr_model *m, int i, tr_layer *l) {
     return TR_OK;
 }
 
+/* An attention layer's tensors: norm bias, q/k/v (three tensors or one
+ * fused attn_qkv), their biases, the output, QK-norm, post-norms. */
+static tr_status load_attn_layer(loader *L, tr_model *m, int i, tr_layer *l) {
+    const tr_hparams *hp = &m->hp;
+    const tr_arch *arch = m->arch;
+    const bool layer_norm = arch->norm == TR_NORM_LAYER;
+    const int64_t E = hp->n_embd, Q = (int64_t)hp->n_head * hp->head_k, K = (int64_t)hp->n_head_kv * hp->head_k,
+                  V = (int64_t)hp->n_head_kv * hp->head_v, O = (int64_t)hp->n_head * hp->head_v;
+    tr_status st;
+    char n[96];
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", i, s), n)
+    if ((st = get_vec(L, NAME("attn_norm.bias"), E, layer_norm, &l->attn_norm_b))) return st;
+    /* q, k, v: three tensors, or one attn_qkv of their rows in that order. */
+    if (find(L, NAME("attn_qkv.weight"))) {
+        tr_weight qkv;
+        if ((st = get_weight(L, n, Q + K + V, E, true, &qkv))) return st;
+        l->wq = weight_rows(&qkv, 0, Q);
+        l->wk = weight_rows(&qkv, Q, K);
+        l->wv = weight_rows(&qkv, Q + K, V);
+        const float *b = NULL;
+        if ((st = get_vec(L, NAME("attn_qkv.bias"), Q + K + V, arch->qkv_bias, &b))) return st;
+        if (b) l->bq = b, l->bk = b + Q, l->bv = b + Q + K;
+    } else {
+        if ((st = get_weight(L, NAME("attn_q.weight"), Q, E, true, &l->wq))) return st;
+        if ((st = get_weight(L, NAME("attn_k.weight"), K, E, true, &l->wk))) return st;
+        if ((st = get_weight(L, NAME("attn_v.weight"), V, E, true, &l->wv))) return st;
+        if ((st = get_vec(L, NAME("attn_q.bias"), Q, arch->qkv_bias, &l->bq))) return st;
+        if ((st = get_vec(L, NAME("attn_k.bias"), K, arch->qkv_bias, &l->bk))) return st;
+        if ((st = get_vec(L, NAME("attn_v.bias"), V, arch->qkv_bias, &l->bv))) return st;
+    }
+    if ((st = get_weight(L, NAME("attn_output.weight"), E, O, true, &l->wo))) return st;
+    if ((st = get_vec(L, NAME("attn_output.bias"), E, false, &l->bo))) return st;
+    if (arch->qk_norm) {
+        if ((st = get_vec(L, NAME("attn_q_norm.weight"), hp->head_k, true, &l->q_norm))) return st;
+        if ((st = get_vec(L, NAME("attn_k_norm.weight"), hp->head_k, true, &l->k_norm))) return st;
+    } else if (find(L, NAME("attn_q_norm.weight"))) {
+        return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s is not supported for %s", L->path, n, L->arch);
+    }
+    if (arch->post_norms) {
+        if ((st = get_vec(L, NAME("post_attention_norm.weight"), E, true, &l->post_attn_norm))) return st;
+        if ((st = get_vec(L, NAME("post_ffw_norm.weight"), E, true, &l->post_ffn_norm))) return st;
+    }
+#undef NAME
+    return TR_OK;
+}
+
 static tr_status load_weights(loader *L, tr_model *m) {
     tr_hparams *hp = &m->hp;
     const tr_arch *arch = m->arch;
@@ -526,8 +572,7 @@ static tr_status load_weights(loader *L, tr_model *m) {
 
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) return tr_err_set(L->err, TR_ERR_NOMEM, "%s: out of memory for %d layers", L->path, hp->n_layer);
-    const int64_t E = hp->n_embd, Q = (int64_t)hp->n_head * hp->head_k, K = (int64_t)hp->n_head_kv * hp->head_k,
-                  V = (int64_t)hp->n_head_kv * hp->head_v, O = (int64_t)hp->n_head * hp->head_v, F = hp->n_ff;
+    const int64_t E = hp->n_embd, F = hp->n_ff;
     int32_t n_kv = 0, n_rs = 0;
     for (int i = 0; i < hp->n_layer; i++) {
         tr_layer *l = &m->layers[i];
@@ -542,40 +587,9 @@ static tr_status load_weights(loader *L, tr_model *m) {
         if (l->recurrent) {
             if ((st = load_ssm_layer(L, m, i, l))) return st;
             if (!arch->hybrid) continue; /* Mamba: no feed-forward */
-            goto ffn;
+        } else if ((st = load_attn_layer(L, m, i, l))) {
+            return st;
         }
-        if ((st = get_vec(L, NAME("attn_norm.bias"), E, layer_norm, &l->attn_norm_b))) return st;
-        /* q, k, v: three tensors, or one attn_qkv of their rows in that order. */
-        if (find(L, NAME("attn_qkv.weight"))) {
-            tr_weight qkv;
-            if ((st = get_weight(L, n, Q + K + V, E, true, &qkv))) return st;
-            l->wq = weight_rows(&qkv, 0, Q);
-            l->wk = weight_rows(&qkv, Q, K);
-            l->wv = weight_rows(&qkv, Q + K, V);
-            const float *b = NULL;
-            if ((st = get_vec(L, NAME("attn_qkv.bias"), Q + K + V, arch->qkv_bias, &b))) return st;
-            if (b) l->bq = b, l->bk = b + Q, l->bv = b + Q + K;
-        } else {
-            if ((st = get_weight(L, NAME("attn_q.weight"), Q, E, true, &l->wq))) return st;
-            if ((st = get_weight(L, NAME("attn_k.weight"), K, E, true, &l->wk))) return st;
-            if ((st = get_weight(L, NAME("attn_v.weight"), V, E, true, &l->wv))) return st;
-            if ((st = get_vec(L, NAME("attn_q.bias"), Q, arch->qkv_bias, &l->bq))) return st;
-            if ((st = get_vec(L, NAME("attn_k.bias"), K, arch->qkv_bias, &l->bk))) return st;
-            if ((st = get_vec(L, NAME("attn_v.bias"), V, arch->qkv_bias, &l->bv))) return st;
-        }
-        if ((st = get_weight(L, NAME("attn_output.weight"), E, O, true, &l->wo))) return st;
-        if ((st = get_vec(L, NAME("attn_output.bias"), E, false, &l->bo))) return st;
-        if (arch->qk_norm) {
-            if ((st = get_vec(L, NAME("attn_q_norm.weight"), hp->head_k, true, &l->q_norm))) return st;
-            if ((st = get_vec(L, NAME("attn_k_norm.weight"), hp->head_k, true, &l->k_norm))) return st;
-        } else if (find(L, NAME("attn_q_norm.weight"))) {
-            return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s is not supported for %s", L->path, n, L->arch);
-        }
-        if (arch->post_norms) {
-            if ((st = get_vec(L, NAME("post_attention_norm.weight"), E, true, &l->post_attn_norm))) return st;
-            if ((st = get_vec(L, NAME("post_ffw_norm.weight"), E, true, &l->post_ffn_norm))) return st;
-        }
-    ffn:
         if ((st = get_vec(L, NAME("ffn_norm.weight"), E, true, &l->ffn_norm))) return st;
         if ((st = get_vec(L, NAME("ffn_norm.bias"), E, layer_norm, &l->ffn_norm_b))) return st;
         if (hp->n_expert == 0 && find(L, NAME("ffn_gate_inp.weight")))
