@@ -7,9 +7,12 @@ both see the same machine. Prints a Markdown table of tokens/s and ratios.
 The TinyLlama-1.1B-shaped random-weight models are written by
 scripts/gen_model.py into models/bench/ on first use (speed only: their
 text is noise); 'gemma' is the real Gemma 3 270M Q4_K_M; 'moe' a Qwen3-MoE-shaped
-random model (64 experts, top 8, Q4_K_M; gen_model.py --shape moe-bench):
+random model (64 experts, top 8, Q4_K_M; gen_model.py --shape moe-bench); 'mamba' / 'mamba-f16' a
+Mamba-130M-shaped random model (state-space, Q8_0 / F16; gen_model.py --arch mamba --shape mamba-130m),
+whose generation speed should not fall with the depth (-d: no KV cache grows):
 
-    python3 bench/compare.py --models moe -d 0 -r 5"""
+    python3 bench/compare.py --models moe -d 0 -r 5
+    python3 bench/compare.py --models mamba -d 2048"""
 import argparse
 import datetime
 import json
@@ -27,6 +30,15 @@ GEN_TYPES = {"q8_0": "Q8_0", "q4_k_m": "Q4_K_M", "q4_0": "Q4_0", "f16": "F16", "
 def model_file(key: str) -> str:
     if key == "gemma":
         return os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf")
+    if key in ("mamba", "mamba-f16"):
+        t = "Q8_0" if key == "mamba" else "F16"
+        path = os.path.join(ROOT, "models", "bench", f"mamba-130m-random-{t.lower()}.gguf")
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            print(f"compare: writing {path}", file=sys.stderr)
+            subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_model.py"), "--arch", "mamba",
+                            "--shape", "mamba-130m", "--type", t, "--seed", "1", "-o", path], check=True)
+        return path
     if key == "moe":
         path = os.path.join(ROOT, "models", "bench", "qwen3moe-random-q4_k_m.gguf")
         if not os.path.exists(path):

@@ -99,7 +99,11 @@ def main() -> int:
         if depth:
             run(0, depth, False)
         for r in range(-1, a.r):
-            L.llama_memory_seq_rm(mem, 0, depth, -1)
+            if not L.llama_memory_seq_rm(mem, 0, depth, -1):
+                # a recurrent model (Mamba) cannot drop a suffix: read the depth again
+                L.llama_memory_clear(mem, True)
+                if depth:
+                    run(0, depth, False)
             s = run(depth, n_tok, gen)
             if r >= 0:
                 rates.append(n_tok / s)

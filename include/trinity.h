@@ -345,6 +345,12 @@ const char *tr_model_arch(const tr_model *m);      /* general.architecture */
 const char *tr_model_name(const tr_model *m);      /* general.name, or the file's base name */
 int32_t tr_model_n_vocab(const tr_model *m);
 int32_t tr_model_n_ctx_train(const tr_model *m);
+/* True for models with state-space layers (mamba, mamba2, granitehybrid):
+ * each sequence carries a recurrent state (beside its K/V for a hybrid's
+ * attention layers), so there is no prefix cache, no
+ * speculative decoding and no streaming window (a state cannot be rolled
+ * back or cut), and tr_kv_seq_rm of a suffix is refused. */
+bool tr_model_is_recurrent(const tr_model *m);
 uint64_t tr_model_n_params(const tr_model *m);
 uint64_t tr_model_weight_bytes(const tr_model *m);
 /* What the model computes, as `trinity info` prints it: one "name: value"
@@ -435,7 +441,10 @@ typedef struct tr_batch {
 /* Each sequence's tokens in the batch must be its next positions, in order
  * (a sequence holding len positions takes len, len+1, ...). Errors (a
  * position out of order or past n_ctx_seq, a bad token id, a full cache:
- * TR_ERR_NOMEM) leave the cache as it was. */
+ * TR_ERR_NOMEM) leave the cache as it was; except that a hybrid model
+ * (state-space and attention layers) whose attention fails during the pass
+ * (out of memory for its scratch) empties the batch's sequences, their
+ * recurrent state having read part of it. */
 tr_status tr_decode(tr_context *c, const tr_batch *b, tr_error *err);
 /* Logits (n_vocab floats) of token i of the last batch, which asked for them. */
 const float *tr_get_logits(tr_context *c, int32_t i);

@@ -17,6 +17,8 @@ fixtures store the file's SHA-256 and check it).
   scripts/gen_model.py --arch phi3 --shape micro --type Q8_0 -o seed   (fuzz seeds: tests/fuzz/fuzz_model)
   scripts/gen_model.py --arch llama --shape tinyllama --type Q4_K_M -o /tmp/tl.gguf
   scripts/gen_model.py --arch bitnet --type TQ2_0 -o /tmp/bitnet.gguf     (ternary matrices, see below)
+  scripts/gen_model.py --arch mamba | mamba2 --type Q8_0 -o /tmp/m.gguf   (state-space: tiny, micro)
+  scripts/gen_model.py --arch mamba --shape mamba-130m --type Q8_0 -o /tmp/m.gguf   (bench/compare.py's 'mamba')
 
 Weights are scaled so activations keep their size through the layers
 (normal * 1/sqrt(fan_in)), norms near 1, and logits spread over a few units:
@@ -41,7 +43,9 @@ import numpy as np
 import gguf
 from gguf import GGMLQuantizationType as QT
 
-ARCHES = ("llama", "qwen2", "qwen3", "qwen3moe", "olmoe", "gemma2", "gemma3", "gpt2", "phi3", "bitnet")
+ARCHES = ("llama", "qwen2", "qwen3", "qwen3moe", "olmoe", "gemma2", "gemma3", "gpt2", "phi3", "bitnet", "mamba",
+          "mamba2", "granitehybrid")
+SSM = ("mamba", "mamba2", "granitehybrid")
 GEMMA = ("gemma2", "gemma3")
 
 # name -> hyperparameters. head_dim may differ from n_embd / n_head (key_length).
@@ -55,7 +59,30 @@ SHAPES = {
     "moe-bench": dict(n_embd=1024, n_layer=8, n_head=16, n_head_kv=4, head_dim=64, n_ff=3072, n_vocab=8192,
                       n_expert=64, n_expert_used=8, n_ff_exp=512),
     "tinyllama": dict(n_embd=2048, n_layer=22, n_head=32, n_head_kv=4, head_dim=64, n_ff=5632, n_vocab=32000),
+    # Mamba-130M's shape (state-space; bench/compare.py's 'mamba'), its vocabulary cut to 32000
+    "mamba-130m": dict(n_embd=768, n_layer=24, n_head=0, n_head_kv=0, head_dim=0, n_ff=0, n_vocab=32000,
+                       d_inner=1536, d_state=16, d_conv=4, dt_rank=48),
 }
+
+# State-space shapes (Mamba, Mamba-2) where the shape does not give them:
+# d_inner = 2 * n_embd (the only expansion llama.cpp's mamba loader accepts),
+# conv kernel 4; Mamba: d_state 16, dt_rank ceil(n_embd / 16) (the real
+# models' rule); Mamba-2: heads of 64 (fewer in micro), 2 groups of B and C,
+# d_state 64 (so llama.cpp's scan takes its 8-wide SIMD path).
+SSM_DEFAULTS = {
+    "mamba": dict(d_state=16, d_conv=4),
+    "mamba2": dict(d_state=64, d_conv=4, n_group=2),
+    "granitehybrid": dict(d_state=64, d_conv=4, n_group=1),
+}
+
+# Granite 4.0-H's shape in small: Mamba-2 layers with attention layers among
+# them (here 1 and 3 of 4: the KV pool holds those two), one group of B and
+# C, no RoPE (rope.scaling.finetuned false, as the releases), Granite's
+# multipliers at values that make each one matter: embeddings x12 (and
+# token_embd scaled by 1/12 to match), residual branches x0.5, q.k x0.0625
+# (not the default 1/sqrt(64)), logits /4.
+GRANITE = dict(attn_layers=(1, 3), embedding_scale=12.0, residual_scale=0.5, attention_scale=0.0625,
+               logit_scale=4.0)
 
 # Per-architecture variations of the tiny shape, so that each one exercises
 # what makes the architecture different: Gemma 3 has 6 layers (5 local, 1
@@ -73,7 +100,57 @@ TINY_OVERRIDES = {
     "qwen3moe": dict(head_dim=128, n_expert=8, n_expert_used=2, n_ff_exp=256),
     # OLMoE: multi-head attention (as OLMoE-1B-7B), 8 experts of n_ff, top 2.
     "olmoe": dict(n_head_kv=4, n_expert=8, n_expert_used=2, n_ff_exp=512),
+    "granitehybrid": dict(n_layer=4),
 }
+
+
+def ssm_tensors(arch, hp, rng, mat, vec, tensors):
+    """Mamba / Mamba-2 layers as llama.cpp loads them (src/models/mamba*.cpp):
+    in-projection, depthwise conv (F32, never quantized), dt, A = -exp(A_log)
+    (S4D-real's 1..d_state for Mamba), D, out-projection; Mamba-2 adds the
+    grouped norm. dt's bias is an inverse softplus of steps around 0.1-0.2,
+    as trained models' are, so the state remembers over many tokens."""
+    E, L = hp["n_embd"], hp["n_layer"]
+    DI, DS, K = hp["d_inner"], hp["d_state"], hp["d_conv"]
+    for i in range(L):
+        p = f"blk.{i}."
+        vec(p + "attn_norm.weight", E, layer=i)
+        if arch == "granitehybrid" and i in GRANITE["attn_layers"]:
+            H, HKV, D = hp["n_head"], hp["n_head_kv"], hp["head_dim"]
+            mat(p + "attn_q.weight", H * D, E, layer=i)
+            mat(p + "attn_k.weight", HKV * D, E, layer=i)
+            mat(p + "attn_v.weight", HKV * D, E, layer=i)
+            mat(p + "attn_output.weight", E, H * D, layer=i)
+        elif arch == "mamba":
+            R = hp["dt_rank"]
+            mat(p + "ssm_in.weight", 2 * DI, E, layer=i)
+            tensors.append((p + "ssm_conv1d.weight", (rng.standard_normal((DI, K)) * 0.5).astype(np.float32), False, i))
+            vec(p + "ssm_conv1d.bias", DI, mean=0.0, std=0.1, layer=i)
+            mat(p + "ssm_x.weight", R + 2 * DS, DI, layer=i)
+            mat(p + "ssm_dt.weight", DI, R, layer=i)
+            vec(p + "ssm_dt.bias", DI, mean=-2.0, std=0.5, layer=i)
+            a = -np.tile(np.arange(1, DS + 1, dtype=np.float32), (DI, 1)) * np.exp(rng.standard_normal((DI, DS)) * 0.1)
+            tensors.append((p + "ssm_a", a.astype(np.float32), False, i))
+            vec(p + "ssm_d", DI, mean=1.0, std=0.1, layer=i)
+        else:
+            NH, NG = hp["ssm_heads"], hp["n_group"]
+            mat(p + "ssm_in.weight", 2 * DI + 2 * NG * DS + NH, E, layer=i)
+            CD = DI + 2 * NG * DS
+            tensors.append((p + "ssm_conv1d.weight", (rng.standard_normal((CD, K)) * 0.5).astype(np.float32), False, i))
+            vec(p + "ssm_conv1d.bias", CD, mean=0.0, std=0.1, layer=i)
+            vec(p + "ssm_dt.bias", NH, mean=-2.0, std=0.5, layer=i)
+            a = -np.exp(rng.uniform(0.0, np.log(16.0), size=(NH, 1)))
+            tensors.append((p + "ssm_a", a.astype(np.float32), False, i))
+            tensors.append((p + "ssm_d", (1.0 + rng.standard_normal((NH, 1)) * 0.1).astype(np.float32), False, i))
+            tensors.append((p + "ssm_norm.weight", (1.0 + rng.standard_normal((NG, DI // NG)) * 0.1).astype(np.float32),
+                            False, i))
+        if arch != "granitehybrid" or i not in GRANITE["attn_layers"]:
+            mat(p + "ssm_out.weight", E, DI, layer=i)
+        if arch == "granitehybrid":  # every layer's SwiGLU feed-forward
+            vec(p + "ffn_norm.weight", E, layer=i)
+            mat(p + "ffn_gate.weight", hp["n_ff"], E, layer=i)
+            mat(p + "ffn_up.weight", hp["n_ff"], E, layer=i)
+            mat(p + "ffn_down.weight", E, hp["n_ff"], layer=i)
 
 WORDS = """the of and to in is was that for it with as his on be at by had are but from or
 have an they which one you were her all she there would their we him been has when who
@@ -227,10 +304,17 @@ def use_more_bits(i, n):
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
-def weight_type(name, layer, n_layer, wtype, arch=None):
-    """The ggml type of a 2-D weight under the requested scheme."""
+BLOCK = {"Q8_0": 32, "Q5_0": 32, "Q4_0": 32, "Q4_K": 256, "Q4_K_M": 256, "TQ1_0": 256, "TQ2_0": 256}
+
+
+def weight_type(name, layer, n_layer, wtype, arch=None, cols=None):
+    """The ggml type of a 2-D weight under the requested scheme. A matrix
+    whose rows are not whole blocks of the type (Mamba's dt projection, rows
+    of dt_rank) is written F16, as llama-quantize's fallback ends for it."""
     if arch == "bitnet" and wtype in ("TQ1_0", "TQ2_0") and name == "token_embd.weight":
         return QT.F16  # BitNet's embedding is not ternary (and is the output: tied)
+    if cols is not None and cols % BLOCK.get(wtype, 1):
+        return QT.F16
     if wtype == "Q4_K_M":
         if name == "output.weight":
             return QT.Q6_K
@@ -248,14 +332,23 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None, swa=0, experts=0):
         hp["n_vocab"] = n_vocab
     if experts:  # llama with experts: Mixtral
         hp.update(n_expert=experts, n_expert_used=2, n_ff_exp=hp["n_ff"])  # experts of n_ff, as llama.cpp reads them
+    if arch in SSM:
+        if shape == "micro":  # the fuzz seeds: a few KB of state-space layers
+            hp.update(d_state=8 if arch == "mamba" else 16)
+        for k, v in SSM_DEFAULTS[arch].items():
+            hp.setdefault(k, v)
+        hp.setdefault("d_inner", 2 * hp["n_embd"])
+        hp.setdefault("dt_rank", -(-hp["n_embd"] // 16))
+        hp.setdefault("ssm_heads", max(1, hp["d_inner"] // 64) if shape != "micro" else 4)
     if arch in ("qwen3moe", "olmoe") and "n_expert" not in hp:
         hp.update(n_expert=4, n_expert_used=2, n_ff_exp=hp["n_ff"])
     E, L, H, HKV, D, F, V = (hp[k] for k in ("n_embd", "n_layer", "n_head", "n_head_kv", "head_dim", "n_ff", "n_vocab"))
     rng = np.random.default_rng(seed)
     if tied is None:
         # as the real Gemma models (Gemma 2's output is always the embedding); llama.cpp's
-        # bitnet loader reads no output.weight (a file with one has a tensor too many for it)
-        tied = arch in GEMMA or arch == "bitnet"
+        # bitnet loader reads no output.weight (a file with one has a tensor too many for it);
+        # Mamba-2 tied (as mamba2-130m), Mamba not, so that both ways are exercised
+        tied = arch in GEMMA or arch in ("bitnet", "mamba2")
 
     tensors = []  # (name, float32 array in numpy (rows, cols) order, is_matrix, layer)
 
@@ -286,6 +379,10 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None, swa=0, experts=0):
     # Embeddings: Gemma scales them by sqrt(n_embd) itself, the others use them as they are.
     # BitNet's tied output reads the embedding back: small, so that the layers decide the next token.
     emb_std = 1.0 / np.sqrt(E) if arch in GEMMA else 0.15 if arch == "bitnet" else 1.0
+    if arch in SSM and tied:  # the embedding is the output too: logits of a few units, as an untied output's
+        emb_std = 3.0 / np.sqrt(E)
+    if arch == "granitehybrid":
+        emb_std = 1.0 / GRANITE["embedding_scale"]
     n_ctx = hp.get("n_ctx", 4096)
     n_rot = hp.get("n_rot", D)
     mat("token_embd.weight", V, E, std=emb_std)
@@ -326,7 +423,9 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None, swa=0, experts=0):
             ternary(p + "ffn_up.weight", F, E, i, sep)
             vec(p + "ffn_sub_norm.weight", F, mean=3.0, std=0.3, layer=i)
             ternary(p + "ffn_down.weight", E, F, i, sep)
-    for i in range(L if arch not in ("gpt2", "bitnet") else 0):
+    if arch in SSM:
+        ssm_tensors(arch, hp, rng, mat, vec, tensors)
+    for i in range(L if arch not in ("gpt2", "bitnet") + SSM else 0):
         p = f"blk.{i}."
         vec(p + "attn_norm.weight", E, layer=i)
         if arch == "phi3":
@@ -375,21 +474,58 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None, swa=0, experts=0):
     if arch == "gpt2":
         vec("output_norm.bias", E, mean=0.0, std=0.1)
     if not tied:
-        mat("output.weight", V, E, std=3.0 / np.sqrt(E))
+        mat("output.weight", V, E, std=3.0 / np.sqrt(E) * (GRANITE["logit_scale"] if arch == "granitehybrid" else 1.0))
 
     w = gguf.GGUFWriter(path=None, arch=arch)
     w.add_name(f"random {arch} {shape} {wtype}")
-    w.add_context_length(n_ctx)
-    w.add_embedding_length(E)
-    w.add_block_count(L)
-    w.add_feed_forward_length(F)
-    w.add_head_count(H)
-    w.add_head_count_kv(HKV)
-    if D * H != E or arch in ("qwen3", "qwen3moe", "gemma3", "gemma2"):
+    if arch in SSM:
+        # the keys convert_hf_to_gguf.py writes for Mamba / Mamba-2 (head count and
+        # feed-forward 0: "unused, but seemingly required when loading")
+        w.add_context_length(2 ** 20)
+        w.add_embedding_length(E)
+        if arch != "granitehybrid":
+            w.add_feed_forward_length(0)
+            w.add_head_count(0)
+        w.add_block_count(L)
+        w.add_ssm_conv_kernel(hp["d_conv"])
+        w.add_ssm_inner_size(hp["d_inner"])
+        w.add_ssm_state_size(hp["d_state"])
+        w.add_layer_norm_rms_eps(1e-5)
+        if arch == "mamba":
+            w.add_ssm_time_step_rank(hp["dt_rank"])
+            w.add_ssm_dt_b_c_rms(False)
+        else:
+            w.add_ssm_time_step_rank(hp["ssm_heads"])
+            w.add_ssm_group_count(hp["n_group"])
+        if arch == "granitehybrid":
+            # GraniteHybridModel.set_gguf_parameters (conversion/granite.py): llama's keys, a KV head
+            # count per layer (0: a Mamba-2 layer), Granite's multipliers, no RoPE
+            w.add_feed_forward_length(F)
+            w.add_head_count(H)
+            w.add_head_count_kv([HKV if i in GRANITE["attn_layers"] else 0 for i in range(L)])
+            w.add_rope_freq_base(10000.0)
+            w.add_rope_dimension_count(D)
+            w.add_attention_scale(GRANITE["attention_scale"])
+            w.add_embedding_scale(GRANITE["embedding_scale"])
+            w.add_residual_scale(GRANITE["residual_scale"])
+            w.add_logit_scale(GRANITE["logit_scale"])
+            w.add_rope_scaling_finetuned(False)
+    else:
+        w.add_context_length(n_ctx)
+        w.add_embedding_length(E)
+        w.add_block_count(L)
+        w.add_feed_forward_length(F)
+        w.add_head_count(H)
+        w.add_head_count_kv(HKV)
+    if arch in SSM:
+        pass
+    elif D * H != E or arch in ("qwen3", "qwen3moe", "gemma3", "gemma2"):
         w.add_key_length(D)
         w.add_value_length(D)
     if arch == "gpt2":
         w.add_layer_norm_eps(1e-5)
+    elif arch in SSM:
+        pass
     else:
         w.add_layer_norm_rms_eps(1e-6 if arch in ("gemma2", "gemma3", "qwen2", "qwen3", "qwen3moe") else 1e-5)
     if arch == "llama":
@@ -453,7 +589,7 @@ def build(arch, shape, wtype, seed, n_vocab=None, tied=None, swa=0, experts=0):
 
     for name, x, is_matrix, layer in tensors:
         if is_matrix:
-            data, qt = encode(x, weight_type(name, layer, L, wtype, arch))
+            data, qt = encode(x, weight_type(name, layer, L, wtype, arch, x.shape[-1]))
         else:
             data, qt = x, QT.F32
         if qt in (QT.F32, QT.F16):

@@ -25,8 +25,8 @@ def base(tmp_path_factory):
     return path
 
 
-def copy_model(src, dst, set_keys=None, drop_keys=(), drop_tensors=(), replace=None, arch=None):
-    """Copy a GGUF, changing keys and tensors."""
+def copy_model(src, dst, set_keys=None, drop_keys=(), drop_tensors=(), replace=None, arch=None, add=None):
+    """Copy a GGUF, changing keys and tensors (add: more tensors, name -> array)."""
     r = GGUFReader(src)
     a = arch or bytes(r.fields["general.architecture"].parts[-1]).decode()
     w = GGUFWriter(dst, a)
@@ -52,6 +52,8 @@ def copy_model(src, dst, set_keys=None, drop_keys=(), drop_tensors=(), replace=N
             continue
         data = replace[t.name] if replace and t.name in replace else np.asarray(t.data)
         w.add_tensor(t.name, data)
+    for name, data in (add or {}).items():
+        w.add_tensor(name, data)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -77,20 +79,20 @@ def run(model, *extra):
 
 
 def test_unsupported_architecture(base, tmp_path):
-    m = copy_model(base, str(tmp_path / "m.gguf"), arch="mamba")
-    expect_error(run(m), "architecture 'mamba' is not supported")
+    m = copy_model(base, str(tmp_path / "m.gguf"), arch="rwkv6")
+    expect_error(run(m), "architecture 'rwkv6' is not supported")
     # trinity info still dumps the file, and says why it cannot run it in one line
     p = run_trinity("info", m)
     assert p.returncode == 0, p.stderr
     tail = p.stdout.split("\nmodel:\n", 1)[1]
-    assert tail.count("\n") == 1 and "not supported" in tail and "architecture 'mamba'" in tail, tail
+    assert tail.count("\n") == 1 and "not supported" in tail and "architecture 'rwkv6'" in tail, tail
 
 
 @pytest.fixture(scope="module")
 def arch_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("arch")
     out = {}
-    for a in ("gpt2", "phi3", "gemma2", "bitnet"):
+    for a in ("gpt2", "phi3", "gemma2", "bitnet", "mamba", "mamba2", "granitehybrid"):
         out[a] = str(d / f"{a}.gguf")
         subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_model.py"), "--arch", a, "--type", "F32",
                         "-o", out[a]], check=True, capture_output=True)
@@ -153,6 +155,74 @@ def test_bitnet_matrix_scale_not_one_f32(arch_files, tmp_path):
     m = copy_model(arch_files["bitnet"], str(tmp_path / "m2.gguf"),
                    replace={"blk.1.ffn_down.scale": np.ones(1, dtype=np.float16)})
     expect_error(run(m), "blk.1.ffn_down.scale", "expected F32")
+
+
+def test_falcon_mamba_norms_are_refused(arch_files, tmp_path):
+    m = copy_model(arch_files["mamba"], str(tmp_path / "m.gguf"),
+                   set_keys={"mamba.ssm.dt_b_c_rms": (True, gguf.GGUFValueType.BOOL)})
+    expect_error(run(m), "mamba.ssm.dt_b_c_rms", "not supported")
+
+
+def test_mamba_dt_b_c_norm_tensors_are_refused(arch_files, tmp_path):
+    """Jamba's RMSNorms of dt, B and C: tensors a mamba file must not carry unapplied."""
+    m = copy_model(arch_files["mamba"], str(tmp_path / "m.gguf"),
+                   add={"blk.0.ssm_dt_norm.weight": np.ones(16, dtype=np.float32)})
+    expect_error(run(m), "blk.0.ssm_dt_norm.weight", "not supported for mamba")
+
+
+def test_mamba_conv_weights_must_be_f32(arch_files, tmp_path):
+    r = GGUFReader(arch_files["mamba"])
+    conv = np.asarray(next(t for t in r.tensors if t.name == "blk.1.ssm_conv1d.weight").data)
+    m = copy_model(arch_files["mamba"], str(tmp_path / "m.gguf"),
+                   replace={"blk.1.ssm_conv1d.weight": conv.astype(np.float16)})
+    expect_error(run(m), "blk.1.ssm_conv1d.weight", "expected F32")
+
+
+def test_mamba2_heads_and_groups_must_divide(arch_files, tmp_path):
+    m = copy_model(arch_files["mamba2"], str(tmp_path / "m.gguf"),
+                   set_keys={"mamba2.ssm.group_count": (3, gguf.GGUFValueType.UINT32)})
+    expect_error(run(m), "mamba2.ssm.inner_size", "group_count (3)")
+    m = copy_model(arch_files["mamba2"], str(tmp_path / "n.gguf"), drop_keys=("mamba2.ssm.group_count",))
+    expect_error(run(m), "missing metadata key mamba2.ssm.group_count")
+
+
+def test_mamba_a_of_the_wrong_shape(arch_files, tmp_path):
+    m = copy_model(arch_files["mamba"], str(tmp_path / "m.gguf"),
+                   replace={"blk.0.ssm_a": -np.ones((512, 8), dtype=np.float32)})
+    expect_error(run(m), "blk.0.ssm_a", "expected [16, 512]")
+
+
+def test_granitehybrid_kv_heads_per_layer_are_checked(arch_files, tmp_path):
+    A = gguf.GGUFValueType.ARRAY
+    m = copy_model(arch_files["granitehybrid"], str(tmp_path / "m.gguf"),
+                   set_keys={"granitehybrid.attention.head_count_kv": ([0, 2, 0, 1], A)})
+    expect_error(run(m), "granitehybrid.attention.head_count_kv[3] = 1", "one KV head count")
+    m = copy_model(arch_files["granitehybrid"], str(tmp_path / "n.gguf"),
+                   set_keys={"granitehybrid.attention.head_count_kv": ([0, 2, 0], A)})
+    expect_error(run(m), "granitehybrid.attention.head_count_kv has 3 entries for 4 layers")
+    # an attention layer's tensors where the file says Mamba-2: the missing ssm tensor is named
+    m = copy_model(arch_files["granitehybrid"], str(tmp_path / "o.gguf"),
+                   set_keys={"granitehybrid.attention.head_count_kv": ([0, 0, 0, 2], A)})
+    expect_error(run(m), "missing tensor blk.1.ssm_in.weight")
+
+
+def test_granitehybrid_experts_are_refused(arch_files, tmp_path):
+    m = copy_model(arch_files["granitehybrid"], str(tmp_path / "m.gguf"),
+                   set_keys={"granitehybrid.expert_count": (8, gguf.GGUFValueType.UINT32)})
+    expect_error(run(m), "granitehybrid.expert_count is set: not supported")
+
+
+def test_recurrent_models_refuse_what_a_state_cannot_do(arch_files):
+    """Speculation would have to drop rejected guesses and a streaming window
+    would cut the past: neither can be done to a recurrent state."""
+    expect_error(run(arch_files["mamba"], "--spec", "ngram"), "speculative decoding is not supported for mamba")
+    expect_error(run(arch_files["mamba2"], "--kv-window", "64"), "--kv-window", "mamba2")
+    expect_error(run(arch_files["mamba"], "-md", arch_files["mamba"], "--spec", "draft"), "draft model")
+    expect_error(run(arch_files["granitehybrid"], "--spec", "lookahead"),
+                 "speculative decoding is not supported for granitehybrid")
+    for a in ("mamba", "mamba2", "granitehybrid"):
+        p = run(arch_files[a])
+        assert p.returncode == 0, p.stderr
 
 
 def test_missing_tensor(base, tmp_path):

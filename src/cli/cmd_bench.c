@@ -405,7 +405,9 @@ int cmd_bench(int argc, char **argv) {
     for (int ti = 0; ti < n_tests && !status && rates; ti++) {
         const struct test *t = &tests[ti];
         /* The depth is filled once per test; each repetition then drops what
-         * the previous one added after it (llamacpp_bench.py does the same). */
+         * the previous one added after it (llamacpp_bench.py does the same).
+         * A recurrent model cannot drop a suffix: it reads the depth again,
+         * unmeasured. */
         tr_kv_seq_rm(c, 0, 0, -1);
         if (t->depth > 0 && run_tokens(c, n_vocab, n_batch, 0, (int32_t)t->depth, false, &rng, tok, pos, seq) < 0) {
             status = 1;
@@ -413,7 +415,13 @@ int cmd_bench(int argc, char **argv) {
         }
         /* one warm-up run (page faults, caches), then the measured ones */
         for (long r = -1; r < reps; r++) {
-            tr_kv_seq_rm(c, 0, (int32_t)t->depth, -1);
+            if (!tr_kv_seq_rm(c, 0, (int32_t)t->depth, -1)) {
+                tr_kv_seq_rm(c, 0, 0, -1);
+                if (run_tokens(c, n_vocab, n_batch, 0, (int32_t)t->depth, false, &rng, tok, pos, seq) < 0) {
+                    status = 1;
+                    break;
+                }
+            }
             double s = run_tokens(c, n_vocab, n_batch, (int32_t)t->depth, (int32_t)t->n_tok, t->gen, &rng, tok,
                                   pos, seq);
             if (s < 0) {

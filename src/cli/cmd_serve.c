@@ -264,6 +264,12 @@ static void *load_main(void *arg) {
     if (tr_chat_template_load(l->eng.model, o->chat_template, &l->eng.chat, &l->err) != TR_OK) goto done;
     if (tr_chat_template_is_builtin(l->eng.chat) && !o->chat_template)
         fprintf(stderr, "trinity serve: warning: %s (replies may not end)\n", tr_chat_template_describe(l->eng.chat));
+    if (tr_model_is_recurrent(l->eng.model) && o->spec.kind != TR_SPEC_NONE) {
+        snprintf(l->err.msg, sizeof l->err.msg,
+                 "--spec %s: speculative decoding is not supported for %s (its recurrent state cannot drop rejected "
+                 "guesses)", tr_spec_kind_name(o->spec.kind), tr_model_arch(l->eng.model));
+        goto done;
+    }
     if (o->model_draft && gen_load_model(o->model_draft, o->no_repack, &l->eng.draft, &l->err) != TR_OK) goto done;
     tr_engine_params ep = tr_engine_default_params();
     ep.draft_model = l->eng.draft;
@@ -299,7 +305,10 @@ static void *load_main(void *arg) {
             "trinity serve: model %s ready (%s, KV cache %d tokens in blocks of %d, %d per request, %d request%s at "
             "once, prefix cache %s)\n",
             o->cfg.model_id, tr_model_arch(l->eng.model), ks.n_blocks * ks.block_size, ks.block_size, (int)se.n_ctx,
-            o->cfg.n_slots, o->cfg.n_slots == 1 ? "" : "s", o->no_prefix_cache ? "off" : "on");
+            o->cfg.n_slots, o->cfg.n_slots == 1 ? "" : "s",
+            tr_model_is_recurrent(l->eng.model) ? "off: a recurrent state per sequence"
+            : o->no_prefix_cache                 ? "off"
+                                                 : "on");
     l->ok = true;
 done:
     pthread_kill(l->main_thread, SIGUSR1); /* wake the main thread either way */

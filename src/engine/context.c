@@ -118,6 +118,11 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
                               n_sinks, n_window, (long long)cap, bs, n_ctx_seq);
         n_ctx_seq = (int32_t)cap;
     }
+    const bool recurrent = hp->n_layer_rs > 0;
+    if (recurrent && n_window > 0)
+        return tr_err_set(err, TR_ERR_ARG,
+                          "context: --kv-window / --kv-sinks do not apply to %s: it has no KV cache to slide (its "
+                          "recurrent state is constant in size)", m->arch->name);
     if (n_batch == 0) n_batch = 512;
     if (n_batch > n_ctx) n_batch = n_ctx;
     if (n_seq == 0) n_seq = 1;
@@ -136,7 +141,11 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     c->n_batch = n_batch;
     c->n_seq_max = n_seq;
     c->n_threads = n_threads;
-    c->prefix_cache = p->prefix_cache && n_window == 0; /* a streaming sequence owns its blocks */
+    /* A streaming sequence owns its blocks. A recurrent state is valid at one
+     * position only, the end of what it has read: a cached prefix's blocks
+     * would need the state at their end, which is not kept (so: off). */
+    c->prefix_cache = p->prefix_cache && n_window == 0 && !recurrent;
+    c->recurrent = recurrent;
     c->n_sinks = n_window > 0 ? n_sinks : 0;
     c->n_window = n_window;
     c->type_k = type_k;
@@ -151,7 +160,7 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     const int64_t wide = hp->n_embd > q_dim ? hp->n_embd : q_dim;
     /* The pool rounds n_ctx up to whole blocks; one sequence may span all of it. */
     tr_kv_params kp = {.n_blocks = (n_ctx + bs - 1) / bs, .block_size = bs, .n_seq = n_seq,
-                       .max_blocks = (n_ctx_seq + bs - 1) / bs, .n_layer = hp->n_layer,
+                       .max_blocks = (n_ctx_seq + bs - 1) / bs, .n_layer = hp->n_layer_kv,
                        .k_row = tr_row_size(type_k, c->k_dim), .v_row = tr_row_size(type_v, c->v_dim)};
     st = tr_kv_new(&kp, &c->kv, err);
     if (st != TR_OK) {
@@ -191,6 +200,23 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
             else c->moe_nth = (int)i + 1;
         }
         c->moe_out = alloc_array((size_t)n_batch * k, (size_t)hp->n_embd * sizeof(float), &ok);
+    }
+    if (recurrent) {
+        const size_t nb = (size_t)n_batch;
+        const int64_t di = hp->ssm_d_inner, in_rows = m->arch->ssm == TR_SSM_MAMBA2
+                                                          ? 2 * di + 2 * (int64_t)hp->ssm_n_group * hp->ssm_d_state +
+                                                                hp->ssm_n_head
+                                                          : 2 * di; /* ssm_in's rows */
+        c->conv_layer = (size_t)(hp->ssm_d_conv - 1) * (size_t)hp->ssm_conv_dim;
+        c->ssm_layer = (size_t)di * (size_t)hp->ssm_d_state;
+        c->conv_state = alloc_array((size_t)n_seq * (size_t)hp->n_layer_rs, c->conv_layer * sizeof(float), &ok);
+        c->ssm_state = alloc_array((size_t)n_seq * (size_t)hp->n_layer_rs, c->ssm_layer * sizeof(float), &ok);
+        c->ssm_xz = alloc_array(nb, (size_t)in_rows * sizeof(float), &ok);
+        c->ssm_xc = alloc_array(nb, (size_t)hp->ssm_conv_dim * sizeof(float), &ok);
+        c->ssm_dbc = alloc_array(nb, (size_t)(hp->ssm_dt_rank + 2 * hp->ssm_d_state) * sizeof(float), &ok);
+        c->ssm_dtr = alloc_array(nb, (size_t)hp->ssm_dt_rank * sizeof(float), &ok);
+        c->ssm_dt = alloc_array(nb, (size_t)hp->ssm_n_head * sizeof(float), &ok);
+        c->ssm_y = alloc_array(nb, (size_t)di * sizeof(float), &ok);
     }
     /* One logits row per sequence is the common case (decoding); more rows
      * are added when a batch first asks for them. */
@@ -237,11 +263,21 @@ void tr_context_free(tr_context *c) {
     free(c->moe_y);
     free(c->moe_out);
     free(c->moe_seen);
+    free(c->conv_state);
+    free(c->ssm_state);
+    free(c->ssm_xz);
+    free(c->ssm_xc);
+    free(c->ssm_dbc);
+    free(c->ssm_dtr);
+    free(c->ssm_dt);
+    free(c->ssm_y);
     free(c->logits);
     free(c);
 }
 
 int32_t tr_context_n_ctx(const tr_context *c) { return c->n_ctx_seq; }
+
+static void state_set(tr_context *c, int32_t s, int32_t src);
 
 tr_status tr_decode(tr_context *c, const tr_batch *b, tr_error *err) {
     if (!c || !b) return tr_err_set(err, TR_ERR_ARG, "decode: no context or batch");
@@ -305,6 +341,12 @@ tr_status tr_decode(tr_context *c, const tr_batch *b, tr_error *err) {
     if (st == TR_OK) st = tr_forward(c, b, err);
     if (st != TR_OK) { /* the cache as it was */
         for (int32_t i = 0; i < n; i++) tr_kv_truncate(c->kv, b->seq_id[i], c->seq_len0[b->seq_id[i]]);
+        /* A hybrid's state-space layers before the failing one have read the
+         * batch, and a state cannot go back: its sequences start over. */
+        for (int32_t i = 0; c->recurrent && i < n; i++) {
+            tr_kv_truncate(c->kv, b->seq_id[i], 0);
+            state_set(c, b->seq_id[i], -1);
+        }
         c->n_out = 0;
         return st;
     }
@@ -348,7 +390,7 @@ static void rotate_keys(tr_context *c, int32_t seq, int32_t from, int32_t to, in
     const int32_t bs = tr_kv_block_size(c->kv), half = hp->n_rot / 2;
     const int32_t *tab = tr_kv_table(c->kv, seq);
     const size_t k_row = tr_row_size(c->type_k, c->k_dim);
-    if (m->arch->rope == TR_ROPE_NONE) return; /* learned absolute positions (GPT-2): nothing in a key rotates */
+    if (m->arch->rope == TR_ROPE_NONE || hp->no_rope) return; /* no RoPE (GPT-2's learned positions): nothing rotates */
     const bool neox = m->arch->rope == TR_ROPE_NEOX;
     /* the frequency factors forward.c uses (LongRoPE: by the sequence's limit); not rope_mscale, which the
      * stored key carries once already */
@@ -358,6 +400,7 @@ static void rotate_keys(tr_context *c, int32_t seq, int32_t from, int32_t to, in
     float *row = c->k; /* scratch: one row of k_dim floats */
     for (int32_t il = 0; il < hp->n_layer; il++) {
         const tr_layer *l = &m->layers[il];
+        if (l->kv_layer < 0) continue; /* a state-space layer */
         const float theta_scale = powf(l->rope_base, -2.0f / (float)hp->n_rot);
         float theta_base = (float)delta;
         for (int32_t i = 0; i < half; i++) {
@@ -368,7 +411,7 @@ static void rotate_keys(tr_context *c, int32_t seq, int32_t from, int32_t to, in
             sn[i] = sinf(theta);
             theta_base *= theta_scale;
         }
-        uint8_t *k = tr_kv_k_layer(c->kv, il);
+        uint8_t *k = tr_kv_k_layer(c->kv, l->kv_layer);
         for (int32_t p = from; p < to; p++) {
             uint8_t *dst = k + (size_t)tr_kv_slot(tab, bs, p) * k_row;
             tr_dequantize(c->type_k, dst, row, c->k_dim);
@@ -408,14 +451,34 @@ void tr_context_stream(const tr_context *c, int32_t *n_sinks, int32_t *n_window)
     if (n_window) *n_window = c ? c->n_window : 0;
 }
 
+/* Sequence s's recurrent state (every layer) to zeros, or a copy of src's. */
+static void state_set(tr_context *c, int32_t s, int32_t src) {
+    const size_t nl = (size_t)c->model->hp.n_layer_rs, nc = nl * c->conv_layer, ns = nl * c->ssm_layer;
+    float *conv = c->conv_state + (size_t)s * nc, *ssm = c->ssm_state + (size_t)s * ns;
+    if (src < 0) {
+        memset(conv, 0, nc * sizeof(float));
+        memset(ssm, 0, ns * sizeof(float));
+    } else {
+        memcpy(conv, c->conv_state + (size_t)src * nc, nc * sizeof(float));
+        memcpy(ssm, c->ssm_state + (size_t)src * ns, ns * sizeof(float));
+    }
+}
+
 bool tr_kv_seq_rm(tr_context *c, int32_t seq, int32_t p0, int32_t p1) {
     if (!c) return false;
     if (p0 < 0) p0 = 0;
     const int32_t s0 = seq < 0 ? 0 : seq, s1 = seq < 0 ? c->n_seq_max : seq + 1;
     if (seq >= c->n_seq_max) return false;
-    for (int32_t s = s0; s < s1; s++) /* all or nothing */
+    for (int32_t s = s0; s < s1; s++) { /* all or nothing */
         if (p1 >= 0 && p1 < tr_kv_len(c->kv, s) && p0 < p1) return false;
-    for (int32_t s = s0; s < s1; s++) tr_kv_truncate(c->kv, s, p0);
+        /* A recurrent state holds the whole past in one: it can be dropped
+         * (p0 = 0), not cut back to an earlier position. */
+        if (c->recurrent && p0 > 0 && p0 < tr_kv_len(c->kv, s)) return false;
+    }
+    for (int32_t s = s0; s < s1; s++) {
+        if (c->recurrent && p0 == 0 && tr_kv_len(c->kv, s) > 0) state_set(c, s, -1);
+        tr_kv_truncate(c->kv, s, p0);
+    }
     return true;
 }
 
@@ -426,7 +489,9 @@ int32_t tr_kv_seq_len(const tr_context *c, int32_t seq) {
 
 tr_status tr_kv_seq_cp(tr_context *c, int32_t src, int32_t dst, tr_error *err) {
     if (!c) return tr_err_set(err, TR_ERR_ARG, "kv: no context");
-    return tr_kv_fork(c->kv, src, dst, err);
+    tr_status st = tr_kv_fork(c->kv, src, dst, err);
+    if (st == TR_OK && c->recurrent) state_set(c, dst, src); /* the fork goes on from src's state */
+    return st;
 }
 
 int32_t tr_kv_seq_reuse(tr_context *c, int32_t seq, const int32_t *tokens, int32_t n) {
@@ -449,7 +514,7 @@ void tr_context_kv_stats(const tr_context *c, tr_kv_stats *o) {
     o->evictions = k.evictions;
     o->hit_tokens = k.hit_tokens;
     o->lookup_tokens = k.lookup_tokens;
-    o->bytes_per_block = (size_t)o->block_size * (size_t)c->model->hp.n_layer *
+    o->bytes_per_block = (size_t)o->block_size * (size_t)c->model->hp.n_layer_kv *
                          (tr_row_size(c->type_k, c->k_dim) + tr_row_size(c->type_v, c->v_dim));
 }
 

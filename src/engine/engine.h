@@ -54,6 +54,23 @@ struct tr_context {
     float *moe_out;              /* [n_batch * n_expert_used][n_embd] */
     float *moe_seen;             /* [n_batch * n_expert_used][n_ff_exp]: each choice's down input, with an observer */
 
+    /* State-space models (Mamba): no K/V rows (the pool keeps only each
+     * sequence's positions), and a recurrent state per sequence slot, beside
+     * its block table: the state is where the sequence's past lives. It is
+     * zeroed when a sequence starts (a token at position 0, tr_kv_seq_rm of
+     * the whole sequence), copied by tr_kv_seq_cp, and cannot be cut back
+     * to an earlier position (tr_kv_seq_rm of a suffix is refused). */
+    bool recurrent;
+    size_t conv_layer, ssm_layer; /* floats of one sequence's state in one layer */
+    float *conv_state;           /* [n_seq_max][n_layer][(d_conv-1) x conv_dim] */
+    float *ssm_state;            /* [n_seq_max][n_layer][d_inner x d_state] */
+    float *ssm_xz;               /* [n_batch][ssm_in rows] */
+    float *ssm_xc;               /* [n_batch][conv_dim]: the convolution's output */
+    float *ssm_dbc;              /* [n_batch][dt_rank + 2*d_state] (Mamba) */
+    float *ssm_dtr;              /* [n_batch][dt_rank] (Mamba) */
+    float *ssm_dt;               /* [n_batch][n_head] time steps */
+    float *ssm_y;                /* [n_batch][d_inner] */
+
     /* Outputs of the last batch. */
     tr_matmul_observer mm_observer; /* tr_context_set_matmul_observer */
     void *mm_user;

@@ -238,6 +238,136 @@ static void moe_ffn(tr_context *c, const tr_layer *l, const float *h, int64_t n,
     }
 }
 
+/* ------------------------------------------------------- state-space layers */
+
+typedef struct ssm_job {
+    const tr_ssm_batch *b;
+    /* convolution */
+    const float *in;
+    int64_t in_stride;
+    const tr_layer *l;
+    int d_conv;
+    int64_t conv_dim;
+    float *xc;
+    /* scan */
+    const tr_ssm_scan_params *sp;
+    float *y;
+    /* gate: y + D*x, times silu(z) [, RMSNorm per group], token rows */
+    const float *xz;
+    int64_t n, in_rows, z_off, head_dim, n_group;
+    float eps;
+} ssm_job;
+
+/* Thread ith's share of [0, n), in units of `unit` (so that no two threads
+ * share a cache line of the state more than needed). */
+static void share(int64_t n, int64_t unit, int ith, int nth, int64_t *a, int64_t *z) {
+    const int64_t units = (n + unit - 1) / unit, per = (units + nth - 1) / nth;
+    *a = per * ith * unit;
+    *z = *a + per * unit;
+    if (*a > n) *a = n;
+    if (*z > n) *z = n;
+}
+
+static void ssm_conv_part(void *arg, int ith, int nth) {
+    const ssm_job *j = arg;
+    int64_t c0, c1;
+    share(j->conv_dim, 16, ith, nth, &c0, &c1);
+    if (c0 < c1)
+        tr_ssm_conv(j->b, j->in, j->in_stride, j->l->ssm_conv1d, j->l->ssm_conv1d_b, j->d_conv, j->conv_dim, c0, c1,
+                    j->xc);
+}
+
+static void ssm_scan_part(void *arg, int ith, int nth) {
+    const ssm_job *j = arg;
+    int64_t h0, h1;
+    share(j->sp->n_head, j->sp->head_dim > 1 ? 1 : 16, ith, nth, &h0, &h1);
+    if (h0 < h1) tr_ssm_scan(j->b, j->sp, h0, h1, j->y);
+}
+
+/* Thread ith's token rows of y = (y + D*x) * silu(z) [, then RMSNorm per
+ * group]: each row a function of itself alone. */
+static void ssm_gate_part(void *arg, int ith, int nth) {
+    const ssm_job *j = arg;
+    const tr_layer *l = j->l;
+    const int64_t DI = j->sp->n_head * j->head_dim, gs = DI / j->n_group;
+    int64_t t0, t1;
+    share(j->n, 1, ith, nth, &t0, &t1);
+    for (int64_t t = t0; t < t1; t++) {
+        float *yt = j->y + t * DI;
+        const float *xt = j->sp->x + t * j->sp->x_stride;
+        for (int64_t i = 0; i < DI; i++) yt[i] += xt[i] * l->ssm_d[i / j->head_dim];
+        tr_swiglu(yt, j->xz + t * j->in_rows + j->z_off, yt, DI);
+        if (l->ssm_norm)
+            for (int64_t g = 0; g < j->n_group; g++) tr_rmsnorm(yt + g * gs, yt + g * gs, l->ssm_norm + g * gs, gs, j->eps);
+    }
+}
+
+/* out = ssm(h) for one Mamba / Mamba-2 layer (llama.cpp's build_mamba_layer
+ * and build_mamba2_layer), h the normed input of n tokens:
+ *   Mamba:   x, z = h Win ; x = silu(conv(x) + b) ; dt, B, C = x Wx ;
+ *            dt = dt Wdt + bdt ; y = scan(x, dt, A, B, C) + D*x ;
+ *            out = (y * silu(z)) Wout
+ *   Mamba-2: z, xBC, dt = h Win ; xBC = silu(conv(xBC) + b) ; x, B, C = xBC ;
+ *            y = scan(x, dt + bdt, A, B, C) + D*x ; y = rmsnorm_per_group(y * silu(z)) ;
+ *            out = y Wout
+ * The convolution and the scan carry each sequence's state across tokens
+ * (ops/ssm.c); the matmuls are row by row as everywhere. */
+static void ssm_layer(tr_context *c, const tr_batch *b, const tr_layer *l, const float *h, float *out) {
+    const tr_hparams *hp = &c->model->hp;
+    const size_t il = (size_t)l->rs_layer; /* its place in a sequence's state */
+    const bool m2 = c->model->arch->ssm == TR_SSM_MAMBA2;
+    const int64_t n = b->n_tokens, DI = hp->ssm_d_inner, DS = hp->ssm_d_state, R = hp->ssm_dt_rank;
+    const int64_t NH = hp->ssm_n_head, HD = hp->ssm_head_dim, NG = hp->ssm_n_group, CD = hp->ssm_conv_dim;
+    const int64_t in_rows = l->ssm_in.rows;
+    const size_t nl = (size_t)hp->n_layer_rs;
+    const tr_ssm_batch sb = {.n = n, .seq = b->seq_id, .pos = b->pos,
+                             .conv_state = c->conv_state + il * c->conv_layer,
+                             .ssm_state = c->ssm_state + il * c->ssm_layer,
+                             .conv_stride = nl * c->conv_layer, .ssm_stride = nl * c->ssm_layer};
+    float *xz = c->ssm_xz, *xc = c->ssm_xc, *dt = c->ssm_dt, *y = c->ssm_y;
+
+    matmul(c, &l->ssm_in, h, n, xz);
+    /* causal convolution of x (Mamba-2: of x, B and C), bias, SiLU */
+    ssm_job j = {.b = &sb, .in = xz + (m2 ? DI : 0), .in_stride = in_rows, .l = l, .d_conv = hp->ssm_d_conv,
+                 .conv_dim = CD, .xc = xc};
+    tr_pool_run(c->pool, ssm_conv_part, &j);
+
+    tr_ssm_scan_params sp = {.n_head = NH, .head_dim = HD, .d_state = DS, .n_group = NG, .scalar_a = m2, .A = l->ssm_a,
+                             .x = xc, .x_stride = CD, .dt = dt, .dt_stride = NH};
+    if (m2) { /* dt: the in-projection's last n_head rows, plus its bias */
+        for (int64_t t = 0; t < n; t++)
+            for (int64_t i = 0; i < NH; i++) dt[t * NH + i] = xz[t * in_rows + 2 * DI + 2 * NG * DS + i] + l->ssm_dt_b[i];
+        sp.B = xc + DI;
+        sp.C = xc + DI + NG * DS;
+        sp.bc_stride = CD;
+    } else { /* dt, B, C = x Wx; dt = dt Wdt + bias */
+        float *dbc = c->ssm_dbc, *dtr = c->ssm_dtr;
+        const int64_t W = R + 2 * DS;
+        matmul(c, &l->ssm_x, xc, n, dbc);
+        for (int64_t t = 0; t < n; t++) memcpy(dtr + t * R, dbc + t * W, sizeof(float) * (size_t)R);
+        matmul(c, &l->ssm_dt, dtr, n, dt);
+        add_bias(dt, l->ssm_dt_b, n, DI);
+        sp.B = dbc + R;
+        sp.C = dbc + R + DS;
+        sp.bc_stride = W;
+    }
+    j.sp = &sp;
+    j.y = y;
+    tr_pool_run(c->pool, ssm_scan_part, &j);
+
+    /* y + D*x, times silu(z) (Mamba-2: then RMSNorm per group); Mamba's D is
+     * per channel (a head of one channel), Mamba-2's per head */
+    j.xz = xz;
+    j.n = n;
+    j.in_rows = in_rows;
+    j.z_off = m2 ? 0 : DI;
+    j.head_dim = HD;
+    j.n_group = NG;
+    j.eps = hp->norm_eps;
+    tr_pool_run(c->pool, ssm_gate_part, &j);
+    matmul(c, &l->ssm_out, y, n, out);
+}
+
 /* ------------------------------------------------------------------ forward */
 
 tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
@@ -253,7 +383,7 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
     /* Embeddings: rows of token_embd, dequantized [, plus the rows of the
      * learned positions]. */
     const size_t emb_row = tr_row_size(m->tok_embd.type, E);
-    const float emb_scale = arch->embd_scale ? sqrtf((float)E) : 1.0f;
+    const float emb_scale = arch->embd_scale ? sqrtf((float)E) : hp->embd_mult != 0 ? hp->embd_mult : 1.0f;
     for (int64_t t = 0; t < n; t++) {
         const uint8_t *row = (const uint8_t *)m->tok_embd.data + (size_t)b->token[t] * emb_row;
         tr_dequantize(m->tok_embd.type, row, x + t * E, E);
@@ -271,55 +401,68 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
     const float *freq_factors = m->rope_freqs;
     if (m->rope_long || m->rope_short) freq_factors = c->n_ctx_seq > hp->n_ctx_orig ? m->rope_long : m->rope_short;
     const bool neox = arch->rope == TR_ROPE_NEOX;
+    const bool use_rope = arch->rope != TR_ROPE_NONE && !hp->no_rope;
 
     for (int il = 0; il < hp->n_layer; il++) {
         const tr_layer *l = &m->layers[il];
 
-        /* Attention. */
-        norm_rows(arch, xb, x, l->attn_norm, l->attn_norm_b, n, E, eps);
-        matmul(c, &l->wq, xb, n, c->q);
-        matmul(c, &l->wk, xb, n, c->k);
-        matmul(c, &l->wv, xb, n, c->v);
-        add_bias(c->q, l->bq, n, q_dim);
-        add_bias(c->k, l->bk, n, k_dim);
-        add_bias(c->v, l->bv, n, v_dim);
-        for (int64_t t = 0; t < n; t++) {
-            float *q = c->q + t * q_dim, *k = c->k + t * k_dim;
-            const bool full = arch->qk_norm_full;
-            if (full && l->q_norm) tr_rmsnorm(q, q, l->q_norm, q_dim, eps);
-            if (full && l->k_norm) tr_rmsnorm(k, k, l->k_norm, k_dim, eps);
-            for (int64_t h = 0; h < n_head; h++) {
-                if (l->q_norm && !full) tr_rmsnorm(q + h * hk, q + h * hk, l->q_norm, hk, eps);
-                if (arch->rope != TR_ROPE_NONE)
-                    tr_rope(q + h * hk, hp->n_rot, b->pos[t], l->rope_base, l->rope_scale, freq_factors,
-                            hp->rope_mscale, neox);
+        /* The mixer: attention, or a state-space layer. */
+        if (l->recurrent) { /* the state-space mixer (Mamba, Mamba-2) instead of attention */
+            norm_rows(arch, xb, x, l->attn_norm, NULL, n, E, eps);
+            ssm_layer(c, b, l, xb, xb2);
+        } else { /* attention */
+            norm_rows(arch, xb, x, l->attn_norm, l->attn_norm_b, n, E, eps);
+            matmul(c, &l->wq, xb, n, c->q);
+            matmul(c, &l->wk, xb, n, c->k);
+            matmul(c, &l->wv, xb, n, c->v);
+            add_bias(c->q, l->bq, n, q_dim);
+            add_bias(c->k, l->bk, n, k_dim);
+            add_bias(c->v, l->bv, n, v_dim);
+            for (int64_t t = 0; t < n; t++) {
+                float *q = c->q + t * q_dim, *k = c->k + t * k_dim;
+                const bool full = arch->qk_norm_full;
+                if (full && l->q_norm) tr_rmsnorm(q, q, l->q_norm, q_dim, eps);
+                if (full && l->k_norm) tr_rmsnorm(k, k, l->k_norm, k_dim, eps);
+                for (int64_t h = 0; h < n_head; h++) {
+                    if (l->q_norm && !full) tr_rmsnorm(q + h * hk, q + h * hk, l->q_norm, hk, eps);
+                    if (use_rope)
+                        tr_rope(q + h * hk, hp->n_rot, b->pos[t], l->rope_base, l->rope_scale, freq_factors,
+                                hp->rope_mscale, neox);
+                }
+                for (int64_t h = 0; h < n_kv; h++) {
+                    if (l->k_norm && !full) tr_rmsnorm(k + h * hk, k + h * hk, l->k_norm, hk, eps);
+                    if (use_rope)
+                        tr_rope(k + h * hk, hp->n_rot, b->pos[t], l->rope_base, l->rope_scale, freq_factors,
+                                hp->rope_mscale, neox);
+                }
+                /* Into the cache, at this token's slot of its sequence, in the
+                 * cache's types (a function of this row alone: batch-invariant),
+                 * rotated first when the type is quantized. */
+                float *v = c->v + t * v_dim;
+                if (c->rot_k) tr_hadamard(k, k_dim / c->rot_k, c->rot_k);
+                if (c->rot_v) tr_hadamard(v, v_dim / c->rot_v, c->rot_v);
+                const int64_t slot = tr_kv_slot(tr_kv_table(c->kv, b->seq_id[t]), tr_kv_block_size(c->kv), b->pos[t]);
+                tr_kv_store_row(c->type_k, k,
+                                (char *)tr_kv_k_layer(c->kv, l->kv_layer) + (size_t)slot * tr_row_size(c->type_k, k_dim),
+                                k_dim);
+                tr_kv_store_row(c->type_v, v,
+                                (char *)tr_kv_v_layer(c->kv, l->kv_layer) + (size_t)slot * tr_row_size(c->type_v, v_dim),
+                                v_dim);
             }
-            for (int64_t h = 0; h < n_kv; h++) {
-                if (l->k_norm && !full) tr_rmsnorm(k + h * hk, k + h * hk, l->k_norm, hk, eps);
-                if (arch->rope != TR_ROPE_NONE)
-                    tr_rope(k + h * hk, hp->n_rot, b->pos[t], l->rope_base, l->rope_scale, freq_factors,
-                            hp->rope_mscale, neox);
-            }
-            /* Into the cache, at this token's slot of its sequence, in the
-             * cache's types (a function of this row alone: batch-invariant),
-             * rotated first when the type is quantized. */
-            float *v = c->v + t * v_dim;
-            if (c->rot_k) tr_hadamard(k, k_dim / c->rot_k, c->rot_k);
-            if (c->rot_v) tr_hadamard(v, v_dim / c->rot_v, c->rot_v);
-            const int64_t slot = tr_kv_slot(tr_kv_table(c->kv, b->seq_id[t]), tr_kv_block_size(c->kv), b->pos[t]);
-            tr_kv_store_row(c->type_k, k, (char *)tr_kv_k_layer(c->kv, il) + (size_t)slot * tr_row_size(c->type_k, k_dim), k_dim);
-            tr_kv_store_row(c->type_v, v,
-                      (char *)tr_kv_v_layer(c->kv, il) + (size_t)slot * tr_row_size(c->type_v, v_dim), v_dim);
+            tr_status st = attention(c, b, l->kv_layer, l->swa);
+            if (st != TR_OK) return tr_err_set(err, st, "forward: attention of layer %d failed (out of memory?)", il);
+            if (arch->sub_norms) /* RMSNorm of the heads' outputs, before Wo (BitNet) */
+                for (int64_t t = 0; t < n; t++)
+                    tr_rmsnorm(c->att + t * o_dim, c->att + t * o_dim, l->attn_sub_norm, o_dim, eps);
+            matmul(c, &l->wo, c->att, n, xb2);
+            add_bias(xb2, l->bo, n, E);
+            if (l->post_attn_norm)
+                for (int64_t t = 0; t < n; t++) tr_rmsnorm(xb2 + t * E, xb2 + t * E, l->post_attn_norm, E, eps);
         }
-        tr_status st = attention(c, b, il, l->swa);
-        if (st != TR_OK) return tr_err_set(err, st, "forward: attention of layer %d failed (out of memory?)", il);
-        if (arch->sub_norms) /* RMSNorm of the heads' outputs, before Wo (BitNet) */
-            for (int64_t t = 0; t < n; t++) tr_rmsnorm(c->att + t * o_dim, c->att + t * o_dim, l->attn_sub_norm, o_dim, eps);
-        matmul(c, &l->wo, c->att, n, xb2);
-        add_bias(xb2, l->bo, n, E);
-        if (l->post_attn_norm)
-            for (int64_t t = 0; t < n; t++) tr_rmsnorm(xb2 + t * E, xb2 + t * E, l->post_attn_norm, E, eps);
+        if (hp->residual_scale != 0) /* Granite: the branch scaled before its residual add */
+            for (int64_t i = 0; i < n * E; i++) xb2[i] *= hp->residual_scale;
         for (int64_t i = 0; i < n * E; i++) x[i] += xb2[i];
+        if (l->recurrent && !arch->hybrid) continue; /* Mamba: no feed-forward */
 
         /* Feed-forward. */
         norm_rows(arch, xb, x, l->ffn_norm, l->ffn_norm_b, n, E, eps);
@@ -350,6 +493,8 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
         }
         if (l->post_ffn_norm)
             for (int64_t t = 0; t < n; t++) tr_rmsnorm(xb2 + t * E, xb2 + t * E, l->post_ffn_norm, E, eps);
+        if (hp->residual_scale != 0)
+            for (int64_t i = 0; i < n * E; i++) xb2[i] *= hp->residual_scale;
         for (int64_t i = 0; i < n * E; i++) x[i] += xb2[i];
     }
 
@@ -359,6 +504,11 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
         if (c->out_row[t] >= 0)
             norm_rows(arch, xb + (int64_t)c->out_row[t] * E, x + t * E, m->output_norm, m->output_norm_b, 1, E, eps);
     matmul(c, &m->output, xb, c->n_out, c->logits);
+    if (hp->logit_scale != 0) { /* Granite: logits divided by logit_scale (ggml_scale by its inverse) */
+        const float inv = 1.0f / hp->logit_scale;
+        const int64_t total = (int64_t)c->n_out * hp->n_vocab;
+        for (int64_t i = 0; i < total; i++) c->logits[i] *= inv;
+    }
     if (hp->final_softcap > 0) {
         const float cap = hp->final_softcap;
         const int64_t total = (int64_t)c->n_out * hp->n_vocab;

@@ -130,6 +130,10 @@ static tr_status draft_context(tr_engine *e, tr_model *dm, const tr_context_para
                               "must share the model's vocabulary",
                               tr_gguf_path(tr_model_gguf(dm)), i, tb ? tb : "", tr_gguf_path(tr_model_gguf(e->model)), ta ? ta : "");
     }
+    if (tr_model_is_recurrent(dm) || tr_model_is_recurrent(e->model))
+        return tr_err_set(err, TR_ERR_ARG,
+                          "a draft model (--model-draft) cannot be used with %s: a recurrent state cannot drop "
+                          "rejected guesses", tr_model_is_recurrent(e->model) ? e->model->arch->name : dm->arch->name);
     tr_context_params dp = *cp;
     dp.prefix_cache = false;
     dp.n_ctx_seq = e->c->n_ctx_seq; /* the positions the model's sequences may reach */
@@ -300,6 +304,15 @@ int64_t tr_engine_submit(tr_engine *e, const tr_seq_params *p, tr_error *err) {
                        "speculative decoding: draft-max = %d and draft-min = %d: want 1 <= draft-max <= %d and "
                        "0 <= draft-min <= draft-max",
                        sp.n_max, sp.n_min, SPEC_MAX);
+            return -1;
+        }
+        if (e->c->recurrent) {
+            /* Verifying guesses means dropping the rejected ones' positions
+             * afterwards; a recurrent state cannot go back to an earlier
+             * position (it would need a checkpoint per guess). */
+            tr_err_set(err, TR_ERR_ARG,
+                       "speculative decoding is not supported for %s: its recurrent state cannot drop rejected "
+                       "guesses", e->model->arch->name);
             return -1;
         }
         if (sp.kind == TR_SPEC_DRAFT && !e->dc) {

@@ -62,6 +62,24 @@ static const tr_arch arches[] = {
      * output is always token_embd (llama.cpp loads no output.weight). */
     {.name = "bitnet", .rope = TR_ROPE_NEOX, .act = TR_ACT_SILU, .sub_norms = true, .matrix_scales = true,
      .tied_output = true},
+    /* Mamba: no attention, no feed-forward; each layer x + ssm(rmsnorm(x)):
+     * in-projection to x and z, causal depthwise convolution of x, SiLU, the
+     * selective scan (dt, B, C from x), + D*x, times silu(z), out-projection.
+     * The recurrent state is the sequence's (engine.h), not a KV cache. */
+    {.name = "mamba", .rope = TR_ROPE_NONE, .act = TR_ACT_SILU, .ssm = TR_SSM_MAMBA1},
+    /* Mamba-2: as Mamba with one decay per head, x, B, C and dt from the
+     * in-projection (B, C convolved with x, shared per group), and an
+     * RMSNorm per group after the gate. */
+    {.name = "mamba2", .rope = TR_ROPE_NONE, .act = TR_ACT_SILU, .ssm = TR_SSM_MAMBA2},
+    /* Granite 4.0-H (dense): Mamba-2 layers and attention layers (those
+     * whose attention.head_count_kv entry is not 0), each followed by a
+     * SwiGLU feed-forward; Granite's multipliers: embeddings times
+     * embedding_scale, each branch times residual_scale before its residual
+     * add, q.k times attention.scale, logits divided by logit_scale. RoPE
+     * (adjacent pairs) unless rope.scaling.finetuned is false, as in the
+     * Granite 4.0-H releases (no positions in their attention). */
+    {.name = "granitehybrid", .rope = TR_ROPE_NORM, .act = TR_ACT_SILU, .ssm = TR_SSM_MAMBA2, .hybrid = true,
+     .granite_scales = true},
 };
 
 const tr_arch *tr_arch_find(const char *name, size_t len) {
@@ -70,4 +88,6 @@ const tr_arch *tr_arch_find(const char *name, size_t len) {
     return NULL;
 }
 
-const char *tr_arch_supported_list(void) { return "llama, qwen2, qwen3, qwen3moe, olmoe, gemma2, gemma3, gpt2, phi3, bitnet"; }
+const char *tr_arch_supported_list(void) {
+    return "llama, qwen2, qwen3, qwen3moe, olmoe, gemma2, gemma3, gpt2, phi3, bitnet, mamba, mamba2, granitehybrid";
+}

@@ -143,6 +143,28 @@ static tr_status get_vec(loader *L, const char *name, int64_t n, bool required, 
     return TR_OK;
 }
 
+/* An F32 tensor of exactly [ne0, ne1] (ggml order; the SSM's small
+ * parameters: conv taps, A, D, the grouped norm's weights). */
+static tr_status get_f32(loader *L, const char *name, int64_t ne0, int64_t ne1, bool required, const float **out) {
+    const tr_gguf_tensor *t = find(L, name);
+    *out = NULL;
+    if (!t) {
+        if (required) return tr_err_set(L->err, TR_ERR_FORMAT, "%s: missing tensor %s", L->path, name);
+        return TR_OK;
+    }
+    if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1)
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: tensor %s has shape [%lld, %lld, %lld], expected [%lld, %lld]",
+                          L->path, name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
+                          (long long)ne0, (long long)ne1);
+    if (t->type != TR_TYPE_F32)
+        return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s has type %s, expected F32 (as llama.cpp's ssm ops)",
+                          L->path, name, tr_type_name(t->type) ? tr_type_name(t->type) : "(unknown)");
+    if (((uintptr_t)t->data & 3) != 0)
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: tensor %s is not 4-byte aligned", L->path, name);
+    *out = (const float *)t->data;
+    return TR_OK;
+}
+
 /* Metadata that would change the computation in ways we do not implement. */
 static tr_status check_unsupported(loader *L, const tr_arch *arch) {
     static const char *const int_keys[] = {"expert_count", "attention.q_lora_rank", "attention.kv_lora_rank",
@@ -157,6 +179,7 @@ static tr_status check_unsupported(loader *L, const tr_arch *arch) {
     static const char *const float_keys[] = {"attn_logit_softcapping", "logit_scale", "attention.clamp_kqv",
                                              "embedding_scale", "residual_scale", "attention.scale"};
     for (size_t i = arch->attn_softcap ? 1 : 0; i < sizeof float_keys / sizeof float_keys[0]; i++) {
+        if (arch->granite_scales && i != 2) continue; /* Granite reads them (but not clamp_kqv) */
         char key[160];
         key_name(key, sizeof key, L, float_keys[i]);
         double x = 0;
@@ -194,15 +217,126 @@ static tr_status check_unsupported(loader *L, const tr_arch *arch) {
     return TR_OK;
 }
 
+/* State-space models (Mamba, Mamba-2): no attention and no feed-forward,
+ * so none of their keys; the ssm.* keys instead (llama.cpp's names). */
+/* The ssm.* keys (n_embd known). */
+static tr_status load_ssm_keys(loader *L, tr_model *m) {
+    tr_hparams *hp = &m->hp;
+    const bool m2 = m->arch->ssm == TR_SSM_MAMBA2;
+    tr_status st;
+    if ((st = get_int(L, "ssm.conv_kernel", true, 0, 1, 256, &hp->ssm_d_conv))) return st;
+    if ((st = get_int(L, "ssm.inner_size", true, 0, 1, 1 << 18, &hp->ssm_d_inner))) return st;
+    if ((st = get_int(L, "ssm.state_size", true, 0, 1, 1024, &hp->ssm_d_state))) return st;
+    if ((st = get_int(L, "ssm.time_step_rank", true, 0, 1, hp->ssm_d_inner, &hp->ssm_dt_rank))) return st;
+    hp->ssm_n_group = 1;
+    if (m2 && (st = get_int(L, "ssm.group_count", true, 0, 1, hp->ssm_d_inner, &hp->ssm_n_group))) return st;
+    char key[160];
+    key_name(key, sizeof key, L, "ssm.dt_b_c_rms");
+    bool b = false;
+    if (tr_gguf_get(L->g, key) && (!tr_gguf_get_bool(L->g, key, &b) || b))
+        return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: %s is set (RMSNorm of dt, B and C, as Falcon-Mamba): not supported",
+                          L->path, key);
+    if (m2) {
+        /* ssm.time_step_rank is Mamba-2's head count (llama.cpp's reading) */
+        hp->ssm_n_head = hp->ssm_dt_rank;
+        if (hp->ssm_d_inner % hp->ssm_n_head || hp->ssm_n_head % hp->ssm_n_group)
+            return tr_err_set(L->err, TR_ERR_FORMAT,
+                              "%s: %s.ssm.inner_size (%d), time_step_rank (heads, %d) and group_count (%d): want heads "
+                              "dividing the inner size and groups dividing the heads",
+                              L->path, L->arch, hp->ssm_d_inner, hp->ssm_n_head, hp->ssm_n_group);
+        hp->ssm_head_dim = hp->ssm_d_inner / hp->ssm_n_head;
+        hp->ssm_conv_dim = hp->ssm_d_inner + 2 * hp->ssm_n_group * hp->ssm_d_state;
+    } else {
+        hp->ssm_n_head = hp->ssm_d_inner; /* one channel per head, as llama.cpp's scan sees Mamba */
+        hp->ssm_head_dim = 1;
+        hp->ssm_conv_dim = hp->ssm_d_inner;
+    }
+    return TR_OK;
+}
+
+static tr_status load_ssm_hparams(loader *L, tr_model *m) {
+    tr_hparams *hp = &m->hp;
+    tr_status st;
+    if ((st = get_int(L, "embedding_length", true, 0, 1, 1 << 17, &hp->n_embd))) return st;
+    if ((st = get_int(L, "block_count", true, 0, 1, 4096, &hp->n_layer))) return st;
+    if ((st = get_int(L, "context_length", false, 2048, 1, 1 << 24, &hp->n_ctx_train))) return st;
+    if ((st = get_float(L, "attention.layer_norm_rms_epsilon", true, 0, &hp->norm_eps))) return st;
+    if (!(hp->norm_eps >= 0))
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s's norm epsilon is negative", L->path, L->arch);
+    if ((st = load_ssm_keys(L, m))) return st;
+    hp->n_layer_kv = 0;
+    hp->n_layer_rs = hp->n_layer;
+    /* No attention: no heads, no RoPE, no feed-forward. */
+    hp->n_head = hp->n_head_kv = hp->head_k = hp->head_v = hp->n_rot = hp->n_ff = 0;
+    hp->rope_base = hp->rope_base_swa = 10000.0f;
+    hp->rope_scale = hp->rope_scale_swa = hp->rope_mscale = 1.0f;
+    hp->n_ctx_orig = hp->n_ctx_train;
+    return TR_OK;
+}
+
+/* Layer i's KV head count when {arch}.attention.head_count_kv is per
+ * layer (a hybrid: 0 marks a state-space layer), else the one value. */
+static int64_t layer_kv_heads(const loader *L, const tr_model *m, int i) {
+    char key[160];
+    key_name(key, sizeof key, L, "attention.head_count_kv");
+    const tr_gguf_value *v = tr_gguf_get(L->g, key);
+    if (v && v->type == TR_GGUF_ARRAY) return tr_gguf_arr_int(v, (uint64_t)i);
+    return m->hp.n_head_kv;
+}
+
+/* A hybrid's attention.head_count_kv: one value per layer, 0 for a
+ * state-space layer, one common count for the attention layers (or a
+ * single value: attention everywhere). Sets n_head_kv and the layer counts. */
+static tr_status hybrid_kv_heads(loader *L, tr_model *m) {
+    tr_hparams *hp = &m->hp;
+    char key[160];
+    key_name(key, sizeof key, L, "attention.head_count_kv");
+    const tr_gguf_value *v = tr_gguf_get(L->g, key);
+    if (!v || v->type != TR_GGUF_ARRAY) {
+        tr_status st = get_int(L, "attention.head_count_kv", false, hp->n_head, 1, hp->n_head, &hp->n_head_kv);
+        hp->n_layer_kv = hp->n_layer;
+        hp->n_layer_rs = 0;
+        return st;
+    }
+    const tr_gguf_type et = v->v.arr.type;
+    if (et > TR_GGUF_INT32 && et != TR_GGUF_UINT64 && et != TR_GGUF_INT64)
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s is an array of %s, expected integers", L->path, key,
+                          tr_gguf_type_name(et));
+    if (v->v.arr.n != (uint64_t)hp->n_layer)
+        return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s has %llu entries for %d layers", L->path, key,
+                          (unsigned long long)v->v.arr.n, hp->n_layer);
+    hp->n_head_kv = 0;
+    hp->n_layer_kv = hp->n_layer_rs = 0;
+    for (int i = 0; i < hp->n_layer; i++) {
+        const int64_t k = tr_gguf_arr_int(v, (uint64_t)i);
+        if (k < 0 || k > hp->n_head || (k > 0 && hp->n_head_kv > 0 && k != hp->n_head_kv))
+            return tr_err_set(L->err, TR_ERR_UNSUPPORTED,
+                              "%s: %s[%d] = %lld: want 0 (a state-space layer) or one KV head count in [1, %d] for "
+                              "every attention layer", L->path, key, i, (long long)k, hp->n_head);
+        if (k > 0) hp->n_head_kv = (int32_t)k, hp->n_layer_kv++;
+        else hp->n_layer_rs++;
+    }
+    if (hp->n_head_kv == 0) hp->n_head_kv = hp->n_head; /* no attention layer: the heads are never used */
+    return TR_OK;
+}
+
 static tr_status load_hparams(loader *L, tr_model *m) {
     tr_hparams *hp = &m->hp;
     const tr_arch *arch = m->arch;
     tr_status st;
     if ((st = check_unsupported(L, arch))) return st;
+    if (arch->ssm != TR_SSM_NONE && !arch->hybrid) return load_ssm_hparams(L, m);
+    hp->n_layer_rs = 0;
     if ((st = get_int(L, "embedding_length", true, 0, 1, 1 << 17, &hp->n_embd))) return st;
     if ((st = get_int(L, "block_count", true, 0, 1, 4096, &hp->n_layer))) return st;
     if ((st = get_int(L, "attention.head_count", true, 0, 1, 4096, &hp->n_head))) return st;
-    if ((st = get_int(L, "attention.head_count_kv", false, hp->n_head, 1, hp->n_head, &hp->n_head_kv))) return st;
+    hp->n_layer_kv = hp->n_layer;
+    if (arch->hybrid) {
+        if ((st = hybrid_kv_heads(L, m))) return st;
+        if ((st = load_ssm_keys(L, m))) return st;
+    } else if ((st = get_int(L, "attention.head_count_kv", false, hp->n_head, 1, hp->n_head, &hp->n_head_kv))) {
+        return st;
+    }
     if ((st = get_int(L, "feed_forward_length", true, 0, 1, 1 << 20, &hp->n_ff))) return st;
     if ((st = get_int(L, "context_length", false, 2048, 1, 1 << 24, &hp->n_ctx_train))) return st;
     hp->n_expert = hp->n_expert_used = hp->n_ff_exp = 0;
@@ -287,6 +421,23 @@ static tr_status load_hparams(loader *L, tr_model *m) {
         hp->attn_scale = 1.0f / sqrtf((float)(hp->n_embd / hp->n_head));
     else
         hp->attn_scale = 1.0f / sqrtf((float)hp->head_k);
+    hp->embd_mult = hp->residual_scale = hp->logit_scale = 0;
+    hp->no_rope = false;
+    if (arch->granite_scales) {
+        float as = 0;
+        if ((st = get_float(L, "embedding_scale", false, 0, &hp->embd_mult))) return st;
+        if ((st = get_float(L, "residual_scale", false, 0, &hp->residual_scale))) return st;
+        if ((st = get_float(L, "logit_scale", false, 0, &hp->logit_scale))) return st;
+        if ((st = get_float(L, "attention.scale", false, 0, &as))) return st;
+        if (as != 0) hp->attn_scale = as; /* llama.cpp: attention.scale when set, else 1/sqrt(head size) */
+        /* Granite turns RoPE off with rope.scaling.finetuned = false (llama.cpp's rope_pattern) */
+        char key[160];
+        key_name(key, sizeof key, L, "rope.scaling.finetuned");
+        bool ft = true;
+        if (tr_gguf_get(L->g, key) && !tr_gguf_get_bool(L->g, key, &ft))
+            return tr_err_set(L->err, TR_ERR_FORMAT, "%s: %s is not a boolean", L->path, key);
+        hp->no_rope = !ft;
+    }
     return TR_OK;
 }
 
@@ -326,6 +477,94 @@ static bool file_says_longrope(const loader *L) {
     return tr_gguf_get_str(L->g, key, &st) && st.len == 8 && !memcmp(st.ptr, "longrope", 8);
 }
 
+/* A Mamba or Mamba-2 layer's tensors (llama.cpp's names and shapes; the
+ * hybrid's conv bias is optional, as llama.cpp's granitehybrid loader). */
+static tr_status load_ssm_layer(loader *L, tr_model *m, int i, tr_layer *l) {
+    const tr_hparams *hp = &m->hp;
+    const bool m2 = m->arch->ssm == TR_SSM_MAMBA2;
+    const int64_t E = hp->n_embd, DI = hp->ssm_d_inner, DS = hp->ssm_d_state, R = hp->ssm_dt_rank;
+    const int64_t NH = hp->ssm_n_head, NG = hp->ssm_n_group, CD = hp->ssm_conv_dim, K = hp->ssm_d_conv;
+    tr_status st;
+    char n[96];
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", i, s), n)
+    const int64_t in_rows = m2 ? 2 * DI + 2 * NG * DS + NH : 2 * DI;
+    if ((st = get_weight(L, NAME("ssm_in.weight"), in_rows, E, true, &l->ssm_in))) return st;
+    if ((st = get_f32(L, NAME("ssm_conv1d.weight"), K, CD, true, &l->ssm_conv1d))) return st;
+    if ((st = get_vec(L, NAME("ssm_conv1d.bias"), CD, !m->arch->hybrid, &l->ssm_conv1d_b))) return st;
+    if (m2) {
+        if ((st = get_vec(L, NAME("ssm_dt.bias"), NH, true, &l->ssm_dt_b))) return st;
+        if ((st = get_f32(L, NAME("ssm_a"), 1, NH, true, &l->ssm_a))) return st;
+        if ((st = get_f32(L, NAME("ssm_d"), 1, NH, true, &l->ssm_d))) return st;
+        if ((st = get_f32(L, NAME("ssm_norm.weight"), DI / NG, NG, true, &l->ssm_norm))) return st;
+    } else {
+        if ((st = get_weight(L, NAME("ssm_x.weight"), R + 2 * DS, DI, true, &l->ssm_x))) return st;
+        if ((st = get_weight(L, NAME("ssm_dt.weight"), DI, R, true, &l->ssm_dt))) return st;
+        if ((st = get_vec(L, NAME("ssm_dt.bias"), DI, true, &l->ssm_dt_b))) return st;
+        if ((st = get_f32(L, NAME("ssm_a"), DS, DI, true, &l->ssm_a))) return st;
+        if ((st = get_vec(L, NAME("ssm_d"), DI, true, &l->ssm_d))) return st;
+        static const char *const norms[] = {"ssm_dt_norm.weight", "ssm_b_norm.weight", "ssm_c_norm.weight"};
+        for (size_t j = 0; j < sizeof norms / sizeof norms[0]; j++)
+            if (find(L, NAME(norms[j])))
+                return tr_err_set(L->err, TR_ERR_UNSUPPORTED,
+                                  "%s: tensor %s (RMSNorm of dt, B and C, as Jamba): not supported for %s", L->path, n,
+                                  L->arch);
+    }
+    if ((st = get_weight(L, NAME("ssm_out.weight"), E, DI, true, &l->ssm_out))) return st;
+#undef NAME
+    return TR_OK;
+}
+
+/* An attention layer's tensors: norm bias, q/k/v (three tensors or one
+ * fused attn_qkv), their biases, the output, QK-norm, post-norms. */
+static tr_status load_attn_layer(loader *L, tr_model *m, int i, tr_layer *l) {
+    const tr_hparams *hp = &m->hp;
+    const tr_arch *arch = m->arch;
+    const bool layer_norm = arch->norm == TR_NORM_LAYER;
+    const int64_t E = hp->n_embd, Q = (int64_t)hp->n_head * hp->head_k, K = (int64_t)hp->n_head_kv * hp->head_k,
+                  V = (int64_t)hp->n_head_kv * hp->head_v, O = (int64_t)hp->n_head * hp->head_v;
+    tr_status st;
+    char n[96];
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", i, s), n)
+    if ((st = get_vec(L, NAME("attn_norm.bias"), E, layer_norm, &l->attn_norm_b))) return st;
+    /* q, k, v: three tensors, or one attn_qkv of their rows in that order. */
+    if (find(L, NAME("attn_qkv.weight"))) {
+        tr_weight qkv;
+        if ((st = get_weight(L, n, Q + K + V, E, true, &qkv))) return st;
+        l->wq = weight_rows(&qkv, 0, Q);
+        l->wk = weight_rows(&qkv, Q, K);
+        l->wv = weight_rows(&qkv, Q + K, V);
+        const float *b = NULL;
+        if ((st = get_vec(L, NAME("attn_qkv.bias"), Q + K + V, arch->qkv_bias, &b))) return st;
+        if (b) l->bq = b, l->bk = b + Q, l->bv = b + Q + K;
+    } else {
+        if ((st = get_weight(L, NAME("attn_q.weight"), Q, E, true, &l->wq))) return st;
+        if ((st = get_weight(L, NAME("attn_k.weight"), K, E, true, &l->wk))) return st;
+        if ((st = get_weight(L, NAME("attn_v.weight"), V, E, true, &l->wv))) return st;
+        if ((st = get_vec(L, NAME("attn_q.bias"), Q, arch->qkv_bias, &l->bq))) return st;
+        if ((st = get_vec(L, NAME("attn_k.bias"), K, arch->qkv_bias, &l->bk))) return st;
+        if ((st = get_vec(L, NAME("attn_v.bias"), V, arch->qkv_bias, &l->bv))) return st;
+    }
+    if ((st = get_weight(L, NAME("attn_output.weight"), E, O, true, &l->wo))) return st;
+    if ((st = get_vec(L, NAME("attn_output.bias"), E, false, &l->bo))) return st;
+    if (arch->qk_norm) {
+        const int64_t nq = arch->qk_norm_full ? Q : hp->head_k, nk = arch->qk_norm_full ? K : hp->head_k;
+        if ((st = get_vec(L, NAME("attn_q_norm.weight"), nq, true, &l->q_norm))) return st;
+        if ((st = get_vec(L, NAME("attn_k_norm.weight"), nk, true, &l->k_norm))) return st;
+    } else if (find(L, NAME("attn_q_norm.weight"))) {
+        return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s is not supported for %s", L->path, n, L->arch);
+    }
+    if (arch->sub_norms) {
+        if ((st = get_vec(L, NAME("attn_sub_norm.weight"), O, true, &l->attn_sub_norm))) return st;
+        if ((st = get_vec(L, NAME("ffn_sub_norm.weight"), hp->n_ff, true, &l->ffn_sub_norm))) return st;
+    }
+    if (arch->post_norms) {
+        if ((st = get_vec(L, NAME("post_attention_norm.weight"), E, true, &l->post_attn_norm))) return st;
+        if ((st = get_vec(L, NAME("post_ffw_norm.weight"), E, true, &l->post_ffn_norm))) return st;
+    }
+#undef NAME
+    return TR_OK;
+}
+
 static tr_status load_weights(loader *L, tr_model *m) {
     tr_hparams *hp = &m->hp;
     const tr_arch *arch = m->arch;
@@ -357,48 +596,23 @@ static tr_status load_weights(loader *L, tr_model *m) {
 
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) return tr_err_set(L->err, TR_ERR_NOMEM, "%s: out of memory for %d layers", L->path, hp->n_layer);
-    const int64_t E = hp->n_embd, Q = (int64_t)hp->n_head * hp->head_k, K = (int64_t)hp->n_head_kv * hp->head_k,
-                  V = (int64_t)hp->n_head_kv * hp->head_v, O = (int64_t)hp->n_head * hp->head_v, F = hp->n_ff;
+    const int64_t E = hp->n_embd, F = hp->n_ff;
+    int32_t n_kv = 0, n_rs = 0;
     for (int i = 0; i < hp->n_layer; i++) {
         tr_layer *l = &m->layers[i];
         char n[96];
 #define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", i, s), n)
         if ((st = get_vec(L, NAME("attn_norm.weight"), E, true, &l->attn_norm))) return st;
-        if ((st = get_vec(L, NAME("attn_norm.bias"), E, layer_norm, &l->attn_norm_b))) return st;
-        /* q, k, v: three tensors, or one attn_qkv of their rows in that order. */
-        if (find(L, NAME("attn_qkv.weight"))) {
-            tr_weight qkv;
-            if ((st = get_weight(L, n, Q + K + V, E, true, &qkv))) return st;
-            l->wq = weight_rows(&qkv, 0, Q);
-            l->wk = weight_rows(&qkv, Q, K);
-            l->wv = weight_rows(&qkv, Q + K, V);
-            const float *b = NULL;
-            if ((st = get_vec(L, NAME("attn_qkv.bias"), Q + K + V, arch->qkv_bias, &b))) return st;
-            if (b) l->bq = b, l->bk = b + Q, l->bv = b + Q + K;
-        } else {
-            if ((st = get_weight(L, NAME("attn_q.weight"), Q, E, true, &l->wq))) return st;
-            if ((st = get_weight(L, NAME("attn_k.weight"), K, E, true, &l->wk))) return st;
-            if ((st = get_weight(L, NAME("attn_v.weight"), V, E, true, &l->wv))) return st;
-            if ((st = get_vec(L, NAME("attn_q.bias"), Q, arch->qkv_bias, &l->bq))) return st;
-            if ((st = get_vec(L, NAME("attn_k.bias"), K, arch->qkv_bias, &l->bk))) return st;
-            if ((st = get_vec(L, NAME("attn_v.bias"), V, arch->qkv_bias, &l->bv))) return st;
-        }
-        if ((st = get_weight(L, NAME("attn_output.weight"), E, O, true, &l->wo))) return st;
-        if ((st = get_vec(L, NAME("attn_output.bias"), E, false, &l->bo))) return st;
-        if (arch->qk_norm) {
-            const int64_t nq = arch->qk_norm_full ? Q : hp->head_k, nk = arch->qk_norm_full ? K : hp->head_k;
-            if ((st = get_vec(L, NAME("attn_q_norm.weight"), nq, true, &l->q_norm))) return st;
-            if ((st = get_vec(L, NAME("attn_k_norm.weight"), nk, true, &l->k_norm))) return st;
-        } else if (find(L, NAME("attn_q_norm.weight"))) {
-            return tr_err_set(L->err, TR_ERR_UNSUPPORTED, "%s: tensor %s is not supported for %s", L->path, n, L->arch);
-        }
-        if (arch->sub_norms) {
-            if ((st = get_vec(L, NAME("attn_sub_norm.weight"), O, true, &l->attn_sub_norm))) return st;
-            if ((st = get_vec(L, NAME("ffn_sub_norm.weight"), F, true, &l->ffn_sub_norm))) return st;
-        }
-        if (arch->post_norms) {
-            if ((st = get_vec(L, NAME("post_attention_norm.weight"), E, true, &l->post_attn_norm))) return st;
-            if ((st = get_vec(L, NAME("post_ffw_norm.weight"), E, true, &l->post_ffn_norm))) return st;
+        /* The mixer: a state-space layer (Mamba; a hybrid's where its KV
+         * head count is 0), or attention. */
+        l->recurrent = arch->ssm != TR_SSM_NONE && (!arch->hybrid || layer_kv_heads(L, m, i) == 0);
+        l->kv_layer = l->recurrent ? -1 : n_kv++;
+        l->rs_layer = l->recurrent ? n_rs++ : -1;
+        if (l->recurrent) {
+            if ((st = load_ssm_layer(L, m, i, l))) return st;
+            if (!arch->hybrid) continue; /* Mamba: no feed-forward */
+        } else if ((st = load_attn_layer(L, m, i, l))) {
+            return st;
         }
         if ((st = get_vec(L, NAME("ffn_norm.weight"), E, true, &l->ffn_norm))) return st;
         if ((st = get_vec(L, NAME("ffn_norm.bias"), E, layer_norm, &l->ffn_norm_b))) return st;
@@ -531,6 +745,7 @@ const char *tr_model_arch(const tr_model *m) { return m->arch_name; }
 const char *tr_model_name(const tr_model *m) { return m->name; }
 int32_t tr_model_n_vocab(const tr_model *m) { return m->hp.n_vocab; }
 int32_t tr_model_n_ctx_train(const tr_model *m) { return m->hp.n_ctx_train; }
+bool tr_model_is_recurrent(const tr_model *m) { return m->hp.n_layer_rs > 0; }
 uint64_t tr_model_n_params(const tr_model *m) { return m->n_params; }
 uint64_t tr_model_weight_bytes(const tr_model *m) { return m->weight_bytes; }
 uint64_t tr_model_repacked_bytes(const tr_model *m) { return m->repacked_bytes; }
@@ -551,6 +766,12 @@ static void put(sbuf *b, const char *fmt, ...) {
     if (k > 0) b->len += (size_t)k;
 }
 
+/* A sequence's recurrent state, all state-space layers. */
+static double state_kib(const tr_hparams *hp) {
+    return ((double)(hp->ssm_d_conv - 1) * hp->ssm_conv_dim + (double)hp->ssm_d_inner * hp->ssm_d_state) *
+           hp->n_layer_rs * sizeof(float) / 1024.0;
+}
+
 size_t tr_model_describe(const tr_model *m, char *buf, size_t cap) {
     sbuf b = {.p = buf, .cap = cap, .len = 0};
     if (cap) buf[0] = 0;
@@ -558,6 +779,23 @@ size_t tr_model_describe(const tr_model *m, char *buf, size_t cap) {
     const tr_hparams *hp = &m->hp;
     const tr_layer *l0 = &m->layers[0];
     char key[160];
+    if (a->ssm != TR_SSM_NONE && !a->hybrid) {
+        put(&b, "architecture: %s (supported), %d layers, n_embd %d, vocabulary %d\n", a->name, hp->n_layer, hp->n_embd,
+            hp->n_vocab);
+        if (a->ssm == TR_SSM_MAMBA2)
+            put(&b, "state space: Mamba-2 (scalar decay per head), d_inner %d, %d heads of %d, %d group%s of B/C, "
+                "d_state %d, conv kernel %d, grouped RMSNorm\n", hp->ssm_d_inner, hp->ssm_n_head, hp->ssm_head_dim,
+                hp->ssm_n_group, hp->ssm_n_group == 1 ? "" : "s", hp->ssm_d_state, hp->ssm_d_conv);
+        else
+            put(&b, "state space: Mamba (selective scan), d_inner %d, d_state %d, conv kernel %d, dt rank %d\n",
+                hp->ssm_d_inner, hp->ssm_d_state, hp->ssm_d_conv, hp->ssm_dt_rank);
+        put(&b, "recurrent state: %.1f KiB per sequence, constant with length (no attention, no KV cache); "
+            "prefix cache, speculative decoding and --kv-window are off for it (a state cannot be rolled back)\n",
+            state_kib(hp));
+        put(&b, "norms: RMSNorm, eps %g\n", hp->norm_eps);
+        put(&b, "output: %s\n", m->output.data == m->tok_embd.data ? "tied to token_embd" : "output.weight");
+        return b.len;
+    }
     put(&b, "architecture: %s (supported), %d layers, n_embd %d, n_ff %d, vocabulary %d\n", a->name, hp->n_layer,
         hp->n_embd, hp->n_ff, hp->n_vocab);
 
@@ -580,8 +818,19 @@ size_t tr_model_describe(const tr_model *m, char *buf, size_t cap) {
         put(&b, ", sliding window %lld in the file: not applied (as llama.cpp for %s)", (long long)w, a->name);
     put(&b, "\n");
 
+    if (a->hybrid) {
+        put(&b, "layers: %d attention, %d state-space (Mamba-2: %d heads of %d, %d group%s of B/C, d_state %d, conv "
+            "kernel %d); recurrent state %.1f KiB per sequence beside its KV cache; prefix cache, speculative decoding "
+            "and --kv-window are off (a state cannot be rolled back)\n", hp->n_layer_kv, hp->n_layer_rs, hp->ssm_n_head,
+            hp->ssm_head_dim, hp->ssm_n_group, hp->ssm_n_group == 1 ? "" : "s", hp->ssm_d_state, hp->ssm_d_conv,
+            state_kib(hp));
+        put(&b, "multipliers: embeddings %g, residual branches %g, logits 1/%g\n", hp->embd_mult ? hp->embd_mult : 1.0,
+            hp->residual_scale ? hp->residual_scale : 1.0, hp->logit_scale ? hp->logit_scale : 1.0);
+    }
     put(&b, "positions: ");
-    if (a->rope == TR_ROPE_NONE) {
+    if (hp->no_rope) {
+        put(&b, "none (rope.scaling.finetuned is false: no RoPE, as llama.cpp)");
+    } else if (a->rope == TR_ROPE_NONE) {
         put(&b, "learned absolute positions (position_embd, %d)", hp->n_ctx_train);
     } else {
         put(&b, "RoPE (%s) over %d of %d dimensions, base %g", a->rope == TR_ROPE_NEOX ? "NeoX pairs" : "adjacent pairs",

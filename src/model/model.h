@@ -37,6 +37,14 @@ typedef enum tr_moe_kind {
     TR_MOE_REQUIRED, /* always experts (qwen3moe) */
 } tr_moe_kind;
 
+typedef enum tr_ssm_kind {
+    TR_SSM_NONE,   /* attention and feed-forward layers */
+    TR_SSM_MAMBA1, /* Mamba: every layer a selective SSM; A per (channel, state), dt through a
+                      low-rank projection (ssm_x, ssm_dt); no attention, no feed-forward */
+    TR_SSM_MAMBA2, /* Mamba-2: A one scalar per head, x, B, C and dt all from ssm_in, B and C shared
+                      by the heads of a group, a grouped RMSNorm after the gate */
+} tr_ssm_kind;
+
 typedef struct tr_arch {
     const char *name;         /* general.architecture */
     tr_norm_kind norm;
@@ -70,6 +78,10 @@ typedef struct tr_arch {
                                  hidden layer before Wdown (ffn_sub_norm) (BitNet) */
     bool matrix_scales;       /* a matrix may carry a scale, {name}.scale (one F32), that multiplies its
                                  product (BitNet) */
+    tr_ssm_kind ssm;          /* state-space layers: every layer x = x + ssm(rmsnorm(x)), no feed-forward, unless hybrid */
+    bool hybrid;              /* with ssm: a state-space layer where {arch}.attention.head_count_kv[i] is 0, attention
+                                 elsewhere; every layer then has its feed-forward (Granite 4.0-H) */
+    bool granite_scales;      /* {arch}.embedding_scale, residual_scale, logit_scale, attention.scale are read (Granite) */
 } tr_arch;
 
 /* The descriptor of an architecture, NULL when unsupported. */
@@ -108,6 +120,22 @@ typedef struct tr_layer {
     tr_weight gate_inp;           /* n_expert x n_embd */
     tr_weight gate_exps, up_exps; /* n_expert*n_ff_exp x n_embd */
     tr_weight down_exps;          /* n_expert*n_embd x n_ff_exp */
+    /* State-space (Mamba) layers, ssm != TR_SSM_NONE; conv_dim is the
+     * channels the convolution sees (Mamba: d_inner; Mamba-2: x, B and C). */
+    tr_weight ssm_in;             /* Mamba: 2*d_inner x n_embd (x, z); Mamba-2: (2*d_inner + 2*n_group*d_state
+                                     + n_head) x n_embd (z, x, B, C, dt) */
+    const float *ssm_conv1d;      /* [conv_dim][d_conv], F32 */
+    const float *ssm_conv1d_b;    /* [conv_dim] */
+    tr_weight ssm_x;              /* Mamba: (dt_rank + 2*d_state) x d_inner (dt, B, C) */
+    tr_weight ssm_dt;             /* Mamba: d_inner x dt_rank */
+    const float *ssm_dt_b;        /* Mamba: [d_inner]; Mamba-2: [n_head] */
+    const float *ssm_a;           /* Mamba: [d_inner][d_state] (-exp(A_log)); Mamba-2: [n_head] */
+    const float *ssm_d;           /* skip: Mamba [d_inner]; Mamba-2 [n_head] */
+    const float *ssm_norm;        /* Mamba-2: [d_inner], group g's weights at g * d_inner/n_group */
+    tr_weight ssm_out;            /* n_embd x d_inner */
+    bool recurrent;               /* a state-space layer (ssm_*), else attention */
+    int32_t kv_layer;             /* attention layers: this layer's index in the KV pool (-1: none) */
+    int32_t rs_layer;             /* state-space layers: this layer's index in a sequence's state (-1: none) */
     bool swa;                     /* sliding-window (local) layer */
     float rope_base, rope_scale;  /* this layer's RoPE */
 } tr_layer;
@@ -127,6 +155,17 @@ typedef struct tr_hparams {
     int32_t n_expert, n_expert_used, n_ff_exp; /* mixture of experts (n_expert 0: none) */
     float attn_scale;             /* multiplies q.k */
     float final_softcap;          /* 0: off */
+    /* State-space layers ({arch}.ssm.*): d_conv taps of a causal convolution
+     * over conv_dim channels, d_state entries of state per channel; Mamba:
+     * dt from a rank-dt_rank projection; Mamba-2: n_head heads of head_dim
+     * channels (ssm.time_step_rank is the head count), n_group groups of B, C. */
+    int32_t ssm_d_conv, ssm_d_inner, ssm_d_state, ssm_dt_rank, ssm_n_group;
+    int32_t ssm_n_head, ssm_head_dim, ssm_conv_dim;
+    int32_t n_layer_kv, n_layer_rs; /* attention layers (K/V in the pool), state-space layers (a state each) */
+    bool no_rope;                 /* the file turns RoPE off (granitehybrid: rope.scaling.finetuned = false) */
+    float embd_mult;              /* embeddings times this (Granite's embedding_scale; 0: none) */
+    float residual_scale;         /* each branch's output times this before its residual add (0: none) */
+    float logit_scale;            /* logits divided by this (0: none) */
 } tr_hparams;
 
 /* A tensor repacked at load (repack.c): src's rows rewritten at dst. */

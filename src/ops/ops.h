@@ -152,4 +152,45 @@ enum { TR_ATTN_HALF_Q = 1u, TR_ATTN_HALF_P = 2u };
 tr_status tr_attention(tr_pool *pool, const tr_attn_params *p, const float *q, const void *k,
                        const void *v, float *out);
 
+
+/* ------------------------------------------------- state-space (Mamba) layers
+ * (ssm.c). A batch's tokens in order, each updating the recurrent state of
+ * its own sequence; a token at position 0 first zeroes its sequence's state
+ * (the part the call computes). Per channel (head) the arithmetic is fixed:
+ * the same bits however channels are split between calls (threads) and
+ * whatever else shares the batch. */
+typedef struct tr_ssm_batch {
+    int64_t n;                /* tokens */
+    const int32_t *seq, *pos; /* token t's sequence and position */
+    float *conv_state;        /* sequence s's (d_conv-1) x conv_dim rows, oldest first, at + s*conv_stride */
+    float *ssm_state;         /* sequence s's [n_head][head_dim][d_state] at + s*ssm_stride */
+    size_t conv_stride, ssm_stride;
+} tr_ssm_batch;
+
+/* out[t][ch] = silu(bias[ch] + sum_k w[ch][k] * window_k) for ch in [c0, c1):
+ * the window is the d_conv - 1 previous inputs of token t's sequence (its
+ * state, oldest first) then in[t][ch]; the state then shifts by one.
+ * in: token t at in + t*in_stride; out: [n][conv_dim]; w: [conv_dim][d_conv]; bias may be NULL. */
+void tr_ssm_conv(const tr_ssm_batch *b, const float *in, int64_t in_stride, const float *w, const float *bias,
+                 int d_conv, int64_t conv_dim, int64_t c0, int64_t c1, float *out);
+
+typedef struct tr_ssm_scan_params {
+    int64_t n_head, head_dim, d_state, n_group; /* Mamba: n_head = d_inner, head_dim 1, n_group 1 */
+    bool scalar_a;            /* Mamba-2: A[h] one per head; else A[h][d_state] (Mamba) */
+    const float *A;
+    const float *x;  int64_t x_stride;      /* token t's n_head*head_dim inputs */
+    const float *dt; int64_t dt_stride;     /* token t's n_head time steps (bias added, before softplus) */
+    const float *B, *C; int64_t bc_stride;  /* token t's group g: B + t*bc_stride + g*d_state */
+} tr_ssm_scan_params;
+
+/* The selective scan of heads [h0, h1), as llama.cpp's ssm_scan: for each
+ * token, dt' = softplus(dt); per channel and state i, s = s*exp(dt'*A) +
+ * B[i]*x*dt'; y = sum_i s*C[i], in index order. y: [n][n_head*head_dim]. */
+void tr_ssm_scan(const tr_ssm_batch *b, const tr_ssm_scan_params *p, int64_t h0, int64_t h1, float *y);
+/* The scalar reference (exactly llama.cpp's scalar order); tr_ssm_scan runs
+ * the AVX2 + FMA variant where the CPU has it (8 states at a time, Mamba's
+ * exp vectorised; Mamba-2's sums in ggml's AVX2 order), within a few ulp. */
+void tr_ssm_scan_ref(const tr_ssm_batch *b, const tr_ssm_scan_params *p, int64_t h0, int64_t h1, float *y);
+bool tr_ssm_scan_has_simd(void);
+
 #endif
