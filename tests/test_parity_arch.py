@@ -291,7 +291,7 @@ def test_bitnet_ternary_files_hold_the_f16_weights(gen_dir):
         assert len(blk) == 14 and all(set(np.unique(q[n] / np.abs(q[n]).max())) <= {-1.0, 0.0, 1.0} for n in blk)
 
 
-@pytest.mark.parametrize("key", ["bitnet_TQ1_0", "mixtral_TQ1_0"])
+@pytest.mark.parametrize("key", ["bitnet_TQ1_0", "mixtral_TQ1_0", "granitehybrid_TQ1_0"])
 def test_tq1_0_repacked_at_load_gives_the_same_bits(elib, gen_dir, tmp_path, key):
     """TQ1_0 matrices are repacked at load into TQ2_0's layout (the same
     trits and scale bits): a prompt's logits are the same bits with and
@@ -299,12 +299,14 @@ def test_tq1_0_repacked_at_load_gives_the_same_bits(elib, gen_dir, tmp_path, key
     in one batch and a token at a time;
     the repacked bytes are those of the TQ1_0 tensors at TQ2_0's 66 bytes a
     block (the gguf package's reading of the file). The mixtral file puts
-    TQ1_0 under fused views too: 3-D experts and a tied or separate output."""
+    TQ1_0 under fused views too: 3-D experts and a tied or separate output;
+    the granitehybrid file in state-space layers' matrices."""
     from gguf import GGUFReader
-    if key == "mixtral_TQ1_0":
-        path = str(tmp_path / "mixtral_tq1.gguf")
-        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_model.py"), "--arch", "llama",
-                        "--experts", "4", "--type", "TQ1_0", "-o", path], check=True, capture_output=True)
+    if key in ("mixtral_TQ1_0", "granitehybrid_TQ1_0"):
+        path = str(tmp_path / f"{key}.gguf")
+        args = ["--arch", "llama", "--experts", "4"] if key == "mixtral_TQ1_0" else ["--arch", "granitehybrid"]
+        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_model.py"), *args, "--type", "TQ1_0", "-o",
+                        path], check=True, capture_output=True)
     else:
         path = model(gen_dir, key)
     tq1 = [t for t in GGUFReader(path).tensors if t.tensor_type.name == "TQ1_0"]

@@ -65,8 +65,9 @@ static int model_matrices(tr_model *m, tr_weight **out, int cap) {
     ADD(&m->output);
     for (int i = 0; i < m->hp.n_layer; i++) {
         tr_layer *l = &m->layers[i];
-        tr_weight *lw[] = {&l->wq,     &l->wk,       &l->wv,        &l->wo,      &l->w_gate,   &l->w_up,
-                           &l->w_down, &l->gate_inp, &l->gate_exps, &l->up_exps, &l->down_exps};
+        tr_weight *lw[] = {&l->wq,       &l->wk,        &l->wv,      &l->wo,        &l->w_gate,
+                           &l->w_up,     &l->w_down,    &l->gate_inp, &l->gate_exps, &l->up_exps,
+                           &l->down_exps, &l->ssm_in,   &l->ssm_x,    &l->ssm_dt,    &l->ssm_out};
         for (size_t k = 0; k < sizeof lw / sizeof lw[0]; k++) ADD(lw[k]);
     }
 #undef ADD
