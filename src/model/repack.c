@@ -106,9 +106,8 @@ tr_status tr_model_repack(tr_model *m, tr_error *err) {
                                                      .src_row = src_row, .dst_row = dst_row};
         m->repacked_bytes += bytes;
     }
-    tr_weight *ws[4096];
-    int nw = model_matrices(m, ws, 0);
-    tr_weight **all = nw <= 4096 ? ws : malloc(sizeof *all * (size_t)nw);
+    const int nw = model_matrices(m, NULL, 0); /* count, then list */
+    tr_weight **all = malloc(sizeof *all * (size_t)nw);
     if (!all) return tr_err_set(err, TR_ERR_NOMEM, "out of memory repacking TQ1_0 weights");
     model_matrices(m, all, nw);
     for (int k = 0; k < nw; k++) {
@@ -125,7 +124,7 @@ tr_status tr_model_repack(tr_model *m, tr_error *err) {
             break;
         }
     }
-    if (all != ws) free(all);
+    free(all);
     return TR_OK;
 }
 
