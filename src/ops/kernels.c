@@ -40,6 +40,9 @@ bool tr_isa_usable(tr_isa isa) {
     switch (isa) {
     case TR_ISA_SCALAR: return true;
     case TR_ISA_AVX2: return f->avx2 && f->fma && f->f16c;
+    case TR_ISA_AVX512:
+        return tr_isa_usable(TR_ISA_AVX2) && f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq &&
+               f->avx512vnni;
     default: return false;
     }
 }
@@ -48,6 +51,7 @@ bool tr_isa_usable(tr_isa isa) {
 static const tr_gemm_row *const gemm_lists[TR_ISA_COUNT][4] = {
     [TR_ISA_SCALAR] = {tr_ref_gemm_rows, NULL},
     [TR_ISA_AVX2] = {tr_avx2_float_gemm_rows, tr_avx2_legacy_gemm_rows, tr_avx2_kquant_gemm_rows, NULL},
+    [TR_ISA_AVX512] = {tr_avx512_float_gemm_rows, tr_avx512_legacy_gemm_rows, tr_avx512_kquant_gemm_rows, NULL},
 };
 static const tr_act_row *const act_lists[TR_ISA_COUNT][3] = {
     [TR_ISA_SCALAR] = {tr_ref_act_rows, NULL},
@@ -83,10 +87,9 @@ static void table_init(void) {
                 }
                 if (!k->ref) table_error("SIMD kernel without a scalar reference", r->type, (tr_isa)isa);
                 if (r->act != k->act) table_error("SIMD kernel reads another activation format", r->type, (tr_isa)isa);
-                if (isa == TR_ISA_AVX2) {
-                    if (k->avx2) table_error("type listed twice", r->type, (tr_isa)isa);
-                    k->avx2 = r->fn;
-                }
+                tr_gemm_fn *slot = isa == TR_ISA_AVX2 ? &k->avx2 : &k->avx512;
+                if (*slot) table_error("type listed twice", r->type, (tr_isa)isa);
+                *slot = r->fn;
             }
         }
         for (int l = 0; act_lists[isa][l]; l++)
@@ -107,8 +110,20 @@ const tr_kernel *tr_kernel_get(int type) {
     return kernels[type].ref ? &kernels[type] : NULL;
 }
 
+tr_gemm_fn tr_kernel_variant(const tr_kernel *k, tr_isa isa) {
+    switch (isa) {
+    case TR_ISA_SCALAR: return k->ref;
+    case TR_ISA_AVX2: return k->avx2;
+    case TR_ISA_AVX512: return k->avx512;
+    default: return NULL;
+    }
+}
+
 tr_gemm_fn tr_kernel_best(const tr_kernel *k) {
-    if (k->avx2 && tr_isa_usable(TR_ISA_AVX2)) return k->avx2;
+    for (int isa = TR_ISA_COUNT - 1; isa > TR_ISA_SCALAR; isa--) {
+        tr_gemm_fn fn = tr_kernel_variant(k, (tr_isa)isa);
+        if (fn && tr_isa_usable((tr_isa)isa)) return fn;
+    }
     return k->ref;
 }
 

@@ -72,6 +72,7 @@ typedef void (*tr_act_fn)(const float *x, void *dst, int64_t n);
 typedef enum tr_isa {
     TR_ISA_SCALAR = 0, /* the reference: baseline C, the truth */
     TR_ISA_AVX2,       /* AVX2 + FMA + F16C */
+    TR_ISA_AVX512,     /* AVX-512 F, BW, VL, DQ and VNNI (Zen 4, Ice Lake and later Xeons) on top of AVX2 */
     TR_ISA_COUNT
 } tr_isa;
 
@@ -92,7 +93,8 @@ typedef struct tr_act_row {
     tr_act_fn fn;   /* converts whole blocks of the format; the SIMD ones write the scalar one's bytes */
 } tr_act_row;
 
-/* Each kernel file's lists (matmul_ref.c: scalar; matmul_avx2*.c: AVX2). */
+/* Each kernel file's lists (matmul_ref.c: scalar; matmul_avx2*.c: AVX2;
+ * matmul_avx512*.c: AVX-512). */
 extern const tr_gemm_row tr_ref_gemm_rows[];
 extern const tr_act_row tr_ref_act_rows[];
 extern const tr_gemm_row tr_avx2_float_gemm_rows[];
@@ -100,6 +102,9 @@ extern const tr_gemm_row tr_avx2_legacy_gemm_rows[];
 extern const tr_gemm_row tr_avx2_kquant_gemm_rows[];
 extern const tr_act_row tr_avx2_legacy_act_rows[];
 extern const tr_act_row tr_avx2_kquant_act_rows[];
+extern const tr_gemm_row tr_avx512_float_gemm_rows[];
+extern const tr_gemm_row tr_avx512_legacy_gemm_rows[];
+extern const tr_gemm_row tr_avx512_kquant_gemm_rows[];
 
 /* A weight type's row of the assembled table: its activation format, its
  * block (the format's, from src/quant's traits), its scalar reference and
@@ -109,14 +114,27 @@ typedef struct tr_kernel {
     int64_t blck;     /* weight elements per block (rows must be a multiple) */
     tr_gemm_fn ref;   /* scalar reference: the truth */
     tr_gemm_fn avx2;  /* AVX2 + FMA + F16C variant, NULL when none */
+    tr_gemm_fn avx512; /* AVX-512 (TR_ISA_AVX512) variant, NULL when none */
 } tr_kernel;
 
 /* NULL when the type has no kernel (tr_matmul then dequantizes rows). */
 const tr_kernel *tr_kernel_get(int type);
 /* The variant tr_matmul uses on this CPU. */
 tr_gemm_fn tr_kernel_best(const tr_kernel *k);
+/* The variant written for `isa` (NULL when none), whether or not this CPU
+ * runs it: for tests, which run other ISAs' code under an emulator. */
+tr_gemm_fn tr_kernel_variant(const tr_kernel *k, tr_isa isa);
 /* Whether this CPU (as capped by TRINITY_CPU) runs code of `isa`. */
 bool tr_isa_usable(tr_isa isa);
+
+/* tr_matmul's work on one thread: the rows cut in chunks of `chunk`, each
+ * chunk against every token in tiles, with the kernel `gemm`, on activations
+ * already converted. And the chunk tr_matmul picks for rows x n_tokens on
+ * nth threads. For tests that run a kernel the CPU lacks under an emulator
+ * (which runs no threads) exactly as tr_matmul would. */
+void tr_matmul_chunks(tr_gemm_fn gemm, int64_t chunk, const void *W, size_t w_stride, int64_t rows, int64_t cols,
+                      const void *act, size_t act_stride, int64_t n_tokens, float *Y);
+int64_t tr_matmul_chunk_rows(int64_t rows, int64_t n_tokens, int nth);
 
 size_t tr_act_row_size(int act, int64_t n);
 /* Convert a row of n floats (n a multiple of the format's block) to `act`,

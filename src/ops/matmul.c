@@ -44,6 +44,17 @@ static void convert_part(void *arg, int ith, int nth) {
         tr_act_convert(j->act_type, j->x + t * j->cols, (char *)j->act + (size_t)t * j->act_stride, j->cols);
 }
 
+static int64_t pick_chunk(int64_t rows, int64_t n_tokens, int nth);
+
+/* One chunk of rows against every token, in tiles of TILE_T tokens. */
+static void gemm_chunk(tr_gemm_fn gemm, const char *w, size_t w_stride, int64_t cols, int64_t nr, const char *act,
+                       size_t act_stride, int64_t n_tokens, float *y, int64_t rows) {
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += TILE_T) {
+        int nt = n_tokens - t0 < TILE_T ? (int)(n_tokens - t0) : TILE_T;
+        gemm(cols, w, w_stride, (int)nr, act + (size_t)t0 * act_stride, act_stride, nt, y + t0 * rows, (size_t)rows);
+    }
+}
+
 static void gemm_part(void *arg, int ith, int nth) {
     (void)ith, (void)nth;
     mm_job *j = arg;
@@ -51,14 +62,19 @@ static void gemm_part(void *arg, int ith, int nth) {
         int64_t r0 = atomic_fetch_add_explicit(&j->next, j->chunk, memory_order_relaxed);
         if (r0 >= j->rows) break;
         int64_t nr = j->rows - r0 < j->chunk ? j->rows - r0 : j->chunk;
-        const char *w = j->w + (size_t)r0 * j->w_stride;
-        for (int64_t t0 = 0; t0 < j->n_tokens; t0 += TILE_T) {
-            int nt = j->n_tokens - t0 < TILE_T ? (int)(j->n_tokens - t0) : TILE_T;
-            j->gemm(j->cols, w, j->w_stride, (int)nr, j->act + (size_t)t0 * j->act_stride, j->act_stride, nt,
-                    j->y + t0 * j->rows + r0, (size_t)j->rows);
-        }
+        gemm_chunk(j->gemm, j->w + (size_t)r0 * j->w_stride, j->w_stride, j->cols, nr, j->act, j->act_stride,
+                   j->n_tokens, j->y + r0, j->rows);
     }
 }
+
+void tr_matmul_chunks(tr_gemm_fn gemm, int64_t chunk, const void *W, size_t w_stride, int64_t rows, int64_t cols,
+                      const void *act, size_t act_stride, int64_t n_tokens, float *Y) {
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk)
+        gemm_chunk(gemm, (const char *)W + (size_t)r0 * w_stride, w_stride, cols, rows - r0 < chunk ? rows - r0 : chunk,
+                   act, act_stride, n_tokens, Y + r0, rows);
+}
+
+int64_t tr_matmul_chunk_rows(int64_t rows, int64_t n_tokens, int nth) { return pick_chunk(rows, n_tokens, nth); }
 
 static float dot_f(const float *a, const float *b, int64_t n) {
     float s = 0;

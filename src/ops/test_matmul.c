@@ -72,6 +72,25 @@ static const char *avx2_missing(const tr_cpu_features *f) {
     return why;
 }
 
+/* Why the AVX-512 kernels cannot run here. tests/test_kernels_emu.py runs
+ * them on any machine under an emulator. */
+static const char *avx512_missing(const tr_cpu_features *f) {
+    static char why[160];
+    snprintf(why, sizeof why, "lacks%s%s%s%s%s%s%s (tests/test_kernels_emu.py runs them emulated)",
+             tr_isa_usable(TR_ISA_AVX2) ? "" : " avx2/fma/f16c", f->avx512f ? "" : " avx512f",
+             f->avx512bw ? "" : " avx512bw", f->avx512vl ? "" : " avx512vl", f->avx512dq ? "" : " avx512dq",
+             f->avx512vnni ? "" : " avx512vnni", getenv("TRINITY_CPU") ? " (TRINITY_CPU caps the features)" : "");
+    return why;
+}
+
+/* The SIMD ISAs the tests below try, each with the reason it cannot run. */
+static const struct {
+    tr_isa isa;
+    const char *name;
+    const char *(*missing)(const tr_cpu_features *);
+} simd_isas[] = {{TR_ISA_AVX2, "avx2", avx2_missing}, {TR_ISA_AVX512, "avx512", avx512_missing}};
+#define N_SIMD (int)(sizeof simd_isas / sizeof simd_isas[0])
+
 static const int types[] = {TR_TYPE_F32,  TR_TYPE_F16,  TR_TYPE_BF16, TR_TYPE_Q8_0, TR_TYPE_Q4_0,
                             TR_TYPE_Q4_1, TR_TYPE_Q5_0, TR_TYPE_Q5_1, TR_TYPE_Q2_K, TR_TYPE_Q3_K,
                             TR_TYPE_Q4_K, TR_TYPE_Q5_K, TR_TYPE_Q6_K, TR_TYPE_TQ1_0, TR_TYPE_TQ2_0};
@@ -108,14 +127,18 @@ TT_TEST(variants_match_scalar_reference) {
         const tr_kernel *k = tr_kernel_get(type);
         TT_CHECK(k != NULL);
         if (!k) continue;
-        struct { tr_gemm_fn fn; bool ok; const char *name; } vs[] = {
-            {k->avx2, f->avx2 && f->fma && f->f16c, "avx2"},
-        };
-        for (int v = 0; v < (int)(sizeof vs / sizeof vs[0]); v++) {
+        struct { tr_gemm_fn fn; bool ok; const char *name; const char *why; } vs[N_SIMD];
+        for (int v = 0; v < N_SIMD; v++) {
+            vs[v].fn = tr_kernel_variant(k, simd_isas[v].isa);
+            vs[v].ok = tr_isa_usable(simd_isas[v].isa);
+            vs[v].name = simd_isas[v].name;
+            vs[v].why = vs[v].ok ? NULL : simd_isas[v].missing(f);
+        }
+        for (int v = 0; v < N_SIMD; v++) {
             if (!vs[v].fn) continue; /* no such variant for this type */
             char path[64];
             snprintf(path, sizeof path, "%s %s matmul", vs[v].name, tr_type_name(type));
-            TT_SIMD(path, vs[v].ok, avx2_missing(f));
+            TT_SIMD(path, vs[v].ok, vs[v].why);
             if (!vs[v].ok) continue;
             tested++;
             int64_t bl = k->blck < 32 ? 32 : k->blck;
@@ -234,17 +257,20 @@ TT_TEST(half_conversions_round_to_nearest_even) {
 TT_TEST(legacy_extreme_values_match_reference) {
     const tr_cpu_features *f = tr_cpu_get();
     static const int lt[] = {TR_TYPE_Q8_0, TR_TYPE_Q4_0, TR_TYPE_Q4_1, TR_TYPE_Q5_0, TR_TYPE_Q5_1};
-    if (!(f->avx2 && f->fma && f->f16c)) {
+    if (!tr_isa_usable(TR_ISA_AVX2)) {
         TT_SKIP("not run on this CPU: %s", avx2_missing(f));
         return;
     }
-    for (int ti = 0; ti < 5; ti++) {
-        int type = lt[ti];
+    for (int ti = 0; ti < 5 * N_SIMD; ti++) {
+        int type = lt[ti % 5], v = ti / 5;
         const tr_kernel *k = tr_kernel_get(type);
-        if (!k->avx2) continue;
+        tr_gemm_fn fn = tr_kernel_variant(k, simd_isas[v].isa);
+        if (!fn) continue;
         char path[64];
-        snprintf(path, sizeof path, "avx2 %s matmul extremes", tr_type_name(type));
-        TT_SIMD(path, true, NULL);
+        snprintf(path, sizeof path, "%s %s matmul extremes", simd_isas[v].name, tr_type_name(type));
+        bool ok = tr_isa_usable(simd_isas[v].isa);
+        TT_SIMD(path, ok, ok ? NULL : simd_isas[v].missing(f));
+        if (!ok) continue;
         for (int fillv = 0; fillv < 2; fillv++) {
             int64_t cols = 32 * 7, rows = 11;
             int nt = 6;
@@ -261,7 +287,7 @@ TT_TEST(legacy_extreme_values_match_reference) {
             for (int t = 0; t < nt; t++) tr_act_convert(k->act, x + (int64_t)t * cols, a + t * as, cols);
             float *y0 = malloc(sizeof(float) * (size_t)(rows * nt)), *y1 = malloc(sizeof(float) * (size_t)(rows * nt));
             k->ref(cols, w, ws, (int)rows, a, as, nt, y0, (size_t)rows);
-            k->avx2(cols, w, ws, (int)rows, a, as, nt, y1, (size_t)rows);
+            fn(cols, w, ws, (int)rows, a, as, nt, y1, (size_t)rows);
             for (int64_t i = 0; i < rows * nt; i++) TT_CHECK_NEAR(y1[i], y0[i], 1e-4 * (1 + fabs(y0[i])));
             free(w), free(x), free(a), free(y0), free(y1);
         }
@@ -370,18 +396,22 @@ TT_TEST(kquant_extreme_values_match_reference) {
     const tr_cpu_features *f = tr_cpu_get();
     static const int kt[] = {TR_TYPE_Q2_K, TR_TYPE_Q3_K, TR_TYPE_Q4_K, TR_TYPE_Q5_K, TR_TYPE_Q6_K, TR_TYPE_TQ1_0,
                              TR_TYPE_TQ2_0};
-    if (!(f->avx2 && f->fma && f->f16c)) {
+    if (!tr_isa_usable(TR_ISA_AVX2)) {
         TT_SKIP("not run on this CPU: %s", avx2_missing(f));
         return;
     }
     int64_t cols = 512;
-    for (size_t ti = 0; ti < sizeof kt / sizeof kt[0]; ti++) {
-        int type = kt[ti];
+    const int nkt = (int)(sizeof kt / sizeof kt[0]);
+    for (int ti = 0; ti < nkt * N_SIMD; ti++) {
+        int type = kt[ti % nkt], v = ti / nkt;
         const tr_kernel *k = tr_kernel_get(type);
-        if (!k->avx2) continue;
+        tr_gemm_fn fn = tr_kernel_variant(k, simd_isas[v].isa);
+        if (!fn) continue;
         char path[64];
-        snprintf(path, sizeof path, "avx2 %s matmul extremes", tr_type_name(type));
-        TT_SIMD(path, true, NULL);
+        snprintf(path, sizeof path, "%s %s matmul extremes", simd_isas[v].name, tr_type_name(type));
+        bool ok = tr_isa_usable(simd_isas[v].isa);
+        TT_SIMD(path, ok, ok ? NULL : simd_isas[v].missing(f));
+        if (!ok) continue;
         for (int pat = 0; pat < 3; pat++) {
             int rows = 3;
             uint8_t *w = random_weights(type, rows, cols);
@@ -403,7 +433,7 @@ TT_TEST(kquant_extreme_values_match_reference) {
             float y0[12], y1[12];
             for (int ntt = 1; ntt <= nt; ntt += 3) {
                 k->ref(cols, w, ws, rows, a, as, ntt, y0, (size_t)rows);
-                k->avx2(cols, w, ws, rows, a, as, ntt, y1, (size_t)rows);
+                fn(cols, w, ws, rows, a, as, ntt, y1, (size_t)rows);
                 int bad = 0;
                 for (int i = 0; i < rows * ntt; i++)
                     if (!(fabs(y0[i] - y1[i]) <= 1e-5 * (fabs(y0[i]) + term_scale(type, w, rows, cols)))) bad++;
