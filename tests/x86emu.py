@@ -157,8 +157,11 @@ class Emulator:
                 m.page_insert(gpa, hva)
                 self.tables.add(gpa)
 
-    def call(self, fn, *args):
-        """Run fn(*args) (integers or pointers) to its return; rax."""
+    def call(self, fn, *args, count=None):
+        """Run fn(*args) (integers or pointers) to its return; rax. With
+        count=[0], count[0] becomes the number of instructions executed (a
+        Python callback per instruction: slow, for small cases; a proxy for
+        a kernel's work, not its speed)."""
         b = self.b
         self._map_all()
         st = b.State()
@@ -207,6 +210,10 @@ class Emulator:
 
         hook = b.Hook()
         hook.exception = on_exception
+        if count is not None:
+            def on_instruction(sess, cpu_id, insn):
+                count[0] += 1
+            hook.after_execution = on_instruction
         self.sess.run([hook])
         vector, error, rip, cr2 = end.get("exc", (None, 0, 0, 0))
         if vector == 14 and cr2 == RET_MAGIC:

@@ -48,10 +48,11 @@ bool tr_isa_usable(tr_isa isa) {
 }
 
 /* Every ISA's lists, in the files that define them. */
-static const tr_gemm_row *const gemm_lists[TR_ISA_COUNT][4] = {
+static const tr_gemm_row *const gemm_lists[TR_ISA_COUNT][5] = {
     [TR_ISA_SCALAR] = {tr_ref_gemm_rows, NULL},
     [TR_ISA_AVX2] = {tr_avx2_float_gemm_rows, tr_avx2_legacy_gemm_rows, tr_avx2_kquant_gemm_rows, NULL},
-    [TR_ISA_AVX512] = {tr_avx512_float_gemm_rows, tr_avx512_legacy_gemm_rows, tr_avx512_kquant_gemm_rows, NULL},
+    [TR_ISA_AVX512] = {tr_avx512_float_gemm_rows, tr_avx512_legacy_gemm_rows, tr_avx512_kquant_gemm_rows,
+                       tr_avx512_ternary_gemm_rows, NULL},
 };
 static const tr_act_row *const act_lists[TR_ISA_COUNT][3] = {
     [TR_ISA_SCALAR] = {tr_ref_act_rows, NULL},

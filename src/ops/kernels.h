@@ -105,6 +105,7 @@ extern const tr_act_row tr_avx2_kquant_act_rows[];
 extern const tr_gemm_row tr_avx512_float_gemm_rows[];
 extern const tr_gemm_row tr_avx512_legacy_gemm_rows[];
 extern const tr_gemm_row tr_avx512_kquant_gemm_rows[];
+extern const tr_gemm_row tr_avx512_ternary_gemm_rows[];
 
 /* A weight type's row of the assembled table: its activation format, its
  * block (the format's, from src/quant's traits), its scalar reference and
