@@ -35,7 +35,17 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
-enum { TOK_BLOCK = 4, TILE = 64, TILE_X = 32 };
+enum { TOK_BLOCK = 4, TILE = 64, TILE_X = 32, RUN_SLOTS = 128 };
+
+/* A run of slots that sit in consecutive cache rows (within one block of a
+ * paged cache), for the weighted sum of V: its first row, the weight of its
+ * first slot for the first head (head h's at w + h*w_stride), the position
+ * of its first slot and its length. */
+typedef struct kv_run {
+    const char *v;
+    const float *w;
+    int p0, n;
+} kv_run;
 
 typedef struct attn_fns {
     /* s[i] = scale * q . k_i for n slots k_i = k + i*stride bytes */
@@ -50,12 +60,14 @@ typedef struct attn_fns {
      * q + qq*d and n slots k_i, each dot in 8 lanes (element e into lane e mod 8). */
     void (*scores_x)(const float *q, int nq, const char *k, size_t stride, int n, int d, float scale, float *s,
                      size_t s_stride);
-    /* For nh (1..4) heads h: acc_h[lanes] += w_h[i] v_i for n slots at positions p0 + i, slot p
-     * into lane p mod 8, output elements [x0, x1) only (x0 a multiple of 8, of 32 for a quantized
-     * V); head h's accumulator at acc + h*acc_stride, its weights at w + h*w_stride. The heads
-     * share each value's conversion; every element's sum is the one-head sum. */
-    void (*pv_x)(float *acc, size_t acc_stride, const float *w, size_t w_stride, int nh, const char *v,
-                 size_t stride, int p0, int n, int x0, int x1);
+    /* For nh (1..4) heads h: acc_h[lanes] += w_h[i] v_i over the slots of n_runs runs (in
+     * position order, at most RUN_SLOTS slots in all), slot p into lane p mod 8, output elements
+     * [x0, x1) only (x0 a multiple of 8, of 32 for a quantized V); head h's accumulator at
+     * acc + h*acc_stride. The heads share each value's conversion; every element's sum is the
+     * one-head sum, slot by slot in position order, so neither the runs' cuts nor their grouping
+     * into calls changes a bit. A lane's accumulators stay in registers across all the runs. */
+    void (*pv_x)(float *acc, size_t acc_stride, size_t w_stride, int nh, const kv_run *runs, int n_runs,
+                 size_t stride, int x0, int x1);
     /* Quantized K: as scores_x, the queries as Q8_0 blocks (d/32 per query,
      * query qq at q + qq*d/32). Block b's integer dot product, times both
      * scales, goes into lane b mod 8; the lanes are summed as above. */
@@ -135,9 +147,13 @@ static void scores_x_f16(const float *q, int nq, const char *k, size_t stride, i
                          size_t s_stride) {
     scores_x_ref(kv_f16, q, nq, k, stride, n, d, scale, s, s_stride);
 }
-static void pv_x_ref(float (*kv)(const char *, int), float *acc, size_t acc_stride, const float *w, size_t w_stride,
-                     int nh, const char *v, size_t stride, int p0, int n, int x0, int x1) {
-    for (int h = 0; h < nh; h++)
+static void pv_x_ref(float (*kv)(const char *, int), float *acc, size_t acc_stride, size_t w_stride, int nh,
+                     const kv_run *runs, int n_runs, size_t stride, int x0, int x1) {
+    for (int r = 0; r < n_runs; r++)
+    for (int h = 0; h < nh; h++) {
+        const char *v = runs[r].v;
+        const float *w = runs[r].w;
+        const int p0 = runs[r].p0, n = runs[r].n;
         for (int i = 0; i < n; i++) {
             const float wi = w[(size_t)h * w_stride + i];
             if (wi == 0) continue;
@@ -146,14 +162,15 @@ static void pv_x_ref(float (*kv)(const char *, int), float *acc, size_t acc_stri
             float *ah = acc + (size_t)h * acc_stride;
             for (int x = x0; x < x1; x++) ah[((x >> 3) * 8 + lane) * 8 + (x & 7)] += wi * kv(vr, x);
         }
+    }
 }
-static void pv_x_f32(float *acc, size_t acc_stride, const float *w, size_t w_stride, int nh, const char *v,
-                     size_t stride, int p0, int n, int x0, int x1) {
-    pv_x_ref(kv_f32, acc, acc_stride, w, w_stride, nh, v, stride, p0, n, x0, x1);
+static void pv_x_f32(float *acc, size_t acc_stride, size_t w_stride, int nh, const kv_run *runs, int n_runs,
+                     size_t stride, int x0, int x1) {
+    pv_x_ref(kv_f32, acc, acc_stride, w_stride, nh, runs, n_runs, stride, x0, x1);
 }
-static void pv_x_f16(float *acc, size_t acc_stride, const float *w, size_t w_stride, int nh, const char *v,
-                     size_t stride, int p0, int n, int x0, int x1) {
-    pv_x_ref(kv_f16, acc, acc_stride, w, w_stride, nh, v, stride, p0, n, x0, x1);
+static void pv_x_f16(float *acc, size_t acc_stride, size_t w_stride, int nh, const kv_run *runs, int n_runs,
+                     size_t stride, int x0, int x1) {
+    pv_x_ref(kv_f16, acc, acc_stride, w_stride, nh, runs, n_runs, stride, x0, x1);
 }
 
 /* ---- quantized entries: the scalar reference. A block of 32 elements
@@ -197,9 +214,13 @@ static void scores_xq_ref(unpack_fn unpack, const tr_block_q8_0 *q, int nq, cons
             s[(size_t)qq * s_stride + i] = lanes_sum(lane, 1) * scale;
         }
 }
-static void pv_xq_ref(unpack_fn unpack, float *acc, size_t acc_stride, const float *w, size_t w_stride, int nh,
-                      const char *v, size_t stride, int p0, int n, int x0, int x1) {
-    for (int h = 0; h < nh; h++)
+static void pv_xq_ref(unpack_fn unpack, float *acc, size_t acc_stride, size_t w_stride, int nh, const kv_run *runs,
+                      int n_runs, size_t stride, int x0, int x1) {
+    for (int r = 0; r < n_runs; r++)
+    for (int h = 0; h < nh; h++) {
+        const char *v = runs[r].v;
+        const float *w = runs[r].w;
+        const int p0 = runs[r].p0, n = runs[r].n;
         for (int i = 0; i < n; i++) {
             const float wi = w[(size_t)h * w_stride + i];
             if (wi == 0) continue;
@@ -217,15 +238,16 @@ static void pv_xq_ref(unpack_fn unpack, float *acc, size_t acc_stride, const flo
                 }
             }
         }
+    }
 }
 #define QREF(T)                                                                                                  \
     static void scores_xq_##T(const tr_block_q8_0 *q, int nq, const char *k, size_t stride, int n, int d,       \
                               float scale, float *s, size_t s_stride) {                                          \
         scores_xq_ref(unpack_##T, q, nq, k, stride, n, d, scale, s, s_stride);                                 \
     }                                                                                                            \
-    static void pv_x_##T(float *acc, size_t acc_stride, const float *w, size_t w_stride, int nh, const char *v, \
-                         size_t stride, int p0, int n, int x0, int x1) {                                         \
-        pv_xq_ref(unpack_##T, acc, acc_stride, w, w_stride, nh, v, stride, p0, n, x0, x1);                       \
+    static void pv_x_##T(float *acc, size_t acc_stride, size_t w_stride, int nh, const kv_run *runs, int n_runs, \
+                         size_t stride, int x0, int x1) {                                                        \
+        pv_xq_ref(unpack_##T, acc, acc_stride, w_stride, nh, runs, n_runs, stride, x0, x1);                      \
     }
 QREF(q8_0)
 QREF(q4_0)
@@ -447,54 +469,69 @@ AINL float load1_kv(const char *row, int x, bool f16) {
 
 /* nh heads' lanes, output elements [x0, x1): for every 8 elements and every
  * lane, the lane's accumulator of each head is held in a register while the
- * lane's slots (p0 + i = lane mod 8, in position order) are added, each
- * slot's 8 values converted once for all the heads. Each element's sum is
- * the reference's, in its order; the products of half weights and half (or
- * float) values are fused (exact for halves). */
-AINL void pv_x_nh(float *acc, size_t as, const float *w, size_t ws, const int NH, const char *v, size_t stride,
-                  int p0, int n, int x0, int x1, bool f16) {
+ * lane's slots of every run (slot p0 + i into lane (p0 + i) mod 8, in
+ * position order) are added, each slot's 8 values converted once for all the
+ * heads. Each element's sum is the reference's, in its order; the products
+ * of half weights and half (or float) values are fused (exact for halves). */
+AINL void pv_x_nh(float *acc, size_t as, size_t ws, const int NH, const kv_run *runs, int n_runs, size_t stride,
+                  int x0, int x1, bool f16) {
     const int x8 = x0 + ((x1 - x0) & ~7);
     for (int x = x0; x < x8; x += 8)
         for (int l = 0; l < 8; l++) {
-            int i = (l - p0) & 7; /* the first slot of lane l */
-            if (i >= n) continue;
             float *ab = acc + (size_t)(x + l) * 8;
             __m256 a0 = _mm256_loadu_ps(ab), a1 = a0, a2 = a0, a3 = a0;
             if (NH > 1) a1 = _mm256_loadu_ps(ab + as);
             if (NH > 2) a2 = _mm256_loadu_ps(ab + 2 * as);
             if (NH > 3) a3 = _mm256_loadu_ps(ab + 3 * as);
-            for (; i < n; i += 8) {
-                const __m256 vv = load8_kv(v + (size_t)i * stride, x, f16);
-                a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + i), vv, a0);
-                if (NH > 1) a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + ws + i), vv, a1);
-                if (NH > 2) a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + 2 * ws + i), vv, a2);
-                if (NH > 3) a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + 3 * ws + i), vv, a3);
+            for (int r = 0; r < n_runs; r++) {
+                const char *v = runs[r].v;
+                const float *w = runs[r].w;
+                const int n = runs[r].n;
+                for (int i = (l - runs[r].p0) & 7; i < n; i += 8) { /* the run's slots in lane l */
+                    const __m256 vv = load8_kv(v + (size_t)i * stride, x, f16);
+                    a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + i), vv, a0);
+                    if (NH > 1) a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + ws + i), vv, a1);
+                    if (NH > 2) a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + 2 * ws + i), vv, a2);
+                    if (NH > 3) a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + 3 * ws + i), vv, a3);
+                }
             }
             _mm256_storeu_ps(ab, a0);
             if (NH > 1) _mm256_storeu_ps(ab + as, a1);
             if (NH > 2) _mm256_storeu_ps(ab + 2 * as, a2);
             if (NH > 3) _mm256_storeu_ps(ab + 3 * as, a3);
         }
-    for (int h = 0; h < NH; h++) /* ragged output tail */
-        for (int i = 0; i < n; i++)
-            for (int x = x8; x < x1; x++)
-                acc[(size_t)h * as + ((x >> 3) * 8 + ((p0 + i) & 7)) * 8 + (x & 7)] +=
-                    w[(size_t)h * ws + i] * load1_kv(v + (size_t)i * stride, x, f16);
+    for (int r = 0; r < n_runs; r++) /* ragged output tail */
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < runs[r].n; i++)
+                for (int x = x8; x < x1; x++)
+                    acc[(size_t)h * as + ((x >> 3) * 8 + ((runs[r].p0 + i) & 7)) * 8 + (x & 7)] +=
+                        runs[r].w[(size_t)h * ws + i] * load1_kv(runs[r].v + (size_t)i * stride, x, f16);
 }
-AINL void pv_x_heads(float *acc, size_t as, const float *w, size_t ws, int nh, const char *v, size_t stride, int p0,
-                     int n, int x0, int x1, bool f16) {
-    for (; nh >= 4; nh -= 4, acc += 4 * as, w += 4 * ws) pv_x_nh(acc, as, w, ws, 4, v, stride, p0, n, x0, x1, f16);
-    if (nh == 3) pv_x_nh(acc, as, w, ws, 3, v, stride, p0, n, x0, x1, f16);
-    if (nh == 2) pv_x_nh(acc, as, w, ws, 2, v, stride, p0, n, x0, x1, f16);
-    if (nh == 1) pv_x_nh(acc, as, w, ws, 1, v, stride, p0, n, x0, x1, f16);
+/* Heads in fours: the runs' weights move to the next four heads. */
+AINL void pv_x_heads(float *acc, size_t as, size_t ws, int nh, const kv_run *runs, int n_runs, size_t stride, int x0,
+                     int x1, bool f16) {
+    kv_run moved[RUN_SLOTS];
+    for (int h0 = 0; h0 < nh; h0 += 4) {
+        const kv_run *rs = runs;
+        if (h0) {
+            for (int r = 0; r < n_runs; r++) moved[r] = (kv_run){runs[r].v, runs[r].w + (size_t)h0 * ws, runs[r].p0, runs[r].n};
+            rs = moved;
+        }
+        float *ah = acc + (size_t)h0 * as;
+        const int left = nh - h0;
+        if (left >= 4) pv_x_nh(ah, as, ws, 4, rs, n_runs, stride, x0, x1, f16);
+        else if (left == 3) pv_x_nh(ah, as, ws, 3, rs, n_runs, stride, x0, x1, f16);
+        else if (left == 2) pv_x_nh(ah, as, ws, 2, rs, n_runs, stride, x0, x1, f16);
+        else pv_x_nh(ah, as, ws, 1, rs, n_runs, stride, x0, x1, f16);
+    }
 }
-TGT static void pv_x_f32_avx2(float *acc, size_t as, const float *w, size_t ws, int nh, const char *v, size_t stride,
-                              int p0, int n, int x0, int x1) {
-    pv_x_heads(acc, as, w, ws, nh, v, stride, p0, n, x0, x1, false);
+TGT static void pv_x_f32_avx2(float *acc, size_t as, size_t ws, int nh, const kv_run *runs, int n_runs, size_t stride,
+                              int x0, int x1) {
+    pv_x_heads(acc, as, ws, nh, runs, n_runs, stride, x0, x1, false);
 }
-TGT static void pv_x_f16_avx2(float *acc, size_t as, const float *w, size_t ws, int nh, const char *v, size_t stride,
-                              int p0, int n, int x0, int x1) {
-    pv_x_heads(acc, as, w, ws, nh, v, stride, p0, n, x0, x1, true);
+TGT static void pv_x_f16_avx2(float *acc, size_t as, size_t ws, int nh, const kv_run *runs, int n_runs, size_t stride,
+                              int x0, int x1) {
+    pv_x_heads(acc, as, ws, nh, runs, n_runs, stride, x0, x1, true);
 }
 /* ---- quantized entries, AVX2. A block unpacks to 32 int8 in a register
  * (and its scale); the dot product with a Q8_0 query block is the usual
@@ -607,16 +644,20 @@ AINL __m256 vals8_tq2_32(const char *row, int x) {
 /* As pv_x_nh, a block of 32 output elements at a time: each slot's weight
  * times the block's scale once per head (w_h[i] * d, as the reference), then
  * for every 8 elements and lane the heads' accumulators in registers while
- * the lane's slots are unpacked, once for all heads, and added with one
- * fused multiply-add each (the reference's fmaf: one rounding). */
+ * the lane's slots of every run are unpacked, once for all heads, and added
+ * with one fused multiply-add each (the reference's fmaf: one rounding). */
 #define PV_XQ_AVX2(T)                                                                                              \
-    AINL void pv_xq_nh_##T(float *acc, size_t as, const float *w, size_t ws, const int NH, const char *v,          \
-                           size_t stride, int p0, int n, int x0, int x1) {                                         \
-        __m256 wd[4][TILE_X]; /* w_h[i] * d_i of the block, broadcast: the products' memory operands */         \
-        for (int c0 = 0; c0 < n; c0 += TILE_X) { /* the kernel's runs are at most TILE_X; any n is handled */     \
-            const int cn = n - c0 < TILE_X ? n - c0 : TILE_X, pc = p0 + c0;                                        \
-            const char *vc = v + (size_t)c0 * stride;                                                              \
-            for (int b = x0 / 32; b < x1 / 32; b++) {                                                              \
+    AINL void pv_xq_nh_##T(float *acc, size_t as, size_t ws, const int NH, const kv_run *runs, int n_runs,         \
+                           size_t stride, int x0, int x1) {                                                        \
+        __m256 wd[4][RUN_SLOTS]; /* w_h[k] * d_k of the block, broadcast: the products' memory operands */        \
+        const char *bp[RUN_SLOTS]; /* each slot's block b */                                                       \
+        int base[RUN_SLOTS];     /* run r's first slot among all the runs' */                                      \
+        for (int r = 0, k = 0; r < n_runs; k += runs[r].n, r++) base[r] = k;                                       \
+        for (int b = x0 / 32; b < x1 / 32; b++) {                                                                  \
+            for (int r = 0; r < n_runs; r++) {                                                                     \
+                const char *vc = runs[r].v;                                                                        \
+                const float *wr = runs[r].w;                                                                       \
+                const int cn = runs[r].n, k0 = base[r];                                                            \
                 int i = 0;                                                                                         \
                 for (; i + 8 <= cn; i += 8) { /* 8 slots' scales at once */                                       \
                     const __m256 d8 = _mm256_cvtph_ps(_mm_setr_epi16(                                              \
@@ -630,51 +671,61 @@ AINL __m256 vals8_tq2_32(const char *row, int x) {
                         (short)((const tr_block_##T *)(vc + (size_t)(i + 7) * stride) + b)->d));                   \
                     for (int h = 0; h < NH; h++) {                                                                 \
                         float f[8];                                                                                \
-                        _mm256_storeu_ps(f, _mm256_mul_ps(_mm256_loadu_ps(w + (size_t)h * ws + c0 + i), d8));       \
-                        UNROLL8 for (int e = 0; e < 8; e++) wd[h][i + e] = _mm256_set1_ps(f[e]);                  \
+                        _mm256_storeu_ps(f, _mm256_mul_ps(_mm256_loadu_ps(wr + (size_t)h * ws + i), d8));          \
+                        UNROLL8 for (int e = 0; e < 8; e++) wd[h][k0 + i + e] = _mm256_set1_ps(f[e]);             \
                     }                                                                                              \
                 }                                                                                                  \
                 for (; i < cn; i++) {                                                                              \
                     const float d = scale_##T(vc + (size_t)i * stride, b);                                         \
-                    for (int h = 0; h < NH; h++) wd[h][i] = _mm256_set1_ps(w[(size_t)h * ws + c0 + i] * d);        \
+                    for (int h = 0; h < NH; h++) wd[h][k0 + i] = _mm256_set1_ps(wr[(size_t)h * ws + i] * d);       \
                 }                                                                                                  \
-                const bool whole = cn == TILE_X && (pc & 7) == 0; /* a block of the pool: 4 slots per lane */     \
-                const char *bp[TILE_X]; /* each slot's block b */                                                  \
-                for (int i = 0; i < cn; i++) bp[i] = (const char *)((const tr_block_##T *)(vc + (size_t)i * stride) + b); \
-                for (int x = b * 32; x < b * 32 + 32; x += 8) {                                                    \
-                    const int o = x & 31;                                                                          \
-                    /* the weights are read where they are used, not hoisted out of this loop (too many) */       \
-                    __asm__ volatile("" ::: "memory");                                                             \
-                    UNROLL8 for (int l = 0; l < 8; l++) {                                                          \
-                        int i = whole ? l : (l - pc) & 7; /* the first slot of lane l */                          \
-                        if (!whole && i >= cn) continue;                                                           \
-                        float *ab = acc + (size_t)(x + l) * 8;                                                     \
-                        __m256 a0 = _mm256_loadu_ps(ab), a1 = a0, a2 = a0, a3 = a0;                                \
-                        if (NH > 1) a1 = _mm256_loadu_ps(ab + as);                                                 \
-                        if (NH > 2) a2 = _mm256_loadu_ps(ab + 2 * as);                                             \
-                        if (NH > 3) a3 = _mm256_loadu_ps(ab + 3 * as);                                             \
-                        for (; i < cn; i += 8) {                                                                   \
-                            const __m256 vv = vals8_##T(bp[i], o);                                                 \
-                            a0 = _mm256_fmadd_ps(wd[0][i], vv, a0);                                   \
-                            if (NH > 1) a1 = _mm256_fmadd_ps(wd[1][i], vv, a1);                       \
-                            if (NH > 2) a2 = _mm256_fmadd_ps(wd[2][i], vv, a2);                       \
-                            if (NH > 3) a3 = _mm256_fmadd_ps(wd[3][i], vv, a3);                       \
+                for (i = 0; i < cn; i++) bp[k0 + i] = (const char *)((const tr_block_##T *)(vc + (size_t)i * stride) + b); \
+            }                                                                                                      \
+            for (int x = b * 32; x < b * 32 + 32; x += 8) {                                                        \
+                const int o = x & 31;                                                                              \
+                /* the weights are read where they are used, not hoisted out of this loop (too many) */           \
+                __asm__ volatile("" ::: "memory");                                                                 \
+                UNROLL8 for (int l = 0; l < 8; l++) {                                                              \
+                    float *ab = acc + (size_t)(x + l) * 8;                                                         \
+                    __m256 a0 = _mm256_loadu_ps(ab), a1 = a0, a2 = a0, a3 = a0;                                    \
+                    if (NH > 1) a1 = _mm256_loadu_ps(ab + as);                                                     \
+                    if (NH > 2) a2 = _mm256_loadu_ps(ab + 2 * as);                                                 \
+                    if (NH > 3) a3 = _mm256_loadu_ps(ab + 3 * as);                                                 \
+                    for (int r = 0; r < n_runs; r++) {                                                             \
+                        const int cn = runs[r].n, k0 = base[r];                                                    \
+                        for (int i = (l - runs[r].p0) & 7; i < cn; i += 8) { /* the run's slots in lane l */      \
+                            const __m256 vv = vals8_##T(bp[k0 + i], o);                                            \
+                            a0 = _mm256_fmadd_ps(wd[0][k0 + i], vv, a0);                                           \
+                            if (NH > 1) a1 = _mm256_fmadd_ps(wd[1][k0 + i], vv, a1);                               \
+                            if (NH > 2) a2 = _mm256_fmadd_ps(wd[2][k0 + i], vv, a2);                               \
+                            if (NH > 3) a3 = _mm256_fmadd_ps(wd[3][k0 + i], vv, a3);                               \
                         }                                                                                          \
-                        _mm256_storeu_ps(ab, a0);                                                                  \
-                        if (NH > 1) _mm256_storeu_ps(ab + as, a1);                                                 \
-                        if (NH > 2) _mm256_storeu_ps(ab + 2 * as, a2);                                             \
-                        if (NH > 3) _mm256_storeu_ps(ab + 3 * as, a3);                                             \
                     }                                                                                              \
+                    _mm256_storeu_ps(ab, a0);                                                                      \
+                    if (NH > 1) _mm256_storeu_ps(ab + as, a1);                                                     \
+                    if (NH > 2) _mm256_storeu_ps(ab + 2 * as, a2);                                                 \
+                    if (NH > 3) _mm256_storeu_ps(ab + 3 * as, a3);                                                 \
                 }                                                                                                  \
             }                                                                                                      \
         }                                                                                                          \
     }                                                                                                              \
-    TGT static void pv_x_##T##_avx2(float *acc, size_t as, const float *w, size_t ws, int nh, const char *v,      \
-                                    size_t stride, int p0, int n, int x0, int x1) {                                \
-        for (; nh >= 4; nh -= 4, acc += 4 * as, w += 4 * ws) pv_xq_nh_##T(acc, as, w, ws, 4, v, stride, p0, n, x0, x1); \
-        if (nh == 3) pv_xq_nh_##T(acc, as, w, ws, 3, v, stride, p0, n, x0, x1);                                    \
-        if (nh == 2) pv_xq_nh_##T(acc, as, w, ws, 2, v, stride, p0, n, x0, x1);                                    \
-        if (nh == 1) pv_xq_nh_##T(acc, as, w, ws, 1, v, stride, p0, n, x0, x1);                                    \
+    TGT static void pv_x_##T##_avx2(float *acc, size_t as, size_t ws, int nh, const kv_run *runs, int n_runs,      \
+                                    size_t stride, int x0, int x1) {                                               \
+        kv_run moved[RUN_SLOTS];                                                                                   \
+        for (int h0 = 0; h0 < nh; h0 += 4) {                                                                       \
+            const kv_run *rs = runs;                                                                               \
+            if (h0) {                                                                                              \
+                for (int r = 0; r < n_runs; r++)                                                                   \
+                    moved[r] = (kv_run){runs[r].v, runs[r].w + (size_t)h0 * ws, runs[r].p0, runs[r].n};           \
+                rs = moved;                                                                                        \
+            }                                                                                                      \
+            float *ah = acc + (size_t)h0 * as;                                                                     \
+            const int left = nh - h0;                                                                              \
+            if (left >= 4) pv_xq_nh_##T(ah, as, ws, 4, rs, n_runs, stride, x0, x1);                                \
+            else if (left == 3) pv_xq_nh_##T(ah, as, ws, 3, rs, n_runs, stride, x0, x1);                           \
+            else if (left == 2) pv_xq_nh_##T(ah, as, ws, 2, rs, n_runs, stride, x0, x1);                           \
+            else pv_xq_nh_##T(ah, as, ws, 1, rs, n_runs, stride, x0, x1);                                          \
+        }                                                                                                          \
     }
 
 #define QAVX2(T)                                                                                                   \
@@ -790,6 +841,15 @@ static inline const char *kv_at(const tr_attn_params *p, const int32_t *table, c
 static inline int run_end(const tr_attn_params *p, const int32_t *table, int i, int e) {
     if (!table) return e;
     const int be = (i / p->block_size + 1) * p->block_size;
+    return be < e ? be : e;
+}
+/* As run_end, the run going on through blocks that follow each other in the
+ * pool too (a sequence's blocks usually do): for sums whose bits do not
+ * depend on where a range is cut. */
+static inline int run_end_merged(const tr_attn_params *p, const int32_t *table, int i, int e) {
+    if (!table) return e;
+    int blk = i / p->block_size, be = (blk + 1) * p->block_size;
+    while (be < e && table[blk + 1] == table[blk] + 1) blk++, be += p->block_size;
     return be < e ? be : e;
 }
 
@@ -991,12 +1051,18 @@ static void exact_pv(attn_job *j, int b, int g, const float *W, size_t ws, int x
         if (plain) narrow_to_query(p, t, &a, &e);
         for (int hh = 0; hh < G; hh++) memset(acc + hh * acc_n + a0, 0, sizeof(float) * (a1 - a0));
         const float *w = W + (size_t)ti * G * ws - lo; /* head hh's w[i] for slot i at w[hh*ws + i] */
-        /* Runs of slots in position order (the lanes make the sum
-         * independent of where the runs are cut). */
+        /* Runs of slots in position order, RUN_SLOTS slots a call (the
+         * lanes make the sum independent of where runs and calls are cut). */
+        kv_run runs[RUN_SLOTS];
+        int n_runs = 0, slots = 0;
         for (int i0 = a, i1; i0 < e; i0 = i1) {
-            i1 = run_end(p, table, i0, e - i0 < TILE_X ? e : i0 + TILE_X);
-            j->fn->pv_x(acc, acc_n, w + i0, ws, G, kv_at(p, table, vb, p->v_stride, i0), p->v_stride, i0, i1 - i0,
-                        x0, x1);
+            i1 = run_end_merged(p, table, i0, e - i0 < RUN_SLOTS - slots ? e : i0 + (RUN_SLOTS - slots));
+            runs[n_runs++] = (kv_run){kv_at(p, table, vb, p->v_stride, i0), w + i0, i0, i1 - i0};
+            slots += i1 - i0;
+            if (slots == RUN_SLOTS || i1 == e) {
+                j->fn->pv_x(acc, acc_n, ws, G, runs, n_runs, p->v_stride, x0, x1);
+                n_runs = slots = 0;
+            }
         }
         for (int hh = 0; hh < G; hh++) {
             float *out = j->out + ((size_t)t * p->n_head + (size_t)g * G + hh) * dv;
