@@ -4,7 +4,7 @@ run (trinity_kv_blocks_used x block tokens / trinity_kv_tokens_held), and the
 figure is set against what per-slot regions would hold for the same streams
 (every slot owns ctx-per-slot positions whatever it uses).
 
-    python3 bench/kv_memory.py [--model PATH] [--trinity PATH] [--ctx 16384] [--streams 8]
+    python3 bench/kv_memory.py [--model PATH] [--trinity PATH] [--ctx 16384] [--streams 8] [--kv-block N]
 
 Only 127.0.0.1; every request has a timeout; the run is bounded."""
 import argparse
@@ -52,10 +52,12 @@ def main():
     ap.add_argument("--trinity", default=os.path.join(ROOT, "build", "trinity"))
     ap.add_argument("--ctx", type=int, default=16384)
     ap.add_argument("--streams", type=int, default=8)
+    ap.add_argument("--kv-block", type=int, default=0, help="tokens per KV block (0: the server's default)")
     a = ap.parse_args()
     text = open("/usr/share/common-licenses/GPL-3").read().split()
     proc = subprocess.Popen([a.trinity, "serve", "-m", a.model, "--port", "0", "-t", "2", "--parallel",
-                             str(a.streams), "-c", str(a.ctx), "-q"], stdout=subprocess.PIPE,
+                             str(a.streams), "-c", str(a.ctx), "-q",
+                             *(["--kv-block", str(a.kv_block)] if a.kv_block else [])], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     port = None
     try:

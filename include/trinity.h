@@ -374,7 +374,7 @@ typedef struct tr_context_params {
     int32_t n_seq_max; /* sequences; 0 = 1 */
     int32_t n_threads; /* 0 = all cores */
     int32_t n_ctx_seq; /* most positions one sequence holds; 0 = min(n_ctx, the model's training context) */
-    int32_t kv_block;  /* tokens per KV block; 0 = 32 */
+    int32_t kv_block;  /* tokens per KV block; 0 = 16 */
     bool prefix_cache; /* register computed blocks for reuse (tr_kv_seq_reuse) */
     int32_t type_k;    /* KV cache entry types (-ctk / -ctv): TR_TYPE_F16, TR_TYPE_Q8_0, TR_TYPE_Q4_0 or */
     int32_t type_v;    /* TR_TYPE_TQ2_32; 0 = TR_TYPE_F16 (a float32 cache is not offered) */

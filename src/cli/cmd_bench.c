@@ -37,7 +37,7 @@ static void usage(FILE *f) {
             "  -p N      prompt tokens of the pp test (0: skip)\n"
             "  -n N      generated tokens of the tg test (0: skip)\n"
             "  -d D      also run tg at depth D (D tokens in the cache first)\n"
-            "  --kv-block N  tokens per KV-cache block (default 32)\n"
+            "  --kv-block N  tokens per KV-cache block (default 16)\n"
             "  -ctk T, -ctv T  KV cache types of K and V: f16 (default), q8_0, q4_0, tq2_32\n"
             "  --no-kv-rot  store a quantized K / V unrotated (llama.cpp's LLAMA_ATTN_ROT_DISABLE=1)\n"
             "  -r R      repetitions; the table gives mean +/- standard deviation\n"

@@ -99,7 +99,7 @@ static void usage(FILE *f) {
             "                            at load to TQ2_0's layout: the same results, faster)\n"
             "      --no-prefix-cache     do not reuse the KV of earlier requests' prompts (default: reuse;\n"
             "                            per request: \"cache_prompt\": false)\n"
-            "      --kv-block N          tokens per KV-cache block (default 32)\n"
+            "      --kv-block N          tokens per KV-cache block (default 16)\n"
             "      --kv-window W         stream past the context: each request keeps its sinks and at least its\n"
             "                            last W tokens (a KV block at a time), memory constant; no prompt limit,\n"
             "                            no prefix cache (default: off; then a chat that would overflow drops its\n"

@@ -82,7 +82,7 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     tr_status st = kv_type_check(&type_k, "type_k", "-ctk", hp->head_k, err);
     if (st == TR_OK) st = kv_type_check(&type_v, "type_v", "-ctv", hp->head_v, err);
     if (st != TR_OK) return st;
-    if (bs == 0) bs = 32;
+    if (bs == 0) bs = 16;
     if (n_seq == 0) n_seq = 1;
     if (n_ctx == 0 && p->n_window > 0 && p->n_sinks >= 0 && p->n_window <= (1 << 22) && p->n_sinks <= (1 << 22) &&
         n_seq <= 4096) { /* streaming: a pool of just the sequences' windows */
@@ -95,7 +95,7 @@ tr_status tr_context_new(tr_model *m, const tr_context_params *p, tr_context **o
     if (n_ctx_seq > n_ctx) n_ctx_seq = n_ctx;
     /* Learned positions exist up to n_ctx_train only. */
     if (m->arch->pos_embd && n_ctx_seq > hp->n_ctx_train) n_ctx_seq = hp->n_ctx_train;
-    if (bs == 0) bs = 32;
+    if (bs == 0) bs = 16;
     const int32_t n_sinks = p->n_sinks, n_window = p->n_window;
     if (n_sinks < 0) return tr_err_set(err, TR_ERR_ARG, "context: --kv-sinks = %d is negative", n_sinks);
     if (n_window < 0) return tr_err_set(err, TR_ERR_ARG, "context: --kv-window = %d is negative", n_window);

@@ -981,7 +981,7 @@ static void exact_weights(attn_job *j, int b, int g, int h0, int nh, float *W, s
 
     /* Scores, a tile of K at a time for all the block's queries. */
     for (int i0 = lo, i1; i0 < hi; i0 = i1) {
-        i1 = run_end(p, table, i0, hi - i0 < TILE_X ? hi : i0 + TILE_X);
+        i1 = run_end_merged(p, table, i0, hi - i0 < TILE_X ? hi : i0 + TILE_X);
         for (int ti = 0; ti < nt; ti++) {
             int a = i0, e = i1;
             if (plain) {
