@@ -230,12 +230,13 @@ TILE5 void q6_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int6
     }
 }
 
-/* Q3_K's 16 scales (6 bits, minus 32) from the 12 bytes at p (a 16-byte
- * load: the block goes on), as int8. In dwords u0 u1 u2, dword k of the
+/* Q3_K's 16 scales (6 bits, minus 32) from the 12 bytes at p, as int8
+ * (a masked load: they end the block, and the last block of a tensor may
+ * end its mapping). In dwords u0 u1 u2, dword k of the
  * result is (low nibbles | 2-bit field k of u2 << 4) - 32, the nibbles
  * those of [u0 u1 u0 u1] shifted by [0 0 4 4]. */
 TILE5 __m128i scales_q3k(const uint8_t *p) {
-    __m128i v = _mm_loadu_si128((const __m128i *)p);
+    __m128i v = _mm_maskz_loadu_epi8(0x0fff, p);
     __m128i lo = _mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(1, 0, 1, 0)), _mm_setr_epi32(0, 0, 4, 4));
     __m128i hi = _mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 2, 2)), _mm_setr_epi32(0, 2, 4, 6));
     hi = _mm_and_si128(_mm_slli_epi32(hi, 4), _mm_set1_epi8(0x30));
