@@ -58,6 +58,11 @@
 #define FOR_T(j) _Pragma("GCC unroll 4") for (int j = 0; j < NT; j++)
 
 #define ACTK(j, b) ((const tr_q8k *)(a + (size_t)(j) * as) + (b))
+
+/* The sums are read with one 64-byte load (their 32 bytes and what follows
+ * in the block, multiplied by zero words): it must stay inside the block. */
+_Static_assert(offsetof(tr_q8k, bsums) + 64 <= sizeof(tr_q8k), "tr_q8k: 64 bytes from bsums");
+_Static_assert(offsetof(tr_q8kp, bsums) + 64 <= sizeof(tr_q8kp), "tr_q8kp: 64 bytes from bsums");
 #define ACTKP(j, b) ((const tr_q8kp *)(a + (size_t)(j) * as) + (b))
 
 TILE5 float h2f(const uint8_t *p) {
