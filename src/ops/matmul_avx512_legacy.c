@@ -122,11 +122,14 @@ TILE512 quad quad_decode(const uint8_t *const *wr, const int F) {
         q.d = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6), f);
         q.m = _mm512_maskz_permutexvar_ps(0x1111, _mm512_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3, 5, 5, 5, 5, 7, 7, 7, 7), f);
     } else {
-        uint16_t h0, h1, h2, h3;
-        memcpy(&h0, wr[0], 2), memcpy(&h1, wr[1], 2), memcpy(&h2, wr[2], 2), memcpy(&h3, wr[3], 2);
-        __m128i h = _mm_insert_epi16(_mm_insert_epi16(_mm_insert_epi16(_mm_cvtsi32_si128(h0), h1, 1), h2, 2), h3, 3);
-        q.d = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
-                                    _mm512_castps128_ps512(_mm_cvtph_ps(h)));
+        /* Row r's scale in halves 4r..4r+3 (merge-masked broadcasts from memory), then to floats. */
+        uint16_t h[4];
+        _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) memcpy(&h[r], wr[r], 2);
+        __m256i hv = _mm256_set1_epi16((short)h[0]);
+        hv = _mm256_mask_set1_epi16(hv, 0x00f0, (short)h[1]);
+        hv = _mm256_mask_set1_epi16(hv, 0x0f00, (short)h[2]);
+        hv = _mm256_mask_set1_epi16(hv, 0xf000, (short)h[3]);
+        q.d = _mm512_cvtph_ps(hv);
         q.m = _mm512_setzero_ps();
     }
     return q;
