@@ -192,7 +192,10 @@ class Emulator:
         st.fpcw = 0x37F
         st.rflags = 0x202
         top = (ctypes.addressof(self.stack) + PAGE * STACK_PAGES) & ~(PAGE - 1)
-        rsp = top - 256
+        # Entered as if by a call: [rsp] the return address, rsp + 8 16-byte
+        # aligned (System V ABI); compiled code may keep aligned vectors on
+        # the stack (clang's kernels do) and faults otherwise.
+        rsp = top - 256 - 8
         stack_args = list(args[6:])
         words = [RET_MAGIC] + stack_args
         for i, w in enumerate(words):

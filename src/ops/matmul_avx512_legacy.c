@@ -1,5 +1,289 @@
-/* AVX-512 legacy matmul kernels (TR_ISA_AVX512; see kernels.h for the shape they
- * share): none yet, the dispatcher keeps the AVX2 ones. */
-#include "kernels.h"
+/* AVX-512 VNNI kernels for the legacy block formats (Q4_0, Q4_1, Q5_0, Q5_1,
+ * Q8_0) against tr_q8a activations (TR_ISA_AVX512; kernels.h has the shape
+ * they share). The structure is matmul_avx2_legacy.c's: four weight rows at
+ * a time, each weight block decoded once for a tile of up to four tokens,
+ * and for one token (or a few) the four rows taken far apart as four
+ * sequential streams with a prefetch one row ahead.
+ *
+ * What AVX-512 changes is the inner product. A block of four rows is held
+ * as two 512-bit vectors of unsigned bytes: `lo`, whose 128-bit lane r has
+ * row r's elements 0..15, and `hi` with elements 16..31. The token's block
+ * is broadcast to the four lanes (x[0..15] against lo, x[16..31] against
+ * hi), and two vpdpbusd (unsigned x signed bytes, summed by fours into
+ * int32) leave each row's block product in its lane's four int32, which
+ * replaces AVX2's vpmaddubsw + vpmaddwd and its horizontal folding of four
+ * rows. The per-block float work (convert, scale, accumulate) is then one
+ * vector for four rows, each row's scale repeated over its four lanes.
+ *
+ * Weights are made unsigned and the offset taken out through the
+ * activation's integer sum: Q8_0's bytes are flipped by xor 0x80 (w + 128),
+ * Q4_0 and Q5_0 keep their unsigned quants (q = w + 8, w + 16); the block's
+ * int32 lanes start at -(offset / 4) * sum each, so the row's four lanes
+ * carry -offset * sum, exactly. Q4_1 and Q5_1 add their min through the sum
+ * in float.
+ *
+ * Batch invariance: every (row, token) goes through the same instructions
+ * whatever the tile width, the row's slot in its group of four (each lane
+ * group is reduced the same way) or the kind of group: rows left over after
+ * the groups of four go through a group padded with copies of the last row,
+ * not through another kernel. */
+#include "avx512_common.h"
 
+#ifdef TR_HAVE_AVX512_KERNELS
+
+#include <stddef.h>
+
+enum { F_Q4_0, F_Q4_1, F_Q5_0, F_Q5_1, F_Q8_0 };
+
+/* The formats' geometry, from their block structs (quant/blocks.h). */
+TILE512 size_t lg_bytes(const int F) {
+    return F == F_Q4_0   ? sizeof(tr_block_q4_0)
+           : F == F_Q4_1 ? sizeof(tr_block_q4_1)
+           : F == F_Q5_0 ? sizeof(tr_block_q5_0)
+           : F == F_Q5_1 ? sizeof(tr_block_q5_1)
+                         : sizeof(tr_block_q8_0);
+}
+TILE512 size_t lg_qs(const int F) {
+    return F == F_Q4_0   ? offsetof(tr_block_q4_0, qs)
+           : F == F_Q4_1 ? offsetof(tr_block_q4_1, qs)
+           : F == F_Q5_0 ? offsetof(tr_block_q5_0, qs)
+           : F == F_Q5_1 ? offsetof(tr_block_q5_1, qs)
+                         : offsetof(tr_block_q8_0, qs);
+}
+TILE512 size_t lg_qh(const int F) { return F == F_Q5_0 ? offsetof(tr_block_q5_0, qh) : offsetof(tr_block_q5_1, qh); }
+/* The offset the unsigned quants carry (a multiple of 4: spread over a row's four lanes). */
+TILE512 int lg_offset(const int F) { return F == F_Q4_0 ? 8 : F == F_Q5_0 ? 16 : F == F_Q8_0 ? 128 : 0; }
+/* Whether the block carries a min, stored right after its scale. */
+TILE512 int lg_has_min(const int F) { return F == F_Q4_1 || F == F_Q5_1; }
+
+/* One block of four rows, decoded. */
+typedef struct quad {
+    __m512i lo, hi; /* unsigned quants: lane r holds row r's elements 0..15 (lo), 16..31 (hi) */
+    __m512 d;       /* row r's scale in lanes 4r..4r+3 */
+    __m512 m;       /* row r's min in lane 4r, zero elsewhere (Q4_1, Q5_1) */
+} quad;
+
+/* The fifth bits of the four rows' elements 0..15 (sel picks qh bytes 0, 1)
+ * or 16..31 (bytes 2, 3) as a byte mask in lo's / hi's order: each lane's
+ * bytes take the qh byte holding their bit, then test that bit. */
+TILE512 __mmask64 bits5_mask(__m512i qh4, __m512i sel) {
+    return _mm512_test_epi8_mask(_mm512_shuffle_epi8(qh4, sel), _mm512_set1_epi64((long long)0x8040201008040201ull));
+}
+
+TILE512 uint32_t load32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+TILE512 quad quad_decode(const uint8_t *const *wr, const int F) {
+    quad q;
+    const size_t qs = lg_qs(F);
+    if (F == F_Q8_0) {
+        /* Rows 0|1 and 2|3 as 256-bit halves, then lanes regrouped by element range. */
+        __m512i w01 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(wr[0] + qs))),
+                                         _mm256_loadu_si256((const __m256i *)(wr[1] + qs)), 1);
+        __m512i w23 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(wr[2] + qs))),
+                                         _mm256_loadu_si256((const __m256i *)(wr[3] + qs)), 1);
+        const __m512i flip = _mm512_set1_epi8((char)0x80);
+        q.lo = _mm512_xor_si512(_mm512_shuffle_i64x2(w01, w23, _MM_SHUFFLE(2, 0, 2, 0)), flip);
+        q.hi = _mm512_xor_si512(_mm512_shuffle_i64x2(w01, w23, _MM_SHUFFLE(3, 1, 3, 1)), flip);
+    } else {
+        /* Row r's 16 nibble bytes in lane r: low nibbles are elements 0..15, high ones 16..31. */
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(wr[0] + qs)));
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(wr[1] + qs)), 1);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(wr[2] + qs)), 2);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(wr[3] + qs)), 3);
+        const __m512i m4 = _mm512_set1_epi8(0x0f);
+        q.lo = _mm512_and_si512(v, m4);
+        q.hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        if (F == F_Q5_0 || F == F_Q5_1) {
+            const size_t o = lg_qh(F);
+            __m128i h = _mm_setr_epi32((int)load32(wr[0] + o), (int)load32(wr[1] + o), (int)load32(wr[2] + o),
+                                       (int)load32(wr[3] + o));
+            /* Row r's qh in every dword of lane r. */
+            __m512i h4 = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                                                  _mm512_castsi128_si512(h));
+            const __m512i bit4 = _mm512_set1_epi8(0x10);
+            __mmask64 klo = bits5_mask(h4, _mm512_set_epi64(0x0101010101010101, 0, 0x0101010101010101, 0,
+                                                            0x0101010101010101, 0, 0x0101010101010101, 0));
+            __mmask64 khi = bits5_mask(h4, _mm512_set_epi64(0x0303030303030303, 0x0202020202020202,
+                                                            0x0303030303030303, 0x0202020202020202,
+                                                            0x0303030303030303, 0x0202020202020202,
+                                                            0x0303030303030303, 0x0202020202020202));
+            q.lo = _mm512_mask_add_epi8(q.lo, klo, q.lo, bit4);
+            q.hi = _mm512_mask_add_epi8(q.hi, khi, q.hi, bit4);
+        }
+    }
+    if (lg_has_min(F)) {
+        /* (d, m) of the four rows as eight halves: d0 m0 d1 m1 ... */
+        __m128i dm = _mm_setr_epi32((int)load32(wr[0]), (int)load32(wr[1]), (int)load32(wr[2]), (int)load32(wr[3]));
+        __m512 f = _mm512_castps256_ps512(_mm256_cvtph_ps(dm));
+        q.d = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6), f);
+        q.m = _mm512_maskz_permutexvar_ps(0x1111, _mm512_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3, 5, 5, 5, 5, 7, 7, 7, 7), f);
+    } else {
+        /* Row r's scale in halves 4r..4r+3 (merge-masked broadcasts from memory), then to floats. */
+        uint16_t h[4];
+        _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) memcpy(&h[r], wr[r], 2);
+        __m256i hv = _mm256_set1_epi16((short)h[0]);
+        hv = _mm256_mask_set1_epi16(hv, 0x00f0, (short)h[1]);
+        hv = _mm256_mask_set1_epi16(hv, 0x0f00, (short)h[2]);
+        hv = _mm256_mask_set1_epi16(hv, 0xf000, (short)h[3]);
+        q.d = _mm512_cvtph_ps(hv);
+        q.m = _mm512_setzero_ps();
+    }
+    return q;
+}
+
+/* Every int32 lane at -(off / 4) * sum, the four lanes of a row carrying
+ * -off * sum (|sum| <= 32 * 127; with the lanes' products, at most
+ * 8 * 255 * 127, nothing overflows). Written for each compiler's code: GCC
+ * makes the multiply of broadcasts a negate and a shift of the broadcast
+ * sum (two instructions), clang makes it scalar arithmetic and a broadcast
+ * (four), but keeps a word multiply-add (the low word of sum times -off / 4,
+ * its sign word times 0) as one instruction that broadcasts the sum from
+ * memory, where GCC needs three. The bits are the same. */
+TILE512 __m512i offset_lanes(const int32_t sum, const int off) {
+#ifdef __clang__
+    return _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_set1_epi32(-off / 4 & 0xffff), _mm512_set1_epi32(sum));
+#else
+    return _mm512_mullo_epi32(_mm512_set1_epi32(-off / 4), _mm512_set1_epi32(sum));
+#endif
+}
+
+/* acc (a token's four rows, four lanes each) plus this block against token block x. */
+TILE512 __m512 quad_token(const quad *q, const tr_q8a *x, __m512 acc, const int F) {
+    const int off = lg_offset(F);
+    __m512i xlo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)x->qs));
+    __m512i xhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(x->qs + 16)));
+    __m512i s = off ? offset_lanes(x->sum, off) : _mm512_setzero_si512();
+    s = _mm512_dpbusd_epi32(s, q->lo, xlo);
+    s = _mm512_dpbusd_epi32(s, q->hi, xhi);
+    if (lg_has_min(F)) {
+        __m512 t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), q->d,
+                                   _mm512_mul_ps(q->m, _mm512_cvtepi32_ps(_mm512_set1_epi32(x->sum))));
+        return _mm512_fmadd_ps(t, _mm512_set1_ps(x->d), acc);
+    }
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(q->d, _mm512_set1_ps(x->d)), acc);
+}
+
+#define ACT(j, b) ((const tr_q8a *)(a + (size_t)(j) * as) + (b))
+
+/* Block b of the four rows into the NT accumulators. */
+TILE512 void quad_block(const uint8_t *const *rows, int64_t b, const char *a, size_t as, int NT, __m512 *acc,
+                        const int F) {
+    const size_t o = (size_t)b * lg_bytes(F);
+    const uint8_t *wr[4] = {rows[0] + o, rows[1] + o, rows[2] + o, rows[3] + o};
+    quad q = quad_decode(wr, F);
+    FOR_T512(j) acc[j] = quad_token(&q, ACT(j, b), acc[j], F);
+}
+
+/* Lane 4r of every 128-bit lane: the sum of its four lanes, added the same
+ * way in every lane. Out: the four rows' sums. */
+TILE512 __m128 quad_sum(__m512 v) {
+    v = _mm512_add_ps(v, _mm512_permute_ps(v, 0xb1));
+    v = _mm512_add_ps(v, _mm512_permute_ps(v, 0x4e));
+    return _mm512_castps512_ps128(
+        _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), v));
+}
+
+/* The four rows against NT tokens; out[j] the rows' results for token j.
+ * pf > 0 (one-token streams): also prefetch the bytes pf ahead in each row,
+ * every line the next two blocks will need. Even and odd blocks go to
+ * separate sums (with one or two tokens, a single chain of multiply-adds
+ * would wait on its latency), at every tile width alike. */
+TILE512 void quad_tile(const uint8_t *const *rows, int64_t n, const char *a, size_t as, int NT, __m128 *out,
+                       const int F, size_t pf) {
+    const uint8_t *const r4[4] = {rows[0], rows[1], rows[2], rows[3]}; /* in registers, not reloaded */
+    __m512 acc[4], acc2[4];
+    FOR_T512(j) acc[j] = acc2[j] = _mm512_setzero_ps();
+    int64_t nb = n / 32, b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        if (pf) {
+            /* Two blocks span 36-68 bytes: one line, and for Q8_0 a second one every other step. */
+            const size_t p = (size_t)b * lg_bytes(F) + pf;
+            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {
+                _mm_prefetch((const char *)r4[r] + p, _MM_HINT_T0);
+                if (F == F_Q8_0 && (b & 2)) _mm_prefetch((const char *)r4[r] + p + 64, _MM_HINT_T0);
+            }
+        }
+        quad_block(r4, b, a, as, NT, acc, F);
+        quad_block(r4, b + 1, a, as, NT, acc2, F);
+    }
+    if (b < nb) quad_block(r4, b, a, as, NT, acc, F);
+    FOR_T512(j) out[j] = quad_sum(_mm512_add_ps(acc[j], acc2[j]));
+}
+
+/* Four rows (rows[k], written to y column yrow[k] for k < keep) against
+ * all nt tokens, in tiles of four; pf as quad_tile, for the first tile
+ * (the one that brings the rows in). */
+TILE512 void quad_group(int64_t n, const uint8_t *const *rows, const int *yrow, int keep, const char *a, size_t as,
+                        int nt, float *y, size_t ys, size_t pf, const int F) {
+    for (int t = 0; t < nt; t += 4) {
+        __m128 out[4];
+        const char *at = a + (size_t)t * as;
+        const int left = nt - t;
+        const size_t p = t == 0 ? pf : 0;
+        if (left >= 4) quad_tile(rows, n, at, as, 4, out, F, p);
+        else if (left == 3) quad_tile(rows, n, at, as, 3, out, F, p);
+        else if (left == 2) quad_tile(rows, n, at, as, 2, out, F, p);
+        else quad_tile(rows, n, at, as, 1, out, F, p);
+        for (int j = 0; j < 4 && j < left; j++) {
+            float o[4];
+            _mm_storeu_ps(o, out[j]);
+            for (int k = 0; k < keep; k++) y[(size_t)(t + j) * ys + (size_t)yrow[k]] = o[k];
+        }
+    }
+}
+
+/* Up to TR_STREAM_TOKENS tokens, the groups are rows i, i + h, i + 2h,
+ * i + 3h (h = nr / 4): four sequential streams, which the hardware
+ * prefetcher follows better than four neighbouring rows
+ * (matmul_avx2_legacy.c has the measurements), each prefetched one row
+ * ahead. More tokens: neighbouring rows, whose weights the token tiles after
+ * the first find in cache. Then the nr % 4 rows left, in a padded group. */
+#define GEMM_QUADS(name, F)                                                                                       \
+    TGT512 static void name##_group(int64_t n, const uint8_t *const *rows, const int *yrow, int keep,           \
+                                    const char *a, size_t as, int nt, float *y, size_t ys, size_t pf) {        \
+        quad_group(n, rows, yrow, keep, a, as, nt, y, ys, pf, F);                                               \
+    }                                                                                                           \
+    TGT512 static void name(int64_t n, const void *w_, size_t ws, int nr, const void *a_, size_t as, int nt,   \
+                            float *y, size_t ys) {                                                              \
+        const uint8_t *w = w_;                                                                                  \
+        const char *a = a_;                                                                                     \
+        const int h = nr / 4, streams = nt <= TR_STREAM_TOKENS;                                                 \
+        for (int i = 0; i < h; i++) {                                                                           \
+            int yrow[4];                                                                                        \
+            for (int k = 0; k < 4; k++) yrow[k] = streams ? i + k * h : 4 * i + k;                              \
+            const uint8_t *rows[4] = {w + (size_t)yrow[0] * ws, w + (size_t)yrow[1] * ws,                        \
+                                      w + (size_t)yrow[2] * ws, w + (size_t)yrow[3] * ws};                       \
+            name##_group(n, rows, yrow, 4, a, as, nt, y, ys, streams ? ws : 0);                                 \
+        }                                                                                                       \
+        const int keep = nr - 4 * h;                                                                            \
+        if (keep) {                                                                                             \
+            int yrow[4];                                                                                        \
+            for (int k = 0; k < 4; k++) yrow[k] = 4 * h + (k < keep ? k : keep - 1);                            \
+            const uint8_t *rows[4] = {w + (size_t)yrow[0] * ws, w + (size_t)yrow[1] * ws,                        \
+                                      w + (size_t)yrow[2] * ws, w + (size_t)yrow[3] * ws};                       \
+            name##_group(n, rows, yrow, keep, a, as, nt, y, ys, 0);                                             \
+        }                                                                                                       \
+    }
+
+GEMM_QUADS(gemm_q8_0, F_Q8_0)
+GEMM_QUADS(gemm_q4_0, F_Q4_0)
+GEMM_QUADS(gemm_q4_1, F_Q4_1)
+GEMM_QUADS(gemm_q5_0, F_Q5_0)
+GEMM_QUADS(gemm_q5_1, F_Q5_1)
+
+const tr_gemm_row tr_avx512_legacy_gemm_rows[] = {
+    {TR_TYPE_Q8_0, TR_ACT_Q8, gemm_q8_0},
+    {TR_TYPE_Q4_0, TR_ACT_Q8, gemm_q4_0},
+    {TR_TYPE_Q4_1, TR_ACT_Q8, gemm_q4_1},
+    {TR_TYPE_Q5_0, TR_ACT_Q8, gemm_q5_0},
+    {TR_TYPE_Q5_1, TR_ACT_Q8, gemm_q5_1},
+    {-1, 0, NULL},
+};
+
+#else
 const tr_gemm_row tr_avx512_legacy_gemm_rows[] = {{-1, 0, NULL}};
+#endif
