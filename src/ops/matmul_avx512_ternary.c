@@ -125,7 +125,7 @@ INL void tq1_0_codes(const uint8_t *w, __m512i c[4]) {
     __m128i b = _mm_loadu_si128((const __m128i *)(w + 32));                      /* qs[32..47] */
     int e;
     memcpy(&e, w + 48, 4); /* qh[0..3] */
-    __m512i a13 = _mm512_mask_add_epi8(a, 0xffffffff00000000ULL, a, _mm512_add_epi8(a, a));
+    __m512i a13 = _mm512_add_epi8(a, _mm512_maskz_add_epi8(0xffffffff00000000ULL, a, a)); /* a | 3a */
     __m512i ab = _mm512_inserti64x4(a, _mm256_broadcastsi128_si256(b), 1);
     __m512i be = _mm512_inserti32x4(_mm512_broadcast_i32x4(b), _mm_set1_epi32(e), 3);
     /* per 16-bit lane, element 0 first: the powers of ab's and be's bytes */
