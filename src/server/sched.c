@@ -112,10 +112,11 @@ static void unlink_queued(srv_sched *s, srv_job *job) {
     s->n_queued--;
 }
 
-/* With s->mu held: a job ends without a slot (or loses it) with an error. */
+/* With s->mu held: a job ends without a slot (or loses it) with an error,
+ * typed as the OpenAI API types it: the request's fault (4xx) or ours. */
 static void job_fail(srv_job *j, int status, const char *code, const char *msg) {
     j->failed = true;
-    srv_error_set(&j->err, status, "server_error", code, NULL, "%s", msg);
+    srv_error_set(&j->err, status, status >= 500 ? "server_error" : "invalid_request_error", code, NULL, "%s", msg);
     j->state = SRV_JOB_DONE;
     j->t_end = srv_now();
     pthread_cond_broadcast(&j->cv);

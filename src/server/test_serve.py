@@ -300,6 +300,9 @@ def error_of(server, method, path, body=None, headers=AUTH, raw=None):
     status, hdrs, data = server.request(method, path, body=raw if raw is not None else body, headers=headers)
     e = json.loads(data)["error"]
     assert set(e) >= {"message", "type", "param", "code"} and e["message"], e
+    # typed as the OpenAI API types them: the request's fault, or the server's (429 has its own type)
+    if status != 429:
+        assert e["type"] == ("server_error" if status >= 500 else "invalid_request_error"), (status, e)
     return status, e, hdrs
 
 
