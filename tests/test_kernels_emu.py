@@ -44,10 +44,8 @@ class Kernel(ctypes.Structure):
                 ("avx2", ctypes.c_void_p), ("avx512", ctypes.c_void_p)]
 
 
-@pytest.fixture(scope="module")
-def lib():
-    if not os.path.exists(LIB):
-        pytest.fail(f"{LIB} is missing: build first")
+def open_lib():
+    """libtrinity with the kernel table's internals typed."""
     lib = ctypes.CDLL(LIB)
     lib.tr_kernel_get.restype = ctypes.POINTER(Kernel)
     lib.tr_kernel_get.argtypes = [ctypes.c_int]
@@ -64,6 +62,13 @@ def lib():
     lib.tr_matmul_chunk_rows.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
     lib.tr_cpu_describe.restype = ctypes.c_char_p
     return lib
+
+
+@pytest.fixture(scope="module")
+def lib():
+    if not os.path.exists(LIB):
+        pytest.fail(f"{LIB} is missing: build first")
+    return open_lib()
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +129,20 @@ def floats(addr, n):
     return list((ctypes.c_float * n).from_address(addr))
 
 
+def check_close(lib, emu, k, fn, w, ws, rows, a, a_stride, nt, cols, rel, what):
+    """The kernel fn, emulated, against k's scalar reference, natively, on
+    the same weights and activations: equal up to float rounding."""
+    y0k, y0 = aligned(4 * rows * nt)
+    y1k, y1 = aligned(4 * rows * nt)
+    GEMM(k.ref)(cols, w, ws, rows, a, a_stride, nt, y0, rows)
+    emu.call(fn, cols, w, ws, rows, a, a_stride, nt, y1, rows)
+    r, e = floats(y0, rows * nt), floats(y1, rows * nt)
+    tol = 1e-5 * term_scale(k.blck, cols)
+    bad = [i for i in range(rows * nt) if not abs(r[i] - e[i]) <= tol + rel * abs(r[i])]
+    assert not bad, (f"{what} rows={rows} cols={cols} nt={nt}: {len(bad)} of {rows * nt} differ, "
+                     f"first [{bad[0]}] {e[bad[0]]} vs reference {r[bad[0]]}")
+
+
 def variants(lib, isa):
     out = []
     for name, (t, _) in TYPES.items():
@@ -145,15 +164,7 @@ def check_against_reference(lib, emu, isa, reps, seed):
             cols, rows, nt = bl * (1 + rng.randrange(9)), 1 + rng.randrange(37), 1 + rng.randrange(17)
             wkeep, w, ws = random_weights(lib, name, rows, cols, rng)
             akeep, a, a_stride = activations(lib, k, [rng.uniform(-1, 1) for _ in range(cols * nt)], cols, nt)
-            y0k, y0 = aligned(4 * rows * nt)
-            y1k, y1 = aligned(4 * rows * nt)
-            GEMM(k.ref)(cols, w, ws, rows, a, a_stride, nt, y0, rows)
-            emu.call(fn, cols, w, ws, rows, a, a_stride, nt, y1, rows)
-            r, e = floats(y0, rows * nt), floats(y1, rows * nt)
-            tol = 1e-5 * term_scale(k.blck, cols)
-            bad = [i for i in range(rows * nt) if not abs(r[i] - e[i]) <= tol + 1e-5 * abs(r[i])]
-            assert not bad, (f"{name} rows={rows} cols={cols} nt={nt}: {len(bad)} of {rows * nt} differ, "
-                             f"first [{bad[0]}] {e[bad[0]]} vs reference {r[bad[0]]}")
+            check_close(lib, emu, k, fn, w, ws, rows, a, a_stride, nt, cols, 1e-5, name)
         checked += 1
     return checked
 
@@ -237,14 +248,7 @@ def test_avx512_kernels_extreme_values(lib, emu):
                 x = [1.0 if pat == 0 else -1.0 if pat == 1 else (1.0 if (i // 32 + i // cols) % 2 else -1.0)
                      for i in range(cols * nt)]
                 akeep, a, a_stride = activations(lib, k, x, cols, nt)
-                y0k, y0 = aligned(4 * rows * nt)
-                y1k, y1 = aligned(4 * rows * nt)
-                GEMM(k.ref)(cols, w, ws, rows, a, a_stride, nt, y0, rows)
-                emu.call(fn, cols, w, ws, rows, a, a_stride, nt, y1, rows)
-                r, e = floats(y0, rows * nt), floats(y1, rows * nt)
-                tol = 1e-5 * term_scale(k.blck, cols)
-                bad = [i for i in range(rows * nt) if not abs(r[i] - e[i]) <= tol + 1e-4 * abs(r[i])]
-                assert not bad, f"{name} fill {fill:#x} pattern {pat}: {e[bad[0]]} vs reference {r[bad[0]]}"
+                check_close(lib, emu, k, fn, w, ws, rows, a, a_stride, nt, cols, 1e-4, f"{name} fill {fill:#x} pattern {pat}")
         checked += 1
     if checked == 0:
         pytest.skip("this build has no AVX-512 quantized kernels")
@@ -293,14 +297,37 @@ def test_float_kernels_ragged_rows(lib, emu):
                 rows, nt = 5, 6
                 wkeep, w, ws = random_weights(lib, name, rows, cols, rng)
                 akeep, a, a_stride = activations(lib, k, [rng.uniform(-1, 1) for _ in range(cols * nt)], cols, nt)
-                y0k, y0 = aligned(4 * rows * nt)
-                y1k, y1 = aligned(4 * rows * nt)
-                GEMM(k.ref)(cols, w, ws, rows, a, a_stride, nt, y0, rows)
-                emu.call(fn, cols, w, ws, rows, a, a_stride, nt, y1, rows)
-                r, e = floats(y0, rows * nt), floats(y1, rows * nt)
-                tol = 1e-5 * term_scale(k.blck, cols)
-                bad = [i for i in range(rows * nt) if not abs(r[i] - e[i]) <= tol + 1e-5 * abs(r[i])]
-                assert not bad, f"{name} isa {isa} cols={cols}: {e[bad[0]]} vs reference {r[bad[0]]}"
+                check_close(lib, emu, k, fn, w, ws, rows, a, a_stride, nt, cols, 1e-5, f"{name} isa {isa}")
             checked += 1
     if checked == 0:
         pytest.skip("this build has no SIMD float kernels")
+
+
+def test_kernels_read_nothing_past_the_last_row(lib, emu):
+    """A file's last tensor can end where its mapping ends: every kernel
+    (AVX2 and AVX-512), on weights whose last row ends exactly before a page
+    that is not mapped, must not touch that page (the emulator maps only the
+    readable pages, so a read past the end is a fault there)."""
+    import mmap
+    rng = random.Random(13)
+    checked = 0
+    for isa in (ISA_AVX2, ISA_AVX512):
+        for name, k, fn in variants(lib, isa):
+            bl = max(32, k.blck)
+            cols, rows = bl * 3, 5
+            wkeep, w, ws = random_weights(lib, name, rows, cols, rng)
+            total = ws * rows
+            pages = (total + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+            area = mmap.mmap(-1, (pages + 1) * mmap.PAGESIZE)
+            base = ctypes.addressof(ctypes.c_char.from_buffer(area))
+            libc = ctypes.CDLL(None)
+            libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            assert libc.mprotect(base + pages * mmap.PAGESIZE, mmap.PAGESIZE, 0) == 0  # PROT_NONE guard
+            end = base + pages * mmap.PAGESIZE
+            ctypes.memmove(end - total, w, total)
+            for nt in (1, 2, 4, 5):
+                akeep, a, a_stride = activations(lib, k, [rng.uniform(-1, 1) for _ in range(cols * nt)], cols, nt)
+                check_close(lib, emu, k, fn, end - total, ws, rows, a, a_stride, nt, cols, 1e-5, f"{name} isa {isa}")
+            libc.mprotect(base + pages * mmap.PAGESIZE, mmap.PAGESIZE, 3)
+            checked += 1
+    assert checked >= 15
