@@ -473,8 +473,8 @@ AINL float load1_kv(const char *row, int x, bool f16) {
  * position order) are added, each slot's 8 values converted once for all the
  * heads. Each element's sum is the reference's, in its order; the products
  * of half weights and half (or float) values are fused (exact for halves). */
-AINL void pv_x_nh(float *acc, size_t as, size_t ws, const int NH, const kv_run *runs, int n_runs, size_t stride,
-                  int x0, int x1, bool f16) {
+AINL void pv_x_nh(float *acc, size_t as, size_t ws, size_t wofs, const int NH, const kv_run *runs, int n_runs,
+                  size_t stride, int x0, int x1, bool f16) {
     const int x8 = x0 + ((x1 - x0) & ~7);
     for (int x = x0; x < x8; x += 8)
         for (int l = 0; l < 8; l++) {
@@ -485,7 +485,7 @@ AINL void pv_x_nh(float *acc, size_t as, size_t ws, const int NH, const kv_run *
             if (NH > 3) a3 = _mm256_loadu_ps(ab + 3 * as);
             for (int r = 0; r < n_runs; r++) {
                 const char *v = runs[r].v;
-                const float *w = runs[r].w;
+                const float *w = runs[r].w + wofs;
                 const int n = runs[r].n;
                 for (int i = (l - runs[r].p0) & 7; i < n; i += 8) { /* the run's slots in lane l */
                     const __m256 vv = load8_kv(v + (size_t)i * stride, x, f16);
@@ -505,24 +505,19 @@ AINL void pv_x_nh(float *acc, size_t as, size_t ws, const int NH, const kv_run *
             for (int i = 0; i < runs[r].n; i++)
                 for (int x = x8; x < x1; x++)
                     acc[(size_t)h * as + ((x >> 3) * 8 + ((runs[r].p0 + i) & 7)) * 8 + (x & 7)] +=
-                        runs[r].w[(size_t)h * ws + i] * load1_kv(runs[r].v + (size_t)i * stride, x, f16);
+                        runs[r].w[wofs + (size_t)h * ws + i] * load1_kv(runs[r].v + (size_t)i * stride, x, f16);
 }
-/* Heads in fours: the runs' weights move to the next four heads. */
+/* Heads in fours (head h0's weights at each run's w + h0*ws). */
 AINL void pv_x_heads(float *acc, size_t as, size_t ws, int nh, const kv_run *runs, int n_runs, size_t stride, int x0,
                      int x1, bool f16) {
-    kv_run moved[RUN_SLOTS];
     for (int h0 = 0; h0 < nh; h0 += 4) {
-        const kv_run *rs = runs;
-        if (h0) {
-            for (int r = 0; r < n_runs; r++) moved[r] = (kv_run){runs[r].v, runs[r].w + (size_t)h0 * ws, runs[r].p0, runs[r].n};
-            rs = moved;
-        }
         float *ah = acc + (size_t)h0 * as;
+        const size_t wo = (size_t)h0 * ws;
         const int left = nh - h0;
-        if (left >= 4) pv_x_nh(ah, as, ws, 4, rs, n_runs, stride, x0, x1, f16);
-        else if (left == 3) pv_x_nh(ah, as, ws, 3, rs, n_runs, stride, x0, x1, f16);
-        else if (left == 2) pv_x_nh(ah, as, ws, 2, rs, n_runs, stride, x0, x1, f16);
-        else pv_x_nh(ah, as, ws, 1, rs, n_runs, stride, x0, x1, f16);
+        if (left >= 4) pv_x_nh(ah, as, ws, wo, 4, runs, n_runs, stride, x0, x1, f16);
+        else if (left == 3) pv_x_nh(ah, as, ws, wo, 3, runs, n_runs, stride, x0, x1, f16);
+        else if (left == 2) pv_x_nh(ah, as, ws, wo, 2, runs, n_runs, stride, x0, x1, f16);
+        else pv_x_nh(ah, as, ws, wo, 1, runs, n_runs, stride, x0, x1, f16);
     }
 }
 TGT static void pv_x_f32_avx2(float *acc, size_t as, size_t ws, int nh, const kv_run *runs, int n_runs, size_t stride,
@@ -647,8 +642,8 @@ AINL __m256 vals8_tq2_32(const char *row, int x) {
  * the lane's slots of every run are unpacked, once for all heads, and added
  * with one fused multiply-add each (the reference's fmaf: one rounding). */
 #define PV_XQ_AVX2(T)                                                                                              \
-    AINL void pv_xq_nh_##T(float *acc, size_t as, size_t ws, const int NH, const kv_run *runs, int n_runs,         \
-                           size_t stride, int x0, int x1) {                                                        \
+    AINL void pv_xq_nh_##T(float *acc, size_t as, size_t ws, size_t wofs, const int NH, const kv_run *runs,        \
+                           int n_runs, size_t stride, int x0, int x1) {                                            \
         __m256 wd[4][RUN_SLOTS]; /* w_h[k] * d_k of the block, broadcast: the products' memory operands */        \
         const char *bp[RUN_SLOTS]; /* each slot's block b */                                                       \
         int base[RUN_SLOTS];     /* run r's first slot among all the runs' */                                      \
@@ -656,7 +651,7 @@ AINL __m256 vals8_tq2_32(const char *row, int x) {
         for (int b = x0 / 32; b < x1 / 32; b++) {                                                                  \
             for (int r = 0; r < n_runs; r++) {                                                                     \
                 const char *vc = runs[r].v;                                                                        \
-                const float *wr = runs[r].w;                                                                       \
+                const float *wr = runs[r].w + wofs;                                                                \
                 const int cn = runs[r].n, k0 = base[r];                                                            \
                 int i = 0;                                                                                         \
                 for (; i + 8 <= cn; i += 8) { /* 8 slots' scales at once */                                       \
@@ -711,20 +706,14 @@ AINL __m256 vals8_tq2_32(const char *row, int x) {
     }                                                                                                              \
     TGT static void pv_x_##T##_avx2(float *acc, size_t as, size_t ws, int nh, const kv_run *runs, int n_runs,      \
                                     size_t stride, int x0, int x1) {                                               \
-        kv_run moved[RUN_SLOTS];                                                                                   \
-        for (int h0 = 0; h0 < nh; h0 += 4) {                                                                       \
-            const kv_run *rs = runs;                                                                               \
-            if (h0) {                                                                                              \
-                for (int r = 0; r < n_runs; r++)                                                                   \
-                    moved[r] = (kv_run){runs[r].v, runs[r].w + (size_t)h0 * ws, runs[r].p0, runs[r].n};           \
-                rs = moved;                                                                                        \
-            }                                                                                                      \
+        for (int h0 = 0; h0 < nh; h0 += 4) { /* heads in fours: head h0's weights at each run's w + h0*ws */       \
             float *ah = acc + (size_t)h0 * as;                                                                     \
+            const size_t wo = (size_t)h0 * ws;                                                                     \
             const int left = nh - h0;                                                                              \
-            if (left >= 4) pv_xq_nh_##T(ah, as, ws, 4, rs, n_runs, stride, x0, x1);                                \
-            else if (left == 3) pv_xq_nh_##T(ah, as, ws, 3, rs, n_runs, stride, x0, x1);                           \
-            else if (left == 2) pv_xq_nh_##T(ah, as, ws, 2, rs, n_runs, stride, x0, x1);                           \
-            else pv_xq_nh_##T(ah, as, ws, 1, rs, n_runs, stride, x0, x1);                                          \
+            if (left >= 4) pv_xq_nh_##T(ah, as, ws, wo, 4, runs, n_runs, stride, x0, x1);                          \
+            else if (left == 3) pv_xq_nh_##T(ah, as, ws, wo, 3, runs, n_runs, stride, x0, x1);                     \
+            else if (left == 2) pv_xq_nh_##T(ah, as, ws, wo, 2, runs, n_runs, stride, x0, x1);                     \
+            else pv_xq_nh_##T(ah, as, ws, wo, 1, runs, n_runs, stride, x0, x1);                                    \
         }                                                                                                          \
     }
 
