@@ -289,7 +289,7 @@ TILE void q5_k_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int N
             /* the fifth bit of sub-block k is bit k of qh: compare instead of
              * shifting (shifts have a single pipe) */
             __m256i hq[4];
-            for (int k = 0; k < 4; k++) {
+            _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
                 __m256i bit = _mm256_set1_epi8((char)(1 << (4 * q + k)));
                 hq[k] = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit), b16);
             }
@@ -316,7 +316,7 @@ TILE __m256 q5_k_block(__m256 acc, const uint8_t *w, const tr_q8k *x) {
         __m256i r0 = _mm256_loadu_si256((const __m256i *)(w + 48 + 64 * q));
         __m256i r1 = _mm256_loadu_si256((const __m256i *)(w + 80 + 64 * q));
         __m256i hq[4];
-        for (int k = 0; k < 4; k++) {
+        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
             __m256i bit = _mm256_set1_epi8((char)(1 << (4 * q + k)));
             hq[k] = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit), b16);
         }
@@ -483,7 +483,7 @@ TILE void q3_k_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int64
         __m256i B = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(h ? _mm_srli_si128(sc8, 8) : sc8));
         __m256i raw = _mm256_loadu_si256((const __m256i *)(w + 32 + 32 * h));
         __m256i q[4];
-        for (int k = 0; k < 4; k++) {
+        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
             /* high bit 4h+k of hmask as +4: compare rather than shift (one shift pipe) */
             __m256i bit = _mm256_set1_epi8((char)(1 << (4 * h + k)));
             __m256i hb = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit), four);
@@ -512,7 +512,7 @@ TILE void tq2_0_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int6
     _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
         __m256i raw = _mm256_loadu_si256((const __m256i *)(w + 32 * h));
         __m256i q[4];
-        for (int l = 0; l < 4; l++) q[l] = _mm256_and_si256(l ? _mm256_srli_epi16(raw, 2 * l) : raw, m3);
+        _Pragma("GCC unroll 4") for (int l = 0; l < 4; l++) q[l] = _mm256_and_si256(l ? _mm256_srli_epi16(raw, 2 * l) : raw, m3);
         FOR_T(j) {
             const int8_t *x = ACTK(j, b)->qs + 128 * h;
             __m256i s = _mm256_add_epi16(
@@ -554,7 +554,7 @@ TILE void tq1_0_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int6
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i T[8];
     __m256i q = _mm256_loadu_si256((const __m256i *)w);
-    for (int k = 0; k < 5; k++) {
+    _Pragma("GCC unroll 5") for (int k = 0; k < 5; k++) {
         T[k] = tq1_trits(q);
         if (k < 4) q = times3(q);
     }
