@@ -1,6 +1,6 @@
-"""The AVX-512 matmul kernels on any machine: run under an emulated CPU that
-has AVX-512 (tests/x86emu.py: Bochs's Sapphire Rapids model) and checked
-as src/ops/test_matmul.c checks them on a CPU that has it:
+"""The AVX-512 and AVX-VNNI matmul kernels on any machine: run under an
+emulated CPU that has both (tests/x86emu.py: Bochs's Sapphire Rapids model)
+and checked as src/ops/test_matmul.c checks them on a CPU that has them:
 
 - against the scalar reference (run natively) on ragged sizes, random
   weights and activations, and on the extreme values that would overflow a
@@ -10,8 +10,8 @@ as src/ops/test_matmul.c checks them on a CPU that has it:
   over a batch gives, bit for bit, what it gives for each token alone.
 
 The harness is itself checked first: the AVX2 kernels, emulated, must write
-exactly the bits they write natively (this machine runs AVX2), and an AVX-512
-VNNI instruction must compute what Python computes. Without the emulator
+exactly the bits they write natively (this machine runs AVX2), and the
+AVX-512 VNNI and AVX-VNNI instructions must compute what Python computes. Without the emulator
 (bochscpu-python missing) the tests skip, saying why."""
 import ctypes
 import os
@@ -28,7 +28,8 @@ import x86emu  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIB = os.environ.get("TRINITY_LIB", os.path.join(ROOT, "build", "libtrinity.so"))
 
-ISA_AVX2, ISA_AVX512 = 1, 2
+ISA_AVX2, ISA_AVXVNNI, ISA_AVX512 = 1, 2, 3  # tr_isa
+VNNI_ISAS = ((ISA_AVXVNNI, "avxvnni"), (ISA_AVX512, "avx512"))
 TYPES = {  # name: (type id, byte offsets of the fp16 scales in a block), as test_matmul.c
     "F32": (0, []), "F16": (1, []), "BF16": (30, []),
     "Q8_0": (8, [0]), "Q4_0": (2, [0]), "Q4_1": (3, [0, 2]), "Q5_0": (6, [0]), "Q5_1": (7, [0, 2]),
@@ -41,7 +42,7 @@ GEMM = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p, ctypes.c_size_t, 
 
 class Kernel(ctypes.Structure):
     _fields_ = [("act", ctypes.c_int), ("blck", ctypes.c_int64), ("ref", ctypes.c_void_p),
-                ("avx2", ctypes.c_void_p), ("avx512", ctypes.c_void_p)]
+                ("avx2", ctypes.c_void_p), ("avxvnni", ctypes.c_void_p), ("avx512", ctypes.c_void_p)]
 
 
 def open_lib():
@@ -169,23 +170,42 @@ def check_against_reference(lib, emu, isa, reps, seed):
     return checked
 
 
-def test_emulator_runs_avx512_vnni(tmp_path, emu):
-    """A vpdpbusd loop, emulated, against Python's arithmetic (and an
-    instruction this CPU lacks does run: the emulator is not the host)."""
+VNNI_DOTS = {  # target, loop body: a vpdpbusd loop in each encoding
+    "avx512": ("avx512f,avx512bw,avx512vl,avx512vnni", "__m512i", 64, "_mm512_setzero_si512()",
+               "_mm512_dpbusd_epi32(acc, _mm512_loadu_si512(a + i), _mm512_loadu_si512(b + i))",
+               "_mm512_reduce_add_epi32(acc)"),
+    "avxvnni": ("avx2,avxvnni", "__m256i", 32, "_mm256_setzero_si256()",
+                "_mm256_dpbusd_avx_epi32(acc, _mm256_loadu_si256((const __m256i *)(a + i)), "
+                "_mm256_loadu_si256((const __m256i *)(b + i)))",
+                "_mm256_extract_epi32(acc, 0) + _mm256_extract_epi32(acc, 1) + _mm256_extract_epi32(acc, 2) + "
+                "_mm256_extract_epi32(acc, 3) + _mm256_extract_epi32(acc, 4) + _mm256_extract_epi32(acc, 5) + "
+                "_mm256_extract_epi32(acc, 6) + _mm256_extract_epi32(acc, 7)"),
+}
+
+
+@pytest.mark.parametrize("isa", sorted(VNNI_DOTS))
+def test_emulator_runs_vnni(tmp_path, emu, isa):
+    """A vpdpbusd loop (EVEX for AVX-512, VEX for AVX-VNNI), emulated,
+    against Python's arithmetic (and an instruction this CPU lacks does run:
+    the emulator is not the host)."""
+    target, vec, step, zero, body, total = VNNI_DOTS[isa]
     src = tmp_path / "vnni.c"
-    src.write_text("""
+    src.write_text(f"""
 #include <immintrin.h>
 #include <stdint.h>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
-int64_t dot(const uint8_t *a, const int8_t *b, int64_t n) {
-    __m512i acc = _mm512_setzero_si512();
-    for (int64_t i = 0; i < n; i += 64)
-        acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(a + i), _mm512_loadu_si512(b + i));
-    return _mm512_reduce_add_epi32(acc);
-}
+__attribute__((target("{target}")))
+int64_t dot(const uint8_t *a, const int8_t *b, int64_t n) {{
+    {vec} acc = {zero};
+    for (int64_t i = 0; i < n; i += {step})
+        acc = {body};
+    return {total};
+}}
 """)
     so = tmp_path / "libvnni.so"
     subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(so), str(src)], check=True)
+    if isa == "avxvnni":  # the VEX encoding (C4/C5 prefix), not an EVEX one (62) the compiler could pick
+        dis = subprocess.run(["objdump", "-d", str(so)], capture_output=True, text=True).stdout
+        assert "{vex}" in dis or "vpdpbusd %ymm" in dis, "no VEX vpdpbusd in the test function"
     dll = ctypes.CDLL(str(so))
     rng = random.Random(5)
     n = 64 * 9
@@ -218,18 +238,20 @@ def test_emulated_avx2_kernels_write_native_bits(lib, emu):
     assert n >= 10
 
 
-def test_avx512_kernels_match_scalar_reference(lib, emu):
-    n = check_against_reference(lib, emu, ISA_AVX512, reps=4, seed=1)
-    print(f"avx512 kernels checked under emulation: {n}")
+@pytest.mark.parametrize("isa,isa_name", VNNI_ISAS)
+def test_vnni_kernels_match_scalar_reference(lib, emu, isa, isa_name):
+    n = check_against_reference(lib, emu, isa, reps=4, seed=1)
+    print(f"{isa_name} kernels checked under emulation: {n}")
     if n == 0:
-        pytest.skip("this build has no AVX-512 kernels")
+        pytest.skip(f"this build has no {isa_name} kernels")
 
 
-def test_avx512_kernels_extreme_values(lib, emu):
+@pytest.mark.parametrize("isa,isa_name", VNNI_ISAS)
+def test_vnni_kernels_extreme_values(lib, emu, isa, isa_name):
     """All quant bytes 0xff (or 0x80), sane scales, activations all +1, all
     -1 or alternating: the sums that would overflow a narrow accumulator."""
     checked = 0
-    for name, k, fn in variants(lib, ISA_AVX512):
+    for name, k, fn in variants(lib, isa):
         t, scales = TYPES[name]
         if not scales:
             continue
@@ -251,17 +273,18 @@ def test_avx512_kernels_extreme_values(lib, emu):
                 check_close(lib, emu, k, fn, w, ws, rows, a, a_stride, nt, cols, 1e-4, f"{name} fill {fill:#x} pattern {pat}")
         checked += 1
     if checked == 0:
-        pytest.skip("this build has no AVX-512 quantized kernels")
+        pytest.skip(f"this build has no {isa_name} quantized kernels")
 
 
-def test_avx512_batch_results_equal_single_token_results(lib, emu):
+@pytest.mark.parametrize("isa,isa_name", VNNI_ISAS)
+def test_vnni_batch_results_equal_single_token_results(lib, emu, isa, isa_name):
     """tr_matmul's loop (chunks of rows, tiles of tokens) over a batch, with
-    the AVX-512 kernel, equals bit for bit the same loop over each token
+    the AVX-512 or AVX-VNNI kernel, equals bit for bit the same loop over each token
     alone, for the chunks tr_matmul picks on 1, 2 and 3 threads."""
     rng = random.Random(3)
     fn_chunks = ctypes.cast(lib.tr_matmul_chunks, ctypes.c_void_p).value
     checked = 0
-    for name, k, fn in variants(lib, ISA_AVX512):
+    for name, k, fn in variants(lib, isa):
         bl = max(32, k.blck)
         for nt in (2, 5, 9, 17, 20):
             cols, rows = bl * (1 + rng.randrange(4)), 1 + rng.randrange(70)
@@ -280,7 +303,7 @@ def test_avx512_batch_results_equal_single_token_results(lib, emu):
                         f"{name} rows={rows} cols={cols} nt={nt} threads={nth}: token {t} differs alone")
         checked += 1
     if checked == 0:
-        pytest.skip("this build has no AVX-512 kernels")
+        pytest.skip(f"this build has no {isa_name} kernels")
 
 
 def test_float_kernels_ragged_rows(lib, emu):
@@ -305,13 +328,13 @@ def test_float_kernels_ragged_rows(lib, emu):
 
 def test_kernels_read_nothing_past_the_last_row(lib, emu):
     """A file's last tensor can end where its mapping ends: every kernel
-    (AVX2 and AVX-512), on weights whose last row ends exactly before a page
+    (AVX2, AVX-VNNI and AVX-512), on weights whose last row ends exactly before a page
     that is not mapped, must not touch that page (the emulator maps only the
     readable pages, so a read past the end is a fault there)."""
     import mmap
     rng = random.Random(13)
     checked = 0
-    for isa in (ISA_AVX2, ISA_AVX512):
+    for isa in (ISA_AVX2, ISA_AVXVNNI, ISA_AVX512):
         for name, k, fn in variants(lib, isa):
             bl = max(32, k.blck)
             cols, rows = bl * 3, 5
@@ -330,4 +353,4 @@ def test_kernels_read_nothing_past_the_last_row(lib, emu):
                 check_close(lib, emu, k, fn, end - total, ws, rows, a, a_stride, nt, cols, 1e-5, f"{name} isa {isa}")
             libc.mprotect(base + pages * mmap.PAGESIZE, mmap.PAGESIZE, 3)
             checked += 1
-    assert checked >= 15
+    assert checked >= 35

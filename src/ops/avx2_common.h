@@ -14,6 +14,11 @@
 #define TGT __attribute__((target("avx2,fma,f16c")))
 #define TILE static inline __attribute__((always_inline)) TGT
 
+/* The AVX-VNNI tier (matmul_avxvnni*.c): AVX2 + FMA + F16C and the VEX
+ * vpdpbusd/vpdpwssd; the TILE helpers here inline into its functions. */
+#define TGTV __attribute__((target("avx2,fma,f16c,avxvnni")))
+#define TILEV static inline __attribute__((always_inline)) TGTV
+
 
 TILE float hsum_ps(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

@@ -54,13 +54,15 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void init(void) {
     detect(&features);
-    /* A cap for tests and comparisons; never raises what the CPU has
-     * (avx512 is everything this build has kernels for: no cap). */
+    /* A cap for tests and comparisons, scalar < avx2 < avxvnni < avx512; it
+     * never raises what the CPU has (avx512 is everything this build has
+     * kernels for: no cap). */
     const char *cap = getenv("TRINITY_CPU");
-    if (cap && (!strcmp(cap, "scalar") || !strcmp(cap, "avx2"))) {
+    if (cap && (!strcmp(cap, "scalar") || !strcmp(cap, "avx2") || !strcmp(cap, "avxvnni"))) {
         features.avx512f = features.avx512bw = features.avx512vl = features.avx512dq = false;
         features.avx512vnni = features.avx512bf16 = false;
-        if (!strcmp(cap, "scalar")) features.avx2 = features.fma = features.avxvnni = false;
+        if (strcmp(cap, "avxvnni")) features.avxvnni = false;
+        if (!strcmp(cap, "scalar")) features.avx2 = features.fma = false;
     }
     const struct { bool on; const char *name; } list[] = {
         {features.avx2, "avx2"},         {features.fma, "fma"},

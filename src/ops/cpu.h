@@ -14,7 +14,7 @@ typedef struct tr_cpu_features {
 } tr_cpu_features;
 
 /* The features of this CPU, detected on first call (thread-safe) and fixed
- * afterwards. TRINITY_CPU=scalar|avx2|avx512 in the environment caps what the
+ * afterwards. TRINITY_CPU=scalar|avx2|avxvnni|avx512 in the environment caps what the
  * dispatcher may use (for tests and for comparing variants). */
 const tr_cpu_features *tr_cpu_get(void);
 

@@ -40,6 +40,7 @@ bool tr_isa_usable(tr_isa isa) {
     switch (isa) {
     case TR_ISA_SCALAR: return true;
     case TR_ISA_AVX2: return f->avx2 && f->fma && f->f16c;
+    case TR_ISA_AVXVNNI: return tr_isa_usable(TR_ISA_AVX2) && f->avxvnni;
     case TR_ISA_AVX512:
         return tr_isa_usable(TR_ISA_AVX2) && f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq &&
                f->avx512vnni;
@@ -51,6 +52,7 @@ bool tr_isa_usable(tr_isa isa) {
 static const tr_gemm_row *const gemm_lists[TR_ISA_COUNT][5] = {
     [TR_ISA_SCALAR] = {tr_ref_gemm_rows, NULL},
     [TR_ISA_AVX2] = {tr_avx2_float_gemm_rows, tr_avx2_legacy_gemm_rows, tr_avx2_kquant_gemm_rows, NULL},
+    [TR_ISA_AVXVNNI] = {tr_avxvnni_legacy_gemm_rows, tr_avxvnni_kquant_gemm_rows, NULL},
     [TR_ISA_AVX512] = {tr_avx512_float_gemm_rows, tr_avx512_legacy_gemm_rows, tr_avx512_kquant_gemm_rows,
                        tr_avx512_ternary_gemm_rows, NULL},
 };
@@ -88,7 +90,7 @@ static void table_init(void) {
                 }
                 if (!k->ref) table_error("SIMD kernel without a scalar reference", r->type, (tr_isa)isa);
                 if (r->act != k->act) table_error("SIMD kernel reads another activation format", r->type, (tr_isa)isa);
-                tr_gemm_fn *slot = isa == TR_ISA_AVX2 ? &k->avx2 : &k->avx512;
+                tr_gemm_fn *slot = isa == TR_ISA_AVX2 ? &k->avx2 : isa == TR_ISA_AVXVNNI ? &k->avxvnni : &k->avx512;
                 if (*slot) table_error("type listed twice", r->type, (tr_isa)isa);
                 *slot = r->fn;
             }
@@ -115,6 +117,7 @@ tr_gemm_fn tr_kernel_variant(const tr_kernel *k, tr_isa isa) {
     switch (isa) {
     case TR_ISA_SCALAR: return k->ref;
     case TR_ISA_AVX2: return k->avx2;
+    case TR_ISA_AVXVNNI: return k->avxvnni;
     case TR_ISA_AVX512: return k->avx512;
     default: return NULL;
     }

@@ -72,6 +72,7 @@ typedef void (*tr_act_fn)(const float *x, void *dst, int64_t n);
 typedef enum tr_isa {
     TR_ISA_SCALAR = 0, /* the reference: baseline C, the truth */
     TR_ISA_AVX2,       /* AVX2 + FMA + F16C */
+    TR_ISA_AVXVNNI,    /* AVX2 + FMA + F16C + AVX-VNNI (VEX vpdpbusd: Alder Lake and later client cores) */
     TR_ISA_AVX512,     /* AVX-512 F, BW, VL, DQ and VNNI (Zen 4, Ice Lake and later Xeons) on top of AVX2 */
     TR_ISA_COUNT
 } tr_isa;
@@ -94,7 +95,7 @@ typedef struct tr_act_row {
 } tr_act_row;
 
 /* Each kernel file's lists (matmul_ref.c: scalar; matmul_avx2*.c: AVX2;
- * matmul_avx512*.c: AVX-512). */
+ * matmul_avxvnni*.c: AVX-VNNI; matmul_avx512*.c: AVX-512). */
 extern const tr_gemm_row tr_ref_gemm_rows[];
 extern const tr_act_row tr_ref_act_rows[];
 extern const tr_gemm_row tr_avx2_float_gemm_rows[];
@@ -102,6 +103,8 @@ extern const tr_gemm_row tr_avx2_legacy_gemm_rows[];
 extern const tr_gemm_row tr_avx2_kquant_gemm_rows[];
 extern const tr_act_row tr_avx2_legacy_act_rows[];
 extern const tr_act_row tr_avx2_kquant_act_rows[];
+extern const tr_gemm_row tr_avxvnni_legacy_gemm_rows[];
+extern const tr_gemm_row tr_avxvnni_kquant_gemm_rows[];
 extern const tr_gemm_row tr_avx512_float_gemm_rows[];
 extern const tr_gemm_row tr_avx512_legacy_gemm_rows[];
 extern const tr_gemm_row tr_avx512_kquant_gemm_rows[];
@@ -115,6 +118,7 @@ typedef struct tr_kernel {
     int64_t blck;     /* weight elements per block (rows must be a multiple) */
     tr_gemm_fn ref;   /* scalar reference: the truth */
     tr_gemm_fn avx2;  /* AVX2 + FMA + F16C variant, NULL when none */
+    tr_gemm_fn avxvnni; /* AVX-VNNI (TR_ISA_AVXVNNI) variant, NULL when none */
     tr_gemm_fn avx512; /* AVX-512 (TR_ISA_AVX512) variant, NULL when none */
 } tr_kernel;
 

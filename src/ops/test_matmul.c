@@ -83,12 +83,24 @@ static const char *avx512_missing(const tr_cpu_features *f) {
     return why;
 }
 
+/* Why the AVX-VNNI kernels cannot run here (tests/test_kernels_emu.py runs
+ * them emulated). */
+static const char *avxvnni_missing(const tr_cpu_features *f) {
+    static char why[128];
+    snprintf(why, sizeof why, "lacks%s%s (tests/test_kernels_emu.py runs them emulated)%s",
+             tr_isa_usable(TR_ISA_AVX2) ? "" : " avx2/fma/f16c", f->avxvnni ? "" : " avxvnni",
+             getenv("TRINITY_CPU") ? " (TRINITY_CPU caps the features)" : "");
+    return why;
+}
+
 /* The SIMD ISAs the tests below try, each with the reason it cannot run. */
 static const struct {
     tr_isa isa;
     const char *name;
     const char *(*missing)(const tr_cpu_features *);
-} simd_isas[] = {{TR_ISA_AVX2, "avx2", avx2_missing}, {TR_ISA_AVX512, "avx512", avx512_missing}};
+} simd_isas[] = {{TR_ISA_AVX2, "avx2", avx2_missing},
+                 {TR_ISA_AVXVNNI, "avxvnni", avxvnni_missing},
+                 {TR_ISA_AVX512, "avx512", avx512_missing}};
 #define N_SIMD (int)(sizeof simd_isas / sizeof simd_isas[0])
 
 static const int types[] = {TR_TYPE_F32,  TR_TYPE_F16,  TR_TYPE_BF16, TR_TYPE_Q8_0, TR_TYPE_Q4_0,
