@@ -7,6 +7,10 @@ bit for bit, what the AVX2 loops write natively, and what the scalar
 reference writes where src/ops/test_attention.c says those agree (halves or
 quantized entries with TR_ATTN_HALF_P).
 
+The loops are also run one at a time (tr_attention_loop), where every bit
+of their outputs shows, not only what the softmax and the weights rounded to
+halves let through.
+
 Cases: the normalised-weights path (the forward pass's), F32, F16, Q8_0,
 Q4_0 and TQ2_32 caches, head sizes the models use (64, 128, 256) and ragged
 ones, GQA groups of 1 to 8 heads, prompt and decode, 1 to a few hundred
@@ -261,6 +265,165 @@ def test_reads_nothing_past_the_last_row(lib, emu, pool):
             case = Case(lib, rng, n_tokens=1, n_kv=n_kv, d=d, dv=d, n_head=4, n_head_kv=1, k_type=kt, v_type=vt,
                         bs=0, n_seq=0, guard=True, decode_last=True)
             check(lib, emu, pool, case)
+
+
+# ---- the loops one at a time: every bit of their outputs, not only what the
+# softmax and the half weights let through.
+
+LOOP_SCORES_X, LOOP_SCORES_XQ, LOOP_PV_X = 0, 1, 2
+SCORES_X = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                            ctypes.c_int, ctypes.c_float, ctypes.c_void_p, ctypes.c_size_t)
+PV_X = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p,
+                        ctypes.c_int, ctypes.c_size_t, ctypes.c_int, ctypes.c_int)
+# The emulator passes integers only: the scores' float scale goes by pointer
+# through this (baseline x86-64) trampoline.
+TRAMPOLINE_C = r"""
+#include <stddef.h>
+typedef void (*scores_fn)(const void *q, int nq, const char *k, size_t stride, int n, int d, float scale, float *s,
+                          size_t s_stride);
+void call_scores(void *fn, const void *q, int nq, const char *k, size_t stride, int n, int d, const float *scale,
+                 float *s, size_t s_stride) {
+    ((scores_fn)fn)(q, nq, k, stride, n, d, *scale, s, s_stride);
+}
+"""
+
+
+class KvRun(ctypes.Structure):  # kv_run (src/ops/attention.c)
+    _fields_ = [("v", ctypes.c_void_p), ("w", ctypes.c_void_p), ("p0", ctypes.c_int), ("n", ctypes.c_int)]
+
+
+@pytest.fixture(scope="module")
+def trampoline(tmp_path_factory):
+    import subprocess
+    d = tmp_path_factory.mktemp("tramp")
+    (d / "t.c").write_text(TRAMPOLINE_C)
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(d / "t.so"), str(d / "t.c")], check=True)
+    dll = ctypes.CDLL(str(d / "t.so"))
+    return ctypes.cast(dll.call_scores, ctypes.c_void_p).value, dll
+
+
+def loop(lib, kind, typ, isa):
+    lib.tr_attention_loop.restype = ctypes.c_void_p
+    lib.tr_attention_loop.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    return lib.tr_attention_loop(kind, typ, isa)
+
+
+def buffer(data, guard=False):
+    """data in memory (ending before an unmapped page with guard); (keep, address)."""
+    if not guard:
+        b = ctypes.create_string_buffer(data, len(data))
+        return b, ctypes.addressof(b)
+    pages = (len(data) + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    area = mmap.mmap(-1, (pages + 1) * mmap.PAGESIZE)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(area))
+    libc = ctypes.CDLL(None)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    end = base + pages * mmap.PAGESIZE
+    assert libc.mprotect(end, mmap.PAGESIZE, 0) == 0
+    ctypes.memmove(end - len(data), data, len(data))
+    return area, end - len(data)
+
+
+def check_scores(lib, emu, trampoline, rng, kt, nq, n, d, guard):
+    """scores_x (F32/F16 keys, float queries) or scores_xq (quantized keys,
+    Q8_0 queries) of AVX-512, emulated, against AVX2's, natively."""
+    quant = kt not in (F32, F16)
+    kind = LOOP_SCORES_XQ if quant else LOOP_SCORES_X
+    stride = lib.tr_row_size(kt, d) + (0 if guard else 2 * rng.randrange(3) * (32 if quant else 1))
+    rows = rows_bytes(lib, kt, n, 1, d, rng)
+    hb = lib.tr_row_size(kt, d)
+    data = b"".join(rows[i * hb:(i + 1) * hb] + bytes(stride - hb) for i in range(n))
+    if kt == Q8_0 and rng.random() < 0.3:  # every integer byte -128 .. 127, scales kept
+        data = bytes(b if (i % stride) % 34 < 2 else rng.randrange(256) for i, b in enumerate(data))
+    kkeep, k = buffer(data, guard)
+    qf = [rng.uniform(-1, 1) for _ in range(nq * d)]
+    if quant:
+        qsrc = (ctypes.c_float * (nq * d))(*qf)
+        qkeep = ctypes.create_string_buffer(lib.tr_row_size(Q8_0, nq * d))
+        assert lib.tr_quantize(Q8_0, qsrc, qkeep, nq * d) == 0
+    else:
+        qkeep = (ctypes.c_float * (nq * d))(*qf)
+    q = ctypes.addressof(qkeep)
+    s_stride = n + rng.randrange(3)
+    scale = ctypes.c_float(rng.uniform(0.05, 0.5))
+    want = (ctypes.c_float * (nq * s_stride))()
+    got = (ctypes.c_float * (nq * s_stride))()
+    SCORES_X(loop(lib, kind, kt, ISA_AVX2))(q, nq, k, stride, n, d, scale, want, s_stride)
+    emu.call(trampoline[0], loop(lib, kind, kt, ISA_AVX512), q, nq, k, stride, n, d, ctypes.addressof(scale),
+             ctypes.addressof(got), s_stride)
+    assert bytes(got) == bytes(want), (f"scores {NAMES[kt]} nq={nq} n={n} d={d}: AVX-512 differs at "
+                                       f"{first_diff(bytes(got), bytes(want))}")
+
+
+def test_scores_loops_bit_for_bit(lib, emu, trampoline):
+    """Every query count (loops of 4, 2 and 1 queries), key counts of both
+    parities (two keys a register), head sizes of the models and ragged ones
+    (masked tails; odd block counts), padded rows."""
+    needs_avx2(lib)
+    rng = random.Random(21)
+    for kt, dims in ((F16, (64, 128, 256, 40, 20, 3, 100)), (F32, (64, 256, 44, 5)),
+                     (Q8_0, (32, 64, 96, 128, 256, 288, 512)), (Q4_0, (64, 96, 256)), (TQ2_32, (64, 160, 256))):
+        for d in dims:
+            for nq in (1, 2, 3, 4, 5, 8):
+                check_scores(lib, emu, trampoline, rng, kt, nq, 1 + rng.randrange(40), d, False)
+
+
+def check_pv(lib, emu, rng, vt, nh, dv, x0, x1, n_runs, guard):
+    """pv_x of AVX-512, emulated, against AVX2's, natively: n_runs runs of a
+    V pool (the last run ending at its last row), nh heads' weights,
+    accumulators that start random."""
+    quant = vt not in (F32, F16)
+    stride = lib.tr_row_size(vt, dv)
+    lens = [1 + rng.randrange(128 // n_runs) for _ in range(n_runs)]
+    n_rows = sum(lens) + rng.randrange(5)
+    vkeep, v = buffer(rows_bytes(lib, vt, n_rows, 1, dv, rng), guard)
+    ws = sum(lens) + rng.randrange(4)
+    wf = [struct.unpack("<e", struct.pack("<e", rng.random() * (rng.random() < 0.9)))[0] for _ in range(nh * ws)]
+    w = (ctypes.c_float * (nh * ws))(*wf)
+    runs = (KvRun * n_runs)()
+    slot, row, p0 = 0, n_rows - sum(lens), rng.randrange(1000)
+    for r in range(n_runs):  # runs of consecutive rows, in position order, the last at the pool's end
+        runs[r] = KvRun(v + row * stride, ctypes.addressof(w) + 4 * slot, p0, lens[r])
+        slot += lens[r]
+        row += lens[r]
+        p0 += lens[r] + (rng.randrange(3) if rng.random() < 0.3 else 0)
+    acc_n = (dv + 7) // 8 * 64
+    init = struct.pack(f"<{nh * acc_n}f", *[rng.uniform(-1, 1) for _ in range(nh * acc_n)])
+    want = ctypes.create_string_buffer(init, len(init))
+    got = ctypes.create_string_buffer(init, len(init))
+    PV_X(loop(lib, LOOP_PV_X, vt, ISA_AVX2))(want, acc_n, ws, nh, runs, n_runs, stride, x0, x1)
+    emu.call(loop(lib, LOOP_PV_X, vt, ISA_AVX512), ctypes.addressof(got), acc_n, ws, nh, ctypes.addressof(runs),
+             n_runs, stride, x0, x1)
+    assert got.raw == want.raw, (f"pv_x {NAMES[vt]} heads={nh} dv={dv} [{x0}, {x1}) runs={lens}: AVX-512 differs at "
+                                 f"{first_diff(got.raw, want.raw)}")
+
+
+def test_weighted_sum_loops_bit_for_bit(lib, emu):
+    """1 to 8 heads (fours, then the rest), whole heads and slices of the
+    output elements (32 at a time, 16, a group of 8, a ragged tail), one run
+    to several, some weights 0."""
+    needs_avx2(lib)
+    rng = random.Random(22)
+    for vt in (F16, F32, Q8_0, Q4_0, TQ2_32):
+        quant = vt not in (F32, F16)
+        for dv in ((64, 128, 256, 96) if quant else (64, 128, 256, 40, 24, 100, 13)):
+            for nh in (1, 2, 3, 4, 5, 8):
+                g = 32 if quant else 8
+                x0 = g * rng.randrange((dv - 1) // g + 1)
+                x0, x1 = (0, dv) if rng.random() < 0.5 else (x0, dv if rng.random() < 0.5 else
+                                                               min(dv, x0 + g * (1 + rng.randrange(4))))
+                check_pv(lib, emu, rng, vt, nh, dv, x0, x1, 1 + rng.randrange(6), False)
+
+
+def test_loops_read_nothing_past_the_last_row(lib, emu, trampoline):
+    """K and V rows packed, the last ending before an unmapped page."""
+    needs_avx2(lib)
+    rng = random.Random(23)
+    for kt, d in ((F16, 40), (F16, 256), (F32, 44), (Q8_0, 96), (Q4_0, 96), (TQ2_32, 160)):
+        for n in (1, 2, 7):
+            check_scores(lib, emu, trampoline, rng, kt, 1 + rng.randrange(5), n, d, True)
+    for vt, dv in ((F16, 40), (F16, 256), (F32, 100), (Q8_0, 96), (Q4_0, 64), (TQ2_32, 160)):
+        check_pv(lib, emu, rng, vt, 4, dv, 0, dv, 3, True)
 
 
 def count_decode(lib, emu, pool, kt, n_kv=2048):

@@ -1685,6 +1685,12 @@ tr_status tr_attention_variant(tr_pool *pool, const tr_attn_params *p, const flo
     return TR_OK;
 }
 
+tr_attn_loop_fn tr_attention_loop(int kind, int type, tr_isa isa) {
+    const attn_fns f = pick_fns(type, type, isa);
+    return kind == 0 ? (tr_attn_loop_fn)f.scores_x : kind == 1 ? (tr_attn_loop_fn)f.scores_xq
+           : kind == 2 ? (tr_attn_loop_fn)f.pv_x : NULL;
+}
+
 tr_status tr_attention(tr_pool *pool, const tr_attn_params *p, const float *q, const void *k, const void *v,
                        float *out) {
     const tr_isa isa = tr_isa_usable(TR_ISA_AVX512) ? TR_ISA_AVX512 : tr_isa_usable(TR_ISA_AVX2) ? TR_ISA_AVX2

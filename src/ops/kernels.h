@@ -193,6 +193,13 @@ struct tr_pool;
 struct tr_attn_params;
 tr_status tr_attention_variant(struct tr_pool *pool, const struct tr_attn_params *p, const float *q,
                                const void *k, const void *v, float *out, tr_isa isa);
+/* For tests that run one of them emulated (tests/test_attention_emu.py): the
+ * normalised-weights path's loop `kind` (0 scores_x, 1 scores_xq, 2 pv_x;
+ * their signatures in attention.c's attn_fns) for entries of `type` (K's
+ * for the scores, V's for pv_x), as tr_attention_variant picks it for
+ * `isa`. */
+typedef void (*tr_attn_loop_fn)(void);
+tr_attn_loop_fn tr_attention_loop(int kind, int type, tr_isa isa);
 
 /* tr_geglu through its table with the AVX2 loop (simd) or the scalar loop,
  * and its direct reference (a tanhf per element), for tests. */
