@@ -412,6 +412,9 @@ PV_AVX2(pv_f16_avx2, LOAD8_F16)
 
 /* The lanes order (see above) in SIMD: one 8-wide accumulator per query is
  * exactly the 8 lanes; nq queries share each converted K row. */
+/* Loops of a few known steps whose arrays must live in registers. */
+#define UNROLL8 _Pragma("GCC unroll 8")
+
 #define SCORES_X_AVX2(name, LOADK, NQ)                                                                 \
     TGT static void name(const float *q, const char *k, size_t stride, int n, int d, float scale, float *s, \
                          size_t s_stride) {                                                          \
@@ -419,21 +422,21 @@ PV_AVX2(pv_f16_avx2, LOAD8_F16)
         for (int i = 0; i < n; i++) {                                                                \
             const char *kr = k + (size_t)i * stride;                                                 \
             __m256 acc[NQ];                                                                          \
-            for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm256_setzero_ps();                           \
+            UNROLL8 for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm256_setzero_ps();                           \
             for (int e = 0; e < d8; e += 8) {                                                        \
                 const __m256 kv = LOADK(kr, e);                                                      \
-                for (int qq = 0; qq < NQ; qq++)                                                      \
+                UNROLL8 for (int qq = 0; qq < NQ; qq++)                                                      \
                     acc[qq] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)qq * d + e), kv, acc[qq]); \
             }                                                                                        \
             if (d8 < d) { /* ragged head: the missing elements are zeros, which add nothing */       \
                 float kt[8] = {0}, qt[8] = {0};                                                      \
                 for (int e = d8; e < d; e++) kt[e - d8] = LOAD1K(kr, e);                             \
-                for (int qq = 0; qq < NQ; qq++) {                                                    \
+                UNROLL8 for (int qq = 0; qq < NQ; qq++) {                                                    \
                     for (int e = d8; e < d; e++) qt[e - d8] = q[(size_t)qq * d + e];                 \
                     acc[qq] = _mm256_fmadd_ps(_mm256_loadu_ps(qt), _mm256_loadu_ps(kt), acc[qq]);    \
                 }                                                                                    \
             }                                                                                        \
-            for (int qq = 0; qq < NQ; qq++) s[(size_t)qq * s_stride + i] = hsum8(acc[qq]) * scale;   \
+            UNROLL8 for (int qq = 0; qq < NQ; qq++) s[(size_t)qq * s_stride + i] = hsum8(acc[qq]) * scale;   \
         }                                                                                            \
     }
 #define LOADK_F32(kr, e) _mm256_loadu_ps((const float *)(kr) + (e))
@@ -555,9 +558,6 @@ AINL float scale_q8_0(const char *row, int b) { return _cvtsh_ss(((const tr_bloc
 AINL float scale_q4_0(const char *row, int b) { return _cvtsh_ss(((const tr_block_q4_0 *)row + b)->d); }
 AINL float scale_tq2_32(const char *row, int b) { return _cvtsh_ss(((const tr_block_tq2_32 *)row + b)->d); }
 
-/* Loops of a few known steps whose arrays must live in registers. */
-#define UNROLL8 _Pragma("GCC unroll 8")
-
 /* The scales of blocks b0 .. b0+m-1 (m <= 8) of a row of blocks of type B
  * (its fp16 field d), as floats in lanes 0 .. m-1, zeros after. */
 #define SCALES8(B, row, b0, m)                                                                                     \
@@ -583,11 +583,11 @@ AINL __m128i scales_part(const char *d, size_t size, int m) {
         const int nb = d / 32;                                                                                     \
         const __m256i ones = _mm256_set1_epi16(1);                                                                 \
         __m256 dq0[NQ];                                                                                            \
-        for (int qq = 0; qq < NQ; qq++) dq0[qq] = SCALES8(tr_block_q8_0, q + (size_t)qq * nb, 0, nb < 8 ? nb : 8);  \
+        UNROLL8 for (int qq = 0; qq < NQ; qq++) dq0[qq] = SCALES8(tr_block_q8_0, q + (size_t)qq * nb, 0, nb < 8 ? nb : 8);  \
         for (int i = 0; i < n; i++) {                                                                              \
             const char *kr = k + (size_t)i * stride;                                                               \
             __m256 acc[NQ];                                                                                        \
-            for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm256_setzero_ps();                                         \
+            UNROLL8 for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm256_setzero_ps();                                         \
             for (int b0 = 0; b0 < nb; b0 += 8) {                                                                   \
                 const int m = nb - b0 < 8 ? nb - b0 : 8;                                                           \
                 __m256i t[NQ][4];                                                                                  \
@@ -595,19 +595,19 @@ AINL __m128i scales_part(const char *d, size_t size, int m) {
                     __m256i p[NQ][2];                                                                              \
                     UNROLL8 for (int e = 0; e < 2; e++) {                                                          \
                         if (b + e >= m) {                                                                          \
-                            for (int qq = 0; qq < NQ; qq++) p[qq][e] = _mm256_setzero_si256();                     \
+                            UNROLL8 for (int qq = 0; qq < NQ; qq++) p[qq][e] = _mm256_setzero_si256();                     \
                             continue;                                                                              \
                         }                                                                                          \
                         const __m256i kv = unpack8_##T(kr, b0 + b + e), ka = _mm256_abs_epi8(kv);                  \
-                        for (int qq = 0; qq < NQ; qq++) {                                                          \
+                        UNROLL8 for (int qq = 0; qq < NQ; qq++) {                                                          \
                             const __m256i qv = _mm256_loadu_si256((const __m256i *)q[(size_t)qq * nb + b0 + b + e].qs); \
                             p[qq][e] = _mm256_madd_epi16(_mm256_maddubs_epi16(ka, _mm256_sign_epi8(qv, kv)), ones); \
                         }                                                                                          \
                     }                                                                                              \
-                    for (int qq = 0; qq < NQ; qq++) t[qq][b / 2] = _mm256_hadd_epi32(p[qq][0], p[qq][1]);          \
+                    UNROLL8 for (int qq = 0; qq < NQ; qq++) t[qq][b / 2] = _mm256_hadd_epi32(p[qq][0], p[qq][1]);          \
                 }                                                                                                  \
                 const __m256 dkv = SCALES8(tr_block_##T, kr, b0, m);                                               \
-                for (int qq = 0; qq < NQ; qq++) {                                                                  \
+                UNROLL8 for (int qq = 0; qq < NQ; qq++) {                                                                  \
                     const __m256i u0 = _mm256_hadd_epi32(t[qq][0], t[qq][1]), u1 = _mm256_hadd_epi32(t[qq][2], t[qq][3]); \
                     const __m256i is = _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20),                   \
                                                         _mm256_permute2x128_si256(u0, u1, 0x31));                  \
@@ -615,7 +615,7 @@ AINL __m128i scales_part(const char *d, size_t size, int m) {
                     acc[qq] = _mm256_add_ps(acc[qq], _mm256_mul_ps(_mm256_mul_ps(dkv, dqv), _mm256_cvtepi32_ps(is))); \
                 }                                                                                                  \
             }                                                                                                      \
-            for (int qq = 0; qq < NQ; qq++) s[(size_t)qq * s_stride + i] = hsum8(acc[qq]) * scale;                 \
+            UNROLL8 for (int qq = 0; qq < NQ; qq++) s[(size_t)qq * s_stride + i] = hsum8(acc[qq]) * scale;                 \
         }                                                                                                          \
     }
 
@@ -791,7 +791,7 @@ AINL512 __m512 tail2k_f16(const char *ka, const char *kb, int e, __mmask8 m) {
         const int d8 = d & ~7, g8 = d8 / 8;                                                                        \
         const __mmask8 tm = (__mmask8)((1u << (d - d8)) - 1);                                                      \
         __m512 qd[NQ][MAXD_512 / 8];                                                                               \
-        for (int qq = 0; qq < NQ; qq++) {                                                                          \
+        UNROLL8 for (int qq = 0; qq < NQ; qq++) {                                                                          \
             const float *qr = q + (size_t)qq * d;                                                                  \
             for (int g = 0; g < g8; g++) qd[qq][g] = _mm512_broadcast_f32x8(_mm256_loadu_ps(qr + 8 * g));          \
             if (d8 < d) qd[qq][g8] = _mm512_broadcast_f32x8(_mm256_maskz_loadu_ps(tm, qr + d8));                   \
@@ -799,16 +799,16 @@ AINL512 __m512 tail2k_f16(const char *ka, const char *kb, int e, __mmask8 m) {
         for (int i = 0; i < n; i += 2) {                                                                           \
             const char *ka = k + (size_t)i * stride, *kb = i + 1 < n ? ka + stride : ka;                           \
             __m512 acc[NQ];                                                                                        \
-            for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm512_setzero_ps();                                         \
+            UNROLL8 for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm512_setzero_ps();                                         \
             for (int g = 0; g < g8; g++) {                                                                         \
                 const __m512 kv = load2k_##T(ka, kb, 8 * g);                                                       \
-                for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm512_fmadd_ps(qd[qq][g], kv, acc[qq]);                 \
+                UNROLL8 for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm512_fmadd_ps(qd[qq][g], kv, acc[qq]);                 \
             }                                                                                                      \
             if (d8 < d) {                                                                                          \
                 const __m512 kv = tail2k_##T(ka, kb, d8, tm);                                                      \
-                for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm512_fmadd_ps(qd[qq][g8], kv, acc[qq]);                \
+                UNROLL8 for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm512_fmadd_ps(qd[qq][g8], kv, acc[qq]);                \
             }                                                                                                      \
-            for (int qq = 0; qq < NQ; qq++) {                                                                      \
+            UNROLL8 for (int qq = 0; qq < NQ; qq++) {                                                                      \
                 const __m512 h = hsum8x2(acc[qq]);                                                                 \
                 s[(size_t)qq * s_stride + i] = _mm512_cvtss_f32(h) * scale;                                        \
                 if (i + 1 < n) s[(size_t)qq * s_stride + i + 1] = _mm_cvtss_f32(_mm512_extractf32x4_ps(h, 2)) * scale; \
@@ -961,7 +961,7 @@ AINL512 __m256i reduce8_blocks(const __m512i z[4]) {
         int8_t qb[NQ][MAXD_512] __attribute__((aligned(64)));                                                      \
         __m256i bsum[NQ][MAXD_512 / 256]; /* BIAS times each block's sum of integers */                            \
         __m256 dq[NQ][MAXD_512 / 256];                                                                             \
-        for (int qq = 0; qq < NQ; qq++) {                                                                          \
+        UNROLL8 for (int qq = 0; qq < NQ; qq++) {                                                                          \
             for (int b = 0; b < 8 * ng; b++)                                                                       \
                 _mm256_store_si256((__m256i *)(qb[qq] + 32 * b),                                                   \
                                    b < nb ? _mm256_loadu_si256((const __m256i *)q[(size_t)qq * nb + b].qs)         \
@@ -978,27 +978,27 @@ AINL512 __m256i reduce8_blocks(const __m512i z[4]) {
         for (int i = 0; i < n; i++) {                                                                              \
             const char *kr = k + (size_t)i * stride;                                                               \
             __m256 acc[NQ];                                                                                        \
-            for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm256_setzero_ps();                                         \
+            UNROLL8 for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm256_setzero_ps();                                         \
             for (int g = 0; g < ng; g++) {                                                                         \
                 const int b0 = 8 * g, m = nb - b0 < 8 ? nb - b0 : 8;                                               \
                 __m512i z[NQ][4];                                                                                  \
                 UNROLL8 for (int p = 0; p < 4; p++) {                                                              \
                     if (2 * p >= m) {                                                                              \
-                        for (int qq = 0; qq < NQ; qq++) z[qq][p] = _mm512_setzero_si512();                         \
+                        UNROLL8 for (int qq = 0; qq < NQ; qq++) z[qq][p] = _mm512_setzero_si512();                         \
                         continue;                                                                                  \
                     }                                                                                              \
                     const __m512i u = ubytes2_##T(kr, b0 + 2 * p, 2 * p + 1 < m);                                  \
-                    for (int qq = 0; qq < NQ; qq++)                                                                \
+                    UNROLL8 for (int qq = 0; qq < NQ; qq++)                                                                \
                         z[qq][p] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u,                                  \
                                                        _mm512_load_si512(qb[qq] + 32 * (b0 + 2 * p)));             \
                 }                                                                                                  \
                 const __m256 dkv = SCALES8(tr_block_##T, kr, b0, m);                                               \
-                for (int qq = 0; qq < NQ; qq++) {                                                                  \
+                UNROLL8 for (int qq = 0; qq < NQ; qq++) {                                                                  \
                     const __m256i is = _mm256_sub_epi32(reduce8_blocks(z[qq]), bsum[qq][g]);                       \
                     acc[qq] = _mm256_add_ps(acc[qq], _mm256_mul_ps(_mm256_mul_ps(dkv, dq[qq][g]), _mm256_cvtepi32_ps(is))); \
                 }                                                                                                  \
             }                                                                                                      \
-            for (int qq = 0; qq < NQ; qq++) s[(size_t)qq * s_stride + i] = hsum8(acc[qq]) * scale;                 \
+            UNROLL8 for (int qq = 0; qq < NQ; qq++) s[(size_t)qq * s_stride + i] = hsum8(acc[qq]) * scale;                 \
         }                                                                                                          \
     }
 
