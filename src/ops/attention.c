@@ -14,7 +14,9 @@
  * slices are merged at the end with the usual rescaling.
  *
  * The inner loops (q.k for F32/F16 keys, o += p v, exp) have a scalar
- * reference and an AVX2 variant chosen once from the CPU's features.
+ * reference and an AVX2 variant, those of the normalised-weights path an
+ * AVX-512 one too (the same bits as the AVX2 one), chosen from the CPU's
+ * features.
  *
  * Quantized caches (Q8_0, Q4_0, TQ2_32 entries; K and V each their own type)
  * are read in place by the normalised-weights path: the unit's queries are
@@ -24,6 +26,7 @@
  * the scalar references and the AVX2 variants of those kernels multiply and
  * add as separate roundings, or fuse them explicitly on both sides (fmaf and
  * FMA: a quantized V's weighted values), so they agree to the bit. */
+#include "avx512_common.h"
 #include "cpu.h"
 #include "kernels.h"
 #include "ops.h"
@@ -409,6 +412,9 @@ PV_AVX2(pv_f16_avx2, LOAD8_F16)
 
 /* The lanes order (see above) in SIMD: one 8-wide accumulator per query is
  * exactly the 8 lanes; nq queries share each converted K row. */
+/* Loops of a few known steps whose arrays must live in registers. */
+#define UNROLL8 _Pragma("GCC unroll 8")
+
 #define SCORES_X_AVX2(name, LOADK, NQ)                                                                 \
     TGT static void name(const float *q, const char *k, size_t stride, int n, int d, float scale, float *s, \
                          size_t s_stride) {                                                          \
@@ -416,21 +422,21 @@ PV_AVX2(pv_f16_avx2, LOAD8_F16)
         for (int i = 0; i < n; i++) {                                                                \
             const char *kr = k + (size_t)i * stride;                                                 \
             __m256 acc[NQ];                                                                          \
-            for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm256_setzero_ps();                           \
+            UNROLL8 for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm256_setzero_ps();                           \
             for (int e = 0; e < d8; e += 8) {                                                        \
                 const __m256 kv = LOADK(kr, e);                                                      \
-                for (int qq = 0; qq < NQ; qq++)                                                      \
+                UNROLL8 for (int qq = 0; qq < NQ; qq++)                                                      \
                     acc[qq] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)qq * d + e), kv, acc[qq]); \
             }                                                                                        \
             if (d8 < d) { /* ragged head: the missing elements are zeros, which add nothing */       \
                 float kt[8] = {0}, qt[8] = {0};                                                      \
                 for (int e = d8; e < d; e++) kt[e - d8] = LOAD1K(kr, e);                             \
-                for (int qq = 0; qq < NQ; qq++) {                                                    \
+                UNROLL8 for (int qq = 0; qq < NQ; qq++) {                                                    \
                     for (int e = d8; e < d; e++) qt[e - d8] = q[(size_t)qq * d + e];                 \
                     acc[qq] = _mm256_fmadd_ps(_mm256_loadu_ps(qt), _mm256_loadu_ps(kt), acc[qq]);    \
                 }                                                                                    \
             }                                                                                        \
-            for (int qq = 0; qq < NQ; qq++) s[(size_t)qq * s_stride + i] = hsum8(acc[qq]) * scale;   \
+            UNROLL8 for (int qq = 0; qq < NQ; qq++) s[(size_t)qq * s_stride + i] = hsum8(acc[qq]) * scale;   \
         }                                                                                            \
     }
 #define LOADK_F32(kr, e) _mm256_loadu_ps((const float *)(kr) + (e))
@@ -552,9 +558,6 @@ AINL float scale_q8_0(const char *row, int b) { return _cvtsh_ss(((const tr_bloc
 AINL float scale_q4_0(const char *row, int b) { return _cvtsh_ss(((const tr_block_q4_0 *)row + b)->d); }
 AINL float scale_tq2_32(const char *row, int b) { return _cvtsh_ss(((const tr_block_tq2_32 *)row + b)->d); }
 
-/* Loops of a few known steps whose arrays must live in registers. */
-#define UNROLL8 _Pragma("GCC unroll 8")
-
 /* The scales of blocks b0 .. b0+m-1 (m <= 8) of a row of blocks of type B
  * (its fp16 field d), as floats in lanes 0 .. m-1, zeros after. */
 #define SCALES8(B, row, b0, m)                                                                                     \
@@ -580,11 +583,11 @@ AINL __m128i scales_part(const char *d, size_t size, int m) {
         const int nb = d / 32;                                                                                     \
         const __m256i ones = _mm256_set1_epi16(1);                                                                 \
         __m256 dq0[NQ];                                                                                            \
-        for (int qq = 0; qq < NQ; qq++) dq0[qq] = SCALES8(tr_block_q8_0, q + (size_t)qq * nb, 0, nb < 8 ? nb : 8);  \
+        UNROLL8 for (int qq = 0; qq < NQ; qq++) dq0[qq] = SCALES8(tr_block_q8_0, q + (size_t)qq * nb, 0, nb < 8 ? nb : 8);  \
         for (int i = 0; i < n; i++) {                                                                              \
             const char *kr = k + (size_t)i * stride;                                                               \
             __m256 acc[NQ];                                                                                        \
-            for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm256_setzero_ps();                                         \
+            UNROLL8 for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm256_setzero_ps();                                         \
             for (int b0 = 0; b0 < nb; b0 += 8) {                                                                   \
                 const int m = nb - b0 < 8 ? nb - b0 : 8;                                                           \
                 __m256i t[NQ][4];                                                                                  \
@@ -592,19 +595,19 @@ AINL __m128i scales_part(const char *d, size_t size, int m) {
                     __m256i p[NQ][2];                                                                              \
                     UNROLL8 for (int e = 0; e < 2; e++) {                                                          \
                         if (b + e >= m) {                                                                          \
-                            for (int qq = 0; qq < NQ; qq++) p[qq][e] = _mm256_setzero_si256();                     \
+                            UNROLL8 for (int qq = 0; qq < NQ; qq++) p[qq][e] = _mm256_setzero_si256();                     \
                             continue;                                                                              \
                         }                                                                                          \
                         const __m256i kv = unpack8_##T(kr, b0 + b + e), ka = _mm256_abs_epi8(kv);                  \
-                        for (int qq = 0; qq < NQ; qq++) {                                                          \
+                        UNROLL8 for (int qq = 0; qq < NQ; qq++) {                                                          \
                             const __m256i qv = _mm256_loadu_si256((const __m256i *)q[(size_t)qq * nb + b0 + b + e].qs); \
                             p[qq][e] = _mm256_madd_epi16(_mm256_maddubs_epi16(ka, _mm256_sign_epi8(qv, kv)), ones); \
                         }                                                                                          \
                     }                                                                                              \
-                    for (int qq = 0; qq < NQ; qq++) t[qq][b / 2] = _mm256_hadd_epi32(p[qq][0], p[qq][1]);          \
+                    UNROLL8 for (int qq = 0; qq < NQ; qq++) t[qq][b / 2] = _mm256_hadd_epi32(p[qq][0], p[qq][1]);          \
                 }                                                                                                  \
                 const __m256 dkv = SCALES8(tr_block_##T, kr, b0, m);                                               \
-                for (int qq = 0; qq < NQ; qq++) {                                                                  \
+                UNROLL8 for (int qq = 0; qq < NQ; qq++) {                                                                  \
                     const __m256i u0 = _mm256_hadd_epi32(t[qq][0], t[qq][1]), u1 = _mm256_hadd_epi32(t[qq][2], t[qq][3]); \
                     const __m256i is = _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20),                   \
                                                         _mm256_permute2x128_si256(u0, u1, 0x31));                  \
@@ -612,7 +615,7 @@ AINL __m128i scales_part(const char *d, size_t size, int m) {
                     acc[qq] = _mm256_add_ps(acc[qq], _mm256_mul_ps(_mm256_mul_ps(dkv, dqv), _mm256_cvtepi32_ps(is))); \
                 }                                                                                                  \
             }                                                                                                      \
-            for (int qq = 0; qq < NQ; qq++) s[(size_t)qq * s_stride + i] = hsum8(acc[qq]) * scale;                 \
+            UNROLL8 for (int qq = 0; qq < NQ; qq++) s[(size_t)qq * s_stride + i] = hsum8(acc[qq]) * scale;                 \
         }                                                                                                          \
     }
 
@@ -734,13 +737,394 @@ QAVX2(q8_0)
 QAVX2(q4_0)
 QAVX2(tq2_32)
 #undef QAVX2
+
+/* ---------------------------------------------------------------- AVX-512 */
+
+/* The normalised-weights path's loops (scores_x, scores_xq, pv_x) in 512-bit
+ * registers, in the AVX2 variants' order to the bit: a register holds two of
+ * the AVX2 variant's 8-lane sums side by side, never 16 terms of one sum. The
+ * scores take two keys per register (lanes 0-7 the first key's 8 lanes, 8-15
+ * the second's), the weighted sums of V two or four 8-element groups of one
+ * lane per head. Every lane sees the AVX2 variant's operations in its order,
+ * so the bits are the AVX2 variant's (and the reference's where those are).
+ * The flash path's loops (scores, pv, exp_sum) stay AVX2. */
+#define AINL512 static inline __attribute__((always_inline)) TGT512
+/* Longer heads take the AVX2 loops: the queries' copies below live on the stack. */
+enum { MAXD_512 = 512 };
+
+/* Each 256-bit half's 8 lanes summed as hsum8 sums them, into lanes 0 and 8
+ * (float addition commutes: lane j + lane j^4 is l_j + l_{j+4} in either). */
+AINL512 __m512 hsum8x2(__m512 a) {
+    a = _mm512_add_ps(a, _mm512_shuffle_f32x4(a, a, _MM_SHUFFLE(2, 3, 0, 1)));
+    a = _mm512_add_ps(a, _mm512_permute_ps(a, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm512_add_ps(a, _mm512_permute_ps(a, _MM_SHUFFLE(2, 3, 0, 1)));
+}
+
+/* Two keys' 8 values at e: key a in lanes 0-7, key b in 8-15. The tail
+ * forms load the last d - e (< 8) values under mask m, zeros after (the AVX2
+ * variant's zero-padded copies), and read nothing past them. */
+AINL512 __m512 load2k_f32(const char *ka, const char *kb, int e) {
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps((const float *)ka + e)),
+                              _mm256_loadu_ps((const float *)kb + e), 1);
+}
+AINL512 __m512 load2k_f16(const char *ka, const char *kb, int e) {
+    const __m128i a = _mm_loadu_si128((const __m128i *)((const uint16_t *)ka + e));
+    const __m128i b = _mm_loadu_si128((const __m128i *)((const uint16_t *)kb + e));
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1));
+}
+AINL512 __m512 tail2k_f32(const char *ka, const char *kb, int e, __mmask8 m) {
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_maskz_loadu_ps(m, (const float *)ka + e)),
+                              _mm256_maskz_loadu_ps(m, (const float *)kb + e), 1);
+}
+AINL512 __m512 tail2k_f16(const char *ka, const char *kb, int e, __mmask8 m) {
+    const __m128i a = _mm_maskz_loadu_epi16(m, (const uint16_t *)ka + e);
+    const __m128i b = _mm_maskz_loadu_epi16(m, (const uint16_t *)kb + e);
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1));
+}
+
+/* Each query's 8-element groups are copied once per call into both halves
+ * of a register (the products' memory operands); an odd last key is scored
+ * twice in one register and its second copy dropped. */
+#define SCORES_X_512(T, NQ)                                                                                        \
+    TGT512 static void scores_x##NQ##_##T##_avx512(const float *q, const char *k, size_t stride, int n, int d,     \
+                                                  float scale, float *s, size_t s_stride) {                       \
+        const int d8 = d & ~7, g8 = d8 / 8;                                                                        \
+        const __mmask8 tm = (__mmask8)((1u << (d - d8)) - 1);                                                      \
+        __m512 qd[NQ][MAXD_512 / 8];                                                                               \
+        UNROLL8 for (int qq = 0; qq < NQ; qq++) {                                                                          \
+            const float *qr = q + (size_t)qq * d;                                                                  \
+            for (int g = 0; g < g8; g++) qd[qq][g] = _mm512_broadcast_f32x8(_mm256_loadu_ps(qr + 8 * g));          \
+            if (d8 < d) qd[qq][g8] = _mm512_broadcast_f32x8(_mm256_maskz_loadu_ps(tm, qr + d8));                   \
+        }                                                                                                          \
+        for (int i = 0; i < n; i += 2) {                                                                           \
+            const char *ka = k + (size_t)i * stride, *kb = i + 1 < n ? ka + stride : ka;                           \
+            __m512 acc[NQ];                                                                                        \
+            UNROLL8 for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm512_setzero_ps();                                         \
+            for (int g = 0; g < g8; g++) {                                                                         \
+                const __m512 kv = load2k_##T(ka, kb, 8 * g);                                                       \
+                UNROLL8 for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm512_fmadd_ps(qd[qq][g], kv, acc[qq]);                 \
+            }                                                                                                      \
+            if (d8 < d) {                                                                                          \
+                const __m512 kv = tail2k_##T(ka, kb, d8, tm);                                                      \
+                UNROLL8 for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm512_fmadd_ps(qd[qq][g8], kv, acc[qq]);                \
+            }                                                                                                      \
+            UNROLL8 for (int qq = 0; qq < NQ; qq++) {                                                                      \
+                const __m512 h = hsum8x2(acc[qq]);                                                                 \
+                s[(size_t)qq * s_stride + i] = _mm512_cvtss_f32(h) * scale;                                        \
+                if (i + 1 < n) s[(size_t)qq * s_stride + i + 1] = _mm_cvtss_f32(_mm512_extractf32x4_ps(h, 2)) * scale; \
+            }                                                                                                      \
+        }                                                                                                          \
+    }
+#define SCORES_X_DISPATCH_512(T)                                                                                   \
+    SCORES_X_512(T, 1)                                                                                             \
+    SCORES_X_512(T, 2)                                                                                             \
+    SCORES_X_512(T, 4)                                                                                             \
+    TGT512 static void scores_x_##T##_avx512(const float *q, int nq, const char *k, size_t stride, int n, int d,   \
+                                             float scale, float *s, size_t s_stride) {                             \
+        if (d > MAXD_512) {                                                                                        \
+            scores_x_##T##_avx2(q, nq, k, stride, n, d, scale, s, s_stride);                                       \
+            return;                                                                                                \
+        }                                                                                                          \
+        for (; nq >= 4; nq -= 4, q += (size_t)4 * d, s += 4 * s_stride)                                            \
+            scores_x4_##T##_avx512(q, k, stride, n, d, scale, s, s_stride);                                        \
+        for (; nq >= 2; nq -= 2, q += (size_t)2 * d, s += 2 * s_stride)                                            \
+            scores_x2_##T##_avx512(q, k, stride, n, d, scale, s, s_stride);                                        \
+        if (nq) scores_x1_##T##_avx512(q, k, stride, n, d, scale, s, s_stride);                                    \
+    }
+SCORES_X_DISPATCH_512(f32)
+SCORES_X_DISPATCH_512(f16)
+
+/* 16 values x .. x+15 of a row, as floats. */
+AINL512 __m512 load16_kv(const char *row, int x, bool f16) {
+    return f16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + x)))
+               : _mm512_loadu_ps((const float *)row + x);
+}
+/* One lane's accumulators of two consecutive 8-element groups (64 floats
+ * apart in the [groups][8 lanes][8] layout) as one register. */
+AINL512 __m512 load_acc2(const float *ab) {
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(ab)), _mm256_loadu_ps(ab + 64), 1);
+}
+AINL512 void store_acc2(float *ab, __m512 a) {
+    _mm256_storeu_ps(ab, _mm512_castps512_ps256(a));
+    _mm256_storeu_ps(ab + 64, _mm512_extractf32x8_ps(a, 1));
+}
+
+/* As pv_x_nh, lane l of the 16*W output elements from x (W registers per
+ * head), the weight an embedded broadcast. ab: acc + (x + l)*8. */
+AINL512 void pv_x_lane512(float *ab, size_t as, size_t ws, size_t wofs, const int NH, const int W, const kv_run *runs,
+                          int n_runs, size_t stride, int l, int x, bool f16) {
+    __m512 a[4][2];
+    UNROLL8 for (int h = 0; h < NH; h++) UNROLL8 for (int c = 0; c < W; c++) a[h][c] = load_acc2(ab + h * as + 128 * c);
+    for (int r = 0; r < n_runs; r++) {
+        const char *v = runs[r].v;
+        const float *w = runs[r].w + wofs;
+        const int n = runs[r].n;
+        for (int i = (l - runs[r].p0) & 7; i < n; i += 8) { /* the run's slots in lane l */
+            const char *vr = v + (size_t)i * stride;
+            __m512 vv[2];
+            UNROLL8 for (int c = 0; c < W; c++) vv[c] = load16_kv(vr, x + 16 * c, f16);
+            UNROLL8 for (int h = 0; h < NH; h++) UNROLL8 for (int c = 0; c < W; c++)
+                a[h][c] = _mm512_fmadd_ps(_mm512_set1_ps(w[h * ws + i]), vv[c], a[h][c]);
+        }
+    }
+    UNROLL8 for (int h = 0; h < NH; h++) UNROLL8 for (int c = 0; c < W; c++) store_acc2(ab + h * as + 128 * c, a[h][c]);
+}
+/* 32 output elements at a time, then 16; a last group of 8 and the ragged
+ * tail are the AVX2 loop's. */
+AINL512 void pv_x_nh512(float *acc, size_t as, size_t ws, size_t wofs, const int NH, const kv_run *runs, int n_runs,
+                        size_t stride, int x0, int x1, bool f16) {
+    const int x8 = x0 + ((x1 - x0) & ~7);
+    int x = x0;
+    for (; x + 32 <= x8; x += 32)
+        for (int l = 0; l < 8; l++)
+            pv_x_lane512(acc + (size_t)(x + l) * 8, as, ws, wofs, NH, 2, runs, n_runs, stride, l, x, f16);
+    if (x + 16 <= x8) {
+        for (int l = 0; l < 8; l++)
+            pv_x_lane512(acc + (size_t)(x + l) * 8, as, ws, wofs, NH, 1, runs, n_runs, stride, l, x, f16);
+        x += 16;
+    }
+    if (x < x1) pv_x_nh(acc, as, ws, wofs, NH, runs, n_runs, stride, x, x1, f16);
+}
+AINL512 void pv_x_heads512(float *acc, size_t as, size_t ws, int nh, const kv_run *runs, int n_runs, size_t stride,
+                           int x0, int x1, bool f16) {
+    for (int h0 = 0; h0 < nh; h0 += 4) {
+        float *ah = acc + (size_t)h0 * as;
+        const size_t wo = (size_t)h0 * ws;
+        const int left = nh - h0;
+        if (left >= 4) pv_x_nh512(ah, as, ws, wo, 4, runs, n_runs, stride, x0, x1, f16);
+        else if (left == 3) pv_x_nh512(ah, as, ws, wo, 3, runs, n_runs, stride, x0, x1, f16);
+        else if (left == 2) pv_x_nh512(ah, as, ws, wo, 2, runs, n_runs, stride, x0, x1, f16);
+        else pv_x_nh512(ah, as, ws, wo, 1, runs, n_runs, stride, x0, x1, f16);
+    }
+}
+TGT512 static void pv_x_f32_avx512(float *acc, size_t as, size_t ws, int nh, const kv_run *runs, int n_runs,
+                                   size_t stride, int x0, int x1) {
+    pv_x_heads512(acc, as, ws, nh, runs, n_runs, stride, x0, x1, false);
+}
+TGT512 static void pv_x_f16_avx512(float *acc, size_t as, size_t ws, int nh, const kv_run *runs, int n_runs,
+                                   size_t stride, int x0, int x1) {
+    pv_x_heads512(acc, as, ws, nh, runs, n_runs, stride, x0, x1, true);
+}
+
+/* ---- quantized entries, AVX-512. K: two blocks per register as unsigned
+ * bytes u = k + BIAS (Q8_0: 128, Q4_0: its nibbles, 8; TQ2_32: its 2-bit
+ * fields, 1); u times the query's integers summed by VNNI (vpdpbusd), minus
+ * BIAS times the sum of the query block's integers, is the integer dot
+ * product exactly, so any folding order gives the AVX2 variant's sums. A
+ * missing second block (an odd count) is not read: its query bytes are
+ * zeros. */
+AINL512 __m512i ubytes2_q8_0(const char *row, int b, bool two) {
+    const tr_block_q8_0 *x = (const tr_block_q8_0 *)row + b;
+    const __m256i lo = _mm256_loadu_si256((const __m256i *)x[0].qs);
+    const __m512i z = two ? _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_loadu_si256((const __m256i *)x[1].qs), 1)
+                          : _mm512_zextsi256_si512(lo);
+    return _mm512_xor_si512(z, _mm512_set1_epi8((char)0x80));
+}
+AINL512 __m512i ubytes2_q4_0(const char *row, int b, bool two) {
+    const tr_block_q4_0 *x = (const tr_block_q4_0 *)row + b;
+    const __m128i lo = _mm_loadu_si128((const __m128i *)x[0].qs);
+    const __m256i y = two ? _mm256_inserti128_si256(_mm256_castsi128_si256(lo), _mm_loadu_si128((const __m128i *)x[1].qs), 1)
+                          : _mm256_zextsi128_si256(lo);
+    /* [b's bytes, b's bytes, b+1's, b+1's], the second of each pair shifted to its high nibbles */
+    const __m512i z = _mm512_shuffle_i64x2(_mm512_castsi256_si512(y), _mm512_castsi256_si512(y), _MM_SHUFFLE(1, 1, 0, 0));
+    const long long s4 = 0x0004000400040004LL;
+    return _mm512_and_si512(_mm512_srlv_epi16(z, _mm512_setr_epi64(0, 0, s4, s4, 0, 0, s4, s4)), _mm512_set1_epi8(15));
+}
+AINL512 __m512i ubytes2_tq2_32(const char *row, int b, bool two) {
+    const tr_block_tq2_32 *x = (const tr_block_tq2_32 *)row + b;
+    int64_t b0, b1 = 0;
+    memcpy(&b0, x[0].qs, 8);
+    if (two) memcpy(&b1, x[1].qs, 8);
+    const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi64x(b0)), _mm256_set1_epi64x(b1), 1);
+    return _mm512_and_si512(_mm512_srlv_epi64(z, _mm512_setr_epi64(0, 2, 4, 6, 0, 2, 4, 6)), _mm512_set1_epi8(3));
+}
+
+/* The 8 blocks' sums of 4 registers of block pairs (register p: blocks 2p
+ * and 2p+1, 8 partial sums each), block b in lane b. */
+AINL512 __m256i reduce8_blocks(const __m512i z[4]) {
+    const __m512i y0 = _mm512_add_epi32(_mm512_shuffle_i32x4(z[0], z[1], 0x88), _mm512_shuffle_i32x4(z[0], z[1], 0xDD));
+    const __m512i y1 = _mm512_add_epi32(_mm512_shuffle_i32x4(z[2], z[3], 0x88), _mm512_shuffle_i32x4(z[2], z[3], 0xDD));
+    /* 128-bit chunk c: blocks c (y0) and c+4 (y1), 4 partial sums each */
+    const __m512i t = _mm512_add_epi32(_mm512_unpacklo_epi64(y0, y1), _mm512_unpackhi_epi64(y0, y1));
+    const __m512i u = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_CDAB));
+    const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_castsi512_si256(_mm512_permutexvar_epi32(idx, u));
+}
+
+/* The float side is the AVX2 variant's, 8 blocks a register. The queries'
+ * integers are copied once per call, blocks side by side (a pair is one
+ * memory operand), zeros after the last block. */
+#define SCORES_XQ_512(T, BIAS, NQ)                                                                                 \
+    TGT512 static void scores_xq##NQ##_##T##_avx512(const tr_block_q8_0 *q, const char *k, size_t stride, int n,   \
+                                                   int d, float scale, float *s, size_t s_stride) {               \
+        const int nb = d / 32, ng = (nb + 7) / 8;                                                                  \
+        int8_t qb[NQ][MAXD_512] __attribute__((aligned(64)));                                                      \
+        __m256i bsum[NQ][MAXD_512 / 256]; /* BIAS times each block's sum of integers */                            \
+        __m256 dq[NQ][MAXD_512 / 256];                                                                             \
+        UNROLL8 for (int qq = 0; qq < NQ; qq++) {                                                                          \
+            for (int b = 0; b < 8 * ng; b++)                                                                       \
+                _mm256_store_si256((__m256i *)(qb[qq] + 32 * b),                                                   \
+                                   b < nb ? _mm256_loadu_si256((const __m256i *)q[(size_t)qq * nb + b].qs)         \
+                                          : _mm256_setzero_si256());                                               \
+            for (int g = 0; g < ng; g++) {                                                                         \
+                __m512i z[4];                                                                                      \
+                for (int p = 0; p < 4; p++)                                                                        \
+                    z[p] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1),                        \
+                                               _mm512_load_si512(qb[qq] + 32 * (8 * g + 2 * p)));                  \
+                bsum[qq][g] = _mm256_mullo_epi32(reduce8_blocks(z), _mm256_set1_epi32(BIAS));                      \
+                dq[qq][g] = SCALES8(tr_block_q8_0, q + (size_t)qq * nb, 8 * g, nb - 8 * g < 8 ? nb - 8 * g : 8);   \
+            }                                                                                                      \
+        }                                                                                                          \
+        for (int i = 0; i < n; i++) {                                                                              \
+            const char *kr = k + (size_t)i * stride;                                                               \
+            __m256 acc[NQ];                                                                                        \
+            UNROLL8 for (int qq = 0; qq < NQ; qq++) acc[qq] = _mm256_setzero_ps();                                         \
+            for (int g = 0; g < ng; g++) {                                                                         \
+                const int b0 = 8 * g, m = nb - b0 < 8 ? nb - b0 : 8;                                               \
+                __m512i z[NQ][4];                                                                                  \
+                UNROLL8 for (int p = 0; p < 4; p++) {                                                              \
+                    if (2 * p >= m) {                                                                              \
+                        UNROLL8 for (int qq = 0; qq < NQ; qq++) z[qq][p] = _mm512_setzero_si512();                         \
+                        continue;                                                                                  \
+                    }                                                                                              \
+                    const __m512i u = ubytes2_##T(kr, b0 + 2 * p, 2 * p + 1 < m);                                  \
+                    UNROLL8 for (int qq = 0; qq < NQ; qq++)                                                                \
+                        z[qq][p] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u,                                  \
+                                                       _mm512_load_si512(qb[qq] + 32 * (b0 + 2 * p)));             \
+                }                                                                                                  \
+                const __m256 dkv = SCALES8(tr_block_##T, kr, b0, m);                                               \
+                UNROLL8 for (int qq = 0; qq < NQ; qq++) {                                                                  \
+                    const __m256i is = _mm256_sub_epi32(reduce8_blocks(z[qq]), bsum[qq][g]);                       \
+                    acc[qq] = _mm256_add_ps(acc[qq], _mm256_mul_ps(_mm256_mul_ps(dkv, dq[qq][g]), _mm256_cvtepi32_ps(is))); \
+                }                                                                                                  \
+            }                                                                                                      \
+            UNROLL8 for (int qq = 0; qq < NQ; qq++) s[(size_t)qq * s_stride + i] = hsum8(acc[qq]) * scale;                 \
+        }                                                                                                          \
+    }
+
+/* 32 values of a block (0-15 in v[0], 16-31 in v[1]) as floats, before its scale. */
+AINL512 void vals32_q8_0(const char *blk, __m512 v[2]) {
+    const int8_t *qs = ((const tr_block_q8_0 *)blk)->qs;
+    v[0] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)qs)));
+    v[1] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(qs + 16))));
+}
+AINL512 void vals32_q4_0(const char *blk, __m512 v[2]) {
+    const __m128i x = _mm_loadu_si128((const __m128i *)((const tr_block_q4_0 *)blk)->qs), m = _mm_set1_epi8(15);
+    const __m512i e = _mm512_set1_epi32(8);
+    v[0] = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(x, m)), e));
+    v[1] = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(x, 4), m)), e));
+}
+AINL512 void vals32_tq2_32(const char *blk, __m512 v[2]) {
+    const __m128i b = _mm_loadl_epi64((const __m128i *)((const tr_block_tq2_32 *)blk)->qs), m = _mm_set1_epi8(3);
+    const __m128i lo = _mm_and_si128(_mm_unpacklo_epi64(b, _mm_srli_epi16(b, 2)), m);
+    const __m128i hi = _mm_and_si128(_mm_unpacklo_epi64(_mm_srli_epi16(b, 4), _mm_srli_epi16(b, 6)), m);
+    const __m512i one = _mm512_set1_epi32(1);
+    v[0] = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(lo), one));
+    v[1] = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(hi), one));
+}
+
+/* As PV_XQ_AVX2, a whole block (32 elements: two registers per head) of one
+ * lane at a time; the products w_h[k] * d_k are kept as floats and met as
+ * embedded broadcasts. */
+#define PV_XQ_512(T)                                                                                               \
+    AINL512 void pv_xq_nh512_##T(float *acc, size_t as, size_t ws, size_t wofs, const int NH, const kv_run *runs,  \
+                                 int n_runs, size_t stride, int x0, int x1) {                                      \
+        float wd[4][RUN_SLOTS];                                                                                    \
+        const char *bp[RUN_SLOTS];                                                                                 \
+        int base[RUN_SLOTS];                                                                                       \
+        for (int r = 0, k = 0; r < n_runs; k += runs[r].n, r++) base[r] = k;                                       \
+        for (int b = x0 / 32; b < x1 / 32; b++) {                                                                  \
+            for (int r = 0; r < n_runs; r++) {                                                                     \
+                const char *vc = runs[r].v;                                                                        \
+                const float *wr = runs[r].w + wofs;                                                                \
+                const int cn = runs[r].n, k0 = base[r];                                                            \
+                int i = 0;                                                                                         \
+                for (; i + 8 <= cn; i += 8) {                                                                      \
+                    const __m256 d8 = _mm256_cvtph_ps(_mm_setr_epi16(                                              \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 0) * stride) + b)->d,                     \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 1) * stride) + b)->d,                     \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 2) * stride) + b)->d,                     \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 3) * stride) + b)->d,                     \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 4) * stride) + b)->d,                     \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 5) * stride) + b)->d,                     \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 6) * stride) + b)->d,                     \
+                        (short)((const tr_block_##T *)(vc + (size_t)(i + 7) * stride) + b)->d));                   \
+                    for (int h = 0; h < NH; h++)                                                                   \
+                        _mm256_storeu_ps(&wd[h][k0 + i], _mm256_mul_ps(_mm256_loadu_ps(wr + (size_t)h * ws + i), d8)); \
+                }                                                                                                  \
+                for (; i < cn; i++) {                                                                              \
+                    const float d = scale_##T(vc + (size_t)i * stride, b);                                         \
+                    for (int h = 0; h < NH; h++) wd[h][k0 + i] = wr[(size_t)h * ws + i] * d;                       \
+                }                                                                                                  \
+                for (i = 0; i < cn; i++) bp[k0 + i] = (const char *)((const tr_block_##T *)(vc + (size_t)i * stride) + b); \
+            }                                                                                                      \
+            for (int l = 0; l < 8; l++) {                                                                          \
+                float *ab = acc + (size_t)(b * 32 + l) * 8;                                                        \
+                __m512 a[4][2];                                                                                    \
+                UNROLL8 for (int h = 0; h < NH; h++) {                                                             \
+                    a[h][0] = load_acc2(ab + h * as);                                                              \
+                    a[h][1] = load_acc2(ab + h * as + 128);                                                        \
+                }                                                                                                  \
+                for (int r = 0; r < n_runs; r++) {                                                                 \
+                    const int cn = runs[r].n, k0 = base[r];                                                        \
+                    for (int i = (l - runs[r].p0) & 7; i < cn; i += 8) {                                           \
+                        __m512 vv[2];                                                                              \
+                        vals32_##T(bp[k0 + i], vv);                                                                \
+                        UNROLL8 for (int h = 0; h < NH; h++) {                                                     \
+                            a[h][0] = _mm512_fmadd_ps(_mm512_set1_ps(wd[h][k0 + i]), vv[0], a[h][0]);              \
+                            a[h][1] = _mm512_fmadd_ps(_mm512_set1_ps(wd[h][k0 + i]), vv[1], a[h][1]);              \
+                        }                                                                                          \
+                    }                                                                                              \
+                }                                                                                                  \
+                UNROLL8 for (int h = 0; h < NH; h++) {                                                             \
+                    store_acc2(ab + h * as, a[h][0]);                                                              \
+                    store_acc2(ab + h * as + 128, a[h][1]);                                                        \
+                }                                                                                                  \
+            }                                                                                                      \
+        }                                                                                                          \
+    }                                                                                                              \
+    TGT512 static void pv_x_##T##_avx512(float *acc, size_t as, size_t ws, int nh, const kv_run *runs, int n_runs, \
+                                         size_t stride, int x0, int x1) {                                          \
+        for (int h0 = 0; h0 < nh; h0 += 4) {                                                                       \
+            float *ah = acc + (size_t)h0 * as;                                                                     \
+            const size_t wo = (size_t)h0 * ws;                                                                     \
+            const int left = nh - h0;                                                                              \
+            if (left >= 4) pv_xq_nh512_##T(ah, as, ws, wo, 4, runs, n_runs, stride, x0, x1);                       \
+            else if (left == 3) pv_xq_nh512_##T(ah, as, ws, wo, 3, runs, n_runs, stride, x0, x1);                  \
+            else if (left == 2) pv_xq_nh512_##T(ah, as, ws, wo, 2, runs, n_runs, stride, x0, x1);                  \
+            else pv_xq_nh512_##T(ah, as, ws, wo, 1, runs, n_runs, stride, x0, x1);                                 \
+        }                                                                                                          \
+    }
+
+#define Q512(T, BIAS)                                                                                              \
+    SCORES_XQ_512(T, BIAS, 1)                                                                                      \
+    SCORES_XQ_512(T, BIAS, 2)                                                                                      \
+    SCORES_XQ_512(T, BIAS, 4)                                                                                      \
+    TGT512 static void scores_xq_##T##_avx512(const tr_block_q8_0 *q, int nq, const char *k, size_t stride, int n, \
+                                              int d, float scale, float *s, size_t s_stride) {                     \
+        if (d > MAXD_512) {                                                                                        \
+            scores_xq_##T##_avx2(q, nq, k, stride, n, d, scale, s, s_stride);                                      \
+            return;                                                                                                \
+        }                                                                                                          \
+        const int nb = d / 32;                                                                                     \
+        for (; nq >= 4; nq -= 4, q += (size_t)4 * nb, s += 4 * s_stride)                                           \
+            scores_xq4_##T##_avx512(q, k, stride, n, d, scale, s, s_stride);                                       \
+        for (; nq >= 2; nq -= 2, q += (size_t)2 * nb, s += 2 * s_stride)                                           \
+            scores_xq2_##T##_avx512(q, k, stride, n, d, scale, s, s_stride);                                       \
+        if (nq) scores_xq1_##T##_avx512(q, k, stride, n, d, scale, s, s_stride);                                   \
+    }                                                                                                              \
+    PV_XQ_512(T)
+Q512(q8_0, 128)
+Q512(q4_0, 8)
+Q512(tq2_32, 1)
+#undef Q512
 #endif
 
 /* The inner loops for a K type and a V type: F32/F16 for any path, Q8_0,
  * Q4_0 and TQ2_32 for the normalised-weights path (scores_xq, pv_x). */
 static bool quantized_kv(int type) { return type == TR_TYPE_Q8_0 || type == TR_TYPE_Q4_0 || type == TR_TYPE_TQ2_32; }
 
-static attn_fns pick_fns(int k_type, int v_type, bool simd) {
+static attn_fns pick_fns(int k_type, int v_type, tr_isa isa) {
     attn_fns f = {0};
     f.exp_sum = exp_sum_ref;
     f.round_half = round_half_ref;
@@ -751,8 +1135,7 @@ static attn_fns pick_fns(int k_type, int v_type, bool simd) {
     f.pv_x = v_type == TR_TYPE_F16 ? pv_x_f16 : v_type == TR_TYPE_Q8_0 ? pv_x_q8_0 : v_type == TR_TYPE_Q4_0 ? pv_x_q4_0
            : v_type == TR_TYPE_TQ2_32 ? pv_x_tq2_32 : pv_x_f32;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    const tr_cpu_features *c = tr_cpu_get();
-    if (simd && c->avx2 && c->fma && c->f16c) {
+    if (isa >= TR_ISA_AVX2) {
         f.exp_sum = exp_sum_avx2;
         f.round_half = round_half_avx2;
         f.scores = k_type == TR_TYPE_F16 ? scores_f16_avx2 : scores_f32_avx2;
@@ -764,8 +1147,16 @@ static attn_fns pick_fns(int k_type, int v_type, bool simd) {
         f.pv_x = v_type == TR_TYPE_F16 ? pv_x_f16_avx2 : v_type == TR_TYPE_Q8_0 ? pv_x_q8_0_avx2
                : v_type == TR_TYPE_Q4_0 ? pv_x_q4_0_avx2 : v_type == TR_TYPE_TQ2_32 ? pv_x_tq2_32_avx2 : pv_x_f32_avx2;
     }
+    if (isa >= TR_ISA_AVX512) { /* the flash path's loops (scores, pv, exp_sum) stay AVX2 */
+        f.scores_x = k_type == TR_TYPE_F16 ? scores_x_f16_avx512 : scores_x_f32_avx512;
+        f.scores_xq = k_type == TR_TYPE_Q8_0   ? scores_xq_q8_0_avx512
+                      : k_type == TR_TYPE_Q4_0 ? scores_xq_q4_0_avx512
+                                               : scores_xq_tq2_32_avx512;
+        f.pv_x = v_type == TR_TYPE_F16 ? pv_x_f16_avx512 : v_type == TR_TYPE_Q8_0 ? pv_x_q8_0_avx512
+               : v_type == TR_TYPE_Q4_0 ? pv_x_q4_0_avx512 : v_type == TR_TYPE_TQ2_32 ? pv_x_tq2_32_avx512 : pv_x_f32_avx512;
+    }
 #else
-    (void)simd;
+    (void)isa;
 #endif
     return f;
 }
@@ -1176,7 +1567,7 @@ static int build_blocks(attn_job *j, int32_t *ints) {
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 tr_status tr_attention_variant(tr_pool *pool, const tr_attn_params *p, const float *q, const void *k,
-                               const void *v, float *out, bool simd) {
+                               const void *v, float *out, tr_isa isa) {
     if (!p || !q || !k || !v || !out || !p->q_pos) return TR_ERR_ARG;
     if (p->n_tokens < 0 || p->n_kv < 0 || p->head_dim <= 0 || p->n_head <= 0 || p->n_head_kv <= 0 ||
         p->n_head % p->n_head_kv || p->n_seq < 0)
@@ -1206,7 +1597,7 @@ tr_status tr_attention_variant(tr_pool *pool, const tr_attn_params *p, const flo
     int nth = tr_pool_size(pool);
     attn_job j = {0};
     j.p = p;
-    j.fns = pick_fns(p->k_type, p->v_type, simd);
+    j.fns = pick_fns(p->k_type, p->v_type, isa);
     j.fn = &j.fns;
     j.q = q;
     j.k = k;
@@ -1294,7 +1685,15 @@ tr_status tr_attention_variant(tr_pool *pool, const tr_attn_params *p, const flo
     return TR_OK;
 }
 
+tr_attn_loop_fn tr_attention_loop(int kind, int type, tr_isa isa) {
+    const attn_fns f = pick_fns(type, type, isa);
+    return kind == 0 ? (tr_attn_loop_fn)f.scores_x : kind == 1 ? (tr_attn_loop_fn)f.scores_xq
+           : kind == 2 ? (tr_attn_loop_fn)f.pv_x : NULL;
+}
+
 tr_status tr_attention(tr_pool *pool, const tr_attn_params *p, const float *q, const void *k, const void *v,
                        float *out) {
-    return tr_attention_variant(pool, p, q, k, v, out, true);
+    const tr_isa isa = tr_isa_usable(TR_ISA_AVX512) ? TR_ISA_AVX512 : tr_isa_usable(TR_ISA_AVX2) ? TR_ISA_AVX2
+                                                                                                 : TR_ISA_SCALAR;
+    return tr_attention_variant(pool, p, q, k, v, out, isa);
 }

@@ -189,12 +189,21 @@ static inline void tr_q8kp_set_natural(tr_q8kp *y, const tr_q8k *k) {
 }
 void tr_act_q8kp_ref(const float *x, tr_q8kp *y, int64_t n);
 
-/* tr_attention with the SIMD inner loops (simd) or the scalar reference
- * (!simd), for tests that compare the two. */
+/* tr_attention with the inner loops written for `isa` (the highest ISA
+ * below it for a loop that has none), whether or not this CPU runs them:
+ * for tests, which compare the ISAs and run AVX-512 under an emulator.
+ * tr_attention uses the highest usable ISA. */
 struct tr_pool;
 struct tr_attn_params;
 tr_status tr_attention_variant(struct tr_pool *pool, const struct tr_attn_params *p, const float *q,
-                               const void *k, const void *v, float *out, bool simd);
+                               const void *k, const void *v, float *out, tr_isa isa);
+/* For tests that run one of them emulated (tests/test_attention_emu.py): the
+ * normalised-weights path's loop `kind` (0 scores_x, 1 scores_xq, 2 pv_x;
+ * their signatures in attention.c's attn_fns) for entries of `type` (K's
+ * for the scores, V's for pv_x), as tr_attention_variant picks it for
+ * `isa`. */
+typedef void (*tr_attn_loop_fn)(void);
+tr_attn_loop_fn tr_attention_loop(int kind, int type, tr_isa isa);
 
 /* tr_geglu through its table with the AVX2 loop (simd) or the scalar loop,
  * and its direct reference (a tanhf per element), for tests. */

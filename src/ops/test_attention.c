@@ -2,8 +2,9 @@
  * full score rows in double, a plain softmax, then the weighted sum of V.
  * Random Q/K/V; ragged head sizes and token counts, GQA groups, causal and
  * sliding-window masks, explicit slot positions and sequence ids, F32 and F16
- * caches, softcap; every thread count 1..3 and both the SIMD and the scalar
- * inner loops. Quantized caches (Q8_0, Q4_0, TQ2_32 for K and V, mixed):
+ * caches, softcap; every thread count 1..3 and the inner loops of every ISA
+ * this CPU runs (scalar, AVX2, AVX-512). Quantized caches (Q8_0, Q4_0,
+ * TQ2_32 for K and V, mixed):
  * against the same double reference over the dequantized entries, bit for bit
  * against the lanes arithmetic written out here, and against the unquantized
  * data within a bound per type; with llama.cpp's Hadamard rotation, against
@@ -348,6 +349,25 @@ static void naive_lanes(const case_t *c, float *out) {
     free(s), free(acc);
 }
 
+/* The inner loops' ISAs; a loop an ISA has no variant of runs the next
+ * lower one's. Those this CPU cannot run are skipped (reported by TT_SIMD
+ * where a test names its paths). */
+static const tr_isa isas[] = {TR_ISA_SCALAR, TR_ISA_AVX2, TR_ISA_AVX512};
+enum { N_ISAS = sizeof isas / sizeof isas[0] };
+
+/* Why the AVX-512 loops cannot run here. tests/test_attention_emu.py runs
+ * them on any machine under an emulator. */
+static const char *avx512_missing(void) {
+    const tr_cpu_features *f = tr_cpu_get();
+    static char why[160];
+    snprintf(why, sizeof why, "lacks%s%s%s%s%s%s (tests/test_attention_emu.py runs them emulated)",
+             tr_isa_usable(TR_ISA_AVX2) ? "" : " avx2/fma/f16c", f->avx512f ? "" : " avx512f",
+             f->avx512bw ? "" : " avx512bw", f->avx512vl ? "" : " avx512vl", f->avx512dq ? "" : " avx512dq",
+             f->avx512vnni ? "" : " avx512vnni");
+    if (getenv("TRINITY_CPU")) snprintf(why + strlen(why), sizeof why - strlen(why), " (TRINITY_CPU caps the features)");
+    return why;
+}
+
 static int check_case(case_t *c, tr_pool **pools) {
     size_t n = (size_t)c->p.n_tokens * c->p.n_head * dim_v(c);
     float *want = malloc(sizeof(float) * n), *exact = malloc(sizeof(float) * n);
@@ -361,19 +381,20 @@ static int check_case(case_t *c, tr_pool **pools) {
                          c->p.v_type != TR_TYPE_F32;
     if (bitwise) naive_lanes(c, exact);
     int bad_total = 0;
-    for (int simd = 0; simd <= 1; simd++) {
+    for (int ii = 0; ii < N_ISAS; ii++) {
+        if (!tr_isa_usable(isas[ii])) continue;
         for (int pi = 0; pi < 4; pi++) {
             memset(c->out, 0xff, sizeof(float) * n); /* NaN: every output must be written */
-            tr_status st = tr_attention_variant(pi ? pools[pi - 1] : NULL, &c->p, c->q, c->k, c->v, c->out, simd);
+            tr_status st = tr_attention_variant(pi ? pools[pi - 1] : NULL, &c->p, c->q, c->k, c->v, c->out, isas[ii]);
             TT_CHECK_EQ_INT(st, TR_OK);
             int bad = 0;
             for (size_t i = 0; i < n; i++)
                 if (!(fabsf(c->out[i] - want[i]) <= tol) || (bitwise && c->out[i] != exact[i])) bad++;
             if (bad)
-                fprintf(stderr, "  tokens=%d kv=%d seqs=%d d=%d/%d heads=%d/%d types=%s/%s window=%d flags=%u simd=%d "
+                fprintf(stderr, "  tokens=%d kv=%d seqs=%d d=%d/%d heads=%d/%d types=%s/%s window=%d flags=%u isa=%d "
                                 "threads=%d: %d bad\n", c->p.n_tokens, c->p.n_kv, c->p.n_seq, c->p.head_dim, dim_v(c),
                         c->p.n_head, c->p.n_head_kv, tr_type_name(c->p.k_type), tr_type_name(c->p.v_type), c->p.window,
-                        c->p.flags, simd, pi, bad);
+                        c->p.flags, (int)isas[ii], pi, bad);
             bad_total += bad;
         }
     }
@@ -384,7 +405,7 @@ static int check_case(case_t *c, tr_pool **pools) {
 static tr_pool *pools[3];
 
 TT_TEST(prompt_and_decode_match_naive_softmax) {
-    /* simd = 1 below runs the AVX2 inner loops only where the CPU has them */
+    /* the AVX2 inner loops run only where the CPU has them */
     const tr_cpu_features *f = tr_cpu_get();
     TT_SIMD("avx2 attention (F32 and F16 cache)", f->avx2 && f->fma && f->f16c, "lacks avx2, fma or f16c");
     static const int shapes[][3] = {{64, 4, 1}, {64, 32, 4}, {72, 6, 2}, {128, 4, 4}, {256, 4, 1}, {40, 3, 3}};
@@ -424,6 +445,8 @@ TT_TEST(sliding_window_positions_sequences_softcap) {
 }
 
 TT_TEST(normalised_weights_path_is_the_lanes_arithmetic) {
+    /* the AVX-512 loops (F32/F16 scores and weighted sums) where the CPU has them */
+    TT_SIMD("avx512 attention (F32 and F16 cache)", tr_isa_usable(TR_ISA_AVX512), avx512_missing());
     /* Gemma-, TinyLlama- and Qwen-like groups, ragged head sizes (not
      * multiples of 8), windows that start ranges off a multiple of 8. */
     static const int shapes[][4] = {{256, 256, 4, 1}, {64, 64, 32, 4}, {40, 40, 6, 2}, {72, 72, 4, 4}, {20, 20, 3, 1}};
@@ -491,8 +514,9 @@ TT_TEST(paged_result_does_not_depend_on_block_layout) {
                     memcpy((char *)b.v + to * b.p.v_stride, (char *)a.v + from * a.p.v_stride, a.p.v_stride);
                 }
             for (int th = 0; th < 3; th++)
-                for (int simd = 0; simd <= 1; simd++) {
-                    TT_CHECK_EQ_INT(tr_attention_variant(pools[th], &b.p, b.q, b.k, b.v, b.out, simd), TR_OK);
+                for (int ii = 0; ii < N_ISAS; ii++) {
+                    if (!tr_isa_usable(isas[ii])) continue;
+                    TT_CHECK_EQ_INT(tr_attention_variant(pools[th], &b.p, b.q, b.k, b.v, b.out, isas[ii]), TR_OK);
                     TT_CHECK(memcmp(b.out, ref, sizeof(float) * 9 * 4 * 64) == 0);
                 }
             free_case(&b);
@@ -519,6 +543,7 @@ TT_TEST(quantized_caches_are_the_lanes_arithmetic) {
      * decode, windows, paged tables of several block sizes. */
     const tr_cpu_features *f = tr_cpu_get();
     TT_SIMD("avx2 attention (quantized caches)", f->avx2 && f->fma && f->f16c, "lacks avx2, fma or f16c");
+    TT_SIMD("avx512 attention (quantized caches)", tr_isa_usable(TR_ISA_AVX512), avx512_missing());
     static const int shapes[][3] = {{256, 4, 1}, {64, 32, 4}, {96, 6, 2}, {32, 3, 3}, {160, 4, 2}, {288, 2, 1}};
     const int sizes[] = {1, 5, 16, 32};
     for (int pr = 0; pr < N_QUANT_PAIRS; pr++) {
