@@ -71,6 +71,8 @@ typedef struct seq {
     drafter *dr;           /* its drafter (NULL: none, or the draft model's) */
     int32_t *draft, n_draft; /* this step's guesses, [spec.n_max] */
     double alpha, alpha0;  /* running estimate of P(a guess is accepted | the ones before were); its start */
+    double alpha_chain;    /* the same for the n-gram drafter's chained guesses (past n_first) */
+    int32_t n_first;       /* this step's guesses from the drafter's first lookup (spec.h) */
     int32_t d_fed;         /* draft model: positions its context holds for this sequence (= tok[0..d_fed)) */
     int32_t n_drafted, n_accepted, n_steps;
     uint64_t admitted;     /* admission order: the newest is preempted first */
@@ -346,6 +348,7 @@ int64_t tr_engine_submit(tr_engine *e, const tr_seq_params *p, tr_error *err) {
     if (s && sp.kind != TR_SPEC_NONE) {
         s->spec = sp;
         s->alpha = s->alpha0 = sp.kind == TR_SPEC_NGRAM ? 0.7 : 0.5; /* a copy of the context is likely right */
+        s->alpha_chain = s->alpha0;
         s->draft = malloc(sizeof *s->draft * (size_t)sp.n_max);
         s->dr = sp.kind == TR_SPEC_DRAFT ? NULL : drafter_new(sp.kind);
     }
@@ -618,10 +621,20 @@ static void draft_run(tr_engine *e, seq **dec, int32_t n_dec, const int32_t *wan
     }
 }
 
+/* The chance that a sequence's guesses 1..c are all accepted: alpha per
+ * guess of the drafter's first lookup, alpha_chain per chained guess after
+ * them (learnt apart: chained guesses are right in some texts, repeated
+ * JSON fields, and wrong in others, where one estimate for both would
+ * shorten the runs of the first lookup's good guesses too). */
+static double guess_prob(const seq *s, int32_t c) {
+    const int32_t first = c < s->n_first ? c : s->n_first;
+    return pow(s->alpha, first) * pow(s->alpha_chain, c - first);
+}
+
 /* How many guesses each generating sequence verifies this step. Each
  * sequence's drafter proposes up to what it may take; the i-th guess of a
- * sequence adds alpha^i expected tokens (it counts only if the ones before
- * it are accepted). Guesses are taken best first while the step's expected
+ * sequence adds guess_prob(i) expected tokens (it counts only if the ones
+ * before it are accepted). Guesses are taken best first while the step's expected
  * tokens per second grow: n_base tokens already in the batch (n_dec of
  * them generating, one expected token each), plus the guesses, against the
  * measured cost of a step that size. So a single stream verifies long runs
@@ -633,6 +646,7 @@ static int32_t choose_drafts(tr_engine *e, seq **dec, int32_t n_dec, int32_t n_b
     for (int32_t i = 0; i < n_dec; i++) {
         seq *s = dec[i];
         s->n_draft = cnt[i] = best[i] = want[i] = 0;
+        s->n_first = INT32_MAX; /* the draft model's guesses are all first-hand */
         if (s->spec.kind == TR_SPEC_NONE) continue;
         int32_t k = s->spec.n_max;
         const int32_t left_ctx = e->c->n_ctx_seq - 1 - (s->n_fed - s->n_drop), left_cap = s->cap_tok - s->n_tok - 1;
@@ -641,7 +655,7 @@ static int32_t choose_drafts(tr_engine *e, seq **dec, int32_t n_dec, int32_t n_b
         if (s->n_predict > 0 && k > s->n_predict - s->n_gen - 1) k = s->n_predict - s->n_gen - 1;
         if (k <= 0) continue;
         if (s->dr) {
-            s->n_draft = drafter_propose(s->dr, s->tok, s->n_tok, k, s->draft);
+            s->n_draft = drafter_propose(s->dr, s->tok, s->n_tok, k, s->draft, &s->n_first);
         } else { /* the draft model: about as many as a run of accepted guesses is long */
             want[i] = 1 + (int32_t)(s->alpha / (1.0 - s->alpha + 1e-9));
             if (want[i] > k) want[i] = k;
@@ -658,7 +672,7 @@ static int32_t choose_drafts(tr_engine *e, seq **dec, int32_t n_dec, int32_t n_b
         double g_pick = 0;
         for (int32_t i = 0; i < n_dec; i++) {
             if (cnt[i] >= dec[i]->n_draft) continue;
-            const double g = pow(dec[i]->alpha, cnt[i] + 1);
+            const double g = guess_prob(dec[i], cnt[i] + 1);
             if (g > g_pick) g_pick = g, pick = i;
         }
         if (pick < 0) break;
@@ -675,7 +689,10 @@ static int32_t choose_drafts(tr_engine *e, seq **dec, int32_t n_dec, int32_t n_b
         seq *s = dec[i];
         if (s->spec.kind == TR_SPEC_NONE) continue;
         s->n_draft = best[i] >= s->spec.n_min ? best[i] : 0;
-        if (s->n_draft == 0 && s->alpha < s->alpha0) s->alpha += 0.02 * (s->alpha0 - s->alpha); /* try again, some day */
+        if (s->n_draft == 0) { /* try again, some day */
+            if (s->alpha < s->alpha0) s->alpha += 0.02 * (s->alpha0 - s->alpha);
+            if (s->alpha_chain < s->alpha0) s->alpha_chain += 0.02 * (s->alpha0 - s->alpha_chain);
+        }
         total += s->n_draft;
     }
     return total;
@@ -752,8 +769,10 @@ static tr_finish sample_rows(tr_engine *e, seq *s, tr_step_stats *st) {
         s->n_accepted += i;
         st->n_drafted += s->n_draft;
         st->n_accepted += i;
-        for (int32_t k = 0; k < s->n_draft && k <= i; k++) /* accepted: i of them; rejected: the next, if any */
-            s->alpha += 0.15 * ((k < i ? 1.0 : 0.0) - s->alpha);
+        for (int32_t k = 0; k < s->n_draft && k <= i; k++) { /* accepted: i of them; rejected: the next, if any */
+            double *a = k < s->n_first ? &s->alpha : &s->alpha_chain;
+            *a += 0.15 * ((k < i ? 1.0 : 0.0) - *a);
+        }
         tr_kv_seq_rm(e->c, s->slot, s->n_fed - s->n_drop + i + 1, -1);
     }
     if (e->dc && s->d_fed > n0 + i) { /* the draft model's cache: its guesses past the accepted ones go */

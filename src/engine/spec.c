@@ -141,8 +141,9 @@ static int32_t lookahead_propose(drafter *d, const int32_t *tok, int32_t n, int3
 
 /* Prompt lookup, chained: while the occurrence found leaves fewer than k
  * guesses, look up again at the end of the context plus the guesses. */
-static int32_t ngram_propose(drafter *d, const int32_t *tok, int32_t n, int32_t k, int32_t *out) {
+static int32_t ngram_propose(drafter *d, const int32_t *tok, int32_t n, int32_t k, int32_t *out, int32_t *n_first) {
     int32_t m = lookup(tok, n, k, NG_MIN, out);
+    *n_first = m;
     if (m == 0 || m >= k) return m;
     if (d->cap_ctx < n + k) {
         int32_t cap = (n + k) * 2 > n + k ? (n + k) * 2 : n + k;
@@ -161,10 +162,13 @@ static int32_t ngram_propose(drafter *d, const int32_t *tok, int32_t n, int32_t 
     return m;
 }
 
-int32_t drafter_propose(drafter *d, const int32_t *tok, int32_t n, int32_t k, int32_t *out) {
+int32_t drafter_propose(drafter *d, const int32_t *tok, int32_t n, int32_t k, int32_t *out, int32_t *n_first) {
+    int32_t first_;
+    if (!n_first) n_first = &first_;
+    *n_first = 0;
     if (!d || n <= 0 || k <= 0) return 0;
-    if (d->kind == TR_SPEC_NGRAM) return ngram_propose(d, tok, n, k, out);
-    return lookahead_propose(d, tok, n, k, out);
+    if (d->kind == TR_SPEC_NGRAM) return ngram_propose(d, tok, n, k, out, n_first);
+    return *n_first = lookahead_propose(d, tok, n, k, out);
 }
 
 void drafter_observe(drafter *d, const int32_t *tok, int32_t n, const int32_t *draft, int32_t n_draft,

@@ -132,21 +132,22 @@ TT_TEST(ngram_guesses_run_on_through_a_repeating_pattern) {
     TT_CHECK(d != NULL);
     if (!d) return;
     enum { N = 11, K = 10, P = 3 };
-    int32_t tok[N], out[K];
+    int32_t tok[N], out[K], first = -1;
     for (int i = 0; i < N; i++) tok[i] = 100 + i % P; /* 100 101 102 100 ... */
-    int32_t m = drafter_propose(d, tok, N, K, out);
+    int32_t m = drafter_propose(d, tok, N, K, out, &first);
     TT_CHECK(m == K);
+    TT_CHECK(first == 3); /* the latest occurrence (of the last 4) has 3 tokens after it */
     for (int i = 0; i < m; i++) TT_CHECK(out[i] == 100 + (N + i) % P);
     /* a long-ago occurrence with enough tokens after it: its continuation */
     int32_t t2[40];
     for (int i = 0; i < 40; i++) t2[i] = 200 + i;
     t2[37] = 210, t2[38] = 211, t2[39] = 212; /* the end repeats 210 211 212 */
-    m = drafter_propose(d, t2, 40, 5, out);
-    TT_CHECK(m == 5);
+    m = drafter_propose(d, t2, 40, 5, out, &first);
+    TT_CHECK(m == 5 && first == 5);
     for (int i = 0; i < m; i++) TT_CHECK(out[i] == 213 + i);
     /* nothing to follow */
     for (int i = 0; i < 40; i++) t2[i] = 300 + i;
-    TT_CHECK(drafter_propose(d, t2, 40, 5, out) == 0);
+    TT_CHECK(drafter_propose(d, t2, 40, 5, out, &first) == 0);
     drafter_free(d);
 }
 
