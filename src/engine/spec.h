@@ -17,8 +17,8 @@ void drafter_free(drafter *d);
 
 /* Up to k guesses (written to out) for the tokens after tok[0..n): tok are
  * the sequence's tokens, prompt and generated, the last one not yet
- * decoded. Returns how many (0: no guess worth making); *n_first (may be
- * NULL) is how many of them the first lookup gave, the rest being guesses
+ * decoded. Returns how many (0: no guess worth making); *n_first is how
+ * many of them the first lookup gave, the rest being guesses
  * chained on guesses (the n-gram drafter's; the scheduler learns how often
  * each kind is right apart). */
 int32_t drafter_propose(drafter *d, const int32_t *tok, int32_t n, int32_t k, int32_t *out, int32_t *n_first);
