@@ -204,59 +204,9 @@ TILEV void quad_tile(const uint8_t *const *rows, int64_t n, const char *a, size_
     FOR_T(j) out[j] = quad_sum(acc[j][0], acc[j][1]);
 }
 
-/* Four rows (rows[k], written to y column yrow[k] for k < keep) against
- * all nt tokens, in tiles of four; pf as quad_tile, for the first tile
- * (the one that brings the rows in). */
-TILEV void quad_group(int64_t n, const uint8_t *const *rows, const int *yrow, int keep, const char *a, size_t as,
-                      int nt, float *y, size_t ys, size_t pf, const int F) {
-    for (int t = 0; t < nt; t += 4) {
-        __m128 out[4];
-        const char *at = a + (size_t)t * as;
-        const int left = nt - t;
-        const size_t p = t == 0 ? pf : 0;
-        if (left >= 4) quad_tile(rows, n, at, as, 4, out, F, p);
-        else if (left == 3) quad_tile(rows, n, at, as, 3, out, F, p);
-        else if (left == 2) quad_tile(rows, n, at, as, 2, out, F, p);
-        else quad_tile(rows, n, at, as, 1, out, F, p);
-        for (int j = 0; j < 4 && j < left; j++) {
-            float o[4];
-            _mm_storeu_ps(o, out[j]);
-            for (int k = 0; k < keep; k++) y[(size_t)(t + j) * ys + (size_t)yrow[k]] = o[k];
-        }
-    }
-}
-
-/* Up to TR_STREAM_TOKENS tokens, the groups are rows i, i + h, i + 2h,
- * i + 3h (h = nr / 4): four sequential streams (matmul_avx2_legacy.c has
- * the measurements), each prefetched one row ahead. More tokens:
- * neighbouring rows, whose weights the token tiles after the first find in
- * cache. Then the nr % 4 rows left, in a padded group. */
-#define GEMM_QUADS(name, F)                                                                                       \
-    TGTV static void name##_group(int64_t n, const uint8_t *const *rows, const int *yrow, int keep,             \
-                                  const char *a, size_t as, int nt, float *y, size_t ys, size_t pf) {          \
-        quad_group(n, rows, yrow, keep, a, as, nt, y, ys, pf, F);                                               \
-    }                                                                                                           \
-    TGTV static void name(int64_t n, const void *w_, size_t ws, int nr, const void *a_, size_t as, int nt,     \
-                          float *y, size_t ys) {                                                                \
-        const uint8_t *w = w_;                                                                                  \
-        const char *a = a_;                                                                                     \
-        const int h = nr / 4, streams = nt <= TR_STREAM_TOKENS;                                                 \
-        for (int i = 0; i < h; i++) {                                                                           \
-            int yrow[4];                                                                                        \
-            for (int k = 0; k < 4; k++) yrow[k] = streams ? i + k * h : 4 * i + k;                              \
-            const uint8_t *rows[4] = {w + (size_t)yrow[0] * ws, w + (size_t)yrow[1] * ws,                        \
-                                      w + (size_t)yrow[2] * ws, w + (size_t)yrow[3] * ws};                       \
-            name##_group(n, rows, yrow, 4, a, as, nt, y, ys, streams ? ws : 0);                                 \
-        }                                                                                                       \
-        const int keep = nr - 4 * h;                                                                            \
-        if (keep) {                                                                                             \
-            int yrow[4];                                                                                        \
-            for (int k = 0; k < 4; k++) yrow[k] = 4 * h + (k < keep ? k : keep - 1);                            \
-            const uint8_t *rows[4] = {w + (size_t)yrow[0] * ws, w + (size_t)yrow[1] * ws,                        \
-                                      w + (size_t)yrow[2] * ws, w + (size_t)yrow[3] * ws};                       \
-            name##_group(n, rows, yrow, keep, a, as, nt, y, ys, 0);                                             \
-        }                                                                                                       \
-    }
+#define LQ_TILE TILEV
+#define LQ_TGT TGTV
+#include "legacy_quads.h"
 
 GEMM_QUADS(gemm_q8_0, F_Q8_0)
 GEMM_QUADS(gemm_q4_0, F_Q4_0)
