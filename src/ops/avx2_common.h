@@ -50,27 +50,8 @@ TILE __m128i reduce4(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
 #define ACT(j, b) ((const tr_q8a *)(a + (size_t)(j) * as) + (b))
 #define ACTK(j, b) ((const tr_q8k *)(a + (size_t)(j) * as) + (b))
 
-/* Wrap a tile into the kernel shape: rows outer, tokens in fours inner, so a
- * weight row is read from memory once and reused from L1 by the token tiles. */
-#define GEMM_FROM_TILE(name, tile)                                                               \
-    TGT static void name(int64_t n, const void *w, size_t ws, int nr, const void *a_, size_t as, \
-                         int nt, float *y, size_t ys) {                                         \
-        const char *a = a_;                                                                     \
-        for (int r = 0; r < nr; r++) {                                                          \
-            const uint8_t *wr = (const uint8_t *)w + (size_t)r * ws;                            \
-            float out[4];                                                                       \
-            int t = 0;                                                                          \
-            for (; t + 4 <= nt; t += 4) {                                                       \
-                tile(n, wr, a + (size_t)t * as, as, 4, out);                                    \
-                for (int k = 0; k < 4; k++) y[(size_t)(t + k) * ys + r] = out[k];               \
-            }                                                                                   \
-            int left = nt - t;                                                                  \
-            if (left == 3) tile(n, wr, a + (size_t)t * as, as, 3, out);                         \
-            else if (left == 2) tile(n, wr, a + (size_t)t * as, as, 2, out);                    \
-            else if (left == 1) tile(n, wr, a + (size_t)t * as, as, 1, out);                    \
-            for (int k = 0; k < left; k++) y[(size_t)(t + k) * ys + r] = out[k];                \
-        }                                                                                       \
-    }
+/* A tile made a kernel (kernels.h's TR_GEMM_FROM_TILE) with this file's target. */
+#define GEMM_FROM_TILE(name, tile) TR_GEMM_FROM_TILE(name, tile, TGT)
 
 
 #endif

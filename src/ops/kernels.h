@@ -122,6 +122,31 @@ typedef struct tr_kernel {
     tr_gemm_fn avx512; /* AVX-512 (TR_ISA_AVX512) variant, NULL when none */
 } tr_kernel;
 
+/* Wrap a tile into the kernel shape: rows outer, tokens in fours inner, so a
+ * weight row is read from memory once and reused from L1 by the token tiles.
+ * tile(n, row, a, as, NT, out) writes the row's result for NT <= 4 tokens to
+ * out; tgt is the SIMD file's target attribute (the tile is always inlined,
+ * so the wrapper must carry the same). */
+#define TR_GEMM_FROM_TILE(name, tile, tgt)                                                               \
+    tgt static void name(int64_t n, const void *w, size_t ws, int nr, const void *a_, size_t as, \
+                         int nt, float *y, size_t ys) {                                         \
+        const char *a = a_;                                                                     \
+        for (int r = 0; r < nr; r++) {                                                          \
+            const uint8_t *wr = (const uint8_t *)w + (size_t)r * ws;                            \
+            float out[4];                                                                       \
+            int t = 0;                                                                          \
+            for (; t + 4 <= nt; t += 4) {                                                       \
+                tile(n, wr, a + (size_t)t * as, as, 4, out);                                    \
+                for (int k = 0; k < 4; k++) y[(size_t)(t + k) * ys + r] = out[k];               \
+            }                                                                                   \
+            int left = nt - t;                                                                  \
+            if (left == 3) tile(n, wr, a + (size_t)t * as, as, 3, out);                         \
+            else if (left == 2) tile(n, wr, a + (size_t)t * as, as, 2, out);                    \
+            else if (left == 1) tile(n, wr, a + (size_t)t * as, as, 1, out);                    \
+            for (int k = 0; k < left; k++) y[(size_t)(t + k) * ys + r] = out[k];                \
+        }                                                                                       \
+    }
+
 /* NULL when the type has no kernel (tr_matmul then dequantizes rows). */
 const tr_kernel *tr_kernel_get(int type);
 /* The variant tr_matmul uses on this CPU. */

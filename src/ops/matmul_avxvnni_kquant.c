@@ -225,25 +225,13 @@ TILEV void k_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int64_t
         for (int64_t b = 0; b < n / 256; b++, w += bytes) k_sb(acc, w, a, as, b, NT, K);                    \
         FOR_T(j) out[j] = hsum_ps(acc[j]);                                                                   \
     }                                                                                                        \
+    TR_GEMM_FROM_TILE(name##_tiles, name##_tile, TGTV)                                                  \
     TGTV static void name(int64_t n, const void *w_, size_t ws, int nr, const void *a_, size_t as, int nt,  \
                           float *y, size_t ys) {                                                             \
         const uint8_t *w = w_;                                                                               \
         const char *a = a_;                                                                                  \
         if (nt != 1) {                                                                                       \
-            for (int r = 0; r < nr; r++) {                                                                   \
-                const uint8_t *wr = w + (size_t)r * ws;                                                      \
-                float out[4];                                                                                \
-                int t = 0;                                                                                   \
-                for (; t + 4 <= nt; t += 4) {                                                                \
-                    name##_tile(n, wr, a + (size_t)t * as, as, 4, out);                                      \
-                    for (int k = 0; k < 4; k++) y[(size_t)(t + k) * ys + r] = out[k];                        \
-                }                                                                                            \
-                int left = nt - t;                                                                           \
-                if (left == 3) name##_tile(n, wr, a + (size_t)t * as, as, 3, out);                           \
-                else if (left == 2) name##_tile(n, wr, a + (size_t)t * as, as, 2, out);                      \
-                else if (left == 1) name##_tile(n, wr, a + (size_t)t * as, as, 1, out);                      \
-                for (int k = 0; k < left; k++) y[(size_t)(t + k) * ys + r] = out[k];                         \
-            }                                                                                                \
+            name##_tiles(n, w_, ws, nr, a_, as, nt, y, ys);                                                  \
             return;                                                                                          \
         }                                                                                                    \
         int h = nr / 2;                                                                                      \
