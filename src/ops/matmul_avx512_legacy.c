@@ -33,28 +33,7 @@
 
 #include <stddef.h>
 
-enum { F_Q4_0, F_Q4_1, F_Q5_0, F_Q5_1, F_Q8_0 };
-
-/* The formats' geometry, from their block structs (quant/blocks.h). */
-TILE512 size_t lg_bytes(const int F) {
-    return F == F_Q4_0   ? sizeof(tr_block_q4_0)
-           : F == F_Q4_1 ? sizeof(tr_block_q4_1)
-           : F == F_Q5_0 ? sizeof(tr_block_q5_0)
-           : F == F_Q5_1 ? sizeof(tr_block_q5_1)
-                         : sizeof(tr_block_q8_0);
-}
-TILE512 size_t lg_qs(const int F) {
-    return F == F_Q4_0   ? offsetof(tr_block_q4_0, qs)
-           : F == F_Q4_1 ? offsetof(tr_block_q4_1, qs)
-           : F == F_Q5_0 ? offsetof(tr_block_q5_0, qs)
-           : F == F_Q5_1 ? offsetof(tr_block_q5_1, qs)
-                         : offsetof(tr_block_q8_0, qs);
-}
-TILE512 size_t lg_qh(const int F) { return F == F_Q5_0 ? offsetof(tr_block_q5_0, qh) : offsetof(tr_block_q5_1, qh); }
-/* The offset the unsigned quants carry (a multiple of 4: spread over a row's four lanes). */
-TILE512 int lg_offset(const int F) { return F == F_Q4_0 ? 8 : F == F_Q5_0 ? 16 : F == F_Q8_0 ? 128 : 0; }
-/* Whether the block carries a min, stored right after its scale. */
-TILE512 int lg_has_min(const int F) { return F == F_Q4_1 || F == F_Q5_1; }
+#include "legacy_geom.h"
 
 /* One block of four rows, decoded. */
 typedef struct quad {
