@@ -566,6 +566,17 @@ AINL float scale_tq2_32(const char *row, int b) { return _cvtsh_ss(((const tr_bl
                                               (short)((const B *)(row) + (b0))[4].d, (short)((const B *)(row) + (b0))[5].d, \
                                               (short)((const B *)(row) + (b0))[6].d, (short)((const B *)(row) + (b0))[7].d) \
                              : scales_part((const char *)((const B *)(row) + (b0)) + offsetof(B, d), sizeof(B), (m)))
+/* The scales of block b of 8 cache slots, stride bytes apart from slot0
+ * (blocks of type B), as floats. */
+#define SLOT_SCALES8(B, slot0, stride, b)                                                                          \
+    _mm256_cvtph_ps(_mm_setr_epi16((short)((const B *)((slot0) + 0 * (stride)) + (b))->d,                          \
+                                   (short)((const B *)((slot0) + 1 * (stride)) + (b))->d,                          \
+                                   (short)((const B *)((slot0) + 2 * (stride)) + (b))->d,                          \
+                                   (short)((const B *)((slot0) + 3 * (stride)) + (b))->d,                          \
+                                   (short)((const B *)((slot0) + 4 * (stride)) + (b))->d,                          \
+                                   (short)((const B *)((slot0) + 5 * (stride)) + (b))->d,                          \
+                                   (short)((const B *)((slot0) + 6 * (stride)) + (b))->d,                          \
+                                   (short)((const B *)((slot0) + 7 * (stride)) + (b))->d))
 AINL __m128i scales_part(const char *d, size_t size, int m) {
     uint16_t h[8] = {0};
     for (int b = 0; b < m; b++) memcpy(&h[b], d + (size_t)b * size, 2);
@@ -658,15 +669,7 @@ AINL __m256 vals8_tq2_32(const char *row, int x) {
                 const int cn = runs[r].n, k0 = base[r];                                                            \
                 int i = 0;                                                                                         \
                 for (; i + 8 <= cn; i += 8) { /* 8 slots' scales at once */                                       \
-                    const __m256 d8 = _mm256_cvtph_ps(_mm_setr_epi16(                                              \
-                        (short)((const tr_block_##T *)(vc + (size_t)(i + 0) * stride) + b)->d,                     \
-                        (short)((const tr_block_##T *)(vc + (size_t)(i + 1) * stride) + b)->d,                     \
-                        (short)((const tr_block_##T *)(vc + (size_t)(i + 2) * stride) + b)->d,                     \
-                        (short)((const tr_block_##T *)(vc + (size_t)(i + 3) * stride) + b)->d,                     \
-                        (short)((const tr_block_##T *)(vc + (size_t)(i + 4) * stride) + b)->d,                     \
-                        (short)((const tr_block_##T *)(vc + (size_t)(i + 5) * stride) + b)->d,                     \
-                        (short)((const tr_block_##T *)(vc + (size_t)(i + 6) * stride) + b)->d,                     \
-                        (short)((const tr_block_##T *)(vc + (size_t)(i + 7) * stride) + b)->d));                   \
+                    const __m256 d8 = SLOT_SCALES8(tr_block_##T, vc + (size_t)i * stride, stride, b);             \
                     for (int h = 0; h < NH; h++) {                                                                 \
                         float f[8];                                                                                \
                         _mm256_storeu_ps(f, _mm256_mul_ps(_mm256_loadu_ps(wr + (size_t)h * ws + i), d8));          \
@@ -1040,15 +1043,7 @@ AINL512 void vals32_tq2_32(const char *blk, __m512 v[2]) {
                 const int cn = runs[r].n, k0 = base[r];                                                            \
                 int i = 0;                                                                                         \
                 for (; i + 8 <= cn; i += 8) {                                                                      \
-                    const __m256 d8 = _mm256_cvtph_ps(_mm_setr_epi16(                                              \
-                        (short)((const tr_block_##T *)(vc + (size_t)(i + 0) * stride) + b)->d,                     \
-                        (short)((const tr_block_##T *)(vc + (size_t)(i + 1) * stride) + b)->d,                     \
-                        (short)((const tr_block_##T *)(vc + (size_t)(i + 2) * stride) + b)->d,                     \
-                        (short)((const tr_block_##T *)(vc + (size_t)(i + 3) * stride) + b)->d,                     \
-                        (short)((const tr_block_##T *)(vc + (size_t)(i + 4) * stride) + b)->d,                     \
-                        (short)((const tr_block_##T *)(vc + (size_t)(i + 5) * stride) + b)->d,                     \
-                        (short)((const tr_block_##T *)(vc + (size_t)(i + 6) * stride) + b)->d,                     \
-                        (short)((const tr_block_##T *)(vc + (size_t)(i + 7) * stride) + b)->d));                   \
+                    const __m256 d8 = SLOT_SCALES8(tr_block_##T, vc + (size_t)i * stride, stride, b);             \
                     for (int h = 0; h < NH; h++)                                                                   \
                         _mm256_storeu_ps(&wd[h][k0 + i], _mm256_mul_ps(_mm256_loadu_ps(wr + (size_t)h * ws + i), d8)); \
                 }                                                                                                  \
