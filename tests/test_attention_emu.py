@@ -155,20 +155,9 @@ class Case:
         return ctypes.cast(a, I32P)
 
     def place(self, data, guard):
-        if not guard:
-            buf = ctypes.create_string_buffer(data, len(data))
-            self.keep.append(buf)
-            return ctypes.addressof(buf)
-        pages = (len(data) + mmap.PAGESIZE - 1) // mmap.PAGESIZE
-        area = mmap.mmap(-1, (pages + 1) * mmap.PAGESIZE)
-        base = ctypes.addressof(ctypes.c_char.from_buffer(area))
-        libc = ctypes.CDLL(None)
-        libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        end = base + pages * mmap.PAGESIZE
-        assert libc.mprotect(end, mmap.PAGESIZE, 0) == 0  # PROT_NONE: not mapped in the guest
-        ctypes.memmove(end - len(data), data, len(data))
-        self.keep.append(area)
-        return end - len(data)
+        keep, addr = buffer(data, guard)
+        self.keep.append(keep)
+        return addr
 
     def run_native(self, lib, pool, isa):
         out = (ctypes.c_float * self.n_out)()
@@ -319,7 +308,7 @@ def buffer(data, guard=False):
     libc = ctypes.CDLL(None)
     libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     end = base + pages * mmap.PAGESIZE
-    assert libc.mprotect(end, mmap.PAGESIZE, 0) == 0
+    assert libc.mprotect(end, mmap.PAGESIZE, 0) == 0  # PROT_NONE: not mapped in the guest
     ctypes.memmove(end - len(data), data, len(data))
     return area, end - len(data)
 
