@@ -1,6 +1,7 @@
 /* AVX2 kernels for the k-quants (Q2_K..Q6_K) and TQ1_0/TQ2_0 against tr_q8k
  * activations; see matmul_avx2.c for the common scheme. */
 #include "avx2_common.h"
+#include "ternary_codes.h"
 
 #ifdef TR_HAVE_AVX2_KERNELS
 
@@ -507,12 +508,11 @@ TILE void q3_k_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int64
  * int16 lanes (8 * 2 * 2 * 127), so they are added before one vpmaddwd; the
  * -1 goes through the activation sums. */
 TILE void tq2_0_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
-    const __m256i m3 = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    const __m256i ones = _mm256_set1_epi16(1);
     __m256i S[4];
     _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
-        __m256i raw = _mm256_loadu_si256((const __m256i *)(w + 32 * h));
         __m256i q[4];
-        _Pragma("GCC unroll 4") for (int l = 0; l < 4; l++) q[l] = _mm256_and_si256(l ? _mm256_srli_epi16(raw, 2 * l) : raw, m3);
+        tq2_0_half(w, h, q);
         FOR_T(j) {
             const int8_t *x = ACTK(j, b)->qs + 128 * h;
             __m256i s = _mm256_add_epi16(
@@ -527,53 +527,23 @@ TILE void tq2_0_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int6
     FOR_T(j) {
         const tr_q8k *x = ACTK(j, b);
         __m256i v = _mm256_madd_epi16(_mm256_sub_epi16(S[j], _mm256_loadu_si256((const __m256i *)x->bsums)), ones);
-        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(dw * x->d), acc[j]);
+        acc[j] = tq_accumulate(acc[j], v, dw, x);
     }
 }
 
-/* TQ1_0: five trits per byte in base 3 (see matmul_ref.c). The trit k of a
- * byte b is the top of (b * 3^k mod 256) * 3, that is 0, 1 or 2 as
- * q = b * 3^k mod 256 is below 86, below 171, or above: q advances by byte
- * adds (q + q + q wraps mod 256 as the reference's uint8_t does) and the
- * thresholds are two signed compares of q ^ 0x80; no multiply pipe is used
- * until the products, which are TQ2_0's (codes 0..2, the -1 through the
- * activation sums). The eight vectors of 32 codes follow the activations'
- * order: qs[0..31] give 0..159 (one power each), qs[32..47] 160..239 (two
- * powers a vector), qh[0..3] 240..255 (four bytes a power). */
-TILE __m256i tq1_trits(__m256i q) {
-    const __m256i flip = _mm256_set1_epi8((char)0x80);
-    const __m256i t1 = _mm256_set1_epi8((char)(85 ^ 0x80)), t2 = _mm256_set1_epi8((char)(170 ^ 0x80));
-    __m256i f = _mm256_xor_si256(q, flip);
-    return _mm256_sub_epi8(_mm256_setzero_si256(),
-                           _mm256_add_epi8(_mm256_cmpgt_epi8(f, t1), _mm256_cmpgt_epi8(f, t2)));
-}
-TILE __m256i times3(__m256i q) { return _mm256_add_epi8(q, _mm256_add_epi8(q, q)); }
-TILE __m128i times3_128(__m128i q) { return _mm_add_epi8(q, _mm_add_epi8(q, q)); }
-
+/* TQ1_0 (ternary_codes.h): the eight vectors of codes decoded without
+ * multiplies, then TQ2_0's products. */
 TILE void tq1_0_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i T[8];
-    __m256i q = _mm256_loadu_si256((const __m256i *)w);
-    _Pragma("GCC unroll 5") for (int k = 0; k < 5; k++) {
-        T[k] = tq1_trits(q);
-        if (k < 4) q = times3(q);
-    }
-    __m128i h0 = _mm_loadu_si128((const __m128i *)(w + 32)); /* powers 0..4 of qs[32..47] */
-    __m128i h1 = times3_128(h0), h2 = times3_128(h1), h3 = times3_128(h2), h4 = times3_128(h3);
-    uint32_t qh;
-    memcpy(&qh, w + 48, 4);
-    __m128i e0 = _mm_set1_epi32((int)qh), e1 = times3_128(e0), e2 = times3_128(e1), e3 = times3_128(e2);
-    __m128i e = _mm_blend_epi32(_mm_blend_epi32(e0, e1, 0x2), _mm_blend_epi32(e2, e3, 0x8), 0xc);
-    T[5] = tq1_trits(_mm256_set_m128i(h1, h0));
-    T[6] = tq1_trits(_mm256_set_m128i(h3, h2));
-    T[7] = tq1_trits(_mm256_set_m128i(e, h4));
+    tq1_0_codes(w, T);
     FOR_T(j) {
         const tr_q8k *x = ACTK(j, b);
         __m256i s = _mm256_maddubs_epi16(T[0], _mm256_loadu_si256((const __m256i *)x->qs));
         for (int i = 1; i < 8; i++)
             s = _mm256_add_epi16(s, _mm256_maddubs_epi16(T[i], _mm256_loadu_si256((const __m256i *)(x->qs + 32 * i))));
         __m256i v = _mm256_madd_epi16(_mm256_sub_epi16(s, _mm256_loadu_si256((const __m256i *)x->bsums)), ones);
-        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(h2f(w + 52) * x->d), acc[j]);
+        acc[j] = tq_accumulate(acc[j], v, h2f(w + 52), x);
     }
 }
 
