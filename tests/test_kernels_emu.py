@@ -238,6 +238,32 @@ def test_emulated_avx2_kernels_write_native_bits(lib, emu):
     assert n >= 10
 
 
+AVXVNNI_SAME_BITS_AS_AVX2 = ("TQ1_0", "TQ2_0")  # integer lanes and float steps as AVX2's (docs/DESIGN.md)
+
+
+def test_avxvnni_ternary_kernels_write_avx2_bits(lib, emu):
+    """The AVX-VNNI TQ1_0/TQ2_0 kernels (vpdpbusd where AVX2 has vpmaddubsw
+    and int16 adds) write the AVX2 kernels' very bits, one token (two rows
+    at once, an odd row left) and tiles alike; both emulated."""
+    rng = random.Random(17)
+    for name in AVXVNNI_SAME_BITS_AS_AVX2:
+        k = lib.tr_kernel_get(TYPES[name][0])
+        fns = [lib.tr_kernel_variant(k, isa) for isa in (ISA_AVX2, ISA_AVXVNNI)]
+        if not all(fns):
+            pytest.fail(f"{name}: no AVX2 or AVX-VNNI kernel in this build")
+        for nt in (1, 2, 3, 4, 5, 9):
+            cols, rows = 256 * (1 + rng.randrange(6)), 1 + rng.randrange(21)
+            wkeep, w, ws = random_weights(lib, name, rows, cols, rng)
+            akeep, a, a_stride = activations(lib, k.contents, [rng.uniform(-1, 1) for _ in range(cols * nt)], cols,
+                                             nt)
+            out = []
+            for fn in fns:
+                yk, y = aligned(4 * rows * nt)
+                emu.call(fn, cols, w, ws, rows, a, a_stride, nt, y, rows)
+                out.append(ctypes.string_at(y, 4 * rows * nt))
+            assert out[0] == out[1], f"{name} rows={rows} cols={cols} nt={nt}"
+
+
 @pytest.mark.parametrize("isa,isa_name", VNNI_ISAS)
 def test_vnni_kernels_match_scalar_reference(lib, emu, isa, isa_name):
     n = check_against_reference(lib, emu, isa, reps=4, seed=1)

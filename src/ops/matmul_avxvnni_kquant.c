@@ -1,6 +1,7 @@
 /* AVX-VNNI kernels for the k-quants Q2_K..Q6_K (TR_ISA_AVXVNNI: AVX2 with
  * the VEX vpdpbusd/vpdpwssd; kernels.h has the shape they share), the
- * scheme of matmul_avx512_kquant.c in 256-bit registers.
+ * scheme of matmul_avx512_kquant.c in 256-bit registers; and for TQ1_0 /
+ * TQ2_0, the AVX2 kernels with vpdpbusd for their products (t_sb below).
  *
  * A super-block's 256 weights are decoded once (for up to 4 tokens of a
  * tile) as four pairs of ymm of unsigned bytes, pair c holding elements
@@ -37,12 +38,13 @@
  * kernel calls the same body with one token, and the integer parts are
  * exact; only the decoded weights are shared. */
 #include "avx2_common.h"
+#include "ternary_codes.h"
 
 #ifdef TR_HAVE_AVX2_KERNELS
 
 #define ACTKP(j, b) ((const tr_q8kp *)(a + (size_t)(j) * as) + (b))
 
-enum { K_Q2, K_Q3, K_Q4, K_Q5, K_Q6 };
+enum { K_Q2, K_Q3, K_Q4, K_Q5, K_Q6, K_TQ1, K_TQ2 };
 
 /* vpshufb indexes: the byte scales of pair c's words (then sign-extended).
  * Q4_K/Q5_K: both 128-bit lanes are sub-blocks 2c (words 0-3) and 2c+1
@@ -213,16 +215,43 @@ TILEV void k_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int64_t
 #undef XF
 }
 
+/* TQ2_0 / TQ1_0: the AVX2 kernels' codes (0..2, ternary_codes.h), eight
+ * vectors of 32 in the activations' order, each against a plain load of
+ * them by one vpdpbusd. Per token the int32 chain starts with minus the
+ * activation sums (the -1 of every code: a vpmaddwd of the 16 bsums by -1),
+ * so lane k holds what the AVX2 kernels' vpmaddwd leaves there (the
+ * products of bytes 4k..4k+3 of every 32, minus bsums 2k and 2k+1; all
+ * exact), then their float step: per token and super-block 1 vpmaddwd +
+ * 8 vpdpbusd against 8 vpmaddubsw + 7 vpaddw + vpsubw + vpmaddwd, the
+ * same bits. */
+TILEV void t_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT, const int K) {
+    __m256i T[8];
+    if (K == K_TQ2) {
+        tq2_0_half(w, 0, T);
+        tq2_0_half(w, 1, T + 4);
+    } else {
+        tq1_0_codes(w, T);
+    }
+    const float dw = h2f(w + (K == K_TQ2 ? 64 : 52));
+    FOR_T(j) {
+        const tr_q8k *x = ACTK(j, b);
+        __m256i v = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x->bsums), _mm256_set1_epi16(-1));
+        _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++)
+            v = _mm256_dpbusd_avx_epi32(v, T[i], _mm256_loadu_si256((const __m256i *)(x->qs + 32 * i)));
+        acc[j] = tq_accumulate(acc[j], v, dw, x);
+    }
+}
+
 /* A row against NT <= 4 tokens, and the kernel: tokens in tiles of four
  * (each decoded super-block shared by the tile), rows outer so a weight row
  * is read from memory once; one token: two rows at once from the two
  * halves of the rows handed in (two sequential streams, prefetched a row
  * ahead, as the AVX2 kernels do), with the same per-super-block body. */
-#define GEMM_KQUANTV(name, K, bytes)                                                                         \
+#define GEMM_KQUANTV(name, sb, K, bytes)                                                                     \
     TILEV void name##_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {      \
         __m256 acc[4];                                                                                       \
         FOR_T(j) acc[j] = _mm256_setzero_ps();                                                               \
-        for (int64_t b = 0; b < n / 256; b++, w += bytes) k_sb(acc, w, a, as, b, NT, K);                    \
+        for (int64_t b = 0; b < n / 256; b++, w += bytes) sb(acc, w, a, as, b, NT, K);                      \
         FOR_T(j) out[j] = hsum_ps(acc[j]);                                                                   \
     }                                                                                                        \
     TR_GEMM_FROM_TILE(name##_tiles, name##_tile, TGTV)                                                  \
@@ -243,8 +272,8 @@ TILEV void k_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int64_t
                     _mm_prefetch((const char *)w0 + ws + l, _MM_HINT_T0);                                    \
                     _mm_prefetch((const char *)w1 + ws + l, _MM_HINT_T0);                                    \
                 }                                                                                            \
-                k_sb(&acc0, w0, a, 0, b, 1, K);                                                              \
-                k_sb(&acc1, w1, a, 0, b, 1, K);                                                              \
+                sb(&acc0, w0, a, 0, b, 1, K);                                                                \
+                sb(&acc1, w1, a, 0, b, 1, K);                                                                \
             }                                                                                                \
             y[r] = hsum_ps(acc0);                                                                            \
             y[r + h] = hsum_ps(acc1);                                                                        \
@@ -256,11 +285,13 @@ TILEV void k_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int64_t
         }                                                                                                    \
     }
 
-GEMM_KQUANTV(gemm_q2_k, K_Q2, 84)
-GEMM_KQUANTV(gemm_q3_k, K_Q3, 110)
-GEMM_KQUANTV(gemm_q4_k, K_Q4, 144)
-GEMM_KQUANTV(gemm_q5_k, K_Q5, 176)
-GEMM_KQUANTV(gemm_q6_k, K_Q6, 210)
+GEMM_KQUANTV(gemm_q2_k, k_sb, K_Q2, 84)
+GEMM_KQUANTV(gemm_q3_k, k_sb, K_Q3, 110)
+GEMM_KQUANTV(gemm_q4_k, k_sb, K_Q4, 144)
+GEMM_KQUANTV(gemm_q5_k, k_sb, K_Q5, 176)
+GEMM_KQUANTV(gemm_q6_k, k_sb, K_Q6, 210)
+GEMM_KQUANTV(gemm_tq1_0, t_sb, K_TQ1, 54)
+GEMM_KQUANTV(gemm_tq2_0, t_sb, K_TQ2, 66)
 
 const tr_gemm_row tr_avxvnni_kquant_gemm_rows[] = {
     {TR_TYPE_Q2_K, TR_ACT_Q8K, gemm_q2_k},
@@ -268,6 +299,8 @@ const tr_gemm_row tr_avxvnni_kquant_gemm_rows[] = {
     {TR_TYPE_Q4_K, TR_ACT_Q8KP, gemm_q4_k},
     {TR_TYPE_Q5_K, TR_ACT_Q8K, gemm_q5_k},
     {TR_TYPE_Q6_K, TR_ACT_Q8K, gemm_q6_k},
+    {TR_TYPE_TQ1_0, TR_ACT_Q8K, gemm_tq1_0},
+    {TR_TYPE_TQ2_0, TR_ACT_Q8K, gemm_tq2_0},
     {-1, 0, NULL},
 };
 
