@@ -147,6 +147,23 @@ typedef struct tr_kernel {
         }                                                                                       \
     }
 
+/* From a per-super-block body sb(acc, w, a, as, b, NT, ...) (adds super-block
+ * b of the row at w against NT <= 4 tokens to acc[0..NT)): the row's tile
+ * name##_tile for TR_GEMM_FROM_TILE, and the one-token block name##_block
+ * for TR_GEMM_TWO_STREAMS. qual: the file's always-inline qualifier; the
+ * arguments after it go on to sb. */
+#define TR_TILE_FROM_SB(name, sb, bytes, acc_t, zero, sum, act_t, qual, ...)                              \
+    qual void name##_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {   \
+        acc_t acc[4];                                                                                    \
+        _Pragma("GCC unroll 4") for (int j = 0; j < NT; j++) acc[j] = zero;                              \
+        for (int64_t b = 0; b < n / 256; b++, w += bytes) sb(acc, w, a, as, b, NT, ##__VA_ARGS__);       \
+        _Pragma("GCC unroll 4") for (int j = 0; j < NT; j++) out[j] = sum(acc[j]);                       \
+    }                                                                                                    \
+    qual acc_t name##_block(acc_t acc, const uint8_t *w, const act_t *x) {                               \
+        sb(&acc, w, (const char *)x, 0, 0, 1, ##__VA_ARGS__);                                            \
+        return acc;                                                                                      \
+    }
+
 /* A kernel over 256-element super-blocks of `bytes` bytes, for generation
  * (one token): two rows at once, each its own accumulator chain
  * (independent work for the out-of-order core), taken from the two halves

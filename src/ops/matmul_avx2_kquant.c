@@ -580,18 +580,9 @@ TILE void tq1_0_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int6
     }
 }
 
-/* Tiles and one-token blocks from a per-super-block body. */
-#define TILE_FROM_SB(name, sb, bytes)                                                            \
-    TILE void name##_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) { \
-        __m256 acc[4];                                                                           \
-        FOR_T(j) acc[j] = _mm256_setzero_ps();                                                   \
-        for (int64_t b = 0; b < n / 256; b++, w += bytes) sb(acc, w, a, as, b, NT);              \
-        FOR_T(j) out[j] = hsum_ps(acc[j]);                                                       \
-    }                                                                                            \
-    TILE __m256 name##_block(__m256 acc, const uint8_t *w, const tr_q8k *x) {                     \
-        sb(&acc, w, (const char *)x, 0, 0, 1);                                                   \
-        return acc;                                                                              \
-    }
+/* Tiles and one-token blocks from a per-super-block body (kernels.h). */
+#define TILE_FROM_SB(name, sb, bytes) \
+    TR_TILE_FROM_SB(name, sb, bytes, __m256, _mm256_setzero_ps(), hsum_ps, tr_q8k, TILE)
 
 TILE_FROM_SB(q2_k, q2_k_sb, 84)
 TILE_FROM_SB(q3_k, q3_k_sb, 110)

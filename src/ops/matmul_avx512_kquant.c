@@ -323,16 +323,7 @@ TILE5 void reduce2_ps(__m512 a0, __m512 a1, float out[2]) {
  * (two rows at once from the two halves of the rows handed in), with the
  * same per-super-block body. */
 #define GEMM_KQUANT5(name, sb, bytes, act_t)                                                             \
-    TILE5 void name##_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {  \
-        __m512 acc[4];                                                                                   \
-        FOR_T(j) acc[j] = _mm512_setzero_ps();                                                           \
-        for (int64_t b = 0; b < n / 256; b++, w += bytes) sb(acc, w, a, as, b, NT);                      \
-        FOR_T(j) out[j] = _mm512_reduce_add_ps(acc[j]);                                                  \
-    }                                                                                                    \
-    TILE5 __m512 name##_block(__m512 acc, const uint8_t *w, const act_t *x) {                            \
-        sb(&acc, w, (const char *)x, 0, 0, 1);                                                           \
-        return acc;                                                                                      \
-    }                                                                                                    \
+    TR_TILE_FROM_SB(name, sb, bytes, __m512, _mm512_setzero_ps(), _mm512_reduce_add_ps, act_t, TILE5)    \
     TR_GEMM_FROM_TILE(name##_tiles, name##_tile, TGT5)                                                   \
     TR_GEMM_TWO_STREAMS(name, name##_tiles, name##_block, bytes,                                         \
                         __m512, _mm512_setzero_ps(), reduce2_ps, act_t, TGT5)

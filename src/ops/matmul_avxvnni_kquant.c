@@ -219,16 +219,7 @@ TILEV void k_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int64_t
  * (two rows at once from the two halves of the rows handed in), with the
  * same per-super-block body. */
 #define GEMM_KQUANTV(name, K, bytes, act_t)                                                              \
-    TILEV void name##_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {  \
-        __m256 acc[4];                                                                                   \
-        FOR_T(j) acc[j] = _mm256_setzero_ps();                                                           \
-        for (int64_t b = 0; b < n / 256; b++, w += bytes) k_sb(acc, w, a, as, b, NT, K);                 \
-        FOR_T(j) out[j] = hsum_ps(acc[j]);                                                               \
-    }                                                                                                    \
-    TILEV __m256 name##_block(__m256 acc, const uint8_t *w, const act_t *x) {                            \
-        k_sb(&acc, w, (const char *)x, 0, 0, 1, K);                                                      \
-        return acc;                                                                                      \
-    }                                                                                                    \
+    TR_TILE_FROM_SB(name, k_sb, bytes, __m256, _mm256_setzero_ps(), hsum_ps, act_t, TILEV, K)            \
     TR_GEMM_FROM_TILE(name##_tiles, name##_tile, TGTV)                                                   \
     TR_GEMM_TWO_STREAMS(name, name##_tiles, name##_block, bytes,                                         \
                         __m256, _mm256_setzero_ps(), hsum2_ps, act_t, TGTV)
