@@ -12,6 +12,7 @@
  * releasing blocks at once, n_predict = 0 with prompt logits (perplexity). */
 #include "trinity.h"
 #include "tt.h"
+#include "engine/test_util.h"
 
 #define MODEL "models/gemma-3-270m-q4_k_m.gguf"
 enum { N_PROMPTS = 8, N_GEN = 10 };
@@ -19,20 +20,6 @@ enum { N_PROMPTS = 8, N_GEN = 10 };
 static tr_model *model;
 static int32_t *prompts[N_PROMPTS];
 static size_t n_prompt[N_PROMPTS];
-
-typedef struct run_out {
-    int32_t tok[N_GEN];
-    uint64_t logits_hash[N_GEN];
-    int32_t n, n_cached;
-    tr_finish finish;
-} run_out;
-
-static uint64_t hash_floats(const float *x, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    const unsigned char *b = (const unsigned char *)x;
-    for (size_t i = 0; i < n * sizeof *x; i++) h = (h ^ b[i]) * 1099511628211ull;
-    return h;
-}
 
 static tr_engine *engine_kv(int32_t n_seq, int32_t n_batch, int32_t n_ctx, bool cache, int32_t threads, int type_k,
                             int type_v) {
@@ -44,10 +31,7 @@ static tr_engine *engine_kv(int32_t n_seq, int32_t n_batch, int32_t n_ctx, bool 
     p.ctx.type_k = type_k;
     p.ctx.type_v = type_v;
     p.no_prefix_cache = !cache;
-    tr_engine *e = NULL;
-    tr_error err = {{0}};
-    if (tr_engine_new(model, &p, &e, &err) != TR_OK) fprintf(stderr, "  engine: %s\n", err.msg);
-    return e;
+    return tu_engine_new(model, &p);
 }
 
 static tr_engine *engine(int32_t n_seq, int32_t n_batch, int32_t n_ctx, bool cache) {
@@ -63,61 +47,14 @@ static tr_seq_params seq_params(int i, float temp) {
     return p;
 }
 
-/* Take what sequence id has, recording each token's logits hash (the
- * logits are those of the latest token: take after every step). */
-static void collect(tr_engine *e, int64_t id, run_out *o) {
-    int32_t t[N_GEN];
-    tr_seq_info info;
-    const float *l = tr_engine_logits(e, id);
-    int32_t k = tr_engine_take(e, id, t, N_GEN, &info);
-    if (k <= 0) {
-        if (k == 0) o->finish = info.finish, o->n_cached = info.n_cached;
-        return;
-    }
-    TT_CHECK_EQ_INT(k, 1);
-    o->tok[o->n] = t[0];
-    o->logits_hash[o->n] = l ? hash_floats(l, (size_t)tr_model_n_vocab(model)) : 0;
-    o->n++;
-    o->finish = info.finish;
-    o->n_cached = info.n_cached;
-}
-
 /* Submit prompts idx[0..n) (prompt k after `delay[k]` steps), step until all end. */
-static void run_many(tr_engine *e, const int *idx, const int *delay, int n, float temp, run_out *out) {
-    int64_t id[N_PROMPTS];
-    bool done[N_PROMPTS] = {0};
-    memset(out, 0, sizeof *out * (size_t)n);
-    for (int k = 0; k < n; k++) id[k] = -1;
-    for (int step = 0; step < 2000; step++) {
-        for (int k = 0; k < n; k++)
-            if (id[k] < 0 && step >= delay[k]) {
-                tr_seq_params p = seq_params(idx[k], temp);
-                tr_error err = {{0}};
-                id[k] = tr_engine_submit(e, &p, &err);
-                TT_CHECK(id[k] >= 0);
-            }
-        tr_error err = {{0}};
-        TT_CHECK(tr_engine_step(e, NULL, &err) == TR_OK);
-        bool all = true;
-        for (int k = 0; k < n; k++) {
-            if (id[k] < 0 || done[k]) {
-                all &= done[k];
-                continue;
-            }
-            collect(e, id[k], &out[k]);
-            done[k] = out[k].finish != TR_FINISH_NONE;
-            all &= done[k];
-        }
-        if (all) return;
-    }
-    TT_CHECK(!"the engine did not finish its sequences in 2000 steps");
+static void run_many(tr_engine *e, const int *idx, const int *delay, int n, float temp, tu_run *out) {
+    tr_seq_params p[N_PROMPTS];
+    for (int k = 0; k < n; k++) p[k] = seq_params(idx[k], temp);
+    tu_run_many(e, model, p, delay, n, 2000, true, out);
 }
 
-static run_out ref_greedy[N_PROMPTS], ref_sampled[N_PROMPTS];
-
-static bool same(const run_out *a, const run_out *b) {
-    return a->n == b->n && !memcmp(a->tok, b->tok, sizeof a->tok) && !memcmp(a->logits_hash, b->logits_hash, sizeof a->logits_hash);
-}
+static tu_run ref_greedy[N_PROMPTS], ref_sampled[N_PROMPTS];
 
 TT_TEST(references_alone) {
     for (int i = 0; i < N_PROMPTS; i++) {
@@ -142,10 +79,10 @@ TT_TEST(prompt_chunks_do_not_change_the_output) {
         tr_engine *e = engine(1, batches[b], 512, false);
         if (!e) return;
         for (int i = 0; i < 2; i++) {
-            run_out o;
+            tu_run o;
             int idx = i, d = 0;
             run_many(e, &idx, &d, 1, 0.0f, &o);
-            TT_CHECK(same(&o, &ref_greedy[i]));
+            TT_CHECK(tu_same(&o, &ref_greedy[i]));
         }
         tr_engine_free(e);
     }
@@ -161,10 +98,10 @@ TT_TEST(batched_with_others_does_not_change_the_output) {
         const float temp = pass ? 0.8f : 0.0f;
         tr_engine *e = engine(N_PROMPTS, 64, 4096, false); /* small batches: prompts in several chunks */
         if (!e) return;
-        run_out o[N_PROMPTS];
+        tu_run o[N_PROMPTS];
         run_many(e, idx, delay, N_PROMPTS, temp, o);
         for (int k = 0; k < N_PROMPTS; k++) {
-            const bool ok = same(&o[k], pass ? &ref_sampled[k] : &ref_greedy[k]);
+            const bool ok = tu_same(&o[k], pass ? &ref_sampled[k] : &ref_greedy[k]);
             if (!ok) fprintf(stderr, "  prompt %d (temp %.1f) differs batched\n", k, temp);
             TT_CHECK(ok);
         }
@@ -176,28 +113,28 @@ TT_TEST(prefix_cache_hit_gives_the_same_output) {
     tr_engine *e = engine(4, 512, 2048, true);
     if (!e) return;
     int idx = 0, d = 0;
-    run_out first, again;
+    tu_run first, again;
     run_many(e, &idx, &d, 1, 0.0f, &first);
     run_many(e, &idx, &d, 1, 0.0f, &again);
-    TT_CHECK(same(&first, &ref_greedy[0]));
-    TT_CHECK(same(&again, &ref_greedy[0]));
+    TT_CHECK(tu_same(&first, &ref_greedy[0]));
+    TT_CHECK(tu_same(&again, &ref_greedy[0]));
     TT_CHECK_EQ_INT(first.n_cached, 0);
     TT_CHECK(again.n_cached >= 32 && again.n_cached < (int32_t)n_prompt[0]);
     /* Prompt 1 shares prompt 0's first blocks (see main): a partial hit. */
     idx = 1;
-    run_out shared;
+    tu_run shared;
     run_many(e, &idx, &d, 1, 0.0f, &shared);
-    TT_CHECK(same(&shared, &ref_greedy[1]));
+    TT_CHECK(tu_same(&shared, &ref_greedy[1]));
     TT_CHECK(shared.n_cached >= 32);
     /* Several at once sharing the prefix: one computes it, the others wait for it and reuse it. */
     tr_engine_free(e);
     e = engine(4, 512, 2048, true);
     int many[4] = {0, 1, 2, 3}, delays[4] = {0, 0, 0, 0};
-    run_out o[4];
+    tu_run o[4];
     run_many(e, many, delays, 4, 0.0f, o);
     int hits = 0;
     for (int k = 0; k < 4; k++) {
-        TT_CHECK(same(&o[k], &ref_greedy[k]));
+        TT_CHECK(tu_same(&o[k], &ref_greedy[k]));
         hits += o[k].n_cached > 0;
     }
     TT_CHECK(hits >= 2);
@@ -222,7 +159,7 @@ TT_TEST(quantized_kv_caches_are_batch_invariant) {
     enum { NP = 4 };
     for (size_t ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
         const int kt = types[ty][0], vt = types[ty][1];
-        run_out ref[NP];
+        tu_run ref[NP];
         for (int i = 0; i < NP; i++) {
             tr_engine *e = engine_kv(1, 512, 512, false, 2, kt, vt);
             if (!e) return;
@@ -238,13 +175,13 @@ TT_TEST(quantized_kv_caches_are_batch_invariant) {
             tr_engine *e = engine_kv(1, v ? 1 : 7, 512, false, v ? 3 : 1, kt, vt);
             if (!e) return;
             for (int i = 0; i < 2; i++) {
-                run_out o;
+                tu_run o;
                 int idx = i, d = 0;
                 run_many(e, &idx, &d, 1, 0.0f, &o);
-                if (!same(&o, &ref[i]))
+                if (!tu_same(&o, &ref[i]))
                     fprintf(stderr, "  %s/%s prompt %d differs in chunks of %d\n", tr_type_name(kt), tr_type_name(vt), i,
                             v ? 1 : 7);
-                TT_CHECK(same(&o, &ref[i]));
+                TT_CHECK(tu_same(&o, &ref[i]));
             }
             tr_engine_free(e);
         }
@@ -253,12 +190,12 @@ TT_TEST(quantized_kv_caches_are_batch_invariant) {
         int idx[NP] = {0, 1, 2, 3}, delay[NP] = {0, 2, 5, 9};
         tr_engine *e = engine_kv(NP, 64, 2048, true, 3, kt, vt);
         if (!e) return;
-        run_out o[NP];
+        tu_run o[NP];
         run_many(e, idx, delay, NP, 0.0f, o);
         int hits = 0;
         for (int k = 0; k < NP; k++) {
-            if (!same(&o[k], &ref[k])) fprintf(stderr, "  %s/%s prompt %d differs batched\n", tr_type_name(kt), tr_type_name(vt), k);
-            TT_CHECK(same(&o[k], &ref[k]));
+            if (!tu_same(&o[k], &ref[k])) fprintf(stderr, "  %s/%s prompt %d differs batched\n", tr_type_name(kt), tr_type_name(vt), k);
+            TT_CHECK(tu_same(&o[k], &ref[k]));
             hits += o[k].n_cached > 0;
         }
         TT_CHECK(hits >= 1);
@@ -310,27 +247,27 @@ TT_TEST(next_turn_reuses_the_previous_tail) {
     tr_seq_params p = seq_params(0, 0.0f);
     p.prompt = turn2;
     p.n_prompt = n;
-    run_out fresh = {0}, cached = {0};
+    tu_run fresh = {0}, cached = {0};
     for (int pass = 0; pass < 2; pass++) {
         tr_engine *e = engine(2, 512, 2048, pass == 1);
         if (!e) return;
-        run_out first;
+        tu_run first;
         int idx = 4, d = 0;
         run_many(e, &idx, &d, 1, 0.0f, &first);
-        TT_CHECK(same(&first, &ref_greedy[4]));
+        TT_CHECK(tu_same(&first, &ref_greedy[4]));
         tr_error err = {{0}};
         int64_t id = tr_engine_submit(e, &p, &err);
-        run_out *o = pass ? &cached : &fresh;
+        tu_run *o = pass ? &cached : &fresh;
         memset(o, 0, sizeof *o);
         for (int st = 0; st < 200 && o->finish == TR_FINISH_NONE; st++) {
             TT_CHECK(tr_engine_step(e, NULL, &err) == TR_OK);
-            collect(e, id, o);
+            tu_collect(e, model, id, N_GEN, true, o);
         }
         tr_engine_free(e);
     }
     TT_CHECK_EQ_INT(fresh.n_cached, 0);
     TT_CHECK_EQ_INT(cached.n_cached, held);
-    TT_CHECK(same(&fresh, &cached));
+    TT_CHECK(tu_same(&fresh, &cached));
     TT_CHECK_EQ_INT(cached.n, N_GEN);
 }
 
@@ -341,9 +278,9 @@ TT_TEST(preemption_for_blocks_gives_the_same_output) {
         tr_engine *e = engine(4, 64, 160, cache);
         if (!e) return;
         int idx[4] = {4, 5, 6, 7}, delay[4] = {0, 0, 1, 2};
-        run_out o[4];
+        tu_run o[4];
         run_many(e, idx, delay, 4, 0.8f, o);
-        for (int k = 0; k < 4; k++) TT_CHECK(same(&o[k], &ref_sampled[idx[k]]));
+        for (int k = 0; k < 4; k++) TT_CHECK(tu_same(&o[k], &ref_sampled[idx[k]]));
         int64_t preempted = 0;
         tr_engine_load(e, NULL, NULL, &preempted);
         TT_CHECK(preempted > 0);
@@ -361,7 +298,7 @@ static void on_logits(void *user, int32_t pos, const float *l) {
     ppl *p = user;
     if (!p->calls++) p->first_pos = pos;
     p->last_pos = pos;
-    p->h ^= hash_floats(l, (size_t)tr_model_n_vocab(model)) + (uint64_t)pos;
+    p->h ^= tu_hash_floats(l, (size_t)tr_model_n_vocab(model)) + (uint64_t)pos;
 }
 
 TT_TEST(prompt_logits_limits_and_cancel) {

@@ -16,6 +16,7 @@
  * --shape micro --type Q8_0), small enough for the sanitizer build. */
 #include "trinity.h"
 #include "tt.h"
+#include "engine/test_util.h"
 
 enum { N_PROMPTS = 6, N_GEN = 12 };
 
@@ -25,20 +26,6 @@ static tr_model *model;
 static int32_t prompts[N_PROMPTS][64];
 static int32_t n_prompt[N_PROMPTS];
 
-typedef struct run_out {
-    int32_t tok[N_GEN];
-    uint64_t logits_hash[N_GEN];
-    int32_t n;
-    tr_finish finish;
-} run_out;
-
-static uint64_t hash_floats(const float *x, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    const unsigned char *b = (const unsigned char *)x;
-    for (size_t i = 0; i < n * sizeof *x; i++) h = (h ^ b[i]) * 1099511628211ull;
-    return h;
-}
-
 static tr_engine *engine(int32_t n_seq, int32_t n_batch, int32_t n_ctx, int32_t threads, int32_t kv_block) {
     tr_engine_params p = tr_engine_default_params();
     p.ctx.n_seq_max = n_seq;
@@ -47,9 +34,7 @@ static tr_engine *engine(int32_t n_seq, int32_t n_batch, int32_t n_ctx, int32_t 
     p.ctx.n_threads = threads;
     p.ctx.kv_block = kv_block;
     p.prefill_chunk = 5; /* prompts in several chunks while others decode */
-    tr_engine *e = NULL;
-    tr_error err = {{0}};
-    if (tr_engine_new(model, &p, &e, &err) != TR_OK) fprintf(stderr, "  engine: %s\n", err.msg);
+    tr_engine *e = tu_engine_new(model, &p);
     TT_CHECK(e != NULL);
     return e;
 }
@@ -63,59 +48,14 @@ static tr_seq_params seq_params(int i) {
     return p;
 }
 
-static void collect(tr_engine *e, int64_t id, run_out *o) {
-    int32_t t[N_GEN];
-    tr_seq_info info;
-    const float *l = tr_engine_logits(e, id);
-    int32_t k = tr_engine_take(e, id, t, N_GEN, &info);
-    if (k <= 0) {
-        if (k == 0) o->finish = info.finish;
-        return;
-    }
-    TT_CHECK_EQ_INT(k, 1);
-    o->tok[o->n] = t[0];
-    o->logits_hash[o->n] = l ? hash_floats(l, (size_t)tr_model_n_vocab(model)) : 0;
-    o->n++;
-    o->finish = info.finish;
-}
-
 /* Submit prompts idx[0..n) (prompt k after delay[k] steps), step until all end. */
-static void run_many(tr_engine *e, const int *idx, const int *delay, int n, run_out *out) {
-    int64_t id[N_PROMPTS];
-    bool done[N_PROMPTS] = {0};
-    memset(out, 0, sizeof *out * (size_t)n);
-    for (int k = 0; k < n; k++) id[k] = -1;
-    for (int step = 0; step < 2000; step++) {
-        for (int k = 0; k < n; k++)
-            if (id[k] < 0 && step >= delay[k]) {
-                tr_seq_params p = seq_params(idx[k]);
-                tr_error err = {{0}};
-                id[k] = tr_engine_submit(e, &p, &err);
-                TT_CHECK(id[k] >= 0);
-            }
-        tr_error err = {{0}};
-        TT_CHECK(tr_engine_step(e, NULL, &err) == TR_OK);
-        bool all = true;
-        for (int k = 0; k < n; k++) {
-            if (id[k] < 0 || done[k]) {
-                all &= done[k];
-                continue;
-            }
-            collect(e, id[k], &out[k]);
-            done[k] = out[k].finish != TR_FINISH_NONE;
-            all &= done[k];
-        }
-        if (all) return;
-    }
-    TT_CHECK(!"the engine did not finish its sequences in 2000 steps");
+static void run_many(tr_engine *e, const int *idx, const int *delay, int n, tu_run *out) {
+    tr_seq_params p[N_PROMPTS];
+    for (int k = 0; k < n; k++) p[k] = seq_params(idx[k]);
+    tu_run_many(e, model, p, delay, n, 2000, true, out);
 }
 
-static bool same(const run_out *a, const run_out *b) {
-    return a->n == b->n && !memcmp(a->tok, b->tok, sizeof a->tok) &&
-           !memcmp(a->logits_hash, b->logits_hash, sizeof a->logits_hash);
-}
-
-static run_out ref[N_PROMPTS];
+static tu_run ref[N_PROMPTS];
 
 TT_TEST(references_alone) {
     for (int i = 0; i < N_PROMPTS; i++) {
@@ -137,11 +77,11 @@ TT_TEST(batched_chunked_and_reused_slots_give_the_same_output) {
     for (int t = 0; t < 2; t++) {
         tr_engine *e = engine(3, 16, 512, threads[t], 4);
         if (!e) return;
-        run_out o[N_PROMPTS];
+        tu_run o[N_PROMPTS];
         run_many(e, idx, delay, N_PROMPTS, o);
         for (int k = 0; k < N_PROMPTS; k++) {
-            if (!same(&o[k], &ref[k])) fprintf(stderr, "  prompt %d differs batched (%d threads)\n", k, threads[t]);
-            TT_CHECK(same(&o[k], &ref[k]));
+            if (!tu_same(&o[k], &ref[k])) fprintf(stderr, "  prompt %d differs batched (%d threads)\n", k, threads[t]);
+            TT_CHECK(tu_same(&o[k], &ref[k]));
         }
         tr_engine_free(e);
     }
@@ -153,9 +93,9 @@ TT_TEST(preemption_gives_the_same_output) {
     tr_engine *e = engine(4, 32, 96, 2, 8);
     if (!e) return;
     int idx[4] = {0, 1, 2, 3}, delay[4] = {0, 0, 1, 2};
-    run_out o[4];
+    tu_run o[4];
     run_many(e, idx, delay, 4, o);
-    for (int k = 0; k < 4; k++) TT_CHECK(same(&o[k], &ref[idx[k]]));
+    for (int k = 0; k < 4; k++) TT_CHECK(tu_same(&o[k], &ref[idx[k]]));
     int64_t preempted = 0;
     tr_engine_load(e, NULL, NULL, &preempted);
     TT_CHECK(preempted > 0);
@@ -211,13 +151,13 @@ TT_TEST(context_state_operations) {
     const int32_t *t = prompts[4];
     const int32_t n = n_prompt[4], h = n / 2;
     /* the whole prompt in one batch: the reference */
-    const uint64_t whole = hash_floats(feed(c, 0, t, n, 0), nv);
+    const uint64_t whole = tu_hash_floats(feed(c, 0, t, n, 0), nv);
     /* a suffix cannot be removed: nothing changes, and the next token goes on from the state */
     TT_CHECK(!tr_kv_seq_rm(c, 0, h, -1));
     TT_CHECK_EQ_INT(tr_kv_seq_len(c, 0), n);
     TT_CHECK(tr_kv_seq_rm(c, 0, n, -1)); /* removing nothing is fine */
     const int32_t next = t[1];
-    const uint64_t after = hash_floats(feed(c, 0, &next, 1, n), nv);
+    const uint64_t after = tu_hash_floats(feed(c, 0, &next, 1, n), nv);
     /* the whole sequence can go; its slot then starts from zero */
     TT_CHECK(tr_kv_seq_rm(c, 0, 0, -1));
     TT_CHECK_EQ_INT(tr_kv_seq_len(c, 0), 0);
@@ -225,9 +165,9 @@ TT_TEST(context_state_operations) {
     /* a fork goes on from the source's state: both halves' continuations equal the whole */
     TT_CHECK(tr_kv_seq_cp(c, 0, 1, &err) == TR_OK);
     TT_CHECK_EQ_INT(tr_kv_seq_len(c, 1), h);
-    TT_CHECK(hash_floats(feed(c, 1, t + h, n - h, h), nv) == whole);
-    TT_CHECK(hash_floats(feed(c, 0, t + h, n - h, h), nv) == whole);
-    TT_CHECK(hash_floats(feed(c, 1, &next, 1, n), nv) == after);
+    TT_CHECK(tu_hash_floats(feed(c, 1, t + h, n - h, h), nv) == whole);
+    TT_CHECK(tu_hash_floats(feed(c, 0, t + h, n - h, h), nv) == whole);
+    TT_CHECK(tu_hash_floats(feed(c, 1, &next, 1, n), nv) == after);
     /* no prefix cache */
     TT_CHECK(tr_kv_seq_rm(c, -1, 0, -1));
     TT_CHECK_EQ_INT(tr_kv_seq_reuse(c, 0, t, n), 0);

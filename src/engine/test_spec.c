@@ -11,6 +11,7 @@
 #include "engine/spec.h"
 #include "trinity.h"
 #include "tt.h"
+#include "engine/test_util.h"
 
 #define MODEL "models/gemma-3-270m-q4_k_m.gguf"
 enum { N_PROMPTS = 4, N_GEN = 40 };
@@ -19,21 +20,6 @@ static tr_model *model;
 static int32_t *prompts[N_PROMPTS];
 static size_t n_prompt[N_PROMPTS];
 
-typedef struct run_out {
-    int32_t tok[N_GEN];
-    uint64_t logits_hash[N_GEN]; /* plain decoding: every token's; speculation: the last of each step's */
-    bool have_hash[N_GEN];
-    int32_t n, n_drafted, n_accepted, n_steps;
-    tr_finish finish;
-} run_out;
-
-static uint64_t hash_floats(const float *x, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    const unsigned char *b = (const unsigned char *)x;
-    for (size_t i = 0; i < n * sizeof *x; i++) h = (h ^ b[i]) * 1099511628211ull;
-    return h;
-}
-
 static tr_engine *engine(int32_t n_seq, int32_t n_batch, bool cache) {
     tr_engine_params p = tr_engine_default_params();
     p.ctx.n_seq_max = n_seq;
@@ -41,10 +27,7 @@ static tr_engine *engine(int32_t n_seq, int32_t n_batch, bool cache) {
     p.ctx.n_ctx = 2048;
     p.ctx.n_threads = 2;
     p.no_prefix_cache = !cache;
-    tr_engine *e = NULL;
-    tr_error err = {{0}};
-    if (tr_engine_new(model, &p, &e, &err) != TR_OK) fprintf(stderr, "  engine: %s\n", err.msg);
-    return e;
+    return tu_engine_new(model, &p);
 }
 
 static tr_seq_params seq_params(int i, float temp, tr_spec_kind kind) {
@@ -57,66 +40,17 @@ static tr_seq_params seq_params(int i, float temp, tr_spec_kind kind) {
     return p;
 }
 
-/* Take what sequence id has after a step: its new tokens, and the hash of
- * the logits of the last of them. */
-static void collect(tr_engine *e, int64_t id, run_out *o) {
-    int32_t t[N_GEN];
-    tr_seq_info info;
-    const float *l = tr_engine_logits(e, id);
-    int32_t k = tr_engine_take(e, id, t, N_GEN, &info);
-    if (k < 0) return;
-    o->finish = info.finish;
-    o->n_drafted = info.n_drafted;
-    o->n_accepted = info.n_accepted;
-    o->n_steps = info.n_steps;
-    if (k == 0) return;
-    TT_CHECK(o->n + k <= N_GEN);
-    if (o->n + k > N_GEN) return;
-    memcpy(o->tok + o->n, t, sizeof *t * (size_t)k);
-    o->n += k;
-    if (l) {
-        o->logits_hash[o->n - 1] = hash_floats(l, (size_t)tr_model_n_vocab(model));
-        o->have_hash[o->n - 1] = true;
-    }
+/* Run sequences p[0..n) (sequence k submitted after delay[k] steps) to the
+ * end: the tokens each step yields, and the logits hash of the last of them. */
+static void run_many(tr_engine *e, const tr_seq_params *p, const int *delay, int n, tu_run *out) {
+    tu_run_many(e, model, p, delay, n, 4000, false, out);
 }
 
-/* Run sequences p[0..n) (sequence k submitted after delay[k] steps) to the end. */
-static void run_many(tr_engine *e, const tr_seq_params *p, const int *delay, int n, run_out *out) {
-    int64_t id[8];
-    bool done[8] = {0};
-    memset(out, 0, sizeof *out * (size_t)n);
-    for (int k = 0; k < n; k++) id[k] = -1;
-    for (int step = 0; step < 4000; step++) {
-        for (int k = 0; k < n; k++)
-            if (id[k] < 0 && step >= delay[k]) {
-                tr_error err = {{0}};
-                id[k] = tr_engine_submit(e, &p[k], &err);
-                if (id[k] < 0) fprintf(stderr, "  submit: %s\n", err.msg);
-                TT_CHECK(id[k] >= 0);
-                if (id[k] < 0) return;
-            }
-        tr_error err = {{0}};
-        TT_CHECK(tr_engine_step(e, NULL, &err) == TR_OK);
-        bool all = true;
-        for (int k = 0; k < n; k++) {
-            if (id[k] < 0 || done[k]) {
-                all &= done[k];
-                continue;
-            }
-            collect(e, id[k], &out[k]);
-            done[k] = out[k].finish != TR_FINISH_NONE;
-            all &= done[k];
-        }
-        if (all) return;
-    }
-    TT_CHECK(!"the engine did not finish its sequences in 4000 steps");
-}
-
-static run_out ref[2][N_PROMPTS]; /* [greedy, sampled][prompt]: plain decoding, alone */
+static tu_run ref[2][N_PROMPTS]; /* [greedy, sampled][prompt]: plain decoding, alone */
 
 /* The same tokens, and every logits hash the speculative run has equals
  * plain decoding's for that token. */
-static bool same_as_ref(const run_out *o, const run_out *r) {
+static bool same_as_ref(const tu_run *o, const tu_run *r) {
     if (o->n != r->n || memcmp(o->tok, r->tok, sizeof o->tok)) return false;
     for (int i = 0; i < o->n; i++)
         if (o->have_hash[i] && o->logits_hash[i] != r->logits_hash[i]) return false;
@@ -177,7 +111,7 @@ TT_TEST(every_drafter_alone_gives_plain_decodings_tokens) {
                 tr_engine *e = engine(1, 512, false);
                 if (!e) return;
                 tr_seq_params p = seq_params(i, t ? 0.8f : 0.0f, kinds[ki]);
-                run_out o;
+                tu_run o;
                 int d = 0;
                 run_many(e, &p, &d, 1, &o);
                 const bool ok = same_as_ref(&o, &ref[t][i]);
@@ -214,7 +148,7 @@ TT_TEST(batched_mixed_speculation_gives_the_same_tokens) {
             tr_seq_params p[6];
             for (int k = 0; k < 6; k++) p[k] = seq_params(which[k], t ? 0.8f : 0.0f, kinds[k]);
             p[3].spec.n_max = 3; /* a short draft limit */
-            run_out o[6];
+            tu_run o[6];
             run_many(e, p, delay, 6, o);
             for (int k = 0; k < 6; k++) {
                 const bool ok = same_as_ref(&o[k], &ref[t][which[k]]);
@@ -251,7 +185,7 @@ TT_TEST(draft_model_gives_the_same_tokens) {
         const int which[3] = {1, 2, 3}, delay[3] = {0, 1, 4};
         tr_seq_params p[3];
         for (int k = 0; k < 3; k++) p[k] = seq_params(which[k], t ? 0.8f : 0.0f, kinds[k]);
-        run_out o[3];
+        tu_run o[3];
         run_many(e, p, delay, 3, o);
         for (int k = 0; k < 3; k++) {
             const bool ok = same_as_ref(&o[k], &ref[t][which[k]]);
@@ -294,7 +228,7 @@ TT_TEST(rollback_leaves_no_trace) {
         int32_t next = prompts[1][3], p1 = n;
         tr_batch b1 = {.n_tokens = 1, .token = &next, .pos = &p1, .seq_id = &s};
         TT_CHECK(tr_decode(c, &b1, &err) == TR_OK);
-        h[s] = hash_floats(tr_get_logits(c, 0), (size_t)n_vocab);
+        h[s] = tu_hash_floats(tr_get_logits(c, 0), (size_t)n_vocab);
         for (int32_t i = 0; i < n; i++) pos[i] = i;
     }
     TT_CHECK(h[0] == h[1]);

@@ -17,6 +17,7 @@
  *   - every bad value of the flags is refused with a message naming it. */
 #include "engine/engine.h"
 #include "tt.h"
+#include "engine/test_util.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -213,20 +214,6 @@ TT_TEST(layer0_keys_match_a_fresh_context_after_many_slides) {
 
 enum { N_GEN = 120 };
 
-typedef struct out {
-    int32_t tok[N_GEN];
-    uint64_t lh[N_GEN];
-    int32_t n;
-    tr_finish finish;
-} out;
-
-static uint64_t hash_floats(const float *x, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    const unsigned char *b = (const unsigned char *)x;
-    for (size_t i = 0; i < n * sizeof *x; i++) h = (h ^ b[i]) * 1099511628211ull;
-    return h;
-}
-
 static tr_engine *stream_engine(int32_t n_seq, int32_t n_batch, int32_t threads) {
     tr_engine_params p = tr_engine_default_params();
     p.ctx.n_seq_max = n_seq;
@@ -234,55 +221,25 @@ static tr_engine *stream_engine(int32_t n_seq, int32_t n_batch, int32_t threads)
     p.ctx.n_threads = threads;
     p.ctx.n_sinks = 4;
     p.ctx.n_window = 100; /* 160 positions: slides every 32 */
-    tr_engine *e = NULL;
-    tr_error err = {{0}};
-    if (tr_engine_new(model, &p, &e, &err) != TR_OK) fprintf(stderr, "  engine: %s\n", err.msg);
-    return e;
+    return tu_engine_new(model, &p);
 }
 
 /* Sequence k: a prompt of 150 + 40 k tokens from the text, then N_GEN tokens
  * (sampled at 0.8 with a seed); the others in mates[] run beside it. */
-static void run(tr_engine *e, int n, const int *which, out *o) {
-    int64_t id[4];
-    memset(o, 0, sizeof *o * (size_t)n);
+static void run(tr_engine *e, int n, const int *which, tu_run *o) {
+    tr_seq_params p[4];
     for (int k = 0; k < n; k++) {
-        tr_seq_params p = {.prompt = text + 7 * which[k], .n_prompt = 150 + 40 * which[k], .n_predict = N_GEN,
-                           .sampling = tr_sampler_default_params(), .ignore_eog = true};
-        p.sampling.seed = 99 + (uint64_t)which[k];
-        tr_error err = {{0}};
-        id[k] = tr_engine_submit(e, &p, &err);
-        TT_CHECK(id[k] >= 0);
+        p[k] = (tr_seq_params){.prompt = text + 7 * which[k], .n_prompt = 150 + 40 * which[k], .n_predict = N_GEN,
+                               .sampling = tr_sampler_default_params(), .ignore_eog = true};
+        p[k].sampling.seed = 99 + (uint64_t)which[k];
     }
-    for (int step = 0; step < 4000; step++) {
-        tr_error err = {{0}};
-        TT_CHECK(tr_engine_step(e, NULL, &err) == TR_OK);
-        bool all = true;
-        for (int k = 0; k < n; k++) {
-            if (o[k].finish) continue;
-            const float *l = tr_engine_logits(e, id[k]);
-            int32_t t[N_GEN];
-            tr_seq_info info;
-            const int32_t got = tr_engine_take(e, id[k], t, N_GEN, &info);
-            for (int32_t i = 0; i < got && o[k].n < N_GEN; i++) {
-                o[k].tok[o[k].n] = t[i];
-                o[k].lh[o[k].n++] = l ? hash_floats(l, (size_t)tr_model_n_vocab(model)) : 0;
-            }
-            if (got >= 0) o[k].finish = info.finish;
-            all &= o[k].finish != TR_FINISH_NONE;
-        }
-        if (all) return;
-    }
-    TT_CHECK(!"not finished in 4000 steps");
-}
-
-static bool same(const out *a, const out *b) {
-    return a->n == b->n && !memcmp(a->tok, b->tok, sizeof a->tok) && !memcmp(a->lh, b->lh, sizeof a->lh);
+    tu_run_many(e, model, p, NULL, n, 4000, true, o);
 }
 
 TT_TEST(streams_past_the_window_the_same_whatever_the_threads_chunks_and_batch) {
     tr_engine *e = stream_engine(1, 512, 2);
     if (!e) return;
-    out ref[3];
+    tu_run ref[3];
     for (int k = 0; k < 3; k++) {
         run(e, 1, &k, &ref[k]);
         TT_CHECK_EQ_INT(ref[k].n, N_GEN);
@@ -296,20 +253,20 @@ TT_TEST(streams_past_the_window_the_same_whatever_the_threads_chunks_and_batch) 
             e = stream_engine(1, batches[bi], threads[ti]);
             if (!e) return;
             int k = 1;
-            out o;
+            tu_run o;
             run(e, 1, &k, &o);
-            if (!same(&o, &ref[1])) fprintf(stderr, "  threads %d, n_batch %d: differs\n", threads[ti], batches[bi]);
-            TT_CHECK(same(&o, &ref[1]));
+            if (!tu_same(&o, &ref[1])) fprintf(stderr, "  threads %d, n_batch %d: differs\n", threads[ti], batches[bi]);
+            TT_CHECK(tu_same(&o, &ref[1]));
             tr_engine_free(e);
         }
     e = stream_engine(3, 64, 2); /* three at once, prompts chunked between decodes */
     if (!e) return;
     const int all[3] = {0, 1, 2};
-    out o[3];
+    tu_run o[3];
     run(e, 3, all, o);
     for (int k = 0; k < 3; k++) {
-        if (!same(&o[k], &ref[k])) fprintf(stderr, "  sequence %d batched with others: differs\n", k);
-        TT_CHECK(same(&o[k], &ref[k]));
+        if (!tu_same(&o[k], &ref[k])) fprintf(stderr, "  sequence %d batched with others: differs\n", k);
+        TT_CHECK(tu_same(&o[k], &ref[k]));
     }
     tr_engine_free(e);
 }

@@ -27,6 +27,12 @@ TILE float hsum_ps(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* Both sums at once, for kernels.h's TR_GEMM_TWO_STREAMS. */
+TILE void hsum2_ps(__m256 a0, __m256 a1, float out[2]) {
+    out[0] = hsum_ps(a0);
+    out[1] = hsum_ps(a1);
+}
+
 TILE float h2f(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);

@@ -259,7 +259,10 @@ typedef struct {
     __m128 m;
 } k4acc;
 TILE k4acc k4acc_zero(void) { return (k4acc){_mm256_setzero_ps(), _mm_setzero_ps()}; }
-TILE float k4acc_sum(k4acc a) { return q4_k_sum(a.v, a.m); }
+TILE void k4acc_sum2(k4acc a0, k4acc a1, float out[2]) {
+    out[0] = q4_k_sum(a0.v, a0.m);
+    out[1] = q4_k_sum(a1.v, a1.m);
+}
 TILE k4acc q4_k_block(k4acc acc, const uint8_t *w, const tr_q8kp *x) {
     q4_k_one(&acc.v, &acc.m, w, x);
     return acc;
@@ -547,71 +550,27 @@ TILE void tq1_0_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int6
     }
 }
 
-/* Tiles and one-token blocks from a per-super-block body. */
-#define TILE_FROM_SB(name, sb, bytes)                                                            \
-    TILE void name##_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) { \
-        __m256 acc[4];                                                                           \
-        FOR_T(j) acc[j] = _mm256_setzero_ps();                                                   \
-        for (int64_t b = 0; b < n / 256; b++, w += bytes) sb(acc, w, a, as, b, NT);              \
-        FOR_T(j) out[j] = hsum_ps(acc[j]);                                                       \
-    }                                                                                            \
-    TILE __m256 name##_block(__m256 acc, const uint8_t *w, const tr_q8k *x) {                     \
-        sb(&acc, w, (const char *)x, 0, 0, 1);                                                   \
-        return acc;                                                                              \
-    }
+/* Tiles and one-token blocks from a per-super-block body (kernels.h). */
+#define TILE_FROM_SB(name, sb, bytes) \
+    TR_TILE_FROM_SB(name, sb, bytes, __m256, _mm256_setzero_ps(), hsum_ps, tr_q8k, TILE)
 
 TILE_FROM_SB(q2_k, q2_k_sb, 84)
 TILE_FROM_SB(q3_k, q3_k_sb, 110)
 TILE_FROM_SB(tq2_0, tq2_0_sb, 66)
 TILE_FROM_SB(tq1_0, tq1_0_sb, 54)
 
-/* Generation (one token): two rows at once, each its own accumulator chain
- * (independent work for the out-of-order core), taken from the two halves
- * of the rows handed in so that memory sees two sequential streams: rows r
- * and r+1 interleaved measured 40 % slower from memory than one row at a
- * time (the hardware prefetcher loses the pattern), two far-apart streams
- * as fast as in cache. A software prefetch one row ahead in each stream
- * covers the rest. */
-#define GEMM_KQUANT(name, tile, block, bytes, acc_t, zero, sum, act_t)                                                     \
-    GEMM_FROM_TILE(name##_tiles, tile)                                                              \
-    TGT static void name(int64_t n, const void *w_, size_t ws, int nr, const void *a, size_t as,    \
-                         int nt, float *y, size_t ys) {                                             \
-        if (nt != 1) {                                                                              \
-            name##_tiles(n, w_, ws, nr, a, as, nt, y, ys);                                          \
-            return;                                                                                 \
-        }                                                                                           \
-        const uint8_t *w = w_;                                                                      \
-        const act_t *x = a;                                                                         \
-        int h = nr / 2;                                                                             \
-        for (int r = 0; r < h; r++) {                                                               \
-            const uint8_t *w0 = w + (size_t)r * ws, *w1 = w + (size_t)(r + h) * ws;                 \
-            acc_t acc0 = zero, acc1 = zero;                                                         \
-            for (int64_t b = 0; b < n / 256; b++, w0 += bytes, w1 += bytes) {                       \
-                for (int l = 0; l < bytes; l += 64) {                                               \
-                    _mm_prefetch((const char *)w0 + ws + l, _MM_HINT_T0);                           \
-                    _mm_prefetch((const char *)w1 + ws + l, _MM_HINT_T0);                           \
-                }                                                                                   \
-                acc0 = block(acc0, w0, x + b);                                                      \
-                acc1 = block(acc1, w1, x + b);                                                      \
-            }                                                                                       \
-            y[r] = sum(acc0);                                                                       \
-            y[r + h] = sum(acc1);                                                                   \
-        }                                                                                           \
-        if (nr & 1) {                                                                               \
-            const uint8_t *w0 = w + (size_t)(nr - 1) * ws;                                          \
-            acc_t acc = zero;                                                                       \
-            for (int64_t b = 0; b < n / 256; b++, w0 += bytes) acc = block(acc, w0, x + b);         \
-            y[nr - 1] = sum(acc);                                                                   \
-        }                                                                                           \
-    }
+/* Prompt tiles and the one-token streams (kernels.h's TR_GEMM_TWO_STREAMS). */
+#define GEMM_KQUANT(name, tile, block, bytes, acc_t, zero, sum2, act_t) \
+    GEMM_FROM_TILE(name##_tiles, tile)                                  \
+    TR_GEMM_TWO_STREAMS(name, name##_tiles, block, bytes, acc_t, zero, sum2, act_t, TGT)
 
-GEMM_KQUANT(gemm_q2_k, q2_k_tile, q2_k_block, 84, __m256, _mm256_setzero_ps(), hsum_ps, tr_q8k)
-GEMM_KQUANT(gemm_q4_k, q4_k_tile, q4_k_block, 144, k4acc, k4acc_zero(), k4acc_sum, tr_q8kp)
-GEMM_KQUANT(gemm_q5_k, q5_k_tile, q5_k_block, 176, __m256, _mm256_setzero_ps(), hsum_ps, tr_q8k)
-GEMM_KQUANT(gemm_q6_k, q6_k_tile, q6_k_block, 210, __m256, _mm256_setzero_ps(), hsum_ps, tr_q8k)
-GEMM_KQUANT(gemm_q3_k, q3_k_tile, q3_k_block, 110, __m256, _mm256_setzero_ps(), hsum_ps, tr_q8k)
-GEMM_KQUANT(gemm_tq2_0, tq2_0_tile, tq2_0_block, 66, __m256, _mm256_setzero_ps(), hsum_ps, tr_q8k)
-GEMM_KQUANT(gemm_tq1_0, tq1_0_tile, tq1_0_block, 54, __m256, _mm256_setzero_ps(), hsum_ps, tr_q8k)
+GEMM_KQUANT(gemm_q2_k, q2_k_tile, q2_k_block, 84, __m256, _mm256_setzero_ps(), hsum2_ps, tr_q8k)
+GEMM_KQUANT(gemm_q4_k, q4_k_tile, q4_k_block, 144, k4acc, k4acc_zero(), k4acc_sum2, tr_q8kp)
+GEMM_KQUANT(gemm_q5_k, q5_k_tile, q5_k_block, 176, __m256, _mm256_setzero_ps(), hsum2_ps, tr_q8k)
+GEMM_KQUANT(gemm_q6_k, q6_k_tile, q6_k_block, 210, __m256, _mm256_setzero_ps(), hsum2_ps, tr_q8k)
+GEMM_KQUANT(gemm_q3_k, q3_k_tile, q3_k_block, 110, __m256, _mm256_setzero_ps(), hsum2_ps, tr_q8k)
+GEMM_KQUANT(gemm_tq2_0, tq2_0_tile, tq2_0_block, 66, __m256, _mm256_setzero_ps(), hsum2_ps, tr_q8k)
+GEMM_KQUANT(gemm_tq1_0, tq1_0_tile, tq1_0_block, 54, __m256, _mm256_setzero_ps(), hsum2_ps, tr_q8k)
 
 const tr_gemm_row tr_avx2_kquant_gemm_rows[] = {
     {TR_TYPE_Q2_K, TR_ACT_Q8K, gemm_q2_k},

@@ -311,54 +311,28 @@ TILE5 void q2_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int6
 
 /* ---------------------------------------------------------------- kernels */
 
+/* Both sums at once, for TR_GEMM_TWO_STREAMS. */
+TILE5 void reduce2_ps(__m512 a0, __m512 a1, float out[2]) {
+    out[0] = _mm512_reduce_add_ps(a0);
+    out[1] = _mm512_reduce_add_ps(a1);
+}
+
 /* A row against NT <= 4 tokens, and the kernel: tokens in tiles of four
  * (each decoded super-block shared by the tile), rows outer so a weight row
- * is read from memory once; one token: two rows at once from the two
- * halves of the rows handed in (two sequential streams, prefetched a row
- * ahead, as the AVX2 kernels do), with the same per-super-block body. */
-#define GEMM_KQUANT5(name, sb, bytes)                                                                        \
-    TILE5 void name##_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {      \
-        __m512 acc[4];                                                                                       \
-        FOR_T(j) acc[j] = _mm512_setzero_ps();                                                               \
-        for (int64_t b = 0; b < n / 256; b++, w += bytes) sb(acc, w, a, as, b, NT);                         \
-        FOR_T(j) out[j] = _mm512_reduce_add_ps(acc[j]);                                                      \
-    }                                                                                                        \
-    TR_GEMM_FROM_TILE(name##_tiles, name##_tile, TGT5)                                                  \
-    TGT5 static void name(int64_t n, const void *w_, size_t ws, int nr, const void *a_, size_t as, int nt,  \
-                          float *y, size_t ys) {                                                             \
-        const uint8_t *w = w_;                                                                               \
-        const char *a = a_;                                                                                  \
-        if (nt != 1) {                                                                                       \
-            name##_tiles(n, w_, ws, nr, a_, as, nt, y, ys);                                                  \
-            return;                                                                                          \
-        }                                                                                                    \
-        int h = nr / 2;                                                                                      \
-        for (int r = 0; r < h; r++) {                                                                        \
-            const uint8_t *w0 = w + (size_t)r * ws, *w1 = w + (size_t)(r + h) * ws;                          \
-            __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();                                   \
-            for (int64_t b = 0; b < n / 256; b++, w0 += bytes, w1 += bytes) {                                \
-                _Pragma("GCC unroll 4") for (int l = 0; l < bytes; l += 64) {                              \
-                    _mm_prefetch((const char *)w0 + ws + l, _MM_HINT_T0);                                    \
-                    _mm_prefetch((const char *)w1 + ws + l, _MM_HINT_T0);                                    \
-                }                                                                                            \
-                sb(&acc0, w0, a, 0, b, 1);                                                                   \
-                sb(&acc1, w1, a, 0, b, 1);                                                                   \
-            }                                                                                                \
-            y[r] = _mm512_reduce_add_ps(acc0);                                                               \
-            y[r + h] = _mm512_reduce_add_ps(acc1);                                                           \
-        }                                                                                                    \
-        if (nr & 1) {                                                                                        \
-            float out[1];                                                                                    \
-            name##_tile(n, w + (size_t)(nr - 1) * ws, a, 0, 1, out);                                         \
-            y[nr - 1] = out[0];                                                                              \
-        }                                                                                                    \
-    }
+ * is read from memory once; one token: kernels.h's TR_GEMM_TWO_STREAMS
+ * (two rows at once from the two halves of the rows handed in), with the
+ * same per-super-block body. */
+#define GEMM_KQUANT5(name, sb, bytes, act_t)                                                             \
+    TR_TILE_FROM_SB(name, sb, bytes, __m512, _mm512_setzero_ps(), _mm512_reduce_add_ps, act_t, TILE5)    \
+    TR_GEMM_FROM_TILE(name##_tiles, name##_tile, TGT5)                                                   \
+    TR_GEMM_TWO_STREAMS(name, name##_tiles, name##_block, bytes,                                         \
+                        __m512, _mm512_setzero_ps(), reduce2_ps, act_t, TGT5)
 
-GEMM_KQUANT5(gemm_q2_k, q2_k_sb, 84)
-GEMM_KQUANT5(gemm_q3_k, q3_k_sb, 110)
-GEMM_KQUANT5(gemm_q4_k, q4_k_sb, 144)
-GEMM_KQUANT5(gemm_q5_k, q5_k_sb, 176)
-GEMM_KQUANT5(gemm_q6_k, q6_k_sb, 210)
+GEMM_KQUANT5(gemm_q2_k, q2_k_sb, 84, tr_q8k)
+GEMM_KQUANT5(gemm_q3_k, q3_k_sb, 110, tr_q8k)
+GEMM_KQUANT5(gemm_q4_k, q4_k_sb, 144, tr_q8kp)
+GEMM_KQUANT5(gemm_q5_k, q5_k_sb, 176, tr_q8k)
+GEMM_KQUANT5(gemm_q6_k, q6_k_sb, 210, tr_q8k)
 
 const tr_gemm_row tr_avx512_kquant_gemm_rows[] = {
     {TR_TYPE_Q2_K, TR_ACT_Q8K, gemm_q2_k},

@@ -161,44 +161,35 @@ enum { tq1_0_bytes = sizeof(tr_block_tq1_0), tq1_0_d = offsetof(tr_block_tq1_0, 
         FOR_T(j) y[(size_t)j * ys] = out[j];                                                                        \
     }
 
-/* One token (generation): two rows at once, each its own chain, taken from
- * the two halves of the rows handed in so that memory sees two sequential
- * streams (as the AVX2 kernels do, which measured why), with a software
- * prefetch one row ahead in each. Several tokens: rows outer, the tokens in
- * tiles of four inner, so a row is read from memory once. */
+/* One token's block: the codes decoded, then token_block (for the
+ * one-token streams). */
+#define TERNARY_BLOCK(fmt)                                                                                          \
+    INL __m512 fmt##_block(__m512 acc, const uint8_t *w, const tr_q8k *x) {                                         \
+        __m512i c[4];                                                                                               \
+        fmt##_codes(w, c);                                                                                          \
+        return token_block(acc, c, x, scale16(w + fmt##_d));                                                        \
+    }                                                                                                               \
+    /* two rows' results by the tiles' tree (sum4) */                                                               \
+    INL void fmt##_sum2(__m512 acc0, __m512 acc1, float out[2]) {                                                   \
+        float o[4];                                                                                                 \
+        acc0 = fmt##_unscale(acc0);                                                                                 \
+        acc1 = fmt##_unscale(acc1);                                                                                 \
+        _mm_storeu_ps(o, sum4(acc0, acc1, acc0, acc1));                                                             \
+        out[0] = o[0];                                                                                              \
+        out[1] = o[1];                                                                                              \
+    }
+
+/* Several tokens: rows outer, the tokens in tiles of four inner, so a row
+ * is read from memory once. One token (generation): kernels.h's
+ * TR_GEMM_TWO_STREAMS, two rows at once from the two halves of the rows
+ * handed in. */
 #define TERNARY_GEMM(fmt)                                                                                           \
     TERNARY_TILE(fmt)                                                                                               \
-    TGT512 static void gemm_##fmt(int64_t n, const void *w_, size_t ws, int nr, const void *a_, size_t as,          \
-                                  int nt, float *y, size_t ys) {                                                    \
+    TERNARY_BLOCK(fmt)                                                                                              \
+    INL void gemm_##fmt##_tiles(int64_t n, const void *w_, size_t ws, int nr, const void *a_, size_t as, int nt,    \
+                                float *y, size_t ys) {                                                              \
         const uint8_t *w = w_;                                                                                      \
         const char *a = a_;                                                                                         \
-        if (nt == 1) {                                                                                              \
-            const tr_q8k *x = a_;                                                                                   \
-            int h = nr / 2;                                                                                         \
-            for (int r = 0; r < h; r++) {                                                                           \
-                const uint8_t *w0 = w + (size_t)r * ws, *w1 = w + (size_t)(r + h) * ws;                             \
-                __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();                                      \
-                for (int64_t b = 0; b < n / 256; b++, w0 += fmt##_bytes, w1 += fmt##_bytes) {                       \
-                    for (int l = 0; l < fmt##_bytes; l += 64) {                                                     \
-                        _mm_prefetch((const char *)w0 + ws + l, _MM_HINT_T0);                                       \
-                        _mm_prefetch((const char *)w1 + ws + l, _MM_HINT_T0);                                       \
-                    }                                                                                               \
-                    __m512i c0[4], c1[4];                                                                           \
-                    fmt##_codes(w0, c0);                                                                            \
-                    fmt##_codes(w1, c1);                                                                            \
-                    acc0 = token_block(acc0, c0, x + b, scale16(w0 + fmt##_d));                                     \
-                    acc1 = token_block(acc1, c1, x + b, scale16(w1 + fmt##_d));                                     \
-                }                                                                                                   \
-                float out[4];                                                                                       \
-                acc0 = fmt##_unscale(acc0);                                                                         \
-                acc1 = fmt##_unscale(acc1);                                                                         \
-                _mm_storeu_ps(out, sum4(acc0, acc1, acc0, acc1));                                                   \
-                y[r] = out[0];                                                                                      \
-                y[r + h] = out[1];                                                                                  \
-            }                                                                                                       \
-            if (nr & 1) fmt##_tile(n, w + (size_t)(nr - 1) * ws, a, as, 1, y + nr - 1, ys);                         \
-            return;                                                                                                 \
-        }                                                                                                           \
         for (int r = 0; r < nr; r++) {                                                                              \
             const uint8_t *wr = w + (size_t)r * ws;                                                                 \
             for (int t = 0; t < nt; t += 4) {                                                                       \
@@ -212,7 +203,9 @@ enum { tq1_0_bytes = sizeof(tr_block_tq1_0), tq1_0_d = offsetof(tr_block_tq1_0, 
                 }                                                                                                   \
             }                                                                                                       \
         }                                                                                                           \
-    }
+    }                                                                                                               \
+    TR_GEMM_TWO_STREAMS(gemm_##fmt, gemm_##fmt##_tiles, fmt##_block, fmt##_bytes, __m512, _mm512_setzero_ps(),      \
+                        fmt##_sum2, tr_q8k, TGT512)
 
 TERNARY_GEMM(tq2_0)
 TERNARY_GEMM(tq1_0)

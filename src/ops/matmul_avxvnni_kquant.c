@@ -244,54 +244,22 @@ TILEV void t_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int64_t
 
 /* A row against NT <= 4 tokens, and the kernel: tokens in tiles of four
  * (each decoded super-block shared by the tile), rows outer so a weight row
- * is read from memory once; one token: two rows at once from the two
- * halves of the rows handed in (two sequential streams, prefetched a row
- * ahead, as the AVX2 kernels do), with the same per-super-block body. */
-#define GEMM_KQUANTV(name, sb, K, bytes)                                                                     \
-    TILEV void name##_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {      \
-        __m256 acc[4];                                                                                       \
-        FOR_T(j) acc[j] = _mm256_setzero_ps();                                                               \
-        for (int64_t b = 0; b < n / 256; b++, w += bytes) sb(acc, w, a, as, b, NT, K);                      \
-        FOR_T(j) out[j] = hsum_ps(acc[j]);                                                                   \
-    }                                                                                                        \
-    TR_GEMM_FROM_TILE(name##_tiles, name##_tile, TGTV)                                                  \
-    TGTV static void name(int64_t n, const void *w_, size_t ws, int nr, const void *a_, size_t as, int nt,  \
-                          float *y, size_t ys) {                                                             \
-        const uint8_t *w = w_;                                                                               \
-        const char *a = a_;                                                                                  \
-        if (nt != 1) {                                                                                       \
-            name##_tiles(n, w_, ws, nr, a_, as, nt, y, ys);                                                  \
-            return;                                                                                          \
-        }                                                                                                    \
-        int h = nr / 2;                                                                                      \
-        for (int r = 0; r < h; r++) {                                                                        \
-            const uint8_t *w0 = w + (size_t)r * ws, *w1 = w + (size_t)(r + h) * ws;                          \
-            __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                                   \
-            for (int64_t b = 0; b < n / 256; b++, w0 += bytes, w1 += bytes) {                                \
-                _Pragma("GCC unroll 4") for (int l = 0; l < bytes; l += 64) {                              \
-                    _mm_prefetch((const char *)w0 + ws + l, _MM_HINT_T0);                                    \
-                    _mm_prefetch((const char *)w1 + ws + l, _MM_HINT_T0);                                    \
-                }                                                                                            \
-                sb(&acc0, w0, a, 0, b, 1, K);                                                                \
-                sb(&acc1, w1, a, 0, b, 1, K);                                                                \
-            }                                                                                                \
-            y[r] = hsum_ps(acc0);                                                                            \
-            y[r + h] = hsum_ps(acc1);                                                                        \
-        }                                                                                                    \
-        if (nr & 1) {                                                                                        \
-            float out[1];                                                                                    \
-            name##_tile(n, w + (size_t)(nr - 1) * ws, a, 0, 1, out);                                         \
-            y[nr - 1] = out[0];                                                                              \
-        }                                                                                                    \
-    }
+ * is read from memory once; one token: kernels.h's TR_GEMM_TWO_STREAMS
+ * (two rows at once from the two halves of the rows handed in), with the
+ * same per-super-block body. */
+#define GEMM_KQUANTV(name, sb, K, bytes, act_t)                                                          \
+    TR_TILE_FROM_SB(name, sb, bytes, __m256, _mm256_setzero_ps(), hsum_ps, act_t, TILEV, K)              \
+    TR_GEMM_FROM_TILE(name##_tiles, name##_tile, TGTV)                                                   \
+    TR_GEMM_TWO_STREAMS(name, name##_tiles, name##_block, bytes,                                         \
+                        __m256, _mm256_setzero_ps(), hsum2_ps, act_t, TGTV)
 
-GEMM_KQUANTV(gemm_q2_k, k_sb, K_Q2, 84)
-GEMM_KQUANTV(gemm_q3_k, k_sb, K_Q3, 110)
-GEMM_KQUANTV(gemm_q4_k, k_sb, K_Q4, 144)
-GEMM_KQUANTV(gemm_q5_k, k_sb, K_Q5, 176)
-GEMM_KQUANTV(gemm_q6_k, k_sb, K_Q6, 210)
-GEMM_KQUANTV(gemm_tq1_0, t_sb, K_TQ1, 54)
-GEMM_KQUANTV(gemm_tq2_0, t_sb, K_TQ2, 66)
+GEMM_KQUANTV(gemm_q2_k, k_sb, K_Q2, 84, tr_q8k)
+GEMM_KQUANTV(gemm_q3_k, k_sb, K_Q3, 110, tr_q8k)
+GEMM_KQUANTV(gemm_q4_k, k_sb, K_Q4, 144, tr_q8kp)
+GEMM_KQUANTV(gemm_q5_k, k_sb, K_Q5, 176, tr_q8k)
+GEMM_KQUANTV(gemm_q6_k, k_sb, K_Q6, 210, tr_q8k)
+GEMM_KQUANTV(gemm_tq1_0, t_sb, K_TQ1, 54, tr_q8k)
+GEMM_KQUANTV(gemm_tq2_0, t_sb, K_TQ2, 66, tr_q8k)
 
 const tr_gemm_row tr_avxvnni_kquant_gemm_rows[] = {
     {TR_TYPE_Q2_K, TR_ACT_Q8K, gemm_q2_k},
