@@ -379,4 +379,4 @@ def test_kernels_read_nothing_past_the_last_row(lib, emu):
                 check_close(lib, emu, k, fn, end - total, ws, rows, a, a_stride, nt, cols, 1e-5, f"{name} isa {isa}")
             libc.mprotect(base + pages * mmap.PAGESIZE, mmap.PAGESIZE, 3)
             checked += 1
-    assert checked >= 35
+    assert checked >= 42  # AVX2 15, AVX-VNNI 12, AVX-512 15 kernels
