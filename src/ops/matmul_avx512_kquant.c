@@ -46,16 +46,9 @@
  * tile's tokens in a loop whose iterations are independent, the one-token
  * kernel calls the same body with one token, and the integer parts are
  * exact; only the decoded weights are shared. */
-#include "kernels.h"
+#include "avx512_common.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-
-#define TGT5 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
-#define TILE5 static inline __attribute__((always_inline)) TGT5
-
-/* Loops over the tile's tokens must unroll so accumulators live in registers. */
-#define FOR_T(j) _Pragma("GCC unroll 4") for (int j = 0; j < NT; j++)
+#ifdef TR_HAVE_AVX512_KERNELS
 
 #define ACTK(j, b) ((const tr_q8k *)(a + (size_t)(j) * as) + (b))
 
@@ -65,17 +58,17 @@ _Static_assert(offsetof(tr_q8k, bsums) + 64 <= sizeof(tr_q8k), "tr_q8k: 64 bytes
 _Static_assert(offsetof(tr_q8kp, bsums) + 64 <= sizeof(tr_q8kp), "tr_q8kp: 64 bytes from bsums");
 #define ACTKP(j, b) ((const tr_q8kp *)(a + (size_t)(j) * as) + (b))
 
-TILE5 float h2f(const uint8_t *p) {
+TILE512 float h2f(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
     return _cvtsh_ss(h);
 }
 
 /* A zmm whose 16-bit lanes are lo in the low 256 bits and hi in the high. */
-TILE5 __m512i halves16(short lo, short hi) {
+TILE512 __m512i halves16(short lo, short hi) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(lo)), _mm256_set1_epi16(hi), 1);
 }
-TILE5 __m512i halves8(char lo, char hi) {
+TILE512 __m512i halves8(char lo, char hi) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi8(lo)), _mm256_set1_epi8(hi), 1);
 }
 
@@ -83,14 +76,14 @@ TILE5 __m512i halves8(char lo, char hi) {
  * the counts of sh (one per half), masked with m: two fields of the same
  * bytes side by side (Q4_K's low nibbles then high nibbles, the 2-bit
  * fields of Q2_K/Q3_K). */
-TILE5 __m512i fields2(const uint8_t *p, __m512i sh, __m512i m) {
+TILE512 __m512i fields2(const uint8_t *p, __m512i sh, __m512i m) {
     __m512i r = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)p));
     return _mm512_and_si512(_mm512_srlv_epi16(r, sh), m);
 }
 
 /* Adds `add` to the bytes of W whose bit is set in QH under sel (a high bit
  * of Q5_K/Q3_K: the bytes' low bits are clear there, so the add is an or). */
-TILE5 __m512i add_high(__m512i W, __m512i QH, __m512i sel, __m512i add) {
+TILE512 __m512i add_high(__m512i W, __m512i QH, __m512i sel, __m512i add) {
     return _mm512_mask_add_epi8(W, _mm512_test_epi8_mask(QH, sel), W, add);
 }
 
@@ -110,7 +103,7 @@ static const uint16_t k16_idx[2][32] __attribute__((aligned(64))) = {
 };
 
 /* The two scale vectors from 16 int16 scales (words 0..15 of s16). */
-TILE5 void scale_vectors(__m256i s16, const uint16_t idx[2][32], __m512i S[2]) {
+TILE512 void scale_vectors(__m256i s16, const uint16_t idx[2][32], __m512i S[2]) {
     __m512i z = _mm512_castsi256_si512(s16); /* the indexes read words 0..15 only */
     S[0] = _mm512_permutexvar_epi16(_mm512_load_si512(idx[0]), z);
     S[1] = _mm512_permutexvar_epi16(_mm512_load_si512(idx[1]), z);
@@ -118,7 +111,7 @@ TILE5 void scale_vectors(__m256i s16, const uint16_t idx[2][32], __m512i S[2]) {
 
 /* The scaled integer sums of one super-block and one token: W[k] against
  * the activations x + 64k, the scales S as built by scale_vectors. */
-TILE5 __m512i k_scaled(const __m512i W[4], const int8_t *x, const __m512i S[2]) {
+TILE512 __m512i k_scaled(const __m512i W[4], const int8_t *x, const __m512i S[2]) {
     __m512i D0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), W[0], _mm512_loadu_si512(x));
     __m512i D1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), W[1], _mm512_loadu_si512(x + 64));
     __m512i D2 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), W[2], _mm512_loadu_si512(x + 128));
@@ -129,14 +122,14 @@ TILE5 __m512i k_scaled(const __m512i W[4], const int8_t *x, const __m512i S[2]) 
 
 /* The float part with mins: V the scaled sums, M the mins' products (4 or
  * 8 int32 in the low lanes, zero above), dw and dmin broadcast. */
-TILE5 __m512 k_tail_mins(__m512 acc, __m512i V, __m512 Mf, __m512 dw, __m512 dmin, float xd) {
+TILE512 __m512 k_tail_mins(__m512 acc, __m512i V, __m512 Mf, __m512 dw, __m512 dmin, float xd) {
     __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(V), dw);
     t = _mm512_fnmadd_ps(Mf, dmin, t);
     return _mm512_fmadd_ps(t, _mm512_set1_ps(xd), acc);
 }
 
 /* Without mins (offsets already in V). */
-TILE5 __m512 k_tail(__m512 acc, __m512i V, __m512 dw, float xd) {
+TILE512 __m512 k_tail(__m512 acc, __m512i V, __m512 dw, float xd) {
     return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(V), dw), _mm512_set1_ps(xd), acc);
 }
 
@@ -148,7 +141,7 @@ TILE5 __m512 k_tail(__m512 acc, __m512i V, __m512 dw, float xd) {
  *   [u0 & 3f, (u2 & 0f) | ((u0 >> 2) & 30), u1 & 3f, ((u2 >> 4) & 0f) | ((u1 >> 2) & 30)]
  * per byte: the low parts come from [u0 u2 u1 u2] shifted by [0 0 0 4],
  * the high parts from [u0 u0 u1 u1] shifted by [32 2 32 2] (32: zero). */
-TILE5 __m128i scales_k4(const uint8_t *q) {
+TILE512 __m128i scales_k4(const uint8_t *q) {
     __m128i v = _mm_loadu_si128((const __m128i *)q);
     __m128i lo = _mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0)), _mm_setr_epi32(0, 0, 0, 4));
     __m128i hi = _mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0)), _mm_setr_epi32(32, 2, 32, 2));
@@ -166,7 +159,7 @@ static const uint16_t k4_min_idx[32] __attribute__((aligned(64))) = {
 /* Scales, mins and [d, dmin] of a Q4_K/Q5_K super-block: the mins as
  * int16 pairs for the 16 activation sums, zero in words 16..31 (a 64-byte
  * load from bsums reads on past the sums). */
-TILE5 void k4_header(const uint8_t *w, __m512i S[2], __m512i *mins, __m512 *dw, __m512 *dmin) {
+TILE512 void k4_header(const uint8_t *w, __m512i S[2], __m512i *mins, __m512 *dw, __m512 *dmin) {
     __m256i s16 = _mm256_cvtepu8_epi16(scales_k4(w + 4));
     scale_vectors(s16, k4_idx, S);
     *mins = _mm512_maskz_permutexvar_epi16(0xffff, _mm512_load_si512(k4_min_idx), _mm512_castsi256_si512(s16));
@@ -179,14 +172,14 @@ TILE5 void k4_header(const uint8_t *w, __m512i S[2], __m512i *mins, __m512 *dw, 
 
 /* Q4_K (TR_ACT_Q8KP, read in natural order: qs): W_k is the low nibbles of
  * qs bytes 32k..32k+31 (sub-block 2k) then their high nibbles (2k+1). */
-TILE5 void q4_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
+TILE512 void q4_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
     const __m512i sh = halves16(0, 4), m4 = _mm512_set1_epi8(0x0f);
     __m512i S[2], W[4];
     __m512i mins;
     __m512 dw, dmin;
     k4_header(w, S, &mins, &dw, &dmin);
     _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) W[k] = fields2(w + 16 + 32 * k, sh, m4);
-    FOR_T(j) {
+    FOR_T512(j) {
         const tr_q8kp *x = ACTKP(j, b);
         __m512i V = k_scaled(W, x->qs, S);
         __m512i M = _mm512_madd_epi16(mins, _mm512_loadu_si512(x->bsums));
@@ -196,7 +189,7 @@ TILE5 void q4_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int6
 
 /* Q5_K: Q4_K's nibbles plus a fifth bit, bit j of qh[i] for element i of
  * sub-block j: W_k takes bits 2k and 2k+1 (one per half). */
-TILE5 void q5_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
+TILE512 void q5_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
     const __m512i sh = halves16(0, 4), m4 = _mm512_set1_epi8(0x0f), b16 = _mm512_set1_epi8(0x10);
     __m512i S[2], W[4];
     __m512i mins;
@@ -205,7 +198,7 @@ TILE5 void q5_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int6
     __m512i QH = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + 16)));
     _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
         W[k] = add_high(fields2(w + 48 + 32 * k, sh, m4), QH, halves8((char)(1 << 2 * k), (char)(1 << (2 * k + 1))), b16);
-    FOR_T(j) {
+    FOR_T512(j) {
         const tr_q8k *x = ACTK(j, b);
         __m512i V = k_scaled(W, x->qs, S);
         __m512i M = _mm512_madd_epi16(mins, _mm512_loadu_si512(x->bsums));
@@ -219,7 +212,7 @@ TILE5 void q5_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int6
  * sums: V += sum_j (-o * sc_j) * bsums_j, as one vpdpwssd of a 64-byte load
  * from bsums (the sums, then d and the rest of the block: multiplied by the
  * zero words 16..31 of nsc). */
-TILE5 __m512i k_offset(__m512i V, const tr_q8k *x, __m512i nsc) {
+TILE512 __m512i k_offset(__m512i V, const tr_q8k *x, __m512i nsc) {
     return _mm512_dpwssd_epi32(V, nsc, _mm512_loadu_si512(x->bsums)); /* the load folds as the last operand */
 }
 
@@ -227,7 +220,7 @@ TILE5 __m512i k_offset(__m512i V, const tr_q8k *x, __m512i nsc) {
  * 8-bit scale per 16. Per half h, ql[64h..64h+63] holds elements
  * 128h + 0..63 in its low nibbles and 128h + 64..127 in its high ones;
  * qh[32h + l] has the high bits of elements 128h + 32g + l in bits 2g, 2g+1. */
-TILE5 void q6_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
+TILE512 void q6_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
     const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
     const __m512i shl = halves16(4, 2), shr = halves16(0, 2);
     __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 192)));
@@ -243,7 +236,7 @@ TILE5 void q6_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int6
         W[2 * h + 1] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(Z, 4),
                                                  _mm512_and_si512(_mm512_srlv_epi16(QH, shr), m30), m4, 0xEC);
     }
-    FOR_T(j) {
+    FOR_T512(j) {
         const tr_q8k *x = ACTK(j, b);
         acc[j] = k_tail(acc[j], k_offset(k_scaled(W, x->qs, S), x, nsc), dw, x->d);
     }
@@ -255,7 +248,7 @@ TILE5 void q6_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int6
  * are dwords 1 2 3. Dword k of the result is (low nibbles | 2-bit field k
  * of u2 << 4) - 32, the nibbles those of [u0 u1 u0 u1] shifted by
  * [0 0 4 4]. */
-TILE5 __m128i scales_q3k(const uint8_t *p) {
+TILE512 __m128i scales_q3k(const uint8_t *p) {
     __m128i v = _mm_loadu_si128((const __m128i *)(p - 4));
     __m128i lo = _mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 1)), _mm_setr_epi32(0, 0, 4, 4));
     __m128i hi = _mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(3, 3, 3, 3)), _mm_setr_epi32(0, 2, 4, 6));
@@ -267,7 +260,7 @@ TILE5 __m128i scales_q3k(const uint8_t *p) {
 /* The 2-bit fields of Q2_K/Q3_K: element 128h + 32j + l is bits 2j, 2j+1
  * of q[32h + l], so W_k (elements 64k..) is fields j = 2(k&1), 2(k&1)+1
  * of the 32 bytes of half k/2. */
-TILE5 void fields_2bit(const uint8_t *q, __m512i W[4]) {
+TILE512 void fields_2bit(const uint8_t *q, __m512i W[4]) {
     const __m512i m3 = _mm512_set1_epi8(3), sh02 = halves16(0, 2), sh46 = halves16(4, 6);
     _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) W[k] = fields2(q + 32 * (k >> 1), k & 1 ? sh46 : sh02, m3);
 }
@@ -275,7 +268,7 @@ TILE5 void fields_2bit(const uint8_t *q, __m512i W[4]) {
 /* Q3_K: 2 low bits in qs, the third in hmask (bit 4h + j of hmask[l] for
  * element 128h + 32j + l; set: +0, clear: -4), used as low | high << 2 in
  * 0..7 with the -4 through the activation sums. */
-TILE5 void q3_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
+TILE512 void q3_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
     const __m512i four = _mm512_set1_epi8(4);
     __m256i sc16 = _mm256_cvtepi8_epi16(scales_q3k(w + 96));
     __m512i S[2], W[4];
@@ -285,7 +278,7 @@ TILE5 void q3_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int6
     __m512i HM = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)w));
     fields_2bit(w + 32, W);
     _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) W[k] = add_high(W[k], HM, halves8((char)(1 << 2 * k), (char)(1 << (2 * k + 1))), four);
-    FOR_T(j) {
+    FOR_T512(j) {
         const tr_q8k *x = ACTK(j, b);
         acc[j] = k_tail(acc[j], k_offset(k_scaled(W, x->qs, S), x, nsc), dw, x->d);
     }
@@ -293,7 +286,7 @@ TILE5 void q3_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int6
 
 /* Q2_K: 2-bit quants, a 4-bit scale and a 4-bit min per 16 (the mins with
  * their own float scale dmin, against the 16 activation sums). */
-TILE5 void q2_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
+TILE512 void q2_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
     __m256i sm = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)w));
     __m512i S[2], W[4];
     scale_vectors(_mm256_and_si256(sm, _mm256_set1_epi16(0x0f)), k16_idx, S);
@@ -301,7 +294,7 @@ TILE5 void q2_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int6
     __m512i mins = _mm512_zextsi256_si512(_mm256_srli_epi16(sm, 4));
     __m512 dw = _mm512_set1_ps(h2f(w + 80)), dmin = _mm512_set1_ps(h2f(w + 82));
     fields_2bit(w + 16, W);
-    FOR_T(j) {
+    FOR_T512(j) {
         const tr_q8k *x = ACTK(j, b);
         __m512i V = k_scaled(W, x->qs, S);
         __m512i M = _mm512_madd_epi16(mins, _mm512_loadu_si512(x->bsums));
@@ -312,7 +305,7 @@ TILE5 void q2_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int6
 /* ---------------------------------------------------------------- kernels */
 
 /* Both sums at once, for TR_GEMM_TWO_STREAMS. */
-TILE5 void reduce2_ps(__m512 a0, __m512 a1, float out[2]) {
+TILE512 void reduce2_ps(__m512 a0, __m512 a1, float out[2]) {
     out[0] = _mm512_reduce_add_ps(a0);
     out[1] = _mm512_reduce_add_ps(a1);
 }
@@ -323,10 +316,10 @@ TILE5 void reduce2_ps(__m512 a0, __m512 a1, float out[2]) {
  * (two rows at once from the two halves of the rows handed in), with the
  * same per-super-block body. */
 #define GEMM_KQUANT5(name, sb, bytes, act_t)                                                             \
-    TR_TILE_FROM_SB(name, sb, bytes, __m512, _mm512_setzero_ps(), _mm512_reduce_add_ps, act_t, TILE5)    \
-    TR_GEMM_FROM_TILE(name##_tiles, name##_tile, TGT5)                                                   \
+    TR_TILE_FROM_SB(name, sb, bytes, __m512, _mm512_setzero_ps(), _mm512_reduce_add_ps, act_t, TILE512)  \
+    TR_GEMM_FROM_TILE(name##_tiles, name##_tile, TGT512)                                                 \
     TR_GEMM_TWO_STREAMS(name, name##_tiles, name##_block, bytes,                                         \
-                        __m512, _mm512_setzero_ps(), reduce2_ps, act_t, TGT5)
+                        __m512, _mm512_setzero_ps(), reduce2_ps, act_t, TGT512)
 
 GEMM_KQUANT5(gemm_q2_k, q2_k_sb, 84, tr_q8k)
 GEMM_KQUANT5(gemm_q3_k, q3_k_sb, 110, tr_q8k)

@@ -18,25 +18,18 @@
  * cvt, mul, fma on the token's 16 lanes in block order, then one fixed tree
  * of lane-wise adds (sum4) that never mixes tokens or rows. Nothing depends
  * on which rows or tokens share the call. */
-#include "kernels.h"
+#include "avx512_common.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-
-#define TGT512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
-#define INL static inline __attribute__((always_inline)) TGT512
-
-/* Loops over a tile's tokens must unroll so accumulators live in registers. */
-#define FOR_T(j) _Pragma("GCC unroll 4") for (int j = 0; j < NT; j++)
+#ifdef TR_HAVE_AVX512_KERNELS
 
 /* 16-bit lanes: the low 16 set to lo, the high 16 to hi. */
 #define LANES16(v) ((long long)((unsigned long long)(v) * 0x0001000100010001ULL))
 #define HALVES16(lo, hi)                                                                                            \
-    _mm512_set_epi64(LANES16(hi), LANES16(hi), LANES16(hi), LANES16(hi), LANES16(lo), LANES16(lo), LANES16(lo), \
+    _mm512_set_epi64(LANES16(hi), LANES16(hi), LANES16(hi), LANES16(hi), LANES16(lo), LANES16(lo), LANES16(lo),     \
                      LANES16(lo))
 
 /* The fp16 scale at p in all 16 lanes. */
-INL __m512 scale16(const uint8_t *p) {
+TILE512 __m512 scale16(const uint8_t *p) {
     short h;
     memcpy(&h, p, 2);
     return _mm512_cvtph_ps(_mm256_set1_epi16(h));
@@ -44,7 +37,7 @@ INL __m512 scale16(const uint8_t *p) {
 
 /* One token's block: codes c[0..3] against the activations x, added to acc.
  * dw is the weight scale per int32 lane. */
-INL __m512 token_block(__m512 acc, const __m512i c[4], const tr_q8k *x, __m512 dw) {
+TILE512 __m512 token_block(__m512 acc, const __m512i c[4], const tr_q8k *x, __m512 dw) {
     /* 64 bytes from bsums: the 16 sums times -1, then d, bsums32 and the
      * padding (inside the block) times 0 */
     const __m512i minus_sums = HALVES16(0xffff, 0);
@@ -59,7 +52,7 @@ INL __m512 token_block(__m512 acc, const __m512i c[4], const tr_q8k *x, __m512 d
 /* The sums of a0..a3's 16 lanes, in lanes 0..3, each by the same tree: lane
  * k + lane k+8, then + (k+4), then + (k+2), then + (k+1). Every step adds
  * within one input's lanes, so a sum does not depend on its neighbours. */
-INL __m128 sum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+TILE512 __m128 sum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
     __m512 u01 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x44), _mm512_shuffle_f32x4(a0, a1, 0xee));
     __m512 u23 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x44), _mm512_shuffle_f32x4(a2, a3, 0xee));
     __m512 v = _mm512_add_ps(_mm512_shuffle_f32x4(u01, u23, 0x88), _mm512_shuffle_f32x4(u01, u23, 0xdd));
@@ -79,7 +72,7 @@ INL __m128 sum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
  * high: the high half's codes come out times 4, and so do the high 8
  * lanes of a row's float sums, until tq2_0_unscale divides them by 4 once
  * at the end of the row (a power of two: the same as scaling each term). */
-INL void tq2_0_codes(const uint8_t *w, __m512i c[4]) {
+TILE512 void tq2_0_codes(const uint8_t *w, __m512i c[4]) {
     const __m512i m = _mm512_inserti64x4(_mm512_set1_epi8(0x03), _mm256_set1_epi8(0x0c), 1);
     __m512i h0 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)w));
     __m512i h1 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + 32)));
@@ -88,7 +81,7 @@ INL void tq2_0_codes(const uint8_t *w, __m512i c[4]) {
     c[2] = _mm512_and_si512(h1, m);
     c[3] = _mm512_and_si512(_mm512_srli_epi16(h1, 4), m);
 }
-INL __m512 tq2_0_unscale(__m512 acc) {
+TILE512 __m512 tq2_0_unscale(__m512 acc) {
     return _mm512_mul_ps(acc, _mm512_insertf32x8(_mm512_set1_ps(1.0f), _mm256_set1_ps(0.25f), 1));
 }
 enum { tq2_0_bytes = sizeof(tr_block_tq2_0), tq2_0_d = offsetof(tr_block_tq2_0, d) };
@@ -103,24 +96,24 @@ enum { tq2_0_bytes = sizeof(tr_block_tq2_0), tq2_0_d = offsetof(tr_block_tq2_0, 
  *   elements  64..127  qs[0..31] times 9 | times 27
  *   elements 128..191  qs[0..31] times 81 | qs[32..47] times 1, times 3
  *   elements 192..255  qs[32..47] times 9, 27, 81 | qh[0..3] times 1, 3, 9, 27 */
-INL __m512i tq1_trits(__m512i q) {
+TILE512 __m512i tq1_trits(__m512i q) {
     __mmask64 gt85 = _mm512_cmpgt_epu8_mask(q, _mm512_set1_epi8(85));
     __mmask64 gt170 = _mm512_cmpgt_epu8_mask(q, _mm512_set1_epi8((char)170));
     return _mm512_mask_mov_epi8(_mm512_maskz_mov_epi8(gt85, _mm512_set1_epi8(1)), gt170, _mm512_set1_epi8(2));
 }
 
-INL __m512i times3(__m512i q) { return _mm512_add_epi8(q, _mm512_add_epi8(q, q)); }
+TILE512 __m512i times3(__m512i q) { return _mm512_add_epi8(q, _mm512_add_epi8(q, q)); }
 
 /* Bytes times a multiplier per 16-bit lane (both bytes of a lane alike), mod
  * 256: vpmullw gives the low byte of each lane; the high byte's product
  * comes from the lane with its low byte cleared (no carry into it). */
-INL __m512i mul_bytes(__m512i v, __m512i m) {
+TILE512 __m512i mul_bytes(__m512i v, __m512i m) {
     __m512i lo = _mm512_mullo_epi16(v, m);
     __m512i hi = _mm512_mullo_epi16(_mm512_and_si512(v, _mm512_set1_epi16((short)0xff00)), m);
     return _mm512_mask_blend_epi8(0xaaaaaaaaaaaaaaaaULL, lo, hi);
 }
 
-INL void tq1_0_codes(const uint8_t *w, __m512i c[4]) {
+TILE512 void tq1_0_codes(const uint8_t *w, __m512i c[4]) {
     __m512i a = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)w)); /* qs[0..31] twice */
     __m128i b = _mm_loadu_si128((const __m128i *)(w + 32));                      /* qs[32..47] */
     int e;
@@ -138,7 +131,7 @@ INL void tq1_0_codes(const uint8_t *w, __m512i c[4]) {
     c[2] = tq1_trits(mul_bytes(ab, p2));
     c[3] = tq1_trits(mul_bytes(be, p3));
 }
-INL __m512 tq1_0_unscale(__m512 acc) { return acc; }
+TILE512 __m512 tq1_0_unscale(__m512 acc) { return acc; }
 enum { tq1_0_bytes = sizeof(tr_block_tq1_0), tq1_0_d = offsetof(tr_block_tq1_0, d) };
 
 /* ---------------------------------------------------------------- the kernels */
@@ -146,31 +139,31 @@ enum { tq1_0_bytes = sizeof(tr_block_tq1_0), tq1_0_d = offsetof(tr_block_tq1_0, 
 /* A tile: weight row w against NT <= 4 tokens, each block decoded once;
  * token j's result to y[j * ys]. */
 #define TERNARY_TILE(fmt)                                                                                           \
-    INL void fmt##_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *y, size_t ys) {       \
+    TILE512 void fmt##_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *y, size_t ys) {   \
         __m512 acc[4];                                                                                              \
-        FOR_T(j) acc[j] = _mm512_setzero_ps();                                                                      \
+        FOR_T512(j) acc[j] = _mm512_setzero_ps();                                                                   \
         for (int64_t b = 0; b < n / 256; b++, w += fmt##_bytes) {                                                   \
             __m512i c[4];                                                                                           \
             fmt##_codes(w, c);                                                                                      \
             __m512 dw = scale16(w + fmt##_d);                                                                       \
-            FOR_T(j) acc[j] = token_block(acc[j], c, (const tr_q8k *)(a + (size_t)j * as) + b, dw);                 \
+            FOR_T512(j) acc[j] = token_block(acc[j], c, (const tr_q8k *)(a + (size_t)j * as) + b, dw);              \
         }                                                                                                           \
         float out[4];                                                                                               \
-        FOR_T(j) acc[j] = fmt##_unscale(acc[j]);                                                                    \
+        FOR_T512(j) acc[j] = fmt##_unscale(acc[j]);                                                                 \
         _mm_storeu_ps(out, sum4(acc[0], acc[NT > 1], acc[NT > 2 ? 2 : 0], acc[NT > 3 ? 3 : 0]));                    \
-        FOR_T(j) y[(size_t)j * ys] = out[j];                                                                        \
+        FOR_T512(j) y[(size_t)j * ys] = out[j];                                                                     \
     }
 
 /* One token's block: the codes decoded, then token_block (for the
  * one-token streams). */
 #define TERNARY_BLOCK(fmt)                                                                                          \
-    INL __m512 fmt##_block(__m512 acc, const uint8_t *w, const tr_q8k *x) {                                         \
+    TILE512 __m512 fmt##_block(__m512 acc, const uint8_t *w, const tr_q8k *x) {                                     \
         __m512i c[4];                                                                                               \
         fmt##_codes(w, c);                                                                                          \
         return token_block(acc, c, x, scale16(w + fmt##_d));                                                        \
     }                                                                                                               \
     /* two rows' results by the tiles' tree (sum4) */                                                               \
-    INL void fmt##_sum2(__m512 acc0, __m512 acc1, float out[2]) {                                                   \
+    TILE512 void fmt##_sum2(__m512 acc0, __m512 acc1, float out[2]) {                                               \
         float o[4];                                                                                                 \
         acc0 = fmt##_unscale(acc0);                                                                                 \
         acc1 = fmt##_unscale(acc1);                                                                                 \
@@ -186,8 +179,8 @@ enum { tq1_0_bytes = sizeof(tr_block_tq1_0), tq1_0_d = offsetof(tr_block_tq1_0, 
 #define TERNARY_GEMM(fmt)                                                                                           \
     TERNARY_TILE(fmt)                                                                                               \
     TERNARY_BLOCK(fmt)                                                                                              \
-    INL void gemm_##fmt##_tiles(int64_t n, const void *w_, size_t ws, int nr, const void *a_, size_t as, int nt,    \
-                                float *y, size_t ys) {                                                              \
+    TILE512 void gemm_##fmt##_tiles(int64_t n, const void *w_, size_t ws, int nr, const void *a_, size_t as,        \
+                                    int nt, float *y, size_t ys) {                                                  \
         const uint8_t *w = w_;                                                                                      \
         const char *a = a_;                                                                                         \
         for (int r = 0; r < nr; r++) {                                                                              \
