@@ -543,7 +543,7 @@ TILE void tq1_0_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int6
     FOR_T(j) {
         const tr_q8k *x = ACTK(j, b);
         __m256i s = _mm256_maddubs_epi16(T[0], _mm256_loadu_si256((const __m256i *)x->qs));
-        _Pragma("GCC unroll 8") for (int i = 1; i < 8; i++) /* rolled, T[] went through the stack */
+        _Pragma("GCC unroll 8") for (int i = 1; i < 8; i++) /* left rolled, gcc put T[] on the stack */
             s = _mm256_add_epi16(s, _mm256_maddubs_epi16(T[i], _mm256_loadu_si256((const __m256i *)(x->qs + 32 * i))));
         __m256i v = _mm256_madd_epi16(_mm256_sub_epi16(s, _mm256_loadu_si256((const __m256i *)x->bsums)), ones);
         acc[j] = tq_accumulate(acc[j], v, h2f(w + 52), x);
