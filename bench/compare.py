@@ -63,14 +63,43 @@ def run_json(cmd: list) -> list:
     return [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
 
 
+def cpu_core(vendor: str, family: int, model: int) -> str:
+    """The core generation behind a cpuid family and model, for the kinds this
+    project meets (a VM's model name says only "AMD EPYC"), else ""."""
+    if vendor == "AuthenticAMD":
+        if family == 23:
+            return "Zen 2" if model >= 0x30 else "Zen 1"
+        if family == 25:
+            return "Zen 4" if 0x10 <= model <= 0x1f or 0x60 <= model <= 0x7f or 0xa0 <= model <= 0xaf else "Zen 3"
+        if family == 26:
+            return "Zen 5"
+    if vendor == "GenuineIntel" and family == 6:
+        return {0x8F: "Sapphire Rapids", 0xCF: "Emerald Rapids", 0x6A: "Ice Lake-SP", 0x55: "Skylake-SP/Cascade Lake"}.get(model, "")
+    return ""
+
+
 def cpu_name() -> str:
+    """The model name, with the cpuid family/model and the core generation they
+    name: "AMD EPYC (family 25 model 1, Zen 3)". The same model name covers
+    machines of different generations here, whose kernels' figures differ."""
+    info = {}
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, val = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "vendor_id", "cpu family", "model") and key not in info:
+                info[key] = val.strip()
+            if len(info) == 4:
+                break
     except OSError:
         pass
-    return platform.processor()
+    name = info.get("model name") or platform.processor()
+    try:
+        fam, mod = int(info["cpu family"]), int(info["model"])
+    except (KeyError, ValueError):
+        return name
+    core = cpu_core(info.get("vendor_id", ""), fam, mod)
+    return f"{name} (family {fam} model {mod}{', ' + core if core else ''})"
 
 
 def main() -> int:

@@ -144,18 +144,23 @@ def read_extra(path, t):
 
 
 def cpu_line():
-    model, flags = "?", set()
+    flags = set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 k, _, v = line.partition(":")
-                k = k.strip()
-                if k == "model name" and model == "?":
-                    model = v.strip()
-                elif k == "flags" and not flags:
+                if k.strip() == "flags":
                     flags = set(v.split())
+                    break
     except OSError:
         pass
+    # the model name with its cpuid family/model and core generation (bench/compare.py)
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    try:
+        from compare import cpu_name
+        model = cpu_name()
+    except Exception as e:  # noqa: BLE001 (a summary line must not fail the run)
+        model = f"? ({e})"
     have = [x for x in CPU_FLAGS if x in flags]
     lack = [x for x in CPU_FLAGS if x not in flags]
     return f"CPU: {model}; has {' '.join(have) or '(none of the listed)'}; lacks {' '.join(lack) or 'nothing listed'}"

@@ -109,7 +109,18 @@ LEGACY_TILE1(q5_1_tile, F_Q5_1)
  * sign trick), Q8_0 pair sums of some rows widened with shifts instead of
  * vpmaddwd, blends instead of unpacks in reduce4_small, vpsrlvd for the
  * nibble split. Software prefetch over neighbouring rows showed no clear
- * gain; over far-apart rows it does (legacy_streams4, below). */
+ * gain; over far-apart rows it does (legacy_streams4, below).
+ *
+ * On Zen 3 (family 25, 2.9 GHz) the picture differs: vpmaddubsw, vpmaddwd,
+ * vpsignb and vfmadd each issue two a cycle (and compete for the same two
+ * pipes), vphaddd takes two cycles, and Q8_0 runs at about 0.81-0.91 ns per
+ * block and token (4 rows x 4 tokens, weights in L2, 1 thread): not at a
+ * multiply floor. Tried there in a copy of this tile, all bit-identical and
+ * none faster beyond the noise (session 11, docs/BENCHMARKS.md): reduce4 by
+ * unpacks instead of vphaddd; Q8_0 against 16-bit activations (two vpmaddwd,
+ * no sign trick: a third fewer multiply-pipe instructions); eight rows
+ * transposed in registers so that each lane accumulates one row (no
+ * horizontal sums; llama.cpp's repacked layout without the repack). */
 /* Four fp16 values from four addresses as the low 64 bits of a vector,
  * merged in a general register rather than through a small stack array
  * (whose 8-byte reload cannot be forwarded from four 2-byte stores; on Zen 1
