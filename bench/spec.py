@@ -20,7 +20,9 @@ ngram-mod, ngram-map-k), one process each.
    output must equal Trinity's plain output, at temperature 0 and at 0.8
    with a seed (checked; a difference fails the run).
 2. Eight streams at once (the eight prompts together, --parallel 8): the
-   aggregate tokens/s with speculation off and on, each engine.
+   aggregate tokens/s with speculation off and on, each engine, over
+   --stream-rounds rounds (Trinity's three configurations in alternating
+   order), with Trinity's on ÷ off in every round and the lowest of them.
 
 Prints markdown tables (ratios to plain decoding and to llama.cpp's best
 option per prompt) and writes every figure to build/bench-spec.json."""
@@ -117,11 +119,13 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("--streams", type=int, default=8, help="concurrent streams of part 2 (0: skip it)")
+    ap.add_argument("--stream-rounds", type=int, default=4,
+                    help="rounds of part 2 (each: Trinity off, ngram, lookahead in alternating order, then llama-server)")
     ap.add_argument("--quick", action="store_true", help="one round, 48 tokens, no llama-server types but one")
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "bench-spec.json"))
     a = ap.parse_args()
     if a.quick:
-        a.rounds, a.max_tokens = 1, 48
+        a.rounds, a.max_tokens, a.stream_rounds = 1, 48, 1
     llama_types = LLAMA_TYPES[:1] if a.quick else LLAMA_TYPES
     prompts = json.load(open(a.prompts))["prompts"]
     llama_bin = llama_server.ensure()
@@ -214,8 +218,11 @@ def main() -> int:
             pairs = [("trinity", "plain"), ("trinity", "ngram"), ("trinity", "lookahead"),
                      ("llama:plain", "plain")] + [(f"llama:{t}", t) for t in llama_types]
             agg = {pk: [] for pk in pairs}
-            for r in range(a.rounds):
-                for sk, conf in pairs:
+            for r in range(a.stream_rounds):
+                # Trinity's three alternate their order from round to round (one server
+                # serves all three), so a drift of the machine does not favour one.
+                order = pairs[:3] if r % 2 == 0 else pairs[2::-1]
+                for sk, conf in order + pairs[3:]:
                     res = [None] * a.streams
 
                     def worker(i, sk=sk, conf=conf, res=res):
@@ -230,6 +237,10 @@ def main() -> int:
                     t1 = max(x["t_end"] for x in res)
                     agg[(sk, conf)].append(sum(x["n"] for x in res) / (t1 - t0))
             record["streams"] = {f"{sk} {conf}": statistics.mean(v) for (sk, conf), v in agg.items()}
+            # on ÷ off within each round: the machine's drift between rounds cancels
+            record["streams_round_ratios"] = {
+                conf: [on / off for on, off in zip(agg[("trinity", conf)], agg[("trinity", "plain")])]
+                for conf in ("ngram", "lookahead")}
     finally:
         for s in servers.values():
             s.stop()
@@ -253,6 +264,9 @@ def main() -> int:
         print(f"Trinity ngram ÷ off: {s['trinity ngram'] / s['trinity plain']:.2f}×, lookahead ÷ off: "
               f"{s['trinity lookahead'] / s['trinity plain']:.2f}×; llama.cpp {llama_types[0]} ÷ off: "
               f"{s['llama:' + llama_types[0] + ' ' + llama_types[0]] / s['llama:plain plain']:.2f}×")
+        for conf, rs in record["streams_round_ratios"].items():
+            print(f"Trinity {conf} ÷ off in each of the {len(rs)} rounds: " + ", ".join(f"{x:.2f}×" for x in rs) +
+                  f" (lowest {min(rs):.2f}×)")
     with open(a.out, "w") as f:
         json.dump(record, f, indent=1)
     print(f"\n(figures in {a.out})")
