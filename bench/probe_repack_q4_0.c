@@ -3,8 +3,8 @@
  * Build: cmake --build build --target probe_repack_q4_0; run: build/probe_repack_q4_0
  *
  * Against the engine's own AVX2 Q4_0 kernel (this file includes its source,
- * so "current" is exactly what tr_matmul runs, called as tr_matmul's prompt
- * path calls it: 64-row chunks, four tokens a call), a prototype kernel on a
+ * so "current" is exactly what tr_matmul runs, through tr_matmul's own
+ * chunk-and-tile loop, tr_matmul_chunks), a prototype kernel on a
  * layout built here: per eight rows and block, the eight fp16 scales, then
  * four 32-byte vectors, vector m holding bytes 4m..4m+3 of each row's nibbles
  * (its low nibbles are elements 4m..4m+3 of the eight rows, its high ones
@@ -94,11 +94,10 @@ TGT static void run_r8(int64_t n, const uint8_t *rp, int nr, const char *a, size
             }
 }
 
+/* The engine's Q4_0 kernel as tr_matmul runs it on one thread (its chunk for
+ * two threads, tiles of four tokens). */
 static void run_current(int64_t n, const uint8_t *w, size_t ws, int nr, const char *a, size_t as, int nt, float *y) {
-    for (int c = 0; c < nr; c += 64)
-        for (int t = 0; t + 4 <= nt; t += 4)
-            gemm_q4_0(n, w + (size_t)c * ws, ws, nr - c < 64 ? nr - c : 64, a + (size_t)t * as, as, 4,
-                      y + (size_t)t * (size_t)nr + c, (size_t)nr);
+    tr_matmul_chunks(gemm_q4_0, tr_matmul_chunk_rows(nr, nt, 2), w, ws, nr, n, a, as, nt, y);
 }
 
 static int probe(int rows, int cols, int nt, int reps) {
