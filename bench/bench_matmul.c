@@ -90,7 +90,8 @@ static int env_int(const char *name, int def) {
 static void bench_hot(int type) {
     const tr_kernel *k = tr_kernel_get(type);
     if (!k) return;
-    const int rows = 64, cols = 2048, NTMAX = 16;
+    const int rows = 64, NTMAX = 16;
+    const int cols = getenv("TRINITY_BENCH_COLS") ? atoi(getenv("TRINITY_BENCH_COLS")) : 2048;
     size_t ws = tr_row_size(type, cols), as = tr_act_row_size(k->act, cols);
     uint8_t *w = malloc(ws * rows);
     float *x = malloc(sizeof(float) * cols * NTMAX), *y = malloc(sizeof(float) * rows * NTMAX);
@@ -101,14 +102,15 @@ static void bench_hot(int type) {
     for (int t = 0; t < NTMAX; t++) tr_act_convert(k->act, x + (size_t)t * cols, a + (size_t)t * as, cols);
     tr_gemm_fn g = tr_kernel_best(k);
     printf("%-5s hot kernel (64x2048 in L2, 1 thread):", tr_type_name(type));
-    static const int nts[] = {1, 2, 4, 16};
-    for (int i = 0; i < 4; i++) {
+    static const int nts[] = {1, 2, 4, 8, 16};
+    for (int i = 0; i < 5; i++) {
         int nt = nts[i];
         double best = 1e9;
         for (int rep = 0; rep < 300; rep++) {
             double t0 = now();
-            for (int t = 0; t < nt; t += 4)
-                g(cols, w, ws, rows, a + (size_t)t * as, as, nt - t < 4 ? nt - t : 4, y + (size_t)t * rows, rows);
+            for (int t = 0; t < nt; t += TR_TILE_MAX) /* as tr_matmul hands them out */
+                g(cols, w, ws, rows, a + (size_t)t * as, as, nt - t < TR_TILE_MAX ? nt - t : TR_TILE_MAX,
+                  y + (size_t)t * rows, rows);
             double d = now() - t0;
             if (d < best) best = d;
         }

@@ -18,9 +18,9 @@
 #define TGT512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #define TILE512 static inline __attribute__((always_inline)) TGT512
 
-/* Loops over a tile's tokens (NT <= 4, a constant once inlined) must unroll
- * so the accumulators live in registers. */
-#define FOR_T512(j) _Pragma("GCC unroll 4") for (int j = 0; j < NT; j++)
+/* Loops over a tile's tokens (NT <= TR_TILE_MAX, a constant once inlined)
+ * must unroll so the accumulators live in registers. */
+#define FOR_T512(j) _Pragma("GCC unroll 8") for (int j = 0; j < NT; j++)
 
 #endif
 #endif

@@ -27,6 +27,9 @@
  * large chunks; above it, tiles of neighbouring rows in small chunks. A
  * speculative verification step is 2-17 tokens. */
 enum { TR_STREAM_TOKENS = 16 };
+/* The widest token tile a kernel takes (tr_matmul hands kernels up to this
+ * many tokens a call; a kernel with narrower tiles loops over them). */
+enum { TR_TILE_MAX = 8 };
 
 /* Activation formats. */
 enum {
@@ -122,42 +125,56 @@ typedef struct tr_kernel {
     tr_gemm_fn avx512; /* AVX-512 (TR_ISA_AVX512) variant, NULL when none */
 } tr_kernel;
 
-/* Wrap a tile into the kernel shape: rows outer, tokens in fours inner, so a
- * weight row is read from memory once and reused from L1 by the token tiles.
- * tile(n, row, a, as, NT, out) writes the row's result for NT <= 4 tokens to
+/* Wrap a tile into the kernel shape: rows outer, tokens in tiles of W inner
+ * (W = 4, or TR_TILE_MAX where the ISA has the registers), so a weight row
+ * is read from memory once and reused from L1 by the token tiles.
+ * tile(n, row, a, as, NT, out) writes the row's result for NT <= W tokens to
  * out; tgt is the SIMD file's target attribute (the tile is always inlined,
- * so the wrapper must carry the same). */
-#define TR_GEMM_FROM_TILE(name, tile, tgt)                                                               \
+ * so the wrapper must carry the same). Each NT is its own inlined copy (a
+ * constant: the accumulators stay in registers). */
+/* k tokens in a W-wide tile (k <= W; larger k never reach it, but their case must still compile) */
+#define TR_TILE_NT(W, k) ((k) <= (W) ? (k) : 1)
+#define TR_GEMM_FROM_TILE_W(name, tile, tgt, W)                                                          \
     tgt static void name(int64_t n, const void *w, size_t ws, int nr, const void *a_, size_t as, \
                          int nt, float *y, size_t ys) {                                         \
+        _Static_assert((W) == 4 || (W) == TR_TILE_MAX, "tile width: 4 or TR_TILE_MAX");          \
         const char *a = a_;                                                                     \
         for (int r = 0; r < nr; r++) {                                                          \
             const uint8_t *wr = (const uint8_t *)w + (size_t)r * ws;                            \
-            float out[4];                                                                       \
+            float out[TR_TILE_MAX];                                                             \
             int t = 0;                                                                          \
-            for (; t + 4 <= nt; t += 4) {                                                       \
-                tile(n, wr, a + (size_t)t * as, as, 4, out);                                    \
-                for (int k = 0; k < 4; k++) y[(size_t)(t + k) * ys + r] = out[k];               \
+            for (; t + (W) <= nt; t += (W)) {                                                   \
+                tile(n, wr, a + (size_t)t * as, as, (W), out);                                  \
+                for (int k = 0; k < (W); k++) y[(size_t)(t + k) * ys + r] = out[k];             \
             }                                                                                   \
             int left = nt - t;                                                                  \
-            if (left == 3) tile(n, wr, a + (size_t)t * as, as, 3, out);                         \
-            else if (left == 2) tile(n, wr, a + (size_t)t * as, as, 2, out);                    \
-            else if (left == 1) tile(n, wr, a + (size_t)t * as, as, 1, out);                    \
+            const char *at = a + (size_t)t * as;                                                \
+            switch (left) { /* left < W: TR_TILE_NT keeps the other cases compilable */          \
+            case 7: tile(n, wr, at, as, TR_TILE_NT(W, 7), out); break;                          \
+            case 6: tile(n, wr, at, as, TR_TILE_NT(W, 6), out); break;                          \
+            case 5: tile(n, wr, at, as, TR_TILE_NT(W, 5), out); break;                          \
+            case 4: tile(n, wr, at, as, TR_TILE_NT(W, 4), out); break;                          \
+            case 3: tile(n, wr, at, as, 3, out); break;                                         \
+            case 2: tile(n, wr, at, as, 2, out); break;                                         \
+            case 1: tile(n, wr, at, as, 1, out); break;                                         \
+            default: break;                                                                     \
+            }                                                                                   \
             for (int k = 0; k < left; k++) y[(size_t)(t + k) * ys + r] = out[k];                \
         }                                                                                       \
     }
+#define TR_GEMM_FROM_TILE(name, tile, tgt) TR_GEMM_FROM_TILE_W(name, tile, tgt, 4)
 
 /* From a per-super-block body sb(acc, w, a, as, b, NT, ...) (adds super-block
- * b of the row at w against NT <= 4 tokens to acc[0..NT)): the row's tile
+ * b of the row at w against NT <= TR_TILE_MAX tokens to acc[0..NT)): the row's tile
  * name##_tile for TR_GEMM_FROM_TILE, and the one-token block name##_block
  * for TR_GEMM_TWO_STREAMS. qual: the file's always-inline qualifier; the
  * arguments after it go on to sb. */
 #define TR_TILE_FROM_SB(name, sb, bytes, acc_t, zero, sum, act_t, qual, ...)                              \
     qual void name##_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {   \
-        acc_t acc[4];                                                                                    \
-        _Pragma("GCC unroll 4") for (int j = 0; j < NT; j++) acc[j] = zero;                              \
+        acc_t acc[TR_TILE_MAX];                                                                          \
+        _Pragma("GCC unroll 8") for (int j = 0; j < NT; j++) acc[j] = zero;                              \
         for (int64_t b = 0; b < n / 256; b++, w += bytes) sb(acc, w, a, as, b, NT, ##__VA_ARGS__);       \
-        _Pragma("GCC unroll 4") for (int j = 0; j < NT; j++) out[j] = sum(acc[j]);                       \
+        _Pragma("GCC unroll 8") for (int j = 0; j < NT; j++) out[j] = sum(acc[j]);                       \
     }                                                                                                    \
     qual acc_t name##_block(acc_t acc, const uint8_t *w, const act_t *x) {                               \
         sb(&acc, w, (const char *)x, 0, 0, 1, ##__VA_ARGS__);                                            \
@@ -256,7 +273,9 @@ void tr_act_q8k_ref(const float *x, tr_q8k *y, int64_t n);
  * (bytes 128h + 32d) of 16 two-byte slots; in every vector, slot s holds
  * quants of sub-block 4h + s % 4, namely that sub-block's pair of quants at
  * natural slot s ^ d (d flips the low two bits of the slot index).
- * tr_q8kp_pos4 maps a natural index 0..255 to its byte in qs4. */
+ * tr_q8kp_pos4 maps a natural index 0..255 to its byte in qs4. dsums: the
+ * sums times d (every conversion computes them by the one expression in
+ * tr_q8kp_set_natural, so they are the same bytes). */
 typedef struct tr_q8kp {
     int8_t qs4[256];
     int8_t qs[256];
@@ -264,6 +283,7 @@ typedef struct tr_q8kp {
     float d;
     int16_t bsums32[8];
     uint8_t pad_[12];
+    float dsums[16]; /* d * bsums[i], rounded once: the AVX-512 kernel takes Q4_K's mins against these in float */
 } tr_q8kp;
 
 static inline int tr_q8kp_pos4(int e) {
@@ -278,6 +298,7 @@ static inline void tr_q8kp_set_natural(tr_q8kp *y, const tr_q8k *k) {
     memcpy(y->bsums32, k->bsums32, sizeof y->bsums32);
     y->d = k->d;
     memset(y->pad_, 0, sizeof y->pad_);
+    for (int i = 0; i < 16; i++) y->dsums[i] = k->d * (float)k->bsums[i];
 }
 void tr_act_q8kp_ref(const float *x, tr_q8kp *y, int64_t n);
 

@@ -2,27 +2,34 @@
  * (matmul_avx512_legacy.c, matmul_avxvnni_legacy.c): which four rows go
  * together, the token tiles over them, the rows left over. Each file
  * includes it after defining its own quad_tile(rows, n, a, as, NT, out, F,
- * pf) (four rows against NT <= 4 tokens into out[NT], each a vector of the
- * four rows' results) and LQ_TILE / LQ_TGT, its always-inline and plain
- * target attributes; GEMM_QUADS(name, F) then makes a kernel of a format. */
+ * pf) (four rows against NT <= LQ_WIDTH tokens into out[NT], each a vector
+ * of the four rows' results), LQ_WIDTH (4 or TR_TILE_MAX: the tile's widest
+ * token count) and LQ_TILE / LQ_TGT, its always-inline and plain target
+ * attributes; GEMM_QUADS(name, F) then makes a kernel of a format. */
 #ifndef TR_LEGACY_QUADS_H
 #define TR_LEGACY_QUADS_H
 
 /* Four rows (rows[k], written to y column yrow[k] for k < keep) against
- * all nt tokens, in tiles of four; pf as quad_tile, for the first tile
+ * all nt tokens, in tiles of LQ_WIDTH; pf as quad_tile, for the first tile
  * (the one that brings the rows in). */
 LQ_TILE void quad_group(int64_t n, const uint8_t *const *rows, const int *yrow, int keep, const char *a, size_t as,
                         int nt, float *y, size_t ys, size_t pf, const int F) {
-    for (int t = 0; t < nt; t += 4) {
-        __m128 out[4];
+    for (int t = 0; t < nt; t += LQ_WIDTH) {
+        __m128 out[LQ_WIDTH];
         const char *at = a + (size_t)t * as;
         const int left = nt - t;
         const size_t p = t == 0 ? pf : 0;
-        if (left >= 4) quad_tile(rows, n, at, as, 4, out, F, p);
-        else if (left == 3) quad_tile(rows, n, at, as, 3, out, F, p);
-        else if (left == 2) quad_tile(rows, n, at, as, 2, out, F, p);
-        else quad_tile(rows, n, at, as, 1, out, F, p);
-        for (int j = 0; j < 4 && j < left; j++) {
+        switch (left < LQ_WIDTH ? left : LQ_WIDTH) { /* each width its own inlined copy */
+        case 8: quad_tile(rows, n, at, as, TR_TILE_NT(LQ_WIDTH, 8), out, F, p); break;
+        case 7: quad_tile(rows, n, at, as, TR_TILE_NT(LQ_WIDTH, 7), out, F, p); break;
+        case 6: quad_tile(rows, n, at, as, TR_TILE_NT(LQ_WIDTH, 6), out, F, p); break;
+        case 5: quad_tile(rows, n, at, as, TR_TILE_NT(LQ_WIDTH, 5), out, F, p); break;
+        case 4: quad_tile(rows, n, at, as, 4, out, F, p); break;
+        case 3: quad_tile(rows, n, at, as, 3, out, F, p); break;
+        case 2: quad_tile(rows, n, at, as, 2, out, F, p); break;
+        default: quad_tile(rows, n, at, as, 1, out, F, p); break;
+        }
+        for (int j = 0; j < LQ_WIDTH && j < left; j++) {
             float o[4];
             _mm_storeu_ps(o, out[j]);
             for (int k = 0; k < keep; k++) y[(size_t)(t + j) * ys + (size_t)yrow[k]] = o[k];

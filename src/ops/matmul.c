@@ -17,7 +17,7 @@
 #include <stdlib.h>
 
 enum {
-    TILE_T = 4,       /* tokens per kernel call: the register-blocked width */
+    TILE_T = TR_TILE_MAX, /* tokens per kernel call: the widest register-blocked tile */
     CHUNK_ROWS = 16,  /* rows per work item when there are many tokens */
 };
 

@@ -3,7 +3,7 @@
  * are in matmul_avx512_ternary.c.
  *
  * One scheme for all five formats. A super-block's 256 weights are decoded
- * once (for up to 4 tokens of a tile) into four zmm of unsigned bytes, W_k
+ * once (for up to 8 tokens of a tile) into four zmm of unsigned bytes, W_k
  * holding elements 64k .. 64k+63 in natural order, so each W_k meets the
  * activations of the same bytes (qs + 64k, a plain load folded into the
  * product). vpdpbusd then gives, per token and W_k, 16 int32 lanes D_k of
@@ -171,19 +171,25 @@ TILE512 void k4_header(const uint8_t *w, __m512i S[2], __m512i *mins, __m512 *dw
 }
 
 /* Q4_K (TR_ACT_Q8KP, read in natural order: qs): W_k is the low nibbles of
- * qs bytes 32k..32k+31 (sub-block 2k) then their high nibbles (2k+1). */
+ * qs bytes 32k..32k+31 (sub-block 2k) then their high nibbles (2k+1). The
+ * mins go in float against the activations' dsums (d * bsums): dmin times
+ * each sub-block's min (exact: 6 bits by an fp16's 11) in the lanes of its
+ * two sums, then one fused multiply-subtract per token, where the integer
+ * route (a vpmaddwd against the sums, a conversion, a multiply-subtract)
+ * took three. */
 TILE512 void q4_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
     const __m512i sh = halves16(0, 4), m4 = _mm512_set1_epi8(0x0f);
     __m512i S[2], W[4];
     __m512i mins;
     __m512 dw, dmin;
     k4_header(w, S, &mins, &dw, &dmin);
+    const __m512 wm = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm512_castsi512_si256(mins))), dmin);
     _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) W[k] = fields2(w + 16 + 32 * k, sh, m4);
     FOR_T512(j) {
         const tr_q8kp *x = ACTKP(j, b);
         __m512i V = k_scaled(W, x->qs, S);
-        __m512i M = _mm512_madd_epi16(mins, _mm512_loadu_si512(x->bsums));
-        acc[j] = k_tail_mins(acc[j], V, _mm512_cvtepi32_ps(M), dw, dmin, x->d);
+        acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(V), dw), _mm512_set1_ps(x->d), acc[j]);
+        acc[j] = _mm512_fnmadd_ps(wm, _mm512_loadu_ps(x->dsums), acc[j]);
     }
 }
 
@@ -310,14 +316,16 @@ TILE512 void reduce2_ps(__m512 a0, __m512 a1, float out[2]) {
     out[1] = _mm512_reduce_add_ps(a1);
 }
 
-/* A row against NT <= 4 tokens, and the kernel: tokens in tiles of four
- * (each decoded super-block shared by the tile), rows outer so a weight row
+/* A row against NT <= TR_TILE_MAX (8) tokens, and the kernel: tokens in
+ * tiles of eight (each decoded super-block shared by the tile: on a
+ * Sapphire Rapids 10-13 % less time per block and token than tiles of four,
+ * bench_matmul's hot kernel; 12 gained nothing more for Q4_K), rows outer so a weight row
  * is read from memory once; one token: kernels.h's TR_GEMM_TWO_STREAMS
  * (two rows at once from the two halves of the rows handed in), with the
  * same per-super-block body. */
 #define GEMM_KQUANT5(name, sb, bytes, act_t)                                                             \
     TR_TILE_FROM_SB(name, sb, bytes, __m512, _mm512_setzero_ps(), _mm512_reduce_add_ps, act_t, TILE512)  \
-    TR_GEMM_FROM_TILE(name##_tiles, name##_tile, TGT512)                                                 \
+    TR_GEMM_FROM_TILE_W(name##_tiles, name##_tile, TGT512, TR_TILE_MAX)                                  \
     TR_GEMM_TWO_STREAMS(name, name##_tiles, name##_block, bytes,                                         \
                         __m512, _mm512_setzero_ps(), reduce2_ps, act_t, TGT512)
 

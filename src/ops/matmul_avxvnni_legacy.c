@@ -185,6 +185,7 @@ TILEV void quad_tile(const uint8_t *const *rows, int64_t n, const char *a, size_
 
 #define LQ_TILE TILEV
 #define LQ_TGT TGTV
+#define LQ_WIDTH 4
 #include "legacy_quads.h"
 
 GEMM_QUADS(gemm_q8_0, F_Q8_0)
