@@ -109,14 +109,15 @@ TILEV pair pair_decode(const uint8_t *w0, const uint8_t *w1, const int F) {
 
 /* Every int32 lane at -(off / 4) * sum, a row's four lanes carrying
  * -off * sum (nothing overflows: |sum| <= 32 * 127). As in the AVX-512
- * file, written for each compiler: clang keeps the word multiply-add that
- * broadcasts the sum from memory as one instruction; GCC makes the
- * multiply of broadcasts a negate and a shift. The bits are the same. */
+ * file, a word multiply-add (the low word of the broadcast sum times
+ * -off / 4, its sign word times 0): under GCC a broadcast load and one
+ * vpmaddwd instead of a negate and a shift; clang keeps the accumulating
+ * form that broadcasts the sum from memory. The bits are the same. */
 TILEV __m256i offset_lanes(const int32_t sum, const int off) {
 #ifdef __clang__
     return _mm256_dpwssd_avx_epi32(_mm256_setzero_si256(), _mm256_set1_epi32(-off / 4 & 0xffff), _mm256_set1_epi32(sum));
 #else
-    return _mm256_mullo_epi32(_mm256_set1_epi32(-off / 4), _mm256_set1_epi32(sum));
+    return _mm256_madd_epi16(_mm256_set1_epi32(-off / 4 & 0xffff), _mm256_set1_epi32(sum));
 #endif
 }
 
