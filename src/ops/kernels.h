@@ -125,6 +125,9 @@ typedef struct tr_kernel {
     tr_gemm_fn avx512; /* AVX-512 (TR_ISA_AVX512) variant, NULL when none */
 } tr_kernel;
 
+/* k tokens in a W-wide tile (k <= W; larger k never reach it, but their case must still compile) */
+#define TR_TILE_NT(W, k) ((k) <= (W) ? (k) : 1)
+
 /* Wrap a tile into the kernel shape: rows outer, tokens in tiles of W inner
  * (W = 4, or TR_TILE_MAX where the ISA has the registers), so a weight row
  * is read from memory once and reused from L1 by the token tiles.
@@ -132,8 +135,6 @@ typedef struct tr_kernel {
  * out; tgt is the SIMD file's target attribute (the tile is always inlined,
  * so the wrapper must carry the same). Each NT is its own inlined copy (a
  * constant: the accumulators stay in registers). */
-/* k tokens in a W-wide tile (k <= W; larger k never reach it, but their case must still compile) */
-#define TR_TILE_NT(W, k) ((k) <= (W) ? (k) : 1)
 #define TR_GEMM_FROM_TILE_W(name, tile, tgt, W)                                                          \
     tgt static void name(int64_t n, const void *w, size_t ws, int nr, const void *a_, size_t as, \
                          int nt, float *y, size_t ys) {                                         \
