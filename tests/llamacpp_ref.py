@@ -35,7 +35,7 @@ PPL_TEST_CHUNKS = 2
 # Why 3 % and at any position (docs/PARITY.md, "The rules"): on a Sapphire
 # Rapids, where llama.cpp's build takes its AVX-512 code paths, partings came
 # at gaps of 0.09-1.64 % and as early as the 5th greedy token, and Trinity's
-# own four kernel tiers, each within 2e-7 of the scalar reference per
+# own three SIMD tiers, each within 2e-7 of the scalar reference per
 # matmul, part from llama.cpp at different near-ties from one another (the
 # 8-bit re-quantization of activations turns last-bit differences into whole
 # quantization steps). The earlier rule (1 %, after 8 identical tokens) held
