@@ -5,7 +5,8 @@
  *   env: TRINITY_BENCH_MB (weights cycled, default 256), TRINITY_BENCH_REPS (3),
  *        TRINITY_BENCH_THREADS (2), TRINITY_BENCH_CPU=1 (thread CPU time),
  *        TRINITY_BENCH_PROMPT (prompt tokens, 64), TRINITY_BENCH_HOT=1 (kernel
- *        alone on cached weights: ns per weight block and token)
+ *        alone on cached weights: ns per weight block and token),
+ *        TRINITY_BENCH_COLS (its row length, 2048; a multiple of 256)
  *
  * For each weight type and 1 and 2 threads: generation (one token: GB/s of
  * weights streamed, the figure that bounds tokens/s) and prompt (64 tokens:
@@ -83,6 +84,7 @@ static int env_int(const char *name, int def) {
 }
 
 /* TRINITY_BENCH_HOT=1: the kernel alone on 64 weight rows x 2048 columns
+ * (TRINITY_BENCH_COLS)
  * that stay in L2, one thread, best of many runs: the compute cost per
  * weight block and token without memory in the way (what a kernel change
  * moves; the memory-bound figures above hide it). Less disturbed by other
@@ -91,7 +93,7 @@ static void bench_hot(int type) {
     const tr_kernel *k = tr_kernel_get(type);
     if (!k) return;
     const int rows = 64, NTMAX = 16;
-    const int cols = getenv("TRINITY_BENCH_COLS") ? atoi(getenv("TRINITY_BENCH_COLS")) : 2048;
+    const int cols = env_int("TRINITY_BENCH_COLS", 2048); /* a multiple of 256 */
     size_t ws = tr_row_size(type, cols), as = tr_act_row_size(k->act, cols);
     uint8_t *w = malloc(ws * rows);
     float *x = malloc(sizeof(float) * cols * NTMAX), *y = malloc(sizeof(float) * rows * NTMAX);
@@ -101,7 +103,7 @@ static void bench_hot(int type) {
     for (int i = 0; i < cols * NTMAX; i++) x[i] = (float)(rnd() % 2001) / 1000 - 1;
     for (int t = 0; t < NTMAX; t++) tr_act_convert(k->act, x + (size_t)t * cols, a + (size_t)t * as, cols);
     tr_gemm_fn g = tr_kernel_best(k);
-    printf("%-5s hot kernel (64x2048 in L2, 1 thread):", tr_type_name(type));
+    printf("%-5s hot kernel (64x%d in L2, 1 thread):", tr_type_name(type), cols);
     static const int nts[] = {1, 2, 4, 8, 16};
     for (int i = 0; i < 5; i++) {
         int nt = nts[i];
