@@ -426,17 +426,18 @@ def test_real_model_run_prints_llamacpp_continuation(request, elib, trinity_bin,
 
 
 def test_real_model_perplexity_matches_llamacpp(request, trinity_bin, model_path):
+    # The whole file (14 windows, 3570 scored tokens; about 15 s each side).
+    # On its first 2 windows (510 tokens) rounding alone moves the figure by
+    # more than the rule: llama.cpp's own AVX2 and AVX-512 builds differ by
+    # 0.3 % there, Trinity's kernel tiers by 0.9 % (docs/PARITY.md).
     if LIVE:
-        ref = R.perplexity(model_path, R.PPL_TEST_CHUNKS)[0]
+        ref = R.perplexity(model_path)[0]
     else:
-        ref = META["real"]["ppl_test"]
-    p = run_trinity("perplexity", "-m", model_path, "-f", R.GPL3, "-c", R.PPL_CTX, "--chunks", R.PPL_TEST_CHUNKS,
-                    "-t", 2, check=True, timeout=1800)
+        ref = META["real"]["ppl_all"]
+    p = run_trinity("perplexity", "-m", model_path, "-f", R.GPL3, "-c", R.PPL_CTX, "-t", 2, check=True, timeout=1800)
     line = [ln for ln in p.stdout.splitlines() if ln.startswith("Final estimate: PPL = ")]
     assert line, p.stdout
     ppl = float(line[0].split("=")[1].split("+/-")[0])
     record(request, "gemma3_270m perplexity", reference=SOURCE, llama_cpp=f"{ref:.4f}", trinity=f"{ppl:.4f}",
            rel=f"{abs(ppl - ref) / ref:.2e}")
-    # Two windows (510 scored tokens) keep CI short; on so few tokens the
-    # quantization noise weighs more than on the whole file (docs/PARITY.md).
     assert abs(ppl - ref) <= 0.01 * ref, f"PPL {ppl} vs llama.cpp's {ref} ({SOURCE})"

@@ -9,6 +9,10 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 static unsigned long long read_xcr0(void) {
     unsigned eax, edx;
@@ -40,6 +44,17 @@ static void detect(tr_cpu_features *f) {
     f->avx512bw = (b & (1u << 30)) && f->avx512f;
     f->avx512vl = (b & (1u << 31)) && f->avx512f;
     f->avx512vnni = (c & (1u << 11)) && f->avx512f;
+    /* AMX: CPUID.7.0 EDX bits 24 (tiles) and 25 (int8 products); the OS must
+     * enable the tile state (XCR0 bits 17, 18), and Linux hands the 8 KiB of
+     * tile data to a process only on request (ARCH_REQ_XCOMP_PERM for
+     * XFEATURE_XTILEDATA, 18; process-wide, so every pool thread has it). */
+    bool amx = (d & (1u << 24)) && (d & (1u << 25)) && (xcr0 & 0x60000) == 0x60000 && f->avx512f;
+#if defined(__linux__) && defined(__x86_64__)
+    if (amx && syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18) != 0) amx = false;
+#else
+    amx = false;
+#endif
+    f->amx = amx;
     __cpuid_count(7, 1, a, b, c, d);
     f->avxvnni = (a & (1u << 4)) && f->avx2;
     f->avx512bf16 = (a & (1u << 5)) && f->avx512f;
@@ -54,10 +69,12 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void init(void) {
     detect(&features);
-    /* A cap for tests and comparisons, scalar < avx2 < avxvnni < avx512; it
-     * never raises what the CPU has (avx512 is everything this build has
-     * kernels for: no cap). */
+    /* A cap for tests and comparisons, scalar < avx2 < avxvnni < avx512 <
+     * amx; it never raises what the CPU has (amx is everything this build
+     * has kernels for: no cap). */
     const char *cap = getenv("TRINITY_CPU");
+    if (cap && (!strcmp(cap, "scalar") || !strcmp(cap, "avx2") || !strcmp(cap, "avxvnni") || !strcmp(cap, "avx512")))
+        features.amx = false;
     if (cap && (!strcmp(cap, "scalar") || !strcmp(cap, "avx2") || !strcmp(cap, "avxvnni"))) {
         features.avx512f = features.avx512bw = features.avx512vl = features.avx512dq = false;
         features.avx512vnni = features.avx512bf16 = false;
@@ -69,7 +86,7 @@ static void init(void) {
         {features.f16c, "f16c"},         {features.avxvnni, "avxvnni"},
         {features.avx512f, "avx512f"},   {features.avx512bw, "avx512bw"},
         {features.avx512vl, "avx512vl"}, {features.avx512vnni, "avx512vnni"},
-        {features.avx512bf16, "avx512bf16"},
+        {features.avx512bf16, "avx512bf16"}, {features.amx, "amx"},
     };
     size_t len = 0;
     for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) {

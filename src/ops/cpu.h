@@ -11,11 +11,12 @@ typedef struct tr_cpu_features {
     bool sse3, ssse3, avx, avx2, fma, f16c;
     bool avx512f, avx512bw, avx512vl, avx512dq, avx512vnni, avx512bf16;
     bool avxvnni;
+    bool amx; /* AMX-TILE and AMX-INT8, the tile state enabled by the OS and granted to this process */
 } tr_cpu_features;
 
 /* The features of this CPU, detected on first call (thread-safe) and fixed
- * afterwards. TRINITY_CPU=scalar|avx2|avxvnni|avx512 in the environment caps what the
- * dispatcher may use (for tests and for comparing variants). */
+ * afterwards. TRINITY_CPU=scalar|avx2|avxvnni|avx512|amx in the environment caps what
+ * the dispatcher may use (for tests and for comparing variants). */
 const tr_cpu_features *tr_cpu_get(void);
 
 /* One line naming the features found, e.g. "avx2 fma f16c avx512f ...". */

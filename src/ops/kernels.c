@@ -44,6 +44,7 @@ bool tr_isa_usable(tr_isa isa) {
     case TR_ISA_AVX512:
         return tr_isa_usable(TR_ISA_AVX2) && f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq &&
                f->avx512vnni;
+    case TR_ISA_AMX: return tr_isa_usable(TR_ISA_AVX512) && f->amx;
     default: return false;
     }
 }
@@ -55,6 +56,7 @@ static const tr_gemm_row *const gemm_lists[TR_ISA_COUNT][5] = {
     [TR_ISA_AVXVNNI] = {tr_avxvnni_legacy_gemm_rows, tr_avxvnni_kquant_gemm_rows, NULL},
     [TR_ISA_AVX512] = {tr_avx512_float_gemm_rows, tr_avx512_legacy_gemm_rows, tr_avx512_kquant_gemm_rows,
                        tr_avx512_ternary_gemm_rows, NULL},
+    [TR_ISA_AMX] = {tr_amx_kquant_gemm_rows, NULL},
 };
 static const tr_act_row *const act_lists[TR_ISA_COUNT][3] = {
     [TR_ISA_SCALAR] = {tr_ref_act_rows, NULL},
@@ -90,7 +92,10 @@ static void table_init(void) {
                 }
                 if (!k->ref) table_error("SIMD kernel without a scalar reference", r->type, (tr_isa)isa);
                 if (r->act != k->act) table_error("SIMD kernel reads another activation format", r->type, (tr_isa)isa);
-                tr_gemm_fn *slot = isa == TR_ISA_AVX2 ? &k->avx2 : isa == TR_ISA_AVXVNNI ? &k->avxvnni : &k->avx512;
+                tr_gemm_fn *slot = isa == TR_ISA_AVX2      ? &k->avx2
+                                   : isa == TR_ISA_AVXVNNI ? &k->avxvnni
+                                   : isa == TR_ISA_AVX512  ? &k->avx512
+                                                           : &k->amx;
                 if (*slot) table_error("type listed twice", r->type, (tr_isa)isa);
                 *slot = r->fn;
             }
@@ -119,6 +124,7 @@ tr_gemm_fn tr_kernel_variant(const tr_kernel *k, tr_isa isa) {
     case TR_ISA_AVX2: return k->avx2;
     case TR_ISA_AVXVNNI: return k->avxvnni;
     case TR_ISA_AVX512: return k->avx512;
+    case TR_ISA_AMX: return k->amx;
     default: return NULL;
     }
 }
@@ -129,6 +135,10 @@ tr_gemm_fn tr_kernel_best(const tr_kernel *k) {
         if (fn && tr_isa_usable((tr_isa)isa)) return fn;
     }
     return k->ref;
+}
+
+int tr_kernel_call_tokens(const tr_kernel *k, tr_gemm_fn fn) {
+    return fn && fn == k->amx ? TR_AMX_TOKENS : TR_TILE_MAX;
 }
 
 tr_act_fn tr_act_variant(int act, tr_isa isa) {

@@ -77,6 +77,7 @@ typedef enum tr_isa {
     TR_ISA_AVX2,       /* AVX2 + FMA + F16C */
     TR_ISA_AVXVNNI,    /* AVX2 + FMA + F16C + AVX-VNNI (VEX vpdpbusd: Alder Lake and later client cores) */
     TR_ISA_AVX512,     /* AVX-512 F, BW, VL, DQ and VNNI (Zen 4, Ice Lake and later Xeons) on top of AVX2 */
+    TR_ISA_AMX,        /* AVX-512 plus AMX-TILE and AMX-INT8 (Sapphire Rapids and later Xeons) */
     TR_ISA_COUNT
 } tr_isa;
 
@@ -112,6 +113,12 @@ extern const tr_gemm_row tr_avx512_float_gemm_rows[];
 extern const tr_gemm_row tr_avx512_legacy_gemm_rows[];
 extern const tr_gemm_row tr_avx512_kquant_gemm_rows[];
 extern const tr_gemm_row tr_avx512_ternary_gemm_rows[];
+extern const tr_gemm_row tr_amx_kquant_gemm_rows[];
+
+/* Tokens tr_matmul hands an AMX kernel a call (the others get TR_TILE_MAX):
+ * its tiles are 16 tokens wide and it prepares each call's activations
+ * once for all its rows. */
+enum { TR_AMX_TOKENS = 64 };
 
 /* A weight type's row of the assembled table: its activation format, its
  * block (the format's, from src/quant's traits), its scalar reference and
@@ -123,6 +130,7 @@ typedef struct tr_kernel {
     tr_gemm_fn avx2;  /* AVX2 + FMA + F16C variant, NULL when none */
     tr_gemm_fn avxvnni; /* AVX-VNNI (TR_ISA_AVXVNNI) variant, NULL when none */
     tr_gemm_fn avx512; /* AVX-512 (TR_ISA_AVX512) variant, NULL when none */
+    tr_gemm_fn amx;   /* AMX (TR_ISA_AMX) variant, NULL when none */
 } tr_kernel;
 
 /* k tokens in a W-wide tile (k <= W; larger k never reach it, but their case must still compile) */
@@ -234,8 +242,10 @@ typedef struct tr_kernel {
 
 /* NULL when the type has no kernel (tr_matmul then dequantizes rows). */
 const tr_kernel *tr_kernel_get(int type);
-/* The variant tr_matmul uses on this CPU. */
+/* The variant tr_matmul uses on this CPU, and how many tokens it hands
+ * that variant a call. */
 tr_gemm_fn tr_kernel_best(const tr_kernel *k);
+int tr_kernel_call_tokens(const tr_kernel *k, tr_gemm_fn fn);
 /* The variant written for `isa` (NULL when none), whether or not this CPU
  * runs it: for tests, which run other ISAs' code under an emulator. */
 tr_gemm_fn tr_kernel_variant(const tr_kernel *k, tr_isa isa);

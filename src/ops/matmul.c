@@ -5,8 +5,8 @@
  * integer dot products; half/bfloat for F16/BF16), shared by all threads. The
  * weight rows are then cut into chunks that threads take from an atomic
  * counter (a busy core on a shared machine does not hold the others up).
- * Within a chunk, tiles of TILE_T tokens go to the kernel, which decodes each
- * weight block once for the whole tile; the chunk's weights stay in cache
+ * Within a chunk, tiles of TILE_T tokens (TR_AMX_TOKENS for an AMX kernel)
+ * go to the kernel, which decodes each weight block once for the whole tile; the chunk's weights stay in cache
  * while every tile of tokens passes over them.
  *
  * Types without a kernel fall back to dequantizing each row to float. */
@@ -23,6 +23,7 @@ enum {
 
 typedef struct mm_job {
     tr_gemm_fn gemm;
+    int tile_t; /* tokens per kernel call */
     const char *w;
     size_t w_stride;
     int64_t rows, cols;
@@ -46,11 +47,11 @@ static void convert_part(void *arg, int ith, int nth) {
 
 static int64_t pick_chunk(int64_t rows, int64_t n_tokens, int nth);
 
-/* One chunk of rows against every token, in tiles of TILE_T tokens. */
-static void gemm_chunk(tr_gemm_fn gemm, const char *w, size_t w_stride, int64_t cols, int64_t nr, const char *act,
-                       size_t act_stride, int64_t n_tokens, float *y, int64_t rows) {
-    for (int64_t t0 = 0; t0 < n_tokens; t0 += TILE_T) {
-        int nt = n_tokens - t0 < TILE_T ? (int)(n_tokens - t0) : TILE_T;
+/* One chunk of rows against every token, in tiles of tile_t tokens. */
+static void gemm_chunk(tr_gemm_fn gemm, int tile_t, const char *w, size_t w_stride, int64_t cols, int64_t nr,
+                       const char *act, size_t act_stride, int64_t n_tokens, float *y, int64_t rows) {
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += tile_t) {
+        int nt = n_tokens - t0 < tile_t ? (int)(n_tokens - t0) : tile_t;
         gemm(cols, w, w_stride, (int)nr, act + (size_t)t0 * act_stride, act_stride, nt, y + t0 * rows, (size_t)rows);
     }
 }
@@ -62,7 +63,7 @@ static void gemm_part(void *arg, int ith, int nth) {
         int64_t r0 = atomic_fetch_add_explicit(&j->next, j->chunk, memory_order_relaxed);
         if (r0 >= j->rows) break;
         int64_t nr = j->rows - r0 < j->chunk ? j->rows - r0 : j->chunk;
-        gemm_chunk(j->gemm, j->w + (size_t)r0 * j->w_stride, j->w_stride, j->cols, nr, j->act, j->act_stride,
+        gemm_chunk(j->gemm, j->tile_t, j->w + (size_t)r0 * j->w_stride, j->w_stride, j->cols, nr, j->act, j->act_stride,
                    j->n_tokens, j->y + r0, j->rows);
     }
 }
@@ -70,7 +71,7 @@ static void gemm_part(void *arg, int ith, int nth) {
 void tr_matmul_chunks(tr_gemm_fn gemm, int64_t chunk, const void *W, size_t w_stride, int64_t rows, int64_t cols,
                       const void *act, size_t act_stride, int64_t n_tokens, float *Y) {
     for (int64_t r0 = 0; r0 < rows; r0 += chunk)
-        gemm_chunk(gemm, (const char *)W + (size_t)r0 * w_stride, w_stride, cols, rows - r0 < chunk ? rows - r0 : chunk,
+        gemm_chunk(gemm, TILE_T, (const char *)W + (size_t)r0 * w_stride, w_stride, cols, rows - r0 < chunk ? rows - r0 : chunk,
                    act, act_stride, n_tokens, Y + r0, rows);
 }
 
@@ -137,6 +138,7 @@ void tr_matmul(tr_pool *pool, int type, const void *W, int64_t rows, int64_t col
     const tr_kernel *k = tr_kernel_get(type);
     if (k && cols % k->blck == 0 && cols % tr_act_block(k->act) == 0) {
         j.gemm = tr_kernel_best(k);
+        j.tile_t = tr_kernel_call_tokens(k, j.gemm);
         j.act_type = k->act;
         j.act_stride = tr_act_row_size(k->act, cols);
         size_t bytes = j.act_stride * (size_t)n_tokens;

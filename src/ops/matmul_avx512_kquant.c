@@ -344,6 +344,252 @@ const tr_gemm_row tr_avx512_kquant_gemm_rows[] = {
     {-1, 0, NULL},
 };
 
+/* ---------------------------------------------------------------- AMX tier: Q4_K */
+
+/* TR_ISA_AMX: the AVX-512 tier plus Intel's tile unit (AMX-TILE, AMX-INT8;
+ * Sapphire Rapids and later Xeons). Only Q4_K has a kernel here (the rest of
+ * the tier is the AVX-512 one's): the format of most of a Q4_K_M file.
+ *
+ * One tdpbusd multiplies a 16 x 32 tile of unsigned weight bytes (16 rows,
+ * one sub-block) by a 32 x 16 tile of signed activation bytes (one
+ * sub-block of 16 tokens, rows of 4-byte groups: the layout the unit
+ * wants), giving the 256 exact int32 dot products of that sub-block; the
+ * 6-bit scales then apply in int32 lanes (16 tokens a zmm), so the products
+ * run on the tile unit and the vector ports do only the scales and the
+ * float part. Per call: up to 64 rows x 64 tokens; per super-block the
+ * activations are transposed once for all rows and the weights unpacked
+ * once for all tokens.
+ *
+ * Batch invariance fixes the arithmetic: a token alone (generation) or in a
+ * group of a few goes through the vector kernel below, so both must compute
+ * the same floats. The tier's definition, per row, token and super-block:
+ *   isum = sum_j sc_j * dot_j   (exact int32; dot_j over sub-block j)
+ *   imin = sum_j m_j * bsums32_j (exact int32)
+ *   t = float(isum) * d;  t = t - float(imin) * dmin (fused);  acc = t * xd + acc (fused)
+ * from acc = 0, the result acc. Integers are exact whatever order they are
+ * summed in, and the three float operations are the same instructions in
+ * both kernels (lanes of a zmm here, lane 0 of an xmm there). It is not
+ * the AVX-512 tier's order (that one keeps 16 float lanes per row), which
+ * is as valid a rounding; tiers may differ from each other, a tier may not
+ * differ from itself. */
+#define TGTAMX __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,amx-tile,amx-int8")))
+
+/* The tier's float step on one lane (lane 0). */
+TILE512 __m128 q4kx_tail(__m128 acc, __m128 isum, __m128 imin, __m128 dw, __m128 dmin, float xd) {
+    __m128 t = _mm_mul_ss(isum, dw);
+    t = _mm_fnmadd_ss(imin, dmin, t);
+    return _mm_fmadd_ss(t, _mm_set_ss(xd), acc);
+}
+
+/* The vector kernel of the tier: q4_k_sb's products, then per token the
+ * scaled sums and the mins' sums reduced to one int32 each (the 16 lanes
+ * of V folded to 8 beside the 8 of M, then both halves folded at once). */
+TILE512 void q4kx_sb(__m128 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
+    const __m512i sh = halves16(0, 4), m4 = _mm512_set1_epi8(0x0f);
+    __m512i S[2], W[4];
+    __m512i mins;
+    __m512 dw, dmin;
+    k4_header(w, S, &mins, &dw, &dmin);
+    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) W[k] = fields2(w + 16 + 32 * k, sh, m4);
+    FOR_T512(j) {
+        const tr_q8kp *x = ACTKP(j, b);
+        __m512i V = k_scaled(W, x->qs, S);
+        __m512i M = _mm512_madd_epi16(mins, _mm512_loadu_si512(x->bsums)); /* sub-block j's min in dword j */
+        __m256i v8 = _mm256_add_epi32(_mm512_castsi512_si256(V), _mm512_extracti64x4_epi64(V, 1));
+        __m512i R = _mm512_inserti64x4(_mm512_castsi256_si512(v8), _mm512_castsi512_si256(M), 1);
+        R = _mm512_add_epi32(R, _mm512_shuffle_i64x2(R, R, _MM_SHUFFLE(2, 3, 0, 1)));
+        R = _mm512_add_epi32(R, _mm512_shuffle_epi32(R, _MM_SHUFFLE(1, 0, 3, 2)));
+        R = _mm512_add_epi32(R, _mm512_shuffle_epi32(R, _MM_SHUFFLE(2, 3, 0, 1)));
+        __m512 F = _mm512_cvtepi32_ps(R); /* lane 0: isum, lane 8: imin */
+        acc[j] = q4kx_tail(acc[j], _mm512_castps512_ps128(F), _mm512_extractf32x4_ps(F, 2), _mm512_castps512_ps128(dw),
+                           _mm512_castps512_ps128(dmin), x->d);
+    }
+}
+
+TILE512 void first2_ss(__m128 a0, __m128 a1, float out[2]) {
+    out[0] = _mm_cvtss_f32(a0);
+    out[1] = _mm_cvtss_f32(a1);
+}
+
+TR_TILE_FROM_SB(q4kx, q4kx_sb, 144, __m128, _mm_setzero_ps(), _mm_cvtss_f32, tr_q8kp, TILE512)
+TR_GEMM_FROM_TILE_W(q4kx_tiles, q4kx_tile, TGT512, TR_TILE_MAX)
+TR_GEMM_TWO_STREAMS(q4kx_vec, q4kx_tiles, q4kx_block, 144, __m128, _mm_setzero_ps(), first2_ss, tr_q8kp, TGT512)
+
+enum {
+    AMX_ROWS = 64,      /* rows an AMX call prepares at once (four tiles of 16) */
+    AMX_MIN_TOKENS = 8, /* fewer tokens: the vector kernel (same results, no padded tile columns) */
+};
+
+/* The tile configuration (palette 1): tmm0/1 the int32 results (16 rows x
+ * 16 tokens), tmm2/3 weights (16 rows x 32 bytes), tmm4/5 activations (8
+ * rows of 16 tokens x 4 bytes). Two sets, so one sub-block's store overlaps
+ * the next one's product. */
+typedef struct amx_cfg {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_cfg;
+
+/* Where sub-block j of a super-block sits in an unpacked row of A: the low
+ * nibbles of qs bytes 0..63 (sub-blocks 0 and 2), their high nibbles (1, 3),
+ * then the same for bytes 64..127 (4, 6; 5, 7): stored as decoded. */
+static const int amx_a_off[8] = {0, 64, 32, 96, 128, 192, 160, 224};
+
+/* The 16 x 8 dwords of one sub-block of 16 tokens (token i's 32 bytes at
+ * q[i]) as 8 rows of 16 dwords: row k holds dword k of every token. */
+TILE512 void amx_transpose(const int8_t *const q[16], int off, int8_t out[8][64]) {
+    __m512i Z[8], T[8], U[8];
+    _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++)
+        Z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(q[i] + off))),
+                                  _mm256_loadu_si256((const __m256i *)(q[i + 8] + off)), 1);
+    _Pragma("GCC unroll 4") for (int i = 0; i < 8; i += 2) {
+        T[i] = _mm512_unpacklo_epi32(Z[i], Z[i + 1]);
+        T[i + 1] = _mm512_unpackhi_epi32(Z[i], Z[i + 1]);
+    }
+    /* U[c] (U[4 + c]): per 128-bit lane, dwords c and c + 4 of tokens 0-3
+     * (4-7) in the low half, of tokens 8-11 (12-15) in the high half */
+    _Pragma("GCC unroll 2") for (int h = 0; h < 8; h += 4) {
+        U[h + 0] = _mm512_unpacklo_epi64(T[h], T[h + 2]);
+        U[h + 1] = _mm512_unpackhi_epi64(T[h], T[h + 2]);
+        U[h + 2] = _mm512_unpacklo_epi64(T[h + 1], T[h + 3]);
+        U[h + 3] = _mm512_unpackhi_epi64(T[h + 1], T[h + 3]);
+    }
+    const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13), hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+    _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
+        _mm512_store_si512(out[c], _mm512_permutex2var_epi64(U[c], lo, U[4 + c]));
+        _mm512_store_si512(out[c + 4], _mm512_permutex2var_epi64(U[c], hi, U[4 + c]));
+    }
+}
+
+/* One product of sub-block j: tiles c (result), wt (weights), at
+ * (activations), stored to C[j]. Tile numbers are literals (GCC pastes
+ * them into the instruction). */
+#define AMX_SUBBLOCK(c, wt, at, j)                                       \
+    do {                                                                 \
+        _tile_zero(c);                                                   \
+        _tile_loadd(wt, &A[0][amx_a_off[j]], 256);                       \
+        _tile_loadd(at, B[g][j], 64);                                    \
+        _tile_dpbusd(c, wt, at);                                         \
+        _tile_stored(c, C[j], 64);                                       \
+    } while (0)
+
+/* nr <= AMX_ROWS rows against nt <= TR_AMX_TOKENS tokens. */
+TGTAMX static void q4_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr, const char *a, size_t as, int nt,
+                                  float *y, size_t ys) {
+    static const int8_t zero_qs[256] __attribute__((aligned(64)));
+    enum { G = TR_AMX_TOKENS / 16 };
+    const int ng = (nt + 15) / 16, nrg = (nr + 15) / 16;
+    float acc[AMX_ROWS][TR_AMX_TOKENS] __attribute__((aligned(64)));
+    int8_t B[G][8][8][64] __attribute__((aligned(64)));  /* [group][sub-block][row][16 tokens x 4 bytes] */
+    int32_t P[G][4][16] __attribute__((aligned(64)));    /* bsums32 pairs 2p, 2p+1 of each token */
+    float xd[G][16] __attribute__((aligned(64)));
+    uint8_t A[16][256] __attribute__((aligned(64)));     /* 16 rows of one super-block, unpacked */
+    int32_t sc[16][8], mp[16][4];
+    float dw[16], dmin[16];
+    int32_t C[8][16][16] __attribute__((aligned(64)));
+    for (int r = 0; r < nrg * 16; r++) memset(acc[r], 0, sizeof(float) * 16 * (size_t)ng);
+
+    amx_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int c = 0; c < 2; c++) {
+        cfg.colsb[c] = 64, cfg.rows[c] = 16;
+        cfg.colsb[c + 2] = 32, cfg.rows[c + 2] = 16;
+        cfg.colsb[c + 4] = 64, cfg.rows[c + 4] = 8;
+    }
+    _tile_loadconfig(&cfg);
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    for (int64_t b = 0; b < n / 256; b++) {
+        for (int g = 0; g < ng; g++) {
+            const int8_t *q[16];
+            for (int i = 0; i < 16; i++) {
+                int t = 16 * g + i;
+                if (t < nt) {
+                    const tr_q8kp *x = ACTKP(t, b);
+                    q[i] = x->qs;
+                    xd[g][i] = x->d;
+                    for (int p = 0; p < 4; p++) memcpy(&P[g][p][i], &x->bsums32[2 * p], 4);
+                } else {
+                    q[i] = zero_qs;
+                    xd[g][i] = 0;
+                    for (int p = 0; p < 4; p++) P[g][p][i] = 0;
+                }
+            }
+            for (int j = 0; j < 8; j++) amx_transpose(q, 32 * j, B[g][j]);
+        }
+        for (int rg = 0; rg < nrg; rg++) {
+            for (int r = 0; r < 16; r++) {
+                int row = 16 * rg + r;
+                if (row >= nr) {
+                    memset(A[r], 0, sizeof A[r]);
+                    memset(sc[r], 0, sizeof sc[r]), memset(mp[r], 0, sizeof mp[r]);
+                    dw[r] = dmin[r] = 0;
+                    continue;
+                }
+                const uint8_t *wb = w + (size_t)row * ws + (size_t)b * 144;
+                __m128i s = scales_k4(wb + 4);
+                _mm256_storeu_si256((__m256i *)sc[r], _mm256_cvtepu8_epi32(s));
+                _mm_storeu_si128((__m128i *)mp[r], _mm_cvtepu8_epi16(_mm_srli_si128(s, 8)));
+                dw[r] = h2f(wb), dmin[r] = h2f(wb + 2);
+                __m512i z0 = _mm512_loadu_si512(wb + 16), z1 = _mm512_loadu_si512(wb + 80);
+                _mm512_store_si512(A[r], _mm512_and_si512(z0, m4));
+                _mm512_store_si512(A[r] + 64, _mm512_and_si512(_mm512_srli_epi16(z0, 4), m4));
+                _mm512_store_si512(A[r] + 128, _mm512_and_si512(z1, m4));
+                _mm512_store_si512(A[r] + 192, _mm512_and_si512(_mm512_srli_epi16(z1, 4), m4));
+            }
+            __asm__ volatile("" ::: "memory"); /* GCC's tile loads do not tell it they read A and B */
+            for (int g = 0; g < ng; g++) {
+                AMX_SUBBLOCK(0, 2, 4, 0);
+                AMX_SUBBLOCK(1, 3, 5, 1);
+                AMX_SUBBLOCK(0, 2, 4, 2);
+                AMX_SUBBLOCK(1, 3, 5, 3);
+                AMX_SUBBLOCK(0, 2, 4, 4);
+                AMX_SUBBLOCK(1, 3, 5, 5);
+                AMX_SUBBLOCK(0, 2, 4, 6);
+                AMX_SUBBLOCK(1, 3, 5, 7);
+                const __m512 xv = _mm512_load_ps(xd[g]);
+                const __m512i P0 = _mm512_load_si512(P[g][0]), P1 = _mm512_load_si512(P[g][1]);
+                const __m512i P2 = _mm512_load_si512(P[g][2]), P3 = _mm512_load_si512(P[g][3]);
+                for (int r = 0; r < 16; r++) {
+                    __m512i is = _mm512_mullo_epi32(_mm512_load_si512(C[0][r]), _mm512_set1_epi32(sc[r][0]));
+                    _Pragma("GCC unroll 7") for (int j = 1; j < 8; j++)
+                        is = _mm512_add_epi32(is, _mm512_mullo_epi32(_mm512_load_si512(C[j][r]), _mm512_set1_epi32(sc[r][j])));
+                    __m512i im = _mm512_add_epi32(_mm512_madd_epi16(P0, _mm512_set1_epi32(mp[r][0])),
+                                                  _mm512_madd_epi16(P1, _mm512_set1_epi32(mp[r][1])));
+                    im = _mm512_add_epi32(im, _mm512_add_epi32(_mm512_madd_epi16(P2, _mm512_set1_epi32(mp[r][2])),
+                                                               _mm512_madd_epi16(P3, _mm512_set1_epi32(mp[r][3]))));
+                    __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(is), _mm512_set1_ps(dw[r]));
+                    t = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(im), _mm512_set1_ps(dmin[r]), t);
+                    float *ap = &acc[16 * rg + r][16 * g];
+                    _mm512_store_ps(ap, _mm512_fmadd_ps(t, xv, _mm512_load_ps(ap)));
+                }
+            }
+        }
+    }
+    _tile_release();
+    for (int t = 0; t < nt; t++)
+        for (int r = 0; r < nr; r++) y[(size_t)t * ys + r] = acc[r][t];
+}
+
+TGTAMX static void gemm_q4_k_amx(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nt,
+                                 float *y, size_t ys) {
+    if (nt < AMX_MIN_TOKENS) {
+        q4kx_vec(n, w, ws, nr, a, as, nt, y, ys);
+        return;
+    }
+    for (int t0 = 0; t0 < nt; t0 += TR_AMX_TOKENS)
+        for (int r0 = 0; r0 < nr; r0 += AMX_ROWS)
+            q4_k_amx_block(n, (const uint8_t *)w + (size_t)r0 * ws, ws, nr - r0 < AMX_ROWS ? nr - r0 : AMX_ROWS,
+                           (const char *)a + (size_t)t0 * as, as, nt - t0 < TR_AMX_TOKENS ? nt - t0 : TR_AMX_TOKENS,
+                           y + (size_t)t0 * ys + r0, ys);
+}
+
+const tr_gemm_row tr_amx_kquant_gemm_rows[] = {
+    {TR_TYPE_Q4_K, TR_ACT_Q8KP, gemm_q4_k_amx},
+    {-1, 0, NULL},
+};
+
 #else
 const tr_gemm_row tr_avx512_kquant_gemm_rows[] = {{-1, 0, NULL}};
+const tr_gemm_row tr_amx_kquant_gemm_rows[] = {{-1, 0, NULL}};
 #endif

@@ -93,6 +93,15 @@ static const char *avxvnni_missing(const tr_cpu_features *f) {
     return why;
 }
 
+/* Why the AMX kernels cannot run here (no emulator runs them). */
+static const char *amx_missing(const tr_cpu_features *f) {
+    static char why[160];
+    snprintf(why, sizeof why, "lacks%s%s%s", tr_isa_usable(TR_ISA_AVX512) ? "" : " the avx512 tier",
+             f->amx ? "" : " amx-tile/amx-int8 (or the OS's tile state)",
+             getenv("TRINITY_CPU") ? " (TRINITY_CPU caps the features)" : "");
+    return why;
+}
+
 /* The SIMD ISAs the tests below try, each with the reason it cannot run. */
 static const struct {
     tr_isa isa;
@@ -100,7 +109,8 @@ static const struct {
     const char *(*missing)(const tr_cpu_features *);
 } simd_isas[] = {{TR_ISA_AVX2, "avx2", avx2_missing},
                  {TR_ISA_AVXVNNI, "avxvnni", avxvnni_missing},
-                 {TR_ISA_AVX512, "avx512", avx512_missing}};
+                 {TR_ISA_AVX512, "avx512", avx512_missing},
+                 {TR_ISA_AMX, "amx", amx_missing}};
 #define N_SIMD (int)(sizeof simd_isas / sizeof simd_isas[0])
 
 static const int types[] = {TR_TYPE_F32,  TR_TYPE_F16,  TR_TYPE_BF16, TR_TYPE_Q8_0, TR_TYPE_Q4_0,
@@ -155,8 +165,9 @@ TT_TEST(variants_match_scalar_reference) {
             tested++;
             int64_t bl = k->blck < 32 ? 32 : k->blck;
             for (int rep = 0; rep < 6; rep++) {
-                int64_t cols = bl * (1 + tt_rnd() % 9), rows = 1 + tt_rnd() % 37;
-                int nt = 1 + tt_rnd() % 17;
+                int64_t cols = bl * (1 + tt_rnd() % 9), rows = 1 + tt_rnd() % (rep < 4 ? 37 : 150);
+                /* up to 17 tokens, and past one AMX call (64 tokens, 64 rows) */
+                int nt = rep < 4 ? 1 + (int)(tt_rnd() % 17) : 18 + (int)(tt_rnd() % 80);
                 uint8_t *w = random_weights(type, rows, cols);
                 float *x = random_floats(cols * nt);
                 size_t as = tr_act_row_size(k->act, cols), ws = tr_row_size(type, cols);
@@ -436,14 +447,16 @@ TT_TEST(kquant_extreme_values_match_reference) {
                     if (off == (size_t)*sf || off == (size_t)*sf + 1) scale = true;
                 if (!scale) w[i] = 0xff;
             }
-            int nt = 4;
+            int nt = 20; /* 1 and 4 tokens (tiles), 20 (AMX groups of 16) */
             float *x = malloc(sizeof(float) * (size_t)(cols * nt));
             for (int64_t i = 0; i < cols * nt; i++) x[i] = pat == 0 ? 1.0f : pat == 1 ? -1.0f : (i & 1 ? 1.0f : -1.0f);
             size_t as = tr_act_row_size(k->act, cols);
             char *a = malloc(as * (size_t)nt);
             for (int t = 0; t < nt; t++) tr_act_convert(k->act, x + (int64_t)t * cols, a + t * as, cols);
-            float y0[12], y1[12];
-            for (int ntt = 1; ntt <= nt; ntt += 3) {
+            float y0[3 * 20], y1[3 * 20];
+            static const int ntts[] = {1, 4, 20};
+            for (int ni = 0; ni < 3; ni++) {
+                int ntt = ntts[ni];
                 k->ref(cols, w, ws, rows, a, as, ntt, y0, (size_t)rows);
                 fn(cols, w, ws, rows, a, as, ntt, y1, (size_t)rows);
                 int bad = 0;
@@ -468,8 +481,12 @@ TT_TEST(batch_results_equal_single_token_results) {
         int type = types[ti];
         const tr_kernel *k = tr_kernel_get(type);
         int64_t bl = k->blck < 32 ? 32 : k->blck;
-        for (int nt = 2; nt <= 9; nt++) {
-            int64_t cols = bl * (1 + tt_rnd() % 4), rows = 1 + tt_rnd() % 45;
+        /* 2..9 tokens (the tiles of every tier), then the AMX kernel's
+         * groups of 16 and calls of 64 (nt > TR_AMX_TOKENS) */
+        static const int nts[] = {2, 3, 4, 5, 6, 7, 8, 9, 16, 21, 70};
+        for (size_t ni = 0; ni < sizeof nts / sizeof nts[0]; ni++) {
+            int nt = nts[ni];
+            int64_t cols = bl * (1 + tt_rnd() % 4), rows = 1 + tt_rnd() % (nt > 9 ? 90 : 45);
             uint8_t *w = random_weights(type, rows, cols);
             float *x = random_floats(cols * nt);
             float *yb = malloc(sizeof(float) * (size_t)(rows * nt)), *y1 = malloc(sizeof(float) * (size_t)rows);
