@@ -118,7 +118,7 @@ extern const tr_gemm_row tr_amx_kquant_gemm_rows[];
 /* Tokens tr_matmul hands an AMX kernel a call (the others get TR_TILE_MAX):
  * its tiles are 16 tokens wide and it prepares each call's activations
  * once for all its rows. */
-enum { TR_AMX_TOKENS = 64 };
+enum { TR_AMX_TOKENS = 128 };
 
 /* A weight type's row of the assembled table: its activation format, its
  * block (the format's, from src/quant's traits), its scalar reference and

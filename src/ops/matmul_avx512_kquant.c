@@ -418,12 +418,13 @@ TR_GEMM_TWO_STREAMS(q4kx_vec, q4kx_tiles, q4kx_block, 144, __m128, _mm_setzero_p
 enum {
     AMX_ROWS = 64,      /* rows an AMX call prepares at once (four tiles of 16) */
     AMX_MIN_TOKENS = 8, /* fewer tokens: the vector kernel (same results, no padded tile columns) */
+    AMX_AHEAD = 4,      /* super-blocks a row's weights are prefetched ahead */
 };
 
-/* The tile configuration (palette 1): tmm0/1 the int32 results (16 rows x
- * 16 tokens), tmm2/3 weights (16 rows x 32 bytes), tmm4/5 activations (8
- * rows of 16 tokens x 4 bytes). Two sets, so one sub-block's store overlaps
- * the next one's product. */
+/* The tile configuration (palette 1): tmm0-3 the int32 results (16 rows x
+ * 16 tokens) of four sub-blocks, tmm4/5 weights (16 rows x 32 bytes),
+ * tmm6/7 activations (8 rows of 16 tokens x 4 bytes): four independent
+ * products in flight before their results are stored. */
 typedef struct amx_cfg {
     uint8_t palette, start_row, reserved[14];
     uint16_t colsb[16];
@@ -461,16 +462,25 @@ TILE512 void amx_transpose(const int8_t *const q[16], int off, int8_t out[8][64]
     }
 }
 
-/* One product of sub-block j: tiles c (result), wt (weights), at
- * (activations), stored to C[j]. Tile numbers are literals (GCC pastes
- * them into the instruction). */
-#define AMX_SUBBLOCK(c, wt, at, j)                                       \
+/* Sub-block j's product into result tile c from weight tile wt and
+ * activation tile at. Tile numbers are literals (GCC pastes them into the
+ * instruction). */
+#define AMX_PRODUCT(c, wt, at, j)                                        \
     do {                                                                 \
-        _tile_zero(c);                                                   \
         _tile_loadd(wt, &A[0][amx_a_off[j]], 256);                       \
         _tile_loadd(at, B[g][j], 64);                                    \
         _tile_dpbusd(c, wt, at);                                         \
-        _tile_stored(c, C[j], 64);                                       \
+    } while (0)
+/* Sub-blocks h..h+3: four independent products, then their stores. */
+#define AMX_FOUR(h)                                                      \
+    do {                                                                 \
+        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);      \
+        AMX_PRODUCT(0, 4, 6, h);                                         \
+        AMX_PRODUCT(1, 5, 7, h + 1);                                     \
+        AMX_PRODUCT(2, 4, 6, h + 2);                                     \
+        AMX_PRODUCT(3, 5, 7, h + 3);                                     \
+        _tile_stored(0, C[h], 64); _tile_stored(1, C[h + 1], 64);        \
+        _tile_stored(2, C[h + 2], 64); _tile_stored(3, C[h + 3], 64);    \
     } while (0)
 
 /* nr <= AMX_ROWS rows against nt <= TR_AMX_TOKENS tokens. */
@@ -492,11 +502,9 @@ TGTAMX static void q4_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
     amx_cfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
-    for (int c = 0; c < 2; c++) {
-        cfg.colsb[c] = 64, cfg.rows[c] = 16;
-        cfg.colsb[c + 2] = 32, cfg.rows[c + 2] = 16;
-        cfg.colsb[c + 4] = 64, cfg.rows[c + 4] = 8;
-    }
+    for (int c = 0; c < 4; c++) cfg.colsb[c] = 64, cfg.rows[c] = 16;
+    for (int c = 4; c < 6; c++) cfg.colsb[c] = 32, cfg.rows[c] = 16;
+    for (int c = 6; c < 8; c++) cfg.colsb[c] = 64, cfg.rows[c] = 8;
     _tile_loadconfig(&cfg);
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     for (int64_t b = 0; b < n / 256; b++) {
@@ -527,6 +535,9 @@ TGTAMX static void q4_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
                     continue;
                 }
                 const uint8_t *wb = w + (size_t)row * ws + (size_t)b * 144;
+                if (b + AMX_AHEAD < n / 256) /* 64 rows read side by side: more streams than the prefetchers follow */
+                    _Pragma("GCC unroll 3") for (int l = 0; l < 144; l += 64)
+                        _mm_prefetch((const char *)wb + AMX_AHEAD * 144 + l, _MM_HINT_T0);
                 __m128i s = scales_k4(wb + 4);
                 _mm256_storeu_si256((__m256i *)sc[r], _mm256_cvtepu8_epi32(s));
                 _mm_storeu_si128((__m128i *)mp[r], _mm_cvtepu8_epi16(_mm_srli_si128(s, 8)));
@@ -539,14 +550,8 @@ TGTAMX static void q4_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
             }
             __asm__ volatile("" ::: "memory"); /* GCC's tile loads do not tell it they read A and B */
             for (int g = 0; g < ng; g++) {
-                AMX_SUBBLOCK(0, 2, 4, 0);
-                AMX_SUBBLOCK(1, 3, 5, 1);
-                AMX_SUBBLOCK(0, 2, 4, 2);
-                AMX_SUBBLOCK(1, 3, 5, 3);
-                AMX_SUBBLOCK(0, 2, 4, 4);
-                AMX_SUBBLOCK(1, 3, 5, 5);
-                AMX_SUBBLOCK(0, 2, 4, 6);
-                AMX_SUBBLOCK(1, 3, 5, 7);
+                AMX_FOUR(0);
+                AMX_FOUR(4);
                 const __m512 xv = _mm512_load_ps(xd[g]);
                 const __m512i P0 = _mm512_load_si512(P[g][0]), P1 = _mm512_load_si512(P[g][1]);
                 const __m512i P2 = _mm512_load_si512(P[g][2]), P3 = _mm512_load_si512(P[g][3]);
