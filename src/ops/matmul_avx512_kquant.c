@@ -421,23 +421,33 @@ enum {
     AMX_AHEAD = 4,      /* super-blocks a row's weights are prefetched ahead */
 };
 
-/* The tile configuration (palette 1): tmm0-3 the int32 results (16 rows x
- * 16 tokens) of four sub-blocks, tmm4/5 weights (16 rows x 32 bytes),
- * tmm6/7 activations (8 rows of 16 tokens x 4 bytes): four independent
- * products in flight before their results are stored. */
+/* The tile configuration (palette 1), for two groups of 16 tokens at once:
+ * tmm0-3 the int32 results (16 rows x 16 tokens: low and high scale parts
+ * of group 0, then of group 1), tmm4/5 the weights times the low and the
+ * high parts of their scales (16 rows x 64 bytes), tmm6/7 the activations of
+ * the two groups (16 rows of 16 tokens x 4 bytes). */
 typedef struct amx_cfg {
     uint8_t palette, start_row, reserved[14];
     uint16_t colsb[16];
     uint8_t rows[16];
 } amx_cfg;
 
-/* Where sub-block j of a super-block sits in an unpacked row of A: the low
- * nibbles of qs bytes 0..63 (sub-blocks 0 and 2), their high nibbles (1, 3),
- * then the same for bytes 64..127 (4, 6; 5, 7): stored as decoded. */
-static const int amx_a_off[8] = {0, 64, 32, 96, 128, 192, 160, 224};
+/* The order of sub-blocks in an unpacked row and in the transposed
+ * activations: the low nibbles of qs bytes 0..63 are sub-blocks 0 and 2,
+ * their high nibbles 1 and 3, then the same for bytes 64..127; the sum over
+ * a super-block does not care, as long as both sides agree. */
+static const int amx_order[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+/* vpermw indexes: the scale of each word of an unpacked zmm (two sub-blocks,
+ * 16 words each), from the 8 unpacked scales. */
+static const uint16_t amx_scale_idx[4][32] __attribute__((aligned(64))) = {
+    {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2},
+    {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3},
+    {4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6},
+    {5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7},
+};
 
 /* The 16 x 8 dwords of one sub-block of 16 tokens (token i's 32 bytes at
- * q[i]) as 8 rows of 16 dwords: row k holds dword k of every token. */
+ * q[i] + off) as 8 rows of 16 dwords: row k holds dword k of every token. */
 TILE512 void amx_transpose(const int8_t *const q[16], int off, int8_t out[8][64]) {
     __m512i Z[8], T[8], U[8];
     _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++)
@@ -462,51 +472,70 @@ TILE512 void amx_transpose(const int8_t *const q[16], int off, int8_t out[8][64]
     }
 }
 
-/* Sub-block j's product into result tile c from weight tile wt and
- * activation tile at. Tile numbers are literals (GCC pastes them into the
- * instruction). */
-#define AMX_PRODUCT(c, wt, at, j)                                        \
+/* 16 rows of 16 floats (r[i]: row i) transposed in place. */
+TILE512 void transpose16_ps(__m512 r[16]) {
+    __m512 t[16], u[16];
+    _Pragma("GCC unroll 8") for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    /* u[4q + k]: per 128-bit lane L, column 4L + k of rows 4q..4q+3 */
+    _Pragma("GCC unroll 4") for (int q = 0; q < 16; q += 4) {
+        u[q + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[q]), _mm512_castps_pd(t[q + 2])));
+        u[q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[q]), _mm512_castps_pd(t[q + 2])));
+        u[q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[q + 1]), _mm512_castps_pd(t[q + 3])));
+        u[q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[q + 1]), _mm512_castps_pd(t[q + 3])));
+    }
+    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+        __m512 v01 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x44), v23 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xEE);
+        __m512 w01 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x44), w23 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xEE);
+        r[k] = _mm512_shuffle_f32x4(v01, w01, 0x88);
+        r[4 + k] = _mm512_shuffle_f32x4(v01, w01, 0xDD);
+        r[8 + k] = _mm512_shuffle_f32x4(v23, w23, 0x88);
+        r[12 + k] = _mm512_shuffle_f32x4(v23, w23, 0xDD);
+    }
+}
+
+/* Tile numbers are literals (GCC pastes them into the instruction). Chunk
+ * c of a super-block (64 of its bytes: two sub-blocks) of weight rows
+ * (low and high scale parts) and of activations. */
+#define AMX_LOAD_W(c)                                                    \
     do {                                                                 \
-        _tile_loadd(wt, &A[0][amx_a_off[j]], 256);                       \
-        _tile_loadd(at, B[g][j], 64);                                    \
-        _tile_dpbusd(c, wt, at);                                         \
-    } while (0)
-/* Sub-blocks h..h+3: four independent products, then their stores. */
-#define AMX_FOUR(h)                                                      \
-    do {                                                                 \
-        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);      \
-        AMX_PRODUCT(0, 4, 6, h);                                         \
-        AMX_PRODUCT(1, 5, 7, h + 1);                                     \
-        AMX_PRODUCT(2, 4, 6, h + 2);                                     \
-        AMX_PRODUCT(3, 5, 7, h + 3);                                     \
-        _tile_stored(0, C[h], 64); _tile_stored(1, C[h + 1], 64);        \
-        _tile_stored(2, C[h + 2], 64); _tile_stored(3, C[h + 3], 64);    \
+        _tile_loadd(4, Alo[0] + 64 * (c), 256);                          \
+        _tile_loadd(5, Ahi[0] + 64 * (c), 256);                          \
     } while (0)
 
-/* nr <= AMX_ROWS rows against nt <= TR_AMX_TOKENS tokens. */
+/* nr <= AMX_ROWS rows against nt <= TR_AMX_TOKENS tokens.
+ *
+ * Rather than one product per sub-block (whose int32 results would each
+ * need a store and a multiply by the scale), the scales go into the weights:
+ * sc = lo + 16 hi (lo 0..15, hi 0..3), and the weight bytes q * lo and
+ * q * hi (at most 225) stay unsigned bytes, so two chains of four full
+ * products (64 bytes deep) give sum_j lo_j dot_j and sum_j hi_j dot_j for
+ * the whole super-block: isum = low + 16 high, exact, two stores. */
 TGTAMX static void q4_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr, const char *a, size_t as, int nt,
                                   float *y, size_t ys) {
     static const int8_t zero_qs[256] __attribute__((aligned(64)));
     enum { G = TR_AMX_TOKENS / 16 };
     const int ng = (nt + 15) / 16, nrg = (nr + 15) / 16;
     float acc[AMX_ROWS][TR_AMX_TOKENS] __attribute__((aligned(64)));
-    int8_t B[G][8][8][64] __attribute__((aligned(64)));  /* [group][sub-block][row][16 tokens x 4 bytes] */
-    int32_t P[G][4][16] __attribute__((aligned(64)));    /* bsums32 pairs 2p, 2p+1 of each token */
+    int8_t B[G][8][8][64] __attribute__((aligned(64))); /* [group][position][row][16 tokens x 4 bytes] */
+    int32_t P[G][4][16] __attribute__((aligned(64)));   /* bsums32 pairs 2p, 2p+1 of each token */
     float xd[G][16] __attribute__((aligned(64)));
-    uint8_t A[16][256] __attribute__((aligned(64)));     /* 16 rows of one super-block, unpacked */
-    int32_t sc[16][8], mp[16][4];
+    uint8_t Alo[16][256] __attribute__((aligned(64))), Ahi[16][256] __attribute__((aligned(64)));
+    int32_t mp[16][4];
     float dw[16], dmin[16];
-    int32_t C[8][16][16] __attribute__((aligned(64)));
+    int32_t C[2][2][16][16] __attribute__((aligned(64))); /* [group of the pair][low, high][row][token] */
     for (int r = 0; r < nrg * 16; r++) memset(acc[r], 0, sizeof(float) * 16 * (size_t)ng);
 
     amx_cfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
-    for (int c = 0; c < 4; c++) cfg.colsb[c] = 64, cfg.rows[c] = 16;
-    for (int c = 4; c < 6; c++) cfg.colsb[c] = 32, cfg.rows[c] = 16;
-    for (int c = 6; c < 8; c++) cfg.colsb[c] = 64, cfg.rows[c] = 8;
+    for (int c = 0; c < 8; c++) cfg.colsb[c] = 64, cfg.rows[c] = 16;
     _tile_loadconfig(&cfg);
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m4w = _mm512_set1_epi16(0x0f);
+    const __m512i sidx0 = _mm512_load_si512(amx_scale_idx[0]), sidx1 = _mm512_load_si512(amx_scale_idx[1]);
+    const __m512i sidx2 = _mm512_load_si512(amx_scale_idx[2]), sidx3 = _mm512_load_si512(amx_scale_idx[3]);
     for (int64_t b = 0; b < n / 256; b++) {
         for (int g = 0; g < ng; g++) {
             const int8_t *q[16];
@@ -523,14 +552,14 @@ TGTAMX static void q4_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
                     for (int p = 0; p < 4; p++) P[g][p][i] = 0;
                 }
             }
-            for (int j = 0; j < 8; j++) amx_transpose(q, 32 * j, B[g][j]);
+            for (int p = 0; p < 8; p++) amx_transpose(q, 32 * amx_order[p], B[g][p]);
         }
         for (int rg = 0; rg < nrg; rg++) {
             for (int r = 0; r < 16; r++) {
                 int row = 16 * rg + r;
                 if (row >= nr) {
-                    memset(A[r], 0, sizeof A[r]);
-                    memset(sc[r], 0, sizeof sc[r]), memset(mp[r], 0, sizeof mp[r]);
+                    memset(Alo[r], 0, sizeof Alo[r]), memset(Ahi[r], 0, sizeof Ahi[r]);
+                    memset(mp[r], 0, sizeof mp[r]);
                     dw[r] = dmin[r] = 0;
                     continue;
                 }
@@ -539,41 +568,83 @@ TGTAMX static void q4_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
                     _Pragma("GCC unroll 3") for (int l = 0; l < 144; l += 64)
                         _mm_prefetch((const char *)wb + AMX_AHEAD * 144 + l, _MM_HINT_T0);
                 __m128i s = scales_k4(wb + 4);
-                _mm256_storeu_si256((__m256i *)sc[r], _mm256_cvtepu8_epi32(s));
+                __m512i s16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(s)); /* words 0..7 scales, 8..15 mins */
                 _mm_storeu_si128((__m128i *)mp[r], _mm_cvtepu8_epi16(_mm_srli_si128(s, 8)));
                 dw[r] = h2f(wb), dmin[r] = h2f(wb + 2);
                 __m512i z0 = _mm512_loadu_si512(wb + 16), z1 = _mm512_loadu_si512(wb + 80);
-                _mm512_store_si512(A[r], _mm512_and_si512(z0, m4));
-                _mm512_store_si512(A[r] + 64, _mm512_and_si512(_mm512_srli_epi16(z0, 4), m4));
-                _mm512_store_si512(A[r] + 128, _mm512_and_si512(z1, m4));
-                _mm512_store_si512(A[r] + 192, _mm512_and_si512(_mm512_srli_epi16(z1, 4), m4));
+                __m512i Q[4] = {_mm512_and_si512(z0, m4), _mm512_and_si512(_mm512_srli_epi16(z0, 4), m4),
+                                _mm512_and_si512(z1, m4), _mm512_and_si512(_mm512_srli_epi16(z1, 4), m4)};
+                __m512i S[4] = {_mm512_permutexvar_epi16(sidx0, s16), _mm512_permutexvar_epi16(sidx1, s16),
+                                _mm512_permutexvar_epi16(sidx2, s16), _mm512_permutexvar_epi16(sidx3, s16)};
+                /* both bytes of a word times the word's scale part (<= 15): two products of at most 225, no carry */
+                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+                    _mm512_store_si512(Alo[r] + 64 * k, _mm512_mullo_epi16(Q[k], _mm512_and_si512(S[k], m4w)));
+                    _mm512_store_si512(Ahi[r] + 64 * k, _mm512_mullo_epi16(Q[k], _mm512_srli_epi16(S[k], 4)));
+                }
             }
             __asm__ volatile("" ::: "memory"); /* GCC's tile loads do not tell it they read A and B */
-            for (int g = 0; g < ng; g++) {
-                AMX_FOUR(0);
-                AMX_FOUR(4);
-                const __m512 xv = _mm512_load_ps(xd[g]);
-                const __m512i P0 = _mm512_load_si512(P[g][0]), P1 = _mm512_load_si512(P[g][1]);
-                const __m512i P2 = _mm512_load_si512(P[g][2]), P3 = _mm512_load_si512(P[g][3]);
-                for (int r = 0; r < 16; r++) {
-                    __m512i is = _mm512_mullo_epi32(_mm512_load_si512(C[0][r]), _mm512_set1_epi32(sc[r][0]));
-                    _Pragma("GCC unroll 7") for (int j = 1; j < 8; j++)
-                        is = _mm512_add_epi32(is, _mm512_mullo_epi32(_mm512_load_si512(C[j][r]), _mm512_set1_epi32(sc[r][j])));
-                    __m512i im = _mm512_add_epi32(_mm512_madd_epi16(P0, _mm512_set1_epi32(mp[r][0])),
-                                                  _mm512_madd_epi16(P1, _mm512_set1_epi32(mp[r][1])));
-                    im = _mm512_add_epi32(im, _mm512_add_epi32(_mm512_madd_epi16(P2, _mm512_set1_epi32(mp[r][2])),
-                                                               _mm512_madd_epi16(P3, _mm512_set1_epi32(mp[r][3]))));
-                    __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(is), _mm512_set1_ps(dw[r]));
-                    t = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(im), _mm512_set1_ps(dmin[r]), t);
-                    float *ap = &acc[16 * rg + r][16 * g];
-                    _mm512_store_ps(ap, _mm512_fmadd_ps(t, xv, _mm512_load_ps(ap)));
+            for (int g = 0; g < ng; g += 2) {
+                const bool two = g + 1 < ng;
+                _tile_zero(0);
+                _tile_zero(1);
+                if (two) {
+                    _tile_zero(2);
+                    _tile_zero(3);
+                    _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
+                        AMX_LOAD_W(c);
+                        _tile_loadd(6, B[g][2 * c], 64);
+                        _tile_loadd(7, B[g + 1][2 * c], 64);
+                        _tile_dpbusd(0, 4, 6);
+                        _tile_dpbusd(1, 5, 6);
+                        _tile_dpbusd(2, 4, 7);
+                        _tile_dpbusd(3, 5, 7);
+                    }
+                    _tile_stored(2, C[1][0], 64);
+                    _tile_stored(3, C[1][1], 64);
+                } else {
+                    _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
+                        AMX_LOAD_W(c);
+                        _tile_loadd(6, B[g][2 * c], 64);
+                        _tile_dpbusd(0, 4, 6);
+                        _tile_dpbusd(1, 5, 6);
+                    }
+                }
+                _tile_stored(0, C[0][0], 64);
+                _tile_stored(1, C[0][1], 64);
+                for (int h = 0; h < (two ? 2 : 1); h++) {
+                    const int gg = g + h;
+                    const __m512 xv = _mm512_load_ps(xd[gg]);
+                    const __m512i P0 = _mm512_load_si512(P[gg][0]), P1 = _mm512_load_si512(P[gg][1]);
+                    const __m512i P2 = _mm512_load_si512(P[gg][2]), P3 = _mm512_load_si512(P[gg][3]);
+                    for (int r = 0; r < 16; r++) {
+                        __m512i is = _mm512_add_epi32(_mm512_load_si512(C[h][0][r]),
+                                                      _mm512_slli_epi32(_mm512_load_si512(C[h][1][r]), 4));
+                        __m512i im = _mm512_add_epi32(_mm512_madd_epi16(P0, _mm512_set1_epi32(mp[r][0])),
+                                                      _mm512_madd_epi16(P1, _mm512_set1_epi32(mp[r][1])));
+                        im = _mm512_add_epi32(im, _mm512_add_epi32(_mm512_madd_epi16(P2, _mm512_set1_epi32(mp[r][2])),
+                                                                   _mm512_madd_epi16(P3, _mm512_set1_epi32(mp[r][3]))));
+                        __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(is), _mm512_set1_ps(dw[r]));
+                        t = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(im), _mm512_set1_ps(dmin[r]), t);
+                        float *ap = &acc[16 * rg + r][16 * gg];
+                        _mm512_store_ps(ap, _mm512_fmadd_ps(t, xv, _mm512_load_ps(ap)));
+                    }
                 }
             }
         }
     }
     _tile_release();
-    for (int t = 0; t < nt; t++)
-        for (int r = 0; r < nr; r++) y[(size_t)t * ys + r] = acc[r][t];
+    /* acc[row][token] to y[token][row], 16 x 16 at a time */
+    for (int rg = 0; rg < nrg; rg++) {
+        int rows = nr - 16 * rg < 16 ? nr - 16 * rg : 16;
+        __mmask16 m = (__mmask16)((1u << rows) - 1);
+        for (int g = 0; g < ng; g++) {
+            __m512 R[16];
+            _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) R[i] = _mm512_load_ps(&acc[16 * rg + i][16 * g]);
+            transpose16_ps(R);
+            int toks = nt - 16 * g < 16 ? nt - 16 * g : 16;
+            for (int i = 0; i < toks; i++) _mm512_mask_storeu_ps(y + (size_t)(16 * g + i) * ys + 16 * rg, m, R[i]);
+        }
+    }
 }
 
 TGTAMX static void gemm_q4_k_amx(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nt,
