@@ -525,7 +525,7 @@ TGTAMX static void q4_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
     uint8_t Alo[16][256] __attribute__((aligned(64))), Ahi[16][256] __attribute__((aligned(64)));
     int32_t mp[16][4];
     float dw[16], dmin[16];
-    int32_t C[2][2][16][16] __attribute__((aligned(64))); /* [group of the pair][low, high][row][token] */
+    int32_t C[G / 2][2][2][16][16] __attribute__((aligned(64))); /* [pair][group of the pair][low, high][row][token] */
     for (int r = 0; r < nrg * 16; r++) memset(acc[r], 0, sizeof(float) * 16 * (size_t)ng);
 
     amx_cfg cfg;
@@ -583,11 +583,14 @@ TGTAMX static void q4_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
                 }
             }
             __asm__ volatile("" ::: "memory"); /* GCC's tile loads do not tell it they read A and B */
+            /* every product first, then the scales and float steps: the tile
+             * unit works on the later groups while the vector ports finish
+             * the first ones (their loads wait only for their own stores) */
             for (int g = 0; g < ng; g += 2) {
-                const bool two = g + 1 < ng;
+                int32_t(*Cp)[2][16][16] = C[g / 2];
                 _tile_zero(0);
                 _tile_zero(1);
-                if (two) {
+                if (g + 1 < ng) {
                     _tile_zero(2);
                     _tile_zero(3);
                     _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
@@ -599,8 +602,8 @@ TGTAMX static void q4_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
                         _tile_dpbusd(2, 4, 7);
                         _tile_dpbusd(3, 5, 7);
                     }
-                    _tile_stored(2, C[1][0], 64);
-                    _tile_stored(3, C[1][1], 64);
+                    _tile_stored(2, Cp[1][0], 64);
+                    _tile_stored(3, Cp[1][1], 64);
                 } else {
                     _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
                         AMX_LOAD_W(c);
@@ -609,25 +612,24 @@ TGTAMX static void q4_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
                         _tile_dpbusd(1, 5, 6);
                     }
                 }
-                _tile_stored(0, C[0][0], 64);
-                _tile_stored(1, C[0][1], 64);
-                for (int h = 0; h < (two ? 2 : 1); h++) {
-                    const int gg = g + h;
-                    const __m512 xv = _mm512_load_ps(xd[gg]);
-                    const __m512i P0 = _mm512_load_si512(P[gg][0]), P1 = _mm512_load_si512(P[gg][1]);
-                    const __m512i P2 = _mm512_load_si512(P[gg][2]), P3 = _mm512_load_si512(P[gg][3]);
-                    for (int r = 0; r < 16; r++) {
-                        __m512i is = _mm512_add_epi32(_mm512_load_si512(C[h][0][r]),
-                                                      _mm512_slli_epi32(_mm512_load_si512(C[h][1][r]), 4));
-                        __m512i im = _mm512_add_epi32(_mm512_madd_epi16(P0, _mm512_set1_epi32(mp[r][0])),
-                                                      _mm512_madd_epi16(P1, _mm512_set1_epi32(mp[r][1])));
-                        im = _mm512_add_epi32(im, _mm512_add_epi32(_mm512_madd_epi16(P2, _mm512_set1_epi32(mp[r][2])),
-                                                                   _mm512_madd_epi16(P3, _mm512_set1_epi32(mp[r][3]))));
-                        __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(is), _mm512_set1_ps(dw[r]));
-                        t = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(im), _mm512_set1_ps(dmin[r]), t);
-                        float *ap = &acc[16 * rg + r][16 * gg];
-                        _mm512_store_ps(ap, _mm512_fmadd_ps(t, xv, _mm512_load_ps(ap)));
-                    }
+                _tile_stored(0, Cp[0][0], 64);
+                _tile_stored(1, Cp[0][1], 64);
+            }
+            for (int g = 0; g < ng; g++) {
+                int32_t(*Cg)[16][16] = C[g / 2][g % 2];
+                const __m512 xv = _mm512_load_ps(xd[g]);
+                const __m512i P0 = _mm512_load_si512(P[g][0]), P1 = _mm512_load_si512(P[g][1]);
+                const __m512i P2 = _mm512_load_si512(P[g][2]), P3 = _mm512_load_si512(P[g][3]);
+                for (int r = 0; r < 16; r++) {
+                    __m512i is = _mm512_add_epi32(_mm512_load_si512(Cg[0][r]), _mm512_slli_epi32(_mm512_load_si512(Cg[1][r]), 4));
+                    __m512i im = _mm512_madd_epi16(P0, _mm512_set1_epi32(mp[r][0]));
+                    im = _mm512_dpwssd_epi32(im, P1, _mm512_set1_epi32(mp[r][1]));
+                    im = _mm512_dpwssd_epi32(im, P2, _mm512_set1_epi32(mp[r][2]));
+                    im = _mm512_dpwssd_epi32(im, P3, _mm512_set1_epi32(mp[r][3]));
+                    __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(is), _mm512_set1_ps(dw[r]));
+                    t = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(im), _mm512_set1_ps(dmin[r]), t);
+                    float *ap = &acc[16 * rg + r][16 * g];
+                    _mm512_store_ps(ap, _mm512_fmadd_ps(t, xv, _mm512_load_ps(ap)));
                 }
             }
         }
