@@ -496,6 +496,30 @@ TILE512 void transpose16_ps(__m512 r[16]) {
     }
 }
 
+/* acc[row][token] (nr rows, nt tokens) to y[token * ys + row], 16 x 16 at a time. */
+TILE512 void amx_store(float acc[][TR_AMX_TOKENS], int nr, int nt, float *y, size_t ys) {
+    for (int rg = 0; rg < (nr + 15) / 16; rg++) {
+        int rows = nr - 16 * rg < 16 ? nr - 16 * rg : 16;
+        __mmask16 m = (__mmask16)((1u << rows) - 1);
+        for (int g = 0; g < (nt + 15) / 16; g++) {
+            __m512 R[16];
+            _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) R[i] = _mm512_load_ps(&acc[16 * rg + i][16 * g]);
+            transpose16_ps(R);
+            int toks = nt - 16 * g < 16 ? nt - 16 * g : 16;
+            for (int i = 0; i < toks; i++) _mm512_mask_storeu_ps(y + (size_t)(16 * g + i) * ys + 16 * rg, m, R[i]);
+        }
+    }
+}
+
+/* The tile configuration: all eight tiles 16 rows of 64 bytes. */
+TGTAMX static inline void amx_config(void) {
+    amx_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int c = 0; c < 8; c++) cfg.colsb[c] = 64, cfg.rows[c] = 16;
+    _tile_loadconfig(&cfg);
+}
+
 /* Tile numbers are literals (GCC pastes them into the instruction). Chunk
  * c of a super-block (64 of its bytes: two sub-blocks) of weight rows
  * (low and high scale parts) and of activations. */
@@ -528,11 +552,7 @@ TGTAMX static void q4_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
     int32_t C[G / 2][2][2][16][16] __attribute__((aligned(64))); /* [pair][group of the pair][low, high][row][token] */
     for (int r = 0; r < nrg * 16; r++) memset(acc[r], 0, sizeof(float) * 16 * (size_t)ng);
 
-    amx_cfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int c = 0; c < 8; c++) cfg.colsb[c] = 64, cfg.rows[c] = 16;
-    _tile_loadconfig(&cfg);
+    amx_config();
     const __m512i m4 = _mm512_set1_epi8(0x0f), m4w = _mm512_set1_epi16(0x0f);
     const __m512i sidx0 = _mm512_load_si512(amx_scale_idx[0]), sidx1 = _mm512_load_si512(amx_scale_idx[1]);
     const __m512i sidx2 = _mm512_load_si512(amx_scale_idx[2]), sidx3 = _mm512_load_si512(amx_scale_idx[3]);
@@ -635,18 +655,7 @@ TGTAMX static void q4_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
         }
     }
     _tile_release();
-    /* acc[row][token] to y[token][row], 16 x 16 at a time */
-    for (int rg = 0; rg < nrg; rg++) {
-        int rows = nr - 16 * rg < 16 ? nr - 16 * rg : 16;
-        __mmask16 m = (__mmask16)((1u << rows) - 1);
-        for (int g = 0; g < ng; g++) {
-            __m512 R[16];
-            _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) R[i] = _mm512_load_ps(&acc[16 * rg + i][16 * g]);
-            transpose16_ps(R);
-            int toks = nt - 16 * g < 16 ? nt - 16 * g : 16;
-            for (int i = 0; i < toks; i++) _mm512_mask_storeu_ps(y + (size_t)(16 * g + i) * ys + 16 * rg, m, R[i]);
-        }
-    }
+    amx_store(acc, nr, nt, y, ys);
 }
 
 TGTAMX static void gemm_q4_k_amx(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nt,
@@ -662,8 +671,190 @@ TGTAMX static void gemm_q4_k_amx(int64_t n, const void *w, size_t ws, int nr, co
                            y + (size_t)t0 * ys + r0, ys);
 }
 
+/* Q6_K on the tile unit. The scales are signed bytes and the quants six
+ * bits (0..63, offset -32), so a quant times a whole scale does not fit a
+ * byte: u = sc + 128 (0..255) goes in four base-4 digits d_i (q * d_i <=
+ * 189), five chains of products per super-block (the four digits and the
+ * plain quants):
+ *   sum_j sc_j dot_j = C0 + 4 C1 + 16 C2 + 64 C3 - 128 C4,
+ * the offset -32 through the activations' sums per 16 (vpmaddwd with -32 sc
+ * in the int16 pairs), all exact int32. The tier's arithmetic, per row, token
+ * and super-block: isum as above (the vector kernel's lanes, reduced), then
+ * t = float(isum) * d, acc = t * xd + acc (fused). */
+TILE512 void q6kx_sb(__m128 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    const __m512i shl = halves16(4, 2), shr = halves16(0, 2);
+    __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 192)));
+    __m512i S[2], W[4];
+    scale_vectors(sc16, k16_idx, S);
+    __m512i nsc = _mm512_zextsi256_si512(_mm256_mullo_epi16(sc16, _mm256_set1_epi16(-32)));
+    __m128 dw = _mm_set_ss(h2f(w + 208));
+    _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
+        __m512i Z = _mm512_loadu_si512(w + 64 * h);
+        __m512i QH = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + 128 + 32 * h)));
+        W[2 * h] = _mm512_ternarylogic_epi32(Z, _mm512_and_si512(_mm512_sllv_epi16(QH, shl), m30), m4, 0xEC);
+        W[2 * h + 1] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(Z, 4),
+                                                 _mm512_and_si512(_mm512_srlv_epi16(QH, shr), m30), m4, 0xEC);
+    }
+    FOR_T512(j) {
+        const tr_q8k *x = ACTK(j, b);
+        __m512i V = k_offset(k_scaled(W, x->qs, S), x, nsc);
+        __m128 t = _mm_mul_ss(_mm_cvtsi32_ss(_mm_setzero_ps(), _mm512_reduce_add_epi32(V)), dw);
+        acc[j] = _mm_fmadd_ss(t, _mm_set_ss(x->d), acc[j]);
+    }
+}
+
+TR_TILE_FROM_SB(q6kx, q6kx_sb, 210, __m128, _mm_setzero_ps(), _mm_cvtss_f32, tr_q8k, TILE512)
+TR_GEMM_FROM_TILE_W(q6kx_tiles, q6kx_tile, TGT512, TR_TILE_MAX)
+TR_GEMM_TWO_STREAMS(q6kx_vec, q6kx_tiles, q6kx_block, 210, __m128, _mm_setzero_ps(), first2_ss, tr_q8k, TGT512)
+
+/* vpermw indexes: the scale of each word of W_k (four sub-blocks of 16,
+ * 8 words each). */
+static const uint16_t amx6_scale_idx[4][32] __attribute__((aligned(64))) = {
+#define I8(v) v, v, v, v, v, v, v, v
+    {I8(0), I8(1), I8(2), I8(3)},
+    {I8(4), I8(5), I8(6), I8(7)},
+    {I8(8), I8(9), I8(10), I8(11)},
+    {I8(12), I8(13), I8(14), I8(15)},
+#undef I8
+};
+
+/* Chain i's chunk c: weight tile wt (tile 5 or 6) against activation tile 7. */
+#define AMX6_CHAIN(i, wt, c)                                             \
+    do {                                                                 \
+        _tile_loadd(wt, A6[i][0] + 64 * (c), 256);                       \
+        _tile_dpbusd(i, wt, 7);                                          \
+    } while (0)
+
+TGTAMX static void q6_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr, const char *a, size_t as, int nt,
+                                  float *y, size_t ys) {
+    static const int8_t zero_qs[256] __attribute__((aligned(64)));
+    enum { G = TR_AMX_TOKENS / 16 };
+    const int ng = (nt + 15) / 16, nrg = (nr + 15) / 16;
+    float acc[AMX_ROWS][TR_AMX_TOKENS] __attribute__((aligned(64)));
+    int8_t B[G][8][8][64] __attribute__((aligned(64))); /* [group][sub-block of 32][row][16 tokens x 4 bytes] */
+    int32_t P[G][8][16] __attribute__((aligned(64)));   /* bsums pairs 2p, 2p+1 of each token */
+    float xd[G][16] __attribute__((aligned(64)));
+    uint8_t A6[5][16][256] __attribute__((aligned(64))); /* quants times digit i of u (i < 4), the quants (4) */
+    int32_t ms[16][8];                                    /* -32 sc pairs */
+    float dw[16];
+    int32_t C[G][5][16][16] __attribute__((aligned(64)));
+    for (int r = 0; r < nrg * 16; r++) memset(acc[r], 0, sizeof(float) * 16 * (size_t)ng);
+
+    amx_config();
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30), m3w = _mm512_set1_epi16(3);
+    const __m512i shl = halves16(4, 2), shr = halves16(0, 2);
+    for (int64_t b = 0; b < n / 256; b++) {
+        for (int g = 0; g < ng; g++) {
+            const int8_t *q[16];
+            for (int i = 0; i < 16; i++) {
+                int t = 16 * g + i;
+                if (t < nt) {
+                    const tr_q8k *x = ACTK(t, b);
+                    q[i] = x->qs;
+                    xd[g][i] = x->d;
+                    for (int p = 0; p < 8; p++) memcpy(&P[g][p][i], &x->bsums[2 * p], 4);
+                } else {
+                    q[i] = zero_qs;
+                    xd[g][i] = 0;
+                    for (int p = 0; p < 8; p++) P[g][p][i] = 0;
+                }
+            }
+            for (int j = 0; j < 8; j++) amx_transpose(q, 32 * j, B[g][j]);
+        }
+        for (int rg = 0; rg < nrg; rg++) {
+            for (int r = 0; r < 16; r++) {
+                int row = 16 * rg + r;
+                if (row >= nr) {
+                    for (int i = 0; i < 5; i++) memset(A6[i][r], 0, 256);
+                    memset(ms[r], 0, sizeof ms[r]);
+                    dw[r] = 0;
+                    continue;
+                }
+                const uint8_t *wb = w + (size_t)row * ws + (size_t)b * 210;
+                if (b + AMX_AHEAD < n / 256)
+                    _Pragma("GCC unroll 4") for (int l = 0; l < 210; l += 64)
+                        _mm_prefetch((const char *)wb + AMX_AHEAD * 210 + l, _MM_HINT_T0);
+                __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wb + 192)));
+                _mm256_storeu_si256((__m256i *)ms[r], _mm256_mullo_epi16(sc16, _mm256_set1_epi16(-32)));
+                __m512i u16 = _mm512_castsi256_si512(_mm256_add_epi16(sc16, _mm256_set1_epi16(128)));
+                dw[r] = h2f(wb + 208);
+                _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
+                    __m512i Z = _mm512_loadu_si512(wb + 64 * h);
+                    __m512i QH = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wb + 128 + 32 * h)));
+                    __m512i Wk[2] = {
+                        _mm512_ternarylogic_epi32(Z, _mm512_and_si512(_mm512_sllv_epi16(QH, shl), m30), m4, 0xEC),
+                        _mm512_ternarylogic_epi32(_mm512_srli_epi16(Z, 4),
+                                                  _mm512_and_si512(_mm512_srlv_epi16(QH, shr), m30), m4, 0xEC)};
+                    _Pragma("GCC unroll 2") for (int e = 0; e < 2; e++) {
+                        const int k = 2 * h + e; /* elements 64k .. 64k + 63 */
+                        __m512i U = _mm512_permutexvar_epi16(_mm512_load_si512(amx6_scale_idx[k]), u16);
+                        _mm512_store_si512(A6[4][r] + 64 * k, Wk[e]);
+                        /* both bytes of a word times a digit (<= 3): at most 189 each, no carry */
+                        _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++)
+                            _mm512_store_si512(A6[i][r] + 64 * k,
+                                               _mm512_mullo_epi16(Wk[e], _mm512_and_si512(_mm512_srli_epi16(U, 2 * i), m3w)));
+                    }
+                }
+            }
+            __asm__ volatile("" ::: "memory"); /* GCC's tile loads do not tell it they read A6 and B */
+            for (int g = 0; g < ng; g++) {
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                _tile_zero(3);
+                _tile_zero(4);
+                _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
+                    _tile_loadd(7, B[g][2 * c], 64);
+                    AMX6_CHAIN(0, 5, c);
+                    AMX6_CHAIN(1, 6, c);
+                    AMX6_CHAIN(2, 5, c);
+                    AMX6_CHAIN(3, 6, c);
+                    AMX6_CHAIN(4, 5, c);
+                }
+                _tile_stored(0, C[g][0], 64);
+                _tile_stored(1, C[g][1], 64);
+                _tile_stored(2, C[g][2], 64);
+                _tile_stored(3, C[g][3], 64);
+                _tile_stored(4, C[g][4], 64);
+            }
+            for (int g = 0; g < ng; g++) {
+                const __m512 xv = _mm512_load_ps(xd[g]);
+                for (int r = 0; r < 16; r++) {
+                    __m512i is = _mm512_load_si512(C[g][0][r]);
+                    is = _mm512_add_epi32(is, _mm512_slli_epi32(_mm512_load_si512(C[g][1][r]), 2));
+                    is = _mm512_add_epi32(is, _mm512_slli_epi32(_mm512_load_si512(C[g][2][r]), 4));
+                    is = _mm512_add_epi32(is, _mm512_slli_epi32(_mm512_load_si512(C[g][3][r]), 6));
+                    is = _mm512_sub_epi32(is, _mm512_slli_epi32(_mm512_load_si512(C[g][4][r]), 7));
+                    _Pragma("GCC unroll 8") for (int p = 0; p < 8; p++)
+                        is = _mm512_dpwssd_epi32(is, _mm512_load_si512(P[g][p]), _mm512_set1_epi32(ms[r][p]));
+                    __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(is), _mm512_set1_ps(dw[r]));
+                    float *ap = &acc[16 * rg + r][16 * g];
+                    _mm512_store_ps(ap, _mm512_fmadd_ps(t, xv, _mm512_load_ps(ap)));
+                }
+            }
+        }
+    }
+    _tile_release();
+    amx_store(acc, nr, nt, y, ys);
+}
+
+TGTAMX static void gemm_q6_k_amx(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nt,
+                                 float *y, size_t ys) {
+    if (nt < AMX_MIN_TOKENS) {
+        q6kx_vec(n, w, ws, nr, a, as, nt, y, ys);
+        return;
+    }
+    for (int t0 = 0; t0 < nt; t0 += TR_AMX_TOKENS)
+        for (int r0 = 0; r0 < nr; r0 += AMX_ROWS)
+            q6_k_amx_block(n, (const uint8_t *)w + (size_t)r0 * ws, ws, nr - r0 < AMX_ROWS ? nr - r0 : AMX_ROWS,
+                           (const char *)a + (size_t)t0 * as, as, nt - t0 < TR_AMX_TOKENS ? nt - t0 : TR_AMX_TOKENS,
+                           y + (size_t)t0 * ys + r0, ys);
+}
+
 const tr_gemm_row tr_amx_kquant_gemm_rows[] = {
     {TR_TYPE_Q4_K, TR_ACT_Q8KP, gemm_q4_k_amx},
+    {TR_TYPE_Q6_K, TR_ACT_Q8K, gemm_q6_k_amx},
     {-1, 0, NULL},
 };
 
