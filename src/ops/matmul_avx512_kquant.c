@@ -381,9 +381,23 @@ TILE512 __m128 q4kx_tail(__m128 acc, __m128 isum, __m128 imin, __m128 dw, __m128
     return _mm_fmadd_ss(t, _mm_set_ss(xd), acc);
 }
 
-/* The vector kernel of the tier: q4_k_sb's products, then per token the
- * scaled sums and the mins' sums reduced to one int32 each (the 16 lanes
- * of V folded to 8 beside the 8 of M, then both halves folded at once). */
+/* The tier's step for one token from q4_k_sb's / q5_k_sb's int32 lanes: the
+ * scaled sums V (16 lanes) and the mins' products M (sub-block j's in dword
+ * j) reduced to one int32 each (V folded to 8 lanes beside the 8 of M, then
+ * both halves folded at once), then q4kx_tail. */
+TILE512 __m128 k45x_step(__m128 acc, __m512i V, __m512i M, __m512 dw, __m512 dmin, float xd) {
+    __m256i v8 = _mm256_add_epi32(_mm512_castsi512_si256(V), _mm512_extracti64x4_epi64(V, 1));
+    __m512i R = _mm512_inserti64x4(_mm512_castsi256_si512(v8), _mm512_castsi512_si256(M), 1);
+    R = _mm512_add_epi32(R, _mm512_shuffle_i64x2(R, R, _MM_SHUFFLE(2, 3, 0, 1)));
+    R = _mm512_add_epi32(R, _mm512_shuffle_epi32(R, _MM_SHUFFLE(1, 0, 3, 2)));
+    R = _mm512_add_epi32(R, _mm512_shuffle_epi32(R, _MM_SHUFFLE(2, 3, 0, 1)));
+    __m512 F = _mm512_cvtepi32_ps(R); /* lane 0: isum, lane 8: imin */
+    return q4kx_tail(acc, _mm512_castps512_ps128(F), _mm512_extractf32x4_ps(F, 2), _mm512_castps512_ps128(dw),
+                     _mm512_castps512_ps128(dmin), xd);
+}
+
+/* The vector kernels of the tier: q4_k_sb's and q5_k_sb's products, then
+ * k45x_step per token. */
 TILE512 void q4kx_sb(__m128 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
     const __m512i sh = halves16(0, 4), m4 = _mm512_set1_epi8(0x0f);
     __m512i S[2], W[4];
@@ -393,16 +407,24 @@ TILE512 void q4kx_sb(__m128 *acc, const uint8_t *w, const char *a, size_t as, in
     _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) W[k] = fields2(w + 16 + 32 * k, sh, m4);
     FOR_T512(j) {
         const tr_q8kp *x = ACTKP(j, b);
-        __m512i V = k_scaled(W, x->qs, S);
-        __m512i M = _mm512_madd_epi16(mins, _mm512_loadu_si512(x->bsums)); /* sub-block j's min in dword j */
-        __m256i v8 = _mm256_add_epi32(_mm512_castsi512_si256(V), _mm512_extracti64x4_epi64(V, 1));
-        __m512i R = _mm512_inserti64x4(_mm512_castsi256_si512(v8), _mm512_castsi512_si256(M), 1);
-        R = _mm512_add_epi32(R, _mm512_shuffle_i64x2(R, R, _MM_SHUFFLE(2, 3, 0, 1)));
-        R = _mm512_add_epi32(R, _mm512_shuffle_epi32(R, _MM_SHUFFLE(1, 0, 3, 2)));
-        R = _mm512_add_epi32(R, _mm512_shuffle_epi32(R, _MM_SHUFFLE(2, 3, 0, 1)));
-        __m512 F = _mm512_cvtepi32_ps(R); /* lane 0: isum, lane 8: imin */
-        acc[j] = q4kx_tail(acc[j], _mm512_castps512_ps128(F), _mm512_extractf32x4_ps(F, 2), _mm512_castps512_ps128(dw),
-                           _mm512_castps512_ps128(dmin), x->d);
+        acc[j] = k45x_step(acc[j], k_scaled(W, x->qs, S), _mm512_madd_epi16(mins, _mm512_loadu_si512(x->bsums)), dw,
+                           dmin, x->d);
+    }
+}
+
+TILE512 void q5kx_sb(__m128 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
+    const __m512i sh = halves16(0, 4), m4 = _mm512_set1_epi8(0x0f), b16 = _mm512_set1_epi8(0x10);
+    __m512i S[2], W[4];
+    __m512i mins;
+    __m512 dw, dmin;
+    k4_header(w, S, &mins, &dw, &dmin);
+    __m512i QH = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + 16)));
+    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
+        W[k] = add_high(fields2(w + 48 + 32 * k, sh, m4), QH, halves8((char)(1 << 2 * k), (char)(1 << (2 * k + 1))), b16);
+    FOR_T512(j) {
+        const tr_q8k *x = ACTK(j, b);
+        acc[j] = k45x_step(acc[j], k_scaled(W, x->qs, S), _mm512_madd_epi16(mins, _mm512_loadu_si512(x->bsums)), dw,
+                           dmin, x->d);
     }
 }
 
@@ -414,6 +436,9 @@ TILE512 void first2_ss(__m128 a0, __m128 a1, float out[2]) {
 TR_TILE_FROM_SB(q4kx, q4kx_sb, 144, __m128, _mm_setzero_ps(), _mm_cvtss_f32, tr_q8kp, TILE512)
 TR_GEMM_FROM_TILE_W(q4kx_tiles, q4kx_tile, TGT512, TR_TILE_MAX)
 TR_GEMM_TWO_STREAMS(q4kx_vec, q4kx_tiles, q4kx_block, 144, __m128, _mm_setzero_ps(), first2_ss, tr_q8kp, TGT512)
+TR_TILE_FROM_SB(q5kx, q5kx_sb, 176, __m128, _mm_setzero_ps(), _mm_cvtss_f32, tr_q8k, TILE512)
+TR_GEMM_FROM_TILE_W(q5kx_tiles, q5kx_tile, TGT512, TR_TILE_MAX)
+TR_GEMM_TWO_STREAMS(q5kx_vec, q5kx_tiles, q5kx_block, 176, __m128, _mm_setzero_ps(), first2_ss, tr_q8k, TGT512)
 
 enum {
     AMX_ROWS = 64,      /* rows an AMX call prepares at once (four tiles of 16) */
@@ -432,18 +457,15 @@ typedef struct amx_cfg {
     uint8_t rows[16];
 } amx_cfg;
 
-/* The order of sub-blocks in an unpacked row and in the transposed
- * activations: the low nibbles of qs bytes 0..63 are sub-blocks 0 and 2,
- * their high nibbles 1 and 3, then the same for bytes 64..127; the sum over
- * a super-block does not care, as long as both sides agree. */
-static const int amx_order[8] = {0, 2, 1, 3, 4, 6, 5, 7};
-/* vpermw indexes: the scale of each word of an unpacked zmm (two sub-blocks,
- * 16 words each), from the 8 unpacked scales. */
+/* vpermw indexes: the scale of each word of W_k (elements 64k..64k+63:
+ * sub-blocks 2k and 2k+1, 16 words each), from the 8 unpacked scales. */
 static const uint16_t amx_scale_idx[4][32] __attribute__((aligned(64))) = {
-    {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2},
-    {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3},
-    {4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6},
-    {5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7},
+#define I16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
+    {I16(0), I16(1)},
+    {I16(2), I16(3)},
+    {I16(4), I16(5)},
+    {I16(6), I16(7)},
+#undef I16
 };
 
 /* The 16 x 8 dwords of one sub-block of 16 tokens (token i's 32 bytes at
@@ -529,21 +551,25 @@ TGTAMX static inline void amx_config(void) {
         _tile_loadd(5, Ahi[0] + 64 * (c), 256);                          \
     } while (0)
 
-/* nr <= AMX_ROWS rows against nt <= TR_AMX_TOKENS tokens.
+/* Q4_K (five = 0) or Q5_K (five = 1): nr <= AMX_ROWS rows against nt <=
+ * TR_AMX_TOKENS tokens.
  *
  * Rather than one product per sub-block (whose int32 results would each
  * need a store and a multiply by the scale), the scales go into the weights:
- * sc = lo + 16 hi (lo 0..15, hi 0..3), and the weight bytes q * lo and
- * q * hi (at most 225) stay unsigned bytes, so two chains of four full
- * products (64 bytes deep) give sum_j lo_j dot_j and sum_j hi_j dot_j for
- * the whole super-block: isum = low + 16 high, exact, two stores. */
-TGTAMX static void q4_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr, const char *a, size_t as, int nt,
-                                  float *y, size_t ys) {
+ * sc = lo + 16 hi (Q4_K: lo 0..15, hi 0..3; Q5_K's 5-bit quants: sc = lo +
+ * 8 hi, both 0..7), and the weight bytes q * lo and q * hi (at most 225,
+ * 217) stay unsigned bytes, so two chains of four full products (64 bytes
+ * deep) give sum_j lo_j dot_j and sum_j hi_j dot_j for the whole
+ * super-block: isum = low + 16 (8) high, exact, two stores. */
+TGTAMX static inline __attribute__((always_inline)) void k45_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr,
+                                                                       const char *a, size_t as, int nt, float *y,
+                                                                       size_t ys, const int five) {
+    const int bytes = five ? 176 : 144, split = five ? 3 : 4;
     static const int8_t zero_qs[256] __attribute__((aligned(64)));
     enum { G = TR_AMX_TOKENS / 16 };
     const int ng = (nt + 15) / 16, nrg = (nr + 15) / 16;
     float acc[AMX_ROWS][TR_AMX_TOKENS] __attribute__((aligned(64)));
-    int8_t B[G][8][8][64] __attribute__((aligned(64))); /* [group][position][row][16 tokens x 4 bytes] */
+    int8_t B[G][8][8][64] __attribute__((aligned(64))); /* [group][sub-block][row][16 tokens x 4 bytes] */
     int32_t P[G][4][16] __attribute__((aligned(64)));   /* bsums32 pairs 2p, 2p+1 of each token */
     float xd[G][16] __attribute__((aligned(64)));
     uint8_t Alo[16][256] __attribute__((aligned(64))), Ahi[16][256] __attribute__((aligned(64)));
@@ -553,7 +579,8 @@ TGTAMX static void q4_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
     for (int r = 0; r < nrg * 16; r++) memset(acc[r], 0, sizeof(float) * 16 * (size_t)ng);
 
     amx_config();
-    const __m512i m4 = _mm512_set1_epi8(0x0f), m4w = _mm512_set1_epi16(0x0f);
+    const __m512i m4 = _mm512_set1_epi8(0x0f), lo_mask = _mm512_set1_epi16((short)((1 << split) - 1));
+    const __m512i sh = halves16(0, 4), b16 = _mm512_set1_epi8(0x10);
     const __m512i sidx0 = _mm512_load_si512(amx_scale_idx[0]), sidx1 = _mm512_load_si512(amx_scale_idx[1]);
     const __m512i sidx2 = _mm512_load_si512(amx_scale_idx[2]), sidx3 = _mm512_load_si512(amx_scale_idx[3]);
     for (int64_t b = 0; b < n / 256; b++) {
@@ -562,17 +589,22 @@ TGTAMX static void q4_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
             for (int i = 0; i < 16; i++) {
                 int t = 16 * g + i;
                 if (t < nt) {
-                    const tr_q8kp *x = ACTKP(t, b);
-                    q[i] = x->qs;
-                    xd[g][i] = x->d;
-                    for (int p = 0; p < 4; p++) memcpy(&P[g][p][i], &x->bsums32[2 * p], 4);
+                    const int16_t *bs32;
+                    if (five) {
+                        const tr_q8k *x = ACTK(t, b);
+                        q[i] = x->qs, xd[g][i] = x->d, bs32 = x->bsums32;
+                    } else {
+                        const tr_q8kp *x = ACTKP(t, b);
+                        q[i] = x->qs, xd[g][i] = x->d, bs32 = x->bsums32;
+                    }
+                    for (int p = 0; p < 4; p++) memcpy(&P[g][p][i], &bs32[2 * p], 4);
                 } else {
                     q[i] = zero_qs;
                     xd[g][i] = 0;
                     for (int p = 0; p < 4; p++) P[g][p][i] = 0;
                 }
             }
-            for (int p = 0; p < 8; p++) amx_transpose(q, 32 * amx_order[p], B[g][p]);
+            for (int j = 0; j < 8; j++) amx_transpose(q, 32 * j, B[g][j]);
         }
         for (int rg = 0; rg < nrg; rg++) {
             for (int r = 0; r < 16; r++) {
@@ -583,23 +615,30 @@ TGTAMX static void q4_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
                     dw[r] = dmin[r] = 0;
                     continue;
                 }
-                const uint8_t *wb = w + (size_t)row * ws + (size_t)b * 144;
+                const uint8_t *wb = w + (size_t)row * ws + (size_t)b * bytes;
                 if (b + AMX_AHEAD < n / 256) /* 64 rows read side by side: more streams than the prefetchers follow */
-                    _Pragma("GCC unroll 3") for (int l = 0; l < 144; l += 64)
-                        _mm_prefetch((const char *)wb + AMX_AHEAD * 144 + l, _MM_HINT_T0);
+                    _Pragma("GCC unroll 3") for (int l = 0; l < bytes; l += 64)
+                        _mm_prefetch((const char *)wb + AMX_AHEAD * bytes + l, _MM_HINT_T0);
                 __m128i s = scales_k4(wb + 4);
                 __m512i s16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(s)); /* words 0..7 scales, 8..15 mins */
                 _mm_storeu_si128((__m128i *)mp[r], _mm_cvtepu8_epi16(_mm_srli_si128(s, 8)));
                 dw[r] = h2f(wb), dmin[r] = h2f(wb + 2);
-                __m512i z0 = _mm512_loadu_si512(wb + 16), z1 = _mm512_loadu_si512(wb + 80);
-                __m512i Q[4] = {_mm512_and_si512(z0, m4), _mm512_and_si512(_mm512_srli_epi16(z0, 4), m4),
-                                _mm512_and_si512(z1, m4), _mm512_and_si512(_mm512_srli_epi16(z1, 4), m4)};
+                /* W_k: elements 64k .. 64k + 63 (q4_k_sb's and q5_k_sb's decoding) */
+                __m512i Q[4];
+                if (five) {
+                    __m512i QH = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wb + 16)));
+                    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
+                        Q[k] = add_high(fields2(wb + 48 + 32 * k, sh, m4), QH,
+                                        halves8((char)(1 << 2 * k), (char)(1 << (2 * k + 1))), b16);
+                } else {
+                    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) Q[k] = fields2(wb + 16 + 32 * k, sh, m4);
+                }
                 __m512i S[4] = {_mm512_permutexvar_epi16(sidx0, s16), _mm512_permutexvar_epi16(sidx1, s16),
                                 _mm512_permutexvar_epi16(sidx2, s16), _mm512_permutexvar_epi16(sidx3, s16)};
-                /* both bytes of a word times the word's scale part (<= 15): two products of at most 225, no carry */
+                /* both bytes of a word times the word's scale part: two products of at most 225, no carry */
                 _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
-                    _mm512_store_si512(Alo[r] + 64 * k, _mm512_mullo_epi16(Q[k], _mm512_and_si512(S[k], m4w)));
-                    _mm512_store_si512(Ahi[r] + 64 * k, _mm512_mullo_epi16(Q[k], _mm512_srli_epi16(S[k], 4)));
+                    _mm512_store_si512(Alo[r] + 64 * k, _mm512_mullo_epi16(Q[k], _mm512_and_si512(S[k], lo_mask)));
+                    _mm512_store_si512(Ahi[r] + 64 * k, _mm512_mullo_epi16(Q[k], _mm512_srli_epi16(S[k], split)));
                 }
             }
             __asm__ volatile("" ::: "memory"); /* GCC's tile loads do not tell it they read A and B */
@@ -641,7 +680,8 @@ TGTAMX static void q4_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
                 const __m512i P0 = _mm512_load_si512(P[g][0]), P1 = _mm512_load_si512(P[g][1]);
                 const __m512i P2 = _mm512_load_si512(P[g][2]), P3 = _mm512_load_si512(P[g][3]);
                 for (int r = 0; r < 16; r++) {
-                    __m512i is = _mm512_add_epi32(_mm512_load_si512(Cg[0][r]), _mm512_slli_epi32(_mm512_load_si512(Cg[1][r]), 4));
+                    __m512i is = _mm512_add_epi32(_mm512_load_si512(Cg[0][r]),
+                                                  _mm512_slli_epi32(_mm512_load_si512(Cg[1][r]), split));
                     __m512i im = _mm512_madd_epi16(P0, _mm512_set1_epi32(mp[r][0]));
                     im = _mm512_dpwssd_epi32(im, P1, _mm512_set1_epi32(mp[r][1]));
                     im = _mm512_dpwssd_epi32(im, P2, _mm512_set1_epi32(mp[r][2]));
@@ -658,18 +698,32 @@ TGTAMX static void q4_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
     amx_store(acc, nr, nt, y, ys);
 }
 
-TGTAMX static void gemm_q4_k_amx(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nt,
-                                 float *y, size_t ys) {
-    if (nt < AMX_MIN_TOKENS) {
-        q4kx_vec(n, w, ws, nr, a, as, nt, y, ys);
-        return;
-    }
-    for (int t0 = 0; t0 < nt; t0 += TR_AMX_TOKENS)
-        for (int r0 = 0; r0 < nr; r0 += AMX_ROWS)
-            q4_k_amx_block(n, (const uint8_t *)w + (size_t)r0 * ws, ws, nr - r0 < AMX_ROWS ? nr - r0 : AMX_ROWS,
-                           (const char *)a + (size_t)t0 * as, as, nt - t0 < TR_AMX_TOKENS ? nt - t0 : TR_AMX_TOKENS,
-                           y + (size_t)t0 * ys + r0, ys);
+TGTAMX static void q4_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr, const char *a, size_t as, int nt,
+                                  float *y, size_t ys) {
+    k45_amx_block(n, w, ws, nr, a, as, nt, y, ys, 0);
 }
+TGTAMX static void q5_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr, const char *a, size_t as, int nt,
+                                  float *y, size_t ys) {
+    k45_amx_block(n, w, ws, nr, a, as, nt, y, ys, 1);
+}
+
+/* The kernels of the tier: AMX calls of up to AMX_ROWS x TR_AMX_TOKENS, the
+ * vector kernel (same arithmetic) under AMX_MIN_TOKENS tokens. */
+#define GEMM_AMX(name, block, vec)                                                                        \
+    TGTAMX static void name(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nt, \
+                            float *y, size_t ys) {                                                        \
+        if (nt < AMX_MIN_TOKENS) {                                                                        \
+            vec(n, w, ws, nr, a, as, nt, y, ys);                                                          \
+            return;                                                                                       \
+        }                                                                                                 \
+        for (int t0 = 0; t0 < nt; t0 += TR_AMX_TOKENS)                                                    \
+            for (int r0 = 0; r0 < nr; r0 += AMX_ROWS)                                                     \
+                block(n, (const uint8_t *)w + (size_t)r0 * ws, ws, nr - r0 < AMX_ROWS ? nr - r0 : AMX_ROWS, \
+                      (const char *)a + (size_t)t0 * as, as, nt - t0 < TR_AMX_TOKENS ? nt - t0 : TR_AMX_TOKENS, \
+                      y + (size_t)t0 * ys + r0, ys);                                                      \
+    }
+GEMM_AMX(gemm_q4_k_amx, q4_k_amx_block, q4kx_vec)
+GEMM_AMX(gemm_q5_k_amx, q5_k_amx_block, q5kx_vec)
 
 /* Q6_K on the tile unit. The scales are signed bytes and the quants six
  * bits (0..63, offset -32), so a quant times a whole scale does not fit a
@@ -839,21 +893,11 @@ TGTAMX static void q6_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
     amx_store(acc, nr, nt, y, ys);
 }
 
-TGTAMX static void gemm_q6_k_amx(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nt,
-                                 float *y, size_t ys) {
-    if (nt < AMX_MIN_TOKENS) {
-        q6kx_vec(n, w, ws, nr, a, as, nt, y, ys);
-        return;
-    }
-    for (int t0 = 0; t0 < nt; t0 += TR_AMX_TOKENS)
-        for (int r0 = 0; r0 < nr; r0 += AMX_ROWS)
-            q6_k_amx_block(n, (const uint8_t *)w + (size_t)r0 * ws, ws, nr - r0 < AMX_ROWS ? nr - r0 : AMX_ROWS,
-                           (const char *)a + (size_t)t0 * as, as, nt - t0 < TR_AMX_TOKENS ? nt - t0 : TR_AMX_TOKENS,
-                           y + (size_t)t0 * ys + r0, ys);
-}
+GEMM_AMX(gemm_q6_k_amx, q6_k_amx_block, q6kx_vec)
 
 const tr_gemm_row tr_amx_kquant_gemm_rows[] = {
     {TR_TYPE_Q4_K, TR_ACT_Q8KP, gemm_q4_k_amx},
+    {TR_TYPE_Q5_K, TR_ACT_Q8K, gemm_q5_k_amx},
     {TR_TYPE_Q6_K, TR_ACT_Q8K, gemm_q6_k_amx},
     {-1, 0, NULL},
 };
