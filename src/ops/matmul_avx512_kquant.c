@@ -46,7 +46,7 @@
  * tile's tokens in a loop whose iterations are independent, the one-token
  * kernel calls the same body with one token, and the integer parts are
  * exact; only the decoded weights are shared. */
-#include "avx512_common.h"
+#include "amx_common.h"
 
 #ifdef TR_HAVE_AVX512_KERNELS
 
@@ -372,8 +372,6 @@ const tr_gemm_row tr_avx512_kquant_gemm_rows[] = {
  * the AVX-512 tier's order (that one keeps 16 float lanes per row), which
  * is as valid a rounding; tiers may differ from each other, a tier may not
  * differ from itself. */
-#define TGTAMX __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,amx-tile,amx-int8")))
-
 /* The tier's float step on one lane (lane 0). */
 TILE512 __m128 q4kx_tail(__m128 acc, __m128 isum, __m128 imin, __m128 dw, __m128 dmin, float xd) {
     __m128 t = _mm_mul_ss(isum, dw);
@@ -440,23 +438,6 @@ TR_TILE_FROM_SB(q5kx, q5kx_sb, 176, __m128, _mm_setzero_ps(), _mm_cvtss_f32, tr_
 TR_GEMM_FROM_TILE_W(q5kx_tiles, q5kx_tile, TGT512, TR_TILE_MAX)
 TR_GEMM_TWO_STREAMS(q5kx_vec, q5kx_tiles, q5kx_block, 176, __m128, _mm_setzero_ps(), first2_ss, tr_q8k, TGT512)
 
-enum {
-    AMX_ROWS = 64,      /* rows an AMX call prepares at once (four tiles of 16) */
-    AMX_MIN_TOKENS = 8, /* fewer tokens: the vector kernel (same results, no padded tile columns) */
-    AMX_AHEAD = 4,      /* super-blocks a row's weights are prefetched ahead */
-};
-
-/* The tile configuration (palette 1), for two groups of 16 tokens at once:
- * tmm0-3 the int32 results (16 rows x 16 tokens: low and high scale parts
- * of group 0, then of group 1), tmm4/5 the weights times the low and the
- * high parts of their scales (16 rows x 64 bytes), tmm6/7 the activations of
- * the two groups (16 rows of 16 tokens x 4 bytes). */
-typedef struct amx_cfg {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} amx_cfg;
-
 /* vpermw indexes: the scale of each word of W_k (elements 64k..64k+63:
  * sub-blocks 2k and 2k+1, 16 words each), from the 8 unpacked scales. */
 static const uint16_t amx_scale_idx[4][32] __attribute__((aligned(64))) = {
@@ -467,80 +448,6 @@ static const uint16_t amx_scale_idx[4][32] __attribute__((aligned(64))) = {
     {I16(6), I16(7)},
 #undef I16
 };
-
-/* The 16 x 8 dwords of one sub-block of 16 tokens (token i's 32 bytes at
- * q[i] + off) as 8 rows of 16 dwords: row k holds dword k of every token. */
-TILE512 void amx_transpose(const int8_t *const q[16], int off, int8_t out[8][64]) {
-    __m512i Z[8], T[8], U[8];
-    _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++)
-        Z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(q[i] + off))),
-                                  _mm256_loadu_si256((const __m256i *)(q[i + 8] + off)), 1);
-    _Pragma("GCC unroll 4") for (int i = 0; i < 8; i += 2) {
-        T[i] = _mm512_unpacklo_epi32(Z[i], Z[i + 1]);
-        T[i + 1] = _mm512_unpackhi_epi32(Z[i], Z[i + 1]);
-    }
-    /* U[c] (U[4 + c]): per 128-bit lane, dwords c and c + 4 of tokens 0-3
-     * (4-7) in the low half, of tokens 8-11 (12-15) in the high half */
-    _Pragma("GCC unroll 2") for (int h = 0; h < 8; h += 4) {
-        U[h + 0] = _mm512_unpacklo_epi64(T[h], T[h + 2]);
-        U[h + 1] = _mm512_unpackhi_epi64(T[h], T[h + 2]);
-        U[h + 2] = _mm512_unpacklo_epi64(T[h + 1], T[h + 3]);
-        U[h + 3] = _mm512_unpackhi_epi64(T[h + 1], T[h + 3]);
-    }
-    const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13), hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
-    _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
-        _mm512_store_si512(out[c], _mm512_permutex2var_epi64(U[c], lo, U[4 + c]));
-        _mm512_store_si512(out[c + 4], _mm512_permutex2var_epi64(U[c], hi, U[4 + c]));
-    }
-}
-
-/* 16 rows of 16 floats (r[i]: row i) transposed in place. */
-TILE512 void transpose16_ps(__m512 r[16]) {
-    __m512 t[16], u[16];
-    _Pragma("GCC unroll 8") for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    /* u[4q + k]: per 128-bit lane L, column 4L + k of rows 4q..4q+3 */
-    _Pragma("GCC unroll 4") for (int q = 0; q < 16; q += 4) {
-        u[q + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[q]), _mm512_castps_pd(t[q + 2])));
-        u[q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[q]), _mm512_castps_pd(t[q + 2])));
-        u[q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[q + 1]), _mm512_castps_pd(t[q + 3])));
-        u[q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[q + 1]), _mm512_castps_pd(t[q + 3])));
-    }
-    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
-        __m512 v01 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x44), v23 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xEE);
-        __m512 w01 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x44), w23 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xEE);
-        r[k] = _mm512_shuffle_f32x4(v01, w01, 0x88);
-        r[4 + k] = _mm512_shuffle_f32x4(v01, w01, 0xDD);
-        r[8 + k] = _mm512_shuffle_f32x4(v23, w23, 0x88);
-        r[12 + k] = _mm512_shuffle_f32x4(v23, w23, 0xDD);
-    }
-}
-
-/* acc[row][token] (nr rows, nt tokens) to y[token * ys + row], 16 x 16 at a time. */
-TILE512 void amx_store(float acc[][TR_AMX_TOKENS], int nr, int nt, float *y, size_t ys) {
-    for (int rg = 0; rg < (nr + 15) / 16; rg++) {
-        int rows = nr - 16 * rg < 16 ? nr - 16 * rg : 16;
-        __mmask16 m = (__mmask16)((1u << rows) - 1);
-        for (int g = 0; g < (nt + 15) / 16; g++) {
-            __m512 R[16];
-            _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) R[i] = _mm512_load_ps(&acc[16 * rg + i][16 * g]);
-            transpose16_ps(R);
-            int toks = nt - 16 * g < 16 ? nt - 16 * g : 16;
-            for (int i = 0; i < toks; i++) _mm512_mask_storeu_ps(y + (size_t)(16 * g + i) * ys + 16 * rg, m, R[i]);
-        }
-    }
-}
-
-/* The tile configuration: all eight tiles 16 rows of 64 bytes. */
-TGTAMX static inline void amx_config(void) {
-    amx_cfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int c = 0; c < 8; c++) cfg.colsb[c] = 64, cfg.rows[c] = 16;
-    _tile_loadconfig(&cfg);
-}
 
 /* Tile numbers are literals (GCC pastes them into the instruction). Chunk
  * c of a super-block (64 of its bytes: two sub-blocks) of weight rows
@@ -578,7 +485,7 @@ TGTAMX static inline __attribute__((always_inline)) void k45_amx_block(int64_t n
     int32_t C[G / 2][2][2][16][16] __attribute__((aligned(64))); /* [pair][group of the pair][low, high][row][token] */
     for (int r = 0; r < nrg * 16; r++) memset(acc[r], 0, sizeof(float) * 16 * (size_t)ng);
 
-    amx_config();
+    amx_config_full();
     const __m512i m4 = _mm512_set1_epi8(0x0f), lo_mask = _mm512_set1_epi16((short)((1 << split) - 1));
     const __m512i sh = halves16(0, 4), b16 = _mm512_set1_epi8(0x10);
     const __m512i sidx0 = _mm512_load_si512(amx_scale_idx[0]), sidx1 = _mm512_load_si512(amx_scale_idx[1]);
@@ -707,21 +614,6 @@ TGTAMX static void q5_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
     k45_amx_block(n, w, ws, nr, a, as, nt, y, ys, 1);
 }
 
-/* The kernels of the tier: AMX calls of up to AMX_ROWS x TR_AMX_TOKENS, the
- * vector kernel (same arithmetic) under AMX_MIN_TOKENS tokens. */
-#define GEMM_AMX(name, block, vec)                                                                        \
-    TGTAMX static void name(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nt, \
-                            float *y, size_t ys) {                                                        \
-        if (nt < AMX_MIN_TOKENS) {                                                                        \
-            vec(n, w, ws, nr, a, as, nt, y, ys);                                                          \
-            return;                                                                                       \
-        }                                                                                                 \
-        for (int t0 = 0; t0 < nt; t0 += TR_AMX_TOKENS)                                                    \
-            for (int r0 = 0; r0 < nr; r0 += AMX_ROWS)                                                     \
-                block(n, (const uint8_t *)w + (size_t)r0 * ws, ws, nr - r0 < AMX_ROWS ? nr - r0 : AMX_ROWS, \
-                      (const char *)a + (size_t)t0 * as, as, nt - t0 < TR_AMX_TOKENS ? nt - t0 : TR_AMX_TOKENS, \
-                      y + (size_t)t0 * ys + r0, ys);                                                      \
-    }
 GEMM_AMX(gemm_q4_k_amx, q4_k_amx_block, q4kx_vec)
 GEMM_AMX(gemm_q5_k_amx, q5_k_amx_block, q5kx_vec)
 
@@ -795,7 +687,7 @@ TGTAMX static void q6_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
     int32_t C[G][5][16][16] __attribute__((aligned(64)));
     for (int r = 0; r < nrg * 16; r++) memset(acc[r], 0, sizeof(float) * 16 * (size_t)ng);
 
-    amx_config();
+    amx_config_full();
     const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30), m3w = _mm512_set1_epi16(3);
     const __m512i shl = halves16(4, 2), shr = halves16(0, 2);
     for (int64_t b = 0; b < n / 256; b++) {
