@@ -56,7 +56,7 @@ static const tr_gemm_row *const gemm_lists[TR_ISA_COUNT][5] = {
     [TR_ISA_AVXVNNI] = {tr_avxvnni_legacy_gemm_rows, tr_avxvnni_kquant_gemm_rows, NULL},
     [TR_ISA_AVX512] = {tr_avx512_float_gemm_rows, tr_avx512_legacy_gemm_rows, tr_avx512_kquant_gemm_rows,
                        tr_avx512_ternary_gemm_rows, NULL},
-    [TR_ISA_AMX] = {tr_amx_kquant_gemm_rows, NULL},
+    [TR_ISA_AMX] = {tr_amx_kquant_gemm_rows, tr_amx_legacy_gemm_rows, NULL},
 };
 static const tr_act_row *const act_lists[TR_ISA_COUNT][3] = {
     [TR_ISA_SCALAR] = {tr_ref_act_rows, NULL},

@@ -53,10 +53,10 @@ def llama_ref(model_path, llama_cpp):
 def assert_llama_greedy(llama_ref, prompt_text, got, n):
     """`got`, the server's greedy text (at most n tokens) after prompt_text, is
     llama.cpp's, or parts from it only as the parity tests allow: at a
-    near-tie of llama.cpp's own logits (R.NEAR_TIE)."""
+    near-tie of llama.cpp's own logits (R.NEAR_TIE_REAL)."""
     ids = llama_ref.tokenize(prompt_text.encode(), add_bos=True, special=True)
     n_same, gap, want = R.text_agreement(llama_ref, ids, got.encode(), n)
-    assert gap is None or gap < R.NEAR_TIE, \
+    assert gap is None or gap < R.NEAR_TIE_REAL, \
         f"server {got!r} parts from llama.cpp's {want.decode(errors='replace')!r} after {n_same} tokens, " \
         f"where llama.cpp's gap is {gap:.2%} of its top logit"
 
