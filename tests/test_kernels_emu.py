@@ -42,7 +42,8 @@ GEMM = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p, ctypes.c_size_t, 
 
 class Kernel(ctypes.Structure):
     _fields_ = [("act", ctypes.c_int), ("blck", ctypes.c_int64), ("ref", ctypes.c_void_p),
-                ("avx2", ctypes.c_void_p), ("avxvnni", ctypes.c_void_p), ("avx512", ctypes.c_void_p)]
+                ("avx2", ctypes.c_void_p), ("avxvnni", ctypes.c_void_p), ("avx512", ctypes.c_void_p),
+                ("amx", ctypes.c_void_p)]
 
 
 def open_lib():

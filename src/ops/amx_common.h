@@ -15,7 +15,6 @@
 
 enum {
     AMX_ROWS = 64,      /* rows an AMX call prepares at once (four tiles of 16) */
-    AMX_MIN_TOKENS = 8, /* fewer tokens: the vector kernel (same results, no padded tile columns) */
     AMX_AHEAD = 4,      /* super-blocks a row's weights are prefetched ahead */
 };
 
@@ -108,11 +107,14 @@ TGTAMX static inline void amx_config_full(void) {
 }
 
 /* The kernels of the tier: AMX calls of up to AMX_ROWS x TR_AMX_TOKENS, the
- * vector kernel (same arithmetic) under AMX_MIN_TOKENS tokens. */
-#define GEMM_AMX(name, block, vec)                                                                        \
+ * vector kernel (same arithmetic) under min_tokens tokens, where the tiles'
+ * 16 columns are too empty to pay: per format, where the two cross on a
+ * Sapphire Rapids (64 rows x 2048 columns, weights in cache: Q4_K 4, Q5_K 5,
+ * Q6_K 7, Q8_0 6, Q5_0 8, Q4_0 10 tokens). */
+#define GEMM_AMX(name, block, vec, min_tokens)                                                            \
     TGTAMX static void name(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nt, \
                             float *y, size_t ys) {                                                        \
-        if (nt < AMX_MIN_TOKENS) {                                                                        \
+        if (nt < (min_tokens)) {                                                                          \
             vec(n, w, ws, nr, a, as, nt, y, ys);                                                          \
             return;                                                                                       \
         }                                                                                                 \

@@ -15,9 +15,8 @@
  *   acc = float(isum) * (d * xd) + acc   (d * xd rounded, then fused)
  *   Q4_1/Q5_1 also: acc = m * (xd * float(sum(x))) + acc  (the product rounded, then fused)
  * the same instructions on a zmm lane (AMX calls: 16 tokens of a row) and on
- * an xmm lane (the vector kernel, generation and calls of fewer than 8
- * tokens: four rows of a token), so a token's result does not depend on its
- * batch. */
+ * a ymm lane (the vector kernel, generation and calls of a few tokens: eight
+ * rows of a token), so a token's result does not depend on its batch. */
 #include "amx_common.h"
 
 #ifdef TR_HAVE_AVX512_KERNELS
@@ -54,93 +53,103 @@ TILE512 float lq_h2f(const uint8_t *p) {
 
 /* ---------------------------------------------------------------- the vector kernel */
 
-/* Eight rows against one token, the rows in the lanes of a ymm (row i at
- * w0 + ro[i]): per block, Q4/Q5 put four rows' 16 bytes of quants in the
- * 128-bit lanes of a zmm (low nibbles against the activations 0..15
- * broadcast, high ones against 16..31), Q8_0 two rows' 32 bytes in the
- * halves; the int32 sums are folded into one lane per row, the scales
- * gathered, and the float step done for the eight rows at once (lane i the
- * same instructions as a zmm lane of the tile kernel). */
-TILE512 __m256 lq_rows8(int64_t n, const uint8_t *w0, const int32_t ro[8], const tr_q8a *x, size_t pf, const int f) {
+/* Eight rows against NT <= TR_TILE_MAX tokens, the rows in the lanes of a
+ * ymm (row i at w0 + ro[i]; token j's activations at a + j * as): per block
+ * the eight rows are decoded once for the tokens (Q4/Q5: four rows' 16
+ * bytes of quants in the 128-bit lanes of a zmm, low nibbles against the
+ * activations 0..15 broadcast, high ones against 16..31; Q8_0: two rows'
+ * 32 bytes plus 128 in the halves, the 128 * sum(x) taken off), and per token the int32 sums are folded into one
+ * lane per row and the float step done for the eight rows at once (lane i
+ * the same instructions as a zmm lane of the tile kernel). */
+TILE512 void lq_rows8(int64_t n, const uint8_t *w0, const int32_t ro[8], const char *a, size_t as, int NT,
+                      size_t pf, __m256 *acc, const int f) {
     const int bytes = LQ_BYTES(f);
     const __m256i roff = _mm256_loadu_si256((const __m256i *)ro);
     const __m512i m4 = _mm512_set1_epi8(0x0f), b16 = _mm512_set1_epi8(16);
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t b = 0; b < n / 32; b++, x++) {
+    const __m512i pick8 = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i pick4 = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+    FOR_T512(j) acc[j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / 32; b++) {
         const uint8_t *base = w0 + (size_t)b * bytes;
         if (f == LQ_Q8_0 || !(b & 1)) /* pf ahead (the next row of each stream): every line, at most 48 bytes apart */
             _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++)
                 _mm_prefetch((const char *)base + ro[i] + pf, _MM_HINT_T0);
-        __m512i pick;
-        __m512i E;
+        __m256i dm = _mm256_i32gather_epi32((const int *)base, roff, 1); /* d, and Q4_1/Q5_1's m above it */
+        const __m256 dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm));
+        const __m256 mw = LQ_MIN(f) ? _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(dm, 16))) : dw;
+        __m512i W[4];
         if (f == LQ_Q8_0) {
-            const __m512i X = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)x->qs));
-            __m512i D[4];
-            _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
-                __m512i W = _mm512_inserti64x4(
-                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(base + ro[2 * k] + 2))),
-                    _mm256_loadu_si256((const __m256i *)(base + ro[2 * k + 1] + 2)), 1);
-                /* |w| * (x * sign w); x is never -128 */
-                __m512i Xs = _mm512_mask_sub_epi8(X, _mm512_movepi8_mask(W), _mm512_setzero_si512(), X);
-                D[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(W), Xs);
-            }
-            /* per 128-bit lane [S(D0), S(D1), S(D2), S(D3)]; then lanes 0+1 (rows 0 2 4 6) and 2+3 (1 3 5 7) */
-            __m512i E01 = _mm512_add_epi32(_mm512_unpacklo_epi64(D[0], D[1]), _mm512_unpackhi_epi64(D[0], D[1]));
-            __m512i E23 = _mm512_add_epi32(_mm512_unpacklo_epi64(D[2], D[3]), _mm512_unpackhi_epi64(D[2], D[3]));
-            E = _mm512_add_epi32(
-                _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(E01), _mm512_castsi512_ps(E23), 0x88)),
-                _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(E01), _mm512_castsi512_ps(E23), 0xDD)));
-            E = _mm512_add_epi32(E, _mm512_shuffle_i64x2(E, E, _MM_SHUFFLE(2, 3, 0, 1)));
-            pick = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 0, 0, 0, 0, 0, 0, 0, 0);
+            /* w + 128 (unsigned) against x: the products plus 128 * sum(x), taken off below */
+            _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
+                W[k] = _mm512_xor_si512(
+                    _mm512_inserti64x4(
+                        _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(base + ro[2 * k] + 2))),
+                        _mm256_loadu_si256((const __m256i *)(base + ro[2 * k + 1] + 2)), 1),
+                    _mm512_set1_epi8((char)0x80));
         } else {
-            const __m512i Xlo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)x->qs));
-            const __m512i Xhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(x->qs + 16)));
             __m128i qlo = _mm_setzero_si128(), qhi = _mm_setzero_si128();
             if (f == LQ_Q5_0 || f == LQ_Q5_1) { /* the fifth bits: word i of qlo (qhi) is row i's qh bits 0-15 (16-31) */
                 __m256i qh = _mm256_i32gather_epi32((const int *)(base + (f == LQ_Q5_0 ? 2 : 4)), roff, 1);
                 qlo = _mm256_cvtepi32_epi16(qh);
                 qhi = _mm256_cvtepi32_epi16(_mm256_srli_epi32(qh, 16));
             }
-            __m512i D[2];
             _Pragma("GCC unroll 2") for (int k = 0; k < 2; k++) {
                 const uint8_t *q = base + LQ_QS(f);
                 __m512i Z = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(q + ro[4 * k])));
                 Z = _mm512_inserti32x4(Z, _mm_loadu_si128((const __m128i *)(q + ro[4 * k + 1])), 1);
                 Z = _mm512_inserti32x4(Z, _mm_loadu_si128((const __m128i *)(q + ro[4 * k + 2])), 2);
                 Z = _mm512_inserti32x4(Z, _mm_loadu_si128((const __m128i *)(q + ro[4 * k + 3])), 3);
-                __m512i lo = _mm512_and_si512(Z, m4), hi = _mm512_and_si512(_mm512_srli_epi16(Z, 4), m4);
+                W[2 * k] = _mm512_and_si512(Z, m4);
+                W[2 * k + 1] = _mm512_and_si512(_mm512_srli_epi16(Z, 4), m4);
                 if (f == LQ_Q5_0 || f == LQ_Q5_1) {
                     __mmask64 kl = (__mmask64)(k ? _mm_extract_epi64(qlo, 1) : _mm_cvtsi128_si64(qlo));
                     __mmask64 kh = (__mmask64)(k ? _mm_extract_epi64(qhi, 1) : _mm_cvtsi128_si64(qhi));
-                    lo = _mm512_mask_add_epi8(lo, kl, lo, b16);
-                    hi = _mm512_mask_add_epi8(hi, kh, hi, b16);
+                    W[2 * k] = _mm512_mask_add_epi8(W[2 * k], kl, W[2 * k], b16);
+                    W[2 * k + 1] = _mm512_mask_add_epi8(W[2 * k + 1], kh, W[2 * k + 1], b16);
                 }
-                D[k] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, Xlo), hi, Xhi);
             }
-            /* per 128-bit lane l: [S(D0), S(D0), S(D1), S(D1)] = rows l and 4 + l */
-            E = _mm512_add_epi32(_mm512_unpacklo_epi64(D[0], D[1]), _mm512_unpackhi_epi64(D[0], D[1]));
-            E = _mm512_add_epi32(E, _mm512_shuffle_epi32(E, _MM_SHUFFLE(2, 3, 0, 1)));
-            pick = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0);
         }
-        __m256i is = _mm512_castsi512_si256(_mm512_permutexvar_epi32(pick, E)); /* rows 0..7 */
-        if (LQ_OFF(f)) is = _mm256_add_epi32(is, _mm256_set1_epi32(LQ_OFF(f) * x->sum));
-        __m256i dm = _mm256_i32gather_epi32((const int *)base, roff, 1); /* d, and Q4_1/Q5_1's m above it */
-        const __m256 dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm));
-        const __m256 xd = _mm256_set1_ps(x->d);
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dw, xd), acc);
-        if (LQ_MIN(f)) {
-            const __m256 m = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(dm, 16)));
-            acc = _mm256_fmadd_ps(m, _mm256_mul_ps(xd, _mm256_set1_ps((float)x->sum)), acc);
+        FOR_T512(j) {
+            const tr_q8a *x = (const tr_q8a *)(a + (size_t)j * as) + b;
+            __m512i E;
+            __m256i is;
+            if (f == LQ_Q8_0) {
+                const __m512i X = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)x->qs));
+                __m512i D[4];
+                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) D[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), W[k], X);
+                /* per 128-bit lane [S(D0), S(D1), S(D2), S(D3)]; then lanes 0+1 (rows 0 2 4 6) and 2+3 (1 3 5 7) */
+                __m512i E01 = _mm512_add_epi32(_mm512_unpacklo_epi64(D[0], D[1]), _mm512_unpackhi_epi64(D[0], D[1]));
+                __m512i E23 = _mm512_add_epi32(_mm512_unpacklo_epi64(D[2], D[3]), _mm512_unpackhi_epi64(D[2], D[3]));
+                E = _mm512_add_epi32(
+                    _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(E01), _mm512_castsi512_ps(E23), 0x88)),
+                    _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(E01), _mm512_castsi512_ps(E23), 0xDD)));
+                E = _mm512_add_epi32(E, _mm512_shuffle_i64x2(E, E, _MM_SHUFFLE(2, 3, 0, 1)));
+                is = _mm512_castsi512_si256(_mm512_permutexvar_epi32(pick8, E)); /* rows 0..7 */
+            } else {
+                const __m512i Xlo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)x->qs));
+                const __m512i Xhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(x->qs + 16)));
+                __m512i D0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), W[0], Xlo), W[1], Xhi);
+                __m512i D1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), W[2], Xlo), W[3], Xhi);
+                /* per 128-bit lane l: [S(D0), S(D0), S(D1), S(D1)] = rows l and 4 + l */
+                E = _mm512_add_epi32(_mm512_unpacklo_epi64(D0, D1), _mm512_unpackhi_epi64(D0, D1));
+                E = _mm512_add_epi32(E, _mm512_shuffle_epi32(E, _MM_SHUFFLE(2, 3, 0, 1)));
+                is = _mm512_castsi512_si256(_mm512_permutexvar_epi32(pick4, E)); /* rows 0..7 */
+            }
+            if (LQ_OFF(f) || f == LQ_Q8_0)
+                is = _mm256_add_epi32(is, _mm256_set1_epi32((f == LQ_Q8_0 ? -128 : LQ_OFF(f)) * x->sum));
+            const __m256 xd = _mm256_set1_ps(x->d);
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dw, xd), acc[j]);
+            if (LQ_MIN(f)) acc[j] = _mm256_fmadd_ps(mw, _mm256_mul_ps(xd, _mm256_set1_ps((float)x->sum)), acc[j]);
         }
     }
-    return acc;
 }
 
 /* The vector kernel: rows in eights taken from the eight parts of the rows
- * handed in (eight far-apart sequential streams), each eight against each
- * token; the last nr % 8 rows as an eight with the last row repeated. A
- * row's lane does not depend on its neighbours. Row offsets are int32 (for
- * the gathers): a call over more than 1 GiB of rows goes in parts. */
+ * handed in (eight far-apart sequential streams), each eight against the
+ * tokens in tiles of up to 8; the last nr % 8 rows as an eight with the
+ * last row repeated. A row's lane does not depend on its neighbours, nor a
+ * token's on its tile. Row offsets are int32 (for the gathers): a call over
+ * more than 1 GiB of rows goes in parts. */
 TILE512 void lq_vec(int64_t n, const uint8_t *w, size_t ws, int nr, const char *a, size_t as, int nt, float *y,
                     size_t ys, const int f) {
     const int part = (int)((1u << 30) / ws);
@@ -161,10 +170,25 @@ TILE512 void lq_vec(int64_t n, const uint8_t *w, size_t ws, int nr, const char *
         int32_t ro[8];
         for (int i = 0; i < 8; i++) ro[i] = (int32_t)((size_t)(rows[i] - rows[0]) * ws);
         const uint8_t *w0 = w + (size_t)rows[0] * ws;
-        for (int t = 0; t < nt; t++) {
-            float out[8];
-            _mm256_storeu_ps(out, lq_rows8(n, w0, ro, (const tr_q8a *)(a + (size_t)t * as), ws, f));
-            for (int i = 0; i < 8; i++) y[(size_t)t * ys + rows[i]] = out[i];
+        for (int t0 = 0; t0 < nt; t0 += TR_TILE_MAX) {
+            __m256 acc[TR_TILE_MAX];
+            const char *at = a + (size_t)t0 * as;
+            int k = nt - t0 < TR_TILE_MAX ? nt - t0 : TR_TILE_MAX;
+            switch (k) { /* each tile width its own inlined copy: the accumulators stay in registers */
+            case 1: lq_rows8(n, w0, ro, at, as, 1, ws, acc, f); break;
+            case 2: lq_rows8(n, w0, ro, at, as, 2, ws, acc, f); break;
+            case 3: lq_rows8(n, w0, ro, at, as, 3, ws, acc, f); break;
+            case 4: lq_rows8(n, w0, ro, at, as, 4, ws, acc, f); break;
+            case 5: lq_rows8(n, w0, ro, at, as, 5, ws, acc, f); break;
+            case 6: lq_rows8(n, w0, ro, at, as, 6, ws, acc, f); break;
+            case 7: lq_rows8(n, w0, ro, at, as, 7, ws, acc, f); break;
+            default: lq_rows8(n, w0, ro, at, as, 8, ws, acc, f); break;
+            }
+            for (int j = 0; j < k; j++) {
+                float out[8];
+                _mm256_storeu_ps(out, acc[j]);
+                for (int i = 0; i < 8; i++) y[(size_t)(t0 + j) * ys + rows[i]] = out[i];
+            }
         }
     }
 }
@@ -291,18 +315,18 @@ TGTAMX static inline __attribute__((always_inline)) void lq_amx_block(int64_t n,
     amx_store(acc, nr, nt, y, ys);
 }
 
-#define LQ_KERNEL(name, f)                                                                                  \
+#define LQ_KERNEL(name, f, min_tokens)                                                                      \
     TGTAMX static void name##_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr, const char *a,       \
                                         size_t as, int nt, float *y, size_t ys) {                           \
         lq_amx_block(n, w, ws, nr, a, as, nt, y, ys, f);                                                    \
     }                                                                                                       \
-    GEMM_AMX(gemm_##name##_amx, name##_amx_block, name##_vec)
+    GEMM_AMX(gemm_##name##_amx, name##_amx_block, name##_vec, min_tokens)
 
-LQ_KERNEL(lq_q4_0, LQ_Q4_0)
-LQ_KERNEL(lq_q4_1, LQ_Q4_1)
-LQ_KERNEL(lq_q5_0, LQ_Q5_0)
-LQ_KERNEL(lq_q5_1, LQ_Q5_1)
-LQ_KERNEL(lq_q8_0, LQ_Q8_0)
+LQ_KERNEL(lq_q4_0, LQ_Q4_0, 10)
+LQ_KERNEL(lq_q4_1, LQ_Q4_1, 10)
+LQ_KERNEL(lq_q5_0, LQ_Q5_0, 8)
+LQ_KERNEL(lq_q5_1, LQ_Q5_1, 8)
+LQ_KERNEL(lq_q8_0, LQ_Q8_0, 6)
 
 const tr_gemm_row tr_amx_legacy_gemm_rows[] = {
     {TR_TYPE_Q8_0, TR_ACT_Q8, gemm_lq_q8_0_amx},

@@ -614,8 +614,8 @@ TGTAMX static void q5_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
     k45_amx_block(n, w, ws, nr, a, as, nt, y, ys, 1);
 }
 
-GEMM_AMX(gemm_q4_k_amx, q4_k_amx_block, q4kx_vec)
-GEMM_AMX(gemm_q5_k_amx, q5_k_amx_block, q5kx_vec)
+GEMM_AMX(gemm_q4_k_amx, q4_k_amx_block, q4kx_vec, 4)
+GEMM_AMX(gemm_q5_k_amx, q5_k_amx_block, q5kx_vec, 5)
 
 /* Q6_K on the tile unit. The scales are signed bytes and the quants six
  * bits (0..63, offset -32), so a quant times a whole scale does not fit a
@@ -785,7 +785,7 @@ TGTAMX static void q6_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
     amx_store(acc, nr, nt, y, ys);
 }
 
-GEMM_AMX(gemm_q6_k_amx, q6_k_amx_block, q6kx_vec)
+GEMM_AMX(gemm_q6_k_amx, q6_k_amx_block, q6kx_vec, 7)
 
 const tr_gemm_row tr_amx_kquant_gemm_rows[] = {
     {TR_TYPE_Q4_K, TR_ACT_Q8KP, gemm_q4_k_amx},
