@@ -135,8 +135,10 @@ TILE512 void lq_rows8(int64_t n, const uint8_t *w0, const int32_t ro[8], const c
                 E = _mm512_add_epi32(E, _mm512_shuffle_epi32(E, _MM_SHUFFLE(2, 3, 0, 1)));
                 is = _mm512_castsi512_si256(_mm512_permutexvar_epi32(pick4, E)); /* rows 0..7 */
             }
-            if (LQ_OFF(f) || f == LQ_Q8_0)
-                is = _mm256_add_epi32(is, _mm256_set1_epi32((f == LQ_Q8_0 ? -128 : LQ_OFF(f)) * x->sum));
+            if (LQ_OFF(f) || f == LQ_Q8_0) /* wrapping as the tile kernel's vpmulld (a hostile file's activations
+                                            * can be NaN, whose conversion leaves sums far out of range) */
+                is = _mm256_add_epi32(is, _mm256_set1_epi32((int32_t)((uint32_t)(f == LQ_Q8_0 ? -128 : LQ_OFF(f)) *
+                                                                      (uint32_t)x->sum)));
             const __m256 xd = _mm256_set1_ps(x->d);
             acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dw, xd), acc[j]);
             if (LQ_MIN(f)) acc[j] = _mm256_fmadd_ps(mw, _mm256_mul_ps(xd, _mm256_set1_ps((float)x->sum)), acc[j]);

@@ -170,6 +170,31 @@ TILE512 void k4_header(const uint8_t *w, __m512i S[2], __m512i *mins, __m512 *dw
     *dmin = _mm512_broadcastss_ps(_mm_movehdup_ps(dwm));
 }
 
+/* The 256 weights of a Q4_K / Q5_K / Q6_K super-block at w as four zmm of
+ * unsigned bytes, W_k elements 64k .. 64k + 63 (formats below). */
+TILE512 void q4_k_weights(const uint8_t *w, __m512i W[4]) {
+    const __m512i sh = halves16(0, 4), m4 = _mm512_set1_epi8(0x0f);
+    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) W[k] = fields2(w + 16 + 32 * k, sh, m4);
+}
+TILE512 void q5_k_weights(const uint8_t *w, __m512i W[4]) {
+    const __m512i sh = halves16(0, 4), m4 = _mm512_set1_epi8(0x0f), b16 = _mm512_set1_epi8(0x10);
+    __m512i QH = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + 16)));
+    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
+        W[k] = add_high(fields2(w + 48 + 32 * k, sh, m4), QH, halves8((char)(1 << 2 * k), (char)(1 << (2 * k + 1))), b16);
+}
+TILE512 void q6_k_weights(const uint8_t *w, __m512i W[4]) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    const __m512i shl = halves16(4, 2), shr = halves16(0, 2);
+    _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
+        __m512i Z = _mm512_loadu_si512(w + 64 * h);
+        __m512i QH = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + 128 + 32 * h)));
+        /* (A & C) | B: the masked nibbles and the high bits already in place */
+        W[2 * h] = _mm512_ternarylogic_epi32(Z, _mm512_and_si512(_mm512_sllv_epi16(QH, shl), m30), m4, 0xEC);
+        W[2 * h + 1] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(Z, 4),
+                                                 _mm512_and_si512(_mm512_srlv_epi16(QH, shr), m30), m4, 0xEC);
+    }
+}
+
 /* Q4_K (TR_ACT_Q8KP, read in natural order: qs): W_k is the low nibbles of
  * qs bytes 32k..32k+31 (sub-block 2k) then their high nibbles (2k+1). The
  * mins go in float against the activations' dsums (d * bsums): dmin times
@@ -178,13 +203,12 @@ TILE512 void k4_header(const uint8_t *w, __m512i S[2], __m512i *mins, __m512 *dw
  * route (a vpmaddwd against the sums, a conversion, a multiply-subtract)
  * took three. */
 TILE512 void q4_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
-    const __m512i sh = halves16(0, 4), m4 = _mm512_set1_epi8(0x0f);
     __m512i S[2], W[4];
     __m512i mins;
     __m512 dw, dmin;
     k4_header(w, S, &mins, &dw, &dmin);
     const __m512 wm = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm512_castsi512_si256(mins))), dmin);
-    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) W[k] = fields2(w + 16 + 32 * k, sh, m4);
+    q4_k_weights(w, W);
     FOR_T512(j) {
         const tr_q8kp *x = ACTKP(j, b);
         __m512i V = k_scaled(W, x->qs, S);
@@ -196,14 +220,11 @@ TILE512 void q4_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, in
 /* Q5_K: Q4_K's nibbles plus a fifth bit, bit j of qh[i] for element i of
  * sub-block j: W_k takes bits 2k and 2k+1 (one per half). */
 TILE512 void q5_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
-    const __m512i sh = halves16(0, 4), m4 = _mm512_set1_epi8(0x0f), b16 = _mm512_set1_epi8(0x10);
     __m512i S[2], W[4];
     __m512i mins;
     __m512 dw, dmin;
     k4_header(w, S, &mins, &dw, &dmin);
-    __m512i QH = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + 16)));
-    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
-        W[k] = add_high(fields2(w + 48 + 32 * k, sh, m4), QH, halves8((char)(1 << 2 * k), (char)(1 << (2 * k + 1))), b16);
+    q5_k_weights(w, W);
     FOR_T512(j) {
         const tr_q8k *x = ACTK(j, b);
         __m512i V = k_scaled(W, x->qs, S);
@@ -227,21 +248,12 @@ TILE512 __m512i k_offset(__m512i V, const tr_q8k *x, __m512i nsc) {
  * 128h + 0..63 in its low nibbles and 128h + 64..127 in its high ones;
  * qh[32h + l] has the high bits of elements 128h + 32g + l in bits 2g, 2g+1. */
 TILE512 void q6_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
-    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
-    const __m512i shl = halves16(4, 2), shr = halves16(0, 2);
     __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 192)));
     __m512i S[2], W[4];
     scale_vectors(sc16, k16_idx, S);
     __m512i nsc = _mm512_zextsi256_si512(_mm256_mullo_epi16(sc16, _mm256_set1_epi16(-32)));
     __m512 dw = _mm512_set1_ps(h2f(w + 208));
-    _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
-        __m512i Z = _mm512_loadu_si512(w + 64 * h);
-        __m512i QH = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + 128 + 32 * h)));
-        /* (A & C) | B: the masked nibbles and the high bits already in place */
-        W[2 * h] = _mm512_ternarylogic_epi32(Z, _mm512_and_si512(_mm512_sllv_epi16(QH, shl), m30), m4, 0xEC);
-        W[2 * h + 1] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(Z, 4),
-                                                 _mm512_and_si512(_mm512_srlv_epi16(QH, shr), m30), m4, 0xEC);
-    }
+    q6_k_weights(w, W);
     FOR_T512(j) {
         const tr_q8k *x = ACTK(j, b);
         acc[j] = k_tail(acc[j], k_offset(k_scaled(W, x->qs, S), x, nsc), dw, x->d);
@@ -397,12 +409,11 @@ TILE512 __m128 k45x_step(__m128 acc, __m512i V, __m512i M, __m512 dw, __m512 dmi
 /* The vector kernels of the tier: q4_k_sb's and q5_k_sb's products, then
  * k45x_step per token. */
 TILE512 void q4kx_sb(__m128 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
-    const __m512i sh = halves16(0, 4), m4 = _mm512_set1_epi8(0x0f);
     __m512i S[2], W[4];
     __m512i mins;
     __m512 dw, dmin;
     k4_header(w, S, &mins, &dw, &dmin);
-    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) W[k] = fields2(w + 16 + 32 * k, sh, m4);
+    q4_k_weights(w, W);
     FOR_T512(j) {
         const tr_q8kp *x = ACTKP(j, b);
         acc[j] = k45x_step(acc[j], k_scaled(W, x->qs, S), _mm512_madd_epi16(mins, _mm512_loadu_si512(x->bsums)), dw,
@@ -411,14 +422,11 @@ TILE512 void q4kx_sb(__m128 *acc, const uint8_t *w, const char *a, size_t as, in
 }
 
 TILE512 void q5kx_sb(__m128 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
-    const __m512i sh = halves16(0, 4), m4 = _mm512_set1_epi8(0x0f), b16 = _mm512_set1_epi8(0x10);
     __m512i S[2], W[4];
     __m512i mins;
     __m512 dw, dmin;
     k4_header(w, S, &mins, &dw, &dmin);
-    __m512i QH = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + 16)));
-    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
-        W[k] = add_high(fields2(w + 48 + 32 * k, sh, m4), QH, halves8((char)(1 << 2 * k), (char)(1 << (2 * k + 1))), b16);
+    q5_k_weights(w, W);
     FOR_T512(j) {
         const tr_q8k *x = ACTK(j, b);
         acc[j] = k45x_step(acc[j], k_scaled(W, x->qs, S), _mm512_madd_epi16(mins, _mm512_loadu_si512(x->bsums)), dw,
@@ -486,8 +494,7 @@ TGTAMX static inline __attribute__((always_inline)) void k45_amx_block(int64_t n
     for (int r = 0; r < nrg * 16; r++) memset(acc[r], 0, sizeof(float) * 16 * (size_t)ng);
 
     amx_config_full();
-    const __m512i m4 = _mm512_set1_epi8(0x0f), lo_mask = _mm512_set1_epi16((short)((1 << split) - 1));
-    const __m512i sh = halves16(0, 4), b16 = _mm512_set1_epi8(0x10);
+    const __m512i lo_mask = _mm512_set1_epi16((short)((1 << split) - 1));
     const __m512i sidx0 = _mm512_load_si512(amx_scale_idx[0]), sidx1 = _mm512_load_si512(amx_scale_idx[1]);
     const __m512i sidx2 = _mm512_load_si512(amx_scale_idx[2]), sidx3 = _mm512_load_si512(amx_scale_idx[3]);
     for (int64_t b = 0; b < n / 256; b++) {
@@ -532,14 +539,10 @@ TGTAMX static inline __attribute__((always_inline)) void k45_amx_block(int64_t n
                 dw[r] = h2f(wb), dmin[r] = h2f(wb + 2);
                 /* W_k: elements 64k .. 64k + 63 (q4_k_sb's and q5_k_sb's decoding) */
                 __m512i Q[4];
-                if (five) {
-                    __m512i QH = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wb + 16)));
-                    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
-                        Q[k] = add_high(fields2(wb + 48 + 32 * k, sh, m4), QH,
-                                        halves8((char)(1 << 2 * k), (char)(1 << (2 * k + 1))), b16);
-                } else {
-                    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) Q[k] = fields2(wb + 16 + 32 * k, sh, m4);
-                }
+                if (five)
+                    q5_k_weights(wb, Q);
+                else
+                    q4_k_weights(wb, Q);
                 __m512i S[4] = {_mm512_permutexvar_epi16(sidx0, s16), _mm512_permutexvar_epi16(sidx1, s16),
                                 _mm512_permutexvar_epi16(sidx2, s16), _mm512_permutexvar_epi16(sidx3, s16)};
                 /* both bytes of a word times the word's scale part: two products of at most 225, no carry */
@@ -628,20 +631,12 @@ GEMM_AMX(gemm_q5_k_amx, q5_k_amx_block, q5kx_vec, 5)
  * and super-block: isum as above (the vector kernel's lanes, reduced), then
  * t = float(isum) * d, acc = t * xd + acc (fused). */
 TILE512 void q6kx_sb(__m128 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
-    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
-    const __m512i shl = halves16(4, 2), shr = halves16(0, 2);
     __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 192)));
     __m512i S[2], W[4];
     scale_vectors(sc16, k16_idx, S);
     __m512i nsc = _mm512_zextsi256_si512(_mm256_mullo_epi16(sc16, _mm256_set1_epi16(-32)));
     __m128 dw = _mm_set_ss(h2f(w + 208));
-    _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
-        __m512i Z = _mm512_loadu_si512(w + 64 * h);
-        __m512i QH = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w + 128 + 32 * h)));
-        W[2 * h] = _mm512_ternarylogic_epi32(Z, _mm512_and_si512(_mm512_sllv_epi16(QH, shl), m30), m4, 0xEC);
-        W[2 * h + 1] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(Z, 4),
-                                                 _mm512_and_si512(_mm512_srlv_epi16(QH, shr), m30), m4, 0xEC);
-    }
+    q6_k_weights(w, W);
     FOR_T512(j) {
         const tr_q8k *x = ACTK(j, b);
         __m512i V = k_offset(k_scaled(W, x->qs, S), x, nsc);
@@ -688,8 +683,7 @@ TGTAMX static void q6_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
     for (int r = 0; r < nrg * 16; r++) memset(acc[r], 0, sizeof(float) * 16 * (size_t)ng);
 
     amx_config_full();
-    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30), m3w = _mm512_set1_epi16(3);
-    const __m512i shl = halves16(4, 2), shr = halves16(0, 2);
+    const __m512i m3w = _mm512_set1_epi16(3);
     for (int64_t b = 0; b < n / 256; b++) {
         for (int g = 0; g < ng; g++) {
             const int8_t *q[16];
@@ -725,22 +719,15 @@ TGTAMX static void q6_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
                 _mm256_storeu_si256((__m256i *)ms[r], _mm256_mullo_epi16(sc16, _mm256_set1_epi16(-32)));
                 __m512i u16 = _mm512_castsi256_si512(_mm256_add_epi16(sc16, _mm256_set1_epi16(128)));
                 dw[r] = h2f(wb + 208);
-                _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
-                    __m512i Z = _mm512_loadu_si512(wb + 64 * h);
-                    __m512i QH = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wb + 128 + 32 * h)));
-                    __m512i Wk[2] = {
-                        _mm512_ternarylogic_epi32(Z, _mm512_and_si512(_mm512_sllv_epi16(QH, shl), m30), m4, 0xEC),
-                        _mm512_ternarylogic_epi32(_mm512_srli_epi16(Z, 4),
-                                                  _mm512_and_si512(_mm512_srlv_epi16(QH, shr), m30), m4, 0xEC)};
-                    _Pragma("GCC unroll 2") for (int e = 0; e < 2; e++) {
-                        const int k = 2 * h + e; /* elements 64k .. 64k + 63 */
-                        __m512i U = _mm512_permutexvar_epi16(_mm512_load_si512(amx6_scale_idx[k]), u16);
-                        _mm512_store_si512(A6[4][r] + 64 * k, Wk[e]);
-                        /* both bytes of a word times a digit (<= 3): at most 189 each, no carry */
-                        _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++)
-                            _mm512_store_si512(A6[i][r] + 64 * k,
-                                               _mm512_mullo_epi16(Wk[e], _mm512_and_si512(_mm512_srli_epi16(U, 2 * i), m3w)));
-                    }
+                __m512i Wk[4];
+                q6_k_weights(wb, Wk);
+                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) { /* elements 64k .. 64k + 63 */
+                    __m512i U = _mm512_permutexvar_epi16(_mm512_load_si512(amx6_scale_idx[k]), u16);
+                    _mm512_store_si512(A6[4][r] + 64 * k, Wk[k]);
+                    /* both bytes of a word times a digit (<= 3): at most 189 each, no carry */
+                    _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++)
+                        _mm512_store_si512(A6[i][r] + 64 * k,
+                                           _mm512_mullo_epi16(Wk[k], _mm512_and_si512(_mm512_srli_epi16(U, 2 * i), m3w)));
                 }
             }
             __asm__ volatile("" ::: "memory"); /* GCC's tile loads do not tell it they read A6 and B */
