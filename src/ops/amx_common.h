@@ -76,7 +76,8 @@ TILE512 void transpose16_ps(__m512 r[16]) {
     }
     _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
         __m512 v01 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x44), v23 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xEE);
-        __m512 w01 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x44), w23 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xEE);
+        __m512 w01 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x44);
+        __m512 w23 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xEE);
         r[k] = _mm512_shuffle_f32x4(v01, w01, 0x88);
         r[4 + k] = _mm512_shuffle_f32x4(v01, w01, 0xDD);
         r[8 + k] = _mm512_shuffle_f32x4(v23, w23, 0x88);

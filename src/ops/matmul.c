@@ -6,8 +6,9 @@
  * weight rows are then cut into chunks that threads take from an atomic
  * counter (a busy core on a shared machine does not hold the others up).
  * Within a chunk, tiles of TILE_T tokens (TR_AMX_TOKENS for an AMX kernel)
- * go to the kernel, which decodes each weight block once for the whole tile; the chunk's weights stay in cache
- * while every tile of tokens passes over them.
+ * go to the kernel, which decodes each weight block once for the whole
+ * tile; the chunk's weights stay in cache while every tile of tokens passes
+ * over them.
  *
  * Types without a kernel fall back to dequantizing each row to float. */
 #include "kernels.h"

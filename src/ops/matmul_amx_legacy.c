@@ -58,9 +58,10 @@ TILE512 float lq_h2f(const uint8_t *p) {
  * the eight rows are decoded once for the tokens (Q4/Q5: four rows' 16
  * bytes of quants in the 128-bit lanes of a zmm, low nibbles against the
  * activations 0..15 broadcast, high ones against 16..31; Q8_0: two rows'
- * 32 bytes plus 128 in the halves, the 128 * sum(x) taken off), and per token the int32 sums are folded into one
- * lane per row and the float step done for the eight rows at once (lane i
- * the same instructions as a zmm lane of the tile kernel). */
+ * 32 bytes plus 128 in the halves, 128 * sum(x) taken off after), and per
+ * token the int32 sums are folded into one lane per row and the float step
+ * done for the eight rows at once (lane i the same instructions as a zmm
+ * lane of the tile kernel). */
 TILE512 void lq_rows8(int64_t n, const uint8_t *w0, const int32_t ro[8], const char *a, size_t as, int NT,
                       size_t pf, __m256 *acc, const int f) {
     const int bytes = LQ_BYTES(f);
@@ -88,7 +89,8 @@ TILE512 void lq_rows8(int64_t n, const uint8_t *w0, const int32_t ro[8], const c
                     _mm512_set1_epi8((char)0x80));
         } else {
             __m128i qlo = _mm_setzero_si128(), qhi = _mm_setzero_si128();
-            if (f == LQ_Q5_0 || f == LQ_Q5_1) { /* the fifth bits: word i of qlo (qhi) is row i's qh bits 0-15 (16-31) */
+            if (f == LQ_Q5_0 || f == LQ_Q5_1) {
+                /* the fifth bits: word i of qlo (qhi) is row i's qh bits 0-15 (16-31) */
                 __m256i qh = _mm256_i32gather_epi32((const int *)(base + (f == LQ_Q5_0 ? 2 : 4)), roff, 1);
                 qlo = _mm256_cvtepi32_epi16(qh);
                 qhi = _mm256_cvtepi32_epi16(_mm256_srli_epi32(qh, 16));
@@ -116,7 +118,8 @@ TILE512 void lq_rows8(int64_t n, const uint8_t *w0, const int32_t ro[8], const c
             if (f == LQ_Q8_0) {
                 const __m512i X = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)x->qs));
                 __m512i D[4];
-                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) D[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), W[k], X);
+                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
+                    D[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), W[k], X);
                 /* per 128-bit lane [S(D0), S(D1), S(D2), S(D3)]; then lanes 0+1 (rows 0 2 4 6) and 2+3 (1 3 5 7) */
                 __m512i E01 = _mm512_add_epi32(_mm512_unpacklo_epi64(D[0], D[1]), _mm512_unpackhi_epi64(D[0], D[1]));
                 __m512i E23 = _mm512_add_epi32(_mm512_unpacklo_epi64(D[2], D[3]), _mm512_unpackhi_epi64(D[2], D[3]));
@@ -259,7 +262,8 @@ TGTAMX static inline __attribute__((always_inline)) void lq_amx_block(int64_t n,
                 }
                 amx_transpose(q, 0, B[g][j]);
             }
-        if (cb % 4) /* the products of a last chunk's missing blocks run, on zero weights; keep their activations defined */
+        /* the products of a last chunk's missing blocks run, on zero weights: keep their activations defined */
+        if (cb % 4)
             for (int g = 0; g < ng; g++) memset(B[g][cb], 0, sizeof B[g][0] * (size_t)(4 - cb % 4));
         for (int rg = 0; rg < nrg; rg++) {
             for (int r = 0; r < 16; r++) {
@@ -306,7 +310,8 @@ TGTAMX static inline __attribute__((always_inline)) void lq_amx_block(int64_t n,
                         if (LQ_OFF(f)) is = _mm512_add_epi32(is, _mm512_mullo_epi32(sv, _mm512_set1_epi32(LQ_OFF(f))));
                         av = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(_mm512_set1_ps(dw[r][j]), xv), av);
                         if (LQ_MIN(f))
-                            av = _mm512_fmadd_ps(_mm512_set1_ps(dm[r][j]), _mm512_mul_ps(xv, _mm512_cvtepi32_ps(sv)), av);
+                            av = _mm512_fmadd_ps(_mm512_set1_ps(dm[r][j]), _mm512_mul_ps(xv, _mm512_cvtepi32_ps(sv)),
+                                                 av);
                     }
                     _mm512_store_ps(ap, av);
                 }

@@ -726,8 +726,9 @@ TGTAMX static void q6_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
                     _mm512_store_si512(A6[4][r] + 64 * k, Wk[k]);
                     /* both bytes of a word times a digit (<= 3): at most 189 each, no carry */
                     _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++)
-                        _mm512_store_si512(A6[i][r] + 64 * k,
-                                           _mm512_mullo_epi16(Wk[k], _mm512_and_si512(_mm512_srli_epi16(U, 2 * i), m3w)));
+                        _mm512_store_si512(
+                            A6[i][r] + 64 * k,
+                            _mm512_mullo_epi16(Wk[k], _mm512_and_si512(_mm512_srli_epi16(U, 2 * i), m3w)));
                 }
             }
             __asm__ volatile("" ::: "memory"); /* GCC's tile loads do not tell it they read A6 and B */

@@ -166,8 +166,8 @@ TT_TEST(variants_match_scalar_reference) {
             int64_t bl = k->blck < 32 ? 32 : k->blck;
             for (int rep = 0; rep < 6; rep++) {
                 int64_t cols = bl * (1 + tt_rnd() % 9), rows = 1 + tt_rnd() % (rep < 4 ? 37 : 150);
-                /* up to 17 tokens, and past one AMX call (64 tokens, 64 rows) */
-                int nt = rep < 4 ? 1 + (int)(tt_rnd() % 17) : 18 + (int)(tt_rnd() % 80);
+                /* up to 17 tokens, and past one AMX call (TR_AMX_TOKENS = 128 tokens, 64 rows) */
+                int nt = rep < 4 ? 1 + (int)(tt_rnd() % 17) : 18 + (int)(tt_rnd() % 130);
                 uint8_t *w = random_weights(type, rows, cols);
                 float *x = random_floats(cols * nt);
                 size_t as = tr_act_row_size(k->act, cols), ws = tr_row_size(type, cols);
@@ -481,9 +481,10 @@ TT_TEST(batch_results_equal_single_token_results) {
         int type = types[ti];
         const tr_kernel *k = tr_kernel_get(type);
         int64_t bl = k->blck < 32 ? 32 : k->blck;
-        /* 2..9 tokens (the tiles of every tier), then the AMX kernel's
-         * groups of 16 and calls of 64 (nt > TR_AMX_TOKENS) */
-        static const int nts[] = {2, 3, 4, 5, 6, 7, 8, 9, 16, 21, 70};
+        /* 2..9 tokens (the tiles of every tier, the AMX tier's vector
+         * kernel and its first tile calls), then the AMX kernels' groups of
+         * 16 and more than one call (nt > TR_AMX_TOKENS) */
+        static const int nts[] = {2, 3, 4, 5, 6, 7, 8, 9, 16, 21, 70, 150};
         for (size_t ni = 0; ni < sizeof nts / sizeof nts[0]; ni++) {
             int nt = nts[ni];
             int64_t cols = bl * (1 + tt_rnd() % 4), rows = 1 + tt_rnd() % (nt > 9 ? 90 : 45);
