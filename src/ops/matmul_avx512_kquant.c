@@ -466,6 +466,31 @@ static const uint16_t amx_scale_idx[4][32] __attribute__((aligned(64))) = {
         _tile_loadd(5, Ahi[0] + 64 * (c), 256);                          \
     } while (0)
 
+/* Group g (tokens 16g .. 16g + 15; those past nt zero) of super-block b
+ * of k-quant activations (blocks of blk bytes: quants at qs, the float
+ * scale at d, int16 sums at sums, of which npairs pairs): the quants
+ * transposed for the tile unit (B[sub-block]), the scales, and the sums as
+ * one int32 pair per token and p (P[p], for vpmaddwd). */
+TILE512 void amx_k_group(const char *a, size_t as, int64_t b, int g, int nt, size_t blk, size_t qs, size_t d,
+                         size_t sums, int npairs, int8_t B[8][8][64], float xd[16], int32_t P[][16]) {
+    static const int8_t zero_qs[256] __attribute__((aligned(64)));
+    const int8_t *q[16];
+    for (int i = 0; i < 16; i++) {
+        int t = 16 * g + i;
+        if (t < nt) {
+            const char *x = a + (size_t)t * as + (size_t)b * blk;
+            q[i] = (const int8_t *)(x + qs);
+            memcpy(&xd[i], x + d, sizeof(float));
+            for (int p = 0; p < npairs; p++) memcpy(&P[p][i], x + sums + 4 * p, 4);
+        } else {
+            q[i] = zero_qs;
+            xd[i] = 0;
+            for (int p = 0; p < npairs; p++) P[p][i] = 0;
+        }
+    }
+    for (int j = 0; j < 8; j++) amx_transpose(q, 32 * j, B[j]);
+}
+
 /* Q4_K (five = 0) or Q5_K (five = 1): nr <= AMX_ROWS rows against nt <=
  * TR_AMX_TOKENS tokens.
  *
@@ -480,7 +505,6 @@ TGTAMX static inline __attribute__((always_inline)) void k45_amx_block(int64_t n
                                                                        const char *a, size_t as, int nt, float *y,
                                                                        size_t ys, const int five) {
     const int bytes = five ? 176 : 144, split = five ? 3 : 4;
-    static const int8_t zero_qs[256] __attribute__((aligned(64)));
     enum { G = TR_AMX_TOKENS / 16 };
     const int ng = (nt + 15) / 16, nrg = (nr + 15) / 16;
     float acc[AMX_ROWS][TR_AMX_TOKENS] __attribute__((aligned(64)));
@@ -498,28 +522,13 @@ TGTAMX static inline __attribute__((always_inline)) void k45_amx_block(int64_t n
     const __m512i sidx0 = _mm512_load_si512(amx_scale_idx[0]), sidx1 = _mm512_load_si512(amx_scale_idx[1]);
     const __m512i sidx2 = _mm512_load_si512(amx_scale_idx[2]), sidx3 = _mm512_load_si512(amx_scale_idx[3]);
     for (int64_t b = 0; b < n / 256; b++) {
-        for (int g = 0; g < ng; g++) {
-            const int8_t *q[16];
-            for (int i = 0; i < 16; i++) {
-                int t = 16 * g + i;
-                if (t < nt) {
-                    const int16_t *bs32;
-                    if (five) {
-                        const tr_q8k *x = ACTK(t, b);
-                        q[i] = x->qs, xd[g][i] = x->d, bs32 = x->bsums32;
-                    } else {
-                        const tr_q8kp *x = ACTKP(t, b);
-                        q[i] = x->qs, xd[g][i] = x->d, bs32 = x->bsums32;
-                    }
-                    for (int p = 0; p < 4; p++) memcpy(&P[g][p][i], &bs32[2 * p], 4);
-                } else {
-                    q[i] = zero_qs;
-                    xd[g][i] = 0;
-                    for (int p = 0; p < 4; p++) P[g][p][i] = 0;
-                }
-            }
-            for (int j = 0; j < 8; j++) amx_transpose(q, 32 * j, B[g][j]);
-        }
+        for (int g = 0; g < ng; g++)
+            if (five)
+                amx_k_group(a, as, b, g, nt, sizeof(tr_q8k), offsetof(tr_q8k, qs), offsetof(tr_q8k, d),
+                            offsetof(tr_q8k, bsums32), 4, B[g], xd[g], P[g]);
+            else
+                amx_k_group(a, as, b, g, nt, sizeof(tr_q8kp), offsetof(tr_q8kp, qs), offsetof(tr_q8kp, d),
+                            offsetof(tr_q8kp, bsums32), 4, B[g], xd[g], P[g]);
         for (int rg = 0; rg < nrg; rg++) {
             for (int r = 0; r < 16; r++) {
                 int row = 16 * rg + r;
@@ -669,7 +678,6 @@ static const uint16_t amx6_scale_idx[4][32] __attribute__((aligned(64))) = {
 
 TGTAMX static void q6_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr, const char *a, size_t as, int nt,
                                   float *y, size_t ys) {
-    static const int8_t zero_qs[256] __attribute__((aligned(64)));
     enum { G = TR_AMX_TOKENS / 16 };
     const int ng = (nt + 15) / 16, nrg = (nr + 15) / 16;
     float acc[AMX_ROWS][TR_AMX_TOKENS] __attribute__((aligned(64)));
@@ -685,23 +693,9 @@ TGTAMX static void q6_k_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr
     amx_config_full();
     const __m512i m3w = _mm512_set1_epi16(3);
     for (int64_t b = 0; b < n / 256; b++) {
-        for (int g = 0; g < ng; g++) {
-            const int8_t *q[16];
-            for (int i = 0; i < 16; i++) {
-                int t = 16 * g + i;
-                if (t < nt) {
-                    const tr_q8k *x = ACTK(t, b);
-                    q[i] = x->qs;
-                    xd[g][i] = x->d;
-                    for (int p = 0; p < 8; p++) memcpy(&P[g][p][i], &x->bsums[2 * p], 4);
-                } else {
-                    q[i] = zero_qs;
-                    xd[g][i] = 0;
-                    for (int p = 0; p < 8; p++) P[g][p][i] = 0;
-                }
-            }
-            for (int j = 0; j < 8; j++) amx_transpose(q, 32 * j, B[g][j]);
-        }
+        for (int g = 0; g < ng; g++)
+            amx_k_group(a, as, b, g, nt, sizeof(tr_q8k), offsetof(tr_q8k, qs), offsetof(tr_q8k, d),
+                        offsetof(tr_q8k, bsums), 8, B[g], xd[g], P[g]);
         for (int rg = 0; rg < nrg; rg++) {
             for (int r = 0; r < 16; r++) {
                 int row = 16 * rg + r;
