@@ -356,33 +356,36 @@ const tr_gemm_row tr_avx512_kquant_gemm_rows[] = {
     {-1, 0, NULL},
 };
 
-/* ---------------------------------------------------------------- AMX tier: Q4_K */
+/* ---------------------------------------------------------------- AMX tier: Q4_K, Q5_K, Q6_K */
 
 /* TR_ISA_AMX: the AVX-512 tier plus Intel's tile unit (AMX-TILE, AMX-INT8;
- * Sapphire Rapids and later Xeons). Only Q4_K has a kernel here (the rest of
- * the tier is the AVX-512 one's): the format of most of a Q4_K_M file.
+ * Sapphire Rapids and later Xeons). Here the k-quants most files are made
+ * of; the legacy formats in matmul_amx_legacy.c, the shared pieces in
+ * amx_common.h; every other type takes the AVX-512 kernel.
  *
- * One tdpbusd multiplies a 16 x 32 tile of unsigned weight bytes (16 rows,
- * one sub-block) by a 32 x 16 tile of signed activation bytes (one
- * sub-block of 16 tokens, rows of 4-byte groups: the layout the unit
- * wants), giving the 256 exact int32 dot products of that sub-block; the
- * 6-bit scales then apply in int32 lanes (16 tokens a zmm), so the products
- * run on the tile unit and the vector ports do only the scales and the
- * float part. Per call: up to 64 rows x 64 tokens; per super-block the
- * activations are transposed once for all rows and the weights unpacked
- * once for all tokens.
+ * A tdpbusd multiplies 16 weight rows (64 unsigned bytes each) by 16 tokens
+ * (64 signed activation bytes each, transposed into the 4-byte groups the
+ * unit wants) into 256 exact int32 sums. The sub-block scales are integers,
+ * so they go into the weight bytes (split in parts small enough that a
+ * quant times a part stays a byte, below), and a whole super-block is one
+ * chain of four 64-deep products per part: the vector ports only combine
+ * the parts, take the mins or offsets through the activation sums, and do
+ * the float step, 16 tokens a zmm. Per call: up to 64 rows x 128 tokens;
+ * per super-block the activations are transposed once for all rows and the
+ * weights decoded and scaled once for all tokens.
  *
  * Batch invariance fixes the arithmetic: a token alone (generation) or in a
- * group of a few goes through the vector kernel below, so both must compute
- * the same floats. The tier's definition, per row, token and super-block:
+ * group of a few goes through the vector kernels below, so both must compute
+ * the same floats. The tier's definition for Q4_K/Q5_K, per row, token and
+ * super-block (Q6_K's after its tile kernel):
  *   isum = sum_j sc_j * dot_j   (exact int32; dot_j over sub-block j)
  *   imin = sum_j m_j * bsums32_j (exact int32)
  *   t = float(isum) * d;  t = t - float(imin) * dmin (fused);  acc = t * xd + acc (fused)
  * from acc = 0, the result acc. Integers are exact whatever order they are
- * summed in, and the three float operations are the same instructions in
- * both kernels (lanes of a zmm here, lane 0 of an xmm there). It is not
- * the AVX-512 tier's order (that one keeps 16 float lanes per row), which
- * is as valid a rounding; tiers may differ from each other, a tier may not
+ * summed in, and the float operations are the same instructions in both
+ * kernels (lanes of a zmm there, lane 0 of an xmm here). It is not the
+ * AVX-512 tier's order (that one keeps 16 float lanes per row), which is as
+ * valid a rounding; tiers may differ from each other, a tier may not
  * differ from itself. */
 /* The tier's float step on one lane (lane 0). */
 TILE512 __m128 q4kx_tail(__m128 acc, __m128 isum, __m128 imin, __m128 dw, __m128 dmin, float xd) {
