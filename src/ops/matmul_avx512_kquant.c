@@ -409,31 +409,24 @@ TILE512 __m128 k45x_step(__m128 acc, __m512i V, __m512i M, __m512 dw, __m512 dmi
                      _mm512_castps512_ps128(dmin), xd);
 }
 
-/* The vector kernels of the tier: q4_k_sb's and q5_k_sb's products, then
- * k45x_step per token. */
-TILE512 void q4kx_sb(__m128 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
+/* The vector kernel of the tier for Q4_K (five = 0, TR_ACT_Q8KP) and Q5_K
+ * (five = 1, TR_ACT_Q8K): q4_k_sb's / q5_k_sb's products, then k45x_step
+ * per token. */
+TILE512 void k45x_sb(__m128 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT, const int five) {
     __m512i S[2], W[4];
     __m512i mins;
     __m512 dw, dmin;
     k4_header(w, S, &mins, &dw, &dmin);
-    q4_k_weights(w, W);
+    if (five)
+        q5_k_weights(w, W);
+    else
+        q4_k_weights(w, W);
     FOR_T512(j) {
-        const tr_q8kp *x = ACTKP(j, b);
-        acc[j] = k45x_step(acc[j], k_scaled(W, x->qs, S), _mm512_madd_epi16(mins, _mm512_loadu_si512(x->bsums)), dw,
-                           dmin, x->d);
-    }
-}
-
-TILE512 void q5kx_sb(__m128 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
-    __m512i S[2], W[4];
-    __m512i mins;
-    __m512 dw, dmin;
-    k4_header(w, S, &mins, &dw, &dmin);
-    q5_k_weights(w, W);
-    FOR_T512(j) {
-        const tr_q8k *x = ACTK(j, b);
-        acc[j] = k45x_step(acc[j], k_scaled(W, x->qs, S), _mm512_madd_epi16(mins, _mm512_loadu_si512(x->bsums)), dw,
-                           dmin, x->d);
+        const int8_t *qs = five ? ACTK(j, b)->qs : ACTKP(j, b)->qs;
+        const int16_t *bsums = five ? ACTK(j, b)->bsums : ACTKP(j, b)->bsums;
+        const float xd = five ? ACTK(j, b)->d : ACTKP(j, b)->d;
+        acc[j] = k45x_step(acc[j], k_scaled(W, qs, S), _mm512_madd_epi16(mins, _mm512_loadu_si512(bsums)), dw, dmin,
+                           xd);
     }
 }
 
@@ -442,10 +435,10 @@ TILE512 void first2_ss(__m128 a0, __m128 a1, float out[2]) {
     out[1] = _mm_cvtss_f32(a1);
 }
 
-TR_TILE_FROM_SB(q4kx, q4kx_sb, 144, __m128, _mm_setzero_ps(), _mm_cvtss_f32, tr_q8kp, TILE512)
+TR_TILE_FROM_SB(q4kx, k45x_sb, 144, __m128, _mm_setzero_ps(), _mm_cvtss_f32, tr_q8kp, TILE512, 0)
 TR_GEMM_FROM_TILE_W(q4kx_tiles, q4kx_tile, TGT512, TR_TILE_MAX)
 TR_GEMM_TWO_STREAMS(q4kx_vec, q4kx_tiles, q4kx_block, 144, __m128, _mm_setzero_ps(), first2_ss, tr_q8kp, TGT512)
-TR_TILE_FROM_SB(q5kx, q5kx_sb, 176, __m128, _mm_setzero_ps(), _mm_cvtss_f32, tr_q8k, TILE512)
+TR_TILE_FROM_SB(q5kx, k45x_sb, 176, __m128, _mm_setzero_ps(), _mm_cvtss_f32, tr_q8k, TILE512, 1)
 TR_GEMM_FROM_TILE_W(q5kx_tiles, q5kx_tile, TGT512, TR_TILE_MAX)
 TR_GEMM_TWO_STREAMS(q5kx_vec, q5kx_tiles, q5kx_block, 176, __m128, _mm_setzero_ps(), first2_ss, tr_q8k, TGT512)
 
