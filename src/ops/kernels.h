@@ -111,6 +111,9 @@ extern const tr_gemm_row tr_avxvnni_legacy_gemm_rows[];
 extern const tr_gemm_row tr_avxvnni_kquant_gemm_rows[];
 extern const tr_gemm_row tr_avx512_float_gemm_rows[];
 extern const tr_gemm_row tr_avx512_legacy_gemm_rows[];
+/* The AVX-512 Q8_0 kernel by name: the AMX tier's own for a few tokens. */
+void tr_avx512_gemm_q8_0(int64_t n, const void *w, size_t w_stride, int nr, const void *a, size_t a_stride, int nt,
+                         float *y, size_t y_stride);
 extern const tr_gemm_row tr_avx512_kquant_gemm_rows[];
 extern const tr_gemm_row tr_avx512_ternary_gemm_rows[];
 extern const tr_gemm_row tr_amx_kquant_gemm_rows[];

@@ -208,7 +208,6 @@ LQ_VEC(lq_q4_0, LQ_Q4_0)
 LQ_VEC(lq_q4_1, LQ_Q4_1)
 LQ_VEC(lq_q5_0, LQ_Q5_0)
 LQ_VEC(lq_q5_1, LQ_Q5_1)
-LQ_VEC(lq_q8_0, LQ_Q8_0)
 
 /* ---------------------------------------------------------------- the tile kernel */
 
@@ -322,18 +321,18 @@ TGTAMX static inline __attribute__((always_inline)) void lq_amx_block(int64_t n,
     amx_store(acc, nr, nt, y, ys);
 }
 
-#define LQ_KERNEL(name, f, min_tokens)                                                                      \
+#define LQ_KERNEL(name, f, vec, min_tokens)                                                                 \
     TGTAMX static void name##_amx_block(int64_t n, const uint8_t *w, size_t ws, int nr, const char *a,       \
                                         size_t as, int nt, float *y, size_t ys) {                           \
         lq_amx_block(n, w, ws, nr, a, as, nt, y, ys, f);                                                    \
     }                                                                                                       \
-    GEMM_AMX(gemm_##name##_amx, name##_amx_block, name##_vec, min_tokens)
+    GEMM_AMX(gemm_##name##_amx, name##_amx_block, vec, min_tokens)
 
-LQ_KERNEL(lq_q4_0, LQ_Q4_0, 10)
-LQ_KERNEL(lq_q4_1, LQ_Q4_1, 10)
-LQ_KERNEL(lq_q5_0, LQ_Q5_0, 8)
-LQ_KERNEL(lq_q5_1, LQ_Q5_1, 8)
-LQ_KERNEL(lq_q8_0, LQ_Q8_0, 6)
+LQ_KERNEL(lq_q4_0, LQ_Q4_0, lq_q4_0_vec, 10)
+LQ_KERNEL(lq_q4_1, LQ_Q4_1, lq_q4_1_vec, 10)
+LQ_KERNEL(lq_q5_0, LQ_Q5_0, lq_q5_0_vec, 8)
+LQ_KERNEL(lq_q5_1, LQ_Q5_1, lq_q5_1_vec, 8)
+LQ_KERNEL(lq_q8_0, LQ_Q8_0, tr_avx512_gemm_q8_0, 6)
 
 const tr_gemm_row tr_amx_legacy_gemm_rows[] = {
     {TR_TYPE_Q8_0, TR_ACT_Q8, gemm_lq_q8_0_amx},
