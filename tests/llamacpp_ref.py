@@ -41,13 +41,15 @@ PPL_TEST_CHUNKS = 2
 # quantization steps). The earlier rule (1 %, after 8 identical tokens) held
 # only where both engines round alike, on AVX2 machines.
 NEAR_TIE = 0.03
-# The real model (Gemma 3 270M Q4_K_M): 4 %. Its logits move more between
-# valid evaluations (max |delta| 7-9 % of the largest logit for each of
-# Trinity's tiers against llama.cpp), and the AMX tier (session 13), the
-# closest of the tiers to llama.cpp on it (7.1 %, 199 of 207 argmaxes
-# agreeing, against 7.9-8.7 % and 195), parts at a 3.15 % gap
-# (docs/PARITY.md): 1.3x the largest measured, as for every tolerance.
-NEAR_TIE_REAL = 0.04
+# The real model (Gemma 3 270M Q4_K_M): 8 %. Its logits move more between
+# valid evaluations: against Trinity's own scalar reference, every SIMD tier
+# differs by up to 7-9 % of the largest logit (max |delta| over a row, on the
+# greedy "The capital of France is" rows; against llama.cpp likewise), and
+# partings have been measured at 3.15 % (session 13, the AMX tier, GPL-3)
+# and 5.85 % (session 14, the AVX-512 tier's sixteen-row Q8_0 kernel on a
+# Zen 4, the rolling-window stream) (docs/PARITY.md): 1.3x the largest
+# measured, as for every tolerance.
+NEAR_TIE_REAL = 0.08
 
 
 def load(path, n_ctx, **kv):

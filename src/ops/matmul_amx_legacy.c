@@ -55,93 +55,65 @@ TILE512 float lq_h2f(const uint8_t *p) {
 
 /* Eight rows against NT <= TR_TILE_MAX tokens, the rows in the lanes of a
  * ymm (row i at w0 + ro[i]; token j's activations at a + j * as): per block
- * the eight rows are decoded once for the tokens (Q4/Q5: four rows' 16
- * bytes of quants in the 128-bit lanes of a zmm, low nibbles against the
- * activations 0..15 broadcast, high ones against 16..31; Q8_0: two rows'
- * 32 bytes plus 128 in the halves, 128 * sum(x) taken off after), and per
- * token the int32 sums are folded into one lane per row and the float step
- * done for the eight rows at once (lane i the same instructions as a zmm
- * lane of the tile kernel). */
+ * the eight rows are decoded once for the tokens (four rows' 16 bytes of
+ * quants in the 128-bit lanes of a zmm, low nibbles against the
+ * activations 0..15 broadcast, high ones against 16..31), and per token the
+ * int32 sums are folded into one lane per row and the float step done for
+ * the eight rows at once (lane i the same instructions as a zmm lane of the
+ * tile kernel). Q4_0, Q4_1, Q5_0, Q5_1: Q8_0's few tokens go to the
+ * AVX-512 tier's sixteen-row kernel, tr_avx512_gemm_q8_0, whose lanes are
+ * the same instructions too. */
 TILE512 void lq_rows8(int64_t n, const uint8_t *w0, const int32_t ro[8], const char *a, size_t as, int NT,
                       size_t pf, __m256 *acc, const int f) {
     const int bytes = LQ_BYTES(f);
     const __m256i roff = _mm256_loadu_si256((const __m256i *)ro);
     const __m512i m4 = _mm512_set1_epi8(0x0f), b16 = _mm512_set1_epi8(16);
-    const __m512i pick8 = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 0, 0, 0, 0, 0, 0, 0, 0);
     const __m512i pick4 = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0);
     FOR_T512(j) acc[j] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / 32; b++) {
         const uint8_t *base = w0 + (size_t)b * bytes;
-        if (f == LQ_Q8_0 || !(b & 1)) /* pf ahead (the next row of each stream): every line, at most 48 bytes apart */
+        if (!(b & 1)) /* pf ahead (the next row of each stream): every line, at most 48 bytes apart */
             _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++)
                 _mm_prefetch((const char *)base + ro[i] + pf, _MM_HINT_T0);
         __m256i dm = _mm256_i32gather_epi32((const int *)base, roff, 1); /* d, and Q4_1/Q5_1's m above it */
         const __m256 dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm));
         const __m256 mw = LQ_MIN(f) ? _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(dm, 16))) : dw;
         __m512i W[4];
-        if (f == LQ_Q8_0) {
-            /* w + 128 (unsigned) against x: the products plus 128 * sum(x), taken off below */
-            _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
-                W[k] = _mm512_xor_si512(
-                    _mm512_inserti64x4(
-                        _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(base + ro[2 * k] + 2))),
-                        _mm256_loadu_si256((const __m256i *)(base + ro[2 * k + 1] + 2)), 1),
-                    _mm512_set1_epi8((char)0x80));
-        } else {
-            __m128i qlo = _mm_setzero_si128(), qhi = _mm_setzero_si128();
+        __m128i qlo = _mm_setzero_si128(), qhi = _mm_setzero_si128();
+        if (f == LQ_Q5_0 || f == LQ_Q5_1) {
+            /* the fifth bits: word i of qlo (qhi) is row i's qh bits 0-15 (16-31) */
+            __m256i qh = _mm256_i32gather_epi32((const int *)(base + (f == LQ_Q5_0 ? 2 : 4)), roff, 1);
+            qlo = _mm256_cvtepi32_epi16(qh);
+            qhi = _mm256_cvtepi32_epi16(_mm256_srli_epi32(qh, 16));
+        }
+        _Pragma("GCC unroll 2") for (int k = 0; k < 2; k++) {
+            const uint8_t *q = base + LQ_QS(f);
+            __m512i Z = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(q + ro[4 * k])));
+            Z = _mm512_inserti32x4(Z, _mm_loadu_si128((const __m128i *)(q + ro[4 * k + 1])), 1);
+            Z = _mm512_inserti32x4(Z, _mm_loadu_si128((const __m128i *)(q + ro[4 * k + 2])), 2);
+            Z = _mm512_inserti32x4(Z, _mm_loadu_si128((const __m128i *)(q + ro[4 * k + 3])), 3);
+            W[2 * k] = _mm512_and_si512(Z, m4);
+            W[2 * k + 1] = _mm512_and_si512(_mm512_srli_epi16(Z, 4), m4);
             if (f == LQ_Q5_0 || f == LQ_Q5_1) {
-                /* the fifth bits: word i of qlo (qhi) is row i's qh bits 0-15 (16-31) */
-                __m256i qh = _mm256_i32gather_epi32((const int *)(base + (f == LQ_Q5_0 ? 2 : 4)), roff, 1);
-                qlo = _mm256_cvtepi32_epi16(qh);
-                qhi = _mm256_cvtepi32_epi16(_mm256_srli_epi32(qh, 16));
-            }
-            _Pragma("GCC unroll 2") for (int k = 0; k < 2; k++) {
-                const uint8_t *q = base + LQ_QS(f);
-                __m512i Z = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(q + ro[4 * k])));
-                Z = _mm512_inserti32x4(Z, _mm_loadu_si128((const __m128i *)(q + ro[4 * k + 1])), 1);
-                Z = _mm512_inserti32x4(Z, _mm_loadu_si128((const __m128i *)(q + ro[4 * k + 2])), 2);
-                Z = _mm512_inserti32x4(Z, _mm_loadu_si128((const __m128i *)(q + ro[4 * k + 3])), 3);
-                W[2 * k] = _mm512_and_si512(Z, m4);
-                W[2 * k + 1] = _mm512_and_si512(_mm512_srli_epi16(Z, 4), m4);
-                if (f == LQ_Q5_0 || f == LQ_Q5_1) {
-                    __mmask64 kl = (__mmask64)(k ? _mm_extract_epi64(qlo, 1) : _mm_cvtsi128_si64(qlo));
-                    __mmask64 kh = (__mmask64)(k ? _mm_extract_epi64(qhi, 1) : _mm_cvtsi128_si64(qhi));
-                    W[2 * k] = _mm512_mask_add_epi8(W[2 * k], kl, W[2 * k], b16);
-                    W[2 * k + 1] = _mm512_mask_add_epi8(W[2 * k + 1], kh, W[2 * k + 1], b16);
-                }
+                __mmask64 kl = (__mmask64)(k ? _mm_extract_epi64(qlo, 1) : _mm_cvtsi128_si64(qlo));
+                __mmask64 kh = (__mmask64)(k ? _mm_extract_epi64(qhi, 1) : _mm_cvtsi128_si64(qhi));
+                W[2 * k] = _mm512_mask_add_epi8(W[2 * k], kl, W[2 * k], b16);
+                W[2 * k + 1] = _mm512_mask_add_epi8(W[2 * k + 1], kh, W[2 * k + 1], b16);
             }
         }
         FOR_T512(j) {
             const tr_q8a *x = (const tr_q8a *)(a + (size_t)j * as) + b;
-            __m512i E;
-            __m256i is;
-            if (f == LQ_Q8_0) {
-                const __m512i X = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)x->qs));
-                __m512i D[4];
-                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)
-                    D[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), W[k], X);
-                /* per 128-bit lane [S(D0), S(D1), S(D2), S(D3)]; then lanes 0+1 (rows 0 2 4 6) and 2+3 (1 3 5 7) */
-                __m512i E01 = _mm512_add_epi32(_mm512_unpacklo_epi64(D[0], D[1]), _mm512_unpackhi_epi64(D[0], D[1]));
-                __m512i E23 = _mm512_add_epi32(_mm512_unpacklo_epi64(D[2], D[3]), _mm512_unpackhi_epi64(D[2], D[3]));
-                E = _mm512_add_epi32(
-                    _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(E01), _mm512_castsi512_ps(E23), 0x88)),
-                    _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(E01), _mm512_castsi512_ps(E23), 0xDD)));
-                E = _mm512_add_epi32(E, _mm512_shuffle_i64x2(E, E, _MM_SHUFFLE(2, 3, 0, 1)));
-                is = _mm512_castsi512_si256(_mm512_permutexvar_epi32(pick8, E)); /* rows 0..7 */
-            } else {
-                const __m512i Xlo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)x->qs));
-                const __m512i Xhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(x->qs + 16)));
-                __m512i D0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), W[0], Xlo), W[1], Xhi);
-                __m512i D1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), W[2], Xlo), W[3], Xhi);
-                /* per 128-bit lane l: [S(D0), S(D0), S(D1), S(D1)] = rows l and 4 + l */
-                E = _mm512_add_epi32(_mm512_unpacklo_epi64(D0, D1), _mm512_unpackhi_epi64(D0, D1));
-                E = _mm512_add_epi32(E, _mm512_shuffle_epi32(E, _MM_SHUFFLE(2, 3, 0, 1)));
-                is = _mm512_castsi512_si256(_mm512_permutexvar_epi32(pick4, E)); /* rows 0..7 */
-            }
-            if (LQ_OFF(f) || f == LQ_Q8_0) /* wrapping as the tile kernel's vpmulld (a hostile file's activations
-                                            * can be NaN, whose conversion leaves sums far out of range) */
-                is = _mm256_add_epi32(is, _mm256_set1_epi32((int32_t)((uint32_t)(f == LQ_Q8_0 ? -128 : LQ_OFF(f)) *
-                                                                      (uint32_t)x->sum)));
+            const __m512i Xlo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)x->qs));
+            const __m512i Xhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(x->qs + 16)));
+            __m512i D0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), W[0], Xlo), W[1], Xhi);
+            __m512i D1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), W[2], Xlo), W[3], Xhi);
+            /* per 128-bit lane l: [S(D0), S(D0), S(D1), S(D1)] = rows l and 4 + l */
+            __m512i E = _mm512_add_epi32(_mm512_unpacklo_epi64(D0, D1), _mm512_unpackhi_epi64(D0, D1));
+            E = _mm512_add_epi32(E, _mm512_shuffle_epi32(E, _MM_SHUFFLE(2, 3, 0, 1)));
+            __m256i is = _mm512_castsi512_si256(_mm512_permutexvar_epi32(pick4, E)); /* rows 0..7 */
+            if (LQ_OFF(f)) /* wrapping as the tile kernel's vpmulld (a hostile file's activations can be NaN,
+                            * whose conversion leaves sums far out of range) */
+                is = _mm256_add_epi32(is, _mm256_set1_epi32((int32_t)((uint32_t)LQ_OFF(f) * (uint32_t)x->sum)));
             const __m256 xd = _mm256_set1_ps(x->d);
             acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dw, xd), acc[j]);
             if (LQ_MIN(f)) acc[j] = _mm256_fmadd_ps(mw, _mm256_mul_ps(xd, _mm256_set1_ps((float)x->sum)), acc[j]);

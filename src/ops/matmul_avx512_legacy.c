@@ -19,8 +19,8 @@
  * vector for four rows, each row's scale repeated over its four lanes.
  *
  * Weights are made unsigned and the offset taken out through the
- * activation's integer sum: Q8_0's bytes are flipped by xor 0x80 (w + 128),
- * Q4_0 and Q5_0 keep their unsigned quants (q = w + 8, w + 16); the block's
+ * activation's integer sum: Q4_0 and Q5_0 keep their unsigned quants
+ * (q = w + 8, w + 16; Q8_0's sixteen-row kernel flips its bytes, w + 128); the block's
  * int32 lanes start at -(offset / 4) * sum each, so the row's four lanes
  * carry -offset * sum, exactly. Q4_1 and Q5_1 add their min through the sum
  * in float.
@@ -173,12 +173,9 @@ TILE512 void quad_tile(const uint8_t *const *rows, int64_t n, const char *a, siz
     int64_t nb = n / 32, b = 0;
     for (; b + 2 <= nb; b += 2) {
         if (pf) {
-            /* Two blocks span 36-68 bytes: one line, and for Q8_0 a second one every other step. */
+            /* Two blocks span 36-48 bytes: one line. */
             const size_t p = (size_t)b * lg_bytes(F) + pf;
-            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {
-                _mm_prefetch((const char *)r4[r] + p, _MM_HINT_T0);
-                if (F == F_Q8_0 && (b & 2)) _mm_prefetch((const char *)r4[r] + p + 64, _MM_HINT_T0);
-            }
+            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) _mm_prefetch((const char *)r4[r] + p, _MM_HINT_T0);
         }
         quad_block(r4, b, a, as, NT, acc, F);
         quad_block(r4, b + 1, a, as, NT, acc2, F);
@@ -199,29 +196,34 @@ GEMM_QUADS(gemm_q5_1, F_Q5_1)
 
 /* ---------------------------------------------------------------- Q8_0: sixteen rows in the lanes of a zmm */
 
-/* Q8_0 takes sixteen rows at a time, one row per int32 lane: per block the
- * rows' 32 bytes (two rows per zmm) are transposed in registers (vpermt2d,
- * vshufi64x2) so that W[k] lane i holds row i's elements 4k..4k+3 plus 128
- * (unsigned); per token eight vpdpbusd against the token's dword k
- * broadcast leave each row's exact block sum in its lane (no horizontal
- * folding), and the float step is one vector for sixteen rows. Decoded
- * once per block for up to eight tokens. On a Zen 4 (bench_matmul's hot
- * kernel, one thread) 0.28 ns per block and token at 8 tokens against the
- * four-row layout's 0.43; TinyLlama Q8_0 pp128 129 -> 185 t/s, generation
- * level (29.5 vs 29.9). The same layout for Q4_0/Q5_0 made prompts 40 %
- * faster too, but generation 12 % (Q4_0) and 7 % (Gemma's Q5_0) slower
- * there (the transposition's cost at one token, sixteen weight streams),
- * so those keep the four-row kernels above.
+/* Q8_0 takes sixteen rows at a time, one row per int32 lane of a zmm: per
+ * block the sixteen rows' 32 bytes are loaded (two rows a zmm) and
+ * transposed in registers (vpermt2d, vshufi64x2) so that W[k] lane i holds
+ * row i's elements 4k..4k+3 plus 128 (unsigned); per token eight vpdpbusd
+ * against the token's dword k broadcast leave each row's exact block sum in
+ * its lane, with no horizontal folding, and the float step is one vector
+ * for sixteen rows. Decoded once per block for up to eight tokens.
+ *
+ * Measured on a Zen 4 (session 14): bench_matmul's hot kernel 0.28 ns per
+ * block and token at 8 tokens against the four-row layout's 0.43; TinyLlama
+ * Q8_0 pp128 132 -> 186 t/s, generation level (36.0-37.2 vs 35.4-36.8 t/s,
+ * three alternating pairs). The same layout made Q4_0 / Q5_0 prompts 40 %
+ * faster and Q4_K's 30 % (138 -> 180 t/s), but generation slower: Q4_0
+ * -12 %, Gemma (Q5_0) -7 %, Q4_K -17 % (one token's weights as sixteen
+ * far-apart streams: 27.8 GB/s on two threads where the two-stream Q4_K
+ * kernel reads 37.5; sixteen neighbouring rows, or a prefetch of each
+ * stream's next row, were slower still), so those keep their kernels: the
+ * way to both is weights repacked at load into this layout (one stream per
+ * sixteen rows, no transposition), not done yet.
  *
  * The arithmetic, per row, token and block in order from acc = 0 (the AMX
  * tier's, matmul_amx_legacy.c, instruction for instruction: that tier runs
  * this kernel for a few tokens):
  *   isum = dot(w + 128, x) - 128 * sum(x)   (exact, wrapping)
  *   acc = float(isum) * (d * xd) + acc      (d * xd rounded, then fused)
- * Rows come from the sixteen parts of the rows handed in (sixteen far-apart
- * sequential streams; prefetching the next row of each made generation
- * slower on the Zen 4), the last nr % 16 rows as a sixteen with the last
- * row repeated. A lane's result depends only on its row and token. */
+ * A lane's result depends only on its row and token. The scales are read
+ * a block ahead into a buffer (below): a gather of the sixteen took as long
+ * as the rest of a block's decoding on the Zen 4. */
 
 /* acc + the products of w's bytes with the four bytes at p (broadcast),
  * summed by fours: GCC 12 does not fold the broadcast into the operand. */
@@ -230,7 +232,9 @@ TILE512 __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t *p) {
     __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)p));
     return acc;
 #else
-    return _mm512_dpbusd_epi32(acc, w, _mm512_set1_epi32((int)load32((const uint8_t *)p)));
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_dpbusd_epi32(acc, w, _mm512_set1_epi32(v));
 #endif
 }
 
@@ -240,6 +244,12 @@ static const int32_t r16_q03[16] __attribute__((aligned(64))) = {0, 8, 16, 24, 1
                                                                  2, 10, 18, 26, 3, 11, 19, 27};
 static const int32_t r16_q47[16] __attribute__((aligned(64))) = {4, 12, 20, 28, 5, 13, 21, 29,
                                                                  6, 14, 22, 30, 7, 15, 23, 31};
+
+/* Two rows' 32 bytes (at p + r[0], p + r[1]) in the two halves. */
+TILE512 __m512i rows2x32(const uint8_t *p, const int32_t *r) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + r[0]))),
+                              _mm256_loadu_si256((const __m256i *)(p + r[1])), 1);
+}
 
 /* P[k] lane m: dword m of rows 4k..4k+3 -> T[m] lane i: row i's dword m. */
 TILE512 void lanes4x4(const __m512i P[4], __m512i *T) {
@@ -251,10 +261,17 @@ TILE512 void lanes4x4(const __m512i P[4], __m512i *T) {
     T[3] = _mm512_shuffle_i64x2(U1, V1, 0xDD);
 }
 
-/* Two rows' 32 bytes (at p + r[0], p + r[1]) in the two halves. */
-TILE512 __m512i rows2x32(const uint8_t *p, const int32_t *r) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + r[0]))),
-                              _mm256_loadu_si256((const __m256i *)(p + r[1])), 1);
+/* Sixteen rows' 32 bytes at p + ro[i]: T[m] lane i = row i's dword m (m < 8). */
+TILE512 void rows16x32(const uint8_t *p, const int32_t *ro, __m512i T[8]) {
+    const __m512i q03 = _mm512_load_si512(r16_q03), q47 = _mm512_load_si512(r16_q47);
+    __m512i P[4], Q[4];
+    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+        __m512i Y0 = rows2x32(p, ro + 4 * k), Y1 = rows2x32(p, ro + 4 * k + 2);
+        P[k] = _mm512_permutex2var_epi32(Y0, q03, Y1);
+        Q[k] = _mm512_permutex2var_epi32(Y0, q47, Y1);
+    }
+    lanes4x4(P, T);
+    lanes4x4(Q, T + 4);
 }
 
 /* Sixteen Q8_0 rows (row i at w0 + ro[i]) against NT <= TR_TILE_MAX tokens. */
@@ -273,15 +290,8 @@ TILE512 void q8_rows16(int64_t n, const uint8_t *w0, const int32_t ro[16], const
         const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_load_si512(dm[b & 1])));
         if (b + 1 < nb)
             _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) memcpy(&dm[(b + 1) & 1][i], base + bytes + ro[i], 4);
-        const __m512i q03 = _mm512_load_si512(r16_q03), q47 = _mm512_load_si512(r16_q47);
-        __m512i P[4], Q[4], W[8];
-        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
-            __m512i Y0 = rows2x32(base + qs, ro + 4 * k), Y1 = rows2x32(base + qs, ro + 4 * k + 2);
-            P[k] = _mm512_permutex2var_epi32(Y0, q03, Y1);
-            Q[k] = _mm512_permutex2var_epi32(Y0, q47, Y1);
-        }
-        lanes4x4(P, W);
-        lanes4x4(Q, W + 4);
+        __m512i W[8];
+        rows16x32(base + qs, ro, W);
         const __m512i flip = _mm512_set1_epi8((char)0x80);
         _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) W[k] = _mm512_xor_si512(W[k], flip);
         FOR_T512(j) {
@@ -301,9 +311,11 @@ TILE512 void q8_rows16(int64_t n, const uint8_t *w0, const int32_t ro[16], const
     }
 }
 
-/* Q8_0's kernel: sixteens of far-apart rows against tiles of up to
- * TR_TILE_MAX tokens. Row offsets are int32: a call over more than 1 GiB
- * of rows goes in parts. */
+/* The Q8_0 kernel: q8_rows16 over sixteens of rows, in tiles of up to
+ * TR_TILE_MAX tokens. Rows come from the sixteen parts of the rows handed
+ * in (sixteen far-apart sequential streams), the last nr % 16 rows as a
+ * sixteen with the last row repeated. Row offsets are int32: a call over
+ * more than 1 GiB of rows goes in parts. */
 TGT512 void tr_avx512_gemm_q8_0(int64_t n, const void *w_, size_t ws, int nr, const void *a_, size_t as, int nt,
                                 float *y, size_t ys) {
     const uint8_t *w = w_;
