@@ -71,9 +71,14 @@ typedef enum tr_type {
     TR_TYPE_TQ2_0 = 35,
     TR_TYPE_MXFP4 = 39,
     TR_TYPE_COUNT = 40, /* ggml's types are below this; GGUF files hold only these */
-    /* Trinity's own formats, never in a GGUF file: KV-cache entries only. */
-    TR_TYPE_TQ2_32 = 64, /* ternary, blocks of 32: d * {-1, 0, +1} (src/quant/blocks.h) */
-    TR_TYPE_TABLE_SIZE = 65,
+    /* Trinity's own formats, never in a GGUF file: KV-cache entries and
+     * weights repacked at load (src/model/repack.c). */
+    TR_TYPE_TQ2_32 = 64,   /* ternary, blocks of 32: d * {-1, 0, +1} (src/quant/blocks.h) */
+    TR_TYPE_Q4_K_X16 = 65, /* Q4_K, sixteen rows interleaved per super-block (src/quant/blocks.h) */
+    TR_TYPE_Q4_0_X16 = 66, /* Q4_0, Q5_0, Q8_0: sixteen rows interleaved per block (src/quant/blocks.h) */
+    TR_TYPE_Q5_0_X16 = 67,
+    TR_TYPE_Q8_0_X16 = 68,
+    TR_TYPE_TABLE_SIZE = 69,
 } tr_type;
 
 /* Name as ggml spells it ("Q4_K"), or NULL when `type` is not a ggml type. */

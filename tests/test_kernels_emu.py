@@ -43,7 +43,7 @@ GEMM = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p, ctypes.c_size_t, 
 class Kernel(ctypes.Structure):
     _fields_ = [("act", ctypes.c_int), ("blck", ctypes.c_int64), ("ref", ctypes.c_void_p),
                 ("avx2", ctypes.c_void_p), ("avxvnni", ctypes.c_void_p), ("avx512", ctypes.c_void_p),
-                ("amx", ctypes.c_void_p)]
+                ("amx", ctypes.c_void_p), ("group", ctypes.c_int64)]
 
 
 def open_lib():
@@ -63,6 +63,7 @@ def open_lib():
     lib.tr_matmul_chunk_rows.restype = ctypes.c_int64
     lib.tr_matmul_chunk_rows.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
     lib.tr_cpu_describe.restype = ctypes.c_char_p
+    lib.tr_x16_pack.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_int64]
     return lib
 
 
@@ -351,6 +352,41 @@ def test_float_kernels_ragged_rows(lib, emu):
             checked += 1
     if checked == 0:
         pytest.skip("this build has no SIMD float kernels")
+
+
+X16 = {"Q4_K": 65, "Q4_0": 66, "Q5_0": 67, "Q8_0": 68}  # tr_type of each source's layout repacked at load
+
+
+@pytest.mark.parametrize("src", sorted(X16))
+def test_avx512_x16_kernels_write_reference_bits(lib, emu, src):
+    """The AVX-512 kernels of rows repacked at load (src/model/repack.c:
+    sixteen rows interleaved), emulated, through tr_matmul's chunk-and-tile
+    loop on chunks of 16, 32 and 64 rows: bit for bit the source format's
+    scalar reference on the file's rows (natively), for 1..9 tokens."""
+    rng = random.Random(11)
+    ks = lib.tr_kernel_get(TYPES[src][0]).contents
+    kx = lib.tr_kernel_get(X16[src])
+    fn = lib.tr_kernel_variant(kx, ISA_AVX512) if kx else None
+    if not fn:
+        pytest.skip(f"this build has no AVX-512 {src}_X16 kernel")
+    assert kx.contents.group == 16
+    fn_chunks = ctypes.cast(lib.tr_matmul_chunks, ctypes.c_void_p).value
+    bl = ks.blck
+    for cols, rows, nt in ((bl, 16, 1), (2 * bl, 32, 3), (3 * bl, 48, 9)):
+        wkeep, w, ws = random_weights(lib, src, rows, cols, rng)
+        xs = lib.tr_row_size(X16[src], cols)
+        assert xs == (cols // 256 * 148 if src == "Q4_K" else ws)
+        xkeep, x16 = aligned(xs * rows)
+        for g in range(rows // 16):
+            lib.tr_x16_pack(X16[src], w + g * 16 * ws, ws, x16 + g * 16 * xs, cols)
+        akeep, a, a_stride = activations(lib, ks, [rng.uniform(-1, 1) for _ in range(cols * nt)], cols, nt)
+        y0k, y0 = aligned(4 * rows * nt)
+        GEMM(ks.ref)(cols, w, ws, rows, a, a_stride, nt, y0, rows)
+        want = ctypes.string_at(y0, 4 * rows * nt)
+        for chunk in (16, 32, 64):
+            y1k, y1 = aligned(4 * rows * nt)
+            emu.call(fn_chunks, fn, chunk, x16, xs, rows, cols, a, a_stride, nt, y1)
+            assert ctypes.string_at(y1, 4 * rows * nt) == want, f"rows={rows} cols={cols} nt={nt} chunk={chunk}"
 
 
 def test_kernels_read_nothing_past_the_last_row(lib, emu):

@@ -60,6 +60,7 @@ Also: batch invariance on each new path (a token's logits are the same bits
 alone, in prompt chunks, beside another sequence in one batch, on 1 or 3
 threads, with small KV blocks), and `trinity info` naming each architecture.
 """
+import ctypes
 import hashlib
 import json
 import os
@@ -283,6 +284,68 @@ def test_bitnet_ternary_files_hold_the_f16_weights(gen_dir):
             assert np.array_equal(q[name], x), (t, name, float(np.abs(q[name] - x).max()))
         blk = [n for n in q if n.startswith("blk.") and n.endswith(".weight") and "norm" not in n]
         assert len(blk) == 14 and all(set(np.unique(q[n] / np.abs(q[n]).max())) <= {-1.0, 0.0, 1.0} for n in blk)
+
+
+X16 = {"Q4_K": (12, 65, 256, 148), "Q4_0": (2, 66, 32, 18), "Q5_0": (6, 67, 32, 22), "Q8_0": (8, 68, 32, 34)}
+
+
+@pytest.mark.parametrize("key", ["mixtral_Q4_K", "phi3_Q4_K", "qwen3moe_Q4_K", "mixtral_Q8_0", "phi3_Q8_0",
+                                 "llama_Q4_0", "llama_Q5_0"])
+def test_x16_repacked_at_load(elib, gen_dir, tmp_path, key):
+    """Where the AVX-512 tier runs (and the AMX tier does not), Q4_K, Q4_0,
+    Q5_0 and Q8_0 matrices are repacked at load into their _X16 layouts
+    (sixteen rows interleaved; Q4_K 148 bytes a row and super-block against
+    144, the others the same size): every such tensor but the token
+    embeddings (read a row at a time), 3-D experts (mixtral, qwen3moe) and
+    fused q/k/v and gate/up views (phi3) included. With the repack a
+    prompt's logits are the same bits on 1 and 2 threads, in one batch and a
+    token at a time; against the mapped rows (--no-repack: the tier's own
+    kernels, rounded in another order) they differ by the kernels' rounding
+    only, within the quantized tolerance of the llama.cpp comparisons.
+    Elsewhere nothing is repacked."""
+    from gguf import GGUFReader
+    src = key.split("_", 1)[1]
+    if key.startswith("llama_"):
+        path = str(tmp_path / f"{key}.gguf")
+        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_model.py"), "--arch", "llama", "--type", src,
+                        "-o", path], check=True, capture_output=True)
+    else:
+        path = model(gen_dir, key)
+    st, xt, blck, xbytes = X16[src]
+    elib.tr_matmul_repack_type.argtypes = [ctypes.c_int]
+    repacks = elib.tr_matmul_repack_type(st) == xt  # on this CPU
+    ts = [t for t in GGUFReader(path).tensors if t.tensor_type.name == src]
+    assert ts, f"the file has no {src} tensor"
+    want = [t for t in ts if t.name != "token_embd.weight" and len(t.shape) > 1 and int(t.shape[1]) % 16 == 0]
+    assert want, f"the file has no {src} matrix to repack"
+    want_bytes = sum(int(np.prod([int(x) for x in t.shape])) // blck * xbytes for t in want) if repacks else 0
+    rng = np.random.default_rng(5)
+    prompt = [1] + [int(t) for t in rng.integers(259, 512, size=40)]
+    out = {}
+    for no_repack in (False, True):
+        m = E.Model(elib, path, no_repack=no_repack)
+        try:
+            assert m.repacked_bytes == (0 if no_repack else want_bytes), (m.repacked_bytes, want_bytes)
+            for threads, chunk in ((1, None), (2, None), (2, 1)):
+                c = E.Context(m, n_ctx=128, n_batch=64, n_threads=threads)
+                try:
+                    out[(no_repack, threads, chunk)] = c.eval_all(prompt, n_batch=chunk)
+                finally:
+                    c.close()
+        finally:
+            m.close()
+    info = run_trinity("info", path, check=True).stdout
+    assert (f"repack: {len(want)} {src} tensors" in info) == repacks, info[-600:]
+    for no_repack in (False, True):
+        ref = out[(no_repack, 2, None)]
+        for k, v in out.items():
+            if k[0] == no_repack:
+                assert np.array_equal(v.view(np.uint32), ref.view(np.uint32)), f"{key}: logits differ with {k}"
+    a, b = out[(False, 2, None)], out[(True, 2, None)]
+    rel = float(np.abs(a - b).max() / np.abs(b).max())
+    assert rel <= TOL_ARCH["Q4_K"], f"{key}: repacked vs mapped logits differ by {rel:.3g} of the largest"
+    record_x16 = MEASURED.setdefault("x16_repack", {})
+    record_x16[key] = {"repacked": repacks, "tensors": len(want), "rel_vs_mapped": rel}
 
 
 @pytest.mark.parametrize("key", ["bitnet_TQ1_0", "mixtral_TQ1_0", "granitehybrid_TQ1_0"])

@@ -5,6 +5,7 @@
 #include "model/model.h"
 
 #include "core/util.h"
+#include "quant/quant.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -888,18 +889,32 @@ size_t tr_model_describe(const tr_model *m, char *buf, size_t cap) {
             "for its extra tensor)", a->name);
     if (hp->final_softcap > 0) put(&b, ", final logit soft-capping %g", hp->final_softcap);
     put(&b, "\n");
-    int64_t n_tq1 = 0;
-    uint64_t tq1_bytes = 0, tq2_bytes = 0;
-    for (int64_t i = 0; i < tr_gguf_n_tensors(m->gguf); i++) {
-        const tr_gguf_tensor *t = tr_gguf_tensor_at(m->gguf, i);
-        if (t->type != TR_TYPE_TQ1_0) continue;
-        n_tq1++, tq1_bytes += t->nbytes;
-        tq2_bytes += (uint64_t)tr_row_size(TR_TYPE_TQ2_0, t->ne[0]) * (uint64_t)(t->ne[1] * t->ne[2] * t->ne[3]);
+    /* What is (or, for a model loaded with no_repack, would be) repacked on this CPU. */
+    int64_t n_from[TR_REPACK_KINDS] = {0};
+    uint64_t from_bytes[TR_REPACK_KINDS] = {0}, to_bytes[TR_REPACK_KINDS] = {0};
+    if (m->n_repacked > 0) {
+        for (int64_t j = 0; j < m->n_repacked; j++) {
+            const tr_repacked *r = &m->repacked[j];
+            const int k = tr_repack_kind(r->to);
+            n_from[k]++, from_bytes[k] += r->src_bytes;
+            to_bytes[k] += (uint64_t)(r->src_bytes / r->src_row) * r->dst_row;
+        }
+    } else {
+        tr_model_repack_plan(m, n_from, from_bytes, to_bytes);
     }
-    if (n_tq1 > 0)
-        put(&b, "repack: %lld TQ1_0 tensors (%.1f MiB mapped) %s into TQ2_0's layout (%.1f MiB of the model's own; "
-            "the same numbers, faster kernels; --no-repack keeps them mapped)\n",
-            (long long)n_tq1, (double)tq1_bytes / 1048576.0, m->repacked_bytes ? "repacked at load" : "repacked at load by run/chat/serve/bench",
-            (double)tq2_bytes / 1048576.0);
+    for (int k = 0; k < TR_REPACK_KINDS; k++) {
+        if (n_from[k] == 0) continue;
+        static const int to[TR_REPACK_KINDS] = {TR_TYPE_TQ2_0, TR_TYPE_Q4_K_X16, TR_TYPE_Q4_0_X16, TR_TYPE_Q5_0_X16,
+                                                TR_TYPE_Q8_0_X16};
+        const bool x16 = k > 0;
+        put(&b, "repack: %lld %s tensors (%.1f MiB mapped) %s into %s%s (%.1f MiB of the model's own; %s; "
+            "--no-repack keeps them mapped)\n",
+            (long long)n_from[k], tr_type_name(x16 ? tr_x16_source(to[k]) : TR_TYPE_TQ1_0),
+            (double)from_bytes[k] / 1048576.0, m->n_repacked ? "repacked at load" : "repacked at load by run/chat/serve/bench",
+            x16 ? tr_type_name(to[k]) : "TQ2_0's layout", x16 ? " (sixteen rows interleaved)" : "",
+            (double)to_bytes[k] / 1048576.0,
+            x16 ? "the same numbers; the AVX-512 kernels read sixteen rows as one stream"
+                : "the same numbers, faster kernels");
+    }
     return b.len;
 }

@@ -2,48 +2,67 @@
  * memory of the model's own; every other weight stays a view into the
  * mapping (zero copy). tr_model_params.no_repack keeps them all there.
  *
- * Today one repack: TQ1_0 (1.69 bits a weight, five trits a byte: decoding
- * them is most of its matmul's work) into TQ2_0 (2.06 bits, four trits a
- * byte: a shift and a mask), the same trits and the same scale bits, so
- * every product is the same number (the integer sums are exact) and a
- * TQ1_0 model computes with TQ2_0's kernels: docs/BENCHMARKS.md has what it
- * buys, docs/DESIGN.md why. A tensor is converted once, and every weight
- * that views it (fused q/k/v, experts, a tied output) follows it. */
+ * Two repacks:
+ * - TQ1_0 (1.69 bits a weight, five trits a byte: decoding them is most of
+ *   its matmul's work) into TQ2_0 (2.06 bits, four trits a byte: a shift
+ *   and a mask), the same trits and the same scale bits, so every product
+ *   is the same number (the integer sums are exact) and a TQ1_0 model
+ *   computes with TQ2_0's kernels; on every CPU.
+ * - Q4_K, Q4_0, Q5_0 and Q8_0 into their _X16 layouts (quant/blocks.h:
+ *   sixteen rows interleaved per block; Q4_K's scales unpacked, 148 bytes
+ *   per row and super-block against 144, the others the same size) where
+ *   tr_matmul_repack_type says so (the AVX-512 tier): the kernels read
+ *   sixteen rows as one stream with no shuffles, and compute the scalar
+ *   reference's bits (matmul_avx512_repack.c).
+ * docs/BENCHMARKS.md has what each buys, docs/DESIGN.md why. A tensor is
+ * converted once, and every weight that views it (fused q/k/v, experts, a
+ * tied output) follows it; an _X16 tensor is repacked only when every view
+ * is a matmul of whole groups of sixteen rows (the token embeddings, read
+ * a row at a time, never are). */
 #include "model/model.h"
 
 #include "core/util.h"
+#include "ops/ops.h"
 #include "quant/quant.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 typedef struct rows_job {
+    int to; /* the target type */
     const uint8_t *src;
     uint8_t *dst;
     size_t src_row, dst_row;
-    int64_t r0, r1, cols;
+    int64_t r0, r1, cols; /* units: rows (TQ2_0) or groups of 16 rows (the _X16 layouts) */
 } rows_job;
 
 static void *convert_rows(void *arg) {
     const rows_job *j = arg;
-    for (int64_t r = j->r0; r < j->r1; r++)
-        tr_tq1_0_to_tq2_0(j->src + (size_t)r * j->src_row, j->dst + (size_t)r * j->dst_row, j->cols);
+    for (int64_t r = j->r0; r < j->r1; r++) {
+        if (j->to == TR_TYPE_TQ2_0)
+            tr_tq1_0_to_tq2_0(j->src + (size_t)r * j->src_row, j->dst + (size_t)r * j->dst_row, j->cols);
+        else
+            tr_x16_pack(j->to, j->src + (size_t)r * 16 * j->src_row, j->src_row, j->dst + (size_t)r * 16 * j->dst_row,
+                        j->cols);
+    }
     return NULL;
 }
 
-/* The rows split among up to 8 threads (the bytes do not depend on it). */
-static void convert(const uint8_t *src, uint8_t *dst, size_t src_row, size_t dst_row, int64_t rows, int64_t cols) {
+/* The units split among up to 8 threads (the bytes do not depend on it). */
+static void convert(int to, const uint8_t *src, uint8_t *dst, size_t src_row, size_t dst_row, int64_t units,
+                    int64_t cols) {
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
     int nth = nc < 1 ? 1 : nc > 8 ? 8 : (int)nc;
-    if (rows < 64 * nth) nth = 1;
+    if (units < 64 * nth) nth = 1;
     rows_job jobs[8];
     pthread_t th[8];
     bool made[8] = {false};
     for (int t = 0; t < nth; t++)
-        jobs[t] = (rows_job){src, dst, src_row, dst_row, rows * t / nth, rows * (t + 1) / nth, cols};
+        jobs[t] = (rows_job){to, src, dst, src_row, dst_row, units * t / nth, units * (t + 1) / nth, cols};
     for (int t = 1; t < nth; t++) made[t] = pthread_create(&th[t], NULL, convert_rows, &jobs[t]) == 0;
     convert_rows(&jobs[0]);
     for (int t = 1; t < nth; t++) {
@@ -74,26 +93,99 @@ static int model_matrices(tr_model *m, tr_weight **out, int cap) {
     return n;
 }
 
+/* The type tensor t is repacked into on this CPU, or -1 (it stays mapped).
+ * all: the model's nw matrices. */
+static int repack_target(const tr_model *m, const tr_gguf_tensor *t, tr_weight *const *all, int nw) {
+    if (t->type == TR_TYPE_TQ1_0) return TR_TYPE_TQ2_0;
+    const int to = tr_matmul_repack_type(t->type);
+    if (to < 0 || tr_x16_source(to) != (int)t->type || t->ne[1] % 16) return -1;
+    const size_t row = tr_row_size(t->type, t->ne[0]);
+    const uint8_t *s = t->data;
+    if (!row) return -1;
+    for (int k = 0; k < nw; k++) {
+        const tr_weight *w = all[k];
+        const uint8_t *p = w->data;
+        if (!p || p < s || p >= s + t->nbytes) continue;
+        if (w == &m->tok_embd || w == &m->pos_embd || w->type != (int)t->type) return -1; /* read a row at a time */
+        if ((size_t)(p - s) % (16 * row) || w->rows % 16) return -1;
+    }
+    return to;
+}
+
+int tr_repack_kind(int to) {
+    switch (to) {
+    case TR_TYPE_TQ2_0: return 0;
+    case TR_TYPE_Q4_K_X16: return 1;
+    case TR_TYPE_Q4_0_X16: return 2;
+    case TR_TYPE_Q5_0_X16: return 3;
+    case TR_TYPE_Q8_0_X16: return 4;
+    default: return -1;
+    }
+}
+
+int64_t tr_model_repack_plan(const tr_model *m, int64_t n_from[TR_REPACK_KINDS], uint64_t bytes_from[TR_REPACK_KINDS],
+                             uint64_t bytes_to[TR_REPACK_KINDS]) {
+    const tr_gguf *g = m->gguf;
+    const int nw = model_matrices((tr_model *)m, NULL, 0); /* count, then list */
+    tr_weight **all = malloc(sizeof *all * (size_t)(nw ? nw : 1));
+    if (!all) return -1;
+    model_matrices((tr_model *)m, all, nw); /* only read */
+    int64_t n = 0;
+    for (int k = 0; k < TR_REPACK_KINDS; k++) n_from[k] = 0, bytes_from[k] = bytes_to[k] = 0;
+    for (int64_t i = 0; i < tr_gguf_n_tensors(g); i++) {
+        const tr_gguf_tensor *t = tr_gguf_tensor_at(g, i);
+        const int to = repack_target(m, t, all, nw);
+        if (to < 0) continue;
+        const int k = tr_repack_kind(to);
+        n_from[k]++, n++;
+        bytes_from[k] += t->nbytes;
+        bytes_to[k] += (uint64_t)tr_row_size(to, t->ne[0]) * (uint64_t)(t->ne[1] * t->ne[2] * t->ne[3]);
+    }
+    free(all);
+    return n;
+}
+
 tr_status tr_model_repack(tr_model *m, tr_error *err) {
     const tr_gguf *g = m->gguf;
-    int64_t nt = tr_gguf_n_tensors(g), n_tq1 = 0;
-    for (int64_t i = 0; i < nt; i++) n_tq1 += tr_gguf_tensor_at(g, i)->type == TR_TYPE_TQ1_0;
-    if (n_tq1 == 0) return TR_OK;
-    m->repacked = calloc((size_t)n_tq1, sizeof *m->repacked);
-    if (!m->repacked) return tr_err_set(err, TR_ERR_NOMEM, "out of memory repacking TQ1_0 weights");
+    const int64_t nt = tr_gguf_n_tensors(g);
+    const int nw = model_matrices(m, NULL, 0); /* count, then list */
+    tr_weight **all = malloc(sizeof *all * (size_t)(nw ? nw : 1));
+    int *to = malloc(sizeof *to * (size_t)(nt ? nt : 1));
+    tr_status st = TR_OK;
+    if (!all || !to) {
+        st = tr_err_set(err, TR_ERR_NOMEM, "out of memory repacking weights");
+        goto done;
+    }
+    model_matrices(m, all, nw);
+    /* Decide every tensor before any weight is redirected. */
+    int64_t n = 0;
+    for (int64_t i = 0; i < nt; i++) n += (to[i] = repack_target(m, tr_gguf_tensor_at(g, i), all, nw)) >= 0;
+    if (n == 0) goto done;
+    m->repacked = calloc((size_t)n, sizeof *m->repacked);
+    if (!m->repacked) {
+        st = tr_err_set(err, TR_ERR_NOMEM, "out of memory repacking weights");
+        goto done;
+    }
     for (int64_t i = 0; i < nt; i++) {
+        if (to[i] < 0) continue;
         const tr_gguf_tensor *t = tr_gguf_tensor_at(g, i);
-        if (t->type != TR_TYPE_TQ1_0) continue;
         const int64_t cols = t->ne[0], rows = t->ne[1] * t->ne[2] * t->ne[3];
-        const size_t src_row = tr_row_size(TR_TYPE_TQ1_0, cols), dst_row = tr_row_size(TR_TYPE_TQ2_0, cols);
+        const size_t src_row = tr_row_size(t->type, cols), dst_row = tr_row_size(to[i], cols);
         uint64_t bytes;
-        if (!src_row || !tr_mul_u64((uint64_t)rows, dst_row, &bytes) || (uint64_t)(size_t)bytes != bytes)
-            return tr_err_set(err, TR_ERR_FORMAT, "tensor %s: cannot be repacked (%lld x %lld)", t->name,
-                              (long long)rows, (long long)cols);
-        uint8_t *dst = malloc(bytes ? (size_t)bytes : 1);
-        if (!dst) return tr_err_set(err, TR_ERR_NOMEM, "out of memory repacking %s (%llu bytes)", t->name,
-                                    (unsigned long long)bytes);
-        convert(t->data, dst, src_row, dst_row, rows, cols);
+        if (!src_row || !dst_row || !tr_mul_u64((uint64_t)rows, dst_row, &bytes) || (uint64_t)(size_t)bytes != bytes ||
+            bytes > SIZE_MAX - 64) {
+            st = tr_err_set(err, TR_ERR_FORMAT, "tensor %s: cannot be repacked (%lld x %lld)", t->name,
+                            (long long)rows, (long long)cols);
+            goto done;
+        }
+        /* 64-byte aligned: the AVX-512 kernels load whole cache lines of a group */
+        uint8_t *dst = aligned_alloc(64, bytes ? ((size_t)bytes + 63) & ~(size_t)63 : 64);
+        if (!dst) {
+            st = tr_err_set(err, TR_ERR_NOMEM, "out of memory repacking %s (%llu bytes)", t->name,
+                            (unsigned long long)bytes);
+            goto done;
+        }
+        convert(to[i], t->data, dst, src_row, dst_row, to[i] == TR_TYPE_TQ2_0 ? rows : rows / 16, cols);
         /* The mapped original is not read again: its whole pages leave this
          * process's resident set (the file's pages stay in the page cache). */
         const long pg = sysconf(_SC_PAGESIZE);
@@ -103,29 +195,28 @@ tr_status tr_model_repack(tr_model *m, tr_error *err) {
             if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
         }
         m->repacked[m->n_repacked++] = (tr_repacked){.src = t->data, .src_bytes = (size_t)rows * src_row, .dst = dst,
-                                                     .src_row = src_row, .dst_row = dst_row};
+                                                     .src_row = src_row, .dst_row = dst_row, .from = t->type,
+                                                     .to = to[i]};
         m->repacked_bytes += bytes;
     }
-    const int nw = model_matrices(m, NULL, 0); /* count, then list */
-    tr_weight **all = malloc(sizeof *all * (size_t)nw);
-    if (!all) return tr_err_set(err, TR_ERR_NOMEM, "out of memory repacking TQ1_0 weights");
-    model_matrices(m, all, nw);
     for (int k = 0; k < nw; k++) {
         tr_weight *w = all[k];
-        if (w->type != TR_TYPE_TQ1_0 || !w->data) continue;
+        if (!w->data) continue;
         const uint8_t *p = w->data;
         for (int64_t j = 0; j < m->n_repacked; j++) {
             const tr_repacked *r = &m->repacked[j];
             const uint8_t *s = r->src;
-            if (p < s || p >= s + r->src_bytes) continue;
-            const size_t row = (size_t)(p - s) / r->src_row; /* a view starts at a row */
+            if (w->type != r->from || p < s || p >= s + r->src_bytes) continue;
+            const size_t row = (size_t)(p - s) / r->src_row; /* a view starts at a row (X16: at a group) */
             w->data = r->dst + row * r->dst_row;
-            w->type = TR_TYPE_TQ2_0;
+            w->type = r->to;
             break;
         }
     }
+done:
     free(all);
-    return TR_OK;
+    free(to);
+    return st;
 }
 
 void tr_model_repack_free(tr_model *m) {

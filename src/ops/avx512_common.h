@@ -22,5 +22,18 @@
  * must unroll so the accumulators live in registers. */
 #define FOR_T512(j) _Pragma("GCC unroll 8") for (int j = 0; j < NT; j++)
 
+/* acc + the products of w's bytes with the four bytes at p (broadcast),
+ * summed by fours: GCC 12 does not fold the broadcast into the operand. */
+TILE512 __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t *p) {
+#if defined(__GNUC__) && !defined(__clang__)
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)p));
+    return acc;
+#else
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_dpbusd_epi32(acc, w, _mm512_set1_epi32(v));
+#endif
+}
+
 #endif
 #endif

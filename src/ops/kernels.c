@@ -6,6 +6,7 @@
  * choice between them is made here, once per CPU. */
 #include "kernels.h"
 #include "cpu.h"
+#include "ops.h"
 #include "quant/quant.h"
 
 #include <pthread.h>
@@ -50,12 +51,12 @@ bool tr_isa_usable(tr_isa isa) {
 }
 
 /* Every ISA's lists, in the files that define them. */
-static const tr_gemm_row *const gemm_lists[TR_ISA_COUNT][5] = {
+static const tr_gemm_row *const gemm_lists[TR_ISA_COUNT][6] = {
     [TR_ISA_SCALAR] = {tr_ref_gemm_rows, NULL},
     [TR_ISA_AVX2] = {tr_avx2_float_gemm_rows, tr_avx2_legacy_gemm_rows, tr_avx2_kquant_gemm_rows, NULL},
     [TR_ISA_AVXVNNI] = {tr_avxvnni_legacy_gemm_rows, tr_avxvnni_kquant_gemm_rows, NULL},
     [TR_ISA_AVX512] = {tr_avx512_float_gemm_rows, tr_avx512_legacy_gemm_rows, tr_avx512_kquant_gemm_rows,
-                       tr_avx512_ternary_gemm_rows, NULL},
+                       tr_avx512_ternary_gemm_rows, tr_avx512_repack_gemm_rows, NULL},
     [TR_ISA_AMX] = {tr_amx_kquant_gemm_rows, tr_amx_legacy_gemm_rows, NULL},
 };
 static const tr_act_row *const act_lists[TR_ISA_COUNT][3] = {
@@ -65,7 +66,7 @@ static const tr_act_row *const act_lists[TR_ISA_COUNT][3] = {
 
 /* ---------------------------------------------------------------- the table */
 
-static tr_kernel kernels[TR_TYPE_COUNT];
+static tr_kernel kernels[TR_TYPE_TABLE_SIZE];
 static tr_act_fn acts[TR_ISA_COUNT][TR_ACT_COUNT];
 static tr_act_fn act_best[TR_ACT_COUNT];
 static pthread_once_t table_once = PTHREAD_ONCE_INIT;
@@ -81,13 +82,14 @@ static void table_init(void) {
     for (int isa = 0; isa < TR_ISA_COUNT; isa++) {
         for (int l = 0; gemm_lists[isa][l]; l++) {
             for (const tr_gemm_row *r = gemm_lists[isa][l]; r->type >= 0; r++) {
-                if (r->type >= TR_TYPE_COUNT || !r->fn) table_error("bad row", r->type, (tr_isa)isa);
+                if (r->type >= TR_TYPE_TABLE_SIZE || !r->fn) table_error("bad row", r->type, (tr_isa)isa);
                 tr_kernel *k = &kernels[r->type];
                 if (isa == TR_ISA_SCALAR) {
                     if (k->ref) table_error("type listed twice", r->type, (tr_isa)isa);
                     k->ref = r->fn;
                     k->act = r->act;
                     k->blck = tr_type_block_size(r->type);
+                    k->group = tr_x16_source(r->type) >= 0 ? 16 : 1;
                     continue;
                 }
                 if (!k->ref) table_error("SIMD kernel without a scalar reference", r->type, (tr_isa)isa);
@@ -113,9 +115,22 @@ static void table_init(void) {
 }
 
 const tr_kernel *tr_kernel_get(int type) {
-    if (type < 0 || type >= TR_TYPE_COUNT) return NULL;
+    if (type < 0 || type >= TR_TYPE_TABLE_SIZE) return NULL;
     pthread_once(&table_once, table_init);
     return kernels[type].ref ? &kernels[type] : NULL;
+}
+
+int tr_matmul_repack_type(int type) {
+    const int to = type == TR_TYPE_Q4_K   ? TR_TYPE_Q4_K_X16
+                   : type == TR_TYPE_Q4_0 ? TR_TYPE_Q4_0_X16
+                   : type == TR_TYPE_Q5_0 ? TR_TYPE_Q5_0_X16
+                   : type == TR_TYPE_Q8_0 ? TR_TYPE_Q8_0_X16
+                                          : -1;
+    if (to < 0) return -1;
+    const tr_kernel *k = tr_kernel_get(type), *x = tr_kernel_get(to);
+    if (!k || !x || !x->avx512 || tr_kernel_best(x) != x->avx512) return -1;
+    if (tr_kernel_best(k) == k->amx) return -1; /* the AMX tier's prompt tiles read the file's rows */
+    return to;
 }
 
 tr_gemm_fn tr_kernel_variant(const tr_kernel *k, tr_isa isa) {

@@ -116,6 +116,7 @@ void tr_avx512_gemm_q8_0(int64_t n, const void *w, size_t w_stride, int nr, cons
                          float *y, size_t y_stride);
 extern const tr_gemm_row tr_avx512_kquant_gemm_rows[];
 extern const tr_gemm_row tr_avx512_ternary_gemm_rows[];
+extern const tr_gemm_row tr_avx512_repack_gemm_rows[];
 extern const tr_gemm_row tr_amx_kquant_gemm_rows[];
 extern const tr_gemm_row tr_amx_legacy_gemm_rows[];
 
@@ -135,6 +136,8 @@ typedef struct tr_kernel {
     tr_gemm_fn avxvnni; /* AVX-VNNI (TR_ISA_AVXVNNI) variant, NULL when none */
     tr_gemm_fn avx512; /* AVX-512 (TR_ISA_AVX512) variant, NULL when none */
     tr_gemm_fn amx;   /* AMX (TR_ISA_AMX) variant, NULL when none */
+    int64_t group;    /* rows per group of the layout: kernels take rows in whole groups from a group's
+                         start (16 for the _X16 types repacked at load, else 1) */
 } tr_kernel;
 
 /* k tokens in a W-wide tile (k <= W; larger k never reach it, but their case must still compile) */

@@ -137,7 +137,9 @@ void tr_matmul(tr_pool *pool, int type, const void *W, int64_t rows, int64_t col
     atomic_init(&j.next, 0);
 
     const tr_kernel *k = tr_kernel_get(type);
-    if (k && cols % k->blck == 0 && cols % tr_act_block(k->act) == 0) {
+    if (k && cols % k->blck == 0 && cols % tr_act_block(k->act) == 0 && rows % k->group == 0) {
+        /* a layout of row groups (repacked at load): chunks of whole groups */
+        j.chunk = (j.chunk + k->group - 1) / k->group * k->group;
         j.gemm = tr_kernel_best(k);
         j.tile_t = tr_kernel_call_tokens(k, j.gemm);
         j.act_type = k->act;

@@ -225,19 +225,6 @@ GEMM_QUADS(gemm_q5_1, F_Q5_1)
  * a block ahead into a buffer (below): a gather of the sixteen took as long
  * as the rest of a block's decoding on the Zen 4. */
 
-/* acc + the products of w's bytes with the four bytes at p (broadcast),
- * summed by fours: GCC 12 does not fold the broadcast into the operand. */
-TILE512 __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t *p) {
-#if defined(__GNUC__) && !defined(__clang__)
-    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)p));
-    return acc;
-#else
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm512_dpbusd_epi32(acc, w, _mm512_set1_epi32(v));
-#endif
-}
-
 /* vpermt2d indexes: two vectors of two rows' 32 bytes (rows 0..3, row r's
  * dword m at 8r + m) -> lane m: dword m of rows 0..3, m = 0..3 or 4..7. */
 static const int32_t r16_q03[16] __attribute__((aligned(64))) = {0, 8, 16, 24, 1, 9, 17, 25,

@@ -3,6 +3,7 @@
  * against: integer products summed exactly per block, then scaled in float,
  * the arithmetic ggml's reference kernels use (block layouts are ggml's). */
 #include "kernels.h"
+#include "quant/quant.h"
 
 #include <stdlib.h>
 
@@ -401,6 +402,32 @@ GEMM_FROM_DOT(gemm_q6_k, dot_q6_k)
 GEMM_FROM_DOT(gemm_tq1_0, dot_tq1_0)
 GEMM_FROM_DOT(gemm_tq2_0, dot_tq2_0)
 
+/* The _X16 layouts (rows repacked at load, sixteen to a group): row r is
+ * row r % 16 of group r / 16 (the rows handed in start at a group); each
+ * block is rebuilt as the source block it came from, so a row's result is
+ * the source format's reference, bit for bit. */
+#define GEMM_X16(name, type, dot, blck, src_bytes, act_t)                                                         \
+    static void name(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nt, float *y,       \
+                     size_t ys) {                                                                                  \
+        const size_t gb = 16 * tr_row_size(type, blck); /* a group's bytes per block */                           \
+        for (int t = 0; t < nt; t++)                                                                               \
+            for (int r = 0; r < nr; r++) {                                                                         \
+                const char *g = (const char *)w + (size_t)(r / 16) * 16 * ws;                                      \
+                const act_t *x = (const act_t *)((const char *)a + (size_t)t * as);                                \
+                float s = 0;                                                                                       \
+                for (int64_t b = 0; b < n / (blck); b++) {                                                         \
+                    uint8_t blk[src_bytes];                                                                        \
+                    tr_x16_get(type, g + (size_t)b * gb, r % 16, blk);                                             \
+                    s += dot(blck, blk, x + b);                                                                    \
+                }                                                                                                  \
+                y[(size_t)t * ys + r] = s;                                                                         \
+            }                                                                                                      \
+    }
+GEMM_X16(gemm_q4_k_x16, TR_TYPE_Q4_K_X16, dot_q4_k, 256, 144, tr_q8kp)
+GEMM_X16(gemm_q4_0_x16, TR_TYPE_Q4_0_X16, dot_q4_0, 32, 18, tr_q8a)
+GEMM_X16(gemm_q5_0_x16, TR_TYPE_Q5_0_X16, dot_q5_0, 32, 22, tr_q8a)
+GEMM_X16(gemm_q8_0_x16, TR_TYPE_Q8_0_X16, dot_q8_0, 32, 34, tr_q8a)
+
 /* The activation format each weight type is multiplied with is decided
  * here, with its reference: the SIMD rows must name the same. */
 const tr_gemm_row tr_ref_gemm_rows[] = {
@@ -419,5 +446,9 @@ const tr_gemm_row tr_ref_gemm_rows[] = {
     {TR_TYPE_Q6_K, TR_ACT_Q8K, gemm_q6_k},
     {TR_TYPE_TQ1_0, TR_ACT_Q8K, gemm_tq1_0},
     {TR_TYPE_TQ2_0, TR_ACT_Q8K, gemm_tq2_0},
+    {TR_TYPE_Q4_K_X16, TR_ACT_Q8KP, gemm_q4_k_x16},
+    {TR_TYPE_Q4_0_X16, TR_ACT_Q8, gemm_q4_0_x16},
+    {TR_TYPE_Q5_0_X16, TR_ACT_Q8, gemm_q5_0_x16},
+    {TR_TYPE_Q8_0_X16, TR_ACT_Q8, gemm_q8_0_x16},
     {-1, 0, NULL},
 };

@@ -44,6 +44,13 @@ void *tr_pool_scratch(tr_pool *p, size_t bytes);
 void tr_matmul(tr_pool *pool, int type, const void *W, int64_t rows, int64_t cols,
                const float *X, int64_t n_tokens, float *Y);
 
+/* The layout a matrix of `type` is best repacked into at load on this CPU
+ * (as capped by TRINITY_CPU), for tr_matmul; -1 to keep the file's rows.
+ * Today Q4_K -> TR_TYPE_Q4_K_X16 where the AVX-512 tier runs and the AMX
+ * tier does not. A Q4_K_X16 matrix has rows in whole groups of 16, and a
+ * tr_matmul on it starts at a group. */
+int tr_matmul_repack_type(int type);
+
 /* The scalar reference for tr_matmul: dequantize each row, dot in float (double accumulation not used). */
 void tr_matmul_ref(int type, const void *W, int64_t rows, int64_t cols,
                    const float *X, int64_t n_tokens, float *Y);

@@ -7,6 +7,7 @@
 #include "ops/cpu.h"
 #include "ops/kernels.h"
 #include "ops/ops.h"
+#include "quant/quant.h"
 #include "tt.h"
 
 #include <stdint.h>
@@ -224,6 +225,76 @@ TT_TEST(matmul_matches_reference_any_threads_and_tokens) {
 
 /* The quantized-activation product stays within the error that int8
  * activations introduce of the exact float product (dequantized weights). */
+/* Rows repacked into the _X16 layouts (src/model/repack.c; Q4_K, Q4_0,
+ * Q5_0, Q8_0): every row's blocks come back byte for byte, and every
+ * variant of the X16 kernel (run the way tr_matmul runs it: chunks of whole
+ * groups, tiles of tokens), and tr_matmul itself on 1-3 threads, give the
+ * source format's scalar reference's bits on the file's rows, for 1..19
+ * tokens (so a token's result does not depend on its batch). */
+TT_TEST(x16_repack_matches_source_reference) {
+    const tr_cpu_features *f = tr_cpu_get();
+    static const int x16s[] = {TR_TYPE_Q4_K_X16, TR_TYPE_Q4_0_X16, TR_TYPE_Q5_0_X16, TR_TYPE_Q8_0_X16};
+    tr_pool *pools[3] = {tr_pool_new(1), tr_pool_new(2), tr_pool_new(3)};
+    for (int xi = 0; xi < 4; xi++) {
+        const int xt = x16s[xi], st = tr_x16_source(xt);
+        const tr_kernel *ks = tr_kernel_get(st), *kx = tr_kernel_get(xt);
+        TT_CHECK(ks && kx && kx->act == ks->act && kx->group == 16);
+        if (!ks || !kx) continue;
+        char path[64];
+        snprintf(path, sizeof path, "avx512 %s matmul", tr_type_name(xt));
+        TT_SIMD(path, tr_isa_usable(TR_ISA_AVX512), tr_isa_usable(TR_ISA_AVX512) ? NULL : avx512_missing(f));
+        const int64_t bl = ks->blck;
+        const size_t bb = tr_type_block_bytes(st);
+        for (int rep = 0; rep < 8; rep++) {
+            const int64_t cols = bl * (1 + tt_rnd() % (bl == 256 ? 9 : 40)), rows = 16 * (1 + tt_rnd() % (rep < 6 ? 6 : 40));
+            const int nt = 1 + (int)(tt_rnd() % 19);
+            const size_t rs = tr_row_size(st, cols), rx = tr_row_size(xt, cols);
+            TT_CHECK_EQ_INT((long long)rx, st == TR_TYPE_Q4_K ? (long long)(cols / 256 * 148) : (long long)rs);
+            uint8_t *w = random_weights(st, rows, cols);
+            if (rep == 7) { /* extremes: every quant at its largest magnitude (Q4_K: scales and mins 63 too) */
+                const size_t keep = st == TR_TYPE_Q4_K ? 4 : 2;
+                for (size_t b = 0; b < rs * (size_t)rows / bb; b++)
+                    memset(w + b * bb + keep, st == TR_TYPE_Q8_0 ? 0x80 : 0xff, bb - keep);
+            }
+            uint8_t *x16 = aligned_alloc(64, (rx * (size_t)rows + 63) & ~(size_t)63);
+            for (int64_t g = 0; g < rows / 16; g++) tr_x16_pack(xt, w + (size_t)g * 16 * rs, rs, x16 + (size_t)g * 16 * rx, cols);
+            int moved = 0;
+            const size_t gb = 16 * tr_row_size(xt, bl);
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t b = 0; b < cols / bl; b++) {
+                    uint8_t blk[256];
+                    tr_x16_get(xt, x16 + (size_t)(r / 16) * 16 * rx + (size_t)b * gb, (int)(r % 16), blk);
+                    moved += memcmp(blk, w + (size_t)r * rs + (size_t)b * bb, bb) != 0;
+                }
+            TT_CHECK_EQ_INT(moved, 0);
+            float *x = random_floats(cols * nt);
+            if (rep == 7) /* and activations at +-127 */
+                for (int64_t i = 0; i < cols * nt; i++) x[i] = (i & 1) ? -1.0f : 1.0f;
+            size_t as = tr_act_row_size(ks->act, cols);
+            char *a = malloc(as * (size_t)nt);
+            for (int t = 0; t < nt; t++) tr_act_convert(ks->act, x + (int64_t)t * cols, a + t * as, cols);
+            float *y0 = malloc(sizeof(float) * (size_t)(rows * nt)), *y1 = malloc(sizeof(float) * (size_t)(rows * nt));
+            ks->ref(cols, w, rs, (int)rows, a, as, nt, y0, (size_t)rows);
+            const tr_gemm_fn fns[2] = {kx->ref, tr_isa_usable(TR_ISA_AVX512) ? kx->avx512 : NULL};
+            for (int v = 0; v < 2; v++) {
+                if (!fns[v]) continue;
+                for (int c = 1; c <= 4; c *= 2) { /* chunks of 16, 32, 64 rows */
+                    memset(y1, 0, sizeof(float) * (size_t)(rows * nt));
+                    tr_matmul_chunks(fns[v], 16 * c, x16, rx, rows, cols, a, as, nt, y1);
+                    TT_CHECK(memcmp(y0, y1, sizeof(float) * (size_t)(rows * nt)) == 0);
+                }
+            }
+            for (int p = 0; p < 3; p++) {
+                memset(y1, 0, sizeof(float) * (size_t)(rows * nt));
+                tr_matmul(pools[p], xt, x16, rows, cols, x, nt, y1);
+                TT_CHECK(memcmp(y0, y1, sizeof(float) * (size_t)(rows * nt)) == 0);
+            }
+            free(w), free(x16), free(x), free(a), free(y0), free(y1);
+        }
+    }
+    for (int p = 0; p < 3; p++) tr_pool_free(pools[p]);
+}
+
 TT_TEST(matmul_close_to_float_on_dequantized_weights) {
     tr_pool *pool = tr_pool_new(2);
     int checked = 0;
@@ -517,6 +588,7 @@ int main(void) {
     TT_RUN(legacy_extreme_values_match_reference);
     TT_RUN(kquant_extreme_values_match_reference);
     TT_RUN(matmul_matches_reference_any_threads_and_tokens);
+    TT_RUN(x16_repack_matches_source_reference);
     TT_RUN(matmul_close_to_float_on_dequantized_weights);
     TT_RUN(batch_results_equal_single_token_results);
     return TT_DONE();

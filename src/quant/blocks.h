@@ -104,6 +104,49 @@ typedef struct {
 } tr_block_q4_K;
 static_assert(sizeof(tr_block_q4_K) == 144, "Q4_K block is 144 bytes");
 
+/* Q4_K_X16 (Trinity's own, weights repacked at load): one super-block of
+ * sixteen consecutive Q4_K rows, laid out so that a zmm load gives one
+ * value of each of the sixteen rows in its sixteen int32 lanes (row i in
+ * lane i): the scales unpacked from their 6 bits, the quants' bytes in
+ * fours. A matrix of R rows (R a multiple of 16) and n columns is R / 16
+ * groups, each n / 256 of these in a row; it has the Q4_K rows' values
+ * exactly (tr_q4_k_x16_get gives a row's block back byte for byte).
+ * 148 bytes per row and super-block (Q4_K's 144: the scales unpacked). */
+typedef struct {
+    tr_fp16 d[16];           /* row i's d */
+    tr_fp16 dmin[16];        /* row i's dmin */
+    uint8_t sc[8][16];       /* sc[j][i]: row i's scale of sub-block j */
+    uint8_t mn[4][16][2];    /* mn[p][i]: row i's mins of sub-blocks 2p, 2p + 1 */
+    uint8_t qs[4][8][16][4]; /* qs[c][k][i]: row i's qs[32c + 4k .. 32c + 4k + 3] */
+} tr_block_q4_K_x16;
+static_assert(sizeof(tr_block_q4_K_x16) == 16 * 148, "Q4_K_X16 block is 16 x 148 bytes");
+
+/* Q4_0_X16, Q5_0_X16, Q8_0_X16 (Trinity's own, weights repacked at load):
+ * one block of sixteen consecutive rows, as Q4_K_X16 is for Q4_K: a zmm
+ * load of qs gives row i's four bytes in int32 lane i. The values and
+ * their offsets are the source format's: Q4_0's nibbles (qs[k][i] = row
+ * i's qs[4k .. 4k + 3]: values 4k.. in the low nibbles, 16 + 4k.. in the
+ * high); Q5_0's as Q4_0's with the fifth bits as byte masks (hm[4h + k]
+ * bit 4i + j: row i's value 16h + 4k + j has its bit 4 set); Q8_0's int8
+ * plus 128 as unsigned bytes (qs[k][i] = row i's values 4k .. 4k + 3).
+ * Each is the size of its source's sixteen blocks. */
+typedef struct {
+    tr_fp16 d[16];
+    uint8_t qs[4][16][4];
+} tr_block_q4_0_x16;
+static_assert(sizeof(tr_block_q4_0_x16) == 16 * 18, "Q4_0_X16 block is 16 x 18 bytes");
+typedef struct {
+    tr_fp16 d[16];
+    uint64_t hm[8];
+    uint8_t qs[4][16][4];
+} tr_block_q5_0_x16;
+static_assert(sizeof(tr_block_q5_0_x16) == 16 * 22, "Q5_0_X16 block is 16 x 22 bytes");
+typedef struct {
+    tr_fp16 d[16];
+    uint8_t qs[8][16][4];
+} tr_block_q8_0_x16;
+static_assert(sizeof(tr_block_q8_0_x16) == 16 * 34, "Q8_0_X16 block is 16 x 34 bytes");
+
 /* As Q4_K with a fifth bit per element in qh. */
 typedef struct {
     tr_fp16 d;

@@ -18,6 +18,7 @@
 #include "quant.h"
 
 #include <stdbool.h>
+#include <string.h>
 
 /* ----------------------------------------------------- packed scale access */
 
@@ -792,4 +793,36 @@ bool tr_quantize_row_imatrix(int type, const float *src, void *dst, int64_t n, c
         return true;
     default: return false;
     }
+}
+
+/* ---------------------------------------------------------------- Q4_K_X16 (repacked at load) */
+
+void tr_q4_k_to_x16(const void *src, size_t src_row, void *dst, int64_t n) {
+    tr_block_q4_K_x16 *y = dst;
+    for (int64_t b = 0; b < n / TR_QK_K; b++, y++) {
+        for (int i = 0; i < 16; i++) {
+            const tr_block_q4_K *x = (const tr_block_q4_K *)((const uint8_t *)src + (size_t)i * src_row) + b;
+            y->d[i] = x->d;
+            y->dmin[i] = x->dmin;
+            for (int j = 0; j < 8; j++) {
+                int sc, m;
+                get_scale_min_k4(j, x->scales, &sc, &m);
+                y->sc[j][i] = (uint8_t)sc;
+                y->mn[j / 2][i][j % 2] = (uint8_t)m;
+            }
+            for (int c = 0; c < 4; c++)
+                for (int k = 0; k < 8; k++) memcpy(y->qs[c][k][i], x->qs + 32 * c + 4 * k, 4);
+        }
+    }
+}
+
+void tr_q4_k_x16_get(const void *x16, int i, void *dst) {
+    const tr_block_q4_K_x16 *x = x16;
+    tr_block_q4_K *y = dst;
+    y->d = x->d[i];
+    y->dmin = x->dmin[i];
+    memset(y->scales, 0, sizeof y->scales);
+    for (int j = 0; j < 8; j++) set_scale_min_k4(j, y->scales, x->sc[j][i], x->mn[j / 2][i][j % 2]);
+    for (int c = 0; c < 4; c++)
+        for (int k = 0; k < 8; k++) memcpy(y->qs + 32 * c + 4 * k, x->qs[c][k][i], 4);
 }

@@ -62,6 +62,16 @@ void tr_dequantize_row_mxfp4(const void *src, float *dst, int64_t n);
 void tr_quantize_row_mxfp4(const float *src, void *dst, int64_t n);
 /* TQ1_0 blocks as TQ2_0 blocks of exactly the same values (n elements). */
 void tr_tq1_0_to_tq2_0(const void *src, void *dst, int64_t n);
+/* Q4_K_X16 (weights repacked at load): 16 Q4_K rows of n elements (row i
+ * at src + i * src_row) into n / 256 tr_block_q4_K_x16 at dst; and row i's
+ * Q4_K block back from one of them, byte for byte. */
+void tr_q4_k_to_x16(const void *src, size_t src_row, void *dst, int64_t n);
+void tr_q4_k_x16_get(const void *x16, int i, void *dst);
+/* Any _X16 layout (x16.c): its source format (-1: not an _X16 type); 16
+ * rows of the source into it; row i's source block back from one block. */
+int tr_x16_source(int type);
+void tr_x16_pack(int type, const void *src, size_t src_row, void *dst, int64_t n);
+void tr_x16_get(int type, const void *blk, int i, void *dst);
 void tr_dequantize_row_tq2_32(const void *src, float *dst, int64_t n);
 void tr_quantize_row_tq2_32(const float *src, void *dst, int64_t n);
 

@@ -44,9 +44,15 @@ static const tr_type_traits type_traits[TR_TYPE_TABLE_SIZE] = {
     [TR_TYPE_TQ1_0] = {"TQ1_0", TR_QK_K, sizeof(tr_block_tq1_0), true, tr_dequantize_row_tq1_0, tr_quantize_row_tq1_0},
     [TR_TYPE_TQ2_0] = {"TQ2_0", TR_QK_K, sizeof(tr_block_tq2_0), true, tr_dequantize_row_tq2_0, tr_quantize_row_tq2_0},
     [TR_TYPE_MXFP4] = {"MXFP4", TR_QK_MXFP4, sizeof(tr_block_mxfp4), true, tr_dequantize_row_mxfp4, tr_quantize_row_mxfp4},
-    /* Trinity's own (KV cache only) */
+    /* Trinity's own: a KV-cache entry, and weights repacked at load (a
+     * _X16 row is not contiguous: the bytes per block are a sixteenth of
+     * its group's, no row converter; only its kernels read it) */
     [TR_TYPE_TQ2_32] = {"TQ2_32", TR_QK_TQ2_32, sizeof(tr_block_tq2_32), true, tr_dequantize_row_tq2_32,
                         tr_quantize_row_tq2_32},
+    [TR_TYPE_Q4_K_X16] = {"Q4_K_X16", TR_QK_K, sizeof(tr_block_q4_K_x16) / 16, true, NULL, NULL},
+    [TR_TYPE_Q4_0_X16] = {"Q4_0_X16", TR_QK4_0, sizeof(tr_block_q4_0_x16) / 16, true, NULL, NULL},
+    [TR_TYPE_Q5_0_X16] = {"Q5_0_X16", TR_QK5_0, sizeof(tr_block_q5_0_x16) / 16, true, NULL, NULL},
+    [TR_TYPE_Q8_0_X16] = {"Q8_0_X16", TR_QK8_0, sizeof(tr_block_q8_0_x16) / 16, true, NULL, NULL},
 };
 
 const tr_type_traits *tr_type_traits_get(int type) {
