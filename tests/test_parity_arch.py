@@ -286,16 +286,18 @@ def test_bitnet_ternary_files_hold_the_f16_weights(gen_dir):
         assert len(blk) == 14 and all(set(np.unique(q[n] / np.abs(q[n]).max())) <= {-1.0, 0.0, 1.0} for n in blk)
 
 
-X16 = {"Q4_K": (12, 65, 256, 148), "Q4_0": (2, 66, 32, 18), "Q5_0": (6, 67, 32, 22), "Q8_0": (8, 68, 32, 34)}
+X16 = {"Q4_K": (12, 65, 256, 148), "Q4_0": (2, 66, 32, 18), "Q5_0": (6, 67, 32, 22), "Q8_0": (8, 68, 32, 34),
+       "Q6_K": (14, 69, 256, 210)}
 
 
-@pytest.mark.parametrize("key", ["mixtral_Q4_K", "phi3_Q4_K", "qwen3moe_Q4_K", "mixtral_Q8_0", "phi3_Q8_0",
-                                 "llama_Q4_0", "llama_Q5_0"])
-def test_x16_repacked_at_load(elib, gen_dir, tmp_path, key):
+@pytest.mark.parametrize("key,src", [("mixtral_Q4_K", "Q4_K"), ("phi3_Q4_K", "Q4_K"), ("qwen3moe_Q4_K", "Q4_K"),
+                                     ("mixtral_Q8_0", "Q8_0"), ("phi3_Q8_0", "Q8_0"), ("llama_Q4_0", "Q4_0"),
+                                     ("llama_Q5_0", "Q5_0"), ("llama_Q4_K_M", "Q6_K")])
+def test_x16_repacked_at_load(elib, gen_dir, tmp_path, key, src):
     """Where the AVX-512 tier runs (and the AMX tier does not), Q4_K, Q4_0,
-    Q5_0 and Q8_0 matrices are repacked at load into their _X16 layouts
-    (sixteen rows interleaved; Q4_K 148 bytes a row and super-block against
-    144, the others the same size): every such tensor but the token
+    Q5_0, Q8_0 and Q6_K matrices are repacked at load into their _X16
+    layouts (sixteen rows interleaved; Q4_K 148 bytes a row and super-block
+    against 144, the others the same size): every such tensor but the token
     embeddings (read a row at a time), 3-D experts (mixtral, qwen3moe) and
     fused q/k/v and gate/up views (phi3) included. With the repack a
     prompt's logits are the same bits on 1 and 2 threads, in one batch and a
@@ -304,21 +306,24 @@ def test_x16_repacked_at_load(elib, gen_dir, tmp_path, key):
     only, within the quantized tolerance of the llama.cpp comparisons.
     Elsewhere nothing is repacked."""
     from gguf import GGUFReader
-    src = key.split("_", 1)[1]
     if key.startswith("llama_"):
         path = str(tmp_path / f"{key}.gguf")
-        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_model.py"), "--arch", "llama", "--type", src,
-                        "-o", path], check=True, capture_output=True)
+        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_model.py"), "--arch", "llama", "--type",
+                        key.split("_", 1)[1], "-o", path], check=True, capture_output=True)
     else:
         path = model(gen_dir, key)
-    st, xt, blck, xbytes = X16[src]
     elib.tr_matmul_repack_type.argtypes = [ctypes.c_int]
-    repacks = elib.tr_matmul_repack_type(st) == xt  # on this CPU
-    ts = [t for t in GGUFReader(path).tensors if t.tensor_type.name == src]
-    assert ts, f"the file has no {src} tensor"
-    want = [t for t in ts if t.name != "token_embd.weight" and len(t.shape) > 1 and int(t.shape[1]) % 16 == 0]
+    repacks = elib.tr_matmul_repack_type(X16[src][0]) == X16[src][1]  # on this CPU
+
+    def matrices(ty):  # the file's tensors of type ty that are repacked (where the CPU repacks)
+        return [t for t in GGUFReader(path).tensors if t.tensor_type.name == ty and t.name != "token_embd.weight"
+                and len(t.shape) > 1 and int(t.shape[1]) % 16 == 0]
+
+    want = matrices(src)
     assert want, f"the file has no {src} matrix to repack"
-    want_bytes = sum(int(np.prod([int(x) for x in t.shape])) // blck * xbytes for t in want) if repacks else 0
+    want_bytes = sum(int(np.prod([int(x) for x in t.shape])) // blck * xbytes
+                     for ty, (st, xt, blck, xbytes) in X16.items() if elib.tr_matmul_repack_type(st) == xt
+                     for t in matrices(ty))
     rng = np.random.default_rng(5)
     prompt = [1] + [int(t) for t in rng.integers(259, 512, size=40)]
     out = {}

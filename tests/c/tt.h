@@ -63,7 +63,7 @@ static int tt_n_rows;
 typedef struct tt_prop {
     char name[16], value[128];
 } tt_prop;
-static tt_prop tt_props[48];
+static tt_prop tt_props[256]; /* test_matmul alone reports ~80 SIMD paths */
 static int tt_n_props;
 static const char *tt_current = "";
 static bool tt_skip_now;
