@@ -78,8 +78,7 @@ typedef enum tr_type {
     TR_TYPE_Q4_0_X16 = 66, /* Q4_0, Q5_0, Q8_0: sixteen rows interleaved per block (src/quant/blocks.h) */
     TR_TYPE_Q5_0_X16 = 67,
     TR_TYPE_Q8_0_X16 = 68,
-    TR_TYPE_Q6_K_X16 = 69, /* Q6_K, sixteen rows interleaved per super-block (src/quant/blocks.h) */
-    TR_TYPE_TABLE_SIZE = 70,
+    TR_TYPE_TABLE_SIZE = 69,
 } tr_type;
 
 /* Name as ggml spells it ("Q4_K"), or NULL when `type` is not a ggml type. */

@@ -354,7 +354,7 @@ def test_float_kernels_ragged_rows(lib, emu):
         pytest.skip("this build has no SIMD float kernels")
 
 
-X16 = {"Q4_K": 65, "Q4_0": 66, "Q5_0": 67, "Q8_0": 68, "Q6_K": 69}  # tr_type of each source's layout repacked at load
+X16 = {"Q4_K": 65, "Q4_0": 66, "Q5_0": 67, "Q8_0": 68}  # tr_type of each source's layout repacked at load
 
 
 @pytest.mark.parametrize("src", sorted(X16))

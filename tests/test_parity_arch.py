@@ -286,16 +286,15 @@ def test_bitnet_ternary_files_hold_the_f16_weights(gen_dir):
         assert len(blk) == 14 and all(set(np.unique(q[n] / np.abs(q[n]).max())) <= {-1.0, 0.0, 1.0} for n in blk)
 
 
-X16 = {"Q4_K": (12, 65, 256, 148), "Q4_0": (2, 66, 32, 18), "Q5_0": (6, 67, 32, 22), "Q8_0": (8, 68, 32, 34),
-       "Q6_K": (14, 69, 256, 210)}
+X16 = {"Q4_K": (12, 65, 256, 148), "Q4_0": (2, 66, 32, 18), "Q5_0": (6, 67, 32, 22), "Q8_0": (8, 68, 32, 34)}
 
 
 @pytest.mark.parametrize("key,src", [("mixtral_Q4_K", "Q4_K"), ("phi3_Q4_K", "Q4_K"), ("qwen3moe_Q4_K", "Q4_K"),
                                      ("mixtral_Q8_0", "Q8_0"), ("phi3_Q8_0", "Q8_0"), ("llama_Q4_0", "Q4_0"),
-                                     ("llama_Q5_0", "Q5_0"), ("llama_Q4_K_M", "Q6_K")])
+                                     ("llama_Q5_0", "Q5_0"), ("llama_Q4_K_M", "Q4_K")])
 def test_x16_repacked_at_load(elib, gen_dir, tmp_path, key, src):
     """Where the AVX-512 tier runs (and the AMX tier does not), Q4_K, Q4_0,
-    Q5_0, Q8_0 and Q6_K matrices are repacked at load into their _X16
+    Q5_0 and Q8_0 matrices are repacked at load into their _X16
     layouts (sixteen rows interleaved; Q4_K 148 bytes a row and super-block
     against 144, the others the same size): every such tensor but the token
     embeddings (read a row at a time), 3-D experts (mixtral, qwen3moe) and

@@ -905,8 +905,8 @@ size_t tr_model_describe(const tr_model *m, char *buf, size_t cap) {
     }
     for (int k = 0; k < TR_REPACK_KINDS; k++) {
         if (n_from[k] == 0) continue;
-        static const int to[TR_REPACK_KINDS] = {TR_TYPE_TQ2_0,    TR_TYPE_Q4_K_X16, TR_TYPE_Q4_0_X16,
-                                                TR_TYPE_Q5_0_X16, TR_TYPE_Q8_0_X16, TR_TYPE_Q6_K_X16};
+        static const int to[TR_REPACK_KINDS] = {TR_TYPE_TQ2_0, TR_TYPE_Q4_K_X16, TR_TYPE_Q4_0_X16, TR_TYPE_Q5_0_X16,
+                                                TR_TYPE_Q8_0_X16};
         const bool x16 = k > 0;
         put(&b, "repack: %lld %s tensors (%.1f MiB mapped) %s into %s%s (%.1f MiB of the model's own; %s; "
             "--no-repack keeps them mapped)\n",

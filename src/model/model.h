@@ -197,16 +197,15 @@ struct tr_model {
     uint64_t repacked_bytes;
 };
 
-/* Repack what has a faster layout (TQ1_0 matrices into TQ2_0's; Q4_K, Q6_K,
- * Q4_0, Q5_0, Q8_0 into their _X16 layouts where the kernels want them),
+/* Repack what has a faster layout (TQ1_0 matrices into TQ2_0's; Q4_K, Q4_0,
+ * Q5_0, Q8_0 into their _X16 layouts where the kernels want them),
  * pointing the weights at the copies; and free the copies. */
 tr_status tr_model_repack(tr_model *m, tr_error *err);
 /* What tr_model_repack would repack on this CPU, by kind (tr_repack_kind of
  * the target: 0 TQ1_0 -> TQ2_0, 1 Q4_K -> Q4_K_X16, 2 Q4_0 -> Q4_0_X16,
- * 3 Q5_0 -> Q5_0_X16, 4 Q8_0 -> Q8_0_X16, 5 Q6_K -> Q6_K_X16): tensors, their
- * mapped bytes and the copies' bytes; returns the number of tensors, -1 when
- * out of memory. */
-enum { TR_REPACK_KINDS = 6 };
+ * 3 Q5_0 -> Q5_0_X16, 4 Q8_0 -> Q8_0_X16): tensors, their mapped bytes and
+ * the copies' bytes; returns the number of tensors, -1 when out of memory. */
+enum { TR_REPACK_KINDS = 5 };
 int tr_repack_kind(int to);
 int64_t tr_model_repack_plan(const tr_model *m, int64_t n_from[TR_REPACK_KINDS], uint64_t bytes_from[TR_REPACK_KINDS],
                              uint64_t bytes_to[TR_REPACK_KINDS]);

@@ -8,7 +8,7 @@
  *   and a mask), the same trits and the same scale bits, so every product
  *   is the same number (the integer sums are exact) and a TQ1_0 model
  *   computes with TQ2_0's kernels; on every CPU.
- * - Q4_K, Q6_K, Q4_0, Q5_0 and Q8_0 into their _X16 layouts (quant/blocks.h:
+ * - Q4_K, Q4_0, Q5_0 and Q8_0 into their _X16 layouts (quant/blocks.h:
  *   sixteen rows interleaved per block; Q4_K's scales unpacked, 148 bytes
  *   per row and super-block against 144, the others the same size) where
  *   tr_matmul_repack_type says so (the AVX-512 tier): the kernels read
@@ -119,7 +119,6 @@ int tr_repack_kind(int to) {
     case TR_TYPE_Q4_0_X16: return 2;
     case TR_TYPE_Q5_0_X16: return 3;
     case TR_TYPE_Q8_0_X16: return 4;
-    case TR_TYPE_Q6_K_X16: return 5;
     default: return -1;
     }
 }

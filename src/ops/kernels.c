@@ -125,7 +125,6 @@ int tr_matmul_repack_type(int type) {
                    : type == TR_TYPE_Q4_0 ? TR_TYPE_Q4_0_X16
                    : type == TR_TYPE_Q5_0 ? TR_TYPE_Q5_0_X16
                    : type == TR_TYPE_Q8_0 ? TR_TYPE_Q8_0_X16
-                   : type == TR_TYPE_Q6_K ? TR_TYPE_Q6_K_X16
                                           : -1;
     if (to < 0) return -1;
     const tr_kernel *k = tr_kernel_get(type), *x = tr_kernel_get(to);

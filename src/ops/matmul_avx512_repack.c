@@ -81,64 +81,6 @@ TILE512 void q4k_x16_tile(int64_t n, const tr_block_q4_K_x16 *g, const char *a, 
     FOR_T512(j) out[j] = acc[j];
 }
 
-/* Q6_K_X16: per sub-block of 16 values, its four dwords of six-bit values
- * (a nibble of ql and two bits of qh, put together with a mask) for the
- * sixteen rows, decoded once per tile; per token four vpdpbusd from zero
- * give each row's exact dot with the token's quants, a vpmulld by the
- * sub-block's sixteen scales adds it to sumi; the offset (-32 per value)
- * goes through the token's sums per 16: -32 * sum over sub-blocks of
- * scale * bsum, as eight vpdpwssd of the scale pairs, exact. The float step
- * is the reference's (dot_q6_k): s = s + (xd * d) * float(sumi). */
-#define ACTK(j, b) ((const tr_q8k *)(a + (size_t)(j) * as) + (b))
-
-TILE512 void q6k_x16_tile(int64_t n, const tr_block_q6_K_x16 *g, const char *a, size_t as, int NT, __m512 *out) {
-    __m512 acc[TR_TILE_MAX];
-    FOR_T512(j) acc[j] = _mm512_setzero_ps();
-    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
-    for (int64_t b = 0; b < n / 256; b++, g++) {
-        __m512i sumi[TR_TILE_MAX];
-        _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
-            _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) {   /* ql's nibble and qh's field q */
-                _Pragma("GCC unroll 2") for (int kk = 0; kk < 2; kk++) {
-                    const int sb = 8 * h + 2 * q + kk; /* values 128h + 32q + 16kk .. + 15 */
-                    __m512i W[4];
-                    _Pragma("GCC unroll 4") for (int m = 0; m < 4; m++) {
-                        const int c = 4 * kk + m; /* dword of l = 4c .. 4c + 3 */
-                        __m512i lo = _mm512_loadu_si512(g->ql[16 * h + 8 * (q & 1) + c]);
-                        __m512i hi = _mm512_loadu_si512(g->qh[8 * h + c]);
-                        if (q >= 2) lo = _mm512_srli_epi16(lo, 4);
-                        hi = q == 0 ? _mm512_slli_epi16(hi, 4) : q == 1 ? _mm512_slli_epi16(hi, 2) : q == 3 ? _mm512_srli_epi16(hi, 2) : hi;
-                        /* (lo & 0x0f) | (hi & 0x30): imm 0xEC = (A & C) | B */
-                        W[m] = _mm512_ternarylogic_epi32(lo, _mm512_and_si512(hi, m30), m4, 0xEC);
-                    }
-                    const __m512i P = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)g->sc[sb / 2]));
-                    const __m512i S = sb & 1 ? _mm512_srai_epi32(P, 16) : _mm512_srai_epi32(_mm512_slli_epi32(P, 16), 16);
-                    FOR_T512(j) {
-                        const int8_t *xq = ACTK(j, b)->qs + 16 * sb;
-                        __m512i d = _mm512_setzero_si512();
-                        _Pragma("GCC unroll 4") for (int m = 0; m < 4; m++) d = dpbusd_bcast(d, W[m], xq + 4 * m);
-                        const __m512i p = _mm512_mullo_epi32(d, S);
-                        sumi[j] = sb == 0 ? p : _mm512_add_epi32(sumi[j], p);
-                    }
-                }
-            }
-        }
-        __m512i P[8];
-        _Pragma("GCC unroll 8") for (int p = 0; p < 8; p++)
-            P[p] = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)g->sc[p]));
-        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)g->d));
-        FOR_T512(j) {
-            const tr_q8k *x = ACTK(j, b);
-            __m512i off = _mm512_setzero_si512();
-            _Pragma("GCC unroll 8") for (int p = 0; p < 8; p++) off = dpwssd_bcast(off, P[p], x->bsums + 2 * p);
-            const __m512i si = _mm512_sub_epi32(sumi[j], _mm512_slli_epi32(off, 5));
-            const __m512 t = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(x->d), dw), _mm512_cvtepi32_ps(si));
-            acc[j] = _mm512_add_ps(acc[j], t);
-        }
-    }
-    FOR_T512(j) out[j] = acc[j];
-}
-
 /* Q4_0_X16, Q5_0_X16, Q8_0_X16: a block of sixteen rows decoded once per
  * tile into eight zmm of unsigned bytes, W[k] lane i holding row i's values
  * 4k .. 4k + 3 (plus the format's offset: 8, 16 or 128); per token eight
@@ -146,7 +88,7 @@ TILE512 void q6k_x16_tile(int64_t n, const tr_block_q6_K_x16 *g, const char *a, 
  * from the offset times the token's sum, leave each row's exact block sum in
  * its lane. The float step is the reference's (dot_q4_0, dot_q5_0,
  * dot_q8_0): s = s + (d * xd) * float(sumi). */
-enum { X_Q4_0, X_Q5_0, X_Q8_0, X_Q4_K, X_Q6_K };
+enum { X_Q4_0, X_Q5_0, X_Q8_0, X_Q4_K };
 #define X_BYTES(F) ((F) == X_Q4_0 ? sizeof(tr_block_q4_0_x16) : (F) == X_Q5_0 ? sizeof(tr_block_q5_0_x16) : sizeof(tr_block_q8_0_x16))
 #define X_OFFSET(F) ((F) == X_Q4_0 ? 8u : (F) == X_Q5_0 ? 16u : 128u)
 #define ACTQ(j, b) ((const tr_q8a *)(a + (size_t)(j) * as) + (b))
@@ -197,7 +139,6 @@ TILE512 void lx16_tile(int64_t n, const uint8_t *g, const char *a, size_t as, in
 #define X16_TILE(F, NT)                                                                                     \
     do {                                                                                                    \
         if ((F) == X_Q4_K) q4k_x16_tile(n, (const tr_block_q4_K_x16 *)gp, at, as, NT, acc);                 \
-        else if ((F) == X_Q6_K) q6k_x16_tile(n, (const tr_block_q6_K_x16 *)gp, at, as, NT, acc);            \
         else lx16_tile(n, gp, at, as, NT, acc, F);                                                          \
     } while (0)
 
@@ -237,14 +178,12 @@ GEMM_X16(gemm_q4_k_x16, X_Q4_K)
 GEMM_X16(gemm_q4_0_x16, X_Q4_0)
 GEMM_X16(gemm_q5_0_x16, X_Q5_0)
 GEMM_X16(gemm_q8_0_x16, X_Q8_0)
-GEMM_X16(gemm_q6_k_x16, X_Q6_K)
 
 const tr_gemm_row tr_avx512_repack_gemm_rows[] = {
     {TR_TYPE_Q4_K_X16, TR_ACT_Q8KP, gemm_q4_k_x16},
     {TR_TYPE_Q4_0_X16, TR_ACT_Q8, gemm_q4_0_x16},
     {TR_TYPE_Q5_0_X16, TR_ACT_Q8, gemm_q5_0_x16},
     {TR_TYPE_Q8_0_X16, TR_ACT_Q8, gemm_q8_0_x16},
-    {TR_TYPE_Q6_K_X16, TR_ACT_Q8K, gemm_q6_k_x16},
     {-1, 0, NULL},
 };
 

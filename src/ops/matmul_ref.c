@@ -427,7 +427,6 @@ GEMM_X16(gemm_q4_k_x16, TR_TYPE_Q4_K_X16, dot_q4_k, 256, 144, tr_q8kp)
 GEMM_X16(gemm_q4_0_x16, TR_TYPE_Q4_0_X16, dot_q4_0, 32, 18, tr_q8a)
 GEMM_X16(gemm_q5_0_x16, TR_TYPE_Q5_0_X16, dot_q5_0, 32, 22, tr_q8a)
 GEMM_X16(gemm_q8_0_x16, TR_TYPE_Q8_0_X16, dot_q8_0, 32, 34, tr_q8a)
-GEMM_X16(gemm_q6_k_x16, TR_TYPE_Q6_K_X16, dot_q6_k, 256, 210, tr_q8k)
 
 /* The activation format each weight type is multiplied with is decided
  * here, with its reference: the SIMD rows must name the same. */
@@ -451,6 +450,5 @@ const tr_gemm_row tr_ref_gemm_rows[] = {
     {TR_TYPE_Q4_0_X16, TR_ACT_Q8, gemm_q4_0_x16},
     {TR_TYPE_Q5_0_X16, TR_ACT_Q8, gemm_q5_0_x16},
     {TR_TYPE_Q8_0_X16, TR_ACT_Q8, gemm_q8_0_x16},
-    {TR_TYPE_Q6_K_X16, TR_ACT_Q8K, gemm_q6_k_x16},
     {-1, 0, NULL},
 };

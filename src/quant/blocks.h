@@ -147,18 +147,6 @@ typedef struct {
 } tr_block_q8_0_x16;
 static_assert(sizeof(tr_block_q8_0_x16) == 16 * 34, "Q8_0_X16 block is 16 x 34 bytes");
 
-/* Q6_K_X16 (Trinity's own, weights repacked at load): one super-block of
- * sixteen consecutive Q6_K rows (its struct below), as Q4_K_X16 is for
- * Q4_K: ql[c][i] = row i's ql[4c .. 4c + 3], qh[c][i] = row i's
- * qh[4c .. 4c + 3], sc[p][i] = row i's scales 2p and 2p + 1. The size of
- * sixteen Q6_K blocks. */
-typedef struct {
-    uint8_t ql[32][16][4];
-    uint8_t qh[16][16][4];
-    int8_t sc[8][16][2];
-    tr_fp16 d[16];
-} tr_block_q6_K_x16;
-
 /* As Q4_K with a fifth bit per element in qh. */
 typedef struct {
     tr_fp16 d;
@@ -176,7 +164,6 @@ typedef struct {
     int8_t scales[TR_QK_K / 16];
     tr_fp16 d;
 } tr_block_q6_K;
-static_assert(sizeof(tr_block_q6_K_x16) == 16 * 210, "Q6_K_X16 block is 16 x 210 bytes");
 static_assert(sizeof(tr_block_q6_K) == 210, "Q6_K block is 210 bytes");
 
 /* The activation format paired with the k-quants: float scale, bsums = sums of 16 q's. */

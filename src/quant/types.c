@@ -53,7 +53,6 @@ static const tr_type_traits type_traits[TR_TYPE_TABLE_SIZE] = {
     [TR_TYPE_Q4_0_X16] = {"Q4_0_X16", TR_QK4_0, sizeof(tr_block_q4_0_x16) / 16, true, NULL, NULL},
     [TR_TYPE_Q5_0_X16] = {"Q5_0_X16", TR_QK5_0, sizeof(tr_block_q5_0_x16) / 16, true, NULL, NULL},
     [TR_TYPE_Q8_0_X16] = {"Q8_0_X16", TR_QK8_0, sizeof(tr_block_q8_0_x16) / 16, true, NULL, NULL},
-    [TR_TYPE_Q6_K_X16] = {"Q6_K_X16", TR_QK_K, sizeof(tr_block_q6_K_x16) / 16, true, NULL, NULL},
 };
 
 const tr_type_traits *tr_type_traits_get(int type) {

@@ -14,7 +14,6 @@ int tr_x16_source(int type) {
     case TR_TYPE_Q4_0_X16: return TR_TYPE_Q4_0;
     case TR_TYPE_Q5_0_X16: return TR_TYPE_Q5_0;
     case TR_TYPE_Q8_0_X16: return TR_TYPE_Q8_0;
-    case TR_TYPE_Q6_K_X16: return TR_TYPE_Q6_K;
     default: return -1;
     }
 }
@@ -53,24 +52,12 @@ static void pack_q8_0(const uint8_t *src, size_t src_row, tr_block_q8_0_x16 *y, 
         }
 }
 
-static void pack_q6_k(const uint8_t *src, size_t src_row, tr_block_q6_K_x16 *y, int64_t n) {
-    for (int64_t b = 0; b < n / TR_QK_K; b++, y++)
-        for (int i = 0; i < 16; i++) {
-            const tr_block_q6_K *x = (const tr_block_q6_K *)(src + (size_t)i * src_row) + b;
-            for (int c = 0; c < 32; c++) memcpy(y->ql[c][i], x->ql + 4 * c, 4);
-            for (int c = 0; c < 16; c++) memcpy(y->qh[c][i], x->qh + 4 * c, 4);
-            for (int p = 0; p < 8; p++) memcpy(y->sc[p][i], x->scales + 2 * p, 2);
-            y->d[i] = x->d;
-        }
-}
-
 void tr_x16_pack(int type, const void *src, size_t src_row, void *dst, int64_t n) {
     switch (type) {
     case TR_TYPE_Q4_K_X16: tr_q4_k_to_x16(src, src_row, dst, n); break;
     case TR_TYPE_Q4_0_X16: pack_q4_0(src, src_row, dst, n); break;
     case TR_TYPE_Q5_0_X16: pack_q5_0(src, src_row, dst, n); break;
     case TR_TYPE_Q8_0_X16: pack_q8_0(src, src_row, dst, n); break;
-    case TR_TYPE_Q6_K_X16: pack_q6_k(src, src_row, dst, n); break;
     default: break;
     }
 }
@@ -101,15 +88,6 @@ void tr_x16_get(int type, const void *blk, int i, void *dst) {
         y->d = x->d[i];
         for (int k = 0; k < 8; k++)
             for (int j = 0; j < 4; j++) y->qs[4 * k + j] = (int8_t)(x->qs[k][i][j] ^ 0x80);
-        break;
-    }
-    case TR_TYPE_Q6_K_X16: {
-        const tr_block_q6_K_x16 *x = blk;
-        tr_block_q6_K *y = dst;
-        for (int c = 0; c < 32; c++) memcpy(y->ql + 4 * c, x->ql[c][i], 4);
-        for (int c = 0; c < 16; c++) memcpy(y->qh + 4 * c, x->qh[c][i], 4);
-        for (int p = 0; p < 8; p++) memcpy(y->scales + 2 * p, x->sc[p][i], 2);
-        y->d = x->d[i];
         break;
     }
     default: break;
