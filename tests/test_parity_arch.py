@@ -286,6 +286,26 @@ def test_bitnet_ternary_files_hold_the_f16_weights(gen_dir):
         assert len(blk) == 14 and all(set(np.unique(q[n] / np.abs(q[n]).max())) <= {-1.0, 0.0, 1.0} for n in blk)
 
 
+def logits_with_and_without_repack(elib, path, prompt, want_bytes):
+    """The prompt's logits with the repack and without it (--no-repack), on
+    1 and 2 threads in prompt tiles and on 2 threads a token at a time:
+    {(no_repack, threads, chunk): logits}; the repacked bytes checked."""
+    out = {}
+    for no_repack in (False, True):
+        m = E.Model(elib, path, no_repack=no_repack)
+        try:
+            assert m.repacked_bytes == (0 if no_repack else want_bytes), (m.repacked_bytes, want_bytes)
+            for threads, chunk in ((1, None), (2, None), (2, 1)):
+                c = E.Context(m, n_ctx=128, n_batch=64, n_threads=threads)
+                try:
+                    out[(no_repack, threads, chunk)] = c.eval_all(prompt, n_batch=chunk)
+                finally:
+                    c.close()
+        finally:
+            m.close()
+    return out
+
+
 X16 = {"Q4_K": (12, 65, 256, 148), "Q4_0": (2, 66, 32, 18), "Q5_0": (6, 67, 32, 22), "Q8_0": (8, 68, 32, 34)}
 
 
@@ -325,19 +345,7 @@ def test_x16_repacked_at_load(elib, gen_dir, tmp_path, key, src):
                      for t in matrices(ty))
     rng = np.random.default_rng(5)
     prompt = [1] + [int(t) for t in rng.integers(259, 512, size=40)]
-    out = {}
-    for no_repack in (False, True):
-        m = E.Model(elib, path, no_repack=no_repack)
-        try:
-            assert m.repacked_bytes == (0 if no_repack else want_bytes), (m.repacked_bytes, want_bytes)
-            for threads, chunk in ((1, None), (2, None), (2, 1)):
-                c = E.Context(m, n_ctx=128, n_batch=64, n_threads=threads)
-                try:
-                    out[(no_repack, threads, chunk)] = c.eval_all(prompt, n_batch=chunk)
-                finally:
-                    c.close()
-        finally:
-            m.close()
+    out = logits_with_and_without_repack(elib, path, prompt, want_bytes)
     info = run_trinity("info", path, check=True).stdout
     assert (f"repack: {len(want)} {src} tensors" in info) == repacks, info[-600:]
     for no_repack in (False, True):
@@ -375,19 +383,7 @@ def test_tq1_0_repacked_at_load_gives_the_same_bits(elib, gen_dir, tmp_path, key
     want_bytes = sum(int(np.prod([int(x) for x in t.shape])) // 256 * 66 for t in tq1)
     rng = np.random.default_rng(3)
     prompt = [1] + [int(t) for t in rng.integers(259, 512, size=40)]
-    out = {}
-    for no_repack in (False, True):
-        m = E.Model(elib, path, no_repack=no_repack)
-        try:
-            assert m.repacked_bytes == (0 if no_repack else want_bytes)
-            for threads, chunk in ((1, None), (2, None), (2, 1)):  # prompt tiles, and one token at a time
-                c = E.Context(m, n_ctx=128, n_batch=64, n_threads=threads)
-                try:
-                    out[(no_repack, threads, chunk)] = c.eval_all(prompt, n_batch=chunk)
-                finally:
-                    c.close()
-        finally:
-            m.close()
+    out = logits_with_and_without_repack(elib, path, prompt, want_bytes)
     info = run_trinity("info", path, check=True).stdout
     assert f"repack: {len(tq1)} TQ1_0 tensors" in info and "into TQ2_0's layout" in info, info[-600:]
     ref = out[(True, 2, None)]

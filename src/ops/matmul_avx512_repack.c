@@ -1,6 +1,7 @@
 /* AVX-512 kernels for the layouts weights are repacked into at load
  * (src/model/repack.c; TR_ISA_AVX512, the shape of kernels.h, with rows
- * taken in whole groups of sixteen from a group's start).
+ * taken in whole groups of sixteen from a group's start): Q4_K_X16 here,
+ * Q4_0_X16 / Q5_0_X16 / Q8_0_X16 below.
  *
  * Q4_K_X16 (quant/blocks.h): a super-block of sixteen Q4_K rows laid out
  * so that each zmm load holds one thing of all sixteen rows, row i in int32
@@ -49,7 +50,7 @@ TILE512 void q4k_x16_tile(int64_t n, const tr_block_q4_K_x16 *g, const char *a, 
             const int c = sb / 2, hi = sb & 1;
             __m512i W[8];
             _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) {
-                const __m512i q = _mm512_load_si512(g->qs[c][k]);
+                const __m512i q = _mm512_loadu_si512(g->qs[c][k]);
                 W[k] = _mm512_and_si512(hi ? _mm512_srli_epi16(q, 4) : q, m4);
             }
             const __m512i S = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)g->sc[sb]));
