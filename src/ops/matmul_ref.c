@@ -416,7 +416,7 @@ GEMM_FROM_DOT(gemm_tq2_0, dot_tq2_0)
                 const act_t *x = (const act_t *)((const char *)a + (size_t)t * as);                                \
                 float s = 0;                                                                                       \
                 for (int64_t b = 0; b < n / (blck); b++) {                                                         \
-                    uint8_t blk[src_bytes];                                                                        \
+                    uint8_t blk[src_bytes] __attribute__((aligned(16))); /* the block struct's alignment */    \
                     tr_x16_get(type, g + (size_t)b * gb, r % 16, blk);                                             \
                     s += dot(blck, blk, x + b);                                                                    \
                 }                                                                                                  \

@@ -262,7 +262,7 @@ TT_TEST(x16_repack_matches_source_reference) {
             const size_t gb = 16 * tr_row_size(xt, bl);
             for (int64_t r = 0; r < rows; r++)
                 for (int64_t b = 0; b < cols / bl; b++) {
-                    uint8_t blk[256];
+                    uint8_t blk[256] __attribute__((aligned(16)));
                     tr_x16_get(xt, x16 + (size_t)(r / 16) * 16 * rx + (size_t)b * gb, (int)(r % 16), blk);
                     moved += memcmp(blk, w + (size_t)r * rs + (size_t)b * bb, bb) != 0;
                 }
