@@ -133,9 +133,6 @@ TILE512 void lx16_tile(int64_t n, const uint8_t *g, const char *a, size_t as, in
     FOR_T512(j) out[j] = acc[j];
 }
 
-/* The rows handed in (nr a multiple of 16, from a group's start: matmul.c
- * cuts chunks of whole groups) group by group, each against the tokens in
- * tiles of up to TR_TILE_MAX. */
 /* Tile of NT tokens of the format F's group at gp. */
 #define X16_TILE(F, NT)                                                                                     \
     do {                                                                                                    \
