@@ -56,8 +56,8 @@ def model_file(key: str) -> str:
     return path
 
 
-def run_json(cmd: list) -> list:
-    p = subprocess.run(cmd, capture_output=True, text=True)
+def run_json(cmd: list, env=None) -> list:
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         raise SystemExit(f"compare: {' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()[-500:]}")
     return [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
@@ -112,7 +112,16 @@ def main() -> int:
     ap.add_argument("-r", type=int, default=3, help="rounds; each round runs Trinity then llama.cpp once")
     ap.add_argument("--best", action="store_true",
                     help="report each engine's best round (min-of-N time) instead of mean +/- sd: a shared machine")
+    ap.add_argument("--cpu", choices=["avx2"], default=None,
+                    help="both engines on one x86 tier of a machine that has more: Trinity with TRINITY_CPU, "
+                         "llama.cpp as a shared library built for it (bench/llama_server.py ensure_lib, once)")
     a = ap.parse_args()
+    env = {"trinity": None, "llama.cpp": None}
+    if a.cpu:
+        sys.path.insert(0, os.path.join(ROOT, "bench"))
+        import llama_server
+        env["trinity"] = dict(os.environ, TRINITY_CPU=a.cpu)
+        env["llama.cpp"] = dict(os.environ, LLAMA_CPP_LIB_PATH=llama_server.ensure_lib(a.cpu))
 
     common = ["-p", str(a.p), "-n", str(a.n), "-t", str(a.t), "-r", "1"]
     if a.d:
@@ -127,7 +136,7 @@ def main() -> int:
             for engine, cmd in (("trinity", [TRINITY, "bench", "-m", path, "--json"] + common),
                                 ("llama.cpp", [sys.executable, os.path.join(ROOT, "bench", "llamacpp_bench.py"),
                                                "-m", path] + common)):
-                out = run_json(cmd)
+                out = run_json(cmd, env[engine])
                 for o in out:
                     res[engine].setdefault(o["test"], []).append(o["tps_mean"])
                     if engine == "trinity" and o.get("bw_share"):
@@ -159,6 +168,7 @@ def main() -> int:
         })
 
     print(f"\n{datetime.date.today()} · {cpu_name()} · {os.cpu_count()} cores · {a.t} threads · {a.r} rounds"
+          f"{f' · both engines on {a.cpu} kernels' if a.cpu else ''}"
           f"{' · best round of each' if a.best else ''}\n")
     print("| model | test | Trinity t/s | llama.cpp t/s | ratio | Trinity bw % |")
     print("|---|---|---|---|---|---|")

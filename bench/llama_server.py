@@ -170,6 +170,52 @@ def ensure_tool(target: str, version: str = DEFAULT_VERSION, cache: str = None, 
         return binary
 
 
+# An x86 tier of llama.cpp as a shared library for llama-cpp-python (LLAMA_CPP_LIB_PATH), built apart from
+# the native one: compare.py --cpu avx2 runs both engines on their AVX2 kernels on a machine with more.
+LIB_FLAVOURS = {
+    "avx2": ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON",
+             "-DGGML_BMI2=ON", "-DGGML_AVX_VNNI=OFF", "-DGGML_AVX512=OFF", "-DGGML_AVX512_VBMI=OFF",
+             "-DGGML_AVX512_VNNI=OFF", "-DGGML_AVX512_BF16=OFF"],
+}
+
+
+def ensure_lib(flavour: str, version: str = DEFAULT_VERSION, cache: str = None, jobs: int = 2) -> str:
+    """Folder of libllama.so (and its ggml libraries) built from llama-cpp-python==version's llama.cpp for
+    one x86 tier (LIB_FLAVOURS), once, for llama-cpp-python's LLAMA_CPP_LIB_PATH."""
+    root = os.path.join(cache or default_cache(), f"llama-lib-{flavour}-{version}")
+    lib = os.path.join(root, "lib")
+    stamp_path = os.path.join(root, "stamp.json")
+    flags = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON", "-DGGML_BACKEND_DL=OFF",
+             "-DGGML_CUDA=OFF", "-DGGML_VULKAN=OFF", "-DGGML_BLAS=OFF", "-DGGML_OPENMP=ON",
+             "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=OFF",
+             "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF"] + LIB_FLAVOURS[flavour]
+    want = {"version": version, "cmake": flags}
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(stamp_path) as f:
+                have = json.load(f)
+        except (OSError, ValueError):
+            have = None
+        if have == want and os.path.exists(os.path.join(lib, "libllama.so")):
+            return lib
+        log(f"building llama.cpp's {flavour} libllama.so into {root} (once; minutes; log: {root}/build.log)")
+        top = source_tree(version, cache)  # llama-server's unpacked tree, under its own lock
+        with open(os.path.join(root, "build.log"), "a") as logf:
+            build = os.path.join(root, "build")
+            run(["cmake", "-S", top, "-B", build] + flags, logf)
+            run(["cmake", "--build", build, "--target", "llama", "-j", str(jobs)], logf)
+            shutil.rmtree(lib, ignore_errors=True)
+            os.makedirs(lib)
+            for so in glob.glob(os.path.join(build, "**", "lib*.so*"), recursive=True):
+                shutil.copy2(so, lib)
+        with open(stamp_path, "w") as f:
+            json.dump(want, f, indent=1)
+        log(f"built {lib}")
+        return lib
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", default=DEFAULT_VERSION, help="llama-cpp-python version whose llama.cpp to build")

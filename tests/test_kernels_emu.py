@@ -357,18 +357,20 @@ def test_float_kernels_ragged_rows(lib, emu):
 X16 = {"Q4_K": 65, "Q4_0": 66, "Q5_0": 67, "Q8_0": 68}  # tr_type of each source's layout repacked at load
 
 
+@pytest.mark.parametrize("isa", ["avx512", "avxvnni"])
 @pytest.mark.parametrize("src", sorted(X16))
-def test_avx512_x16_kernels_write_reference_bits(lib, emu, src):
-    """The AVX-512 kernels of rows repacked at load (src/model/repack.c:
-    sixteen rows interleaved), emulated, through tr_matmul's chunk-and-tile
-    loop on chunks of 16, 32 and 64 rows: bit for bit the source format's
-    scalar reference on the file's rows (natively), for 1..9 tokens."""
+def test_x16_kernels_write_reference_bits(lib, emu, src, isa):
+    """The AVX-512 and AVX-VNNI kernels of rows repacked at load
+    (src/model/repack.c: sixteen rows interleaved), emulated, through
+    tr_matmul's chunk-and-tile loop on chunks of 16, 32 and 64 rows: bit for
+    bit the source format's scalar reference on the file's rows (natively),
+    for 1..9 tokens. (The AVX2 ones run natively in test_matmul.)"""
     rng = random.Random(11)
     ks = lib.tr_kernel_get(TYPES[src][0]).contents
     kx = lib.tr_kernel_get(X16[src])
-    fn = lib.tr_kernel_variant(kx, ISA_AVX512) if kx else None
+    fn = lib.tr_kernel_variant(kx, ISA_AVX512 if isa == "avx512" else ISA_AVXVNNI) if kx else None
     if not fn:
-        pytest.skip(f"this build has no AVX-512 {src}_X16 kernel")
+        pytest.skip(f"this build has no {isa} {src}_X16 kernel")
     assert kx.contents.group == 16
     fn_chunks = ctypes.cast(lib.tr_matmul_chunks, ctypes.c_void_p).value
     bl = ks.blck

@@ -313,7 +313,8 @@ X16 = {"Q4_K": (12, 65, 256, 148), "Q4_0": (2, 66, 32, 18), "Q5_0": (6, 67, 32, 
                                      ("mixtral_Q8_0", "Q8_0"), ("phi3_Q8_0", "Q8_0"), ("llama_Q4_0", "Q4_0"),
                                      ("llama_Q5_0", "Q5_0"), ("llama_Q4_K_M", "Q4_K")])
 def test_x16_repacked_at_load(elib, gen_dir, tmp_path, key, src):
-    """Where the AVX-512 tier runs (and the AMX tier does not), Q4_K, Q4_0,
+    """Where a SIMD tier has kernels for them (AVX-512 and AVX-VNNI: all
+    four; AVX2: all but Q8_0) and the AMX tier does not run, Q4_K, Q4_0,
     Q5_0 and Q8_0 matrices are repacked at load into their _X16
     layouts (sixteen rows interleaved; Q4_K 148 bytes a row and super-block
     against 144, the others the same size): every such tensor but the token
@@ -324,13 +325,44 @@ def test_x16_repacked_at_load(elib, gen_dir, tmp_path, key, src):
     kernels, rounded in another order) they differ by the kernels' rounding
     only, within the quantized tolerance of the llama.cpp comparisons.
     Elsewhere nothing is repacked."""
-    from gguf import GGUFReader
+    repacks, n, rel = check_x16_repack(elib, x16_file(gen_dir, tmp_path, key), src)
+    MEASURED.setdefault("x16_repack", {})[key] = {"repacked": repacks, "tensors": n, "rel_vs_mapped": rel}
+
+
+def x16_file(gen_dir, tmp_path, key):
     if key.startswith("llama_"):
         path = str(tmp_path / f"{key}.gguf")
         subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_model.py"), "--arch", "llama", "--type",
                         key.split("_", 1)[1], "-o", path], check=True, capture_output=True)
-    else:
-        path = model(gen_dir, key)
+        return path
+    return model(gen_dir, key)
+
+
+@pytest.mark.parametrize("tier", ["avx2", "avxvnni"])
+@pytest.mark.parametrize("key,src", [("llama_Q4_0", "Q4_0"), ("llama_Q5_0", "Q5_0"), ("llama_Q4_K_M", "Q4_K"),
+                                     ("phi3_Q8_0", "Q8_0")])
+def test_x16_repacked_at_load_on_256_bit_tiers(elib, gen_dir, tmp_path, tier, key, src):
+    """test_x16_repacked_at_load's checks with the kernels capped at AVX2 or
+    AVX-VNNI (TRINITY_CPU, read once per process: a child process runs
+    them), where the CPU has that tier: the 256-bit kernels of the _X16
+    layouts repack Q4_0, Q5_0 and Q4_K on both, Q8_0 on AVX-VNNI only."""
+    elib.tr_isa_usable.argtypes, elib.tr_isa_usable.restype = [ctypes.c_int], ctypes.c_bool
+    if not elib.tr_isa_usable({"avx2": 1, "avxvnni": 2}[tier]):
+        pytest.skip(f"not run on this CPU: lacks {tier} (test_kernels_emu.py runs its kernels emulated)")
+    path = x16_file(gen_dir, tmp_path, key)
+    child = ("import sys; sys.path[:0] = [sys.argv[1]]; import test_parity_arch as T; "
+             "import os; r = T.check_x16_repack(T.E.load_lib(os.environ.get('TRINITY_LIB')), sys.argv[2], sys.argv[3]); print('repacked', r[0], r[2])")
+    p = subprocess.run([sys.executable, "-c", child, os.path.dirname(os.path.abspath(__file__)), path, src],
+                       env=dict(os.environ, TRINITY_CPU=tier), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    want = not (tier == "avx2" and src == "Q8_0")
+    assert p.stdout.split()[:2] == ["repacked", str(want)], p.stdout
+
+
+def check_x16_repack(elib, path, src):
+    """Repacked tensors, bytes, info lines and logits of test_x16_repacked_at_load on this process's tier:
+    (repacked here?, tensors, repacked-vs-mapped logit difference relative to the largest)."""
+    from gguf import GGUFReader
     elib.tr_matmul_repack_type.argtypes = [ctypes.c_int]
     repacks = elib.tr_matmul_repack_type(X16[src][0]) == X16[src][1]  # on this CPU
 
@@ -352,12 +384,11 @@ def test_x16_repacked_at_load(elib, gen_dir, tmp_path, key, src):
         ref = out[(no_repack, 2, None)]
         for k, v in out.items():
             if k[0] == no_repack:
-                assert np.array_equal(v.view(np.uint32), ref.view(np.uint32)), f"{key}: logits differ with {k}"
+                assert np.array_equal(v.view(np.uint32), ref.view(np.uint32)), f"{path}: logits differ with {k}"
     a, b = out[(False, 2, None)], out[(True, 2, None)]
     rel = float(np.abs(a - b).max() / np.abs(b).max())
-    assert rel <= TOL_ARCH["Q4_K"], f"{key}: repacked vs mapped logits differ by {rel:.3g} of the largest"
-    record_x16 = MEASURED.setdefault("x16_repack", {})
-    record_x16[key] = {"repacked": repacks, "tensors": len(want), "rel_vs_mapped": rel}
+    assert rel <= TOL_ARCH["Q4_K"], f"{path}: repacked vs mapped logits differ by {rel:.3g} of the largest"
+    return repacks, len(want), rel
 
 
 @pytest.mark.parametrize("key", ["bitnet_TQ1_0", "mixtral_TQ1_0", "granitehybrid_TQ1_0"])

@@ -96,7 +96,7 @@ static void usage(FILE *f) {
             "      --ctx-per-seq N       most tokens one request holds, prompt and answer (default: -c, at most\n"
             "                            the model's context)\n"
             "      --no-repack           keep every weight in the file's mapping (TQ1_0 is otherwise repacked\n"
-            "                            at load to TQ2_0's layout; on AVX-512 CPUs Q4_K/Q4_0/Q5_0/Q8_0 into\n"
+            "                            at load to TQ2_0's layout; on x86 SIMD CPUs Q4_K/Q4_0/Q5_0/Q8_0 into\n"
             "                            sixteen interleaved rows: faster prompts)\n"
             "      --no-prefix-cache     do not reuse the KV of earlier requests' prompts (default: reuse;\n"
             "                            per request: \"cache_prompt\": false)\n"

@@ -914,7 +914,7 @@ size_t tr_model_describe(const tr_model *m, char *buf, size_t cap) {
             (double)from_bytes[k] / 1048576.0, m->n_repacked ? "repacked at load" : "repacked at load by run/chat/serve/bench",
             x16 ? tr_type_name(to[k]) : "TQ2_0's layout", x16 ? " (sixteen rows interleaved)" : "",
             (double)to_bytes[k] / 1048576.0,
-            x16 ? "the same numbers; the AVX-512 kernels read sixteen rows as one stream"
+            x16 ? "the same numbers; the SIMD kernels read sixteen rows as one stream"
                 : "the same numbers, faster kernels");
     }
     return b.len;

@@ -11,9 +11,10 @@
  * - Q4_K, Q4_0, Q5_0 and Q8_0 into their _X16 layouts (quant/blocks.h:
  *   sixteen rows interleaved per block; Q4_K's scales unpacked, 148 bytes
  *   per row and super-block against 144, the others the same size) where
- *   tr_matmul_repack_type says so (the AVX-512 tier): the kernels read
- *   sixteen rows as one stream with no shuffles, and compute the scalar
- *   reference's bits (matmul_avx512_repack.c).
+ *   tr_matmul_repack_type says so (a SIMD tier with kernels for the
+ *   layout: AVX-512, AVX-VNNI, AVX2 but for Q8_0; not AMX): the kernels
+ *   read sixteen rows as one stream with no shuffles, and compute the
+ *   scalar reference's bits (matmul_avx512_repack.c, matmul_avx2_repack.c).
  * docs/BENCHMARKS.md has what each buys, docs/DESIGN.md why. A tensor is
  * converted once, and every weight that views it (fused q/k/v, experts, a
  * tied output) follows it; an _X16 tensor is repacked only when every view
@@ -179,7 +180,7 @@ tr_status tr_model_repack(tr_model *m, tr_error *err) {
                             (long long)rows, (long long)cols);
             goto done;
         }
-        /* 64-byte aligned: the AVX-512 kernels load whole cache lines of a group */
+        /* 64-byte aligned: the kernels load whole (AVX-512) or half cache lines of a group */
         uint8_t *dst = aligned_alloc(64, bytes ? ((size_t)bytes + 63) & ~(size_t)63 : 64);
         if (!dst) {
             st = tr_err_set(err, TR_ERR_NOMEM, "out of memory repacking %s (%llu bytes)", t->name,

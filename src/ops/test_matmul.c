@@ -227,7 +227,7 @@ TT_TEST(matmul_matches_reference_any_threads_and_tokens) {
  * activations introduce of the exact float product (dequantized weights). */
 /* Rows repacked into the _X16 layouts (src/model/repack.c; Q4_K, Q4_0,
  * Q5_0, Q8_0): every row's blocks come back byte for byte, and every
- * variant of the X16 kernel (run the way tr_matmul runs it: chunks of whole
+ * variant of the X16 kernel (AVX2, AVX-VNNI, AVX-512 where the CPU has it) (run the way tr_matmul runs it: chunks of whole
  * groups, tiles of tokens), and tr_matmul itself on 1-3 threads, give the
  * source format's scalar reference's bits on the file's rows, for 1..19
  * tokens (so a token's result does not depend on its batch). */
@@ -240,9 +240,15 @@ TT_TEST(x16_repack_matches_source_reference) {
         const tr_kernel *ks = tr_kernel_get(st), *kx = tr_kernel_get(xt);
         TT_CHECK(ks && kx && kx->act == ks->act && kx->group == 16);
         if (!ks || !kx) continue;
-        char path[64];
-        snprintf(path, sizeof path, "avx512 %s matmul", tr_type_name(xt));
-        TT_SIMD(path, tr_isa_usable(TR_ISA_AVX512), tr_isa_usable(TR_ISA_AVX512) ? NULL : avx512_missing(f));
+        tr_gemm_fn fns[1 + N_SIMD] = {kx->ref};
+        for (int i = 0; i < N_SIMD; i++) {
+            if (!tr_kernel_variant(kx, simd_isas[i].isa)) continue; /* AVX2 has no Q8_0_X16 kernel, AMX none */
+            char path[64];
+            snprintf(path, sizeof path, "%s %s matmul", simd_isas[i].name, tr_type_name(xt));
+            const bool can = tr_isa_usable(simd_isas[i].isa);
+            TT_SIMD(path, can, can ? NULL : simd_isas[i].missing(f));
+            if (can) fns[1 + i] = tr_kernel_variant(kx, simd_isas[i].isa);
+        }
         const int64_t bl = ks->blck;
         const size_t bb = tr_type_block_bytes(st);
         for (int rep = 0; rep < 8; rep++) {
@@ -275,8 +281,7 @@ TT_TEST(x16_repack_matches_source_reference) {
             for (int t = 0; t < nt; t++) tr_act_convert(ks->act, x + (int64_t)t * cols, a + t * as, cols);
             float *y0 = malloc(sizeof(float) * (size_t)(rows * nt)), *y1 = malloc(sizeof(float) * (size_t)(rows * nt));
             ks->ref(cols, w, rs, (int)rows, a, as, nt, y0, (size_t)rows);
-            const tr_gemm_fn fns[2] = {kx->ref, tr_isa_usable(TR_ISA_AVX512) ? kx->avx512 : NULL};
-            for (int v = 0; v < 2; v++) {
+            for (int v = 0; v < 1 + N_SIMD; v++) {
                 if (!fns[v]) continue;
                 for (int c = 1; c <= 4; c *= 2) { /* chunks of 16, 32, 64 rows */
                     memset(y1, 0, sizeof(float) * (size_t)(rows * nt));
