@@ -170,6 +170,9 @@ def main() -> int:
     print(f"\n{datetime.date.today()} · {cpu_name()} · {os.cpu_count()} cores · {a.t} threads · {a.r} rounds"
           f"{f' · both engines on {a.cpu} kernels' if a.cpu else ''}"
           f"{' · best round of each' if a.best else ''}\n")
+    info = subprocess.run([sys.executable, "-c", "import llama_cpp; print(llama_cpp.llama_print_system_info().decode())"],
+                          capture_output=True, text=True, env=env["llama.cpp"]).stdout.strip()
+    print(f"llama.cpp's build: `{info}`\n")
     print("| model | test | Trinity t/s | llama.cpp t/s | ratio | Trinity bw % |")
     print("|---|---|---|---|---|---|")
     for r in rows:
