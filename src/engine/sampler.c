@@ -10,6 +10,7 @@
 
 #include "core/util.h"
 #include "grammar/grammar.h"
+#include "ops/ops.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -287,8 +288,10 @@ int32_t tr_sampler_sample(tr_sampler *s, const float *logits) {
     if (s->gm) {
         chosen = sample_grammar(s, logits, penalize);
         gm_take_token(s->gm, s->gv, chosen);
+    } else if (p->temp <= 0 && !penalize) {
+        chosen = (int32_t)tr_argmax(logits, n); /* the argmax, straight off the logits (first of equals) */
     } else if (p->temp <= 0) {
-        /* The argmax, straight off the logits (first of equals). */
+        /* The argmax of the penalised logits (first of equals). */
         int32_t best = 0;
         float bl = penalised(s, logits, 0, penalize);
         for (int32_t i = 1; i < n; i++) {

@@ -572,13 +572,10 @@ static void note_step_cost(tr_engine *e, int32_t n, double secs) {
     e->t_when[n] = ++e->n_steps;
 }
 
-/* The argmax of a row of logits (first of equals). */
-static int32_t argmax_row(const float *l, int32_t n) {
-    int32_t best = 0;
-    for (int32_t i = 1; i < n; i++)
-        if (l[i] > l[best]) best = i;
-    return best;
-}
+/* The argmax of a row of logits (first of equals): a row of Gemma's
+ * 262144 took 1 ms in this file's loop, 0.2 ms kept in a register, a
+ * few hundredths in tr_argmax's vectors (lookahead takes one per guess). */
+static int32_t argmax_row(const float *l, int32_t n) { return (int32_t)tr_argmax(l, n); }
 
 /* The draft model guesses want[i] tokens for sequence dec[i], greedily:
  * first it catches up with the sequence's tokens (a new sequence's prompt,

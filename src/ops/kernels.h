@@ -347,6 +347,8 @@ void tr_gelu_ref(float *out, const float *x, int64_t n);
 
 /* tr_hadamard with the AVX2 passes (simd) or the scalar reference, for tests. */
 void tr_hadamard_variant(float *x, int64_t n_rows, int n, bool simd);
+/* tr_argmax: the loop (simd false) or the AVX2 variant where usable. */
+int64_t tr_argmax_variant(const float *x, int64_t n, bool simd);
 
 /* IEEE half and bfloat16 conversions (round to nearest even): quant/blocks.h's,
  * the one definition (included above); the AVX2 files read halves with F16C's

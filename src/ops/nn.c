@@ -254,7 +254,63 @@ TGT static void hadamard_row_avx2(float *x, int n, float scale) {
                 _mm256_storeu_ps(x + j + len, _mm256_sub_ps(u, v));
             }
 }
+
+/* tr_argmax: the maximum by vpmaxps over two vectors (with any NaN noted:
+ * such a row goes to the loop, whose comparisons skip NaNs), then the first
+ * position holding it (equal compares, so -0 and +0 are one value, as for
+ * the loop's >). */
+TGT static int64_t argmax_avx2(const float *x, int64_t n) {
+    __m256 m0 = _mm256_loadu_ps(x), m1 = _mm256_loadu_ps(x + 8);
+    __m256 nan = _mm256_cmp_ps(m0, m1, _CMP_UNORD_Q);
+    int64_t i = 16;
+    for (; i + 16 <= n; i += 16) {
+        const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(a, b, _CMP_UNORD_Q));
+        m0 = _mm256_max_ps(m0, a);
+        m1 = _mm256_max_ps(m1, b);
+    }
+    if (_mm256_movemask_ps(nan)) return -1;
+    __m256 m = _mm256_max_ps(m0, m1);
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    float best = _mm_cvtss_f32(h);
+    for (; i < n; i++) {
+        if (x[i] != x[i]) return -1;
+        if (x[i] > best) best = x[i];
+    }
+    const __m256 bv = _mm256_set1_ps(best);
+    for (i = 0; i + 8 <= n; i += 8) {
+        const int k = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), bv, _CMP_EQ_OQ));
+        if (k) return i + __builtin_ctz((unsigned)k);
+    }
+    for (; i < n; i++)
+        if (x[i] == best) return i;
+    return -1; /* not reached */
+}
 #endif
+
+static int64_t argmax_ref(const float *x, int64_t n) {
+    int64_t best = 0;
+    float bx = x[0];
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > bx) bx = x[i], best = i;
+    return best;
+}
+
+int64_t tr_argmax_variant(const float *x, int64_t n, bool simd) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (simd && n >= 16 && tr_cpu_get()->avx2) {
+        const int64_t i = argmax_avx2(x, n);
+        if (i >= 0) return i;
+    }
+#else
+    (void)simd;
+#endif
+    return argmax_ref(x, n);
+}
+
+int64_t tr_argmax(const float *x, int64_t n) { return tr_argmax_variant(x, n, true); }
 
 void tr_geglu_variant(float *out, const float *gate, const float *up, int64_t n, bool simd) {
     pthread_once(&gelu_once, gelu_table_init);

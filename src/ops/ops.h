@@ -85,6 +85,13 @@ void tr_rope(float *x, int n_rot, int32_t pos, float freq_base, float freq_scale
  * rotates a quantized KV cache's queries, keys and values with. */
 void tr_hadamard(float *x, int64_t n_rows, int n);
 
+/* The index of the largest of x[0..n) (n >= 1), the first of equals, as
+ * the loop `if (x[i] > x[best]) best = i` finds it (NaN never wins; a NaN
+ * x[0] is never beaten): greedy sampling's choice of a row of logits.
+ * AVX2 where the CPU has it (two passes: the maximum, then its first
+ * position; a row holding a NaN takes the loop). */
+int64_t tr_argmax(const float *x, int64_t n);
+
 /* In place: x = exp(x - max) / sum. */
 void tr_softmax(float *x, int64_t n);
 

@@ -414,6 +414,37 @@ TT_TEST(rope_mscale_scales_the_rotated_dims_only) {
  * it is within (log2(n) + 1) * 2^-24 * sum|x_j| / sqrt(n) (plus a margin)
  * of the exact value. The AVX2 passes equal the scalar ones bit for bit;
  * applied twice it returns x (H is its own inverse) to that precision. */
+/* tr_argmax against the plain loop's definition (an independent scan in
+ * double here), on rows of every length up to 70 and Gemma's 262144, with
+ * ties (the first wins), -0 beside +0, infinities and NaNs (never chosen;
+ * a NaN first element keeps index 0, as the loop's > keeps it). */
+TT_TEST(argmax_is_the_first_of_the_largest) {
+    const tr_cpu_features *f = tr_cpu_get();
+    TT_SIMD("avx2 argmax", f->avx2, "lacks avx2");
+    float *x = malloc(sizeof(float) * 262144);
+    int bad = 0, cases = 0;
+    for (int rep = 0; rep < 400; rep++) {
+        const int64_t n = rep < 380 ? 1 + rep % 70 : 262144;
+        const int kind = rep % 6; /* 0 random, 1 coarse ties, 2 zeros of both signs, 3 infinities, 4 a NaN, 5 NaN first */
+        for (int64_t i = 0; i < n; i++) {
+            x[i] = kind == 1 ? (float)(tt_rnd() % 4) : kind == 2 ? ((tt_rnd() & 1) ? 0.0f : -0.0f) - (float)(tt_rnd() % 2)
+                                                                  : rndf(10.0f);
+            if (kind == 3 && tt_rnd() % 5 == 0) x[i] = (tt_rnd() & 1) ? INFINITY : -INFINITY;
+        }
+        if (kind == 4) x[tt_rnd() % n] = NAN;
+        if (kind == 5) x[0] = NAN;
+        int64_t want = 0; /* the definition (comparisons with a NaN are false) */
+        for (int64_t i = 1; i < n; i++)
+            if ((double)x[i] > (double)x[want]) want = i;
+        bad += tr_argmax_variant(x, n, false) != want;
+        bad += tr_argmax_variant(x, n, true) != want;
+        cases++;
+    }
+    TT_CHECK_EQ_INT(bad, 0);
+    TT_CHECK(cases == 400);
+    free(x);
+}
+
 TT_TEST(hadamard_matches_the_float64_matrix) {
     const tr_cpu_features *f = tr_cpu_get();
     TT_SIMD("avx2 Walsh-Hadamard", f->avx2, "lacks avx2");
@@ -468,5 +499,6 @@ int main(void) {
     TT_RUN(gelu_equals_geglu_with_unit_up_in_every_variant);
     TT_RUN(rope_mscale_scales_the_rotated_dims_only);
     TT_RUN(hadamard_matches_the_float64_matrix);
+    TT_RUN(argmax_is_the_first_of_the_largest);
     return TT_DONE();
 }
