@@ -63,6 +63,15 @@ def run(cmd: list, logf, cwd=None) -> None:
         raise RuntimeError(f"{cmd[0]} {' '.join(cmd[1:3])} ... failed ({p.returncode}); see {logf.name}")
 
 
+def read_stamp(path: str):
+    """A build's stamp (what it was built from), None when missing or unreadable."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def works(binary: str) -> bool:
     if not os.access(binary, os.X_OK):
         return False
@@ -119,11 +128,7 @@ def ensure(version: str = DEFAULT_VERSION, cache: str = None, jobs: int = 2, reb
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            with open(stamp_path) as f:
-                have = json.load(f)
-        except (OSError, ValueError):
-            have = None
+        have = read_stamp(stamp_path)
         if not rebuild and have == want and works(binary):
             return binary
         log(f"building llama-server from llama-cpp-python=={version} into {root} "
@@ -193,11 +198,7 @@ def ensure_lib(flavour: str, version: str = DEFAULT_VERSION, cache: str = None, 
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            with open(stamp_path) as f:
-                have = json.load(f)
-        except (OSError, ValueError):
-            have = None
+        have = read_stamp(stamp_path)
         if have == want and os.path.exists(os.path.join(lib, "libllama.so")):
             return lib
         log(f"building llama.cpp's {flavour} libllama.so into {root} (once; minutes; log: {root}/build.log)")
