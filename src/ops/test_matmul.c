@@ -227,8 +227,9 @@ TT_TEST(matmul_matches_reference_any_threads_and_tokens) {
  * activations introduce of the exact float product (dequantized weights). */
 /* Rows repacked into the _X16 layouts (src/model/repack.c; Q4_K, Q4_0,
  * Q5_0, Q8_0): every row's blocks come back byte for byte, and every
- * variant of the X16 kernel (AVX2, AVX-VNNI, AVX-512 where the CPU has it) (run the way tr_matmul runs it: chunks of whole
- * groups, tiles of tokens), and tr_matmul itself on 1-3 threads, give the
+ * variant of the X16 kernel that this CPU runs (AVX2, AVX-VNNI, AVX-512;
+ * run the way tr_matmul runs it: chunks of whole groups, tiles of tokens),
+ * and tr_matmul itself on 1-3 threads, give the
  * source format's scalar reference's bits on the file's rows, for 1..19
  * tokens (so a token's result does not depend on its batch). */
 TT_TEST(x16_repack_matches_source_reference) {
