@@ -509,7 +509,10 @@ TILE void q3_k_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int64
 
 /* TQ2_0: codes 0..2 for -1..1 and one scale: the products of all 256 fit
  * int16 lanes (8 * 2 * 2 * 127), so they are added before one vpmaddwd; the
- * -1 goes through the activation sums. */
+ * -1 goes through the activation sums. A token's eight products are one
+ * chain of adds, and the empty asm keeps the tokens in turn: gcc otherwise
+ * issued all the tile's products first and spilled most of them (twice the
+ * time per block). Integer adds in any order give the same sums. */
 TILE void tq2_0_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int64_t b, int NT) {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i S[4];
@@ -518,12 +521,11 @@ TILE void tq2_0_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int6
         tq2_0_half(w, h, q);
         FOR_T(j) {
             const int8_t *x = ACTK(j, b)->qs + 128 * h;
-            __m256i s = _mm256_add_epi16(
-                _mm256_add_epi16(_mm256_maddubs_epi16(q[0], _mm256_loadu_si256((const __m256i *)x)),
-                                 _mm256_maddubs_epi16(q[1], _mm256_loadu_si256((const __m256i *)(x + 32)))),
-                _mm256_add_epi16(_mm256_maddubs_epi16(q[2], _mm256_loadu_si256((const __m256i *)(x + 64))),
-                                 _mm256_maddubs_epi16(q[3], _mm256_loadu_si256((const __m256i *)(x + 96)))));
-            S[j] = h ? _mm256_add_epi16(S[j], s) : s;
+            __m256i s = h ? S[j] : _mm256_setzero_si256();
+            _Pragma("GCC unroll 4") for (int l = 0; l < 4; l++)
+                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(q[l], _mm256_loadu_si256((const __m256i *)(x + 32 * l))));
+            __asm__("" : "+x"(s));
+            S[j] = s;
         }
     }
     float dw = h2f(w + 64);
