@@ -6,7 +6,8 @@
  *        TRINITY_BENCH_THREADS (2), TRINITY_BENCH_CPU=1 (thread CPU time),
  *        TRINITY_BENCH_PROMPT (prompt tokens, 64), TRINITY_BENCH_HOT=1 (kernel
  *        alone on cached weights: ns per weight block and token),
- *        TRINITY_BENCH_COLS (its row length, 2048; a multiple of 256)
+ *        TRINITY_BENCH_COLS (its row length, 2048; a multiple of 256); with HOT,
+ *        the layouts repacked at load too (e.g. Q8_0_X16)
  *
  * For each weight type and 1 and 2 threads: generation (one token: GB/s of
  * weights streamed, the figure that bounds tokens/s) and prompt (64 tokens:
@@ -16,6 +17,7 @@
  * repetitions and compare runs made side by side. */
 #include "ops/kernels.h"
 #include "ops/ops.h"
+#include "quant/quant.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,7 +101,17 @@ static void bench_hot(int type) {
     float *x = malloc(sizeof(float) * cols * NTMAX), *y = malloc(sizeof(float) * rows * NTMAX);
     char *a = malloc(as * NTMAX);
     if (!w || !x || !y || !a) return;
-    fill(type, w, ws * rows);
+    const int src = tr_x16_source(type);
+    if (src >= 0) { /* a layout repacked at load: random source rows, packed sixteen at a time */
+        size_t ss = tr_row_size(src, cols);
+        uint8_t *s = malloc(ss * rows);
+        if (!s) return;
+        fill(src, s, ss * rows);
+        for (int g = 0; g < rows / 16; g++) tr_x16_pack(type, s + (size_t)g * 16 * ss, ss, w + (size_t)g * 16 * ws, cols);
+        free(s);
+    } else {
+        fill(type, w, ws * rows);
+    }
     for (int i = 0; i < cols * NTMAX; i++) x[i] = (float)(rnd() % 2001) / 1000 - 1;
     for (int t = 0; t < NTMAX; t++) tr_act_convert(k->act, x + (size_t)t * cols, a + (size_t)t * as, cols);
     tr_gemm_fn g = tr_kernel_best(k);
@@ -184,7 +196,7 @@ int main(int argc, char **argv) {
                               TR_TYPE_Q5_K, TR_TYPE_Q5_0, TR_TYPE_Q4_1, TR_TYPE_Q5_1, TR_TYPE_Q2_K, TR_TYPE_Q3_K};
     if (argc > 1) {
         for (int i = 1; i < argc; i++)
-            for (int t = 0; t < TR_TYPE_COUNT; t++)
+            for (int t = 0; t <= TR_TYPE_Q8_0_X16; t++) /* the file types and the layouts repacked at load */
                 if (tr_type_name(t) && !strcmp(tr_type_name(t), argv[i])) bench_type(t);
     } else {
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) bench_type(all[i]);

@@ -44,7 +44,7 @@ static void usage(FILE *f) {
             "  -t T      threads (default: all cores)\n"
             "  --no-bw   skip the bandwidth measurement\n"
             "  --no-repack  keep every weight in the file's mapping (TQ1_0 is otherwise repacked to TQ2_0's layout;\n"
-            "            on x86 SIMD CPUs Q4_K/Q4_0/Q5_0 (Q8_0 with VNNI) into sixteen interleaved rows)\n"
+            "            on x86 SIMD CPUs Q4_K/Q4_0/Q5_0/Q8_0 into sixteen interleaved rows)\n"
             "  --spec KIND  also time -n greedy tokens after the text of -f FILE with speculative\n"
             "            decoding (ngram, lookahead, draft) against without, on the same engine\n"
             "  -f FILE   the prompt text of the --spec test\n"

@@ -152,10 +152,58 @@ X_INLINE void X_FN(lx16)(int64_t n, const uint8_t *g, int h0, int H, const char 
     for (int hh = 0; hh < H; hh++) FOR_XT(j) out[hh][j] = acc[hh][j];
 }
 
+#if !X_VNNI
+/* Q8_0_X16 on AVX2 (halves as lx16's): the stored bytes are the int8
+ * values plus 128, which vpmaddubsw cannot take as they are (255 * 127 * 2
+ * saturates its int16 pairs). Flipped back to int8 (xor 0x80), the weight's
+ * sign moves onto the broadcast activations (vpsignb) and its magnitude
+ * (at most 128) multiplies them: a pair is at most 2 * 128 * 127 = 32512,
+ * exact, and each vector's pairs are widened by vpmaddwd at once into one
+ * int32 sum per token (exact, the same integers as the reference's sumi, so
+ * the float steps are lx16's). The magnitudes and signs are taken once per
+ * weight vector for the tile's tokens. */
+X_INLINE void X_FN(q8x16)(int64_t n, const uint8_t *g, int h0, int H, const char *a, size_t as, int NT,
+                          __m256 out[2][XT]) {
+    __m256 acc[2][XT];
+    for (int hh = 0; hh < H; hh++) FOR_XT(j) acc[hh][j] = _mm256_setzero_ps();
+    const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
+    for (int64_t b = 0; b < n / 32; b++, g += sizeof(tr_block_q8_0_x16)) {
+        const tr_block_q8_0_x16 *blk = (const tr_block_q8_0_x16 *)g;
+        if (H == 2) prefetch_ahead(g, sizeof *blk);
+        _Pragma("GCC unroll 2") for (int hh = 0; hh < H; hh++) {
+            const int h = h0 + hh;
+            __m256i s[XT];
+            FOR_XT(j) s[j] = _mm256_setzero_si256();
+            _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) {
+                const __m256i w = _mm256_xor_si256(half_load(blk->qs[k], h), flip), m = _mm256_abs_epi8(w);
+                FOR_XT(j) {
+                    const int8_t *x = ACTQ(j, b)->qs + 4 * k;
+                    const __m256i p = _mm256_maddubs_epi16(m, _mm256_sign_epi8(bcast4(x), w));
+                    s[j] = _mm256_add_epi32(s[j], _mm256_madd_epi16(p, ones));
+                }
+            }
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(g + 16 * h)));
+            FOR_XT(j) {
+                const tr_q8a *x = ACTQ(j, b);
+                const __m256 t = _mm256_mul_ps(_mm256_mul_ps(dw, _mm256_set1_ps(x->d)), _mm256_cvtepi32_ps(s[j]));
+                acc[hh][j] = _mm256_add_ps(acc[hh][j], t);
+            }
+        }
+    }
+    for (int hh = 0; hh < H; hh++) FOR_XT(j) out[hh][j] = acc[hh][j];
+}
+#endif
+
+#if X_VNNI
+#define X_Q8_AVX2(NT, H) ((void)0)
+#else
+#define X_Q8_AVX2(NT, H) X_FN(q8x16)(n, gp, h0, H, at, as, NT, acc)
+#endif
 /* Tile of NT tokens over halves h0 .. h0 + H - 1 of the group at gp. */
 #define X_TILE(F, NT, H)                                                                                          \
     do {                                                                                                          \
         if ((F) == X_Q4_K) X_FN(q4k_x16)(n, (const tr_block_q4_K_x16 *)gp, h0, H, at, as, NT, acc);              \
+        else if ((F) == X_Q8_0 && !X_VNNI) X_Q8_AVX2(NT, H);                                                       \
         else X_FN(lx16)(n, gp, h0, H, at, as, NT, acc, F);                                                        \
     } while (0)
 
@@ -194,12 +242,11 @@ X_INLINE void X_FN(gemm_x16)(int64_t n, const void *w, size_t ws, int nr, const 
 X_GEMM(gemm_q4_k_x16, X_Q4_K)
 X_GEMM(gemm_q4_0_x16, X_Q4_0)
 X_GEMM(gemm_q5_0_x16, X_Q5_0)
-#if X_VNNI
 X_GEMM(gemm_q8_0_x16, X_Q8_0)
-#endif
 
 #undef X_GEMM
 #undef X_TILE
+#undef X_Q8_AVX2
 #undef X_INLINE
 #undef X_FN
 #undef X_CAT

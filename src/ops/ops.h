@@ -47,8 +47,8 @@ void tr_matmul(tr_pool *pool, int type, const void *W, int64_t rows, int64_t col
 /* The layout a matrix of `type` is best repacked into at load on this CPU
  * (as capped by TRINITY_CPU), for tr_matmul; -1 to keep the file's rows.
  * Today Q4_K, Q4_0, Q5_0, Q8_0 -> their _X16 layouts where a SIMD tier
- * has a kernel for the layout (AVX-512 all four; AVX-VNNI all four; AVX2
- * all but Q8_0) and the AMX tier does not run. An _X16 matrix has rows in
+ * has a kernel for the layout (AVX-512, AVX-VNNI and AVX2: all four) and
+ * the AMX tier does not run. An _X16 matrix has rows in
  * whole groups of 16, and a tr_matmul on it starts at a group. */
 int tr_matmul_repack_type(int type);
 
