@@ -13,7 +13,12 @@ X_INLINE __m256i X_FN(mac)(__m256i s, __m256i w, const int8_t *x) {
 #if X_VNNI
     return _mm256_dpbusd_avx_epi32(s, w, bcast4(x));
 #else
-    return _mm256_add_epi16(s, _mm256_maddubs_epi16(w, bcast4(x)));
+    /* the empty asm keeps each sum a chain: gcc otherwise re-associates the
+     * int16 adds of a tile into trees, computes every product first and
+     * spills most of them (Q4_K: two stack stores per vpmaddubsw) */
+    __m256i r = _mm256_add_epi16(s, _mm256_maddubs_epi16(w, bcast4(x)));
+    __asm__("" : "+x"(r));
+    return r;
 #endif
 }
 
@@ -180,6 +185,7 @@ X_INLINE void X_FN(q8x16)(int64_t n, const uint8_t *g, int h0, int H, const char
                     const int8_t *x = ACTQ(j, b)->qs + 4 * k;
                     const __m256i p = _mm256_maddubs_epi16(m, _mm256_sign_epi8(bcast4(x), w));
                     s[j] = _mm256_add_epi32(s[j], _mm256_madd_epi16(p, ones));
+                    __asm__("" : "+x"(s[j])); /* a chain, as in mac */
                 }
             }
             const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(g + 16 * h)));
