@@ -145,9 +145,13 @@ typedef struct tr_kernel {
 /* k tokens in a W-wide tile (k <= W; larger k never reach it, but their case must still compile) */
 #define TR_TILE_NT(W, k) ((k) <= (W) ? (k) : 1)
 
-/* Wrap a tile into the kernel shape: rows outer, tokens in tiles of W inner
- * (W = 4, or TR_TILE_MAX where the ISA has the registers), so a weight row
- * is read from memory once and reused from L1 by the token tiles.
+/* Wrap a tile into the kernel shape: tiles of W tokens outer (W = 4, or
+ * TR_TILE_MAX where the ISA has the registers), the rows handed in inner,
+ * so a tile's activations stay in L1 while the rows pass (from L2: the
+ * caller's chunk of rows fits it). Rows outer, as this was, streamed every
+ * token's activations past each row: eight tokens of a 5632-wide row are
+ * 51 KB of tr_q8k, more than L1. A (row, token) result is the same tile
+ * call either way.
  * tile(n, row, a, as, NT, out) writes the row's result for NT <= W tokens to
  * out; tgt is the SIMD file's target attribute (the tile is always inlined,
  * so the wrapper must carry the same). Each NT is its own inlined copy (a
@@ -157,16 +161,18 @@ typedef struct tr_kernel {
                          int nt, float *y, size_t ys) {                                         \
         _Static_assert((W) == 4 || (W) == TR_TILE_MAX, "tile width: 4 or TR_TILE_MAX");          \
         const char *a = a_;                                                                     \
-        for (int r = 0; r < nr; r++) {                                                          \
-            const uint8_t *wr = (const uint8_t *)w + (size_t)r * ws;                            \
-            float out[TR_TILE_MAX];                                                             \
-            int t = 0;                                                                          \
-            for (; t + (W) <= nt; t += (W)) {                                                   \
-                tile(n, wr, a + (size_t)t * as, as, (W), out);                                  \
+        float out[TR_TILE_MAX];                                                                 \
+        int t = 0;                                                                              \
+        for (; t + (W) <= nt; t += (W)) {                                                       \
+            for (int r = 0; r < nr; r++) {                                                      \
+                tile(n, (const uint8_t *)w + (size_t)r * ws, a + (size_t)t * as, as, (W), out); \
                 for (int k = 0; k < (W); k++) y[(size_t)(t + k) * ys + r] = out[k];             \
             }                                                                                   \
-            int left = nt - t;                                                                  \
-            const char *at = a + (size_t)t * as;                                                \
+        }                                                                                       \
+        const int left = nt - t;                                                                \
+        const char *at = a + (size_t)t * as;                                                    \
+        for (int r = 0; left > 0 && r < nr; r++) {                                              \
+            const uint8_t *wr = (const uint8_t *)w + (size_t)r * ws;                            \
             switch (left) { /* left < W: TR_TILE_NT keeps the other cases compilable */          \
             case 7: tile(n, wr, at, as, TR_TILE_NT(W, 7), out); break;                          \
             case 6: tile(n, wr, at, as, TR_TILE_NT(W, 6), out); break;                          \

@@ -172,10 +172,10 @@ enum { tq1_0_bytes = sizeof(tr_block_tq1_0), tq1_0_d = offsetof(tr_block_tq1_0, 
         out[1] = o[1];                                                                                              \
     }
 
-/* Several tokens: rows outer, the tokens in tiles of four inner, so a row
- * is read from memory once. One token (generation): kernels.h's
- * TR_GEMM_TWO_STREAMS, two rows at once from the two halves of the rows
- * handed in. */
+/* Several tokens: the tokens in tiles of four outer, the rows inner, so a
+ * tile's activations stay in L1 (kernels.h's TR_GEMM_FROM_TILE). One token
+ * (generation): kernels.h's TR_GEMM_TWO_STREAMS, two rows at once from the
+ * two halves of the rows handed in. */
 #define TERNARY_GEMM(fmt)                                                                                           \
     TERNARY_TILE(fmt)                                                                                               \
     TERNARY_BLOCK(fmt)                                                                                              \
@@ -183,9 +183,9 @@ enum { tq1_0_bytes = sizeof(tr_block_tq1_0), tq1_0_d = offsetof(tr_block_tq1_0, 
                                     int nt, float *y, size_t ys) {                                                  \
         const uint8_t *w = w_;                                                                                      \
         const char *a = a_;                                                                                         \
-        for (int r = 0; r < nr; r++) {                                                                              \
-            const uint8_t *wr = w + (size_t)r * ws;                                                                 \
-            for (int t = 0; t < nt; t += 4) {                                                                       \
+        for (int t = 0; t < nt; t += 4) {                                                                           \
+            for (int r = 0; r < nr; r++) {                                                                          \
+                const uint8_t *wr = w + (size_t)r * ws;                                                             \
                 const char *at = a + (size_t)t * as;                                                                \
                 float *yt = y + (size_t)t * ys + r;                                                                 \
                 switch (nt - t < 4 ? nt - t : 4) {                                                                  \

@@ -243,8 +243,8 @@ TILEV void t_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int64_t
 }
 
 /* A row against NT <= 4 tokens, and the kernel: tokens in tiles of four
- * (each decoded super-block shared by the tile), rows outer so a weight row
- * is read from memory once; one token: kernels.h's TR_GEMM_TWO_STREAMS
+ * (each decoded super-block shared by the tile), tiles outer so a tile's
+ * activations stay in L1 (kernels.h's TR_GEMM_FROM_TILE); one token: kernels.h's TR_GEMM_TWO_STREAMS
  * (two rows at once from the two halves of the rows handed in), with the
  * same per-super-block body. */
 #define GEMM_KQUANTV(name, sb, K, bytes, act_t)                                                          \
