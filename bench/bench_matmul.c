@@ -105,7 +105,10 @@ static void bench_hot(int type) {
     if (src >= 0) { /* a layout repacked at load: random source rows, packed sixteen at a time */
         size_t ss = tr_row_size(src, cols);
         uint8_t *s = malloc(ss * rows);
-        if (!s) return;
+        if (!s) {
+            free(w), free(x), free(y), free(a);
+            return;
+        }
         fill(src, s, ss * rows);
         for (int g = 0; g < rows / 16; g++) tr_x16_pack(type, s + (size_t)g * 16 * ss, ss, w + (size_t)g * 16 * ws, cols);
         free(s);
