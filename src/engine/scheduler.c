@@ -22,8 +22,8 @@
  *      at most prefill_chunk prompt tokens, so a long prompt delays their
  *      next token by a fraction of a step).
  *   4. speculation: a generating sequence with a drafter may add guesses
- *      of its next tokens after its one token, as many as pay for
- *      themselves (see choose_drafts).
+ *      of its next tokens after its one token, as many as pay for the
+ *      wait they add to every sequence in the step (see choose_drafts).
  *   5. decode, sample every sequence whose pending tokens are all fed; for
  *      one with guesses, sample row after row while each sampled token
  *      equals the guess fed after it, then remove the cache entries of the
@@ -519,28 +519,25 @@ static void feed(tr_engine *e, seq *s, int32_t take, int32_t *n) {
 
 /* ------------------------------------------------------------ speculation */
 
-/* The process's CPU time: what a step costs is measured in it, not in wall
- * time, because the choice it serves (is a guess worth a row?) is about
- * the step's own work. Wall time also counts the moments other processes
- * held the cores, which come and go between the measurements of a step of
- * 8 rows (taken every step) and of 9 (taken now and then): on a busy
- * machine the lucky minimum of a rare size makes its rows look cheap or a
- * preempted one dear. The pool's workers sleep after a brief spin, so a
- * worker waiting on a preempted one adds little. */
-static double cpu_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* This thread's CPU time: the step's sampling runs on it alone while the
- * pool's threads wait, so it costs the step its seconds times the threads,
- * in the process-wide seconds the forward pass is measured in. */
+/* The CPU time of the threads that compute a step: this thread's and the
+ * pool's workers'. What a step costs is measured in it, not in wall time,
+ * because the choice it serves (is a guess worth a row?) is about the
+ * step's own work. Wall time also counts the moments other processes held
+ * the cores, which come and go between the measurements of a step of 8
+ * rows (taken every step) and of 9 (taken now and then): on a busy machine
+ * the lucky minimum of a rare size makes its rows look cheap or a
+ * preempted one dear. The process's CPU time would count its other
+ * threads too: a server's connections, whose work grows with the streams,
+ * not the rows (5-15 % of an eight-stream Gemma step). The pool's workers
+ * sleep after a brief spin, so a worker waiting on a preempted one adds
+ * little. */
 static double thread_cpu_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+static double compute_cpu_s(const tr_engine *e) { return thread_cpu_s() + tr_pool_cpu_s(e->c->pool); }
 
 /* The cost of a step of n tokens (each with its logits) relative to one of
  * 1, before any is measured: the shape measured on a 2-core AVX2 machine
@@ -647,19 +644,34 @@ static double guess_prob(const seq *s, int32_t c) {
 
 /* How many guesses each generating sequence verifies this step. Each
  * sequence's drafter proposes up to what it may take; the i-th guess of a
- * sequence adds guess_prob(i) expected tokens (it counts only if the ones
- * before it are accepted). Guesses are taken best first while the step's expected
- * tokens per second grow: n_base tokens already in the batch (n_dec of
- * them generating, one expected token each), plus the guesses, against the
- * measured cost of a step that size. So a single stream verifies long runs
- * of likely guesses, a batch of many streams (already costly per extra
- * row) only the surest, and text the drafter cannot guess costs nothing. */
-static int32_t choose_drafts(tr_engine *e, seq **dec, int32_t n_dec, int32_t n_base, int32_t room) {
+ * sequence adds guess_prob(i) expected tokens to its step (it counts only
+ * if the ones before it are accepted). But a guess row makes the step
+ * longer for every sequence in it (n_seq: the n_dec generating ones and
+ * the prompts being fed), so guesses are chosen to make the product of the
+ * sequences' rates grow, not their sum: a step's value is
+ *   sum_i log(expected tokens of sequence i) - n_seq * log(cost),
+ * the cost that measured for a step of n_dec generating rows plus the
+ * guesses (prompt rows are left out of the price: they lengthen the real
+ * step, so the guesses' share of it is overstated, and a step that feeds a
+ * prompt verifies fewer). Alone (n_seq 1) that is the expected tokens per
+ * second. In a batch of many streams, already compute-bound, a row costs
+ * about what it gives and slows every stream: the sum's rule took one
+ * stream's likely guesses, the streams with nothing to guess waited for
+ * them, and a closed batch ends with its slowest stream (eight Gemma
+ * streams on a 2-core Zen 3: 0.89-0.92x the aggregate tokens/s without
+ * speculation before this rule and the costs measured on steps without
+ * prompt rows, 0.97-1.01 after). Guesses are taken best first (the largest
+ * gain in log) while the value grows: a single stream verifies long runs
+ * of likely guesses, a batch of many only guesses that pay for every
+ * stream's wait, and text the drafter cannot guess costs nothing. */
+static int32_t choose_drafts(tr_engine *e, seq **dec, int32_t n_dec, int32_t n_seq, int32_t room) {
     int32_t n_prop = 0, cnt[n_dec], best[n_dec], want[n_dec];
+    double expect[n_dec];
     bool drafting = false;
     for (int32_t i = 0; i < n_dec; i++) {
         seq *s = dec[i];
         s->n_draft = cnt[i] = best[i] = want[i] = 0;
+        expect[i] = 1.0;
         s->n_first = INT32_MAX; /* the draft model's guesses are all first-hand */
         if (s->spec.kind == TR_SPEC_NONE) continue;
         int32_t k = s->spec.n_max;
@@ -679,22 +691,22 @@ static int32_t choose_drafts(tr_engine *e, seq **dec, int32_t n_dec, int32_t n_b
     if (drafting) draft_run(e, dec, n_dec, want);
     for (int32_t i = 0; i < n_dec; i++) n_prop += dec[i]->n_draft > 0;
     if (n_prop == 0) return 0;
-    /* Greedy: the best next guess of any sequence, while the rate grows. */
-    double expect = n_dec, best_rate = expect / step_cost(e, n_base);
+    /* Greedy: the next guess that adds most to the log sum, while the value grows. */
+    double gained = 0, best_value = -n_seq * log(step_cost(e, n_dec));
     for (int32_t n = 1; n <= room; n++) {
         int32_t pick = -1;
-        double g_pick = 0;
+        double l_pick = 0;
         for (int32_t i = 0; i < n_dec; i++) {
             if (cnt[i] >= dec[i]->n_draft) continue;
-            const double g = guess_prob(dec[i], cnt[i] + 1);
-            if (g > g_pick) g_pick = g, pick = i;
+            const double l = log1p(guess_prob(dec[i], cnt[i] + 1) / expect[i]);
+            if (l > l_pick) l_pick = l, pick = i;
         }
         if (pick < 0) break;
-        cnt[pick]++;
-        expect += g_pick;
-        const double rate = expect / step_cost(e, n_base + n);
-        if (rate > best_rate) {
-            best_rate = rate;
+        expect[pick] += guess_prob(dec[pick], ++cnt[pick]);
+        gained += l_pick;
+        const double value = gained - n_seq * log(step_cost(e, n_dec + n));
+        if (value > best_value) {
+            best_value = value;
             memcpy(best, cnt, sizeof best);
         }
     }
@@ -846,7 +858,9 @@ tr_status tr_engine_step(tr_engine *e, tr_step_stats *stats, tr_error *err) {
         st.n_prompt_tokens += take;
     }
     /* Guesses after the generating sequences' tokens, within the batch and the pool. */
-    if (n_dec > 0 && choose_drafts(e, dec, n_dec, n, e->n_batch - n) > 0)
+    int32_t n_seq = n_dec;
+    for (int32_t i = 0; i < e->n_seq_max; i++) n_seq += e->slot[i] && e->slot[i]->take > 0 && pending(e->slot[i]) > 1;
+    if (n_dec > 0 && choose_drafts(e, dec, n_dec, n_seq, e->n_batch - n) > 0)
         for (int32_t k = 0; k < n_dec; k++) {
             seq *s = dec[k];
             const int32_t base = tr_kv_blocks_needed(kv, s->slot, 1);
@@ -863,14 +877,14 @@ tr_status tr_engine_step(tr_engine *e, tr_step_stats *stats, tr_error *err) {
     if (n == 0) return TR_OK;
 
     tr_batch b = {.n_tokens = n, .token = e->b_tok, .pos = e->b_pos, .seq_id = e->b_seq, .logits = e->b_logits};
-    const double t0 = cpu_s();
+    const double t0 = compute_cpu_s(e);
     tr_status rc = tr_decode(e->c, &b, err);
     if (rc != TR_OK) { /* the cache is as it was; the batch's sequences cannot go on */
         for (int32_t i = 0; i < e->n_seq_max; i++)
             if (e->slot[i] && e->slot[i]->b_n) end_seq(e, e->slot[i], TR_FINISH_ERROR);
         return rc;
     }
-    const double t_fwd = cpu_s() - t0, t1 = thread_cpu_s();
+    const double t_fwd = compute_cpu_s(e) - t0, t1 = thread_cpu_s();
     st.n_tokens = n;
     for (int32_t i = 0; i < e->n_seq_max; i++) {
         seq *s = e->slot[i];
@@ -892,8 +906,10 @@ tr_status tr_engine_step(tr_engine *e, tr_step_stats *stats, tr_error *err) {
         if (why != TR_FINISH_NONE) end_seq(e, s, why);
     }
     /* A step's cost: the forward pass and what its rows ask after it (a sampled token each, and lookahead's
-     * argmax of every guess: a Gemma row of logits is 1 MiB to read) */
-    note_step_cost(e, n, t_fwd + (thread_cpu_s() - t1) * (double)e->c->n_threads);
+     * argmax of every guess: a Gemma row of logits is 1 MiB to read). Only steps whose every row has its
+     * logits, the rows guesses add: a prompt row skips the output layer, most of a Gemma row's work (a
+     * 14-token prompt chunk measured 96 ms where a step of 14 generating rows takes 200). */
+    if (st.n_prompt_tokens == 0) note_step_cost(e, n, t_fwd + (thread_cpu_s() - t1) * (double)e->c->n_threads);
     if (stats) *stats = st;
     return TR_OK;
 }

@@ -15,6 +15,10 @@ typedef struct tr_pool tr_pool; /* persistent worker threads (pool.c) */
 tr_pool *tr_pool_new(int n_threads);
 void tr_pool_free(tr_pool *p);
 int tr_pool_size(const tr_pool *p);
+/* The CPU seconds the pool's workers (not the caller) have used, spinning
+ * included: with the caller's own thread CPU time, what a job cost, without
+ * the process's other threads (a server's connections). */
+double tr_pool_cpu_s(const tr_pool *p);
 /* Run fn(arg, i, n) for i in [0, n) on all workers and the caller; returns when all are done.
  * Workers persist between calls (spin briefly, then sleep): no thread is created per operation.
  * Not reentrant: one tr_pool_run at a time per pool. */

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -26,6 +27,8 @@ typedef struct worker {
     struct tr_pool *pool;
     int ith;
     pthread_t thread;
+    clockid_t clock; /* its CPU-time clock (tr_pool_cpu_s) */
+    bool has_clock;
 } worker;
 
 struct tr_pool {
@@ -111,6 +114,7 @@ tr_pool *tr_pool_new(int n_threads) {
                 p->n = i; /* run with the threads we got */
                 break;
             }
+            p->workers[i].has_clock = !pthread_getcpuclockid(p->workers[i].thread, &p->workers[i].clock);
         }
     }
     return p;
@@ -135,6 +139,16 @@ void tr_pool_free(tr_pool *p) {
 }
 
 int tr_pool_size(const tr_pool *p) { return p ? p->n : 1; }
+
+double tr_pool_cpu_s(const tr_pool *p) {
+    double s = 0;
+    for (int i = 1; p && p->workers && i < p->n; i++) {
+        struct timespec ts;
+        if (p->workers[i].has_clock && !clock_gettime(p->workers[i].clock, &ts))
+            s += (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    }
+    return s;
+}
 
 /* Start a job: its fields, then the new generation, open. */
 static void start(tr_pool *p, void (*fn)(void *arg, int ith, int nth), void *arg, bool shared) {

@@ -122,11 +122,43 @@ TT_TEST(null_pool_runs_inline) {
     tr_pool_free(p);
 }
 
+/* Share 1 (a worker's) burns `ms` of its thread's CPU; the caller's does nothing. */
+static void burn(void *arg, int ith, int nth) {
+    (void)nth;
+    if (ith != 1) return;
+    const double ms = *(const double *)arg;
+    struct timespec a, b;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
+    do clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
+    while ((double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) * 1e-6 < ms);
+}
+
+/* tr_pool_cpu_s counts the workers' CPU time (what the scheduler prices a
+ * step with) and not the caller's: a worker's 30 ms share shows, 30 ms of
+ * the calling thread's own work does not. */
+TT_TEST(cpu_time_counts_the_workers) {
+    TT_CHECK(tr_pool_cpu_s(NULL) == 0);
+    tr_pool *p1 = tr_pool_new(1);
+    TT_CHECK(tr_pool_cpu_s(p1) == 0); /* no workers */
+    tr_pool_free(p1);
+    tr_pool *p = tr_pool_new(2);
+    double ms = 30;
+    const double t0 = tr_pool_cpu_s(p);
+    tr_pool_run(p, burn, &ms);
+    const double t1 = tr_pool_cpu_s(p);
+    TT_CHECK(t1 - t0 >= 0.029);
+    burn(&ms, 1, 2); /* the caller's thread */
+    const double t2 = tr_pool_cpu_s(p);
+    TT_CHECK(t2 - t1 < 0.015); /* a spinning worker's leftover at most (it sleeps after 50-200 us) */
+    tr_pool_free(p);
+}
+
 int main(void) {
     TT_RUN(every_share_runs_once_per_job);
     TT_RUN(wakes_after_sleeping);
     TT_RUN(shares_see_the_callers_writes);
     TT_RUN(shared_jobs_do_every_item_once_mixed_with_full_jobs);
     TT_RUN(null_pool_runs_inline);
+    TT_RUN(cpu_time_counts_the_workers);
     return TT_DONE();
 }
