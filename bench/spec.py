@@ -24,6 +24,9 @@ ngram-mod, ngram-map-k), one process each.
    --stream-rounds rounds (Trinity's three configurations in alternating
    order), with Trinity's on ÷ off in every round and the lowest of them.
 
+--streams-only: Trinity alone, the identity checks and part 2 (no llama-server
+to build or run, no part 1).
+
 Prints markdown tables (ratios to plain decoding and to llama.cpp's best
 option per prompt) and writes every figure to build/bench-spec.json."""
 import argparse
@@ -122,20 +125,25 @@ def main() -> int:
     ap.add_argument("--stream-rounds", type=int, default=4,
                     help="rounds of part 2 (each: Trinity off, ngram, lookahead in alternating order, then llama-server)")
     ap.add_argument("--quick", action="store_true", help="one round, 48 tokens, no llama-server types but one")
+    ap.add_argument("--streams-only", action="store_true",
+                    help="Trinity alone: the identity checks and part 2 (no llama-server, no part 1)")
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "bench-spec.json"))
     a = ap.parse_args()
     if a.quick:
         a.rounds, a.max_tokens, a.stream_rounds = 1, 48, 1
-    llama_types = LLAMA_TYPES[:1] if a.quick else LLAMA_TYPES
+    llama_types = [] if a.streams_only else LLAMA_TYPES[:1] if a.quick else LLAMA_TYPES
+    if a.streams_only:
+        a.rounds = 0
     prompts = json.load(open(a.prompts))["prompts"]
-    llama_bin = llama_server.ensure()
+    llama_bin = None if a.streams_only else llama_server.ensure()
     cfg = {"trinity": a.trinity, "llama_server": llama_bin, "model": a.model, "ctx": 8192, "threads": a.threads,
            "trinity_per_slot": False, "trinity_args": [], "llama_args": []}
     os.makedirs(os.path.join(ROOT, "build"), exist_ok=True)
     log_path = os.path.join(ROOT, "build", "bench-spec-servers.log")
     par = max(1, a.streams)
-    servers = {"trinity": serve.Server("trinity", cfg, par, log_path),
-               "llama:plain": serve.Server("llama", cfg, par, log_path)}
+    servers = {"trinity": serve.Server("trinity", cfg, par, log_path)}
+    if not a.streams_only:
+        servers["llama:plain"] = serve.Server("llama", cfg, par, log_path)
     for t in llama_types:
         c = dict(cfg, llama_args=["--spec-type", t])
         servers[f"llama:{t}"] = serve.Server("llama", c, par, log_path)
@@ -146,8 +154,8 @@ def main() -> int:
         for s in servers.values():
             s.start()
         base = {"max_tokens": a.max_tokens, "temperature": 0, "ignore_eos": True}
-        configs = [("trinity", k) for k in TRINITY_CONFIGS] + [("llama:plain", "plain")] + \
-            [(f"llama:{t}", t) for t in llama_types]
+        configs = [("trinity", k) for k in TRINITY_CONFIGS] + \
+            ([] if a.streams_only else [("llama:plain", "plain")] + [(f"llama:{t}", t) for t in llama_types])
 
         def run_one(server_key, conf, prompt, extra=None):
             body = dict(base, prompt=prompt, **(extra or {}))
@@ -185,7 +193,7 @@ def main() -> int:
             return statistics.mean(xs) if xs else None
 
         rows, summary = [], {"grounded": {}, "open": {}}
-        for p in prompts:
+        for p in prompts if a.rounds else []:
             nm = p["name"]
             plain = stat(nm, "trinity", "plain", "tps")
             llama_plain = stat(nm, "llama:plain", "plain", "tps")
@@ -215,8 +223,8 @@ def main() -> int:
         # 2. Concurrent streams: aggregate tokens/s, speculation off and on.
         if a.streams:
             plist = [prompts[i % len(prompts)]["prompt"] for i in range(a.streams)]
-            pairs = [("trinity", "plain"), ("trinity", "ngram"), ("trinity", "lookahead"),
-                     ("llama:plain", "plain")] + [(f"llama:{t}", t) for t in llama_types]
+            pairs = [("trinity", "plain"), ("trinity", "ngram"), ("trinity", "lookahead")] + \
+                ([] if a.streams_only else [("llama:plain", "plain")] + [(f"llama:{t}", t) for t in llama_types])
             agg = {pk: [] for pk in pairs}
             for r in range(a.stream_rounds):
                 # Trinity's three alternate their order from round to round (one server
@@ -251,7 +259,7 @@ def main() -> int:
     print(f"| prompt | kind | Trinity plain tok/s | Trinity ngram | Trinity lookahead | llama.cpp plain | {llama_hdr} "
           "| Trinity best ÷ llama.cpp best |")
     print("|---|---|---|---|---|---|" + "---|" * len(llama_types) + "---|")
-    print("\n".join(rows))
+    print("\n".join(rows) if rows else "| (part 1 skipped: --streams-only) |")
     for kind, d in record["summary"].items():
         if d:
             print(f"\n{kind} (geometric mean): ngram {fmt(d['ngram_vs_plain'])}× plain, lookahead "
@@ -262,8 +270,9 @@ def main() -> int:
         print(f"\n{a.streams} concurrent streams, aggregate tok/s: " +
               ", ".join(f"{k} {v:.1f}" for k, v in s.items()))
         print(f"Trinity ngram ÷ off: {s['trinity ngram'] / s['trinity plain']:.2f}×, lookahead ÷ off: "
-              f"{s['trinity lookahead'] / s['trinity plain']:.2f}×; llama.cpp {llama_types[0]} ÷ off: "
-              f"{s['llama:' + llama_types[0] + ' ' + llama_types[0]] / s['llama:plain plain']:.2f}×")
+              f"{s['trinity lookahead'] / s['trinity plain']:.2f}×" +
+              (f"; llama.cpp {llama_types[0]} ÷ off: "
+               f"{s['llama:' + llama_types[0] + ' ' + llama_types[0]] / s['llama:plain plain']:.2f}×" if llama_types else ""))
         for conf, rs in record["streams_round_ratios"].items():
             print(f"Trinity {conf} ÷ off in each of the {len(rs)} rounds: " + ", ".join(f"{x:.2f}×" for x in rs) +
                   f" (lowest {min(rs):.2f}×)")
