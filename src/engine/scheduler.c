@@ -42,7 +42,8 @@
 #include <string.h>
 #include <time.h>
 
-enum { SPEC_MAX = 64 }; /* most guesses one sequence may ask to verify per step */
+enum { SPEC_MAX = 64 };   /* most guesses one sequence may ask to verify per step */
+enum { GUESS_MAX = 128 }; /* most guesses of all sequences in one step */
 
 typedef struct seq {
     int64_t id;
@@ -96,10 +97,11 @@ struct tr_engine {
     int64_t n_preempted;
     int32_t *b_tok, *b_pos, *b_seq;
     int8_t *b_logits;
-    /* What a step of n tokens costs (CPU seconds per n, see note_step_cost; 0:
-     * not seen yet), for choosing how many guesses to verify. */
+    /* What a step of d generating rows plus k guesses costs (CPU seconds at
+     * [d * (GUESS_MAX + 1) + k], see note_step_cost; 0: not seen yet), for
+     * choosing how many guesses to verify. */
     double *t_step;
-    int64_t *t_when;       /* [n_batch + 1]: the step that last measured t_step[n] */
+    int64_t *t_when;       /* the step that last measured each */
     int64_t n_steps;
     int32_t *out_tok;      /* [SPEC_MAX + 1] scratch: the model's choice per row */
     /* The draft model (TR_SPEC_DRAFT): its own context, with the same
@@ -186,8 +188,8 @@ tr_status tr_engine_new(tr_model *m, const tr_engine_params *p, tr_engine **out,
     e->b_pos = malloc(sizeof *e->b_pos * (size_t)e->n_batch);
     e->b_seq = malloc(sizeof *e->b_seq * (size_t)e->n_batch);
     e->b_logits = malloc((size_t)e->n_batch);
-    e->t_step = calloc((size_t)e->n_batch + 1, sizeof *e->t_step);
-    e->t_when = calloc((size_t)e->n_batch + 1, sizeof *e->t_when);
+    e->t_step = calloc(((size_t)e->n_seq_max + 1) * (GUESS_MAX + 1), sizeof *e->t_step);
+    e->t_when = calloc(((size_t)e->n_seq_max + 1) * (GUESS_MAX + 1), sizeof *e->t_when);
     e->out_tok = malloc(sizeof *e->out_tok * (SPEC_MAX + 1));
     if (!e->slot || !e->b_tok || !e->b_pos || !e->b_seq || !e->b_logits || !e->t_step || !e->t_when || !e->out_tok) {
         tr_engine_free(e);
@@ -551,31 +553,40 @@ static double cost_prior(int32_t n) { return n > 1 ? 1.1 + 0.35 * (n - 2) : 1.0;
  * forgotten, and estimated from its neighbours again. */
 enum { STALE = 512 };
 
-static bool measured(const tr_engine *e, int32_t n) {
-    return e->t_step[n] > 0 && e->n_steps - e->t_when[n] < STALE;
+/* Costs are kept per number of generating rows d, for d + k rows (k
+ * guesses): the choice compares steps of the same d, and those of another
+ * d are another regime (a server's eight streams keep its clients and
+ * connections busier than one: sizes measured by one stream made guess rows
+ * of eight look cheaper than their base). */
+static double *t_at(const tr_engine *e, int32_t d, int32_t k) { return &e->t_step[(size_t)d * (GUESS_MAX + 1) + (size_t)k]; }
+
+static bool measured(const tr_engine *e, int32_t d, int32_t k) {
+    const size_t i = (size_t)d * (GUESS_MAX + 1) + (size_t)k;
+    return e->t_step[i] > 0 && e->n_steps - e->t_when[i] < STALE;
 }
 
-/* The estimated seconds of a step of n tokens: its measurement, else the
- * nearest measured size scaled by the prior's shape. */
-static double step_cost(const tr_engine *e, int32_t n) {
-    if (n < 1) n = 1;
-    if (n > e->n_batch) n = e->n_batch;
-    if (measured(e, n)) return e->t_step[n];
-    for (int32_t d = 1; d <= e->n_batch; d++) {
-        const int32_t lo = n - d, hi = n + d;
-        if (lo >= 1 && measured(e, lo)) return e->t_step[lo] * cost_prior(n) / cost_prior(lo);
-        if (hi <= e->n_batch && measured(e, hi)) return e->t_step[hi] * cost_prior(n) / cost_prior(hi);
+/* The estimated seconds of a step of d generating rows and k guesses: its
+ * measurement, else the nearest measured k of the same d scaled by the
+ * prior's shape, else the prior (only ratios between one d's sizes count). */
+static double step_cost(const tr_engine *e, int32_t d, int32_t k) {
+    if (k > GUESS_MAX) k = GUESS_MAX;
+    if (measured(e, d, k)) return *t_at(e, d, k);
+    for (int32_t j = 1; j <= GUESS_MAX; j++) {
+        const int32_t lo = k - j, hi = k + j;
+        if (lo >= 0 && measured(e, d, lo)) return *t_at(e, d, lo) * cost_prior(d + k) / cost_prior(d + lo);
+        if (hi <= GUESS_MAX && measured(e, d, hi)) return *t_at(e, d, hi) * cost_prior(d + k) / cost_prior(d + hi);
     }
-    return cost_prior(n);
+    return cost_prior(d + k);
 }
 
 /* A running minimum that creeps up 2 % a step: other processes on the
  * machine only ever slow a step down, so the fastest recent time is the
  * step's own cost; the creep follows it up as the cache grows deeper. */
-static void note_step_cost(tr_engine *e, int32_t n, double secs) {
-    double *t = &e->t_step[n];
-    *t = measured(e, n) && *t * 1.02 < secs ? *t * 1.02 : secs;
-    e->t_when[n] = ++e->n_steps;
+static void note_step_cost(tr_engine *e, int32_t d, int32_t k, double secs) {
+    if (d < 1 || d > e->n_seq_max || k > GUESS_MAX) return;
+    double *t = t_at(e, d, k);
+    *t = measured(e, d, k) && *t * 1.02 < secs ? *t * 1.02 : secs;
+    e->t_when[(size_t)d * (GUESS_MAX + 1) + (size_t)k] = ++e->n_steps;
 }
 
 /* The argmax of a row of logits (first of equals): a row of Gemma's
@@ -692,7 +703,8 @@ static int32_t choose_drafts(tr_engine *e, seq **dec, int32_t n_dec, int32_t n_s
     for (int32_t i = 0; i < n_dec; i++) n_prop += dec[i]->n_draft > 0;
     if (n_prop == 0) return 0;
     /* Greedy: the next guess that adds most to the log sum, while the value grows. */
-    double gained = 0, best_value = -n_seq * log(step_cost(e, n_dec));
+    double gained = 0, best_value = -n_seq * log(step_cost(e, n_dec, 0));
+    if (room > GUESS_MAX) room = GUESS_MAX;
     for (int32_t n = 1; n <= room; n++) {
         int32_t pick = -1;
         double l_pick = 0;
@@ -704,7 +716,7 @@ static int32_t choose_drafts(tr_engine *e, seq **dec, int32_t n_dec, int32_t n_s
         if (pick < 0) break;
         expect[pick] += guess_prob(dec[pick], ++cnt[pick]);
         gained += l_pick;
-        const double value = gained - n_seq * log(step_cost(e, n_dec + n));
+        const double value = gained - n_seq * log(step_cost(e, n_dec, n));
         if (value > best_value) {
             best_value = value;
             memcpy(best, cnt, sizeof best);
@@ -909,7 +921,7 @@ tr_status tr_engine_step(tr_engine *e, tr_step_stats *stats, tr_error *err) {
      * argmax of every guess: a Gemma row of logits is 1 MiB to read). Only steps whose every row has its
      * logits, the rows guesses add: a prompt row skips the output layer, most of a Gemma row's work (a
      * 14-token prompt chunk measured 96 ms where a step of 14 generating rows takes 200). */
-    if (st.n_prompt_tokens == 0) note_step_cost(e, n, t_fwd + (thread_cpu_s() - t1) * (double)e->c->n_threads);
+    if (st.n_prompt_tokens == 0) note_step_cost(e, n_dec, n - n_dec, t_fwd + (thread_cpu_s() - t1) * (double)e->c->n_threads);
     if (stats) *stats = st;
     return TR_OK;
 }
