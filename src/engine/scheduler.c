@@ -532,7 +532,8 @@ static void feed(tr_engine *e, seq *s, int32_t take, int32_t *n) {
  * threads too: a server's connections, whose work grows with the streams,
  * not the rows (5-15 % of an eight-stream Gemma step). The pool's workers
  * sleep after a brief spin, so a worker waiting on a preempted one adds
- * little. */
+ * little. The step's sampling runs on this thread alone while the workers
+ * wait: it costs the step its seconds times the threads. */
 static double thread_cpu_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -669,9 +670,9 @@ static double guess_prob(const seq *s, int32_t c) {
  * about what it gives and slows every stream: the sum's rule took one
  * stream's likely guesses, the streams with nothing to guess waited for
  * them, and a closed batch ends with its slowest stream (eight Gemma
- * streams on a 2-core Zen 3: 0.89-0.92x the aggregate tokens/s without
- * speculation before this rule and the costs measured on steps without
- * prompt rows, 0.97-1.01 after). Guesses are taken best first (the largest
+ * streams on a 2-core Zen 3: 0.89-0.94x the aggregate tokens/s without
+ * speculation before this rule and the cost table's regimes, 1.01-1.03x
+ * after, docs/BENCHMARKS.md). Guesses are taken best first (the largest
  * gain in log) while the value grows: a single stream verifies long runs
  * of likely guesses, a batch of many only guesses that pay for every
  * stream's wait, and text the drafter cannot guess costs nothing. */
@@ -920,7 +921,7 @@ tr_status tr_engine_step(tr_engine *e, tr_step_stats *stats, tr_error *err) {
     /* A step's cost: the forward pass and what its rows ask after it (a sampled token each, and lookahead's
      * argmax of every guess: a Gemma row of logits is 1 MiB to read). Only steps whose every row has its
      * logits, the rows guesses add: a prompt row skips the output layer, most of a Gemma row's work (a
-     * 14-token prompt chunk measured 96 ms where a step of 14 generating rows takes 200). */
+     * 14-token prompt chunk took about half the time of a step of 14 generating rows). */
     if (st.n_prompt_tokens == 0) note_step_cost(e, n_dec, n - n_dec, t_fwd + (thread_cpu_s() - t1) * (double)e->c->n_threads);
     if (stats) *stats = st;
     return TR_OK;
