@@ -559,10 +559,10 @@ enum { STALE = 512 };
  * d are another regime (a server's eight streams keep its clients and
  * connections busier than one: sizes measured by one stream made guess rows
  * of eight look cheaper than their base). */
-static double *t_at(const tr_engine *e, int32_t d, int32_t k) { return &e->t_step[(size_t)d * (GUESS_MAX + 1) + (size_t)k]; }
+static size_t cost_index(int32_t d, int32_t k) { return (size_t)d * (GUESS_MAX + 1) + (size_t)k; }
 
 static bool measured(const tr_engine *e, int32_t d, int32_t k) {
-    const size_t i = (size_t)d * (GUESS_MAX + 1) + (size_t)k;
+    const size_t i = cost_index(d, k);
     return e->t_step[i] > 0 && e->n_steps - e->t_when[i] < STALE;
 }
 
@@ -571,11 +571,12 @@ static bool measured(const tr_engine *e, int32_t d, int32_t k) {
  * prior's shape, else the prior (only ratios between one d's sizes count). */
 static double step_cost(const tr_engine *e, int32_t d, int32_t k) {
     if (k > GUESS_MAX) k = GUESS_MAX;
-    if (measured(e, d, k)) return *t_at(e, d, k);
+    if (measured(e, d, k)) return e->t_step[cost_index(d, k)];
     for (int32_t j = 1; j <= GUESS_MAX; j++) {
         const int32_t lo = k - j, hi = k + j;
-        if (lo >= 0 && measured(e, d, lo)) return *t_at(e, d, lo) * cost_prior(d + k) / cost_prior(d + lo);
-        if (hi <= GUESS_MAX && measured(e, d, hi)) return *t_at(e, d, hi) * cost_prior(d + k) / cost_prior(d + hi);
+        if (lo >= 0 && measured(e, d, lo)) return e->t_step[cost_index(d, lo)] * cost_prior(d + k) / cost_prior(d + lo);
+        if (hi <= GUESS_MAX && measured(e, d, hi))
+            return e->t_step[cost_index(d, hi)] * cost_prior(d + k) / cost_prior(d + hi);
     }
     return cost_prior(d + k);
 }
@@ -585,9 +586,10 @@ static double step_cost(const tr_engine *e, int32_t d, int32_t k) {
  * step's own cost; the creep follows it up as the cache grows deeper. */
 static void note_step_cost(tr_engine *e, int32_t d, int32_t k, double secs) {
     if (d < 1 || d > e->n_seq_max || k > GUESS_MAX) return;
-    double *t = t_at(e, d, k);
+    const size_t i = cost_index(d, k);
+    double *t = &e->t_step[i];
     *t = measured(e, d, k) && *t * 1.02 < secs ? *t * 1.02 : secs;
-    e->t_when[(size_t)d * (GUESS_MAX + 1) + (size_t)k] = ++e->n_steps;
+    e->t_when[i] = ++e->n_steps;
 }
 
 /* The argmax of a row of logits (first of equals): a row of Gemma's
