@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 /* Wall time, or (TRINITY_BENCH_CPU=1, meaningful with 1 thread) the calling
@@ -94,7 +95,7 @@ static int env_int(const char *name, int def) {
 static void bench_hot(int type) {
     const tr_kernel *k = tr_kernel_get(type);
     if (!k) return;
-    const int rows = 64, NTMAX = 16;
+    const int rows = 64, NTMAX = 128;
     const int cols = env_int("TRINITY_BENCH_COLS", 2048); /* a multiple of 256 */
     size_t ws = tr_row_size(type, cols), as = tr_act_row_size(k->act, cols);
     uint8_t *w = malloc(ws * rows);
@@ -118,21 +119,21 @@ static void bench_hot(int type) {
     for (int i = 0; i < cols * NTMAX; i++) x[i] = (float)(rnd() % 2001) / 1000 - 1;
     for (int t = 0; t < NTMAX; t++) tr_act_convert(k->act, x + (size_t)t * cols, a + (size_t)t * as, cols);
     tr_gemm_fn g = tr_kernel_best(k);
-    printf("%-5s hot kernel (64x%d in L2, 1 thread):", tr_type_name(type), cols);
-    static const int nts[] = {1, 2, 4, 8, 16};
-    for (int i = 0; i < 5; i++) {
+    const int call = tr_kernel_call_tokens(k, g);
+    printf("%-8s hot kernel (64x%d in L2, 1 thread), ns/blk/tok:", tr_type_name(type), cols);
+    static const int nts[] = {1, 2, 4, 8, 12, 16, 32, 128};
+    for (int i = 0; i < 8; i++) {
         int nt = nts[i];
         double best = 1e9;
-        for (int rep = 0; rep < 300; rep++) {
+        for (int rep = 0; rep < (nt > 16 ? 60 : 300); rep++) {
             double t0 = now();
-            for (int t = 0; t < nt; t += TR_TILE_MAX) /* as tr_matmul hands them out */
-                g(cols, w, ws, rows, a + (size_t)t * as, as, nt - t < TR_TILE_MAX ? nt - t : TR_TILE_MAX,
-                  y + (size_t)t * rows, rows);
+            for (int t = 0; t < nt; t += call) /* as tr_matmul hands them out */
+                g(cols, w, ws, rows, a + (size_t)t * as, as, nt - t < call ? nt - t : call, y + (size_t)t * rows, rows);
             double d = now() - t0;
             if (d < best) best = d;
         }
         double blocks = (double)rows * cols / tr_type_block_size(type) * nt;
-        printf("  nt=%-2d %6.2f ns/blk/tok", nt, best / blocks * 1e9);
+        printf("  nt=%-3d %5.2f", nt, best / blocks * 1e9);
     }
     printf("\n");
     free(w), free(x), free(y), free(a);
@@ -148,8 +149,10 @@ static void bench_type(int type) {
     size_t layer = 0;
     for (int s = 0; s < N_SHAPES; s++) layer += tr_row_size(type, shapes[s][1]) * (size_t)shapes[s][0];
     int copies = (int)(((size_t)mb << 20) / layer) + 1;
-    uint8_t *w = malloc(layer * (size_t)copies);
+    size_t wbytes = (layer * (size_t)copies + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
+    uint8_t *w = aligned_alloc(2u << 20, wbytes);
     if (!w) return;
+    if (getenv("TRINITY_BENCH_THP") && atoi(getenv("TRINITY_BENCH_THP"))) madvise(w, wbytes, MADV_HUGEPAGE);
     fill(type, w, layer * (size_t)copies);
     const int PROMPT = env_int("TRINITY_BENCH_PROMPT", 64);
     float *x = malloc(sizeof(float) * 5632 * (size_t)PROMPT), *y = malloc(sizeof(float) * 5632 * (size_t)PROMPT);

@@ -313,9 +313,9 @@ X16 = {"Q4_K": (12, 65, 256, 148), "Q4_0": (2, 66, 32, 18), "Q5_0": (6, 67, 32, 
                                      ("mixtral_Q8_0", "Q8_0"), ("phi3_Q8_0", "Q8_0"), ("llama_Q4_0", "Q4_0"),
                                      ("llama_Q5_0", "Q5_0"), ("llama_Q4_K_M", "Q4_K")])
 def test_x16_repacked_at_load(elib, gen_dir, tmp_path, key, src):
-    """Where a SIMD tier has kernels for them (AVX-512 and AVX-VNNI: all
-    four; AVX2 too) and the AMX tier does not run, Q4_K, Q4_0,
-    Q5_0 and Q8_0 matrices are repacked at load into their _X16
+    """Where a SIMD tier has kernels for them (AMX, AVX-512 and AVX-VNNI:
+    all four; AVX2 too), Q4_K, Q4_0, Q5_0 and Q8_0 matrices are repacked at
+    load into their _X16
     layouts (sixteen rows interleaved; Q4_K 148 bytes a row and super-block
     against 144, the others the same size): every such tensor but the token
     embeddings (read a row at a time), 3-D experts (mixtral, qwen3moe) and

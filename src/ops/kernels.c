@@ -58,7 +58,7 @@ static const tr_gemm_row *const gemm_lists[TR_ISA_COUNT][6] = {
     [TR_ISA_AVXVNNI] = {tr_avxvnni_legacy_gemm_rows, tr_avxvnni_kquant_gemm_rows, tr_avxvnni_repack_gemm_rows, NULL},
     [TR_ISA_AVX512] = {tr_avx512_float_gemm_rows, tr_avx512_legacy_gemm_rows, tr_avx512_kquant_gemm_rows,
                        tr_avx512_ternary_gemm_rows, tr_avx512_repack_gemm_rows, NULL},
-    [TR_ISA_AMX] = {tr_amx_kquant_gemm_rows, tr_amx_legacy_gemm_rows, NULL},
+    [TR_ISA_AMX] = {tr_amx_kquant_gemm_rows, tr_amx_legacy_gemm_rows, tr_amx_repack_gemm_rows, NULL},
 };
 static const tr_act_row *const act_lists[TR_ISA_COUNT][3] = {
     [TR_ISA_SCALAR] = {tr_ref_act_rows, NULL},
@@ -130,7 +130,6 @@ int tr_matmul_repack_type(int type) {
     if (to < 0) return -1;
     const tr_kernel *k = tr_kernel_get(type), *x = tr_kernel_get(to);
     if (!k || !x || tr_kernel_best(x) == x->ref) return -1; /* no SIMD kernel on this CPU for the layout */
-    if (tr_kernel_best(k) == k->amx) return -1; /* the AMX tier's prompt tiles read the file's rows */
     return to;
 }
 

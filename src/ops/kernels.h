@@ -121,6 +121,7 @@ extern const tr_gemm_row tr_avx512_ternary_gemm_rows[];
 extern const tr_gemm_row tr_avx512_repack_gemm_rows[];
 extern const tr_gemm_row tr_amx_kquant_gemm_rows[];
 extern const tr_gemm_row tr_amx_legacy_gemm_rows[];
+extern const tr_gemm_row tr_amx_repack_gemm_rows[];
 
 /* Tokens tr_matmul hands an AMX kernel a call (the others get TR_TILE_MAX):
  * its tiles are 16 tokens wide and it prepares each call's activations

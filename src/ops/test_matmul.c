@@ -243,7 +243,7 @@ TT_TEST(x16_repack_matches_source_reference) {
         if (!ks || !kx) continue;
         tr_gemm_fn fns[1 + N_SIMD] = {kx->ref};
         for (int i = 0; i < N_SIMD; i++) {
-            if (!tr_kernel_variant(kx, simd_isas[i].isa)) continue; /* AMX has no _X16 kernel */
+            if (!tr_kernel_variant(kx, simd_isas[i].isa)) continue;
             char path[64];
             snprintf(path, sizeof path, "%s %s matmul", simd_isas[i].name, tr_type_name(xt));
             const bool can = tr_isa_usable(simd_isas[i].isa);
@@ -254,7 +254,10 @@ TT_TEST(x16_repack_matches_source_reference) {
         const size_t bb = tr_type_block_bytes(st);
         for (int rep = 0; rep < 8; rep++) {
             const int64_t cols = bl * (1 + tt_rnd() % (bl == 256 ? 9 : 40)), rows = 16 * (1 + tt_rnd() % (rep < 6 ? 6 : 40));
-            const int nt = 1 + (int)(tt_rnd() % 19);
+            /* 1..19 tokens (every tier's tiles, the AMX kernels' last partial group), then the AMX
+             * kernels' groups of sixteen and more than one call (nt > TR_AMX_TOKENS) */
+            static const int big[] = {16, 37, 150};
+            const int nt = rep == 3 || rep == 5 || rep == 7 ? big[(rep - 3) / 2] : 1 + (int)(tt_rnd() % 19);
             const size_t rs = tr_row_size(st, cols), rx = tr_row_size(xt, cols);
             TT_CHECK_EQ_INT((long long)rx, st == TR_TYPE_Q4_K ? (long long)(cols / 256 * 148) : (long long)rs);
             uint8_t *w = random_weights(st, rows, cols);
