@@ -7,7 +7,8 @@
  *        TRINITY_BENCH_PROMPT (prompt tokens, 64), TRINITY_BENCH_HOT=1 (kernel
  *        alone on cached weights: ns per weight block and token),
  *        TRINITY_BENCH_COLS (its row length, 2048; a multiple of 256); with HOT,
- *        the layouts repacked at load too (e.g. Q8_0_X16)
+ *        the layouts repacked at load too (e.g. Q8_0_X16); TRINITY_BENCH_THP=0
+ *        (weights in 4 KiB pages instead of the model's 2 MiB ones)
  *
  * For each weight type and 1 and 2 threads: generation (one token: GB/s of
  * weights streamed, the figure that bounds tokens/s) and prompt (64 tokens:
@@ -152,7 +153,7 @@ static void bench_type(int type) {
     size_t wbytes = (layer * (size_t)copies + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
     uint8_t *w = aligned_alloc(2u << 20, wbytes);
     if (!w) return;
-    if (getenv("TRINITY_BENCH_THP") && atoi(getenv("TRINITY_BENCH_THP"))) madvise(w, wbytes, MADV_HUGEPAGE);
+    if (env_int("TRINITY_BENCH_THP", 1)) madvise(w, wbytes, MADV_HUGEPAGE); /* as the model's own weights are */
     fill(type, w, layer * (size_t)copies);
     const int PROMPT = env_int("TRINITY_BENCH_PROMPT", 64);
     float *x = malloc(sizeof(float) * 5632 * (size_t)PROMPT), *y = malloc(sizeof(float) * 5632 * (size_t)PROMPT);

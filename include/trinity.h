@@ -325,17 +325,21 @@ const char *tr_vocab_pre(const tr_vocab *v);
 typedef struct tr_model tr_model;
 
 /* Load a model: mmap the GGUF, read the architecture's hyperparameters, find
- * and shape-check every weight (views into the mapping, never copied), load
- * the vocabulary. Unsupported architectures or features are errors. */
+ * and shape-check every weight, load the vocabulary, and (unless
+ * tr_model_params.no_repack) copy the weight matrices into memory of the
+ * model's own, some repacked. Unsupported architectures or features are
+ * errors. */
 tr_status tr_model_load(const char *path, tr_model **out, tr_error *err);
 void tr_model_free(tr_model *m);
 
 typedef struct tr_model_params {
     /* Keep every weight a view into the mapping (zero copy, nothing resident
-     * but what the page cache holds). Otherwise TQ1_0 matrices are repacked
-     * at load into TQ2_0's layout in memory of the model's own: the same
+     * but what the page cache holds). Otherwise every weight matrix is
+     * copied at load into memory of the model's own in 2 MiB pages (fewer
+     * TLB misses), TQ1_0 matrices rewritten into TQ2_0's layout (the same
      * trits and scales, so the same results, for 22 % more bytes than the
-     * file's and the faster kernels (docs/BENCHMARKS.md). */
+     * file's and the faster kernels) and, on x86 SIMD CPUs, Q4_K, Q4_0,
+     * Q5_0 and Q8_0 into sixteen interleaved rows (docs/DESIGN.md). */
     bool no_repack;
 } tr_model_params;
 tr_model_params tr_model_default_params(void);
@@ -343,6 +347,9 @@ tr_model_params tr_model_default_params(void);
 tr_status tr_model_load_params(const char *path, const tr_model_params *p, tr_model **out, tr_error *err);
 /* Bytes of weights repacked into the model's own memory (0: all in the mapping). */
 uint64_t tr_model_repacked_bytes(const tr_model *m);
+/* Bytes of weights copied as they are into the model's own memory (its 2 MiB
+ * pages; 0 with no_repack). */
+uint64_t tr_model_copied_bytes(const tr_model *m);
 
 const tr_gguf *tr_model_gguf(const tr_model *m);
 const tr_vocab *tr_model_vocab(const tr_model *m);

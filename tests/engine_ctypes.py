@@ -34,6 +34,8 @@ def load_lib(path=None):
                                          ctypes.POINTER(Error)]
     lib.tr_model_repacked_bytes.argtypes = [vp]
     lib.tr_model_repacked_bytes.restype = ctypes.c_uint64
+    lib.tr_model_copied_bytes.argtypes = [vp]
+    lib.tr_model_copied_bytes.restype = ctypes.c_uint64
     lib.tr_model_free.argtypes = [vp]
     lib.tr_model_n_vocab.argtypes = [vp]
     lib.tr_context_new.argtypes = [vp, ctypes.POINTER(ContextParams), ctypes.POINTER(vp), ctypes.POINTER(Error)]
@@ -66,6 +68,7 @@ class Model:
             raise EngineError(err.msg.decode())
         self.n_vocab = lib.tr_model_n_vocab(self.ptr)
         self.repacked_bytes = lib.tr_model_repacked_bytes(self.ptr)
+        self.copied_bytes = lib.tr_model_copied_bytes(self.ptr)
 
     def close(self):
         if self.ptr:

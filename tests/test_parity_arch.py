@@ -390,6 +390,40 @@ def check_x16_repack(elib, path, src):
     return repacks, len(want), rel
 
 
+@pytest.mark.parametrize("ty", ["TQ2_0", "F16"])
+def test_matrices_copied_into_own_pages_give_the_same_bits(elib, tmp_path, ty):
+    """Matrices no layout changes (here TQ2_0 or F16, every one of the file's
+    but the norms) are copied at load as they are into the model's own
+    memory in 2 MiB pages (fewer TLB misses); --no-repack keeps them mapped.
+    The copied bytes are those of every tensor some weight reads (the gguf
+    package's reading of the file: tied token embeddings included), and a
+    prompt's logits are the same bits either way (the same kernels on the
+    same bytes), on 1 and 2 threads, in one batch and a token at a time;
+    `trinity info` names the copy."""
+    from gguf import GGUFReader
+    path = str(tmp_path / f"llama_{ty}.gguf")
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_model.py"), "--arch", "llama", "--type", ty,
+                    "-o", path], check=True, capture_output=True)
+    tensors = GGUFReader(path).tensors
+    want = sum(int(t.n_bytes) for t in tensors if len(t.shape) > 1 and int(t.shape[1]) > 1)
+    assert any(t.tensor_type.name == ty for t in tensors)
+    rng = np.random.default_rng(4)
+    prompt = [1] + [int(t) for t in rng.integers(259, 512, size=40)]
+    out = logits_with_and_without_repack(elib, path, prompt, 0)
+    for no_repack in (False, True):
+        m = E.Model(elib, path, no_repack=no_repack)
+        try:
+            assert m.copied_bytes == (0 if no_repack else want), (m.copied_bytes, want)
+        finally:
+            m.close()
+    ref = out[(True, 2, None)]
+    for k, v in out.items():
+        assert np.array_equal(v.view(np.uint32), ref.view(np.uint32)), f"{ty}: logits differ with {k}"
+    info = run_trinity("info", path, check=True).stdout
+    assert f"copy: the other matrices ({want / 1048576:.1f} MiB) copied at load by run/chat/serve/bench" in info, \
+        info[-600:]
+
+
 @pytest.mark.parametrize("key", ["bitnet_TQ1_0", "mixtral_TQ1_0", "granitehybrid_TQ1_0"])
 def test_tq1_0_repacked_at_load_gives_the_same_bits(elib, gen_dir, tmp_path, key):
     """TQ1_0 matrices are repacked at load into TQ2_0's layout (the same

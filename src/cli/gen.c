@@ -45,9 +45,10 @@ tr_status gen_load_model(const char *path, bool no_repack, tr_model **out, tr_er
 }
 
 void gen_repack_help(FILE *f) {
-    fprintf(f, "  --no-repack             keep every weight in the file's mapping (zero copy); by default TQ1_0\n"
-               "                          matrices are repacked at load into TQ2_0's layout, and on x86 SIMD CPUs\n"
-               "                          Q4_K/Q4_0/Q5_0/Q8_0 into sixteen interleaved rows (faster prompts)\n");
+    fprintf(f, "  --no-repack             keep every weight in the file's mapping (zero copy); by default the\n"
+               "                          matrices are copied at load into 2 MiB pages, TQ1_0 repacked into TQ2_0's\n"
+               "                          layout, and on x86 SIMD CPUs Q4_K/Q4_0/Q5_0/Q8_0 into sixteen interleaved\n"
+               "                          rows (faster)\n");
 }
 
 int gen_parse_flag(gen_opts *o, const char *cmd, int argc, char **argv, int *i) {

@@ -192,9 +192,12 @@ struct tr_model {
     char arch_name[64];
     char name[256];
     uint64_t n_params, weight_bytes;
-    tr_repacked *repacked;        /* [n_repacked], owned */
+    tr_repacked *repacked;        /* [n_repacked], owned: converted tensors, and (from == to) copies */
     int64_t n_repacked;
-    uint64_t repacked_bytes;
+    uint64_t repacked_bytes;      /* bytes of the converted tensors */
+    uint64_t copied_bytes;        /* bytes of the tensors copied as they are */
+    uint8_t *own;                 /* the model's own memory (repack.c own_alloc), own_len bytes, or NULL */
+    size_t own_len;
 };
 
 /* Repack what has a faster layout (TQ1_0 matrices into TQ2_0's; Q4_K, Q4_0,
@@ -204,11 +207,12 @@ tr_status tr_model_repack(tr_model *m, tr_error *err);
 /* What tr_model_repack would repack on this CPU, by kind (tr_repack_kind of
  * the target: 0 TQ1_0 -> TQ2_0, 1 Q4_K -> Q4_K_X16, 2 Q4_0 -> Q4_0_X16,
  * 3 Q5_0 -> Q5_0_X16, 4 Q8_0 -> Q8_0_X16): tensors, their mapped bytes and
- * the copies' bytes; returns the number of tensors, -1 when out of memory. */
+ * the copies' bytes, and the bytes of the matrices copied as they are;
+ * returns the number of tensors converted, -1 when out of memory. */
 enum { TR_REPACK_KINDS = 5 };
 int tr_repack_kind(int to);
 int64_t tr_model_repack_plan(const tr_model *m, int64_t n_from[TR_REPACK_KINDS], uint64_t bytes_from[TR_REPACK_KINDS],
-                             uint64_t bytes_to[TR_REPACK_KINDS]);
+                             uint64_t bytes_to[TR_REPACK_KINDS], uint64_t *bytes_copied);
 void tr_model_repack_free(tr_model *m);
 
 #endif

@@ -1,8 +1,10 @@
 /* Weights repacked at load into the layout the fastest kernels want, in
- * memory of the model's own; every other weight stays a view into the
- * mapping (zero copy). tr_model_params.no_repack keeps them all there.
+ * memory of the model's own. tr_model_params.no_repack keeps them all in
+ * the mapping (zero copy).
  *
- * Two repacks:
+ * Every matrix the forward pass reads is copied into one mapping of the
+ * model's own in 2 MiB pages (own_alloc: fewer TLB misses), two kinds
+ * rewritten on the way:
  * - TQ1_0 (1.69 bits a weight, five trits a byte: decoding them is most of
  *   its matmul's work) into TQ2_0 (2.06 bits, four trits a byte: a shift
  *   and a mask), the same trits and the same scale bits, so every product
@@ -12,7 +14,7 @@
  *   sixteen rows interleaved per block; Q4_K's scales unpacked, 148 bytes
  *   per row and super-block against 144, the others the same size) where
  *   tr_matmul_repack_type says so (a SIMD tier with kernels for the
- *   layout: AVX-512, AVX-VNNI, AVX2 but for Q8_0; not AMX): the kernels
+ *   layout: AMX, AVX-512, AVX-VNNI, AVX2): the kernels
  *   read sixteen rows as one stream with no shuffles, and compute the
  *   scalar reference's bits (matmul_avx512_repack.c, matmul_avx2_repack.c).
  * docs/BENCHMARKS.md has what each buys, docs/DESIGN.md why. A tensor is
@@ -94,23 +96,57 @@ static int model_matrices(tr_model *m, tr_weight **out, int cap) {
     return n;
 }
 
-/* The type tensor t is repacked into on this CPU, or -1 (it stays mapped).
- * all: the model's nw matrices. */
+/* Whether any of the model's nw matrices (all) views tensor t. */
+static bool viewed(const tr_gguf_tensor *t, tr_weight *const *all, int nw) {
+    const uint8_t *s = t->data;
+    for (int k = 0; k < nw; k++) {
+        const uint8_t *p = all[k]->data;
+        if (p && p >= s && p < s + t->nbytes) return true;
+    }
+    return false;
+}
+
+/* The type tensor t is repacked into on this CPU; its own type when it is
+ * copied as it is (a matrix no layout changes: into the model's 2 MiB
+ * pages all the same, below); -1 when nothing reads it as a matrix (it
+ * stays mapped). all: the model's nw matrices. */
 static int repack_target(const tr_model *m, const tr_gguf_tensor *t, tr_weight *const *all, int nw) {
+    if (!viewed(t, all, nw)) return -1;
     if (t->type == TR_TYPE_TQ1_0) return TR_TYPE_TQ2_0;
     const int to = tr_matmul_repack_type(t->type);
-    if (to < 0 || tr_x16_source(to) != (int)t->type || t->ne[1] % 16) return -1;
+    if (to < 0 || tr_x16_source(to) != (int)t->type || t->ne[1] % 16) return (int)t->type;
     const size_t row = tr_row_size(t->type, t->ne[0]);
     const uint8_t *s = t->data;
-    if (!row) return -1;
+    if (!row) return (int)t->type;
     for (int k = 0; k < nw; k++) {
         const tr_weight *w = all[k];
         const uint8_t *p = w->data;
         if (!p || p < s || p >= s + t->nbytes) continue;
-        if (w == &m->tok_embd || w == &m->pos_embd || w->type != (int)t->type) return -1; /* read a row at a time */
-        if ((size_t)(p - s) % (16 * row) || w->rows % 16) return -1;
+        if (w == &m->tok_embd || w == &m->pos_embd || w->type != (int)t->type) /* read a row at a time */
+            return (int)t->type;
+        if ((size_t)(p - s) % (16 * row) || w->rows % 16) return (int)t->type;
     }
     return to;
+}
+
+/* The model's own memory for its weights: one anonymous mapping, 2 MiB
+ * aligned and asked to be backed by transparent huge pages (the kernel's
+ * "madvise" mode, Debian's default, honours MADV_HUGEPAGE). A token's
+ * matmuls stream every weight once; with 4 KiB pages each page is a TLB
+ * miss, dear under a hypervisor's nested paging: one token of Q4_0 read
+ * 21-22 GB/s from 4 KiB pages and 30-32 from 2 MiB ones on 2 threads of a
+ * Sapphire Rapids virtual machine (build/bench_matmul, TRINITY_BENCH_THP). */
+enum { HUGE_PAGE = 2u << 20 };
+static uint8_t *own_alloc(size_t bytes, size_t *len) {
+    *len = (bytes + HUGE_PAGE - 1) & ~(size_t)(HUGE_PAGE - 1);
+    if (*len < bytes || *len > SIZE_MAX - HUGE_PAGE) return NULL;
+    uint8_t *p = mmap(NULL, *len + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    uint8_t *a = (uint8_t *)(((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+    if (a > p) munmap(p, (size_t)(a - p));
+    if (p + *len + HUGE_PAGE > a + *len) munmap(a + *len, (size_t)(p + *len + HUGE_PAGE - (a + *len)));
+    madvise(a, *len, MADV_HUGEPAGE);
+    return a;
 }
 
 int tr_repack_kind(int to) {
@@ -125,7 +161,7 @@ int tr_repack_kind(int to) {
 }
 
 int64_t tr_model_repack_plan(const tr_model *m, int64_t n_from[TR_REPACK_KINDS], uint64_t bytes_from[TR_REPACK_KINDS],
-                             uint64_t bytes_to[TR_REPACK_KINDS]) {
+                             uint64_t bytes_to[TR_REPACK_KINDS], uint64_t *bytes_copied) {
     const tr_gguf *g = m->gguf;
     const int nw = model_matrices((tr_model *)m, NULL, 0); /* count, then list */
     tr_weight **all = malloc(sizeof *all * (size_t)(nw ? nw : 1));
@@ -133,10 +169,12 @@ int64_t tr_model_repack_plan(const tr_model *m, int64_t n_from[TR_REPACK_KINDS],
     model_matrices((tr_model *)m, all, nw); /* only read */
     int64_t n = 0;
     for (int k = 0; k < TR_REPACK_KINDS; k++) n_from[k] = 0, bytes_from[k] = bytes_to[k] = 0;
+    *bytes_copied = 0;
     for (int64_t i = 0; i < tr_gguf_n_tensors(g); i++) {
         const tr_gguf_tensor *t = tr_gguf_tensor_at(g, i);
         const int to = repack_target(m, t, all, nw);
-        if (to < 0) continue;
+        if (to == (int)t->type) *bytes_copied += t->nbytes;
+        if (to < 0 || to == (int)t->type) continue; /* mapped, or copied as it is */
         const int k = tr_repack_kind(to);
         if (k < 0) continue;
         n_from[k]++, n++;
@@ -168,26 +206,47 @@ tr_status tr_model_repack(tr_model *m, tr_error *err) {
         st = tr_err_set(err, TR_ERR_NOMEM, "out of memory repacking weights");
         goto done;
     }
+    /* Sizes first: the copies share one mapping (own_alloc), each 64-byte
+     * aligned (the kernels load whole or half cache lines of a group). */
+    size_t total = 0;
     for (int64_t i = 0; i < nt; i++) {
         if (to[i] < 0) continue;
         const tr_gguf_tensor *t = tr_gguf_tensor_at(g, i);
         const int64_t cols = t->ne[0], rows = t->ne[1] * t->ne[2] * t->ne[3];
         const size_t src_row = tr_row_size(t->type, cols), dst_row = tr_row_size(to[i], cols);
-        uint64_t bytes;
-        if (!src_row || !dst_row || !tr_mul_u64((uint64_t)rows, dst_row, &bytes) || (uint64_t)(size_t)bytes != bytes ||
-            bytes > SIZE_MAX - 64) {
+        uint64_t bytes = 0;
+        if (to[i] != (int)t->type &&
+            (!src_row || !dst_row || !tr_mul_u64((uint64_t)rows, dst_row, &bytes) || (uint64_t)(size_t)bytes != bytes ||
+             bytes > SIZE_MAX / 2)) {
             st = tr_err_set(err, TR_ERR_FORMAT, "tensor %s: cannot be repacked (%lld x %lld)", t->name,
                             (long long)rows, (long long)cols);
             goto done;
         }
-        /* 64-byte aligned: the kernels load whole (AVX-512) or half cache lines of a group */
-        uint8_t *dst = aligned_alloc(64, bytes ? ((size_t)bytes + 63) & ~(size_t)63 : 64);
-        if (!dst) {
-            st = tr_err_set(err, TR_ERR_NOMEM, "out of memory repacking %s (%llu bytes)", t->name,
-                            (unsigned long long)bytes);
+        if (to[i] == (int)t->type) bytes = t->nbytes;
+        const size_t b64 = ((size_t)bytes + 63) & ~(size_t)63;
+        if (total > SIZE_MAX / 2 - b64) {
+            st = tr_err_set(err, TR_ERR_NOMEM, "out of memory repacking weights (%s)", t->name);
             goto done;
         }
-        convert(to[i], t->data, dst, src_row, dst_row, to[i] == TR_TYPE_TQ2_0 ? rows : rows / 16, cols);
+        total += b64;
+    }
+    m->own = own_alloc(total ? total : 64, &m->own_len);
+    if (!m->own) {
+        st = tr_err_set(err, TR_ERR_NOMEM, "out of memory repacking weights (%zu bytes)", total);
+        goto done;
+    }
+    size_t off = 0;
+    for (int64_t i = 0; i < nt; i++) {
+        if (to[i] < 0) continue;
+        const tr_gguf_tensor *t = tr_gguf_tensor_at(g, i);
+        const int64_t cols = t->ne[0], rows = t->ne[1] * t->ne[2] * t->ne[3];
+        const bool copy = to[i] == (int)t->type;
+        const size_t src_row = tr_row_size(t->type, cols), dst_row = copy ? src_row : tr_row_size(to[i], cols);
+        const uint64_t bytes = copy ? t->nbytes : (uint64_t)rows * dst_row;
+        uint8_t *dst = m->own + off;
+        off += ((size_t)bytes + 63) & ~(size_t)63;
+        if (copy) memcpy(dst, t->data, (size_t)bytes);
+        else convert(to[i], t->data, dst, src_row, dst_row, to[i] == TR_TYPE_TQ2_0 ? rows : rows / 16, cols);
         /* The mapped original is not read again: its whole pages leave this
          * process's resident set (the file's pages stay in the page cache). */
         const long pg = sysconf(_SC_PAGESIZE);
@@ -196,10 +255,11 @@ tr_status tr_model_repack(tr_model *m, tr_error *err) {
             uintptr_t e = ((uintptr_t)t->data + (uintptr_t)t->nbytes) & ~((uintptr_t)pg - 1);
             if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
         }
-        m->repacked[m->n_repacked++] = (tr_repacked){.src = t->data, .src_bytes = (size_t)rows * src_row, .dst = dst,
-                                                     .src_row = src_row, .dst_row = dst_row, .from = t->type,
-                                                     .to = to[i]};
-        m->repacked_bytes += bytes;
+        m->repacked[m->n_repacked++] = (tr_repacked){.src = t->data, .src_bytes = copy ? (size_t)bytes : (size_t)rows * src_row,
+                                                     .dst = dst, .src_row = src_row, .dst_row = dst_row,
+                                                     .from = t->type, .to = to[i]};
+        if (copy) m->copied_bytes += bytes;
+        else m->repacked_bytes += bytes;
     }
     for (int k = 0; k < nw; k++) {
         tr_weight *w = all[k];
@@ -209,6 +269,10 @@ tr_status tr_model_repack(tr_model *m, tr_error *err) {
             const tr_repacked *r = &m->repacked[j];
             const uint8_t *s = r->src;
             if (w->type != r->from || p < s || p >= s + r->src_bytes) continue;
+            if (r->to == r->from) { /* a copy: the same bytes at the same offsets */
+                w->data = r->dst + (p - s);
+                break;
+            }
             const size_t row = (size_t)(p - s) / r->src_row; /* a view starts at a row (X16: at a group) */
             w->data = r->dst + row * r->dst_row;
             w->type = r->to;
@@ -222,7 +286,9 @@ done:
 }
 
 void tr_model_repack_free(tr_model *m) {
-    for (int64_t j = 0; j < m->n_repacked; j++) free(m->repacked[j].dst);
+    if (m->own) munmap(m->own, m->own_len);
+    m->own = NULL;
+    m->own_len = 0;
     free(m->repacked);
     m->repacked = NULL;
     m->n_repacked = 0;
