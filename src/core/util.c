@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 
 const char *tr_status_str(tr_status s) {
     switch (s) {
@@ -27,4 +28,10 @@ tr_status tr_err_set(tr_error *err, tr_status st, const char *fmt, ...) {
             if (*p == '\n' || *p == '\r') *p = ' ';
     }
     return st;
+}
+
+void tr_hint_huge_pages(void *p, size_t bytes) {
+    const uintptr_t H = (uintptr_t)2 << 20;
+    const uintptr_t a = ((uintptr_t)p + H - 1) & ~(H - 1), e = ((uintptr_t)p + bytes) & ~(H - 1);
+    if (p && e > a) madvise((void *)a, e - a, MADV_HUGEPAGE);
 }

@@ -69,6 +69,8 @@ tr_status tr_kv_new(const tr_kv_params *p, tr_kv **out, tr_error *err) {
     if (ok) {
         kv->k = calloc(1, kbytes ? kbytes : 1);
         kv->v = calloc(1, vbytes ? vbytes : 1);
+        tr_hint_huge_pages(kv->k, (size_t)kbytes); /* attention streams them every token */
+        tr_hint_huge_pages(kv->v, (size_t)vbytes);
         kv->ref = calloc(nb, sizeof *kv->ref);
         kv->gen = calloc(nb, sizeof *kv->gen);
         kv->reg = calloc(nb, sizeof *kv->reg);
