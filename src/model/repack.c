@@ -129,6 +129,17 @@ static int repack_target(const tr_model *m, const tr_gguf_tensor *t, tr_weight *
     return to;
 }
 
+/* Bytes of tensor t's copy as type to (its own: the same bytes), 0 when
+ * they cannot be counted in a size_t with room to spare. */
+static uint64_t copy_bytes(const tr_gguf_tensor *t, int to) {
+    if (to == (int)t->type) return t->nbytes <= SIZE_MAX / 2 ? t->nbytes : 0;
+    const int64_t cols = t->ne[0], rows = t->ne[1] * t->ne[2] * t->ne[3];
+    const size_t src_row = tr_row_size(t->type, cols), dst_row = tr_row_size(to, cols);
+    uint64_t bytes;
+    if (!src_row || !dst_row || !tr_mul_u64((uint64_t)rows, dst_row, &bytes) || bytes > SIZE_MAX / 2) return 0;
+    return bytes;
+}
+
 /* The model's own memory for its weights: one anonymous mapping, 2 MiB
  * aligned and asked to be backed by transparent huge pages (the kernel's
  * "madvise" mode, Debian's default, honours MADV_HUGEPAGE). A token's
@@ -212,17 +223,12 @@ tr_status tr_model_repack(tr_model *m, tr_error *err) {
     for (int64_t i = 0; i < nt; i++) {
         if (to[i] < 0) continue;
         const tr_gguf_tensor *t = tr_gguf_tensor_at(g, i);
-        const int64_t cols = t->ne[0], rows = t->ne[1] * t->ne[2] * t->ne[3];
-        const size_t src_row = tr_row_size(t->type, cols), dst_row = tr_row_size(to[i], cols);
-        uint64_t bytes = 0;
-        if (to[i] != (int)t->type &&
-            (!src_row || !dst_row || !tr_mul_u64((uint64_t)rows, dst_row, &bytes) || (uint64_t)(size_t)bytes != bytes ||
-             bytes > SIZE_MAX / 2)) {
+        const uint64_t bytes = copy_bytes(t, to[i]);
+        if (!bytes && t->nbytes) {
             st = tr_err_set(err, TR_ERR_FORMAT, "tensor %s: cannot be repacked (%lld x %lld)", t->name,
-                            (long long)rows, (long long)cols);
+                            (long long)(t->ne[1] * t->ne[2] * t->ne[3]), (long long)t->ne[0]);
             goto done;
         }
-        if (to[i] == (int)t->type) bytes = t->nbytes;
         const size_t b64 = ((size_t)bytes + 63) & ~(size_t)63;
         if (total > SIZE_MAX / 2 - b64) {
             st = tr_err_set(err, TR_ERR_NOMEM, "out of memory repacking weights (%s)", t->name);
@@ -241,8 +247,8 @@ tr_status tr_model_repack(tr_model *m, tr_error *err) {
         const tr_gguf_tensor *t = tr_gguf_tensor_at(g, i);
         const int64_t cols = t->ne[0], rows = t->ne[1] * t->ne[2] * t->ne[3];
         const bool copy = to[i] == (int)t->type;
-        const size_t src_row = tr_row_size(t->type, cols), dst_row = copy ? src_row : tr_row_size(to[i], cols);
-        const uint64_t bytes = copy ? t->nbytes : (uint64_t)rows * dst_row;
+        const size_t src_row = tr_row_size(t->type, cols), dst_row = tr_row_size(to[i], cols);
+        const uint64_t bytes = copy_bytes(t, to[i]);
         uint8_t *dst = m->own + off;
         off += ((size_t)bytes + 63) & ~(size_t)63;
         if (copy) memcpy(dst, t->data, (size_t)bytes);

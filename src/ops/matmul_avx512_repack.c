@@ -206,23 +206,27 @@ TILE512 void gemm_x16(int64_t n, const void *w, size_t ws, int nr, const void *a
     }
 }
 
-#define GEMM_X16(name, F)                                                                                        \
-    TGT512 static void name(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nt, float *y, \
-                            size_t ys) {                                                                         \
-        gemm_x16(n, w, ws, nr, a, as, nt, y, ys, F);                                                             \
+/* A tier's four kernels (body: gemm_x16, or gemm_x16_amx below, with the
+ * format as its last argument) and its list of rows. */
+#define X16_KERNELS(tgt, body, sfx)                                                                              \
+    X16_GEMM(tgt, body, gemm_q4_k_x16##sfx, X_Q4_K)                                                               \
+    X16_GEMM(tgt, body, gemm_q4_0_x16##sfx, X_Q4_0)                                                               \
+    X16_GEMM(tgt, body, gemm_q5_0_x16##sfx, X_Q5_0)                                                               \
+    X16_GEMM(tgt, body, gemm_q8_0_x16##sfx, X_Q8_0)
+#define X16_GEMM(tgt, body, name, F)                                                                             \
+    tgt static void name(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nt, float *y, \
+                         size_t ys) {                                                                            \
+        body(n, w, ws, nr, a, as, nt, y, ys, F);                                                                 \
     }
-GEMM_X16(gemm_q4_k_x16, X_Q4_K)
-GEMM_X16(gemm_q4_0_x16, X_Q4_0)
-GEMM_X16(gemm_q5_0_x16, X_Q5_0)
-GEMM_X16(gemm_q8_0_x16, X_Q8_0)
+#define X16_ROWS(sfx)                                                                                            \
+    {                                                                                                            \
+        {TR_TYPE_Q4_K_X16, TR_ACT_Q8KP, gemm_q4_k_x16##sfx}, {TR_TYPE_Q4_0_X16, TR_ACT_Q8, gemm_q4_0_x16##sfx},   \
+            {TR_TYPE_Q5_0_X16, TR_ACT_Q8, gemm_q5_0_x16##sfx}, {TR_TYPE_Q8_0_X16, TR_ACT_Q8, gemm_q8_0_x16##sfx},  \
+            {-1, 0, NULL},                                                                                       \
+    }
 
-const tr_gemm_row tr_avx512_repack_gemm_rows[] = {
-    {TR_TYPE_Q4_K_X16, TR_ACT_Q8KP, gemm_q4_k_x16},
-    {TR_TYPE_Q4_0_X16, TR_ACT_Q8, gemm_q4_0_x16},
-    {TR_TYPE_Q5_0_X16, TR_ACT_Q8, gemm_q5_0_x16},
-    {TR_TYPE_Q8_0_X16, TR_ACT_Q8, gemm_q8_0_x16},
-    {-1, 0, NULL},
-};
+X16_KERNELS(TGT512, gemm_x16, )
+const tr_gemm_row tr_avx512_repack_gemm_rows[] = X16_ROWS();
 
 /* ---------------------------------------------------------------- AMX (TR_ISA_AMX) */
 
@@ -437,23 +441,8 @@ TGTAMX static inline __attribute__((always_inline)) void gemm_x16_amx(int64_t n,
     if (na < nt) gemm_x16(n, w, ws, nr, a + (size_t)na * as, as, nt - na, y + (size_t)na * ys, ys, F);
 }
 
-#define GEMM_X16_AMX(name, F)                                                                                    \
-    TGTAMX static void name(int64_t n, const void *w, size_t ws, int nr, const void *a, size_t as, int nt, float *y, \
-                            size_t ys) {                                                                         \
-        gemm_x16_amx(n, w, ws, nr, a, as, nt, y, ys, F);                                                         \
-    }
-GEMM_X16_AMX(gemm_q4_k_x16_amx, X_Q4_K)
-GEMM_X16_AMX(gemm_q4_0_x16_amx, X_Q4_0)
-GEMM_X16_AMX(gemm_q5_0_x16_amx, X_Q5_0)
-GEMM_X16_AMX(gemm_q8_0_x16_amx, X_Q8_0)
-
-const tr_gemm_row tr_amx_repack_gemm_rows[] = {
-    {TR_TYPE_Q4_K_X16, TR_ACT_Q8KP, gemm_q4_k_x16_amx},
-    {TR_TYPE_Q4_0_X16, TR_ACT_Q8, gemm_q4_0_x16_amx},
-    {TR_TYPE_Q5_0_X16, TR_ACT_Q8, gemm_q5_0_x16_amx},
-    {TR_TYPE_Q8_0_X16, TR_ACT_Q8, gemm_q8_0_x16_amx},
-    {-1, 0, NULL},
-};
+X16_KERNELS(TGTAMX, gemm_x16_amx, _amx)
+const tr_gemm_row tr_amx_repack_gemm_rows[] = X16_ROWS(_amx);
 
 #else
 const tr_gemm_row tr_avx512_repack_gemm_rows[] = {{-1, 0, NULL}};

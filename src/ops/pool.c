@@ -60,14 +60,19 @@ static void *worker_main(void *p_) {
     struct tr_pool *p = w->pool;
     unsigned seen = 0; /* generation of the last job this worker ran or skipped */
     for (;;) {
+        /* Waiting for a new generation or the stop: a worker that joined
+         * the generation tr_pool_free's bump made (on its way in when the
+         * stop came) must not wait for another. The stop is set under the
+         * mutex before the broadcast, so the check under it cannot miss. */
         unsigned st = atomic_load_explicit(&p->state, memory_order_acquire);
-        for (int i = 0; i < SPIN_ITERS && st >> 1 == seen; i++) {
+        for (int i = 0; i < SPIN_ITERS && st >> 1 == seen && !atomic_load(&p->stop); i++) {
             cpu_relax();
             st = atomic_load_explicit(&p->state, memory_order_acquire);
         }
         if (st >> 1 == seen) {
             pthread_mutex_lock(&p->mu);
-            while ((st = atomic_load(&p->state)) >> 1 == seen) pthread_cond_wait(&p->work_cv, &p->mu);
+            while ((st = atomic_load(&p->state)) >> 1 == seen && !atomic_load(&p->stop))
+                pthread_cond_wait(&p->work_cv, &p->mu);
             pthread_mutex_unlock(&p->mu);
         }
         if (atomic_load(&p->stop)) return NULL;
