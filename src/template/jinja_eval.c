@@ -1023,6 +1023,9 @@ static jv *binop(interp *I, int op, jv *a, jv *b) {
                          ((b->k == V_STR || (b->k == V_LIST && !b->l.lazy)) && (a->k == V_INT || a->k == V_BOOL)))) {
         jv *seq = a->k == V_STR || a->k == V_LIST ? a : b;
         int64_t times = num_i(seq == a ? b : a);
+        /* an empty one stays empty whatever the count: no loop to spin (the
+         * budget counts bytes and elements, and there are none) */
+        if (seq->k == V_STR ? seq->s.n == 0 : seq->l.n == 0) times = 0;
         if (seq->k == V_STR) {
             obuf o = {0};
             ob_put(I, &o, "", 0);

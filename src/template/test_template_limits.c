@@ -49,6 +49,12 @@ TT_TEST(endless_loops_stop_at_the_step_budget) {
                         NULL, "steps"));
     TT_CHECK(fails_with("{% set big = 'ab' * 2000000 %}{% for i in range(100000) %}{{ big|length }}{% endfor %}",
                         NULL, "steps"));
+    /* an empty sequence times a huge count is empty at once (fuzz_template found it spinning for 2.9e18 turns) */
+    tr_error err = {{0}};
+    char *out = render("[{{ [] * 2888888888888888881 }}|{{ '' * 2888888888888888881 }}|{{ 9000000000000000000 * [] }}]",
+                       NULL, &err);
+    TT_CHECK(out && !strcmp(out, "[[]||[]]"));
+    free(out);
 }
 
 TT_TEST(output_and_memory_budgets) {
