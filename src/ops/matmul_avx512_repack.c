@@ -263,18 +263,10 @@ TGTAMX static inline void x16_amx_config(void) {
         _tile_dpbsud(c, at, wt);                \
     } while (0)
 
-/* The eight weight vectors of block (F legacy) or sub-block sb (Q4_K) at g,
- * decoded as lx16_tile / q4k_x16_tile decode them, into W (8 x 64 bytes). */
-TILE512 void x16_decode(const uint8_t *g, const int F, int sb, uint8_t W[8][64]) {
+/* The eight weight vectors of a Q4_0_X16 / Q5_0_X16 block at g, decoded as
+ * lx16_tile decodes them, into W (8 x 64 bytes). */
+TILE512 void x16_decode(const uint8_t *g, const int F, uint8_t W[8][64]) {
     const __m512i m4 = _mm512_set1_epi8(0x0f);
-    if (F == X_Q4_K) {
-        const tr_block_q4_K_x16 *x = (const tr_block_q4_K_x16 *)g;
-        _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) {
-            const __m512i q = _mm512_loadu_si512(x->qs[sb / 2][k]);
-            _mm512_store_si512(W[k], _mm512_and_si512((sb & 1) ? _mm512_srli_epi16(q, 4) : q, m4));
-        }
-        return;
-    }
     const uint8_t(*qs)[16][4] = F == X_Q4_0 ? ((const tr_block_q4_0_x16 *)g)->qs : ((const tr_block_q5_0_x16 *)g)->qs;
     _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
         const __m512i q = _mm512_loadu_si512(qs[k]);
@@ -317,8 +309,8 @@ TGTAMX static inline __attribute__((always_inline)) void lx16_amx16(int64_t n, c
         const uint8_t *g0 = g + (size_t)b * bytes, *g1 = g0 + bytes;
         const bool two = b + 1 < nb;
         if (F != X_Q8_0) {
-            x16_decode(g0, F, 0, W[0]);
-            if (two) x16_decode(g1, F, 0, W[1]);
+            x16_decode(g0, F, W[0]);
+            if (two) x16_decode(g1, F, W[1]);
         }
         __asm__ volatile("" ::: "memory"); /* the tile loads read W: GCC does not know */
         X16_PRODUCT(0, 2, 4, ACTQ(0, b)->qs, F == X_Q8_0 ? (const void *)((const tr_block_q8_0_x16 *)g0)->qs : W[0]);
