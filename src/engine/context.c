@@ -4,6 +4,7 @@
 #include "engine/engine.h"
 
 #include "core/util.h"
+#include "quant/blocks.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -367,7 +368,7 @@ const float *tr_get_logits(tr_context *c, int32_t i) {
 void tr_kv_store_row(int type, const float *x, void *dst, int64_t n) {
     if (type == TR_TYPE_F16) { /* halves as llama.cpp's default cache rounds them */
         uint16_t *h = dst;
-        for (int64_t i = 0; i < n; i++) h[i] = tr_half_from_float(x[i]);
+        for (int64_t i = 0; i < n; i++) h[i] = tr_fp32_to_fp16(x[i]);
     } else { /* the type's quantizer (Q8_0 and Q4_0 as ggml's, byte for byte) */
         tr_quantize(type, x, dst, n);
     }

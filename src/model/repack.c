@@ -36,15 +36,23 @@
 #include <unistd.h>
 
 typedef struct rows_job {
-    int to; /* the target type */
+    int to; /* the target type; -1: copied as it is */
     const uint8_t *src;
     uint8_t *dst;
     size_t src_row, dst_row;
     int64_t r0, r1, cols; /* units: rows (TQ2_0) or groups of 16 rows (the _X16 layouts) */
 } rows_job;
 
+enum { COPY_UNIT = 64 << 10 };
+
 static void *convert_rows(void *arg) {
     const rows_job *j = arg;
+    if (j->to < 0) { /* units of src_row bytes, the last one short: cols bytes in all */
+        const size_t a = (size_t)j->r0 * j->src_row, e = (size_t)j->r1 * j->src_row;
+        const size_t end = e < (size_t)j->cols ? e : (size_t)j->cols;
+        if (end > a) memcpy(j->dst + a, j->src + a, end - a);
+        return NULL;
+    }
     for (int64_t r = j->r0; r < j->r1; r++) {
         if (j->to == TR_TYPE_TQ2_0)
             tr_tq1_0_to_tq2_0(j->src + (size_t)r * j->src_row, j->dst + (size_t)r * j->dst_row, j->cols);
@@ -55,7 +63,11 @@ static void *convert_rows(void *arg) {
     return NULL;
 }
 
-/* The units split among up to 8 threads (the bytes do not depend on it). */
+/* The units split among up to 8 threads (the bytes do not depend on it;
+ * the threads also share the first touch of the model's fresh pages, which
+ * is most of a plain copy's time: the kernel zeroes each page first, slowly
+ * under a hypervisor that backs guest memory on first use). to -1: a copy
+ * of cols bytes in units of src_row. */
 static void convert(int to, const uint8_t *src, uint8_t *dst, size_t src_row, size_t dst_row, int64_t units,
                     int64_t cols) {
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
@@ -251,7 +263,7 @@ tr_status tr_model_repack(tr_model *m, tr_error *err) {
         const uint64_t bytes = copy_bytes(t, to[i]);
         uint8_t *dst = m->own + off;
         off += ((size_t)bytes + 63) & ~(size_t)63;
-        if (copy) memcpy(dst, t->data, (size_t)bytes);
+        if (copy) convert(-1, t->data, dst, COPY_UNIT, COPY_UNIT, (int64_t)((bytes + COPY_UNIT - 1) / COPY_UNIT), (int64_t)bytes);
         else convert(to[i], t->data, dst, src_row, dst_row, to[i] == TR_TYPE_TQ2_0 ? rows : rows / 16, cols);
         /* The mapped original is not read again: its whole pages leave this
          * process's resident set (the file's pages stay in the page cache). */

@@ -122,11 +122,7 @@ const tr_kernel *tr_kernel_get(int type) {
 }
 
 int tr_matmul_repack_type(int type) {
-    const int to = type == TR_TYPE_Q4_K   ? TR_TYPE_Q4_K_X16
-                   : type == TR_TYPE_Q4_0 ? TR_TYPE_Q4_0_X16
-                   : type == TR_TYPE_Q5_0 ? TR_TYPE_Q5_0_X16
-                   : type == TR_TYPE_Q8_0 ? TR_TYPE_Q8_0_X16
-                                          : -1;
+    const int to = tr_x16_layout(type);
     if (to < 0) return -1;
     const tr_kernel *k = tr_kernel_get(type), *x = tr_kernel_get(to);
     if (!k || !x || tr_kernel_best(x) == x->ref) return -1; /* no SIMD kernel on this CPU for the layout */

@@ -1,5 +1,5 @@
 /* The forward pass's small ops: norms, RoPE, softmax, gated activations, and
- * half-precision conversion for the KV cache. Sums are accumulated in double
+ * GELU through a table of halves. Sums are accumulated in double
  * where a long reduction would otherwise lose digits (as ggml does). */
 #include "ops/ops.h"
 
@@ -9,58 +9,6 @@
 #include <math.h>
 #include <pthread.h>
 #include <string.h>
-
-uint16_t tr_half_from_float(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint32_t sign = (x >> 16) & 0x8000u;
-    uint32_t exp = (x >> 23) & 0xffu;
-    uint32_t man = x & 0x7fffffu;
-    if (exp == 0xffu) return (uint16_t)(sign | 0x7c00u | (man ? 0x200u : 0)); /* inf / nan */
-    int32_t e = (int32_t)exp - 127 + 15;
-    if (e >= 31) return (uint16_t)(sign | 0x7c00u); /* overflow: inf */
-    if (e <= 0) {
-        /* subnormal half (or zero): shift the mantissa with its implicit 1 */
-        if (e < -10) return (uint16_t)sign;
-        man |= 0x800000u;
-        uint32_t shift = (uint32_t)(14 - e);
-        uint32_t half = man >> shift;
-        uint32_t rem = man & ((1u << shift) - 1);
-        uint32_t mid = 1u << (shift - 1);
-        if (rem > mid || (rem == mid && (half & 1))) half++;
-        return (uint16_t)(sign | half);
-    }
-    uint32_t half = sign | ((uint32_t)e << 10) | (man >> 13);
-    uint32_t rem = man & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (half & 1))) half++; /* may carry into the exponent: correct */
-    return (uint16_t)half;
-}
-
-float tr_half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1fu;
-    uint32_t man = h & 0x3ffu;
-    uint32_t x;
-    if (exp == 0) {
-        if (man == 0) {
-            x = sign;
-        } else { /* subnormal: normalise */
-            int e = -1;
-            do {
-                man <<= 1;
-                e++;
-            } while (!(man & 0x400u));
-            x = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ffu) << 13);
-        }
-    } else if (exp == 31) {
-        x = sign | 0x7f800000u | (man << 13);
-    } else {
-        x = sign | ((exp - 15 + 127) << 23) | (man << 13);
-    }
-    float f;
-    memcpy(&f, &x, 4);
-    return f;
-}
 
 void tr_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {
     double ss = 0;
@@ -177,8 +125,8 @@ static float gelu_tanh(float x) {
 static float geglu_one(float g, const float *table) {
     if (g <= -10.0f) return 0.0f;
     if (g >= 10.0f) return g;
-    return table ? table[tr_half_from_float(g)]
-                 : tr_half_to_float(tr_half_from_float(gelu_tanh(tr_half_to_float(tr_half_from_float(g)))));
+    return table ? table[tr_fp32_to_fp16(g)]
+                 : tr_fp16_to_fp32(tr_fp32_to_fp16(gelu_tanh(tr_fp16_to_fp32(tr_fp32_to_fp16(g)))));
 }
 
 void tr_geglu_ref(float *out, const float *gate, const float *up, int64_t n) {
@@ -192,7 +140,7 @@ static float gelu_table[65536];
 static pthread_once_t gelu_once = PTHREAD_ONCE_INIT;
 static void gelu_table_init(void) {
     for (uint32_t h = 0; h < 65536; h++)
-        gelu_table[h] = tr_half_to_float(tr_half_from_float(gelu_tanh(tr_half_to_float((uint16_t)h))));
+        gelu_table[h] = tr_fp16_to_fp32(tr_fp32_to_fp16(gelu_tanh(tr_fp16_to_fp32((uint16_t)h))));
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -200,7 +148,7 @@ static void gelu_table_init(void) {
 #define TGT __attribute__((target("avx2,fma,f16c")))
 
 /* F16C rounds to the nearest half (ties to even, subnormals kept) as
- * tr_half_from_float does; the 8 table entries are gathered. */
+ * tr_fp32_to_fp16 does; the 8 table entries are gathered. */
 TGT static void geglu_avx2(float *out, const float *gate, const float *up, int64_t n) {
     const __m256 lo = _mm256_set1_ps(-10.0f), hi = _mm256_set1_ps(10.0f);
     int64_t i = 0;

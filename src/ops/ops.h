@@ -50,9 +50,9 @@ void tr_matmul(tr_pool *pool, int type, const void *W, int64_t rows, int64_t col
 
 /* The layout a matrix of `type` is best repacked into at load on this CPU
  * (as capped by TRINITY_CPU), for tr_matmul; -1 to keep the file's rows.
- * Today Q4_K, Q4_0, Q5_0, Q8_0 -> their _X16 layouts where a SIMD tier
- * has a kernel for the layout (AVX-512, AVX-VNNI and AVX2: all four) and
- * the AMX tier does not run. An _X16 matrix has rows in
+ * Today Q4_K, Q4_0, Q5_0, Q8_0 -> their _X16 layouts (the format table's
+ * x16) where the best SIMD tier this CPU runs has a kernel for the layout
+ * (AMX, AVX-512, AVX-VNNI and AVX2: all four). An _X16 matrix has rows in
  * whole groups of 16, and a tr_matmul on it starts at a group. */
 int tr_matmul_repack_type(int type);
 
@@ -62,10 +62,6 @@ void tr_matmul_ref(int type, const void *W, int64_t rows, int64_t cols,
 
 /* ---------------------------------------------- the forward pass's other ops
  * (nn.c). Scalar, in float; each is small beside the matmuls. */
-
-/* IEEE half <-> float, round to nearest even (the KV cache stores halves). */
-uint16_t tr_half_from_float(float f);
-float tr_half_to_float(uint16_t h);
 
 /* y[i] = x[i] / sqrt(mean(x^2) + eps) * w[i]; w may be NULL (no weight). y may be x. */
 void tr_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);

@@ -22,7 +22,7 @@ static const int64_t ragged[] = {1, 2, 3, 7, 8, 9, 31, 33, 64, 100, 255, 640, 10
 #define N_RAGGED (sizeof ragged / sizeof ragged[0])
 
 /* An IEEE half's value nearest to v, ties to even (11 significant bits,
- * subnormals on a grid of 2^-24), in double: independent of nn.c's code. */
+ * subnormals on a grid of 2^-24), in double: independent of quant/blocks.h's code. */
 static double round_to_half(double v) {
     if (v == 0 || !isfinite(v)) return v;
     int e;
@@ -34,19 +34,19 @@ static double round_to_half(double v) {
 
 TT_TEST(half_conversion_rounds_to_nearest_even) {
     for (uint32_t h = 0; h < 65536; h++) {
-        float f = tr_half_to_float((uint16_t)h);
+        float f = tr_fp16_to_fp32((uint16_t)h);
         if (isnan(f)) continue;
-        TT_CHECK_EQ_INT(tr_half_from_float(f), h);
+        TT_CHECK_EQ_INT(tr_fp32_to_fp16(f), h);
         if (((h >> 10) & 0x1f) != 0x1f) TT_CHECK(f == (float)round_to_half(f));
     }
     int bad = 0;
     for (int i = 0; i < 200000; i++) {
         float x = tt_rndf() * ldexpf(1.0f, (int)(tt_rnd() % 40) - 28); /* subnormal halves to 2^12 */
-        if (tr_half_to_float(tr_half_from_float(x)) != (float)round_to_half(x)) bad++;
+        if (tr_fp16_to_fp32(tr_fp32_to_fp16(x)) != (float)round_to_half(x)) bad++;
     }
     TT_CHECK_EQ_INT(bad, 0);
-    TT_CHECK(isinf(tr_half_to_float(tr_half_from_float(65520.0f))));
-    TT_CHECK_EQ_INT(tr_half_from_float(65519.0f), 0x7bff);
+    TT_CHECK(isinf(tr_fp16_to_fp32(tr_fp32_to_fp16(65520.0f))));
+    TT_CHECK_EQ_INT(tr_fp32_to_fp16(65519.0f), 0x7bff);
 }
 
 /* y = x / sqrt(mean(x^2) + eps) * w, in double. */

@@ -7,6 +7,11 @@
 
 typedef void (*tr_to_float_fn)(const void *src, float *dst, int64_t n);
 typedef void (*tr_from_float_fn)(const float *src, void *dst, int64_t n);
+/* An _X16 layout's converters: 16 rows of its source format (row i at
+ * src + i * src_row, n elements each) into n / block of its blocks at dst;
+ * and row i's source block back from one of them, byte for byte. */
+typedef void (*tr_x16_pack_fn)(const void *src, size_t src_row, void *dst, int64_t n);
+typedef void (*tr_x16_get_fn)(const void *blk, int i, void *dst);
 
 typedef struct tr_type_traits {
     const char *name;
@@ -15,6 +20,13 @@ typedef struct tr_type_traits {
     bool is_quantized;
     tr_to_float_fn to_float;     /* NULL: no dequantizer in this build */
     tr_from_float_fn from_float; /* NULL: no quantizer in this build */
+    /* The sixteen-row layouts (weights repacked at load, x16.c). A format
+     * that has one names it in x16; the layout's row names its source in
+     * x16_source and carries its converters. 0 (F32, never either): none. */
+    int x16;
+    int x16_source;
+    tr_x16_pack_fn x16_pack;
+    tr_x16_get_fn x16_get;
 } tr_type_traits;
 
 /* NULL when `type` is not a ggml type. */
@@ -62,14 +74,21 @@ void tr_dequantize_row_mxfp4(const void *src, float *dst, int64_t n);
 void tr_quantize_row_mxfp4(const float *src, void *dst, int64_t n);
 /* TQ1_0 blocks as TQ2_0 blocks of exactly the same values (n elements). */
 void tr_tq1_0_to_tq2_0(const void *src, void *dst, int64_t n);
-/* Q4_K_X16 (weights repacked at load): 16 Q4_K rows of n elements (row i
- * at src + i * src_row) into n / 256 tr_block_q4_K_x16 at dst; and row i's
- * Q4_K block back from one of them, byte for byte. */
+/* The _X16 layouts' converters (tr_x16_pack_fn, tr_x16_get_fn), in their
+ * rows of the table. */
 void tr_q4_k_to_x16(const void *src, size_t src_row, void *dst, int64_t n);
 void tr_q4_k_x16_get(const void *x16, int i, void *dst);
-/* Any _X16 layout (x16.c): its source format (-1: not an _X16 type); 16
- * rows of the source into it; row i's source block back from one block. */
+void tr_q4_0_to_x16(const void *src, size_t src_row, void *dst, int64_t n);
+void tr_q4_0_x16_get(const void *x16, int i, void *dst);
+void tr_q5_0_to_x16(const void *src, size_t src_row, void *dst, int64_t n);
+void tr_q5_0_x16_get(const void *x16, int i, void *dst);
+void tr_q8_0_to_x16(const void *src, size_t src_row, void *dst, int64_t n);
+void tr_q8_0_x16_get(const void *x16, int i, void *dst);
+/* Through the table: an _X16 layout's source format (-1: `type` is not an
+ * _X16 layout), a format's _X16 layout (-1: it has none), and the layout's
+ * converters (nothing done for a type that is not one). */
 int tr_x16_source(int type);
+int tr_x16_layout(int type);
 void tr_x16_pack(int type, const void *src, size_t src_row, void *dst, int64_t n);
 void tr_x16_get(int type, const void *blk, int i, void *dst);
 void tr_dequantize_row_tq2_32(const void *src, float *dst, int64_t n);

@@ -14,15 +14,19 @@ static void f32_from_float(const float *src, void *dst, int64_t n) { memcpy(dst,
 static const tr_type_traits type_traits[TR_TYPE_TABLE_SIZE] = {
     [TR_TYPE_F32] = {"F32", 1, sizeof(float), false, f32_to_float, f32_from_float},
     [TR_TYPE_F16] = {"F16", 1, sizeof(tr_fp16), false, tr_dequantize_row_f16, tr_quantize_row_f16},
-    [TR_TYPE_Q4_0] = {"Q4_0", TR_QK4_0, sizeof(tr_block_q4_0), true, tr_dequantize_row_q4_0, tr_quantize_row_q4_0},
+    [TR_TYPE_Q4_0] = {"Q4_0", TR_QK4_0, sizeof(tr_block_q4_0), true, tr_dequantize_row_q4_0, tr_quantize_row_q4_0,
+                      .x16 = TR_TYPE_Q4_0_X16},
     [TR_TYPE_Q4_1] = {"Q4_1", TR_QK4_1, sizeof(tr_block_q4_1), true, tr_dequantize_row_q4_1, tr_quantize_row_q4_1},
-    [TR_TYPE_Q5_0] = {"Q5_0", TR_QK5_0, sizeof(tr_block_q5_0), true, tr_dequantize_row_q5_0, tr_quantize_row_q5_0},
+    [TR_TYPE_Q5_0] = {"Q5_0", TR_QK5_0, sizeof(tr_block_q5_0), true, tr_dequantize_row_q5_0, tr_quantize_row_q5_0,
+                      .x16 = TR_TYPE_Q5_0_X16},
     [TR_TYPE_Q5_1] = {"Q5_1", TR_QK5_1, sizeof(tr_block_q5_1), true, tr_dequantize_row_q5_1, tr_quantize_row_q5_1},
-    [TR_TYPE_Q8_0] = {"Q8_0", TR_QK8_0, sizeof(tr_block_q8_0), true, tr_dequantize_row_q8_0, tr_quantize_row_q8_0},
+    [TR_TYPE_Q8_0] = {"Q8_0", TR_QK8_0, sizeof(tr_block_q8_0), true, tr_dequantize_row_q8_0, tr_quantize_row_q8_0,
+                      .x16 = TR_TYPE_Q8_0_X16},
     [TR_TYPE_Q8_1] = {"Q8_1", TR_QK8_1, sizeof(tr_block_q8_1), true, tr_dequantize_row_q8_1, tr_quantize_row_q8_1},
     [TR_TYPE_Q2_K] = {"Q2_K", TR_QK_K, sizeof(tr_block_q2_K), true, tr_dequantize_row_q2_K, tr_quantize_row_q2_K},
     [TR_TYPE_Q3_K] = {"Q3_K", TR_QK_K, sizeof(tr_block_q3_K), true, tr_dequantize_row_q3_K, tr_quantize_row_q3_K},
-    [TR_TYPE_Q4_K] = {"Q4_K", TR_QK_K, sizeof(tr_block_q4_K), true, tr_dequantize_row_q4_K, tr_quantize_row_q4_K},
+    [TR_TYPE_Q4_K] = {"Q4_K", TR_QK_K, sizeof(tr_block_q4_K), true, tr_dequantize_row_q4_K, tr_quantize_row_q4_K,
+                      .x16 = TR_TYPE_Q4_K_X16},
     [TR_TYPE_Q5_K] = {"Q5_K", TR_QK_K, sizeof(tr_block_q5_K), true, tr_dequantize_row_q5_K, tr_quantize_row_q5_K},
     [TR_TYPE_Q6_K] = {"Q6_K", TR_QK_K, sizeof(tr_block_q6_K), true, tr_dequantize_row_q6_K, tr_quantize_row_q6_K},
     [TR_TYPE_Q8_K] = {"Q8_K", TR_QK_K, sizeof(tr_block_q8_K), true, tr_dequantize_row_q8_K, tr_quantize_row_q8_K},
@@ -49,10 +53,14 @@ static const tr_type_traits type_traits[TR_TYPE_TABLE_SIZE] = {
      * its group's, no row converter; only its kernels read it) */
     [TR_TYPE_TQ2_32] = {"TQ2_32", TR_QK_TQ2_32, sizeof(tr_block_tq2_32), true, tr_dequantize_row_tq2_32,
                         tr_quantize_row_tq2_32},
-    [TR_TYPE_Q4_K_X16] = {"Q4_K_X16", TR_QK_K, sizeof(tr_block_q4_K_x16) / 16, true, NULL, NULL},
-    [TR_TYPE_Q4_0_X16] = {"Q4_0_X16", TR_QK4_0, sizeof(tr_block_q4_0_x16) / 16, true, NULL, NULL},
-    [TR_TYPE_Q5_0_X16] = {"Q5_0_X16", TR_QK5_0, sizeof(tr_block_q5_0_x16) / 16, true, NULL, NULL},
-    [TR_TYPE_Q8_0_X16] = {"Q8_0_X16", TR_QK8_0, sizeof(tr_block_q8_0_x16) / 16, true, NULL, NULL},
+    [TR_TYPE_Q4_K_X16] = {"Q4_K_X16", TR_QK_K, sizeof(tr_block_q4_K_x16) / 16, true, NULL, NULL,
+                          .x16_source = TR_TYPE_Q4_K, .x16_pack = tr_q4_k_to_x16, .x16_get = tr_q4_k_x16_get},
+    [TR_TYPE_Q4_0_X16] = {"Q4_0_X16", TR_QK4_0, sizeof(tr_block_q4_0_x16) / 16, true, NULL, NULL,
+                          .x16_source = TR_TYPE_Q4_0, .x16_pack = tr_q4_0_to_x16, .x16_get = tr_q4_0_x16_get},
+    [TR_TYPE_Q5_0_X16] = {"Q5_0_X16", TR_QK5_0, sizeof(tr_block_q5_0_x16) / 16, true, NULL, NULL,
+                          .x16_source = TR_TYPE_Q5_0, .x16_pack = tr_q5_0_to_x16, .x16_get = tr_q5_0_x16_get},
+    [TR_TYPE_Q8_0_X16] = {"Q8_0_X16", TR_QK8_0, sizeof(tr_block_q8_0_x16) / 16, true, NULL, NULL,
+                          .x16_source = TR_TYPE_Q8_0, .x16_pack = tr_q8_0_to_x16, .x16_get = tr_q8_0_x16_get},
 };
 
 const tr_type_traits *tr_type_traits_get(int type) {
@@ -79,6 +87,26 @@ size_t tr_row_size(int type, int64_t ne0) {
     const tr_type_traits *t = tr_type_traits_get(type);
     if (!t || ne0 < 0 || ne0 % t->blck_size) return 0;
     return (size_t)(ne0 / t->blck_size) * t->type_size;
+}
+
+int tr_x16_source(int type) {
+    const tr_type_traits *t = tr_type_traits_get(type);
+    return t && t->x16_source ? t->x16_source : -1;
+}
+
+int tr_x16_layout(int type) {
+    const tr_type_traits *t = tr_type_traits_get(type);
+    return t && t->x16 ? t->x16 : -1;
+}
+
+void tr_x16_pack(int type, const void *src, size_t src_row, void *dst, int64_t n) {
+    const tr_type_traits *t = tr_type_traits_get(type);
+    if (t && t->x16_pack) t->x16_pack(src, src_row, dst, n);
+}
+
+void tr_x16_get(int type, const void *blk, int i, void *dst) {
+    const tr_type_traits *t = tr_type_traits_get(type);
+    if (t && t->x16_get) t->x16_get(blk, i, dst);
 }
 
 bool tr_type_can_dequantize(int type) {

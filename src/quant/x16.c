@@ -1,24 +1,18 @@
 /* The _X16 layouts (blocks.h): sixteen rows of a format interleaved per
- * block, written once at load (src/model/repack.c) for the AVX-512 kernels
- * (src/ops/matmul_avx512_repack.c). Packing is lossless: tr_x16_get gives
- * any row's block back byte for byte (the scalar reference kernels compute
- * on those blocks, and the tests compare them). */
+ * block, written once at load (src/model/repack.c) for the SIMD kernels
+ * (src/ops/matmul_*_repack.c, matmul_amx_legacy.c). Packing is lossless:
+ * the getters give any row's block back byte for byte (the scalar reference
+ * kernels compute on those blocks, and the tests compare them). The
+ * converters sit in their layouts' rows of the format table (types.c);
+ * Q4_K_X16's are with the k-quants. */
 #include "blocks.h"
 #include "quant.h"
 
 #include <string.h>
 
-int tr_x16_source(int type) {
-    switch (type) {
-    case TR_TYPE_Q4_K_X16: return TR_TYPE_Q4_K;
-    case TR_TYPE_Q4_0_X16: return TR_TYPE_Q4_0;
-    case TR_TYPE_Q5_0_X16: return TR_TYPE_Q5_0;
-    case TR_TYPE_Q8_0_X16: return TR_TYPE_Q8_0;
-    default: return -1;
-    }
-}
-
-static void pack_q4_0(const uint8_t *src, size_t src_row, tr_block_q4_0_x16 *y, int64_t n) {
+void tr_q4_0_to_x16(const void *src_, size_t src_row, void *dst, int64_t n) {
+    const uint8_t *src = src_;
+    tr_block_q4_0_x16 *y = dst;
     for (int64_t b = 0; b < n / 32; b++, y++)
         for (int i = 0; i < 16; i++) {
             const tr_block_q4_0 *x = (const tr_block_q4_0 *)(src + (size_t)i * src_row) + b;
@@ -27,7 +21,9 @@ static void pack_q4_0(const uint8_t *src, size_t src_row, tr_block_q4_0_x16 *y, 
         }
 }
 
-static void pack_q5_0(const uint8_t *src, size_t src_row, tr_block_q5_0_x16 *y, int64_t n) {
+void tr_q5_0_to_x16(const void *src_, size_t src_row, void *dst, int64_t n) {
+    const uint8_t *src = src_;
+    tr_block_q5_0_x16 *y = dst;
     for (int64_t b = 0; b < n / 32; b++, y++) {
         memset(y->hm, 0, sizeof y->hm);
         for (int i = 0; i < 16; i++) {
@@ -42,54 +38,43 @@ static void pack_q5_0(const uint8_t *src, size_t src_row, tr_block_q5_0_x16 *y, 
     }
 }
 
-static void pack_q8_0(const uint8_t *src, size_t src_row, tr_block_q8_0_x16 *y, int64_t n) {
+void tr_q8_0_to_x16(const void *src_, size_t src_row, void *dst, int64_t n) {
+    const uint8_t *src = src_;
+    tr_block_q8_0_x16 *y = dst;
     for (int64_t b = 0; b < n / 32; b++, y++)
         for (int i = 0; i < 16; i++) {
             const tr_block_q8_0 *x = (const tr_block_q8_0 *)(src + (size_t)i * src_row) + b;
             y->d[i] = x->d;
-            for (int k = 0; k < 8; k++)
-                for (int j = 0; j < 4; j++) y->qs[k][i][j] = (uint8_t)((uint8_t)x->qs[4 * k + j] ^ 0x80);
+            for (int k = 0; k < 8; k++) { /* four int8 plus 128 at once: each byte's top bit flipped */
+                uint32_t v;
+                memcpy(&v, x->qs + 4 * k, 4);
+                v ^= 0x80808080u;
+                memcpy(y->qs[k][i], &v, 4);
+            }
         }
 }
 
-void tr_x16_pack(int type, const void *src, size_t src_row, void *dst, int64_t n) {
-    switch (type) {
-    case TR_TYPE_Q4_K_X16: tr_q4_k_to_x16(src, src_row, dst, n); break;
-    case TR_TYPE_Q4_0_X16: pack_q4_0(src, src_row, dst, n); break;
-    case TR_TYPE_Q5_0_X16: pack_q5_0(src, src_row, dst, n); break;
-    case TR_TYPE_Q8_0_X16: pack_q8_0(src, src_row, dst, n); break;
-    default: break;
-    }
+void tr_q4_0_x16_get(const void *blk, int i, void *dst) {
+    const tr_block_q4_0_x16 *x = blk;
+    tr_block_q4_0 *y = dst;
+    y->d = x->d[i];
+    for (int k = 0; k < 4; k++) memcpy(y->qs + 4 * k, x->qs[k][i], 4);
 }
 
-void tr_x16_get(int type, const void *blk, int i, void *dst) {
-    switch (type) {
-    case TR_TYPE_Q4_K_X16: tr_q4_k_x16_get(blk, i, dst); break;
-    case TR_TYPE_Q4_0_X16: {
-        const tr_block_q4_0_x16 *x = blk;
-        tr_block_q4_0 *y = dst;
-        y->d = x->d[i];
-        for (int k = 0; k < 4; k++) memcpy(y->qs + 4 * k, x->qs[k][i], 4);
-        break;
-    }
-    case TR_TYPE_Q5_0_X16: {
-        const tr_block_q5_0_x16 *x = blk;
-        tr_block_q5_0 *y = dst;
-        y->d = x->d[i];
-        for (int k = 0; k < 4; k++) memcpy(y->qs + 4 * k, x->qs[k][i], 4);
-        uint32_t qh = 0;
-        for (int v = 0; v < 32; v++) qh |= (uint32_t)(x->hm[v / 4] >> (4 * i + v % 4) & 1) << v;
-        for (int j = 0; j < 4; j++) y->qh[j] = (uint8_t)(qh >> (8 * j));
-        break;
-    }
-    case TR_TYPE_Q8_0_X16: {
-        const tr_block_q8_0_x16 *x = blk;
-        tr_block_q8_0 *y = dst;
-        y->d = x->d[i];
-        for (int k = 0; k < 8; k++)
-            for (int j = 0; j < 4; j++) y->qs[4 * k + j] = (int8_t)(x->qs[k][i][j] ^ 0x80);
-        break;
-    }
-    default: break;
-    }
+void tr_q5_0_x16_get(const void *blk, int i, void *dst) {
+    const tr_block_q5_0_x16 *x = blk;
+    tr_block_q5_0 *y = dst;
+    y->d = x->d[i];
+    for (int k = 0; k < 4; k++) memcpy(y->qs + 4 * k, x->qs[k][i], 4);
+    uint32_t qh = 0;
+    for (int v = 0; v < 32; v++) qh |= (uint32_t)(x->hm[v / 4] >> (4 * i + v % 4) & 1) << v;
+    for (int j = 0; j < 4; j++) y->qh[j] = (uint8_t)(qh >> (8 * j));
+}
+
+void tr_q8_0_x16_get(const void *blk, int i, void *dst) {
+    const tr_block_q8_0_x16 *x = blk;
+    tr_block_q8_0 *y = dst;
+    y->d = x->d[i];
+    for (int k = 0; k < 8; k++)
+        for (int j = 0; j < 4; j++) y->qs[4 * k + j] = (int8_t)(x->qs[k][i][j] ^ 0x80);
 }
