@@ -38,12 +38,13 @@ X_INLINE __m256i X_FN(widen)(__m256i s) {
  * H = 2 takes both halves of each block in turn (one pass over the group's
  * stream: what one token or two, bound by memory, want), H = 1 one half
  * (a pass each: the registers of four tokens). */
-X_INLINE void X_FN(q4k_x16)(int64_t n, const tr_block_q4_K_x16 *g, int h0, int H, const char *a, size_t as, int NT,
-                            __m256 out[2][XT]) {
-    __m256 acc[2][XT];
-    for (int hh = 0; hh < H; hh++) FOR_XT(j) acc[hh][j] = _mm256_setzero_ps();
+X_INLINE void X_FN(q4k_x16)(int64_t n, const tr_block_q4_K_x16 *g0, size_t gs, int S, int h0, int H, const char *a,
+                            size_t as, int NT, __m256 out[][XT]) {
+    __m256 acc[2 * X_STREAMS][XT];
+    for (int i = 0; i < S * H; i++) FOR_XT(j) acc[i][j] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    for (int64_t b = 0; b < n / 256; b++, g++) {
+    for (int64_t b = 0; b < n / 256; b++) _Pragma("GCC unroll 4") for (int st = 0; st < S; st++) {
+        const tr_block_q4_K_x16 *g = (const tr_block_q4_K_x16 *)((const uint8_t *)g0 + (size_t)st * gs) + b;
         if (H == 2) prefetch_ahead(g, sizeof *g);
         _Pragma("GCC unroll 2") for (int hh = 0; hh < H; hh++) {
             const int h = h0 + hh;
@@ -89,11 +90,12 @@ X_INLINE void X_FN(q4k_x16)(int64_t n, const tr_block_q4_K_x16 *g, int h0, int H
                 }
                 const __m256 t1 = _mm256_mul_ps(dw, _mm256_cvtepi32_ps(sumi[j]));
                 const __m256 t2 = _mm256_mul_ps(dmw, _mm256_cvtepi32_ps(summ));
-                acc[hh][j] = _mm256_add_ps(acc[hh][j], _mm256_mul_ps(_mm256_set1_ps(x->d), _mm256_sub_ps(t1, t2)));
+                acc[st * H + hh][j] =
+                    _mm256_add_ps(acc[st * H + hh][j], _mm256_mul_ps(_mm256_set1_ps(x->d), _mm256_sub_ps(t1, t2)));
             }
         }
     }
-    for (int hh = 0; hh < H; hh++) FOR_XT(j) out[hh][j] = acc[hh][j];
+    for (int i = 0; i < S * H; i++) FOR_XT(j) out[i][j] = acc[i][j];
 }
 
 /* Halves h0 .. h0 + H - 1 (as Q4_K's) of a Q4_0_X16 / Q5_0_X16 / Q8_0_X16
@@ -101,12 +103,13 @@ X_INLINE void X_FN(q4k_x16)(int64_t n, const tr_block_q4_K_x16 *g, int h0, int H
  * float(sumi), sumi exact. The four weight vectors of a block are each
  * loaded (and Q4_0 / Q5_0's split into values 4k.. and 16 + 4k..) once for
  * the tile's tokens. */
-X_INLINE void X_FN(lx16)(int64_t n, const uint8_t *g, int h0, int H, const char *a, size_t as, int NT,
-                         __m256 out[2][XT], const int F) {
-    __m256 acc[2][XT];
-    for (int hh = 0; hh < H; hh++) FOR_XT(j) acc[hh][j] = _mm256_setzero_ps();
+X_INLINE void X_FN(lx16)(int64_t n, const uint8_t *g0, size_t gs, int S, int h0, int H, const char *a, size_t as,
+                         int NT, __m256 out[][XT], const int F) {
+    __m256 acc[2 * X_STREAMS][XT];
+    for (int i = 0; i < S * H; i++) FOR_XT(j) acc[i][j] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    for (int64_t b = 0; b < n / 32; b++, g += X_BYTES(F)) {
+    for (int64_t b = 0; b < n / 32; b++) _Pragma("GCC unroll 4") for (int st = 0; st < S; st++) {
+        const uint8_t *g = g0 + (size_t)st * gs + (size_t)b * X_BYTES(F);
         if (H == 2) prefetch_ahead(g, X_BYTES(F));
         _Pragma("GCC unroll 2") for (int hh = 0; hh < H; hh++) {
             const int h = h0 + hh;
@@ -150,11 +153,11 @@ X_INLINE void X_FN(lx16)(int64_t n, const uint8_t *g, int h0, int H, const char 
                                                       : _mm256_add_epi32(X_FN(widen)(lo[j]), X_FN(widen)(hi[j])));
 #endif
                 const __m256 t = _mm256_mul_ps(_mm256_mul_ps(dw, _mm256_set1_ps(x->d)), _mm256_cvtepi32_ps(sumi));
-                acc[hh][j] = _mm256_add_ps(acc[hh][j], t);
+                acc[st * H + hh][j] = _mm256_add_ps(acc[st * H + hh][j], t);
             }
         }
     }
-    for (int hh = 0; hh < H; hh++) FOR_XT(j) out[hh][j] = acc[hh][j];
+    for (int i = 0; i < S * H; i++) FOR_XT(j) out[i][j] = acc[i][j];
 }
 
 #if !X_VNNI
@@ -167,12 +170,13 @@ X_INLINE void X_FN(lx16)(int64_t n, const uint8_t *g, int h0, int H, const char 
  * int32 sum per token (exact, the same integers as the reference's sumi, so
  * the float steps are lx16's). The magnitudes and signs are taken once per
  * weight vector for the tile's tokens. */
-X_INLINE void X_FN(q8x16)(int64_t n, const uint8_t *g, int h0, int H, const char *a, size_t as, int NT,
-                          __m256 out[2][XT]) {
-    __m256 acc[2][XT];
-    for (int hh = 0; hh < H; hh++) FOR_XT(j) acc[hh][j] = _mm256_setzero_ps();
+X_INLINE void X_FN(q8x16)(int64_t n, const uint8_t *g0, size_t gs, int S, int h0, int H, const char *a, size_t as,
+                          int NT, __m256 out[][XT]) {
+    __m256 acc[2 * X_STREAMS][XT];
+    for (int i = 0; i < S * H; i++) FOR_XT(j) acc[i][j] = _mm256_setzero_ps();
     const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
-    for (int64_t b = 0; b < n / 32; b++, g += sizeof(tr_block_q8_0_x16)) {
+    for (int64_t b = 0; b < n / 32; b++) _Pragma("GCC unroll 4") for (int st = 0; st < S; st++) {
+        const uint8_t *g = g0 + (size_t)st * gs + (size_t)b * sizeof(tr_block_q8_0_x16);
         const tr_block_q8_0_x16 *blk = (const tr_block_q8_0_x16 *)g;
         if (H == 2) prefetch_ahead(g, sizeof *blk);
         _Pragma("GCC unroll 2") for (int hh = 0; hh < H; hh++) {
@@ -192,41 +196,59 @@ X_INLINE void X_FN(q8x16)(int64_t n, const uint8_t *g, int h0, int H, const char
             FOR_XT(j) {
                 const tr_q8a *x = ACTQ(j, b);
                 const __m256 t = _mm256_mul_ps(_mm256_mul_ps(dw, _mm256_set1_ps(x->d)), _mm256_cvtepi32_ps(s[j]));
-                acc[hh][j] = _mm256_add_ps(acc[hh][j], t);
+                acc[st * H + hh][j] = _mm256_add_ps(acc[st * H + hh][j], t);
             }
         }
     }
-    for (int hh = 0; hh < H; hh++) FOR_XT(j) out[hh][j] = acc[hh][j];
+    for (int i = 0; i < S * H; i++) FOR_XT(j) out[i][j] = acc[i][j];
 }
 #endif
 
 #if X_VNNI
-#define X_Q8_AVX2(NT, H) ((void)0)
+#define X_Q8_AVX2(S, NT, H) ((void)0)
 #else
-#define X_Q8_AVX2(NT, H) X_FN(q8x16)(n, gp, h0, H, at, as, NT, acc)
+#define X_Q8_AVX2(S, NT, H) X_FN(q8x16)(n, gp, 16 * ws, S, h0, H, at, as, NT, acc)
 #endif
-/* Tile of NT tokens over halves h0 .. h0 + H - 1 of the group at gp. */
-#define X_TILE(F, NT, H)                                                                                          \
+/* Tile of NT tokens over halves h0 .. h0 + H - 1 of S groups from gp. */
+#define X_TILE_S(F, S, NT, H)                                                                                     \
     do {                                                                                                          \
-        if ((F) == X_Q4_K) X_FN(q4k_x16)(n, (const tr_block_q4_K_x16 *)gp, h0, H, at, as, NT, acc);              \
-        else if ((F) == X_Q8_0 && !X_VNNI) X_Q8_AVX2(NT, H);                                                       \
-        else X_FN(lx16)(n, gp, h0, H, at, as, NT, acc, F);                                                        \
+        if ((F) == X_Q4_K) X_FN(q4k_x16)(n, (const tr_block_q4_K_x16 *)gp, 16 * ws, S, h0, H, at, as, NT, acc);  \
+        else if ((F) == X_Q8_0 && !X_VNNI) X_Q8_AVX2(S, NT, H);                                                    \
+        else X_FN(lx16)(n, gp, 16 * ws, S, h0, H, at, as, NT, acc, F);                                            \
     } while (0)
+#define X_TILE(F, NT, H) X_TILE_S(F, 1, NT, H)
 
 /* The rows handed in (nr a multiple of 16, from a group's start: matmul.c
  * cuts chunks of whole groups), group by group, each against the tokens in
  * tiles of up to XT: one or two tokens over both halves in one pass, more
- * half by half. */
+ * half by half. One token reads up to X_STREAMS groups side by side, as the
+ * AVX-512 kernels do (one sequential stream per thread leaves the hardware
+ * prefetchers short: docs/BENCHMARKS.md, session 20). */
 X_INLINE void X_FN(gemm_x16)(int64_t n, const void *w, size_t ws, int nr, const void *a_, size_t as, int nt, float *y,
                              size_t ys, const int F) {
     const char *a = a_;
-    for (int g = 0; g + 16 <= nr; g += 16) {
+    int g = 0;
+    if (nt == 1 && X_STREAMS_OF(F) > 1)
+        while (g + 32 <= nr) {
+            const uint8_t *gp = (const uint8_t *)w + (size_t)g * ws;
+            const char *at = a;
+            const int h0 = 0, S = (nr - g) / 16 < X_STREAMS_OF(F) ? (nr - g) / 16 : X_STREAMS_OF(F);
+            __m256 acc[2 * X_STREAMS][XT];
+            switch (S) {
+            case 2: X_TILE_S(F, 2, 1, 2); break;
+            case 3: X_TILE_S(F, 3, 1, 2); break;
+            default: X_TILE_S(F, X_STREAMS_OF(F), 1, 2); break;
+            }
+            for (int i = 0; i < 2 * S; i++) _mm256_storeu_ps(y + g + 8 * i, acc[i][0]);
+            g += 16 * S;
+        }
+    for (; g + 16 <= nr; g += 16) {
         const uint8_t *gp = (const uint8_t *)w + (size_t)g * ws;
         for (int t0 = 0; t0 < nt; t0 += XT) {
             const char *at = a + (size_t)t0 * as;
             const int k = nt - t0 < XT ? nt - t0 : XT, H = k <= 2 ? 2 : 1;
             for (int h0 = 0; h0 < 2; h0 += H) {
-                __m256 acc[2][XT];
+                __m256 acc[2 * X_STREAMS][XT];
                 switch (k) { /* each tile width its own inlined copy: the accumulators stay in registers */
                 case 1: X_TILE(F, 1, 2); break;
                 case 2: X_TILE(F, 2, 2); break;
@@ -252,6 +274,7 @@ X_GEMM(gemm_q8_0_x16, X_Q8_0)
 
 #undef X_GEMM
 #undef X_TILE
+#undef X_TILE_S
 #undef X_Q8_AVX2
 #undef X_INLINE
 #undef X_FN

@@ -231,7 +231,8 @@ TT_TEST(matmul_matches_reference_any_threads_and_tokens) {
  * run the way tr_matmul runs it: chunks of whole groups, tiles of tokens),
  * and tr_matmul itself on 1-3 threads, give the
  * source format's scalar reference's bits on the file's rows, for 1..19
- * tokens (so a token's result does not depend on its batch). */
+ * tokens (so a token's result does not depend on its batch), and for one
+ * token in calls of one to seven groups (read up to four side by side). */
 TT_TEST(x16_repack_matches_source_reference) {
     const tr_cpu_features *f = tr_cpu_get();
     static const int x16s[] = {TR_TYPE_Q4_K_X16, TR_TYPE_Q4_0_X16, TR_TYPE_Q5_0_X16, TR_TYPE_Q8_0_X16};
@@ -253,11 +254,13 @@ TT_TEST(x16_repack_matches_source_reference) {
         const int64_t bl = ks->blck;
         const size_t bb = tr_type_block_bytes(st);
         for (int rep = 0; rep < 8; rep++) {
-            const int64_t cols = bl * (1 + tt_rnd() % (bl == 256 ? 9 : 40)), rows = 16 * (1 + tt_rnd() % (rep < 6 ? 6 : 40));
+            const int64_t cols = bl * (1 + tt_rnd() % (bl == 256 ? 9 : 40)), rows = 16 * (rep < 2 ? 5 + tt_rnd() % 8 : 1 + tt_rnd() % (rep < 6 ? 6 : 40));
             /* 1..19 tokens (every tier's tiles, the AMX kernels' last partial group), then the AMX
              * kernels' groups of sixteen and more than one call (nt > TR_AMX_TOKENS) */
             static const int big[] = {16, 37, 150};
-            const int nt = rep == 3 || rep == 5 || rep == 7 ? big[(rep - 3) / 2] : 1 + (int)(tt_rnd() % 19);
+            const int nt = rep == 3 || rep == 5 || rep == 7 ? big[(rep - 3) / 2]
+                           : rep < 2                          ? 1 /* one token: several groups side by side */
+                                                              : 1 + (int)(tt_rnd() % 19);
             const size_t rs = tr_row_size(st, cols), rx = tr_row_size(xt, cols);
             TT_CHECK_EQ_INT((long long)rx, st == TR_TYPE_Q4_K ? (long long)(cols / 256 * 148) : (long long)rs);
             uint8_t *w = random_weights(st, rows, cols);
@@ -287,9 +290,10 @@ TT_TEST(x16_repack_matches_source_reference) {
             ks->ref(cols, w, rs, (int)rows, a, as, nt, y0, (size_t)rows);
             for (int v = 0; v < 1 + N_SIMD; v++) {
                 if (!fns[v]) continue;
-                for (int c = 1; c <= 4; c *= 2) { /* chunks of 16, 32, 64 rows */
+                static const int chunks[] = {1, 2, 3, 4, 7}; /* groups a call: 1-4 side by side, and more */
+                for (int c = 0; c < 5; c++) {
                     memset(y1, 0, sizeof(float) * (size_t)(rows * nt));
-                    tr_matmul_chunks(fns[v], 16 * c, x16, rx, rows, cols, a, as, nt, y1);
+                    tr_matmul_chunks(fns[v], 16 * chunks[c], x16, rx, rows, cols, a, as, nt, y1);
                     TT_CHECK(memcmp(y0, y1, sizeof(float) * (size_t)(rows * nt)) == 0);
                 }
             }
