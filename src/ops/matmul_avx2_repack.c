@@ -50,11 +50,10 @@ enum { XT = 4 };
 /* Groups a one-token call reads side by side: four for the legacy layouts
  * (one token of Q4_0_X16 / Q8_0_X16 / Q5_0_X16 on 2 threads of a Sapphire
  * Rapids capped at AVX2: 26 / 28.5 / 23 GB/s from one stream, 30 / 32.5 /
- * 29 from four); Q4_K_X16 one (its one token is bound by its arithmetic
- * here: two or three streams, and prefetches 1-4 blocks ahead, measured
- * level or slower). */
+ * 29 from four), two for Q4_K_X16 (with its prefetch spread over the
+ * block: 23 -> 26-27 GB/s; three or four streams 24.6-27, 25.5-25.9). */
 enum { X_STREAMS = 4 };
-#define X_STREAMS_OF(F) ((F) == X_Q4_K ? 1 : X_STREAMS)
+#define X_STREAMS_OF(F) ((F) == X_Q4_K ? 2 : X_STREAMS)
 #define FOR_XT(j) _Pragma("GCC unroll 4") for (int j = 0; j < NT; j++)
 
 TILE __m256i bcast4(const int8_t *p) {
@@ -66,13 +65,10 @@ TILE __m256i bcast4(const int8_t *p) {
 /* One pass over a group (one or two tokens) is bound by memory: the lines
  * of the block PF_AHEAD bytes on are asked for while this one computes. */
 enum { PF_AHEAD = 2048 };
-TILE void prefetch_at(const char *p, size_t bytes) {
+TILE void prefetch_ahead(const void *blk, size_t bytes) {
+    const char *p = (const char *)blk + PF_AHEAD;
     for (size_t o = 0; o < bytes; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
 }
-TILE void prefetch_ahead(const void *blk, size_t bytes) { prefetch_at((const char *)blk + PF_AHEAD, bytes); }
-#ifndef X_PF_Q4K
-#define X_PF_Q4K 9472
-#endif
 
 /* Half h (rows 8h..8h+7) of a 64-byte vector of the layout. */
 TILE __m256i half_load(const void *p, int h) { return _mm256_loadu_si256((const __m256i *)((const uint8_t *)p + 32 * h)); }
