@@ -311,15 +311,17 @@ X16 = {"Q4_K": (12, 65, 256, 148), "Q4_0": (2, 66, 32, 18), "Q5_0": (6, 67, 32, 
 
 @pytest.mark.parametrize("key,src", [("mixtral_Q4_K", "Q4_K"), ("phi3_Q4_K", "Q4_K"), ("qwen3moe_Q4_K", "Q4_K"),
                                      ("mixtral_Q8_0", "Q8_0"), ("phi3_Q8_0", "Q8_0"), ("llama_Q4_0", "Q4_0"),
-                                     ("llama_Q5_0", "Q5_0"), ("llama_Q4_K_M", "Q4_K")])
+                                     ("llama_Q5_0", "Q5_0"), ("llama_Q4_K_M", "Q4_K"),
+                                     ("llama-tied_Q8_0", "Q8_0"), ("llama-tied_Q4_K", "Q4_K")])
 def test_x16_repacked_at_load(elib, gen_dir, tmp_path, key, src):
     """Where a SIMD tier has kernels for them (AMX, AVX-512 and AVX-VNNI:
     all four; AVX2 too), Q4_K, Q4_0, Q5_0 and Q8_0 matrices are repacked at
     load into their _X16
     layouts (sixteen rows interleaved; Q4_K 148 bytes a row and super-block
-    against 144, the others the same size): every such tensor but the token
-    embeddings (read a row at a time), 3-D experts (mixtral, qwen3moe) and
-    fused q/k/v and gate/up views (phi3) included. With the repack a
+    against 144, the others the same size): every such tensor but untied
+    token embeddings (read a row at a time; tied ones are repacked for the
+    output, and the lookup reads their rows back), 3-D experts (mixtral,
+    qwen3moe) and fused q/k/v and gate/up views (phi3) included. With the repack a
     prompt's logits are the same bits on 1 and 2 threads, in one batch and a
     token at a time; against the mapped rows (--no-repack: the tier's own
     kernels, rounded in another order) they differ by the kernels' rounding
@@ -330,17 +332,18 @@ def test_x16_repacked_at_load(elib, gen_dir, tmp_path, key, src):
 
 
 def x16_file(gen_dir, tmp_path, key):
-    if key.startswith("llama_"):
+    if key.startswith("llama"):  # llama_TYPE, or llama-tied_TYPE: the output is the token embeddings
         path = str(tmp_path / f"{key}.gguf")
-        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_model.py"), "--arch", "llama", "--type",
-                        key.split("_", 1)[1], "-o", path], check=True, capture_output=True)
+        tied = ["--tied", "yes"] if key.startswith("llama-tied_") else []
+        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_model.py"), "--arch", "llama", *tied,
+                        "--type", key.split("_", 1)[1], "-o", path], check=True, capture_output=True)
         return path
     return model(gen_dir, key)
 
 
 @pytest.mark.parametrize("tier", ["avx2", "avxvnni"])
 @pytest.mark.parametrize("key,src", [("llama_Q4_0", "Q4_0"), ("llama_Q5_0", "Q5_0"), ("llama_Q4_K_M", "Q4_K"),
-                                     ("phi3_Q8_0", "Q8_0")])
+                                     ("phi3_Q8_0", "Q8_0"), ("llama-tied_Q8_0", "Q8_0")])
 def test_x16_repacked_at_load_on_256_bit_tiers(elib, gen_dir, tmp_path, tier, key, src):
     """test_x16_repacked_at_load's checks with the kernels capped at AVX2 or
     AVX-VNNI (TRINITY_CPU, read once per process: a child process runs
@@ -365,12 +368,16 @@ def check_x16_repack(elib, path, src):
     elib.tr_matmul_repack_type.argtypes = [ctypes.c_int]
     repacks = elib.tr_matmul_repack_type(X16[src][0]) == X16[src][1]  # on this CPU
 
+    tensors = GGUFReader(path).tensors
+    tied = not any(t.name == "output.weight" for t in tensors)
+
     def matrices(ty):  # the file's tensors of type ty that are repacked (where the CPU repacks)
-        return [t for t in GGUFReader(path).tensors if t.tensor_type.name == ty and t.name != "token_embd.weight"
+        return [t for t in tensors if t.tensor_type.name == ty and (t.name != "token_embd.weight" or tied)
                 and len(t.shape) > 1 and int(t.shape[1]) % 16 == 0]
 
     want = matrices(src)
     assert want, f"the file has no {src} matrix to repack"
+    assert not tied or any(t.name == "token_embd.weight" for t in want), "the tied embeddings are not repacked"
     want_bytes = sum(int(np.prod([int(x) for x in t.shape])) // blck * xbytes
                      for ty, (st, xt, blck, xbytes) in X16.items() if elib.tr_matmul_repack_type(st) == xt
                      for t in matrices(ty))

@@ -18,6 +18,7 @@
 #include "engine/engine.h"
 
 #include "core/util.h"
+#include "quant/quant.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -383,10 +384,15 @@ tr_status tr_forward(tr_context *c, const tr_batch *b, tr_error *err) {
     /* Embeddings: rows of token_embd, dequantized [, plus the rows of the
      * learned positions]. */
     const size_t emb_row = tr_row_size(m->tok_embd.type, E);
+    const bool emb_x16 = tr_x16_source(m->tok_embd.type) >= 0; /* tied to an output repacked at load */
     const float emb_scale = arch->embd_scale ? sqrtf((float)E) : hp->embd_mult != 0 ? hp->embd_mult : 1.0f;
     for (int64_t t = 0; t < n; t++) {
-        const uint8_t *row = (const uint8_t *)m->tok_embd.data + (size_t)b->token[t] * emb_row;
-        tr_dequantize(m->tok_embd.type, row, x + t * E, E);
+        const int32_t tok = b->token[t];
+        const uint8_t *emb = m->tok_embd.data;
+        if (emb_x16)
+            tr_x16_dequantize_row(m->tok_embd.type, emb + (size_t)(tok / 16) * 16 * emb_row, tok % 16, x + t * E, E);
+        else
+            tr_dequantize(m->tok_embd.type, emb + (size_t)tok * emb_row, x + t * E, E);
         if (emb_scale != 1.0f)
             for (int64_t i = 0; i < E; i++) x[t * E + i] *= emb_scale;
         if (arch->pos_embd) { /* positions < n_ctx_train: the context caps n_ctx_seq there */

@@ -20,8 +20,11 @@
  * docs/BENCHMARKS.md has what each buys, docs/DESIGN.md why. A tensor is
  * converted once, and every weight that views it (fused q/k/v, experts, a
  * tied output) follows it; an _X16 tensor is repacked only when every view
- * is a matmul of whole groups of sixteen rows (the token embeddings, read
- * a row at a time, never are). */
+ * is a matmul of whole groups of sixteen rows or the token embeddings
+ * (whose rows forward.c reads back through tr_x16_dequantize_row), and one
+ * view at least a matmul: token embeddings tied to the output are repacked
+ * for the output's sake (Gemma 3's 262144 x 640 Q8_0, most of the bytes a
+ * token reads), untied ones are copied as they are. */
 #include "model/model.h"
 
 #include "core/util.h"
@@ -130,15 +133,18 @@ static int repack_target(const tr_model *m, const tr_gguf_tensor *t, tr_weight *
     const size_t row = tr_row_size(t->type, t->ne[0]);
     const uint8_t *s = t->data;
     if (!row) return (int)t->type;
+    bool matmul = false;
     for (int k = 0; k < nw; k++) {
         const tr_weight *w = all[k];
         const uint8_t *p = w->data;
         if (!p || p < s || p >= s + t->nbytes) continue;
-        if (w == &m->tok_embd || w == &m->pos_embd || w->type != (int)t->type) /* read a row at a time */
-            return (int)t->type;
+        if (w == &m->pos_embd || w->type != (int)t->type) return (int)t->type; /* read a row at a time */
         if ((size_t)(p - s) % (16 * row) || w->rows % 16) return (int)t->type;
+        /* the token embeddings' rows are read through tr_x16_dequantize_row
+         * (forward.c): worth it where an output tied to them is a matmul */
+        if (w != &m->tok_embd) matmul = true;
     }
-    return to;
+    return matmul ? to : (int)t->type;
 }
 
 /* Bytes of tensor t's copy as type to (its own: the same bytes), 0 when

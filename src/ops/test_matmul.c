@@ -232,7 +232,8 @@ TT_TEST(matmul_matches_reference_any_threads_and_tokens) {
  * and tr_matmul itself on 1-3 threads, give the
  * source format's scalar reference's bits on the file's rows, for 1..19
  * tokens (so a token's result does not depend on its batch), and for one
- * token in calls of one to seven groups (read up to four side by side). */
+ * token in calls of one to seven groups (read up to four side by side).
+ * A row read back as floats (tr_x16_dequantize_row) is the source row's. */
 TT_TEST(x16_repack_matches_source_reference) {
     const tr_cpu_features *f = tr_cpu_get();
     static const int x16s[] = {TR_TYPE_Q4_K_X16, TR_TYPE_Q4_0_X16, TR_TYPE_Q5_0_X16, TR_TYPE_Q8_0_X16};
@@ -280,6 +281,18 @@ TT_TEST(x16_repack_matches_source_reference) {
                     moved += memcmp(blk, w + (size_t)r * rs + (size_t)b * bb, bb) != 0;
                 }
             TT_CHECK_EQ_INT(moved, 0);
+            /* a row read back as floats (the token embeddings' lookup): the source row's */
+            float *e0 = malloc(sizeof(float) * (size_t)cols), *e1 = malloc(sizeof(float) * (size_t)cols);
+            int rows_differ = 0;
+            for (int64_t r = 0; r < rows; r++) {
+                TT_CHECK(tr_dequantize(st, w + (size_t)r * rs, e0, cols) == TR_OK);
+                memset(e1, 0xff, sizeof(float) * (size_t)cols);
+                tr_x16_dequantize_row(xt, x16 + (size_t)(r / 16) * 16 * rx, (int)(r % 16), e1, cols);
+                rows_differ += memcmp(e0, e1, sizeof(float) * (size_t)cols) != 0;
+            }
+            TT_CHECK_EQ_INT(rows_differ, 0);
+            free(e0);
+            free(e1);
             float *x = random_floats(cols * nt);
             if (rep == 7) /* and activations at +-127 */
                 for (int64_t i = 0; i < cols * nt; i++) x[i] = (i & 1) ? -1.0f : 1.0f;

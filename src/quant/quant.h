@@ -91,6 +91,10 @@ int tr_x16_source(int type);
 int tr_x16_layout(int type);
 void tr_x16_pack(int type, const void *src, size_t src_row, void *dst, int64_t n);
 void tr_x16_get(int type, const void *blk, int i, void *dst);
+/* Row i (0..15) of the group of sixteen rows at `group` of an _X16 layout,
+ * n elements, as floats: its source format's dequantizer on each block the
+ * getter gives back (so the same floats as the source row's). */
+void tr_x16_dequantize_row(int type, const void *group, int i, float *dst, int64_t n);
 void tr_dequantize_row_tq2_32(const void *src, float *dst, int64_t n);
 void tr_quantize_row_tq2_32(const float *src, void *dst, int64_t n);
 

@@ -109,6 +109,18 @@ void tr_x16_get(int type, const void *blk, int i, void *dst) {
     if (t && t->x16_get) t->x16_get(blk, i, dst);
 }
 
+void tr_x16_dequantize_row(int type, const void *group, int i, float *dst, int64_t n) {
+    const tr_type_traits *t = tr_type_traits_get(type), *s = t ? tr_type_traits_get(t->x16_source) : NULL;
+    if (!t || !t->x16_get || !s || !s->to_float || i < 0 || i > 15) return;
+    _Static_assert(sizeof(tr_block_q4_K) <= 256 && sizeof(tr_block_q8_0) <= 256, "a source block fits blk");
+    uint8_t blk[256] __attribute__((aligned(16)));
+    const size_t gb = 16 * t->type_size; /* a block of the group: sixteen rows' */
+    for (int64_t b = 0; b < n / t->blck_size; b++) {
+        t->x16_get((const uint8_t *)group + (size_t)b * gb, i, blk);
+        s->to_float(blk, dst + b * t->blck_size, t->blck_size);
+    }
+}
+
 bool tr_type_can_dequantize(int type) {
     const tr_type_traits *t = tr_type_traits_get(type);
     return t && t->to_float;
