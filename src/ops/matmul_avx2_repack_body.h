@@ -43,7 +43,7 @@ X_INLINE void X_FN(q4k_x16)(int64_t n, const tr_block_q4_K_x16 *g0, size_t gs, i
     __m256 acc[2 * X_STREAMS][XT];
     for (int i = 0; i < S * H; i++) FOR_XT(j) acc[i][j] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    for (int64_t b = 0; b < n / 256; b++) _Pragma("GCC unroll 4") for (int st = 0; st < S; st++) {
+    for (int64_t b = 0; b < n / 256; b++) _Pragma("GCC unroll 1") for (int st = 0; st < S; st++) {
         const tr_block_q4_K_x16 *g = (const tr_block_q4_K_x16 *)((const uint8_t *)g0 + (size_t)st * gs) + b;
         _Pragma("GCC unroll 2") for (int hh = 0; hh < H; hh++) {
             const int h = h0 + hh;
@@ -110,7 +110,7 @@ X_INLINE void X_FN(lx16)(int64_t n, const uint8_t *g0, size_t gs, int S, int h0,
     __m256 acc[2 * X_STREAMS][XT];
     for (int i = 0; i < S * H; i++) FOR_XT(j) acc[i][j] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    for (int64_t b = 0; b < n / 32; b++) _Pragma("GCC unroll 4") for (int st = 0; st < S; st++) {
+    for (int64_t b = 0; b < n / 32; b++) _Pragma("GCC unroll 1") for (int st = 0; st < S; st++) {
         const uint8_t *g = g0 + (size_t)st * gs + (size_t)b * X_BYTES(F);
         if (H == 2) prefetch_ahead(g, X_BYTES(F));
         _Pragma("GCC unroll 2") for (int hh = 0; hh < H; hh++) {
@@ -177,7 +177,7 @@ X_INLINE void X_FN(q8x16)(int64_t n, const uint8_t *g0, size_t gs, int S, int h0
     __m256 acc[2 * X_STREAMS][XT];
     for (int i = 0; i < S * H; i++) FOR_XT(j) acc[i][j] = _mm256_setzero_ps();
     const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
-    for (int64_t b = 0; b < n / 32; b++) _Pragma("GCC unroll 4") for (int st = 0; st < S; st++) {
+    for (int64_t b = 0; b < n / 32; b++) _Pragma("GCC unroll 1") for (int st = 0; st < S; st++) {
         const uint8_t *g = g0 + (size_t)st * gs + (size_t)b * sizeof(tr_block_q8_0_x16);
         const tr_block_q8_0_x16 *blk = (const tr_block_q8_0_x16 *)g;
         if (H == 2) prefetch_ahead(g, sizeof *blk);
@@ -230,19 +230,19 @@ X_INLINE void X_FN(gemm_x16)(int64_t n, const void *w, size_t ws, int nr, const 
                              size_t ys, const int F) {
     const char *a = a_;
     int g = 0;
-    if (nt == 1 && X_STREAMS_OF(F) > 1)
-        while (g + 32 <= nr) {
+    /* One width only, and the kernels' loops over the S groups not unrolled
+     * (unrolled, clang with the sanitizers took over ten minutes on this
+     * file, 83 s before; rolled, 107 s, and one token 3-6 % slower than
+     * unrolled: docs/BENCHMARKS.md, session 20). */
+    const int S = X_STREAMS_OF(F);
+    if (nt == 1 && S > 1)
+        for (; g + 16 * S <= nr; g += 16 * S) { /* the last groups of a call (fewer than S) one by one */
             const uint8_t *gp = (const uint8_t *)w + (size_t)g * ws;
             const char *at = a;
-            const int h0 = 0, S = (nr - g) / 16 < X_STREAMS_OF(F) ? (nr - g) / 16 : X_STREAMS_OF(F);
+            const int h0 = 0;
             __m256 acc[2 * X_STREAMS][XT];
-            switch (S) {
-            case 2: X_TILE_S(F, 2, 1, 2); break;
-            case 3: X_TILE_S(F, 3, 1, 2); break;
-            default: X_TILE_S(F, X_STREAMS_OF(F), 1, 2); break;
-            }
+            X_TILE_S(F, S, 1, 2);
             for (int i = 0; i < 2 * S; i++) _mm256_storeu_ps(y + g + 8 * i, acc[i][0]);
-            g += 16 * S;
         }
     for (; g + 16 <= nr; g += 16) {
         const uint8_t *gp = (const uint8_t *)w + (size_t)g * ws;
