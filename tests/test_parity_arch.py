@@ -369,7 +369,9 @@ def check_x16_repack(elib, path, src):
     repacks = elib.tr_matmul_repack_type(X16[src][0]) == X16[src][1]  # on this CPU
 
     tensors = GGUFReader(path).tensors
-    tied = not any(t.name == "output.weight" for t in tensors)
+    # tied token embeddings: repacked for the output where its one token runs the 512-bit kernels
+    elib.tr_isa_usable.argtypes, elib.tr_isa_usable.restype = [ctypes.c_int], ctypes.c_bool
+    tied = not any(t.name == "output.weight" for t in tensors) and elib.tr_isa_usable(3)  # TR_ISA_AVX512
 
     def matrices(ty):  # the file's tensors of type ty that are repacked (where the CPU repacks)
         return [t for t in tensors if t.tensor_type.name == ty and (t.name != "token_embd.weight" or tied)
@@ -378,6 +380,7 @@ def check_x16_repack(elib, path, src):
     want = matrices(src)
     assert want, f"the file has no {src} matrix to repack"
     assert not tied or any(t.name == "token_embd.weight" for t in want), "the tied embeddings are not repacked"
+    # (elsewhere they are copied as they are: want_bytes below counts them out, and the loader's count must match)
     want_bytes = sum(int(np.prod([int(x) for x in t.shape])) // blck * xbytes
                      for ty, (st, xt, blck, xbytes) in X16.items() if elib.tr_matmul_repack_type(st) == xt
                      for t in matrices(ty))

@@ -24,7 +24,8 @@
  * (whose rows forward.c reads back through tr_x16_dequantize_row), and one
  * view at least a matmul: token embeddings tied to the output are repacked
  * for the output's sake (Gemma 3's 262144 x 640 Q8_0, most of the bytes a
- * token reads), untied ones are copied as they are. */
+ * token reads) where tr_matmul_repack_type_one_token says so (the 512-bit
+ * tiers), untied ones are copied as they are. */
 #include "model/model.h"
 
 #include "core/util.h"
@@ -133,7 +134,7 @@ static int repack_target(const tr_model *m, const tr_gguf_tensor *t, tr_weight *
     const size_t row = tr_row_size(t->type, t->ne[0]);
     const uint8_t *s = t->data;
     if (!row) return (int)t->type;
-    bool matmul = false;
+    bool matmul = false, embd = false;
     for (int k = 0; k < nw; k++) {
         const tr_weight *w = all[k];
         const uint8_t *p = w->data;
@@ -141,9 +142,12 @@ static int repack_target(const tr_model *m, const tr_gguf_tensor *t, tr_weight *
         if (w == &m->pos_embd || w->type != (int)t->type) return (int)t->type; /* read a row at a time */
         if ((size_t)(p - s) % (16 * row) || w->rows % 16) return (int)t->type;
         /* the token embeddings' rows are read through tr_x16_dequantize_row
-         * (forward.c): worth it where an output tied to them is a matmul */
-        if (w != &m->tok_embd) matmul = true;
+         * (forward.c): worth it where an output tied to them is a matmul
+         * whose one token the layout's kernels read faster */
+        if (w == &m->tok_embd) embd = true;
+        else matmul = true;
     }
+    if (embd && tr_matmul_repack_type_one_token(t->type) != to) return (int)t->type;
     return matmul ? to : (int)t->type;
 }
 

@@ -129,6 +129,11 @@ int tr_matmul_repack_type(int type) {
     return to;
 }
 
+int tr_matmul_repack_type_one_token(int type) {
+    const int to = tr_matmul_repack_type(type);
+    return to >= 0 && tr_isa_usable(TR_ISA_AVX512) ? to : -1;
+}
+
 tr_gemm_fn tr_kernel_variant(const tr_kernel *k, tr_isa isa) {
     switch (isa) {
     case TR_ISA_SCALAR: return k->ref;

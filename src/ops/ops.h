@@ -55,6 +55,13 @@ void tr_matmul(tr_pool *pool, int type, const void *W, int64_t rows, int64_t col
  * (AMX, AVX-512, AVX-VNNI and AVX2: all four). An _X16 matrix has rows in
  * whole groups of 16, and a tr_matmul on it starts at a group. */
 int tr_matmul_repack_type(int type);
+/* The same for a matrix read mostly one token at a time (an output tied to
+ * the token embeddings: a prompt asks for the last token's logits only):
+ * the layout where its one-token kernels beat the file's rows, the 512-bit
+ * tiers' (AVX-512, and AMX, whose one-token calls run them); -1 on the
+ * 256-bit tiers, where the file's rows read faster for one token (Q8_0
+ * 31.5 against 28 GB/s: docs/BENCHMARKS.md, session 20). */
+int tr_matmul_repack_type_one_token(int type);
 
 /* The scalar reference for tr_matmul: dequantize each row, dot in float (double accumulation not used). */
 void tr_matmul_ref(int type, const void *W, int64_t rows, int64_t cols,
