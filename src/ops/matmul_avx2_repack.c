@@ -47,11 +47,12 @@ enum { X_Q4_0, X_Q5_0, X_Q8_0, X_Q4_K };
 /* Tokens per tile (the wrapper loops over tiles of the TR_TILE_MAX it is
  * handed): two accumulators per token, and the weight vectors being split, fill the registers. */
 enum { XT = 4 };
-/* Groups a one-token call reads side by side: four for the legacy layouts
- * (one token of Q4_0_X16 / Q8_0_X16 / Q5_0_X16 on 2 threads of a Sapphire
- * Rapids capped at AVX2: 26 / 28.5 / 23 GB/s from one stream, 30 / 32.5 /
- * 29 from four), two for Q4_K_X16 (with its prefetch spread over the
- * block: 23 -> 26-27 GB/s; three or four streams 24.6-27, 25.5-25.9). */
+/* Groups a one-token call reads side by side: four for the legacy layouts,
+ * two for Q4_K_X16 (one token on 2 threads of a Sapphire Rapids capped at
+ * AVX2, one stream -> these, the loop over them rolled: Q4_0_X16 22.9-23.3
+ * -> 24.0-27.4 GB/s, Q8_0_X16 22.4-24.7 -> 25.3-28.2, Q5_0_X16 19.8-20.7
+ * -> 23.8-23.9, Q4_K_X16 18.9-21.0 -> 23.3-26.7 with its prefetch spread
+ * over the block; three or four Q4_K streams measured no better). */
 enum { X_STREAMS = 4 };
 #define X_STREAMS_OF(F) ((F) == X_Q4_K ? 2 : X_STREAMS)
 #define FOR_XT(j) _Pragma("GCC unroll 4") for (int j = 0; j < NT; j++)
