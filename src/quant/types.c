@@ -58,7 +58,8 @@ static const tr_type_traits type_traits[TR_TYPE_TABLE_SIZE] = {
     [TR_TYPE_MXFP4] = ROW("MXFP4", TR_QK_MXFP4, sizeof(tr_block_mxfp4), true, tr_dequantize_row_mxfp4, tr_quantize_row_mxfp4),
     /* Trinity's own: a KV-cache entry, and weights repacked at load (a
      * _X16 row is not contiguous: the bytes per block are a sixteenth of
-     * its group's, no row converter; only its kernels read it) */
+     * its group's, no row converter; its kernels read it, and
+     * tr_x16_dequantize_row a row of a group) */
     [TR_TYPE_TQ2_32] = ROW("TQ2_32", TR_QK_TQ2_32, sizeof(tr_block_tq2_32), true, tr_dequantize_row_tq2_32,
                         tr_quantize_row_tq2_32),
     [TR_TYPE_Q4_K_X16] = ROW("Q4_K_X16", TR_QK_K, sizeof(tr_block_q4_K_x16) / 16, true, NULL, NULL,
@@ -120,7 +121,9 @@ void tr_x16_get(int type, const void *blk, int i, void *dst) {
 void tr_x16_dequantize_row(int type, const void *group, int i, float *dst, int64_t n) {
     const tr_type_traits *t = tr_type_traits_get(type), *s = t ? tr_type_traits_get(t->x16_source) : NULL;
     if (!t || !t->x16_get || !s || !s->to_float || i < 0 || i > 15) return;
-    _Static_assert(sizeof(tr_block_q4_K) <= 256 && sizeof(tr_block_q8_0) <= 256, "a source block fits blk");
+    _Static_assert(sizeof(tr_block_q4_K) <= 256 && sizeof(tr_block_q4_0) <= 256 && sizeof(tr_block_q5_0) <= 256 &&
+                       sizeof(tr_block_q8_0) <= 256,
+                   "every _X16 source's block fits blk");
     uint8_t blk[256] __attribute__((aligned(16)));
     const size_t gb = 16 * t->type_size; /* a block of the group: sixteen rows' */
     for (int64_t b = 0; b < n / t->blck_size; b++) {
