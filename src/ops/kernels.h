@@ -212,8 +212,11 @@ typedef struct tr_kernel {
  * of the rows handed in so that memory sees two sequential streams: rows r
  * and r+1 interleaved measured 40 % slower from memory than one row at a
  * time (the hardware prefetcher loses the pattern), two far-apart streams
- * as fast as in cache. A software prefetch one row ahead in each stream
- * covers the rest; an odd last row goes alone. Several tokens go to
+ * as fast as in cache. A software prefetch 2 KiB ahead in each stream
+ * covers the rest (one row ahead, 528 bytes for TinyLlama's TQ2_0, came too
+ * late: its AVX2 one token read 20.6 GB/s on two threads against 23.5, the
+ * other types 0-5 % slower; 8 KiB ahead is no better); an odd last row goes
+ * alone. Several tokens go to
  * `tiles` (a kernel, e.g. from TR_GEMM_FROM_TILE).
  *   acc_t block(acc_t acc, const uint8_t *w, const act_t *x): acc plus the
  *     super-block at w against the token's block x;
@@ -235,8 +238,8 @@ typedef struct tr_kernel {
             acc_t acc0 = zero, acc1 = zero;                                                              \
             for (int64_t b = 0; b < n / 256; b++, w0 += bytes, w1 += bytes) {                            \
                 _Pragma("GCC unroll 4") for (int l = 0; l < bytes; l += 64) {                           \
-                    _mm_prefetch((const char *)w0 + ws + l, _MM_HINT_T0);                                \
-                    _mm_prefetch((const char *)w1 + ws + l, _MM_HINT_T0);                                \
+                    _mm_prefetch((const char *)w0 + 2048 + l, _MM_HINT_T0);                              \
+                    _mm_prefetch((const char *)w1 + 2048 + l, _MM_HINT_T0);                              \
                 }                                                                                        \
                 acc0 = block(acc0, w0, x + b);                                                           \
                 acc1 = block(acc1, w1, x + b);                                                           \
