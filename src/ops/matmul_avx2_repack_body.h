@@ -207,25 +207,27 @@ X_INLINE void X_FN(q8x16)(int64_t n, const uint8_t *g0, size_t gs, int S, int h0
 #endif
 
 #if X_VNNI
-#define X_Q8_AVX2(S, NT, H) ((void)0)
+#define X_Q8_AVX2(S, NT, H, gs) ((void)0)
 #else
-#define X_Q8_AVX2(S, NT, H) X_FN(q8x16)(n, gp, 16 * ws, S, h0, H, at, as, NT, acc)
+#define X_Q8_AVX2(S, NT, H, gs) X_FN(q8x16)(n, gp, gs, S, h0, H, at, as, NT, acc)
 #endif
-/* Tile of NT tokens over halves h0 .. h0 + H - 1 of S groups from gp. */
-#define X_TILE_S(F, S, NT, H)                                                                                     \
+/* Tile of NT tokens over halves h0 .. h0 + H - 1 of S groups from gp, gs
+ * bytes apart. */
+#define X_TILE_S(F, S, NT, H, gs)                                                                                 \
     do {                                                                                                          \
-        if ((F) == X_Q4_K) X_FN(q4k_x16)(n, (const tr_block_q4_K_x16 *)gp, 16 * ws, S, h0, H, at, as, NT, acc);  \
-        else if ((F) == X_Q8_0 && !X_VNNI) X_Q8_AVX2(S, NT, H);                                                    \
-        else X_FN(lx16)(n, gp, 16 * ws, S, h0, H, at, as, NT, acc, F);                                            \
+        if ((F) == X_Q4_K) X_FN(q4k_x16)(n, (const tr_block_q4_K_x16 *)gp, gs, S, h0, H, at, as, NT, acc);       \
+        else if ((F) == X_Q8_0 && !X_VNNI) X_Q8_AVX2(S, NT, H, gs);                                                \
+        else X_FN(lx16)(n, gp, gs, S, h0, H, at, as, NT, acc, F);                                                 \
     } while (0)
-#define X_TILE(F, NT, H) X_TILE_S(F, 1, NT, H)
+#define X_TILE(F, NT, H) X_TILE_S(F, 1, NT, H, 16 * ws)
 
 /* The rows handed in (nr a multiple of 16, from a group's start: matmul.c
  * cuts chunks of whole groups), group by group, each against the tokens in
  * tiles of up to XT: one or two tokens over both halves in one pass, more
- * half by half. One token reads up to X_STREAMS groups side by side, as the
+ * half by half. One token reads up to X_STREAMS streams side by side, as the
  * AVX-512 kernels do (one sequential stream per thread leaves the hardware
- * prefetchers short: docs/BENCHMARKS.md, session 20). */
+ * prefetchers short: docs/BENCHMARKS.md, session 20), each stream a run of
+ * the call's groups in turn (session 21). */
 X_INLINE void X_FN(gemm_x16)(int64_t n, const void *w, size_t ws, int nr, const void *a_, size_t as, int nt, float *y,
                              size_t ys, const int F) {
     const char *a = a_;
@@ -234,16 +236,23 @@ X_INLINE void X_FN(gemm_x16)(int64_t n, const void *w, size_t ws, int nr, const 
      * (unrolled, clang with the sanitizers took over ten minutes on this
      * file, 83 s before; rolled, 107 s, and one token 3-6 % slower than
      * unrolled: docs/BENCHMARKS.md, session 20). */
-    const int S = X_STREAMS_OF(F);
-    if (nt == 1 && S > 1)
-        for (; g + 16 * S <= nr; g += 16 * S) { /* the last groups of a call (fewer than S) one by one */
-            const uint8_t *gp = (const uint8_t *)w + (size_t)g * ws;
+    const int S = X_STREAMS_OF(F), G = nr / 16;
+    if (nt == 1 && S > 1 && G >= S) {
+        /* stream st: the call's groups st * q .. st * q + q - 1 in turn
+         * (consecutive groups are contiguous: one long sequential read each,
+         * and the prefetch in a group's last block reaches the next group) */
+        const int q = G / S;
+        const size_t gs = (size_t)q * 16 * ws;
+        for (int i = 0; i < q; i++) {
+            const uint8_t *gp = (const uint8_t *)w + (size_t)i * 16 * ws;
             const char *at = a;
             const int h0 = 0;
             __m256 acc[2 * X_STREAMS][XT];
-            X_TILE_S(F, S, 1, 2);
-            for (int i = 0; i < 2 * S; i++) _mm256_storeu_ps(y + g + 8 * i, acc[i][0]);
+            X_TILE_S(F, S, 1, 2, gs);
+            for (int k = 0; k < 2 * S; k++) _mm256_storeu_ps(y + 16 * ((size_t)(k / 2) * q + i) + 8 * (k % 2), acc[k][0]);
         }
+        g = 16 * S * q; /* the groups left (fewer than S) one by one */
+    }
     for (; g + 16 <= nr; g += 16) {
         const uint8_t *gp = (const uint8_t *)w + (size_t)g * ws;
         for (int t0 = 0; t0 < nt; t0 += XT) {

@@ -54,7 +54,11 @@ TILE512 void prefetch_ahead(const void *blk, size_t bytes) {
  * tokens: out[s * NT + j] lane i = row i of group s's result for token j.
  * S > 1 (one token) reads S streams side by side: a single sequential
  * stream per thread left a Sapphire Rapids' prefetchers short (one token
- * of Q4_0_X16 18-20 GB/s on 2 threads against 22-23 with four streams). */
+ * of Q4_0_X16 18-20 GB/s on 2 threads against 22-23 with four streams).
+ * gemm_x16 makes each stream a run of consecutive groups, a call per group
+ * of the run: stream s's next group follows in memory, where the prefetch
+ * of its last block points (streams of one group each, the next call's
+ * groups elsewhere, read Q4_K_X16 at 23.4-25.0 GB/s against 25.0-27.1). */
 TILE512 void q4k_x16_tile(int64_t n, const tr_block_q4_K_x16 *g0, size_t gs, int S, const char *a, size_t as, int NT,
                           __m512 *out) {
     __m512 acc[TR_TILE_MAX];
@@ -157,12 +161,12 @@ TILE512 void lx16_tile(int64_t n, const uint8_t *g0, size_t gs, int S, const cha
 }
 
 /* Tile of NT tokens of the format F's S groups from gp. */
-#define X16_TILE_S(F, S, NT)                                                                                \
+#define X16_TILE_S(F, S, NT, gs)                                                                            \
     do {                                                                                                    \
-        if ((F) == X_Q4_K) q4k_x16_tile(n, (const tr_block_q4_K_x16 *)gp, 16 * ws, S, at, as, NT, acc);     \
-        else lx16_tile(n, gp, 16 * ws, S, at, as, NT, acc, F);                                              \
+        if ((F) == X_Q4_K) q4k_x16_tile(n, (const tr_block_q4_K_x16 *)gp, gs, S, at, as, NT, acc);          \
+        else lx16_tile(n, gp, gs, S, at, as, NT, acc, F);                                                   \
     } while (0)
-#define X16_TILE(F, NT) X16_TILE_S(F, 1, NT)
+#define X16_TILE(F, NT) X16_TILE_S(F, 1, NT, 16 * ws)
 enum { X16_STREAMS = 4 }; /* groups a one-token call reads side by side (2..4) */
 
 /* The rows handed in (nr a multiple of 16, from a group's start: matmul.c
@@ -172,20 +176,26 @@ TILE512 void gemm_x16(int64_t n, const void *w, size_t ws, int nr, const void *a
                       size_t ys, const int F) {
     const char *a = a_;
     int g = 0;
-    if (nt == 1) /* up to X16_STREAMS groups side by side */
-        while (g + 32 <= nr) {
-            const uint8_t *gp = (const uint8_t *)w + (size_t)g * ws;
+    if (nt == 1 && nr >= 32) {
+        /* up to X16_STREAMS streams side by side, stream st the call's
+         * groups st * q .. st * q + q - 1 in turn: consecutive groups are
+         * contiguous, so each stream is one long sequential read and the
+         * prefetch in a group's last block reaches its next group */
+        const int G = nr / 16, S = G < X16_STREAMS ? G : X16_STREAMS, q = G / S;
+        const size_t gs = (size_t)q * 16 * ws;
+        for (int i = 0; i < q; i++) {
+            const uint8_t *gp = (const uint8_t *)w + (size_t)i * 16 * ws;
             const char *at = a;
             __m512 acc[TR_TILE_MAX];
-            const int S = (nr - g) / 16 < X16_STREAMS ? (nr - g) / 16 : X16_STREAMS;
             switch (S) {
-            case 2: X16_TILE_S(F, 2, 1); break;
-            case 3: X16_TILE_S(F, 3, 1); break;
-            default: X16_TILE_S(F, X16_STREAMS, 1); break;
+            case 2: X16_TILE_S(F, 2, 1, gs); break;
+            case 3: X16_TILE_S(F, 3, 1, gs); break;
+            default: X16_TILE_S(F, X16_STREAMS, 1, gs); break;
             }
-            for (int st = 0; st < S; st++) _mm512_storeu_ps(y + g + 16 * st, acc[st]);
-            g += 16 * S;
+            for (int st = 0; st < S; st++) _mm512_storeu_ps(y + 16 * ((size_t)st * q + i), acc[st]);
         }
+        g = 16 * S * q; /* the groups left (fewer than S) one by one */
+    }
     for (; g + 16 <= nr; g += 16) {
         const uint8_t *gp = (const uint8_t *)w + (size_t)g * ws;
         for (int t0 = 0; t0 < nt; t0 += TR_TILE_MAX) {

@@ -232,7 +232,8 @@ TT_TEST(matmul_matches_reference_any_threads_and_tokens) {
  * and tr_matmul itself on 1-3 threads, give the
  * source format's scalar reference's bits on the file's rows, for 1..19
  * tokens (so a token's result does not depend on its batch), and for one
- * token in calls of one to seven groups (read up to four side by side).
+ * token over 5-16 groups in calls of one to seventeen groups (read as up to
+ * four streams side by side, each several groups in turn).
  * A row read back as floats (tr_x16_dequantize_row) is the source row's. */
 TT_TEST(x16_repack_matches_source_reference) {
     const tr_cpu_features *f = tr_cpu_get();
@@ -255,7 +256,7 @@ TT_TEST(x16_repack_matches_source_reference) {
         const int64_t bl = ks->blck;
         const size_t bb = tr_type_block_bytes(st);
         for (int rep = 0; rep < 8; rep++) {
-            const int64_t cols = bl * (1 + tt_rnd() % (bl == 256 ? 9 : 40)), rows = 16 * (rep < 2 ? 5 + tt_rnd() % 8 : 1 + tt_rnd() % (rep < 6 ? 6 : 40));
+            const int64_t cols = bl * (1 + tt_rnd() % (bl == 256 ? 9 : 40)), rows = 16 * (rep < 2 ? 5 + tt_rnd() % 12 : 1 + tt_rnd() % (rep < 6 ? 6 : 40));
             /* 1..19 tokens (every tier's tiles, the AMX kernels' last partial group), then the AMX
              * kernels' groups of sixteen and more than one call (nt > TR_AMX_TOKENS) */
             static const int big[] = {16, 37, 150};
@@ -303,8 +304,10 @@ TT_TEST(x16_repack_matches_source_reference) {
             ks->ref(cols, w, rs, (int)rows, a, as, nt, y0, (size_t)rows);
             for (int v = 0; v < 1 + N_SIMD; v++) {
                 if (!fns[v]) continue;
-                static const int chunks[] = {1, 2, 3, 4, 7}; /* groups a call: 1-4 side by side, and more */
-                for (int c = 0; c < 5; c++) {
+                /* groups a call: 1-4 side by side, more (one token: each stream several groups in
+                 * turn, and the groups left over), all of them */
+                static const int chunks[] = {1, 2, 3, 4, 7, 9, 17};
+                for (int c = 0; c < 7; c++) {
                     memset(y1, 0, sizeof(float) * (size_t)(rows * nt));
                     tr_matmul_chunks(fns[v], 16 * chunks[c], x16, rx, rows, cols, a, as, nt, y1);
                     TT_CHECK(memcmp(y0, y1, sizeof(float) * (size_t)(rows * nt)) == 0);
