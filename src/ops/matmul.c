@@ -117,12 +117,16 @@ static int64_t pick_chunk(int64_t rows, int64_t n_tokens, int nth) {
      * tg64 on a Sapphire Rapids 118-119 -> 123-127 tok/s, TinyLlama Q4_0
      * 48-50 -> 52, TQ1_0 87-90 -> 96-97); two a thread is faster still for
      * the ternary files and slower for Q4_0, and leaves less to even out a
-     * thread that falls behind. A few tokens keep chunks of at most 256
-     * rows: a kernel may take their tokens in several passes over the
-     * chunk, which then come from cache. */
-    int64_t c = rows / ((n_tokens == 1 ? 4 : 8) * (int64_t)nth);
+     * thread that falls behind. Up to four tokens (speculative
+     * verification) likewise: every kernel reads a chunk's rows once for
+     * them (and the scheduler prices a guess by the step it adds to, so one
+     * token's steps and a few tokens' should be cut alike). More keep chunks
+     * of at most 256 rows: a kernel may take their tokens in several passes
+     * over the chunk (tiles of four tokens), which then come from cache. */
+    const bool one_pass = n_tokens <= 4;
+    int64_t c = rows / ((one_pass ? 4 : 8) * (int64_t)nth);
     if (c < 4) c = 4;
-    if (n_tokens > 1 && c > 256) c = 256;
+    if (!one_pass && c > 256) c = 256;
     /* A multiple of 4, like the sizes above: kernels take rows in fours
      * from the start of a chunk and sum a lone row in another order, so
      * chunks aligned to 4 give every row the same kernel path whatever the
