@@ -167,7 +167,7 @@ TILE512 void lx16_tile(int64_t n, const uint8_t *g0, size_t gs, int S, const cha
         else lx16_tile(n, gp, gs, S, at, as, NT, acc, F);                                                   \
     } while (0)
 #define X16_TILE(F, NT) X16_TILE_S(F, 1, NT, 16 * ws)
-enum { X16_STREAMS = 4 }; /* groups a one-token call reads side by side (2..4) */
+enum { X16_STREAMS = 4 }; /* streams a one-token call reads side by side (2..4), each a run of groups */
 
 /* The rows handed in (nr a multiple of 16, from a group's start: matmul.c
  * cuts chunks of whole groups) group by group, each against the tokens in
