@@ -10,6 +10,7 @@
 #include <sched.h>
 #include <stdbool.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -20,8 +21,41 @@
 #define cpu_relax() ((void)0)
 #endif
 
-/* About 50-200 microseconds of polling before sleeping. */
-enum { SPIN_ITERS = 1 << 13 };
+/* Polling before sleeping lasts SPIN_NS, timed by the clock rather than
+ * counted in PAUSEs: a PAUSE takes 10 to 140 cycles depending on the CPU
+ * (Intel raised it with Skylake; AMD's differ again), so 8192 of them were
+ * 79 us on a Sapphire Rapids and a few on a short-PAUSE core. Shorter
+ * polling lets a worker fall asleep between the jobs of a token and the next
+ * job wait for its wake-up: on the Sapphire Rapids, 1024 PAUSEs (~10 us) cost
+ * 2-4 % of generation and 256 (~2.5 us) 8-9 % (Gemma 3 270M, TinyLlama
+ * Q4_0; `trinity bench -p 0 -n 64 -t 2`); 32768 (~320 us) gained nothing
+ * over 8192 (docs/BENCHMARKS.md, session 22). */
+enum { SPIN_NS = 100000 };
+
+static uint64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* One round of a polling loop: a PAUSE, and false (from then on) once
+ * SPIN_NS have passed since its first round; the clock is read every 64. */
+typedef struct spin {
+    unsigned n;
+    bool over;
+    uint64_t end;
+} spin;
+
+static inline bool spin_more(spin *s) {
+    if (s->over) return false;
+    if ((s->n++ & 63) == 0) {
+        const uint64_t t = mono_ns();
+        if (s->n == 1) s->end = t + SPIN_NS;
+        else if (t >= s->end) return !(s->over = true);
+    }
+    cpu_relax();
+    return true;
+}
 
 typedef struct worker {
     struct tr_pool *pool;
@@ -65,10 +99,9 @@ static void *worker_main(void *p_) {
          * stop came) must not wait for another. The stop is set under the
          * mutex before the broadcast, so the check under it cannot miss. */
         unsigned st = atomic_load_explicit(&p->state, memory_order_acquire);
-        for (int i = 0; i < SPIN_ITERS && st >> 1 == seen && !atomic_load(&p->stop); i++) {
-            cpu_relax();
+        spin sp = {0};
+        while (st >> 1 == seen && !atomic_load(&p->stop) && spin_more(&sp))
             st = atomic_load_explicit(&p->state, memory_order_acquire);
-        }
         if (st >> 1 == seen) {
             pthread_mutex_lock(&p->mu);
             while ((st = atomic_load(&p->state)) >> 1 == seen && !atomic_load(&p->stop))
@@ -171,10 +204,9 @@ static void start(tr_pool *p, void (*fn)(void *arg, int ith, int nth), void *arg
 /* Close the job and wait for the workers inside it to leave. */
 static void finish(tr_pool *p) {
     atomic_store(&p->state, atomic_load_explicit(&p->state, memory_order_relaxed) & ~1u);
-    for (int i = 0; atomic_load(&p->active); i++) {
-        cpu_relax();
-        if (i >= SPIN_ITERS) sched_yield(); /* a worker preempted mid-share */
-    }
+    spin sp = {0};
+    while (atomic_load(&p->active))
+        if (!spin_more(&sp)) sched_yield(); /* a worker preempted mid-share */
 }
 
 void tr_pool_run(tr_pool *p, void (*fn)(void *arg, int ith, int nth), void *arg) {
@@ -184,8 +216,8 @@ void tr_pool_run(tr_pool *p, void (*fn)(void *arg, int ith, int nth), void *arg)
     }
     start(p, fn, arg, false);
     fn(arg, 0, p->n);
-    for (int i = 0; i < SPIN_ITERS && atomic_load_explicit(&p->pending, memory_order_acquire); i++)
-        cpu_relax();
+    spin sp = {0};
+    while (atomic_load_explicit(&p->pending, memory_order_acquire) && spin_more(&sp)) {}
     if (atomic_load_explicit(&p->pending, memory_order_acquire)) {
         pthread_mutex_lock(&p->mu);
         while (atomic_load(&p->pending)) pthread_cond_wait(&p->done_cv, &p->mu);
