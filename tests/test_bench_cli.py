@@ -42,6 +42,18 @@ def test_bench_json_matches_llamacpp_side(tiny):
     assert [o["depth"] for o in ours] == [0, 0, 8]
 
 
+def test_bench_depth_past_the_trained_context(tiny):
+    """-d past the model's trained context (read with the gguf package) is measured, as llama-bench measures it:
+    a speed test, not a claim about quality there."""
+    from gguf import GGUFReader
+    f = GGUFReader(tiny).fields["llama.context_length"]
+    ctx = int(f.parts[f.data[0]][0])
+    p = run_trinity("bench", "-m", tiny, "--json", "--no-bw", "-p", "0", "-n", "2", "-d", ctx, "-r", "1", "-t", "1")
+    assert p.returncode == 0, p.stderr
+    assert [(o["test"], o["depth"]) for o in json_lines(p.stdout)] == [("tg2", 0), (f"tg2@d{ctx}", ctx)]
+    assert all(o["tps_mean"] > 0 for o in json_lines(p.stdout))
+
+
 def test_bench_table_and_bandwidth_share(tiny):
     p = run_trinity("bench", "-m", tiny, "-p", "0", "-n", "4", "-r", "1", "-t", "1")
     assert p.returncode == 0, p.stderr

@@ -339,6 +339,9 @@ int cmd_bench(int argc, char **argv) {
     tr_context_params cp = tr_context_default_params();
     long need = n_prompt > depth + n_gen ? n_prompt : depth + n_gen;
     cp.n_ctx = (int32_t)(need + 1);
+    /* The depth asked for, even past the trained context (as llama-bench
+     * runs it: a speed test); learned positions still stop at theirs. */
+    cp.n_ctx_seq = cp.n_ctx;
     cp.kv_block = (int32_t)kv_block;
     cp.type_k = type_k;
     cp.type_v = type_v;
