@@ -261,9 +261,14 @@ typedef struct tr_kernel {
 
 /* NULL when the type has no kernel (tr_matmul then dequantizes rows). */
 const tr_kernel *tr_kernel_get(int type);
-/* The variant tr_matmul uses on this CPU, and how many tokens it hands
- * that variant a call. */
+/* The variant tr_matmul uses on this CPU (the highest tier it runs), and
+ * how many tokens it hands that variant a call. */
 tr_gemm_fn tr_kernel_best(const tr_kernel *k);
+/* The variant tr_matmul uses for n_tokens: tr_kernel_best's, but one token
+ * of Q4_K_X16 on the 512-bit tiers takes the AVX-VNNI kernel where the CPU
+ * has it (kernels.c says why; every variant computes the reference's bits,
+ * so a token's result does not depend on the choice). */
+tr_gemm_fn tr_kernel_for_tokens(const tr_kernel *k, int64_t n_tokens);
 int tr_kernel_call_tokens(const tr_kernel *k, tr_gemm_fn fn);
 /* The variant written for `isa` (NULL when none), whether or not this CPU
  * runs it: for tests, which run other ISAs' code under an emulator. */

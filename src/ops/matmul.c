@@ -154,7 +154,7 @@ void tr_matmul(tr_pool *pool, int type, const void *W, int64_t rows, int64_t col
     if (k && cols % k->blck == 0 && cols % tr_act_block(k->act) == 0 && rows % k->group == 0) {
         /* a layout of row groups (repacked at load): chunks of whole groups */
         j.chunk = (j.chunk + k->group - 1) / k->group * k->group;
-        j.gemm = tr_kernel_best(k);
+        j.gemm = tr_kernel_for_tokens(k, n_tokens);
         j.tile_t = tr_kernel_call_tokens(k, j.gemm);
         j.act_type = k->act;
         j.act_stride = tr_act_row_size(k->act, cols);
