@@ -156,9 +156,8 @@ tr_gemm_fn tr_kernel_best(const tr_kernel *k) {
 /* One token of Q4_K_X16 is bound by memory, and on a Sapphire Rapids its
  * 256-bit AVX-VNNI kernel reads it faster than the AVX-512 one (which is
  * faster on cached weights: 3.1 against 3.7 ns per row and super-block):
- * generation 4-7 % faster with it, TinyLlama Q4_K_M tg64 38.9-39.5 ->
- * 41.6-42.2 t/s, Gemma 3 270M 124-126 -> 131-132 (docs/BENCHMARKS.md,
- * session 22). Where AVX-VNNI is missing (Zen 4) the AVX-512 kernel stays
+ * TinyLlama Q4_K_M tg64 37.7-40.0 -> 39.2-42.5 t/s in four alternating
+ * pairs (docs/BENCHMARKS.md, session 22). Where AVX-VNNI is missing (Zen 4) the AVX-512 kernel stays
  * (the 256-bit one there would be AVX2's, not measured against it). */
 tr_gemm_fn tr_kernel_for_tokens(const tr_kernel *k, int64_t n_tokens) {
     const tr_gemm_fn best = tr_kernel_best(k);

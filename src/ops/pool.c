@@ -39,18 +39,20 @@ static uint64_t mono_ns(void) {
 }
 
 /* One round of a polling loop: a PAUSE, and false (from then on) once
- * SPIN_NS have passed since its first round; the clock is read every 64. */
+ * SPIN_NS have passed since its 64th round. The clock is read every 64
+ * rounds, and not at all by the short waits most are (where the clock is
+ * not read in user space, each read is a system call). */
 typedef struct spin {
     unsigned n;
     bool over;
-    uint64_t end;
+    uint64_t end; /* 0: not yet timed */
 } spin;
 
 static inline bool spin_more(spin *s) {
     if (s->over) return false;
-    if ((s->n++ & 63) == 0) {
+    if ((++s->n & 63) == 0) {
         const uint64_t t = mono_ns();
-        if (s->n == 1) s->end = t + SPIN_NS;
+        if (!s->end) s->end = t + SPIN_NS;
         else if (t >= s->end) return !(s->over = true);
     }
     cpu_relax();
