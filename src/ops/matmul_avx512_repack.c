@@ -160,7 +160,7 @@ TILE512 void lx16_tile(int64_t n, const uint8_t *g0, size_t gs, int S, const cha
     for (int i = 0; i < S * NT; i++) out[i] = acc[i];
 }
 
-/* Tile of NT tokens of the format F's S groups from gp. */
+/* Tile of NT tokens of the format F's S groups from gp, gs bytes apart. */
 #define X16_TILE_S(F, S, NT, gs)                                                                            \
     do {                                                                                                    \
         if ((F) == X_Q4_K) q4k_x16_tile(n, (const tr_block_q4_K_x16 *)gp, gs, S, at, as, NT, acc);          \
