@@ -27,7 +27,7 @@ TILE float hsum_ps(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* Both sums at once, for kernels.h's TR_GEMM_TWO_STREAMS. */
+/* Both sums at once, for kernels.h's TR_GEMM_STREAMS. */
 TILE void hsum2_ps(__m256 a0, __m256 a1, float out[2]) {
     out[0] = hsum_ps(a0);
     out[1] = hsum_ps(a1);

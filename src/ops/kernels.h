@@ -192,7 +192,7 @@ typedef struct tr_kernel {
 /* From a per-super-block body sb(acc, w, a, as, b, NT, ...) (adds super-block
  * b of the row at w against NT <= TR_TILE_MAX tokens to acc[0..NT)): the row's tile
  * name##_tile for TR_GEMM_FROM_TILE, and the one-token block name##_block
- * for TR_GEMM_TWO_STREAMS. qual: the file's always-inline qualifier; the
+ * for TR_GEMM_STREAMS. qual: the file's always-inline qualifier; the
  * arguments after it go on to sb. */
 #define TR_TILE_FROM_SB(name, sb, bytes, acc_t, zero, sum, act_t, qual, ...)                              \
     qual void name##_tile(int64_t n, const uint8_t *w, const char *a, size_t as, int NT, float *out) {   \
@@ -207,23 +207,33 @@ typedef struct tr_kernel {
     }
 
 /* A kernel over 256-element super-blocks of `bytes` bytes, for generation
- * (one token): two rows at once, each its own accumulator chain
- * (independent work for the out-of-order core), taken from the two halves
- * of the rows handed in so that memory sees two sequential streams: rows r
- * and r+1 interleaved measured 40 % slower from memory than one row at a
- * time (the hardware prefetcher loses the pattern), two far-apart streams
- * as fast as in cache. A software prefetch 2 KiB ahead in each stream
+ * (one token): TR_STREAMS rows at once, each its own accumulator chain
+ * (independent work for the out-of-order core), taken from as many
+ * stretches of the rows handed in so that memory sees that many sequential
+ * streams: rows r and r+1 interleaved measured 40 % slower from memory than
+ * one row at a time (the hardware prefetcher loses the pattern), far-apart
+ * streams as fast as in cache. Four streams rather than two (session 23:
+ * bench_matmul one token on 2 threads of a Sapphire Rapids, alternating
+ * builds, two rounds: TQ2_0 on AVX2 20.0-24.1 -> 25.5-25.7 GB/s, on AVX-512
+ * 25.2-26.1 -> 27.3-27.5; Q6_K 26.1-31.5 -> 30.7-32.3 and Q4_K 24.0-30.1 ->
+ * 28.9-31.2 over the three tiers; TinyLlama TQ2_0 tg64 capped at AVX2
+ * 82-84 -> 85-89 t/s), as the sixteen-row layouts' kernels read
+ * (matmul_avx2_repack.c). A software prefetch 2 KiB ahead in each stream
  * covers the rest (one row ahead, 528 bytes for TinyLlama's TQ2_0, came too
  * late: its AVX2 one token read 20.6 GB/s on two threads against 23.5, the
- * other types 0-5 % slower; 8 KiB ahead is no better); an odd last row goes
- * alone. Several tokens go to
+ * other types 0-5 % slower; 8 KiB ahead is no better); the last nr %
+ * TR_STREAMS rows go one at a time. Several tokens go to
  * `tiles` (a kernel, e.g. from TR_GEMM_FROM_TILE).
  *   acc_t block(acc_t acc, const uint8_t *w, const act_t *x): acc plus the
  *     super-block at w against the token's block x;
- *   zero: an empty acc_t; sum2(acc_t acc0, acc_t acc1, float out[2]): the
- *     two rows' results (a pair, for ISAs that reduce two at once);
- *   tgt as for TR_GEMM_FROM_TILE (block and sum2 are inlined). */
-#define TR_GEMM_TWO_STREAMS(name, tiles, block, bytes, acc_t, zero, sum2, act_t, tgt)                    \
+ *   zero: an empty acc_t; sum2(acc_t acc0, acc_t acc1, float out[2]): two
+ *     rows' results (a pair, for ISAs that reduce two at once), each the
+ *     same whatever its partner;
+ *   tgt as for TR_GEMM_FROM_TILE (block and sum2 are inlined).
+ * A row's result is its blocks in order through block, then sum2: the same
+ * in whichever stream (or alone) it is read. */
+enum { TR_STREAMS = 4 };
+#define TR_GEMM_STREAMS(name, tiles, block, bytes, acc_t, zero, sum2, act_t, tgt)                        \
     tgt static void name(int64_t n, const void *w_, size_t ws, int nr, const void *a, size_t as, int nt, \
                          float *y, size_t ys) {                                                          \
         if (nt != 1) {                                                                                   \
@@ -232,30 +242,37 @@ typedef struct tr_kernel {
         }                                                                                                \
         const uint8_t *w = w_;                                                                           \
         const act_t *x = a;                                                                              \
-        int h = nr / 2;                                                                                  \
-        for (int r = 0; r < h; r++) {                                                                    \
-            const uint8_t *w0 = w + (size_t)r * ws, *w1 = w + (size_t)(r + h) * ws;                      \
-            acc_t acc0 = zero, acc1 = zero;                                                              \
-            for (int64_t b = 0; b < n / 256; b++, w0 += bytes, w1 += bytes) {                            \
-                _Pragma("GCC unroll 4") for (int l = 0; l < bytes; l += 64) {                           \
-                    _mm_prefetch((const char *)w0 + 2048 + l, _MM_HINT_T0);                              \
-                    _mm_prefetch((const char *)w1 + 2048 + l, _MM_HINT_T0);                              \
-                }                                                                                        \
-                acc0 = block(acc0, w0, x + b);                                                           \
-                acc1 = block(acc1, w1, x + b);                                                           \
+        const int q = nr / TR_STREAMS;                                                                   \
+        for (int r = 0; r < q; r++) {                                                                    \
+            const uint8_t *wp[TR_STREAMS];                                                               \
+            acc_t acc[TR_STREAMS];                                                                       \
+            _Pragma("GCC unroll 4") for (int s = 0; s < TR_STREAMS; s++) {                               \
+                wp[s] = w + (size_t)(r + s * q) * ws;                                                    \
+                acc[s] = zero;                                                                           \
             }                                                                                            \
-            float out[2];                                                                                \
-            sum2(acc0, acc1, out);                                                                       \
-            y[r] = out[0];                                                                               \
-            y[r + h] = out[1];                                                                           \
+            for (int64_t b = 0; b < n / 256; b++) {                                                      \
+                _Pragma("GCC unroll 4") for (int s = 0; s < TR_STREAMS; s++)                             \
+                    _Pragma("GCC unroll 4") for (int l = 0; l < bytes; l += 64)                          \
+                        _mm_prefetch((const char *)wp[s] + 2048 + l, _MM_HINT_T0);                       \
+                _Pragma("GCC unroll 4") for (int s = 0; s < TR_STREAMS; s++) {                           \
+                    acc[s] = block(acc[s], wp[s], x + b);                                                \
+                    wp[s] += bytes;                                                                      \
+                }                                                                                        \
+            }                                                                                            \
+            _Pragma("GCC unroll 4") for (int s = 0; s < TR_STREAMS; s += 2) {                            \
+                float out[2];                                                                            \
+                sum2(acc[s], acc[s + 1], out);                                                           \
+                y[r + s * q] = out[0];                                                                   \
+                y[r + (s + 1) * q] = out[1];                                                             \
+            }                                                                                            \
         }                                                                                                \
-        if (nr & 1) {                                                                                    \
-            const uint8_t *w0 = w + (size_t)(nr - 1) * ws;                                               \
+        for (int r = TR_STREAMS * q; r < nr; r++) {                                                      \
+            const uint8_t *w0 = w + (size_t)r * ws;                                                      \
             acc_t acc = zero;                                                                            \
             for (int64_t b = 0; b < n / 256; b++, w0 += bytes) acc = block(acc, w0, x + b);              \
             float out[2];                                                                                \
             sum2(acc, acc, out);                                                                         \
-            y[nr - 1] = out[0];                                                                          \
+            y[r] = out[0];                                                                               \
         }                                                                                                \
     }
 

@@ -591,10 +591,10 @@ TILE_FROM_SB(q3_k, q3_k_sb, 110)
 TILE_FROM_SB(tq2_0, tq2_0_sb, 66)
 TILE_FROM_SB(tq1_0, tq1_0_sb, 54)
 
-/* Prompt tiles and the one-token streams (kernels.h's TR_GEMM_TWO_STREAMS). */
+/* Prompt tiles and the one-token streams (kernels.h's TR_GEMM_STREAMS). */
 #define GEMM_KQUANT(name, tile, block, bytes, acc_t, zero, sum2, act_t) \
     GEMM_FROM_TILE(name##_tiles, tile)                                  \
-    TR_GEMM_TWO_STREAMS(name, name##_tiles, block, bytes, acc_t, zero, sum2, act_t, TGT)
+    TR_GEMM_STREAMS(name, name##_tiles, block, bytes, acc_t, zero, sum2, act_t, TGT)
 
 GEMM_KQUANT(gemm_q2_k, q2_k_tile, q2_k_block, 84, __m256, _mm256_setzero_ps(), hsum2_ps, tr_q8k)
 GEMM_KQUANT(gemm_q4_k, q4_k_tile, q4_k_block, 144, k4acc, k4acc_zero(), k4acc_sum2, tr_q8kp)

@@ -322,7 +322,7 @@ TILE512 void q2_k_sb(__m512 *acc, const uint8_t *w, const char *a, size_t as, in
 
 /* ---------------------------------------------------------------- kernels */
 
-/* Both sums at once, for TR_GEMM_TWO_STREAMS. */
+/* Both sums at once, for TR_GEMM_STREAMS. */
 TILE512 void reduce2_ps(__m512 a0, __m512 a1, float out[2]) {
     out[0] = _mm512_reduce_add_ps(a0);
     out[1] = _mm512_reduce_add_ps(a1);
@@ -332,14 +332,14 @@ TILE512 void reduce2_ps(__m512 a0, __m512 a1, float out[2]) {
  * tiles of eight (each decoded super-block shared by the tile: on a
  * Sapphire Rapids 10-13 % less time per block and token than tiles of four,
  * bench_matmul's hot kernel; 12 gained nothing more for Q4_K), rows outer so a weight row
- * is read from memory once; one token: kernels.h's TR_GEMM_TWO_STREAMS
- * (two rows at once from the two halves of the rows handed in), with the
+ * is read from memory once; one token: kernels.h's TR_GEMM_STREAMS
+ * (TR_STREAMS rows at once from as many stretches of the rows handed in), with the
  * same per-super-block body. */
 #define GEMM_KQUANT5(name, sb, bytes, act_t)                                                             \
     TR_TILE_FROM_SB(name, sb, bytes, __m512, _mm512_setzero_ps(), _mm512_reduce_add_ps, act_t, TILE512)  \
     TR_GEMM_FROM_TILE_W(name##_tiles, name##_tile, TGT512, TR_TILE_MAX)                                  \
-    TR_GEMM_TWO_STREAMS(name, name##_tiles, name##_block, bytes,                                         \
-                        __m512, _mm512_setzero_ps(), reduce2_ps, act_t, TGT512)
+    TR_GEMM_STREAMS(name, name##_tiles, name##_block, bytes,                                             \
+                    __m512, _mm512_setzero_ps(), reduce2_ps, act_t, TGT512)
 
 GEMM_KQUANT5(gemm_q2_k, q2_k_sb, 84, tr_q8k)
 GEMM_KQUANT5(gemm_q3_k, q3_k_sb, 110, tr_q8k)
@@ -437,10 +437,10 @@ TILE512 void first2_ss(__m128 a0, __m128 a1, float out[2]) {
 
 TR_TILE_FROM_SB(q4kx, k45x_sb, 144, __m128, _mm_setzero_ps(), _mm_cvtss_f32, tr_q8kp, TILE512, 0)
 TR_GEMM_FROM_TILE_W(q4kx_tiles, q4kx_tile, TGT512, TR_TILE_MAX)
-TR_GEMM_TWO_STREAMS(q4kx_vec, q4kx_tiles, q4kx_block, 144, __m128, _mm_setzero_ps(), first2_ss, tr_q8kp, TGT512)
+TR_GEMM_STREAMS(q4kx_vec, q4kx_tiles, q4kx_block, 144, __m128, _mm_setzero_ps(), first2_ss, tr_q8kp, TGT512)
 TR_TILE_FROM_SB(q5kx, k45x_sb, 176, __m128, _mm_setzero_ps(), _mm_cvtss_f32, tr_q8k, TILE512, 1)
 TR_GEMM_FROM_TILE_W(q5kx_tiles, q5kx_tile, TGT512, TR_TILE_MAX)
-TR_GEMM_TWO_STREAMS(q5kx_vec, q5kx_tiles, q5kx_block, 176, __m128, _mm_setzero_ps(), first2_ss, tr_q8k, TGT512)
+TR_GEMM_STREAMS(q5kx_vec, q5kx_tiles, q5kx_block, 176, __m128, _mm_setzero_ps(), first2_ss, tr_q8k, TGT512)
 
 /* vpermw indexes: the scale of each word of W_k (elements 64k..64k+63:
  * sub-blocks 2k and 2k+1, 16 words each), from the 8 unpacked scales. */
@@ -652,7 +652,7 @@ TILE512 void q6kx_sb(__m128 *acc, const uint8_t *w, const char *a, size_t as, in
 
 TR_TILE_FROM_SB(q6kx, q6kx_sb, 210, __m128, _mm_setzero_ps(), _mm_cvtss_f32, tr_q8k, TILE512)
 TR_GEMM_FROM_TILE_W(q6kx_tiles, q6kx_tile, TGT512, TR_TILE_MAX)
-TR_GEMM_TWO_STREAMS(q6kx_vec, q6kx_tiles, q6kx_block, 210, __m128, _mm_setzero_ps(), first2_ss, tr_q8k, TGT512)
+TR_GEMM_STREAMS(q6kx_vec, q6kx_tiles, q6kx_block, 210, __m128, _mm_setzero_ps(), first2_ss, tr_q8k, TGT512)
 
 /* vpermw indexes: the scale of each word of W_k (four sub-blocks of 16,
  * 8 words each). */

@@ -174,8 +174,8 @@ enum { tq1_0_bytes = sizeof(tr_block_tq1_0), tq1_0_d = offsetof(tr_block_tq1_0, 
 
 /* Several tokens: the tokens in tiles of four outer, the rows inner, so a
  * tile's activations stay in L1 (kernels.h's TR_GEMM_FROM_TILE). One token
- * (generation): kernels.h's TR_GEMM_TWO_STREAMS, two rows at once from the
- * two halves of the rows handed in. */
+ * (generation): kernels.h's TR_GEMM_STREAMS, TR_STREAMS rows at once from as
+ * many stretches of the rows handed in. */
 #define TERNARY_GEMM(fmt)                                                                                           \
     TERNARY_TILE(fmt)                                                                                               \
     TERNARY_BLOCK(fmt)                                                                                              \
@@ -197,7 +197,7 @@ enum { tq1_0_bytes = sizeof(tr_block_tq1_0), tq1_0_d = offsetof(tr_block_tq1_0, 
             }                                                                                                       \
         }                                                                                                           \
     }                                                                                                               \
-    TR_GEMM_TWO_STREAMS(gemm_##fmt, gemm_##fmt##_tiles, fmt##_block, fmt##_bytes, __m512, _mm512_setzero_ps(),      \
+    TR_GEMM_STREAMS(gemm_##fmt, gemm_##fmt##_tiles, fmt##_block, fmt##_bytes, __m512, _mm512_setzero_ps(),      \
                         fmt##_sum2, tr_q8k, TGT512)
 
 TERNARY_GEMM(tq2_0)

@@ -244,14 +244,14 @@ TILEV void t_sb(__m256 *acc, const uint8_t *w, const char *a, size_t as, int64_t
 
 /* A row against NT <= 4 tokens, and the kernel: tokens in tiles of four
  * (each decoded super-block shared by the tile), tiles outer so a tile's
- * activations stay in L1 (kernels.h's TR_GEMM_FROM_TILE); one token: kernels.h's TR_GEMM_TWO_STREAMS
- * (two rows at once from the two halves of the rows handed in), with the
+ * activations stay in L1 (kernels.h's TR_GEMM_FROM_TILE); one token: kernels.h's TR_GEMM_STREAMS
+ * (TR_STREAMS rows at once from as many stretches of the rows handed in), with the
  * same per-super-block body. */
 #define GEMM_KQUANTV(name, sb, K, bytes, act_t)                                                          \
     TR_TILE_FROM_SB(name, sb, bytes, __m256, _mm256_setzero_ps(), hsum_ps, act_t, TILEV, K)              \
     TR_GEMM_FROM_TILE(name##_tiles, name##_tile, TGTV)                                                   \
-    TR_GEMM_TWO_STREAMS(name, name##_tiles, name##_block, bytes,                                         \
-                        __m256, _mm256_setzero_ps(), hsum2_ps, act_t, TGTV)
+    TR_GEMM_STREAMS(name, name##_tiles, name##_block, bytes,                                             \
+                    __m256, _mm256_setzero_ps(), hsum2_ps, act_t, TGTV)
 
 GEMM_KQUANTV(gemm_q2_k, k_sb, K_Q2, 84, tr_q8k)
 GEMM_KQUANTV(gemm_q3_k, k_sb, K_Q3, 110, tr_q8k)
