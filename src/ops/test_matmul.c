@@ -609,6 +609,70 @@ TT_TEST(batch_results_equal_single_token_results) {
     for (int p = 0; p < 2; p++) tr_pool_free(pools[p]);
 }
 
+/* tr_matmul's loop with one variant: chunks of `chunk` rows, each against
+ * the tokens in calls of tile_t (tr_kernel_call_tokens). */
+static void variant_chunks(tr_gemm_fn fn, int tile_t, int64_t chunk, const uint8_t *w, size_t ws, int64_t rows,
+                           int64_t cols, const char *a, size_t as, int64_t nt, float *y) {
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk)
+        for (int64_t t0 = 0; t0 < nt; t0 += tile_t)
+            fn(cols, w + (size_t)r0 * ws, ws, (int)(rows - r0 < chunk ? rows - r0 : chunk), a + (size_t)t0 * as, as,
+               (int)(nt - t0 < tile_t ? nt - t0 : tile_t), y + t0 * rows + r0, (size_t)rows);
+}
+
+/* Every SIMD variant this CPU runs, not only the one tr_matmul picks here,
+ * is batch-invariant by itself: over ragged rows, a batch of tokens cut as
+ * tr_matmul cuts it for 1, 2 or 3 threads gives, bit for bit, what each
+ * token gives alone (the one-token streams, kernels.h's TR_GEMM_STREAMS,
+ * against the tiles). On a CPU whose best tier is that variant, tr_matmul
+ * runs exactly this. */
+TT_TEST(every_variant_batch_invariant) {
+    int tested = 0;
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        int type = types[ti];
+        const tr_kernel *k = tr_kernel_get(type);
+        int64_t bl = k->blck < 32 ? 32 : k->blck;
+        for (int v = 0; v < N_SIMD; v++) {
+            tr_gemm_fn fn = tr_kernel_variant(k, simd_isas[v].isa);
+            if (!fn || !tr_isa_usable(simd_isas[v].isa)) continue;
+            const int tile_t = tr_kernel_call_tokens(k, fn);
+            static const int nts[] = {2, 3, 5, 9, 17};
+            for (size_t ni = 0; ni < sizeof nts / sizeof nts[0]; ni++) {
+                const int nt = nts[ni];
+                int64_t cols = bl * (1 + tt_rnd() % 4), rows = 1 + tt_rnd() % 75;
+                uint8_t *w = random_weights(type, rows, cols);
+                float *x = random_floats(cols * nt);
+                size_t as = tr_act_row_size(k->act, cols), ws = tr_row_size(type, cols);
+                char *a = malloc(as * (size_t)nt);
+                for (int t = 0; t < nt; t++) tr_act_convert(k->act, x + (int64_t)t * cols, a + t * as, cols);
+                float *alone = malloc(sizeof(float) * (size_t)(rows * nt)), *yb = malloc(sizeof(float) * (size_t)(rows * nt));
+                for (int t = 0; t < nt; t++)
+                    variant_chunks(fn, tile_t, tr_matmul_chunk_rows(rows, 1, 1), w, ws, rows, cols, a + t * as, as, 1,
+                                   alone + (int64_t)t * rows);
+                int bad = 0;
+                for (int nth = 1; nth <= 3; nth++) {
+                    variant_chunks(fn, tile_t, tr_matmul_chunk_rows(rows, nt, nth), w, ws, rows, cols, a, as, nt, yb);
+                    float *y1 = malloc(sizeof(float) * (size_t)rows);
+                    for (int t = 0; t < nt; t++) { /* one token alone, cut as for nth threads */
+                        variant_chunks(fn, tile_t, tr_matmul_chunk_rows(rows, 1, nth), w, ws, rows, cols, a + t * as,
+                                       as, 1, y1);
+                        if (memcmp(y1, alone + (int64_t)t * rows, sizeof(float) * (size_t)rows)) bad++;
+                    }
+                    free(y1);
+                    if (memcmp(yb, alone, sizeof(float) * (size_t)(rows * nt))) bad++;
+                }
+                if (bad)
+                    fprintf(stderr, "  %s %s rows=%lld cols=%lld nt=%d: %d differ from the tokens alone\n",
+                            tr_type_name(type), simd_isas[v].name, (long long)rows, (long long)cols, nt, bad);
+                TT_CHECK_EQ_INT(bad, 0);
+                tested++;
+                free(w), free(x), free(a), free(alone), free(yb);
+            }
+        }
+    }
+    printf("     %d variant x batch cases\n", tested);
+    if (!tested) TT_SKIP("no SIMD variant runs on this CPU (%s)", tr_cpu_describe());
+}
+
 int main(void) {
     TT_RUN(half_conversions_round_to_nearest_even);
     TT_RUN(q8k_conversion_avx2_matches_reference);
@@ -620,5 +684,6 @@ int main(void) {
     TT_RUN(x16_repack_matches_source_reference);
     TT_RUN(matmul_close_to_float_on_dequantized_weights);
     TT_RUN(batch_results_equal_single_token_results);
+    TT_RUN(every_variant_batch_invariant);
     return TT_DONE();
 }
