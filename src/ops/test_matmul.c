@@ -119,14 +119,22 @@ static const int types[] = {TR_TYPE_F32,  TR_TYPE_F16,  TR_TYPE_BF16, TR_TYPE_Q8
                             TR_TYPE_Q4_K, TR_TYPE_Q5_K, TR_TYPE_Q6_K, TR_TYPE_TQ1_0, TR_TYPE_TQ2_0};
 #define N_TYPES (int)(sizeof types / sizeof types[0])
 
+/* nt tokens of x (cols floats each) converted to the kernel's activations,
+ * as tr_matmul converts them: as bytes a token (malloc'd). */
+static char *converted(const tr_kernel *k, const float *x, int64_t cols, int64_t nt) {
+    const size_t as = tr_act_row_size(k->act, cols);
+    char *a = malloc(as * (size_t)nt);
+    for (int64_t t = 0; t < nt; t++) tr_act_convert(k->act, x + t * cols, a + (size_t)t * as, cols);
+    return a;
+}
+
 /* Reference results through the kernel's scalar reference: the activations
  * converted exactly as tr_matmul does, then ref(). */
 static void kernel_ref(int type, const uint8_t *w, int64_t rows, int64_t cols, const float *x, int64_t nt,
                        float *y) {
     const tr_kernel *k = tr_kernel_get(type);
     size_t as = tr_act_row_size(k->act, cols);
-    char *a = malloc(as * (size_t)nt);
-    for (int64_t t = 0; t < nt; t++) tr_act_convert(k->act, x + t * cols, a + t * as, cols);
+    char *a = converted(k, x, cols, nt);
     k->ref(cols, w, tr_row_size(type, cols), (int)rows, a, as, (int)nt, y, (size_t)rows);
     free(a);
 }
@@ -172,8 +180,7 @@ TT_TEST(variants_match_scalar_reference) {
                 uint8_t *w = random_weights(type, rows, cols);
                 float *x = random_floats(cols * nt);
                 size_t as = tr_act_row_size(k->act, cols), ws = tr_row_size(type, cols);
-                char *a = malloc(as * (size_t)nt);
-                for (int t = 0; t < nt; t++) tr_act_convert(k->act, x + (int64_t)t * cols, a + t * as, cols);
+                char *a = converted(k, x, cols, nt);
                 float *y0 = malloc(sizeof(float) * (size_t)(rows * nt)), *y1 = malloc(sizeof(float) * (size_t)(rows * nt));
                 k->ref(cols, w, ws, (int)rows, a, as, nt, y0, (size_t)rows);
                 vs[v].fn(cols, w, ws, (int)rows, a, as, nt, y1, (size_t)rows);
@@ -406,8 +413,7 @@ TT_TEST(legacy_extreme_values_match_reference) {
                 for (int q = 0; sf[q] >= 0; q++) put16(w + b * bb + sf[q], tr_fp32_to_fp16(1.0f / 64));
             float *x = malloc(sizeof(float) * (size_t)(cols * nt));
             for (int64_t i = 0; i < cols * nt; i++) x[i] = ((i / 32 + i / cols) % 2) ? -1.0f : 1.0f;
-            char *a = malloc(as * (size_t)nt);
-            for (int t = 0; t < nt; t++) tr_act_convert(k->act, x + (int64_t)t * cols, a + t * as, cols);
+            char *a = converted(k, x, cols, nt);
             float *y0 = malloc(sizeof(float) * (size_t)(rows * nt)), *y1 = malloc(sizeof(float) * (size_t)(rows * nt));
             k->ref(cols, w, ws, (int)rows, a, as, nt, y0, (size_t)rows);
             fn(cols, w, ws, (int)rows, a, as, nt, y1, (size_t)rows);
@@ -551,8 +557,7 @@ TT_TEST(kquant_extreme_values_match_reference) {
             float *x = malloc(sizeof(float) * (size_t)(cols * nt));
             for (int64_t i = 0; i < cols * nt; i++) x[i] = pat == 0 ? 1.0f : pat == 1 ? -1.0f : (i & 1 ? 1.0f : -1.0f);
             size_t as = tr_act_row_size(k->act, cols);
-            char *a = malloc(as * (size_t)nt);
-            for (int t = 0; t < nt; t++) tr_act_convert(k->act, x + (int64_t)t * cols, a + t * as, cols);
+            char *a = converted(k, x, cols, nt);
             float y0[3 * 20], y1[3 * 20];
             static const int ntts[] = {1, 4, 20};
             for (int ni = 0; ni < 3; ni++) {
@@ -642,8 +647,7 @@ TT_TEST(every_variant_batch_invariant) {
                 uint8_t *w = random_weights(type, rows, cols);
                 float *x = random_floats(cols * nt);
                 size_t as = tr_act_row_size(k->act, cols), ws = tr_row_size(type, cols);
-                char *a = malloc(as * (size_t)nt);
-                for (int t = 0; t < nt; t++) tr_act_convert(k->act, x + (int64_t)t * cols, a + t * as, cols);
+                char *a = converted(k, x, cols, nt);
                 float *alone = malloc(sizeof(float) * (size_t)(rows * nt)), *yb = malloc(sizeof(float) * (size_t)(rows * nt));
                 for (int t = 0; t < nt; t++)
                     variant_chunks(fn, tile_t, tr_matmul_chunk_rows(rows, 1, 1), w, ws, rows, cols, a + t * as, as, 1,
