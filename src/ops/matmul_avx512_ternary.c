@@ -197,8 +197,8 @@ enum { tq1_0_bytes = sizeof(tr_block_tq1_0), tq1_0_d = offsetof(tr_block_tq1_0, 
             }                                                                                                       \
         }                                                                                                           \
     }                                                                                                               \
-    TR_GEMM_STREAMS(gemm_##fmt, gemm_##fmt##_tiles, fmt##_block, fmt##_bytes, __m512, _mm512_setzero_ps(),      \
-                        fmt##_sum2, tr_q8k, TGT512)
+    TR_GEMM_STREAMS(gemm_##fmt, gemm_##fmt##_tiles, fmt##_block, fmt##_bytes, __m512, _mm512_setzero_ps(),          \
+                    fmt##_sum2, tr_q8k, TGT512)
 
 TERNARY_GEMM(tq2_0)
 TERNARY_GEMM(tq1_0)
