@@ -157,8 +157,11 @@ tr_gemm_fn tr_kernel_best(const tr_kernel *k) {
  * 256-bit AVX-VNNI kernel reads it faster than the AVX-512 one (which is
  * faster on cached weights: 3.1 against 3.7 ns per row and super-block):
  * TinyLlama Q4_K_M tg64 37.7-40.0 -> 39.2-42.5 t/s in four alternating
- * pairs (docs/BENCHMARKS.md, session 22). Where AVX-VNNI is missing (Zen 4) the AVX-512 kernel stays
- * (the 256-bit one there would be AVX2's, not measured against it). */
+ * pairs (docs/BENCHMARKS.md, session 22). Session 23 did not see the slower
+ * 512-bit reads again (bench_matmul one token 28.3-28.9 GB/s against
+ * AVX-VNNI's 27.6-28.3): the route stays, measured no worse either time.
+ * Where AVX-VNNI is missing (Zen 4) the AVX-512 kernel stays (the 256-bit
+ * one there would be AVX2's, not measured against it). */
 tr_gemm_fn tr_kernel_for_tokens(const tr_kernel *k, int64_t n_tokens) {
     const tr_gemm_fn best = tr_kernel_best(k);
     if (n_tokens == 1 && k == tr_kernel_get(TR_TYPE_Q4_K_X16) && k->avxvnni && tr_isa_usable(TR_ISA_AVXVNNI) &&
